@@ -1,0 +1,941 @@
+//! The configuration model: a bundle of files parsed into modules of variables, locals,
+//! resources, data sources, outputs and module calls.
+
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Loc, SourceFile};
+use crate::eval::{eval, EmptyScope, Expr};
+use crate::value::{ObjectAttr, Type, Value};
+use hcl_edit::expr::{Expression, ObjectKey, TraversalOperator};
+use hcl_edit::structure::{Body, Structure};
+use hcl_edit::Span;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The files of one configuration: an environment's directory and every module it uses.
+///
+/// Paths use `/`; a module from git lives under `git::URL?ref=TAG`. The CLI builds the
+/// bundle from disk; the server evaluates only what is in it, and history keeps it so any
+/// applied version can be planned again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bundle {
+    /// The root module's directory.
+    pub root: String,
+    /// Every file, by path.
+    pub files: BTreeMap<String, String>,
+}
+
+impl Bundle {
+    /// The configuration files (`*.hcl`, `*.tf`) directly in `dir`, in name order.
+    pub fn config_files(&self, dir: &str) -> Vec<(&String, &String)> {
+        self.files.iter().filter(|(p, _)| parent_dir(p) == dir && is_config_file(p)).collect()
+    }
+}
+
+/// True for `*.hcl` and `*.tf` files.
+pub fn is_config_file(p: &str) -> bool {
+    p.ends_with(".hcl") || p.ends_with(".tf")
+}
+
+/// The directory part of a bundle path.
+pub fn parent_dir(p: &str) -> &str {
+    match p.rfind('/') {
+        Some(i) => &p[..i],
+        None => ".",
+    }
+}
+
+/// Joins a bundle directory and a relative path.
+pub fn join_path(dir: &str, rel: &str) -> String {
+    if rel.starts_with('/') || rel.starts_with("git::") {
+        return normalize_path(rel);
+    }
+    if dir == "." || dir.is_empty() {
+        normalize_path(rel)
+    } else {
+        normalize_path(&format!("{dir}/{rel}"))
+    }
+}
+
+/// Resolves `.` and `..` in a path, keeping a `git::URL?ref=TAG` prefix intact.
+pub fn normalize_path(p: &str) -> String {
+    let (prefix, rest) = split_git_prefix(p);
+    let absolute = prefix.is_empty() && rest.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for c in rest.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if matches!(parts.last(), Some(l) if *l != "..") {
+                    parts.pop();
+                } else if !absolute && prefix.is_empty() {
+                    parts.push("..");
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    let joined = parts.join("/");
+    if !prefix.is_empty() {
+        if joined.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/{joined}")
+        }
+    } else if absolute {
+        format!("/{joined}")
+    } else if joined.is_empty() {
+        ".".to_string()
+    } else {
+        joined
+    }
+}
+
+fn split_git_prefix(p: &str) -> (&str, &str) {
+    if let Some(rest) = p.strip_prefix("git::") {
+        if let Some(i) = rest.find("?ref=") {
+            let after = &rest[i + 5..];
+            let end = after.find('/').map(|j| 5 + i + 5 + j).unwrap_or(p.len());
+            return (&p[..end], &p[end..]);
+        }
+    }
+    ("", p)
+}
+
+/// Where a module's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// A directory of the bundle.
+    Local(String),
+    /// A git repository at a tag (or other ref), and a directory inside it.
+    Git {
+        /// The repository URL.
+        url: String,
+        /// The tag, branch or commit.
+        rref: String,
+        /// The directory inside the repository ("" for its root).
+        subdir: String,
+    },
+}
+
+impl ModuleSource {
+    /// Parses a `source` string as written in a module block called from `caller_dir`.
+    pub fn parse(caller_dir: &str, source: &str) -> Result<ModuleSource, String> {
+        if let Some(rest) = source.strip_prefix("git::") {
+            let (addr, query) = rest.split_once('?').map(|(a, q)| (a, Some(q))).unwrap_or((rest, None));
+            let rref = query
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ref=")))
+                .ok_or_else(|| "a git module source must pin a version with \"?ref=TAG\", for example \"git::https://example.com/modules.git//vpc?ref=v1.2.0\"".to_string())?;
+            // `//` after the scheme separates the repository from the directory inside it.
+            let scheme_end = addr.find("://").map(|i| i + 3).unwrap_or(0);
+            let (url, subdir) = match addr[scheme_end..].find("//") {
+                Some(i) => (&addr[..scheme_end + i], &addr[scheme_end + i + 2..]),
+                None => (addr, ""),
+            };
+            if url.is_empty() {
+                return Err("the git module source has no repository URL".into());
+            }
+            return Ok(ModuleSource::Git { url: url.to_string(), rref: rref.to_string(), subdir: subdir.trim_matches('/').to_string() });
+        }
+        if source.starts_with("./") || source.starts_with("../") || source.starts_with('/') {
+            return Ok(ModuleSource::Local(join_path(caller_dir, source)));
+        }
+        Err(format!("unsupported module source \"{source}\": use a local path starting with \"./\" or \"../\", or \"git::URL//DIR?ref=TAG\""))
+    }
+
+    /// The bundle directory of the module's code.
+    pub fn dir(&self) -> String {
+        match self {
+            ModuleSource::Local(d) => d.clone(),
+            ModuleSource::Git { .. } => {
+                let root = self.git_root().unwrap_or_default();
+                match self {
+                    ModuleSource::Git { subdir, .. } if !subdir.is_empty() => normalize_path(&format!("{root}/{subdir}")),
+                    _ => root,
+                }
+            }
+        }
+    }
+
+    /// For git sources, the bundle path of the repository's root.
+    pub fn git_root(&self) -> Option<String> {
+        match self {
+            ModuleSource::Git { url, rref, .. } => Some(format!("git::{url}?ref={rref}")),
+            ModuleSource::Local(_) => None,
+        }
+    }
+}
+
+/// A parsed configuration: every module directory of a bundle.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The root module's directory.
+    pub root: String,
+    /// Every module, by directory.
+    pub modules: BTreeMap<String, Arc<ModuleConfig>>,
+    /// The bundle it came from.
+    pub bundle: Arc<Bundle>,
+}
+
+impl Config {
+    /// The root module.
+    pub fn root_module(&self) -> &Arc<ModuleConfig> {
+        &self.modules[&self.root]
+    }
+}
+
+/// One module: the blocks of the configuration files of one directory.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleConfig {
+    /// Its directory in the bundle.
+    pub dir: String,
+    /// The `environment "NAME" {}` block, if any.
+    pub environment: Option<(String, Loc)>,
+    /// `variable` blocks.
+    pub variables: BTreeMap<String, Variable>,
+    /// `locals` entries.
+    pub locals: BTreeMap<String, Attr>,
+    /// `resource` blocks, by `TYPE.NAME`.
+    pub resources: BTreeMap<String, ResourceConfig>,
+    /// `data` blocks, by `TYPE.NAME`.
+    pub data: BTreeMap<String, ResourceConfig>,
+    /// `output` blocks.
+    pub outputs: BTreeMap<String, Output>,
+    /// `module` blocks.
+    pub module_calls: BTreeMap<String, ModuleCall>,
+}
+
+/// An attribute: `name = expr`.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub expr: Expr,
+    /// Where the name is.
+    pub loc: Loc,
+}
+
+/// A `variable` block.
+#[derive(Debug, Clone)]
+pub struct Variable {
+    /// Its name.
+    pub name: String,
+    /// Where it is declared.
+    pub loc: Loc,
+    /// Its type constraint (`any` when none).
+    pub ty: Type,
+    /// Its default, already evaluated (defaults are constants).
+    pub default: Option<Value>,
+    /// Its description.
+    pub description: Option<String>,
+    /// Marked `sensitive = true`.
+    pub sensitive: bool,
+    /// `validation` blocks.
+    pub validations: Vec<Validation>,
+}
+
+/// A `validation { condition, error_message }` block.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// Must be true.
+    pub condition: Expr,
+    /// Shown when it is not.
+    pub error_message: Expr,
+}
+
+/// An `output` block.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Its name.
+    pub name: String,
+    /// Where it is declared.
+    pub loc: Loc,
+    /// Its value.
+    pub value: Expr,
+    /// Masked in plans and listings.
+    pub sensitive: bool,
+    /// Its description.
+    pub description: Option<String>,
+    /// Explicit dependencies.
+    pub depends_on: Vec<Reference>,
+}
+
+/// A static reference written in `depends_on` or `ignore_changes`.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// The names, as written (`["module", "net"]`, `["random_id", "x"]`).
+    pub parts: Vec<String>,
+    /// Where it is written.
+    pub loc: Loc,
+}
+
+/// Whether a block declares a managed resource or a data source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `resource`.
+    Managed,
+    /// `data`.
+    Data,
+}
+
+/// A `resource` or `data` block.
+#[derive(Debug, Clone)]
+pub struct ResourceConfig {
+    /// Managed or data.
+    pub mode: Mode,
+    /// The resource type.
+    pub type_name: String,
+    /// Its name.
+    pub name: String,
+    /// Where the block is.
+    pub loc: Loc,
+    /// Where the type label is.
+    pub type_loc: Loc,
+    /// `count`.
+    pub count: Option<Expr>,
+    /// `for_each`.
+    pub for_each: Option<Expr>,
+    /// `depends_on`.
+    pub depends_on: Vec<Reference>,
+    /// `lifecycle`.
+    pub lifecycle: Lifecycle,
+    /// Every other attribute and block.
+    pub body: BodyConfig,
+}
+
+impl ResourceConfig {
+    /// `TYPE.NAME`, or `data.TYPE.NAME`.
+    pub fn key(&self) -> String {
+        match self.mode {
+            Mode::Managed => format!("{}.{}", self.type_name, self.name),
+            Mode::Data => format!("data.{}.{}", self.type_name, self.name),
+        }
+    }
+}
+
+/// The `lifecycle` block of a resource.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// Refuse any plan that destroys the resource.
+    pub prevent_destroy: bool,
+    /// On replacement, create the new object before destroying the old.
+    pub create_before_destroy: bool,
+    /// Attributes whose changes are ignored (`["*"]` for all).
+    pub ignore_changes: Vec<String>,
+}
+
+/// The attributes and nested blocks of a block body.
+#[derive(Debug, Clone)]
+pub struct BodyConfig {
+    /// Attributes by name.
+    pub attrs: BTreeMap<String, Attr>,
+    /// Nested blocks, in order.
+    pub blocks: Vec<BlockConfig>,
+    /// Where the body's block is.
+    pub loc: Loc,
+}
+
+/// A nested block.
+#[derive(Debug, Clone)]
+pub struct BlockConfig {
+    /// Its type name.
+    pub type_name: String,
+    /// Its labels.
+    pub labels: Vec<String>,
+    /// Its body.
+    pub body: BodyConfig,
+    /// Where it is.
+    pub loc: Loc,
+}
+
+/// A `module` block.
+#[derive(Debug, Clone)]
+pub struct ModuleCall {
+    /// Its name.
+    pub name: String,
+    /// Where it is.
+    pub loc: Loc,
+    /// Its `source`.
+    pub source: ModuleSource,
+    /// Where `source` is.
+    pub source_loc: Loc,
+    /// `count`.
+    pub count: Option<Expr>,
+    /// `for_each`.
+    pub for_each: Option<Expr>,
+    /// `depends_on`.
+    pub depends_on: Vec<Reference>,
+    /// The module's input variables.
+    pub inputs: BTreeMap<String, Attr>,
+}
+
+/// Parses one file's text, with errors at `file:line:col`.
+pub fn parse_file(file: &Arc<SourceFile>) -> Result<Body, Diagnostic> {
+    hcl_edit::parser::parse_body(&file.text).map_err(|e| parse_error(file, &e))
+}
+
+/// Turns a parser error into a diagnostic.
+pub fn parse_error(file: &Arc<SourceFile>, e: &hcl_edit::parser::Error) -> Diagnostic {
+    let loc = e.location();
+    let offset = offset_of(&file.text, loc.line(), loc.column());
+    Diagnostic::at(&Loc { file: file.clone(), span: offset..offset + 1 }, format!("invalid HCL syntax: {}", e.message().trim()))
+        .with_detail("Fix the syntax at the marked position; `veeps fmt` can reformat valid files.")
+}
+
+fn offset_of(text: &str, line: usize, col: usize) -> usize {
+    let mut off = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            let chars: usize = l.chars().take(col.saturating_sub(1)).map(char::len_utf8).sum();
+            return off + chars;
+        }
+        off += l.len();
+    }
+    text.len()
+}
+
+/// Parses every module of a bundle, starting from its root and following module calls.
+pub fn load_config(bundle: Arc<Bundle>) -> Result<Config, Diagnostics> {
+    let mut modules = BTreeMap::new();
+    let mut diags = Diagnostics::default();
+    let mut todo = vec![(bundle.root.clone(), None::<Loc>)];
+    while let Some((dir, called_at)) = todo.pop() {
+        if modules.contains_key(&dir) {
+            continue;
+        }
+        let files = bundle.config_files(&dir);
+        if files.is_empty() {
+            let msg = format!("no configuration files (*.hcl) in \"{dir}\"");
+            diags.push(Diagnostic::new(msg, called_at.clone()).with_detail("Check the module's source path."));
+            continue;
+        }
+        let mut m = ModuleConfig { dir: dir.clone(), ..Default::default() };
+        for (path, text) in files {
+            let file = Arc::new(SourceFile { path: path.clone(), text: text.clone() });
+            match parse_file(&file) {
+                Ok(body) => parse_module_body(&mut m, &file, &body, &mut diags),
+                Err(d) => diags.push(d),
+            }
+        }
+        for call in m.module_calls.values() {
+            todo.push((call.source.dir(), Some(call.source_loc.clone())));
+        }
+        modules.insert(dir, Arc::new(m));
+    }
+    diags.into_result()?;
+    Ok(Config { root: bundle.root.clone(), modules, bundle })
+}
+
+const TOP_LEVEL: &[&str] = &["resource", "data", "variable", "locals", "output", "module", "environment"];
+
+fn parse_module_body(m: &mut ModuleConfig, file: &Arc<SourceFile>, body: &Body, diags: &mut Diagnostics) {
+    for s in body.iter() {
+        let block = match s {
+            Structure::Attribute(a) => {
+                diags.push(Diagnostic::at(&Loc::new(file, a.key.span()), format!("unexpected attribute \"{}\" at the top level", a.key.as_str())).with_detail("Top-level attributes belong in a `locals` block."));
+                continue;
+            }
+            Structure::Block(b) => b,
+        };
+        let loc = Loc::new(file, block.ident.span());
+        let labels: Vec<String> = block.labels.iter().map(|l| l.as_str().to_string()).collect();
+        let kind = block.ident.as_str();
+        let need = |n: usize, diags: &mut Diagnostics| -> bool {
+            if labels.len() != n {
+                let what = match kind {
+                    "resource" | "data" => "a type and a name, as in `resource \"random_id\" \"suffix\" {}`",
+                    _ => "one name",
+                };
+                diags.push(Diagnostic::at(&loc, format!("a `{kind}` block needs {what}")));
+                return false;
+            }
+            true
+        };
+        match kind {
+            "environment" => {
+                if need(1, diags) {
+                    if let Some((_, prev)) = &m.environment {
+                        diags.push(Diagnostic::at(&loc, format!("a second `environment` block (the first is at {})", prev.position())));
+                    } else {
+                        m.environment = Some((labels[0].clone(), loc.clone()));
+                    }
+                }
+            }
+            "variable" => {
+                if need(1, diags) {
+                    if let Some(v) = parse_variable(&labels[0], loc.clone(), file, &block.body, diags) {
+                        if let Some(prev) = m.variables.get(&v.name) {
+                            diags.push(Diagnostic::at(&loc, format!("variable \"{}\" is declared twice (first at {})", v.name, prev.loc.position())));
+                        } else {
+                            m.variables.insert(v.name.clone(), v);
+                        }
+                    }
+                }
+            }
+            "locals" => {
+                for s in block.body.iter() {
+                    match s {
+                        Structure::Attribute(a) => {
+                            let name = a.key.as_str().to_string();
+                            let aloc = Loc::new(file, a.key.span());
+                            if let Some(prev) = m.locals.get(&name) {
+                                diags.push(Diagnostic::at(&aloc, format!("local value \"{name}\" is defined twice (first at {})", prev.loc.position())));
+                                continue;
+                            }
+                            m.locals.insert(name.clone(), Attr { name, expr: Expr { expr: a.value.clone(), file: file.clone() }, loc: aloc });
+                        }
+                        Structure::Block(b) => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), "blocks are not allowed in `locals`")),
+                    }
+                }
+            }
+            "output" => {
+                if need(1, diags) {
+                    let name = labels[0].clone();
+                    let mut value = None;
+                    let mut sensitive = false;
+                    let mut description = None;
+                    let mut depends_on = vec![];
+                    for s in block.body.iter() {
+                        match s {
+                            Structure::Attribute(a) => {
+                                let e = Expr { expr: a.value.clone(), file: file.clone() };
+                                match a.key.as_str() {
+                                    "value" => value = Some(e),
+                                    "sensitive" => sensitive = const_bool(&e, diags),
+                                    "description" => description = const_string(&e, diags),
+                                    "depends_on" => depends_on = parse_ref_list(&e, diags),
+                                    k => diags.push(unknown_arg(file, a, k, &["value", "sensitive", "description", "depends_on"], "output")),
+                                }
+                            }
+                            Structure::Block(b) => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), "blocks are not allowed in `output`")),
+                        }
+                    }
+                    match value {
+                        Some(value) => {
+                            if m.outputs.contains_key(&name) {
+                                diags.push(Diagnostic::at(&loc, format!("output \"{name}\" is declared twice")));
+                            }
+                            m.outputs.insert(name.clone(), Output { name, loc, value, sensitive, description, depends_on });
+                        }
+                        None => diags.push(Diagnostic::at(&loc, format!("output \"{name}\" has no `value`"))),
+                    }
+                }
+            }
+            "module" => {
+                if need(1, diags) {
+                    if let Some(call) = parse_module_call(&labels[0], loc.clone(), file, &m.dir, &block.body, diags) {
+                        if m.module_calls.contains_key(&call.name) {
+                            diags.push(Diagnostic::at(&loc, format!("module \"{}\" is declared twice", call.name)));
+                        }
+                        m.module_calls.insert(call.name.clone(), call);
+                    }
+                }
+            }
+            "resource" | "data" => {
+                if need(2, diags) {
+                    let mode = if kind == "resource" { Mode::Managed } else { Mode::Data };
+                    let type_loc = Loc::new(file, block.labels[0].span());
+                    let r = parse_resource(mode, &labels[0], &labels[1], loc.clone(), type_loc, file, &block.body, diags);
+                    let map = if mode == Mode::Managed { &mut m.resources } else { &mut m.data };
+                    let key = r.key();
+                    if let Some(prev) = map.get(&key) {
+                        diags.push(Diagnostic::at(&loc, format!("{key} is declared twice (first at {})", prev.loc.position())));
+                    } else {
+                        map.insert(key, r);
+                    }
+                }
+            }
+            other => {
+                let hint = if other == "provider" || other == "terraform" {
+                    " veeps has no providers to configure: resource types are built in.".to_string()
+                } else {
+                    did_you_mean(other, TOP_LEVEL.iter().copied())
+                };
+                diags.push(Diagnostic::at(&loc, format!("unknown block type \"{other}\".{hint}")).with_detail(format!("Top-level blocks are: {}.", TOP_LEVEL.join(", "))));
+            }
+        }
+    }
+}
+
+fn unknown_arg(file: &Arc<SourceFile>, a: &hcl_edit::structure::Attribute, k: &str, allowed: &[&str], what: &str) -> Diagnostic {
+    Diagnostic::at(&Loc::new(file, a.key.span()), format!("unsupported argument \"{k}\" in `{what}`.{}", did_you_mean(k, allowed.iter().copied())))
+        .with_detail(format!("`{what}` takes: {}.", allowed.join(", ")))
+}
+
+fn const_bool(e: &Expr, diags: &mut Diagnostics) -> bool {
+    match eval(e, &EmptyScope) {
+        Ok(Value::Bool(b)) => b,
+        Ok(v) => {
+            diags.push(Diagnostic::at(&e.loc(), format!("a literal bool (true or false) is required here, got {}", v.type_name())));
+            false
+        }
+        Err(d) => {
+            diags.push(d);
+            false
+        }
+    }
+}
+
+fn const_string(e: &Expr, diags: &mut Diagnostics) -> Option<String> {
+    match eval(e, &EmptyScope) {
+        Ok(Value::String(s)) => Some(s),
+        Ok(v) => {
+            diags.push(Diagnostic::at(&e.loc(), format!("a literal string is required here, got {}", v.type_name())));
+            None
+        }
+        Err(d) => {
+            diags.push(d);
+            None
+        }
+    }
+}
+
+/// Parses a static list of references such as `[random_id.x, module.net]`.
+fn parse_ref_list(e: &Expr, diags: &mut Diagnostics) -> Vec<Reference> {
+    let mut out = vec![];
+    let Expression::Array(a) = &e.expr else {
+        diags.push(Diagnostic::at(&e.loc(), "a list of references is required here, like [random_id.x, module.net]"));
+        return out;
+    };
+    for item in a.iter() {
+        match traversal_names(item) {
+            Some(parts) => out.push(Reference { parts, loc: e.sub_loc(item) }),
+            None => diags.push(Diagnostic::at(&e.sub_loc(item), "a reference such as random_id.x is required here, not an expression")),
+        }
+    }
+    out
+}
+
+/// The names of a plain traversal (`a.b.c`), if the expression is one.
+pub fn traversal_names(e: &Expression) -> Option<Vec<String>> {
+    match e {
+        Expression::Variable(v) => Some(vec![v.as_str().to_string()]),
+        Expression::Traversal(t) => {
+            let mut names = vec![match &t.expr {
+                Expression::Variable(v) => v.as_str().to_string(),
+                _ => return None,
+            }];
+            for op in &t.operators {
+                match op.value() {
+                    TraversalOperator::GetAttr(i) => names.push(i.as_str().to_string()),
+                    TraversalOperator::Index(_) | TraversalOperator::LegacyIndex(_) => {}
+                    _ => return None,
+                }
+            }
+            Some(names)
+        }
+        _ => None,
+    }
+}
+
+fn parse_variable(name: &str, loc: Loc, file: &Arc<SourceFile>, body: &Body, diags: &mut Diagnostics) -> Option<Variable> {
+    let mut v = Variable { name: name.to_string(), loc, ty: Type::Any, default: None, description: None, sensitive: false, validations: vec![] };
+    let mut default_expr = None;
+    for s in body.iter() {
+        match s {
+            Structure::Attribute(a) => {
+                let e = Expr { expr: a.value.clone(), file: file.clone() };
+                match a.key.as_str() {
+                    "type" => match parse_type(&e.expr) {
+                        Ok(t) => v.ty = t,
+                        Err(msg) => diags.push(Diagnostic::at(&e.loc(), msg).with_detail("Types are: string, number, bool, any, list(T), set(T), map(T), object({...}), tuple([...]).")),
+                    },
+                    "default" => default_expr = Some(e),
+                    "description" => v.description = const_string(&e, diags),
+                    "sensitive" => v.sensitive = const_bool(&e, diags),
+                    "nullable" => {
+                        const_bool(&e, diags);
+                    }
+                    k => diags.push(unknown_arg(file, a, k, &["type", "default", "description", "sensitive", "nullable", "validation"], "variable")),
+                }
+            }
+            Structure::Block(b) if b.ident.as_str() == "validation" => {
+                let mut cond = None;
+                let mut msg = None;
+                for s in b.body.iter() {
+                    if let Structure::Attribute(a) = s {
+                        let e = Expr { expr: a.value.clone(), file: file.clone() };
+                        match a.key.as_str() {
+                            "condition" => cond = Some(e),
+                            "error_message" => msg = Some(e),
+                            k => diags.push(unknown_arg(file, a, k, &["condition", "error_message"], "validation")),
+                        }
+                    }
+                }
+                match (cond, msg) {
+                    (Some(condition), Some(error_message)) => v.validations.push(Validation { condition, error_message }),
+                    _ => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), "a `validation` block needs `condition` and `error_message`")),
+                }
+            }
+            Structure::Block(b) => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), format!("unsupported block \"{}\" in `variable`", b.ident.as_str()))),
+        }
+    }
+    if let Some(e) = default_expr {
+        match eval(&e, &EmptyScope) {
+            Ok(d) => match crate::value::convert(&d, &v.ty) {
+                Ok(d) => v.default = Some(d),
+                Err(msg) => diags.push(Diagnostic::at(&e.loc(), format!("the default of variable \"{name}\" does not match its type {}: {msg}", v.ty))),
+            },
+            Err(d) => diags.push(d),
+        }
+    }
+    Some(v)
+}
+
+/// Parses a type constraint expression such as `list(object({ name = string }))`.
+pub fn parse_type(e: &Expression) -> Result<Type, String> {
+    match e {
+        Expression::Variable(v) => match v.as_str() {
+            "string" => Ok(Type::String),
+            "number" => Ok(Type::Number),
+            "bool" => Ok(Type::Bool),
+            "any" => Ok(Type::Any),
+            "list" => Ok(Type::List(Box::new(Type::Any))),
+            "map" => Ok(Type::Map(Box::new(Type::Any))),
+            "set" => Ok(Type::Set(Box::new(Type::Any))),
+            other => Err(format!("unknown type \"{other}\".{}", did_you_mean(other, ["string", "number", "bool", "any", "list", "map", "set", "object", "tuple"]))),
+        },
+        Expression::FuncCall(f) => {
+            let name = f.name.name.as_str();
+            let arg = f.args.iter().next().ok_or_else(|| format!("{name}() needs a type argument"))?;
+            match name {
+                "list" => Ok(Type::List(Box::new(parse_type(arg)?))),
+                "set" => Ok(Type::Set(Box::new(parse_type(arg)?))),
+                "map" => Ok(Type::Map(Box::new(parse_type(arg)?))),
+                "tuple" => match arg {
+                    Expression::Array(a) => Ok(Type::Tuple(a.iter().map(parse_type).collect::<Result<_, _>>()?)),
+                    _ => Err("tuple() needs a list of types, like tuple([string, number])".into()),
+                },
+                "object" => match arg {
+                    Expression::Object(o) => {
+                        let mut attrs = vec![];
+                        for (k, v) in o.iter() {
+                            let name = match k {
+                                ObjectKey::Ident(i) => i.as_str().to_string(),
+                                ObjectKey::Expression(Expression::String(s)) => s.value().clone(),
+                                _ => return Err("object type attribute names must be identifiers".into()),
+                            };
+                            let (ty, optional, default) = match v.expr() {
+                                Expression::FuncCall(f) if f.name.name.as_str() == "optional" => {
+                                    let mut args = f.args.iter();
+                                    let t = parse_type(args.next().ok_or("optional() needs a type")?)?;
+                                    let d = match args.next() {
+                                        Some(d) => {
+                                            let file = Arc::new(SourceFile { path: String::new(), text: String::new() });
+                                            Some(eval(&Expr { expr: d.clone(), file }, &EmptyScope).map_err(|d| d.summary)?)
+                                        }
+                                        None => None,
+                                    };
+                                    (t, true, d)
+                                }
+                                t => (parse_type(t)?, false, None),
+                            };
+                            attrs.push(ObjectAttr { name, ty, optional, default });
+                        }
+                        Ok(Type::Object(attrs))
+                    }
+                    _ => Err("object() needs attribute types, like object({ name = string })".into()),
+                },
+                other => Err(format!("unknown type constructor \"{other}\"")),
+            }
+        }
+        _ => Err("a type such as string, number, bool, list(string) or object({...}) is required".into()),
+    }
+}
+
+fn parse_module_call(name: &str, loc: Loc, file: &Arc<SourceFile>, caller_dir: &str, body: &Body, diags: &mut Diagnostics) -> Option<ModuleCall> {
+    let mut source = None;
+    let mut count = None;
+    let mut for_each = None;
+    let mut depends_on = vec![];
+    let mut inputs = BTreeMap::new();
+    for s in body.iter() {
+        match s {
+            Structure::Attribute(a) => {
+                let e = Expr { expr: a.value.clone(), file: file.clone() };
+                let aloc = Loc::new(file, a.key.span());
+                match a.key.as_str() {
+                    "source" => match const_string(&e, diags) {
+                        Some(s) => match ModuleSource::parse(caller_dir, &s) {
+                            Ok(src) => source = Some((src, e.loc())),
+                            Err(msg) => diags.push(Diagnostic::at(&e.loc(), msg)),
+                        },
+                        None => return None,
+                    },
+                    "version" => diags.push(Diagnostic::at(&aloc, "`version` is for registry modules; pin a git module with \"?ref=TAG\" in its source")),
+                    "count" => count = Some(e),
+                    "for_each" => for_each = Some(e),
+                    "depends_on" => depends_on = parse_ref_list(&e, diags),
+                    "providers" => diags.push(Diagnostic::at(&aloc, "veeps has no providers to pass to modules")),
+                    k => {
+                        inputs.insert(k.to_string(), Attr { name: k.to_string(), expr: e, loc: aloc });
+                    }
+                }
+            }
+            Structure::Block(b) => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), format!("unsupported block \"{}\" in `module`", b.ident.as_str()))),
+        }
+    }
+    if count.is_some() && for_each.is_some() {
+        diags.push(Diagnostic::at(&loc, "`count` and `for_each` cannot both be set"));
+    }
+    let Some((source, source_loc)) = source else {
+        diags.push(Diagnostic::at(&loc, format!("module \"{name}\" has no `source`")).with_detail("Add source = \"./modules/NAME\" or a git source."));
+        return None;
+    };
+    Some(ModuleCall { name: name.to_string(), loc, source, source_loc, count, for_each, depends_on, inputs })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn parse_resource(mode: Mode, ty: &str, name: &str, loc: Loc, type_loc: Loc, file: &Arc<SourceFile>, body: &Body, diags: &mut Diagnostics) -> ResourceConfig {
+    let mut r = ResourceConfig {
+        mode,
+        type_name: ty.to_string(),
+        name: name.to_string(),
+        loc: loc.clone(),
+        type_loc,
+        count: None,
+        for_each: None,
+        depends_on: vec![],
+        lifecycle: Lifecycle::default(),
+        body: BodyConfig { attrs: BTreeMap::new(), blocks: vec![], loc: loc.clone() },
+    };
+    for s in body.iter() {
+        match s {
+            Structure::Attribute(a) => {
+                let e = Expr { expr: a.value.clone(), file: file.clone() };
+                let aloc = Loc::new(file, a.key.span());
+                match a.key.as_str() {
+                    "count" => r.count = Some(e),
+                    "for_each" => r.for_each = Some(e),
+                    "depends_on" => r.depends_on = parse_ref_list(&e, diags),
+                    "provider" => diags.push(Diagnostic::at(&aloc, "veeps has no providers to choose: resource types are built in")),
+                    k => {
+                        if r.body.attrs.contains_key(k) {
+                            diags.push(Diagnostic::at(&aloc, format!("argument \"{k}\" is set twice")));
+                        }
+                        r.body.attrs.insert(k.to_string(), Attr { name: k.to_string(), expr: e, loc: aloc });
+                    }
+                }
+            }
+            Structure::Block(b) if b.ident.as_str() == "lifecycle" && mode == Mode::Managed => {
+                for s in b.body.iter() {
+                    match s {
+                        Structure::Attribute(a) => {
+                            let e = Expr { expr: a.value.clone(), file: file.clone() };
+                            match a.key.as_str() {
+                                "prevent_destroy" => r.lifecycle.prevent_destroy = const_bool(&e, diags),
+                                "create_before_destroy" => r.lifecycle.create_before_destroy = const_bool(&e, diags),
+                                "ignore_changes" => match &e.expr {
+                                    Expression::Variable(v) if v.as_str() == "all" => r.lifecycle.ignore_changes = vec!["*".into()],
+                                    Expression::Array(arr) => {
+                                        for item in arr.iter() {
+                                            match (traversal_names(item), item) {
+                                                (Some(p), _) => r.lifecycle.ignore_changes.push(p.join(".")),
+                                                (None, Expression::String(s)) => r.lifecycle.ignore_changes.push(s.value().clone()),
+                                                _ => diags.push(Diagnostic::at(&e.sub_loc(item), "an attribute name is required here")),
+                                            }
+                                        }
+                                    }
+                                    _ => diags.push(Diagnostic::at(&e.loc(), "`ignore_changes` takes a list of attribute names, or `all`")),
+                                },
+                                k => diags.push(unknown_arg(file, a, k, &["prevent_destroy", "create_before_destroy", "ignore_changes"], "lifecycle")),
+                            }
+                        }
+                        Structure::Block(b) => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), "blocks are not allowed in `lifecycle`")),
+                    }
+                }
+            }
+            Structure::Block(b) => r.body.blocks.push(parse_block(file, b, diags)),
+        }
+    }
+    if r.count.is_some() && r.for_each.is_some() {
+        diags.push(Diagnostic::at(&loc, "`count` and `for_each` cannot both be set"));
+    }
+    r
+}
+
+fn parse_block(file: &Arc<SourceFile>, b: &hcl_edit::structure::Block, diags: &mut Diagnostics) -> BlockConfig {
+    let loc = Loc::new(file, b.ident.span());
+    let mut body = BodyConfig { attrs: BTreeMap::new(), blocks: vec![], loc: loc.clone() };
+    for s in b.body.iter() {
+        match s {
+            Structure::Attribute(a) => {
+                let k = a.key.as_str().to_string();
+                let aloc = Loc::new(file, a.key.span());
+                if body.attrs.contains_key(&k) {
+                    diags.push(Diagnostic::at(&aloc, format!("argument \"{k}\" is set twice")));
+                }
+                body.attrs.insert(k.clone(), Attr { name: k, expr: Expr { expr: a.value.clone(), file: file.clone() }, loc: aloc });
+            }
+            Structure::Block(inner) => body.blocks.push(parse_block(file, inner, diags)),
+        }
+    }
+    BlockConfig { type_name: b.ident.as_str().to_string(), labels: b.labels.iter().map(|l| l.as_str().to_string()).collect(), body, loc }
+}
+
+/// The environment name a bundle declares with `environment "NAME" {}`, if any.
+pub fn declared_environment(bundle: &Bundle) -> Result<Option<String>, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut m = ModuleConfig { dir: bundle.root.clone(), ..Default::default() };
+    for (path, text) in bundle.config_files(&bundle.root) {
+        let file = Arc::new(SourceFile { path: path.clone(), text: text.clone() });
+        match parse_file(&file) {
+            Ok(body) => parse_module_body(&mut m, &file, &body, &mut diags),
+            Err(d) => diags.push(d),
+        }
+    }
+    diags.into_result()?;
+    Ok(m.environment.map(|(n, _)| n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(join_path("live/stage", "../../modules/vpc"), "modules/vpc");
+        assert_eq!(join_path(".", "./modules/vpc"), "modules/vpc");
+        assert_eq!(join_path(".", "../x"), "../x");
+        assert_eq!(normalize_path("git::file:///tmp/r?ref=v1/modules/a/../b/x.hcl"), "git::file:///tmp/r?ref=v1/modules/b/x.hcl");
+        assert_eq!(parent_dir("git::file:///tmp/r?ref=v1/main.hcl"), "git::file:///tmp/r?ref=v1");
+    }
+
+    #[test]
+    fn git_sources() {
+        let s = ModuleSource::parse(".", "git::file:///tmp/repo//modules/vpc?ref=v1.2.0").unwrap();
+        assert_eq!(s, ModuleSource::Git { url: "file:///tmp/repo".into(), rref: "v1.2.0".into(), subdir: "modules/vpc".into() });
+        assert_eq!(s.dir(), "git::file:///tmp/repo?ref=v1.2.0/modules/vpc");
+        let s = ModuleSource::parse(".", "git::https://example.com/m.git?ref=v1").unwrap();
+        assert_eq!(s.dir(), "git::https://example.com/m.git?ref=v1");
+        assert!(ModuleSource::parse(".", "git::https://example.com/m.git").is_err());
+        assert!(ModuleSource::parse(".", "modules/x").is_err());
+    }
+
+    #[test]
+    fn parses_blocks_and_reports_errors() {
+        let mut b = Bundle { root: "env".into(), files: BTreeMap::new() };
+        b.files.insert(
+            "env/main.hcl".into(),
+            "environment \"stage\" {}\nvariable \"n\" {\n  type = number\n  default = 2\n}\nresource \"random_id\" \"x\" {\n  count = var.n\n  byte_length = 4\n  lifecycle { ignore_changes = [byte_length] }\n}\n".into(),
+        );
+        let c = load_config(Arc::new(b.clone())).unwrap();
+        let m = c.root_module();
+        assert_eq!(m.environment.as_ref().unwrap().0, "stage");
+        assert_eq!(m.variables["n"].default, Some(Value::Number(2.0)));
+        assert_eq!(m.resources["random_id.x"].lifecycle.ignore_changes, vec!["byte_length"]);
+        b.files.insert("env/bad.hcl".into(), "resorce \"a\" \"b\" {}\n".into());
+        let err = load_config(Arc::new(b)).unwrap_err().to_string();
+        assert!(err.contains("env/bad.hcl:1:1"), "{err}");
+        assert!(err.contains("Did you mean \"resource\""), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let mut b = Bundle { root: "e".into(), files: BTreeMap::new() };
+        b.files.insert("e/a.hcl".into(), "locals {\n  x = \n}\n".into());
+        let err = load_config(Arc::new(b)).unwrap_err();
+        assert!(err.0[0].position().unwrap().starts_with("e/a.hcl:"), "{err}");
+    }
+}

@@ -1,0 +1,663 @@
+//! Expression evaluation with unknown values, and static reference collection.
+
+use crate::diag::{Diagnostic, Loc, SourceFile};
+use crate::funcs;
+use crate::value::{format_number, Value};
+use hcl_edit::expr::{BinaryOperator, Expression, ObjectKey, TraversalOperator, UnaryOperator};
+use hcl_edit::template::{Directive, Element, Template};
+use hcl_edit::Span;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// An expression together with the file it came from, so errors can name `file:line:col`.
+#[derive(Debug, Clone)]
+pub struct Expr {
+    /// The parsed expression.
+    pub expr: Expression,
+    /// Its source file.
+    pub file: Arc<SourceFile>,
+}
+
+impl Expr {
+    /// Where the expression is.
+    pub fn loc(&self) -> Loc {
+        Loc::new(&self.file, self.expr.span())
+    }
+
+    /// The location of a sub-expression of this one.
+    pub fn sub_loc(&self, e: &Expression) -> Loc {
+        Loc::new(&self.file, e.span())
+    }
+
+    /// The references this expression makes (`var.x`, `aws_thing.name`, ...).
+    pub fn references(&self) -> Vec<Reference> {
+        let mut out = Vec::new();
+        collect_refs(&self.expr, &self.file, &mut Vec::new(), &mut out);
+        out
+    }
+
+    /// The source text of the expression.
+    pub fn text(&self) -> &str {
+        let span = self.expr.span().unwrap_or(0..0);
+        self.file.text.get(span).unwrap_or("")
+    }
+}
+
+/// A static reference: a root name followed by attribute names, as written.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// `var`, `local`, `module`, `data`, `count`, `each`, `path`, or a resource type.
+    pub root: String,
+    /// The attribute names that directly follow the root (`var.x` gives `["x"]`).
+    pub names: Vec<String>,
+    /// Where the reference is written.
+    pub loc: Loc,
+}
+
+/// Resolves the names an expression refers to.
+pub trait Scope {
+    /// Resolves `root` followed by the attribute names `names`. Returns the value and how many of
+    /// `names` it consumed (for example `var` consumes one: `var.x`).
+    fn resolve(&self, root: &str, names: &[&str], loc: &Loc) -> Result<(Value, usize), Diagnostic>;
+
+    /// Reads a file of the configuration for `file()` (paths as `path.module` builds them).
+    fn read_file(&self, path: &str) -> Option<String>;
+}
+
+/// A scope with no references at all: constant expressions only.
+pub struct EmptyScope;
+
+impl Scope for EmptyScope {
+    fn resolve(&self, root: &str, _names: &[&str], loc: &Loc) -> Result<(Value, usize), Diagnostic> {
+        Err(Diagnostic::at(loc, format!("variables are not allowed here (found a reference to \"{root}\")")).with_detail("Use a literal value."))
+    }
+    fn read_file(&self, _path: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Evaluates expressions against a scope.
+pub struct Evaluator<'a> {
+    scope: &'a dyn Scope,
+    file: Arc<SourceFile>,
+    locals: Vec<(String, Value)>,
+}
+
+/// Evaluates `e` in `scope`.
+pub fn eval(e: &Expr, scope: &dyn Scope) -> Result<Value, Diagnostic> {
+    let mut ev = Evaluator { scope, file: e.file.clone(), locals: Vec::new() };
+    ev.expr(&e.expr)
+}
+
+/// Evaluates a template string (as `templatefile` does) with the given variables.
+pub fn eval_template_text(text: &str, path: &str, vars: BTreeMap<String, Value>, scope: &dyn Scope) -> Result<Value, Diagnostic> {
+    let file = Arc::new(SourceFile { path: path.to_string(), text: text.to_string() });
+    let tpl = hcl_edit::parser::parse_template(text).map_err(|e| crate::config::parse_error(&file, &e))?;
+    let mut ev = Evaluator { scope, file, locals: vars.into_iter().collect() };
+    ev.template(&tpl)
+}
+
+impl Evaluator<'_> {
+    fn loc(&self, e: &Expression) -> Loc {
+        Loc::new(&self.file, e.span())
+    }
+
+    fn err(&self, e: &Expression, msg: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(&self.loc(e), msg)
+    }
+
+    fn expr(&mut self, e: &Expression) -> Result<Value, Diagnostic> {
+        Ok(match e {
+            Expression::Null(_) => Value::Null,
+            Expression::Bool(b) => Value::Bool(*b.value()),
+            Expression::Number(n) => Value::Number(n.value().as_f64().unwrap_or(0.0)),
+            Expression::String(s) => Value::String(s.value().clone()),
+            Expression::Array(a) => {
+                let mut out = Vec::new();
+                for item in a.iter() {
+                    out.push(self.expr(item)?);
+                }
+                Value::List(out)
+            }
+            Expression::Object(o) => {
+                let mut out = BTreeMap::new();
+                let mut unknown = false;
+                for (k, v) in o.iter() {
+                    let key = match k {
+                        ObjectKey::Ident(i) => i.as_str().to_string(),
+                        ObjectKey::Expression(ke) => match self.expr(ke)? {
+                            Value::Unknown => {
+                                unknown = true;
+                                continue;
+                            }
+                            kv => kv.to_template_string().ok_or_else(|| self.err(ke, format!("an object key must be a string, got {}", kv.type_name())))?,
+                        },
+                    };
+                    let val = self.expr(v.expr())?;
+                    out.insert(key, val);
+                }
+                if unknown {
+                    Value::Unknown
+                } else {
+                    Value::Object(out)
+                }
+            }
+            Expression::StringTemplate(t) => self.template(t)?,
+            Expression::HeredocTemplate(h) => self.template(&h.template)?,
+            Expression::Parenthesis(p) => self.expr(p.inner())?,
+            Expression::Variable(v) => self.traversal(e, v.as_str(), &[])?,
+            Expression::Traversal(t) => match &t.expr {
+                Expression::Variable(v) => self.traversal(e, v.as_str(), &t.operators)?,
+                inner => {
+                    let base = self.expr(inner)?;
+                    self.apply_ops(e, base, &t.operators)?
+                }
+            },
+            Expression::Conditional(c) => {
+                let cond = self.expr(&c.cond_expr)?;
+                match cond {
+                    Value::Unknown => Value::Unknown,
+                    Value::Bool(true) => self.expr(&c.true_expr)?,
+                    Value::Bool(false) => self.expr(&c.false_expr)?,
+                    Value::String(s) if s == "true" || s == "false" => {
+                        if s == "true" {
+                            self.expr(&c.true_expr)?
+                        } else {
+                            self.expr(&c.false_expr)?
+                        }
+                    }
+                    other => return Err(self.err(&c.cond_expr, format!("the condition must be a bool, got {}", other.type_name()))),
+                }
+            }
+            Expression::UnaryOp(op) => {
+                let v = self.expr(&op.expr)?;
+                match (op.operator.value(), v) {
+                    (_, Value::Unknown) => Value::Unknown,
+                    (UnaryOperator::Neg, Value::Number(n)) => Value::Number(-n),
+                    (UnaryOperator::Not, Value::Bool(b)) => Value::Bool(!b),
+                    (o, v) => return Err(self.err(e, format!("operator \"{}\" cannot be applied to {}", o.as_str(), v.type_name()))),
+                }
+            }
+            Expression::BinaryOp(op) => self.binary(e, op)?,
+            Expression::ForExpr(f) => self.for_expr(e, f)?,
+            Expression::FuncCall(call) => self.call(e, call)?,
+        })
+    }
+
+    fn binary(&mut self, e: &Expression, op: &hcl_edit::expr::BinaryOp) -> Result<Value, Diagnostic> {
+        let o = *op.operator.value();
+        let l = self.expr(&op.lhs_expr)?;
+        // Short-circuit logic operators on known values.
+        match (o, &l) {
+            (BinaryOperator::And, Value::Bool(false)) => return Ok(Value::Bool(false)),
+            (BinaryOperator::Or, Value::Bool(true)) => return Ok(Value::Bool(true)),
+            _ => {}
+        }
+        let r = self.expr(&op.rhs_expr)?;
+        if l.has_unknown() || r.has_unknown() {
+            return Ok(Value::Unknown);
+        }
+        use BinaryOperator::*;
+        Ok(match o {
+            Eq => Value::Bool(values_equal(&l, &r)),
+            NotEq => Value::Bool(!values_equal(&l, &r)),
+            And | Or => {
+                let lb = self.to_bool(&op.lhs_expr, &l)?;
+                let rb = self.to_bool(&op.rhs_expr, &r)?;
+                Value::Bool(if o == And { lb && rb } else { lb || rb })
+            }
+            _ => {
+                let a = self.to_number(&op.lhs_expr, &l)?;
+                let b = self.to_number(&op.rhs_expr, &r)?;
+                match o {
+                    Plus => Value::Number(a + b),
+                    Minus => Value::Number(a - b),
+                    Mul => Value::Number(a * b),
+                    Div => {
+                        if b == 0.0 {
+                            return Err(self.err(e, "division by zero"));
+                        }
+                        Value::Number(a / b)
+                    }
+                    Mod => {
+                        if b == 0.0 {
+                            return Err(self.err(e, "modulo by zero"));
+                        }
+                        Value::Number(a % b)
+                    }
+                    Less => Value::Bool(a < b),
+                    LessEq => Value::Bool(a <= b),
+                    Greater => Value::Bool(a > b),
+                    GreaterEq => Value::Bool(a >= b),
+                    _ => unreachable!("handled above"),
+                }
+            }
+        })
+    }
+
+    fn to_number(&self, e: &Expression, v: &Value) -> Result<f64, Diagnostic> {
+        match v {
+            Value::Number(n) => Ok(*n),
+            Value::String(s) => s.trim().parse().map_err(|_| self.err(e, format!("a number is required, but \"{s}\" is not a number"))),
+            v => Err(self.err(e, format!("a number is required, got {}", v.type_name()))),
+        }
+    }
+
+    fn to_bool(&self, e: &Expression, v: &Value) -> Result<bool, Diagnostic> {
+        match v {
+            Value::Bool(b) => Ok(*b),
+            Value::String(s) if s == "true" => Ok(true),
+            Value::String(s) if s == "false" => Ok(false),
+            v => Err(self.err(e, format!("a bool is required, got {}", v.type_name()))),
+        }
+    }
+
+    fn traversal(&mut self, whole: &Expression, root: &str, ops: &[hcl_edit::Decorated<TraversalOperator>]) -> Result<Value, Diagnostic> {
+        if let Some((_, v)) = self.locals.iter().rev().find(|(n, _)| n == root) {
+            let v = v.clone();
+            return self.apply_ops(whole, v, ops);
+        }
+        let names: Vec<&str> = ops
+            .iter()
+            .take(3)
+            .map_while(|o| match o.value() {
+                TraversalOperator::GetAttr(i) => Some(i.as_str()),
+                _ => None,
+            })
+            .collect();
+        let loc = self.loc(whole);
+        let (v, used) = self.scope.resolve(root, &names, &loc)?;
+        self.apply_ops(whole, v, &ops[used..])
+    }
+
+    fn apply_ops(&mut self, whole: &Expression, mut v: Value, ops: &[hcl_edit::Decorated<TraversalOperator>]) -> Result<Value, Diagnostic> {
+        let mut i = 0;
+        while i < ops.len() {
+            let op = ops[i].value();
+            match op {
+                TraversalOperator::AttrSplat(_) | TraversalOperator::FullSplat(_) => {
+                    let rest = &ops[i + 1..];
+                    let items = match v {
+                        Value::Unknown => return Ok(Value::Unknown),
+                        Value::Null => vec![],
+                        Value::List(l) => l,
+                        other => vec![other],
+                    };
+                    let mut out = Vec::new();
+                    for item in items {
+                        out.push(self.apply_ops(whole, item, rest)?);
+                    }
+                    return Ok(Value::List(out));
+                }
+                TraversalOperator::GetAttr(name) => {
+                    v = match v {
+                        Value::Unknown => return Ok(Value::Unknown),
+                        Value::Object(mut o) => match o.remove(name.as_str()) {
+                            Some(x) => x,
+                            None => {
+                                let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+                                return Err(self.err(whole, format!("this object has no attribute \"{}\".{}", name.as_str(), crate::diag::did_you_mean(name.as_str(), keys))));
+                            }
+                        },
+                        Value::Null => return Err(self.err(whole, format!("attempt to get attribute \"{}\" from a null value", name.as_str()))),
+                        other => return Err(self.err(whole, format!("cannot get attribute \"{}\" of a {}", name.as_str(), other.type_name()))),
+                    }
+                }
+                TraversalOperator::Index(ie) => {
+                    let key = self.expr(ie)?;
+                    v = self.index(whole, v, &key)?;
+                }
+                TraversalOperator::LegacyIndex(n) => {
+                    v = self.index(whole, v, &Value::Number(*n.value() as f64))?;
+                }
+            }
+            i += 1;
+        }
+        Ok(v)
+    }
+
+    fn index(&self, whole: &Expression, v: Value, key: &Value) -> Result<Value, Diagnostic> {
+        if v.is_unknown() || key.is_unknown() {
+            return Ok(Value::Unknown);
+        }
+        match v {
+            Value::List(mut l) => {
+                let n = match key {
+                    Value::Number(n) => *n,
+                    Value::String(s) => s.parse().map_err(|_| self.err(whole, format!("a list index must be a number, got \"{s}\"")))?,
+                    k => return Err(self.err(whole, format!("a list index must be a number, got {}", k.type_name()))),
+                };
+                if n < 0.0 || n.fract() != 0.0 || n as usize >= l.len() {
+                    return Err(self.err(whole, format!("index {} is out of range for a list of {} elements", format_number(n), l.len())));
+                }
+                Ok(l.swap_remove(n as usize))
+            }
+            Value::Object(mut o) => {
+                let k = key.to_template_string().ok_or_else(|| self.err(whole, format!("a map key must be a string, got {}", key.type_name())))?;
+                match o.remove(&k) {
+                    Some(x) => Ok(x),
+                    None => {
+                        let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+                        Err(self.err(whole, format!("the map has no element \"{k}\".{}", crate::diag::did_you_mean(&k, keys))))
+                    }
+                }
+            }
+            Value::Null => Err(self.err(whole, "cannot index a null value")),
+            other => Err(self.err(whole, format!("cannot index a {}", other.type_name()))),
+        }
+    }
+
+    fn for_expr(&mut self, e: &Expression, f: &hcl_edit::expr::ForExpr) -> Result<Value, Diagnostic> {
+        let coll = self.expr(&f.intro.collection_expr)?;
+        let items: Vec<(Value, Value)> = match coll {
+            Value::Unknown => return Ok(Value::Unknown),
+            Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect(),
+            Value::Object(o) => o.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
+            Value::Null => return Err(self.err(&f.intro.collection_expr, "cannot iterate over a null value")),
+            other => return Err(self.err(&f.intro.collection_expr, format!("cannot iterate over a {}", other.type_name()))),
+        };
+        let kname = f.intro.key_var.as_ref().map(|k| k.as_str().to_string());
+        let vname = f.intro.value_var.as_str().to_string();
+        let mut list = Vec::new();
+        let mut obj: BTreeMap<String, Value> = BTreeMap::new();
+        let mut grouped: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let mut unknown = false;
+        for (k, v) in items {
+            let depth = self.locals.len();
+            if let Some(kn) = &kname {
+                self.locals.push((kn.clone(), k));
+            }
+            self.locals.push((vname.clone(), v));
+            let res = (|| -> Result<(), Diagnostic> {
+                if let Some(cond) = &f.cond {
+                    match self.expr(&cond.expr)? {
+                        Value::Bool(true) => {}
+                        Value::Bool(false) => return Ok(()),
+                        Value::Unknown => {
+                            unknown = true;
+                            return Ok(());
+                        }
+                        o => return Err(self.err(&cond.expr, format!("the condition must be a bool, got {}", o.type_name()))),
+                    }
+                }
+                let val = self.expr(&f.value_expr)?;
+                match &f.key_expr {
+                    Some(ke) => {
+                        let key = self.expr(ke)?;
+                        if key.is_unknown() {
+                            unknown = true;
+                            return Ok(());
+                        }
+                        let key = key.to_template_string().ok_or_else(|| self.err(ke, "an object key must be a string"))?;
+                        if f.grouping {
+                            grouped.entry(key).or_default().push(val);
+                        } else if obj.contains_key(&key) {
+                            return Err(self.err(ke, format!("duplicate object key \"{key}\"; add \"...\" after the value to group values by key")));
+                        } else {
+                            obj.insert(key, val);
+                        }
+                    }
+                    None => list.push(val),
+                }
+                Ok(())
+            })();
+            self.locals.truncate(depth);
+            res?;
+        }
+        let _ = e;
+        if unknown {
+            return Ok(Value::Unknown);
+        }
+        Ok(match &f.key_expr {
+            Some(_) if f.grouping => Value::Object(grouped.into_iter().map(|(k, v)| (k, Value::List(v))).collect()),
+            Some(_) => Value::Object(obj),
+            None => Value::List(list),
+        })
+    }
+
+    fn call(&mut self, e: &Expression, call: &hcl_edit::expr::FuncCall) -> Result<Value, Diagnostic> {
+        let name = call.name.name.as_str();
+        if !call.name.namespace.is_empty() {
+            return Err(self.err(e, format!("unknown function \"{}\"", call.name.namespace.iter().map(|n| n.as_str()).chain([name]).collect::<Vec<_>>().join("::"))));
+        }
+        // Lazily evaluated functions.
+        match name {
+            "try" => {
+                let mut last = None;
+                for a in call.args.iter() {
+                    match self.expr(a) {
+                        Ok(v) => return Ok(v),
+                        Err(err) => last = Some(err),
+                    }
+                }
+                return Err(match last {
+                    Some(l) => Diagnostic::at(&self.loc(e), format!("no argument of try() succeeded; the last failed with: {}", l.summary)),
+                    None => self.err(e, "try() needs at least one argument"),
+                });
+            }
+            "can" => {
+                let a = call.args.iter().next().ok_or_else(|| self.err(e, "can() needs one argument"))?;
+                return Ok(match self.expr(a) {
+                    Ok(Value::Unknown) => Value::Unknown,
+                    Ok(_) => Value::Bool(true),
+                    Err(_) => Value::Bool(false),
+                });
+            }
+            _ => {}
+        }
+        let mut args = Vec::new();
+        let n = call.args.len();
+        for (i, a) in call.args.iter().enumerate() {
+            let v = self.expr(a)?;
+            if i + 1 == n && call.args.expand_final() {
+                match v {
+                    Value::List(l) => args.extend(l),
+                    Value::Unknown => return Ok(Value::Unknown),
+                    other => return Err(self.err(a, format!("only a list can be expanded with \"...\", got {}", other.type_name()))),
+                }
+            } else {
+                args.push(v);
+            }
+        }
+        let arg_locs: Vec<Loc> = call.args.iter().map(|a| self.loc(a)).collect();
+        let loc = self.loc(e);
+        let ctx = funcs::CallCtx { loc: &loc, arg_locs: &arg_locs, scope: self.scope };
+        funcs::call(name, args, &ctx)
+    }
+
+    fn template(&mut self, t: &Template) -> Result<Value, Diagnostic> {
+        let mut out = String::new();
+        let mut unknown = false;
+        let elems: Vec<&Element> = t.iter().collect();
+        let mut strip_next = false;
+        for (i, el) in elems.iter().enumerate() {
+            let strip_after_this = match elems.get(i + 1) {
+                Some(Element::Interpolation(ip)) => ip.strip.strip_start(),
+                Some(Element::Directive(d)) => match d.as_ref() {
+                    Directive::If(x) => x.if_expr.strip.strip_start(),
+                    Directive::For(x) => x.for_expr.strip.strip_start(),
+                },
+                _ => false,
+            };
+            match el {
+                Element::Literal(s) => {
+                    let mut s: &str = s.as_str();
+                    if strip_next {
+                        s = s.trim_start();
+                    }
+                    if strip_after_this {
+                        s = s.trim_end();
+                    }
+                    out.push_str(s);
+                    strip_next = false;
+                }
+                Element::Interpolation(ip) => {
+                    let v = self.expr(&ip.expr)?;
+                    match v {
+                        Value::Unknown => unknown = true,
+                        Value::Null => return Err(self.err(&ip.expr, "cannot include a null value in a string template")),
+                        v => match v.to_template_string() {
+                            Some(s) => out.push_str(&s),
+                            None => return Err(self.err(&ip.expr, format!("cannot include a {} in a string template; use jsonencode() or join()", v.type_name()))),
+                        },
+                    }
+                    strip_next = ip.strip.strip_end();
+                }
+                Element::Directive(d) => match d.as_ref() {
+                    Directive::If(dir) => {
+                        let c = self.expr(&dir.if_expr.cond_expr)?;
+                        let branch = match c {
+                            Value::Unknown => {
+                                unknown = true;
+                                None
+                            }
+                            Value::Bool(true) => Some(&dir.if_expr.template),
+                            Value::Bool(false) => dir.else_expr.as_ref().map(|e| &e.template),
+                            o => return Err(self.err(&dir.if_expr.cond_expr, format!("the condition must be a bool, got {}", o.type_name()))),
+                        };
+                        if let Some(b) = branch {
+                            match self.template(b)? {
+                                Value::String(s) => out.push_str(&s),
+                                _ => unknown = true,
+                            }
+                        }
+                        strip_next = dir.endif_expr.strip.strip_end();
+                    }
+                    Directive::For(dir) => {
+                        let f = &dir.for_expr;
+                        let coll = self.expr(&f.collection_expr)?;
+                        let items: Vec<(Value, Value)> = match coll {
+                            Value::Unknown => {
+                                unknown = true;
+                                vec![]
+                            }
+                            Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect(),
+                            Value::Object(o) => o.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
+                            o => return Err(self.err(&f.collection_expr, format!("cannot iterate over a {}", o.type_name()))),
+                        };
+                        for (k, v) in items {
+                            let depth = self.locals.len();
+                            if let Some(kv) = &f.key_var {
+                                self.locals.push((kv.as_str().to_string(), k));
+                            }
+                            self.locals.push((f.value_var.as_str().to_string(), v));
+                            let r = self.template(&f.template);
+                            self.locals.truncate(depth);
+                            match r? {
+                                Value::String(s) => out.push_str(&s),
+                                _ => unknown = true,
+                            }
+                        }
+                        strip_next = dir.endfor_expr.strip.strip_end();
+                    }
+                },
+            }
+        }
+        Ok(if unknown { Value::Unknown } else { Value::String(out) })
+    }
+}
+
+/// Equality as the language defines it (numbers by value, collections element-wise).
+pub fn values_equal(a: &Value, b: &Value) -> bool {
+    a == b
+}
+
+fn collect_refs(e: &Expression, file: &Arc<SourceFile>, bound: &mut Vec<String>, out: &mut Vec<Reference>) {
+    let push = |root: &str, ops: &[hcl_edit::Decorated<TraversalOperator>], span: Option<std::ops::Range<usize>>, bound: &Vec<String>, out: &mut Vec<Reference>| {
+        if bound.iter().any(|b| b == root) {
+            return;
+        }
+        let names = ops
+            .iter()
+            .take(3)
+            .map_while(|o| match o.value() {
+                TraversalOperator::GetAttr(i) => Some(i.as_str().to_string()),
+                TraversalOperator::Index(Expression::String(s)) => Some(s.value().clone()),
+                _ => None,
+            })
+            .collect();
+        out.push(Reference { root: root.to_string(), names, loc: Loc::new(file, span) });
+    };
+    match e {
+        Expression::Null(_) | Expression::Bool(_) | Expression::Number(_) | Expression::String(_) => {}
+        Expression::Array(a) => a.iter().for_each(|x| collect_refs(x, file, bound, out)),
+        Expression::Object(o) => {
+            for (k, v) in o.iter() {
+                if let ObjectKey::Expression(ke) = k {
+                    collect_refs(ke, file, bound, out);
+                }
+                collect_refs(v.expr(), file, bound, out);
+            }
+        }
+        Expression::StringTemplate(t) => template_refs(t, file, bound, out),
+        Expression::HeredocTemplate(h) => template_refs(&h.template, file, bound, out),
+        Expression::Parenthesis(p) => collect_refs(p.inner(), file, bound, out),
+        Expression::Variable(v) => push(v.as_str(), &[], e.span(), bound, out),
+        Expression::Traversal(t) => {
+            match &t.expr {
+                Expression::Variable(v) => push(v.as_str(), &t.operators, e.span(), bound, out),
+                inner => collect_refs(inner, file, bound, out),
+            }
+            for op in &t.operators {
+                if let TraversalOperator::Index(ie) = op.value() {
+                    collect_refs(ie, file, bound, out);
+                }
+            }
+        }
+        Expression::Conditional(c) => {
+            collect_refs(&c.cond_expr, file, bound, out);
+            collect_refs(&c.true_expr, file, bound, out);
+            collect_refs(&c.false_expr, file, bound, out);
+        }
+        Expression::FuncCall(f) => f.args.iter().for_each(|a| collect_refs(a, file, bound, out)),
+        Expression::UnaryOp(u) => collect_refs(&u.expr, file, bound, out),
+        Expression::BinaryOp(b) => {
+            collect_refs(&b.lhs_expr, file, bound, out);
+            collect_refs(&b.rhs_expr, file, bound, out);
+        }
+        Expression::ForExpr(f) => {
+            collect_refs(&f.intro.collection_expr, file, bound, out);
+            let depth = bound.len();
+            if let Some(k) = &f.intro.key_var {
+                bound.push(k.as_str().to_string());
+            }
+            bound.push(f.intro.value_var.as_str().to_string());
+            if let Some(k) = &f.key_expr {
+                collect_refs(k, file, bound, out);
+            }
+            collect_refs(&f.value_expr, file, bound, out);
+            if let Some(c) = &f.cond {
+                collect_refs(&c.expr, file, bound, out);
+            }
+            bound.truncate(depth);
+        }
+    }
+}
+
+fn template_refs(t: &Template, file: &Arc<SourceFile>, bound: &mut Vec<String>, out: &mut Vec<Reference>) {
+    for el in t.iter() {
+        match el {
+            Element::Literal(_) => {}
+            Element::Interpolation(i) => collect_refs(&i.expr, file, bound, out),
+            Element::Directive(d) => match d.as_ref() {
+                Directive::If(x) => {
+                    collect_refs(&x.if_expr.cond_expr, file, bound, out);
+                    template_refs(&x.if_expr.template, file, bound, out);
+                    if let Some(e) = &x.else_expr {
+                        template_refs(&e.template, file, bound, out);
+                    }
+                }
+                Directive::For(x) => {
+                    collect_refs(&x.for_expr.collection_expr, file, bound, out);
+                    let depth = bound.len();
+                    if let Some(k) = &x.for_expr.key_var {
+                        bound.push(k.as_str().to_string());
+                    }
+                    bound.push(x.for_expr.value_var.as_str().to_string());
+                    template_refs(&x.for_expr.template, file, bound, out);
+                    bound.truncate(depth);
+                }
+            },
+        }
+    }
+}

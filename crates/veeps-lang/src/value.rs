@@ -1,0 +1,442 @@
+//! Values of the language and their types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A value: what expressions evaluate to and what resources hold.
+///
+/// `Unknown` stands for a value that only becomes known during apply (a computed attribute of
+/// a resource not created yet); operations on it yield `Unknown`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    /// `null`.
+    #[default]
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number.
+    Number(f64),
+    /// A string.
+    String(String),
+    /// A list, set or tuple.
+    List(Vec<Value>),
+    /// A map or object.
+    Object(BTreeMap<String, Value>),
+    /// Known only after apply.
+    Unknown,
+}
+
+impl Value {
+    /// A string value.
+    pub fn string(s: impl Into<String>) -> Value {
+        Value::String(s.into())
+    }
+
+    /// True if this value or anything inside it is unknown.
+    pub fn has_unknown(&self) -> bool {
+        match self {
+            Value::Unknown => true,
+            Value::List(l) => l.iter().any(Value::has_unknown),
+            Value::Object(o) => o.values().any(Value::has_unknown),
+            _ => false,
+        }
+    }
+
+    /// True for `Unknown` itself.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Value::Unknown)
+    }
+
+    /// True for `null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// The string inside, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The number inside, if this is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The bool inside, if this is a bool.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The map inside, if this is an object.
+    pub fn as_object(&self) -> Option<&BTreeMap<String, Value>> {
+        match self {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The elements inside, if this is a list.
+    pub fn as_list(&self) -> Option<&Vec<Value>> {
+        match self {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Attribute `name` of an object (`None` for other values or a missing attribute).
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.as_object().and_then(|o| o.get(name))
+    }
+
+    /// The name of this value's kind, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::List(_) => "list",
+            Value::Object(_) => "object",
+            Value::Unknown => "unknown",
+        }
+    }
+
+    /// Converts to JSON; unknown values become `null`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null | Value::Unknown => serde_json::Value::Null,
+            Value::Bool(b) => (*b).into(),
+            Value::Number(n) => number_to_json(*n),
+            Value::String(s) => s.clone().into(),
+            Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
+            Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+        }
+    }
+
+    /// Converts from JSON.
+    pub fn from_json(j: &serde_json::Value) -> Value {
+        match j {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
+            serde_json::Value::String(s) => Value::String(s.clone()),
+            serde_json::Value::Array(a) => Value::List(a.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect()),
+        }
+    }
+
+    /// Converts to JSON, with unknown values as `{"$unknown": true}` (for plans).
+    pub fn to_plan_json(&self) -> serde_json::Value {
+        match self {
+            Value::Unknown => serde_json::json!({"$unknown": true}),
+            Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_plan_json).collect()),
+            Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_plan_json())).collect()),
+            v => v.to_json(),
+        }
+    }
+
+    /// The inverse of [`Value::to_plan_json`].
+    pub fn from_plan_json(j: &serde_json::Value) -> Value {
+        match j {
+            serde_json::Value::Object(o) if o.len() == 1 && o.get("$unknown") == Some(&serde_json::Value::Bool(true)) => Value::Unknown,
+            serde_json::Value::Array(a) => Value::List(a.iter().map(Value::from_plan_json).collect()),
+            serde_json::Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), Value::from_plan_json(v))).collect()),
+            j => Value::from_json(j),
+        }
+    }
+
+    /// The value as a string for interpolation, if it is a primitive.
+    pub fn to_template_string(&self) -> Option<String> {
+        match self {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(format_number(*n)),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+}
+
+fn number_to_json(n: f64) -> serde_json::Value {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        serde_json::Value::from(n as i64)
+    } else {
+        serde_json::Number::from_f64(n).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Formats a number the way the language prints it: integers without a fraction.
+pub fn format_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+impl fmt::Display for Value {
+    /// Renders the value in HCL syntax.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Number(n) => f.write_str(&format_number(*n)),
+            Value::String(s) => write!(f, "{}", serde_json::Value::String(s.clone())),
+            Value::Unknown => f.write_str("(known after apply)"),
+            Value::List(l) => {
+                f.write_str("[")?;
+                for (i, v) in l.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+            Value::Object(o) => {
+                f.write_str("{")?;
+                for (i, (k, v)) in o.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    if is_ident(k) {
+                        write!(f, "{k} = {v}")?;
+                    } else {
+                        write!(f, "{} = {v}", serde_json::Value::String(k.clone()))?;
+                    }
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+/// True if `s` can be written as a bare identifier.
+pub fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_') && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::String(s.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::String(s)
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+impl From<f64> for Value {
+    fn from(n: f64) -> Self {
+        Value::Number(n)
+    }
+}
+impl From<i64> for Value {
+    fn from(n: i64) -> Self {
+        Value::Number(n as f64)
+    }
+}
+
+/// A type constraint, as written in `variable` blocks and resource schemas.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Type {
+    /// Anything.
+    Any,
+    /// A string.
+    String,
+    /// A number.
+    Number,
+    /// A bool.
+    Bool,
+    /// A list of one element type.
+    List(Box<Type>),
+    /// A set of one element type (kept as a sorted, deduplicated list).
+    Set(Box<Type>),
+    /// A map of one element type.
+    Map(Box<Type>),
+    /// An object with named attributes; each may be optional with a default.
+    Object(Vec<ObjectAttr>),
+    /// A tuple of element types.
+    Tuple(Vec<Type>),
+}
+
+/// One attribute of an object type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectAttr {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub ty: Type,
+    /// `optional(...)`: may be left out.
+    pub optional: bool,
+    /// The default of an optional attribute.
+    pub default: Option<Value>,
+}
+
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Type::Any => f.write_str("any"),
+            Type::String => f.write_str("string"),
+            Type::Number => f.write_str("number"),
+            Type::Bool => f.write_str("bool"),
+            Type::List(t) => write!(f, "list({t})"),
+            Type::Set(t) => write!(f, "set({t})"),
+            Type::Map(t) => write!(f, "map({t})"),
+            Type::Tuple(ts) => {
+                f.write_str("tuple([")?;
+                for (i, t) in ts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{t}")?;
+                }
+                f.write_str("])")
+            }
+            Type::Object(attrs) => {
+                f.write_str("object({")?;
+                for (i, a) in attrs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    if a.optional {
+                        write!(f, "{} = optional({})", a.name, a.ty)?;
+                    } else {
+                        write!(f, "{} = {}", a.name, a.ty)?;
+                    }
+                }
+                f.write_str("})")
+            }
+        }
+    }
+}
+
+/// Converts `v` to type `ty`, the way Terraform converts values: numbers and bools to strings
+/// and back, lists to sets, objects to maps. The error says what was expected.
+pub fn convert(v: &Value, ty: &Type) -> Result<Value, String> {
+    if v.is_unknown() {
+        return Ok(Value::Unknown);
+    }
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    match (ty, v) {
+        (Type::Any, _) => Ok(v.clone()),
+        (Type::String, Value::String(_)) => Ok(v.clone()),
+        (Type::String, Value::Number(n)) => Ok(Value::String(format_number(*n))),
+        (Type::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+        (Type::Number, Value::Number(_)) => Ok(v.clone()),
+        (Type::Number, Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .map(Value::Number)
+            .ok_or_else(|| format!("a number is required, but \"{s}\" is not a number")),
+        (Type::Bool, Value::Bool(_)) => Ok(v.clone()),
+        (Type::Bool, Value::String(s)) if s == "true" || s == "false" => Ok(Value::Bool(s == "true")),
+        (Type::List(t), Value::List(l)) => l
+            .iter()
+            .enumerate()
+            .map(|(i, e)| convert(e, t).map_err(|e| format!("element {i}: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::List),
+        (Type::Set(t), Value::List(l)) => {
+            let mut out: Vec<Value> = Vec::new();
+            for (i, e) in l.iter().enumerate() {
+                let c = convert(e, t).map_err(|e| format!("element {i}: {e}"))?;
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+            Ok(Value::List(out))
+        }
+        (Type::Map(t), Value::Object(o)) => o
+            .iter()
+            .map(|(k, e)| convert(e, t).map(|c| (k.clone(), c)).map_err(|e| format!("element \"{k}\": {e}")))
+            .collect::<Result<BTreeMap<_, _>, _>>()
+            .map(Value::Object),
+        (Type::Tuple(ts), Value::List(l)) => {
+            if ts.len() != l.len() {
+                return Err(format!("a tuple of {} elements is required, got {}", ts.len(), l.len()));
+            }
+            l.iter().zip(ts).enumerate().map(|(i, (e, t))| convert(e, t).map_err(|e| format!("element {i}: {e}"))).collect::<Result<Vec<_>, _>>().map(Value::List)
+        }
+        (Type::Object(attrs), Value::Object(o)) => {
+            let mut out = BTreeMap::new();
+            for a in attrs {
+                match o.get(&a.name) {
+                    Some(e) if !(e.is_null() && a.optional) => {
+                        out.insert(a.name.clone(), convert(e, &a.ty).map_err(|e| format!("attribute \"{}\": {e}", a.name))?);
+                    }
+                    _ if a.optional => {
+                        out.insert(a.name.clone(), a.default.clone().unwrap_or(Value::Null));
+                    }
+                    _ => return Err(format!("attribute \"{}\" is required", a.name)),
+                }
+            }
+            for k in o.keys() {
+                if !attrs.iter().any(|a| &a.name == k) {
+                    let names: Vec<&str> = attrs.iter().map(|a| a.name.as_str()).collect();
+                    return Err(format!("unexpected attribute \"{k}\".{}", crate::diag::did_you_mean(k, names)));
+                }
+            }
+            Ok(Value::Object(out))
+        }
+        _ => Err(format!("{} required, got {}", article(ty), v.type_name())),
+    }
+}
+
+fn article(ty: &Type) -> String {
+    match ty {
+        Type::String => "a string is".into(),
+        Type::Number => "a number is".into(),
+        Type::Bool => "a bool is".into(),
+        Type::List(_) | Type::Set(_) | Type::Tuple(_) => format!("a {ty} is"),
+        Type::Map(_) | Type::Object(_) => format!("a {ty} is"),
+        Type::Any => "a value is".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions() {
+        assert_eq!(convert(&Value::Number(3.0), &Type::String).unwrap(), Value::string("3"));
+        assert_eq!(convert(&Value::string("4.5"), &Type::Number).unwrap(), Value::Number(4.5));
+        assert!(convert(&Value::string("x"), &Type::Number).is_err());
+        assert!(convert(&Value::List(vec![]), &Type::String).is_err());
+        let set = convert(&Value::List(vec!["a".into(), "a".into(), "b".into()]), &Type::Set(Box::new(Type::String))).unwrap();
+        assert_eq!(set, Value::List(vec!["a".into(), "b".into()]));
+        let obj_ty = Type::Object(vec![
+            ObjectAttr { name: "a".into(), ty: Type::Number, optional: false, default: None },
+            ObjectAttr { name: "b".into(), ty: Type::String, optional: true, default: Some("d".into()) },
+        ]);
+        let v = Value::Object([("a".to_string(), Value::Number(1.0))].into());
+        assert_eq!(convert(&v, &obj_ty).unwrap().get("b"), Some(&Value::string("d")));
+        assert!(convert(&Value::Object(BTreeMap::new()), &obj_ty).is_err());
+    }
+
+    #[test]
+    fn display_and_json() {
+        let v = Value::Object([("a".to_string(), Value::List(vec![Value::Number(1.0), Value::Unknown]))].into());
+        assert_eq!(v.to_string(), "{a = [1, (known after apply)]}");
+        assert_eq!(Value::from_plan_json(&v.to_plan_json()), v);
+    }
+}
