@@ -1,0 +1,193 @@
+//! Keys, as AWS KMS does them on one machine.
+//!
+//! A 256-bit root key lives in the data directory (`root.key`, mode 0600). Each environment
+//! gets its own AES-256-GCM master key the first time it is needed, stored in the state
+//! store wrapped by the root key. Other parts encrypt small secrets directly with an
+//! environment's key, or ask for a data key (envelope encryption): a fresh key to encrypt
+//! bulk data with, plus the same key wrapped by the environment's master key to store beside
+//! the data.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use rand::RngCore;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use veeps_state::Store;
+
+const MAGIC: &[u8; 2] = b"v1";
+
+/// Errors of key management.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsError {
+    /// The root key file could not be read or written.
+    #[error("root key {path}: {err}")]
+    RootKey {
+        /// Its path.
+        path: String,
+        /// Why.
+        err: String,
+    },
+    /// Decryption failed: wrong key, wrong context, or tampered data.
+    #[error("decryption failed: the data was not encrypted with this key and context, or was altered")]
+    Decrypt,
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] veeps_state::StateError),
+}
+
+/// A data key: use `plaintext` to encrypt, store `wrapped` beside the data, forget `plaintext`.
+pub struct DataKey {
+    /// The key itself.
+    pub plaintext: [u8; 32],
+    /// The key encrypted with the environment's master key.
+    pub wrapped: Vec<u8>,
+}
+
+/// Key management for one data directory.
+pub struct Kms {
+    root: [u8; 32],
+    store: Arc<Store>,
+    cache: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+impl std::fmt::Debug for Kms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kms")
+    }
+}
+
+/// Encrypts `plaintext` with `key`, binding it to `aad`.
+pub fn seal(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
+    let mut nonce = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let ct = cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad }).expect("AES-GCM encryption of in-memory data");
+    let mut out = Vec::with_capacity(2 + 12 + ct.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+/// Decrypts what [`seal`] produced.
+pub fn open(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+    if sealed.len() < 2 + 12 + 16 || &sealed[..2] != MAGIC {
+        return Err(KmsError::Decrypt);
+    }
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
+    cipher.decrypt(Nonce::from_slice(&sealed[2..14]), Payload { msg: &sealed[14..], aad }).map_err(|_| KmsError::Decrypt)
+}
+
+fn random_key() -> [u8; 32] {
+    let mut k = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut k);
+    k
+}
+
+fn key_from(bytes: &[u8]) -> Option<[u8; 32]> {
+    bytes.try_into().ok()
+}
+
+impl Kms {
+    /// Opens key management for `data_dir`, creating the root key on first use.
+    pub fn open(data_dir: &Path, store: Arc<Store>) -> Result<Kms, KmsError> {
+        let path = data_dir.join("root.key");
+        let err = |e: std::io::Error| KmsError::RootKey { path: path.display().to_string(), err: e.to_string() };
+        let root = match std::fs::read(&path) {
+            Ok(b) => key_from(&b).ok_or_else(|| KmsError::RootKey { path: path.display().to_string(), err: format!("expected 32 bytes, found {}", b.len()) })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let k = random_key();
+                write_private(&path, &k).map_err(err)?;
+                tracing::info!(path = %path.display(), "generated root key");
+                k
+            }
+            Err(e) => return Err(err(e)),
+        };
+        Ok(Kms { root, store, cache: Mutex::new(HashMap::new()) })
+    }
+
+    fn env_key(&self, env: &str) -> Result<[u8; 32], KmsError> {
+        if let Some(k) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(env) {
+            return Ok(*k);
+        }
+        let name = format!("env/{env}");
+        let aad = format!("veeps environment key {env}");
+        let blob = match self.store.key_blob(&name)? {
+            Some(b) => b,
+            None => {
+                let wrapped = seal(&self.root, &random_key(), aad.as_bytes());
+                let stored = self.store.put_key_blob_if_absent(&name, &wrapped)?;
+                tracing::info!(env, "created environment master key");
+                stored
+            }
+        };
+        let k = key_from(&open(&self.root, &blob, aad.as_bytes())?).ok_or(KmsError::Decrypt)?;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(env.to_string(), k);
+        Ok(k)
+    }
+
+    /// Makes sure `env` has a master key.
+    pub fn ensure_env_key(&self, env: &str) -> Result<(), KmsError> {
+        self.env_key(env).map(|_| ())
+    }
+
+    /// Encrypts a small secret with `env`'s master key, bound to `context`.
+    pub fn encrypt(&self, env: &str, plaintext: &[u8], context: &str) -> Result<Vec<u8>, KmsError> {
+        Ok(seal(&self.env_key(env)?, plaintext, context.as_bytes()))
+    }
+
+    /// Decrypts what [`Kms::encrypt`] produced with the same environment and context.
+    pub fn decrypt(&self, env: &str, ciphertext: &[u8], context: &str) -> Result<Vec<u8>, KmsError> {
+        open(&self.env_key(env)?, ciphertext, context.as_bytes())
+    }
+
+    /// A fresh data key for `env` (envelope encryption).
+    pub fn generate_data_key(&self, env: &str) -> Result<DataKey, KmsError> {
+        let plaintext = random_key();
+        let wrapped = seal(&self.env_key(env)?, &plaintext, b"veeps data key");
+        Ok(DataKey { plaintext, wrapped })
+    }
+
+    /// Unwraps a data key of `env`.
+    pub fn decrypt_data_key(&self, env: &str, wrapped: &[u8]) -> Result<[u8; 32], KmsError> {
+        key_from(&open(&self.env_key(env)?, wrapped, b"veeps data key")?).ok_or(KmsError::Decrypt)
+    }
+}
+
+/// Writes `bytes` to a new file readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn env_keys_and_envelopes() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
+        let kms = Kms::open(d.path(), store.clone()).unwrap();
+        let mode = std::fs::metadata(d.path().join("root.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let ct = kms.encrypt("stage", b"secret", "ctx").unwrap();
+        assert_eq!(kms.decrypt("stage", &ct, "ctx").unwrap(), b"secret");
+        assert!(kms.decrypt("stage", &ct, "other").is_err());
+        assert!(kms.decrypt("prod", &ct, "ctx").is_err(), "each environment has its own key");
+        let dk = kms.generate_data_key("stage").unwrap();
+        assert_eq!(kms.decrypt_data_key("stage", &dk.wrapped).unwrap(), dk.plaintext);
+        // A new instance over the same directory reads the same keys.
+        drop(kms);
+        let kms2 = Kms::open(d.path(), store).unwrap();
+        assert_eq!(kms2.decrypt("stage", &ct, "ctx").unwrap(), b"secret");
+    }
+}

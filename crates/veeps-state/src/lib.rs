@@ -1,0 +1,534 @@
+//! The embedded, transactional store. Only this crate writes state.
+//!
+//! One redb database in the data directory holds, per environment, the state of every
+//! resource instance, the environment's outputs, its lock and its history of applied
+//! versions; plus the audit log of every API call and wrapped keys. Every write is one
+//! durable transaction, so killing veeps at any moment loses nothing that was recorded.
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::Digest;
+use std::path::Path;
+
+const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+const ENVS: TableDefinition<&str, &[u8]> = TableDefinition::new("envs");
+const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks");
+const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("history");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database failed.
+    #[error("state store: {0}")]
+    Db(String),
+    /// A record could not be decoded.
+    #[error("state store: corrupt record {key}: {err}")]
+    Corrupt {
+        /// Which record.
+        key: String,
+        /// Why.
+        err: String,
+    },
+    /// The environment is locked by someone else.
+    #[error("environment \"{env}\" is locked by {} ({}, since {}, lock id {})", .holder.who, .holder.operation, .holder.since, .holder.id)]
+    Locked {
+        /// The environment.
+        env: String,
+        /// Who holds the lock.
+        holder: LockInfo,
+    },
+    /// No such record.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StateError {
+            fn from(e: $t) -> Self {
+                StateError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+type Result<T> = std::result::Result<T, StateError>;
+
+/// The current time as RFC 3339.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Whether a recorded resource instance is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceStatus {
+    /// Created (or updated) and recorded.
+    Ready,
+    /// A create was started and may not have finished; the next apply re-runs it.
+    Creating,
+    /// A previous operation failed part-way; the next apply replaces it.
+    Tainted,
+}
+
+/// The recorded state of one resource instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResourceRecord {
+    /// Its address, like `module.net.random_id.x[0]`.
+    pub address: String,
+    /// Its type.
+    pub type_name: String,
+    /// All attributes; sensitive ones encrypted as `{"$sensitive": "..."}`.
+    pub attrs: serde_json::Value,
+    /// Addresses of the resources it depends on (destroy order).
+    pub dependencies: Vec<String>,
+    /// Complete or not.
+    pub status: ResourceStatus,
+    /// Its `create_before_destroy` setting when last applied.
+    #[serde(default)]
+    pub create_before_destroy: bool,
+    /// When it was last written.
+    pub updated_at: String,
+}
+
+/// An output of an environment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutputRecord {
+    /// Its value (sensitive values are encrypted as `{"$sensitive": "..."}`).
+    pub value: serde_json::Value,
+    /// Masked in listings.
+    pub sensitive: bool,
+}
+
+/// What the store knows about an environment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EnvRecord {
+    /// Its name.
+    pub name: String,
+    /// Root outputs after the last apply.
+    pub outputs: std::collections::BTreeMap<String, OutputRecord>,
+    /// The last applied history version.
+    pub version: u64,
+    /// When it was first applied.
+    pub created_at: String,
+    /// When it was last applied.
+    pub updated_at: String,
+}
+
+/// Who holds an environment's lock.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockInfo {
+    /// A unique lock id.
+    pub id: String,
+    /// The caller.
+    pub who: String,
+    /// What they are doing (`apply`, `destroy`).
+    pub operation: String,
+    /// Since when.
+    pub since: String,
+    /// The server boot that took it (locks of earlier boots are stale).
+    pub boot_id: String,
+}
+
+/// One applied version of an environment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryEntry {
+    /// Its number, from 1.
+    pub version: u64,
+    /// When.
+    pub time: String,
+    /// Who.
+    pub caller: String,
+    /// `apply`, `destroy` or `rollback to N`.
+    pub operation: String,
+    /// `ok`, `partial` (some resources failed) or `failed`.
+    pub status: String,
+    /// Counts of what changed.
+    pub summary: Summary,
+    /// Errors, if any.
+    #[serde(default)]
+    pub errors: Vec<String>,
+    /// The configuration applied (a serialized bundle), for rollback.
+    pub bundle: serde_json::Value,
+    /// The variables given on the command line.
+    #[serde(default)]
+    pub vars: Vec<(String, String)>,
+}
+
+/// Counts of changes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Created.
+    pub add: u64,
+    /// Updated in place.
+    pub change: u64,
+    /// Destroyed.
+    pub destroy: u64,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    /// Its sequence number, from 1.
+    pub seq: u64,
+    /// When.
+    pub time: String,
+    /// Who (a token name, or `anonymous`).
+    pub who: String,
+    /// From where.
+    pub source: String,
+    /// What (method and path).
+    pub action: String,
+    /// The result (HTTP status).
+    pub result: u16,
+    /// The hash of the previous entry (chaining makes tampering visible).
+    pub prev_hash: String,
+    /// The hash of this entry.
+    pub hash: String,
+}
+
+/// The store.
+pub struct Store {
+    db: Database,
+}
+
+fn key(env: &str, rest: &str) -> String {
+    format!("{env}\u{0}{rest}")
+}
+
+fn decode<T: DeserializeOwned>(k: &str, v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| StateError::Corrupt { key: k.replace('\0', "/"), err: e.to_string() })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(RESOURCES)?;
+            txn.open_table(ENVS)?;
+            txn.open_table(LOCKS)?;
+            txn.open_table(HISTORY)?;
+            txn.open_table(AUDIT)?;
+            txn.open_table(KEYS)?;
+        }
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>, k: &str) -> Result<Option<T>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        match t.get(k)? {
+            Some(v) => Ok(Some(decode(k, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, k: &str, v: &T) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(table)?.insert(k, encode(v).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn scan<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>, env: &str) -> Result<Vec<T>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        let lo = key(env, "");
+        let hi = format!("{env}\u{1}");
+        let mut out = vec![];
+        for item in t.range(lo.as_str()..hi.as_str())? {
+            let (k, v) = item?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every recorded resource instance of `env`, by address.
+    pub fn resources(&self, env: &str) -> Result<Vec<ResourceRecord>> {
+        self.scan(RESOURCES, env)
+    }
+
+    /// One resource instance.
+    pub fn resource(&self, env: &str, address: &str) -> Result<Option<ResourceRecord>> {
+        self.get(RESOURCES, &key(env, address))
+    }
+
+    /// Records a resource instance.
+    pub fn put_resource(&self, env: &str, r: &ResourceRecord) -> Result<()> {
+        self.put(RESOURCES, &key(env, &r.address), r)
+    }
+
+    /// Forgets a resource instance.
+    pub fn delete_resource(&self, env: &str, address: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(RESOURCES)?.remove(key(env, address).as_str())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The environment's record.
+    pub fn env(&self, env: &str) -> Result<Option<EnvRecord>> {
+        self.get(ENVS, env)
+    }
+
+    /// Writes the environment's record.
+    pub fn put_env(&self, r: &EnvRecord) -> Result<()> {
+        self.put(ENVS, &r.name, r)
+    }
+
+    /// Every environment ever applied.
+    pub fn envs(&self) -> Result<Vec<EnvRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ENVS)?;
+        let mut out = vec![];
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Takes the environment's lock, or fails at once naming the holder.
+    pub fn lock(&self, env: &str, info: &LockInfo) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(LOCKS)?;
+            if let Some(v) = t.get(env)? {
+                let holder: LockInfo = decode(env, v.value())?;
+                return Err(StateError::Locked { env: env.to_string(), holder });
+            }
+            t.insert(env, encode(info).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Releases the lock `id` of `env` (if it still holds it).
+    pub fn unlock(&self, env: &str, id: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(LOCKS)?;
+            let held = match t.get(env)? {
+                Some(v) => decode::<LockInfo>(env, v.value())?.id == id,
+                None => false,
+            };
+            if held {
+                t.remove(env)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes the lock of `env` whoever holds it; returns what was removed.
+    pub fn force_unlock(&self, env: &str) -> Result<Option<LockInfo>> {
+        let txn = self.db.begin_write()?;
+        let removed = {
+            let mut t = txn.open_table(LOCKS)?;
+            let r = t.remove(env)?;
+            match r {
+                Some(v) => Some(decode::<LockInfo>(env, v.value())?),
+                None => None,
+            }
+        };
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// The current lock of `env`.
+    pub fn lock_info(&self, env: &str) -> Result<Option<LockInfo>> {
+        self.get(LOCKS, env)
+    }
+
+    /// Releases every lock not taken by boot `boot_id` (their holder died with the server).
+    pub fn release_stale_locks(&self, boot_id: &str) -> Result<Vec<(String, LockInfo)>> {
+        let txn = self.db.begin_write()?;
+        let mut released = vec![];
+        {
+            let mut t = txn.open_table(LOCKS)?;
+            let mut stale = vec![];
+            for item in t.iter()? {
+                let (k, v) = item?;
+                let info: LockInfo = decode(k.value(), v.value())?;
+                if info.boot_id != boot_id {
+                    stale.push((k.value().to_string(), info));
+                }
+            }
+            for (k, info) in stale {
+                t.remove(k.as_str())?;
+                released.push((k, info));
+            }
+        }
+        txn.commit()?;
+        Ok(released)
+    }
+
+    /// Appends a history entry to `env`, numbering it. Returns the version.
+    pub fn append_history(&self, env: &str, mut h: HistoryEntry) -> Result<u64> {
+        let txn = self.db.begin_write()?;
+        let version = {
+            let mut t = txn.open_table(HISTORY)?;
+            let lo = key(env, "");
+            let hi = format!("{env}\u{1}");
+            let last = t.range(lo.as_str()..hi.as_str())?.next_back().transpose()?.map(|(_, v)| decode::<HistoryEntry>(env, v.value())).transpose()?;
+            let version = last.map(|l| l.version).unwrap_or(0) + 1;
+            h.version = version;
+            t.insert(key(env, &format!("{version:012}")).as_str(), encode(&h).as_slice())?;
+            version
+        };
+        txn.commit()?;
+        Ok(version)
+    }
+
+    /// Every history entry of `env`, oldest first.
+    pub fn history(&self, env: &str) -> Result<Vec<HistoryEntry>> {
+        self.scan(HISTORY, env)
+    }
+
+    /// History entry `version` of `env`.
+    pub fn history_entry(&self, env: &str, version: u64) -> Result<Option<HistoryEntry>> {
+        self.get(HISTORY, &key(env, &format!("{version:012}")))
+    }
+
+    /// Appends to the audit log, chaining hashes. Returns the entry.
+    pub fn append_audit(&self, who: &str, source: &str, action: &str, result: u16) -> Result<AuditEntry> {
+        let txn = self.db.begin_write()?;
+        let entry = {
+            let mut t = txn.open_table(AUDIT)?;
+            let last = t.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
+            let (seq, prev_hash) = match last {
+                Some((k, v)) => (k + 1, decode::<AuditEntry>("audit", &v)?.hash),
+                None => (1, String::new()),
+            };
+            let mut e = AuditEntry { seq, time: now(), who: who.into(), source: source.into(), action: action.into(), result, prev_hash, hash: String::new() };
+            e.hash = audit_hash(&e);
+            t.insert(seq, encode(&e).as_slice())?;
+            e
+        };
+        txn.commit()?;
+        Ok(entry)
+    }
+
+    /// The last `limit` audit entries, oldest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let mut out = vec![];
+        for item in t.iter()?.rev().take(limit) {
+            let (_, v) = item?;
+            out.push(decode("audit", v.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Checks the audit log's hash chain. Returns the number of entries, or the first bad one.
+    pub fn verify_audit(&self) -> Result<std::result::Result<u64, u64>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let mut prev = String::new();
+        let mut n = 0;
+        for item in t.iter()? {
+            let (_, v) = item?;
+            let e: AuditEntry = decode("audit", v.value())?;
+            if e.prev_hash != prev || audit_hash(&e) != e.hash {
+                return Ok(Err(e.seq));
+            }
+            prev = e.hash;
+            n += 1;
+        }
+        Ok(Ok(n))
+    }
+
+    /// A stored key blob.
+    pub fn key_blob(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(KEYS)?;
+        Ok(t.get(name)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores a key blob unless one exists; returns the one stored.
+    pub fn put_key_blob_if_absent(&self, name: &str, blob: &[u8]) -> Result<Vec<u8>> {
+        let txn = self.db.begin_write()?;
+        let out = {
+            let mut t = txn.open_table(KEYS)?;
+            let existing = t.get(name)?.map(|v| v.value().to_vec());
+            match existing {
+                Some(b) => b,
+                None => {
+                    t.insert(name, blob)?;
+                    blob.to_vec()
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(out)
+    }
+}
+
+fn audit_hash(e: &AuditEntry) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(e.prev_hash.as_bytes());
+    h.update(format!("\n{}\n{}\n{}\n{}\n{}\n{}", e.seq, e.time, e.who, e.source, e.action, e.result).as_bytes());
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("state.redb")).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn resources_per_env() {
+        let (_d, s) = store();
+        let r = ResourceRecord { address: "random_id.x".into(), type_name: "random_id".into(), attrs: serde_json::json!({"hex": "ab"}), dependencies: vec![], status: ResourceStatus::Ready, create_before_destroy: false, updated_at: now() };
+        s.put_resource("stage", &r).unwrap();
+        s.put_resource("prod", &ResourceRecord { address: "random_id.y".into(), ..r.clone() }).unwrap();
+        assert_eq!(s.resources("stage").unwrap(), vec![r.clone()]);
+        assert_eq!(s.resources("stag").unwrap(), vec![]);
+        s.delete_resource("stage", "random_id.x").unwrap();
+        assert!(s.resource("stage", "random_id.x").unwrap().is_none());
+    }
+
+    #[test]
+    fn locks_name_the_holder_and_stale_ones_go() {
+        let (_d, s) = store();
+        let info = LockInfo { id: "1".into(), who: "alice".into(), operation: "apply".into(), since: now(), boot_id: "b1".into() };
+        s.lock("stage", &info).unwrap();
+        let err = s.lock("stage", &LockInfo { id: "2".into(), ..info.clone() }).unwrap_err().to_string();
+        assert!(err.contains("locked by alice"), "{err}");
+        assert_eq!(s.release_stale_locks("b2").unwrap().len(), 1);
+        s.lock("stage", &info).unwrap();
+        s.unlock("stage", "1").unwrap();
+        assert!(s.lock_info("stage").unwrap().is_none());
+    }
+
+    #[test]
+    fn history_numbers_and_audit_chain() {
+        let (_d, s) = store();
+        let h = HistoryEntry { version: 0, time: now(), caller: "a".into(), operation: "apply".into(), status: "ok".into(), summary: Summary::default(), errors: vec![], bundle: serde_json::json!({}), vars: vec![] };
+        assert_eq!(s.append_history("e", h.clone()).unwrap(), 1);
+        assert_eq!(s.append_history("e", h.clone()).unwrap(), 2);
+        assert_eq!(s.append_history("f", h).unwrap(), 1);
+        assert_eq!(s.history("e").unwrap().len(), 2);
+        s.append_audit("root", "127.0.0.1", "GET /v1/envs", 200).unwrap();
+        s.append_audit("anonymous", "127.0.0.1", "GET /v1/envs", 401).unwrap();
+        assert_eq!(s.verify_audit().unwrap(), Ok(2));
+        assert_eq!(s.audit(1).unwrap()[0].result, 401);
+    }
+}
