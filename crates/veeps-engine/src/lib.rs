@@ -1,0 +1,703 @@
+//! The engine: from configuration to running resources.
+//!
+//! Data flows one way: a bundle is parsed ([`veeps_lang`]), its [`graph::Graph`] built and
+//! checked, then [`walk::Walk`] evaluates every node in dependency order against the prior
+//! state (refreshed through each controller's `read`, which is how drift shows), producing a
+//! [`plan::Plan`]. Apply takes the environment's lock, re-plans, refuses if the plan differs
+//! from the approved one, then walks again performing each change through the controllers,
+//! independent resources in parallel, recording each instance in the store as soon as it
+//! changes. Removed resources are destroyed last, dependents first.
+
+pub mod graph;
+pub mod plan;
+pub mod walk;
+
+use base64::Engine as _;
+use plan::{Action, Event, OutputChange, Plan, ResourceChange};
+use sha2::Digest;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
+use veeps_kms::Kms;
+use veeps_lang::config::{load_config, Bundle, Config};
+use veeps_lang::diag::{did_you_mean, Diagnostic, Diagnostics, Loc, SourceFile};
+use veeps_lang::eval::{eval, EmptyScope, Expr};
+use veeps_lang::Value;
+use veeps_resource::{Ctx, EnvOutputsService, EnvironmentOutputs, Registry, Resource, Services};
+use veeps_state::{EnvRecord, HistoryEntry, LockInfo, OutputRecord, ResourceRecord, ResourceStatus, Store, Summary};
+use walk::{Mode, RootInput, Walk};
+
+/// Errors of planning and applying.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration is wrong; each diagnostic names `file:line:col`.
+    #[error("{0}")]
+    Config(Diagnostics),
+    /// The store failed, or the environment is locked.
+    #[error(transparent)]
+    State(#[from] veeps_state::StateError),
+    /// Key management failed.
+    #[error(transparent)]
+    Kms(#[from] veeps_kms::KmsError),
+    /// The plan is not the one that was approved.
+    #[error("the plan changed since it was shown (someone applied, or resources changed outside veeps); review the new plan and apply again")]
+    PlanChanged,
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<Diagnostics> for EngineError {
+    fn from(d: Diagnostics) -> Self {
+        EngineError::Config(d)
+    }
+}
+
+/// A request to plan or apply an environment.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The environment.
+    pub env: String,
+    /// Its configuration.
+    pub bundle: Bundle,
+    /// `-var NAME=VALUE` values.
+    pub vars: Vec<(String, String)>,
+    /// Who asks.
+    pub caller: String,
+    /// What is recorded in history (`apply`, `destroy`, `rollback to 3`).
+    pub operation: String,
+}
+
+/// Recorded state of an environment, decrypted and refreshed.
+#[derive(Default)]
+pub struct Prior {
+    pub(crate) records: BTreeMap<String, PriorRes>,
+    pub(crate) gone: BTreeMap<String, String>,
+    pub(crate) drift: Vec<ResourceChange>,
+}
+
+impl Prior {
+    pub(crate) fn get(&self, address: &str) -> Option<&PriorRes> {
+        self.records.get(address)
+    }
+}
+
+pub(crate) struct PriorRes {
+    pub(crate) record: ResourceRecord,
+    pub(crate) attrs: Value,
+    pub(crate) refreshed: bool,
+}
+
+/// The engine of one server.
+pub struct Engine {
+    /// Resource types.
+    pub registry: Arc<Registry>,
+    /// The store.
+    pub store: Arc<Store>,
+    /// Keys.
+    pub kms: Arc<Kms>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Services for controllers.
+    pub services: Services,
+    /// This server boot (locks of other boots are stale).
+    pub boot_id: String,
+    pub(crate) permits: tokio::sync::Semaphore,
+}
+
+struct StoreOutputs {
+    store: Arc<Store>,
+    kms: Arc<Kms>,
+}
+
+impl EnvironmentOutputs for StoreOutputs {
+    fn outputs(&self, env: &str) -> Result<Option<BTreeMap<String, Value>>, String> {
+        let Some(rec) = self.store.env(env).map_err(|e| e.to_string())? else { return Ok(None) };
+        if rec.version == 0 {
+            return Ok(None);
+        }
+        let mut out = BTreeMap::new();
+        for (k, o) in rec.outputs {
+            out.insert(k, decrypt_json(&self.kms, env, &o.value).map_err(|e| e.to_string())?);
+        }
+        Ok(Some(out))
+    }
+}
+
+/// How many controller operations run at once.
+pub const PARALLELISM: usize = 10;
+
+impl Engine {
+    /// An engine over a store and keys; `services` are handed to controllers.
+    pub fn new(data_dir: PathBuf, registry: Registry, store: Arc<Store>, kms: Arc<Kms>, services: Services, boot_id: String) -> Arc<Engine> {
+        let services = services.with(EnvOutputsService(Arc::new(StoreOutputs { store: store.clone(), kms: kms.clone() })));
+        Arc::new(Engine { registry: Arc::new(registry), store, kms, data_dir, services, boot_id, permits: tokio::sync::Semaphore::new(PARALLELISM) })
+    }
+
+    fn ctx(&self, env: &str, address: &str) -> Ctx {
+        Ctx { env: env.to_string(), address: address.to_string(), data_dir: self.data_dir.clone(), services: self.services.clone() }
+    }
+
+    /// Records a resource instance (sensitive attributes encrypted).
+    pub(crate) async fn save(&self, env: &str, rt: &Arc<dyn Resource>, address: &str, attrs: &Value, deps: &[String], status: ResourceStatus, cbd: bool) -> Result<(), String> {
+        let sensitive: BTreeSet<&str> = rt.schema().sensitive_attrs().into_iter().collect();
+        let json = encrypt_attrs(&self.kms, env, attrs, &sensitive).map_err(|e| e.to_string())?;
+        let rec = ResourceRecord { address: address.to_string(), type_name: rt.type_name().to_string(), attrs: json, dependencies: deps.to_vec(), status, create_before_destroy: cbd, updated_at: veeps_state::now() };
+        self.store.put_resource(env, &rec).map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn forget(&self, env: &str, address: &str) -> Result<(), String> {
+        self.store.delete_resource(env, address).map_err(|e| e.to_string())
+    }
+
+    /// Loads the recorded state of `env`, refreshing each resource through its controller.
+    async fn load_prior(&self, env: &str, refresh: bool) -> Result<Prior, EngineError> {
+        let mut prior = Prior::default();
+        let records = self.store.resources(env)?;
+        let reads = records.into_iter().map(|rec| async move {
+            let attrs = decrypt_json(&self.kms, env, &rec.attrs)?;
+            let rt = self.registry.resource(&rec.type_name).cloned();
+            let mut res = PriorRes { record: rec, attrs, refreshed: false };
+            if !refresh || res.record.status != ResourceStatus::Ready || res.record.address.ends_with("#deposed") {
+                return Ok::<_, EngineError>((res, None));
+            }
+            let Some(rt) = rt else { return Ok((res, None)) };
+            let ctx = self.ctx(env, &res.record.address);
+            let read = {
+                let _p = self.permits.acquire().await;
+                rt.read(&ctx, &res.attrs).await
+            };
+            match read {
+                Ok(None) => Ok((res, Some(None))),
+                Ok(Some(v)) => {
+                    if v != res.attrs {
+                        let masked: BTreeSet<String> = rt.schema().sensitive_attrs().into_iter().map(String::from).collect();
+                        let before = mask_attrs(&res.attrs, &masked);
+                        let after = mask_attrs(&v, &masked);
+                        res.attrs = v;
+                        res.refreshed = true;
+                        return Ok((res, Some(Some((before, after)))));
+                    }
+                    Ok((res, None))
+                }
+                Err(e) => Err(EngineError::Other(format!("reading {}: {e}", res.record.address))),
+            }
+        });
+        for r in futures::future::join_all(reads).await {
+            let (res, drift) = r?;
+            let address = res.record.address.clone();
+            match drift {
+                Some(None) => {
+                    prior.drift.push(ResourceChange { address: address.clone(), type_name: res.record.type_name.clone(), action: Action::Delete, before: None, after: None, replace_paths: vec![], reason: None });
+                    prior.gone.insert(address.clone(), "it was deleted outside veeps".into());
+                    // Forget it, so apply creates it again.
+                    continue;
+                }
+                Some(Some((before, after))) => {
+                    prior.drift.push(ResourceChange { address: address.clone(), type_name: res.record.type_name.clone(), action: Action::Update, before: Some(before), after: Some(after), replace_paths: vec![], reason: None });
+                }
+                None => {}
+            }
+            prior.records.insert(address, res);
+        }
+        Ok(prior)
+    }
+
+    /// Plans `req` (or its destruction).
+    pub async fn plan(self: &Arc<Self>, req: &Request, destroy: bool) -> Result<Plan, EngineError> {
+        let (plan, _, _) = self.compute(req, destroy).await?;
+        Ok(plan)
+    }
+
+    async fn compute(self: &Arc<Self>, req: &Request, destroy: bool) -> Result<(Plan, Prior, Option<Config>), EngineError> {
+        let config = load_config(Arc::new(req.bundle.clone()))?;
+        check_env_name(&config, &req.env)?;
+        let prior = self.load_prior(&req.env, true).await?;
+        let mut changes = vec![];
+        let mut outputs = vec![];
+        let env_rec = self.store.env(&req.env)?.unwrap_or_default();
+        if destroy {
+            for (addr, p) in &prior.records {
+                if let Some(rc) = config_for(&config, addr) {
+                    if rc.lifecycle.prevent_destroy {
+                        return Err(Diagnostics::from(Diagnostic::at(&rc.loc, format!("{addr} has lifecycle.prevent_destroy set and cannot be destroyed")).with_detail("Remove prevent_destroy from its configuration first.")).into());
+                    }
+                }
+                changes.push(delete_change(self, addr, p));
+            }
+            for name in env_rec.outputs.keys() {
+                outputs.push(OutputChange { name: name.clone(), action: Action::Delete, after: serde_json::Value::Null, sensitive: false });
+            }
+        } else {
+            let inputs = root_inputs(&config, &req.vars, false)?;
+            let walk = Arc::new(Walk::new(Mode::Plan, config.clone(), self.registry.clone(), req.env.clone(), inputs, std::mem::take(&mut Prior::default()), Some(self.clone()), None));
+            // The walk needs the prior state; hand it over and take it back after.
+            let walk = {
+                let mut w = Arc::try_unwrap(walk).unwrap_or_else(|_| unreachable!("not shared yet"));
+                w.prior = prior;
+                Arc::new(w)
+            };
+            let result = walk.clone().run().await;
+            let prior = Arc::try_unwrap(walk).map(|w| w.prior).unwrap_or_default();
+            if !result.errors.is_empty() {
+                return Err(EngineError::Config(result.errors));
+            }
+            changes = result.changes.into_iter().filter(|c| c.action != Action::NoOp).collect();
+            for (addr, p) in &prior.records {
+                if !result.claimed.contains(addr) {
+                    if let Some(rc) = config_for(&config, addr) {
+                        if rc.lifecycle.prevent_destroy {
+                            return Err(Diagnostics::from(Diagnostic::at(&rc.loc, format!("{addr} has lifecycle.prevent_destroy set, but the plan destroys it"))).into());
+                        }
+                    }
+                    changes.push(delete_change(self, addr, p));
+                }
+            }
+            for (name, (v, sensitive)) in &result.outputs {
+                let old = env_rec.outputs.get(name).map(|o| decrypt_json(&self.kms, &req.env, &o.value)).transpose()?;
+                let action = match old {
+                    None => Action::Create,
+                    Some(o) if &o == v && !v.has_unknown() => Action::NoOp,
+                    Some(_) => Action::Update,
+                };
+                let shown = if *sensitive { walk::mask_value(v) } else { v.clone() };
+                outputs.push(OutputChange { name: name.clone(), action, after: shown.to_plan_json(), sensitive: *sensitive });
+            }
+            for name in env_rec.outputs.keys() {
+                if !result.outputs.contains_key(name) {
+                    outputs.push(OutputChange { name: name.clone(), action: Action::Delete, after: serde_json::Value::Null, sensitive: false });
+                }
+            }
+            changes.sort_by(|a, b| a.address.cmp(&b.address));
+            let plan = finish_plan(&req.env, changes, prior.drift.clone(), outputs, destroy);
+            return Ok((plan, prior, Some(config)));
+        }
+        changes.sort_by(|a, b| a.address.cmp(&b.address));
+        let plan = finish_plan(&req.env, changes, prior.drift.clone(), outputs, destroy);
+        Ok((plan, prior, Some(config)))
+    }
+
+    /// Applies `req` (or destroys it), streaming progress to `events`. With
+    /// `expected_hash`, refuses to proceed if the plan is not the approved one.
+    pub async fn apply(self: &Arc<Self>, req: Request, destroy: bool, expected_hash: Option<String>, events: UnboundedSender<Event>) -> Result<(), EngineError> {
+        let lock = LockInfo {
+            id: hex::encode(rand::random::<[u8; 8]>()),
+            who: req.caller.clone(),
+            operation: if destroy { "destroy".into() } else { req.operation.clone() },
+            since: veeps_state::now(),
+            boot_id: self.boot_id.clone(),
+        };
+        self.store.lock(&req.env, &lock)?;
+        let _guard = LockGuard { store: self.store.clone(), env: req.env.clone(), id: lock.id.clone() };
+        let (plan, prior, config) = self.compute(&req, destroy).await?;
+        if let Some(h) = expected_hash {
+            if h != plan.hash {
+                return Err(EngineError::PlanChanged);
+            }
+        }
+        self.kms.ensure_env_key(&req.env)?;
+        let started = Instant::now();
+        let mut summary = Summary::default();
+        let mut errors: Vec<String> = vec![];
+        let mut outputs_map = serde_json::Map::new();
+        let mut new_outputs: Option<BTreeMap<String, OutputRecord>> = None;
+        tracing::info!(env = %req.env, changes = plan.changes.len(), destroy, "apply started");
+        // Drifted resources that are gone are forgotten now; apply creates them again.
+        for addr in prior.gone.keys() {
+            self.store.delete_resource(&req.env, addr)?;
+        }
+        if destroy {
+            let all: Vec<&PriorRes> = prior.records.values().collect();
+            let failures = self.delete_in_order(&req.env, all, &events, &mut summary).await;
+            errors.extend(failures.into_iter().map(|(a, e)| format!("{a}: {e}")));
+            if errors.is_empty() {
+                new_outputs = Some(BTreeMap::new());
+            }
+        } else {
+            let config = config.expect("a plan has a configuration");
+            let inputs = root_inputs(&config, &req.vars, false)?;
+            let mut walk = Walk::new(Mode::Apply, config, self.registry.clone(), req.env.clone(), inputs, Prior::default(), Some(self.clone()), Some(events.clone()));
+            walk.prior = prior;
+            let walk = Arc::new(walk);
+            let result = walk.clone().run().await;
+            let prior = Arc::try_unwrap(walk).map(|w| w.prior).unwrap_or_default();
+            let failed: BTreeSet<&String> = result.failures.iter().map(|(a, _)| a).collect();
+            for c in &result.changes {
+                if failed.contains(&c.address) {
+                    continue;
+                }
+                match c.action {
+                    Action::Create => summary.add += 1,
+                    Action::Update => summary.change += 1,
+                    Action::Replace => {
+                        summary.add += 1;
+                        summary.destroy += 1
+                    }
+                    _ => {}
+                }
+            }
+            for d in &result.errors.0 {
+                errors.push(match d.position() {
+                    Some(p) => format!("{p}: {}", d.summary),
+                    None => d.summary.clone(),
+                });
+            }
+            if result.errors.is_empty() {
+                let orphans: Vec<&PriorRes> = prior.records.iter().filter(|(a, _)| !result.claimed.contains(*a)).map(|(_, p)| p).collect();
+                let failures = self.delete_in_order(&req.env, orphans, &events, &mut summary).await;
+                errors.extend(failures.into_iter().map(|(a, e)| format!("{a}: {e}")));
+                let mut outs = BTreeMap::new();
+                for (name, (v, sensitive)) in &result.outputs {
+                    let json = if *sensitive { encrypt_value(&self.kms, &req.env, v)? } else { v.to_json() };
+                    outs.insert(name.clone(), OutputRecord { value: json, sensitive: *sensitive });
+                    outputs_map.insert(name.clone(), if *sensitive { serde_json::json!({"$sensitive": true}) } else { v.to_json() });
+                }
+                new_outputs = Some(outs);
+            }
+        }
+        let status = if errors.is_empty() {
+            "ok"
+        } else if summary.add + summary.change + summary.destroy > 0 {
+            "partial"
+        } else {
+            "failed"
+        };
+        let version = self.store.append_history(
+            &req.env,
+            HistoryEntry {
+                version: 0,
+                time: veeps_state::now(),
+                caller: req.caller.clone(),
+                operation: if destroy { "destroy".into() } else { req.operation.clone() },
+                status: status.into(),
+                summary,
+                errors: errors.clone(),
+                bundle: serde_json::to_value(&req.bundle).map_err(|e| EngineError::Other(e.to_string()))?,
+                vars: req.vars.clone(),
+            },
+        )?;
+        let mut rec = self.store.env(&req.env)?.unwrap_or_else(|| EnvRecord { name: req.env.clone(), created_at: veeps_state::now(), ..Default::default() });
+        rec.version = version;
+        rec.updated_at = veeps_state::now();
+        if let Some(o) = new_outputs {
+            rec.outputs = o;
+        }
+        self.store.put_env(&rec)?;
+        tracing::info!(env = %req.env, version, status, elapsed = ?started.elapsed(), "apply finished");
+        let _ = events.send(Event::Complete { version, status: status.into(), summary, errors, outputs: outputs_map });
+        Ok(())
+    }
+
+    /// Deletes `items`, each only after everything that depends on it.
+    async fn delete_in_order(&self, env: &str, items: Vec<&PriorRes>, events: &UnboundedSender<Event>, summary: &mut Summary) -> Vec<(String, String)> {
+        let mut remaining: Vec<&PriorRes> = items;
+        let mut failures = vec![];
+        while !remaining.is_empty() {
+            let nodes: Vec<String> = remaining.iter().map(|p| strip_keys(&p.record.address)).collect();
+            let mut ready: Vec<&PriorRes> = vec![];
+            let mut wait: Vec<&PriorRes> = vec![];
+            for (i, p) in remaining.iter().enumerate() {
+                let me = &nodes[i];
+                let needed = remaining.iter().enumerate().any(|(j, other)| j != i && &nodes[j] != me && other.record.dependencies.iter().any(|d| d == me));
+                if needed {
+                    wait.push(p);
+                } else {
+                    ready.push(p);
+                }
+            }
+            if ready.is_empty() {
+                ready = std::mem::take(&mut wait);
+            }
+            let results = futures::future::join_all(ready.iter().map(|p| async move {
+                let address = &p.record.address;
+                let started = Instant::now();
+                let _ = events.send(Event::Start { address: address.clone(), action: Action::Delete });
+                let r = match self.registry.resource(&p.record.type_name) {
+                    Some(rt) => {
+                        let _permit = self.permits.acquire().await;
+                        rt.delete(&self.ctx(env, address), &p.attrs).await.map_err(|e| e.to_string())
+                    }
+                    None => Err(format!("unknown resource type \"{}\"", p.record.type_name)),
+                };
+                let r = r.and_then(|_| self.store.delete_resource(env, address).map_err(|e| e.to_string()));
+                match &r {
+                    Ok(()) => {
+                        let _ = events.send(Event::Done { address: address.clone(), action: Action::Delete, elapsed: started.elapsed().as_secs_f64(), id: None });
+                    }
+                    Err(e) => {
+                        let _ = events.send(Event::Failed { address: address.clone(), action: Action::Delete, error: e.clone() });
+                    }
+                }
+                (address.clone(), r)
+            }))
+            .await;
+            let mut any_failed = false;
+            for (a, r) in results {
+                match r {
+                    Ok(()) => summary.destroy += 1,
+                    Err(e) => {
+                        any_failed = true;
+                        failures.push((a, e));
+                    }
+                }
+            }
+            if any_failed || wait.is_empty() {
+                break;
+            }
+            remaining = wait;
+        }
+        failures
+    }
+
+    /// Root outputs of `env`, decrypted.
+    pub fn outputs(&self, env: &str) -> Result<BTreeMap<String, (Value, bool)>, EngineError> {
+        let rec = self.store.env(env)?.unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for (k, o) in rec.outputs {
+            out.insert(k, (decrypt_json(&self.kms, env, &o.value)?, o.sensitive));
+        }
+        Ok(out)
+    }
+
+    /// One resource instance's recorded attributes, sensitive ones masked.
+    pub fn show(&self, env: &str, address: &str) -> Result<Option<(ResourceRecord, Value)>, EngineError> {
+        let Some(rec) = self.store.resource(env, address)? else { return Ok(None) };
+        let attrs = decrypt_json(&self.kms, env, &rec.attrs)?;
+        let masked: BTreeSet<String> = self.registry.resource(&rec.type_name).map(|r| r.schema().sensitive_attrs().into_iter().map(String::from).collect()).unwrap_or_default();
+        let shown = mask_attrs(&attrs, &masked);
+        Ok(Some((rec, Value::from_plan_json(&shown))))
+    }
+}
+
+struct LockGuard {
+    store: Arc<Store>,
+    env: String,
+    id: String,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.unlock(&self.env, &self.id) {
+            tracing::error!(env = %self.env, error = %e, "could not release the lock");
+        }
+    }
+}
+
+fn delete_change(engine: &Engine, addr: &str, p: &PriorRes) -> ResourceChange {
+    let masked: BTreeSet<String> = engine.registry.resource(&p.record.type_name).map(|r| r.schema().sensitive_attrs().into_iter().map(String::from).collect()).unwrap_or_default();
+    ResourceChange { address: addr.to_string(), type_name: p.record.type_name.clone(), action: Action::Delete, before: Some(mask_attrs(&p.attrs, &masked)), after: None, replace_paths: vec![], reason: if addr.ends_with("#deposed") { Some("a replaced object left from an interrupted apply".into()) } else { None } }
+}
+
+fn finish_plan(env: &str, changes: Vec<ResourceChange>, drift: Vec<ResourceChange>, outputs: Vec<OutputChange>, destroy: bool) -> Plan {
+    let mut summary = Summary::default();
+    for c in &changes {
+        match c.action {
+            Action::Create => summary.add += 1,
+            Action::Update => summary.change += 1,
+            Action::Replace => {
+                summary.add += 1;
+                summary.destroy += 1;
+            }
+            Action::Delete => summary.destroy += 1,
+            Action::NoOp => {}
+        }
+    }
+    let mut plan = Plan { env: env.to_string(), changes, drift, outputs, summary, hash: String::new(), destroy };
+    let digest = sha2::Sha256::digest(serde_json::to_vec(&(&plan.changes, &plan.outputs, destroy)).unwrap_or_default());
+    plan.hash = hex::encode(&digest[..16]);
+    plan
+}
+
+fn mask_attrs(v: &Value, masked: &BTreeSet<String>) -> serde_json::Value {
+    match v {
+        Value::Object(o) => serde_json::Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), if masked.contains(k) && !v.is_null() { serde_json::json!({"$sensitive": true}) } else { v.to_plan_json() }))
+                .collect(),
+        ),
+        v => v.to_plan_json(),
+    }
+}
+
+fn check_env_name(config: &Config, env: &str) -> Result<(), EngineError> {
+    if let Some((name, loc)) = &config.root_module().environment {
+        if name != env {
+            return Err(Diagnostics::from(Diagnostic::at(loc, format!("this configuration declares environment \"{name}\", but the request is for \"{env}\""))).into());
+        }
+    }
+    Ok(())
+}
+
+/// The resource block an address belongs to (following module calls).
+fn config_for<'a>(config: &'a Config, address: &str) -> Option<&'a veeps_lang::config::ResourceConfig> {
+    let stripped = strip_keys(address);
+    let mut parts: Vec<&str> = stripped.split('.').collect();
+    let mut m = config.root_module();
+    while parts.len() > 2 && parts[0] == "module" {
+        let call = m.module_calls.get(parts[1])?;
+        m = config.modules.get(&call.source.dir())?;
+        parts.drain(..2);
+    }
+    m.resources.get(&parts.join("."))
+}
+
+/// An address without instance keys: `module.a["x"].random_id.y[0]` -> `module.a.random_id.y`.
+pub fn strip_keys(address: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    let mut in_str = false;
+    let mut prev = ' ';
+    for c in address.chars() {
+        if depth > 0 {
+            if in_str {
+                if c == '"' && prev != '\\' {
+                    in_str = false;
+                }
+            } else if c == '"' {
+                in_str = true;
+            } else if c == ']' {
+                depth -= 1;
+            }
+        } else if c == '[' {
+            depth += 1;
+        } else if c != '#' || !out.is_empty() {
+            out.push(c);
+        }
+        prev = c;
+    }
+    out.split('#').next().unwrap_or("").to_string()
+}
+
+/// The resource part of an address (`TYPE.NAME[key]`), after any module prefixes.
+pub fn address_tail(address: &str) -> &str {
+    let mut rest = address;
+    while let Some(after) = rest.strip_prefix("module.") {
+        // Skip the module name and an optional [key], then the dot.
+        let mut depth = 0;
+        let mut in_str = false;
+        let mut end = None;
+        for (i, c) in after.char_indices() {
+            match c {
+                '"' if depth > 0 => in_str = !in_str,
+                '[' if !in_str => depth += 1,
+                ']' if !in_str => depth -= 1,
+                '.' if depth == 0 && !in_str => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match end {
+            Some(i) => rest = &after[i + 1..],
+            None => return rest,
+        }
+    }
+    rest
+}
+
+fn encrypt_value(kms: &Kms, env: &str, v: &Value) -> Result<serde_json::Value, EngineError> {
+    let bytes = serde_json::to_vec(&v.to_json()).map_err(|e| EngineError::Other(e.to_string()))?;
+    let ct = kms.encrypt(env, &bytes, "veeps state")?;
+    Ok(serde_json::json!({"$sensitive": base64::engine::general_purpose::STANDARD.encode(ct)}))
+}
+
+fn encrypt_attrs(kms: &Kms, env: &str, attrs: &Value, sensitive: &BTreeSet<&str>) -> Result<serde_json::Value, EngineError> {
+    let Value::Object(o) = attrs else { return Ok(attrs.to_json()) };
+    let mut out = serde_json::Map::new();
+    for (k, v) in o {
+        let j = if sensitive.contains(k.as_str()) && !v.is_null() { encrypt_value(kms, env, v)? } else { v.to_json() };
+        out.insert(k.clone(), j);
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// Decodes state JSON, decrypting `{"$sensitive": ...}` values.
+pub fn decrypt_json(kms: &Kms, env: &str, j: &serde_json::Value) -> Result<Value, EngineError> {
+    Ok(match j {
+        serde_json::Value::Object(o) if o.len() == 1 && o.get("$sensitive").is_some_and(|v| v.is_string()) => {
+            let b64 = o["$sensitive"].as_str().unwrap_or_default();
+            let ct = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| EngineError::Other(format!("corrupt sensitive value: {e}")))?;
+            let pt = kms.decrypt(env, &ct, "veeps state")?;
+            let inner: serde_json::Value = serde_json::from_slice(&pt).map_err(|e| EngineError::Other(format!("corrupt sensitive value: {e}")))?;
+            Value::from_json(&inner)
+        }
+        serde_json::Value::Object(o) => Value::Object(o.iter().map(|(k, v)| Ok((k.clone(), decrypt_json(kms, env, v)?))).collect::<Result<_, EngineError>>()?),
+        serde_json::Value::Array(a) => Value::List(a.iter().map(|v| decrypt_json(kms, env, v)).collect::<Result<_, _>>()?),
+        j => Value::from_json(j),
+    })
+}
+
+/// Root variable values from the bundle's `*.tfvars` files and `-var` options.
+fn root_inputs(config: &Config, vars: &[(String, String)], lenient: bool) -> Result<BTreeMap<String, RootInput>, Diagnostics> {
+    let root = config.root_module();
+    let mut out = BTreeMap::new();
+    let mut diags = Diagnostics::default();
+    let names = || root.variables.keys().map(String::as_str);
+    for (path, text) in config.bundle.files.iter().filter(|(p, _)| veeps_lang::config::parent_dir(p) == config.root && p.ends_with(".tfvars")) {
+        let file = Arc::new(SourceFile { path: path.clone(), text: text.clone() });
+        let body = match veeps_lang::config::parse_file(&file) {
+            Ok(b) => b,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        for a in body.attributes() {
+            let name = a.key.as_str();
+            let loc = Loc::new(&file, hcl_edit::Span::span(&a.key));
+            if !root.variables.contains_key(name) {
+                diags.push(Diagnostic::at(&loc, format!("{path} sets \"{name}\", which is not a declared variable.{}", did_you_mean(name, names()))));
+                continue;
+            }
+            match eval(&Expr { expr: a.value.clone(), file: file.clone() }, &EmptyScope) {
+                Ok(v) => {
+                    out.insert(name.to_string(), RootInput::Value(v, loc));
+                }
+                Err(d) => diags.push(d),
+            }
+        }
+    }
+    for (k, v) in vars {
+        if !root.variables.contains_key(k) {
+            if !lenient {
+                diags.push(Diagnostic::new(format!("-var {k}=...: there is no variable \"{k}\" in {}.{}", config.root, did_you_mean(k, names())), None));
+            }
+            continue;
+        }
+        out.insert(k.clone(), RootInput::Raw(v.clone()));
+    }
+    diags.into_result()?;
+    Ok(out)
+}
+
+/// Checks a configuration offline: syntax, types, references, cycles, schemas and
+/// validations, with no state and no controllers. Unset root variables are allowed.
+pub async fn validate(registry: Arc<Registry>, bundle: Bundle, vars: &[(String, String)]) -> Result<(), Diagnostics> {
+    let config = load_config(Arc::new(bundle))?;
+    let inputs = root_inputs(&config, vars, false)?;
+    let walk = Arc::new(Walk::new(Mode::Validate, config, registry, String::new(), inputs, Prior::default(), None, None));
+    let r = walk.run().await;
+    r.errors.into_result()
+}
+
+/// The environment a bundle belongs to: its `environment` block, else its directory's name.
+pub fn environment_name(bundle: &Bundle) -> Result<String, Diagnostics> {
+    if let Some(n) = veeps_lang::config::declared_environment(bundle)? {
+        return Ok(n);
+    }
+    let root = std::path::Path::new(&bundle.root);
+    let name = if bundle.root == "." {
+        std::env::current_dir().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
+    } else {
+        root.file_name().map(|n| n.to_string_lossy().to_string())
+    };
+    name.filter(|n| !n.is_empty()).ok_or_else(|| Diagnostics::from(Diagnostic::new(format!("cannot name the environment in \"{}\": add an `environment \"NAME\" {{}}` block", bundle.root), None)))
+}
+
+/// A value to show for a sensitive output or attribute.
+pub fn masked() -> Value {
+    Value::string("(sensitive value)")
+}

@@ -1,0 +1,1004 @@
+//! Walking the graph: evaluating every node in dependency order, deciding what each
+//! resource instance needs, and (in apply mode) doing it through the controllers.
+
+use crate::graph::{Graph, Kind, NodeId};
+use crate::plan::{Action, Event, ResourceChange};
+use crate::{Engine, Prior};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
+use veeps_lang::config::{BodyConfig, Bundle, Config, Lifecycle, ModuleConfig, ResourceConfig};
+use veeps_lang::diag::{did_you_mean, Diagnostic, Diagnostics, Loc};
+use veeps_lang::eval::{eval, Expr, Scope};
+use veeps_lang::value::{convert, Type, Value};
+use veeps_resource::{AttrMode, Ctx, Nesting, Registry, Resource, Schema};
+use veeps_state::ResourceStatus;
+
+/// What a walk does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Check the configuration only: no state, no controllers.
+    Validate,
+    /// Compute changes against (refreshed) state.
+    Plan,
+    /// Make the changes.
+    Apply,
+}
+
+/// An instance key of a resource or module.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InstKey {
+    /// No `count` or `for_each`.
+    None,
+    /// `count`.
+    Int(usize),
+    /// `for_each`.
+    Str(String),
+}
+
+impl InstKey {
+    fn suffix(&self) -> String {
+        match self {
+            InstKey::None => String::new(),
+            InstKey::Int(i) => format!("[{i}]"),
+            InstKey::Str(s) => format!("[{}]", serde_json::Value::String(s.clone())),
+        }
+    }
+}
+
+/// A module instance: the calls and keys leading to it.
+pub type ModKey = Vec<(String, InstKey)>;
+
+fn mod_prefix(mk: &ModKey) -> String {
+    mk.iter().map(|(n, k)| format!("module.{n}{}.", k.suffix())).collect()
+}
+
+#[derive(Debug, Clone)]
+enum Expansion {
+    Single,
+    Count(usize),
+    Each(Vec<(String, Value)>),
+}
+
+impl Expansion {
+    fn keys(&self) -> Vec<(InstKey, Option<(Value, Value)>)> {
+        match self {
+            Expansion::Single => vec![(InstKey::None, None)],
+            Expansion::Count(n) => (0..*n).map(|i| (InstKey::Int(i), Some((Value::Number(i as f64), Value::Null)))).collect(),
+            Expansion::Each(kv) => kv.iter().map(|(k, v)| (InstKey::Str(k.clone()), Some((Value::String(k.clone()), v.clone())))).collect(),
+        }
+    }
+    fn aggregate(&self, mut items: BTreeMap<InstKey, Value>) -> Value {
+        match self {
+            Expansion::Single => items.remove(&InstKey::None).unwrap_or(Value::Null),
+            Expansion::Count(_) => Value::List(items.into_values().collect()),
+            Expansion::Each(_) => Value::Object(
+                items
+                    .into_iter()
+                    .map(|(k, v)| (if let InstKey::Str(s) = k { s } else { String::new() }, v))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+#[derive(Default)]
+struct ModState {
+    inputs: BTreeMap<String, Value>,
+    vars: BTreeMap<String, Value>,
+    locals: BTreeMap<String, Value>,
+    resources: BTreeMap<String, Value>,
+    data: BTreeMap<String, Value>,
+    outputs: BTreeMap<String, Value>,
+    calls: BTreeMap<String, Expansion>,
+}
+
+#[derive(Default)]
+struct Values {
+    mods: HashMap<ModKey, ModState>,
+}
+
+impl Values {
+    fn instances(&self, path: &[String]) -> Vec<ModKey> {
+        let mut out: Vec<ModKey> = vec![vec![]];
+        for name in path {
+            let mut next = vec![];
+            for mk in &out {
+                if let Some(exp) = self.mods.get(mk).and_then(|s| s.calls.get(name)) {
+                    for (k, _) in exp.keys() {
+                        let mut c = mk.clone();
+                        c.push((name.clone(), k));
+                        next.push(c);
+                    }
+                }
+            }
+            out = next;
+        }
+        out
+    }
+}
+
+struct EvalScope<'a> {
+    vals: &'a Values,
+    mk: &'a ModKey,
+    module: &'a ModuleConfig,
+    bundle: &'a Bundle,
+    each: Option<&'a (Value, Value)>,
+    count: bool,
+}
+
+impl Scope for EvalScope<'_> {
+    fn resolve(&self, root: &str, names: &[&str], loc: &Loc) -> Result<(Value, usize), Diagnostic> {
+        let empty = ModState::default();
+        let st = self.vals.mods.get(self.mk).unwrap_or(&empty);
+        let first = names.first().copied().unwrap_or("");
+        let pick = |m: &BTreeMap<String, Value>, k: &str| m.get(k).cloned().unwrap_or(Value::Unknown);
+        Ok(match root {
+            "var" => (pick(&st.vars, first), 1),
+            "local" => (pick(&st.locals, first), 1),
+            "data" => (pick(&st.data, &format!("{first}.{}", names.get(1).copied().unwrap_or(""))), 2),
+            "module" => {
+                let Some(exp) = st.calls.get(first) else { return Ok((Value::Unknown, 1)) };
+                let mut items = BTreeMap::new();
+                for (k, _) in exp.keys() {
+                    let mut c = self.mk.clone();
+                    c.push((first.to_string(), k.clone()));
+                    let outs = self.vals.mods.get(&c).map(|s| Value::Object(s.outputs.clone())).unwrap_or(Value::Unknown);
+                    items.insert(k, outs);
+                }
+                (exp.aggregate(items), 1)
+            }
+            "count" if self.count => (self.each.map(|e| e.0.clone()).unwrap_or(Value::Unknown), 1),
+            "each" if !self.count => match (first, self.each) {
+                ("key", Some(e)) => (e.0.clone(), 1),
+                ("value", Some(e)) => (e.1.clone(), 1),
+                _ => return Err(Diagnostic::at(loc, "\"each\" is only available in a block with for_each")),
+            },
+            "path" => match first {
+                "module" => (Value::String(self.module.dir.clone()), 1),
+                "root" => (Value::String(self.bundle.root.clone()), 1),
+                _ => (Value::string("."), 1),
+            },
+            ty => (pick(&st.resources, &format!("{ty}.{first}")), 1),
+        })
+    }
+    fn read_file(&self, path: &str) -> Option<String> {
+        self.bundle.files.get(path).cloned()
+    }
+}
+
+/// The outcome of a walk.
+#[derive(Default)]
+pub struct WalkResult {
+    /// Changes per resource instance (including no-ops).
+    pub changes: Vec<ResourceChange>,
+    /// Root module outputs: value and sensitivity.
+    pub outputs: BTreeMap<String, (Value, bool)>,
+    /// Addresses found in the configuration.
+    pub claimed: BTreeSet<String>,
+    /// Errors.
+    pub errors: Diagnostics,
+    /// Failures of controller operations, by address (apply).
+    pub failures: Vec<(String, String)>,
+}
+
+/// One walk over a configuration.
+pub struct Walk {
+    pub(crate) mode: Mode,
+    pub(crate) config: Config,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) env: String,
+    pub(crate) root_inputs: BTreeMap<String, RootInput>,
+    pub(crate) prior: Prior,
+    pub(crate) engine: Option<Arc<Engine>>,
+    pub(crate) events: Option<UnboundedSender<Event>>,
+    vals: Mutex<Values>,
+    result: Mutex<WalkResult>,
+    deps_of: Mutex<HashMap<NodeId, Vec<String>>>,
+}
+
+/// A root variable's value as given: a raw `-var` string, or a value from a `.tfvars` file.
+#[derive(Debug, Clone)]
+pub enum RootInput {
+    /// From `-var NAME=VALUE`.
+    Raw(String),
+    /// From a `.tfvars` file.
+    Value(Value, Loc),
+}
+
+impl Walk {
+    /// A walk of `config`.
+    pub(crate) fn new(mode: Mode, config: Config, registry: Arc<Registry>, env: String, root_inputs: BTreeMap<String, RootInput>, prior: Prior, engine: Option<Arc<Engine>>, events: Option<UnboundedSender<Event>>) -> Walk {
+        Walk { mode, config, registry, env, root_inputs, prior, engine, events, vals: Mutex::default(), result: Mutex::default(), deps_of: Mutex::default() }
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    /// Runs the walk: every node once its dependencies are done; independent nodes in
+    /// parallel. A failed node's dependents are skipped.
+    pub async fn run(self: Arc<Self>) -> WalkResult {
+        let graph = match Graph::build(&self.config, &self.registry) {
+            Ok(g) => g,
+            Err(d) => {
+                let mut r = self.result.lock().expect("result lock");
+                r.errors = d;
+                return std::mem::take(&mut r);
+            }
+        };
+        {
+            let mut deps_of = self.deps_of.lock().expect("deps lock");
+            for id in graph.nodes.keys() {
+                if matches!(id.kind, Kind::Resource(_)) {
+                    let deps = graph.resource_deps(id).iter().map(node_address).collect();
+                    deps_of.insert(id.clone(), deps);
+                }
+            }
+        }
+        let mut remaining: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let mut dependents: BTreeMap<NodeId, Vec<NodeId>> = BTreeMap::new();
+        for (id, deps) in &graph.deps {
+            if !graph.nodes.contains_key(id) {
+                continue;
+            }
+            let real: Vec<&NodeId> = deps.iter().filter(|d| graph.nodes.contains_key(*d)).collect();
+            remaining.insert(id.clone(), real.len());
+            for d in real {
+                dependents.entry(d.clone()).or_default().push(id.clone());
+            }
+        }
+        let mut ready: Vec<NodeId> = remaining.iter().filter(|(_, n)| **n == 0).map(|(id, _)| id.clone()).collect();
+        let mut failed: BTreeSet<NodeId> = BTreeSet::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let modules: BTreeMap<NodeId, Arc<ModuleConfig>> = graph.nodes.iter().map(|(id, info)| (id.clone(), info.module.clone())).collect();
+        loop {
+            for id in ready.drain(..) {
+                let me = self.clone();
+                let m = modules[&id].clone();
+                tasks.spawn(async move {
+                    let r = me.node(&id, &m).await;
+                    (id, r)
+                });
+            }
+            let Some(joined) = tasks.join_next().await else { break };
+            let (id, res) = match joined {
+                Ok(x) => x,
+                Err(e) => {
+                    self.result.lock().expect("result lock").errors.push(Diagnostic::new(format!("internal error: a task failed: {e}"), None));
+                    continue;
+                }
+            };
+            if let Err(d) = res {
+                self.result.lock().expect("result lock").errors.0.extend(d.0);
+                // Skip everything downstream.
+                let mut todo = vec![id.clone()];
+                while let Some(n) = todo.pop() {
+                    if failed.insert(n.clone()) {
+                        todo.extend(dependents.get(&n).cloned().unwrap_or_default());
+                    }
+                }
+                continue;
+            }
+            for dep in dependents.get(&id).cloned().unwrap_or_default() {
+                let n = remaining.get_mut(&dep).expect("node counted");
+                *n -= 1;
+                if *n == 0 && !failed.contains(&dep) {
+                    ready.push(dep);
+                }
+            }
+        }
+        let mut r = self.result.lock().expect("result lock");
+        std::mem::take(&mut r)
+    }
+
+    async fn node(&self, id: &NodeId, m: &Arc<ModuleConfig>) -> Result<(), Diagnostics> {
+        match &id.kind {
+            Kind::Var(name) => self.var_node(id, m, name),
+            Kind::Local(name) => self.simple_node(id, m, |st, v| {
+                st.locals.insert(name.clone(), v);
+            }, &m.locals[name].expr),
+            Kind::Output(name) => {
+                let o = &m.outputs[name];
+                self.simple_node(id, m, |st, v| {
+                    st.outputs.insert(name.clone(), v);
+                }, &o.value)?;
+                if id.path.is_empty() {
+                    let v = self.vals.lock().expect("values").mods.get(&vec![]).and_then(|s| s.outputs.get(name).cloned()).unwrap_or(Value::Unknown);
+                    let sensitive = o.sensitive;
+                    if !sensitive {
+                        if let Some(src) = self.sensitive_source(m, &o.value) {
+                            return Err(Diagnostic::at(&o.loc, format!("output \"{name}\" refers to sensitive values ({src})"))
+                                .with_detail("Add `sensitive = true` to the output block so the value is masked.")
+                                .into());
+                        }
+                    }
+                    self.result.lock().expect("result lock").outputs.insert(name.clone(), (v, sensitive));
+                }
+                Ok(())
+            }
+            Kind::Call(name) => self.call_node(id, m, name),
+            Kind::Resource(key) => self.resource_node(id, m, &m.resources[key]).await,
+            Kind::Data(key) => self.data_node(id, m, &m.data[&format!("data.{key}")]).await,
+        }
+    }
+
+    fn simple_node(&self, id: &NodeId, m: &ModuleConfig, store: impl Fn(&mut ModState, Value), e: &Expr) -> Result<(), Diagnostics> {
+        let mut vals = self.vals.lock().expect("values");
+        let mut diags = Diagnostics::default();
+        for mk in vals.instances(&id.path) {
+            let v = {
+                let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: None, count: false };
+                eval(e, &scope)
+            };
+            match v {
+                Ok(v) => store(vals.mods.entry(mk).or_default(), v),
+                Err(d) => diags.push(d),
+            }
+        }
+        diags.into_result()
+    }
+
+    fn var_node(&self, id: &NodeId, m: &ModuleConfig, name: &str) -> Result<(), Diagnostics> {
+        let decl = &m.variables[name];
+        let mut vals = self.vals.lock().expect("values");
+        let mut diags = Diagnostics::default();
+        for mk in vals.instances(&id.path) {
+            let given: Option<Value> = if id.path.is_empty() {
+                match self.root_inputs.get(name) {
+                    Some(RootInput::Value(v, _)) => Some(v.clone()),
+                    Some(RootInput::Raw(s)) => Some(match &decl.ty {
+                        Type::String | Type::Number | Type::Bool | Type::Any => Value::String(s.clone()),
+                        _ => match hcl_expr_value(s) {
+                            Ok(v) => v,
+                            Err(msg) => {
+                                diags.push(Diagnostic::at(&decl.loc, format!("invalid value for variable \"{name}\" given with -var: {msg}")));
+                                continue;
+                            }
+                        },
+                    }),
+                    None => None,
+                }
+            } else {
+                vals.mods.get(&mk).and_then(|s| s.inputs.get(name).cloned())
+            };
+            let v = match (given, &decl.default) {
+                (Some(v), _) if !v.is_null() => v,
+                (_, Some(d)) => d.clone(),
+                (Some(v), None) => v,
+                (None, None) => {
+                    let how = if id.path.is_empty() {
+                        format!("Set it with `-var {name}=VALUE`, in a .tfvars file, or give the variable a default.")
+                    } else {
+                        format!("Set `{name} = ...` in the module block module.{}.", id.path.join(".module."))
+                    };
+                    diags.push(Diagnostic::at(&decl.loc, format!("no value for required variable \"{name}\"")).with_detail(how));
+                    continue;
+                }
+            };
+            let v = match convert(&v, &decl.ty) {
+                Ok(v) => v,
+                Err(msg) => {
+                    let at = match self.root_inputs.get(name) {
+                        Some(RootInput::Value(_, loc)) if id.path.is_empty() => loc.clone(),
+                        _ => decl.loc.clone(),
+                    };
+                    diags.push(Diagnostic::at(&at, format!("invalid value for variable \"{name}\": {msg}")).with_detail(format!("The variable's type is {}.", decl.ty)));
+                    continue;
+                }
+            };
+            vals.mods.entry(mk.clone()).or_default().vars.insert(name.to_string(), v.clone());
+            for val in &decl.validations {
+                let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: None, count: false };
+                match eval(&val.condition, &scope) {
+                    Ok(Value::Bool(true)) | Ok(Value::Unknown) => {}
+                    Ok(Value::Bool(false)) => {
+                        let msg = eval(&val.error_message, &scope).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_else(|| "the validation condition failed".into());
+                        diags.push(Diagnostic::at(&val.condition.loc(), format!("invalid value for variable \"{name}\": {msg}")).with_detail(format!("The value given was {v}.")));
+                    }
+                    Ok(other) => diags.push(Diagnostic::at(&val.condition.loc(), format!("a validation condition must be a bool, got {}", other.type_name()))),
+                    Err(d) => diags.push(d),
+                }
+            }
+        }
+        diags.into_result()
+    }
+
+    fn call_node(&self, id: &NodeId, m: &ModuleConfig, name: &str) -> Result<(), Diagnostics> {
+        let call = &m.module_calls[name];
+        let child_dir = call.source.dir();
+        let Some(child) = self.config.modules.get(&child_dir) else {
+            return Err(Diagnostic::at(&call.source_loc, format!("module source \"{child_dir}\" was not loaded")).into());
+        };
+        let mut vals = self.vals.lock().expect("values");
+        let mut diags = Diagnostics::default();
+        for mk in vals.instances(&id.path) {
+            let exp = {
+                let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: None, count: false };
+                match expansion(call.count.as_ref(), call.for_each.as_ref(), &scope) {
+                    Ok(e) => e,
+                    Err(d) => {
+                        diags.push(d);
+                        continue;
+                    }
+                }
+            };
+            for (k, each) in exp.keys() {
+                let mut inputs = BTreeMap::new();
+                {
+                    let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: each.as_ref(), count: call.count.is_some() };
+                    for (an, a) in &call.inputs {
+                        if !child.variables.contains_key(an) {
+                            diags.push(
+                                Diagnostic::at(&a.loc, format!("module \"{name}\" has no input variable \"{an}\".{}", did_you_mean(an, child.variables.keys().map(String::as_str))))
+                                    .with_detail(format!("The module's variables are declared in {child_dir}.")),
+                            );
+                            continue;
+                        }
+                        match eval(&a.expr, &scope) {
+                            Ok(v) => {
+                                inputs.insert(an.clone(), v);
+                            }
+                            Err(d) => diags.push(d),
+                        }
+                    }
+                }
+                let mut c = mk.clone();
+                c.push((name.to_string(), k));
+                vals.mods.entry(c).or_default().inputs = inputs;
+            }
+            vals.mods.entry(mk).or_default().calls.insert(name.to_string(), exp);
+        }
+        diags.into_result()
+    }
+
+    /// If `e` refers to a sensitive attribute or variable, names it.
+    fn sensitive_source(&self, m: &ModuleConfig, e: &Expr) -> Option<String> {
+        for r in e.references() {
+            match r.root.as_str() {
+                "var" => {
+                    if let Some(v) = r.names.first().and_then(|n| m.variables.get(n)) {
+                        if v.sensitive {
+                            return Some(format!("var.{}", v.name));
+                        }
+                    }
+                }
+                "local" => {
+                    if let Some(l) = r.names.first().and_then(|n| m.locals.get(n)) {
+                        if let Some(s) = self.sensitive_source(m, &l.expr) {
+                            return Some(s);
+                        }
+                    }
+                }
+                "module" => {
+                    if let (Some(c), Some(o)) = (r.names.first().and_then(|n| m.module_calls.get(n)), r.names.get(1)) {
+                        if let Some(out) = self.config.modules.get(&c.source.dir()).and_then(|cm| cm.outputs.get(o)) {
+                            if out.sensitive {
+                                return Some(format!("module.{}.{o}", c.name));
+                            }
+                        }
+                    }
+                }
+                ty => {
+                    if let (Some(name), Some(attr)) = (r.names.first(), r.names.get(1)) {
+                        if let Some(rt) = self.registry.resource(ty) {
+                            if rt.schema().get(attr).is_some_and(|a| a.sensitive) {
+                                return Some(format!("{ty}.{name}.{attr}"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    async fn data_node(&self, id: &NodeId, m: &ModuleConfig, rc: &ResourceConfig) -> Result<(), Diagnostics> {
+        let ds = self.registry.data(&rc.type_name).expect("checked by the graph").clone();
+        let key = rc.key().trim_start_matches("data.").to_string();
+        let instances = self.instances_of(id, m, rc, ds.schema())?;
+        let mut per_mod: BTreeMap<ModKey, (Expansion, BTreeMap<InstKey, Value>)> = BTreeMap::new();
+        let mut diags = Diagnostics::default();
+        for inst in instances {
+            let value = if self.mode == Mode::Validate || inst.config.has_unknown() {
+                if self.mode == Mode::Apply {
+                    diags.push(Diagnostic::at(&rc.loc, format!("{}: the configuration depends on values that are still unknown during apply", inst.address)));
+                    continue;
+                }
+                with_unknown_computed(ds.schema(), &inst.config)
+            } else {
+                let ctx = self.ctx(&inst.address);
+                match ds.read(&ctx, &inst.config).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        diags.push(Diagnostic::at(&rc.loc, format!("reading {}: {e}", inst.address)));
+                        continue;
+                    }
+                }
+            };
+            per_mod.entry(inst.mk.clone()).or_insert_with(|| (inst.exp.clone(), BTreeMap::new())).1.insert(inst.key.clone(), value);
+        }
+        let mut vals = self.vals.lock().expect("values");
+        for (mk, (exp, items)) in per_mod {
+            vals.mods.entry(mk).or_default().data.insert(key.clone(), exp.aggregate(items));
+        }
+        diags.into_result()
+    }
+
+    fn ctx(&self, address: &str) -> Ctx {
+        match &self.engine {
+            Some(e) => Ctx { env: self.env.clone(), address: address.to_string(), data_dir: e.data_dir.clone(), services: e.services.clone() },
+            None => Ctx { env: self.env.clone(), address: address.to_string(), data_dir: Default::default(), services: Default::default() },
+        }
+    }
+
+    /// Expands a resource block into its instances and decodes each one's configuration.
+    fn instances_of(&self, id: &NodeId, m: &ModuleConfig, rc: &ResourceConfig, schema: &Schema) -> Result<Vec<Instance>, Diagnostics> {
+        let vals = self.vals.lock().expect("values");
+        let mut out = vec![];
+        let mut diags = Diagnostics::default();
+        let mut empty_mods = vec![];
+        for mk in vals.instances(&id.path) {
+            let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: None, count: false };
+            let exp = match expansion(rc.count.as_ref(), rc.for_each.as_ref(), &scope) {
+                Ok(e) => e,
+                Err(d) => {
+                    diags.push(d);
+                    continue;
+                }
+            };
+            let keys = exp.keys();
+            if keys.is_empty() {
+                empty_mods.push((mk.clone(), exp.clone()));
+            }
+            for (k, each) in keys {
+                let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: each.as_ref(), count: rc.count.is_some() };
+                let address = format!("{}{}{}", mod_prefix(&mk), rc.key(), k.suffix());
+                match decode_body(schema, &rc.body, &scope) {
+                    Ok(config) => out.push(Instance { mk: mk.clone(), key: k, exp: exp.clone(), address, config }),
+                    Err(d) => diags.0.extend(d.0),
+                }
+            }
+        }
+        drop(vals);
+        // A block with count = 0 still has a (empty) value.
+        if !empty_mods.is_empty() {
+            let mut vals = self.vals.lock().expect("values");
+            for (mk, exp) in empty_mods {
+                let st = vals.mods.entry(mk).or_default();
+                let v = exp.aggregate(BTreeMap::new());
+                if rc.mode == veeps_lang::config::Mode::Managed {
+                    st.resources.insert(rc.key(), v);
+                } else {
+                    st.data.insert(rc.key().trim_start_matches("data.").to_string(), v);
+                }
+            }
+        }
+        diags.into_result()?;
+        Ok(out)
+    }
+
+    async fn resource_node(&self, id: &NodeId, m: &ModuleConfig, rc: &ResourceConfig) -> Result<(), Diagnostics> {
+        let rt = self.registry.resource(&rc.type_name).expect("checked by the graph").clone();
+        let instances = self.instances_of(id, m, rc, rt.schema())?;
+        let mut diags = Diagnostics::default();
+        // Type-specific validation on known values.
+        for inst in &instances {
+            for e in rt.validate(&inst.config) {
+                let loc = e.path.first().and_then(|a| rc.body.attrs.get(a)).map(|a| a.expr.loc()).unwrap_or_else(|| rc.loc.clone());
+                diags.push(Diagnostic::at(&loc, format!("{}: {} {}", inst.address, e.path.join("."), e.message)));
+            }
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        let deps = self.deps_of.lock().expect("deps").get(id).cloned().unwrap_or_default();
+        let masked = self.masked_attrs(m, rc, rt.schema());
+        let futs = instances.into_iter().map(|inst| {
+            let rt = rt.clone();
+            let deps = deps.clone();
+            let masked = masked.clone();
+            async move {
+                let r = self.instance(&rt, rc, &inst, &deps, &masked).await;
+                (inst, r)
+            }
+        });
+        let results = futures::future::join_all(futs).await;
+        let mut per_mod: BTreeMap<ModKey, (Expansion, BTreeMap<InstKey, Value>)> = BTreeMap::new();
+        for (inst, r) in results {
+            self.result.lock().expect("result lock").claimed.insert(inst.address.clone());
+            match r {
+                Ok(v) => {
+                    per_mod.entry(inst.mk.clone()).or_insert_with(|| (inst.exp.clone(), BTreeMap::new())).1.insert(inst.key.clone(), v);
+                }
+                Err(d) => diags.0.extend(d.0),
+            }
+        }
+        let mut vals = self.vals.lock().expect("values");
+        for (mk, (exp, items)) in per_mod {
+            vals.mods.entry(mk).or_default().resources.insert(rc.key(), exp.aggregate(items));
+        }
+        diags.into_result()
+    }
+
+    fn masked_attrs(&self, m: &ModuleConfig, rc: &ResourceConfig, schema: &Schema) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = schema.sensitive_attrs().into_iter().map(String::from).collect();
+        for (name, a) in &rc.body.attrs {
+            if self.sensitive_source(m, &a.expr).is_some() {
+                out.insert(name.clone());
+            }
+        }
+        out
+    }
+
+    /// Plans (and in apply mode, performs) the change to one instance. Returns the value
+    /// references to it see.
+    async fn instance(&self, rt: &Arc<dyn Resource>, rc: &ResourceConfig, inst: &Instance, deps: &[String], masked: &BTreeSet<String>) -> Result<Value, Diagnostics> {
+        let schema = rt.schema();
+        let prior = self.prior.get(&inst.address);
+        let (action, replace_paths, reason, config) = match prior {
+            _ if self.mode == Mode::Validate => (Action::Create, vec![], None, inst.config.clone()),
+            None => (Action::Create, vec![], self.prior.gone.get(&inst.address).cloned(), inst.config.clone()),
+            Some(p) if p.record.status == ResourceStatus::Creating => (Action::Create, vec![], Some("its creation was interrupted; creating it again".into()), inst.config.clone()),
+            Some(p) if p.record.status == ResourceStatus::Tainted => (Action::Replace, vec![], Some("a previous operation on it failed".into()), inst.config.clone()),
+            Some(p) => {
+                let (cfg, changed, forces) = diff(schema, &rc.lifecycle, &p.attrs, &inst.config);
+                if !forces.is_empty() {
+                    (Action::Replace, forces, None, cfg)
+                } else if changed {
+                    (Action::Update, vec![], None, cfg)
+                } else {
+                    (Action::NoOp, vec![], None, cfg)
+                }
+            }
+        };
+        if rc.lifecycle.prevent_destroy && action == Action::Replace {
+            return Err(Diagnostic::at(&rc.loc, format!("{} has lifecycle.prevent_destroy set, but the plan replaces it ({})", inst.address, replace_paths.join(", ")))
+                .with_detail("Remove prevent_destroy, or undo the change that forces replacement.")
+                .into());
+        }
+        let planned = match action {
+            Action::Create | Action::Replace => with_unknown_computed(schema, &config),
+            Action::Update => merge(&prior.map(|p| p.attrs.clone()).unwrap_or(Value::Null), &config),
+            _ => prior.map(|p| p.attrs.clone()).unwrap_or(Value::Null),
+        };
+        let before = prior.map(|p| mask(&p.attrs, masked).to_plan_json());
+        let change = ResourceChange {
+            address: inst.address.clone(),
+            type_name: rc.type_name.clone(),
+            action,
+            before: if action == Action::Create { None } else { before },
+            after: Some(mask(&planned, masked).to_plan_json()),
+            replace_paths,
+            reason,
+        };
+        self.result.lock().expect("result lock").changes.push(change);
+        if self.mode != Mode::Apply {
+            return Ok(planned);
+        }
+        if config.has_unknown() {
+            return Err(Diagnostic::at(&rc.loc, format!("{}: the configuration depends on values that are still unknown during apply", inst.address)).into());
+        }
+        let engine = self.engine.clone().expect("apply has an engine");
+        let ctx = self.ctx(&inst.address);
+        let started = Instant::now();
+        if action != Action::NoOp {
+            self.emit(Event::Start { address: inst.address.clone(), action });
+        }
+        let op = async {
+            match action {
+                Action::NoOp => {
+                    let p = prior.expect("no-op has prior");
+                    if p.refreshed {
+                        engine.save(&self.env, rt, &inst.address, &p.attrs, deps, ResourceStatus::Ready, rc.lifecycle.create_before_destroy).await?;
+                    }
+                    Ok(p.attrs.clone())
+                }
+                Action::Create => self.create(&engine, rt, &ctx, inst, &config, deps, rc.lifecycle.create_before_destroy).await,
+                Action::Update => {
+                    let p = prior.expect("update has prior");
+                    let _permit = engine.permits.acquire().await;
+                    let new = rt.update(&ctx, &p.attrs, &config).await.map_err(|e| e.to_string())?;
+                    engine.save(&self.env, rt, &inst.address, &new, deps, ResourceStatus::Ready, rc.lifecycle.create_before_destroy).await?;
+                    Ok(new)
+                }
+                Action::Replace => {
+                    let p = prior.expect("replace has prior");
+                    if rc.lifecycle.create_before_destroy {
+                        let deposed = format!("{}#deposed", inst.address);
+                        engine.save(&self.env, rt, &deposed, &p.attrs, deps, ResourceStatus::Ready, true).await?;
+                        let new = self.create(&engine, rt, &ctx, inst, &config, deps, true).await?;
+                        {
+                            let _permit = engine.permits.acquire().await;
+                            rt.delete(&ctx, &p.attrs).await.map_err(|e| format!("deleting the replaced object: {e}"))?;
+                        }
+                        engine.forget(&self.env, &deposed)?;
+                        Ok(new)
+                    } else {
+                        {
+                            let _permit = engine.permits.acquire().await;
+                            rt.delete(&ctx, &p.attrs).await.map_err(|e| e.to_string())?;
+                        }
+                        engine.forget(&self.env, &inst.address)?;
+                        self.create(&engine, rt, &ctx, inst, &config, deps, false).await
+                    }
+                }
+                Action::Delete => unreachable!("deletes are not part of the walk"),
+            }
+        };
+        let result = self.with_progress(&inst.address, action, started, op).await;
+        match result {
+            Ok(v) => {
+                if action != Action::NoOp {
+                    let id = v.get("id").and_then(|i| i.to_template_string());
+                    self.emit(Event::Done { address: inst.address.clone(), action, elapsed: started.elapsed().as_secs_f64(), id });
+                }
+                Ok(v)
+            }
+            Err(msg) => {
+                self.emit(Event::Failed { address: inst.address.clone(), action, error: msg.clone() });
+                self.result.lock().expect("result lock").failures.push((inst.address.clone(), msg.clone()));
+                Err(Diagnostic::at(&rc.loc, format!("{}: {} failed: {msg}", inst.address, action.verb().1)).into())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create(&self, engine: &Engine, rt: &Arc<dyn Resource>, ctx: &Ctx, inst: &Instance, config: &Value, deps: &[String], cbd: bool) -> Result<Value, String> {
+        // Record the intent first: a crash mid-create leaves a record the next apply finishes.
+        engine.save(&self.env, rt, &inst.address, config, deps, ResourceStatus::Creating, cbd).await?;
+        let state = {
+            let _permit = engine.permits.acquire().await;
+            rt.create(ctx, config).await.map_err(|e| e.to_string())?
+        };
+        if state.has_unknown() {
+            return Err("the controller returned a state with unknown values".into());
+        }
+        engine.save(&self.env, rt, &inst.address, &state, deps, ResourceStatus::Ready, cbd).await?;
+        Ok(state)
+    }
+
+    pub(crate) async fn with_progress<T>(&self, address: &str, action: Action, started: Instant, op: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(op);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + std::time::Duration::from_secs(10), std::time::Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                r = &mut op => return r,
+                _ = tick.tick() => {
+                    if action != Action::NoOp {
+                        self.emit(Event::Progress { address: address.to_string(), action, elapsed: started.elapsed().as_secs_f64() });
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Instance {
+    mk: ModKey,
+    key: InstKey,
+    exp: Expansion,
+    address: String,
+    config: Value,
+}
+
+/// The address of a node, without instance keys (`module.a.random_id.x`).
+pub fn node_address(id: &NodeId) -> String {
+    let mut s: String = id.path.iter().map(|p| format!("module.{p}.")).collect();
+    match &id.kind {
+        Kind::Resource(k) => s.push_str(k),
+        Kind::Data(k) => s.push_str(&format!("data.{k}")),
+        other => s.push_str(&format!("{other:?}")),
+    }
+    s
+}
+
+fn hcl_expr_value(s: &str) -> Result<Value, String> {
+    let e = hcl_edit::parser::parse_expr(s).map_err(|e| e.message().to_string())?;
+    let file = Arc::new(veeps_lang::diag::SourceFile { path: "-var".into(), text: s.into() });
+    eval(&Expr { expr: e, file }, &veeps_lang::eval::EmptyScope).map_err(|d| d.summary)
+}
+
+fn expansion(count: Option<&Expr>, for_each: Option<&Expr>, scope: &dyn Scope) -> Result<Expansion, Diagnostic> {
+    if let Some(c) = count {
+        return match eval(c, scope)? {
+            Value::Number(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Expansion::Count(n as usize)),
+            Value::Unknown => Err(Diagnostic::at(&c.loc(), "the count value depends on values that cannot be known until apply")
+                .with_detail("Use a value known at plan time (variables, locals, or attributes of resources that already exist).")),
+            Value::String(s) if s.parse::<usize>().is_ok() => Ok(Expansion::Count(s.parse().unwrap_or(0))),
+            v => Err(Diagnostic::at(&c.loc(), format!("count must be a whole number of zero or more, got {v}"))),
+        };
+    }
+    if let Some(f) = for_each {
+        return match eval(f, scope)? {
+            Value::Object(o) => Ok(Expansion::Each(o.into_iter().collect())),
+            Value::List(l) => {
+                let mut keys: Vec<(String, Value)> = vec![];
+                for v in l {
+                    match v {
+                        Value::String(s) => {
+                            if !keys.iter().any(|(k, _)| k == &s) {
+                                keys.push((s.clone(), Value::String(s)));
+                            }
+                        }
+                        Value::Unknown => return Err(Diagnostic::at(&f.loc(), "the for_each value has elements that cannot be known until apply")),
+                        other => return Err(Diagnostic::at(&f.loc(), format!("for_each over a list needs strings, found a {}", other.type_name()))),
+                    }
+                }
+                keys.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok(Expansion::Each(keys))
+            }
+            Value::Unknown => Err(Diagnostic::at(&f.loc(), "the for_each value depends on values that cannot be known until apply")),
+            v => Err(Diagnostic::at(&f.loc(), format!("for_each needs a map or a set of strings, got {}", v.type_name()))),
+        };
+    }
+    Ok(Expansion::Single)
+}
+
+/// Evaluates a block body against a schema: every settable attribute (null or default when
+/// unset), nested blocks as objects or lists. Reports unknown, missing, computed-only and
+/// mistyped attributes at their position.
+pub fn decode_body(schema: &Schema, body: &BodyConfig, scope: &dyn Scope) -> Result<Value, Diagnostics> {
+    let mut out = BTreeMap::new();
+    let mut diags = Diagnostics::default();
+    for (name, a) in &body.attrs {
+        let Some(s) = schema.get(name) else {
+            let mut names: Vec<&str> = schema.attrs.iter().filter(|a| a.settable()).map(|a| a.name).collect();
+            names.extend(schema.blocks.iter().map(|b| b.name));
+            let hint = if schema.get_block(name).is_some() { format!(" \"{name}\" is a block: write `{name} {{ ... }}`.") } else { did_you_mean(name, names.iter().copied()) };
+            diags.push(Diagnostic::at(&a.loc, format!("unsupported argument \"{name}\".{hint}")).with_detail(format!("Arguments here: {}.", names.join(", "))));
+            continue;
+        };
+        if s.mode == AttrMode::Computed {
+            diags.push(Diagnostic::at(&a.loc, format!("\"{name}\" is computed by veeps and cannot be set")));
+            continue;
+        }
+        match eval(&a.expr, scope) {
+            Ok(v) => match convert(&v, &s.ty) {
+                Ok(v) => {
+                    out.insert(name.clone(), v);
+                }
+                Err(msg) => diags.push(Diagnostic::at(&a.expr.loc(), format!("invalid value for \"{name}\": {msg}"))),
+            },
+            Err(d) => diags.push(d),
+        }
+    }
+    for s in &schema.attrs {
+        if out.contains_key(s.name) || body.attrs.contains_key(s.name) {
+            continue;
+        }
+        match s.mode {
+            AttrMode::Required => diags.push(Diagnostic::at(&body.loc, format!("missing required argument \"{}\"", s.name)).with_detail(format!("Add `{} = ...` ({}).", s.name, if s.description.is_empty() { s.ty.to_string() } else { s.description.to_string() }))),
+            AttrMode::Optional | AttrMode::OptionalComputed => {
+                out.insert(s.name.to_string(), s.default.clone().unwrap_or(Value::Null));
+            }
+            AttrMode::Computed => {}
+        }
+    }
+    let mut blocks: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for b in &body.blocks {
+        let Some(bs) = schema.get_block(&b.type_name) else {
+            let names: Vec<&str> = schema.blocks.iter().map(|b| b.name).collect();
+            let hint = if schema.get(&b.type_name).is_some() { format!(" \"{}\" is an argument: write `{} = ...`.", b.type_name, b.type_name) } else { did_you_mean(&b.type_name, names.iter().copied()) };
+            diags.push(Diagnostic::at(&b.loc, format!("unsupported block type \"{}\".{hint}", b.type_name)));
+            continue;
+        };
+        match decode_body(&bs.schema, &b.body, scope) {
+            Ok(v) => blocks.entry(bs.name).or_default().push(v),
+            Err(d) => diags.0.extend(d.0),
+        }
+    }
+    for bs in &schema.blocks {
+        let items = blocks.remove(bs.name).unwrap_or_default();
+        if items.len() < bs.min_items {
+            diags.push(Diagnostic::at(&body.loc, format!("at least {} \"{}\" block{} required", bs.min_items, bs.name, if bs.min_items == 1 { " is" } else { "s are" })));
+        }
+        let v = match bs.nesting {
+            Nesting::Single => {
+                if items.len() > 1 {
+                    diags.push(Diagnostic::at(&body.loc, format!("only one \"{}\" block is allowed", bs.name)));
+                }
+                items.into_iter().next().unwrap_or(Value::Null)
+            }
+            Nesting::List => Value::List(items),
+        };
+        out.insert(bs.name.to_string(), v);
+    }
+    diags.into_result()?;
+    Ok(Value::Object(out))
+}
+
+/// `config` with every computed attribute not set in it marked unknown.
+fn with_unknown_computed(schema: &Schema, config: &Value) -> Value {
+    let mut o = config.as_object().cloned().unwrap_or_default();
+    for a in &schema.attrs {
+        if a.is_computed() && o.get(a.name).is_none_or(Value::is_null) {
+            o.insert(a.name.to_string(), Value::Unknown);
+        }
+    }
+    Value::Object(o)
+}
+
+fn merge(prior: &Value, config: &Value) -> Value {
+    let mut o = prior.as_object().cloned().unwrap_or_default();
+    if let Some(c) = config.as_object() {
+        for (k, v) in c {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(o)
+}
+
+/// Compares configuration with prior state. Returns the configuration to apply (with
+/// ignored and unset optional-computed attributes taken from the prior state), whether
+/// anything changed, and the attributes whose change forces replacement.
+fn diff(schema: &Schema, lifecycle: &Lifecycle, prior: &Value, config: &Value) -> (Value, bool, Vec<String>) {
+    let ignore_all = lifecycle.ignore_changes.iter().any(|i| i == "*");
+    let mut cfg = config.as_object().cloned().unwrap_or_default();
+    let mut changed = false;
+    let mut forces = vec![];
+    for a in &schema.attrs {
+        if !a.settable() {
+            continue;
+        }
+        let old = prior.get(a.name).cloned().unwrap_or(Value::Null);
+        let new = cfg.get(a.name).cloned().unwrap_or(Value::Null);
+        let ignored = ignore_all || lifecycle.ignore_changes.iter().any(|i| i == a.name);
+        if ignored || (new.is_null() && a.mode == AttrMode::OptionalComputed) {
+            cfg.insert(a.name.to_string(), old);
+            continue;
+        }
+        if new != old || new.has_unknown() {
+            changed = true;
+            if a.force_new {
+                forces.push(a.name.to_string());
+            }
+        }
+    }
+    for b in &schema.blocks {
+        let old = prior.get(b.name).cloned().unwrap_or(Value::Null);
+        let new = cfg.get(b.name).cloned().unwrap_or(Value::Null);
+        if ignore_all || lifecycle.ignore_changes.iter().any(|i| i == b.name) {
+            cfg.insert(b.name.to_string(), old);
+            continue;
+        }
+        let empty = |v: &Value| v.is_null() || v.as_list().is_some_and(Vec::is_empty);
+        if (new != old && !(empty(&new) && empty(&old))) || new.has_unknown() {
+            changed = true;
+            if b.force_new {
+                forces.push(b.name.to_string());
+            }
+        }
+    }
+    (Value::Object(cfg), changed, forces)
+}
+
+fn mask(v: &Value, masked: &BTreeSet<String>) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| {
+                    if masked.contains(k) && !v.is_null() && !v.is_unknown() {
+                        (k.clone(), Value::Object([("$sensitive".to_string(), Value::Bool(true))].into()))
+                    } else {
+                        (k.clone(), v.clone())
+                    }
+                })
+                .collect(),
+        ),
+        v => v.clone(),
+    }
+}
+
+/// Masks values for display.
+pub(crate) fn mask_value(v: &Value) -> Value {
+    if v.is_null() {
+        v.clone()
+    } else {
+        Value::Object([("$sensitive".to_string(), Value::Bool(true))].into())
+    }
+}
+

@@ -1,0 +1,271 @@
+//! The engine against the built-in resource types, with a real store and keys.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use veeps_engine::plan::{Action, Event};
+use veeps_engine::{Engine, EngineError, Request};
+use veeps_lang::config::Bundle;
+
+struct Env {
+    dir: tempfile::TempDir,
+    engine: Arc<Engine>,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(veeps_state::Store::open(&dir.path().join("state.redb")).unwrap());
+    let kms = Arc::new(veeps_kms::Kms::open(dir.path(), store.clone()).unwrap());
+    let mut reg = veeps_resource::Registry::new();
+    veeps_builtins::register(&mut reg);
+    let engine = Engine::new(dir.path().to_path_buf(), reg, store, kms, Default::default(), "boot".into());
+    Env { dir, engine }
+}
+
+fn bundle(files: &[(&str, &str)]) -> Bundle {
+    Bundle { root: "env".into(), files: files.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect::<BTreeMap<_, _>>() }
+}
+
+fn req(b: &Bundle) -> Request {
+    Request { env: "test".into(), bundle: b.clone(), vars: vec![], caller: "tester".into(), operation: "apply".into() }
+}
+
+async fn apply(e: &Env, b: &Bundle) -> Vec<Event> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    e.engine.apply(req(b), false, None, tx).await.unwrap();
+    let mut out = vec![];
+    while let Ok(ev) = rx.try_recv() {
+        out.push(ev);
+    }
+    out
+}
+
+fn complete(events: &[Event]) -> (String, veeps_state::Summary, Vec<String>) {
+    for e in events {
+        if let Event::Complete { status, summary, errors, .. } = e {
+            return (status.clone(), *summary, errors.clone());
+        }
+    }
+    panic!("no Complete event in {events:?}")
+}
+
+const MAIN: &str = r#"
+variable "names" {
+  type    = list(string)
+  default = ["a", "b"]
+}
+locals {
+  prefix = "veeps-${length(var.names)}"
+}
+resource "random_id" "one" {
+  byte_length = 4
+  prefix      = local.prefix
+}
+resource "random_id" "each" {
+  for_each    = toset(var.names)
+  byte_length = 2
+  keepers     = { name = each.key, parent = random_id.one.hex }
+}
+resource "random_password" "db" {
+  length  = 20
+  special = false
+}
+module "child" {
+  source = "./mod"
+  count  = 2
+  n      = count.index
+}
+output "one" {
+  value = random_id.one.hex
+}
+output "child" {
+  value = module.child[*].id
+}
+output "password" {
+  value     = random_password.db.result
+  sensitive = true
+}
+"#;
+
+const MODULE: &str = r#"
+variable "n" {
+  type = number
+}
+resource "random_id" "x" {
+  byte_length = 3 + var.n
+}
+output "id" {
+  value = random_id.x.hex
+}
+"#;
+
+#[tokio::test]
+async fn apply_then_plan_is_empty_and_values_are_stable() {
+    let e = env();
+    let b = bundle(&[("env/main.hcl", MAIN), ("env/mod/main.hcl", MODULE)]);
+    let plan = e.engine.plan(&req(&b), false).await.unwrap();
+    assert_eq!(plan.summary.add, 6, "{}", plan.render());
+    assert!(plan.render().contains("Plan: 6 to add, 0 to change, 0 to destroy."));
+    let ev = apply(&e, &b).await;
+    let (status, summary, errors) = complete(&ev);
+    assert_eq!(status, "ok", "{errors:?}");
+    assert_eq!(summary.add, 6);
+    let again = e.engine.plan(&req(&b), false).await.unwrap();
+    assert!(again.is_empty(), "{}", again.render());
+    let outs = e.engine.outputs("test").unwrap();
+    let one = outs["one"].0.as_str().unwrap().to_string();
+    assert!(one.starts_with("veeps-2"), "{one}");
+    assert_eq!(outs["child"].0.as_list().unwrap().len(), 2);
+    assert!(outs["password"].1, "sensitive");
+    assert_eq!(outs["password"].0.as_str().unwrap().len(), 20);
+    // The password is encrypted at rest: its plaintext is not in the store file.
+    let pw = outs["password"].0.as_str().unwrap().to_string();
+    drop(e.engine);
+    let raw = std::fs::read(e.dir.path().join("state.redb")).unwrap();
+    assert!(!raw.windows(pw.len()).any(|w| w == pw.as_bytes()), "plaintext password found in the store");
+}
+
+#[tokio::test]
+async fn changes_update_replace_and_destroy() {
+    let e = env();
+    let b = bundle(&[("env/main.hcl", MAIN), ("env/mod/main.hcl", MODULE)]);
+    apply(&e, &b).await;
+    let before = e.engine.outputs("test").unwrap()["one"].0.clone();
+    // Changing a force-new attribute replaces, and its dependents' keepers change too.
+    let changed = MAIN.replace("byte_length = 4", "byte_length = 5");
+    let b2 = bundle(&[("env/main.hcl", &changed), ("env/mod/main.hcl", MODULE)]);
+    let plan = e.engine.plan(&req(&b2), false).await.unwrap();
+    let text = plan.render();
+    assert!(text.contains("-/+ resource \"random_id\" \"one\""), "{text}");
+    assert!(text.contains("# forces replacement"), "{text}");
+    let ev = apply(&e, &b2).await;
+    assert_eq!(complete(&ev).0, "ok");
+    assert_ne!(e.engine.outputs("test").unwrap()["one"].0, before);
+    // Removing a resource destroys it.
+    let fewer = changed.replace("default = [\"a\", \"b\"]", "default = [\"a\"]");
+    let b3 = bundle(&[("env/main.hcl", &fewer), ("env/mod/main.hcl", MODULE)]);
+    let plan = e.engine.plan(&req(&b3), false).await.unwrap();
+    assert!(plan.changes.iter().any(|c| c.address == "random_id.each[\"b\"]" && c.action == Action::Delete), "{}", plan.render());
+    apply(&e, &b3).await;
+    assert!(e.engine.store.resource("test", "random_id.each[\"b\"]").unwrap().is_none());
+    // Destroy removes everything.
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    e.engine.apply(req(&b3), true, None, tx).await.unwrap();
+    assert!(e.engine.store.resources("test").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn drift_of_a_local_file_is_detected_and_repaired() {
+    let e = env();
+    let path = e.dir.path().join("out/hello.txt");
+    let cfg = format!("resource \"local_file\" \"f\" {{\n  filename = \"{}\"\n  content  = \"hello\"\n}}\n", path.display());
+    let b = bundle(&[("env/main.hcl", &cfg)]);
+    apply(&e, &b).await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello");
+    std::fs::write(&path, "tampered").unwrap();
+    let plan = e.engine.plan(&req(&b), false).await.unwrap();
+    assert_eq!(plan.drift.len(), 1, "{}", plan.render());
+    assert!(plan.render().contains("has changed"), "{}", plan.render());
+    assert_eq!(plan.changes[0].action, Action::Update);
+    apply(&e, &b).await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello");
+    std::fs::remove_file(&path).unwrap();
+    let plan = e.engine.plan(&req(&b), false).await.unwrap();
+    assert_eq!(plan.changes[0].action, Action::Create, "{}", plan.render());
+    assert!(plan.render().contains("has been deleted"));
+    apply(&e, &b).await;
+    assert!(path.exists());
+}
+
+#[tokio::test]
+async fn an_approved_plan_must_match() {
+    let e = env();
+    let b = bundle(&[("env/main.hcl", "resource \"random_id\" \"x\" {\n  byte_length = 2\n}\n")]);
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let err = e.engine.apply(req(&b), false, Some("not-the-hash".into()), tx).await.unwrap_err();
+    assert!(matches!(err, EngineError::PlanChanged), "{err}");
+    assert!(e.engine.store.lock_info("test").unwrap().is_none(), "the lock is released on error");
+}
+
+async fn errors_of(files: &[(&str, &str)]) -> String {
+    let e = env();
+    let b = bundle(files);
+    match e.engine.plan(&req(&b), false).await {
+        Err(EngineError::Config(d)) => d.to_string(),
+        Err(other) => panic!("expected a configuration error, got {other}"),
+        Ok(p) => panic!("expected an error, got a plan:\n{}", p.render()),
+    }
+}
+
+#[tokio::test]
+async fn bad_input_names_file_line_and_column() {
+    let t = errors_of(&[("env/main.hcl", "resource \"random_idd\" \"x\" {\n  byte_length = 2\n}\n")]).await;
+    assert!(t.contains("env/main.hcl:1:10") && t.contains("Did you mean \"random_id\""), "{t}");
+    let t = errors_of(&[("env/main.hcl", "resource \"random_id\" \"x\" {\n  byte_lenght = 2\n}\n")]).await;
+    assert!(t.contains("env/main.hcl:2:3") && t.contains("Did you mean \"byte_length\""), "{t}");
+    let t = errors_of(&[("env/main.hcl", "resource \"random_id\" \"x\" {\n  byte_length = \"many\"\n}\n")]).await;
+    assert!(t.contains("env/main.hcl:2:17") && t.contains("a number is required"), "{t}");
+    let t = errors_of(&[("env/main.hcl", "locals {\n  a = local.b\n  b = local.c\n  c = local.a\n}\n")]).await;
+    assert!(t.contains("dependency cycle") && t.contains("local.a") && t.contains("local.b") && t.contains("local.c"), "{t}");
+    let t = errors_of(&[("env/main.hcl", "output \"x\" {\n  value = var.nope\n}\n")]).await;
+    assert!(t.contains("env/main.hcl:2:11") && t.contains("undeclared input variable \"nope\""), "{t}");
+    let t = errors_of(&[("env/main.hcl", "variable \"need\" {\n  type = string\n}\n")]).await;
+    assert!(t.contains("env/main.hcl:1:1") && t.contains("no value for required variable \"need\""), "{t}");
+    let t = errors_of(&[(
+        "env/main.hcl",
+        "variable \"n\" {\n  default = 3\n  validation {\n    condition     = var.n > 5\n    error_message = \"n must be above 5.\"\n  }\n}\n",
+    )])
+    .await;
+    assert!(t.contains("env/main.hcl:4:21") && t.contains("n must be above 5."), "{t}");
+    let t = errors_of(&[("env/main.hcl", "resource \"random_id\" \"x\" {\n")]).await;
+    assert!(t.contains("env/main.hcl:") && t.contains("invalid HCL syntax"), "{t}");
+    let t = errors_of(&[("env/main.hcl", "resource \"random_id\" \"x\" {\n}\n")]).await;
+    assert!(t.contains("missing required argument \"byte_length\""), "{t}");
+    let t = errors_of(&[("env/main.hcl", "output \"p\" {\n  value = random_password.p.result\n}\nresource \"random_password\" \"p\" {\n  length = 8\n}\n")]).await;
+    assert!(t.contains("sensitive = true"), "{t}");
+}
+
+#[tokio::test]
+async fn prevent_destroy_blocks_plans_that_destroy() {
+    let e = env();
+    let cfg = "resource \"random_id\" \"x\" {\n  byte_length = 2\n  lifecycle {\n    prevent_destroy = true\n  }\n}\n";
+    let b = bundle(&[("env/main.hcl", cfg)]);
+    apply(&e, &b).await;
+    let b2 = bundle(&[("env/main.hcl", &cfg.replace("= 2", "= 3"))]);
+    let err = e.engine.plan(&req(&b2), false).await.unwrap_err().to_string();
+    assert!(err.contains("prevent_destroy"), "{err}");
+    let err = e.engine.plan(&req(&b), true).await.unwrap_err().to_string();
+    assert!(err.contains("prevent_destroy"), "{err}");
+}
+
+#[tokio::test]
+async fn functions_and_expressions() {
+    let e = env();
+    let cfg = r#"
+locals {
+  vpc      = "10.0.0.0/18"
+  subnets  = [for i in range(3) : cidrsubnet(local.vpc, 6, i)]
+  gw       = cidrhost(local.subnets[0], 1)
+  tags     = merge({ env = "prod" }, { team = "ops" })
+  joined   = join(",", concat(["a"], split("-", "b-c")))
+  looked   = lookup(local.tags, "team", "none")
+  fallback = try(local.tags.nope, "default")
+  json     = jsondecode(jsonencode({ a = [1, 2] }))
+  fmt      = format("%s-%03d", "web", 7)
+  first    = coalesce("", "x")
+  kv       = { for k, v in local.tags : upper(k) => v if k != "team" }
+  num      = tonumber("42") + length(keys(local.tags))
+  cond     = length(local.subnets) > 2 ? "many" : "few"
+  tmpl     = "%{for s in local.subnets}${s};%{endfor}"
+}
+output "all" {
+  value = [local.subnets, local.gw, local.joined, local.looked, local.fallback, local.json.a[1], local.fmt, local.first, local.kv, local.num, local.cond, element(values(local.tags), 1), local.tmpl]
+}
+"#;
+    let b = bundle(&[("env/main.hcl", cfg)]);
+    apply(&e, &b).await;
+    let v = e.engine.outputs("test").unwrap()["all"].0.to_string();
+    assert_eq!(
+        v,
+        r#"[["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"], "10.0.0.1", "a,b,c", "ops", "default", 2, "web-007", "x", {ENV = "prod"}, 44, "many", "ops", "10.0.0.0/24;10.0.1.0/24;10.0.2.0/24;"]"#
+    );
+}
