@@ -4,11 +4,13 @@ mod environment;
 mod local_file;
 mod random_id;
 mod random_password;
+mod time_sleep;
 
 pub use environment::EnvironmentData;
 pub use local_file::LocalFile;
 pub use random_id::RandomId;
 pub use random_password::RandomPassword;
+pub use time_sleep::TimeSleep;
 
 use veeps_resource::Registry;
 
@@ -17,6 +19,7 @@ pub fn register(r: &mut Registry) {
     r.register(RandomPassword::new());
     r.register(RandomId::new());
     r.register(LocalFile::new());
+    r.register(TimeSleep::new());
     r.register_data(EnvironmentData::new());
 }
 

@@ -1,0 +1,189 @@
+//! The `veeps` command: a thin layer over the veeps crates.
+
+mod envs;
+mod ops;
+mod up;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// veeps: the whole hosting stack (infrastructure as code, networks, load balancers, fleets,
+/// databases, storage and more) in one binary, on your own Linux machines.
+#[derive(Parser)]
+#[command(name = "veeps", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Clone)]
+pub struct Global {
+    /// URL of the veeps server [default: http://127.0.0.1:7480]
+    #[arg(long, global = true, env = "VEEPS_ADDR")]
+    pub server: Option<String>,
+    /// The data directory (state, keys, the root token) [default: $XDG_DATA_HOME/veeps or ~/.local/share/veeps]
+    #[arg(long, global = true, env = "VEEPS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON for scripts instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Options of commands that read a configuration.
+#[derive(Args, Clone, Default)]
+pub struct VarArgs {
+    /// Set a root variable: -var NAME=VALUE (repeatable)
+    #[arg(long = "var", short = 'v', value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the control plane: the API, the state store and the controllers
+    Server {
+        /// Address of the API
+        #[arg(long, default_value = veeps_api::DEFAULT_LISTEN)]
+        listen: String,
+    },
+    /// Start veeps and deploy every environment under DIR (default: the bundled example), then stay in the foreground
+    Up {
+        /// A directory of environments (or one environment)
+        dir: Option<PathBuf>,
+        /// Address of the API
+        #[arg(long, default_value = veeps_api::DEFAULT_LISTEN)]
+        listen: String,
+        #[command(flatten)]
+        vars: VarArgs,
+        /// Apply and exit instead of staying in the foreground
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Check a configuration: syntax, types, references, schemas (no server needed)
+    Validate {
+        /// An environment directory (or a directory of environments)
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Rewrite configuration files in the canonical layout
+    Fmt {
+        /// A directory or a file
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Do not write; exit 3 if any file is not formatted
+        #[arg(long)]
+        check: bool,
+        /// Also format sub-directories
+        #[arg(long, short = 'r')]
+        recursive: bool,
+    },
+    /// Show what apply would change
+    Plan {
+        /// An environment directory (or a directory of environments)
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        vars: VarArgs,
+        /// Plan destruction of everything in the environment
+        #[arg(long)]
+        destroy: bool,
+        /// Exit 0 when there are no changes, 2 when there are, 1 on error
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Make the environment match its configuration
+    Apply {
+        /// An environment directory (or a directory of environments)
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        vars: VarArgs,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        auto_approve: bool,
+    },
+    /// Destroy everything an environment manages
+    Destroy {
+        /// An environment directory
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        vars: VarArgs,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        auto_approve: bool,
+    },
+    /// Show an environment's outputs
+    Output {
+        /// An environment directory or name
+        env: String,
+        /// One output (printed raw, even if sensitive)
+        name: Option<String>,
+    },
+    /// Inspect recorded state
+    #[command(subcommand)]
+    State(StateCmd),
+    /// List the applied versions of an environment
+    History {
+        /// The environment
+        env: String,
+    },
+    /// Plan and apply the configuration recorded as version N
+    Rollback {
+        /// The environment
+        env: String,
+        /// The version to return to
+        #[arg(long)]
+        to: u64,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        auto_approve: bool,
+    },
+    /// Remove an environment's lock whoever holds it
+    ForceUnlock {
+        /// The environment
+        env: String,
+    },
+    /// Show or verify the audit log of API calls
+    Audit {
+        /// Check the hash chain instead of listing
+        #[arg(long)]
+        verify: bool,
+        /// How many entries to list
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StateCmd {
+    /// List the resource instances of an environment
+    List {
+        /// The environment
+        env: String,
+    },
+    /// Show one resource instance
+    Show {
+        /// The environment
+        env: String,
+        /// Its address, like random_id.x or module.net.random_id.y[0]
+        address: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let log_default = match cli.command {
+        Command::Server { .. } | Command::Up { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VEEPS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
+    let code = ops::run(cli);
+    std::process::exit(code);
+}

@@ -1,0 +1,484 @@
+//! The commands.
+
+use crate::envs::{load_env, load_tree, LoadedEnv};
+use crate::{Cli, Command, Global, StateCmd, VarArgs};
+use serde_json::{json, Value as Json};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use veeps_api::client::{encode, Client, ClientError};
+use veeps_api::RunRequest;
+use veeps_engine::plan::{show, Event, Plan};
+
+/// Runs a command; returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    let g = cli.global.clone();
+    let r = match cli.command {
+        Command::Server { listen } => crate::up::server(&g, &listen),
+        Command::Up { dir, listen, vars, no_wait } => crate::up::up(&g, dir, &listen, &vars, no_wait),
+        Command::Validate { dir, vars } => validate(&g, &dir, &vars),
+        Command::Fmt { path, check, recursive } => fmt(&g, &path, check, recursive),
+        Command::Plan { dir, vars, destroy, detailed_exitcode } => plan(&g, &dir, &vars, destroy, detailed_exitcode),
+        Command::Apply { dir, vars, auto_approve } => apply(&g, &dir, &vars, false, auto_approve),
+        Command::Destroy { dir, vars, auto_approve } => apply(&g, &dir, &vars, true, auto_approve),
+        Command::Output { env, name } => output(&g, &env, name.as_deref()),
+        Command::State(StateCmd::List { env }) => state_list(&g, &env),
+        Command::State(StateCmd::Show { env, address }) => state_show(&g, &env, &address),
+        Command::History { env } => history(&g, &env),
+        Command::Rollback { env, to, auto_approve } => rollback(&g, &env, to, auto_approve),
+        Command::ForceUnlock { env } => force_unlock(&g, &env),
+        Command::Audit { verify, limit } => audit(&g, verify, limit),
+    };
+    match r {
+        Ok(code) => code,
+        Err(msg) => {
+            if g.json {
+                println!("{}", json!({"error": msg}));
+            } else {
+                eprintln!("{}", msg.trim_end());
+            }
+            1
+        }
+    }
+}
+
+type R = Result<i32, String>;
+
+/// The default data directory.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("veeps");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".local/share/veeps")
+}
+
+/// The data directory in use.
+pub fn data_dir(g: &Global) -> PathBuf {
+    g.data_dir.clone().unwrap_or_else(default_data_dir)
+}
+
+fn caller() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}
+
+/// A client for the server the global options name.
+pub fn client(g: &Global) -> Result<Client, String> {
+    let url = g.server.clone().unwrap_or_else(|| format!("http://{}", veeps_api::DEFAULT_LISTEN));
+    let url = if url.starts_with("http://") || url.starts_with("https://") { url } else { format!("http://{url}") };
+    let token = match std::env::var("VEEPS_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        Some(t) => t.trim().to_string(),
+        None => {
+            let p = veeps_api::server::token_path(&data_dir(g));
+            std::fs::read_to_string(&p).map(|t| t.trim().to_string()).map_err(|e| format!("no API token: set VEEPS_TOKEN, or point --data-dir / VEEPS_DATA_DIR at the server's data directory ({} : {e})", p.display()))?
+        }
+    };
+    Ok(Client::new(&url, &token, &caller()))
+}
+
+fn api_err(e: ClientError) -> String {
+    e.to_string()
+}
+
+fn parse_vars(v: &VarArgs) -> Result<Vec<(String, String)>, String> {
+    v.vars
+        .iter()
+        .map(|s| s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| format!("-var \"{s}\": expected NAME=VALUE")))
+        .collect()
+}
+
+fn validate(g: &Global, dir: &Path, vars: &VarArgs) -> R {
+    let vars = parse_vars(vars)?;
+    let envs = load_tree(dir)?;
+    let mut registry = veeps_resource::Registry::new();
+    veeps_builtins::register(&mut registry);
+    let registry = std::sync::Arc::new(registry);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let mut failed = false;
+    let mut report = vec![];
+    for e in envs {
+        match rt.block_on(veeps_engine::validate(registry.clone(), e.bundle.clone(), &vars)) {
+            Ok(()) => report.push(json!({"env": e.name, "valid": true, "diagnostics": []})),
+            Err(d) => {
+                failed = true;
+                if !g.json {
+                    eprintln!("{d}\n");
+                }
+                report.push(json!({"env": e.name, "valid": false, "diagnostics": veeps_api::DiagnosticJson::from_diags(&d)}));
+            }
+        }
+    }
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else if !failed {
+        println!("Success! The configuration is valid.");
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn fmt(g: &Global, path: &Path, check: bool, recursive: bool) -> R {
+    let mut files = vec![];
+    collect_fmt_files(path, recursive, true, &mut files);
+    let mut changed = vec![];
+    let mut errors = vec![];
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else { continue };
+        match veeps_lang::fmt::format_source(&text) {
+            Some(out) if out != text => {
+                if !check {
+                    std::fs::write(&f, &out).map_err(|e| format!("{}: {e}", f.display()))?;
+                }
+                changed.push(f.display().to_string());
+            }
+            Some(_) => {}
+            None => {
+                let file = std::sync::Arc::new(veeps_lang::diag::SourceFile { path: f.display().to_string(), text });
+                if let Err(d) = veeps_lang::config::parse_file(&file) {
+                    errors.push(d.to_string());
+                }
+            }
+        }
+    }
+    if g.json {
+        println!("{}", json!({"files": changed, "errors": errors}));
+    } else {
+        for c in &changed {
+            println!("{c}");
+        }
+        for e in &errors {
+            eprintln!("{e}\n");
+        }
+    }
+    Ok(if !errors.is_empty() { 1 } else if check && !changed.is_empty() { 3 } else { 0 })
+}
+
+fn collect_fmt_files(p: &Path, recursive: bool, _top: bool, out: &mut Vec<PathBuf>) {
+    if p.is_file() {
+        out.push(p.to_path_buf());
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(p) else { return };
+    let mut entries: Vec<_> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
+    entries.sort();
+    for e in entries {
+        let name = e.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if name.starts_with('.') {
+            continue;
+        }
+        if e.is_dir() {
+            if recursive {
+                collect_fmt_files(&e, recursive, false, out);
+            }
+        } else if name.ends_with(".hcl") || name.ends_with(".tf") || name.ends_with(".tfvars") {
+            out.push(e);
+        }
+    }
+}
+
+fn run_request(e: &LoadedEnv, vars: &[(String, String)], destroy: bool) -> RunRequest {
+    RunRequest { bundle: Some(e.bundle.clone()), vars: vars.to_vec(), destroy, from_version: None, plan_hash: None }
+}
+
+fn get_plan(c: &Client, env: &str, req: &RunRequest) -> Result<Plan, String> {
+    let v = c.post(&format!("/v1/envs/{env}/plan"), req).map_err(api_err)?;
+    serde_json::from_value(v).map_err(|e| format!("unexpected plan from the server: {e}"))
+}
+
+fn plan(g: &Global, dir: &Path, vars: &VarArgs, destroy: bool, detailed: bool) -> R {
+    let vars = parse_vars(vars)?;
+    let envs = load_tree(dir)?;
+    let c = client(g)?;
+    let multi = envs.len() > 1;
+    let mut any = false;
+    let mut plans = vec![];
+    for e in &envs {
+        let p = get_plan(&c, &e.name, &run_request(e, &vars, destroy))?;
+        any |= !p.is_empty();
+        if g.json {
+            plans.push(serde_json::to_value(&p).unwrap_or_default());
+        } else {
+            if multi {
+                println!("=== environment {} ({})\n", e.name, e.dir.display());
+            }
+            println!("{}", p.render());
+        }
+    }
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&if multi { Json::Array(plans) } else { plans.pop().unwrap_or_default() }).unwrap_or_default());
+    }
+    Ok(if detailed && any { 2 } else { 0 })
+}
+
+fn confirm(what: &str) -> bool {
+    print!("\nDo you want to {what}?\n  veeps will perform the actions described above.\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    line.trim() == "yes"
+}
+
+/// Prints one apply event as text; returns the final status when the apply is complete.
+pub fn print_event(ev: &Event, prefix: &str) -> Option<Result<(), String>> {
+    match ev {
+        Event::Start { address, action } => println!("{prefix}{address}: {}...", action.verb().0),
+        Event::Progress { address, action, elapsed } => println!("{prefix}{address}: Still {}... [{}s elapsed]", action.verb().0.to_lowercase(), *elapsed as u64),
+        Event::Done { address, action, elapsed, id } => {
+            let id = id.as_ref().map(|i| format!(" [id={i}]")).unwrap_or_default();
+            println!("{prefix}{address}: {} complete after {}{id}", action.verb().1, human(*elapsed));
+        }
+        Event::Failed { address, action, error } => eprintln!("{prefix}{address}: {} failed: {error}", action.verb().1),
+        Event::Complete { status, summary, errors, outputs, version } => {
+            if status == "ok" {
+                println!("\n{prefix}Apply complete! Resources: {} added, {} changed, {} destroyed. (version {version})", summary.add, summary.change, summary.destroy);
+            } else {
+                eprintln!("\n{prefix}Apply {}: {} added, {} changed, {} destroyed (version {version}). Errors:", if status == "partial" { "partly failed" } else { "failed" }, summary.add, summary.change, summary.destroy);
+                for e in errors {
+                    eprintln!("  {e}");
+                }
+            }
+            if !outputs.is_empty() {
+                println!("\nOutputs:\n");
+                for (k, v) in outputs {
+                    println!("{k} = {}", show(v));
+                }
+            }
+            return Some(if status == "ok" { Ok(()) } else { Err(format!("apply {status}")) });
+        }
+        Event::Error { message } => return Some(Err(message.clone())),
+    }
+    None
+}
+
+fn human(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{}s", secs.round() as u64)
+    } else {
+        format!("{}m{}s", (secs / 60.0) as u64, (secs % 60.0).round() as u64)
+    }
+}
+
+fn stream_apply(g: &Global, c: &Client, env: &str, req: &RunRequest) -> Result<(), String> {
+    let mut result: Option<Result<(), String>> = None;
+    let mut events = vec![];
+    c.post_stream(&format!("/v1/envs/{env}/apply"), req, |line| {
+        if g.json {
+            events.push(line.clone());
+        }
+        if let Ok(ev) = serde_json::from_value::<Event>(line) {
+            let r = if g.json {
+                match &ev {
+                    Event::Complete { status, .. } => Some(if status == "ok" { Ok(()) } else { Err(format!("apply {status}")) }),
+                    Event::Error { message } => Some(Err(message.clone())),
+                    _ => None,
+                }
+            } else {
+                print_event(&ev, "")
+            };
+            if r.is_some() {
+                result = r;
+            }
+        }
+    })
+    .map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&events).unwrap_or_default());
+    }
+    result.unwrap_or_else(|| Err("the server closed the connection before the apply finished; it keeps running there: see `veeps history` and `veeps state list`".into()))
+}
+
+fn apply(g: &Global, dir: &Path, vars: &VarArgs, destroy: bool, auto: bool) -> R {
+    let vars = parse_vars(vars)?;
+    let mut envs = load_tree(dir)?;
+    if destroy {
+        envs.reverse();
+    }
+    let c = client(g)?;
+    let multi = envs.len() > 1;
+    for e in &envs {
+        if multi && !g.json {
+            println!("=== environment {} ({})\n", e.name, e.dir.display());
+        }
+        let mut req = run_request(e, &vars, destroy);
+        let p = get_plan(&c, &e.name, &req)?;
+        if p.is_empty() {
+            if g.json {
+                println!("{}", json!({"env": e.name, "changes": false}));
+            } else {
+                println!("{}", p.render());
+            }
+            continue;
+        }
+        if !g.json {
+            println!("{}", p.render());
+        }
+        if !auto && !confirm(if destroy { "destroy all resources" } else { "perform these actions" }) {
+            eprintln!("\nApply cancelled.");
+            return Ok(1);
+        }
+        req.plan_hash = Some(p.hash.clone());
+        if !g.json {
+            println!();
+        }
+        stream_apply(g, &c, &e.name, &req)?;
+    }
+    Ok(0)
+}
+
+fn env_name_of(arg: &str) -> Result<String, String> {
+    let p = Path::new(arg);
+    if p.is_dir() {
+        return load_env(p).map(|e| e.name).map_err(|d| d.to_string());
+    }
+    Ok(arg.to_string())
+}
+
+fn output(g: &Global, env: &str, name: Option<&str>) -> R {
+    let env = env_name_of(env)?;
+    let c = client(g)?;
+    let reveal = g.json || name.is_some();
+    let v = c.get(&format!("/v1/envs/{env}/outputs{}", if reveal { "?reveal=true" } else { "" })).map_err(api_err)?;
+    let outs = v.as_object().cloned().unwrap_or_default();
+    match name {
+        Some(n) => {
+            let o = outs.get(n).ok_or_else(|| format!("environment \"{env}\" has no output \"{n}\"; it has: {}", outs.keys().cloned().collect::<Vec<_>>().join(", ")))?;
+            match (&o["value"], g.json) {
+                (v, true) => println!("{v}"),
+                (Json::String(s), false) => println!("{s}"),
+                (v, false) => println!("{}", show(v)),
+            }
+        }
+        None if g.json => println!("{}", serde_json::to_string_pretty(&outs).unwrap_or_default()),
+        None => {
+            for (k, o) in outs {
+                println!("{k} = {}", show(&o["value"]));
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn state_list(g: &Global, env: &str) -> R {
+    let c = client(g)?;
+    let v = c.get(&format!("/v1/envs/{env}/state")).map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        for r in v.as_array().into_iter().flatten() {
+            let status = r["status"].as_str().unwrap_or("");
+            println!("{}{}", r["address"].as_str().unwrap_or(""), if status == "ready" { String::new() } else { format!("  ({status})") });
+        }
+    }
+    Ok(0)
+}
+
+fn state_show(g: &Global, env: &str, address: &str) -> R {
+    let c = client(g)?;
+    let v = c.get(&format!("/v1/envs/{env}/resource?address={}", encode(address))).map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    let tail = veeps_engine::address_tail(address);
+    let (ty, name) = tail.split_once('.').unwrap_or((tail, ""));
+    println!("# {address}:");
+    println!("resource \"{ty}\" \"{}\" {{", name.split('[').next().unwrap_or(name));
+    let attrs = v["attributes"].as_object().cloned().unwrap_or_default();
+    let width = attrs.keys().map(|k| k.len()).max().unwrap_or(0);
+    for (k, a) in attrs {
+        if !a.is_null() {
+            println!("    {k:width$} = {}", show(&a));
+        }
+    }
+    println!("}}");
+    Ok(0)
+}
+
+fn history(g: &Global, env: &str) -> R {
+    let c = client(g)?;
+    let v = c.get(&format!("/v1/envs/{env}/history")).map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    let rows = v.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("Environment \"{env}\" has never been applied.");
+        return Ok(0);
+    }
+    println!("{:>7}  {:<20}  {:<28}  {:<16}  {:<7}  CHANGES", "VERSION", "TIME", "CALLER", "OPERATION", "STATUS");
+    for h in rows {
+        let s = &h["summary"];
+        println!(
+            "{:>7}  {:<20}  {:<28}  {:<16}  {:<7}  +{} ~{} -{}",
+            h["version"],
+            h["time"].as_str().unwrap_or("").chars().take(19).collect::<String>(),
+            h["caller"].as_str().unwrap_or(""),
+            h["operation"].as_str().unwrap_or(""),
+            h["status"].as_str().unwrap_or(""),
+            s["add"],
+            s["change"],
+            s["destroy"]
+        );
+    }
+    Ok(0)
+}
+
+fn rollback(g: &Global, env: &str, to: u64, auto: bool) -> R {
+    let c = client(g)?;
+    let mut req = RunRequest { from_version: Some(to), ..Default::default() };
+    let p = get_plan(&c, env, &req)?;
+    if !g.json {
+        println!("Rolling \"{env}\" back to the configuration of version {to}.\n\n{}", p.render());
+    }
+    if p.is_empty() {
+        return Ok(0);
+    }
+    if !auto && !confirm("roll back") {
+        eprintln!("\nRollback cancelled.");
+        return Ok(1);
+    }
+    req.plan_hash = Some(p.hash);
+    stream_apply(g, &c, env, &req)?;
+    Ok(0)
+}
+
+fn force_unlock(g: &Global, env: &str) -> R {
+    let c = client(g)?;
+    let v = c.delete(&format!("/v1/envs/{env}/lock")).map_err(api_err)?;
+    if g.json {
+        println!("{v}");
+    } else {
+        let l = &v["removed"];
+        println!("Removed the lock of \"{env}\" held by {} ({}, since {}).", l["who"].as_str().unwrap_or("?"), l["operation"].as_str().unwrap_or("?"), l["since"].as_str().unwrap_or("?"));
+    }
+    Ok(0)
+}
+
+fn audit(g: &Global, verify: bool, limit: usize) -> R {
+    let c = client(g)?;
+    if verify {
+        let v = c.get("/v1/audit/verify");
+        return match v {
+            Ok(v) => {
+                if g.json {
+                    println!("{v}");
+                } else {
+                    println!("The audit log is intact: {} entries, hash chain verified.", v["entries"]);
+                }
+                Ok(0)
+            }
+            Err(ClientError::Api { status: 409, .. }) => Err("the audit log's hash chain is broken: it was altered".into()),
+            Err(e) => Err(api_err(e)),
+        };
+    }
+    let v = c.get(&format!("/v1/audit?limit={limit}")).map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        for e in v.as_array().into_iter().flatten() {
+            println!("{:>6}  {}  {:<24}  {:<15}  {:<40}  {}", e["seq"], e["time"].as_str().unwrap_or(""), e["who"].as_str().unwrap_or(""), e["source"].as_str().unwrap_or(""), e["action"].as_str().unwrap_or(""), e["result"]);
+        }
+    }
+    Ok(0)
+}

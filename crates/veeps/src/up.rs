@@ -1,0 +1,149 @@
+//! `veeps server` and `veeps up`.
+
+use crate::envs::load_tree;
+use crate::ops::{data_dir, print_event};
+use crate::{Global, VarArgs};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use veeps_engine::Request;
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `veeps server`.
+pub fn server(g: &Global, listen: &str) -> Result<i32, String> {
+    let dir = data_dir(g);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let state = veeps_api::server::open(&dir).map_err(|e| e.to_string())?;
+        eprintln!("veeps server: API on http://{listen}, data in {}, root token in {}", dir.display(), veeps_api::server::token_path(&dir).display());
+        veeps_api::server::serve(state, listen, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        tracing::info!("shut down cleanly");
+        Ok(0)
+    })
+}
+
+/// Where the bundled example lives: beside the working directory, or beside the binary.
+fn bundled_example() -> Option<PathBuf> {
+    let rel = Path::new("examples/veeps-hosting/live");
+    if rel.is_dir() {
+        return Some(rel.to_path_buf());
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).map(|a| a.join(rel)).find(|p| p.is_dir())
+}
+
+/// `veeps up`.
+pub fn up(g: &Global, dir: Option<PathBuf>, listen: &str, vars: &VarArgs, no_wait: bool) -> Result<i32, String> {
+    let started = Instant::now();
+    let dir = match dir {
+        Some(d) => d,
+        None => bundled_example().ok_or("cannot find the bundled example (examples/veeps-hosting/live); run from the veeps checkout or give a directory")?,
+    };
+    let vars: Vec<(String, String)> = vars.vars.iter().filter_map(|s| s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
+    let envs = load_tree(&dir)?;
+    let data = data_dir(g);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let state = veeps_api::server::open(&data).map_err(|e| e.to_string())?;
+        let engine = state.engine.clone();
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e} (is another veeps running? stop it, or pass --listen)"))?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(veeps_api::server::serve_listener(state, listener, async {
+            let _ = stop_rx.await;
+        }));
+        println!("veeps is starting: data in {}\n", data.display());
+        let mut failed = vec![];
+        for e in &envs {
+            if e.reads.iter().any(|r| failed.contains(r)) {
+                eprintln!("[{}] skipped: it reads outputs of an environment that failed", e.name);
+                failed.push(e.name.clone());
+                continue;
+            }
+            let req = Request { env: e.name.clone(), bundle: e.bundle.clone(), vars: vars.clone(), caller: "veeps up".into(), operation: "apply".into() };
+            let plan = match engine.plan(&req, false).await {
+                Ok(p) => p,
+                Err(err) => {
+                    eprintln!("[{}] cannot plan:\n{err}", e.name);
+                    failed.push(e.name.clone());
+                    continue;
+                }
+            };
+            if plan.is_empty() {
+                println!("[{}] up to date ({})", e.name, e.dir.display());
+                continue;
+            }
+            println!("[{}] applying {} ({} to add, {} to change, {} to destroy)", e.name, e.dir.display(), plan.summary.add, plan.summary.change, plan.summary.destroy);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let prefix = format!("[{}] ", e.name);
+            let printer = tokio::spawn(async move {
+                let mut ok = true;
+                while let Some(ev) = rx.recv().await {
+                    if let veeps_engine::plan::Event::Complete { .. } = ev {
+                        if let Some(Err(_)) = print_event(&ev, &prefix) {
+                            ok = false;
+                        }
+                        continue;
+                    }
+                    if let Some(Err(_)) = print_event(&ev, &prefix) {
+                        ok = false;
+                    }
+                }
+                ok
+            });
+            let r = engine.apply(req, false, Some(plan.hash), tx).await;
+            let ok = printer.await.unwrap_or(false);
+            if let Err(err) = r {
+                eprintln!("[{}] apply failed:\n{err}", e.name);
+                failed.push(e.name.clone());
+            } else if !ok {
+                failed.push(e.name.clone());
+            }
+        }
+        println!("\nveeps is up in {:.1}s.\n", started.elapsed().as_secs_f64());
+        println!("  API:          http://{listen}   (token: {})", veeps_api::server::token_path(&data).display());
+        println!("  CLI:          export VEEPS_ADDR=http://{listen} VEEPS_DATA_DIR={}", data.display());
+        for e in &envs {
+            if let Ok(outs) = engine.outputs(&e.name) {
+                if outs.is_empty() {
+                    continue;
+                }
+                println!("\n  [{}]", e.name);
+                for (k, (v, sensitive)) in outs {
+                    println!("    {k} = {}", if sensitive { "(sensitive value)".to_string() } else { v.to_string() });
+                }
+            }
+        }
+        if !failed.is_empty() {
+            eprintln!("\nThese environments did not converge: {}. Fix them and run `veeps up` again.", failed.join(", "));
+        }
+        if no_wait {
+            let _ = stop_tx.send(());
+        } else {
+            println!("\nveeps is running. Press Ctrl-C to stop (state is kept; `veeps up` resumes).");
+            shutdown_signal().await;
+            println!("\nStopping...");
+            let _ = stop_tx.send(());
+        }
+        let _ = server.await;
+        println!("veeps stopped cleanly.");
+        Ok(if failed.is_empty() { 0 } else { 1 })
+    })
+}
+
