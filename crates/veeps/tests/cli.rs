@@ -1,0 +1,436 @@
+//! End-to-end tests: a real `veeps server` on a free port, driven through the `veeps` CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_veeps");
+
+struct Veeps {
+    child: Option<Child>,
+    port: u16,
+    data: PathBuf,
+    work: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Veeps {
+    fn start() -> Veeps {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let mut v = Veeps { child: None, port: free_port(), data, work, _tmp: tmp };
+        v.boot();
+        v
+    }
+
+    fn boot(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.work.join("server.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start veeps server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "server did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.work.join("server.log")).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(&self.work)
+            .env("VEEPS_ADDR", format!("http://127.0.0.1:{}", self.port))
+            .env("VEEPS_DATA_DIR", &self.data)
+            .env("XDG_CACHE_HOME", self.work.join(".cache"))
+            .env_remove("VEEPS_TOKEN")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run veeps")
+    }
+
+    /// Runs and asserts the exit code; returns stdout and stderr together.
+    fn ok(&self, args: &[&str]) -> String {
+        self.expect(args, 0)
+    }
+
+    fn expect(&self, args: &[&str], code: i32) -> String {
+        let o = self.run(args);
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.status.code(), Some(code), "veeps {args:?} exited {:?}:\n{text}", o.status.code());
+        text
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.work.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn state(&self, env: &str) -> String {
+        self.ok(&["state", "list", env])
+    }
+}
+
+impl Drop for Veeps {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+const APP: &str = r#"
+environment "app" {}
+
+variable "replicas" {
+  type    = number
+  default = 2
+  validation {
+    condition     = var.replicas >= 1 && var.replicas <= 10
+    error_message = "replicas must be between 1 and 10."
+  }
+}
+
+variable "team" {
+  type = string
+}
+
+resource "random_id" "suffix" {
+  byte_length = 4
+}
+
+resource "random_id" "replica" {
+  count       = var.replicas
+  byte_length = 2
+  prefix      = "${var.team}-${random_id.suffix.hex}-"
+}
+
+resource "random_password" "db" {
+  length  = 24
+  special = false
+}
+
+output "names" {
+  value = random_id.replica[*].hex
+}
+
+output "db_password" {
+  value     = random_password.db.result
+  sensitive = true
+}
+"#;
+
+#[test]
+fn apply_then_plan_shows_no_changes() {
+    let v = Veeps::start();
+    v.write("app/main.hcl", APP);
+    v.write("app/terraform.tfvars", "team = \"web\"\n");
+    let plan = v.expect(&["plan", "app", "--detailed-exitcode"], 2);
+    assert!(plan.contains("Plan: 4 to add, 0 to change, 0 to destroy."), "{plan}");
+    let out = v.ok(&["apply", "app", "--auto-approve"]);
+    assert!(out.contains("Apply complete! Resources: 4 added, 0 changed, 0 destroyed."), "{out}");
+    assert!(out.contains("random_id.suffix: Creation complete after"), "{out}");
+    assert!(out.contains("db_password = (sensitive value)"), "{out}");
+    let plan = v.expect(&["plan", "app", "--detailed-exitcode"], 0);
+    assert!(plan.contains("No changes."), "{plan}");
+    // Outputs as JSON for scripts reveal values; the text listing masks them.
+    let json: serde_json::Value = serde_json::from_str(&v.ok(&["output", "app", "--json"])).unwrap();
+    let names = json["names"]["value"].as_array().unwrap();
+    assert_eq!(names.len(), 2);
+    assert!(names[0].as_str().unwrap().starts_with("web-"));
+    assert_eq!(json["db_password"]["value"].as_str().unwrap().len(), 24);
+    assert!(v.ok(&["output", "app"]).contains("db_password = (sensitive value)"));
+    let show = v.ok(&["state", "show", "app", "random_password.db"]);
+    assert!(show.contains("result") && show.contains("(sensitive value)"), "{show}");
+    // -var overrides the tfvars file and grows the group.
+    let out = v.ok(&["apply", "app", "--auto-approve", "-v", "replicas=3"]);
+    assert!(out.contains("1 added, 0 changed, 0 destroyed"), "{out}");
+    assert!(v.state("app").contains("random_id.replica[2]"));
+    let hist = v.ok(&["history", "app"]);
+    assert!(hist.contains("apply") && hist.lines().count() >= 3, "{hist}");
+    // plan --json is machine-readable.
+    let j: serde_json::Value = serde_json::from_str(&v.ok(&["plan", "app", "--json", "-v", "replicas=3"])).unwrap();
+    assert_eq!(j["summary"]["add"], 0);
+}
+
+#[test]
+fn modules_from_a_local_git_repository_at_a_tag() {
+    let v = Veeps::start();
+    let repo = v.work.join("modules-repo");
+    std::fs::create_dir_all(repo.join("naming")).unwrap();
+    std::fs::write(repo.join("naming/main.hcl"), "variable \"prefix\" {\n  type = string\n}\nresource \"random_id\" \"n\" {\n  byte_length = 3\n  prefix      = \"${var.prefix}-v1-\"\n}\noutput \"name\" {\n  value = random_id.n.hex\n}\n").unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git").args(args).current_dir(&repo).env("GIT_AUTHOR_NAME", "t").env("GIT_AUTHOR_EMAIL", "t@t").env("GIT_COMMITTER_NAME", "t").env("GIT_COMMITTER_EMAIL", "t@t").output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "v1"]);
+    git(&["tag", "v1.0.0"]);
+    // A later commit the tag must not see.
+    std::fs::write(repo.join("naming/main.hcl"), "this is not valid {{{").unwrap();
+    git(&["commit", "-qam", "broken"]);
+    v.write(
+        "env/main.hcl",
+        &format!("module \"naming\" {{\n  source = \"git::file://{}//naming?ref=v1.0.0\"\n  prefix = \"svc\"\n}}\noutput \"name\" {{\n  value = module.naming.name\n}}\n", repo.display()),
+    );
+    let out = v.ok(&["apply", "env", "--auto-approve"]);
+    assert!(out.contains("module.naming.random_id.n: Creation complete"), "{out}");
+    let name = v.ok(&["output", "env", "name"]);
+    assert!(name.trim().starts_with("svc-v1-"), "{name}");
+    // A tag that does not exist is a clear error.
+    v.write("bad/main.hcl", &format!("module \"naming\" {{\n  source = \"git::file://{}//naming?ref=v9.9.9\"\n  prefix = \"x\"\n}}\n", repo.display()));
+    let err = v.expect(&["plan", "bad"], 1);
+    assert!(err.contains("bad/main.hcl:2:12") && err.contains("v9.9.9"), "{err}");
+}
+
+#[test]
+fn a_second_apply_on_a_locked_environment_fails_at_once_naming_the_holder() {
+    let v = Veeps::start();
+    v.write("slow/main.hcl", "resource \"time_sleep\" \"wait\" {\n  create_duration = \"4s\"\n}\n");
+    let mut first = v.cmd(&["apply", "slow", "--auto-approve"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = v.ok(&["state", "list", "slow"]);
+        if s.contains("time_sleep.wait") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first apply never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    let err = v.expect(&["apply", "slow", "--auto-approve"], 1);
+    assert!(t.elapsed() < Duration::from_secs(2), "the second apply waited");
+    assert!(err.contains("is locked by root") && err.contains("apply"), "{err}");
+    assert!(first.wait().unwrap().success());
+    // force-unlock removes a lock whoever holds it.
+    v.write("slow/main.hcl", "resource \"time_sleep\" \"wait\" {\n  create_duration = \"3s\"\n  triggers = { v = \"2\" }\n}\n");
+    let mut second = v.cmd(&["apply", "slow", "--auto-approve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let out = v.ok(&["force-unlock", "slow"]);
+    assert!(out.contains("Removed the lock"), "{out}");
+    second.wait().unwrap();
+    v.expect(&["force-unlock", "slow"], 1);
+}
+
+#[test]
+fn drift_made_outside_veeps_shows_in_plan_and_apply_repairs_it() {
+    let v = Veeps::start();
+    let file = v.work.join("generated/app.conf");
+    v.write("cfg/main.hcl", &format!("resource \"local_file\" \"conf\" {{\n  filename = \"{}\"\n  content  = \"port = 8080\\n\"\n}}\n", file.display()));
+    v.ok(&["apply", "cfg", "--auto-approve"]);
+    v.expect(&["plan", "cfg", "--detailed-exitcode"], 0);
+    std::fs::write(&file, "port = 9999\n").unwrap();
+    let plan = v.expect(&["plan", "cfg", "--detailed-exitcode"], 2);
+    assert!(plan.contains("Objects have changed outside of veeps"), "{plan}");
+    assert!(plan.contains("local_file.conf has changed"), "{plan}");
+    assert!(plan.contains("will be updated in place"), "{plan}");
+    v.ok(&["apply", "cfg", "--auto-approve"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "port = 8080\n");
+}
+
+#[test]
+fn rollback_returns_to_a_recorded_version() {
+    let v = Veeps::start();
+    let cfg = |len: u32| format!("resource \"random_id\" \"x\" {{\n  byte_length = {len}\n}}\noutput \"hex\" {{\n  value = random_id.x.hex\n}}\n");
+    v.write("e/main.hcl", &cfg(2));
+    v.ok(&["apply", "e", "--auto-approve"]);
+    v.write("e/main.hcl", &cfg(6));
+    v.ok(&["apply", "e", "--auto-approve"]);
+    assert_eq!(v.ok(&["output", "e", "hex"]).trim().len(), 12);
+    let out = v.ok(&["rollback", "e", "--to", "1", "--auto-approve"]);
+    assert!(out.contains("byte_length = 6 -> 2"), "{out}");
+    assert_eq!(v.ok(&["output", "e", "hex"]).trim().len(), 4);
+    let hist = v.ok(&["history", "e"]);
+    assert!(hist.contains("rollback to 1"), "{hist}");
+    v.expect(&["rollback", "e", "--to", "42", "--auto-approve"], 1);
+}
+
+#[test]
+fn bad_input_gets_file_line_col_and_leaves_state_untouched() {
+    let v = Veeps::start();
+    v.write("e/main.hcl", "resource \"random_id\" \"x\" {\n  byte_length = 2\n}\n");
+    v.ok(&["apply", "e", "--auto-approve"]);
+    let before = v.state("e");
+    let hex_before = v.ok(&["state", "show", "e", "random_id.x"]);
+    let cases: &[(&str, &[&str])] = &[
+        ("resource \"random_id\" \"x\" {\n  byte_length = \n}\n", &["e/main.hcl:2:", "invalid HCL syntax"]),
+        ("resource \"randm_id\" \"x\" {\n  byte_length = 2\n}\n", &["e/main.hcl:1:10", "unknown resource type \"randm_id\"", "Did you mean \"random_id\""]),
+        ("resource \"random_id\" \"x\" {\n  bytelength = 2\n}\n", &["e/main.hcl:2:3", "Did you mean \"byte_length\""]),
+        ("resource \"random_id\" \"x\" {\n  byte_length = [1]\n}\n", &["e/main.hcl:2:17", "a number is required"]),
+        ("locals {\n  a = local.b\n  b = local.a\n}\nresource \"random_id\" \"x\" {\n  byte_length = 2\n}\n", &["dependency cycle", "local.a", "local.b"]),
+        ("resource \"random_id\" \"x\" {\n  byte_length = var.size\n}\n", &["e/main.hcl:2:17", "undeclared input variable \"size\""]),
+        ("variable \"size\" {\n  type = number\n}\nresource \"random_id\" \"x\" {\n  byte_length = var.size\n}\n", &["e/main.hcl:1:1", "no value for required variable \"size\""]),
+        (
+            "variable \"size\" {\n  default = 0\n  validation {\n    condition     = var.size > 0\n    error_message = \"size must be positive.\"\n  }\n}\nresource \"random_id\" \"x\" {\n  byte_length = 2\n}\n",
+            &["e/main.hcl:4:21", "size must be positive."],
+        ),
+    ];
+    for (cfg, wants) in cases {
+        v.write("e/main.hcl", cfg);
+        for cmd in [&["plan", "e"][..], &["apply", "e", "--auto-approve"][..]] {
+            let out = v.expect(cmd, 1);
+            for w in *wants {
+                assert!(out.contains(w), "{cmd:?} on\n{cfg}\nmissing {w:?} in:\n{out}");
+            }
+            assert!(!out.contains("panicked"), "{out}");
+        }
+        let validate = v.expect(&["validate", "e"], 1);
+        assert!(validate.contains(wants[0]) || cfg.contains("var.size\n}\n") && !cfg.contains("validation"), "validate:\n{validate}");
+    }
+    assert_eq!(v.state("e"), before);
+    assert_eq!(v.ok(&["state", "show", "e", "random_id.x"]), hex_before);
+    assert_eq!(v.ok(&["history", "e"]).lines().count(), 2, "no history entry for failed runs");
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const MANY: &str = r#"
+resource "random_id" "fast" {
+  count       = 5
+  byte_length = 4
+}
+resource "time_sleep" "slow" {
+  count           = 4
+  create_duration = "${1 + count.index}s"
+  triggers        = { after = random_id.fast[count.index].hex }
+}
+resource "random_id" "last" {
+  count       = 4
+  byte_length = 4
+  keepers     = { slow = time_sleep.slow[count.index].id }
+}
+"#;
+
+#[test]
+fn kill_9_of_the_server_during_apply_loses_nothing_and_reapply_converges() {
+    let mut v = Veeps::start();
+    v.write("e/main.hcl", MANY);
+    let mut apply = v.cmd(&["apply", "e", "--auto-approve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for("some resources to be recorded", || v.state("e").contains("time_sleep.slow[0]"));
+    std::thread::sleep(Duration::from_millis(300));
+    v.kill9();
+    let _ = apply.wait();
+    v.boot();
+    let recorded = v.state("e");
+    assert!(recorded.contains("random_id.fast[4]"), "{recorded}");
+    let fast_before = v.ok(&["state", "show", "e", "random_id.fast[0]"]);
+    // The lock of the dead server is released; the next apply finishes the work.
+    let out = v.ok(&["apply", "e", "--auto-approve"]);
+    assert!(out.contains("Apply complete!"), "{out}");
+    v.expect(&["plan", "e", "--detailed-exitcode"], 0);
+    let after = v.state("e");
+    for i in 0..4 {
+        assert!(after.contains(&format!("random_id.last[{i}]")), "{after}");
+    }
+    assert!(!after.contains("creating"), "{after}");
+    assert_eq!(v.ok(&["state", "show", "e", "random_id.fast[0]"]), fast_before, "recorded resources are kept, not recreated");
+}
+
+#[test]
+fn kill_9_of_the_cli_during_apply_lets_the_server_finish() {
+    let v = Veeps::start();
+    v.write("e/main.hcl", MANY);
+    let mut apply = v.cmd(&["apply", "e", "--auto-approve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for("the apply to start", || v.state("e").contains("random_id.fast"));
+    apply.kill().unwrap();
+    let _ = apply.wait();
+    wait_for("the server to finish the apply", || v.ok(&["history", "e"]).contains(" ok "));
+    v.expect(&["plan", "e", "--detailed-exitcode"], 0);
+}
+
+#[test]
+fn calls_without_a_valid_token_get_401_and_are_audited() {
+    let v = Veeps::start();
+    let mut c = v.cmd(&["state", "list", "e"]);
+    c.env("VEEPS_TOKEN", "wrong");
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("valid API token"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(v.data.join("root.token")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let audit = v.ok(&["audit"]);
+    assert!(audit.contains("invalid-token") && audit.contains("401"), "{audit}");
+    assert!(v.ok(&["audit", "--verify"]).contains("intact"));
+}
+
+#[test]
+fn fmt_and_validate_work_offline() {
+    let v = Veeps::start();
+    v.write("e/main.hcl", "resource \"random_id\" \"x\" {\nbyte_length=2\n      prefix = \"a\"\n}\n");
+    let out = v.expect(&["fmt", "e", "--check"], 3);
+    assert!(out.contains("main.hcl"), "{out}");
+    v.ok(&["fmt", "e"]);
+    assert_eq!(std::fs::read_to_string(v.work.join("e/main.hcl")).unwrap(), "resource \"random_id\" \"x\" {\n  byte_length = 2\n  prefix      = \"a\"\n}\n");
+    v.ok(&["fmt", "e", "--check"]);
+    // validate needs no server.
+    let mut c = v.cmd(&["validate", "e"]);
+    c.env("VEEPS_ADDR", "http://127.0.0.1:1");
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Success!"));
+}
+
+#[test]
+fn environments_read_each_others_outputs_and_apply_in_dependency_order() {
+    let v = Veeps::start();
+    v.write("live/stage/main.hcl", "data \"environment\" \"mgmt\" {\n  name = \"mgmt\"\n}\nresource \"random_id\" \"app\" {\n  byte_length = 2\n  prefix      = \"${data.environment.mgmt.outputs.domain}-\"\n}\noutput \"app\" {\n  value = random_id.app.hex\n}\n");
+    v.write("live/mgmt/main.hcl", "output \"domain\" {\n  value = \"veeps.test\"\n}\n");
+    let out = v.ok(&["apply", "live", "--auto-approve"]);
+    let m = out.find("=== environment mgmt").unwrap();
+    let s = out.find("=== environment stage").unwrap();
+    assert!(m < s, "mgmt must be applied first:\n{out}");
+    assert!(v.ok(&["output", "stage", "app"]).starts_with("veeps.test-"));
+    v.expect(&["plan", "live", "--detailed-exitcode"], 0);
+}
+
+#[test]
+fn up_applies_a_tree_and_resumes_without_recreating() {
+    let v = Veeps::start();
+    let port = free_port();
+    v.write("tree/one/main.hcl", "resource \"random_id\" \"a\" {\n  byte_length = 2\n}\noutput \"a\" {\n  value = random_id.a.hex\n}\n");
+    let data2 = v.work.join("updata");
+    let run = || {
+        let o = Command::new(BIN).args(["up", "tree", "--no-wait", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(&data2).current_dir(&v.work).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{text}");
+        text
+    };
+    let first = run();
+    assert!(first.contains("[one] random_id.a: Creation complete") && first.contains("veeps is up"), "{first}");
+    let a = first.lines().find(|l| l.trim_start().starts_with("a = ")).unwrap().to_string();
+    let second = run();
+    assert!(second.contains("[one] up to date"), "{second}");
+    assert!(second.contains(&a), "same value after restart:\n{second}");
+    let _ = Path::new(&data2);
+}
