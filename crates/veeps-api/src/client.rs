@@ -38,47 +38,83 @@ pub struct Client {
 impl Client {
     /// A client of the server at `base` (like `http://127.0.0.1:7480`).
     pub fn new(base: &str, token: &str, caller: &str) -> Client {
-        let agent = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(5)).build();
-        Client { base: base.trim_end_matches('/').to_string(), token: token.to_string(), caller: caller.to_string(), agent }
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(std::time::Duration::from_secs(5))
+            .build();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            caller: caller.to_string(),
+            agent,
+        }
     }
 
     fn req(&self, method: &str, path: &str) -> ureq::Request {
-        self.agent.request(method, &format!("{}{path}", self.base)).set("authorization", &format!("Bearer {}", self.token)).set("x-veeps-caller", &self.caller)
+        self.agent
+            .request(method, &format!("{}{path}", self.base))
+            .set("authorization", &format!("Bearer {}", self.token))
+            .set("x-veeps-caller", &self.caller)
     }
 
-    fn handle(&self, r: Result<ureq::Response, ureq::Error>) -> Result<ureq::Response, ClientError> {
+    fn handle(
+        &self,
+        r: Result<ureq::Response, ureq::Error>,
+    ) -> Result<ureq::Response, ClientError> {
         match r {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(status, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
-                let body = serde_json::from_str::<ApiError>(&text).unwrap_or(ApiError { error: format!("HTTP {status}: {text}"), text: None, diagnostics: vec![] });
+                let body = serde_json::from_str::<ApiError>(&text).unwrap_or(ApiError {
+                    error: format!("HTTP {status}: {text}"),
+                    text: None,
+                    diagnostics: vec![],
+                });
                 Err(ClientError::Api { status, body })
             }
-            Err(ureq::Error::Transport(t)) => Err(ClientError::Connect { url: self.base.clone(), err: t.to_string() }),
+            Err(ureq::Error::Transport(t)) => Err(ClientError::Connect {
+                url: self.base.clone(),
+                err: t.to_string(),
+            }),
         }
     }
 
     /// GET a JSON document.
     pub fn get(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         let resp = self.handle(self.req("GET", path).call())?;
-        resp.into_json().map_err(|e| ClientError::Protocol(e.to_string()))
+        resp.into_json()
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// DELETE, returning a JSON document.
     pub fn delete(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         let resp = self.handle(self.req("DELETE", path).call())?;
-        resp.into_json().map_err(|e| ClientError::Protocol(e.to_string()))
+        resp.into_json()
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// POST JSON, returning a JSON document.
-    pub fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<serde_json::Value, ClientError> {
+    pub fn post<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<serde_json::Value, ClientError> {
         let resp = self.handle(self.req("POST", path).send_json(body))?;
-        resp.into_json().map_err(|e| ClientError::Protocol(e.to_string()))
+        resp.into_json()
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// POST JSON and read a stream of JSON lines, calling `each` for every line.
-    pub fn post_stream<T: serde::Serialize>(&self, path: &str, body: &T, mut each: impl FnMut(serde_json::Value)) -> Result<(), ClientError> {
-        let resp = self.handle(self.req("POST", path).timeout(std::time::Duration::from_secs(24 * 3600)).send_json(body))?;
+    pub fn post_stream<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+        mut each: impl FnMut(serde_json::Value),
+    ) -> Result<(), ClientError> {
+        let resp = self.handle(
+            self.req("POST", path)
+                .timeout(std::time::Duration::from_secs(24 * 3600))
+                .send_json(body),
+        )?;
         let reader = std::io::BufReader::new(resp.into_reader());
         for line in reader.lines() {
             let line = line.map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -93,5 +129,13 @@ impl Client {
 
 /// Percent-encodes a query value.
 pub fn encode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

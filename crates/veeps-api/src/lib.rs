@@ -59,6 +59,12 @@ pub struct DiagnosticJson {
 impl DiagnosticJson {
     /// Converts diagnostics.
     pub fn from_diags(d: &veeps_lang::Diagnostics) -> Vec<DiagnosticJson> {
-        d.0.iter().map(|d| DiagnosticJson { summary: d.summary.clone(), position: d.position(), detail: d.detail.clone() }).collect()
+        d.0.iter()
+            .map(|d| DiagnosticJson {
+                summary: d.summary.clone(),
+                position: d.position(),
+                detail: d.detail.clone(),
+            })
+            .collect()
     }
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::result_large_err)] // handlers return ready-made error responses
 //! The API server.
 
 use crate::{ApiError, DiagnosticJson, RunRequest};
@@ -68,11 +69,17 @@ pub fn token_path(data_dir: &FsPath) -> PathBuf {
 /// engine with every resource type registered. Locks held by earlier boots are released.
 pub fn open(data_dir: &FsPath) -> Result<AppState, ServerError> {
     use std::os::unix::fs::PermissionsExt;
-    let dd = |e: std::io::Error| ServerError::DataDir { path: data_dir.display().to_string(), err: e.to_string() };
+    let dd = |e: std::io::Error| ServerError::DataDir {
+        path: data_dir.display().to_string(),
+        err: e.to_string(),
+    };
     std::fs::create_dir_all(data_dir).map_err(dd)?;
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(dd)?;
     let db_path = data_dir.join("state.redb");
-    let store = Arc::new(Store::open(&db_path).map_err(|e| ServerError::Store { path: db_path.display().to_string(), err: e.to_string() })?);
+    let store = Arc::new(Store::open(&db_path).map_err(|e| ServerError::Store {
+        path: db_path.display().to_string(),
+        err: e.to_string(),
+    })?);
     let kms = Arc::new(veeps_kms::Kms::open(data_dir, store.clone())?);
     let tpath = token_path(data_dir);
     let token = match std::fs::read_to_string(&tpath) {
@@ -85,13 +92,30 @@ pub fn open(data_dir: &FsPath) -> Result<AppState, ServerError> {
         }
     };
     let boot_id = hex::encode(rand::random::<[u8; 8]>());
-    for (env, lock) in store.release_stale_locks(&boot_id).map_err(|e| ServerError::Store { path: db_path.display().to_string(), err: e.to_string() })? {
+    for (env, lock) in store
+        .release_stale_locks(&boot_id)
+        .map_err(|e| ServerError::Store {
+            path: db_path.display().to_string(),
+            err: e.to_string(),
+        })?
+    {
         tracing::warn!(env, holder = %lock.who, operation = %lock.operation, since = %lock.since, "released a lock left by a previous server run; the next apply finishes its work");
     }
     let mut registry = veeps_resource::Registry::new();
     veeps_builtins::register(&mut registry);
-    let engine = Engine::new(data_dir.to_path_buf(), registry, store.clone(), kms, Default::default(), boot_id);
-    Ok(AppState { engine, store, token_hash: sha2::Sha256::digest(token.as_bytes()).into() })
+    let engine = Engine::new(
+        data_dir.to_path_buf(),
+        registry,
+        store.clone(),
+        kms,
+        Default::default(),
+        boot_id,
+    );
+    Ok(AppState {
+        engine,
+        store,
+        token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
+    })
 }
 
 /// The router of the API.
@@ -116,41 +140,97 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves the API on `listen` until `shutdown` completes.
-pub async fn serve(state: AppState, listen: &str, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| ServerError::Listen { addr: listen.to_string(), err: e.to_string() })?;
+pub async fn serve(
+    state: AppState,
+    listen: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener =
+        tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| ServerError::Listen {
+                addr: listen.to_string(),
+                err: e.to_string(),
+            })?;
     serve_listener(state, listener, shutdown).await
 }
 
 /// Serves the API on a bound listener until `shutdown` completes.
-pub async fn serve_listener(state: AppState, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+pub async fn serve_listener(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(%addr, "API listening");
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| ServerError::Listen { addr, err: e.to_string() })
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| ServerError::Listen {
+        addr,
+        err: e.to_string(),
+    })
 }
 
 /// Who is calling, as found by [`auth`].
 #[derive(Clone)]
 struct Caller(String);
 
-async fn auth(State(st): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, mut req: Request, next: Next) -> Response {
+async fn auth(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let action = format!("{} {}", req.method(), req.uri().path());
-    let presented = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(|t| t.trim().to_string());
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
     let ok = presented.as_ref().is_some_and(|t| {
         let h: [u8; 32] = sha2::Sha256::digest(t.as_bytes()).into();
-        h.iter().zip(st.token_hash.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        h.iter()
+            .zip(st.token_hash.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
     });
     if !ok {
-        let who = if presented.is_some() { "invalid-token" } else { "anonymous" };
-        if let Err(e) = st.store.append_audit(who, &peer.ip().to_string(), &action, 401) {
+        let who = if presented.is_some() {
+            "invalid-token"
+        } else {
+            "anonymous"
+        };
+        if let Err(e) = st
+            .store
+            .append_audit(who, &peer.ip().to_string(), &action, 401)
+        {
             tracing::error!(error = %e, "audit log write failed");
         }
         tracing::warn!(%peer, %action, "refused an API call without a valid token");
-        return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Bearer")], Json(ApiError { error: "a valid API token is required (Authorization: Bearer TOKEN)".into(), text: None, diagnostics: vec![] })).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer")],
+            Json(ApiError {
+                error: "a valid API token is required (Authorization: Bearer TOKEN)".into(),
+                text: None,
+                diagnostics: vec![],
+            }),
+        )
+            .into_response();
     }
-    let by = req.headers().get("x-veeps-caller").and_then(|v| v.to_str().ok()).map(|s| s.chars().take(100).collect::<String>());
+    let by = req
+        .headers()
+        .get("x-veeps-caller")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(100).collect::<String>());
     let who = match by {
         Some(b) => format!("root ({b})"),
         None => "root".to_string(),
@@ -159,7 +239,10 @@ async fn auth(State(st): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketA
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let code = resp.status().as_u16();
-    if let Err(e) = st.store.append_audit(&who, &peer.ip().to_string(), &action, code) {
+    if let Err(e) = st
+        .store
+        .append_audit(&who, &peer.ip().to_string(), &action, code)
+    {
         tracing::error!(error = %e, "audit log write failed");
     }
     tracing::info!(%who, %action, status = code, ms = started.elapsed().as_millis() as u64, "api call");
@@ -167,21 +250,56 @@ async fn auth(State(st): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketA
 }
 
 fn err(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, Json(ApiError { error: msg.into(), text: None, diagnostics: vec![] })).into_response()
+    (
+        code,
+        Json(ApiError {
+            error: msg.into(),
+            text: None,
+            diagnostics: vec![],
+        }),
+    )
+        .into_response()
 }
 
 fn engine_err(e: EngineError) -> Response {
     match e {
-        EngineError::Config(d) => (StatusCode::BAD_REQUEST, Json(ApiError { error: format!("the configuration has {} error{}", d.0.len(), if d.0.len() == 1 { "" } else { "s" }), text: Some(d.to_string()), diagnostics: DiagnosticJson::from_diags(&d) })).into_response(),
-        EngineError::State(s @ veeps_state::StateError::Locked { .. }) => err(StatusCode::CONFLICT, format!("{s}; wait for it to finish, or run `veeps force-unlock ENV` if its holder is gone")),
+        EngineError::Config(d) => (
+            StatusCode::BAD_REQUEST,
+            Json(ApiError {
+                error: format!(
+                    "the configuration has {} error{}",
+                    d.0.len(),
+                    if d.0.len() == 1 { "" } else { "s" }
+                ),
+                text: Some(d.to_string()),
+                diagnostics: DiagnosticJson::from_diags(&d),
+            }),
+        )
+            .into_response(),
+        EngineError::State(s @ veeps_state::StateError::Locked { .. }) => err(
+            StatusCode::CONFLICT,
+            format!(
+                "{s}; wait for it to finish, or run `veeps force-unlock ENV` if its holder is gone"
+            ),
+        ),
         EngineError::PlanChanged => err(StatusCode::CONFLICT, EngineError::PlanChanged.to_string()),
         other => err(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }
 
 fn valid_env(env: &str) -> Result<(), Response> {
-    if env.is_empty() || env.len() > 64 || !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(err(StatusCode::BAD_REQUEST, format!("invalid environment name \"{env}\": use letters, digits, '-' and '_' (at most 64)")));
+    if env.is_empty()
+        || env.len() > 64
+        || !env
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid environment name \"{env}\": use letters, digits, '-' and '_' (at most 64)"
+            ),
+        ));
     }
     Ok(())
 }
@@ -192,28 +310,70 @@ async fn status(State(st): State<AppState>) -> Response {
 
 async fn list_envs(State(st): State<AppState>) -> Response {
     match st.store.envs() {
-        Ok(envs) => Json(envs.into_iter().map(|e| json!({"name": e.name, "version": e.version, "updated_at": e.updated_at})).collect::<Vec<_>>()).into_response(),
+        Ok(envs) => Json(
+            envs.into_iter()
+                .map(|e| json!({"name": e.name, "version": e.version, "updated_at": e.updated_at}))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-fn engine_request(st: &AppState, env: &str, caller: &str, r: &RunRequest) -> Result<EngineRequest, Response> {
+fn engine_request(
+    st: &AppState,
+    env: &str,
+    caller: &str,
+    r: &RunRequest,
+) -> Result<EngineRequest, Response> {
     valid_env(env)?;
     let (bundle, vars, operation) = match r.from_version {
         Some(v) => {
-            let h = st.store.history_entry(env, v).map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("environment \"{env}\" has no version {v}; see `veeps history {env}`")))?;
-            let b = serde_json::from_value(h.bundle).map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, format!("version {v}'s configuration cannot be read: {e}")))?;
+            let h = st
+                .store
+                .history_entry(env, v)
+                .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .ok_or_else(|| {
+                    err(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "environment \"{env}\" has no version {v}; see `veeps history {env}`"
+                        ),
+                    )
+                })?;
+            let b = serde_json::from_value(h.bundle).map_err(|e| {
+                err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("version {v}'s configuration cannot be read: {e}"),
+                )
+            })?;
             (b, h.vars, format!("rollback to {v}"))
         }
         None => match &r.bundle {
             Some(b) => (b.clone(), r.vars.clone(), "apply".to_string()),
-            None => return Err(err(StatusCode::BAD_REQUEST, "the request has no configuration (bundle) and no from_version")),
+            None => {
+                return Err(err(
+                    StatusCode::BAD_REQUEST,
+                    "the request has no configuration (bundle) and no from_version",
+                ))
+            }
         },
     };
-    Ok(EngineRequest { env: env.to_string(), bundle, vars, caller: caller.to_string(), operation })
+    Ok(EngineRequest {
+        env: env.to_string(),
+        bundle,
+        vars,
+        caller: caller.to_string(),
+        operation,
+    })
 }
 
-async fn plan(State(st): State<AppState>, Path(env): Path<String>, axum::Extension(caller): axum::Extension<Caller>, Json(r): Json<RunRequest>) -> Response {
+async fn plan(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Json(r): Json<RunRequest>,
+) -> Response {
     let req = match engine_request(&st, &env, &caller.0, &r) {
         Ok(r) => r,
         Err(resp) => return resp,
@@ -226,14 +386,22 @@ async fn plan(State(st): State<AppState>, Path(env): Path<String>, axum::Extensi
 
 /// Applies, streaming newline-delimited JSON events. The apply runs to completion even if
 /// the client goes away.
-async fn apply(State(st): State<AppState>, Path(env): Path<String>, axum::Extension(caller): axum::Extension<Caller>, Json(r): Json<RunRequest>) -> Response {
+async fn apply(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Json(r): Json<RunRequest>,
+) -> Response {
     let req = match engine_request(&st, &env, &caller.0, &r) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
     // Fail fast, with a proper status, when the environment is locked.
     if let Ok(Some(holder)) = st.store.lock_info(&env) {
-        return engine_err(EngineError::State(veeps_state::StateError::Locked { env, holder }));
+        return engine_err(EngineError::State(veeps_state::StateError::Locked {
+            env,
+            holder: Box::new(holder),
+        }));
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<veeps_engine::plan::Event>();
     let engine = st.engine.clone();
@@ -255,7 +423,10 @@ async fn apply(State(st): State<AppState>, Path(env): Path<String>, axum::Extens
         line.push(b'\n');
         Some((Ok::<_, std::convert::Infallible>(line), rx))
     });
-    Response::builder().header("content-type", "application/x-ndjson").body(Body::from_stream(stream)).unwrap_or_else(|_| err(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| err(StatusCode::INTERNAL_SERVER_ERROR, "response"))
 }
 
 async fn state_list(State(st): State<AppState>, Path(env): Path<String>) -> Response {
@@ -268,8 +439,17 @@ async fn state_list(State(st): State<AppState>, Path(env): Path<String>) -> Resp
     }
 }
 
-async fn state_show(State(st): State<AppState>, Path(env): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Some(address) = q.get("address") else { return err(StatusCode::BAD_REQUEST, "the address query parameter is required") };
+async fn state_show(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(address) = q.get("address") else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "the address query parameter is required",
+        );
+    };
     match st.engine.show(&env, address) {
         Ok(Some((rec, attrs))) => Json(json!({"address": rec.address, "type": rec.type_name, "status": rec.status, "updated_at": rec.updated_at, "dependencies": rec.dependencies, "attributes": attrs.to_plan_json()})).into_response(),
         Ok(None) => err(StatusCode::NOT_FOUND, format!("no resource {address} in environment \"{env}\"; see `veeps state list {env}`")),
@@ -277,7 +457,11 @@ async fn state_show(State(st): State<AppState>, Path(env): Path<String>, Query(q
     }
 }
 
-async fn outputs(State(st): State<AppState>, Path(env): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn outputs(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let reveal = q.get("reveal").is_some_and(|v| v == "true");
     match st.engine.outputs(&env) {
         Ok(o) => Json(
@@ -297,10 +481,16 @@ async fn history(State(st): State<AppState>, Path(env): Path<String>) -> Respons
     }
 }
 
-async fn history_entry(State(st): State<AppState>, Path((env, version)): Path<(String, u64)>) -> Response {
+async fn history_entry(
+    State(st): State<AppState>,
+    Path((env, version)): Path<(String, u64)>,
+) -> Response {
     match st.store.history_entry(&env, version) {
         Ok(Some(h)) => Json(h).into_response(),
-        Ok(None) => err(StatusCode::NOT_FOUND, format!("environment \"{env}\" has no version {version}")),
+        Ok(None) => err(
+            StatusCode::NOT_FOUND,
+            format!("environment \"{env}\" has no version {version}"),
+        ),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -312,20 +502,31 @@ async fn lock_info(State(st): State<AppState>, Path(env): Path<String>) -> Respo
     }
 }
 
-async fn force_unlock(State(st): State<AppState>, Path(env): Path<String>, headers: HeaderMap) -> Response {
+async fn force_unlock(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let _ = headers;
     match st.store.force_unlock(&env) {
         Ok(Some(l)) => {
             tracing::warn!(env, holder = %l.who, "lock removed by force-unlock");
             Json(json!({"removed": l})).into_response()
         }
-        Ok(None) => err(StatusCode::NOT_FOUND, format!("environment \"{env}\" is not locked")),
+        Ok(None) => err(
+            StatusCode::NOT_FOUND,
+            format!("environment \"{env}\" is not locked"),
+        ),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
 async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(100_000);
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100usize)
+        .min(100_000);
     match st.store.audit(limit) {
         Ok(a) => Json(a).into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -335,7 +536,11 @@ async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, Strin
 async fn audit_verify(State(st): State<AppState>) -> Response {
     match st.store.verify_audit() {
         Ok(Ok(n)) => Json(json!({"ok": true, "entries": n})).into_response(),
-        Ok(Err(seq)) => (StatusCode::CONFLICT, Json(json!({"ok": false, "first_bad_entry": seq}))).into_response(),
+        Ok(Err(seq)) => (
+            StatusCode::CONFLICT,
+            Json(json!({"ok": false, "first_bad_entry": seq})),
+        )
+            .into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -13,8 +13,13 @@ impl EnvironmentData {
     pub fn new() -> EnvironmentData {
         EnvironmentData {
             schema: Schema::new()
-                .attr(AttrSchema::required("name", Type::String).describe("the environment to read"))
-                .attr(AttrSchema::computed("outputs", Type::Map(Box::new(Type::Any)))),
+                .attr(
+                    AttrSchema::required("name", Type::String).describe("the environment to read"),
+                )
+                .attr(AttrSchema::computed(
+                    "outputs",
+                    Type::Map(Box::new(Type::Any)),
+                )),
         }
     }
 }
@@ -35,11 +40,16 @@ impl DataSource for EnvironmentData {
     }
     async fn read(&self, ctx: &Ctx, config: &Value) -> Result<Value, ResourceError> {
         let name = get::str(config, "name").unwrap_or_default().to_string();
-        let svc = ctx.services.get::<EnvOutputsService>().ok_or_else(|| ResourceError::Failed("environment outputs are not available here".into()))?;
+        let svc = ctx.services.get::<EnvOutputsService>().ok_or_else(|| {
+            ResourceError::Failed("environment outputs are not available here".into())
+        })?;
         let outputs = svc.0.outputs(&name).map_err(ResourceError::Failed)?;
         let mut s = config.as_object().cloned().unwrap_or_default();
         // Not applied yet: its outputs become known once it is (plans show them as unknown).
-        s.insert("outputs".into(), outputs.map(Value::Object).unwrap_or(Value::Unknown));
+        s.insert(
+            "outputs".into(),
+            outputs.map(Value::Object).unwrap_or(Value::Unknown),
+        );
         Ok(Value::Object(s))
     }
 }

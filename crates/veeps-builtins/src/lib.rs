@@ -24,7 +24,10 @@ pub fn register(r: &mut Registry) {
 }
 
 /// Copies the settable attributes of `config` over `state` (for in-place updates).
-pub(crate) fn merge_config(state: &veeps_lang::Value, config: &veeps_lang::Value) -> veeps_lang::Value {
+pub(crate) fn merge_config(
+    state: &veeps_lang::Value,
+    config: &veeps_lang::Value,
+) -> veeps_lang::Value {
     let mut out = state.as_object().cloned().unwrap_or_default();
     if let Some(c) = config.as_object() {
         for (k, v) in c {

@@ -16,7 +16,11 @@ impl LocalFile {
     pub fn new() -> LocalFile {
         LocalFile {
             schema: Schema::new()
-                .attr(AttrSchema::required("filename", Type::String).force_new().describe("absolute path of the file"))
+                .attr(
+                    AttrSchema::required("filename", Type::String)
+                        .force_new()
+                        .describe("absolute path of the file"),
+                )
                 .attr(AttrSchema::required("content", Type::String))
                 .attr(AttrSchema::optional("file_permission", Type::String).default("0644"))
                 .attr(AttrSchema::computed("id", Type::String))
@@ -33,7 +37,11 @@ impl Default for LocalFile {
 
 fn mode_of(c: &Value) -> Result<u32, ResourceError> {
     let m = get::str(c, "file_permission").unwrap_or("0644");
-    u32::from_str_radix(m, 8).map_err(|_| ResourceError::Invalid(format!("file_permission \"{m}\" is not an octal mode like \"0644\"")))
+    u32::from_str_radix(m, 8).map_err(|_| {
+        ResourceError::Invalid(format!(
+            "file_permission \"{m}\" is not an octal mode like \"0644\""
+        ))
+    })
 }
 
 fn sha(content: &str) -> String {
@@ -48,7 +56,12 @@ async fn write(c: &Value) -> Result<Value, ResourceError> {
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
-    let tmp = path.with_file_name(format!(".{}.veeps-tmp", path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()));
+    let tmp = path.with_file_name(format!(
+        ".{}.veeps-tmp",
+        path.file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default()
+    ));
     tokio::fs::write(&tmp, content.as_bytes()).await?;
     tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).await?;
     tokio::fs::rename(&tmp, path).await?;
@@ -91,12 +104,20 @@ impl Resource for LocalFile {
         };
         let meta = tokio::fs::metadata(filename).await?;
         let mut s = state.as_object().cloned().unwrap_or_default();
-        s.insert("file_permission".into(), Value::String(format!("{:04o}", meta.permissions().mode() & 0o7777)));
+        s.insert(
+            "file_permission".into(),
+            Value::String(format!("{:04o}", meta.permissions().mode() & 0o7777)),
+        );
         s.insert("content_sha256".into(), Value::String(sha(&content)));
         s.insert("content".into(), Value::String(content));
         Ok(Some(Value::Object(s)))
     }
-    async fn update(&self, _ctx: &Ctx, _prior: &Value, config: &Value) -> Result<Value, ResourceError> {
+    async fn update(
+        &self,
+        _ctx: &Ctx,
+        _prior: &Value,
+        config: &Value,
+    ) -> Result<Value, ResourceError> {
         write(config).await
     }
     async fn delete(&self, _ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {

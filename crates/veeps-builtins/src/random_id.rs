@@ -15,9 +15,19 @@ impl RandomId {
     pub fn new() -> RandomId {
         RandomId {
             schema: Schema::new()
-                .attr(AttrSchema::required("byte_length", Type::Number).force_new().describe("number of random bytes"))
-                .attr(AttrSchema::optional("prefix", Type::String).force_new().describe("prepended to hex and b64 forms"))
-                .attr(AttrSchema::optional("keepers", Type::Map(Box::new(Type::String))).force_new())
+                .attr(
+                    AttrSchema::required("byte_length", Type::Number)
+                        .force_new()
+                        .describe("number of random bytes"),
+                )
+                .attr(
+                    AttrSchema::optional("prefix", Type::String)
+                        .force_new()
+                        .describe("prepended to hex and b64 forms"),
+                )
+                .attr(
+                    AttrSchema::optional("keepers", Type::Map(Box::new(Type::String))).force_new(),
+                )
                 .attr(AttrSchema::computed("id", Type::String))
                 .attr(AttrSchema::computed("hex", Type::String))
                 .attr(AttrSchema::computed("dec", Type::String))
@@ -61,7 +71,10 @@ impl Resource for RandomId {
     }
     fn validate(&self, c: &Value) -> Vec<AttrError> {
         match get::num(c, "byte_length") {
-            Some(n) if !(1.0..=1024.0).contains(&n) || n.fract() != 0.0 => vec![AttrError::on("byte_length", "must be a whole number from 1 to 1024")],
+            Some(n) if !(1.0..=1024.0).contains(&n) || n.fract() != 0.0 => vec![AttrError::on(
+                "byte_length",
+                "must be a whole number from 1 to 1024",
+            )],
             _ => vec![],
         }
     }
@@ -74,15 +87,32 @@ impl Resource for RandomId {
         let mut s = config.as_object().cloned().unwrap_or_default();
         s.insert("id".into(), Value::String(url.clone()));
         s.insert("b64_url".into(), Value::String(format!("{prefix}{url}")));
-        s.insert("b64_std".into(), Value::String(format!("{prefix}{}", base64::engine::general_purpose::STANDARD.encode(&bytes))));
-        s.insert("hex".into(), Value::String(format!("{prefix}{}", hex::encode(&bytes))));
-        s.insert("dec".into(), Value::String(format!("{prefix}{}", to_decimal(&bytes))));
+        s.insert(
+            "b64_std".into(),
+            Value::String(format!(
+                "{prefix}{}",
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            )),
+        );
+        s.insert(
+            "hex".into(),
+            Value::String(format!("{prefix}{}", hex::encode(&bytes))),
+        );
+        s.insert(
+            "dec".into(),
+            Value::String(format!("{prefix}{}", to_decimal(&bytes))),
+        );
         Ok(Value::Object(s))
     }
     async fn read(&self, _ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
         Ok(Some(state.clone()))
     }
-    async fn update(&self, _ctx: &Ctx, prior: &Value, config: &Value) -> Result<Value, ResourceError> {
+    async fn update(
+        &self,
+        _ctx: &Ctx,
+        prior: &Value,
+        config: &Value,
+    ) -> Result<Value, ResourceError> {
         Ok(crate::merge_config(prior, config))
     }
     async fn delete(&self, _ctx: &Ctx, _state: &Value) -> Result<(), ResourceError> {
@@ -95,6 +125,9 @@ mod tests {
     #[test]
     fn decimal() {
         assert_eq!(super::to_decimal(&[1, 0]), "256");
-        assert_eq!(super::to_decimal(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), "4722366482869645213695");
+        assert_eq!(
+            super::to_decimal(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            "4722366482869645213695"
+        );
     }
 }

@@ -14,9 +14,17 @@ impl TimeSleep {
     pub fn new() -> TimeSleep {
         TimeSleep {
             schema: Schema::new()
-                .attr(AttrSchema::optional("create_duration", Type::String).describe("how long to wait after creation, like \"30s\" or \"2m\""))
-                .attr(AttrSchema::optional("destroy_duration", Type::String).describe("how long to wait before destruction"))
-                .attr(AttrSchema::optional("triggers", Type::Map(Box::new(Type::String))).force_new())
+                .attr(
+                    AttrSchema::optional("create_duration", Type::String)
+                        .describe("how long to wait after creation, like \"30s\" or \"2m\""),
+                )
+                .attr(
+                    AttrSchema::optional("destroy_duration", Type::String)
+                        .describe("how long to wait before destruction"),
+                )
+                .attr(
+                    AttrSchema::optional("triggers", Type::Map(Box::new(Type::String))).force_new(),
+                )
                 .attr(AttrSchema::computed("id", Type::String)),
         }
     }
@@ -38,20 +46,34 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     }
     while !rest.is_empty() {
         num.clear();
-        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let digits: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
         if digits.is_empty() {
-            return Err(format!("\"{s}\" is not a duration like \"30s\", \"2m\" or \"1h30m\""));
+            return Err(format!(
+                "\"{s}\" is not a duration like \"30s\", \"2m\" or \"1h30m\""
+            ));
         }
         rest = &rest[digits.len()..];
-        let unit: String = rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        let unit: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect();
         rest = &rest[unit.len()..];
-        let n: f64 = digits.parse().map_err(|_| format!("\"{s}\" is not a duration"))?;
+        let n: f64 = digits
+            .parse()
+            .map_err(|_| format!("\"{s}\" is not a duration"))?;
         total += n * match unit.as_str() {
             "ms" => 0.001,
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            _ => return Err(format!("\"{s}\": unknown unit \"{unit}\" (use ms, s, m or h)")),
+            _ => {
+                return Err(format!(
+                    "\"{s}\": unknown unit \"{unit}\" (use ms, s, m or h)"
+                ))
+            }
         };
     }
     Ok(std::time::Duration::from_secs_f64(total))
@@ -66,21 +88,36 @@ impl Resource for TimeSleep {
         &self.schema
     }
     fn validate(&self, c: &Value) -> Vec<AttrError> {
-        ["create_duration", "destroy_duration"].iter().filter_map(|a| get::str(c, a).and_then(|d| parse_duration(d).err()).map(|e| AttrError::on(a, e))).collect()
+        ["create_duration", "destroy_duration"]
+            .iter()
+            .filter_map(|a| {
+                get::str(c, a)
+                    .and_then(|d| parse_duration(d).err())
+                    .map(|e| AttrError::on(a, e))
+            })
+            .collect()
     }
     async fn create(&self, _ctx: &Ctx, config: &Value) -> Result<Value, ResourceError> {
         if let Some(d) = get::str(config, "create_duration") {
             tokio::time::sleep(parse_duration(d).map_err(ResourceError::Invalid)?).await;
         }
         let mut s = config.as_object().cloned().unwrap_or_default();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         s.insert("id".into(), Value::String(now.to_string()));
         Ok(Value::Object(s))
     }
     async fn read(&self, _ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
         Ok(Some(state.clone()))
     }
-    async fn update(&self, _ctx: &Ctx, prior: &Value, config: &Value) -> Result<Value, ResourceError> {
+    async fn update(
+        &self,
+        _ctx: &Ctx,
+        prior: &Value,
+        config: &Value,
+    ) -> Result<Value, ResourceError> {
         Ok(crate::merge_config(prior, config))
     }
     async fn delete(&self, _ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {

@@ -51,7 +51,11 @@ impl std::fmt::Display for NodeId {
 }
 
 fn outputs_of(config: &Config, m: &ModuleConfig, call: &str) -> Vec<String> {
-    m.module_calls.get(call).and_then(|c| config.modules.get(&c.source.dir())).map(|cm| cm.outputs.keys().cloned().collect()).unwrap_or_default()
+    m.module_calls
+        .get(call)
+        .and_then(|c| config.modules.get(&c.source.dir()))
+        .map(|cm| cm.outputs.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// The graph.
@@ -75,15 +79,30 @@ impl<'c> Graph<'c> {
     /// Builds the graph of `config`, checking every reference. Reports every undeclared
     /// reference and every cycle.
     pub fn build(config: &'c Config, registry: &Registry) -> Result<Graph<'c>, Diagnostics> {
-        let mut g = Graph { config, nodes: BTreeMap::new(), deps: BTreeMap::new() };
+        let mut g = Graph {
+            config,
+            nodes: BTreeMap::new(),
+            deps: BTreeMap::new(),
+        };
         let mut diags = Diagnostics::default();
-        let mut stack = vec![(Vec::<String>::new(), config.root_module().clone(), Vec::<String>::new())];
+        let mut stack = vec![(
+            Vec::<String>::new(),
+            config.root_module().clone(),
+            Vec::<String>::new(),
+        )];
         while let Some((path, m, chain)) = stack.pop() {
             g.add_module(registry, &path, &m, &mut diags);
             for call in m.module_calls.values() {
                 let dir = call.source.dir();
                 if chain.contains(&dir) {
-                    diags.push(Diagnostic::at(&call.source_loc, format!("module \"{}\" calls itself (through {})", call.name, chain.join(" -> "))));
+                    diags.push(Diagnostic::at(
+                        &call.source_loc,
+                        format!(
+                            "module \"{}\" calls itself (through {})",
+                            call.name,
+                            chain.join(" -> ")
+                        ),
+                    ));
                     continue;
                 }
                 if let Some(child) = config.modules.get(&dir) {
@@ -101,16 +120,34 @@ impl<'c> Graph<'c> {
     }
 
     fn node(&mut self, path: &[String], kind: Kind, m: &Arc<ModuleConfig>, loc: &Loc) -> NodeId {
-        let id = NodeId { path: path.to_vec(), kind };
-        self.nodes.insert(id.clone(), NodeInfo { module: m.clone(), loc: loc.clone() });
+        let id = NodeId {
+            path: path.to_vec(),
+            kind,
+        };
+        self.nodes.insert(
+            id.clone(),
+            NodeInfo {
+                module: m.clone(),
+                loc: loc.clone(),
+            },
+        );
         let entry = self.deps.entry(id.clone()).or_default();
         if let Some((last, parent)) = path.split_last() {
-            entry.insert(NodeId { path: parent.to_vec(), kind: Kind::Call(last.clone()) });
+            entry.insert(NodeId {
+                path: parent.to_vec(),
+                kind: Kind::Call(last.clone()),
+            });
         }
         id
     }
 
-    fn add_module(&mut self, registry: &Registry, path: &[String], m: &Arc<ModuleConfig>, diags: &mut Diagnostics) {
+    fn add_module(
+        &mut self,
+        registry: &Registry,
+        path: &[String],
+        m: &Arc<ModuleConfig>,
+        diags: &mut Diagnostics,
+    ) {
         for v in m.variables.values() {
             self.node(path, Kind::Var(v.name.clone()), m, &v.loc);
         }
@@ -120,17 +157,39 @@ impl<'c> Graph<'c> {
         }
         for (kind_of, map) in [(true, &m.resources), (false, &m.data)] {
             for (key, r) in map {
-                let kind = if kind_of { Kind::Resource(key.clone()) } else { Kind::Data(key.trim_start_matches("data.").to_string()) };
+                let kind = if kind_of {
+                    Kind::Resource(key.clone())
+                } else {
+                    Kind::Data(key.trim_start_matches("data.").to_string())
+                };
                 let id = self.node(path, kind, m, &r.loc);
-                let known = if kind_of { registry.resource(&r.type_name).is_some() } else { registry.data(&r.type_name).is_some() };
+                let known = if kind_of {
+                    registry.resource(&r.type_name).is_some()
+                } else {
+                    registry.data(&r.type_name).is_some()
+                };
                 if !known {
-                    let (what, names): (&str, Vec<&str>) = if kind_of { ("resource", registry.resource_names().collect()) } else { ("data source", registry.data_names().collect()) };
+                    let (what, names): (&str, Vec<&str>) = if kind_of {
+                        ("resource", registry.resource_names().collect())
+                    } else {
+                        ("data source", registry.data_names().collect())
+                    };
                     diags.push(
-                        Diagnostic::at(&r.type_loc, format!("unknown {what} type \"{}\".{}", r.type_name, did_you_mean(&r.type_name, names.iter().copied())))
-                            .with_detail(format!("Known {what} types: {}.", names.join(", "))),
+                        Diagnostic::at(
+                            &r.type_loc,
+                            format!(
+                                "unknown {what} type \"{}\".{}",
+                                r.type_name,
+                                did_you_mean(&r.type_name, names.iter().copied())
+                            ),
+                        )
+                        .with_detail(format!("Known {what} types: {}.", names.join(", "))),
                     );
                 }
-                let ctx = Ctx { count: r.count.is_some(), each: r.for_each.is_some() };
+                let ctx = Ctx {
+                    count: r.count.is_some(),
+                    each: r.for_each.is_some(),
+                };
                 for e in r.count.iter().chain(r.for_each.iter()) {
                     self.add_refs(&id, m, e, Ctx::default(), diags);
                 }
@@ -148,7 +207,10 @@ impl<'c> Graph<'c> {
             for e in c.count.iter().chain(c.for_each.iter()) {
                 self.add_refs(&id, m, e, Ctx::default(), diags);
             }
-            let ctx = Ctx { count: c.count.is_some(), each: c.for_each.is_some() };
+            let ctx = Ctx {
+                count: c.count.is_some(),
+                each: c.for_each.is_some(),
+            };
             for a in c.inputs.values() {
                 self.add_refs(&id, m, &a.expr, ctx, diags);
             }
@@ -156,9 +218,19 @@ impl<'c> Graph<'c> {
         }
     }
 
-    fn add_static(&mut self, id: &NodeId, m: &Arc<ModuleConfig>, refs: &[StaticRef], diags: &mut Diagnostics) {
+    fn add_static(
+        &mut self,
+        id: &NodeId,
+        m: &Arc<ModuleConfig>,
+        refs: &[StaticRef],
+        diags: &mut Diagnostics,
+    ) {
         for r in refs {
-            let reference = Reference { root: r.parts[0].clone(), names: r.parts[1..].to_vec(), loc: r.loc.clone() };
+            let reference = Reference {
+                root: r.parts[0].clone(),
+                names: r.parts[1..].to_vec(),
+                loc: r.loc.clone(),
+            };
             let outputs_of = |call: &str| outputs_of(self.config, m, call);
             match resolve(&id.path, m, &reference, Ctx::default(), &outputs_of) {
                 Ok(targets) => {
@@ -169,7 +241,14 @@ impl<'c> Graph<'c> {
         }
     }
 
-    fn add_refs(&mut self, id: &NodeId, m: &Arc<ModuleConfig>, e: &Expr, ctx: Ctx, diags: &mut Diagnostics) {
+    fn add_refs(
+        &mut self,
+        id: &NodeId,
+        m: &Arc<ModuleConfig>,
+        e: &Expr,
+        ctx: Ctx,
+        diags: &mut Diagnostics,
+    ) {
         let outputs_of = |call: &str| outputs_of(self.config, m, call);
         for r in e.references() {
             match resolve(&id.path, m, &r, ctx, &outputs_of) {
@@ -234,7 +313,15 @@ impl<'c> Graph<'c> {
                 }
             }
         }
-        let mut t = T { g: self, index: BTreeMap::new(), low: BTreeMap::new(), on: BTreeSet::new(), stack: vec![], next: 0, sccs: vec![] };
+        let mut t = T {
+            g: self,
+            index: BTreeMap::new(),
+            low: BTreeMap::new(),
+            on: BTreeSet::new(),
+            stack: vec![],
+            next: 0,
+            sccs: vec![],
+        };
         for v in self.nodes.keys() {
             if !t.index.contains_key(v) {
                 t.visit(v);
@@ -243,7 +330,10 @@ impl<'c> Graph<'c> {
         let mut diags = Diagnostics::default();
         for scc in t.sccs {
             let names: Vec<String> = scc.iter().map(|n| n.to_string()).collect();
-            let members: Vec<String> = scc.iter().map(|n| format!("  {} ({})", n, self.nodes[*n].loc.position())).collect();
+            let members: Vec<String> = scc
+                .iter()
+                .map(|n| format!("  {} ({})", n, self.nodes[*n].loc.position()))
+                .collect();
             let first = &self.nodes[scc[0]].loc;
             diags.push(
                 Diagnostic::at(first, format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]))
@@ -292,18 +382,44 @@ fn for_each_expr(body: &veeps_lang::config::BodyConfig, f: &mut dyn FnMut(&Expr)
 }
 
 /// Resolves a reference made in module `m` at `path` to the nodes it depends on.
-pub fn resolve(path: &[String], m: &ModuleConfig, r: &Reference, ctx: Ctx, outputs_of: &dyn Fn(&str) -> Vec<String>) -> Result<Vec<NodeId>, Diagnostic> {
-    let at = |kind: Kind| NodeId { path: path.to_vec(), kind };
+pub fn resolve(
+    path: &[String],
+    m: &ModuleConfig,
+    r: &Reference,
+    ctx: Ctx,
+    outputs_of: &dyn Fn(&str) -> Vec<String>,
+) -> Result<Vec<NodeId>, Diagnostic> {
+    let at = |kind: Kind| NodeId {
+        path: path.to_vec(),
+        kind,
+    };
     let name0 = r.names.first().map(String::as_str);
-    let missing_attr = |what: &str| Diagnostic::at(&r.loc, format!("invalid reference: \"{}\" must be followed by an attribute name, as in {what}", r.root));
+    let missing_attr = |what: &str| {
+        Diagnostic::at(
+            &r.loc,
+            format!(
+                "invalid reference: \"{}\" must be followed by an attribute name, as in {what}",
+                r.root
+            ),
+        )
+    };
     match r.root.as_str() {
         "var" => {
             let n = name0.ok_or_else(|| missing_attr("var.NAME"))?;
             if m.variables.contains_key(n) {
                 Ok(vec![at(Kind::Var(n.into()))])
             } else {
-                Err(Diagnostic::at(&r.loc, format!("reference to undeclared input variable \"{n}\".{}", did_you_mean(n, m.variables.keys().map(String::as_str))))
-                    .with_detail(format!("Declare it with a `variable \"{n}\" {{}}` block in {}.", m.dir)))
+                Err(Diagnostic::at(
+                    &r.loc,
+                    format!(
+                        "reference to undeclared input variable \"{n}\".{}",
+                        did_you_mean(n, m.variables.keys().map(String::as_str))
+                    ),
+                )
+                .with_detail(format!(
+                    "Declare it with a `variable \"{n}\" {{}}` block in {}.",
+                    m.dir
+                )))
             }
         }
         "local" => {
@@ -311,25 +427,52 @@ pub fn resolve(path: &[String], m: &ModuleConfig, r: &Reference, ctx: Ctx, outpu
             if m.locals.contains_key(n) {
                 Ok(vec![at(Kind::Local(n.into()))])
             } else {
-                Err(Diagnostic::at(&r.loc, format!("reference to undeclared local value \"{n}\".{}", did_you_mean(n, m.locals.keys().map(String::as_str)))))
+                Err(Diagnostic::at(
+                    &r.loc,
+                    format!(
+                        "reference to undeclared local value \"{n}\".{}",
+                        did_you_mean(n, m.locals.keys().map(String::as_str))
+                    ),
+                ))
             }
         }
         "module" => {
             let n = name0.ok_or_else(|| missing_attr("module.NAME.OUTPUT"))?;
             let Some(call) = m.module_calls.get(n) else {
-                return Err(Diagnostic::at(&r.loc, format!("reference to undeclared module \"{n}\".{}", did_you_mean(n, m.module_calls.keys().map(String::as_str)))));
+                return Err(Diagnostic::at(
+                    &r.loc,
+                    format!(
+                        "reference to undeclared module \"{n}\".{}",
+                        did_you_mean(n, m.module_calls.keys().map(String::as_str))
+                    ),
+                ));
             };
             let mut child = path.to_vec();
             child.push(n.to_string());
             let outputs = outputs_of(n);
             let mut out = vec![at(Kind::Call(n.into()))];
             match r.names.get(1) {
-                Some(o) if outputs.contains(o) => out.push(NodeId { path: child, kind: Kind::Output(o.clone()) }),
+                Some(o) if outputs.contains(o) => out.push(NodeId {
+                    path: child,
+                    kind: Kind::Output(o.clone()),
+                }),
                 Some(o) => {
-                    return Err(Diagnostic::at(&r.loc, format!("module \"{n}\" has no output \"{o}\".{}", did_you_mean(o, outputs.iter().map(String::as_str))))
-                        .with_detail(format!("The module's code is in {}; declare the output there.", call.source.dir())))
+                    return Err(Diagnostic::at(
+                        &r.loc,
+                        format!(
+                            "module \"{n}\" has no output \"{o}\".{}",
+                            did_you_mean(o, outputs.iter().map(String::as_str))
+                        ),
+                    )
+                    .with_detail(format!(
+                        "The module's code is in {}; declare the output there.",
+                        call.source.dir()
+                    )))
                 }
-                None => out.extend(outputs.into_iter().map(|o| NodeId { path: child.clone(), kind: Kind::Output(o) })),
+                None => out.extend(outputs.into_iter().map(|o| NodeId {
+                    path: child.clone(),
+                    kind: Kind::Output(o),
+                })),
             }
             Ok(out)
         }
@@ -342,32 +485,56 @@ pub fn resolve(path: &[String], m: &ModuleConfig, r: &Reference, ctx: Ctx, outpu
             if m.data.contains_key(&key) {
                 Ok(vec![at(Kind::Data(format!("{t}.{n}")))])
             } else {
-                Err(Diagnostic::at(&r.loc, format!("reference to undeclared data source \"{key}\".{}", did_you_mean(&key, m.data.keys().map(String::as_str)))))
+                Err(Diagnostic::at(
+                    &r.loc,
+                    format!(
+                        "reference to undeclared data source \"{key}\".{}",
+                        did_you_mean(&key, m.data.keys().map(String::as_str))
+                    ),
+                ))
             }
         }
         "count" => {
             if !ctx.count {
-                return Err(Diagnostic::at(&r.loc, "\"count\" can only be used in a block that sets count"));
+                return Err(Diagnostic::at(
+                    &r.loc,
+                    "\"count\" can only be used in a block that sets count",
+                ));
             }
             match name0 {
                 Some("index") => Ok(vec![]),
-                _ => Err(Diagnostic::at(&r.loc, "the only attribute of \"count\" is \"index\"")),
+                _ => Err(Diagnostic::at(
+                    &r.loc,
+                    "the only attribute of \"count\" is \"index\"",
+                )),
             }
         }
         "each" => {
             if !ctx.each {
-                return Err(Diagnostic::at(&r.loc, "\"each\" can only be used in a block that sets for_each"));
+                return Err(Diagnostic::at(
+                    &r.loc,
+                    "\"each\" can only be used in a block that sets for_each",
+                ));
             }
             match name0 {
                 Some("key") | Some("value") => Ok(vec![]),
-                _ => Err(Diagnostic::at(&r.loc, "\"each\" has only \"key\" and \"value\"")),
+                _ => Err(Diagnostic::at(
+                    &r.loc,
+                    "\"each\" has only \"key\" and \"value\"",
+                )),
             }
         }
         "path" => match name0 {
             Some("module") | Some("root") | Some("cwd") => Ok(vec![]),
-            _ => Err(Diagnostic::at(&r.loc, "\"path\" has \"module\", \"root\" and \"cwd\"")),
+            _ => Err(Diagnostic::at(
+                &r.loc,
+                "\"path\" has \"module\", \"root\" and \"cwd\"",
+            )),
         },
-        "self" | "terraform" => Err(Diagnostic::at(&r.loc, format!("\"{}\" is not available in veeps configurations", r.root))),
+        "self" | "terraform" => Err(Diagnostic::at(
+            &r.loc,
+            format!("\"{}\" is not available in veeps configurations", r.root),
+        )),
         ty => {
             let Some(n) = name0 else {
                 return Err(Diagnostic::at(&r.loc, format!("invalid reference \"{ty}\": use var.NAME, local.NAME, TYPE.NAME, data.TYPE.NAME or module.NAME.OUTPUT")));
@@ -376,8 +543,14 @@ pub fn resolve(path: &[String], m: &ModuleConfig, r: &Reference, ctx: Ctx, outpu
             if m.resources.contains_key(&key) {
                 Ok(vec![at(Kind::Resource(key))])
             } else {
-                Err(Diagnostic::at(&r.loc, format!("reference to undeclared resource \"{key}\".{}", did_you_mean(&key, m.resources.keys().map(String::as_str))))
-                    .with_detail("Declare it with a `resource` block in this module, or fix the name."))
+                Err(Diagnostic::at(
+                    &r.loc,
+                    format!(
+                        "reference to undeclared resource \"{key}\".{}",
+                        did_you_mean(&key, m.resources.keys().map(String::as_str))
+                    ),
+                )
+                .with_detail("Declare it with a `resource` block in this module, or fix the name."))
             }
         }
     }

@@ -26,7 +26,9 @@ use veeps_lang::diag::{did_you_mean, Diagnostic, Diagnostics, Loc, SourceFile};
 use veeps_lang::eval::{eval, EmptyScope, Expr};
 use veeps_lang::Value;
 use veeps_resource::{Ctx, EnvOutputsService, EnvironmentOutputs, Registry, Resource, Services};
-use veeps_state::{EnvRecord, HistoryEntry, LockInfo, OutputRecord, ResourceRecord, ResourceStatus, Store, Summary};
+use veeps_state::{
+    EnvRecord, HistoryEntry, LockInfo, OutputRecord, ResourceRecord, ResourceStatus, Store, Summary,
+};
 use walk::{Mode, RootInput, Walk};
 
 /// Errors of planning and applying.
@@ -114,13 +116,18 @@ struct StoreOutputs {
 
 impl EnvironmentOutputs for StoreOutputs {
     fn outputs(&self, env: &str) -> Result<Option<BTreeMap<String, Value>>, String> {
-        let Some(rec) = self.store.env(env).map_err(|e| e.to_string())? else { return Ok(None) };
+        let Some(rec) = self.store.env(env).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
         if rec.version == 0 {
             return Ok(None);
         }
         let mut out = BTreeMap::new();
         for (k, o) in rec.outputs {
-            out.insert(k, decrypt_json(&self.kms, env, &o.value).map_err(|e| e.to_string())?);
+            out.insert(
+                k,
+                decrypt_json(&self.kms, env, &o.value).map_err(|e| e.to_string())?,
+            );
         }
         Ok(Some(out))
     }
@@ -131,25 +138,70 @@ pub const PARALLELISM: usize = 10;
 
 impl Engine {
     /// An engine over a store and keys; `services` are handed to controllers.
-    pub fn new(data_dir: PathBuf, registry: Registry, store: Arc<Store>, kms: Arc<Kms>, services: Services, boot_id: String) -> Arc<Engine> {
-        let services = services.with(EnvOutputsService(Arc::new(StoreOutputs { store: store.clone(), kms: kms.clone() })));
-        Arc::new(Engine { registry: Arc::new(registry), store, kms, data_dir, services, boot_id, permits: tokio::sync::Semaphore::new(PARALLELISM) })
+    pub fn new(
+        data_dir: PathBuf,
+        registry: Registry,
+        store: Arc<Store>,
+        kms: Arc<Kms>,
+        services: Services,
+        boot_id: String,
+    ) -> Arc<Engine> {
+        let services = services.with(EnvOutputsService(Arc::new(StoreOutputs {
+            store: store.clone(),
+            kms: kms.clone(),
+        })));
+        Arc::new(Engine {
+            registry: Arc::new(registry),
+            store,
+            kms,
+            data_dir,
+            services,
+            boot_id,
+            permits: tokio::sync::Semaphore::new(PARALLELISM),
+        })
     }
 
     fn ctx(&self, env: &str, address: &str) -> Ctx {
-        Ctx { env: env.to_string(), address: address.to_string(), data_dir: self.data_dir.clone(), services: self.services.clone() }
+        Ctx {
+            env: env.to_string(),
+            address: address.to_string(),
+            data_dir: self.data_dir.clone(),
+            services: self.services.clone(),
+        }
     }
 
     /// Records a resource instance (sensitive attributes encrypted).
-    pub(crate) async fn save(&self, env: &str, rt: &Arc<dyn Resource>, address: &str, attrs: &Value, deps: &[String], status: ResourceStatus, cbd: bool) -> Result<(), String> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn save(
+        &self,
+        env: &str,
+        rt: &Arc<dyn Resource>,
+        address: &str,
+        attrs: &Value,
+        deps: &[String],
+        status: ResourceStatus,
+        cbd: bool,
+    ) -> Result<(), String> {
         let sensitive: BTreeSet<&str> = rt.schema().sensitive_attrs().into_iter().collect();
         let json = encrypt_attrs(&self.kms, env, attrs, &sensitive).map_err(|e| e.to_string())?;
-        let rec = ResourceRecord { address: address.to_string(), type_name: rt.type_name().to_string(), attrs: json, dependencies: deps.to_vec(), status, create_before_destroy: cbd, updated_at: veeps_state::now() };
-        self.store.put_resource(env, &rec).map_err(|e| e.to_string())
+        let rec = ResourceRecord {
+            address: address.to_string(),
+            type_name: rt.type_name().to_string(),
+            attrs: json,
+            dependencies: deps.to_vec(),
+            status,
+            create_before_destroy: cbd,
+            updated_at: veeps_state::now(),
+        };
+        self.store
+            .put_resource(env, &rec)
+            .map_err(|e| e.to_string())
     }
 
     pub(crate) fn forget(&self, env: &str, address: &str) -> Result<(), String> {
-        self.store.delete_resource(env, address).map_err(|e| e.to_string())
+        self.store
+            .delete_resource(env, address)
+            .map_err(|e| e.to_string())
     }
 
     /// Loads the recorded state of `env`, refreshing each resource through its controller.
@@ -159,8 +211,15 @@ impl Engine {
         let reads = records.into_iter().map(|rec| async move {
             let attrs = decrypt_json(&self.kms, env, &rec.attrs)?;
             let rt = self.registry.resource(&rec.type_name).cloned();
-            let mut res = PriorRes { record: rec, attrs, refreshed: false };
-            if !refresh || res.record.status != ResourceStatus::Ready || res.record.address.ends_with("#deposed") {
+            let mut res = PriorRes {
+                record: rec,
+                attrs,
+                refreshed: false,
+            };
+            if !refresh
+                || res.record.status != ResourceStatus::Ready
+                || res.record.address.ends_with("#deposed")
+            {
                 return Ok::<_, EngineError>((res, None));
             }
             let Some(rt) = rt else { return Ok((res, None)) };
@@ -173,7 +232,12 @@ impl Engine {
                 Ok(None) => Ok((res, Some(None))),
                 Ok(Some(v)) => {
                     if v != res.attrs {
-                        let masked: BTreeSet<String> = rt.schema().sensitive_attrs().into_iter().map(String::from).collect();
+                        let masked: BTreeSet<String> = rt
+                            .schema()
+                            .sensitive_attrs()
+                            .into_iter()
+                            .map(String::from)
+                            .collect();
                         let before = mask_attrs(&res.attrs, &masked);
                         let after = mask_attrs(&v, &masked);
                         res.attrs = v;
@@ -182,7 +246,10 @@ impl Engine {
                     }
                     Ok((res, None))
                 }
-                Err(e) => Err(EngineError::Other(format!("reading {}: {e}", res.record.address))),
+                Err(e) => Err(EngineError::Other(format!(
+                    "reading {}: {e}",
+                    res.record.address
+                ))),
             }
         });
         for r in futures::future::join_all(reads).await {
@@ -190,13 +257,31 @@ impl Engine {
             let address = res.record.address.clone();
             match drift {
                 Some(None) => {
-                    prior.drift.push(ResourceChange { address: address.clone(), type_name: res.record.type_name.clone(), action: Action::Delete, before: None, after: None, replace_paths: vec![], reason: None });
-                    prior.gone.insert(address.clone(), "it was deleted outside veeps".into());
+                    prior.drift.push(ResourceChange {
+                        address: address.clone(),
+                        type_name: res.record.type_name.clone(),
+                        action: Action::Delete,
+                        before: None,
+                        after: None,
+                        replace_paths: vec![],
+                        reason: None,
+                    });
+                    prior
+                        .gone
+                        .insert(address.clone(), "it was deleted outside veeps".into());
                     // Forget it, so apply creates it again.
                     continue;
                 }
                 Some(Some((before, after))) => {
-                    prior.drift.push(ResourceChange { address: address.clone(), type_name: res.record.type_name.clone(), action: Action::Update, before: Some(before), after: Some(after), replace_paths: vec![], reason: None });
+                    prior.drift.push(ResourceChange {
+                        address: address.clone(),
+                        type_name: res.record.type_name.clone(),
+                        action: Action::Update,
+                        before: Some(before),
+                        after: Some(after),
+                        replace_paths: vec![],
+                        reason: None,
+                    });
                 }
                 None => {}
             }
@@ -211,7 +296,11 @@ impl Engine {
         Ok(plan)
     }
 
-    async fn compute(self: &Arc<Self>, req: &Request, destroy: bool) -> Result<(Plan, Prior, Option<Config>), EngineError> {
+    async fn compute(
+        self: &Arc<Self>,
+        req: &Request,
+        destroy: bool,
+    ) -> Result<(Plan, Prior, Option<Config>), EngineError> {
         let config = load_config(Arc::new(req.bundle.clone()))?;
         check_env_name(&config, &req.env)?;
         let prior = self.load_prior(&req.env, true).await?;
@@ -228,14 +317,29 @@ impl Engine {
                 changes.push(delete_change(self, addr, p));
             }
             for name in env_rec.outputs.keys() {
-                outputs.push(OutputChange { name: name.clone(), action: Action::Delete, after: serde_json::Value::Null, sensitive: false });
+                outputs.push(OutputChange {
+                    name: name.clone(),
+                    action: Action::Delete,
+                    after: serde_json::Value::Null,
+                    sensitive: false,
+                });
             }
         } else {
             let inputs = root_inputs(&config, &req.vars, false)?;
-            let walk = Arc::new(Walk::new(Mode::Plan, config.clone(), self.registry.clone(), req.env.clone(), inputs, std::mem::take(&mut Prior::default()), Some(self.clone()), None));
+            let walk = Arc::new(Walk::new(
+                Mode::Plan,
+                config.clone(),
+                self.registry.clone(),
+                req.env.clone(),
+                inputs,
+                std::mem::take(&mut Prior::default()),
+                Some(self.clone()),
+                None,
+            ));
             // The walk needs the prior state; hand it over and take it back after.
             let walk = {
-                let mut w = Arc::try_unwrap(walk).unwrap_or_else(|_| unreachable!("not shared yet"));
+                let mut w =
+                    Arc::try_unwrap(walk).unwrap_or_else(|_| unreachable!("not shared yet"));
                 w.prior = prior;
                 Arc::new(w)
             };
@@ -244,7 +348,11 @@ impl Engine {
             if !result.errors.is_empty() {
                 return Err(EngineError::Config(result.errors));
             }
-            changes = result.changes.into_iter().filter(|c| c.action != Action::NoOp).collect();
+            changes = result
+                .changes
+                .into_iter()
+                .filter(|c| c.action != Action::NoOp)
+                .collect();
             for (addr, p) in &prior.records {
                 if !result.claimed.contains(addr) {
                     if let Some(rc) = config_for(&config, addr) {
@@ -256,18 +364,36 @@ impl Engine {
                 }
             }
             for (name, (v, sensitive)) in &result.outputs {
-                let old = env_rec.outputs.get(name).map(|o| decrypt_json(&self.kms, &req.env, &o.value)).transpose()?;
+                let old = env_rec
+                    .outputs
+                    .get(name)
+                    .map(|o| decrypt_json(&self.kms, &req.env, &o.value))
+                    .transpose()?;
                 let action = match old {
                     None => Action::Create,
                     Some(o) if &o == v && !v.has_unknown() => Action::NoOp,
                     Some(_) => Action::Update,
                 };
-                let shown = if *sensitive { walk::mask_value(v) } else { v.clone() };
-                outputs.push(OutputChange { name: name.clone(), action, after: shown.to_plan_json(), sensitive: *sensitive });
+                let shown = if *sensitive {
+                    walk::mask_value(v)
+                } else {
+                    v.clone()
+                };
+                outputs.push(OutputChange {
+                    name: name.clone(),
+                    action,
+                    after: shown.to_plan_json(),
+                    sensitive: *sensitive,
+                });
             }
             for name in env_rec.outputs.keys() {
                 if !result.outputs.contains_key(name) {
-                    outputs.push(OutputChange { name: name.clone(), action: Action::Delete, after: serde_json::Value::Null, sensitive: false });
+                    outputs.push(OutputChange {
+                        name: name.clone(),
+                        action: Action::Delete,
+                        after: serde_json::Value::Null,
+                        sensitive: false,
+                    });
                 }
             }
             changes.sort_by(|a, b| a.address.cmp(&b.address));
@@ -281,16 +407,30 @@ impl Engine {
 
     /// Applies `req` (or destroys it), streaming progress to `events`. With
     /// `expected_hash`, refuses to proceed if the plan is not the approved one.
-    pub async fn apply(self: &Arc<Self>, req: Request, destroy: bool, expected_hash: Option<String>, events: UnboundedSender<Event>) -> Result<(), EngineError> {
+    pub async fn apply(
+        self: &Arc<Self>,
+        req: Request,
+        destroy: bool,
+        expected_hash: Option<String>,
+        events: UnboundedSender<Event>,
+    ) -> Result<(), EngineError> {
         let lock = LockInfo {
             id: hex::encode(rand::random::<[u8; 8]>()),
             who: req.caller.clone(),
-            operation: if destroy { "destroy".into() } else { req.operation.clone() },
+            operation: if destroy {
+                "destroy".into()
+            } else {
+                req.operation.clone()
+            },
             since: veeps_state::now(),
             boot_id: self.boot_id.clone(),
         };
         self.store.lock(&req.env, &lock)?;
-        let _guard = LockGuard { store: self.store.clone(), env: req.env.clone(), id: lock.id.clone() };
+        let _guard = LockGuard {
+            store: self.store.clone(),
+            env: req.env.clone(),
+            id: lock.id.clone(),
+        };
         let (plan, prior, config) = self.compute(&req, destroy).await?;
         if let Some(h) = expected_hash {
             if h != plan.hash {
@@ -310,7 +450,9 @@ impl Engine {
         }
         if destroy {
             let all: Vec<&PriorRes> = prior.records.values().collect();
-            let failures = self.delete_in_order(&req.env, all, &events, &mut summary).await;
+            let failures = self
+                .delete_in_order(&req.env, all, &events, &mut summary)
+                .await;
             errors.extend(failures.into_iter().map(|(a, e)| format!("{a}: {e}")));
             if errors.is_empty() {
                 new_outputs = Some(BTreeMap::new());
@@ -318,7 +460,16 @@ impl Engine {
         } else {
             let config = config.expect("a plan has a configuration");
             let inputs = root_inputs(&config, &req.vars, false)?;
-            let mut walk = Walk::new(Mode::Apply, config, self.registry.clone(), req.env.clone(), inputs, Prior::default(), Some(self.clone()), Some(events.clone()));
+            let mut walk = Walk::new(
+                Mode::Apply,
+                config,
+                self.registry.clone(),
+                req.env.clone(),
+                inputs,
+                Prior::default(),
+                Some(self.clone()),
+                Some(events.clone()),
+            );
             walk.prior = prior;
             let walk = Arc::new(walk);
             let result = walk.clone().run().await;
@@ -345,14 +496,38 @@ impl Engine {
                 });
             }
             if result.errors.is_empty() {
-                let orphans: Vec<&PriorRes> = prior.records.iter().filter(|(a, _)| !result.claimed.contains(*a)).map(|(_, p)| p).collect();
-                let failures = self.delete_in_order(&req.env, orphans, &events, &mut summary).await;
+                let orphans: Vec<&PriorRes> = prior
+                    .records
+                    .iter()
+                    .filter(|(a, _)| !result.claimed.contains(*a))
+                    .map(|(_, p)| p)
+                    .collect();
+                let failures = self
+                    .delete_in_order(&req.env, orphans, &events, &mut summary)
+                    .await;
                 errors.extend(failures.into_iter().map(|(a, e)| format!("{a}: {e}")));
                 let mut outs = BTreeMap::new();
                 for (name, (v, sensitive)) in &result.outputs {
-                    let json = if *sensitive { encrypt_value(&self.kms, &req.env, v)? } else { v.to_json() };
-                    outs.insert(name.clone(), OutputRecord { value: json, sensitive: *sensitive });
-                    outputs_map.insert(name.clone(), if *sensitive { serde_json::json!({"$sensitive": true}) } else { v.to_json() });
+                    let json = if *sensitive {
+                        encrypt_value(&self.kms, &req.env, v)?
+                    } else {
+                        v.to_json()
+                    };
+                    outs.insert(
+                        name.clone(),
+                        OutputRecord {
+                            value: json,
+                            sensitive: *sensitive,
+                        },
+                    );
+                    outputs_map.insert(
+                        name.clone(),
+                        if *sensitive {
+                            serde_json::json!({"$sensitive": true})
+                        } else {
+                            v.to_json()
+                        },
+                    );
                 }
                 new_outputs = Some(outs);
             }
@@ -370,15 +545,24 @@ impl Engine {
                 version: 0,
                 time: veeps_state::now(),
                 caller: req.caller.clone(),
-                operation: if destroy { "destroy".into() } else { req.operation.clone() },
+                operation: if destroy {
+                    "destroy".into()
+                } else {
+                    req.operation.clone()
+                },
                 status: status.into(),
                 summary,
                 errors: errors.clone(),
-                bundle: serde_json::to_value(&req.bundle).map_err(|e| EngineError::Other(e.to_string()))?,
+                bundle: serde_json::to_value(&req.bundle)
+                    .map_err(|e| EngineError::Other(e.to_string()))?,
                 vars: req.vars.clone(),
             },
         )?;
-        let mut rec = self.store.env(&req.env)?.unwrap_or_else(|| EnvRecord { name: req.env.clone(), created_at: veeps_state::now(), ..Default::default() });
+        let mut rec = self.store.env(&req.env)?.unwrap_or_else(|| EnvRecord {
+            name: req.env.clone(),
+            created_at: veeps_state::now(),
+            ..Default::default()
+        });
         rec.version = version;
         rec.updated_at = veeps_state::now();
         if let Some(o) = new_outputs {
@@ -386,21 +570,38 @@ impl Engine {
         }
         self.store.put_env(&rec)?;
         tracing::info!(env = %req.env, version, status, elapsed = ?started.elapsed(), "apply finished");
-        let _ = events.send(Event::Complete { version, status: status.into(), summary, errors, outputs: outputs_map });
+        let _ = events.send(Event::Complete {
+            version,
+            status: status.into(),
+            summary,
+            errors,
+            outputs: outputs_map,
+        });
         Ok(())
     }
 
     /// Deletes `items`, each only after everything that depends on it.
-    async fn delete_in_order(&self, env: &str, items: Vec<&PriorRes>, events: &UnboundedSender<Event>, summary: &mut Summary) -> Vec<(String, String)> {
+    async fn delete_in_order(
+        &self,
+        env: &str,
+        items: Vec<&PriorRes>,
+        events: &UnboundedSender<Event>,
+        summary: &mut Summary,
+    ) -> Vec<(String, String)> {
         let mut remaining: Vec<&PriorRes> = items;
         let mut failures = vec![];
         while !remaining.is_empty() {
-            let nodes: Vec<String> = remaining.iter().map(|p| strip_keys(&p.record.address)).collect();
+            let nodes: Vec<String> = remaining
+                .iter()
+                .map(|p| strip_keys(&p.record.address))
+                .collect();
             let mut ready: Vec<&PriorRes> = vec![];
             let mut wait: Vec<&PriorRes> = vec![];
             for (i, p) in remaining.iter().enumerate() {
                 let me = &nodes[i];
-                let needed = remaining.iter().enumerate().any(|(j, other)| j != i && &nodes[j] != me && other.record.dependencies.iter().any(|d| d == me));
+                let needed = remaining.iter().enumerate().any(|(j, other)| {
+                    j != i && &nodes[j] != me && other.record.dependencies.iter().any(|d| d == me)
+                });
                 if needed {
                     wait.push(p);
                 } else {
@@ -413,21 +614,39 @@ impl Engine {
             let results = futures::future::join_all(ready.iter().map(|p| async move {
                 let address = &p.record.address;
                 let started = Instant::now();
-                let _ = events.send(Event::Start { address: address.clone(), action: Action::Delete });
+                let _ = events.send(Event::Start {
+                    address: address.clone(),
+                    action: Action::Delete,
+                });
                 let r = match self.registry.resource(&p.record.type_name) {
                     Some(rt) => {
                         let _permit = self.permits.acquire().await;
-                        rt.delete(&self.ctx(env, address), &p.attrs).await.map_err(|e| e.to_string())
+                        rt.delete(&self.ctx(env, address), &p.attrs)
+                            .await
+                            .map_err(|e| e.to_string())
                     }
                     None => Err(format!("unknown resource type \"{}\"", p.record.type_name)),
                 };
-                let r = r.and_then(|_| self.store.delete_resource(env, address).map_err(|e| e.to_string()));
+                let r = r.and_then(|_| {
+                    self.store
+                        .delete_resource(env, address)
+                        .map_err(|e| e.to_string())
+                });
                 match &r {
                     Ok(()) => {
-                        let _ = events.send(Event::Done { address: address.clone(), action: Action::Delete, elapsed: started.elapsed().as_secs_f64(), id: None });
+                        let _ = events.send(Event::Done {
+                            address: address.clone(),
+                            action: Action::Delete,
+                            elapsed: started.elapsed().as_secs_f64(),
+                            id: None,
+                        });
                     }
                     Err(e) => {
-                        let _ = events.send(Event::Failed { address: address.clone(), action: Action::Delete, error: e.clone() });
+                        let _ = events.send(Event::Failed {
+                            address: address.clone(),
+                            action: Action::Delete,
+                            error: e.clone(),
+                        });
                     }
                 }
                 (address.clone(), r)
@@ -462,10 +681,26 @@ impl Engine {
     }
 
     /// One resource instance's recorded attributes, sensitive ones masked.
-    pub fn show(&self, env: &str, address: &str) -> Result<Option<(ResourceRecord, Value)>, EngineError> {
-        let Some(rec) = self.store.resource(env, address)? else { return Ok(None) };
+    pub fn show(
+        &self,
+        env: &str,
+        address: &str,
+    ) -> Result<Option<(ResourceRecord, Value)>, EngineError> {
+        let Some(rec) = self.store.resource(env, address)? else {
+            return Ok(None);
+        };
         let attrs = decrypt_json(&self.kms, env, &rec.attrs)?;
-        let masked: BTreeSet<String> = self.registry.resource(&rec.type_name).map(|r| r.schema().sensitive_attrs().into_iter().map(String::from).collect()).unwrap_or_default();
+        let masked: BTreeSet<String> = self
+            .registry
+            .resource(&rec.type_name)
+            .map(|r| {
+                r.schema()
+                    .sensitive_attrs()
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
         let shown = mask_attrs(&attrs, &masked);
         Ok(Some((rec, Value::from_plan_json(&shown))))
     }
@@ -486,11 +721,39 @@ impl Drop for LockGuard {
 }
 
 fn delete_change(engine: &Engine, addr: &str, p: &PriorRes) -> ResourceChange {
-    let masked: BTreeSet<String> = engine.registry.resource(&p.record.type_name).map(|r| r.schema().sensitive_attrs().into_iter().map(String::from).collect()).unwrap_or_default();
-    ResourceChange { address: addr.to_string(), type_name: p.record.type_name.clone(), action: Action::Delete, before: Some(mask_attrs(&p.attrs, &masked)), after: None, replace_paths: vec![], reason: if addr.ends_with("#deposed") { Some("a replaced object left from an interrupted apply".into()) } else { None } }
+    let masked: BTreeSet<String> = engine
+        .registry
+        .resource(&p.record.type_name)
+        .map(|r| {
+            r.schema()
+                .sensitive_attrs()
+                .into_iter()
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    ResourceChange {
+        address: addr.to_string(),
+        type_name: p.record.type_name.clone(),
+        action: Action::Delete,
+        before: Some(mask_attrs(&p.attrs, &masked)),
+        after: None,
+        replace_paths: vec![],
+        reason: if addr.ends_with("#deposed") {
+            Some("a replaced object left from an interrupted apply".into())
+        } else {
+            None
+        },
+    }
 }
 
-fn finish_plan(env: &str, changes: Vec<ResourceChange>, drift: Vec<ResourceChange>, outputs: Vec<OutputChange>, destroy: bool) -> Plan {
+fn finish_plan(
+    env: &str,
+    changes: Vec<ResourceChange>,
+    drift: Vec<ResourceChange>,
+    outputs: Vec<OutputChange>,
+    destroy: bool,
+) -> Plan {
     let mut summary = Summary::default();
     for c in &changes {
         match c.action {
@@ -504,8 +767,18 @@ fn finish_plan(env: &str, changes: Vec<ResourceChange>, drift: Vec<ResourceChang
             Action::NoOp => {}
         }
     }
-    let mut plan = Plan { env: env.to_string(), changes, drift, outputs, summary, hash: String::new(), destroy };
-    let digest = sha2::Sha256::digest(serde_json::to_vec(&(&plan.changes, &plan.outputs, destroy)).unwrap_or_default());
+    let mut plan = Plan {
+        env: env.to_string(),
+        changes,
+        drift,
+        outputs,
+        summary,
+        hash: String::new(),
+        destroy,
+    };
+    let digest = sha2::Sha256::digest(
+        serde_json::to_vec(&(&plan.changes, &plan.outputs, destroy)).unwrap_or_default(),
+    );
     plan.hash = hex::encode(&digest[..16]);
     plan
 }
@@ -514,7 +787,16 @@ fn mask_attrs(v: &Value, masked: &BTreeSet<String>) -> serde_json::Value {
     match v {
         Value::Object(o) => serde_json::Value::Object(
             o.iter()
-                .map(|(k, v)| (k.clone(), if masked.contains(k) && !v.is_null() { serde_json::json!({"$sensitive": true}) } else { v.to_plan_json() }))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        if masked.contains(k) && !v.is_null() {
+                            serde_json::json!({"$sensitive": true})
+                        } else {
+                            v.to_plan_json()
+                        },
+                    )
+                })
                 .collect(),
         ),
         v => v.to_plan_json(),
@@ -531,7 +813,10 @@ fn check_env_name(config: &Config, env: &str) -> Result<(), EngineError> {
 }
 
 /// The resource block an address belongs to (following module calls).
-fn config_for<'a>(config: &'a Config, address: &str) -> Option<&'a veeps_lang::config::ResourceConfig> {
+fn config_for<'a>(
+    config: &'a Config,
+    address: &str,
+) -> Option<&'a veeps_lang::config::ResourceConfig> {
     let stripped = strip_keys(address);
     let mut parts: Vec<&str> = stripped.split('.').collect();
     let mut m = config.root_module();
@@ -604,11 +889,22 @@ fn encrypt_value(kms: &Kms, env: &str, v: &Value) -> Result<serde_json::Value, E
     Ok(serde_json::json!({"$sensitive": base64::engine::general_purpose::STANDARD.encode(ct)}))
 }
 
-fn encrypt_attrs(kms: &Kms, env: &str, attrs: &Value, sensitive: &BTreeSet<&str>) -> Result<serde_json::Value, EngineError> {
-    let Value::Object(o) = attrs else { return Ok(attrs.to_json()) };
+fn encrypt_attrs(
+    kms: &Kms,
+    env: &str,
+    attrs: &Value,
+    sensitive: &BTreeSet<&str>,
+) -> Result<serde_json::Value, EngineError> {
+    let Value::Object(o) = attrs else {
+        return Ok(attrs.to_json());
+    };
     let mut out = serde_json::Map::new();
     for (k, v) in o {
-        let j = if sensitive.contains(k.as_str()) && !v.is_null() { encrypt_value(kms, env, v)? } else { v.to_json() };
+        let j = if sensitive.contains(k.as_str()) && !v.is_null() {
+            encrypt_value(kms, env, v)?
+        } else {
+            v.to_json()
+        };
         out.insert(k.clone(), j);
     }
     Ok(serde_json::Value::Object(out))
@@ -617,27 +913,51 @@ fn encrypt_attrs(kms: &Kms, env: &str, attrs: &Value, sensitive: &BTreeSet<&str>
 /// Decodes state JSON, decrypting `{"$sensitive": ...}` values.
 pub fn decrypt_json(kms: &Kms, env: &str, j: &serde_json::Value) -> Result<Value, EngineError> {
     Ok(match j {
-        serde_json::Value::Object(o) if o.len() == 1 && o.get("$sensitive").is_some_and(|v| v.is_string()) => {
+        serde_json::Value::Object(o)
+            if o.len() == 1 && o.get("$sensitive").is_some_and(|v| v.is_string()) =>
+        {
             let b64 = o["$sensitive"].as_str().unwrap_or_default();
-            let ct = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| EngineError::Other(format!("corrupt sensitive value: {e}")))?;
+            let ct = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| EngineError::Other(format!("corrupt sensitive value: {e}")))?;
             let pt = kms.decrypt(env, &ct, "veeps state")?;
-            let inner: serde_json::Value = serde_json::from_slice(&pt).map_err(|e| EngineError::Other(format!("corrupt sensitive value: {e}")))?;
+            let inner: serde_json::Value = serde_json::from_slice(&pt)
+                .map_err(|e| EngineError::Other(format!("corrupt sensitive value: {e}")))?;
             Value::from_json(&inner)
         }
-        serde_json::Value::Object(o) => Value::Object(o.iter().map(|(k, v)| Ok((k.clone(), decrypt_json(kms, env, v)?))).collect::<Result<_, EngineError>>()?),
-        serde_json::Value::Array(a) => Value::List(a.iter().map(|v| decrypt_json(kms, env, v)).collect::<Result<_, _>>()?),
+        serde_json::Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| Ok((k.clone(), decrypt_json(kms, env, v)?)))
+                .collect::<Result<_, EngineError>>()?,
+        ),
+        serde_json::Value::Array(a) => Value::List(
+            a.iter()
+                .map(|v| decrypt_json(kms, env, v))
+                .collect::<Result<_, _>>()?,
+        ),
         j => Value::from_json(j),
     })
 }
 
 /// Root variable values from the bundle's `*.tfvars` files and `-var` options.
-fn root_inputs(config: &Config, vars: &[(String, String)], lenient: bool) -> Result<BTreeMap<String, RootInput>, Diagnostics> {
+fn root_inputs(
+    config: &Config,
+    vars: &[(String, String)],
+    lenient: bool,
+) -> Result<BTreeMap<String, RootInput>, Diagnostics> {
     let root = config.root_module();
     let mut out = BTreeMap::new();
     let mut diags = Diagnostics::default();
     let names = || root.variables.keys().map(String::as_str);
-    for (path, text) in config.bundle.files.iter().filter(|(p, _)| veeps_lang::config::parent_dir(p) == config.root && p.ends_with(".tfvars")) {
-        let file = Arc::new(SourceFile { path: path.clone(), text: text.clone() });
+    for (path, text) in
+        config.bundle.files.iter().filter(|(p, _)| {
+            veeps_lang::config::parent_dir(p) == config.root && p.ends_with(".tfvars")
+        })
+    {
+        let file = Arc::new(SourceFile {
+            path: path.clone(),
+            text: text.clone(),
+        });
         let body = match veeps_lang::config::parse_file(&file) {
             Ok(b) => b,
             Err(d) => {
@@ -649,10 +969,22 @@ fn root_inputs(config: &Config, vars: &[(String, String)], lenient: bool) -> Res
             let name = a.key.as_str();
             let loc = Loc::new(&file, hcl_edit::Span::span(&a.key));
             if !root.variables.contains_key(name) {
-                diags.push(Diagnostic::at(&loc, format!("{path} sets \"{name}\", which is not a declared variable.{}", did_you_mean(name, names()))));
+                diags.push(Diagnostic::at(
+                    &loc,
+                    format!(
+                        "{path} sets \"{name}\", which is not a declared variable.{}",
+                        did_you_mean(name, names())
+                    ),
+                ));
                 continue;
             }
-            match eval(&Expr { expr: a.value.clone(), file: file.clone() }, &EmptyScope) {
+            match eval(
+                &Expr {
+                    expr: a.value.clone(),
+                    file: file.clone(),
+                },
+                &EmptyScope,
+            ) {
                 Ok(v) => {
                     out.insert(name.to_string(), RootInput::Value(v, loc));
                 }
@@ -663,7 +995,14 @@ fn root_inputs(config: &Config, vars: &[(String, String)], lenient: bool) -> Res
     for (k, v) in vars {
         if !root.variables.contains_key(k) {
             if !lenient {
-                diags.push(Diagnostic::new(format!("-var {k}=...: there is no variable \"{k}\" in {}.{}", config.root, did_you_mean(k, names())), None));
+                diags.push(Diagnostic::new(
+                    format!(
+                        "-var {k}=...: there is no variable \"{k}\" in {}.{}",
+                        config.root,
+                        did_you_mean(k, names())
+                    ),
+                    None,
+                ));
             }
             continue;
         }
@@ -675,10 +1014,23 @@ fn root_inputs(config: &Config, vars: &[(String, String)], lenient: bool) -> Res
 
 /// Checks a configuration offline: syntax, types, references, cycles, schemas and
 /// validations, with no state and no controllers. Unset root variables are allowed.
-pub async fn validate(registry: Arc<Registry>, bundle: Bundle, vars: &[(String, String)]) -> Result<(), Diagnostics> {
+pub async fn validate(
+    registry: Arc<Registry>,
+    bundle: Bundle,
+    vars: &[(String, String)],
+) -> Result<(), Diagnostics> {
     let config = load_config(Arc::new(bundle))?;
     let inputs = root_inputs(&config, vars, false)?;
-    let walk = Arc::new(Walk::new(Mode::Validate, config, registry, String::new(), inputs, Prior::default(), None, None));
+    let walk = Arc::new(Walk::new(
+        Mode::Validate,
+        config,
+        registry,
+        String::new(),
+        inputs,
+        Prior::default(),
+        None,
+        None,
+    ));
     let r = walk.run().await;
     r.errors.into_result()
 }
@@ -690,11 +1042,21 @@ pub fn environment_name(bundle: &Bundle) -> Result<String, Diagnostics> {
     }
     let root = std::path::Path::new(&bundle.root);
     let name = if bundle.root == "." {
-        std::env::current_dir().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
+        std::env::current_dir()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
     } else {
         root.file_name().map(|n| n.to_string_lossy().to_string())
     };
-    name.filter(|n| !n.is_empty()).ok_or_else(|| Diagnostics::from(Diagnostic::new(format!("cannot name the environment in \"{}\": add an `environment \"NAME\" {{}}` block", bundle.root), None)))
+    name.filter(|n| !n.is_empty()).ok_or_else(|| {
+        Diagnostics::from(Diagnostic::new(
+            format!(
+                "cannot name the environment in \"{}\": add an `environment \"NAME\" {{}}` block",
+                bundle.root
+            ),
+            None,
+        ))
+    })
 }
 
 /// A value to show for a sensitive output or attribute.

@@ -104,7 +104,13 @@ impl Plan {
                     }
                     _ => {
                         let _ = writeln!(s, "  # {} has changed", d.address);
-                        render_attrs(&mut s, Action::Update, d.before.as_ref(), d.after.as_ref(), &[]);
+                        render_attrs(
+                            &mut s,
+                            Action::Update,
+                            d.before.as_ref(),
+                            d.after.as_ref(),
+                            &[],
+                        );
                     }
                 }
                 let _ = writeln!(s);
@@ -116,7 +122,10 @@ impl Plan {
                 render_outputs(&mut s, &self.outputs);
                 let _ = writeln!(s, "\nApplying this plan saves the new output values without changing any resources.");
             } else {
-                let _ = writeln!(s, "No changes. Your infrastructure matches the configuration.");
+                let _ = writeln!(
+                    s,
+                    "No changes. Your infrastructure matches the configuration."
+                );
             }
             return s;
         }
@@ -135,10 +144,20 @@ impl Plan {
             }
             let (ty, name) = type_and_name(&c.address);
             let _ = writeln!(s, "{:>3} resource \"{ty}\" \"{name}\" {{", sym);
-            render_attrs(&mut s, c.action, c.before.as_ref(), c.after.as_ref(), &c.replace_paths);
+            render_attrs(
+                &mut s,
+                c.action,
+                c.before.as_ref(),
+                c.after.as_ref(),
+                &c.replace_paths,
+            );
             let _ = writeln!(s, "    }}\n");
         }
-        let _ = writeln!(s, "Plan: {} to add, {} to change, {} to destroy.", self.summary.add, self.summary.change, self.summary.destroy);
+        let _ = writeln!(
+            s,
+            "Plan: {} to add, {} to change, {} to destroy.",
+            self.summary.add, self.summary.change, self.summary.destroy
+        );
         if self.outputs.iter().any(|o| o.action != Action::NoOp) {
             let _ = writeln!(s, "\nChanges to outputs:");
             render_outputs(&mut s, &self.outputs);
@@ -162,19 +181,36 @@ fn render_outputs(s: &mut String, outputs: &[OutputChange]) {
 fn type_and_name(address: &str) -> (String, String) {
     let last = crate::address_tail(address);
     let (ty, rest) = last.split_once('.').unwrap_or((last, ""));
-    (ty.to_string(), rest.split('[').next().unwrap_or(rest).to_string())
+    (
+        ty.to_string(),
+        rest.split('[').next().unwrap_or(rest).to_string(),
+    )
 }
 
 /// Shows a plan JSON value.
 pub fn show(v: &serde_json::Value) -> String {
     match v {
-        serde_json::Value::Object(o) if o.get("$unknown") == Some(&serde_json::Value::Bool(true)) => "(known after apply)".into(),
-        serde_json::Value::Object(o) if o.get("$sensitive") == Some(&serde_json::Value::Bool(true)) => "(sensitive value)".into(),
+        serde_json::Value::Object(o)
+            if o.get("$unknown") == Some(&serde_json::Value::Bool(true)) =>
+        {
+            "(known after apply)".into()
+        }
+        serde_json::Value::Object(o)
+            if o.get("$sensitive") == Some(&serde_json::Value::Bool(true)) =>
+        {
+            "(sensitive value)".into()
+        }
         v => Value::from_plan_json(v).to_string(),
     }
 }
 
-fn render_attrs(s: &mut String, action: Action, before: Option<&serde_json::Value>, after: Option<&serde_json::Value>, replace: &[String]) {
+fn render_attrs(
+    s: &mut String,
+    action: Action,
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+    replace: &[String],
+) {
     let empty = serde_json::Map::new();
     let b = before.and_then(|v| v.as_object()).unwrap_or(&empty);
     let a = after.and_then(|v| v.as_object()).unwrap_or(&empty);
@@ -185,7 +221,11 @@ fn render_attrs(s: &mut String, action: Action, before: Option<&serde_json::Valu
     for k in keys {
         let bv = b.get(k.as_str()).filter(|v| !v.is_null());
         let av = a.get(k.as_str()).filter(|v| !v.is_null());
-        let force = if replace.iter().any(|r| r == k) { " # forces replacement" } else { "" };
+        let force = if replace.iter().any(|r| r == k) {
+            " # forces replacement"
+        } else {
+            ""
+        };
         let line = match (action, bv, av) {
             (Action::Delete, Some(bv), _) => format!("      - {k:width$} = {}", show(bv)),
             (_, None, Some(av)) => format!("      + {k:width$} = {}{force}", show(av)),
@@ -197,7 +237,9 @@ fn render_attrs(s: &mut String, action: Action, before: Option<&serde_json::Valu
                     format!("        {k:width$} = {}", show(av))
                 }
             }
-            (_, Some(bv), Some(av)) => format!("      ~ {k:width$} = {} -> {}{force}", show(bv), show(av)),
+            (_, Some(bv), Some(av)) => {
+                format!("      ~ {k:width$} = {} -> {}{force}", show(bv), show(av))
+            }
             (_, Some(bv), None) => format!("      - {k:width$} = {} -> null{force}", show(bv)),
             (_, None, None) => continue,
         };

@@ -51,7 +51,9 @@ impl InstKey {
 pub type ModKey = Vec<(String, InstKey)>;
 
 fn mod_prefix(mk: &ModKey) -> String {
-    mk.iter().map(|(n, k)| format!("module.{n}{}.", k.suffix())).collect()
+    mk.iter()
+        .map(|(n, k)| format!("module.{n}{}.", k.suffix()))
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -65,8 +67,23 @@ impl Expansion {
     fn keys(&self) -> Vec<(InstKey, Option<(Value, Value)>)> {
         match self {
             Expansion::Single => vec![(InstKey::None, None)],
-            Expansion::Count(n) => (0..*n).map(|i| (InstKey::Int(i), Some((Value::Number(i as f64), Value::Null)))).collect(),
-            Expansion::Each(kv) => kv.iter().map(|(k, v)| (InstKey::Str(k.clone()), Some((Value::String(k.clone()), v.clone())))).collect(),
+            Expansion::Count(n) => (0..*n)
+                .map(|i| {
+                    (
+                        InstKey::Int(i),
+                        Some((Value::Number(i as f64), Value::Null)),
+                    )
+                })
+                .collect(),
+            Expansion::Each(kv) => kv
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        InstKey::Str(k.clone()),
+                        Some((Value::String(k.clone()), v.clone())),
+                    )
+                })
+                .collect(),
         }
     }
     fn aggregate(&self, mut items: BTreeMap<InstKey, Value>) -> Value {
@@ -76,7 +93,16 @@ impl Expansion {
             Expansion::Each(_) => Value::Object(
                 items
                     .into_iter()
-                    .map(|(k, v)| (if let InstKey::Str(s) = k { s } else { String::new() }, v))
+                    .map(|(k, v)| {
+                        (
+                            if let InstKey::Str(s) = k {
+                                s
+                            } else {
+                                String::new()
+                            },
+                            v,
+                        )
+                    })
                     .collect(),
             ),
         }
@@ -133,18 +159,32 @@ impl Scope for EvalScope<'_> {
         let empty = ModState::default();
         let st = self.vals.mods.get(self.mk).unwrap_or(&empty);
         let first = names.first().copied().unwrap_or("");
-        let pick = |m: &BTreeMap<String, Value>, k: &str| m.get(k).cloned().unwrap_or(Value::Unknown);
+        let pick =
+            |m: &BTreeMap<String, Value>, k: &str| m.get(k).cloned().unwrap_or(Value::Unknown);
         Ok(match root {
             "var" => (pick(&st.vars, first), 1),
             "local" => (pick(&st.locals, first), 1),
-            "data" => (pick(&st.data, &format!("{first}.{}", names.get(1).copied().unwrap_or(""))), 2),
+            "data" => (
+                pick(
+                    &st.data,
+                    &format!("{first}.{}", names.get(1).copied().unwrap_or("")),
+                ),
+                2,
+            ),
             "module" => {
-                let Some(exp) = st.calls.get(first) else { return Ok((Value::Unknown, 1)) };
+                let Some(exp) = st.calls.get(first) else {
+                    return Ok((Value::Unknown, 1));
+                };
                 let mut items = BTreeMap::new();
                 for (k, _) in exp.keys() {
                     let mut c = self.mk.clone();
                     c.push((first.to_string(), k.clone()));
-                    let outs = self.vals.mods.get(&c).map(|s| Value::Object(s.outputs.clone())).unwrap_or(Value::Unknown);
+                    let outs = self
+                        .vals
+                        .mods
+                        .get(&c)
+                        .map(|s| Value::Object(s.outputs.clone()))
+                        .unwrap_or(Value::Unknown);
                     items.insert(k, outs);
                 }
                 (exp.aggregate(items), 1)
@@ -153,7 +193,12 @@ impl Scope for EvalScope<'_> {
             "each" if !self.count => match (first, self.each) {
                 ("key", Some(e)) => (e.0.clone(), 1),
                 ("value", Some(e)) => (e.1.clone(), 1),
-                _ => return Err(Diagnostic::at(loc, "\"each\" is only available in a block with for_each")),
+                _ => {
+                    return Err(Diagnostic::at(
+                        loc,
+                        "\"each\" is only available in a block with for_each",
+                    ))
+                }
             },
             "path" => match first {
                 "module" => (Value::String(self.module.dir.clone()), 1),
@@ -209,8 +254,30 @@ pub enum RootInput {
 
 impl Walk {
     /// A walk of `config`.
-    pub(crate) fn new(mode: Mode, config: Config, registry: Arc<Registry>, env: String, root_inputs: BTreeMap<String, RootInput>, prior: Prior, engine: Option<Arc<Engine>>, events: Option<UnboundedSender<Event>>) -> Walk {
-        Walk { mode, config, registry, env, root_inputs, prior, engine, events, vals: Mutex::default(), result: Mutex::default(), deps_of: Mutex::default() }
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        mode: Mode,
+        config: Config,
+        registry: Arc<Registry>,
+        env: String,
+        root_inputs: BTreeMap<String, RootInput>,
+        prior: Prior,
+        engine: Option<Arc<Engine>>,
+        events: Option<UnboundedSender<Event>>,
+    ) -> Walk {
+        Walk {
+            mode,
+            config,
+            registry,
+            env,
+            root_inputs,
+            prior,
+            engine,
+            events,
+            vals: Mutex::default(),
+            result: Mutex::default(),
+            deps_of: Mutex::default(),
+        }
     }
 
     fn emit(&self, e: Event) {
@@ -245,16 +312,27 @@ impl Walk {
             if !graph.nodes.contains_key(id) {
                 continue;
             }
-            let real: Vec<&NodeId> = deps.iter().filter(|d| graph.nodes.contains_key(*d)).collect();
+            let real: Vec<&NodeId> = deps
+                .iter()
+                .filter(|d| graph.nodes.contains_key(*d))
+                .collect();
             remaining.insert(id.clone(), real.len());
             for d in real {
                 dependents.entry(d.clone()).or_default().push(id.clone());
             }
         }
-        let mut ready: Vec<NodeId> = remaining.iter().filter(|(_, n)| **n == 0).map(|(id, _)| id.clone()).collect();
+        let mut ready: Vec<NodeId> = remaining
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut failed: BTreeSet<NodeId> = BTreeSet::new();
         let mut tasks = tokio::task::JoinSet::new();
-        let modules: BTreeMap<NodeId, Arc<ModuleConfig>> = graph.nodes.iter().map(|(id, info)| (id.clone(), info.module.clone())).collect();
+        let modules: BTreeMap<NodeId, Arc<ModuleConfig>> = graph
+            .nodes
+            .iter()
+            .map(|(id, info)| (id.clone(), info.module.clone()))
+            .collect();
         loop {
             for id in ready.drain(..) {
                 let me = self.clone();
@@ -264,16 +342,30 @@ impl Walk {
                     (id, r)
                 });
             }
-            let Some(joined) = tasks.join_next().await else { break };
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
             let (id, res) = match joined {
                 Ok(x) => x,
                 Err(e) => {
-                    self.result.lock().expect("result lock").errors.push(Diagnostic::new(format!("internal error: a task failed: {e}"), None));
+                    self.result
+                        .lock()
+                        .expect("result lock")
+                        .errors
+                        .push(Diagnostic::new(
+                            format!("internal error: a task failed: {e}"),
+                            None,
+                        ));
                     continue;
                 }
             };
             if let Err(d) = res {
-                self.result.lock().expect("result lock").errors.0.extend(d.0);
+                self.result
+                    .lock()
+                    .expect("result lock")
+                    .errors
+                    .0
+                    .extend(d.0);
                 // Skip everything downstream.
                 let mut todo = vec![id.clone()];
                 while let Some(n) = todo.pop() {
@@ -298,16 +390,33 @@ impl Walk {
     async fn node(&self, id: &NodeId, m: &Arc<ModuleConfig>) -> Result<(), Diagnostics> {
         match &id.kind {
             Kind::Var(name) => self.var_node(id, m, name),
-            Kind::Local(name) => self.simple_node(id, m, |st, v| {
-                st.locals.insert(name.clone(), v);
-            }, &m.locals[name].expr),
+            Kind::Local(name) => self.simple_node(
+                id,
+                m,
+                |st, v| {
+                    st.locals.insert(name.clone(), v);
+                },
+                &m.locals[name].expr,
+            ),
             Kind::Output(name) => {
                 let o = &m.outputs[name];
-                self.simple_node(id, m, |st, v| {
-                    st.outputs.insert(name.clone(), v);
-                }, &o.value)?;
+                self.simple_node(
+                    id,
+                    m,
+                    |st, v| {
+                        st.outputs.insert(name.clone(), v);
+                    },
+                    &o.value,
+                )?;
                 if id.path.is_empty() {
-                    let v = self.vals.lock().expect("values").mods.get(&vec![]).and_then(|s| s.outputs.get(name).cloned()).unwrap_or(Value::Unknown);
+                    let v = self
+                        .vals
+                        .lock()
+                        .expect("values")
+                        .mods
+                        .get(&vec![])
+                        .and_then(|s| s.outputs.get(name).cloned())
+                        .unwrap_or(Value::Unknown);
                     let sensitive = o.sensitive;
                     if !sensitive {
                         if let Some(src) = self.sensitive_source(m, &o.value) {
@@ -316,7 +425,11 @@ impl Walk {
                                 .into());
                         }
                     }
-                    self.result.lock().expect("result lock").outputs.insert(name.clone(), (v, sensitive));
+                    self.result
+                        .lock()
+                        .expect("result lock")
+                        .outputs
+                        .insert(name.clone(), (v, sensitive));
                 }
                 Ok(())
             }
@@ -326,12 +439,25 @@ impl Walk {
         }
     }
 
-    fn simple_node(&self, id: &NodeId, m: &ModuleConfig, store: impl Fn(&mut ModState, Value), e: &Expr) -> Result<(), Diagnostics> {
+    fn simple_node(
+        &self,
+        id: &NodeId,
+        m: &ModuleConfig,
+        store: impl Fn(&mut ModState, Value),
+        e: &Expr,
+    ) -> Result<(), Diagnostics> {
         let mut vals = self.vals.lock().expect("values");
         let mut diags = Diagnostics::default();
         for mk in vals.instances(&id.path) {
             let v = {
-                let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: None, count: false };
+                let scope = EvalScope {
+                    vals: &vals,
+                    mk: &mk,
+                    module: m,
+                    bundle: &self.config.bundle,
+                    each: None,
+                    count: false,
+                };
                 eval(e, &scope)
             };
             match v {
@@ -351,7 +477,9 @@ impl Walk {
                 match self.root_inputs.get(name) {
                     Some(RootInput::Value(v, _)) => Some(v.clone()),
                     Some(RootInput::Raw(s)) => Some(match &decl.ty {
-                        Type::String | Type::Number | Type::Bool | Type::Any => Value::String(s.clone()),
+                        Type::String | Type::Number | Type::Bool | Type::Any => {
+                            Value::String(s.clone())
+                        }
                         _ => match hcl_expr_value(s) {
                             Ok(v) => v,
                             Err(msg) => {
@@ -373,9 +501,18 @@ impl Walk {
                     let how = if id.path.is_empty() {
                         format!("Set it with `-var {name}=VALUE`, in a .tfvars file, or give the variable a default.")
                     } else {
-                        format!("Set `{name} = ...` in the module block module.{}.", id.path.join(".module."))
+                        format!(
+                            "Set `{name} = ...` in the module block module.{}.",
+                            id.path.join(".module.")
+                        )
                     };
-                    diags.push(Diagnostic::at(&decl.loc, format!("no value for required variable \"{name}\"")).with_detail(how));
+                    diags.push(
+                        Diagnostic::at(
+                            &decl.loc,
+                            format!("no value for required variable \"{name}\""),
+                        )
+                        .with_detail(how),
+                    );
                     continue;
                 }
             };
@@ -386,20 +523,52 @@ impl Walk {
                         Some(RootInput::Value(_, loc)) if id.path.is_empty() => loc.clone(),
                         _ => decl.loc.clone(),
                     };
-                    diags.push(Diagnostic::at(&at, format!("invalid value for variable \"{name}\": {msg}")).with_detail(format!("The variable's type is {}.", decl.ty)));
+                    diags.push(
+                        Diagnostic::at(
+                            &at,
+                            format!("invalid value for variable \"{name}\": {msg}"),
+                        )
+                        .with_detail(format!("The variable's type is {}.", decl.ty)),
+                    );
                     continue;
                 }
             };
-            vals.mods.entry(mk.clone()).or_default().vars.insert(name.to_string(), v.clone());
+            vals.mods
+                .entry(mk.clone())
+                .or_default()
+                .vars
+                .insert(name.to_string(), v.clone());
             for val in &decl.validations {
-                let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: None, count: false };
+                let scope = EvalScope {
+                    vals: &vals,
+                    mk: &mk,
+                    module: m,
+                    bundle: &self.config.bundle,
+                    each: None,
+                    count: false,
+                };
                 match eval(&val.condition, &scope) {
                     Ok(Value::Bool(true)) | Ok(Value::Unknown) => {}
                     Ok(Value::Bool(false)) => {
-                        let msg = eval(&val.error_message, &scope).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_else(|| "the validation condition failed".into());
-                        diags.push(Diagnostic::at(&val.condition.loc(), format!("invalid value for variable \"{name}\": {msg}")).with_detail(format!("The value given was {v}.")));
+                        let msg = eval(&val.error_message, &scope)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_else(|| "the validation condition failed".into());
+                        diags.push(
+                            Diagnostic::at(
+                                &val.condition.loc(),
+                                format!("invalid value for variable \"{name}\": {msg}"),
+                            )
+                            .with_detail(format!("The value given was {v}.")),
+                        );
                     }
-                    Ok(other) => diags.push(Diagnostic::at(&val.condition.loc(), format!("a validation condition must be a bool, got {}", other.type_name()))),
+                    Ok(other) => diags.push(Diagnostic::at(
+                        &val.condition.loc(),
+                        format!(
+                            "a validation condition must be a bool, got {}",
+                            other.type_name()
+                        ),
+                    )),
                     Err(d) => diags.push(d),
                 }
             }
@@ -411,13 +580,24 @@ impl Walk {
         let call = &m.module_calls[name];
         let child_dir = call.source.dir();
         let Some(child) = self.config.modules.get(&child_dir) else {
-            return Err(Diagnostic::at(&call.source_loc, format!("module source \"{child_dir}\" was not loaded")).into());
+            return Err(Diagnostic::at(
+                &call.source_loc,
+                format!("module source \"{child_dir}\" was not loaded"),
+            )
+            .into());
         };
         let mut vals = self.vals.lock().expect("values");
         let mut diags = Diagnostics::default();
         for mk in vals.instances(&id.path) {
             let exp = {
-                let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: None, count: false };
+                let scope = EvalScope {
+                    vals: &vals,
+                    mk: &mk,
+                    module: m,
+                    bundle: &self.config.bundle,
+                    each: None,
+                    count: false,
+                };
                 match expansion(call.count.as_ref(), call.for_each.as_ref(), &scope) {
                     Ok(e) => e,
                     Err(d) => {
@@ -429,12 +609,30 @@ impl Walk {
             for (k, each) in exp.keys() {
                 let mut inputs = BTreeMap::new();
                 {
-                    let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: each.as_ref(), count: call.count.is_some() };
+                    let scope = EvalScope {
+                        vals: &vals,
+                        mk: &mk,
+                        module: m,
+                        bundle: &self.config.bundle,
+                        each: each.as_ref(),
+                        count: call.count.is_some(),
+                    };
                     for (an, a) in &call.inputs {
                         if !child.variables.contains_key(an) {
                             diags.push(
-                                Diagnostic::at(&a.loc, format!("module \"{name}\" has no input variable \"{an}\".{}", did_you_mean(an, child.variables.keys().map(String::as_str))))
-                                    .with_detail(format!("The module's variables are declared in {child_dir}.")),
+                                Diagnostic::at(
+                                    &a.loc,
+                                    format!(
+                                        "module \"{name}\" has no input variable \"{an}\".{}",
+                                        did_you_mean(
+                                            an,
+                                            child.variables.keys().map(String::as_str)
+                                        )
+                                    ),
+                                )
+                                .with_detail(format!(
+                                    "The module's variables are declared in {child_dir}."
+                                )),
                             );
                             continue;
                         }
@@ -450,7 +648,11 @@ impl Walk {
                 c.push((name.to_string(), k));
                 vals.mods.entry(c).or_default().inputs = inputs;
             }
-            vals.mods.entry(mk).or_default().calls.insert(name.to_string(), exp);
+            vals.mods
+                .entry(mk)
+                .or_default()
+                .calls
+                .insert(name.to_string(), exp);
         }
         diags.into_result()
     }
@@ -474,8 +676,16 @@ impl Walk {
                     }
                 }
                 "module" => {
-                    if let (Some(c), Some(o)) = (r.names.first().and_then(|n| m.module_calls.get(n)), r.names.get(1)) {
-                        if let Some(out) = self.config.modules.get(&c.source.dir()).and_then(|cm| cm.outputs.get(o)) {
+                    if let (Some(c), Some(o)) = (
+                        r.names.first().and_then(|n| m.module_calls.get(n)),
+                        r.names.get(1),
+                    ) {
+                        if let Some(out) = self
+                            .config
+                            .modules
+                            .get(&c.source.dir())
+                            .and_then(|cm| cm.outputs.get(o))
+                        {
                             if out.sensitive {
                                 return Some(format!("module.{}.{o}", c.name));
                             }
@@ -496,8 +706,17 @@ impl Walk {
         None
     }
 
-    async fn data_node(&self, id: &NodeId, m: &ModuleConfig, rc: &ResourceConfig) -> Result<(), Diagnostics> {
-        let ds = self.registry.data(&rc.type_name).expect("checked by the graph").clone();
+    async fn data_node(
+        &self,
+        id: &NodeId,
+        m: &ModuleConfig,
+        rc: &ResourceConfig,
+    ) -> Result<(), Diagnostics> {
+        let ds = self
+            .registry
+            .data(&rc.type_name)
+            .expect("checked by the graph")
+            .clone();
         let key = rc.key().trim_start_matches("data.").to_string();
         let instances = self.instances_of(id, m, rc, ds.schema())?;
         let mut per_mod: BTreeMap<ModKey, (Expansion, BTreeMap<InstKey, Value>)> = BTreeMap::new();
@@ -514,35 +733,69 @@ impl Walk {
                 match ds.read(&ctx, &inst.config).await {
                     Ok(v) => v,
                     Err(e) => {
-                        diags.push(Diagnostic::at(&rc.loc, format!("reading {}: {e}", inst.address)));
+                        diags.push(Diagnostic::at(
+                            &rc.loc,
+                            format!("reading {}: {e}", inst.address),
+                        ));
                         continue;
                     }
                 }
             };
-            per_mod.entry(inst.mk.clone()).or_insert_with(|| (inst.exp.clone(), BTreeMap::new())).1.insert(inst.key.clone(), value);
+            per_mod
+                .entry(inst.mk.clone())
+                .or_insert_with(|| (inst.exp.clone(), BTreeMap::new()))
+                .1
+                .insert(inst.key.clone(), value);
         }
         let mut vals = self.vals.lock().expect("values");
         for (mk, (exp, items)) in per_mod {
-            vals.mods.entry(mk).or_default().data.insert(key.clone(), exp.aggregate(items));
+            vals.mods
+                .entry(mk)
+                .or_default()
+                .data
+                .insert(key.clone(), exp.aggregate(items));
         }
         diags.into_result()
     }
 
     fn ctx(&self, address: &str) -> Ctx {
         match &self.engine {
-            Some(e) => Ctx { env: self.env.clone(), address: address.to_string(), data_dir: e.data_dir.clone(), services: e.services.clone() },
-            None => Ctx { env: self.env.clone(), address: address.to_string(), data_dir: Default::default(), services: Default::default() },
+            Some(e) => Ctx {
+                env: self.env.clone(),
+                address: address.to_string(),
+                data_dir: e.data_dir.clone(),
+                services: e.services.clone(),
+            },
+            None => Ctx {
+                env: self.env.clone(),
+                address: address.to_string(),
+                data_dir: Default::default(),
+                services: Default::default(),
+            },
         }
     }
 
     /// Expands a resource block into its instances and decodes each one's configuration.
-    fn instances_of(&self, id: &NodeId, m: &ModuleConfig, rc: &ResourceConfig, schema: &Schema) -> Result<Vec<Instance>, Diagnostics> {
+    fn instances_of(
+        &self,
+        id: &NodeId,
+        m: &ModuleConfig,
+        rc: &ResourceConfig,
+        schema: &Schema,
+    ) -> Result<Vec<Instance>, Diagnostics> {
         let vals = self.vals.lock().expect("values");
         let mut out = vec![];
         let mut diags = Diagnostics::default();
         let mut empty_mods = vec![];
         for mk in vals.instances(&id.path) {
-            let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: None, count: false };
+            let scope = EvalScope {
+                vals: &vals,
+                mk: &mk,
+                module: m,
+                bundle: &self.config.bundle,
+                each: None,
+                count: false,
+            };
             let exp = match expansion(rc.count.as_ref(), rc.for_each.as_ref(), &scope) {
                 Ok(e) => e,
                 Err(d) => {
@@ -555,10 +808,23 @@ impl Walk {
                 empty_mods.push((mk.clone(), exp.clone()));
             }
             for (k, each) in keys {
-                let scope = EvalScope { vals: &vals, mk: &mk, module: m, bundle: &self.config.bundle, each: each.as_ref(), count: rc.count.is_some() };
+                let scope = EvalScope {
+                    vals: &vals,
+                    mk: &mk,
+                    module: m,
+                    bundle: &self.config.bundle,
+                    each: each.as_ref(),
+                    count: rc.count.is_some(),
+                };
                 let address = format!("{}{}{}", mod_prefix(&mk), rc.key(), k.suffix());
                 match decode_body(schema, &rc.body, &scope) {
-                    Ok(config) => out.push(Instance { mk: mk.clone(), key: k, exp: exp.clone(), address, config }),
+                    Ok(config) => out.push(Instance {
+                        mk: mk.clone(),
+                        key: k,
+                        exp: exp.clone(),
+                        address,
+                        config,
+                    }),
                     Err(d) => diags.0.extend(d.0),
                 }
             }
@@ -573,7 +839,8 @@ impl Walk {
                 if rc.mode == veeps_lang::config::Mode::Managed {
                     st.resources.insert(rc.key(), v);
                 } else {
-                    st.data.insert(rc.key().trim_start_matches("data.").to_string(), v);
+                    st.data
+                        .insert(rc.key().trim_start_matches("data.").to_string(), v);
                 }
             }
         }
@@ -581,21 +848,44 @@ impl Walk {
         Ok(out)
     }
 
-    async fn resource_node(&self, id: &NodeId, m: &ModuleConfig, rc: &ResourceConfig) -> Result<(), Diagnostics> {
-        let rt = self.registry.resource(&rc.type_name).expect("checked by the graph").clone();
+    async fn resource_node(
+        &self,
+        id: &NodeId,
+        m: &ModuleConfig,
+        rc: &ResourceConfig,
+    ) -> Result<(), Diagnostics> {
+        let rt = self
+            .registry
+            .resource(&rc.type_name)
+            .expect("checked by the graph")
+            .clone();
         let instances = self.instances_of(id, m, rc, rt.schema())?;
         let mut diags = Diagnostics::default();
         // Type-specific validation on known values.
         for inst in &instances {
             for e in rt.validate(&inst.config) {
-                let loc = e.path.first().and_then(|a| rc.body.attrs.get(a)).map(|a| a.expr.loc()).unwrap_or_else(|| rc.loc.clone());
-                diags.push(Diagnostic::at(&loc, format!("{}: {} {}", inst.address, e.path.join("."), e.message)));
+                let loc = e
+                    .path
+                    .first()
+                    .and_then(|a| rc.body.attrs.get(a))
+                    .map(|a| a.expr.loc())
+                    .unwrap_or_else(|| rc.loc.clone());
+                diags.push(Diagnostic::at(
+                    &loc,
+                    format!("{}: {} {}", inst.address, e.path.join("."), e.message),
+                ));
             }
         }
         if !diags.is_empty() {
             return Err(diags);
         }
-        let deps = self.deps_of.lock().expect("deps").get(id).cloned().unwrap_or_default();
+        let deps = self
+            .deps_of
+            .lock()
+            .expect("deps")
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
         let masked = self.masked_attrs(m, rc, rt.schema());
         let futs = instances.into_iter().map(|inst| {
             let rt = rt.clone();
@@ -609,23 +899,44 @@ impl Walk {
         let results = futures::future::join_all(futs).await;
         let mut per_mod: BTreeMap<ModKey, (Expansion, BTreeMap<InstKey, Value>)> = BTreeMap::new();
         for (inst, r) in results {
-            self.result.lock().expect("result lock").claimed.insert(inst.address.clone());
+            self.result
+                .lock()
+                .expect("result lock")
+                .claimed
+                .insert(inst.address.clone());
             match r {
                 Ok(v) => {
-                    per_mod.entry(inst.mk.clone()).or_insert_with(|| (inst.exp.clone(), BTreeMap::new())).1.insert(inst.key.clone(), v);
+                    per_mod
+                        .entry(inst.mk.clone())
+                        .or_insert_with(|| (inst.exp.clone(), BTreeMap::new()))
+                        .1
+                        .insert(inst.key.clone(), v);
                 }
                 Err(d) => diags.0.extend(d.0),
             }
         }
         let mut vals = self.vals.lock().expect("values");
         for (mk, (exp, items)) in per_mod {
-            vals.mods.entry(mk).or_default().resources.insert(rc.key(), exp.aggregate(items));
+            vals.mods
+                .entry(mk)
+                .or_default()
+                .resources
+                .insert(rc.key(), exp.aggregate(items));
         }
         diags.into_result()
     }
 
-    fn masked_attrs(&self, m: &ModuleConfig, rc: &ResourceConfig, schema: &Schema) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> = schema.sensitive_attrs().into_iter().map(String::from).collect();
+    fn masked_attrs(
+        &self,
+        m: &ModuleConfig,
+        rc: &ResourceConfig,
+        schema: &Schema,
+    ) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = schema
+            .sensitive_attrs()
+            .into_iter()
+            .map(String::from)
+            .collect();
         for (name, a) in &rc.body.attrs {
             if self.sensitive_source(m, &a.expr).is_some() {
                 out.insert(name.clone());
@@ -636,14 +947,36 @@ impl Walk {
 
     /// Plans (and in apply mode, performs) the change to one instance. Returns the value
     /// references to it see.
-    async fn instance(&self, rt: &Arc<dyn Resource>, rc: &ResourceConfig, inst: &Instance, deps: &[String], masked: &BTreeSet<String>) -> Result<Value, Diagnostics> {
+    async fn instance(
+        &self,
+        rt: &Arc<dyn Resource>,
+        rc: &ResourceConfig,
+        inst: &Instance,
+        deps: &[String],
+        masked: &BTreeSet<String>,
+    ) -> Result<Value, Diagnostics> {
         let schema = rt.schema();
         let prior = self.prior.get(&inst.address);
         let (action, replace_paths, reason, config) = match prior {
             _ if self.mode == Mode::Validate => (Action::Create, vec![], None, inst.config.clone()),
-            None => (Action::Create, vec![], self.prior.gone.get(&inst.address).cloned(), inst.config.clone()),
-            Some(p) if p.record.status == ResourceStatus::Creating => (Action::Create, vec![], Some("its creation was interrupted; creating it again".into()), inst.config.clone()),
-            Some(p) if p.record.status == ResourceStatus::Tainted => (Action::Replace, vec![], Some("a previous operation on it failed".into()), inst.config.clone()),
+            None => (
+                Action::Create,
+                vec![],
+                self.prior.gone.get(&inst.address).cloned(),
+                inst.config.clone(),
+            ),
+            Some(p) if p.record.status == ResourceStatus::Creating => (
+                Action::Create,
+                vec![],
+                Some("its creation was interrupted; creating it again".into()),
+                inst.config.clone(),
+            ),
+            Some(p) if p.record.status == ResourceStatus::Tainted => (
+                Action::Replace,
+                vec![],
+                Some("a previous operation on it failed".into()),
+                inst.config.clone(),
+            ),
             Some(p) => {
                 let (cfg, changed, forces) = diff(schema, &rc.lifecycle, &p.attrs, &inst.config);
                 if !forces.is_empty() {
@@ -656,13 +989,23 @@ impl Walk {
             }
         };
         if rc.lifecycle.prevent_destroy && action == Action::Replace {
-            return Err(Diagnostic::at(&rc.loc, format!("{} has lifecycle.prevent_destroy set, but the plan replaces it ({})", inst.address, replace_paths.join(", ")))
-                .with_detail("Remove prevent_destroy, or undo the change that forces replacement.")
-                .into());
+            return Err(Diagnostic::at(
+                &rc.loc,
+                format!(
+                    "{} has lifecycle.prevent_destroy set, but the plan replaces it ({})",
+                    inst.address,
+                    replace_paths.join(", ")
+                ),
+            )
+            .with_detail("Remove prevent_destroy, or undo the change that forces replacement.")
+            .into());
         }
         let planned = match action {
             Action::Create | Action::Replace => with_unknown_computed(schema, &config),
-            Action::Update => merge(&prior.map(|p| p.attrs.clone()).unwrap_or(Value::Null), &config),
+            Action::Update => merge(
+                &prior.map(|p| p.attrs.clone()).unwrap_or(Value::Null),
+                &config,
+            ),
             _ => prior.map(|p| p.attrs.clone()).unwrap_or(Value::Null),
         };
         let before = prior.map(|p| mask(&p.attrs, masked).to_plan_json());
@@ -670,50 +1013,116 @@ impl Walk {
             address: inst.address.clone(),
             type_name: rc.type_name.clone(),
             action,
-            before: if action == Action::Create { None } else { before },
+            before: if action == Action::Create {
+                None
+            } else {
+                before
+            },
             after: Some(mask(&planned, masked).to_plan_json()),
             replace_paths,
             reason,
         };
-        self.result.lock().expect("result lock").changes.push(change);
+        self.result
+            .lock()
+            .expect("result lock")
+            .changes
+            .push(change);
         if self.mode != Mode::Apply {
             return Ok(planned);
         }
         if config.has_unknown() {
-            return Err(Diagnostic::at(&rc.loc, format!("{}: the configuration depends on values that are still unknown during apply", inst.address)).into());
+            return Err(Diagnostic::at(
+                &rc.loc,
+                format!(
+                    "{}: the configuration depends on values that are still unknown during apply",
+                    inst.address
+                ),
+            )
+            .into());
         }
         let engine = self.engine.clone().expect("apply has an engine");
         let ctx = self.ctx(&inst.address);
         let started = Instant::now();
         if action != Action::NoOp {
-            self.emit(Event::Start { address: inst.address.clone(), action });
+            self.emit(Event::Start {
+                address: inst.address.clone(),
+                action,
+            });
         }
         let op = async {
             match action {
                 Action::NoOp => {
                     let p = prior.expect("no-op has prior");
                     if p.refreshed {
-                        engine.save(&self.env, rt, &inst.address, &p.attrs, deps, ResourceStatus::Ready, rc.lifecycle.create_before_destroy).await?;
+                        engine
+                            .save(
+                                &self.env,
+                                rt,
+                                &inst.address,
+                                &p.attrs,
+                                deps,
+                                ResourceStatus::Ready,
+                                rc.lifecycle.create_before_destroy,
+                            )
+                            .await?;
                     }
                     Ok(p.attrs.clone())
                 }
-                Action::Create => self.create(&engine, rt, &ctx, inst, &config, deps, rc.lifecycle.create_before_destroy).await,
+                Action::Create => {
+                    self.create(
+                        &engine,
+                        rt,
+                        &ctx,
+                        inst,
+                        &config,
+                        deps,
+                        rc.lifecycle.create_before_destroy,
+                    )
+                    .await
+                }
                 Action::Update => {
                     let p = prior.expect("update has prior");
                     let _permit = engine.permits.acquire().await;
-                    let new = rt.update(&ctx, &p.attrs, &config).await.map_err(|e| e.to_string())?;
-                    engine.save(&self.env, rt, &inst.address, &new, deps, ResourceStatus::Ready, rc.lifecycle.create_before_destroy).await?;
+                    let new = rt
+                        .update(&ctx, &p.attrs, &config)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    engine
+                        .save(
+                            &self.env,
+                            rt,
+                            &inst.address,
+                            &new,
+                            deps,
+                            ResourceStatus::Ready,
+                            rc.lifecycle.create_before_destroy,
+                        )
+                        .await?;
                     Ok(new)
                 }
                 Action::Replace => {
                     let p = prior.expect("replace has prior");
                     if rc.lifecycle.create_before_destroy {
                         let deposed = format!("{}#deposed", inst.address);
-                        engine.save(&self.env, rt, &deposed, &p.attrs, deps, ResourceStatus::Ready, true).await?;
-                        let new = self.create(&engine, rt, &ctx, inst, &config, deps, true).await?;
+                        engine
+                            .save(
+                                &self.env,
+                                rt,
+                                &deposed,
+                                &p.attrs,
+                                deps,
+                                ResourceStatus::Ready,
+                                true,
+                            )
+                            .await?;
+                        let new = self
+                            .create(&engine, rt, &ctx, inst, &config, deps, true)
+                            .await?;
                         {
                             let _permit = engine.permits.acquire().await;
-                            rt.delete(&ctx, &p.attrs).await.map_err(|e| format!("deleting the replaced object: {e}"))?;
+                            rt.delete(&ctx, &p.attrs)
+                                .await
+                                .map_err(|e| format!("deleting the replaced object: {e}"))?;
                         }
                         engine.forget(&self.env, &deposed)?;
                         Ok(new)
@@ -723,7 +1132,8 @@ impl Walk {
                             rt.delete(&ctx, &p.attrs).await.map_err(|e| e.to_string())?;
                         }
                         engine.forget(&self.env, &inst.address)?;
-                        self.create(&engine, rt, &ctx, inst, &config, deps, false).await
+                        self.create(&engine, rt, &ctx, inst, &config, deps, false)
+                            .await
                     }
                 }
                 Action::Delete => unreachable!("deletes are not part of the walk"),
@@ -734,22 +1144,58 @@ impl Walk {
             Ok(v) => {
                 if action != Action::NoOp {
                     let id = v.get("id").and_then(|i| i.to_template_string());
-                    self.emit(Event::Done { address: inst.address.clone(), action, elapsed: started.elapsed().as_secs_f64(), id });
+                    self.emit(Event::Done {
+                        address: inst.address.clone(),
+                        action,
+                        elapsed: started.elapsed().as_secs_f64(),
+                        id,
+                    });
                 }
                 Ok(v)
             }
             Err(msg) => {
-                self.emit(Event::Failed { address: inst.address.clone(), action, error: msg.clone() });
-                self.result.lock().expect("result lock").failures.push((inst.address.clone(), msg.clone()));
-                Err(Diagnostic::at(&rc.loc, format!("{}: {} failed: {msg}", inst.address, action.verb().1)).into())
+                self.emit(Event::Failed {
+                    address: inst.address.clone(),
+                    action,
+                    error: msg.clone(),
+                });
+                self.result
+                    .lock()
+                    .expect("result lock")
+                    .failures
+                    .push((inst.address.clone(), msg.clone()));
+                Err(Diagnostic::at(
+                    &rc.loc,
+                    format!("{}: {} failed: {msg}", inst.address, action.verb().1),
+                )
+                .into())
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn create(&self, engine: &Engine, rt: &Arc<dyn Resource>, ctx: &Ctx, inst: &Instance, config: &Value, deps: &[String], cbd: bool) -> Result<Value, String> {
+    async fn create(
+        &self,
+        engine: &Engine,
+        rt: &Arc<dyn Resource>,
+        ctx: &Ctx,
+        inst: &Instance,
+        config: &Value,
+        deps: &[String],
+        cbd: bool,
+    ) -> Result<Value, String> {
         // Record the intent first: a crash mid-create leaves a record the next apply finishes.
-        engine.save(&self.env, rt, &inst.address, config, deps, ResourceStatus::Creating, cbd).await?;
+        engine
+            .save(
+                &self.env,
+                rt,
+                &inst.address,
+                config,
+                deps,
+                ResourceStatus::Creating,
+                cbd,
+            )
+            .await?;
         let state = {
             let _permit = engine.permits.acquire().await;
             rt.create(ctx, config).await.map_err(|e| e.to_string())?
@@ -757,13 +1203,32 @@ impl Walk {
         if state.has_unknown() {
             return Err("the controller returned a state with unknown values".into());
         }
-        engine.save(&self.env, rt, &inst.address, &state, deps, ResourceStatus::Ready, cbd).await?;
+        engine
+            .save(
+                &self.env,
+                rt,
+                &inst.address,
+                &state,
+                deps,
+                ResourceStatus::Ready,
+                cbd,
+            )
+            .await?;
         Ok(state)
     }
 
-    pub(crate) async fn with_progress<T>(&self, address: &str, action: Action, started: Instant, op: impl std::future::Future<Output = T>) -> T {
+    pub(crate) async fn with_progress<T>(
+        &self,
+        address: &str,
+        action: Action,
+        started: Instant,
+        op: impl std::future::Future<Output = T>,
+    ) -> T {
         tokio::pin!(op);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + std::time::Duration::from_secs(10), std::time::Duration::from_secs(10));
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(10),
+        );
         loop {
             tokio::select! {
                 r = &mut op => return r,
@@ -798,11 +1263,18 @@ pub fn node_address(id: &NodeId) -> String {
 
 fn hcl_expr_value(s: &str) -> Result<Value, String> {
     let e = hcl_edit::parser::parse_expr(s).map_err(|e| e.message().to_string())?;
-    let file = Arc::new(veeps_lang::diag::SourceFile { path: "-var".into(), text: s.into() });
+    let file = Arc::new(veeps_lang::diag::SourceFile {
+        path: "-var".into(),
+        text: s.into(),
+    });
     eval(&Expr { expr: e, file }, &veeps_lang::eval::EmptyScope).map_err(|d| d.summary)
 }
 
-fn expansion(count: Option<&Expr>, for_each: Option<&Expr>, scope: &dyn Scope) -> Result<Expansion, Diagnostic> {
+fn expansion(
+    count: Option<&Expr>,
+    for_each: Option<&Expr>,
+    scope: &dyn Scope,
+) -> Result<Expansion, Diagnostic> {
     if let Some(c) = count {
         return match eval(c, scope)? {
             Value::Number(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Expansion::Count(n as usize)),
@@ -824,15 +1296,37 @@ fn expansion(count: Option<&Expr>, for_each: Option<&Expr>, scope: &dyn Scope) -
                                 keys.push((s.clone(), Value::String(s)));
                             }
                         }
-                        Value::Unknown => return Err(Diagnostic::at(&f.loc(), "the for_each value has elements that cannot be known until apply")),
-                        other => return Err(Diagnostic::at(&f.loc(), format!("for_each over a list needs strings, found a {}", other.type_name()))),
+                        Value::Unknown => {
+                            return Err(Diagnostic::at(
+                                &f.loc(),
+                                "the for_each value has elements that cannot be known until apply",
+                            ))
+                        }
+                        other => {
+                            return Err(Diagnostic::at(
+                                &f.loc(),
+                                format!(
+                                    "for_each over a list needs strings, found a {}",
+                                    other.type_name()
+                                ),
+                            ))
+                        }
                     }
                 }
                 keys.sort_by(|a, b| a.0.cmp(&b.0));
                 Ok(Expansion::Each(keys))
             }
-            Value::Unknown => Err(Diagnostic::at(&f.loc(), "the for_each value depends on values that cannot be known until apply")),
-            v => Err(Diagnostic::at(&f.loc(), format!("for_each needs a map or a set of strings, got {}", v.type_name()))),
+            Value::Unknown => Err(Diagnostic::at(
+                &f.loc(),
+                "the for_each value depends on values that cannot be known until apply",
+            )),
+            v => Err(Diagnostic::at(
+                &f.loc(),
+                format!(
+                    "for_each needs a map or a set of strings, got {}",
+                    v.type_name()
+                ),
+            )),
         };
     }
     Ok(Expansion::Single)
@@ -841,19 +1335,38 @@ fn expansion(count: Option<&Expr>, for_each: Option<&Expr>, scope: &dyn Scope) -
 /// Evaluates a block body against a schema: every settable attribute (null or default when
 /// unset), nested blocks as objects or lists. Reports unknown, missing, computed-only and
 /// mistyped attributes at their position.
-pub fn decode_body(schema: &Schema, body: &BodyConfig, scope: &dyn Scope) -> Result<Value, Diagnostics> {
+pub fn decode_body(
+    schema: &Schema,
+    body: &BodyConfig,
+    scope: &dyn Scope,
+) -> Result<Value, Diagnostics> {
     let mut out = BTreeMap::new();
     let mut diags = Diagnostics::default();
     for (name, a) in &body.attrs {
         let Some(s) = schema.get(name) else {
-            let mut names: Vec<&str> = schema.attrs.iter().filter(|a| a.settable()).map(|a| a.name).collect();
+            let mut names: Vec<&str> = schema
+                .attrs
+                .iter()
+                .filter(|a| a.settable())
+                .map(|a| a.name)
+                .collect();
             names.extend(schema.blocks.iter().map(|b| b.name));
-            let hint = if schema.get_block(name).is_some() { format!(" \"{name}\" is a block: write `{name} {{ ... }}`.") } else { did_you_mean(name, names.iter().copied()) };
-            diags.push(Diagnostic::at(&a.loc, format!("unsupported argument \"{name}\".{hint}")).with_detail(format!("Arguments here: {}.", names.join(", "))));
+            let hint = if schema.get_block(name).is_some() {
+                format!(" \"{name}\" is a block: write `{name} {{ ... }}`.")
+            } else {
+                did_you_mean(name, names.iter().copied())
+            };
+            diags.push(
+                Diagnostic::at(&a.loc, format!("unsupported argument \"{name}\".{hint}"))
+                    .with_detail(format!("Arguments here: {}.", names.join(", "))),
+            );
             continue;
         };
         if s.mode == AttrMode::Computed {
-            diags.push(Diagnostic::at(&a.loc, format!("\"{name}\" is computed by veeps and cannot be set")));
+            diags.push(Diagnostic::at(
+                &a.loc,
+                format!("\"{name}\" is computed by veeps and cannot be set"),
+            ));
             continue;
         }
         match eval(&a.expr, scope) {
@@ -861,7 +1374,10 @@ pub fn decode_body(schema: &Schema, body: &BodyConfig, scope: &dyn Scope) -> Res
                 Ok(v) => {
                     out.insert(name.clone(), v);
                 }
-                Err(msg) => diags.push(Diagnostic::at(&a.expr.loc(), format!("invalid value for \"{name}\": {msg}"))),
+                Err(msg) => diags.push(Diagnostic::at(
+                    &a.expr.loc(),
+                    format!("invalid value for \"{name}\": {msg}"),
+                )),
             },
             Err(d) => diags.push(d),
         }
@@ -871,7 +1387,21 @@ pub fn decode_body(schema: &Schema, body: &BodyConfig, scope: &dyn Scope) -> Res
             continue;
         }
         match s.mode {
-            AttrMode::Required => diags.push(Diagnostic::at(&body.loc, format!("missing required argument \"{}\"", s.name)).with_detail(format!("Add `{} = ...` ({}).", s.name, if s.description.is_empty() { s.ty.to_string() } else { s.description.to_string() }))),
+            AttrMode::Required => diags.push(
+                Diagnostic::at(
+                    &body.loc,
+                    format!("missing required argument \"{}\"", s.name),
+                )
+                .with_detail(format!(
+                    "Add `{} = ...` ({}).",
+                    s.name,
+                    if s.description.is_empty() {
+                        s.ty.to_string()
+                    } else {
+                        s.description.to_string()
+                    }
+                )),
+            ),
             AttrMode::Optional | AttrMode::OptionalComputed => {
                 out.insert(s.name.to_string(), s.default.clone().unwrap_or(Value::Null));
             }
@@ -882,8 +1412,18 @@ pub fn decode_body(schema: &Schema, body: &BodyConfig, scope: &dyn Scope) -> Res
     for b in &body.blocks {
         let Some(bs) = schema.get_block(&b.type_name) else {
             let names: Vec<&str> = schema.blocks.iter().map(|b| b.name).collect();
-            let hint = if schema.get(&b.type_name).is_some() { format!(" \"{}\" is an argument: write `{} = ...`.", b.type_name, b.type_name) } else { did_you_mean(&b.type_name, names.iter().copied()) };
-            diags.push(Diagnostic::at(&b.loc, format!("unsupported block type \"{}\".{hint}", b.type_name)));
+            let hint = if schema.get(&b.type_name).is_some() {
+                format!(
+                    " \"{}\" is an argument: write `{} = ...`.",
+                    b.type_name, b.type_name
+                )
+            } else {
+                did_you_mean(&b.type_name, names.iter().copied())
+            };
+            diags.push(Diagnostic::at(
+                &b.loc,
+                format!("unsupported block type \"{}\".{hint}", b.type_name),
+            ));
             continue;
         };
         match decode_body(&bs.schema, &b.body, scope) {
@@ -894,12 +1434,23 @@ pub fn decode_body(schema: &Schema, body: &BodyConfig, scope: &dyn Scope) -> Res
     for bs in &schema.blocks {
         let items = blocks.remove(bs.name).unwrap_or_default();
         if items.len() < bs.min_items {
-            diags.push(Diagnostic::at(&body.loc, format!("at least {} \"{}\" block{} required", bs.min_items, bs.name, if bs.min_items == 1 { " is" } else { "s are" })));
+            diags.push(Diagnostic::at(
+                &body.loc,
+                format!(
+                    "at least {} \"{}\" block{} required",
+                    bs.min_items,
+                    bs.name,
+                    if bs.min_items == 1 { " is" } else { "s are" }
+                ),
+            ));
         }
         let v = match bs.nesting {
             Nesting::Single => {
                 if items.len() > 1 {
-                    diags.push(Diagnostic::at(&body.loc, format!("only one \"{}\" block is allowed", bs.name)));
+                    diags.push(Diagnostic::at(
+                        &body.loc,
+                        format!("only one \"{}\" block is allowed", bs.name),
+                    ));
                 }
                 items.into_iter().next().unwrap_or(Value::Null)
             }
@@ -935,7 +1486,12 @@ fn merge(prior: &Value, config: &Value) -> Value {
 /// Compares configuration with prior state. Returns the configuration to apply (with
 /// ignored and unset optional-computed attributes taken from the prior state), whether
 /// anything changed, and the attributes whose change forces replacement.
-fn diff(schema: &Schema, lifecycle: &Lifecycle, prior: &Value, config: &Value) -> (Value, bool, Vec<String>) {
+fn diff(
+    schema: &Schema,
+    lifecycle: &Lifecycle,
+    prior: &Value,
+    config: &Value,
+) -> (Value, bool, Vec<String>) {
     let ignore_all = lifecycle.ignore_changes.iter().any(|i| i == "*");
     let mut cfg = config.as_object().cloned().unwrap_or_default();
     let mut changed = false;
@@ -982,7 +1538,10 @@ fn mask(v: &Value, masked: &BTreeSet<String>) -> Value {
             o.iter()
                 .map(|(k, v)| {
                     if masked.contains(k) && !v.is_null() && !v.is_unknown() {
-                        (k.clone(), Value::Object([("$sensitive".to_string(), Value::Bool(true))].into()))
+                        (
+                            k.clone(),
+                            Value::Object([("$sensitive".to_string(), Value::Bool(true))].into()),
+                        )
                     } else {
                         (k.clone(), v.clone())
                     }
@@ -1001,4 +1560,3 @@ pub(crate) fn mask_value(v: &Value) -> Value {
         Value::Object([("$sensitive".to_string(), Value::Bool(true))].into())
     }
 }
-

@@ -17,16 +17,35 @@ fn env() -> Env {
     let kms = Arc::new(veeps_kms::Kms::open(dir.path(), store.clone()).unwrap());
     let mut reg = veeps_resource::Registry::new();
     veeps_builtins::register(&mut reg);
-    let engine = Engine::new(dir.path().to_path_buf(), reg, store, kms, Default::default(), "boot".into());
+    let engine = Engine::new(
+        dir.path().to_path_buf(),
+        reg,
+        store,
+        kms,
+        Default::default(),
+        "boot".into(),
+    );
     Env { dir, engine }
 }
 
 fn bundle(files: &[(&str, &str)]) -> Bundle {
-    Bundle { root: "env".into(), files: files.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect::<BTreeMap<_, _>>() }
+    Bundle {
+        root: "env".into(),
+        files: files
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
 }
 
 fn req(b: &Bundle) -> Request {
-    Request { env: "test".into(), bundle: b.clone(), vars: vec![], caller: "tester".into(), operation: "apply".into() }
+    Request {
+        env: "test".into(),
+        bundle: b.clone(),
+        vars: vec![],
+        caller: "tester".into(),
+        operation: "apply".into(),
+    }
 }
 
 async fn apply(e: &Env, b: &Bundle) -> Vec<Event> {
@@ -41,7 +60,13 @@ async fn apply(e: &Env, b: &Bundle) -> Vec<Event> {
 
 fn complete(events: &[Event]) -> (String, veeps_state::Summary, Vec<String>) {
     for e in events {
-        if let Event::Complete { status, summary, errors, .. } = e {
+        if let Event::Complete {
+            status,
+            summary,
+            errors,
+            ..
+        } = e
+        {
             return (status.clone(), *summary, errors.clone());
         }
     }
@@ -104,7 +129,9 @@ async fn apply_then_plan_is_empty_and_values_are_stable() {
     let b = bundle(&[("env/main.hcl", MAIN), ("env/mod/main.hcl", MODULE)]);
     let plan = e.engine.plan(&req(&b), false).await.unwrap();
     assert_eq!(plan.summary.add, 6, "{}", plan.render());
-    assert!(plan.render().contains("Plan: 6 to add, 0 to change, 0 to destroy."));
+    assert!(plan
+        .render()
+        .contains("Plan: 6 to add, 0 to change, 0 to destroy."));
     let ev = apply(&e, &b).await;
     let (status, summary, errors) = complete(&ev);
     assert_eq!(status, "ok", "{errors:?}");
@@ -121,7 +148,10 @@ async fn apply_then_plan_is_empty_and_values_are_stable() {
     let pw = outs["password"].0.as_str().unwrap().to_string();
     drop(e.engine);
     let raw = std::fs::read(e.dir.path().join("state.redb")).unwrap();
-    assert!(!raw.windows(pw.len()).any(|w| w == pw.as_bytes()), "plaintext password found in the store");
+    assert!(
+        !raw.windows(pw.len()).any(|w| w == pw.as_bytes()),
+        "plaintext password found in the store"
+    );
 }
 
 #[tokio::test]
@@ -135,7 +165,10 @@ async fn changes_update_replace_and_destroy() {
     let b2 = bundle(&[("env/main.hcl", &changed), ("env/mod/main.hcl", MODULE)]);
     let plan = e.engine.plan(&req(&b2), false).await.unwrap();
     let text = plan.render();
-    assert!(text.contains("-/+ resource \"random_id\" \"one\""), "{text}");
+    assert!(
+        text.contains("-/+ resource \"random_id\" \"one\""),
+        "{text}"
+    );
     assert!(text.contains("# forces replacement"), "{text}");
     let ev = apply(&e, &b2).await;
     assert_eq!(complete(&ev).0, "ok");
@@ -144,9 +177,20 @@ async fn changes_update_replace_and_destroy() {
     let fewer = changed.replace("default = [\"a\", \"b\"]", "default = [\"a\"]");
     let b3 = bundle(&[("env/main.hcl", &fewer), ("env/mod/main.hcl", MODULE)]);
     let plan = e.engine.plan(&req(&b3), false).await.unwrap();
-    assert!(plan.changes.iter().any(|c| c.address == "random_id.each[\"b\"]" && c.action == Action::Delete), "{}", plan.render());
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.address == "random_id.each[\"b\"]" && c.action == Action::Delete),
+        "{}",
+        plan.render()
+    );
     apply(&e, &b3).await;
-    assert!(e.engine.store.resource("test", "random_id.each[\"b\"]").unwrap().is_none());
+    assert!(e
+        .engine
+        .store
+        .resource("test", "random_id.each[\"b\"]")
+        .unwrap()
+        .is_none());
     // Destroy removes everything.
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     e.engine.apply(req(&b3), true, None, tx).await.unwrap();
@@ -157,7 +201,10 @@ async fn changes_update_replace_and_destroy() {
 async fn drift_of_a_local_file_is_detected_and_repaired() {
     let e = env();
     let path = e.dir.path().join("out/hello.txt");
-    let cfg = format!("resource \"local_file\" \"f\" {{\n  filename = \"{}\"\n  content  = \"hello\"\n}}\n", path.display());
+    let cfg = format!(
+        "resource \"local_file\" \"f\" {{\n  filename = \"{}\"\n  content  = \"hello\"\n}}\n",
+        path.display()
+    );
     let b = bundle(&[("env/main.hcl", &cfg)]);
     apply(&e, &b).await;
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello");
@@ -179,11 +226,21 @@ async fn drift_of_a_local_file_is_detected_and_repaired() {
 #[tokio::test]
 async fn an_approved_plan_must_match() {
     let e = env();
-    let b = bundle(&[("env/main.hcl", "resource \"random_id\" \"x\" {\n  byte_length = 2\n}\n")]);
+    let b = bundle(&[(
+        "env/main.hcl",
+        "resource \"random_id\" \"x\" {\n  byte_length = 2\n}\n",
+    )]);
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let err = e.engine.apply(req(&b), false, Some("not-the-hash".into()), tx).await.unwrap_err();
+    let err = e
+        .engine
+        .apply(req(&b), false, Some("not-the-hash".into()), tx)
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::PlanChanged), "{err}");
-    assert!(e.engine.store.lock_info("test").unwrap().is_none(), "the lock is released on error");
+    assert!(
+        e.engine.store.lock_info("test").unwrap().is_none(),
+        "the lock is released on error"
+    );
 }
 
 async fn errors_of(files: &[(&str, &str)]) -> String {
@@ -198,28 +255,74 @@ async fn errors_of(files: &[(&str, &str)]) -> String {
 
 #[tokio::test]
 async fn bad_input_names_file_line_and_column() {
-    let t = errors_of(&[("env/main.hcl", "resource \"random_idd\" \"x\" {\n  byte_length = 2\n}\n")]).await;
-    assert!(t.contains("env/main.hcl:1:10") && t.contains("Did you mean \"random_id\""), "{t}");
-    let t = errors_of(&[("env/main.hcl", "resource \"random_id\" \"x\" {\n  byte_lenght = 2\n}\n")]).await;
-    assert!(t.contains("env/main.hcl:2:3") && t.contains("Did you mean \"byte_length\""), "{t}");
-    let t = errors_of(&[("env/main.hcl", "resource \"random_id\" \"x\" {\n  byte_length = \"many\"\n}\n")]).await;
-    assert!(t.contains("env/main.hcl:2:17") && t.contains("a number is required"), "{t}");
-    let t = errors_of(&[("env/main.hcl", "locals {\n  a = local.b\n  b = local.c\n  c = local.a\n}\n")]).await;
-    assert!(t.contains("dependency cycle") && t.contains("local.a") && t.contains("local.b") && t.contains("local.c"), "{t}");
+    let t = errors_of(&[(
+        "env/main.hcl",
+        "resource \"random_idd\" \"x\" {\n  byte_length = 2\n}\n",
+    )])
+    .await;
+    assert!(
+        t.contains("env/main.hcl:1:10") && t.contains("Did you mean \"random_id\""),
+        "{t}"
+    );
+    let t = errors_of(&[(
+        "env/main.hcl",
+        "resource \"random_id\" \"x\" {\n  byte_lenght = 2\n}\n",
+    )])
+    .await;
+    assert!(
+        t.contains("env/main.hcl:2:3") && t.contains("Did you mean \"byte_length\""),
+        "{t}"
+    );
+    let t = errors_of(&[(
+        "env/main.hcl",
+        "resource \"random_id\" \"x\" {\n  byte_length = \"many\"\n}\n",
+    )])
+    .await;
+    assert!(
+        t.contains("env/main.hcl:2:17") && t.contains("a number is required"),
+        "{t}"
+    );
+    let t = errors_of(&[(
+        "env/main.hcl",
+        "locals {\n  a = local.b\n  b = local.c\n  c = local.a\n}\n",
+    )])
+    .await;
+    assert!(
+        t.contains("dependency cycle")
+            && t.contains("local.a")
+            && t.contains("local.b")
+            && t.contains("local.c"),
+        "{t}"
+    );
     let t = errors_of(&[("env/main.hcl", "output \"x\" {\n  value = var.nope\n}\n")]).await;
-    assert!(t.contains("env/main.hcl:2:11") && t.contains("undeclared input variable \"nope\""), "{t}");
+    assert!(
+        t.contains("env/main.hcl:2:11") && t.contains("undeclared input variable \"nope\""),
+        "{t}"
+    );
     let t = errors_of(&[("env/main.hcl", "variable \"need\" {\n  type = string\n}\n")]).await;
-    assert!(t.contains("env/main.hcl:1:1") && t.contains("no value for required variable \"need\""), "{t}");
+    assert!(
+        t.contains("env/main.hcl:1:1") && t.contains("no value for required variable \"need\""),
+        "{t}"
+    );
     let t = errors_of(&[(
         "env/main.hcl",
         "variable \"n\" {\n  default = 3\n  validation {\n    condition     = var.n > 5\n    error_message = \"n must be above 5.\"\n  }\n}\n",
     )])
     .await;
-    assert!(t.contains("env/main.hcl:4:21") && t.contains("n must be above 5."), "{t}");
+    assert!(
+        t.contains("env/main.hcl:4:21") && t.contains("n must be above 5."),
+        "{t}"
+    );
     let t = errors_of(&[("env/main.hcl", "resource \"random_id\" \"x\" {\n")]).await;
-    assert!(t.contains("env/main.hcl:") && t.contains("invalid HCL syntax"), "{t}");
+    assert!(
+        t.contains("env/main.hcl:") && t.contains("invalid HCL syntax"),
+        "{t}"
+    );
     let t = errors_of(&[("env/main.hcl", "resource \"random_id\" \"x\" {\n}\n")]).await;
-    assert!(t.contains("missing required argument \"byte_length\""), "{t}");
+    assert!(
+        t.contains("missing required argument \"byte_length\""),
+        "{t}"
+    );
     let t = errors_of(&[("env/main.hcl", "output \"p\" {\n  value = random_password.p.result\n}\nresource \"random_password\" \"p\" {\n  length = 8\n}\n")]).await;
     assert!(t.contains("sensitive = true"), "{t}");
 }
@@ -231,7 +334,12 @@ async fn prevent_destroy_blocks_plans_that_destroy() {
     let b = bundle(&[("env/main.hcl", cfg)]);
     apply(&e, &b).await;
     let b2 = bundle(&[("env/main.hcl", &cfg.replace("= 2", "= 3"))]);
-    let err = e.engine.plan(&req(&b2), false).await.unwrap_err().to_string();
+    let err = e
+        .engine
+        .plan(&req(&b2), false)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("prevent_destroy"), "{err}");
     let err = e.engine.plan(&req(&b), true).await.unwrap_err().to_string();
     assert!(err.contains("prevent_destroy"), "{err}");

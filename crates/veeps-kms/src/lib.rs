@@ -30,7 +30,9 @@ pub enum KmsError {
         err: String,
     },
     /// Decryption failed: wrong key, wrong context, or tampered data.
-    #[error("decryption failed: the data was not encrypted with this key and context, or was altered")]
+    #[error(
+        "decryption failed: the data was not encrypted with this key and context, or was altered"
+    )]
     Decrypt,
     /// The state store failed.
     #[error(transparent)]
@@ -63,7 +65,15 @@ pub fn seal(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     let mut nonce = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let ct = cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad }).expect("AES-GCM encryption of in-memory data");
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .expect("AES-GCM encryption of in-memory data");
     let mut out = Vec::with_capacity(2 + 12 + ct.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&nonce);
@@ -77,7 +87,15 @@ pub fn open(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsErr
         return Err(KmsError::Decrypt);
     }
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
-    cipher.decrypt(Nonce::from_slice(&sealed[2..14]), Payload { msg: &sealed[14..], aad }).map_err(|_| KmsError::Decrypt)
+    cipher
+        .decrypt(
+            Nonce::from_slice(&sealed[2..14]),
+            Payload {
+                msg: &sealed[14..],
+                aad,
+            },
+        )
+        .map_err(|_| KmsError::Decrypt)
 }
 
 fn random_key() -> [u8; 32] {
@@ -94,9 +112,15 @@ impl Kms {
     /// Opens key management for `data_dir`, creating the root key on first use.
     pub fn open(data_dir: &Path, store: Arc<Store>) -> Result<Kms, KmsError> {
         let path = data_dir.join("root.key");
-        let err = |e: std::io::Error| KmsError::RootKey { path: path.display().to_string(), err: e.to_string() };
+        let err = |e: std::io::Error| KmsError::RootKey {
+            path: path.display().to_string(),
+            err: e.to_string(),
+        };
         let root = match std::fs::read(&path) {
-            Ok(b) => key_from(&b).ok_or_else(|| KmsError::RootKey { path: path.display().to_string(), err: format!("expected 32 bytes, found {}", b.len()) })?,
+            Ok(b) => key_from(&b).ok_or_else(|| KmsError::RootKey {
+                path: path.display().to_string(),
+                err: format!("expected 32 bytes, found {}", b.len()),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let k = random_key();
                 write_private(&path, &k).map_err(err)?;
@@ -105,11 +129,20 @@ impl Kms {
             }
             Err(e) => return Err(err(e)),
         };
-        Ok(Kms { root, store, cache: Mutex::new(HashMap::new()) })
+        Ok(Kms {
+            root,
+            store,
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     fn env_key(&self, env: &str) -> Result<[u8; 32], KmsError> {
-        if let Some(k) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(env) {
+        if let Some(k) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(env)
+        {
             return Ok(*k);
         }
         let name = format!("env/{env}");
@@ -124,7 +157,10 @@ impl Kms {
             }
         };
         let k = key_from(&open(&self.root, &blob, aad.as_bytes())?).ok_or(KmsError::Decrypt)?;
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(env.to_string(), k);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(env.to_string(), k);
         Ok(k)
     }
 
@@ -139,7 +175,12 @@ impl Kms {
     }
 
     /// Decrypts what [`Kms::encrypt`] produced with the same environment and context.
-    pub fn decrypt(&self, env: &str, ciphertext: &[u8], context: &str) -> Result<Vec<u8>, KmsError> {
+    pub fn decrypt(
+        &self,
+        env: &str,
+        ciphertext: &[u8],
+        context: &str,
+    ) -> Result<Vec<u8>, KmsError> {
         open(&self.env_key(env)?, ciphertext, context.as_bytes())
     }
 
@@ -160,7 +201,12 @@ impl Kms {
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -177,14 +223,23 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
         let kms = Kms::open(d.path(), store.clone()).unwrap();
-        let mode = std::fs::metadata(d.path().join("root.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.path().join("root.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let ct = kms.encrypt("stage", b"secret", "ctx").unwrap();
         assert_eq!(kms.decrypt("stage", &ct, "ctx").unwrap(), b"secret");
         assert!(kms.decrypt("stage", &ct, "other").is_err());
-        assert!(kms.decrypt("prod", &ct, "ctx").is_err(), "each environment has its own key");
+        assert!(
+            kms.decrypt("prod", &ct, "ctx").is_err(),
+            "each environment has its own key"
+        );
         let dk = kms.generate_data_key("stage").unwrap();
-        assert_eq!(kms.decrypt_data_key("stage", &dk.wrapped).unwrap(), dk.plaintext);
+        assert_eq!(
+            kms.decrypt_data_key("stage", &dk.wrapped).unwrap(),
+            dk.plaintext
+        );
         // A new instance over the same directory reads the same keys.
         drop(kms);
         let kms2 = Kms::open(d.path(), store).unwrap();

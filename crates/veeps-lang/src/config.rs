@@ -27,7 +27,10 @@ pub struct Bundle {
 impl Bundle {
     /// The configuration files (`*.hcl`, `*.tf`) directly in `dir`, in name order.
     pub fn config_files(&self, dir: &str) -> Vec<(&String, &String)> {
-        self.files.iter().filter(|(p, _)| parent_dir(p) == dir && is_config_file(p)).collect()
+        self.files
+            .iter()
+            .filter(|(p, _)| parent_dir(p) == dir && is_config_file(p))
+            .collect()
     }
 }
 
@@ -121,7 +124,10 @@ impl ModuleSource {
     /// Parses a `source` string as written in a module block called from `caller_dir`.
     pub fn parse(caller_dir: &str, source: &str) -> Result<ModuleSource, String> {
         if let Some(rest) = source.strip_prefix("git::") {
-            let (addr, query) = rest.split_once('?').map(|(a, q)| (a, Some(q))).unwrap_or((rest, None));
+            let (addr, query) = rest
+                .split_once('?')
+                .map(|(a, q)| (a, Some(q)))
+                .unwrap_or((rest, None));
             let rref = query
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ref=")))
                 .ok_or_else(|| "a git module source must pin a version with \"?ref=TAG\", for example \"git::https://example.com/modules.git//vpc?ref=v1.2.0\"".to_string())?;
@@ -134,7 +140,11 @@ impl ModuleSource {
             if url.is_empty() {
                 return Err("the git module source has no repository URL".into());
             }
-            return Ok(ModuleSource::Git { url: url.to_string(), rref: rref.to_string(), subdir: subdir.trim_matches('/').to_string() });
+            return Ok(ModuleSource::Git {
+                url: url.to_string(),
+                rref: rref.to_string(),
+                subdir: subdir.trim_matches('/').to_string(),
+            });
         }
         if source.starts_with("./") || source.starts_with("../") || source.starts_with('/') {
             return Ok(ModuleSource::Local(join_path(caller_dir, source)));
@@ -149,7 +159,9 @@ impl ModuleSource {
             ModuleSource::Git { .. } => {
                 let root = self.git_root().unwrap_or_default();
                 match self {
-                    ModuleSource::Git { subdir, .. } if !subdir.is_empty() => normalize_path(&format!("{root}/{subdir}")),
+                    ModuleSource::Git { subdir, .. } if !subdir.is_empty() => {
+                        normalize_path(&format!("{root}/{subdir}"))
+                    }
                     _ => root,
                 }
             }
@@ -379,15 +391,25 @@ pub fn parse_file(file: &Arc<SourceFile>) -> Result<Body, Diagnostic> {
 pub fn parse_error(file: &Arc<SourceFile>, e: &hcl_edit::parser::Error) -> Diagnostic {
     let loc = e.location();
     let offset = offset_of(&file.text, loc.line(), loc.column());
-    Diagnostic::at(&Loc { file: file.clone(), span: offset..offset + 1 }, format!("invalid HCL syntax: {}", e.message().trim()))
-        .with_detail("Fix the syntax at the marked position; `veeps fmt` can reformat valid files.")
+    Diagnostic::at(
+        &Loc {
+            file: file.clone(),
+            span: offset..offset + 1,
+        },
+        format!("invalid HCL syntax: {}", e.message().trim()),
+    )
+    .with_detail("Fix the syntax at the marked position; `veeps fmt` can reformat valid files.")
 }
 
 fn offset_of(text: &str, line: usize, col: usize) -> usize {
     let mut off = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            let chars: usize = l.chars().take(col.saturating_sub(1)).map(char::len_utf8).sum();
+            let chars: usize = l
+                .chars()
+                .take(col.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
             return off + chars;
         }
         off += l.len();
@@ -407,12 +429,21 @@ pub fn load_config(bundle: Arc<Bundle>) -> Result<Config, Diagnostics> {
         let files = bundle.config_files(&dir);
         if files.is_empty() {
             let msg = format!("no configuration files (*.hcl) in \"{dir}\"");
-            diags.push(Diagnostic::new(msg, called_at.clone()).with_detail("Check the module's source path."));
+            diags.push(
+                Diagnostic::new(msg, called_at.clone())
+                    .with_detail("Check the module's source path."),
+            );
             continue;
         }
-        let mut m = ModuleConfig { dir: dir.clone(), ..Default::default() };
+        let mut m = ModuleConfig {
+            dir: dir.clone(),
+            ..Default::default()
+        };
         for (path, text) in files {
-            let file = Arc::new(SourceFile { path: path.clone(), text: text.clone() });
+            let file = Arc::new(SourceFile {
+                path: path.clone(),
+                text: text.clone(),
+            });
             match parse_file(&file) {
                 Ok(body) => parse_module_body(&mut m, &file, &body, &mut diags),
                 Err(d) => diags.push(d),
@@ -424,30 +455,65 @@ pub fn load_config(bundle: Arc<Bundle>) -> Result<Config, Diagnostics> {
         modules.insert(dir, Arc::new(m));
     }
     diags.into_result()?;
-    Ok(Config { root: bundle.root.clone(), modules, bundle })
+    Ok(Config {
+        root: bundle.root.clone(),
+        modules,
+        bundle,
+    })
 }
 
-const TOP_LEVEL: &[&str] = &["resource", "data", "variable", "locals", "output", "module", "environment"];
+const TOP_LEVEL: &[&str] = &[
+    "resource",
+    "data",
+    "variable",
+    "locals",
+    "output",
+    "module",
+    "environment",
+];
 
-fn parse_module_body(m: &mut ModuleConfig, file: &Arc<SourceFile>, body: &Body, diags: &mut Diagnostics) {
+fn parse_module_body(
+    m: &mut ModuleConfig,
+    file: &Arc<SourceFile>,
+    body: &Body,
+    diags: &mut Diagnostics,
+) {
     for s in body.iter() {
         let block = match s {
             Structure::Attribute(a) => {
-                diags.push(Diagnostic::at(&Loc::new(file, a.key.span()), format!("unexpected attribute \"{}\" at the top level", a.key.as_str())).with_detail("Top-level attributes belong in a `locals` block."));
+                diags.push(
+                    Diagnostic::at(
+                        &Loc::new(file, a.key.span()),
+                        format!(
+                            "unexpected attribute \"{}\" at the top level",
+                            a.key.as_str()
+                        ),
+                    )
+                    .with_detail("Top-level attributes belong in a `locals` block."),
+                );
                 continue;
             }
             Structure::Block(b) => b,
         };
         let loc = Loc::new(file, block.ident.span());
-        let labels: Vec<String> = block.labels.iter().map(|l| l.as_str().to_string()).collect();
+        let labels: Vec<String> = block
+            .labels
+            .iter()
+            .map(|l| l.as_str().to_string())
+            .collect();
         let kind = block.ident.as_str();
         let need = |n: usize, diags: &mut Diagnostics| -> bool {
             if labels.len() != n {
                 let what = match kind {
-                    "resource" | "data" => "a type and a name, as in `resource \"random_id\" \"suffix\" {}`",
+                    "resource" | "data" => {
+                        "a type and a name, as in `resource \"random_id\" \"suffix\" {}`"
+                    }
                     _ => "one name",
                 };
-                diags.push(Diagnostic::at(&loc, format!("a `{kind}` block needs {what}")));
+                diags.push(Diagnostic::at(
+                    &loc,
+                    format!("a `{kind}` block needs {what}"),
+                ));
                 return false;
             }
             true
@@ -456,7 +522,13 @@ fn parse_module_body(m: &mut ModuleConfig, file: &Arc<SourceFile>, body: &Body, 
             "environment" => {
                 if need(1, diags) {
                     if let Some((_, prev)) = &m.environment {
-                        diags.push(Diagnostic::at(&loc, format!("a second `environment` block (the first is at {})", prev.position())));
+                        diags.push(Diagnostic::at(
+                            &loc,
+                            format!(
+                                "a second `environment` block (the first is at {})",
+                                prev.position()
+                            ),
+                        ));
                     } else {
                         m.environment = Some((labels[0].clone(), loc.clone()));
                     }
@@ -464,9 +536,18 @@ fn parse_module_body(m: &mut ModuleConfig, file: &Arc<SourceFile>, body: &Body, 
             }
             "variable" => {
                 if need(1, diags) {
-                    if let Some(v) = parse_variable(&labels[0], loc.clone(), file, &block.body, diags) {
+                    if let Some(v) =
+                        parse_variable(&labels[0], loc.clone(), file, &block.body, diags)
+                    {
                         if let Some(prev) = m.variables.get(&v.name) {
-                            diags.push(Diagnostic::at(&loc, format!("variable \"{}\" is declared twice (first at {})", v.name, prev.loc.position())));
+                            diags.push(Diagnostic::at(
+                                &loc,
+                                format!(
+                                    "variable \"{}\" is declared twice (first at {})",
+                                    v.name,
+                                    prev.loc.position()
+                                ),
+                            ));
                         } else {
                             m.variables.insert(v.name.clone(), v);
                         }
@@ -480,12 +561,31 @@ fn parse_module_body(m: &mut ModuleConfig, file: &Arc<SourceFile>, body: &Body, 
                             let name = a.key.as_str().to_string();
                             let aloc = Loc::new(file, a.key.span());
                             if let Some(prev) = m.locals.get(&name) {
-                                diags.push(Diagnostic::at(&aloc, format!("local value \"{name}\" is defined twice (first at {})", prev.loc.position())));
+                                diags.push(Diagnostic::at(
+                                    &aloc,
+                                    format!(
+                                        "local value \"{name}\" is defined twice (first at {})",
+                                        prev.loc.position()
+                                    ),
+                                ));
                                 continue;
                             }
-                            m.locals.insert(name.clone(), Attr { name, expr: Expr { expr: a.value.clone(), file: file.clone() }, loc: aloc });
+                            m.locals.insert(
+                                name.clone(),
+                                Attr {
+                                    name,
+                                    expr: Expr {
+                                        expr: a.value.clone(),
+                                        file: file.clone(),
+                                    },
+                                    loc: aloc,
+                                },
+                            );
                         }
-                        Structure::Block(b) => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), "blocks are not allowed in `locals`")),
+                        Structure::Block(b) => diags.push(Diagnostic::at(
+                            &Loc::new(file, b.ident.span()),
+                            "blocks are not allowed in `locals`",
+                        )),
                     }
                 }
             }
@@ -499,34 +599,67 @@ fn parse_module_body(m: &mut ModuleConfig, file: &Arc<SourceFile>, body: &Body, 
                     for s in block.body.iter() {
                         match s {
                             Structure::Attribute(a) => {
-                                let e = Expr { expr: a.value.clone(), file: file.clone() };
+                                let e = Expr {
+                                    expr: a.value.clone(),
+                                    file: file.clone(),
+                                };
                                 match a.key.as_str() {
                                     "value" => value = Some(e),
                                     "sensitive" => sensitive = const_bool(&e, diags),
                                     "description" => description = const_string(&e, diags),
                                     "depends_on" => depends_on = parse_ref_list(&e, diags),
-                                    k => diags.push(unknown_arg(file, a, k, &["value", "sensitive", "description", "depends_on"], "output")),
+                                    k => diags.push(unknown_arg(
+                                        file,
+                                        a,
+                                        k,
+                                        &["value", "sensitive", "description", "depends_on"],
+                                        "output",
+                                    )),
                                 }
                             }
-                            Structure::Block(b) => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), "blocks are not allowed in `output`")),
+                            Structure::Block(b) => diags.push(Diagnostic::at(
+                                &Loc::new(file, b.ident.span()),
+                                "blocks are not allowed in `output`",
+                            )),
                         }
                     }
                     match value {
                         Some(value) => {
                             if m.outputs.contains_key(&name) {
-                                diags.push(Diagnostic::at(&loc, format!("output \"{name}\" is declared twice")));
+                                diags.push(Diagnostic::at(
+                                    &loc,
+                                    format!("output \"{name}\" is declared twice"),
+                                ));
                             }
-                            m.outputs.insert(name.clone(), Output { name, loc, value, sensitive, description, depends_on });
+                            m.outputs.insert(
+                                name.clone(),
+                                Output {
+                                    name,
+                                    loc,
+                                    value,
+                                    sensitive,
+                                    description,
+                                    depends_on,
+                                },
+                            );
                         }
-                        None => diags.push(Diagnostic::at(&loc, format!("output \"{name}\" has no `value`"))),
+                        None => diags.push(Diagnostic::at(
+                            &loc,
+                            format!("output \"{name}\" has no `value`"),
+                        )),
                     }
                 }
             }
             "module" => {
                 if need(1, diags) {
-                    if let Some(call) = parse_module_call(&labels[0], loc.clone(), file, &m.dir, &block.body, diags) {
+                    if let Some(call) =
+                        parse_module_call(&labels[0], loc.clone(), file, &m.dir, &block.body, diags)
+                    {
                         if m.module_calls.contains_key(&call.name) {
-                            diags.push(Diagnostic::at(&loc, format!("module \"{}\" is declared twice", call.name)));
+                            diags.push(Diagnostic::at(
+                                &loc,
+                                format!("module \"{}\" is declared twice", call.name),
+                            ));
                         }
                         m.module_calls.insert(call.name.clone(), call);
                     }
@@ -534,13 +667,33 @@ fn parse_module_body(m: &mut ModuleConfig, file: &Arc<SourceFile>, body: &Body, 
             }
             "resource" | "data" => {
                 if need(2, diags) {
-                    let mode = if kind == "resource" { Mode::Managed } else { Mode::Data };
+                    let mode = if kind == "resource" {
+                        Mode::Managed
+                    } else {
+                        Mode::Data
+                    };
                     let type_loc = Loc::new(file, block.labels[0].span());
-                    let r = parse_resource(mode, &labels[0], &labels[1], loc.clone(), type_loc, file, &block.body, diags);
-                    let map = if mode == Mode::Managed { &mut m.resources } else { &mut m.data };
+                    let r = parse_resource(
+                        mode,
+                        &labels[0],
+                        &labels[1],
+                        loc.clone(),
+                        type_loc,
+                        file,
+                        &block.body,
+                        diags,
+                    );
+                    let map = if mode == Mode::Managed {
+                        &mut m.resources
+                    } else {
+                        &mut m.data
+                    };
                     let key = r.key();
                     if let Some(prev) = map.get(&key) {
-                        diags.push(Diagnostic::at(&loc, format!("{key} is declared twice (first at {})", prev.loc.position())));
+                        diags.push(Diagnostic::at(
+                            &loc,
+                            format!("{key} is declared twice (first at {})", prev.loc.position()),
+                        ));
                     } else {
                         map.insert(key, r);
                     }
@@ -552,22 +705,43 @@ fn parse_module_body(m: &mut ModuleConfig, file: &Arc<SourceFile>, body: &Body, 
                 } else {
                     did_you_mean(other, TOP_LEVEL.iter().copied())
                 };
-                diags.push(Diagnostic::at(&loc, format!("unknown block type \"{other}\".{hint}")).with_detail(format!("Top-level blocks are: {}.", TOP_LEVEL.join(", "))));
+                diags.push(
+                    Diagnostic::at(&loc, format!("unknown block type \"{other}\".{hint}"))
+                        .with_detail(format!("Top-level blocks are: {}.", TOP_LEVEL.join(", "))),
+                );
             }
         }
     }
 }
 
-fn unknown_arg(file: &Arc<SourceFile>, a: &hcl_edit::structure::Attribute, k: &str, allowed: &[&str], what: &str) -> Diagnostic {
-    Diagnostic::at(&Loc::new(file, a.key.span()), format!("unsupported argument \"{k}\" in `{what}`.{}", did_you_mean(k, allowed.iter().copied())))
-        .with_detail(format!("`{what}` takes: {}.", allowed.join(", ")))
+fn unknown_arg(
+    file: &Arc<SourceFile>,
+    a: &hcl_edit::structure::Attribute,
+    k: &str,
+    allowed: &[&str],
+    what: &str,
+) -> Diagnostic {
+    Diagnostic::at(
+        &Loc::new(file, a.key.span()),
+        format!(
+            "unsupported argument \"{k}\" in `{what}`.{}",
+            did_you_mean(k, allowed.iter().copied())
+        ),
+    )
+    .with_detail(format!("`{what}` takes: {}.", allowed.join(", ")))
 }
 
 fn const_bool(e: &Expr, diags: &mut Diagnostics) -> bool {
     match eval(e, &EmptyScope) {
         Ok(Value::Bool(b)) => b,
         Ok(v) => {
-            diags.push(Diagnostic::at(&e.loc(), format!("a literal bool (true or false) is required here, got {}", v.type_name())));
+            diags.push(Diagnostic::at(
+                &e.loc(),
+                format!(
+                    "a literal bool (true or false) is required here, got {}",
+                    v.type_name()
+                ),
+            ));
             false
         }
         Err(d) => {
@@ -581,7 +755,10 @@ fn const_string(e: &Expr, diags: &mut Diagnostics) -> Option<String> {
     match eval(e, &EmptyScope) {
         Ok(Value::String(s)) => Some(s),
         Ok(v) => {
-            diags.push(Diagnostic::at(&e.loc(), format!("a literal string is required here, got {}", v.type_name())));
+            diags.push(Diagnostic::at(
+                &e.loc(),
+                format!("a literal string is required here, got {}", v.type_name()),
+            ));
             None
         }
         Err(d) => {
@@ -595,13 +772,22 @@ fn const_string(e: &Expr, diags: &mut Diagnostics) -> Option<String> {
 fn parse_ref_list(e: &Expr, diags: &mut Diagnostics) -> Vec<Reference> {
     let mut out = vec![];
     let Expression::Array(a) = &e.expr else {
-        diags.push(Diagnostic::at(&e.loc(), "a list of references is required here, like [random_id.x, module.net]"));
+        diags.push(Diagnostic::at(
+            &e.loc(),
+            "a list of references is required here, like [random_id.x, module.net]",
+        ));
         return out;
     };
     for item in a.iter() {
         match traversal_names(item) {
-            Some(parts) => out.push(Reference { parts, loc: e.sub_loc(item) }),
-            None => diags.push(Diagnostic::at(&e.sub_loc(item), "a reference such as random_id.x is required here, not an expression")),
+            Some(parts) => out.push(Reference {
+                parts,
+                loc: e.sub_loc(item),
+            }),
+            None => diags.push(Diagnostic::at(
+                &e.sub_loc(item),
+                "a reference such as random_id.x is required here, not an expression",
+            )),
         }
     }
     out
@@ -629,13 +815,30 @@ pub fn traversal_names(e: &Expression) -> Option<Vec<String>> {
     }
 }
 
-fn parse_variable(name: &str, loc: Loc, file: &Arc<SourceFile>, body: &Body, diags: &mut Diagnostics) -> Option<Variable> {
-    let mut v = Variable { name: name.to_string(), loc, ty: Type::Any, default: None, description: None, sensitive: false, validations: vec![] };
+fn parse_variable(
+    name: &str,
+    loc: Loc,
+    file: &Arc<SourceFile>,
+    body: &Body,
+    diags: &mut Diagnostics,
+) -> Option<Variable> {
+    let mut v = Variable {
+        name: name.to_string(),
+        loc,
+        ty: Type::Any,
+        default: None,
+        description: None,
+        sensitive: false,
+        validations: vec![],
+    };
     let mut default_expr = None;
     for s in body.iter() {
         match s {
             Structure::Attribute(a) => {
-                let e = Expr { expr: a.value.clone(), file: file.clone() };
+                let e = Expr {
+                    expr: a.value.clone(),
+                    file: file.clone(),
+                };
                 match a.key.as_str() {
                     "type" => match parse_type(&e.expr) {
                         Ok(t) => v.ty = t,
@@ -655,27 +858,51 @@ fn parse_variable(name: &str, loc: Loc, file: &Arc<SourceFile>, body: &Body, dia
                 let mut msg = None;
                 for s in b.body.iter() {
                     if let Structure::Attribute(a) = s {
-                        let e = Expr { expr: a.value.clone(), file: file.clone() };
+                        let e = Expr {
+                            expr: a.value.clone(),
+                            file: file.clone(),
+                        };
                         match a.key.as_str() {
                             "condition" => cond = Some(e),
                             "error_message" => msg = Some(e),
-                            k => diags.push(unknown_arg(file, a, k, &["condition", "error_message"], "validation")),
+                            k => diags.push(unknown_arg(
+                                file,
+                                a,
+                                k,
+                                &["condition", "error_message"],
+                                "validation",
+                            )),
                         }
                     }
                 }
                 match (cond, msg) {
-                    (Some(condition), Some(error_message)) => v.validations.push(Validation { condition, error_message }),
-                    _ => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), "a `validation` block needs `condition` and `error_message`")),
+                    (Some(condition), Some(error_message)) => v.validations.push(Validation {
+                        condition,
+                        error_message,
+                    }),
+                    _ => diags.push(Diagnostic::at(
+                        &Loc::new(file, b.ident.span()),
+                        "a `validation` block needs `condition` and `error_message`",
+                    )),
                 }
             }
-            Structure::Block(b) => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), format!("unsupported block \"{}\" in `variable`", b.ident.as_str()))),
+            Structure::Block(b) => diags.push(Diagnostic::at(
+                &Loc::new(file, b.ident.span()),
+                format!("unsupported block \"{}\" in `variable`", b.ident.as_str()),
+            )),
         }
     }
     if let Some(e) = default_expr {
         match eval(&e, &EmptyScope) {
             Ok(d) => match crate::value::convert(&d, &v.ty) {
                 Ok(d) => v.default = Some(d),
-                Err(msg) => diags.push(Diagnostic::at(&e.loc(), format!("the default of variable \"{name}\" does not match its type {}: {msg}", v.ty))),
+                Err(msg) => diags.push(Diagnostic::at(
+                    &e.loc(),
+                    format!(
+                        "the default of variable \"{name}\" does not match its type {}: {msg}",
+                        v.ty
+                    ),
+                )),
             },
             Err(d) => diags.push(d),
         }
@@ -694,17 +921,29 @@ pub fn parse_type(e: &Expression) -> Result<Type, String> {
             "list" => Ok(Type::List(Box::new(Type::Any))),
             "map" => Ok(Type::Map(Box::new(Type::Any))),
             "set" => Ok(Type::Set(Box::new(Type::Any))),
-            other => Err(format!("unknown type \"{other}\".{}", did_you_mean(other, ["string", "number", "bool", "any", "list", "map", "set", "object", "tuple"]))),
+            other => Err(format!(
+                "unknown type \"{other}\".{}",
+                did_you_mean(
+                    other,
+                    ["string", "number", "bool", "any", "list", "map", "set", "object", "tuple"]
+                )
+            )),
         },
         Expression::FuncCall(f) => {
             let name = f.name.name.as_str();
-            let arg = f.args.iter().next().ok_or_else(|| format!("{name}() needs a type argument"))?;
+            let arg = f
+                .args
+                .iter()
+                .next()
+                .ok_or_else(|| format!("{name}() needs a type argument"))?;
             match name {
                 "list" => Ok(Type::List(Box::new(parse_type(arg)?))),
                 "set" => Ok(Type::Set(Box::new(parse_type(arg)?))),
                 "map" => Ok(Type::Map(Box::new(parse_type(arg)?))),
                 "tuple" => match arg {
-                    Expression::Array(a) => Ok(Type::Tuple(a.iter().map(parse_type).collect::<Result<_, _>>()?)),
+                    Expression::Array(a) => Ok(Type::Tuple(
+                        a.iter().map(parse_type).collect::<Result<_, _>>()?,
+                    )),
                     _ => Err("tuple() needs a list of types, like tuple([string, number])".into()),
                 },
                 "object" => match arg {
@@ -714,16 +953,33 @@ pub fn parse_type(e: &Expression) -> Result<Type, String> {
                             let name = match k {
                                 ObjectKey::Ident(i) => i.as_str().to_string(),
                                 ObjectKey::Expression(Expression::String(s)) => s.value().clone(),
-                                _ => return Err("object type attribute names must be identifiers".into()),
+                                _ => {
+                                    return Err(
+                                        "object type attribute names must be identifiers".into()
+                                    )
+                                }
                             };
                             let (ty, optional, default) = match v.expr() {
                                 Expression::FuncCall(f) if f.name.name.as_str() == "optional" => {
                                     let mut args = f.args.iter();
-                                    let t = parse_type(args.next().ok_or("optional() needs a type")?)?;
+                                    let t =
+                                        parse_type(args.next().ok_or("optional() needs a type")?)?;
                                     let d = match args.next() {
                                         Some(d) => {
-                                            let file = Arc::new(SourceFile { path: String::new(), text: String::new() });
-                                            Some(eval(&Expr { expr: d.clone(), file }, &EmptyScope).map_err(|d| d.summary)?)
+                                            let file = Arc::new(SourceFile {
+                                                path: String::new(),
+                                                text: String::new(),
+                                            });
+                                            Some(
+                                                eval(
+                                                    &Expr {
+                                                        expr: d.clone(),
+                                                        file,
+                                                    },
+                                                    &EmptyScope,
+                                                )
+                                                .map_err(|d| d.summary)?,
+                                            )
                                         }
                                         None => None,
                                     };
@@ -731,20 +987,36 @@ pub fn parse_type(e: &Expression) -> Result<Type, String> {
                                 }
                                 t => (parse_type(t)?, false, None),
                             };
-                            attrs.push(ObjectAttr { name, ty, optional, default });
+                            attrs.push(ObjectAttr {
+                                name,
+                                ty,
+                                optional,
+                                default,
+                            });
                         }
                         Ok(Type::Object(attrs))
                     }
-                    _ => Err("object() needs attribute types, like object({ name = string })".into()),
+                    _ => {
+                        Err("object() needs attribute types, like object({ name = string })".into())
+                    }
                 },
                 other => Err(format!("unknown type constructor \"{other}\"")),
             }
         }
-        _ => Err("a type such as string, number, bool, list(string) or object({...}) is required".into()),
+        _ => Err(
+            "a type such as string, number, bool, list(string) or object({...}) is required".into(),
+        ),
     }
 }
 
-fn parse_module_call(name: &str, loc: Loc, file: &Arc<SourceFile>, caller_dir: &str, body: &Body, diags: &mut Diagnostics) -> Option<ModuleCall> {
+fn parse_module_call(
+    name: &str,
+    loc: Loc,
+    file: &Arc<SourceFile>,
+    caller_dir: &str,
+    body: &Body,
+    diags: &mut Diagnostics,
+) -> Option<ModuleCall> {
     let mut source = None;
     let mut count = None;
     let mut for_each = None;
@@ -753,7 +1025,10 @@ fn parse_module_call(name: &str, loc: Loc, file: &Arc<SourceFile>, caller_dir: &
     for s in body.iter() {
         match s {
             Structure::Attribute(a) => {
-                let e = Expr { expr: a.value.clone(), file: file.clone() };
+                let e = Expr {
+                    expr: a.value.clone(),
+                    file: file.clone(),
+                };
                 let aloc = Loc::new(file, a.key.span());
                 match a.key.as_str() {
                     "source" => match const_string(&e, diags) {
@@ -773,21 +1048,48 @@ fn parse_module_call(name: &str, loc: Loc, file: &Arc<SourceFile>, caller_dir: &
                     }
                 }
             }
-            Structure::Block(b) => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), format!("unsupported block \"{}\" in `module`", b.ident.as_str()))),
+            Structure::Block(b) => diags.push(Diagnostic::at(
+                &Loc::new(file, b.ident.span()),
+                format!("unsupported block \"{}\" in `module`", b.ident.as_str()),
+            )),
         }
     }
     if count.is_some() && for_each.is_some() {
-        diags.push(Diagnostic::at(&loc, "`count` and `for_each` cannot both be set"));
+        diags.push(Diagnostic::at(
+            &loc,
+            "`count` and `for_each` cannot both be set",
+        ));
     }
     let Some((source, source_loc)) = source else {
-        diags.push(Diagnostic::at(&loc, format!("module \"{name}\" has no `source`")).with_detail("Add source = \"./modules/NAME\" or a git source."));
+        diags.push(
+            Diagnostic::at(&loc, format!("module \"{name}\" has no `source`"))
+                .with_detail("Add source = \"./modules/NAME\" or a git source."),
+        );
         return None;
     };
-    Some(ModuleCall { name: name.to_string(), loc, source, source_loc, count, for_each, depends_on, inputs })
+    Some(ModuleCall {
+        name: name.to_string(),
+        loc,
+        source,
+        source_loc,
+        count,
+        for_each,
+        depends_on,
+        inputs,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn parse_resource(mode: Mode, ty: &str, name: &str, loc: Loc, type_loc: Loc, file: &Arc<SourceFile>, body: &Body, diags: &mut Diagnostics) -> ResourceConfig {
+fn parse_resource(
+    mode: Mode,
+    ty: &str,
+    name: &str,
+    loc: Loc,
+    type_loc: Loc,
+    file: &Arc<SourceFile>,
+    body: &Body,
+    diags: &mut Diagnostics,
+) -> ResourceConfig {
     let mut r = ResourceConfig {
         mode,
         type_name: ty.to_string(),
@@ -798,23 +1100,43 @@ fn parse_resource(mode: Mode, ty: &str, name: &str, loc: Loc, type_loc: Loc, fil
         for_each: None,
         depends_on: vec![],
         lifecycle: Lifecycle::default(),
-        body: BodyConfig { attrs: BTreeMap::new(), blocks: vec![], loc: loc.clone() },
+        body: BodyConfig {
+            attrs: BTreeMap::new(),
+            blocks: vec![],
+            loc: loc.clone(),
+        },
     };
     for s in body.iter() {
         match s {
             Structure::Attribute(a) => {
-                let e = Expr { expr: a.value.clone(), file: file.clone() };
+                let e = Expr {
+                    expr: a.value.clone(),
+                    file: file.clone(),
+                };
                 let aloc = Loc::new(file, a.key.span());
                 match a.key.as_str() {
                     "count" => r.count = Some(e),
                     "for_each" => r.for_each = Some(e),
                     "depends_on" => r.depends_on = parse_ref_list(&e, diags),
-                    "provider" => diags.push(Diagnostic::at(&aloc, "veeps has no providers to choose: resource types are built in")),
+                    "provider" => diags.push(Diagnostic::at(
+                        &aloc,
+                        "veeps has no providers to choose: resource types are built in",
+                    )),
                     k => {
                         if r.body.attrs.contains_key(k) {
-                            diags.push(Diagnostic::at(&aloc, format!("argument \"{k}\" is set twice")));
+                            diags.push(Diagnostic::at(
+                                &aloc,
+                                format!("argument \"{k}\" is set twice"),
+                            ));
                         }
-                        r.body.attrs.insert(k.to_string(), Attr { name: k.to_string(), expr: e, loc: aloc });
+                        r.body.attrs.insert(
+                            k.to_string(),
+                            Attr {
+                                name: k.to_string(),
+                                expr: e,
+                                loc: aloc,
+                            },
+                        );
                     }
                 }
             }
@@ -822,7 +1144,10 @@ fn parse_resource(mode: Mode, ty: &str, name: &str, loc: Loc, type_loc: Loc, fil
                 for s in b.body.iter() {
                     match s {
                         Structure::Attribute(a) => {
-                            let e = Expr { expr: a.value.clone(), file: file.clone() };
+                            let e = Expr {
+                                expr: a.value.clone(),
+                                file: file.clone(),
+                            };
                             match a.key.as_str() {
                                 "prevent_destroy" => r.lifecycle.prevent_destroy = const_bool(&e, diags),
                                 "create_before_destroy" => r.lifecycle.create_before_destroy = const_bool(&e, diags),
@@ -842,7 +1167,10 @@ fn parse_resource(mode: Mode, ty: &str, name: &str, loc: Loc, type_loc: Loc, fil
                                 k => diags.push(unknown_arg(file, a, k, &["prevent_destroy", "create_before_destroy", "ignore_changes"], "lifecycle")),
                             }
                         }
-                        Structure::Block(b) => diags.push(Diagnostic::at(&Loc::new(file, b.ident.span()), "blocks are not allowed in `lifecycle`")),
+                        Structure::Block(b) => diags.push(Diagnostic::at(
+                            &Loc::new(file, b.ident.span()),
+                            "blocks are not allowed in `lifecycle`",
+                        )),
                     }
                 }
             }
@@ -850,36 +1178,71 @@ fn parse_resource(mode: Mode, ty: &str, name: &str, loc: Loc, type_loc: Loc, fil
         }
     }
     if r.count.is_some() && r.for_each.is_some() {
-        diags.push(Diagnostic::at(&loc, "`count` and `for_each` cannot both be set"));
+        diags.push(Diagnostic::at(
+            &loc,
+            "`count` and `for_each` cannot both be set",
+        ));
     }
     r
 }
 
-fn parse_block(file: &Arc<SourceFile>, b: &hcl_edit::structure::Block, diags: &mut Diagnostics) -> BlockConfig {
+fn parse_block(
+    file: &Arc<SourceFile>,
+    b: &hcl_edit::structure::Block,
+    diags: &mut Diagnostics,
+) -> BlockConfig {
     let loc = Loc::new(file, b.ident.span());
-    let mut body = BodyConfig { attrs: BTreeMap::new(), blocks: vec![], loc: loc.clone() };
+    let mut body = BodyConfig {
+        attrs: BTreeMap::new(),
+        blocks: vec![],
+        loc: loc.clone(),
+    };
     for s in b.body.iter() {
         match s {
             Structure::Attribute(a) => {
                 let k = a.key.as_str().to_string();
                 let aloc = Loc::new(file, a.key.span());
                 if body.attrs.contains_key(&k) {
-                    diags.push(Diagnostic::at(&aloc, format!("argument \"{k}\" is set twice")));
+                    diags.push(Diagnostic::at(
+                        &aloc,
+                        format!("argument \"{k}\" is set twice"),
+                    ));
                 }
-                body.attrs.insert(k.clone(), Attr { name: k, expr: Expr { expr: a.value.clone(), file: file.clone() }, loc: aloc });
+                body.attrs.insert(
+                    k.clone(),
+                    Attr {
+                        name: k,
+                        expr: Expr {
+                            expr: a.value.clone(),
+                            file: file.clone(),
+                        },
+                        loc: aloc,
+                    },
+                );
             }
             Structure::Block(inner) => body.blocks.push(parse_block(file, inner, diags)),
         }
     }
-    BlockConfig { type_name: b.ident.as_str().to_string(), labels: b.labels.iter().map(|l| l.as_str().to_string()).collect(), body, loc }
+    BlockConfig {
+        type_name: b.ident.as_str().to_string(),
+        labels: b.labels.iter().map(|l| l.as_str().to_string()).collect(),
+        body,
+        loc,
+    }
 }
 
 /// The environment name a bundle declares with `environment "NAME" {}`, if any.
 pub fn declared_environment(bundle: &Bundle) -> Result<Option<String>, Diagnostics> {
     let mut diags = Diagnostics::default();
-    let mut m = ModuleConfig { dir: bundle.root.clone(), ..Default::default() };
+    let mut m = ModuleConfig {
+        dir: bundle.root.clone(),
+        ..Default::default()
+    };
     for (path, text) in bundle.config_files(&bundle.root) {
-        let file = Arc::new(SourceFile { path: path.clone(), text: text.clone() });
+        let file = Arc::new(SourceFile {
+            path: path.clone(),
+            text: text.clone(),
+        });
         match parse_file(&file) {
             Ok(body) => parse_module_body(&mut m, &file, &body, &mut diags),
             Err(d) => diags.push(d),
@@ -898,14 +1261,27 @@ mod tests {
         assert_eq!(join_path("live/stage", "../../modules/vpc"), "modules/vpc");
         assert_eq!(join_path(".", "./modules/vpc"), "modules/vpc");
         assert_eq!(join_path(".", "../x"), "../x");
-        assert_eq!(normalize_path("git::file:///tmp/r?ref=v1/modules/a/../b/x.hcl"), "git::file:///tmp/r?ref=v1/modules/b/x.hcl");
-        assert_eq!(parent_dir("git::file:///tmp/r?ref=v1/main.hcl"), "git::file:///tmp/r?ref=v1");
+        assert_eq!(
+            normalize_path("git::file:///tmp/r?ref=v1/modules/a/../b/x.hcl"),
+            "git::file:///tmp/r?ref=v1/modules/b/x.hcl"
+        );
+        assert_eq!(
+            parent_dir("git::file:///tmp/r?ref=v1/main.hcl"),
+            "git::file:///tmp/r?ref=v1"
+        );
     }
 
     #[test]
     fn git_sources() {
         let s = ModuleSource::parse(".", "git::file:///tmp/repo//modules/vpc?ref=v1.2.0").unwrap();
-        assert_eq!(s, ModuleSource::Git { url: "file:///tmp/repo".into(), rref: "v1.2.0".into(), subdir: "modules/vpc".into() });
+        assert_eq!(
+            s,
+            ModuleSource::Git {
+                url: "file:///tmp/repo".into(),
+                rref: "v1.2.0".into(),
+                subdir: "modules/vpc".into()
+            }
+        );
         assert_eq!(s.dir(), "git::file:///tmp/repo?ref=v1.2.0/modules/vpc");
         let s = ModuleSource::parse(".", "git::https://example.com/m.git?ref=v1").unwrap();
         assert_eq!(s.dir(), "git::https://example.com/m.git?ref=v1");
@@ -915,7 +1291,10 @@ mod tests {
 
     #[test]
     fn parses_blocks_and_reports_errors() {
-        let mut b = Bundle { root: "env".into(), files: BTreeMap::new() };
+        let mut b = Bundle {
+            root: "env".into(),
+            files: BTreeMap::new(),
+        };
         b.files.insert(
             "env/main.hcl".into(),
             "environment \"stage\" {}\nvariable \"n\" {\n  type = number\n  default = 2\n}\nresource \"random_id\" \"x\" {\n  count = var.n\n  byte_length = 4\n  lifecycle { ignore_changes = [byte_length] }\n}\n".into(),
@@ -924,8 +1303,12 @@ mod tests {
         let m = c.root_module();
         assert_eq!(m.environment.as_ref().unwrap().0, "stage");
         assert_eq!(m.variables["n"].default, Some(Value::Number(2.0)));
-        assert_eq!(m.resources["random_id.x"].lifecycle.ignore_changes, vec!["byte_length"]);
-        b.files.insert("env/bad.hcl".into(), "resorce \"a\" \"b\" {}\n".into());
+        assert_eq!(
+            m.resources["random_id.x"].lifecycle.ignore_changes,
+            vec!["byte_length"]
+        );
+        b.files
+            .insert("env/bad.hcl".into(), "resorce \"a\" \"b\" {}\n".into());
         let err = load_config(Arc::new(b)).unwrap_err().to_string();
         assert!(err.contains("env/bad.hcl:1:1"), "{err}");
         assert!(err.contains("Did you mean \"resource\""), "{err}");
@@ -933,9 +1316,16 @@ mod tests {
 
     #[test]
     fn syntax_errors_have_positions() {
-        let mut b = Bundle { root: "e".into(), files: BTreeMap::new() };
-        b.files.insert("e/a.hcl".into(), "locals {\n  x = \n}\n".into());
+        let mut b = Bundle {
+            root: "e".into(),
+            files: BTreeMap::new(),
+        };
+        b.files
+            .insert("e/a.hcl".into(), "locals {\n  x = \n}\n".into());
         let err = load_config(Arc::new(b)).unwrap_err();
-        assert!(err.0[0].position().unwrap().starts_with("e/a.hcl:"), "{err}");
+        assert!(
+            err.0[0].position().unwrap().starts_with("e/a.hcl:"),
+            "{err}"
+        );
     }
 }

@@ -25,7 +25,10 @@ pub struct Loc {
 impl Loc {
     /// A location covering `span` of `file`.
     pub fn new(file: &Arc<SourceFile>, span: Option<Range<usize>>) -> Loc {
-        Loc { file: file.clone(), span: span.unwrap_or(0..0) }
+        Loc {
+            file: file.clone(),
+            span: span.unwrap_or(0..0),
+        }
     }
 
     /// One-based line and column of the start of the range.
@@ -71,7 +74,11 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error at `loc`.
     pub fn new(summary: impl Into<String>, loc: Option<Loc>) -> Diagnostic {
-        Diagnostic { summary: summary.into(), loc, detail: None }
+        Diagnostic {
+            summary: summary.into(),
+            loc,
+            detail: None,
+        }
     }
 
     /// An error at `loc`.
@@ -204,7 +211,10 @@ mod tests {
 
     #[test]
     fn positions_and_excerpt() {
-        let file = Arc::new(SourceFile { path: "main.hcl".into(), text: "a = 1\nbb = oops\n".into() });
+        let file = Arc::new(SourceFile {
+            path: "main.hcl".into(),
+            text: "a = 1\nbb = oops\n".into(),
+        });
         let d = Diagnostic::at(&Loc { file, span: 11..15 }, "bad");
         assert_eq!(d.position().unwrap(), "main.hcl:2:6");
         let s = d.to_string();
@@ -214,7 +224,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("random_pasword", ["random_password", "random_id"]).as_deref(), Some("random_password"));
+        assert_eq!(
+            suggest("random_pasword", ["random_password", "random_id"]).as_deref(),
+            Some("random_password")
+        );
         assert_eq!(suggest("zzz", ["random_password"]), None);
     }
 }

@@ -68,8 +68,17 @@ pub trait Scope {
 pub struct EmptyScope;
 
 impl Scope for EmptyScope {
-    fn resolve(&self, root: &str, _names: &[&str], loc: &Loc) -> Result<(Value, usize), Diagnostic> {
-        Err(Diagnostic::at(loc, format!("variables are not allowed here (found a reference to \"{root}\")")).with_detail("Use a literal value."))
+    fn resolve(
+        &self,
+        root: &str,
+        _names: &[&str],
+        loc: &Loc,
+    ) -> Result<(Value, usize), Diagnostic> {
+        Err(Diagnostic::at(
+            loc,
+            format!("variables are not allowed here (found a reference to \"{root}\")"),
+        )
+        .with_detail("Use a literal value."))
     }
     fn read_file(&self, _path: &str) -> Option<String> {
         None
@@ -85,15 +94,32 @@ pub struct Evaluator<'a> {
 
 /// Evaluates `e` in `scope`.
 pub fn eval(e: &Expr, scope: &dyn Scope) -> Result<Value, Diagnostic> {
-    let mut ev = Evaluator { scope, file: e.file.clone(), locals: Vec::new() };
+    let mut ev = Evaluator {
+        scope,
+        file: e.file.clone(),
+        locals: Vec::new(),
+    };
     ev.expr(&e.expr)
 }
 
 /// Evaluates a template string (as `templatefile` does) with the given variables.
-pub fn eval_template_text(text: &str, path: &str, vars: BTreeMap<String, Value>, scope: &dyn Scope) -> Result<Value, Diagnostic> {
-    let file = Arc::new(SourceFile { path: path.to_string(), text: text.to_string() });
-    let tpl = hcl_edit::parser::parse_template(text).map_err(|e| crate::config::parse_error(&file, &e))?;
-    let mut ev = Evaluator { scope, file, locals: vars.into_iter().collect() };
+pub fn eval_template_text(
+    text: &str,
+    path: &str,
+    vars: BTreeMap<String, Value>,
+    scope: &dyn Scope,
+) -> Result<Value, Diagnostic> {
+    let file = Arc::new(SourceFile {
+        path: path.to_string(),
+        text: text.to_string(),
+    });
+    let tpl = hcl_edit::parser::parse_template(text)
+        .map_err(|e| crate::config::parse_error(&file, &e))?;
+    let mut ev = Evaluator {
+        scope,
+        file,
+        locals: vars.into_iter().collect(),
+    };
     ev.template(&tpl)
 }
 
@@ -130,7 +156,15 @@ impl Evaluator<'_> {
                                 unknown = true;
                                 continue;
                             }
-                            kv => kv.to_template_string().ok_or_else(|| self.err(ke, format!("an object key must be a string, got {}", kv.type_name())))?,
+                            kv => kv.to_template_string().ok_or_else(|| {
+                                self.err(
+                                    ke,
+                                    format!(
+                                        "an object key must be a string, got {}",
+                                        kv.type_name()
+                                    ),
+                                )
+                            })?,
                         },
                     };
                     let val = self.expr(v.expr())?;
@@ -166,7 +200,12 @@ impl Evaluator<'_> {
                             self.expr(&c.false_expr)?
                         }
                     }
-                    other => return Err(self.err(&c.cond_expr, format!("the condition must be a bool, got {}", other.type_name()))),
+                    other => {
+                        return Err(self.err(
+                            &c.cond_expr,
+                            format!("the condition must be a bool, got {}", other.type_name()),
+                        ))
+                    }
                 }
             }
             Expression::UnaryOp(op) => {
@@ -175,7 +214,16 @@ impl Evaluator<'_> {
                     (_, Value::Unknown) => Value::Unknown,
                     (UnaryOperator::Neg, Value::Number(n)) => Value::Number(-n),
                     (UnaryOperator::Not, Value::Bool(b)) => Value::Bool(!b),
-                    (o, v) => return Err(self.err(e, format!("operator \"{}\" cannot be applied to {}", o.as_str(), v.type_name()))),
+                    (o, v) => {
+                        return Err(self.err(
+                            e,
+                            format!(
+                                "operator \"{}\" cannot be applied to {}",
+                                o.as_str(),
+                                v.type_name()
+                            ),
+                        ))
+                    }
                 }
             }
             Expression::BinaryOp(op) => self.binary(e, op)?,
@@ -184,7 +232,11 @@ impl Evaluator<'_> {
         })
     }
 
-    fn binary(&mut self, e: &Expression, op: &hcl_edit::expr::BinaryOp) -> Result<Value, Diagnostic> {
+    fn binary(
+        &mut self,
+        e: &Expression,
+        op: &hcl_edit::expr::BinaryOp,
+    ) -> Result<Value, Diagnostic> {
         let o = *op.operator.value();
         let l = self.expr(&op.lhs_expr)?;
         // Short-circuit logic operators on known values.
@@ -238,7 +290,12 @@ impl Evaluator<'_> {
     fn to_number(&self, e: &Expression, v: &Value) -> Result<f64, Diagnostic> {
         match v {
             Value::Number(n) => Ok(*n),
-            Value::String(s) => s.trim().parse().map_err(|_| self.err(e, format!("a number is required, but \"{s}\" is not a number"))),
+            Value::String(s) => s.trim().parse().map_err(|_| {
+                self.err(
+                    e,
+                    format!("a number is required, but \"{s}\" is not a number"),
+                )
+            }),
             v => Err(self.err(e, format!("a number is required, got {}", v.type_name()))),
         }
     }
@@ -252,7 +309,12 @@ impl Evaluator<'_> {
         }
     }
 
-    fn traversal(&mut self, whole: &Expression, root: &str, ops: &[hcl_edit::Decorated<TraversalOperator>]) -> Result<Value, Diagnostic> {
+    fn traversal(
+        &mut self,
+        whole: &Expression,
+        root: &str,
+        ops: &[hcl_edit::Decorated<TraversalOperator>],
+    ) -> Result<Value, Diagnostic> {
         if let Some((_, v)) = self.locals.iter().rev().find(|(n, _)| n == root) {
             let v = v.clone();
             return self.apply_ops(whole, v, ops);
@@ -270,7 +332,12 @@ impl Evaluator<'_> {
         self.apply_ops(whole, v, &ops[used..])
     }
 
-    fn apply_ops(&mut self, whole: &Expression, mut v: Value, ops: &[hcl_edit::Decorated<TraversalOperator>]) -> Result<Value, Diagnostic> {
+    fn apply_ops(
+        &mut self,
+        whole: &Expression,
+        mut v: Value,
+        ops: &[hcl_edit::Decorated<TraversalOperator>],
+    ) -> Result<Value, Diagnostic> {
         let mut i = 0;
         while i < ops.len() {
             let op = ops[i].value();
@@ -296,11 +363,35 @@ impl Evaluator<'_> {
                             Some(x) => x,
                             None => {
                                 let keys: Vec<&str> = o.keys().map(String::as_str).collect();
-                                return Err(self.err(whole, format!("this object has no attribute \"{}\".{}", name.as_str(), crate::diag::did_you_mean(name.as_str(), keys))));
+                                return Err(self.err(
+                                    whole,
+                                    format!(
+                                        "this object has no attribute \"{}\".{}",
+                                        name.as_str(),
+                                        crate::diag::did_you_mean(name.as_str(), keys)
+                                    ),
+                                ));
                             }
                         },
-                        Value::Null => return Err(self.err(whole, format!("attempt to get attribute \"{}\" from a null value", name.as_str()))),
-                        other => return Err(self.err(whole, format!("cannot get attribute \"{}\" of a {}", name.as_str(), other.type_name()))),
+                        Value::Null => {
+                            return Err(self.err(
+                                whole,
+                                format!(
+                                    "attempt to get attribute \"{}\" from a null value",
+                                    name.as_str()
+                                ),
+                            ))
+                        }
+                        other => {
+                            return Err(self.err(
+                                whole,
+                                format!(
+                                    "cannot get attribute \"{}\" of a {}",
+                                    name.as_str(),
+                                    other.type_name()
+                                ),
+                            ))
+                        }
                     }
                 }
                 TraversalOperator::Index(ie) => {
@@ -324,21 +415,46 @@ impl Evaluator<'_> {
             Value::List(mut l) => {
                 let n = match key {
                     Value::Number(n) => *n,
-                    Value::String(s) => s.parse().map_err(|_| self.err(whole, format!("a list index must be a number, got \"{s}\"")))?,
-                    k => return Err(self.err(whole, format!("a list index must be a number, got {}", k.type_name()))),
+                    Value::String(s) => s.parse().map_err(|_| {
+                        self.err(whole, format!("a list index must be a number, got \"{s}\""))
+                    })?,
+                    k => {
+                        return Err(self.err(
+                            whole,
+                            format!("a list index must be a number, got {}", k.type_name()),
+                        ))
+                    }
                 };
                 if n < 0.0 || n.fract() != 0.0 || n as usize >= l.len() {
-                    return Err(self.err(whole, format!("index {} is out of range for a list of {} elements", format_number(n), l.len())));
+                    return Err(self.err(
+                        whole,
+                        format!(
+                            "index {} is out of range for a list of {} elements",
+                            format_number(n),
+                            l.len()
+                        ),
+                    ));
                 }
                 Ok(l.swap_remove(n as usize))
             }
             Value::Object(mut o) => {
-                let k = key.to_template_string().ok_or_else(|| self.err(whole, format!("a map key must be a string, got {}", key.type_name())))?;
+                let k = key.to_template_string().ok_or_else(|| {
+                    self.err(
+                        whole,
+                        format!("a map key must be a string, got {}", key.type_name()),
+                    )
+                })?;
                 match o.remove(&k) {
                     Some(x) => Ok(x),
                     None => {
                         let keys: Vec<&str> = o.keys().map(String::as_str).collect();
-                        Err(self.err(whole, format!("the map has no element \"{k}\".{}", crate::diag::did_you_mean(&k, keys))))
+                        Err(self.err(
+                            whole,
+                            format!(
+                                "the map has no element \"{k}\".{}",
+                                crate::diag::did_you_mean(&k, keys)
+                            ),
+                        ))
                     }
                 }
             }
@@ -347,14 +463,29 @@ impl Evaluator<'_> {
         }
     }
 
-    fn for_expr(&mut self, e: &Expression, f: &hcl_edit::expr::ForExpr) -> Result<Value, Diagnostic> {
+    fn for_expr(
+        &mut self,
+        e: &Expression,
+        f: &hcl_edit::expr::ForExpr,
+    ) -> Result<Value, Diagnostic> {
         let coll = self.expr(&f.intro.collection_expr)?;
         let items: Vec<(Value, Value)> = match coll {
             Value::Unknown => return Ok(Value::Unknown),
-            Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect(),
+            Value::List(l) => l
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (Value::Number(i as f64), v))
+                .collect(),
             Value::Object(o) => o.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
-            Value::Null => return Err(self.err(&f.intro.collection_expr, "cannot iterate over a null value")),
-            other => return Err(self.err(&f.intro.collection_expr, format!("cannot iterate over a {}", other.type_name()))),
+            Value::Null => {
+                return Err(self.err(&f.intro.collection_expr, "cannot iterate over a null value"))
+            }
+            other => {
+                return Err(self.err(
+                    &f.intro.collection_expr,
+                    format!("cannot iterate over a {}", other.type_name()),
+                ))
+            }
         };
         let kname = f.intro.key_var.as_ref().map(|k| k.as_str().to_string());
         let vname = f.intro.value_var.as_str().to_string();
@@ -377,7 +508,12 @@ impl Evaluator<'_> {
                             unknown = true;
                             return Ok(());
                         }
-                        o => return Err(self.err(&cond.expr, format!("the condition must be a bool, got {}", o.type_name()))),
+                        o => {
+                            return Err(self.err(
+                                &cond.expr,
+                                format!("the condition must be a bool, got {}", o.type_name()),
+                            ))
+                        }
                     }
                 }
                 let val = self.expr(&f.value_expr)?;
@@ -388,13 +524,20 @@ impl Evaluator<'_> {
                             unknown = true;
                             return Ok(());
                         }
-                        let key = key.to_template_string().ok_or_else(|| self.err(ke, "an object key must be a string"))?;
+                        let key = key
+                            .to_template_string()
+                            .ok_or_else(|| self.err(ke, "an object key must be a string"))?;
                         if f.grouping {
                             grouped.entry(key).or_default().push(val);
-                        } else if obj.contains_key(&key) {
-                            return Err(self.err(ke, format!("duplicate object key \"{key}\"; add \"...\" after the value to group values by key")));
                         } else {
-                            obj.insert(key, val);
+                            match obj.entry(key) {
+                                std::collections::btree_map::Entry::Occupied(o) => {
+                                    return Err(self.err(ke, format!("duplicate object key \"{}\"; add \"...\" after the value to group values by key", o.key())));
+                                }
+                                std::collections::btree_map::Entry::Vacant(slot) => {
+                                    slot.insert(val);
+                                }
+                            }
                         }
                     }
                     None => list.push(val),
@@ -409,16 +552,37 @@ impl Evaluator<'_> {
             return Ok(Value::Unknown);
         }
         Ok(match &f.key_expr {
-            Some(_) if f.grouping => Value::Object(grouped.into_iter().map(|(k, v)| (k, Value::List(v))).collect()),
+            Some(_) if f.grouping => Value::Object(
+                grouped
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::List(v)))
+                    .collect(),
+            ),
             Some(_) => Value::Object(obj),
             None => Value::List(list),
         })
     }
 
-    fn call(&mut self, e: &Expression, call: &hcl_edit::expr::FuncCall) -> Result<Value, Diagnostic> {
+    fn call(
+        &mut self,
+        e: &Expression,
+        call: &hcl_edit::expr::FuncCall,
+    ) -> Result<Value, Diagnostic> {
         let name = call.name.name.as_str();
         if !call.name.namespace.is_empty() {
-            return Err(self.err(e, format!("unknown function \"{}\"", call.name.namespace.iter().map(|n| n.as_str()).chain([name]).collect::<Vec<_>>().join("::"))));
+            return Err(self.err(
+                e,
+                format!(
+                    "unknown function \"{}\"",
+                    call.name
+                        .namespace
+                        .iter()
+                        .map(|n| n.as_str())
+                        .chain([name])
+                        .collect::<Vec<_>>()
+                        .join("::")
+                ),
+            ));
         }
         // Lazily evaluated functions.
         match name {
@@ -431,12 +595,22 @@ impl Evaluator<'_> {
                     }
                 }
                 return Err(match last {
-                    Some(l) => Diagnostic::at(&self.loc(e), format!("no argument of try() succeeded; the last failed with: {}", l.summary)),
+                    Some(l) => Diagnostic::at(
+                        &self.loc(e),
+                        format!(
+                            "no argument of try() succeeded; the last failed with: {}",
+                            l.summary
+                        ),
+                    ),
                     None => self.err(e, "try() needs at least one argument"),
                 });
             }
             "can" => {
-                let a = call.args.iter().next().ok_or_else(|| self.err(e, "can() needs one argument"))?;
+                let a = call
+                    .args
+                    .iter()
+                    .next()
+                    .ok_or_else(|| self.err(e, "can() needs one argument"))?;
                 return Ok(match self.expr(a) {
                     Ok(Value::Unknown) => Value::Unknown,
                     Ok(_) => Value::Bool(true),
@@ -453,7 +627,15 @@ impl Evaluator<'_> {
                 match v {
                     Value::List(l) => args.extend(l),
                     Value::Unknown => return Ok(Value::Unknown),
-                    other => return Err(self.err(a, format!("only a list can be expanded with \"...\", got {}", other.type_name()))),
+                    other => {
+                        return Err(self.err(
+                            a,
+                            format!(
+                                "only a list can be expanded with \"...\", got {}",
+                                other.type_name()
+                            ),
+                        ))
+                    }
                 }
             } else {
                 args.push(v);
@@ -461,7 +643,11 @@ impl Evaluator<'_> {
         }
         let arg_locs: Vec<Loc> = call.args.iter().map(|a| self.loc(a)).collect();
         let loc = self.loc(e);
-        let ctx = funcs::CallCtx { loc: &loc, arg_locs: &arg_locs, scope: self.scope };
+        let ctx = funcs::CallCtx {
+            loc: &loc,
+            arg_locs: &arg_locs,
+            scope: self.scope,
+        };
         funcs::call(name, args, &ctx)
     }
 
@@ -513,7 +699,12 @@ impl Evaluator<'_> {
                             }
                             Value::Bool(true) => Some(&dir.if_expr.template),
                             Value::Bool(false) => dir.else_expr.as_ref().map(|e| &e.template),
-                            o => return Err(self.err(&dir.if_expr.cond_expr, format!("the condition must be a bool, got {}", o.type_name()))),
+                            o => {
+                                return Err(self.err(
+                                    &dir.if_expr.cond_expr,
+                                    format!("the condition must be a bool, got {}", o.type_name()),
+                                ))
+                            }
                         };
                         if let Some(b) = branch {
                             match self.template(b)? {
@@ -531,9 +722,20 @@ impl Evaluator<'_> {
                                 unknown = true;
                                 vec![]
                             }
-                            Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Number(i as f64), v)).collect(),
-                            Value::Object(o) => o.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
-                            o => return Err(self.err(&f.collection_expr, format!("cannot iterate over a {}", o.type_name()))),
+                            Value::List(l) => l
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, v)| (Value::Number(i as f64), v))
+                                .collect(),
+                            Value::Object(o) => {
+                                o.into_iter().map(|(k, v)| (Value::String(k), v)).collect()
+                            }
+                            o => {
+                                return Err(self.err(
+                                    &f.collection_expr,
+                                    format!("cannot iterate over a {}", o.type_name()),
+                                ))
+                            }
                         };
                         for (k, v) in items {
                             let depth = self.locals.len();
@@ -553,7 +755,11 @@ impl Evaluator<'_> {
                 },
             }
         }
-        Ok(if unknown { Value::Unknown } else { Value::String(out) })
+        Ok(if unknown {
+            Value::Unknown
+        } else {
+            Value::String(out)
+        })
     }
 }
 
@@ -562,8 +768,17 @@ pub fn values_equal(a: &Value, b: &Value) -> bool {
     a == b
 }
 
-fn collect_refs(e: &Expression, file: &Arc<SourceFile>, bound: &mut Vec<String>, out: &mut Vec<Reference>) {
-    let push = |root: &str, ops: &[hcl_edit::Decorated<TraversalOperator>], span: Option<std::ops::Range<usize>>, bound: &Vec<String>, out: &mut Vec<Reference>| {
+fn collect_refs(
+    e: &Expression,
+    file: &Arc<SourceFile>,
+    bound: &mut Vec<String>,
+    out: &mut Vec<Reference>,
+) {
+    let push = |root: &str,
+                ops: &[hcl_edit::Decorated<TraversalOperator>],
+                span: Option<std::ops::Range<usize>>,
+                bound: &Vec<String>,
+                out: &mut Vec<Reference>| {
         if bound.iter().any(|b| b == root) {
             return;
         }
@@ -576,10 +791,17 @@ fn collect_refs(e: &Expression, file: &Arc<SourceFile>, bound: &mut Vec<String>,
                 _ => None,
             })
             .collect();
-        out.push(Reference { root: root.to_string(), names, loc: Loc::new(file, span) });
+        out.push(Reference {
+            root: root.to_string(),
+            names,
+            loc: Loc::new(file, span),
+        });
     };
     match e {
-        Expression::Null(_) | Expression::Bool(_) | Expression::Number(_) | Expression::String(_) => {}
+        Expression::Null(_)
+        | Expression::Bool(_)
+        | Expression::Number(_)
+        | Expression::String(_) => {}
         Expression::Array(a) => a.iter().for_each(|x| collect_refs(x, file, bound, out)),
         Expression::Object(o) => {
             for (k, v) in o.iter() {
@@ -609,7 +831,10 @@ fn collect_refs(e: &Expression, file: &Arc<SourceFile>, bound: &mut Vec<String>,
             collect_refs(&c.true_expr, file, bound, out);
             collect_refs(&c.false_expr, file, bound, out);
         }
-        Expression::FuncCall(f) => f.args.iter().for_each(|a| collect_refs(a, file, bound, out)),
+        Expression::FuncCall(f) => f
+            .args
+            .iter()
+            .for_each(|a| collect_refs(a, file, bound, out)),
         Expression::UnaryOp(u) => collect_refs(&u.expr, file, bound, out),
         Expression::BinaryOp(b) => {
             collect_refs(&b.lhs_expr, file, bound, out);
@@ -634,7 +859,12 @@ fn collect_refs(e: &Expression, file: &Arc<SourceFile>, bound: &mut Vec<String>,
     }
 }
 
-fn template_refs(t: &Template, file: &Arc<SourceFile>, bound: &mut Vec<String>, out: &mut Vec<Reference>) {
+fn template_refs(
+    t: &Template,
+    file: &Arc<SourceFile>,
+    bound: &mut Vec<String>,
+    out: &mut Vec<Reference>,
+) {
     for el in t.iter() {
         match el {
             Element::Literal(_) => {}

@@ -11,7 +11,11 @@ pub fn format_source(src: &str) -> Option<String> {
     for line in lines {
         if st.heredoc.is_some() || st.in_block_comment {
             let verbatim_line = line.trim_end().to_string();
-            let ends = st.heredoc.as_ref().map(|d| line.trim() == d).unwrap_or(false);
+            let ends = st
+                .heredoc
+                .as_ref()
+                .map(|d| line.trim() == d)
+                .unwrap_or(false);
             st.scan(line);
             let _ = ends;
             out.push((0, verbatim_line, true));
@@ -37,18 +41,37 @@ pub fn format_source(src: &str) -> Option<String> {
         }
         if attr_key(text).is_some() && balanced(text) {
             let mut j = i;
-            while j < out.len() && !out[j].2 && out[j].0 == d && attr_key(&out[j].1).is_some() && balanced(&out[j].1) {
+            while j < out.len()
+                && !out[j].2
+                && out[j].0 == d
+                && attr_key(&out[j].1).is_some()
+                && balanced(&out[j].1)
+            {
                 j += 1;
             }
-            let width = out[i..j].iter().map(|(_, t, _)| attr_key(t).map(|(k, _)| k.chars().count()).unwrap_or(0)).max().unwrap_or(0);
+            let width = out[i..j]
+                .iter()
+                .map(|(_, t, _)| attr_key(t).map(|(k, _)| k.chars().count()).unwrap_or(0))
+                .max()
+                .unwrap_or(0);
             for (dd, t, _) in &out[i..j] {
                 let (k, v) = attr_key(t).expect("checked above");
-                result.push(format!("{}{}{} = {}", "  ".repeat(*dd), k, " ".repeat(width - k.chars().count()), v));
+                result.push(format!(
+                    "{}{}{} = {}",
+                    "  ".repeat(*dd),
+                    k,
+                    " ".repeat(width - k.chars().count()),
+                    v
+                ));
             }
             i = j;
             continue;
         }
-        result.push(if text.is_empty() { String::new() } else { format!("{}{}", "  ".repeat(d), text) });
+        result.push(if text.is_empty() {
+            String::new()
+        } else {
+            format!("{}{}", "  ".repeat(d), text)
+        });
         i += 1;
     }
     let mut s = result.join("\n");
@@ -67,7 +90,12 @@ fn attr_key(line: &str) -> Option<(&str, &str)> {
     let eq = line.find('=')?;
     let key = line[..eq].trim_end();
     let rest = &line[eq + 1..];
-    if rest.starts_with('=') || key.is_empty() || !key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '"') {
+    if rest.starts_with('=')
+        || key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '"')
+    {
         return None;
     }
     Some((key, rest.trim()))
@@ -135,7 +163,10 @@ impl Scan {
                 b'<' if b.get(i + 1) == Some(&b'<') => {
                     let rest = &line[i + 2..];
                     let rest = rest.strip_prefix('-').unwrap_or(rest);
-                    let id: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    let id: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
                     if !id.is_empty() {
                         self.heredoc = Some(id);
                         return delta;

@@ -21,16 +21,91 @@ pub struct CallCtx<'a> {
 
 /// Every function name, for suggestions.
 pub const NAMES: &[&str] = &[
-    "abs", "alltrue", "anytrue", "base64decode", "base64encode", "can", "ceil", "chomp", "cidrhost", "cidrnetmask", "cidrsubnet", "cidrsubnets", "coalesce", "coalescelist", "compact", "concat", "contains", "distinct", "element", "endswith", "file", "fileexists", "flatten", "floor", "format", "formatlist", "index", "join", "jsondecode", "jsonencode", "keys", "length", "lookup", "lower", "max", "merge", "min", "nonsensitive", "one", "range", "replace", "reverse", "sensitive", "setunion", "sha256", "slice", "sort", "split", "startswith", "strrev", "substr", "sum", "templatefile", "title", "tobool", "tolist", "tomap", "tonumber", "toset", "tostring", "trim", "trimprefix", "trimspace", "trimsuffix", "try", "upper", "values", "zipmap",
+    "abs",
+    "alltrue",
+    "anytrue",
+    "base64decode",
+    "base64encode",
+    "can",
+    "ceil",
+    "chomp",
+    "cidrhost",
+    "cidrnetmask",
+    "cidrsubnet",
+    "cidrsubnets",
+    "coalesce",
+    "coalescelist",
+    "compact",
+    "concat",
+    "contains",
+    "distinct",
+    "element",
+    "endswith",
+    "file",
+    "fileexists",
+    "flatten",
+    "floor",
+    "format",
+    "formatlist",
+    "index",
+    "join",
+    "jsondecode",
+    "jsonencode",
+    "keys",
+    "length",
+    "lookup",
+    "lower",
+    "max",
+    "merge",
+    "min",
+    "nonsensitive",
+    "one",
+    "range",
+    "replace",
+    "reverse",
+    "sensitive",
+    "setunion",
+    "sha256",
+    "slice",
+    "sort",
+    "split",
+    "startswith",
+    "strrev",
+    "substr",
+    "sum",
+    "templatefile",
+    "title",
+    "tobool",
+    "tolist",
+    "tomap",
+    "tonumber",
+    "toset",
+    "tostring",
+    "trim",
+    "trimprefix",
+    "trimspace",
+    "trimsuffix",
+    "try",
+    "upper",
+    "values",
+    "zipmap",
 ];
 
 /// Calls function `name`. Unknown arguments give an unknown result.
 pub fn call(name: &str, args: Vec<Value>, ctx: &CallCtx) -> Result<Value, Diagnostic> {
     let f = Call { name, args, ctx };
     if !NAMES.contains(&name) {
-        return Err(Diagnostic::at(ctx.loc, format!("call to unknown function \"{name}\".{}", crate::diag::did_you_mean(name, NAMES.iter().copied()))));
+        return Err(Diagnostic::at(
+            ctx.loc,
+            format!(
+                "call to unknown function \"{name}\".{}",
+                crate::diag::did_you_mean(name, NAMES.iter().copied())
+            ),
+        ));
     }
-    if f.args.iter().any(Value::has_unknown) && !matches!(name, "length" | "coalesce" | "concat" | "merge") {
+    if f.args.iter().any(Value::has_unknown)
+        && !matches!(name, "length" | "coalesce" | "concat" | "merge")
+    {
         return Ok(Value::Unknown);
     }
     f.run()
@@ -48,13 +123,25 @@ impl Call<'_> {
     }
     fn arg_err(&self, i: usize, msg: impl Into<String>) -> Diagnostic {
         let loc = self.ctx.arg_locs.get(i).unwrap_or(self.ctx.loc);
-        Diagnostic::at(loc, format!("{}(): argument {}: {}", self.name, i + 1, msg.into()))
+        Diagnostic::at(
+            loc,
+            format!("{}(): argument {}: {}", self.name, i + 1, msg.into()),
+        )
     }
     fn arity(&self, min: usize, max: usize) -> Result<(), Diagnostic> {
         let n = self.args.len();
         if n < min || n > max {
-            let want = if min == max { format!("{min}") } else if max == usize::MAX { format!("at least {min}") } else { format!("{min} to {max}") };
-            return Err(self.err(format!("expects {want} argument{}, got {n}", if max == 1 { "" } else { "s" })));
+            let want = if min == max {
+                format!("{min}")
+            } else if max == usize::MAX {
+                format!("at least {min}")
+            } else {
+                format!("{min} to {max}")
+            };
+            return Err(self.err(format!(
+                "expects {want} argument{}, got {n}",
+                if max == 1 { "" } else { "s" }
+            )));
         }
         Ok(())
     }
@@ -76,7 +163,10 @@ impl Call<'_> {
     fn int(&self, i: usize) -> Result<i64, Diagnostic> {
         let n = self.num(i)?;
         if n.fract() != 0.0 {
-            return Err(self.arg_err(i, format!("a whole number is required, got {}", format_number(n))));
+            return Err(self.arg_err(
+                i,
+                format!("a whole number is required, got {}", format_number(n)),
+            ));
         }
         Ok(n as i64)
     }
@@ -97,7 +187,10 @@ impl Call<'_> {
             .iter()
             .map(|v| match convert(v, &Type::String) {
                 Ok(Value::String(s)) => Ok(s),
-                _ => Err(self.arg_err(i, format!("a list of strings is required, found a {}", v.type_name()))),
+                _ => Err(self.arg_err(
+                    i,
+                    format!("a list of strings is required, found a {}", v.type_name()),
+                )),
             })
             .collect()
     }
@@ -127,14 +220,21 @@ impl Call<'_> {
                 for i in 0..a.len() {
                     nums.push(self.num(i)?);
                 }
-                let r = if self.name == "max" { nums.iter().cloned().fold(f64::MIN, f64::max) } else { nums.iter().cloned().fold(f64::MAX, f64::min) };
+                let r = if self.name == "max" {
+                    nums.iter().cloned().fold(f64::MIN, f64::max)
+                } else {
+                    nums.iter().cloned().fold(f64::MAX, f64::min)
+                };
                 Value::Number(r)
             }
             "sum" => {
                 self.arity(1, 1)?;
                 let mut s = 0.0;
                 for v in self.list(0)? {
-                    s += convert(&v, &Type::Number).ok().and_then(|v| v.as_f64()).ok_or_else(|| self.arg_err(0, "a list of numbers is required"))?;
+                    s += convert(&v, &Type::Number)
+                        .ok()
+                        .and_then(|v| v.as_f64())
+                        .ok_or_else(|| self.arg_err(0, "a list of numbers is required"))?;
                 }
                 Value::Number(s)
             }
@@ -142,9 +242,18 @@ impl Call<'_> {
                 self.arity(1, 1)?;
                 let mut bools = Vec::new();
                 for v in self.list(0)? {
-                    bools.push(convert(&v, &Type::Bool).ok().and_then(|v| v.as_bool()).ok_or_else(|| self.arg_err(0, "a list of bools is required"))?);
+                    bools.push(
+                        convert(&v, &Type::Bool)
+                            .ok()
+                            .and_then(|v| v.as_bool())
+                            .ok_or_else(|| self.arg_err(0, "a list of bools is required"))?,
+                    );
                 }
-                Value::Bool(if self.name == "alltrue" { bools.iter().all(|b| *b) } else { bools.iter().any(|b| *b) })
+                Value::Bool(if self.name == "alltrue" {
+                    bools.iter().all(|b| *b)
+                } else {
+                    bools.iter().any(|b| *b)
+                })
             }
             "upper" => {
                 self.arity(1, 1)?;
@@ -223,7 +332,11 @@ impl Call<'_> {
                     off += s.len() as i64;
                 }
                 let off = off.clamp(0, s.len() as i64) as usize;
-                let end = if len < 0 { s.len() } else { (off + len as usize).min(s.len()) };
+                let end = if len < 0 {
+                    s.len()
+                } else {
+                    (off + len as usize).min(s.len())
+                };
                 Value::String(s[off..end].iter().collect())
             }
             "format" => {
@@ -233,13 +346,20 @@ impl Call<'_> {
             "formatlist" => {
                 self.arity(1, usize::MAX)?;
                 let fmt = self.str(0)?;
-                let n = a[1..].iter().filter_map(|v| v.as_list().map(Vec::len)).max().unwrap_or(0);
+                let n = a[1..]
+                    .iter()
+                    .filter_map(|v| v.as_list().map(Vec::len))
+                    .max()
+                    .unwrap_or(0);
                 let mut out = Vec::new();
                 for i in 0..n {
-                    let row: Vec<Value> = a[1..].iter().map(|v| match v {
-                        Value::List(l) => l.get(i).cloned().unwrap_or(Value::Null),
-                        v => v.clone(),
-                    }).collect();
+                    let row: Vec<Value> = a[1..]
+                        .iter()
+                        .map(|v| match v {
+                            Value::List(l) => l.get(i).cloned().unwrap_or(Value::Null),
+                            v => v.clone(),
+                        })
+                        .collect();
                     out.push(Value::String(self.format(&fmt, &row)?));
                 }
                 Value::List(out)
@@ -272,7 +392,12 @@ impl Call<'_> {
                     Value::String(s) => Value::Number(s.chars().count() as f64),
                     Value::List(l) => Value::Number(l.len() as f64),
                     Value::Object(o) => Value::Number(o.len() as f64),
-                    v => return Err(self.arg_err(0, format!("a string, list or map is required, got {}", v.type_name()))),
+                    v => {
+                        return Err(self.arg_err(
+                            0,
+                            format!("a string, list or map is required, got {}", v.type_name()),
+                        ))
+                    }
                 }
             }
             "element" => {
@@ -306,7 +431,12 @@ impl Call<'_> {
                 match m.get(&k) {
                     Some(v) => v.clone(),
                     None if a.len() == 3 => a[2].clone(),
-                    None => return Err(self.arg_err(1, format!("the map has no key \"{k}\" and no default was given"))),
+                    None => {
+                        return Err(self.arg_err(
+                            1,
+                            format!("the map has no key \"{k}\" and no default was given"),
+                        ))
+                    }
                 }
             }
             "merge" => {
@@ -316,7 +446,12 @@ impl Call<'_> {
                         Value::Null => {}
                         Value::Unknown => return Ok(Value::Unknown),
                         Value::Object(o) => out.extend(o.clone()),
-                        v => return Err(self.arg_err(i, format!("a map or object is required, got {}", v.type_name()))),
+                        v => {
+                            return Err(self.arg_err(
+                                i,
+                                format!("a map or object is required, got {}", v.type_name()),
+                            ))
+                        }
                     }
                 }
                 Value::Object(out)
@@ -327,7 +462,10 @@ impl Call<'_> {
                     match v {
                         Value::Unknown => return Ok(Value::Unknown),
                         Value::List(l) => out.extend(l.clone()),
-                        v => return Err(self.arg_err(i, format!("a list is required, got {}", v.type_name()))),
+                        v => {
+                            return Err(self
+                                .arg_err(i, format!("a list is required, got {}", v.type_name())))
+                        }
                     }
                 }
                 Value::List(out)
@@ -358,7 +496,12 @@ impl Call<'_> {
             }
             "compact" => {
                 self.arity(1, 1)?;
-                Value::List(self.list(0)?.into_iter().filter(|v| !v.is_null() && v.as_str() != Some("")).collect())
+                Value::List(
+                    self.list(0)?
+                        .into_iter()
+                        .filter(|v| !v.is_null() && v.as_str() != Some(""))
+                        .collect(),
+                )
             }
             "reverse" => {
                 self.arity(1, 1)?;
@@ -375,7 +518,10 @@ impl Call<'_> {
                 let l = self.list(0)?;
                 let (s, e) = (self.int(1)?, self.int(2)?);
                 if s < 0 || e < s || e as usize > l.len() {
-                    return Err(self.err(format!("the range {s}..{e} is not within a list of {} elements", l.len())));
+                    return Err(self.err(format!(
+                        "the range {s}..{e} is not within a list of {} elements",
+                        l.len()
+                    )));
                 }
                 Value::List(l[s as usize..e as usize].to_vec())
             }
@@ -385,7 +531,12 @@ impl Call<'_> {
                 match l.len() {
                     0 => Value::Null,
                     1 => l[0].clone(),
-                    n => return Err(self.arg_err(0, format!("a list of at most one element is required, got {n}"))),
+                    n => {
+                        return Err(self.arg_err(
+                            0,
+                            format!("a list of at most one element is required, got {n}"),
+                        ))
+                    }
                 }
             }
             "setunion" => {
@@ -413,7 +564,11 @@ impl Call<'_> {
                 let k = self.strings(0)?;
                 let v = self.list(1)?;
                 if k.len() != v.len() {
-                    return Err(self.err(format!("the lists must have the same length ({} keys, {} values)", k.len(), v.len())));
+                    return Err(self.err(format!(
+                        "the lists must have the same length ({} keys, {} values)",
+                        k.len(),
+                        v.len()
+                    )));
                 }
                 Value::Object(k.into_iter().zip(v).collect())
             }
@@ -489,7 +644,8 @@ impl Call<'_> {
             "jsondecode" => {
                 self.arity(1, 1)?;
                 let s = self.str(0)?;
-                let j: serde_json::Value = serde_json::from_str(&s).map_err(|e| self.arg_err(0, format!("invalid JSON: {e}")))?;
+                let j: serde_json::Value = serde_json::from_str(&s)
+                    .map_err(|e| self.arg_err(0, format!("invalid JSON: {e}")))?;
                 Value::from_json(&j)
             }
             "base64encode" => {
@@ -498,8 +654,13 @@ impl Call<'_> {
             }
             "base64decode" => {
                 self.arity(1, 1)?;
-                let bytes = base64::engine::general_purpose::STANDARD.decode(self.str(0)?).map_err(|e| self.arg_err(0, format!("invalid base64: {e}")))?;
-                Value::String(String::from_utf8(bytes).map_err(|_| self.arg_err(0, "the decoded bytes are not UTF-8"))?)
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(self.str(0)?)
+                    .map_err(|e| self.arg_err(0, format!("invalid base64: {e}")))?;
+                Value::String(
+                    String::from_utf8(bytes)
+                        .map_err(|_| self.arg_err(0, "the decoded bytes are not UTF-8"))?,
+                )
             }
             "sha256" => {
                 self.arity(1, 1)?;
@@ -519,20 +680,32 @@ impl Call<'_> {
                 self.arity(2, 2)?;
                 let p = self.str(0)?;
                 let vars = self.obj(1)?;
-                let text = self.ctx.scope.read_file(&crate::config::normalize_path(&p)).ok_or_else(|| self.arg_err(0, format!("no file \"{p}\" in the configuration")))?;
+                let text = self
+                    .ctx
+                    .scope
+                    .read_file(&crate::config::normalize_path(&p))
+                    .ok_or_else(|| {
+                        self.arg_err(0, format!("no file \"{p}\" in the configuration"))
+                    })?;
                 crate::eval::eval_template_text(&text, &p, vars, &crate::eval::EmptyScope)?
             }
             "cidrhost" => {
                 self.arity(2, 2)?;
                 let net = self.cidr(0)?;
                 let n = self.int(1)?;
-                Value::String(cidr_host(&net, n).map_err(|e| self.arg_err(1, e))?.to_string())
+                Value::String(
+                    cidr_host(&net, n)
+                        .map_err(|e| self.arg_err(1, e))?
+                        .to_string(),
+                )
             }
             "cidrnetmask" => {
                 self.arity(1, 1)?;
                 match self.cidr(0)? {
                     IpNet::V4(n) => Value::String(n.netmask().to_string()),
-                    IpNet::V6(_) => return Err(self.arg_err(0, "only IPv4 prefixes have a netmask")),
+                    IpNet::V6(_) => {
+                        return Err(self.arg_err(0, "only IPv4 prefixes have a netmask"))
+                    }
                 }
             }
             "cidrsubnet" => {
@@ -540,7 +713,11 @@ impl Call<'_> {
                 let net = self.cidr(0)?;
                 let bits = self.int(1)?;
                 let num = self.int(2)?;
-                Value::String(cidr_subnet(&net, bits, num).map_err(|e| self.err(e))?.to_string())
+                Value::String(
+                    cidr_subnet(&net, bits, num)
+                        .map_err(|e| self.err(e))?
+                        .to_string(),
+                )
             }
             "cidrsubnets" => {
                 self.arity(1, usize::MAX)?;
@@ -552,12 +729,16 @@ impl Call<'_> {
                     let bits = self.int(i)?;
                     let new_len = net.prefix_len() as i64 + bits;
                     if bits < 1 || new_len > total as i64 {
-                        return Err(self.arg_err(i, format!("cannot extend /{} by {bits} bits", net.prefix_len())));
+                        return Err(self.arg_err(
+                            i,
+                            format!("cannot extend /{} by {bits} bits", net.prefix_len()),
+                        ));
                     }
                     let size: u128 = 1u128 << (total as i64 - new_len);
                     let aligned = next.div_ceil(size) * size;
                     let idx = aligned / size;
-                    let sub = cidr_subnet(&net, bits, idx as i64).map_err(|e| self.arg_err(i, e))?;
+                    let sub =
+                        cidr_subnet(&net, bits, idx as i64).map_err(|e| self.arg_err(i, e))?;
                     out.push(Value::String(sub.to_string()));
                     next = aligned + size;
                 }
@@ -569,7 +750,12 @@ impl Call<'_> {
 
     fn cidr(&self, i: usize) -> Result<IpNet, Diagnostic> {
         let s = self.str(i)?;
-        s.parse::<IpNet>().map_err(|_| self.arg_err(i, format!("\"{s}\" is not a CIDR block like \"10.0.0.0/16\"")))
+        s.parse::<IpNet>().map_err(|_| {
+            self.arg_err(
+                i,
+                format!("\"{s}\" is not a CIDR block like \"10.0.0.0/16\""),
+            )
+        })
     }
 
     fn format(&self, fmt: &str, args: &[Value]) -> Result<String, Diagnostic> {
@@ -590,31 +776,59 @@ impl Call<'_> {
                     break;
                 }
             }
-            let verb = it.next().ok_or_else(|| self.err("the format string ends with \"%\""))?;
+            let verb = it
+                .next()
+                .ok_or_else(|| self.err("the format string ends with \"%\""))?;
             if verb == '%' {
                 out.push('%');
                 continue;
             }
-            let v = args.get(next).ok_or_else(|| self.err(format!("not enough arguments for the format string (needs more than {next})")))?;
+            let v = args.get(next).ok_or_else(|| {
+                self.err(format!(
+                    "not enough arguments for the format string (needs more than {next})"
+                ))
+            })?;
             next += 1;
-            let width: usize = flags.trim_start_matches(['-', '+', '0', '#', ' ']).split('.').next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            let width: usize = flags
+                .trim_start_matches(['-', '+', '0', '#', ' '])
+                .split('.')
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(0);
             let precision: Option<usize> = flags.split_once('.').and_then(|(_, p)| p.parse().ok());
             let s = match verb {
                 'v' => match v {
                     Value::String(s) => s.clone(),
                     v => v.to_template_string().unwrap_or_else(|| v.to_string()),
                 },
-                's' => convert(v, &Type::String).ok().and_then(|v| v.as_str().map(String::from)).ok_or_else(|| self.err(format!("%s needs a string, got {}", v.type_name())))?,
+                's' => convert(v, &Type::String)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .ok_or_else(|| self.err(format!("%s needs a string, got {}", v.type_name())))?,
                 'd' => {
-                    let n = convert(v, &Type::Number).ok().and_then(|v| v.as_f64()).ok_or_else(|| self.err(format!("%d needs a number, got {}", v.type_name())))?;
+                    let n = convert(v, &Type::Number)
+                        .ok()
+                        .and_then(|v| v.as_f64())
+                        .ok_or_else(|| {
+                            self.err(format!("%d needs a number, got {}", v.type_name()))
+                        })?;
                     format!("{}", n.trunc() as i64)
                 }
                 'f' => {
-                    let n = convert(v, &Type::Number).ok().and_then(|v| v.as_f64()).ok_or_else(|| self.err(format!("%f needs a number, got {}", v.type_name())))?;
+                    let n = convert(v, &Type::Number)
+                        .ok()
+                        .and_then(|v| v.as_f64())
+                        .ok_or_else(|| {
+                            self.err(format!("%f needs a number, got {}", v.type_name()))
+                        })?;
                     format!("{:.*}", precision.unwrap_or(6), n)
                 }
                 'x' | 'X' | 'o' | 'b' => {
-                    let n = convert(v, &Type::Number).ok().and_then(|v| v.as_f64()).ok_or_else(|| self.err(format!("%{verb} needs a number")))? as i64;
+                    let n = convert(v, &Type::Number)
+                        .ok()
+                        .and_then(|v| v.as_f64())
+                        .ok_or_else(|| self.err(format!("%{verb} needs a number")))?
+                        as i64;
                     match verb {
                         'x' => format!("{n:x}"),
                         'X' => format!("{n:X}"),
@@ -622,8 +836,18 @@ impl Call<'_> {
                         _ => format!("{n:b}"),
                     }
                 }
-                'q' => serde_json::Value::String(convert(v, &Type::String).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()).to_string(),
-                't' => convert(v, &Type::Bool).ok().and_then(|v| v.as_bool()).map(|b| b.to_string()).ok_or_else(|| self.err("%t needs a bool"))?,
+                'q' => serde_json::Value::String(
+                    convert(v, &Type::String)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                )
+                .to_string(),
+                't' => convert(v, &Type::Bool)
+                    .ok()
+                    .and_then(|v| v.as_bool())
+                    .map(|b| b.to_string())
+                    .ok_or_else(|| self.err("%t needs a bool"))?,
                 other => return Err(self.err(format!("unsupported format verb \"%{other}\""))),
             };
             let pad_zero = flags.starts_with('0') && verb != 's';
@@ -649,21 +873,30 @@ pub fn cidr_subnet(net: &IpNet, bits: i64, num: i64) -> Result<IpNet, String> {
     let total = net.max_prefix_len() as i64;
     let new_len = net.prefix_len() as i64 + bits;
     if bits < 0 || new_len > total {
-        return Err(format!("cannot extend prefix /{} by {bits} bits", net.prefix_len()));
+        return Err(format!(
+            "cannot extend prefix /{} by {bits} bits",
+            net.prefix_len()
+        ));
     }
     if num < 0 || (bits < 64 && num >= (1i64 << bits)) {
-        return Err(format!("prefix extension of {bits} bits cannot hold network number {num}"));
+        return Err(format!(
+            "prefix extension of {bits} bits cannot hold network number {num}"
+        ));
     }
     match net {
         IpNet::V4(n) => {
             let base = u32::from(n.network()) as u64;
             let addr = base | ((num as u64) << (total - new_len));
-            Ok(IpNet::V4(Ipv4Net::new((addr as u32).into(), new_len as u8).map_err(|e| e.to_string())?))
+            Ok(IpNet::V4(
+                Ipv4Net::new((addr as u32).into(), new_len as u8).map_err(|e| e.to_string())?,
+            ))
         }
         IpNet::V6(n) => {
             let base = u128::from(n.network());
             let addr = base | ((num as u128) << (total - new_len));
-            Ok(IpNet::V6(Ipv6Net::new(addr.into(), new_len as u8).map_err(|e| e.to_string())?))
+            Ok(IpNet::V6(
+                Ipv6Net::new(addr.into(), new_len as u8).map_err(|e| e.to_string())?,
+            ))
         }
     }
 }
@@ -672,7 +905,11 @@ pub fn cidr_subnet(net: &IpNet, bits: i64, num: i64) -> Result<IpNet, String> {
 pub fn cidr_host(net: &IpNet, num: i64) -> Result<IpAddr, String> {
     let host_bits = (net.max_prefix_len() - net.prefix_len()) as u32;
     let size: i128 = 1i128 << host_bits;
-    let n = if num < 0 { size + num as i128 } else { num as i128 };
+    let n = if num < 0 {
+        size + num as i128
+    } else {
+        num as i128
+    };
     if n < 0 || n >= size {
         return Err(format!("host number {num} does not fit in {net}"));
     }

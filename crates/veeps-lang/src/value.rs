@@ -118,7 +118,9 @@ impl Value {
             Value::Number(n) => number_to_json(*n),
             Value::String(s) => s.clone().into(),
             Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
-            Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+            Value::Object(o) => {
+                serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 
@@ -130,7 +132,11 @@ impl Value {
             serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
             serde_json::Value::String(s) => Value::String(s.clone()),
             serde_json::Value::Array(a) => Value::List(a.iter().map(Value::from_json).collect()),
-            serde_json::Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect()),
+            serde_json::Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), Value::from_json(v)))
+                    .collect(),
+            ),
         }
     }
 
@@ -139,7 +145,11 @@ impl Value {
         match self {
             Value::Unknown => serde_json::json!({"$unknown": true}),
             Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_plan_json).collect()),
-            Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_plan_json())).collect()),
+            Value::Object(o) => serde_json::Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.to_plan_json()))
+                    .collect(),
+            ),
             v => v.to_json(),
         }
     }
@@ -147,9 +157,19 @@ impl Value {
     /// The inverse of [`Value::to_plan_json`].
     pub fn from_plan_json(j: &serde_json::Value) -> Value {
         match j {
-            serde_json::Value::Object(o) if o.len() == 1 && o.get("$unknown") == Some(&serde_json::Value::Bool(true)) => Value::Unknown,
-            serde_json::Value::Array(a) => Value::List(a.iter().map(Value::from_plan_json).collect()),
-            serde_json::Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), Value::from_plan_json(v))).collect()),
+            serde_json::Value::Object(o)
+                if o.len() == 1 && o.get("$unknown") == Some(&serde_json::Value::Bool(true)) =>
+            {
+                Value::Unknown
+            }
+            serde_json::Value::Array(a) => {
+                Value::List(a.iter().map(Value::from_plan_json).collect())
+            }
+            serde_json::Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), Value::from_plan_json(v)))
+                    .collect(),
+            ),
             j => Value::from_json(j),
         }
     }
@@ -169,7 +189,9 @@ fn number_to_json(n: f64) -> serde_json::Value {
     if n.fract() == 0.0 && n.abs() < 9.0e15 {
         serde_json::Value::from(n as i64)
     } else {
-        serde_json::Number::from_f64(n).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+        serde_json::Number::from_f64(n)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -222,7 +244,8 @@ impl fmt::Display for Value {
 /// True if `s` can be written as a bare identifier.
 pub fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_') && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '-')
 }
 
 impl From<&str> for Value {
@@ -348,7 +371,9 @@ pub fn convert(v: &Value, ty: &Type) -> Result<Value, String> {
             .map(Value::Number)
             .ok_or_else(|| format!("a number is required, but \"{s}\" is not a number")),
         (Type::Bool, Value::Bool(_)) => Ok(v.clone()),
-        (Type::Bool, Value::String(s)) if s == "true" || s == "false" => Ok(Value::Bool(s == "true")),
+        (Type::Bool, Value::String(s)) if s == "true" || s == "false" => {
+            Ok(Value::Bool(s == "true"))
+        }
         (Type::List(t), Value::List(l)) => l
             .iter()
             .enumerate()
@@ -367,21 +392,38 @@ pub fn convert(v: &Value, ty: &Type) -> Result<Value, String> {
         }
         (Type::Map(t), Value::Object(o)) => o
             .iter()
-            .map(|(k, e)| convert(e, t).map(|c| (k.clone(), c)).map_err(|e| format!("element \"{k}\": {e}")))
+            .map(|(k, e)| {
+                convert(e, t)
+                    .map(|c| (k.clone(), c))
+                    .map_err(|e| format!("element \"{k}\": {e}"))
+            })
             .collect::<Result<BTreeMap<_, _>, _>>()
             .map(Value::Object),
         (Type::Tuple(ts), Value::List(l)) => {
             if ts.len() != l.len() {
-                return Err(format!("a tuple of {} elements is required, got {}", ts.len(), l.len()));
+                return Err(format!(
+                    "a tuple of {} elements is required, got {}",
+                    ts.len(),
+                    l.len()
+                ));
             }
-            l.iter().zip(ts).enumerate().map(|(i, (e, t))| convert(e, t).map_err(|e| format!("element {i}: {e}"))).collect::<Result<Vec<_>, _>>().map(Value::List)
+            l.iter()
+                .zip(ts)
+                .enumerate()
+                .map(|(i, (e, t))| convert(e, t).map_err(|e| format!("element {i}: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::List)
         }
         (Type::Object(attrs), Value::Object(o)) => {
             let mut out = BTreeMap::new();
             for a in attrs {
                 match o.get(&a.name) {
                     Some(e) if !(e.is_null() && a.optional) => {
-                        out.insert(a.name.clone(), convert(e, &a.ty).map_err(|e| format!("attribute \"{}\": {e}", a.name))?);
+                        out.insert(
+                            a.name.clone(),
+                            convert(e, &a.ty)
+                                .map_err(|e| format!("attribute \"{}\": {e}", a.name))?,
+                        );
                     }
                     _ if a.optional => {
                         out.insert(a.name.clone(), a.default.clone().unwrap_or(Value::Null));
@@ -392,7 +434,10 @@ pub fn convert(v: &Value, ty: &Type) -> Result<Value, String> {
             for k in o.keys() {
                 if !attrs.iter().any(|a| &a.name == k) {
                     let names: Vec<&str> = attrs.iter().map(|a| a.name.as_str()).collect();
-                    return Err(format!("unexpected attribute \"{k}\".{}", crate::diag::did_you_mean(k, names)));
+                    return Err(format!(
+                        "unexpected attribute \"{k}\".{}",
+                        crate::diag::did_you_mean(k, names)
+                    ));
                 }
             }
             Ok(Value::Object(out))
@@ -418,24 +463,53 @@ mod tests {
 
     #[test]
     fn conversions() {
-        assert_eq!(convert(&Value::Number(3.0), &Type::String).unwrap(), Value::string("3"));
-        assert_eq!(convert(&Value::string("4.5"), &Type::Number).unwrap(), Value::Number(4.5));
+        assert_eq!(
+            convert(&Value::Number(3.0), &Type::String).unwrap(),
+            Value::string("3")
+        );
+        assert_eq!(
+            convert(&Value::string("4.5"), &Type::Number).unwrap(),
+            Value::Number(4.5)
+        );
         assert!(convert(&Value::string("x"), &Type::Number).is_err());
         assert!(convert(&Value::List(vec![]), &Type::String).is_err());
-        let set = convert(&Value::List(vec!["a".into(), "a".into(), "b".into()]), &Type::Set(Box::new(Type::String))).unwrap();
+        let set = convert(
+            &Value::List(vec!["a".into(), "a".into(), "b".into()]),
+            &Type::Set(Box::new(Type::String)),
+        )
+        .unwrap();
         assert_eq!(set, Value::List(vec!["a".into(), "b".into()]));
         let obj_ty = Type::Object(vec![
-            ObjectAttr { name: "a".into(), ty: Type::Number, optional: false, default: None },
-            ObjectAttr { name: "b".into(), ty: Type::String, optional: true, default: Some("d".into()) },
+            ObjectAttr {
+                name: "a".into(),
+                ty: Type::Number,
+                optional: false,
+                default: None,
+            },
+            ObjectAttr {
+                name: "b".into(),
+                ty: Type::String,
+                optional: true,
+                default: Some("d".into()),
+            },
         ]);
         let v = Value::Object([("a".to_string(), Value::Number(1.0))].into());
-        assert_eq!(convert(&v, &obj_ty).unwrap().get("b"), Some(&Value::string("d")));
+        assert_eq!(
+            convert(&v, &obj_ty).unwrap().get("b"),
+            Some(&Value::string("d"))
+        );
         assert!(convert(&Value::Object(BTreeMap::new()), &obj_ty).is_err());
     }
 
     #[test]
     fn display_and_json() {
-        let v = Value::Object([("a".to_string(), Value::List(vec![Value::Number(1.0), Value::Unknown]))].into());
+        let v = Value::Object(
+            [(
+                "a".to_string(),
+                Value::List(vec![Value::Number(1.0), Value::Unknown]),
+            )]
+            .into(),
+        );
         assert_eq!(v.to_string(), "{a = [1, (known after apply)]}");
         assert_eq!(Value::from_plan_json(&v.to_plan_json()), v);
     }

@@ -48,7 +48,15 @@ pub struct AttrSchema {
 
 impl AttrSchema {
     fn new(name: &'static str, ty: Type, mode: AttrMode) -> AttrSchema {
-        AttrSchema { name, ty, mode, force_new: false, sensitive: false, default: None, description: "" }
+        AttrSchema {
+            name,
+            ty,
+            mode,
+            force_new: false,
+            sensitive: false,
+            default: None,
+            description: "",
+        }
     }
     /// A required attribute.
     pub fn required(name: &'static str, ty: Type) -> AttrSchema {
@@ -154,7 +162,11 @@ impl Schema {
     }
     /// Names of sensitive attributes (top level).
     pub fn sensitive_attrs(&self) -> Vec<&'static str> {
-        self.attrs.iter().filter(|a| a.sensitive).map(|a| a.name).collect()
+        self.attrs
+            .iter()
+            .filter(|a| a.sensitive)
+            .map(|a| a.name)
+            .collect()
     }
 }
 
@@ -170,7 +182,10 @@ pub struct AttrError {
 impl AttrError {
     /// An error on attribute `name`.
     pub fn on(name: &str, message: impl Into<String>) -> AttrError {
-        AttrError { path: vec![name.to_string()], message: message.into() }
+        AttrError {
+            path: vec![name.to_string()],
+            message: message.into(),
+        }
     }
 }
 
@@ -201,7 +216,9 @@ impl Services {
     }
     /// Finds a service by type.
     pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.0.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref::<T>())
+        self.0
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
     }
 }
 
@@ -250,7 +267,12 @@ pub trait Resource: Send + Sync + 'static {
     /// Reads the real object. `None` when it no longer exists.
     async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError>;
     /// Changes attributes that do not force replacement. Returns the new state.
-    async fn update(&self, ctx: &Ctx, prior: &Value, config: &Value) -> Result<Value, ResourceError>;
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        prior: &Value,
+        config: &Value,
+    ) -> Result<Value, ResourceError>;
     /// Deletes the object. Deleting something already gone succeeds.
     async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError>;
 }

@@ -37,7 +37,7 @@ pub enum StateError {
         /// The environment.
         env: String,
         /// Who holds the lock.
-        holder: LockInfo,
+        holder: Box<LockInfo>,
     },
     /// No such record.
     #[error("{0}")]
@@ -53,13 +53,22 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 type Result<T> = std::result::Result<T, StateError>;
 
 /// The current time as RFC 3339.
 pub fn now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// Whether a recorded resource instance is complete.
@@ -200,7 +209,10 @@ fn key(env: &str, rest: &str) -> String {
 }
 
 fn decode<T: DeserializeOwned>(k: &str, v: &[u8]) -> Result<T> {
-    serde_json::from_slice(v).map_err(|e| StateError::Corrupt { key: k.replace('\0', "/"), err: e.to_string() })
+    serde_json::from_slice(v).map_err(|e| StateError::Corrupt {
+        key: k.replace('\0', "/"),
+        err: e.to_string(),
+    })
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -224,7 +236,11 @@ impl Store {
         Ok(Store { db })
     }
 
-    fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>, k: &str) -> Result<Option<T>> {
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        k: &str,
+    ) -> Result<Option<T>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(table)?;
         match t.get(k)? {
@@ -240,7 +256,11 @@ impl Store {
         Ok(())
     }
 
-    fn scan<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>, env: &str) -> Result<Vec<T>> {
+    fn scan<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        env: &str,
+    ) -> Result<Vec<T>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(table)?;
         let lo = key(env, "");
@@ -271,7 +291,8 @@ impl Store {
     /// Forgets a resource instance.
     pub fn delete_resource(&self, env: &str, address: &str) -> Result<()> {
         let txn = self.db.begin_write()?;
-        txn.open_table(RESOURCES)?.remove(key(env, address).as_str())?;
+        txn.open_table(RESOURCES)?
+            .remove(key(env, address).as_str())?;
         txn.commit()?;
         Ok(())
     }
@@ -305,7 +326,10 @@ impl Store {
             let mut t = txn.open_table(LOCKS)?;
             if let Some(v) = t.get(env)? {
                 let holder: LockInfo = decode(env, v.value())?;
-                return Err(StateError::Locked { env: env.to_string(), holder });
+                return Err(StateError::Locked {
+                    env: env.to_string(),
+                    holder: Box::new(holder),
+                });
             }
             t.insert(env, encode(info).as_slice())?;
         }
@@ -380,10 +404,18 @@ impl Store {
             let mut t = txn.open_table(HISTORY)?;
             let lo = key(env, "");
             let hi = format!("{env}\u{1}");
-            let last = t.range(lo.as_str()..hi.as_str())?.next_back().transpose()?.map(|(_, v)| decode::<HistoryEntry>(env, v.value())).transpose()?;
+            let last = t
+                .range(lo.as_str()..hi.as_str())?
+                .next_back()
+                .transpose()?
+                .map(|(_, v)| decode::<HistoryEntry>(env, v.value()))
+                .transpose()?;
             let version = last.map(|l| l.version).unwrap_or(0) + 1;
             h.version = version;
-            t.insert(key(env, &format!("{version:012}")).as_str(), encode(&h).as_slice())?;
+            t.insert(
+                key(env, &format!("{version:012}")).as_str(),
+                encode(&h).as_slice(),
+            )?;
             version
         };
         txn.commit()?;
@@ -401,7 +433,13 @@ impl Store {
     }
 
     /// Appends to the audit log, chaining hashes. Returns the entry.
-    pub fn append_audit(&self, who: &str, source: &str, action: &str, result: u16) -> Result<AuditEntry> {
+    pub fn append_audit(
+        &self,
+        who: &str,
+        source: &str,
+        action: &str,
+        result: u16,
+    ) -> Result<AuditEntry> {
         let txn = self.db.begin_write()?;
         let entry = {
             let mut t = txn.open_table(AUDIT)?;
@@ -410,7 +448,16 @@ impl Store {
                 Some((k, v)) => (k + 1, decode::<AuditEntry>("audit", &v)?.hash),
                 None => (1, String::new()),
             };
-            let mut e = AuditEntry { seq, time: now(), who: who.into(), source: source.into(), action: action.into(), result, prev_hash, hash: String::new() };
+            let mut e = AuditEntry {
+                seq,
+                time: now(),
+                who: who.into(),
+                source: source.into(),
+                action: action.into(),
+                result,
+                prev_hash,
+                hash: String::new(),
+            };
             e.hash = audit_hash(&e);
             t.insert(seq, encode(&e).as_slice())?;
             e
@@ -479,7 +526,13 @@ impl Store {
 fn audit_hash(e: &AuditEntry) -> String {
     let mut h = sha2::Sha256::new();
     h.update(e.prev_hash.as_bytes());
-    h.update(format!("\n{}\n{}\n{}\n{}\n{}\n{}", e.seq, e.time, e.who, e.source, e.action, e.result).as_bytes());
+    h.update(
+        format!(
+            "\n{}\n{}\n{}\n{}\n{}\n{}",
+            e.seq, e.time, e.who, e.source, e.action, e.result
+        )
+        .as_bytes(),
+    );
     hex::encode(h.finalize())
 }
 
@@ -496,9 +549,24 @@ mod tests {
     #[test]
     fn resources_per_env() {
         let (_d, s) = store();
-        let r = ResourceRecord { address: "random_id.x".into(), type_name: "random_id".into(), attrs: serde_json::json!({"hex": "ab"}), dependencies: vec![], status: ResourceStatus::Ready, create_before_destroy: false, updated_at: now() };
+        let r = ResourceRecord {
+            address: "random_id.x".into(),
+            type_name: "random_id".into(),
+            attrs: serde_json::json!({"hex": "ab"}),
+            dependencies: vec![],
+            status: ResourceStatus::Ready,
+            create_before_destroy: false,
+            updated_at: now(),
+        };
         s.put_resource("stage", &r).unwrap();
-        s.put_resource("prod", &ResourceRecord { address: "random_id.y".into(), ..r.clone() }).unwrap();
+        s.put_resource(
+            "prod",
+            &ResourceRecord {
+                address: "random_id.y".into(),
+                ..r.clone()
+            },
+        )
+        .unwrap();
         assert_eq!(s.resources("stage").unwrap(), vec![r.clone()]);
         assert_eq!(s.resources("stag").unwrap(), vec![]);
         s.delete_resource("stage", "random_id.x").unwrap();
@@ -508,9 +576,24 @@ mod tests {
     #[test]
     fn locks_name_the_holder_and_stale_ones_go() {
         let (_d, s) = store();
-        let info = LockInfo { id: "1".into(), who: "alice".into(), operation: "apply".into(), since: now(), boot_id: "b1".into() };
+        let info = LockInfo {
+            id: "1".into(),
+            who: "alice".into(),
+            operation: "apply".into(),
+            since: now(),
+            boot_id: "b1".into(),
+        };
         s.lock("stage", &info).unwrap();
-        let err = s.lock("stage", &LockInfo { id: "2".into(), ..info.clone() }).unwrap_err().to_string();
+        let err = s
+            .lock(
+                "stage",
+                &LockInfo {
+                    id: "2".into(),
+                    ..info.clone()
+                },
+            )
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("locked by alice"), "{err}");
         assert_eq!(s.release_stale_locks("b2").unwrap().len(), 1);
         s.lock("stage", &info).unwrap();
@@ -521,13 +604,25 @@ mod tests {
     #[test]
     fn history_numbers_and_audit_chain() {
         let (_d, s) = store();
-        let h = HistoryEntry { version: 0, time: now(), caller: "a".into(), operation: "apply".into(), status: "ok".into(), summary: Summary::default(), errors: vec![], bundle: serde_json::json!({}), vars: vec![] };
+        let h = HistoryEntry {
+            version: 0,
+            time: now(),
+            caller: "a".into(),
+            operation: "apply".into(),
+            status: "ok".into(),
+            summary: Summary::default(),
+            errors: vec![],
+            bundle: serde_json::json!({}),
+            vars: vec![],
+        };
         assert_eq!(s.append_history("e", h.clone()).unwrap(), 1);
         assert_eq!(s.append_history("e", h.clone()).unwrap(), 2);
         assert_eq!(s.append_history("f", h).unwrap(), 1);
         assert_eq!(s.history("e").unwrap().len(), 2);
-        s.append_audit("root", "127.0.0.1", "GET /v1/envs", 200).unwrap();
-        s.append_audit("anonymous", "127.0.0.1", "GET /v1/envs", 401).unwrap();
+        s.append_audit("root", "127.0.0.1", "GET /v1/envs", 200)
+            .unwrap();
+        s.append_audit("anonymous", "127.0.0.1", "GET /v1/envs", 401)
+            .unwrap();
         assert_eq!(s.verify_audit().unwrap(), Ok(2));
         assert_eq!(s.audit(1).unwrap()[0].result, 401);
     }

@@ -21,7 +21,11 @@ pub struct LoadedEnv {
 
 /// Loads the environment in `dir`.
 pub fn load_env(dir: &Path) -> Result<LoadedEnv, Diagnostics> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let bundle = veeps_lang::loader::load_bundle(dir, &veeps_lang::loader::default_git_cache())?;
     let name = veeps_engine::environment_name(&bundle)?;
     let mut reads = BTreeSet::new();
@@ -39,7 +43,12 @@ pub fn load_env(dir: &Path) -> Result<LoadedEnv, Diagnostics> {
             }
         }
     }
-    Ok(LoadedEnv { name, dir: dir.to_path_buf(), bundle, reads })
+    Ok(LoadedEnv {
+        name,
+        dir: dir.to_path_buf(),
+        bundle,
+        reads,
+    })
 }
 
 /// Loads every environment under `dir` (or `dir` itself), in dependency order: an
@@ -50,7 +59,10 @@ pub fn load_tree(dir: &Path) -> Result<Vec<LoadedEnv>, String> {
     }
     let dirs = veeps_lang::loader::find_environments(dir);
     if dirs.is_empty() {
-        return Err(format!("no configuration files (*.hcl) in {} or its sub-directories", dir.display()));
+        return Err(format!(
+            "no configuration files (*.hcl) in {} or its sub-directories",
+            dir.display()
+        ));
     }
     let mut envs = vec![];
     let mut errors = vec![];
@@ -66,17 +78,36 @@ pub fn load_tree(dir: &Path) -> Result<Vec<LoadedEnv>, String> {
     let mut seen = BTreeMap::new();
     for e in &envs {
         if let Some(prev) = seen.insert(e.name.clone(), e.dir.clone()) {
-            return Err(format!("environment \"{}\" is defined twice: in {} and {}", e.name, prev.display(), e.dir.display()));
+            return Err(format!(
+                "environment \"{}\" is defined twice: in {} and {}",
+                e.name,
+                prev.display(),
+                e.dir.display()
+            ));
         }
     }
     let mut ordered: Vec<LoadedEnv> = vec![];
     let mut rest = envs;
     while !rest.is_empty() {
         let names: BTreeSet<String> = rest.iter().map(|e| e.name.clone()).collect();
-        let (ready, wait): (Vec<LoadedEnv>, Vec<LoadedEnv>) = rest.into_iter().partition(|e| e.reads.iter().all(|r| !names.contains(r) || r == &e.name));
+        let (ready, wait): (Vec<LoadedEnv>, Vec<LoadedEnv>) = rest
+            .into_iter()
+            .partition(|e| e.reads.iter().all(|r| !names.contains(r) || r == &e.name));
         if ready.is_empty() {
-            let cycle: Vec<String> = wait.iter().map(|e| format!("{} reads {}", e.name, e.reads.iter().cloned().collect::<Vec<_>>().join(", "))).collect();
-            return Err(format!("environments read each other's outputs in a cycle: {}", cycle.join("; ")));
+            let cycle: Vec<String> = wait
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} reads {}",
+                        e.name,
+                        e.reads.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "environments read each other's outputs in a cycle: {}",
+                cycle.join("; ")
+            ));
         }
         ordered.extend(ready);
         rest = wait;

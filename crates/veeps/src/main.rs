@@ -178,12 +178,18 @@ pub enum StateCmd {
 fn main() {
     let cli = Cli::parse();
     let log_default = match cli.command {
-        Command::Server { .. } | Command::Up { .. } => "info",
+        Command::Server { .. } => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VEEPS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VEEPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
     let code = ops::run(cli);
     std::process::exit(code);
 }

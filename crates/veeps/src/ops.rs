@@ -14,17 +14,43 @@ pub fn run(cli: Cli) -> i32 {
     let g = cli.global.clone();
     let r = match cli.command {
         Command::Server { listen } => crate::up::server(&g, &listen),
-        Command::Up { dir, listen, vars, no_wait } => crate::up::up(&g, dir, &listen, &vars, no_wait),
+        Command::Up {
+            dir,
+            listen,
+            vars,
+            no_wait,
+        } => crate::up::up(&g, dir, &listen, &vars, no_wait),
         Command::Validate { dir, vars } => validate(&g, &dir, &vars),
-        Command::Fmt { path, check, recursive } => fmt(&g, &path, check, recursive),
-        Command::Plan { dir, vars, destroy, detailed_exitcode } => plan(&g, &dir, &vars, destroy, detailed_exitcode),
-        Command::Apply { dir, vars, auto_approve } => apply(&g, &dir, &vars, false, auto_approve),
-        Command::Destroy { dir, vars, auto_approve } => apply(&g, &dir, &vars, true, auto_approve),
+        Command::Fmt {
+            path,
+            check,
+            recursive,
+        } => fmt(&g, &path, check, recursive),
+        Command::Plan {
+            dir,
+            vars,
+            destroy,
+            detailed_exitcode,
+        } => plan(&g, &dir, &vars, destroy, detailed_exitcode),
+        Command::Apply {
+            dir,
+            vars,
+            auto_approve,
+        } => apply(&g, &dir, &vars, false, auto_approve),
+        Command::Destroy {
+            dir,
+            vars,
+            auto_approve,
+        } => apply(&g, &dir, &vars, true, auto_approve),
         Command::Output { env, name } => output(&g, &env, name.as_deref()),
         Command::State(StateCmd::List { env }) => state_list(&g, &env),
         Command::State(StateCmd::Show { env, address }) => state_show(&g, &env, &address),
         Command::History { env } => history(&g, &env),
-        Command::Rollback { env, to, auto_approve } => rollback(&g, &env, to, auto_approve),
+        Command::Rollback {
+            env,
+            to,
+            auto_approve,
+        } => rollback(&g, &env, to, auto_approve),
         Command::ForceUnlock { env } => force_unlock(&g, &env),
         Command::Audit { verify, limit } => audit(&g, verify, limit),
     };
@@ -48,7 +74,9 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("veeps");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".local/share/veeps")
 }
 
@@ -58,16 +86,30 @@ pub fn data_dir(g: &Global) -> PathBuf {
 }
 
 fn caller() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
     format!("{user}@{host}")
 }
 
 /// A client for the server the global options name.
 pub fn client(g: &Global) -> Result<Client, String> {
-    let url = g.server.clone().unwrap_or_else(|| format!("http://{}", veeps_api::DEFAULT_LISTEN));
-    let url = if url.starts_with("http://") || url.starts_with("https://") { url } else { format!("http://{url}") };
-    let token = match std::env::var("VEEPS_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+    let url = g
+        .server
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", veeps_api::DEFAULT_LISTEN));
+    let url = if url.starts_with("http://") || url.starts_with("https://") {
+        url
+    } else {
+        format!("http://{url}")
+    };
+    let token = match std::env::var("VEEPS_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
         Some(t) => t.trim().to_string(),
         None => {
             let p = veeps_api::server::token_path(&data_dir(g));
@@ -84,7 +126,11 @@ fn api_err(e: ClientError) -> String {
 fn parse_vars(v: &VarArgs) -> Result<Vec<(String, String)>, String> {
     v.vars
         .iter()
-        .map(|s| s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| format!("-var \"{s}\": expected NAME=VALUE")))
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| format!("-var \"{s}\": expected NAME=VALUE"))
+        })
         .collect()
 }
 
@@ -94,11 +140,18 @@ fn validate(g: &Global, dir: &Path, vars: &VarArgs) -> R {
     let mut registry = veeps_resource::Registry::new();
     veeps_builtins::register(&mut registry);
     let registry = std::sync::Arc::new(registry);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut failed = false;
     let mut report = vec![];
     for e in envs {
-        match rt.block_on(veeps_engine::validate(registry.clone(), e.bundle.clone(), &vars)) {
+        match rt.block_on(veeps_engine::validate(
+            registry.clone(),
+            e.bundle.clone(),
+            &vars,
+        )) {
             Ok(()) => report.push(json!({"env": e.name, "valid": true, "diagnostics": []})),
             Err(d) => {
                 failed = true;
@@ -110,7 +163,10 @@ fn validate(g: &Global, dir: &Path, vars: &VarArgs) -> R {
         }
     }
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else if !failed {
         println!("Success! The configuration is valid.");
     }
@@ -123,7 +179,9 @@ fn fmt(g: &Global, path: &Path, check: bool, recursive: bool) -> R {
     let mut changed = vec![];
     let mut errors = vec![];
     for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else { continue };
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
         match veeps_lang::fmt::format_source(&text) {
             Some(out) if out != text => {
                 if !check {
@@ -133,7 +191,10 @@ fn fmt(g: &Global, path: &Path, check: bool, recursive: bool) -> R {
             }
             Some(_) => {}
             None => {
-                let file = std::sync::Arc::new(veeps_lang::diag::SourceFile { path: f.display().to_string(), text });
+                let file = std::sync::Arc::new(veeps_lang::diag::SourceFile {
+                    path: f.display().to_string(),
+                    text,
+                });
                 if let Err(d) = veeps_lang::config::parse_file(&file) {
                     errors.push(d.to_string());
                 }
@@ -150,7 +211,13 @@ fn fmt(g: &Global, path: &Path, check: bool, recursive: bool) -> R {
             eprintln!("{e}\n");
         }
     }
-    Ok(if !errors.is_empty() { 1 } else if check && !changed.is_empty() { 3 } else { 0 })
+    Ok(if !errors.is_empty() {
+        1
+    } else if check && !changed.is_empty() {
+        3
+    } else {
+        0
+    })
 }
 
 fn collect_fmt_files(p: &Path, recursive: bool, _top: bool, out: &mut Vec<PathBuf>) {
@@ -162,7 +229,10 @@ fn collect_fmt_files(p: &Path, recursive: bool, _top: bool, out: &mut Vec<PathBu
     let mut entries: Vec<_> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
     entries.sort();
     for e in entries {
-        let name = e.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = e
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         if name.starts_with('.') {
             continue;
         }
@@ -177,11 +247,19 @@ fn collect_fmt_files(p: &Path, recursive: bool, _top: bool, out: &mut Vec<PathBu
 }
 
 fn run_request(e: &LoadedEnv, vars: &[(String, String)], destroy: bool) -> RunRequest {
-    RunRequest { bundle: Some(e.bundle.clone()), vars: vars.to_vec(), destroy, from_version: None, plan_hash: None }
+    RunRequest {
+        bundle: Some(e.bundle.clone()),
+        vars: vars.to_vec(),
+        destroy,
+        from_version: None,
+        plan_hash: None,
+    }
 }
 
 fn get_plan(c: &Client, env: &str, req: &RunRequest) -> Result<Plan, String> {
-    let v = c.post(&format!("/v1/envs/{env}/plan"), req).map_err(api_err)?;
+    let v = c
+        .post(&format!("/v1/envs/{env}/plan"), req)
+        .map_err(api_err)?;
     serde_json::from_value(v).map_err(|e| format!("unexpected plan from the server: {e}"))
 }
 
@@ -205,7 +283,15 @@ fn plan(g: &Global, dir: &Path, vars: &VarArgs, destroy: bool, detailed: bool) -
         }
     }
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&if multi { Json::Array(plans) } else { plans.pop().unwrap_or_default() }).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&if multi {
+                Json::Array(plans)
+            } else {
+                plans.pop().unwrap_or_default()
+            })
+            .unwrap_or_default()
+        );
     }
     Ok(if detailed && any { 2 } else { 0 })
 }
@@ -222,13 +308,43 @@ fn confirm(what: &str) -> bool {
 pub fn print_event(ev: &Event, prefix: &str) -> Option<Result<(), String>> {
     match ev {
         Event::Start { address, action } => println!("{prefix}{address}: {}...", action.verb().0),
-        Event::Progress { address, action, elapsed } => println!("{prefix}{address}: Still {}... [{}s elapsed]", action.verb().0.to_lowercase(), *elapsed as u64),
-        Event::Done { address, action, elapsed, id } => {
-            let id = id.as_ref().map(|i| format!(" [id={i}]")).unwrap_or_default();
-            println!("{prefix}{address}: {} complete after {}{id}", action.verb().1, human(*elapsed));
+        Event::Progress {
+            address,
+            action,
+            elapsed,
+        } => println!(
+            "{prefix}{address}: Still {}... [{}s elapsed]",
+            action.verb().0.to_lowercase(),
+            *elapsed as u64
+        ),
+        Event::Done {
+            address,
+            action,
+            elapsed,
+            id,
+        } => {
+            let id = id
+                .as_ref()
+                .map(|i| format!(" [id={i}]"))
+                .unwrap_or_default();
+            println!(
+                "{prefix}{address}: {} complete after {}{id}",
+                action.verb().1,
+                human(*elapsed)
+            );
         }
-        Event::Failed { address, action, error } => eprintln!("{prefix}{address}: {} failed: {error}", action.verb().1),
-        Event::Complete { status, summary, errors, outputs, version } => {
+        Event::Failed {
+            address,
+            action,
+            error,
+        } => eprintln!("{prefix}{address}: {} failed: {error}", action.verb().1),
+        Event::Complete {
+            status,
+            summary,
+            errors,
+            outputs,
+            version,
+        } => {
             if status == "ok" {
                 println!("\n{prefix}Apply complete! Resources: {} added, {} changed, {} destroyed. (version {version})", summary.add, summary.change, summary.destroy);
             } else {
@@ -243,7 +359,11 @@ pub fn print_event(ev: &Event, prefix: &str) -> Option<Result<(), String>> {
                     println!("{k} = {}", show(v));
                 }
             }
-            return Some(if status == "ok" { Ok(()) } else { Err(format!("apply {status}")) });
+            return Some(if status == "ok" {
+                Ok(())
+            } else {
+                Err(format!("apply {status}"))
+            });
         }
         Event::Error { message } => return Some(Err(message.clone())),
     }
@@ -268,7 +388,11 @@ fn stream_apply(g: &Global, c: &Client, env: &str, req: &RunRequest) -> Result<(
         if let Ok(ev) = serde_json::from_value::<Event>(line) {
             let r = if g.json {
                 match &ev {
-                    Event::Complete { status, .. } => Some(if status == "ok" { Ok(()) } else { Err(format!("apply {status}")) }),
+                    Event::Complete { status, .. } => Some(if status == "ok" {
+                        Ok(())
+                    } else {
+                        Err(format!("apply {status}"))
+                    }),
                     Event::Error { message } => Some(Err(message.clone())),
                     _ => None,
                 }
@@ -282,7 +406,10 @@ fn stream_apply(g: &Global, c: &Client, env: &str, req: &RunRequest) -> Result<(
     })
     .map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&events).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&events).unwrap_or_default()
+        );
     }
     result.unwrap_or_else(|| Err("the server closed the connection before the apply finished; it keeps running there: see `veeps history` and `veeps state list`".into()))
 }
@@ -312,7 +439,13 @@ fn apply(g: &Global, dir: &Path, vars: &VarArgs, destroy: bool, auto: bool) -> R
         if !g.json {
             println!("{}", p.render());
         }
-        if !auto && !confirm(if destroy { "destroy all resources" } else { "perform these actions" }) {
+        if !auto
+            && !confirm(if destroy {
+                "destroy all resources"
+            } else {
+                "perform these actions"
+            })
+        {
             eprintln!("\nApply cancelled.");
             return Ok(1);
         }
@@ -337,18 +470,31 @@ fn output(g: &Global, env: &str, name: Option<&str>) -> R {
     let env = env_name_of(env)?;
     let c = client(g)?;
     let reveal = g.json || name.is_some();
-    let v = c.get(&format!("/v1/envs/{env}/outputs{}", if reveal { "?reveal=true" } else { "" })).map_err(api_err)?;
+    let v = c
+        .get(&format!(
+            "/v1/envs/{env}/outputs{}",
+            if reveal { "?reveal=true" } else { "" }
+        ))
+        .map_err(api_err)?;
     let outs = v.as_object().cloned().unwrap_or_default();
     match name {
         Some(n) => {
-            let o = outs.get(n).ok_or_else(|| format!("environment \"{env}\" has no output \"{n}\"; it has: {}", outs.keys().cloned().collect::<Vec<_>>().join(", ")))?;
+            let o = outs.get(n).ok_or_else(|| {
+                format!(
+                    "environment \"{env}\" has no output \"{n}\"; it has: {}",
+                    outs.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?;
             match (&o["value"], g.json) {
                 (v, true) => println!("{v}"),
                 (Json::String(s), false) => println!("{s}"),
                 (v, false) => println!("{}", show(v)),
             }
         }
-        None if g.json => println!("{}", serde_json::to_string_pretty(&outs).unwrap_or_default()),
+        None if g.json => println!(
+            "{}",
+            serde_json::to_string_pretty(&outs).unwrap_or_default()
+        ),
         None => {
             for (k, o) in outs {
                 println!("{k} = {}", show(&o["value"]));
@@ -366,7 +512,15 @@ fn state_list(g: &Global, env: &str) -> R {
     } else {
         for r in v.as_array().into_iter().flatten() {
             let status = r["status"].as_str().unwrap_or("");
-            println!("{}{}", r["address"].as_str().unwrap_or(""), if status == "ready" { String::new() } else { format!("  ({status})") });
+            println!(
+                "{}{}",
+                r["address"].as_str().unwrap_or(""),
+                if status == "ready" {
+                    String::new()
+                } else {
+                    format!("  ({status})")
+                }
+            );
         }
     }
     Ok(0)
@@ -374,7 +528,12 @@ fn state_list(g: &Global, env: &str) -> R {
 
 fn state_show(g: &Global, env: &str, address: &str) -> R {
     let c = client(g)?;
-    let v = c.get(&format!("/v1/envs/{env}/resource?address={}", encode(address))).map_err(api_err)?;
+    let v = c
+        .get(&format!(
+            "/v1/envs/{env}/resource?address={}",
+            encode(address)
+        ))
+        .map_err(api_err)?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(0);
@@ -382,7 +541,10 @@ fn state_show(g: &Global, env: &str, address: &str) -> R {
     let tail = veeps_engine::address_tail(address);
     let (ty, name) = tail.split_once('.').unwrap_or((tail, ""));
     println!("# {address}:");
-    println!("resource \"{ty}\" \"{}\" {{", name.split('[').next().unwrap_or(name));
+    println!(
+        "resource \"{ty}\" \"{}\" {{",
+        name.split('[').next().unwrap_or(name)
+    );
     let attrs = v["attributes"].as_object().cloned().unwrap_or_default();
     let width = attrs.keys().map(|k| k.len()).max().unwrap_or(0);
     for (k, a) in attrs {
@@ -406,13 +568,21 @@ fn history(g: &Global, env: &str) -> R {
         println!("Environment \"{env}\" has never been applied.");
         return Ok(0);
     }
-    println!("{:>7}  {:<20}  {:<28}  {:<16}  {:<7}  CHANGES", "VERSION", "TIME", "CALLER", "OPERATION", "STATUS");
+    println!(
+        "{:>7}  {:<20}  {:<28}  {:<16}  {:<7}  CHANGES",
+        "VERSION", "TIME", "CALLER", "OPERATION", "STATUS"
+    );
     for h in rows {
         let s = &h["summary"];
         println!(
             "{:>7}  {:<20}  {:<28}  {:<16}  {:<7}  +{} ~{} -{}",
             h["version"],
-            h["time"].as_str().unwrap_or("").chars().take(19).collect::<String>(),
+            h["time"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(19)
+                .collect::<String>(),
             h["caller"].as_str().unwrap_or(""),
             h["operation"].as_str().unwrap_or(""),
             h["status"].as_str().unwrap_or(""),
@@ -426,10 +596,16 @@ fn history(g: &Global, env: &str) -> R {
 
 fn rollback(g: &Global, env: &str, to: u64, auto: bool) -> R {
     let c = client(g)?;
-    let mut req = RunRequest { from_version: Some(to), ..Default::default() };
+    let mut req = RunRequest {
+        from_version: Some(to),
+        ..Default::default()
+    };
     let p = get_plan(&c, env, &req)?;
     if !g.json {
-        println!("Rolling \"{env}\" back to the configuration of version {to}.\n\n{}", p.render());
+        println!(
+            "Rolling \"{env}\" back to the configuration of version {to}.\n\n{}",
+            p.render()
+        );
     }
     if p.is_empty() {
         return Ok(0);
@@ -450,7 +626,12 @@ fn force_unlock(g: &Global, env: &str) -> R {
         println!("{v}");
     } else {
         let l = &v["removed"];
-        println!("Removed the lock of \"{env}\" held by {} ({}, since {}).", l["who"].as_str().unwrap_or("?"), l["operation"].as_str().unwrap_or("?"), l["since"].as_str().unwrap_or("?"));
+        println!(
+            "Removed the lock of \"{env}\" held by {} ({}, since {}).",
+            l["who"].as_str().unwrap_or("?"),
+            l["operation"].as_str().unwrap_or("?"),
+            l["since"].as_str().unwrap_or("?")
+        );
     }
     Ok(0)
 }
@@ -464,20 +645,35 @@ fn audit(g: &Global, verify: bool, limit: usize) -> R {
                 if g.json {
                     println!("{v}");
                 } else {
-                    println!("The audit log is intact: {} entries, hash chain verified.", v["entries"]);
+                    println!(
+                        "The audit log is intact: {} entries, hash chain verified.",
+                        v["entries"]
+                    );
                 }
                 Ok(0)
             }
-            Err(ClientError::Api { status: 409, .. }) => Err("the audit log's hash chain is broken: it was altered".into()),
+            Err(ClientError::Api { status: 409, .. }) => {
+                Err("the audit log's hash chain is broken: it was altered".into())
+            }
             Err(e) => Err(api_err(e)),
         };
     }
-    let v = c.get(&format!("/v1/audit?limit={limit}")).map_err(api_err)?;
+    let v = c
+        .get(&format!("/v1/audit?limit={limit}"))
+        .map_err(api_err)?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         for e in v.as_array().into_iter().flatten() {
-            println!("{:>6}  {}  {:<24}  {:<15}  {:<40}  {}", e["seq"], e["time"].as_str().unwrap_or(""), e["who"].as_str().unwrap_or(""), e["source"].as_str().unwrap_or(""), e["action"].as_str().unwrap_or(""), e["result"]);
+            println!(
+                "{:>6}  {}  {:<24}  {:<15}  {:<40}  {}",
+                e["seq"],
+                e["time"].as_str().unwrap_or(""),
+                e["who"].as_str().unwrap_or(""),
+                e["source"].as_str().unwrap_or(""),
+                e["action"].as_str().unwrap_or(""),
+                e["result"]
+            );
         }
     }
     Ok(0)

@@ -8,7 +8,10 @@ use std::time::Instant;
 use veeps_engine::Request;
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -32,8 +35,14 @@ pub fn server(g: &Global, listen: &str) -> Result<i32, String> {
     let rt = runtime()?;
     rt.block_on(async {
         let state = veeps_api::server::open(&dir).map_err(|e| e.to_string())?;
-        eprintln!("veeps server: API on http://{listen}, data in {}, root token in {}", dir.display(), veeps_api::server::token_path(&dir).display());
-        veeps_api::server::serve(state, listen, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        eprintln!(
+            "veeps server: API on http://{listen}, data in {}, root token in {}",
+            dir.display(),
+            veeps_api::server::token_path(&dir).display()
+        );
+        veeps_api::server::serve(state, listen, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!("shut down cleanly");
         Ok(0)
     })
@@ -46,17 +55,33 @@ fn bundled_example() -> Option<PathBuf> {
         return Some(rel.to_path_buf());
     }
     let exe = std::env::current_exe().ok()?;
-    exe.ancestors().skip(1).map(|a| a.join(rel)).find(|p| p.is_dir())
+    exe.ancestors()
+        .skip(1)
+        .map(|a| a.join(rel))
+        .find(|p| p.is_dir())
 }
 
 /// `veeps up`.
-pub fn up(g: &Global, dir: Option<PathBuf>, listen: &str, vars: &VarArgs, no_wait: bool) -> Result<i32, String> {
+pub fn up(
+    g: &Global,
+    dir: Option<PathBuf>,
+    listen: &str,
+    vars: &VarArgs,
+    no_wait: bool,
+) -> Result<i32, String> {
     let started = Instant::now();
     let dir = match dir {
         Some(d) => d,
         None => bundled_example().ok_or("cannot find the bundled example (examples/veeps-hosting/live); run from the veeps checkout or give a directory")?,
     };
-    let vars: Vec<(String, String)> = vars.vars.iter().filter_map(|s| s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
+    let vars: Vec<(String, String)> = vars
+        .vars
+        .iter()
+        .filter_map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
     let envs = load_tree(&dir)?;
     let data = data_dir(g);
     let rt = runtime()?;
@@ -146,4 +171,3 @@ pub fn up(g: &Global, dir: Option<PathBuf>, listen: &str, vars: &VarArgs, no_wai
         Ok(if failed.is_empty() { 0 } else { 1 })
     })
 }
-

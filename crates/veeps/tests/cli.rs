@@ -15,7 +15,11 @@ struct Veeps {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Veeps {
@@ -24,13 +28,23 @@ impl Veeps {
         let data = tmp.path().join("data");
         let work = tmp.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
-        let mut v = Veeps { child: None, port: free_port(), data, work, _tmp: tmp };
+        let mut v = Veeps {
+            child: None,
+            port: free_port(),
+            data,
+            work,
+            _tmp: tmp,
+        };
         v.boot();
         v
     }
 
     fn boot(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.work.join("server.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.join("server.log"))
+            .unwrap();
         let child = Command::new(BIN)
             .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--data-dir")
@@ -42,7 +56,11 @@ impl Veeps {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "server did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -81,8 +99,17 @@ impl Veeps {
 
     fn expect(&self, args: &[&str], code: i32) -> String {
         let o = self.run(args);
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert_eq!(o.status.code(), Some(code), "veeps {args:?} exited {:?}:\n{text}", o.status.code());
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "veeps {args:?} exited {:?}:\n{text}",
+            o.status.code()
+        );
         text
     }
 
@@ -150,30 +177,49 @@ fn apply_then_plan_shows_no_changes() {
     v.write("app/main.hcl", APP);
     v.write("app/terraform.tfvars", "team = \"web\"\n");
     let plan = v.expect(&["plan", "app", "--detailed-exitcode"], 2);
-    assert!(plan.contains("Plan: 4 to add, 0 to change, 0 to destroy."), "{plan}");
+    assert!(
+        plan.contains("Plan: 4 to add, 0 to change, 0 to destroy."),
+        "{plan}"
+    );
     let out = v.ok(&["apply", "app", "--auto-approve"]);
-    assert!(out.contains("Apply complete! Resources: 4 added, 0 changed, 0 destroyed."), "{out}");
-    assert!(out.contains("random_id.suffix: Creation complete after"), "{out}");
+    assert!(
+        out.contains("Apply complete! Resources: 4 added, 0 changed, 0 destroyed."),
+        "{out}"
+    );
+    assert!(
+        out.contains("random_id.suffix: Creation complete after"),
+        "{out}"
+    );
     assert!(out.contains("db_password = (sensitive value)"), "{out}");
     let plan = v.expect(&["plan", "app", "--detailed-exitcode"], 0);
     assert!(plan.contains("No changes."), "{plan}");
     // Outputs as JSON for scripts reveal values; the text listing masks them.
-    let json: serde_json::Value = serde_json::from_str(&v.ok(&["output", "app", "--json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&v.ok(&["output", "app", "--json"])).unwrap();
     let names = json["names"]["value"].as_array().unwrap();
     assert_eq!(names.len(), 2);
     assert!(names[0].as_str().unwrap().starts_with("web-"));
     assert_eq!(json["db_password"]["value"].as_str().unwrap().len(), 24);
-    assert!(v.ok(&["output", "app"]).contains("db_password = (sensitive value)"));
+    assert!(v
+        .ok(&["output", "app"])
+        .contains("db_password = (sensitive value)"));
     let show = v.ok(&["state", "show", "app", "random_password.db"]);
-    assert!(show.contains("result") && show.contains("(sensitive value)"), "{show}");
+    assert!(
+        show.contains("result") && show.contains("(sensitive value)"),
+        "{show}"
+    );
     // -var overrides the tfvars file and grows the group.
     let out = v.ok(&["apply", "app", "--auto-approve", "-v", "replicas=3"]);
     assert!(out.contains("1 added, 0 changed, 0 destroyed"), "{out}");
     assert!(v.state("app").contains("random_id.replica[2]"));
     let hist = v.ok(&["history", "app"]);
-    assert!(hist.contains("apply") && hist.lines().count() >= 3, "{hist}");
+    assert!(
+        hist.contains("apply") && hist.lines().count() >= 3,
+        "{hist}"
+    );
     // plan --json is machine-readable.
-    let j: serde_json::Value = serde_json::from_str(&v.ok(&["plan", "app", "--json", "-v", "replicas=3"])).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&v.ok(&["plan", "app", "--json", "-v", "replicas=3"])).unwrap();
     assert_eq!(j["summary"]["add"], 0);
 }
 
@@ -184,8 +230,20 @@ fn modules_from_a_local_git_repository_at_a_tag() {
     std::fs::create_dir_all(repo.join("naming")).unwrap();
     std::fs::write(repo.join("naming/main.hcl"), "variable \"prefix\" {\n  type = string\n}\nresource \"random_id\" \"n\" {\n  byte_length = 3\n  prefix      = \"${var.prefix}-v1-\"\n}\noutput \"name\" {\n  value = random_id.n.hex\n}\n").unwrap();
     let git = |args: &[&str]| {
-        let o = Command::new("git").args(args).current_dir(&repo).env("GIT_AUTHOR_NAME", "t").env("GIT_AUTHOR_EMAIL", "t@t").env("GIT_COMMITTER_NAME", "t").env("GIT_COMMITTER_EMAIL", "t@t").output().unwrap();
-        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     };
     git(&["init", "-q"]);
     git(&["add", "."]);
@@ -199,20 +257,34 @@ fn modules_from_a_local_git_repository_at_a_tag() {
         &format!("module \"naming\" {{\n  source = \"git::file://{}//naming?ref=v1.0.0\"\n  prefix = \"svc\"\n}}\noutput \"name\" {{\n  value = module.naming.name\n}}\n", repo.display()),
     );
     let out = v.ok(&["apply", "env", "--auto-approve"]);
-    assert!(out.contains("module.naming.random_id.n: Creation complete"), "{out}");
+    assert!(
+        out.contains("module.naming.random_id.n: Creation complete"),
+        "{out}"
+    );
     let name = v.ok(&["output", "env", "name"]);
     assert!(name.trim().starts_with("svc-v1-"), "{name}");
     // A tag that does not exist is a clear error.
     v.write("bad/main.hcl", &format!("module \"naming\" {{\n  source = \"git::file://{}//naming?ref=v9.9.9\"\n  prefix = \"x\"\n}}\n", repo.display()));
     let err = v.expect(&["plan", "bad"], 1);
-    assert!(err.contains("bad/main.hcl:2:12") && err.contains("v9.9.9"), "{err}");
+    assert!(
+        err.contains("bad/main.hcl:2:12") && err.contains("v9.9.9"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_second_apply_on_a_locked_environment_fails_at_once_naming_the_holder() {
     let v = Veeps::start();
-    v.write("slow/main.hcl", "resource \"time_sleep\" \"wait\" {\n  create_duration = \"4s\"\n}\n");
-    let mut first = v.cmd(&["apply", "slow", "--auto-approve"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    v.write(
+        "slow/main.hcl",
+        "resource \"time_sleep\" \"wait\" {\n  create_duration = \"4s\"\n}\n",
+    );
+    let mut first = v
+        .cmd(&["apply", "slow", "--auto-approve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = v.ok(&["state", "list", "slow"]);
@@ -224,12 +296,23 @@ fn a_second_apply_on_a_locked_environment_fails_at_once_naming_the_holder() {
     }
     let t = Instant::now();
     let err = v.expect(&["apply", "slow", "--auto-approve"], 1);
-    assert!(t.elapsed() < Duration::from_secs(2), "the second apply waited");
-    assert!(err.contains("is locked by root") && err.contains("apply"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the second apply waited"
+    );
+    assert!(
+        err.contains("is locked by root") && err.contains("apply"),
+        "{err}"
+    );
     assert!(first.wait().unwrap().success());
     // force-unlock removes a lock whoever holds it.
     v.write("slow/main.hcl", "resource \"time_sleep\" \"wait\" {\n  create_duration = \"3s\"\n  triggers = { v = \"2\" }\n}\n");
-    let mut second = v.cmd(&["apply", "slow", "--auto-approve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut second = v
+        .cmd(&["apply", "slow", "--auto-approve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(800));
     let out = v.ok(&["force-unlock", "slow"]);
     assert!(out.contains("Removed the lock"), "{out}");
@@ -246,7 +329,10 @@ fn drift_made_outside_veeps_shows_in_plan_and_apply_repairs_it() {
     v.expect(&["plan", "cfg", "--detailed-exitcode"], 0);
     std::fs::write(&file, "port = 9999\n").unwrap();
     let plan = v.expect(&["plan", "cfg", "--detailed-exitcode"], 2);
-    assert!(plan.contains("Objects have changed outside of veeps"), "{plan}");
+    assert!(
+        plan.contains("Objects have changed outside of veeps"),
+        "{plan}"
+    );
     assert!(plan.contains("local_file.conf has changed"), "{plan}");
     assert!(plan.contains("will be updated in place"), "{plan}");
     v.ok(&["apply", "cfg", "--auto-approve"]);
@@ -256,7 +342,9 @@ fn drift_made_outside_veeps_shows_in_plan_and_apply_repairs_it() {
 #[test]
 fn rollback_returns_to_a_recorded_version() {
     let v = Veeps::start();
-    let cfg = |len: u32| format!("resource \"random_id\" \"x\" {{\n  byte_length = {len}\n}}\noutput \"hex\" {{\n  value = random_id.x.hex\n}}\n");
+    let cfg = |len: u32| {
+        format!("resource \"random_id\" \"x\" {{\n  byte_length = {len}\n}}\noutput \"hex\" {{\n  value = random_id.x.hex\n}}\n")
+    };
     v.write("e/main.hcl", &cfg(2));
     v.ok(&["apply", "e", "--auto-approve"]);
     v.write("e/main.hcl", &cfg(6));
@@ -273,7 +361,10 @@ fn rollback_returns_to_a_recorded_version() {
 #[test]
 fn bad_input_gets_file_line_col_and_leaves_state_untouched() {
     let v = Veeps::start();
-    v.write("e/main.hcl", "resource \"random_id\" \"x\" {\n  byte_length = 2\n}\n");
+    v.write(
+        "e/main.hcl",
+        "resource \"random_id\" \"x\" {\n  byte_length = 2\n}\n",
+    );
     v.ok(&["apply", "e", "--auto-approve"]);
     let before = v.state("e");
     let hex_before = v.ok(&["state", "show", "e", "random_id.x"]);
@@ -295,16 +386,27 @@ fn bad_input_gets_file_line_col_and_leaves_state_untouched() {
         for cmd in [&["plan", "e"][..], &["apply", "e", "--auto-approve"][..]] {
             let out = v.expect(cmd, 1);
             for w in *wants {
-                assert!(out.contains(w), "{cmd:?} on\n{cfg}\nmissing {w:?} in:\n{out}");
+                assert!(
+                    out.contains(w),
+                    "{cmd:?} on\n{cfg}\nmissing {w:?} in:\n{out}"
+                );
             }
             assert!(!out.contains("panicked"), "{out}");
         }
         let validate = v.expect(&["validate", "e"], 1);
-        assert!(validate.contains(wants[0]) || cfg.contains("var.size\n}\n") && !cfg.contains("validation"), "validate:\n{validate}");
+        assert!(
+            validate.contains(wants[0])
+                || cfg.contains("var.size\n}\n") && !cfg.contains("validation"),
+            "validate:\n{validate}"
+        );
     }
     assert_eq!(v.state("e"), before);
     assert_eq!(v.ok(&["state", "show", "e", "random_id.x"]), hex_before);
-    assert_eq!(v.ok(&["history", "e"]).lines().count(), 2, "no history entry for failed runs");
+    assert_eq!(
+        v.ok(&["history", "e"]).lines().count(),
+        2,
+        "no history entry for failed runs"
+    );
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -336,8 +438,15 @@ resource "random_id" "last" {
 fn kill_9_of_the_server_during_apply_loses_nothing_and_reapply_converges() {
     let mut v = Veeps::start();
     v.write("e/main.hcl", MANY);
-    let mut apply = v.cmd(&["apply", "e", "--auto-approve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for("some resources to be recorded", || v.state("e").contains("time_sleep.slow[0]"));
+    let mut apply = v
+        .cmd(&["apply", "e", "--auto-approve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("some resources to be recorded", || {
+        v.state("e").contains("time_sleep.slow[0]")
+    });
     std::thread::sleep(Duration::from_millis(300));
     v.kill9();
     let _ = apply.wait();
@@ -354,18 +463,31 @@ fn kill_9_of_the_server_during_apply_loses_nothing_and_reapply_converges() {
         assert!(after.contains(&format!("random_id.last[{i}]")), "{after}");
     }
     assert!(!after.contains("creating"), "{after}");
-    assert_eq!(v.ok(&["state", "show", "e", "random_id.fast[0]"]), fast_before, "recorded resources are kept, not recreated");
+    assert_eq!(
+        v.ok(&["state", "show", "e", "random_id.fast[0]"]),
+        fast_before,
+        "recorded resources are kept, not recreated"
+    );
 }
 
 #[test]
 fn kill_9_of_the_cli_during_apply_lets_the_server_finish() {
     let v = Veeps::start();
     v.write("e/main.hcl", MANY);
-    let mut apply = v.cmd(&["apply", "e", "--auto-approve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for("the apply to start", || v.state("e").contains("random_id.fast"));
+    let mut apply = v
+        .cmd(&["apply", "e", "--auto-approve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the apply to start", || {
+        v.state("e").contains("random_id.fast")
+    });
     apply.kill().unwrap();
     let _ = apply.wait();
-    wait_for("the server to finish the apply", || v.ok(&["history", "e"]).contains(" ok "));
+    wait_for("the server to finish the apply", || {
+        v.ok(&["history", "e"]).contains(" ok ")
+    });
     v.expect(&["plan", "e", "--detailed-exitcode"], 0);
 }
 
@@ -377,21 +499,34 @@ fn calls_without_a_valid_token_get_401_and_are_audited() {
     let o = c.output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("valid API token"));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(v.data.join("root.token")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(v.data.join("root.token"))
+            .unwrap()
+            .permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     let audit = v.ok(&["audit"]);
-    assert!(audit.contains("invalid-token") && audit.contains("401"), "{audit}");
+    assert!(
+        audit.contains("invalid-token") && audit.contains("401"),
+        "{audit}"
+    );
     assert!(v.ok(&["audit", "--verify"]).contains("intact"));
 }
 
 #[test]
 fn fmt_and_validate_work_offline() {
     let v = Veeps::start();
-    v.write("e/main.hcl", "resource \"random_id\" \"x\" {\nbyte_length=2\n      prefix = \"a\"\n}\n");
+    v.write(
+        "e/main.hcl",
+        "resource \"random_id\" \"x\" {\nbyte_length=2\n      prefix = \"a\"\n}\n",
+    );
     let out = v.expect(&["fmt", "e", "--check"], 3);
     assert!(out.contains("main.hcl"), "{out}");
     v.ok(&["fmt", "e"]);
-    assert_eq!(std::fs::read_to_string(v.work.join("e/main.hcl")).unwrap(), "resource \"random_id\" \"x\" {\n  byte_length = 2\n  prefix      = \"a\"\n}\n");
+    assert_eq!(
+        std::fs::read_to_string(v.work.join("e/main.hcl")).unwrap(),
+        "resource \"random_id\" \"x\" {\n  byte_length = 2\n  prefix      = \"a\"\n}\n"
+    );
     v.ok(&["fmt", "e", "--check"]);
     // validate needs no server.
     let mut c = v.cmd(&["validate", "e"]);
@@ -405,7 +540,10 @@ fn fmt_and_validate_work_offline() {
 fn environments_read_each_others_outputs_and_apply_in_dependency_order() {
     let v = Veeps::start();
     v.write("live/stage/main.hcl", "data \"environment\" \"mgmt\" {\n  name = \"mgmt\"\n}\nresource \"random_id\" \"app\" {\n  byte_length = 2\n  prefix      = \"${data.environment.mgmt.outputs.domain}-\"\n}\noutput \"app\" {\n  value = random_id.app.hex\n}\n");
-    v.write("live/mgmt/main.hcl", "output \"domain\" {\n  value = \"veeps.test\"\n}\n");
+    v.write(
+        "live/mgmt/main.hcl",
+        "output \"domain\" {\n  value = \"veeps.test\"\n}\n",
+    );
     let out = v.ok(&["apply", "live", "--auto-approve"]);
     let m = out.find("=== environment mgmt").unwrap();
     let s = out.find("=== environment stage").unwrap();
@@ -421,14 +559,37 @@ fn up_applies_a_tree_and_resumes_without_recreating() {
     v.write("tree/one/main.hcl", "resource \"random_id\" \"a\" {\n  byte_length = 2\n}\noutput \"a\" {\n  value = random_id.a.hex\n}\n");
     let data2 = v.work.join("updata");
     let run = || {
-        let o = Command::new(BIN).args(["up", "tree", "--no-wait", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(&data2).current_dir(&v.work).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let o = Command::new(BIN)
+            .args([
+                "up",
+                "tree",
+                "--no-wait",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&data2)
+            .current_dir(&v.work)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(o.status.success(), "{text}");
         text
     };
     let first = run();
-    assert!(first.contains("[one] random_id.a: Creation complete") && first.contains("veeps is up"), "{first}");
-    let a = first.lines().find(|l| l.trim_start().starts_with("a = ")).unwrap().to_string();
+    assert!(
+        first.contains("[one] random_id.a: Creation complete") && first.contains("veeps is up"),
+        "{first}"
+    );
+    let a = first
+        .lines()
+        .find(|l| l.trim_start().starts_with("a = "))
+        .unwrap()
+        .to_string();
     let second = run();
     assert!(second.contains("[one] up to date"), "{second}");
     assert!(second.contains(&a), "same value after restart:\n{second}");
