@@ -377,3 +377,65 @@ output "all" {
         r#"[["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"], "10.0.0.1", "a,b,c", "ops", "default", 2, "web-007", "x", {ENV = "prod"}, 44, "many", "ops", "10.0.0.0/24;10.0.1.0/24;10.0.2.0/24;"]"#
     );
 }
+
+/// Thousands of corrupted configurations: every one gets an answer, none a panic.
+#[tokio::test]
+async fn no_input_makes_the_engine_panic() {
+    let mut reg = veeps_resource::Registry::new();
+    veeps_builtins::register(&mut reg);
+    let reg = Arc::new(reg);
+    let base = format!("{MAIN}\nlocals {{\n  c = cidrsubnet(\"::/0\", 0, 0)\n  h = cidrhost(\"::/0\", 5)\n  s = substr(\"abc\", 1, 9223372036854775807)\n  f = format(\"%99999999999999d\", 1)\n  r = range(0, 1e12)\n}}\n");
+    let inserts = [
+        "}",
+        "{",
+        "\"",
+        "${",
+        "[*]",
+        "..",
+        "var.",
+        "(",
+        ")",
+        "= =",
+        "%{",
+        "\n",
+        "count.index",
+        "each.key",
+        "module.",
+        "null",
+        "[",
+        "]",
+        "?",
+        ":",
+        "...",
+        "for x in",
+        "-1",
+        "1e400",
+        "\\",
+    ];
+    let mut mutants: Vec<String> = vec![];
+    let bytes = base.as_bytes();
+    for i in (0..bytes.len()).step_by(2) {
+        mutants.push(String::from_utf8_lossy(&bytes[..i]).to_string());
+        let mut d = bytes.to_vec();
+        d.remove(i);
+        mutants.push(String::from_utf8_lossy(&d).to_string());
+        let ins = inserts[i % inserts.len()];
+        mutants.push(format!(
+            "{}{ins}{}",
+            String::from_utf8_lossy(&bytes[..i]),
+            String::from_utf8_lossy(&bytes[i..])
+        ));
+    }
+    assert!(mutants.len() > 1000, "{}", mutants.len());
+    for m in &mutants {
+        let b = bundle(&[("env/main.hcl", m), ("env/mod/main.hcl", MODULE)]);
+        if let Err(d) = veeps_engine::validate(reg.clone(), b, &[]).await {
+            let t = d.to_string();
+            assert!(
+                !t.contains("internal error"),
+                "a task panicked on:\n{m}\n{t}"
+            );
+            assert!(d.0.iter().all(|x| !x.summary.is_empty()));
+        }
+    }
+}

@@ -335,7 +335,7 @@ impl Call<'_> {
                 let end = if len < 0 {
                     s.len()
                 } else {
-                    (off + len as usize).min(s.len())
+                    off.saturating_add(len as usize).min(s.len())
                 };
                 Value::String(s[off..end].iter().collect())
             }
@@ -734,13 +734,16 @@ impl Call<'_> {
                             format!("cannot extend /{} by {bits} bits", net.prefix_len()),
                         ));
                     }
-                    let size: u128 = 1u128 << (total as i64 - new_len);
-                    let aligned = next.div_ceil(size) * size;
+                    let size: u128 = 1u128
+                        .checked_shl((total as i64 - new_len) as u32)
+                        .filter(|_| total as i64 - new_len < 128)
+                        .unwrap_or(u128::MAX);
+                    let aligned = next.div_ceil(size).saturating_mul(size);
                     let idx = aligned / size;
                     let sub =
                         cidr_subnet(&net, bits, idx as i64).map_err(|e| self.arg_err(i, e))?;
                     out.push(Value::String(sub.to_string()));
-                    next = aligned + size;
+                    next = aligned.saturating_add(size);
                 }
                 Value::List(out)
             }
@@ -794,8 +797,12 @@ impl Call<'_> {
                 .split('.')
                 .next()
                 .and_then(|w| w.parse().ok())
-                .unwrap_or(0);
-            let precision: Option<usize> = flags.split_once('.').and_then(|(_, p)| p.parse().ok());
+                .unwrap_or(0usize)
+                .min(4096);
+            let precision: Option<usize> = flags
+                .split_once('.')
+                .and_then(|(_, p)| p.parse().ok())
+                .map(|p: usize| p.min(100));
             let s = match verb {
                 'v' => match v {
                     Value::String(s) => s.clone(),
@@ -878,7 +885,7 @@ pub fn cidr_subnet(net: &IpNet, bits: i64, num: i64) -> Result<IpNet, String> {
             net.prefix_len()
         ));
     }
-    if num < 0 || (bits < 64 && num >= (1i64 << bits)) {
+    if num < 0 || (bits < 63 && num >= (1i64 << bits)) {
         return Err(format!(
             "prefix extension of {bits} bits cannot hold network number {num}"
         ));
@@ -893,7 +900,11 @@ pub fn cidr_subnet(net: &IpNet, bits: i64, num: i64) -> Result<IpNet, String> {
         }
         IpNet::V6(n) => {
             let base = u128::from(n.network());
-            let addr = base | ((num as u128) << (total - new_len));
+            let shifted = (num as u128)
+                .checked_shl((total - new_len) as u32)
+                .filter(|_| total - new_len < 128)
+                .unwrap_or(0);
+            let addr = base | shifted;
             Ok(IpNet::V6(
                 Ipv6Net::new(addr.into(), new_len as u8).map_err(|e| e.to_string())?,
             ))
@@ -904,6 +915,9 @@ pub fn cidr_subnet(net: &IpNet, bits: i64, num: i64) -> Result<IpNet, String> {
 /// Host number `num` of `net` (`cidrhost`); negative numbers count from the end.
 pub fn cidr_host(net: &IpNet, num: i64) -> Result<IpAddr, String> {
     let host_bits = (net.max_prefix_len() - net.prefix_len()) as u32;
+    if host_bits >= 127 {
+        return Err(format!("{net} is too large for cidrhost"));
+    }
     let size: i128 = 1i128 << host_bits;
     let n = if num < 0 {
         size + num as i128
