@@ -101,14 +101,14 @@ pub fn open(data_dir: &FsPath) -> Result<AppState, ServerError> {
     {
         tracing::warn!(env, holder = %lock.who, operation = %lock.operation, since = %lock.since, "released a lock left by a previous server run; the next apply finishes its work");
     }
-    let mut registry = veeps_resource::Registry::new();
-    veeps_builtins::register(&mut registry);
+    let net = Arc::new(veeps_net::Net::new(data_dir, store.clone()));
+    let services = veeps_resource::Services::default().with(net);
     let engine = Engine::new(
         data_dir.to_path_buf(),
-        registry,
+        registry(),
         store.clone(),
         kms,
-        Default::default(),
+        services,
         boot_id,
     );
     Ok(AppState {
@@ -116,6 +116,31 @@ pub fn open(data_dir: &FsPath) -> Result<AppState, ServerError> {
         store,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
     })
+}
+
+/// Every resource type veeps knows, registered.
+pub fn registry() -> veeps_resource::Registry {
+    let mut registry = veeps_resource::Registry::new();
+    veeps_builtins::register(&mut registry);
+    veeps_net::resources::register(&mut registry);
+    registry
+}
+
+impl AppState {
+    /// After a (re)start: brings every recorded resource back in line with its state
+    /// (namespaces, links, rules...), dependencies first.
+    pub async fn reconcile(&self) {
+        let started = std::time::Instant::now();
+        let failures = self.engine.reconcile_all().await;
+        for (env, e) in &failures {
+            tracing::error!(env, error = %e, "could not restore a resource at start; the next apply retries");
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            failures = failures.len(),
+            "reconciled recorded resources"
+        );
+    }
 }
 
 /// The router of the API.
@@ -152,6 +177,7 @@ pub async fn serve(
                 addr: listen.to_string(),
                 err: e.to_string(),
             })?;
+    state.reconcile().await;
     serve_listener(state, listener, shutdown).await
 }
 

@@ -670,6 +670,88 @@ impl Engine {
         failures
     }
 
+    /// After a restart: brings every recorded resource of every environment back in line
+    /// with its state (dependencies first), through each controller's `reconcile`.
+    pub async fn reconcile_all(self: &Arc<Self>) -> Vec<(String, String)> {
+        let mut failures = vec![];
+        let Ok(envs) = self.store.envs() else {
+            return failures;
+        };
+        for env in envs {
+            let prior = match self.load_prior(&env.name, false).await {
+                Ok(p) => p,
+                Err(e) => {
+                    failures.push((env.name.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let mut remaining: Vec<&PriorRes> = prior
+                .records
+                .values()
+                .filter(|p| {
+                    p.record.status == ResourceStatus::Ready
+                        && !p.record.address.ends_with("#deposed")
+                })
+                .collect();
+            while !remaining.is_empty() {
+                let nodes: BTreeSet<String> = remaining
+                    .iter()
+                    .map(|p| strip_keys(&p.record.address))
+                    .collect();
+                let (ready, wait): (Vec<&PriorRes>, Vec<&PriorRes>) =
+                    remaining.iter().partition(|p| {
+                        p.record
+                            .dependencies
+                            .iter()
+                            .all(|d| !nodes.contains(d) || *d == strip_keys(&p.record.address))
+                    });
+                let ready = if ready.is_empty() {
+                    wait.clone()
+                } else {
+                    ready
+                };
+                let wait: Vec<&PriorRes> = remaining
+                    .iter()
+                    .filter(|p| !ready.iter().any(|r| std::ptr::eq(**p, *r)))
+                    .copied()
+                    .collect();
+                let env_name = env.name.as_str();
+                let results = futures::future::join_all(ready.iter().map(|p| async move {
+                    let Some(rt) = self.registry.resource(&p.record.type_name) else {
+                        return Ok(());
+                    };
+                    let ctx = self.ctx(env_name, &p.record.address);
+                    let new = rt
+                        .reconcile(&ctx, &p.attrs)
+                        .await
+                        .map_err(|e| format!("{}: {e}", p.record.address))?;
+                    if new != p.attrs {
+                        self.save(
+                            env_name,
+                            rt,
+                            &p.record.address,
+                            &new,
+                            &p.record.dependencies,
+                            ResourceStatus::Ready,
+                            p.record.create_before_destroy,
+                        )
+                        .await?;
+                    }
+                    Ok::<(), String>(())
+                }))
+                .await;
+                for r in results {
+                    if let Err(e) = r {
+                        tracing::error!(env = %env.name, error = %e, "reconcile failed");
+                        failures.push((env.name.clone(), e));
+                    }
+                }
+                remaining = wait;
+            }
+        }
+        failures
+    }
+
     /// Root outputs of `env`, decrypted.
     pub fn outputs(&self, env: &str) -> Result<BTreeMap<String, (Value, bool)>, EngineError> {
         let rec = self.store.env(env)?.unwrap_or_default();

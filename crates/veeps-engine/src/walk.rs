@@ -226,6 +226,8 @@ pub struct WalkResult {
     pub errors: Diagnostics,
     /// Failures of controller operations, by address (apply).
     pub failures: Vec<(String, String)>,
+    /// Every planned instance, with where its block and attributes are (for checks).
+    pub planned: Vec<(veeps_resource::Planned, Loc, BTreeMap<String, Loc>)>,
 }
 
 /// One walk over a configuration.
@@ -384,6 +386,22 @@ impl Walk {
             }
         }
         let mut r = self.result.lock().expect("result lock");
+        if self.mode != Mode::Apply && r.errors.is_empty() {
+            r.planned.sort_by(|a, b| a.0.address.cmp(&b.0.address));
+            let planned: Vec<veeps_resource::Planned> =
+                r.planned.iter().map(|p| p.0.clone()).collect();
+            let mut diags = vec![];
+            for check in self.registry.checks() {
+                for e in check.check(&planned) {
+                    let Some((p, block, attrs)) = r.planned.get(e.index) else {
+                        continue;
+                    };
+                    let loc = e.attr.as_ref().and_then(|a| attrs.get(a)).unwrap_or(block);
+                    diags.push(Diagnostic::at(loc, format!("{}: {}", p.address, e.message)));
+                }
+            }
+            r.errors.0.extend(diags);
+        }
         std::mem::take(&mut r)
     }
 
@@ -1001,7 +1019,13 @@ impl Walk {
             .into());
         }
         let planned = match action {
-            Action::Create | Action::Replace => with_unknown_computed(schema, &config),
+            Action::Create | Action::Replace => {
+                let mut v = with_unknown_computed(schema, &config);
+                if let Value::Object(o) = &mut v {
+                    o.extend(rt.plan_computed(&self.ctx(&inst.address), &config));
+                }
+                v
+            }
             Action::Update => merge(
                 &prior.map(|p| p.attrs.clone()).unwrap_or(Value::Null),
                 &config,
@@ -1022,11 +1046,25 @@ impl Walk {
             replace_paths,
             reason,
         };
-        self.result
-            .lock()
-            .expect("result lock")
-            .changes
-            .push(change);
+        {
+            let mut r = self.result.lock().expect("result lock");
+            r.changes.push(change);
+            let attr_locs = rc
+                .body
+                .attrs
+                .iter()
+                .map(|(k, a)| (k.clone(), a.expr.loc()))
+                .collect();
+            r.planned.push((
+                veeps_resource::Planned {
+                    type_name: rc.type_name.clone(),
+                    address: inst.address.clone(),
+                    value: planned.clone(),
+                },
+                rc.loc.clone(),
+                attr_locs,
+            ));
+        }
         if self.mode != Mode::Apply {
             return Ok(planned);
         }

@@ -275,6 +275,45 @@ pub trait Resource: Send + Sync + 'static {
     ) -> Result<Value, ResourceError>;
     /// Deletes the object. Deleting something already gone succeeds.
     async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError>;
+    /// Computed attributes known before apply (like ids derived from the address), so
+    /// plans can show them and cross-resource checks can use them.
+    fn plan_computed(&self, _ctx: &Ctx, _config: &Value) -> BTreeMap<String, Value> {
+        BTreeMap::new()
+    }
+    /// Brings the real object back in line with recorded state after a server restart
+    /// (recreating what is missing, adopting what exists). Returns the state to record.
+    async fn reconcile(&self, _ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
+        Ok(state.clone())
+    }
+}
+
+/// A planned resource instance, as cross-resource checks see it.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// Its type.
+    pub type_name: String,
+    /// Its address.
+    pub address: String,
+    /// Its planned attributes (unknown ones as `Value::Unknown`).
+    pub value: Value,
+}
+
+/// A problem found by a [`PlanCheck`]: the instance (index into the slice) and attribute.
+#[derive(Debug, Clone)]
+pub struct CheckError {
+    /// Index of the instance in the slice given to the check.
+    pub index: usize,
+    /// The attribute at fault, if one is.
+    pub attr: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// A check across the planned instances of an environment (like "a subnet lies inside its
+/// VPC"), run after every plan.
+pub trait PlanCheck: Send + Sync + 'static {
+    /// Returns every problem found.
+    fn check(&self, planned: &[Planned]) -> Vec<CheckError>;
 }
 
 /// A data source type: reads something that exists.
@@ -293,6 +332,7 @@ pub trait DataSource: Send + Sync + 'static {
 pub struct Registry {
     resources: BTreeMap<&'static str, Arc<dyn Resource>>,
     data: BTreeMap<&'static str, Arc<dyn DataSource>>,
+    checks: Vec<Arc<dyn PlanCheck>>,
 }
 
 impl Registry {
@@ -309,6 +349,15 @@ impl Registry {
     pub fn register_data(&mut self, d: impl DataSource) -> &mut Registry {
         self.data.insert(d.type_name(), Arc::new(d));
         self
+    }
+    /// Registers a cross-resource check.
+    pub fn register_check(&mut self, c: impl PlanCheck) -> &mut Registry {
+        self.checks.push(Arc::new(c));
+        self
+    }
+    /// Every cross-resource check.
+    pub fn checks(&self) -> &[Arc<dyn PlanCheck>] {
+        &self.checks
     }
     /// The resource type called `name`.
     pub fn resource(&self, name: &str) -> Option<&Arc<dyn Resource>> {

@@ -16,6 +16,7 @@ const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks");
 const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("history");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +232,7 @@ impl Store {
             txn.open_table(HISTORY)?;
             txn.open_table(AUDIT)?;
             txn.open_table(KEYS)?;
+            txn.open_table(KV)?;
         }
         txn.commit()?;
         Ok(Store { db })
@@ -495,6 +497,39 @@ impl Store {
             n += 1;
         }
         Ok(Ok(n))
+    }
+
+    /// A record of a part's own bookkeeping (like the network's address allocations).
+    pub fn kv_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.get(KV, key)
+    }
+
+    /// Writes a bookkeeping record.
+    pub fn kv_put<T: Serialize>(&self, key: &str, v: &T) -> Result<()> {
+        self.put(KV, key, v)
+    }
+
+    /// Deletes a bookkeeping record.
+    pub fn kv_delete(&self, key: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(KV)?.remove(key)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every bookkeeping record whose key starts with `prefix`.
+    pub fn kv_scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(KV)?;
+        let mut out = vec![];
+        for item in t.range(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), decode(k.value(), v.value())?));
+        }
+        Ok(out)
     }
 
     /// A stored key blob.

@@ -137,9 +137,7 @@ fn parse_vars(v: &VarArgs) -> Result<Vec<(String, String)>, String> {
 fn validate(g: &Global, dir: &Path, vars: &VarArgs) -> R {
     let vars = parse_vars(vars)?;
     let envs = load_tree(dir)?;
-    let mut registry = veeps_resource::Registry::new();
-    veeps_builtins::register(&mut registry);
-    let registry = std::sync::Arc::new(registry);
+    let registry = std::sync::Arc::new(veeps_api::server::registry());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -89,6 +89,7 @@ pub fn up(
         let state = veeps_api::server::open(&data).map_err(|e| e.to_string())?;
         let engine = state.engine.clone();
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e} (is another veeps running? stop it, or pass --listen)"))?;
+        state.reconcile().await;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(veeps_api::server::serve_listener(state, listener, async {
             let _ = stop_rx.await;

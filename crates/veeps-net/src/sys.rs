@@ -1,0 +1,147 @@
+//! Running `ip`, `nft` and `sysctl`, and entering network namespaces.
+
+use crate::NetError;
+use std::process::Stdio;
+use tokio::io::AsyncWriteExt;
+
+/// Runs a program; the error carries its stderr.
+pub async fn run(prog: &str, args: &[&str]) -> Result<String, NetError> {
+    let out = tokio::process::Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| NetError::Command(format!("{prog}: {e}")))?;
+    if !out.status.success() {
+        return Err(NetError::Command(format!(
+            "{prog} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Runs `ip` in a namespace (or the host's with `None`).
+pub async fn ip(ns: Option<&str>, args: &[&str]) -> Result<String, NetError> {
+    let mut full: Vec<&str> = vec![];
+    if let Some(n) = ns {
+        full.extend(["-n", n]);
+    }
+    full.extend_from_slice(args);
+    run("ip", &full).await
+}
+
+/// True if `ip` succeeds (used to test for existence).
+pub async fn ip_ok(ns: Option<&str>, args: &[&str]) -> bool {
+    ip(ns, args).await.is_ok()
+}
+
+/// Loads an nftables ruleset in a namespace (or the host's).
+pub async fn nft(ns: Option<&str>, ruleset: &str) -> Result<(), NetError> {
+    let mut cmd = match ns {
+        Some(n) => {
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", n, "nft", "-f", "-"]);
+            c
+        }
+        None => {
+            let mut c = tokio::process::Command::new("nft");
+            c.args(["-f", "-"]);
+            c
+        }
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetError::Command(format!("nft: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(ruleset.as_bytes())
+            .await
+            .map_err(|e| NetError::Command(format!("nft: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| NetError::Command(format!("nft: {e}")))?;
+    if !out.status.success() {
+        return Err(NetError::Command(format!(
+            "nft in {}: {}\nruleset:\n{ruleset}",
+            ns.unwrap_or("the host"),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Sets a sysctl inside a namespace.
+pub async fn sysctl(ns: Option<&str>, key: &str, value: &str) -> Result<(), NetError> {
+    let kv = format!("{key}={value}");
+    match ns {
+        Some(n) => run("ip", &["netns", "exec", n, "sysctl", "-qw", &kv])
+            .await
+            .map(|_| ()),
+        None => run("sysctl", &["-qw", &kv]).await.map(|_| ()),
+    }
+}
+
+/// The network namespaces that exist.
+pub async fn netns_list() -> Vec<String> {
+    match run("ip", &["netns", "list"]).await {
+        Ok(out) => out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(String::from)
+            .collect(),
+        Err(_) => vec![],
+    }
+}
+
+/// Runs `f` on a thread inside network namespace `ns`: sockets it opens stay there.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path)?;
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a valid namespace fd affects only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
+}
+
+/// True if this process may administer networking (CAP_NET_ADMIN) and has `ip` and `nft`.
+pub fn can_isolate() -> Result<(), String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if eff & (1 << 12) == 0 {
+        return Err(
+            "this process lacks CAP_NET_ADMIN (run veeps as root for isolated networking)".into(),
+        );
+    }
+    for prog in ["ip", "nft"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+            .unwrap_or(false);
+        if !found {
+            return Err(format!(
+                "`{prog}` is not installed (install iproute2 and nftables)"
+            ));
+        }
+    }
+    Ok(())
+}

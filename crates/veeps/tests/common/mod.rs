@@ -1,0 +1,192 @@
+#![allow(dead_code)]
+//! The test harness: a real `veeps server` on a free port in a temporary data directory.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_veeps");
+
+pub struct Veeps {
+    child: Option<Child>,
+    pub port: u16,
+    pub data: PathBuf,
+    pub work: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Veeps {
+    pub fn start() -> Veeps {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let mut v = Veeps {
+            child: None,
+            port: free_port(),
+            data,
+            work,
+            _tmp: tmp,
+        };
+        v.boot();
+        v
+    }
+
+    pub fn boot(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.join("server.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start veeps server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.work.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(&self.work)
+            .env("VEEPS_ADDR", format!("http://127.0.0.1:{}", self.port))
+            .env("VEEPS_DATA_DIR", &self.data)
+            .env("XDG_CACHE_HOME", self.work.join(".cache"))
+            .env_remove("VEEPS_TOKEN")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run veeps")
+    }
+
+    /// Runs and asserts the exit code; returns stdout and stderr together.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.expect(args, 0)
+    }
+
+    pub fn expect(&self, args: &[&str], code: i32) -> String {
+        let o = self.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "veeps {args:?} exited {:?}:\n{text}",
+            o.status.code()
+        );
+        text
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.work.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn state(&self, env: &str) -> String {
+        self.ok(&["state", "list", env])
+    }
+}
+
+impl Veeps {
+    /// Starts a server whose process lacks CAP_NET_ADMIN (the unisolated fallback).
+    pub fn start_without_net_admin() -> Veeps {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let mut v = Veeps {
+            child: None,
+            port: free_port(),
+            data,
+            work,
+            _tmp: tmp,
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(v.work.join("server.log"))
+            .unwrap();
+        let child = Command::new("setpriv")
+            .args([
+                "--bounding-set=-net_admin",
+                "--inh-caps=-net_admin",
+                BIN,
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{}", v.port),
+            ])
+            .arg("--data-dir")
+            .arg(&v.data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start veeps server under setpriv");
+        v.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", v.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                v.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        v
+    }
+
+    /// Removes whatever this server created on the host (even after a failed test).
+    pub fn cleanup_host(&self) {
+        let prefix = veeps_net::prefix_for(&self.data);
+        let sh = format!(
+            "for n in $(ip netns list | cut -d' ' -f1 | grep '^{prefix}'); do ip netns del $n; done; \
+             for l in $(ip -o link | awk -F': ' '{{print $2}}' | cut -d@ -f1 | grep '^{prefix}'); do ip link del $l; done; \
+             nft delete table inet {prefix} 2>/dev/null; true"
+        );
+        let _ = Command::new("sh").arg("-c").arg(sh).status();
+    }
+}
+
+impl Drop for Veeps {
+    fn drop(&mut self) {
+        self.kill9();
+        self.cleanup_host();
+    }
+}
