@@ -232,6 +232,9 @@ pub struct Net {
     store: Arc<Store>,
     mode: Mode,
     lock: tokio::sync::Mutex<()>,
+    /// Per VPC: how many rule changes were asked for, and how many are on the kernel.
+    sg_sync: std::sync::Mutex<BTreeMap<String, (u64, u64)>>,
+    sg_sync_lock: tokio::sync::Mutex<()>,
 }
 
 fn short(s: &str, n: usize) -> String {
@@ -275,6 +278,8 @@ impl Net {
             store,
             mode,
             lock: tokio::sync::Mutex::new(()),
+            sg_sync: Default::default(),
+            sg_sync_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -404,16 +409,26 @@ impl Net {
 
     async fn plumb_vpc(&self, vpc: &Vpc) -> Result<(), NetError> {
         let r = vpc.router_ns.as_str();
-        if !sys::netns_list().await.iter().any(|n| n == r) {
+        if !sys::netns_exists(r) {
             sys::ip(None, &["netns", "add", r]).await?;
         }
         sys::ip(Some(r), &["link", "set", "dev", "lo", "up"]).await?;
         sys::sysctl(Some(r), "net.ipv4.ip_forward", "1").await?;
+        // Traffic inside one subnet is bridged: security groups filter it at the
+        // endpoints, and network ACLs apply only at the subnet boundary, so the router's
+        // rules (and conntrack) must not see it even where br_netfilter is loaded.
+        for key in [
+            "net.bridge.bridge-nf-call-iptables",
+            "net.bridge.bridge-nf-call-ip6tables",
+            "net.bridge.bridge-nf-call-arptables",
+        ] {
+            let _ = sys::sysctl(Some(r), key, "0").await;
+        }
         let (host_addr, router_addr) = Net::hosts(&vpc.link);
         if !sys::ip_ok(None, &["link", "show", &vpc.uplink]).await {
-            let tmp = format!("{}u", vpc.uplink);
-            let _ = sys::ip(None, &["link", "del", &tmp]).await;
             let _ = sys::ip(Some(r), &["link", "del", "uplink"]).await;
+            // Both ends created where they belong, with their final names: moving links
+            // between namespaces is slow.
             sys::ip(
                 None,
                 &[
@@ -424,12 +439,12 @@ impl Net {
                     "veth",
                     "peer",
                     "name",
-                    &tmp,
+                    "uplink",
+                    "netns",
+                    r,
                 ],
             )
             .await?;
-            sys::ip(None, &["link", "set", "dev", &tmp, "netns", r]).await?;
-            sys::ip(Some(r), &["link", "set", "dev", &tmp, "name", "uplink"]).await?;
         }
         let plen = vpc.link.prefix_len().to_string();
         sys::ip(
@@ -489,7 +504,7 @@ impl Net {
         }
         if self.isolated() {
             let _ = sys::ip(None, &["link", "del", &vpc.uplink]).await;
-            if sys::netns_list().await.iter().any(|n| n == &vpc.router_ns) {
+            if sys::netns_exists(&vpc.router_ns) {
                 sys::ip(None, &["netns", "del", &vpc.router_ns]).await?;
             }
         }
@@ -506,7 +521,7 @@ impl Net {
             return false;
         };
         !self.isolated()
-            || (sys::netns_list().await.contains(&vpc.router_ns)
+            || (sys::netns_exists(&vpc.router_ns)
                 && sys::ip_ok(None, &["link", "show", &vpc.uplink]).await)
     }
 
@@ -707,26 +722,22 @@ impl Net {
             let (x, y) = Net::hosts(&link);
             if !sys::ip_ok(Some(&a.router_ns), &["link", "show", &p.ifname]).await {
                 let _ = sys::ip(Some(&b.router_ns), &["link", "del", &p.ifname]).await;
-                let (ta, tb) = (
-                    format!("{}p{k}a", self.prefix),
-                    format!("{}p{k}b", self.prefix),
-                );
-                let _ = sys::ip(None, &["link", "del", &ta]).await;
                 sys::ip(
                     None,
-                    &["link", "add", &ta, "type", "veth", "peer", "name", &tb],
-                )
-                .await?;
-                sys::ip(None, &["link", "set", "dev", &ta, "netns", &a.router_ns]).await?;
-                sys::ip(None, &["link", "set", "dev", &tb, "netns", &b.router_ns]).await?;
-                sys::ip(
-                    Some(&a.router_ns),
-                    &["link", "set", "dev", &ta, "name", &p.ifname],
-                )
-                .await?;
-                sys::ip(
-                    Some(&b.router_ns),
-                    &["link", "set", "dev", &tb, "name", &p.ifname],
+                    &[
+                        "link",
+                        "add",
+                        &p.ifname,
+                        "netns",
+                        &a.router_ns,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        &p.ifname,
+                        "netns",
+                        &b.router_ns,
+                    ],
                 )
                 .await?;
             }
@@ -847,9 +858,50 @@ impl Net {
         self.store.kv_put(&format!("{K_EP}{}", ep.name), &ep)?;
         if self.isolated() {
             self.plumb_endpoint(&ep, &subnet, &vpc, &key).await?;
-            self.sync_endpoints(&vpc.id).await?;
+            drop(_g);
+            self.sync_endpoints_coalesced(&vpc.id).await?;
         }
         Ok(ep)
+    }
+
+    /// Brings every endpoint's rules of a VPC up to date; concurrent callers share one
+    /// pass that starts after their change (each pass reads the latest model).
+    async fn sync_endpoints_coalesced(&self, vpc_id: &str) -> Result<(), NetError> {
+        let my_gen = {
+            let mut m = self.sg_sync.lock().unwrap_or_else(|p| p.into_inner());
+            let e = m.entry(vpc_id.to_string()).or_insert((0, 0));
+            e.0 += 1;
+            e.0
+        };
+        let _s = self.sg_sync_lock.lock().await;
+        let done = self
+            .sg_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(vpc_id)
+            .map(|e| e.1)
+            .unwrap_or(0);
+        if done >= my_gen {
+            return Ok(());
+        }
+        let target = self
+            .sg_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(vpc_id)
+            .map(|e| e.0)
+            .unwrap_or(my_gen);
+        let _g = self.lock.lock().await;
+        self.sync_endpoints(vpc_id).await?;
+        if let Some(e) = self
+            .sg_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(vpc_id)
+        {
+            e.1 = e.1.max(target);
+        }
+        Ok(())
     }
 
     fn allocate(&self, subnet: &Subnet) -> Result<Ipv4Addr, NetError> {
@@ -896,7 +948,7 @@ impl Net {
         let ns = ep.netns.as_str();
         let r = vpc.router_ns.as_str();
         let router_if = format!("e{key}");
-        if !sys::netns_list().await.iter().any(|n| n == ns) {
+        if !sys::netns_exists(ns) {
             sys::ip(None, &["netns", "add", ns]).await?;
         }
         sys::ip(Some(ns), &["link", "set", "dev", "lo", "up"]).await?;
@@ -905,20 +957,14 @@ impl Net {
         {
             let _ = sys::ip(Some(ns), &["link", "del", "eth0"]).await;
             let _ = sys::ip(Some(r), &["link", "del", &router_if]).await;
-            let (a, b) = (
-                format!("{}{}a", self.prefix, &key[..6]),
-                format!("{}{}b", self.prefix, &key[..6]),
-            );
-            let _ = sys::ip(None, &["link", "del", &a]).await;
             sys::ip(
                 None,
-                &["link", "add", &a, "type", "veth", "peer", "name", &b],
+                &[
+                    "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", &router_if,
+                    "netns", r,
+                ],
             )
             .await?;
-            sys::ip(None, &["link", "set", "dev", &a, "netns", ns]).await?;
-            sys::ip(None, &["link", "set", "dev", &b, "netns", r]).await?;
-            sys::ip(Some(ns), &["link", "set", "dev", &a, "name", "eth0"]).await?;
-            sys::ip(Some(r), &["link", "set", "dev", &b, "name", &router_if]).await?;
         }
         sys::ip(
             Some(r),
@@ -965,7 +1011,7 @@ impl Net {
             return false;
         };
         !self.isolated()
-            || (sys::netns_list().await.contains(&ep.netns)
+            || (sys::netns_exists(&ep.netns)
                 && sys::ip_ok(Some(&ep.netns), &["link", "show", "eth0"]).await)
     }
 
@@ -975,7 +1021,7 @@ impl Net {
         let Some(ep) = self.load::<Endpoint>(K_EP, name)? else {
             return Ok(());
         };
-        if self.isolated() && sys::netns_list().await.contains(&ep.netns) {
+        if self.isolated() && sys::netns_exists(&ep.netns) {
             sys::ip(None, &["netns", "del", &ep.netns]).await?;
         }
         self.store.kv_delete(&format!("{K_EP}{name}"))?;
@@ -1053,7 +1099,7 @@ impl Net {
             }
         }
         for e in &eps {
-            if !sys::netns_list().await.contains(&e.netns) {
+            if !sys::netns_exists(&e.netns) {
                 continue;
             }
             let rules = nftgen::endpoint(e, &sgs, &members);

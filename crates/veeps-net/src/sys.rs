@@ -6,12 +6,14 @@ use tokio::io::AsyncWriteExt;
 
 /// Runs a program; the error carries its stderr.
 pub async fn run(prog: &str, args: &[&str]) -> Result<String, NetError> {
+    let started = std::time::Instant::now();
     let out = tokio::process::Command::new(prog)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .await
         .map_err(|e| NetError::Command(format!("{prog}: {e}")))?;
+    tracing::debug!(cmd = %format!("{prog} {}", args.join(" ")), us = started.elapsed().as_micros() as u64, ok = out.status.success(), "ran");
     if !out.status.success() {
         return Err(NetError::Command(format!(
             "{prog} {}: {}",
@@ -39,6 +41,50 @@ pub async fn ip_ok(ns: Option<&str>, args: &[&str]) -> bool {
 
 /// Loads an nftables ruleset in a namespace (or the host's).
 pub async fn nft(ns: Option<&str>, ruleset: &str) -> Result<(), NetError> {
+    let started = std::time::Instant::now();
+    let r = nft_inner(ns, ruleset).await;
+    tracing::debug!(cmd = %format!("nft in {}", ns.unwrap_or("host")), us = started.elapsed().as_micros() as u64, ok = r.is_ok(), "ran");
+    r
+}
+
+async fn nft_inner(ns: Option<&str>, ruleset: &str) -> Result<(), NetError> {
+    // In a namespace: run nft from a thread that entered it (cheaper than `ip netns exec`).
+    if let Some(n) = ns {
+        let (n, rules) = (n.to_string(), ruleset.to_string());
+        let res = tokio::task::spawn_blocking(move || {
+            in_netns(&n.clone(), move || -> Result<(), String> {
+                use std::io::Write as _;
+                let mut child = std::process::Command::new("nft")
+                    .args(["-f", "-"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("nft: {e}"))?;
+                if let Some(mut stdin) = child.stdin.take() {
+                    stdin
+                        .write_all(rules.as_bytes())
+                        .map_err(|e| format!("nft: {e}"))?;
+                }
+                let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "nft in {n}: {}\nruleset:\n{rules}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                Ok(())
+            })
+            .map_err(|e| format!("cannot enter namespace: {e}"))?
+        })
+        .await
+        .map_err(|e| NetError::Command(e.to_string()))?;
+        return res.map_err(NetError::Command);
+    }
+    nft_exec(ns, ruleset).await
+}
+
+async fn nft_exec(ns: Option<&str>, ruleset: &str) -> Result<(), NetError> {
     let mut cmd = match ns {
         Some(n) => {
             let mut c = tokio::process::Command::new("ip");
@@ -79,6 +125,26 @@ pub async fn nft(ns: Option<&str>, ruleset: &str) -> Result<(), NetError> {
 
 /// Sets a sysctl inside a namespace.
 pub async fn sysctl(ns: Option<&str>, key: &str, value: &str) -> Result<(), NetError> {
+    // /proc/sys is per network namespace for net.*: write it from a thread inside.
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let v = value.to_string();
+    match ns {
+        Some(n) => {
+            let n = n.to_string();
+            tokio::task::spawn_blocking(move || in_netns(&n, move || std::fs::write(&path, v)))
+                .await
+                .map_err(|e| NetError::Command(e.to_string()))?
+                .map_err(|e| NetError::Command(format!("sysctl {key}: {e}")))?
+                .map_err(|e| NetError::Command(format!("sysctl {key}: {e}")))
+        }
+        None => {
+            std::fs::write(&path, v).map_err(|e| NetError::Command(format!("sysctl {key}: {e}")))
+        }
+    }
+}
+
+/// Sets a sysctl with the `sysctl` program.
+pub async fn sysctl_cmd(ns: Option<&str>, key: &str, value: &str) -> Result<(), NetError> {
     let kv = format!("{key}={value}");
     match ns {
         Some(n) => run("ip", &["netns", "exec", n, "sysctl", "-qw", &kv])
@@ -86,6 +152,11 @@ pub async fn sysctl(ns: Option<&str>, key: &str, value: &str) -> Result<(), NetE
             .map(|_| ()),
         None => run("sysctl", &["-qw", &kv]).await.map(|_| ()),
     }
+}
+
+/// True if the named network namespace exists.
+pub fn netns_exists(name: &str) -> bool {
+    !name.is_empty() && std::path::Path::new("/run/netns").join(name).exists()
 }
 
 /// The network namespaces that exist.
