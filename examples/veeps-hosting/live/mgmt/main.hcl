@@ -5,10 +5,9 @@ locals {
 }
 
 module "vpc" {
-  source       = "../../modules/network-plan"
-  vpc_name     = "mgmt"
-  cidr_block   = "10.10.0.0/18"
-  nat_gateways = 1
+  source     = "../../modules/vpc"
+  name       = "mgmt"
+  cidr_block = "10.10.0.0/18"
 }
 
 output "domain" {
@@ -21,6 +20,10 @@ output "vpc_name" {
 
 output "vpc_cidr" {
   value = module.vpc.cidr_block
+}
+
+output "vpc_id" {
+  value = module.vpc.vpc_id
 }
 
 output "subnets" {

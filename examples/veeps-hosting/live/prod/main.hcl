@@ -1,15 +1,21 @@
 environment "prod" {}
 
-# mgmt is peered with this environment and admitted by its network ACLs.
+# mgmt's outputs: its VPC (peered with this one, admitted by its network ACLs).
 data "environment" "mgmt" {
   name = "mgmt"
 }
 
 module "vpc" {
-  source       = "../../modules/network-plan"
-  vpc_name     = "prod"
-  cidr_block   = "10.0.0.0/18"
-  nat_gateways = 3
+  source     = "../../modules/vpc"
+  name       = "prod"
+  cidr_block = "10.0.0.0/18"
+  mgmt_cidr  = data.environment.mgmt.outputs.vpc_cidr
+}
+
+# mgmt is peered with each app environment.
+resource "vpc_peering" "mgmt" {
+  vpc_id      = data.environment.mgmt.outputs.vpc_id
+  peer_vpc_id = module.vpc.vpc_id
 }
 
 module "db" {

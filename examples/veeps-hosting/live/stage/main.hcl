@@ -1,15 +1,21 @@
 environment "stage" {}
 
-# mgmt is peered with this environment and admitted by its network ACLs.
+# mgmt's outputs: its VPC (peered with this one, admitted by its network ACLs).
 data "environment" "mgmt" {
   name = "mgmt"
 }
 
 module "vpc" {
-  source       = "../../modules/network-plan"
-  vpc_name     = "stage"
-  cidr_block   = "10.2.0.0/18"
-  nat_gateways = 1
+  source     = "../../modules/vpc"
+  name       = "stage"
+  cidr_block = "10.2.0.0/18"
+  mgmt_cidr  = data.environment.mgmt.outputs.vpc_cidr
+}
+
+# mgmt is peered with each app environment.
+resource "vpc_peering" "mgmt" {
+  vpc_id      = data.environment.mgmt.outputs.vpc_id
+  peer_vpc_id = module.vpc.vpc_id
 }
 
 module "db" {
