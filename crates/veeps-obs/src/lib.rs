@@ -1,0 +1,4 @@
+//! Observability: metrics, logs, alarms and notifications.
+
+pub mod gorilla;
+pub mod tsdb;

@@ -1,0 +1,776 @@
+//! The embedded time-series store.
+//!
+//! Samples land in a per-series in-memory *head* (Gorilla-compressed) and in a write-ahead
+//! log (fsync'd once a second by the server, so a crash loses at most that second). Every
+//! block period (2 h by default) the head is written as an immutable *block* file and the
+//! log starts over. Blocks older than the raw retention are downsampled to 5-minute
+//! aggregates (min, max, sum, count), those older than theirs to 1-hour aggregates, and the
+//! oldest deleted — CloudWatch's scheme (raw 15 days, 5 minutes 63 days, 1 hour 455 days).
+
+use crate::gorilla::Chunk;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum TsdbError {
+    /// Disk I/O failed.
+    #[error("metrics store: {0}")]
+    Io(#[from] std::io::Error),
+    /// A query was malformed.
+    #[error("{0}")]
+    Query(String),
+}
+
+/// Labels of a series, sorted.
+pub type Labels = BTreeMap<String, String>;
+
+/// How long each resolution is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Length of a block of raw data.
+    pub block_ms: i64,
+    /// Raw samples are kept this long.
+    pub raw_ms: i64,
+    /// 5-minute aggregates are kept this long.
+    pub five_min_ms: i64,
+    /// 1-hour aggregates are kept this long.
+    pub hour_ms: i64,
+}
+
+const DAY: i64 = 86_400_000;
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { block_ms: 2 * 3_600_000, raw_ms: 15 * DAY, five_min_ms: 63 * DAY, hour_ms: 455 * DAY }
+    }
+}
+
+/// The canonical key of a series: `name{a="1",b="2"}`.
+pub fn series_key(name: &str, labels: &Labels) -> String {
+    if labels.is_empty() {
+        return name.to_string();
+    }
+    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone()))).collect();
+    format!("{name}{{{}}}", l.join(","))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SeriesDef {
+    name: String,
+    labels: Labels,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Res {
+    #[serde(rename = "raw")]
+    Raw,
+    #[serde(rename = "5m")]
+    FiveMin,
+    #[serde(rename = "1h")]
+    Hour,
+}
+
+impl Res {
+    fn bucket_ms(self) -> i64 {
+        match self {
+            Res::Raw => 0,
+            Res::FiveMin => 300_000,
+            Res::Hour => 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChunkRef {
+    off: u64,
+    len: u64,
+    count: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BlockSeries {
+    name: String,
+    labels: Labels,
+    /// Raw: one chunk of values; aggregates: min, max, sum, count.
+    chunks: Vec<ChunkRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BlockMeta {
+    start: i64,
+    end: i64,
+    res: Res,
+    series: BTreeMap<String, BlockSeries>,
+    #[serde(skip)]
+    path: PathBuf,
+    #[serde(skip)]
+    data_off: u64,
+}
+
+const MAGIC: &[u8; 8] = b"VTSDB01\n";
+
+/// One aggregated point: min, max, sum and count of the samples in it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Agg {
+    /// Smallest sample.
+    pub min: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Sum of samples.
+    pub sum: f64,
+    /// Number of samples.
+    pub count: f64,
+}
+
+/// The statistic of a query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stat {
+    /// Mean.
+    Avg,
+    /// Smallest.
+    Min,
+    /// Largest.
+    Max,
+    /// Sum.
+    Sum,
+    /// Number of samples.
+    Count,
+    /// A percentile (0-100), nearest rank over raw samples.
+    P(f64),
+}
+
+impl Stat {
+    /// Parses `avg`, `min`, `max`, `sum`, `count`, `p50`, `p90`, `p99`...
+    pub fn parse(s: &str) -> Result<Stat, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "avg" | "average" => Stat::Avg,
+            "min" | "minimum" => Stat::Min,
+            "max" | "maximum" => Stat::Max,
+            "sum" => Stat::Sum,
+            "count" | "samplecount" => Stat::Count,
+            p if p.starts_with('p') => Stat::P(p[1..].parse().ok().filter(|v: &f64| (0.0..=100.0).contains(v)).ok_or_else(|| format!("\"{s}\" is not a percentile like p90"))?),
+            _ => return Err(format!("unknown statistic \"{s}\": use avg, min, max, sum, count, or pNN (p50, p90, p99)")),
+        })
+    }
+}
+
+/// A label matcher of a selector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matcher {
+    /// The label.
+    pub label: String,
+    /// Its value.
+    pub value: String,
+    /// `!=` instead of `=`.
+    pub negate: bool,
+}
+
+/// A parsed selector: `name{label="v",other!="w"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selector {
+    /// The metric name.
+    pub name: String,
+    /// Label matchers.
+    pub matchers: Vec<Matcher>,
+}
+
+impl Selector {
+    /// Parses a selector.
+    pub fn parse(s: &str) -> Result<Selector, String> {
+        let s = s.trim();
+        let (name, rest) = match s.find('{') {
+            Some(i) => (&s[..i], Some(&s[i + 1..])),
+            None => (s, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '.') {
+            return Err(format!("invalid metric name in \"{s}\": use a name like host_cpu_usage_percent{{env=\"prod\"}}"));
+        }
+        let mut matchers = vec![];
+        if let Some(rest) = rest {
+            let body = rest.strip_suffix('}').ok_or_else(|| format!("\"{s}\": missing closing }}"))?;
+            let mut chars = body.chars().peekable();
+            loop {
+                while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+                    chars.next();
+                }
+                if chars.peek().is_none() {
+                    break;
+                }
+                let label: String = std::iter::from_fn(|| chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_')).collect();
+                if label.is_empty() {
+                    return Err(format!("\"{s}\": expected a label name"));
+                }
+                let negate = match (chars.next(), chars.peek()) {
+                    (Some('='), _) => false,
+                    (Some('!'), Some('=')) => {
+                        chars.next();
+                        true
+                    }
+                    _ => return Err(format!("\"{s}\": expected = or != after {label}")),
+                };
+                if chars.next() != Some('"') {
+                    return Err(format!("\"{s}\": label values are quoted, like {label}=\"value\""));
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next() {
+                        Some('\\') => value.extend(chars.next()),
+                        Some('"') => break,
+                        Some(c) => value.push(c),
+                        None => return Err(format!("\"{s}\": unterminated label value")),
+                    }
+                }
+                matchers.push(Matcher { label, value, negate });
+            }
+        }
+        Ok(Selector { name: name.to_string(), matchers })
+    }
+
+    /// True if a series matches.
+    pub fn matches(&self, name: &str, labels: &Labels) -> bool {
+        name == self.name && self.matchers.iter().all(|m| (labels.get(&m.label).map(String::as_str).unwrap_or("") == m.value) != m.negate)
+    }
+}
+
+/// One series of a query result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SeriesResult {
+    /// The metric name.
+    pub name: String,
+    /// Its labels.
+    pub labels: Labels,
+    /// `(period start in ms, value)`, oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+struct Inner {
+    ids: HashMap<String, u32>,
+    defs: Vec<SeriesDef>,
+    head: HashMap<u32, Chunk>,
+    head_start: Option<i64>,
+    last: HashMap<u32, (i64, f64)>,
+    wal: BufWriter<File>,
+    wal_known: HashSet<u32>,
+    blocks: Vec<BlockMeta>,
+    samples: u64,
+}
+
+/// The store.
+pub struct Tsdb {
+    dir: PathBuf,
+    retention: Retention,
+    inner: Mutex<Inner>,
+}
+
+fn wal_path(dir: &Path) -> PathBuf {
+    dir.join("wal")
+}
+
+impl Tsdb {
+    /// Opens (or creates) the store in `dir`: loads block indexes and replays the log.
+    pub fn open(dir: &Path, retention: Retention) -> Result<Tsdb, TsdbError> {
+        std::fs::create_dir_all(dir.join("blocks"))?;
+        let mut blocks = vec![];
+        for e in std::fs::read_dir(dir.join("blocks"))? {
+            let p = e?.path();
+            if p.extension().and_then(|x| x.to_str()) == Some("tmp") {
+                let _ = std::fs::remove_file(&p);
+                continue;
+            }
+            match read_block_meta(&p) {
+                Ok(m) => blocks.push(m),
+                Err(err) => tracing::warn!(path = %p.display(), %err, "skipping an unreadable metrics block"),
+            }
+        }
+        blocks.sort_by_key(|b| b.start);
+        let mut ids = HashMap::new();
+        let mut defs: Vec<SeriesDef> = vec![];
+        let mut head: HashMap<u32, Chunk> = HashMap::new();
+        let mut last = HashMap::new();
+        let mut head_start = None;
+        // Replay the log; a torn last record (crash mid-write) ends the replay.
+        let mut wal_ids: HashMap<u32, u32> = HashMap::new();
+        if let Ok(mut f) = File::open(wal_path(dir)) {
+            let mut buf = vec![];
+            f.read_to_end(&mut buf)?;
+            let mut i = 0;
+            while i < buf.len() {
+                match buf[i] {
+                    b'S' if i + 7 <= buf.len() => {
+                        let wid = u32::from_le_bytes(buf[i + 1..i + 5].try_into().unwrap_or_default());
+                        let len = u16::from_le_bytes(buf[i + 5..i + 7].try_into().unwrap_or_default()) as usize;
+                        let Some(raw) = buf.get(i + 7..i + 7 + len) else { break };
+                        let Ok(def) = serde_json::from_slice::<SeriesDef>(raw) else { break };
+                        let key = series_key(&def.name, &def.labels);
+                        let id = *ids.entry(key).or_insert_with(|| {
+                            defs.push(def);
+                            (defs.len() - 1) as u32
+                        });
+                        wal_ids.insert(wid, id);
+                        i += 7 + len;
+                    }
+                    b'P' if i + 21 <= buf.len() => {
+                        let wid = u32::from_le_bytes(buf[i + 1..i + 5].try_into().unwrap_or_default());
+                        let ts = i64::from_le_bytes(buf[i + 5..i + 13].try_into().unwrap_or_default());
+                        let v = f64::from_le_bytes(buf[i + 13..i + 21].try_into().unwrap_or_default());
+                        if let Some(id) = wal_ids.get(&wid) {
+                            if head.entry(*id).or_insert_with(Chunk::new).push(ts, v) {
+                                last.insert(*id, (ts, v));
+                                head_start = Some(head_start.map_or(ts, |s: i64| s.min(ts)));
+                            }
+                        }
+                        i += 21;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // Start a fresh log holding what was replayed.
+        let tmp = dir.join("wal.tmp");
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        let mut wal_known = HashSet::new();
+        for (id, chunk) in &head {
+            write_series_def(&mut w, *id, &defs[*id as usize])?;
+            wal_known.insert(*id);
+            for (ts, v) in Chunk::decode(chunk.bytes(), chunk.len()) {
+                write_point(&mut w, *id, ts, v)?;
+            }
+        }
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        std::fs::rename(&tmp, wal_path(dir))?;
+        let wal = BufWriter::new(std::fs::OpenOptions::new().append(true).open(wal_path(dir))?);
+        for b in &blocks {
+            for (key, s) in &b.series {
+                if !ids.contains_key(key) {
+                    defs.push(SeriesDef { name: s.name.clone(), labels: s.labels.clone() });
+                    ids.insert(key.clone(), (defs.len() - 1) as u32);
+                }
+            }
+        }
+        let samples = head.values().map(|c| c.len() as u64).sum();
+        Ok(Tsdb { dir: dir.to_path_buf(), retention, inner: Mutex::new(Inner { ids, defs, head, head_start, last, wal, wal_known, blocks, samples }) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a sample. Samples older than the series' last one are dropped.
+    pub fn append(&self, name: &str, labels: &Labels, ts: i64, v: f64) -> Result<(), TsdbError> {
+        let key = series_key(name, labels);
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let id = match inner.ids.get(&key) {
+            Some(id) => *id,
+            None => {
+                inner.defs.push(SeriesDef { name: name.to_string(), labels: labels.clone() });
+                let id = (inner.defs.len() - 1) as u32;
+                inner.ids.insert(key, id);
+                id
+            }
+        };
+        if !inner.head.entry(id).or_insert_with(Chunk::new).push(ts, v) {
+            return Ok(());
+        }
+        if inner.wal_known.insert(id) {
+            write_series_def(&mut inner.wal, id, &inner.defs[id as usize])?;
+        }
+        write_point(&mut inner.wal, id, ts, v)?;
+        inner.last.insert(id, (ts, v));
+        inner.head_start = Some(inner.head_start.map_or(ts, |s| s.min(ts)));
+        inner.samples += 1;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&self) -> Result<(), TsdbError> {
+        let mut g = self.lock();
+        g.wal.flush()?;
+        g.wal.get_ref().sync_data()?;
+        Ok(())
+    }
+
+    /// Writes the head as a block and starts a new log.
+    pub fn flush_head(&self) -> Result<(), TsdbError> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        if inner.head.values().all(Chunk::is_empty) {
+            return Ok(());
+        }
+        let mut series = BTreeMap::new();
+        let mut data: Vec<u8> = vec![];
+        let (mut start, mut end) = (i64::MAX, i64::MIN);
+        for (id, chunk) in &inner.head {
+            if chunk.is_empty() {
+                continue;
+            }
+            let samples = Chunk::decode(chunk.bytes(), chunk.len());
+            start = start.min(samples[0].0);
+            end = end.max(samples[samples.len() - 1].0);
+            let def = &inner.defs[*id as usize];
+            let off = data.len() as u64;
+            data.extend_from_slice(chunk.bytes());
+            series.insert(series_key(&def.name, &def.labels), BlockSeries { name: def.name.clone(), labels: def.labels.clone(), chunks: vec![ChunkRef { off, len: chunk.bytes().len() as u64, count: chunk.len() }] });
+        }
+        let meta = BlockMeta { start, end, res: Res::Raw, series, path: PathBuf::new(), data_off: 0 };
+        let meta = write_block(&self.dir, meta, &data)?;
+        inner.blocks.push(meta);
+        inner.blocks.sort_by_key(|b| b.start);
+        inner.head.clear();
+        inner.head_start = None;
+        inner.wal_known.clear();
+        let f = File::create(wal_path(&self.dir))?;
+        f.sync_all()?;
+        inner.wal = BufWriter::new(f);
+        Ok(())
+    }
+
+    /// Flushes the head when its block period is over; downsamples and expires blocks by
+    /// the retention, as of `now_ms`.
+    pub fn maintain(&self, now_ms: i64) -> Result<(), TsdbError> {
+        let due = self.lock().head_start.is_some_and(|s| now_ms - s >= self.retention.block_ms);
+        if due {
+            self.flush_head()?;
+        }
+        let r = self.retention;
+        let blocks: Vec<BlockMeta> = self.lock().blocks.clone();
+        for b in blocks {
+            let (limit, next) = match b.res {
+                Res::Raw => (r.raw_ms, Some(Res::FiveMin)),
+                Res::FiveMin => (r.five_min_ms, Some(Res::Hour)),
+                Res::Hour => (r.hour_ms, None),
+            };
+            if b.end >= now_ms - limit {
+                continue;
+            }
+            let replacement = match next {
+                Some(res) if b.end >= now_ms - r.hour_ms => Some(downsample(&b, res)?),
+                _ => None,
+            };
+            let mut g = self.lock();
+            if let Some(data) = replacement {
+                let meta = write_block(&self.dir, data.0, &data.1)?;
+                g.blocks.push(meta);
+            }
+            let _ = std::fs::remove_file(&b.path);
+            g.blocks.retain(|x| x.path != b.path);
+            g.blocks.sort_by_key(|b| b.start);
+        }
+        Ok(())
+    }
+
+    /// Every series whose labels match `env` (all if `None`): name and labels.
+    pub fn list(&self, env: Option<&str>) -> Vec<(String, Labels)> {
+        let g = self.lock();
+        let mut out: Vec<(String, Labels)> = g.defs.iter().filter(|d| env.is_none_or(|e| d.labels.get("env").map(String::as_str) == Some(e))).map(|d| (d.name.clone(), d.labels.clone())).collect();
+        out.sort_by(|a, b| series_key(&a.0, &a.1).cmp(&series_key(&b.0, &b.1)));
+        out
+    }
+
+    /// The latest sample of every series (for Prometheus exposition).
+    pub fn latest(&self) -> Vec<(String, Labels, i64, f64)> {
+        let g = self.lock();
+        let mut out: Vec<_> = g.last.iter().map(|(id, (ts, v))| {
+            let d = &g.defs[*id as usize];
+            (d.name.clone(), d.labels.clone(), *ts, *v)
+        }).collect();
+        out.sort_by(|a, b| series_key(&a.0, &a.1).cmp(&series_key(&b.0, &b.1)));
+        out
+    }
+
+    /// Number of samples appended since the store opened (including replayed ones).
+    pub fn samples(&self) -> u64 {
+        self.lock().samples
+    }
+
+    /// Bytes on disk (blocks and log).
+    pub fn disk_bytes(&self) -> u64 {
+        fn size(p: &Path) -> u64 {
+            std::fs::read_dir(p).map(|rd| rd.filter_map(Result::ok).map(|e| if e.path().is_dir() { size(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) }).sum()).unwrap_or(0)
+        }
+        size(&self.dir)
+    }
+
+    /// Queries series matching `sel` between `from` and `to` (ms): one value per `period`
+    /// of the statistic. Percentiles over downsampled data use the bucket means.
+    pub fn query(&self, sel: &Selector, from: i64, to: i64, period_ms: i64, stat: Stat) -> Result<Vec<SeriesResult>, TsdbError> {
+        if period_ms <= 0 {
+            return Err(TsdbError::Query("the period must be positive".into()));
+        }
+        let (matching, head, blocks): (Vec<(u32, SeriesDef)>, HashMap<u32, Vec<(i64, f64)>>, Vec<BlockMeta>) = {
+            let g = self.lock();
+            let matching: Vec<(u32, SeriesDef)> = g.defs.iter().enumerate().filter(|(_, d)| sel.matches(&d.name, &d.labels)).map(|(i, d)| (i as u32, d.clone())).collect();
+            let head = matching.iter().filter_map(|(id, _)| g.head.get(id).map(|c| (*id, Chunk::decode(c.bytes(), c.len())))).collect();
+            let blocks = g.blocks.iter().filter(|b| b.end >= from && b.start <= to).cloned().collect();
+            (matching, head, blocks)
+        };
+        let mut out = vec![];
+        for (id, def) in matching {
+            let key = series_key(&def.name, &def.labels);
+            let mut raw: Vec<(i64, f64)> = vec![];
+            let mut aggs: Vec<(i64, Agg)> = vec![];
+            for b in &blocks {
+                let Some(s) = b.series.get(&key) else { continue };
+                match b.res {
+                    Res::Raw => raw.extend(read_chunk(b, &s.chunks[0])?.into_iter().filter(|(t, _)| *t >= from && *t <= to)),
+                    _ => {
+                        let parts: Vec<Vec<(i64, f64)>> = s.chunks.iter().map(|c| read_chunk(b, c)).collect::<Result<_, _>>()?;
+                        for (i, (t, min)) in parts[0].iter().enumerate() {
+                            if *t >= from && *t <= to {
+                                aggs.push((*t, Agg { min: *min, max: parts[1][i].1, sum: parts[2][i].1, count: parts[3][i].1 }));
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(h) = head.get(&id) {
+                raw.extend(h.iter().filter(|(t, _)| *t >= from && *t <= to));
+            }
+            let mut buckets: BTreeMap<i64, (Vec<f64>, Vec<Agg>)> = BTreeMap::new();
+            for (t, v) in raw {
+                buckets.entry(from + (t - from) / period_ms * period_ms).or_default().0.push(v);
+            }
+            for (t, a) in aggs {
+                buckets.entry(from + (t - from) / period_ms * period_ms).or_default().1.push(a);
+            }
+            let points: Vec<(i64, f64)> = buckets.into_iter().filter_map(|(t, (vals, aggs))| statistic(stat, vals, &aggs).map(|v| (t, v))).collect();
+            out.push(SeriesResult { name: def.name, labels: def.labels, points });
+        }
+        Ok(out)
+    }
+}
+
+/// The statistic of a bucket's raw values and aggregates; `None` when it is empty.
+pub fn statistic(stat: Stat, mut vals: Vec<f64>, aggs: &[Agg]) -> Option<f64> {
+    let count = vals.len() as f64 + aggs.iter().map(|a| a.count).sum::<f64>();
+    if count == 0.0 {
+        return None;
+    }
+    let sum = vals.iter().sum::<f64>() + aggs.iter().map(|a| a.sum).sum::<f64>();
+    Some(match stat {
+        Stat::Sum => sum,
+        Stat::Count => count,
+        Stat::Avg => sum / count,
+        Stat::Min => vals.iter().copied().chain(aggs.iter().map(|a| a.min)).fold(f64::INFINITY, f64::min),
+        Stat::Max => vals.iter().copied().chain(aggs.iter().map(|a| a.max)).fold(f64::NEG_INFINITY, f64::max),
+        Stat::P(p) => {
+            vals.extend(aggs.iter().map(|a| a.sum / a.count.max(1.0)));
+            vals.sort_by(|a, b| a.total_cmp(b));
+            let rank = ((p / 100.0) * vals.len() as f64).ceil().max(1.0) as usize;
+            vals[rank.min(vals.len()) - 1]
+        }
+    })
+}
+
+fn write_series_def(w: &mut impl Write, id: u32, def: &SeriesDef) -> std::io::Result<()> {
+    let raw = serde_json::to_vec(def).unwrap_or_default();
+    w.write_all(b"S")?;
+    w.write_all(&id.to_le_bytes())?;
+    w.write_all(&(raw.len() as u16).to_le_bytes())?;
+    w.write_all(&raw)
+}
+
+fn write_point(w: &mut impl Write, id: u32, ts: i64, v: f64) -> std::io::Result<()> {
+    let mut rec = [0u8; 21];
+    rec[0] = b'P';
+    rec[1..5].copy_from_slice(&id.to_le_bytes());
+    rec[5..13].copy_from_slice(&ts.to_le_bytes());
+    rec[13..21].copy_from_slice(&v.to_le_bytes());
+    w.write_all(&rec)
+}
+
+fn write_block(dir: &Path, mut meta: BlockMeta, data: &[u8]) -> Result<BlockMeta, TsdbError> {
+    let res = match meta.res {
+        Res::Raw => "raw",
+        Res::FiveMin => "5m",
+        Res::Hour => "1h",
+    };
+    let path = dir.join("blocks").join(format!("{}-{}-{res}.blk", meta.start, meta.end));
+    let tmp = path.with_extension("tmp");
+    let header = serde_json::to_vec(&meta).unwrap_or_default();
+    let mut f = BufWriter::new(File::create(&tmp)?);
+    f.write_all(MAGIC)?;
+    f.write_all(&(header.len() as u64).to_le_bytes())?;
+    f.write_all(&header)?;
+    f.write_all(data)?;
+    f.flush()?;
+    f.get_ref().sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    if let Ok(d) = File::open(dir.join("blocks")) {
+        let _ = d.sync_all();
+    }
+    meta.data_off = 16 + header.len() as u64;
+    meta.path = path;
+    Ok(meta)
+}
+
+fn read_block_meta(p: &Path) -> Result<BlockMeta, TsdbError> {
+    let mut f = File::open(p)?;
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head)?;
+    if &head[..8] != MAGIC {
+        return Err(TsdbError::Query("not a metrics block".into()));
+    }
+    let len = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf)?;
+    let mut meta: BlockMeta = serde_json::from_slice(&buf).map_err(|e| TsdbError::Query(e.to_string()))?;
+    meta.path = p.to_path_buf();
+    meta.data_off = 16 + len;
+    Ok(meta)
+}
+
+fn read_chunk(b: &BlockMeta, c: &ChunkRef) -> Result<Vec<(i64, f64)>, TsdbError> {
+    let mut f = File::open(&b.path)?;
+    f.seek(SeekFrom::Start(b.data_off + c.off))?;
+    let mut buf = vec![0u8; c.len as usize];
+    f.read_exact(&mut buf)?;
+    Ok(Chunk::decode(&buf, c.count))
+}
+
+/// Aggregates a block into buckets of `res`.
+fn downsample(b: &BlockMeta, res: Res) -> Result<(BlockMeta, Vec<u8>), TsdbError> {
+    let step = res.bucket_ms();
+    let mut data = vec![];
+    let mut series = BTreeMap::new();
+    for (key, s) in &b.series {
+        let mut buckets: BTreeMap<i64, Agg> = BTreeMap::new();
+        let mut add = |t: i64, a: Agg| {
+            let e = buckets.entry(t.div_euclid(step) * step).or_insert(Agg { min: f64::INFINITY, max: f64::NEG_INFINITY, sum: 0.0, count: 0.0 });
+            e.min = e.min.min(a.min);
+            e.max = e.max.max(a.max);
+            e.sum += a.sum;
+            e.count += a.count;
+        };
+        if b.res == Res::Raw {
+            for (t, v) in read_chunk(b, &s.chunks[0])? {
+                add(t, Agg { min: v, max: v, sum: v, count: 1.0 });
+            }
+        } else {
+            let parts: Vec<Vec<(i64, f64)>> = s.chunks.iter().map(|c| read_chunk(b, c)).collect::<Result<_, _>>()?;
+            for (i, (t, min)) in parts[0].iter().enumerate() {
+                add(*t, Agg { min: *min, max: parts[1][i].1, sum: parts[2][i].1, count: parts[3][i].1 });
+            }
+        }
+        let mut chunks = vec![];
+        for pick in [|a: &Agg| a.min, |a: &Agg| a.max, |a: &Agg| a.sum, |a: &Agg| a.count] {
+            let mut c = Chunk::new();
+            for (t, a) in &buckets {
+                c.push(*t, pick(a));
+            }
+            chunks.push(ChunkRef { off: data.len() as u64, len: c.bytes().len() as u64, count: c.len() });
+            data.extend_from_slice(c.bytes());
+        }
+        series.insert(key.clone(), BlockSeries { name: s.name.clone(), labels: s.labels.clone(), chunks });
+    }
+    Ok((BlockMeta { start: b.start, end: b.end, res, series, path: PathBuf::new(), data_off: 0 }, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(kv: &[(&str, &str)]) -> Labels {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn every_statistic_over_head_and_blocks_and_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let l = labels(&[("env", "prod"), ("group", "web")]);
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        for i in 0..60 {
+            db.append("cpu", &l, i * 10_000, i as f64).unwrap();
+        }
+        db.append("cpu", &labels(&[("env", "stage")]), 0, 99.0).unwrap();
+        let sel = Selector::parse("cpu{env=\"prod\"}").unwrap();
+        let q = |db: &Tsdb, stat| db.query(&sel, 0, 600_000, 300_000, stat).unwrap();
+        let check = |db: &Tsdb| {
+            assert_eq!(q(db, Stat::Avg)[0].points, vec![(0, 14.5), (300_000, 44.5)]);
+            assert_eq!(q(db, Stat::Min)[0].points, vec![(0, 0.0), (300_000, 30.0)]);
+            assert_eq!(q(db, Stat::Max)[0].points, vec![(0, 29.0), (300_000, 59.0)]);
+            assert_eq!(q(db, Stat::Sum)[0].points, vec![(0, 435.0), (300_000, 1335.0)]);
+            assert_eq!(q(db, Stat::Count)[0].points, vec![(0, 30.0), (300_000, 30.0)]);
+            assert_eq!(q(db, Stat::P(50.0))[0].points, vec![(0, 14.0), (300_000, 44.0)]);
+            assert_eq!(q(db, Stat::P(90.0))[0].points, vec![(0, 26.0), (300_000, 56.0)]);
+            assert_eq!(q(db, Stat::P(99.0))[0].points, vec![(0, 29.0), (300_000, 59.0)]);
+            assert_eq!(q(db, Stat::Avg).len(), 1, "the stage series does not match");
+        };
+        check(&db);
+        db.sync().unwrap();
+        drop(db);
+        // Restart: replayed from the log.
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        check(&db);
+        // Half in a block, half in the head.
+        db.flush_head().unwrap();
+        check(&db);
+        drop(db);
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        check(&db);
+        assert_eq!(db.list(Some("prod")).len(), 1);
+        assert_eq!(db.list(None).len(), 2);
+    }
+
+    #[test]
+    fn downsampling_and_retention_follow_the_clock() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Retention { block_ms: 3_600_000, raw_ms: DAY, five_min_ms: 2 * DAY, hour_ms: 3 * DAY };
+        let db = Tsdb::open(d.path(), r).unwrap();
+        let l = labels(&[("env", "e")]);
+        for i in 0..360 {
+            db.append("m", &l, i * 10_000, (i % 30) as f64).unwrap();
+        }
+        db.flush_head().unwrap();
+        let sel = Selector::parse("m").unwrap();
+        let before = db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0].points.clone();
+        // After a day: 5-minute aggregates, same averages, min and max.
+        db.maintain(DAY + 4_000_000).unwrap();
+        let files: Vec<String> = std::fs::read_dir(d.path().join("blocks")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        assert!(files.iter().all(|f| f.ends_with("-5m.blk")), "{files:?}");
+        assert_eq!(db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0].points, before);
+        assert_eq!(db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Max).unwrap()[0].points, vec![(0, 29.0)]);
+        assert_eq!(db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Count).unwrap()[0].points, vec![(0, 360.0)]);
+        // After two days: hourly.
+        db.maintain(2 * DAY + 4_000_000).unwrap();
+        let files: Vec<String> = std::fs::read_dir(d.path().join("blocks")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        assert!(files.iter().all(|f| f.ends_with("-1h.blk")), "{files:?}");
+        assert_eq!(db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0].points, before);
+        // After three days: gone.
+        db.maintain(3 * DAY + 4_000_000).unwrap();
+        assert!(db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0].points.is_empty());
+        assert_eq!(std::fs::read_dir(d.path().join("blocks")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_torn_log_record_loses_only_itself() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        for i in 0..10 {
+            db.append("m", &Labels::new(), i * 10_000, 1.0).unwrap();
+        }
+        db.sync().unwrap();
+        drop(db);
+        let mut f = std::fs::OpenOptions::new().append(true).open(d.path().join("wal")).unwrap();
+        f.write_all(b"P\x00\x00\x00").unwrap();
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        let sel = Selector::parse("m").unwrap();
+        assert_eq!(db.query(&sel, 0, 1_000_000, 1_000_000, Stat::Count).unwrap()[0].points, vec![(0, 10.0)]);
+    }
+
+    #[test]
+    fn selectors() {
+        let s = Selector::parse("cpu{env=\"prod\", group!=\"db\"}").unwrap();
+        assert!(s.matches("cpu", &labels(&[("env", "prod"), ("group", "web")])));
+        assert!(!s.matches("cpu", &labels(&[("env", "prod"), ("group", "db")])));
+        assert!(Selector::parse("cpu{env=prod}").is_err());
+        assert!(Selector::parse("{env=\"x\"}").is_err());
+        assert!(Stat::parse("p101").is_err());
+    }
+}
