@@ -1,0 +1,297 @@
+//! The log store: every line of every instance, balancer, database, build and the server
+//! itself, per environment and log group, in hourly segment files; searched by time range
+//! and substring, followed live, expired per group.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One log line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    /// When, in ms since the epoch.
+    pub ts: i64,
+    /// The environment (`system` for the server and host).
+    pub env: String,
+    /// The log group (like an auto scaling group's name, or `server`).
+    pub group: String,
+    /// Where it came from within the group (an instance, a component).
+    pub source: String,
+    /// `stdout`, `stderr`, `access`, `log`...
+    pub stream: String,
+    /// The text.
+    pub text: String,
+}
+
+const HOUR: i64 = 3_600_000;
+/// Lines longer than this are cut.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The store.
+pub struct LogStore {
+    dir: PathBuf,
+    writers: Mutex<HashMap<PathBuf, BufWriter<File>>>,
+    retention_days: Mutex<HashMap<(String, String), u32>>,
+    default_days: u32,
+    tx: tokio::sync::broadcast::Sender<LogLine>,
+}
+
+fn enc(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c.to_string() } else { format!("%{:02X}", c as u32 & 0xff) }).collect()
+}
+
+fn dec(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = vec![];
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+fn escape(text: &str) -> String {
+    let t: String = text.chars().take(MAX_LINE).collect();
+    t.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r").replace('\t', "\\t")
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some(o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What to search.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// The environment.
+    pub env: String,
+    /// A log group, or a group/source prefix (empty: everything).
+    pub source: String,
+    /// From (ms).
+    pub from: i64,
+    /// To (ms).
+    pub to: i64,
+    /// Only lines containing this.
+    pub grep: Option<String>,
+    /// At most this many lines (the newest).
+    pub limit: usize,
+}
+
+impl LogQuery {
+    /// True if a line matches (time aside).
+    pub fn matches(&self, l: &LogLine) -> bool {
+        l.env == self.env
+            && (self.source.is_empty() || l.group == self.source || format!("{}/{}", l.group, l.source).starts_with(&self.source) || l.source.starts_with(&self.source))
+            && self.grep.as_ref().is_none_or(|g| l.text.contains(g.as_str()))
+    }
+}
+
+impl LogStore {
+    /// Opens (or creates) the store in `dir`, keeping groups `default_days` unless set.
+    pub fn open(dir: &Path, default_days: u32) -> std::io::Result<LogStore> {
+        std::fs::create_dir_all(dir)?;
+        let (tx, _) = tokio::sync::broadcast::channel(4096);
+        Ok(LogStore { dir: dir.to_path_buf(), writers: Mutex::new(HashMap::new()), retention_days: Mutex::new(HashMap::new()), default_days, tx })
+    }
+
+    /// Sets a group's retention in days.
+    pub fn set_retention(&self, env: &str, group: &str, days: u32) {
+        self.retention_days.lock().unwrap_or_else(|p| p.into_inner()).insert((env.to_string(), group.to_string()), days);
+    }
+
+    fn segment(&self, env: &str, group: &str, ts: i64) -> PathBuf {
+        self.dir.join(enc(env)).join(enc(group)).join(format!("{}.log", ts.div_euclid(HOUR) * HOUR))
+    }
+
+    /// Appends a line (visible to search at once, to followers at once; durable at the
+    /// next [`LogStore::sync`]).
+    pub fn append(&self, line: LogLine) -> std::io::Result<()> {
+        let path = self.segment(&line.env, &line.group, line.ts);
+        {
+            let mut w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+            if !w.contains_key(&path) {
+                if let Some(p) = path.parent() {
+                    std::fs::create_dir_all(p)?;
+                }
+                // Close writers of other hours of this group.
+                let dir = path.parent().map(Path::to_path_buf);
+                w.retain(|k, v| {
+                    let keep = k.parent().map(Path::to_path_buf) != dir;
+                    if !keep {
+                        let _ = v.flush();
+                    }
+                    keep
+                });
+                w.insert(path.clone(), BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(&path)?));
+            }
+            let f = w.get_mut(&path).expect("inserted above");
+            writeln!(f, "{}\t{}\t{}\t{}", line.ts, escape(&line.source), escape(&line.stream), escape(&line.text))?;
+        }
+        let _ = self.tx.send(line);
+        Ok(())
+    }
+
+    /// Flushes and syncs every open segment.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mut w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        for f in w.values_mut() {
+            f.flush()?;
+            f.get_ref().sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Follows new lines.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LogLine> {
+        self.tx.subscribe()
+    }
+
+    /// The log groups of an environment.
+    pub fn groups(&self, env: &str) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.dir.join(enc(env))).map(|rd| rd.filter_map(Result::ok).map(|e| dec(&e.file_name().to_string_lossy())).collect()).unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Searches: oldest first, the newest `limit` lines that match.
+    pub fn search(&self, q: &LogQuery) -> std::io::Result<Vec<LogLine>> {
+        let _ = self.sync();
+        let env_dir = self.dir.join(enc(&q.env));
+        let mut out = vec![];
+        let needle = q.grep.as_ref().map(|g| escape(g).into_bytes());
+        let finder = needle.as_ref().map(|n| memchr::memmem::Finder::new(n.as_slice()));
+        for group in self.groups(&q.env) {
+            if !q.source.is_empty() && !(group.starts_with(&q.source) || q.source.starts_with(&group)) {
+                continue;
+            }
+            let gdir = env_dir.join(enc(&group));
+            let mut segs: Vec<(i64, PathBuf)> = std::fs::read_dir(&gdir)?.filter_map(Result::ok).filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".log").and_then(|s| s.parse().ok()).map(|h: i64| (h, e.path()))).collect();
+            segs.sort();
+            for (hour, path) in segs {
+                if hour + HOUR < q.from || hour > q.to {
+                    continue;
+                }
+                let data = std::fs::read(&path)?;
+                let mut handle = |line: &[u8]| {
+                    let s = String::from_utf8_lossy(line);
+                    let mut parts = s.splitn(4, '\t');
+                    let (Some(ts), Some(src), Some(stream), Some(text)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { return };
+                    let Ok(ts) = ts.parse::<i64>() else { return };
+                    if ts < q.from || ts > q.to {
+                        return;
+                    }
+                    let l = LogLine { ts, env: q.env.clone(), group: group.clone(), source: unescape(src), stream: unescape(stream), text: unescape(text) };
+                    if q.matches(&l) {
+                        out.push(l);
+                    }
+                };
+                match &finder {
+                    // Substring search over the raw file, then the lines around the hits.
+                    Some(f) => {
+                        let mut pos = 0;
+                        while let Some(i) = f.find(&data[pos..]) {
+                            let at = pos + i;
+                            let start = memchr::memrchr(b'\n', &data[..at]).map(|p| p + 1).unwrap_or(0);
+                            let end = memchr::memchr(b'\n', &data[at..]).map(|p| at + p).unwrap_or(data.len());
+                            handle(&data[start..end]);
+                            pos = end.min(data.len());
+                            if pos >= data.len() {
+                                break;
+                            }
+                        }
+                    }
+                    None => data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).for_each(&mut handle),
+                }
+            }
+        }
+        out.sort_by_key(|l| l.ts);
+        if q.limit > 0 && out.len() > q.limit {
+            out.drain(..out.len() - q.limit);
+        }
+        Ok(out)
+    }
+
+    /// Deletes segments past their group's retention as of `now_ms`; returns how many.
+    pub fn expire(&self, now_ms: i64) -> std::io::Result<usize> {
+        let mut n = 0;
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(_) => return Ok(0),
+        };
+        for env in rd.filter_map(Result::ok) {
+            let env_name = dec(&env.file_name().to_string_lossy());
+            for group in std::fs::read_dir(env.path())?.filter_map(Result::ok) {
+                let gname = dec(&group.file_name().to_string_lossy());
+                let days = self.retention_days.lock().unwrap_or_else(|p| p.into_inner()).get(&(env_name.clone(), gname)).copied().unwrap_or(self.default_days);
+                let limit = now_ms - days as i64 * 86_400_000;
+                for seg in std::fs::read_dir(group.path())?.filter_map(Result::ok) {
+                    let hour: Option<i64> = seg.file_name().to_string_lossy().strip_suffix(".log").and_then(|s| s.parse().ok());
+                    if hour.is_some_and(|h| h + HOUR < limit) {
+                        self.writers.lock().unwrap_or_else(|p| p.into_inner()).remove(&seg.path());
+                        std::fs::remove_file(seg.path())?;
+                        n += 1;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(ts: i64, group: &str, source: &str, text: &str) -> LogLine {
+        LogLine { ts, env: "prod".into(), group: group.into(), source: source.into(), stream: "stdout".into(), text: text.into() }
+    }
+
+    #[test]
+    fn search_by_time_source_and_text_and_expire() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LogStore::open(d.path(), 30).unwrap();
+        s.append(line(1_000, "web", "i-1", "GET /health 200")).unwrap();
+        s.append(line(2_000, "web", "i-2", "error: db\tdown\nretrying")).unwrap();
+        s.append(line(HOUR + 5, "db", "node-0", "checkpoint complete")).unwrap();
+        let all = s.search(&LogQuery { env: "prod".into(), from: 0, to: i64::MAX, ..Default::default() }).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1].text, "error: db\tdown\nretrying");
+        let web = s.search(&LogQuery { env: "prod".into(), source: "web".into(), from: 0, to: i64::MAX, ..Default::default() }).unwrap();
+        assert_eq!(web.len(), 2);
+        let inst = s.search(&LogQuery { env: "prod".into(), source: "web/i-2".into(), from: 0, to: i64::MAX, ..Default::default() }).unwrap();
+        assert_eq!(inst.len(), 1);
+        let grep = s.search(&LogQuery { env: "prod".into(), from: 0, to: i64::MAX, grep: Some("db\tdown".into()), ..Default::default() }).unwrap();
+        assert_eq!(grep.len(), 1);
+        let late = s.search(&LogQuery { env: "prod".into(), from: 1_500, to: i64::MAX, ..Default::default() }).unwrap();
+        assert_eq!(late.len(), 2);
+        s.set_retention("prod", "web", 1);
+        assert_eq!(s.expire(2 * 86_400_000).unwrap(), 1, "only web's old segment goes");
+        assert_eq!(s.search(&LogQuery { env: "prod".into(), from: 0, to: i64::MAX, ..Default::default() }).unwrap().len(), 1);
+        assert_eq!(s.groups("prod"), vec!["db".to_string(), "web".to_string()]);
+    }
+}

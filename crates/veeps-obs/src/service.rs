@@ -1,0 +1,406 @@
+//! The observability service of a server: the stores, the collectors, alarm evaluation and
+//! deliveries, and the background loops that drive them.
+
+use crate::alarm::{evaluate, AlarmState, Comparison, MissingData};
+use crate::collect::{Collector, Sample};
+use crate::logs::{LogLine, LogStore};
+use crate::topics::{send, Delivery, SmtpConfig, Subscription};
+use crate::tsdb::{Labels, Retention, Selector, Stat, Tsdb};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use veeps_state::Store;
+
+/// An alarm's definition.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlarmSpec {
+    /// The metric.
+    pub metric: String,
+    /// Labels the series must have (besides `env`).
+    pub labels: Labels,
+    /// `avg`, `min`, `max`, `sum`, `count`, `pNN`.
+    pub statistic: String,
+    /// Seconds per datapoint.
+    pub period: u64,
+    /// N.
+    pub evaluation_periods: usize,
+    /// M.
+    pub datapoints_to_alarm: usize,
+    /// The comparison.
+    pub comparison: Comparison,
+    /// The threshold.
+    pub threshold: f64,
+    /// Missing data treatment.
+    pub missing: MissingData,
+    /// Topics notified on entering ALARM.
+    pub alarm_actions: Vec<String>,
+    /// Topics notified on entering OK.
+    pub ok_actions: Vec<String>,
+    /// Topics notified on entering INSUFFICIENT_DATA.
+    pub insufficient_data_actions: Vec<String>,
+    /// Free text.
+    pub description: String,
+}
+
+/// A state change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Transition {
+    /// When.
+    pub time: String,
+    /// From.
+    pub from: AlarmState,
+    /// To.
+    pub to: AlarmState,
+    /// Why.
+    pub reason: String,
+}
+
+/// An alarm with its state and history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlarmRecord {
+    /// Its environment.
+    pub env: String,
+    /// Its name.
+    pub name: String,
+    /// Its definition.
+    pub spec: AlarmSpec,
+    /// Its state.
+    pub state: AlarmState,
+    /// Why it is in that state.
+    pub reason: String,
+    /// When it was last evaluated (ms).
+    pub evaluated_at: i64,
+    /// State changes, newest last (the last 100).
+    pub history: Vec<Transition>,
+}
+
+/// Something an alarm can trigger besides topics (like a step scaling policy).
+pub trait AlarmAction: Send + Sync {
+    /// Called when an alarm naming `action` enters `state`.
+    fn trigger(&self, env: &str, action: &str, alarm: &str, state: AlarmState);
+}
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ObsConfig {
+    /// Metric retention.
+    pub retention: Retention,
+    /// Default log retention, days.
+    pub log_days: u32,
+    /// Email relay.
+    pub smtp: SmtpConfig,
+}
+
+impl Default for ObsConfig {
+    fn default() -> Self {
+        ObsConfig { retention: Retention::default(), log_days: 30, smtp: SmtpConfig { relay: None, from: "veeps@localhost".into() } }
+    }
+}
+
+/// The service.
+pub struct Obs {
+    /// Metrics.
+    pub tsdb: Arc<Tsdb>,
+    /// Logs.
+    pub logs: Arc<LogStore>,
+    store: Arc<Store>,
+    smtp: SmtpConfig,
+    collectors: Mutex<Vec<Arc<dyn Collector>>>,
+    actions: Mutex<Vec<Arc<dyn AlarmAction>>>,
+    eval_lock: tokio::sync::Mutex<()>,
+}
+
+const K_ALARM: &str = "obs/alarm/";
+const K_TOPIC: &str = "obs/topic/";
+const K_DELIVERY: &str = "obs/delivery/";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Obs {
+    /// Opens the stores under `data_dir`.
+    pub fn open(data_dir: &Path, store: Arc<Store>, config: ObsConfig) -> std::io::Result<Obs> {
+        let tsdb = Tsdb::open(&data_dir.join("metrics"), config.retention).map_err(std::io::Error::other)?;
+        let logs = LogStore::open(&data_dir.join("logs"), config.log_days)?;
+        Ok(Obs { tsdb: Arc::new(tsdb), logs: Arc::new(logs), store, smtp: config.smtp, collectors: Mutex::new(vec![]), actions: Mutex::new(vec![]), eval_lock: tokio::sync::Mutex::new(()) })
+    }
+
+    /// Registers a collector.
+    pub fn register(&self, c: Arc<dyn Collector>) {
+        self.collectors.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    }
+
+    /// Registers an alarm action handler.
+    pub fn register_action(&self, a: Arc<dyn AlarmAction>) {
+        self.actions.lock().unwrap_or_else(|p| p.into_inner()).push(a);
+    }
+
+    /// Records samples now.
+    pub fn record(&self, samples: &[Sample]) {
+        self.record_at(now_ms(), samples)
+    }
+
+    /// Records samples at `ts`.
+    pub fn record_at(&self, ts: i64, samples: &[Sample]) {
+        for s in samples {
+            if let Err(e) = self.tsdb.append(&s.name, &s.labels, ts, s.value) {
+                tracing::warn!(error = %e, "metrics store write failed");
+            }
+        }
+    }
+
+    /// Appends a log line.
+    pub fn log(&self, line: LogLine) {
+        if let Err(e) = self.logs.append(line) {
+            tracing::warn!(error = %e, "log store write failed");
+        }
+    }
+
+    /// Runs every collector once.
+    pub fn collect(&self) {
+        let cs: Vec<Arc<dyn Collector>> = self.collectors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut out = vec![];
+        for c in cs {
+            c.collect(&mut out);
+        }
+        let ts = now_ms() / 10_000 * 10_000;
+        self.record_at(ts, &out);
+    }
+
+    /// Starts the background loops: durability (1 s), collection (10 s), alarm evaluation
+    /// (10 s), and store maintenance (1 min).
+    pub fn start(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                t.tick().await;
+                let m = me.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = m.tsdb.sync();
+                    let _ = m.logs.sync();
+                })
+                .await;
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                t.tick().await;
+                let m = me.clone();
+                let _ = tokio::task::spawn_blocking(move || m.collect()).await;
+                me.evaluate_alarms(now_ms()).await;
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                t.tick().await;
+                let m = me.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = m.tsdb.maintain(now_ms()) {
+                        tracing::warn!(error = %e, "metrics maintenance failed");
+                    }
+                    let _ = m.logs.expire(now_ms());
+                })
+                .await;
+            }
+        });
+    }
+
+    /// Defines (or redefines) an alarm, keeping its state.
+    pub fn put_alarm(&self, env: &str, name: &str, spec: AlarmSpec) -> Result<(), veeps_state::StateError> {
+        let key = format!("{K_ALARM}{env}/{name}");
+        let rec = match self.store.kv_get::<AlarmRecord>(&key)? {
+            Some(r) => AlarmRecord { spec, ..r },
+            None => AlarmRecord { env: env.into(), name: name.into(), spec, state: AlarmState::InsufficientData, reason: "not evaluated yet".into(), evaluated_at: 0, history: vec![] },
+        };
+        self.store.kv_put(&key, &rec)
+    }
+
+    /// Removes an alarm.
+    pub fn delete_alarm(&self, env: &str, name: &str) -> Result<(), veeps_state::StateError> {
+        self.store.kv_delete(&format!("{K_ALARM}{env}/{name}"))
+    }
+
+    /// The alarms of an environment.
+    pub fn alarms(&self, env: &str) -> Result<Vec<AlarmRecord>, veeps_state::StateError> {
+        Ok(self.store.kv_scan::<AlarmRecord>(&format!("{K_ALARM}{env}/"))?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// One alarm.
+    pub fn alarm(&self, env: &str, name: &str) -> Result<Option<AlarmRecord>, veeps_state::StateError> {
+        self.store.kv_get(&format!("{K_ALARM}{env}/{name}"))
+    }
+
+    /// Defines a topic's subscriptions.
+    pub fn put_topic(&self, env: &str, name: &str, subs: &[Subscription]) -> Result<(), veeps_state::StateError> {
+        self.store.kv_put(&format!("{K_TOPIC}{env}/{name}"), &subs)
+    }
+
+    /// Removes a topic.
+    pub fn delete_topic(&self, env: &str, name: &str) -> Result<(), veeps_state::StateError> {
+        self.store.kv_delete(&format!("{K_TOPIC}{env}/{name}"))
+    }
+
+    /// Deliveries of a topic, oldest first.
+    pub fn deliveries(&self, env: &str, topic: &str) -> Result<Vec<Delivery>, veeps_state::StateError> {
+        Ok(self.store.kv_scan::<Delivery>(&format!("{K_DELIVERY}{env}/{topic}/"))?.into_iter().map(|(_, d)| d).collect())
+    }
+
+    /// Publishes to a topic (its name, or its id `topic:ENV:NAME`); each subscriber gets it
+    /// in the background, retried with backoff (5 attempts), every attempt recorded.
+    pub fn publish(self: &Arc<Self>, env: &str, topic: &str, subject: &str, message: serde_json::Value) {
+        let name = topic.rsplit(':').next().unwrap_or(topic).to_string();
+        let subs: Vec<Subscription> = match self.store.kv_get(&format!("{K_TOPIC}{env}/{name}")) {
+            Ok(Some(s)) => s,
+            _ => {
+                tracing::warn!(env, topic, "publish to an unknown topic");
+                return;
+            }
+        };
+        for sub in subs {
+            let me = self.clone();
+            let (env, name, subject, message) = (env.to_string(), name.clone(), subject.to_string(), message.clone());
+            tokio::spawn(async move {
+                let seq = now_ms() as u64 * 1000 + rand_u16() as u64 % 1000;
+                let key = format!("{K_DELIVERY}{env}/{name}/{seq:020}");
+                let mut d = Delivery { seq, time: veeps_state::now(), subscription: sub.clone(), subject: subject.clone(), status: "pending".into(), attempts: 0, error: None };
+                let mut backoff = std::time::Duration::from_millis(500);
+                loop {
+                    d.attempts += 1;
+                    let (s2, subj, msg, smtp) = (sub.clone(), subject.clone(), message.clone(), me.smtp.clone());
+                    let r = tokio::task::spawn_blocking(move || send(&s2, &subj, &msg, &smtp)).await.unwrap_or_else(|e| Err(e.to_string()));
+                    match r {
+                        Ok(()) => {
+                            d.status = "delivered".into();
+                            d.error = None;
+                        }
+                        Err(e) => {
+                            d.error = Some(e);
+                            d.status = if d.attempts >= 5 { "failed".into() } else { "pending".into() };
+                        }
+                    }
+                    let _ = me.store.kv_put(&key, &d);
+                    if d.status != "pending" {
+                        if d.status == "failed" {
+                            tracing::warn!(env, topic = %name, endpoint = %d.subscription.endpoint, error = ?d.error, "a notification could not be delivered");
+                        }
+                        break;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            });
+        }
+    }
+
+    /// Evaluates every alarm whose period has ended, as of `now`; notifies on transitions.
+    pub async fn evaluate_alarms(self: &Arc<Self>, now: i64) {
+        let _g = self.eval_lock.lock().await;
+        let Ok(all) = self.store.kv_scan::<AlarmRecord>(K_ALARM) else { return };
+        for (key, mut rec) in all {
+            let period = rec.spec.period.max(10) as i64 * 1000;
+            let end = now.div_euclid(period) * period;
+            if rec.evaluated_at >= end {
+                continue;
+            }
+            let n = rec.spec.evaluation_periods.max(1);
+            let points = self.datapoints(&rec, end, period, n);
+            let (state, reason) = evaluate(&points, rec.spec.datapoints_to_alarm.clamp(1, n), rec.spec.comparison, rec.spec.threshold, rec.spec.missing, rec.state);
+            rec.evaluated_at = end;
+            rec.reason = reason.clone();
+            let changed = state != rec.state;
+            if changed {
+                rec.history.push(Transition { time: veeps_state::now(), from: rec.state, to: state, reason: reason.clone() });
+                if rec.history.len() > 100 {
+                    rec.history.remove(0);
+                }
+                rec.state = state;
+            }
+            let _ = self.store.kv_put(&key, &rec);
+            if changed {
+                tracing::info!(env = %rec.env, alarm = %rec.name, state = %state, "alarm state changed");
+                let targets = match state {
+                    AlarmState::Alarm => &rec.spec.alarm_actions,
+                    AlarmState::Ok => &rec.spec.ok_actions,
+                    AlarmState::InsufficientData => &rec.spec.insufficient_data_actions,
+                };
+                let message = serde_json::json!({"alarm": rec.name, "env": rec.env, "state": state, "reason": reason, "text": format!("{} is now {state}: {reason}", rec.name), "description": rec.spec.description});
+                for t in targets {
+                    if t.starts_with("topic:") || !t.contains(':') {
+                        self.publish(&rec.env, t, &format!("[{state}] {} ({})", rec.name, rec.env), message.clone());
+                    } else {
+                        for a in self.actions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                            a.trigger(&rec.env, t, &rec.name, state);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn datapoints(&self, rec: &AlarmRecord, end: i64, period: i64, n: usize) -> Vec<Option<f64>> {
+        let mut labels = rec.spec.labels.clone();
+        labels.insert("env".into(), rec.env.clone());
+        let sel = Selector { name: rec.spec.metric.clone(), matchers: labels.into_iter().map(|(label, value)| crate::tsdb::Matcher { label, value, negate: false }).collect() };
+        let stat = Stat::parse(&rec.spec.statistic).unwrap_or(Stat::Avg);
+        let from = end - n as i64 * period;
+        let series = self.tsdb.query(&sel, from, end - 1, period, stat).unwrap_or_default();
+        (0..n)
+            .map(|k| {
+                let start = from + k as i64 * period;
+                let vals: Vec<f64> = series.iter().filter_map(|s| s.points.iter().find(|(t, _)| *t == start).map(|(_, v)| *v)).collect();
+                if vals.is_empty() {
+                    return None;
+                }
+                Some(match stat {
+                    Stat::Sum | Stat::Count => vals.iter().sum(),
+                    Stat::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    Stat::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
+                    _ => vals.iter().sum::<f64>() / vals.len() as f64,
+                })
+            })
+            .collect()
+    }
+
+    /// Prometheus text exposition of the latest sample of every series.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut last_name = String::new();
+        for (name, labels, ts, v) in self.tsdb.latest() {
+            let pname: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' }).collect();
+            if pname != last_name {
+                out.push_str(&format!("# TYPE {pname} {}\n", if pname.ends_with("_total") { "counter" } else { "gauge" }));
+                last_name = pname.clone();
+            }
+            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))).collect();
+            let value = if v.is_nan() { "NaN".to_string() } else if v.is_infinite() { if v > 0.0 { "+Inf".into() } else { "-Inf".into() } } else { format!("{v}") };
+            if l.is_empty() {
+                out.push_str(&format!("{pname} {value} {ts}\n"));
+            } else {
+                out.push_str(&format!("{pname}{{{}}} {value} {ts}\n", l.join(",")));
+            }
+        }
+        out
+    }
+}
+
+fn rand_u16() -> u16 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    (t ^ (t >> 16)) as u16
+}
+
+/// Seconds since the epoch as ms (shared clock for callers).
+pub fn now() -> i64 {
+    now_ms()
+}
+
+/// All samples of a map, for tests and tools.
+pub fn samples_from(map: &BTreeMap<String, f64>, labels: &[(&str, &str)]) -> Vec<Sample> {
+    map.iter().map(|(k, v)| Sample::new(k, labels, *v)).collect()
+}
