@@ -103,6 +103,28 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// GET a stream of JSON lines, calling `each` for every line, until the server ends it.
+    pub fn get_stream(
+        &self,
+        path: &str,
+        mut each: impl FnMut(serde_json::Value),
+    ) -> Result<(), ClientError> {
+        let resp = self.handle(
+            self.req("GET", path)
+                .timeout(std::time::Duration::from_secs(365 * 24 * 3600))
+                .call(),
+        )?;
+        let reader = std::io::BufReader::new(resp.into_reader());
+        for line in reader.lines() {
+            let line = line.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            each(serde_json::from_str(&line).map_err(|e| ClientError::Protocol(e.to_string()))?);
+        }
+        Ok(())
+    }
+
     /// POST JSON and read a stream of JSON lines, calling `each` for every line.
     pub fn post_stream<T: serde::Serialize>(
         &self,

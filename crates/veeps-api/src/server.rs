@@ -57,7 +57,44 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// The store.
     pub store: Arc<Store>,
+    /// Metrics, logs, alarms.
+    pub obs: Arc<veeps_obs::Obs>,
+    api: Arc<ApiStats>,
     token_hash: [u8; 32],
+}
+
+/// Settings of `veeps server` beyond the data directory.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// SMTP relay for email notifications (`HOST:PORT`).
+    pub smtp_relay: Option<String>,
+    /// Sender of email notifications.
+    pub smtp_from: Option<String>,
+}
+
+/// API call counts and latencies, reported every collection interval.
+#[derive(Default)]
+struct ApiStats {
+    inner: std::sync::Mutex<(u64, Vec<f64>)>,
+}
+
+impl veeps_obs::collect::Collector for ApiStats {
+    fn collect(&self, out: &mut Vec<veeps_obs::collect::Sample>) {
+        use veeps_obs::collect::Sample;
+        let (total, mut lat) = {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            (g.0, std::mem::take(&mut g.1))
+        };
+        let l = [("env", "system"), ("component", "api")];
+        out.push(Sample::new("api_requests_total", &l, total as f64));
+        if !lat.is_empty() {
+            lat.sort_by(|a, b| a.total_cmp(b));
+            let avg = lat.iter().sum::<f64>() / lat.len() as f64;
+            let p99 = lat[((lat.len() as f64 * 0.99).ceil() as usize).clamp(1, lat.len()) - 1];
+            out.push(Sample::new("api_request_duration_seconds_avg", &l, avg));
+            out.push(Sample::new("api_request_duration_seconds_p99", &l, p99));
+        }
+    }
 }
 
 /// The file holding the root API token.
@@ -68,6 +105,11 @@ pub fn token_path(data_dir: &FsPath) -> PathBuf {
 /// Opens a data directory: the store, keys, root token (generated at first start) and the
 /// engine with every resource type registered. Locks held by earlier boots are released.
 pub fn open(data_dir: &FsPath) -> Result<AppState, ServerError> {
+    open_with(data_dir, ServerOptions::default())
+}
+
+/// [`open`] with options.
+pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, ServerError> {
     use std::os::unix::fs::PermissionsExt;
     let dd = |e: std::io::Error| ServerError::DataDir {
         path: data_dir.display().to_string(),
@@ -102,7 +144,29 @@ pub fn open(data_dir: &FsPath) -> Result<AppState, ServerError> {
         tracing::warn!(env, holder = %lock.who, operation = %lock.operation, since = %lock.since, "released a lock left by a previous server run; the next apply finishes its work");
     }
     let net = Arc::new(veeps_net::Net::new(data_dir, store.clone()));
-    let services = veeps_resource::Services::default().with(net);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let obs_config = veeps_obs::service::ObsConfig {
+        smtp: veeps_obs::topics::SmtpConfig {
+            relay: opts.smtp_relay.clone(),
+            from: opts
+                .smtp_from
+                .clone()
+                .unwrap_or_else(|| format!("veeps@{host}")),
+        },
+        ..Default::default()
+    };
+    let obs = Arc::new(veeps_obs::Obs::open(data_dir, store.clone(), obs_config).map_err(dd)?);
+    veeps_obs::layer::set_sink(obs.logs.clone());
+    let api = Arc::new(ApiStats::default());
+    obs.register(Arc::new(veeps_obs::collect::HostCollector::new(
+        data_dir.to_path_buf(),
+    )));
+    obs.register(api.clone());
+    let services = veeps_resource::Services::default()
+        .with(net)
+        .with(obs.clone());
     let engine = Engine::new(
         data_dir.to_path_buf(),
         registry(),
@@ -114,6 +178,8 @@ pub fn open(data_dir: &FsPath) -> Result<AppState, ServerError> {
     Ok(AppState {
         engine,
         store,
+        obs,
+        api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
     })
 }
@@ -123,6 +189,7 @@ pub fn registry() -> veeps_resource::Registry {
     let mut registry = veeps_resource::Registry::new();
     veeps_builtins::register(&mut registry);
     veeps_net::resources::register(&mut registry);
+    veeps_obs::resources::register(&mut registry);
     registry
 }
 
@@ -130,6 +197,7 @@ impl AppState {
     /// After a (re)start: brings every recorded resource back in line with its state
     /// (namespaces, links, rules...), dependencies first.
     pub async fn reconcile(&self) {
+        self.obs.start();
         let started = std::time::Instant::now();
         let failures = self.engine.reconcile_all().await;
         for (env, e) in &failures {
@@ -156,6 +224,25 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/envs/{env}/history", get(history))
         .route("/v1/envs/{env}/history/{version}", get(history_entry))
         .route("/v1/envs/{env}/lock", get(lock_info).delete(force_unlock))
+        .route("/metrics", get(prometheus))
+        .route(
+            "/v1/envs/{env}/metrics",
+            get(crate::obs_api::metrics_list).post(crate::obs_api::metrics_ingest),
+        )
+        .route(
+            "/v1/envs/{env}/metrics/query",
+            get(crate::obs_api::metrics_query),
+        )
+        .route(
+            "/v1/envs/{env}/logs",
+            get(crate::obs_api::logs_search).post(crate::obs_api::logs_ingest),
+        )
+        .route("/v1/envs/{env}/alarms", get(crate::obs_api::alarms))
+        .route("/v1/envs/{env}/alarms/{name}", get(crate::obs_api::alarm))
+        .route(
+            "/v1/envs/{env}/topics/{name}/deliveries",
+            get(crate::obs_api::deliveries),
+        )
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such API route") })
@@ -264,6 +351,13 @@ async fn auth(
     req.extensions_mut().insert(Caller(who.clone()));
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
+    {
+        let mut g = st.api.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += 1;
+        if g.1.len() < 100_000 {
+            g.1.push(started.elapsed().as_secs_f64());
+        }
+    }
     let code = resp.status().as_u16();
     if let Err(e) = st
         .store
@@ -569,4 +663,12 @@ async fn audit_verify(State(st): State<AppState>) -> Response {
             .into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+async fn prometheus(State(st): State<AppState>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        st.obs.prometheus(),
+    )
+        .into_response()
 }

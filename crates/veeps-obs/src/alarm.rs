@@ -92,7 +92,14 @@ impl MissingData {
 }
 
 /// The decision for the last N datapoints (oldest first; `None` = missing), with the reason.
-pub fn evaluate(points: &[Option<f64>], m: usize, cmp: Comparison, threshold: f64, missing: MissingData, current: AlarmState) -> (AlarmState, String) {
+pub fn evaluate(
+    points: &[Option<f64>],
+    m: usize,
+    cmp: Comparison,
+    threshold: f64,
+    missing: MissingData,
+    current: AlarmState,
+) -> (AlarmState, String) {
     let n = points.len();
     let mut present = 0;
     let mut breaching = 0;
@@ -112,8 +119,17 @@ pub fn evaluate(points: &[Option<f64>], m: usize, cmp: Comparison, threshold: f6
             (None, _) => {}
         }
     }
-    let shown: Vec<String> = points.iter().map(|p| p.map(|v| format!("{v}")).unwrap_or_else(|| "missing".into())).collect();
-    let why = format!("[{}] against {threshold} ({breaching} of {n} breaching, {m} needed)", shown.join(", "));
+    let shown: Vec<String> = points
+        .iter()
+        .map(|p| {
+            p.map(|v| format!("{v}"))
+                .unwrap_or_else(|| "missing".into())
+        })
+        .collect();
+    let why = format!(
+        "[{}] against {threshold} ({breaching} of {n} breaching, {m} needed)",
+        shown.join(", ")
+    );
     if present == 0 {
         return match missing {
             MissingData::Ignore => (current, format!("no data; state kept: {why}")),
@@ -127,8 +143,15 @@ pub fn evaluate(points: &[Option<f64>], m: usize, cmp: Comparison, threshold: f6
         return (AlarmState::Ok, format!("threshold not crossed: {why}"));
     }
     // Too few datapoints to decide either way.
-    let state = if current == AlarmState::InsufficientData && missing == MissingData::Missing { AlarmState::InsufficientData } else { current };
-    (state, format!("not enough data to decide; state kept: {why}"))
+    let state = if current == AlarmState::InsufficientData && missing == MissingData::Missing {
+        AlarmState::InsufficientData
+    } else {
+        current
+    };
+    (
+        state,
+        format!("not enough data to decide; state kept: {why}"),
+    )
 }
 
 #[cfg(test)]
@@ -141,25 +164,107 @@ mod tests {
 
     #[test]
     fn m_of_n() {
-        assert_eq!(evaluate(&[Some(95.0), Some(10.0), Some(91.0)], 2, GT, 90.0, M::Missing, Ok).0, Alarm);
-        assert_eq!(evaluate(&[Some(95.0), Some(10.0), Some(11.0)], 2, GT, 90.0, M::Missing, Alarm).0, Ok);
-        assert_eq!(evaluate(&[Some(90.0)], 1, GT, 90.0, M::Missing, Ok).0, Ok, "equal is not greater");
-        assert_eq!(evaluate(&[Some(90.0)], 1, Comparison::GreaterThanOrEqualToThreshold, 90.0, M::Missing, Ok).0, Alarm);
-        assert_eq!(evaluate(&[Some(50.0)], 1, Comparison::LessThanThreshold, 100.0, M::Missing, Ok).0, Alarm);
+        assert_eq!(
+            evaluate(
+                &[Some(95.0), Some(10.0), Some(91.0)],
+                2,
+                GT,
+                90.0,
+                M::Missing,
+                Ok
+            )
+            .0,
+            Alarm
+        );
+        assert_eq!(
+            evaluate(
+                &[Some(95.0), Some(10.0), Some(11.0)],
+                2,
+                GT,
+                90.0,
+                M::Missing,
+                Alarm
+            )
+            .0,
+            Ok
+        );
+        assert_eq!(
+            evaluate(&[Some(90.0)], 1, GT, 90.0, M::Missing, Ok).0,
+            Ok,
+            "equal is not greater"
+        );
+        assert_eq!(
+            evaluate(
+                &[Some(90.0)],
+                1,
+                Comparison::GreaterThanOrEqualToThreshold,
+                90.0,
+                M::Missing,
+                Ok
+            )
+            .0,
+            Alarm
+        );
+        assert_eq!(
+            evaluate(
+                &[Some(50.0)],
+                1,
+                Comparison::LessThanThreshold,
+                100.0,
+                M::Missing,
+                Ok
+            )
+            .0,
+            Alarm
+        );
     }
 
     #[test]
     fn missing_data_treatments() {
         let none = [None, None, None];
-        assert_eq!(evaluate(&none, 2, GT, 90.0, M::Missing, Ok).0, InsufficientData);
-        assert_eq!(evaluate(&none, 2, GT, 90.0, M::Ignore, Alarm).0, Alarm, "ignore keeps the state");
+        assert_eq!(
+            evaluate(&none, 2, GT, 90.0, M::Missing, Ok).0,
+            InsufficientData
+        );
+        assert_eq!(
+            evaluate(&none, 2, GT, 90.0, M::Ignore, Alarm).0,
+            Alarm,
+            "ignore keeps the state"
+        );
         assert_eq!(evaluate(&none, 2, GT, 90.0, M::Breaching, Ok).0, Alarm);
         assert_eq!(evaluate(&none, 2, GT, 90.0, M::NotBreaching, Alarm).0, Ok);
         let some = [Some(95.0), None, None];
-        assert_eq!(evaluate(&some, 2, GT, 90.0, M::Breaching, Ok).0, Alarm, "missing counts as breaching");
-        assert_eq!(evaluate(&some, 2, GT, 90.0, M::NotBreaching, Alarm).0, Ok, "missing counts as fine");
-        assert_eq!(evaluate(&some, 2, GT, 90.0, M::Missing, Ok).0, Ok, "undecided: the state is kept");
-        assert_eq!(evaluate(&some, 2, GT, 90.0, M::Missing, InsufficientData).0, InsufficientData);
-        assert_eq!(evaluate(&[Some(1.0), Some(2.0), None], 2, GT, 90.0, M::Missing, Alarm).0, Ok, "two fine of three: ALARM is out of reach");
+        assert_eq!(
+            evaluate(&some, 2, GT, 90.0, M::Breaching, Ok).0,
+            Alarm,
+            "missing counts as breaching"
+        );
+        assert_eq!(
+            evaluate(&some, 2, GT, 90.0, M::NotBreaching, Alarm).0,
+            Ok,
+            "missing counts as fine"
+        );
+        assert_eq!(
+            evaluate(&some, 2, GT, 90.0, M::Missing, Ok).0,
+            Ok,
+            "undecided: the state is kept"
+        );
+        assert_eq!(
+            evaluate(&some, 2, GT, 90.0, M::Missing, InsufficientData).0,
+            InsufficientData
+        );
+        assert_eq!(
+            evaluate(
+                &[Some(1.0), Some(2.0), None],
+                2,
+                GT,
+                90.0,
+                M::Missing,
+                Alarm
+            )
+            .0,
+            Ok,
+            "two fine of three: ALARM is out of reach"
+        );
     }
 }

@@ -12,7 +12,7 @@ pub struct BitWriter {
 impl BitWriter {
     fn push(&mut self, value: u64, n: u32) {
         for i in (0..n).rev() {
-            if self.bits % 8 == 0 {
+            if self.bits.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             if (value >> i) & 1 == 1 {
@@ -61,7 +61,10 @@ pub struct Chunk {
 impl Chunk {
     /// An empty chunk.
     pub fn new() -> Chunk {
-        Chunk { lead: u32::MAX, ..Default::default() }
+        Chunk {
+            lead: u32::MAX,
+            ..Default::default()
+        }
     }
 
     /// Number of samples.
@@ -151,7 +154,9 @@ impl Chunk {
     pub fn decode(bytes: &[u8], count: u32) -> Vec<(i64, f64)> {
         let mut out = Vec::with_capacity(count as usize);
         let mut r = BitReader::new(bytes);
-        let (Some(ts), Some(v)) = (r.read(64), r.read(64)) else { return out };
+        let (Some(ts), Some(v)) = (r.read(64), r.read(64)) else {
+            return out;
+        };
         let (mut ts, mut val) = (ts as i64, v);
         out.push((ts, f64::from_bits(val)));
         let (mut delta, mut lead, mut trail) = (0i64, 0u32, 0u32);
@@ -214,7 +219,13 @@ mod tests {
         let bps = c.bytes().len() as f64 / c.len() as f64;
         assert!(bps < 0.5, "{bps} bytes per sample");
         let mut c = Chunk::new();
-        let odd = [(1, f64::NAN), (2, -0.0), (70_000, f64::INFINITY), (70_001, 1e300), (9_000_000_000, -5.5)];
+        let odd = [
+            (1, f64::NAN),
+            (2, -0.0),
+            (70_000, f64::INFINITY),
+            (70_001, 1e300),
+            (9_000_000_000, -5.5),
+        ];
         for (t, v) in odd {
             c.push(t, v);
         }

@@ -9,6 +9,7 @@
 pub mod alarm;
 pub mod collect;
 pub mod gorilla;
+pub mod layer;
 pub mod logs;
 pub mod resources;
 pub mod service;

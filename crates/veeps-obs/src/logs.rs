@@ -40,7 +40,15 @@ pub struct LogStore {
 }
 
 fn enc(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c.to_string() } else { format!("%{:02X}", c as u32 & 0xff) }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c.to_string()
+            } else {
+                format!("%{:02X}", c as u32 & 0xff)
+            }
+        })
+        .collect()
 }
 
 fn dec(s: &str) -> String {
@@ -63,7 +71,10 @@ fn dec(s: &str) -> String {
 
 fn escape(text: &str) -> String {
     let t: String = text.chars().take(MAX_LINE).collect();
-    t.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r").replace('\t', "\\t")
+    t.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+        .replace('\t', "\\t")
 }
 
 fn unescape(s: &str) -> String {
@@ -106,8 +117,14 @@ impl LogQuery {
     /// True if a line matches (time aside).
     pub fn matches(&self, l: &LogLine) -> bool {
         l.env == self.env
-            && (self.source.is_empty() || l.group == self.source || format!("{}/{}", l.group, l.source).starts_with(&self.source) || l.source.starts_with(&self.source))
-            && self.grep.as_ref().is_none_or(|g| l.text.contains(g.as_str()))
+            && (self.source.is_empty()
+                || l.group == self.source
+                || format!("{}/{}", l.group, l.source).starts_with(&self.source)
+                || l.source.starts_with(&self.source))
+            && self
+                .grep
+                .as_ref()
+                .is_none_or(|g| l.text.contains(g.as_str()))
     }
 }
 
@@ -116,16 +133,28 @@ impl LogStore {
     pub fn open(dir: &Path, default_days: u32) -> std::io::Result<LogStore> {
         std::fs::create_dir_all(dir)?;
         let (tx, _) = tokio::sync::broadcast::channel(4096);
-        Ok(LogStore { dir: dir.to_path_buf(), writers: Mutex::new(HashMap::new()), retention_days: Mutex::new(HashMap::new()), default_days, tx })
+        Ok(LogStore {
+            dir: dir.to_path_buf(),
+            writers: Mutex::new(HashMap::new()),
+            retention_days: Mutex::new(HashMap::new()),
+            default_days,
+            tx,
+        })
     }
 
     /// Sets a group's retention in days.
     pub fn set_retention(&self, env: &str, group: &str, days: u32) {
-        self.retention_days.lock().unwrap_or_else(|p| p.into_inner()).insert((env.to_string(), group.to_string()), days);
+        self.retention_days
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((env.to_string(), group.to_string()), days);
     }
 
     fn segment(&self, env: &str, group: &str, ts: i64) -> PathBuf {
-        self.dir.join(enc(env)).join(enc(group)).join(format!("{}.log", ts.div_euclid(HOUR) * HOUR))
+        self.dir
+            .join(enc(env))
+            .join(enc(group))
+            .join(format!("{}.log", ts.div_euclid(HOUR) * HOUR))
     }
 
     /// Appends a line (visible to search at once, to followers at once; durable at the
@@ -147,10 +176,25 @@ impl LogStore {
                     }
                     keep
                 });
-                w.insert(path.clone(), BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(&path)?));
+                w.insert(
+                    path.clone(),
+                    BufWriter::new(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)?,
+                    ),
+                );
             }
             let f = w.get_mut(&path).expect("inserted above");
-            writeln!(f, "{}\t{}\t{}\t{}", line.ts, escape(&line.source), escape(&line.stream), escape(&line.text))?;
+            writeln!(
+                f,
+                "{}\t{}\t{}\t{}",
+                line.ts,
+                escape(&line.source),
+                escape(&line.stream),
+                escape(&line.text)
+            )?;
         }
         let _ = self.tx.send(line);
         Ok(())
@@ -173,7 +217,13 @@ impl LogStore {
 
     /// The log groups of an environment.
     pub fn groups(&self, env: &str) -> Vec<String> {
-        let mut out: Vec<String> = std::fs::read_dir(self.dir.join(enc(env))).map(|rd| rd.filter_map(Result::ok).map(|e| dec(&e.file_name().to_string_lossy())).collect()).unwrap_or_default();
+        let mut out: Vec<String> = std::fs::read_dir(self.dir.join(enc(env)))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| dec(&e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default();
         out.sort();
         out
     }
@@ -184,13 +234,27 @@ impl LogStore {
         let env_dir = self.dir.join(enc(&q.env));
         let mut out = vec![];
         let needle = q.grep.as_ref().map(|g| escape(g).into_bytes());
-        let finder = needle.as_ref().map(|n| memchr::memmem::Finder::new(n.as_slice()));
+        let finder = needle
+            .as_ref()
+            .map(|n| memchr::memmem::Finder::new(n.as_slice()));
         for group in self.groups(&q.env) {
-            if !q.source.is_empty() && !(group.starts_with(&q.source) || q.source.starts_with(&group)) {
+            if !(q.source.is_empty()
+                || group.starts_with(&q.source)
+                || q.source.starts_with(&group))
+            {
                 continue;
             }
             let gdir = env_dir.join(enc(&group));
-            let mut segs: Vec<(i64, PathBuf)> = std::fs::read_dir(&gdir)?.filter_map(Result::ok).filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".log").and_then(|s| s.parse().ok()).map(|h: i64| (h, e.path()))).collect();
+            let mut segs: Vec<(i64, PathBuf)> = std::fs::read_dir(&gdir)?
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_suffix(".log")
+                        .and_then(|s| s.parse().ok())
+                        .map(|h: i64| (h, e.path()))
+                })
+                .collect();
             segs.sort();
             for (hour, path) in segs {
                 if hour + HOUR < q.from || hour > q.to {
@@ -200,12 +264,23 @@ impl LogStore {
                 let mut handle = |line: &[u8]| {
                     let s = String::from_utf8_lossy(line);
                     let mut parts = s.splitn(4, '\t');
-                    let (Some(ts), Some(src), Some(stream), Some(text)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { return };
+                    let (Some(ts), Some(src), Some(stream), Some(text)) =
+                        (parts.next(), parts.next(), parts.next(), parts.next())
+                    else {
+                        return;
+                    };
                     let Ok(ts) = ts.parse::<i64>() else { return };
                     if ts < q.from || ts > q.to {
                         return;
                     }
-                    let l = LogLine { ts, env: q.env.clone(), group: group.clone(), source: unescape(src), stream: unescape(stream), text: unescape(text) };
+                    let l = LogLine {
+                        ts,
+                        env: q.env.clone(),
+                        group: group.clone(),
+                        source: unescape(src),
+                        stream: unescape(stream),
+                        text: unescape(text),
+                    };
                     if q.matches(&l) {
                         out.push(l);
                     }
@@ -216,8 +291,12 @@ impl LogStore {
                         let mut pos = 0;
                         while let Some(i) = f.find(&data[pos..]) {
                             let at = pos + i;
-                            let start = memchr::memrchr(b'\n', &data[..at]).map(|p| p + 1).unwrap_or(0);
-                            let end = memchr::memchr(b'\n', &data[at..]).map(|p| at + p).unwrap_or(data.len());
+                            let start = memchr::memrchr(b'\n', &data[..at])
+                                .map(|p| p + 1)
+                                .unwrap_or(0);
+                            let end = memchr::memchr(b'\n', &data[at..])
+                                .map(|p| at + p)
+                                .unwrap_or(data.len());
                             handle(&data[start..end]);
                             pos = end.min(data.len());
                             if pos >= data.len() {
@@ -225,7 +304,10 @@ impl LogStore {
                             }
                         }
                     }
-                    None => data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).for_each(&mut handle),
+                    None => data
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .for_each(&mut handle),
                 }
             }
         }
@@ -247,12 +329,25 @@ impl LogStore {
             let env_name = dec(&env.file_name().to_string_lossy());
             for group in std::fs::read_dir(env.path())?.filter_map(Result::ok) {
                 let gname = dec(&group.file_name().to_string_lossy());
-                let days = self.retention_days.lock().unwrap_or_else(|p| p.into_inner()).get(&(env_name.clone(), gname)).copied().unwrap_or(self.default_days);
+                let days = self
+                    .retention_days
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&(env_name.clone(), gname))
+                    .copied()
+                    .unwrap_or(self.default_days);
                 let limit = now_ms - days as i64 * 86_400_000;
                 for seg in std::fs::read_dir(group.path())?.filter_map(Result::ok) {
-                    let hour: Option<i64> = seg.file_name().to_string_lossy().strip_suffix(".log").and_then(|s| s.parse().ok());
+                    let hour: Option<i64> = seg
+                        .file_name()
+                        .to_string_lossy()
+                        .strip_suffix(".log")
+                        .and_then(|s| s.parse().ok());
                     if hour.is_some_and(|h| h + HOUR < limit) {
-                        self.writers.lock().unwrap_or_else(|p| p.into_inner()).remove(&seg.path());
+                        self.writers
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&seg.path());
                         std::fs::remove_file(seg.path())?;
                         n += 1;
                     }
@@ -268,30 +363,92 @@ mod tests {
     use super::*;
 
     fn line(ts: i64, group: &str, source: &str, text: &str) -> LogLine {
-        LogLine { ts, env: "prod".into(), group: group.into(), source: source.into(), stream: "stdout".into(), text: text.into() }
+        LogLine {
+            ts,
+            env: "prod".into(),
+            group: group.into(),
+            source: source.into(),
+            stream: "stdout".into(),
+            text: text.into(),
+        }
     }
 
     #[test]
     fn search_by_time_source_and_text_and_expire() {
         let d = tempfile::tempdir().unwrap();
         let s = LogStore::open(d.path(), 30).unwrap();
-        s.append(line(1_000, "web", "i-1", "GET /health 200")).unwrap();
-        s.append(line(2_000, "web", "i-2", "error: db\tdown\nretrying")).unwrap();
-        s.append(line(HOUR + 5, "db", "node-0", "checkpoint complete")).unwrap();
-        let all = s.search(&LogQuery { env: "prod".into(), from: 0, to: i64::MAX, ..Default::default() }).unwrap();
+        s.append(line(1_000, "web", "i-1", "GET /health 200"))
+            .unwrap();
+        s.append(line(2_000, "web", "i-2", "error: db\tdown\nretrying"))
+            .unwrap();
+        s.append(line(HOUR + 5, "db", "node-0", "checkpoint complete"))
+            .unwrap();
+        let all = s
+            .search(&LogQuery {
+                env: "prod".into(),
+                from: 0,
+                to: i64::MAX,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all[1].text, "error: db\tdown\nretrying");
-        let web = s.search(&LogQuery { env: "prod".into(), source: "web".into(), from: 0, to: i64::MAX, ..Default::default() }).unwrap();
+        let web = s
+            .search(&LogQuery {
+                env: "prod".into(),
+                source: "web".into(),
+                from: 0,
+                to: i64::MAX,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(web.len(), 2);
-        let inst = s.search(&LogQuery { env: "prod".into(), source: "web/i-2".into(), from: 0, to: i64::MAX, ..Default::default() }).unwrap();
+        let inst = s
+            .search(&LogQuery {
+                env: "prod".into(),
+                source: "web/i-2".into(),
+                from: 0,
+                to: i64::MAX,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(inst.len(), 1);
-        let grep = s.search(&LogQuery { env: "prod".into(), from: 0, to: i64::MAX, grep: Some("db\tdown".into()), ..Default::default() }).unwrap();
+        let grep = s
+            .search(&LogQuery {
+                env: "prod".into(),
+                from: 0,
+                to: i64::MAX,
+                grep: Some("db\tdown".into()),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(grep.len(), 1);
-        let late = s.search(&LogQuery { env: "prod".into(), from: 1_500, to: i64::MAX, ..Default::default() }).unwrap();
+        let late = s
+            .search(&LogQuery {
+                env: "prod".into(),
+                from: 1_500,
+                to: i64::MAX,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(late.len(), 2);
         s.set_retention("prod", "web", 1);
-        assert_eq!(s.expire(2 * 86_400_000).unwrap(), 1, "only web's old segment goes");
-        assert_eq!(s.search(&LogQuery { env: "prod".into(), from: 0, to: i64::MAX, ..Default::default() }).unwrap().len(), 1);
+        assert_eq!(
+            s.expire(2 * 86_400_000).unwrap(),
+            1,
+            "only web's old segment goes"
+        );
+        assert_eq!(
+            s.search(&LogQuery {
+                env: "prod".into(),
+                from: 0,
+                to: i64::MAX,
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+            1
+        );
         assert_eq!(s.groups("prod"), vec!["db".to_string(), "web".to_string()]);
     }
 }

@@ -94,7 +94,14 @@ pub struct ObsConfig {
 
 impl Default for ObsConfig {
     fn default() -> Self {
-        ObsConfig { retention: Retention::default(), log_days: 30, smtp: SmtpConfig { relay: None, from: "veeps@localhost".into() } }
+        ObsConfig {
+            retention: Retention::default(),
+            log_days: 30,
+            smtp: SmtpConfig {
+                relay: None,
+                from: "veeps@localhost".into(),
+            },
+        }
     }
 }
 
@@ -116,25 +123,43 @@ const K_TOPIC: &str = "obs/topic/";
 const K_DELIVERY: &str = "obs/delivery/";
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Obs {
     /// Opens the stores under `data_dir`.
     pub fn open(data_dir: &Path, store: Arc<Store>, config: ObsConfig) -> std::io::Result<Obs> {
-        let tsdb = Tsdb::open(&data_dir.join("metrics"), config.retention).map_err(std::io::Error::other)?;
+        let tsdb = Tsdb::open(&data_dir.join("metrics"), config.retention)
+            .map_err(std::io::Error::other)?;
         let logs = LogStore::open(&data_dir.join("logs"), config.log_days)?;
-        Ok(Obs { tsdb: Arc::new(tsdb), logs: Arc::new(logs), store, smtp: config.smtp, collectors: Mutex::new(vec![]), actions: Mutex::new(vec![]), eval_lock: tokio::sync::Mutex::new(()) })
+        Ok(Obs {
+            tsdb: Arc::new(tsdb),
+            logs: Arc::new(logs),
+            store,
+            smtp: config.smtp,
+            collectors: Mutex::new(vec![]),
+            actions: Mutex::new(vec![]),
+            eval_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Registers a collector.
     pub fn register(&self, c: Arc<dyn Collector>) {
-        self.collectors.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        self.collectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(c);
     }
 
     /// Registers an alarm action handler.
     pub fn register_action(&self, a: Arc<dyn AlarmAction>) {
-        self.actions.lock().unwrap_or_else(|p| p.into_inner()).push(a);
+        self.actions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(a);
     }
 
     /// Records samples now.
@@ -160,7 +185,11 @@ impl Obs {
 
     /// Runs every collector once.
     pub fn collect(&self) {
-        let cs: Vec<Arc<dyn Collector>> = self.collectors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let cs: Vec<Arc<dyn Collector>> = self
+            .collectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut out = vec![];
         for c in cs {
             c.collect(&mut out);
@@ -186,8 +215,14 @@ impl Obs {
             }
         });
         let me = self.clone();
+        // Collection and alarm evaluation interval (10 s; shorter for tests).
+        let every = std::env::var("VEEPS_OBS_INTERVAL_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v > 0)
+            .unwrap_or(10);
         tokio::spawn(async move {
-            let mut t = tokio::time::interval(std::time::Duration::from_secs(10));
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(every));
             loop {
                 t.tick().await;
                 let m = me.clone();
@@ -213,11 +248,24 @@ impl Obs {
     }
 
     /// Defines (or redefines) an alarm, keeping its state.
-    pub fn put_alarm(&self, env: &str, name: &str, spec: AlarmSpec) -> Result<(), veeps_state::StateError> {
+    pub fn put_alarm(
+        &self,
+        env: &str,
+        name: &str,
+        spec: AlarmSpec,
+    ) -> Result<(), veeps_state::StateError> {
         let key = format!("{K_ALARM}{env}/{name}");
         let rec = match self.store.kv_get::<AlarmRecord>(&key)? {
             Some(r) => AlarmRecord { spec, ..r },
-            None => AlarmRecord { env: env.into(), name: name.into(), spec, state: AlarmState::InsufficientData, reason: "not evaluated yet".into(), evaluated_at: 0, history: vec![] },
+            None => AlarmRecord {
+                env: env.into(),
+                name: name.into(),
+                spec,
+                state: AlarmState::InsufficientData,
+                reason: "not evaluated yet".into(),
+                evaluated_at: 0,
+                history: vec![],
+            },
         };
         self.store.kv_put(&key, &rec)
     }
@@ -229,16 +277,30 @@ impl Obs {
 
     /// The alarms of an environment.
     pub fn alarms(&self, env: &str) -> Result<Vec<AlarmRecord>, veeps_state::StateError> {
-        Ok(self.store.kv_scan::<AlarmRecord>(&format!("{K_ALARM}{env}/"))?.into_iter().map(|(_, r)| r).collect())
+        Ok(self
+            .store
+            .kv_scan::<AlarmRecord>(&format!("{K_ALARM}{env}/"))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
     }
 
     /// One alarm.
-    pub fn alarm(&self, env: &str, name: &str) -> Result<Option<AlarmRecord>, veeps_state::StateError> {
+    pub fn alarm(
+        &self,
+        env: &str,
+        name: &str,
+    ) -> Result<Option<AlarmRecord>, veeps_state::StateError> {
         self.store.kv_get(&format!("{K_ALARM}{env}/{name}"))
     }
 
     /// Defines a topic's subscriptions.
-    pub fn put_topic(&self, env: &str, name: &str, subs: &[Subscription]) -> Result<(), veeps_state::StateError> {
+    pub fn put_topic(
+        &self,
+        env: &str,
+        name: &str,
+        subs: &[Subscription],
+    ) -> Result<(), veeps_state::StateError> {
         self.store.kv_put(&format!("{K_TOPIC}{env}/{name}"), &subs)
     }
 
@@ -248,13 +310,28 @@ impl Obs {
     }
 
     /// Deliveries of a topic, oldest first.
-    pub fn deliveries(&self, env: &str, topic: &str) -> Result<Vec<Delivery>, veeps_state::StateError> {
-        Ok(self.store.kv_scan::<Delivery>(&format!("{K_DELIVERY}{env}/{topic}/"))?.into_iter().map(|(_, d)| d).collect())
+    pub fn deliveries(
+        &self,
+        env: &str,
+        topic: &str,
+    ) -> Result<Vec<Delivery>, veeps_state::StateError> {
+        Ok(self
+            .store
+            .kv_scan::<Delivery>(&format!("{K_DELIVERY}{env}/{topic}/"))?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
     }
 
     /// Publishes to a topic (its name, or its id `topic:ENV:NAME`); each subscriber gets it
     /// in the background, retried with backoff (5 attempts), every attempt recorded.
-    pub fn publish(self: &Arc<Self>, env: &str, topic: &str, subject: &str, message: serde_json::Value) {
+    pub fn publish(
+        self: &Arc<Self>,
+        env: &str,
+        topic: &str,
+        subject: &str,
+        message: serde_json::Value,
+    ) {
         let name = topic.rsplit(':').next().unwrap_or(topic).to_string();
         let subs: Vec<Subscription> = match self.store.kv_get(&format!("{K_TOPIC}{env}/{name}")) {
             Ok(Some(s)) => s,
@@ -265,16 +342,36 @@ impl Obs {
         };
         for sub in subs {
             let me = self.clone();
-            let (env, name, subject, message) = (env.to_string(), name.clone(), subject.to_string(), message.clone());
+            let (env, name, subject, message) = (
+                env.to_string(),
+                name.clone(),
+                subject.to_string(),
+                message.clone(),
+            );
             tokio::spawn(async move {
                 let seq = now_ms() as u64 * 1000 + rand_u16() as u64 % 1000;
                 let key = format!("{K_DELIVERY}{env}/{name}/{seq:020}");
-                let mut d = Delivery { seq, time: veeps_state::now(), subscription: sub.clone(), subject: subject.clone(), status: "pending".into(), attempts: 0, error: None };
+                let mut d = Delivery {
+                    seq,
+                    time: veeps_state::now(),
+                    subscription: sub.clone(),
+                    subject: subject.clone(),
+                    status: "pending".into(),
+                    attempts: 0,
+                    error: None,
+                };
                 let mut backoff = std::time::Duration::from_millis(500);
                 loop {
                     d.attempts += 1;
-                    let (s2, subj, msg, smtp) = (sub.clone(), subject.clone(), message.clone(), me.smtp.clone());
-                    let r = tokio::task::spawn_blocking(move || send(&s2, &subj, &msg, &smtp)).await.unwrap_or_else(|e| Err(e.to_string()));
+                    let (s2, subj, msg, smtp) = (
+                        sub.clone(),
+                        subject.clone(),
+                        message.clone(),
+                        me.smtp.clone(),
+                    );
+                    let r = tokio::task::spawn_blocking(move || send(&s2, &subj, &msg, &smtp))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
                     match r {
                         Ok(()) => {
                             d.status = "delivered".into();
@@ -282,7 +379,11 @@ impl Obs {
                         }
                         Err(e) => {
                             d.error = Some(e);
-                            d.status = if d.attempts >= 5 { "failed".into() } else { "pending".into() };
+                            d.status = if d.attempts >= 5 {
+                                "failed".into()
+                            } else {
+                                "pending".into()
+                            };
                         }
                     }
                     let _ = me.store.kv_put(&key, &d);
@@ -302,7 +403,9 @@ impl Obs {
     /// Evaluates every alarm whose period has ended, as of `now`; notifies on transitions.
     pub async fn evaluate_alarms(self: &Arc<Self>, now: i64) {
         let _g = self.eval_lock.lock().await;
-        let Ok(all) = self.store.kv_scan::<AlarmRecord>(K_ALARM) else { return };
+        let Ok(all) = self.store.kv_scan::<AlarmRecord>(K_ALARM) else {
+            return;
+        };
         for (key, mut rec) in all {
             let period = rec.spec.period.max(10) as i64 * 1000;
             let end = now.div_euclid(period) * period;
@@ -311,12 +414,24 @@ impl Obs {
             }
             let n = rec.spec.evaluation_periods.max(1);
             let points = self.datapoints(&rec, end, period, n);
-            let (state, reason) = evaluate(&points, rec.spec.datapoints_to_alarm.clamp(1, n), rec.spec.comparison, rec.spec.threshold, rec.spec.missing, rec.state);
+            let (state, reason) = evaluate(
+                &points,
+                rec.spec.datapoints_to_alarm.clamp(1, n),
+                rec.spec.comparison,
+                rec.spec.threshold,
+                rec.spec.missing,
+                rec.state,
+            );
             rec.evaluated_at = end;
             rec.reason = reason.clone();
             let changed = state != rec.state;
             if changed {
-                rec.history.push(Transition { time: veeps_state::now(), from: rec.state, to: state, reason: reason.clone() });
+                rec.history.push(Transition {
+                    time: veeps_state::now(),
+                    from: rec.state,
+                    to: state,
+                    reason: reason.clone(),
+                });
                 if rec.history.len() > 100 {
                     rec.history.remove(0);
                 }
@@ -333,9 +448,19 @@ impl Obs {
                 let message = serde_json::json!({"alarm": rec.name, "env": rec.env, "state": state, "reason": reason, "text": format!("{} is now {state}: {reason}", rec.name), "description": rec.spec.description});
                 for t in targets {
                     if t.starts_with("topic:") || !t.contains(':') {
-                        self.publish(&rec.env, t, &format!("[{state}] {} ({})", rec.name, rec.env), message.clone());
+                        self.publish(
+                            &rec.env,
+                            t,
+                            &format!("[{state}] {} ({})", rec.name, rec.env),
+                            message.clone(),
+                        );
                     } else {
-                        for a in self.actions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                        for a in self
+                            .actions
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .iter()
+                        {
                             a.trigger(&rec.env, t, &rec.name, state);
                         }
                     }
@@ -347,14 +472,30 @@ impl Obs {
     fn datapoints(&self, rec: &AlarmRecord, end: i64, period: i64, n: usize) -> Vec<Option<f64>> {
         let mut labels = rec.spec.labels.clone();
         labels.insert("env".into(), rec.env.clone());
-        let sel = Selector { name: rec.spec.metric.clone(), matchers: labels.into_iter().map(|(label, value)| crate::tsdb::Matcher { label, value, negate: false }).collect() };
+        let sel = Selector {
+            name: rec.spec.metric.clone(),
+            matchers: labels
+                .into_iter()
+                .map(|(label, value)| crate::tsdb::Matcher {
+                    label,
+                    value,
+                    negate: false,
+                })
+                .collect(),
+        };
         let stat = Stat::parse(&rec.spec.statistic).unwrap_or(Stat::Avg);
         let from = end - n as i64 * period;
-        let series = self.tsdb.query(&sel, from, end - 1, period, stat).unwrap_or_default();
+        let series = self
+            .tsdb
+            .query(&sel, from, end - 1, period, stat)
+            .unwrap_or_default();
         (0..n)
             .map(|k| {
                 let start = from + k as i64 * period;
-                let vals: Vec<f64> = series.iter().filter_map(|s| s.points.iter().find(|(t, _)| *t == start).map(|(_, v)| *v)).collect();
+                let vals: Vec<f64> = series
+                    .iter()
+                    .filter_map(|s| s.points.iter().find(|(t, _)| *t == start).map(|(_, v)| *v))
+                    .collect();
                 if vals.is_empty() {
                     return None;
                 }
@@ -373,13 +514,49 @@ impl Obs {
         let mut out = String::new();
         let mut last_name = String::new();
         for (name, labels, ts, v) in self.tsdb.latest() {
-            let pname: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' }).collect();
+            let pname: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
             if pname != last_name {
-                out.push_str(&format!("# TYPE {pname} {}\n", if pname.ends_with("_total") { "counter" } else { "gauge" }));
+                out.push_str(&format!(
+                    "# TYPE {pname} {}\n",
+                    if pname.ends_with("_total") {
+                        "counter"
+                    } else {
+                        "gauge"
+                    }
+                ));
                 last_name = pname.clone();
             }
-            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))).collect();
-            let value = if v.is_nan() { "NaN".to_string() } else if v.is_infinite() { if v > 0.0 { "+Inf".into() } else { "-Inf".into() } } else { format!("{v}") };
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k}=\"{}\"",
+                        v.replace('\\', "\\\\")
+                            .replace('"', "\\\"")
+                            .replace('\n', "\\n")
+                    )
+                })
+                .collect();
+            let value = if v.is_nan() {
+                "NaN".to_string()
+            } else if v.is_infinite() {
+                if v > 0.0 {
+                    "+Inf".into()
+                } else {
+                    "-Inf".into()
+                }
+            } else {
+                format!("{v}")
+            };
             if l.is_empty() {
                 out.push_str(&format!("{pname} {value} {ts}\n"));
             } else {
@@ -391,7 +568,10 @@ impl Obs {
 }
 
 fn rand_u16() -> u16 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     (t ^ (t >> 16)) as u16
 }
 
@@ -402,5 +582,7 @@ pub fn now() -> i64 {
 
 /// All samples of a map, for tests and tools.
 pub fn samples_from(map: &BTreeMap<String, f64>, labels: &[(&str, &str)]) -> Vec<Sample> {
-    map.iter().map(|(k, v)| Sample::new(k, labels, *v)).collect()
+    map.iter()
+        .map(|(k, v)| Sample::new(k, labels, *v))
+        .collect()
 }

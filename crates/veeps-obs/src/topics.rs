@@ -41,34 +41,75 @@ pub struct SmtpConfig {
 }
 
 /// Sends one message to one subscriber (blocking). Returns the error, if any.
-pub fn send(sub: &Subscription, subject: &str, message: &serde_json::Value, smtp: &SmtpConfig) -> Result<(), String> {
+pub fn send(
+    sub: &Subscription,
+    subject: &str,
+    message: &serde_json::Value,
+    smtp: &SmtpConfig,
+) -> Result<(), String> {
     match sub.protocol.as_str() {
-        "webhook" => post(&sub.endpoint, &serde_json::json!({"subject": subject, "message": message})),
+        "webhook" => post(
+            &sub.endpoint,
+            &serde_json::json!({"subject": subject, "message": message}),
+        ),
         "slack" => {
-            let text = format!("*{subject}*\n{}", message.get("text").and_then(|t| t.as_str()).map(String::from).unwrap_or_else(|| message.to_string()));
+            let text = format!(
+                "*{subject}*\n{}",
+                message
+                    .get("text")
+                    .and_then(|t| t.as_str())
+                    .map(String::from)
+                    .unwrap_or_else(|| message.to_string())
+            );
             post(&sub.endpoint, &serde_json::json!({"text": text}))
         }
         "email" => {
             use lettre::Transport;
-            let relay = smtp.relay.as_ref().ok_or("no SMTP relay is configured (veeps server --smtp-relay HOST:PORT)")?;
-            let (host, port) = relay.rsplit_once(':').ok_or_else(|| format!("SMTP relay \"{relay}\" must be HOST:PORT"))?;
-            let port: u16 = port.parse().map_err(|_| format!("SMTP relay \"{relay}\" must be HOST:PORT"))?;
-            let body = message.get("text").and_then(|t| t.as_str()).map(String::from).unwrap_or_else(|| serde_json::to_string_pretty(message).unwrap_or_default());
+            let relay = smtp
+                .relay
+                .as_ref()
+                .ok_or("no SMTP relay is configured (veeps server --smtp-relay HOST:PORT)")?;
+            let (host, port) = relay
+                .rsplit_once(':')
+                .ok_or_else(|| format!("SMTP relay \"{relay}\" must be HOST:PORT"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("SMTP relay \"{relay}\" must be HOST:PORT"))?;
+            let body = message
+                .get("text")
+                .and_then(|t| t.as_str())
+                .map(String::from)
+                .unwrap_or_else(|| serde_json::to_string_pretty(message).unwrap_or_default());
             let email = lettre::Message::builder()
-                .from(smtp.from.parse().map_err(|e| format!("sender {}: {e}", smtp.from))?)
-                .to(sub.endpoint.parse().map_err(|e| format!("recipient {}: {e}", sub.endpoint))?)
+                .from(
+                    smtp.from
+                        .parse()
+                        .map_err(|e| format!("sender {}: {e}", smtp.from))?,
+                )
+                .to(sub
+                    .endpoint
+                    .parse()
+                    .map_err(|e| format!("recipient {}: {e}", sub.endpoint))?)
                 .subject(subject)
                 .body(body)
                 .map_err(|e| e.to_string())?;
-            let mailer = lettre::SmtpTransport::builder_dangerous(host).port(port).timeout(Some(std::time::Duration::from_secs(10))).build();
-            mailer.send(&email).map(|_| ()).map_err(|e| format!("SMTP: {e}"))
+            let mailer = lettre::SmtpTransport::builder_dangerous(host)
+                .port(port)
+                .timeout(Some(std::time::Duration::from_secs(10)))
+                .build();
+            mailer
+                .send(&email)
+                .map(|_| ())
+                .map_err(|e| format!("SMTP: {e}"))
         }
         other => Err(format!("unknown protocol \"{other}\"")),
     }
 }
 
 fn post(url: &str, body: &serde_json::Value) -> Result<(), String> {
-    let agent = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(10)).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(10))
+        .build();
     match agent.post(url).send_json(body) {
         Ok(r) if (200..300).contains(&r.status()) => Ok(()),
         Ok(r) => Err(format!("HTTP {}", r.status())),

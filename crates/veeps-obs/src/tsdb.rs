@@ -46,7 +46,12 @@ const DAY: i64 = 86_400_000;
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { block_ms: 2 * 3_600_000, raw_ms: 15 * DAY, five_min_ms: 63 * DAY, hour_ms: 455 * DAY }
+        Retention {
+            block_ms: 2 * 3_600_000,
+            raw_ms: 15 * DAY,
+            five_min_ms: 63 * DAY,
+            hour_ms: 455 * DAY,
+        }
     }
 }
 
@@ -55,7 +60,10 @@ pub fn series_key(name: &str, labels: &Labels) -> String {
     if labels.is_empty() {
         return name.to_string();
     }
-    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone()))).collect();
+    let l: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone())))
+        .collect();
     format!("{name}{{{}}}", l.join(","))
 }
 
@@ -153,8 +161,18 @@ impl Stat {
             "max" | "maximum" => Stat::Max,
             "sum" => Stat::Sum,
             "count" | "samplecount" => Stat::Count,
-            p if p.starts_with('p') => Stat::P(p[1..].parse().ok().filter(|v: &f64| (0.0..=100.0).contains(v)).ok_or_else(|| format!("\"{s}\" is not a percentile like p90"))?),
-            _ => return Err(format!("unknown statistic \"{s}\": use avg, min, max, sum, count, or pNN (p50, p90, p99)")),
+            p if p.starts_with('p') => Stat::P(
+                p[1..]
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| (0.0..=100.0).contains(v))
+                    .ok_or_else(|| format!("\"{s}\" is not a percentile like p90"))?,
+            ),
+            _ => {
+                return Err(format!(
+                "unknown statistic \"{s}\": use avg, min, max, sum, count, or pNN (p50, p90, p99)"
+            ))
+            }
         })
     }
 }
@@ -187,12 +205,18 @@ impl Selector {
             Some(i) => (&s[..i], Some(&s[i + 1..])),
             None => (s, None),
         };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '.') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '.')
+        {
             return Err(format!("invalid metric name in \"{s}\": use a name like host_cpu_usage_percent{{env=\"prod\"}}"));
         }
         let mut matchers = vec![];
         if let Some(rest) = rest {
-            let body = rest.strip_suffix('}').ok_or_else(|| format!("\"{s}\": missing closing }}"))?;
+            let body = rest
+                .strip_suffix('}')
+                .ok_or_else(|| format!("\"{s}\": missing closing }}"))?;
             let mut chars = body.chars().peekable();
             loop {
                 while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
@@ -201,7 +225,10 @@ impl Selector {
                 if chars.peek().is_none() {
                     break;
                 }
-                let label: String = std::iter::from_fn(|| chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_')).collect();
+                let label: String = std::iter::from_fn(|| {
+                    chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_')
+                })
+                .collect();
                 if label.is_empty() {
                     return Err(format!("\"{s}\": expected a label name"));
                 }
@@ -214,7 +241,9 @@ impl Selector {
                     _ => return Err(format!("\"{s}\": expected = or != after {label}")),
                 };
                 if chars.next() != Some('"') {
-                    return Err(format!("\"{s}\": label values are quoted, like {label}=\"value\""));
+                    return Err(format!(
+                        "\"{s}\": label values are quoted, like {label}=\"value\""
+                    ));
                 }
                 let mut value = String::new();
                 loop {
@@ -225,15 +254,25 @@ impl Selector {
                         None => return Err(format!("\"{s}\": unterminated label value")),
                     }
                 }
-                matchers.push(Matcher { label, value, negate });
+                matchers.push(Matcher {
+                    label,
+                    value,
+                    negate,
+                });
             }
         }
-        Ok(Selector { name: name.to_string(), matchers })
+        Ok(Selector {
+            name: name.to_string(),
+            matchers,
+        })
     }
 
     /// True if a series matches.
     pub fn matches(&self, name: &str, labels: &Labels) -> bool {
-        name == self.name && self.matchers.iter().all(|m| (labels.get(&m.label).map(String::as_str).unwrap_or("") == m.value) != m.negate)
+        name == self.name
+            && self.matchers.iter().all(|m| {
+                (labels.get(&m.label).map(String::as_str).unwrap_or("") == m.value) != m.negate
+            })
     }
 }
 
@@ -247,6 +286,13 @@ pub struct SeriesResult {
     /// `(period start in ms, value)`, oldest first.
     pub points: Vec<(i64, f64)>,
 }
+
+/// What a query reads under the lock: matching series, their head samples, the blocks.
+type QueryInputs = (
+    Vec<(u32, SeriesDef)>,
+    HashMap<u32, Vec<(i64, f64)>>,
+    Vec<BlockMeta>,
+);
 
 struct Inner {
     ids: HashMap<String, u32>,
@@ -284,7 +330,9 @@ impl Tsdb {
             }
             match read_block_meta(&p) {
                 Ok(m) => blocks.push(m),
-                Err(err) => tracing::warn!(path = %p.display(), %err, "skipping an unreadable metrics block"),
+                Err(err) => {
+                    tracing::warn!(path = %p.display(), %err, "skipping an unreadable metrics block")
+                }
             }
         }
         blocks.sort_by_key(|b| b.start);
@@ -302,10 +350,17 @@ impl Tsdb {
             while i < buf.len() {
                 match buf[i] {
                     b'S' if i + 7 <= buf.len() => {
-                        let wid = u32::from_le_bytes(buf[i + 1..i + 5].try_into().unwrap_or_default());
-                        let len = u16::from_le_bytes(buf[i + 5..i + 7].try_into().unwrap_or_default()) as usize;
-                        let Some(raw) = buf.get(i + 7..i + 7 + len) else { break };
-                        let Ok(def) = serde_json::from_slice::<SeriesDef>(raw) else { break };
+                        let wid =
+                            u32::from_le_bytes(buf[i + 1..i + 5].try_into().unwrap_or_default());
+                        let len =
+                            u16::from_le_bytes(buf[i + 5..i + 7].try_into().unwrap_or_default())
+                                as usize;
+                        let Some(raw) = buf.get(i + 7..i + 7 + len) else {
+                            break;
+                        };
+                        let Ok(def) = serde_json::from_slice::<SeriesDef>(raw) else {
+                            break;
+                        };
                         let key = series_key(&def.name, &def.labels);
                         let id = *ids.entry(key).or_insert_with(|| {
                             defs.push(def);
@@ -315,11 +370,14 @@ impl Tsdb {
                         i += 7 + len;
                     }
                     b'P' if i + 21 <= buf.len() => {
-                        let wid = u32::from_le_bytes(buf[i + 1..i + 5].try_into().unwrap_or_default());
-                        let ts = i64::from_le_bytes(buf[i + 5..i + 13].try_into().unwrap_or_default());
-                        let v = f64::from_le_bytes(buf[i + 13..i + 21].try_into().unwrap_or_default());
+                        let wid =
+                            u32::from_le_bytes(buf[i + 1..i + 5].try_into().unwrap_or_default());
+                        let ts =
+                            i64::from_le_bytes(buf[i + 5..i + 13].try_into().unwrap_or_default());
+                        let v =
+                            f64::from_le_bytes(buf[i + 13..i + 21].try_into().unwrap_or_default());
                         if let Some(id) = wal_ids.get(&wid) {
-                            if head.entry(*id).or_insert_with(Chunk::new).push(ts, v) {
+                            if head.entry(*id).or_default().push(ts, v) {
                                 last.insert(*id, (ts, v));
                                 head_start = Some(head_start.map_or(ts, |s: i64| s.min(ts)));
                             }
@@ -344,17 +402,38 @@ impl Tsdb {
         w.flush()?;
         w.get_ref().sync_all()?;
         std::fs::rename(&tmp, wal_path(dir))?;
-        let wal = BufWriter::new(std::fs::OpenOptions::new().append(true).open(wal_path(dir))?);
+        let wal = BufWriter::new(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(wal_path(dir))?,
+        );
         for b in &blocks {
             for (key, s) in &b.series {
                 if !ids.contains_key(key) {
-                    defs.push(SeriesDef { name: s.name.clone(), labels: s.labels.clone() });
+                    defs.push(SeriesDef {
+                        name: s.name.clone(),
+                        labels: s.labels.clone(),
+                    });
                     ids.insert(key.clone(), (defs.len() - 1) as u32);
                 }
             }
         }
         let samples = head.values().map(|c| c.len() as u64).sum();
-        Ok(Tsdb { dir: dir.to_path_buf(), retention, inner: Mutex::new(Inner { ids, defs, head, head_start, last, wal, wal_known, blocks, samples }) })
+        Ok(Tsdb {
+            dir: dir.to_path_buf(),
+            retention,
+            inner: Mutex::new(Inner {
+                ids,
+                defs,
+                head,
+                head_start,
+                last,
+                wal,
+                wal_known,
+                blocks,
+                samples,
+            }),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -369,13 +448,16 @@ impl Tsdb {
         let id = match inner.ids.get(&key) {
             Some(id) => *id,
             None => {
-                inner.defs.push(SeriesDef { name: name.to_string(), labels: labels.clone() });
+                inner.defs.push(SeriesDef {
+                    name: name.to_string(),
+                    labels: labels.clone(),
+                });
                 let id = (inner.defs.len() - 1) as u32;
                 inner.ids.insert(key, id);
                 id
             }
         };
-        if !inner.head.entry(id).or_insert_with(Chunk::new).push(ts, v) {
+        if !inner.head.entry(id).or_default().push(ts, v) {
             return Ok(());
         }
         if inner.wal_known.insert(id) {
@@ -416,9 +498,27 @@ impl Tsdb {
             let def = &inner.defs[*id as usize];
             let off = data.len() as u64;
             data.extend_from_slice(chunk.bytes());
-            series.insert(series_key(&def.name, &def.labels), BlockSeries { name: def.name.clone(), labels: def.labels.clone(), chunks: vec![ChunkRef { off, len: chunk.bytes().len() as u64, count: chunk.len() }] });
+            series.insert(
+                series_key(&def.name, &def.labels),
+                BlockSeries {
+                    name: def.name.clone(),
+                    labels: def.labels.clone(),
+                    chunks: vec![ChunkRef {
+                        off,
+                        len: chunk.bytes().len() as u64,
+                        count: chunk.len(),
+                    }],
+                },
+            );
         }
-        let meta = BlockMeta { start, end, res: Res::Raw, series, path: PathBuf::new(), data_off: 0 };
+        let meta = BlockMeta {
+            start,
+            end,
+            res: Res::Raw,
+            series,
+            path: PathBuf::new(),
+            data_off: 0,
+        };
         let meta = write_block(&self.dir, meta, &data)?;
         inner.blocks.push(meta);
         inner.blocks.sort_by_key(|b| b.start);
@@ -434,7 +534,10 @@ impl Tsdb {
     /// Flushes the head when its block period is over; downsamples and expires blocks by
     /// the retention, as of `now_ms`.
     pub fn maintain(&self, now_ms: i64) -> Result<(), TsdbError> {
-        let due = self.lock().head_start.is_some_and(|s| now_ms - s >= self.retention.block_ms);
+        let due = self
+            .lock()
+            .head_start
+            .is_some_and(|s| now_ms - s >= self.retention.block_ms);
         if due {
             self.flush_head()?;
         }
@@ -468,19 +571,28 @@ impl Tsdb {
     /// Every series whose labels match `env` (all if `None`): name and labels.
     pub fn list(&self, env: Option<&str>) -> Vec<(String, Labels)> {
         let g = self.lock();
-        let mut out: Vec<(String, Labels)> = g.defs.iter().filter(|d| env.is_none_or(|e| d.labels.get("env").map(String::as_str) == Some(e))).map(|d| (d.name.clone(), d.labels.clone())).collect();
-        out.sort_by(|a, b| series_key(&a.0, &a.1).cmp(&series_key(&b.0, &b.1)));
+        let mut out: Vec<(String, Labels)> = g
+            .defs
+            .iter()
+            .filter(|d| env.is_none_or(|e| d.labels.get("env").map(String::as_str) == Some(e)))
+            .map(|d| (d.name.clone(), d.labels.clone()))
+            .collect();
+        out.sort_by_key(|a| series_key(&a.0, &a.1));
         out
     }
 
     /// The latest sample of every series (for Prometheus exposition).
     pub fn latest(&self) -> Vec<(String, Labels, i64, f64)> {
         let g = self.lock();
-        let mut out: Vec<_> = g.last.iter().map(|(id, (ts, v))| {
-            let d = &g.defs[*id as usize];
-            (d.name.clone(), d.labels.clone(), *ts, *v)
-        }).collect();
-        out.sort_by(|a, b| series_key(&a.0, &a.1).cmp(&series_key(&b.0, &b.1)));
+        let mut out: Vec<_> = g
+            .last
+            .iter()
+            .map(|(id, (ts, v))| {
+                let d = &g.defs[*id as usize];
+                (d.name.clone(), d.labels.clone(), *ts, *v)
+            })
+            .collect();
+        out.sort_by_key(|a| series_key(&a.0, &a.1));
         out
     }
 
@@ -492,22 +604,59 @@ impl Tsdb {
     /// Bytes on disk (blocks and log).
     pub fn disk_bytes(&self) -> u64 {
         fn size(p: &Path) -> u64 {
-            std::fs::read_dir(p).map(|rd| rd.filter_map(Result::ok).map(|e| if e.path().is_dir() { size(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) }).sum()).unwrap_or(0)
+            std::fs::read_dir(p)
+                .map(|rd| {
+                    rd.filter_map(Result::ok)
+                        .map(|e| {
+                            if e.path().is_dir() {
+                                size(&e.path())
+                            } else {
+                                e.metadata().map(|m| m.len()).unwrap_or(0)
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
         }
         size(&self.dir)
     }
 
     /// Queries series matching `sel` between `from` and `to` (ms): one value per `period`
     /// of the statistic. Percentiles over downsampled data use the bucket means.
-    pub fn query(&self, sel: &Selector, from: i64, to: i64, period_ms: i64, stat: Stat) -> Result<Vec<SeriesResult>, TsdbError> {
+    pub fn query(
+        &self,
+        sel: &Selector,
+        from: i64,
+        to: i64,
+        period_ms: i64,
+        stat: Stat,
+    ) -> Result<Vec<SeriesResult>, TsdbError> {
         if period_ms <= 0 {
             return Err(TsdbError::Query("the period must be positive".into()));
         }
-        let (matching, head, blocks): (Vec<(u32, SeriesDef)>, HashMap<u32, Vec<(i64, f64)>>, Vec<BlockMeta>) = {
+        let (matching, head, blocks): QueryInputs = {
             let g = self.lock();
-            let matching: Vec<(u32, SeriesDef)> = g.defs.iter().enumerate().filter(|(_, d)| sel.matches(&d.name, &d.labels)).map(|(i, d)| (i as u32, d.clone())).collect();
-            let head = matching.iter().filter_map(|(id, _)| g.head.get(id).map(|c| (*id, Chunk::decode(c.bytes(), c.len())))).collect();
-            let blocks = g.blocks.iter().filter(|b| b.end >= from && b.start <= to).cloned().collect();
+            let matching: Vec<(u32, SeriesDef)> = g
+                .defs
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| sel.matches(&d.name, &d.labels))
+                .map(|(i, d)| (i as u32, d.clone()))
+                .collect();
+            let head = matching
+                .iter()
+                .filter_map(|(id, _)| {
+                    g.head
+                        .get(id)
+                        .map(|c| (*id, Chunk::decode(c.bytes(), c.len())))
+                })
+                .collect();
+            let blocks = g
+                .blocks
+                .iter()
+                .filter(|b| b.end >= from && b.start <= to)
+                .cloned()
+                .collect();
             (matching, head, blocks)
         };
         let mut out = vec![];
@@ -516,14 +665,32 @@ impl Tsdb {
             let mut raw: Vec<(i64, f64)> = vec![];
             let mut aggs: Vec<(i64, Agg)> = vec![];
             for b in &blocks {
-                let Some(s) = b.series.get(&key) else { continue };
+                let Some(s) = b.series.get(&key) else {
+                    continue;
+                };
                 match b.res {
-                    Res::Raw => raw.extend(read_chunk(b, &s.chunks[0])?.into_iter().filter(|(t, _)| *t >= from && *t <= to)),
+                    Res::Raw => raw.extend(
+                        read_chunk(b, &s.chunks[0])?
+                            .into_iter()
+                            .filter(|(t, _)| *t >= from && *t <= to),
+                    ),
                     _ => {
-                        let parts: Vec<Vec<(i64, f64)>> = s.chunks.iter().map(|c| read_chunk(b, c)).collect::<Result<_, _>>()?;
+                        let parts: Vec<Vec<(i64, f64)>> = s
+                            .chunks
+                            .iter()
+                            .map(|c| read_chunk(b, c))
+                            .collect::<Result<_, _>>()?;
                         for (i, (t, min)) in parts[0].iter().enumerate() {
                             if *t >= from && *t <= to {
-                                aggs.push((*t, Agg { min: *min, max: parts[1][i].1, sum: parts[2][i].1, count: parts[3][i].1 }));
+                                aggs.push((
+                                    *t,
+                                    Agg {
+                                        min: *min,
+                                        max: parts[1][i].1,
+                                        sum: parts[2][i].1,
+                                        count: parts[3][i].1,
+                                    },
+                                ));
                             }
                         }
                     }
@@ -534,13 +701,28 @@ impl Tsdb {
             }
             let mut buckets: BTreeMap<i64, (Vec<f64>, Vec<Agg>)> = BTreeMap::new();
             for (t, v) in raw {
-                buckets.entry(from + (t - from) / period_ms * period_ms).or_default().0.push(v);
+                buckets
+                    .entry(from + (t - from) / period_ms * period_ms)
+                    .or_default()
+                    .0
+                    .push(v);
             }
             for (t, a) in aggs {
-                buckets.entry(from + (t - from) / period_ms * period_ms).or_default().1.push(a);
+                buckets
+                    .entry(from + (t - from) / period_ms * period_ms)
+                    .or_default()
+                    .1
+                    .push(a);
             }
-            let points: Vec<(i64, f64)> = buckets.into_iter().filter_map(|(t, (vals, aggs))| statistic(stat, vals, &aggs).map(|v| (t, v))).collect();
-            out.push(SeriesResult { name: def.name, labels: def.labels, points });
+            let points: Vec<(i64, f64)> = buckets
+                .into_iter()
+                .filter_map(|(t, (vals, aggs))| statistic(stat, vals, &aggs).map(|v| (t, v)))
+                .collect();
+            out.push(SeriesResult {
+                name: def.name,
+                labels: def.labels,
+                points,
+            });
         }
         Ok(out)
     }
@@ -557,8 +739,16 @@ pub fn statistic(stat: Stat, mut vals: Vec<f64>, aggs: &[Agg]) -> Option<f64> {
         Stat::Sum => sum,
         Stat::Count => count,
         Stat::Avg => sum / count,
-        Stat::Min => vals.iter().copied().chain(aggs.iter().map(|a| a.min)).fold(f64::INFINITY, f64::min),
-        Stat::Max => vals.iter().copied().chain(aggs.iter().map(|a| a.max)).fold(f64::NEG_INFINITY, f64::max),
+        Stat::Min => vals
+            .iter()
+            .copied()
+            .chain(aggs.iter().map(|a| a.min))
+            .fold(f64::INFINITY, f64::min),
+        Stat::Max => vals
+            .iter()
+            .copied()
+            .chain(aggs.iter().map(|a| a.max))
+            .fold(f64::NEG_INFINITY, f64::max),
         Stat::P(p) => {
             vals.extend(aggs.iter().map(|a| a.sum / a.count.max(1.0)));
             vals.sort_by(|a, b| a.total_cmp(b));
@@ -591,7 +781,9 @@ fn write_block(dir: &Path, mut meta: BlockMeta, data: &[u8]) -> Result<BlockMeta
         Res::FiveMin => "5m",
         Res::Hour => "1h",
     };
-    let path = dir.join("blocks").join(format!("{}-{}-{res}.blk", meta.start, meta.end));
+    let path = dir
+        .join("blocks")
+        .join(format!("{}-{}-{res}.blk", meta.start, meta.end));
     let tmp = path.with_extension("tmp");
     let header = serde_json::to_vec(&meta).unwrap_or_default();
     let mut f = BufWriter::new(File::create(&tmp)?);
@@ -620,7 +812,8 @@ fn read_block_meta(p: &Path) -> Result<BlockMeta, TsdbError> {
     let len = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
     let mut buf = vec![0u8; len as usize];
     f.read_exact(&mut buf)?;
-    let mut meta: BlockMeta = serde_json::from_slice(&buf).map_err(|e| TsdbError::Query(e.to_string()))?;
+    let mut meta: BlockMeta =
+        serde_json::from_slice(&buf).map_err(|e| TsdbError::Query(e.to_string()))?;
     meta.path = p.to_path_buf();
     meta.data_off = 16 + len;
     Ok(meta)
@@ -642,7 +835,12 @@ fn downsample(b: &BlockMeta, res: Res) -> Result<(BlockMeta, Vec<u8>), TsdbError
     for (key, s) in &b.series {
         let mut buckets: BTreeMap<i64, Agg> = BTreeMap::new();
         let mut add = |t: i64, a: Agg| {
-            let e = buckets.entry(t.div_euclid(step) * step).or_insert(Agg { min: f64::INFINITY, max: f64::NEG_INFINITY, sum: 0.0, count: 0.0 });
+            let e = buckets.entry(t.div_euclid(step) * step).or_insert(Agg {
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                sum: 0.0,
+                count: 0.0,
+            });
             e.min = e.min.min(a.min);
             e.max = e.max.max(a.max);
             e.sum += a.sum;
@@ -650,26 +848,72 @@ fn downsample(b: &BlockMeta, res: Res) -> Result<(BlockMeta, Vec<u8>), TsdbError
         };
         if b.res == Res::Raw {
             for (t, v) in read_chunk(b, &s.chunks[0])? {
-                add(t, Agg { min: v, max: v, sum: v, count: 1.0 });
+                add(
+                    t,
+                    Agg {
+                        min: v,
+                        max: v,
+                        sum: v,
+                        count: 1.0,
+                    },
+                );
             }
         } else {
-            let parts: Vec<Vec<(i64, f64)>> = s.chunks.iter().map(|c| read_chunk(b, c)).collect::<Result<_, _>>()?;
+            let parts: Vec<Vec<(i64, f64)>> = s
+                .chunks
+                .iter()
+                .map(|c| read_chunk(b, c))
+                .collect::<Result<_, _>>()?;
             for (i, (t, min)) in parts[0].iter().enumerate() {
-                add(*t, Agg { min: *min, max: parts[1][i].1, sum: parts[2][i].1, count: parts[3][i].1 });
+                add(
+                    *t,
+                    Agg {
+                        min: *min,
+                        max: parts[1][i].1,
+                        sum: parts[2][i].1,
+                        count: parts[3][i].1,
+                    },
+                );
             }
         }
         let mut chunks = vec![];
-        for pick in [|a: &Agg| a.min, |a: &Agg| a.max, |a: &Agg| a.sum, |a: &Agg| a.count] {
+        for pick in [
+            |a: &Agg| a.min,
+            |a: &Agg| a.max,
+            |a: &Agg| a.sum,
+            |a: &Agg| a.count,
+        ] {
             let mut c = Chunk::new();
             for (t, a) in &buckets {
                 c.push(*t, pick(a));
             }
-            chunks.push(ChunkRef { off: data.len() as u64, len: c.bytes().len() as u64, count: c.len() });
+            chunks.push(ChunkRef {
+                off: data.len() as u64,
+                len: c.bytes().len() as u64,
+                count: c.len(),
+            });
             data.extend_from_slice(c.bytes());
         }
-        series.insert(key.clone(), BlockSeries { name: s.name.clone(), labels: s.labels.clone(), chunks });
+        series.insert(
+            key.clone(),
+            BlockSeries {
+                name: s.name.clone(),
+                labels: s.labels.clone(),
+                chunks,
+            },
+        );
     }
-    Ok((BlockMeta { start: b.start, end: b.end, res, series, path: PathBuf::new(), data_off: 0 }, data))
+    Ok((
+        BlockMeta {
+            start: b.start,
+            end: b.end,
+            res,
+            series,
+            path: PathBuf::new(),
+            data_off: 0,
+        },
+        data,
+    ))
 }
 
 #[cfg(test)]
@@ -677,7 +921,9 @@ mod tests {
     use super::*;
 
     fn labels(kv: &[(&str, &str)]) -> Labels {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -688,18 +934,34 @@ mod tests {
         for i in 0..60 {
             db.append("cpu", &l, i * 10_000, i as f64).unwrap();
         }
-        db.append("cpu", &labels(&[("env", "stage")]), 0, 99.0).unwrap();
+        db.append("cpu", &labels(&[("env", "stage")]), 0, 99.0)
+            .unwrap();
         let sel = Selector::parse("cpu{env=\"prod\"}").unwrap();
         let q = |db: &Tsdb, stat| db.query(&sel, 0, 600_000, 300_000, stat).unwrap();
         let check = |db: &Tsdb| {
             assert_eq!(q(db, Stat::Avg)[0].points, vec![(0, 14.5), (300_000, 44.5)]);
             assert_eq!(q(db, Stat::Min)[0].points, vec![(0, 0.0), (300_000, 30.0)]);
             assert_eq!(q(db, Stat::Max)[0].points, vec![(0, 29.0), (300_000, 59.0)]);
-            assert_eq!(q(db, Stat::Sum)[0].points, vec![(0, 435.0), (300_000, 1335.0)]);
-            assert_eq!(q(db, Stat::Count)[0].points, vec![(0, 30.0), (300_000, 30.0)]);
-            assert_eq!(q(db, Stat::P(50.0))[0].points, vec![(0, 14.0), (300_000, 44.0)]);
-            assert_eq!(q(db, Stat::P(90.0))[0].points, vec![(0, 26.0), (300_000, 56.0)]);
-            assert_eq!(q(db, Stat::P(99.0))[0].points, vec![(0, 29.0), (300_000, 59.0)]);
+            assert_eq!(
+                q(db, Stat::Sum)[0].points,
+                vec![(0, 435.0), (300_000, 1335.0)]
+            );
+            assert_eq!(
+                q(db, Stat::Count)[0].points,
+                vec![(0, 30.0), (300_000, 30.0)]
+            );
+            assert_eq!(
+                q(db, Stat::P(50.0))[0].points,
+                vec![(0, 14.0), (300_000, 44.0)]
+            );
+            assert_eq!(
+                q(db, Stat::P(90.0))[0].points,
+                vec![(0, 26.0), (300_000, 56.0)]
+            );
+            assert_eq!(
+                q(db, Stat::P(99.0))[0].points,
+                vec![(0, 29.0), (300_000, 59.0)]
+            );
             assert_eq!(q(db, Stat::Avg).len(), 1, "the stage series does not match");
         };
         check(&db);
@@ -721,7 +983,12 @@ mod tests {
     #[test]
     fn downsampling_and_retention_follow_the_clock() {
         let d = tempfile::tempdir().unwrap();
-        let r = Retention { block_ms: 3_600_000, raw_ms: DAY, five_min_ms: 2 * DAY, hour_ms: 3 * DAY };
+        let r = Retention {
+            block_ms: 3_600_000,
+            raw_ms: DAY,
+            five_min_ms: 2 * DAY,
+            hour_ms: 3 * DAY,
+        };
         let db = Tsdb::open(d.path(), r).unwrap();
         let l = labels(&[("env", "e")]);
         for i in 0..360 {
@@ -729,23 +996,52 @@ mod tests {
         }
         db.flush_head().unwrap();
         let sel = Selector::parse("m").unwrap();
-        let before = db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0].points.clone();
+        let before = db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0]
+            .points
+            .clone();
         // After a day: 5-minute aggregates, same averages, min and max.
         db.maintain(DAY + 4_000_000).unwrap();
-        let files: Vec<String> = std::fs::read_dir(d.path().join("blocks")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        let files: Vec<String> = std::fs::read_dir(d.path().join("blocks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
         assert!(files.iter().all(|f| f.ends_with("-5m.blk")), "{files:?}");
-        assert_eq!(db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0].points, before);
-        assert_eq!(db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Max).unwrap()[0].points, vec![(0, 29.0)]);
-        assert_eq!(db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Count).unwrap()[0].points, vec![(0, 360.0)]);
+        assert_eq!(
+            db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0].points,
+            before
+        );
+        assert_eq!(
+            db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Max).unwrap()[0].points,
+            vec![(0, 29.0)]
+        );
+        assert_eq!(
+            db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Count)
+                .unwrap()[0]
+                .points,
+            vec![(0, 360.0)]
+        );
         // After two days: hourly.
         db.maintain(2 * DAY + 4_000_000).unwrap();
-        let files: Vec<String> = std::fs::read_dir(d.path().join("blocks")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        let files: Vec<String> = std::fs::read_dir(d.path().join("blocks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
         assert!(files.iter().all(|f| f.ends_with("-1h.blk")), "{files:?}");
-        assert_eq!(db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0].points, before);
+        assert_eq!(
+            db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0].points,
+            before
+        );
         // After three days: gone.
         db.maintain(3 * DAY + 4_000_000).unwrap();
-        assert!(db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0].points.is_empty());
-        assert_eq!(std::fs::read_dir(d.path().join("blocks")).unwrap().count(), 0);
+        assert!(
+            db.query(&sel, 0, 3_600_000, 3_600_000, Stat::Avg).unwrap()[0]
+                .points
+                .is_empty()
+        );
+        assert_eq!(
+            std::fs::read_dir(d.path().join("blocks")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -757,11 +1053,19 @@ mod tests {
         }
         db.sync().unwrap();
         drop(db);
-        let mut f = std::fs::OpenOptions::new().append(true).open(d.path().join("wal")).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join("wal"))
+            .unwrap();
         f.write_all(b"P\x00\x00\x00").unwrap();
         let db = Tsdb::open(d.path(), Retention::default()).unwrap();
         let sel = Selector::parse("m").unwrap();
-        assert_eq!(db.query(&sel, 0, 1_000_000, 1_000_000, Stat::Count).unwrap()[0].points, vec![(0, 10.0)]);
+        assert_eq!(
+            db.query(&sel, 0, 1_000_000, 1_000_000, Stat::Count)
+                .unwrap()[0]
+                .points,
+            vec![(0, 10.0)]
+        );
     }
 
     #[test]

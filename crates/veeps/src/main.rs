@@ -47,6 +47,12 @@ pub enum Command {
         /// Address of the API
         #[arg(long, default_value = veeps_api::DEFAULT_LISTEN)]
         listen: String,
+        /// SMTP relay for email notifications (HOST:PORT)
+        #[arg(long, env = "VEEPS_SMTP_RELAY")]
+        smtp_relay: Option<String>,
+        /// Sender address of email notifications
+        #[arg(long, env = "VEEPS_SMTP_FROM")]
+        smtp_from: Option<String>,
     },
     /// Start veeps and deploy every environment under DIR (default: the bundled example), then stay in the foreground
     Up {
@@ -148,6 +154,43 @@ pub enum Command {
         /// The environment
         env: String,
     },
+    /// List and query metrics
+    #[command(subcommand)]
+    Metrics(MetricsCmd),
+    /// Search and follow logs
+    Logs {
+        /// The environment (`system` for the server and host)
+        env: String,
+        /// A log group, or GROUP/SOURCE (default: all)
+        source: Option<String>,
+        /// Keep printing new lines
+        #[arg(short, long)]
+        follow: bool,
+        /// How far back, like 30s, 10m, 1h, 2d
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Only lines containing this text
+        #[arg(long)]
+        grep: Option<String>,
+        /// At most this many lines (the newest)
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// List the alarms of an environment with their states
+    Alarms {
+        /// The environment
+        env: String,
+    },
+    /// Inspect one alarm
+    #[command(subcommand)]
+    Alarm(AlarmCmd),
+    /// List the deliveries of a notification topic
+    Deliveries {
+        /// The environment
+        env: String,
+        /// The topic's name
+        topic: String,
+    },
     /// Show or verify the audit log of API calls
     Audit {
         /// Check the hash chain instead of listing
@@ -156,6 +199,42 @@ pub enum Command {
         /// How many entries to list
         #[arg(long, default_value_t = 50)]
         limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MetricsCmd {
+    /// List the series of an environment (`system` for the host and server)
+    List {
+        /// The environment
+        env: String,
+    },
+    /// Query a series: one value per period
+    Query {
+        /// The environment
+        env: String,
+        /// A selector, like 'host_cpu_usage_percent{host="a"}'
+        selector: String,
+        /// How far back, like 10m, 1h, 2d
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Seconds per value
+        #[arg(long, default_value_t = 60)]
+        period: u64,
+        /// avg, min, max, sum, count, p50, p90, p99
+        #[arg(long, default_value = "avg")]
+        stat: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AlarmCmd {
+    /// The state changes of an alarm
+    History {
+        /// The environment
+        env: String,
+        /// The alarm's name
+        name: String,
     },
 }
 
@@ -184,12 +263,19 @@ fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VEEPS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
+    {
+        use tracing_subscriber::prelude::*;
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(ansi);
+        // The server's own log events also go to its log store (env `system`, group `server`).
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .with(veeps_obs::layer::ServerLogLayer)
+            .init();
+    }
     let code = ops::run(cli);
     std::process::exit(code);
 }

@@ -1,7 +1,7 @@
 //! The commands.
 
 use crate::envs::{load_env, load_tree, LoadedEnv};
-use crate::{Cli, Command, Global, StateCmd, VarArgs};
+use crate::{AlarmCmd, Cli, Command, Global, MetricsCmd, StateCmd, VarArgs};
 use serde_json::{json, Value as Json};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,45 @@ use veeps_engine::plan::{show, Event, Plan};
 pub fn run(cli: Cli) -> i32 {
     let g = cli.global.clone();
     let r = match cli.command {
-        Command::Server { listen } => crate::up::server(&g, &listen),
+        Command::Server {
+            listen,
+            smtp_relay,
+            smtp_from,
+        } => crate::up::server(
+            &g,
+            &listen,
+            veeps_api::server::ServerOptions {
+                smtp_relay,
+                smtp_from,
+            },
+        ),
+        Command::Metrics(MetricsCmd::List { env }) => metrics_list(&g, &env),
+        Command::Metrics(MetricsCmd::Query {
+            env,
+            selector,
+            since,
+            period,
+            stat,
+        }) => metrics_query(&g, &env, &selector, &since, period, &stat),
+        Command::Logs {
+            env,
+            source,
+            follow,
+            since,
+            grep,
+            limit,
+        } => logs(
+            &g,
+            &env,
+            source.as_deref().unwrap_or(""),
+            follow,
+            &since,
+            grep.as_deref(),
+            limit,
+        ),
+        Command::Alarms { env } => alarms(&g, &env),
+        Command::Alarm(AlarmCmd::History { env, name }) => alarm_history(&g, &env, &name),
+        Command::Deliveries { env, topic } => deliveries(&g, &env, &topic),
         Command::Up {
             dir,
             listen,
@@ -673,6 +711,213 @@ fn audit(g: &Global, verify: bool, limit: usize) -> R {
                 e["result"]
             );
         }
+    }
+    Ok(0)
+}
+
+fn metrics_list(g: &Global, env: &str) -> R {
+    let c = client(g)?;
+    let v = c.get(&format!("/v1/envs/{env}/metrics")).map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    for s in v.as_array().into_iter().flatten() {
+        let labels: Vec<String> = s["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "{}{{{}}}",
+            s["name"].as_str().unwrap_or(""),
+            labels.join(",")
+        );
+    }
+    Ok(0)
+}
+
+fn metrics_query(g: &Global, env: &str, selector: &str, since: &str, period: u64, stat: &str) -> R {
+    let c = client(g)?;
+    let v = c
+        .get(&format!(
+            "/v1/envs/{env}/metrics/query?q={}&since={}&period={period}&stat={}",
+            encode(selector),
+            encode(since),
+            encode(stat)
+        ))
+        .map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    let series = v.as_array().cloned().unwrap_or_default();
+    if series.is_empty() {
+        println!("No series match {selector} in \"{env}\".");
+    }
+    for s in series {
+        let labels: Vec<String> = s["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "{}{{{}}}  ({stat} per {period}s)",
+            s["name"].as_str().unwrap_or(""),
+            labels.join(",")
+        );
+        for p in s["points"].as_array().into_iter().flatten() {
+            let ts = p[0].as_i64().unwrap_or(0);
+            println!("  {}  {}", fmt_ts(ts), p[1]);
+        }
+    }
+    Ok(0)
+}
+
+/// An RFC 3339 timestamp of milliseconds since the epoch.
+fn fmt_ts(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (d, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = d + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn logs(
+    g: &Global,
+    env: &str,
+    source: &str,
+    follow: bool,
+    since: &str,
+    grep: Option<&str>,
+    limit: usize,
+) -> R {
+    let c = client(g)?;
+    veeps_api::parse_duration_ms(since)?;
+    let path = format!(
+        "/v1/envs/{env}/logs?source={}&since={}&limit={limit}&follow={follow}{}",
+        encode(source),
+        encode(since),
+        grep.map(|g| format!("&grep={}", encode(g)))
+            .unwrap_or_default()
+    );
+    let print = |l: &Json| {
+        if g.json {
+            println!("{l}");
+        } else {
+            println!(
+                "{} {}/{} {}: {}",
+                fmt_ts(l["ts"].as_i64().unwrap_or(0)),
+                l["group"].as_str().unwrap_or(""),
+                l["source"].as_str().unwrap_or(""),
+                l["stream"].as_str().unwrap_or(""),
+                l["text"].as_str().unwrap_or("")
+            );
+        }
+        let _ = std::io::stdout().flush();
+    };
+    if follow {
+        c.get_stream(&path, |l| print(&l)).map_err(api_err)?;
+    } else {
+        let v = c.get(&path).map_err(api_err)?;
+        for l in v.as_array().into_iter().flatten() {
+            print(l);
+        }
+    }
+    Ok(0)
+}
+
+fn alarms(g: &Global, env: &str) -> R {
+    let c = client(g)?;
+    let v = c.get(&format!("/v1/envs/{env}/alarms")).map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    let rows = v.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("No alarms in \"{env}\".");
+    }
+    for a in rows {
+        println!(
+            "{:<18} {:<40} {}",
+            a["state"].as_str().unwrap_or(""),
+            a["name"].as_str().unwrap_or(""),
+            a["reason"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
+}
+
+fn alarm_history(g: &Global, env: &str, name: &str) -> R {
+    let c = client(g)?;
+    let v = c
+        .get(&format!("/v1/envs/{env}/alarms/{}", encode(name)))
+        .map_err(api_err)?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v["history"]).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    println!(
+        "{} is {} ({})",
+        name,
+        v["state"].as_str().unwrap_or(""),
+        v["reason"].as_str().unwrap_or("")
+    );
+    for t in v["history"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  {} -> {}  {}",
+            t["time"].as_str().unwrap_or(""),
+            t["from"].as_str().unwrap_or(""),
+            t["to"].as_str().unwrap_or(""),
+            t["reason"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
+}
+
+fn deliveries(g: &Global, env: &str, topic: &str) -> R {
+    let c = client(g)?;
+    let v = c
+        .get(&format!(
+            "/v1/envs/{env}/topics/{}/deliveries",
+            encode(topic)
+        ))
+        .map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    for d in v.as_array().into_iter().flatten() {
+        println!(
+            "{}  {:<9} {:<8} {:<40} attempts={} {}",
+            d["time"].as_str().unwrap_or(""),
+            d["status"].as_str().unwrap_or(""),
+            d["subscription"]["protocol"].as_str().unwrap_or(""),
+            d["subscription"]["endpoint"].as_str().unwrap_or(""),
+            d["attempts"],
+            d["error"].as_str().unwrap_or("")
+        );
     }
     Ok(0)
 }

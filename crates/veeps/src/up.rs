@@ -30,11 +30,15 @@ async fn shutdown_signal() {
 }
 
 /// `veeps server`.
-pub fn server(g: &Global, listen: &str) -> Result<i32, String> {
+pub fn server(
+    g: &Global,
+    listen: &str,
+    opts: veeps_api::server::ServerOptions,
+) -> Result<i32, String> {
     let dir = data_dir(g);
     let rt = runtime()?;
     rt.block_on(async {
-        let state = veeps_api::server::open(&dir).map_err(|e| e.to_string())?;
+        let state = veeps_api::server::open_with(&dir, opts).map_err(|e| e.to_string())?;
         eprintln!(
             "veeps server: API on http://{listen}, data in {}, root token in {}",
             dir.display(),

@@ -13,6 +13,7 @@ pub struct Veeps {
     pub data: PathBuf,
     pub work: PathBuf,
     _tmp: tempfile::TempDir,
+    env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -25,6 +26,11 @@ pub fn free_port() -> u16 {
 
 impl Veeps {
     pub fn start() -> Veeps {
+        Veeps::start_with_env(&[])
+    }
+
+    /// Starts a server with extra environment variables (for it alone).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Veeps {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let work = tmp.path().join("work");
@@ -35,6 +41,10 @@ impl Veeps {
             data,
             work,
             _tmp: tmp,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         v.boot();
         v
@@ -50,6 +60,7 @@ impl Veeps {
             .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--data-dir")
             .arg(&self.data)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -138,6 +149,7 @@ impl Veeps {
             data,
             work,
             _tmp: tmp,
+            env: vec![],
         };
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -1,0 +1,311 @@
+//! API handlers of metrics, logs, alarms and deliveries.
+
+use crate::server::AppState;
+use crate::ApiError;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::collections::HashMap;
+use veeps_obs::logs::{LogLine, LogQuery};
+use veeps_obs::tsdb::{Labels, Selector, Stat};
+
+fn bad(msg: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(ApiError {
+            error: msg.into(),
+            text: None,
+            diagnostics: vec![],
+        }),
+    )
+        .into_response()
+}
+
+fn fail(msg: impl Into<String>) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(ApiError {
+            error: msg.into(),
+            text: None,
+            diagnostics: vec![],
+        }),
+    )
+        .into_response()
+}
+
+/// Parses `30s`, `10m`, `1h`, `2d` into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a duration like 30s, 10m, 1h or 2d"))?;
+    let mult = match unit {
+        "ms" => 1,
+        "s" | "" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "\"{s}\": unknown unit \"{unit}\" (use s, m, h or d)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("\"{s}\" is too long"))
+}
+
+fn now() -> i64 {
+    veeps_obs::service::now()
+}
+
+pub(crate) async fn metrics_list(State(st): State<AppState>, Path(env): Path<String>) -> Response {
+    let list: Vec<serde_json::Value> = st
+        .obs
+        .tsdb
+        .list(Some(&env))
+        .into_iter()
+        .map(|(n, l)| serde_json::json!({"name": n, "labels": l}))
+        .collect();
+    Json(list).into_response()
+}
+
+pub(crate) async fn metrics_query(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(sel) = q.get("q") else {
+        return bad(
+            "the q parameter (a selector like host_cpu_usage_percent{env=\"prod\"}) is required",
+        );
+    };
+    let mut sel = match Selector::parse(sel) {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    if !sel.matchers.iter().any(|m| m.label == "env") {
+        sel.matchers.push(veeps_obs::tsdb::Matcher {
+            label: "env".into(),
+            value: env.clone(),
+            negate: false,
+        });
+    }
+    let since = match parse_duration_ms(q.get("since").map(String::as_str).unwrap_or("1h")) {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    let period = match q.get("period").map(|p| p.parse::<i64>()) {
+        None => 60,
+        Some(Ok(p)) if p > 0 => p,
+        _ => return bad("period must be a positive number of seconds"),
+    };
+    let stat = match Stat::parse(q.get("stat").map(String::as_str).unwrap_or("avg")) {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    let to = now();
+    let from = (to - since).div_euclid(period * 1000) * period * 1000;
+    let tsdb = st.obs.tsdb.clone();
+    match tokio::task::spawn_blocking(move || tsdb.query(&sel, from, to, period * 1000, stat)).await
+    {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e)) => bad(e.to_string()),
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct IngestSamples {
+    samples: Vec<IngestSample>,
+}
+
+#[derive(Deserialize)]
+struct IngestSample {
+    name: String,
+    #[serde(default)]
+    labels: Labels,
+    value: f64,
+    #[serde(default)]
+    ts: Option<i64>,
+}
+
+pub(crate) async fn metrics_ingest(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    Json(body): Json<IngestSamples>,
+) -> Response {
+    let mut n = 0;
+    for s in body.samples {
+        if Selector::parse(&s.name).map(|x| x.matchers.is_empty()) != Ok(true) {
+            return bad(format!("invalid metric name \"{}\"", s.name));
+        }
+        let mut labels = s.labels;
+        labels.insert("env".into(), env.clone());
+        if st
+            .obs
+            .tsdb
+            .append(&s.name, &labels, s.ts.unwrap_or_else(now), s.value)
+            .is_ok()
+        {
+            n += 1;
+        }
+    }
+    Json(serde_json::json!({"accepted": n})).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct IngestLines {
+    lines: Vec<IngestLine>,
+}
+
+#[derive(Deserialize)]
+struct IngestLine {
+    group: String,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    stream: Option<String>,
+    text: String,
+    #[serde(default)]
+    ts: Option<i64>,
+}
+
+pub(crate) async fn logs_ingest(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    Json(body): Json<IngestLines>,
+) -> Response {
+    let n = body.lines.len();
+    for l in body.lines {
+        if l.group.is_empty() {
+            return bad("each line needs a group");
+        }
+        st.obs.log(LogLine {
+            ts: l.ts.unwrap_or_else(now),
+            env: env.clone(),
+            group: l.group,
+            source: l.source,
+            stream: l.stream.unwrap_or_else(|| "log".into()),
+            text: l.text,
+        });
+    }
+    Json(serde_json::json!({"accepted": n})).into_response()
+}
+
+/// Searches logs; with `follow=true`, keeps streaming new matching lines (NDJSON).
+pub(crate) async fn logs_search(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let since = match parse_duration_ms(q.get("since").map(String::as_str).unwrap_or("1h")) {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(1000usize);
+    let query = LogQuery {
+        env,
+        source: q.get("source").cloned().unwrap_or_default(),
+        from: now() - since,
+        to: i64::MAX,
+        grep: q.get("grep").filter(|g| !g.is_empty()).cloned(),
+        limit,
+    };
+    let follow = q.get("follow").is_some_and(|f| f == "true");
+    // Subscribe before searching so no line falls between the two.
+    let mut rx = st.obs.logs.subscribe();
+    let logs = st.obs.logs.clone();
+    let q2 = query.clone();
+    let found = match tokio::task::spawn_blocking(move || logs.search(&q2)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return fail(e.to_string()),
+        Err(e) => return fail(e.to_string()),
+    };
+    if !follow {
+        return Json(found).into_response();
+    }
+    let last = found.last().map(|l| l.ts).unwrap_or(0);
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::convert::Infallible>>(256);
+    tokio::spawn(async move {
+        for l in found {
+            if tx.send(Ok(line_bytes(&l))).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            match rx.recv().await {
+                Ok(l) => {
+                    if l.ts >= last
+                        && query.matches(&l)
+                        && tx.send(Ok(line_bytes(&l))).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            }
+        }
+    });
+    let stream =
+        futures::stream::unfold(
+            out,
+            |mut out| async move { out.recv().await.map(|x| (x, out)) },
+        );
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| fail("response"))
+}
+
+fn line_bytes(l: &LogLine) -> Vec<u8> {
+    let mut v = serde_json::to_vec(l).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+pub(crate) async fn alarms(State(st): State<AppState>, Path(env): Path<String>) -> Response {
+    match st.obs.alarms(&env) {
+        Ok(a) => Json(a).into_response(),
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+pub(crate) async fn alarm(
+    State(st): State<AppState>,
+    Path((env, name)): Path<(String, String)>,
+) -> Response {
+    match st.obs.alarm(&env, &name) {
+        Ok(Some(a)) => Json(a).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(ApiError {
+                error: format!(
+                    "no alarm \"{name}\" in environment \"{env}\"; see `veeps alarms {env}`"
+                ),
+                text: None,
+                diagnostics: vec![],
+            }),
+        )
+            .into_response(),
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+pub(crate) async fn deliveries(
+    State(st): State<AppState>,
+    Path((env, name)): Path<(String, String)>,
+) -> Response {
+    match st.obs.deliveries(&env, &name) {
+        Ok(d) => Json(d).into_response(),
+        Err(e) => fail(e.to_string()),
+    }
+}
