@@ -200,6 +200,11 @@ impl AppState {
         self.obs.start();
         let started = std::time::Instant::now();
         let failures = self.engine.reconcile_all().await;
+        self.obs.record(&[veeps_obs::collect::Sample::new(
+            "reconcile_duration_seconds",
+            &[("env", "system")],
+            started.elapsed().as_secs_f64(),
+        )]);
         for (env, e) in &failures {
             tracing::error!(env, error = %e, "could not restore a resource at start; the next apply retries");
         }
@@ -525,11 +530,20 @@ async fn apply(
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<veeps_engine::plan::Event>();
     let engine = st.engine.clone();
+    let obs = st.obs.clone();
     let destroy = r.destroy;
     let hash = r.plan_hash.clone();
     tokio::spawn(async move {
         let err_tx = tx.clone();
-        if let Err(e) = engine.apply(req, destroy, hash, tx).await {
+        let started = std::time::Instant::now();
+        let env_name = req.env.clone();
+        let result = engine.apply(req, destroy, hash, tx).await;
+        obs.record(&[veeps_obs::collect::Sample::new(
+            "apply_duration_seconds",
+            &[("env", env_name.as_str())],
+            started.elapsed().as_secs_f64(),
+        )]);
+        if let Err(e) = result {
             let message = match &e {
                 EngineError::Config(d) => d.to_string(),
                 other => other.to_string(),

@@ -7,6 +7,7 @@
 //! [`resources`] are the `alarm`, `topic` and `log_group` resource types.
 
 pub mod alarm;
+pub mod codec;
 pub mod collect;
 pub mod gorilla;
 pub mod layer;

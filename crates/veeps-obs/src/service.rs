@@ -232,7 +232,12 @@ impl Obs {
         });
         let me = self.clone();
         tokio::spawn(async move {
-            let mut t = tokio::time::interval(std::time::Duration::from_secs(60));
+            let every = std::env::var("VEEPS_OBS_MAINTAIN_SECS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(60);
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(every));
             loop {
                 t.tick().await;
                 let m = me.clone();

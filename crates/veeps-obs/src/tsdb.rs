@@ -98,6 +98,9 @@ struct ChunkRef {
     off: u64,
     len: u64,
     count: u32,
+    /// The encoding (see [`crate::codec`]).
+    #[serde(default)]
+    enc: u8,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -497,7 +500,8 @@ impl Tsdb {
             end = end.max(samples[samples.len() - 1].0);
             let def = &inner.defs[*id as usize];
             let off = data.len() as u64;
-            data.extend_from_slice(chunk.bytes());
+            let (enc, bytes) = crate::codec::encode(&samples);
+            data.extend_from_slice(&bytes);
             series.insert(
                 series_key(&def.name, &def.labels),
                 BlockSeries {
@@ -505,8 +509,9 @@ impl Tsdb {
                     labels: def.labels.clone(),
                     chunks: vec![ChunkRef {
                         off,
-                        len: chunk.bytes().len() as u64,
+                        len: bytes.len() as u64,
                         count: chunk.len(),
+                        enc,
                     }],
                 },
             );
@@ -824,7 +829,7 @@ fn read_chunk(b: &BlockMeta, c: &ChunkRef) -> Result<Vec<(i64, f64)>, TsdbError>
     f.seek(SeekFrom::Start(b.data_off + c.off))?;
     let mut buf = vec![0u8; c.len as usize];
     f.read_exact(&mut buf)?;
-    Ok(Chunk::decode(&buf, c.count))
+    Ok(crate::codec::decode(c.enc, &buf, c.count))
 }
 
 /// Aggregates a block into buckets of `res`.
@@ -883,16 +888,15 @@ fn downsample(b: &BlockMeta, res: Res) -> Result<(BlockMeta, Vec<u8>), TsdbError
             |a: &Agg| a.sum,
             |a: &Agg| a.count,
         ] {
-            let mut c = Chunk::new();
-            for (t, a) in &buckets {
-                c.push(*t, pick(a));
-            }
+            let samples: Vec<(i64, f64)> = buckets.iter().map(|(t, a)| (*t, pick(a))).collect();
+            let (enc, bytes) = crate::codec::encode(&samples);
             chunks.push(ChunkRef {
                 off: data.len() as u64,
-                len: c.bytes().len() as u64,
-                count: c.len(),
+                len: bytes.len() as u64,
+                count: samples.len() as u32,
+                enc,
             });
-            data.extend_from_slice(c.bytes());
+            data.extend_from_slice(&bytes);
         }
         series.insert(
             key.clone(),
