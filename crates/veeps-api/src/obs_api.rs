@@ -36,28 +36,7 @@ fn fail(msg: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Parses `30s`, `10m`, `1h`, `2d` into milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("\"{s}\" is not a duration like 30s, 10m, 1h or 2d"))?;
-    let mult = match unit {
-        "ms" => 1,
-        "s" | "" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "\"{s}\": unknown unit \"{unit}\" (use s, m, h or d)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("\"{s}\" is too long"))
-}
+pub use veeps_obs::parse_duration_ms;
 
 fn now() -> i64 {
     veeps_obs::service::now()
@@ -181,20 +160,26 @@ pub(crate) async fn logs_ingest(
     Json(body): Json<IngestLines>,
 ) -> Response {
     let n = body.lines.len();
-    for l in body.lines {
-        if l.group.is_empty() {
-            return bad("each line needs a group");
-        }
-        st.obs.log(LogLine {
-            ts: l.ts.unwrap_or_else(now),
-            env: env.clone(),
-            group: l.group,
-            source: l.source,
-            stream: l.stream.unwrap_or_else(|| "log".into()),
-            text: l.text,
-        });
+    if body.lines.iter().any(|l| l.group.is_empty()) {
+        return bad("each line needs a group");
     }
-    Json(serde_json::json!({"accepted": n})).into_response()
+    let obs = st.obs.clone();
+    let write = move || {
+        for l in body.lines {
+            obs.log(LogLine {
+                ts: l.ts.unwrap_or_else(now),
+                env: env.clone(),
+                group: l.group,
+                source: l.source,
+                stream: l.stream.unwrap_or_else(|| "log".into()),
+                text: l.text,
+            });
+        }
+    };
+    match tokio::task::spawn_blocking(write).await {
+        Ok(()) => Json(serde_json::json!({"accepted": n})).into_response(),
+        Err(e) => fail(e.to_string()),
+    }
 }
 
 /// Searches logs; with `follow=true`, keeps streaming new matching lines (NDJSON).

@@ -70,6 +70,10 @@ pub struct ServerOptions {
     pub smtp_relay: Option<String>,
     /// Sender of email notifications.
     pub smtp_from: Option<String>,
+    /// Metrics retention per resolution (CloudWatch's when `None`).
+    pub metrics_retention: Option<veeps_obs::tsdb::Retention>,
+    /// Days of logs kept for groups without a `log_group` of their own (30 when `None`).
+    pub log_retention_days: Option<u32>,
 }
 
 /// API call counts and latencies, reported every collection interval.
@@ -155,7 +159,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
                 .clone()
                 .unwrap_or_else(|| format!("veeps@{host}")),
         },
-        ..Default::default()
+        retention: opts.metrics_retention.unwrap_or_default(),
+        log_days: opts.log_retention_days.unwrap_or(30).max(1),
     };
     let obs = Arc::new(veeps_obs::Obs::open(data_dir, store.clone(), obs_config).map_err(dd)?);
     veeps_obs::layer::set_sink(obs.logs.clone());

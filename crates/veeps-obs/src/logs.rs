@@ -39,16 +39,18 @@ pub struct LogStore {
     tx: tokio::sync::broadcast::Sender<LogLine>,
 }
 
+/// A name as a file name: ASCII letters, digits, `-`, `_` and `.` (not leading) kept,
+/// every other byte of its UTF-8 as `%XX`.
 fn enc(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c.to_string()
-            } else {
-                format!("%{:02X}", c as u32 & 0xff)
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn dec(s: &str) -> String {
@@ -57,7 +59,8 @@ fn dec(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
                 i += 3;
                 continue;
@@ -228,15 +231,16 @@ impl LogStore {
         out
     }
 
-    /// Searches: oldest first, the newest `limit` lines that match.
+    /// Searches: oldest first, the newest `limit` lines that match. Segments are read
+    /// newest hour first, and reading stops once an hour's segments have filled `limit`.
     pub fn search(&self, q: &LogQuery) -> std::io::Result<Vec<LogLine>> {
         let _ = self.sync();
         let env_dir = self.dir.join(enc(&q.env));
-        let mut out = vec![];
         let needle = q.grep.as_ref().map(|g| escape(g).into_bytes());
         let finder = needle
             .as_ref()
             .map(|n| memchr::memmem::Finder::new(n.as_slice()));
+        let mut segs: Vec<(i64, String, PathBuf)> = vec![];
         for group in self.groups(&q.env) {
             if !(q.source.is_empty()
                 || group.starts_with(&q.source)
@@ -245,22 +249,34 @@ impl LogStore {
                 continue;
             }
             let gdir = env_dir.join(enc(&group));
-            let mut segs: Vec<(i64, PathBuf)> = std::fs::read_dir(&gdir)?
-                .filter_map(Result::ok)
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .strip_suffix(".log")
-                        .and_then(|s| s.parse().ok())
-                        .map(|h: i64| (h, e.path()))
-                })
-                .collect();
-            segs.sort();
-            for (hour, path) in segs {
-                if hour + HOUR < q.from || hour > q.to {
-                    continue;
-                }
-                let data = std::fs::read(&path)?;
+            let rd = match std::fs::read_dir(&gdir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            segs.extend(rd.filter_map(Result::ok).filter_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".log")
+                    .and_then(|s| s.parse().ok())
+                    .filter(|h: &i64| h.saturating_add(HOUR) >= q.from && *h <= q.to)
+                    .map(|h: i64| (h, group.clone(), e.path()))
+            }));
+        }
+        segs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut out = vec![];
+        let mut i = 0;
+        while i < segs.len() {
+            let hour = segs[i].0;
+            while i < segs.len() && segs[i].0 == hour {
+                let (_, group, path) = &segs[i];
+                i += 1;
+                let data = match std::fs::read(path) {
+                    Ok(d) => d,
+                    // Expired between listing and reading.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
                 let mut handle = |line: &[u8]| {
                     let s = String::from_utf8_lossy(line);
                     let mut parts = s.splitn(4, '\t');
@@ -298,7 +314,7 @@ impl LogStore {
                                 .map(|p| at + p)
                                 .unwrap_or(data.len());
                             handle(&data[start..end]);
-                            pos = end.min(data.len());
+                            pos = end;
                             if pos >= data.len() {
                                 break;
                             }
@@ -309,6 +325,9 @@ impl LogStore {
                         .filter(|l| !l.is_empty())
                         .for_each(&mut handle),
                 }
+            }
+            if q.limit > 0 && out.len() >= q.limit {
+                break;
             }
         }
         out.sort_by_key(|l| l.ts);
@@ -450,5 +469,36 @@ mod tests {
             1
         );
         assert_eq!(s.groups("prod"), vec!["db".to_string(), "web".to_string()]);
+    }
+
+    #[test]
+    fn odd_names_stay_apart_and_limit_keeps_the_newest() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LogStore::open(d.path(), 30).unwrap();
+        for g in ["café", "cafè", "..", "a/b", "%41"] {
+            s.append(line(1_000, g, "x", g)).unwrap();
+        }
+        let mut groups = s.groups("prod");
+        groups.sort();
+        assert_eq!(groups, vec!["%41", "..", "a/b", "cafè", "café"]);
+        assert!(d.path().join("prod").read_dir().unwrap().count() == 5);
+        for h in 0..5 {
+            for k in 0..10 {
+                s.append(line(h * HOUR + k, "web", "i-1", &format!("{h}-{k}")))
+                    .unwrap();
+            }
+        }
+        let q = LogQuery {
+            env: "prod".into(),
+            source: "web".into(),
+            from: 0,
+            to: i64::MAX,
+            limit: 15,
+            ..Default::default()
+        };
+        let got: Vec<String> = s.search(&q).unwrap().into_iter().map(|l| l.text).collect();
+        assert_eq!(got.len(), 15);
+        assert_eq!(got.first().map(String::as_str), Some("3-5"));
+        assert_eq!(got.last().map(String::as_str), Some("4-9"));
     }
 }

@@ -337,7 +337,12 @@ impl Obs {
         subject: &str,
         message: serde_json::Value,
     ) {
-        let name = topic.rsplit(':').next().unwrap_or(topic).to_string();
+        // `topic:ENV:NAME` (a topic's id) may name another environment's topic, like the
+        // one alarm topic of mgmt; a bare name is the publisher's own.
+        let (env, name) = match topic.strip_prefix("topic:").and_then(|r| r.split_once(':')) {
+            Some((e, n)) if !e.is_empty() => (e, n.to_string()),
+            _ => (env, topic.rsplit(':').next().unwrap_or(topic).to_string()),
+        };
         let subs: Vec<Subscription> = match self.store.kv_get(&format!("{K_TOPIC}{env}/{name}")) {
             Ok(Some(s)) => s,
             _ => {
@@ -475,8 +480,12 @@ impl Obs {
     }
 
     fn datapoints(&self, rec: &AlarmRecord, end: i64, period: i64, n: usize) -> Vec<Option<f64>> {
+        // An alarm watches its own environment's series unless its labels name another
+        // (`env = "system"` for the host and the server).
         let mut labels = rec.spec.labels.clone();
-        labels.insert("env".into(), rec.env.clone());
+        labels
+            .entry("env".into())
+            .or_insert_with(|| rec.env.clone());
         let sel = Selector {
             name: rec.spec.metric.clone(),
             matchers: labels

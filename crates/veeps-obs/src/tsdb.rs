@@ -44,6 +44,42 @@ pub struct Retention {
 
 const DAY: i64 = 86_400_000;
 
+impl Retention {
+    /// Parses `RAW,5M,1H` (like `15d,63d,455d`): how long each resolution is kept. Each
+    /// must be at least the one before it, and raw data at least a block's length.
+    pub fn parse(s: &str) -> Result<Retention, String> {
+        let parts: Vec<&str> = s.split(',').collect();
+        let [raw, five, hour] = parts.as_slice() else {
+            return Err(format!(
+                "\"{s}\" must be three durations, RAW,5M,1H, like 15d,63d,455d"
+            ));
+        };
+        let (raw, five, hour) = (
+            crate::parse_duration_ms(raw)?,
+            crate::parse_duration_ms(five)?,
+            crate::parse_duration_ms(hour)?,
+        );
+        let d = Retention::default();
+        if raw < d.block_ms {
+            return Err(format!(
+                "raw data must be kept at least {} h (one block)",
+                d.block_ms / 3_600_000
+            ));
+        }
+        if five < raw || hour < five {
+            return Err(format!(
+                "\"{s}\": each resolution must be kept at least as long as the one before it"
+            ));
+        }
+        Ok(Retention {
+            raw_ms: raw,
+            five_min_ms: five,
+            hour_ms: hour,
+            ..d
+        })
+    }
+}
+
 impl Default for Retention {
     fn default() -> Self {
         Retention {
@@ -1070,6 +1106,27 @@ mod tests {
                 .points,
             vec![(0, 10.0)]
         );
+    }
+
+    #[test]
+    fn retention_is_parsed_and_checked() {
+        let r = Retention::parse("7d,30d,365d").unwrap();
+        assert_eq!(
+            (r.raw_ms, r.five_min_ms, r.hour_ms),
+            (7 * DAY, 30 * DAY, 365 * DAY)
+        );
+        assert_eq!(r.block_ms, Retention::default().block_ms);
+        for bad in [
+            "",
+            "7d",
+            "7d,30d",
+            "1h,2d,3d",
+            "15d,3d,455d",
+            "7x,30d,365d",
+            "7d,30d,365d,1d",
+        ] {
+            assert!(Retention::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -53,6 +53,12 @@ pub enum Command {
         /// Sender address of email notifications
         #[arg(long, env = "VEEPS_SMTP_FROM")]
         smtp_from: Option<String>,
+        /// How long metrics are kept at raw (10 s), 5-minute and 1-hour resolution
+        #[arg(long, value_name = "RAW,5M,1H", default_value = "15d,63d,455d", value_parser = veeps_obs::tsdb::Retention::parse)]
+        metrics_retention: veeps_obs::tsdb::Retention,
+        /// Days of logs kept in log groups that set no retention of their own
+        #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3653))]
+        log_retention_days: u32,
     },
     /// Start veeps and deploy every environment under DIR (default: the bundled example), then stay in the foreground
     Up {

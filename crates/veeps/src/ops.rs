@@ -17,12 +17,16 @@ pub fn run(cli: Cli) -> i32 {
             listen,
             smtp_relay,
             smtp_from,
+            metrics_retention,
+            log_retention_days,
         } => crate::up::server(
             &g,
             &listen,
             veeps_api::server::ServerOptions {
                 smtp_relay,
                 smtp_from,
+                metrics_retention: Some(metrics_retention),
+                log_retention_days: Some(log_retention_days),
             },
         ),
         Command::Metrics(MetricsCmd::List { env }) => metrics_list(&g, &env),

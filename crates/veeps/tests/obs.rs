@@ -347,3 +347,78 @@ fn metrics_survive_kill_9_and_are_exposed_to_prometheus() {
     );
     v.expect(&["metrics", "query", "prod", "queue_depth{queue=jobs}"], 1);
 }
+
+#[test]
+fn the_example_alarms_module_watches_the_host_and_notifies_another_environments_topic() {
+    let (hook_port, hooks) = webhook_server();
+    let v = Veeps::start_with_env(&[("VEEPS_OBS_INTERVAL_SECS", "1")]);
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/veeps-hosting/modules/alarms")
+        .canonicalize()
+        .unwrap();
+    v.write(
+        "mgmt/main.hcl",
+        &format!(
+            r#"
+resource "topic" "alarms" {{
+  name = "alarms"
+  subscription {{
+    protocol = "webhook"
+    endpoint = "http://127.0.0.1:{hook_port}/hook"
+  }}
+}}
+output "alarm_topic_id" {{
+  value = topic.alarms.id
+}}
+"#
+        ),
+    );
+    v.ok(&["apply", "mgmt", "--auto-approve"]);
+    // Another environment's alarms on the host's series, to mgmt's topic. Thresholds
+    // are the reference's; a 1 EB free-disk threshold makes the disk alarm breach here.
+    v.write(
+        "stage/main.hcl",
+        &format!(
+            r#"
+data "environment" "mgmt" {{
+  name = "mgmt"
+}}
+module "host_alarms" {{
+  source   = "{}"
+  name     = "host"
+  labels   = {{ env = "system" }}
+  topic_id = data.environment.mgmt.outputs.alarm_topic_id
+}}
+resource "alarm" "disk_tiny" {{
+  name                = "host-disk-below-an-exabyte"
+  metric              = "host_disk_free_bytes"
+  labels              = {{ env = "system" }}
+  statistic           = "min"
+  period              = 10
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1e18
+  alarm_actions       = [data.environment.mgmt.outputs.alarm_topic_id]
+}}
+"#,
+            module.display()
+        ),
+    );
+    v.ok(&["apply", "stage", "--auto-approve"]);
+    let out = v.ok(&["alarms", "stage"]);
+    for name in ["host-cpu-high", "host-memory-low", "host-disk-low"] {
+        assert!(out.contains(name), "{name} missing:\n{out}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let hook = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = hooks
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("mgmt's topic never heard the host alarm"));
+        if m.contains("[ALARM] host-disk-below-an-exabyte") {
+            break m;
+        }
+    };
+    assert!(hook.contains("\"env\":\"stage\""), "{hook}");
+    let d = v.ok(&["deliveries", "mgmt", "alarms"]);
+    assert!(d.contains("delivered"), "{d}");
+}

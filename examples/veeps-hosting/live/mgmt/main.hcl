@@ -10,6 +10,29 @@ module "vpc" {
   cidr_block = "10.10.0.0/18"
 }
 
+# The one alarm topic of the deployment; stage and prod alarms notify it through
+# mgmt's output. Add subscriptions here, for example:
+#   subscription {
+#     protocol = "email"   # or "webhook", "slack"
+#     endpoint = "ops@veeps-hosting.test"
+#   }
+resource "topic" "alarms" {
+  name = "alarms"
+}
+
+# The default alarms (CPU, memory, disk) for the machine veeps runs on; groups and
+# database clusters declare the same module with their own metrics and labels.
+module "host_alarms" {
+  source   = "../../modules/alarms"
+  name     = "host"
+  labels   = { env = "system" }
+  topic_id = topic.alarms.id
+}
+
+output "alarm_topic_id" {
+  value = topic.alarms.id
+}
+
 output "domain" {
   value = local.domain
 }
