@@ -4,6 +4,7 @@
 //! recorded in the audit log, including refused ones. [`client`] is what the CLI uses.
 
 pub mod client;
+mod compute_api;
 mod obs_api;
 pub use obs_api::parse_duration_ms;
 pub mod server;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use veeps_obs::logs::{LogLine, LogQuery};
 use veeps_obs::tsdb::{Labels, Selector, Stat};
 
-fn bad(msg: impl Into<String>) -> Response {
+pub(crate) fn bad(msg: impl Into<String>) -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(ApiError {
@@ -24,7 +24,7 @@ fn bad(msg: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn fail(msg: impl Into<String>) -> Response {
+pub(crate) fn fail(msg: impl Into<String>) -> Response {
     (
         StatusCode::INTERNAL_SERVER_ERROR,
         Json(ApiError {

@@ -59,6 +59,10 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Metrics, logs, alarms.
     pub obs: Arc<veeps_obs::Obs>,
+    /// Images, groups and their instances.
+    pub compute: Arc<veeps_compute::Compute>,
+    /// Scaling policies.
+    pub policies: Arc<veeps_compute::policy::Policies>,
     api: Arc<ApiStats>,
     token_hash: [u8; 32],
 }
@@ -169,12 +173,21 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         data_dir.to_path_buf(),
     )));
     obs.register(api.clone());
+    let compute = veeps_compute::Compute::new(data_dir, store.clone(), net.clone(), obs.clone())
+        .map_err(dd)?;
+    obs.register(Arc::new(ComputeStats(compute.clone())));
+    let policies = veeps_compute::policy::Policies::new(compute.clone(), &store);
+    obs.register_action(Arc::new(veeps_compute::policy::PolicyAction(
+        policies.clone(),
+    )));
     let services = veeps_resource::Services::default()
         .with(net)
-        .with(obs.clone());
+        .with(obs.clone())
+        .with(compute.clone())
+        .with(policies.clone());
     let engine = Engine::new(
         data_dir.to_path_buf(),
-        registry(),
+        registry_with(Some(compute.images.clone())),
         store.clone(),
         kms,
         services,
@@ -184,18 +197,37 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         engine,
         store,
         obs,
+        compute,
+        policies,
         api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
     })
 }
 
-/// Every resource type veeps knows, registered.
+/// Every resource type veeps knows, registered (for offline validation).
 pub fn registry() -> veeps_resource::Registry {
+    registry_with(None)
+}
+
+/// Every resource type, with the image store for plan checks.
+pub fn registry_with(
+    images: Option<Arc<veeps_compute::image::Images>>,
+) -> veeps_resource::Registry {
     let mut registry = veeps_resource::Registry::new();
     veeps_builtins::register(&mut registry);
     veeps_net::resources::register(&mut registry);
     veeps_obs::resources::register(&mut registry);
+    veeps_compute::resources::register(&mut registry, images);
     registry
+}
+
+/// Instance and group metrics, every collection interval.
+struct ComputeStats(Arc<veeps_compute::Compute>);
+
+impl veeps_obs::collect::Collector for ComputeStats {
+    fn collect(&self, out: &mut Vec<veeps_obs::collect::Sample>) {
+        out.extend(self.0.samples());
+    }
 }
 
 impl AppState {
@@ -205,6 +237,8 @@ impl AppState {
         self.obs.start();
         let started = std::time::Instant::now();
         let failures = self.engine.reconcile_all().await;
+        self.compute.reconcile_all().await;
+        self.policies.run();
         self.obs.record(&[veeps_obs::collect::Sample::new(
             "reconcile_duration_seconds",
             &[("env", "system")],
@@ -253,6 +287,18 @@ pub fn router(state: AppState) -> Router {
             "/v1/envs/{env}/topics/{name}/deliveries",
             get(crate::obs_api::deliveries),
         )
+        .route(
+            "/v1/images",
+            get(crate::compute_api::images).post(crate::compute_api::build),
+        )
+        .route(
+            "/v1/envs/{env}/instances",
+            get(crate::compute_api::instances),
+        )
+        .route(
+            "/v1/envs/{env}/groups/{name}/activity",
+            get(crate::compute_api::activity),
+        )
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such API route") })
@@ -289,7 +335,8 @@ pub async fn serve_listener(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%addr, "API listening");
-    axum::serve(
+    let compute = state.compute.clone();
+    let served = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
@@ -298,7 +345,10 @@ pub async fn serve_listener(
     .map_err(|e| ServerError::Listen {
         addr,
         err: e.to_string(),
-    })
+    });
+    // Instances stop with the server; their groups are kept and start again with it.
+    compute.shutdown().await;
+    served
 }
 
 /// Who is calling, as found by [`auth`].

@@ -1026,10 +1026,17 @@ impl Walk {
                 }
                 v
             }
-            Action::Update => merge(
-                &prior.map(|p| p.attrs.clone()).unwrap_or(Value::Null),
-                &config,
-            ),
+            Action::Update => {
+                let mut v = merge(
+                    &prior.map(|p| p.attrs.clone()).unwrap_or(Value::Null),
+                    &config,
+                );
+                // Computed attributes that follow the configuration (like a version).
+                if let Value::Object(o) = &mut v {
+                    o.extend(rt.plan_computed(&self.ctx(&inst.address), &config));
+                }
+                v
+            }
             _ => prior.map(|p| p.attrs.clone()).unwrap_or(Value::Null),
         };
         let before = prior.map(|p| mask(&p.attrs, masked).to_plan_json());

@@ -190,6 +190,24 @@ pub enum Command {
     /// Inspect one alarm
     #[command(subcommand)]
     Alarm(AlarmCmd),
+    /// Build and list images
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// List the auto scaling groups of an environment and their instances
+    Instances {
+        /// The environment
+        env: String,
+        /// Only this group
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// What happened to an auto scaling group: launches, terminations and why
+    Activity {
+        /// The environment
+        env: String,
+        /// The group's name
+        group: String,
+    },
     /// List the deliveries of a notification topic
     Deliveries {
         /// The environment
@@ -230,6 +248,34 @@ pub enum MetricsCmd {
         /// avg, min, max, sum, count, p50, p90, p99
         #[arg(long, default_value = "avg")]
         stat: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// List every built image, by name and version
+    List,
+    /// Build an image from a source directory (nothing is rebuilt if the inputs are unchanged)
+    Build {
+        /// The source directory
+        dir: PathBuf,
+        /// The image's name
+        name: String,
+        /// A build command, run with sh in a copy of DIR without network (repeatable)
+        #[arg(long = "run", value_name = "CMD")]
+        run: Vec<String>,
+        /// A path to keep from the build directory (repeatable; default: everything)
+        #[arg(long = "keep", value_name = "PATH")]
+        keep: Vec<String>,
+        /// The command that starts an instance, like "./app --port 8080"
+        #[arg(long)]
+        entrypoint: String,
+        /// An environment variable of builds and instances (repeatable)
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// Seconds the build may take
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
     },
 }
 
@@ -281,6 +327,14 @@ fn main() {
             .with(fmt)
             .with(veeps_obs::layer::ServerLogLayer)
             .init();
+    }
+    if !matches!(cli.command, Command::Server { .. } | Command::Up { .. }) {
+        // Like other Unix tools, end quietly when the reader of our output goes away
+        // (`veeps logs ... | head`) instead of failing to print.
+        // SAFETY: restoring a signal's default action has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
     let code = ops::run(cli);
     std::process::exit(code);

@@ -1,7 +1,7 @@
 //! The commands.
 
 use crate::envs::{load_env, load_tree, LoadedEnv};
-use crate::{AlarmCmd, Cli, Command, Global, MetricsCmd, StateCmd, VarArgs};
+use crate::{AlarmCmd, Cli, Command, Global, ImageCmd, MetricsCmd, StateCmd, VarArgs};
 use serde_json::{json, Value as Json};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -56,6 +56,18 @@ pub fn run(cli: Cli) -> i32 {
         Command::Alarms { env } => alarms(&g, &env),
         Command::Alarm(AlarmCmd::History { env, name }) => alarm_history(&g, &env, &name),
         Command::Deliveries { env, topic } => deliveries(&g, &env, &topic),
+        Command::Image(ImageCmd::List) => image_list(&g),
+        Command::Image(ImageCmd::Build {
+            dir,
+            name,
+            run,
+            keep,
+            entrypoint,
+            env,
+            timeout,
+        }) => image_build(&g, &dir, &name, run, keep, &entrypoint, &env, timeout),
+        Command::Instances { env, group } => instances(&g, &env, group.as_deref()),
+        Command::Activity { env, group } => activity(&g, &env, &group),
         Command::Up {
             dir,
             listen,
@@ -921,6 +933,127 @@ fn deliveries(g: &Global, env: &str, topic: &str) -> R {
             d["subscription"]["endpoint"].as_str().unwrap_or(""),
             d["attempts"],
             d["error"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
+}
+
+fn image_list(g: &Global) -> R {
+    let v = client(g)?.get("/v1/images").map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    let rows = v.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("No images yet.");
+    }
+    for i in rows {
+        println!(
+            "{:<24} {:<24} v{:<4} {:>10} B  {}",
+            i["id"].as_str().unwrap_or(""),
+            i["name"].as_str().unwrap_or(""),
+            i["version"],
+            i["size"],
+            i["created"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn image_build(
+    g: &Global,
+    dir: &std::path::Path,
+    name: &str,
+    run: Vec<String>,
+    keep: Vec<String>,
+    entrypoint: &str,
+    env: &[String],
+    timeout: u64,
+) -> R {
+    let source = std::fs::canonicalize(dir)
+        .map_err(|e| format!("{}: {e} (give the source directory)", dir.display()))?;
+    let mut vars = serde_json::Map::new();
+    for kv in env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--env {kv}: write NAME=VALUE"))?;
+        vars.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    let entry: Vec<String> = entrypoint.split_whitespace().map(String::from).collect();
+    if entry.is_empty() {
+        return Err("--entrypoint: give the command that starts an instance".into());
+    }
+    let body = serde_json::json!({
+        "name": name, "source": source, "build": run, "files": keep,
+        "entrypoint": entry, "env": vars, "timeout_secs": timeout,
+    });
+    let v = client(g)?.post("/v1/images", &body).map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!(
+            "{} ({} version {})",
+            v["id"].as_str().unwrap_or(""),
+            v["name"].as_str().unwrap_or(""),
+            v["version"]
+        );
+    }
+    Ok(0)
+}
+
+fn instances(g: &Global, env: &str, group: Option<&str>) -> R {
+    let path = match group {
+        Some(gr) => format!("/v1/envs/{env}/instances?group={}", encode(gr)),
+        None => format!("/v1/envs/{env}/instances"),
+    };
+    let v = client(g)?.get(&path).map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    let groups = v.as_array().cloned().unwrap_or_default();
+    if groups.is_empty() {
+        println!("No auto scaling groups in \"{env}\".");
+    }
+    for gr in groups {
+        println!(
+            "{}  desired {} (min {}, max {})  image {}",
+            gr["name"].as_str().unwrap_or(""),
+            gr["desired"],
+            gr["min_size"],
+            gr["max_size"],
+            gr["image_id"].as_str().unwrap_or("")
+        );
+        for i in gr["instances"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<12} {:<12} {:<16} {:<18} {}",
+                i["id"].as_str().unwrap_or(""),
+                i["lifecycle"].as_str().unwrap_or(""),
+                i["address"].as_str().unwrap_or(""),
+                i["image_id"].as_str().unwrap_or(""),
+                i["subnet_id"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn activity(g: &Global, env: &str, group: &str) -> R {
+    let v = client(g)?
+        .get(&format!("/v1/envs/{env}/groups/{}/activity", encode(group)))
+        .map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    for a in v.as_array().into_iter().flatten() {
+        println!(
+            "{}  {}\n    cause: {}",
+            a["time"].as_str().unwrap_or(""),
+            a["description"].as_str().unwrap_or(""),
+            a["cause"].as_str().unwrap_or("")
         );
     }
     Ok(0)

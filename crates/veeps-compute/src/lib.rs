@@ -1,0 +1,37 @@
+//! Compute: images, launch templates, auto scaling groups and scaling policies.
+//!
+//! [`image`] builds and stores images; [`group`] supervises groups of instances (each a
+//! process confined by [`sandbox`] to its endpoint namespace, its [`cgroup`] and an
+//! unprivileged user); [`policy`] scales them; [`resources`] are the resource types.
+
+pub mod cgroup;
+pub mod group;
+pub mod image;
+pub mod policy;
+pub mod resources;
+pub mod sandbox;
+
+pub use group::Compute;
+
+/// Bytes used by the files under `p`.
+pub fn disk_used(p: &std::path::Path) -> u64 {
+    fn walk(p: &std::path::Path, depth: u32) -> u64 {
+        let Ok(md) = std::fs::symlink_metadata(p) else {
+            return 0;
+        };
+        if md.is_file() {
+            return md.len();
+        }
+        if !md.is_dir() || depth > 64 {
+            return 0;
+        }
+        std::fs::read_dir(p)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| walk(&e.path(), depth + 1))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(p, 0)
+}

@@ -1,0 +1,248 @@
+//! Starting confined processes: inside a network namespace, a cgroup, as an unprivileged
+//! user, with `no_new_privs`, in a session of their own (so a whole tree can be killed).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+/// The unprivileged identity instances and builds run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// The system user instances run as.
+pub const USER: &str = "veeps-app";
+
+fn lookup(user: &str) -> Option<Ids> {
+    let out = std::process::Command::new("getent")
+        .args(["passwd", user])
+        .output()
+        .ok()?;
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let f: Vec<&str> = line.trim().split(':').collect();
+    Some(Ids {
+        uid: f.get(2)?.parse().ok()?,
+        gid: f.get(3)?.parse().ok()?,
+    })
+}
+
+/// The identity to drop to: [`USER`] (created as a system user if missing), else
+/// `nobody`; `None` when veeps itself is not root (processes then run as veeps' user).
+pub fn unprivileged() -> Option<Ids> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    if let Some(ids) = lookup(USER) {
+        return Some(ids);
+    }
+    let made = std::process::Command::new("useradd")
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            USER,
+        ])
+        .output();
+    if let Some(ids) = lookup(USER) {
+        return Some(ids);
+    }
+    tracing::warn!(
+        ?made,
+        "could not create the system user {USER}; instances run as nobody"
+    );
+    Some(Ids {
+        uid: 65534,
+        gid: 65534,
+    })
+}
+
+/// How to confine a process.
+#[derive(Debug, Clone, Default)]
+pub struct Confine {
+    /// Enter this named network namespace (`/run/netns/NAME`).
+    pub netns: Option<String>,
+    /// Start in a new, empty network namespace instead (builds: no network at all).
+    pub new_netns: bool,
+    /// Join these `cgroup.procs` files before running anything.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Drop to this identity.
+    pub ids: Option<Ids>,
+    /// In a mount namespace of its own: bind `source` on `target` (read-only when asked).
+    pub binds: Vec<Bind>,
+    /// Change to this directory last (after the binds).
+    pub chdir: Option<PathBuf>,
+}
+
+/// A bind mount inside the process's own mount namespace.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    /// What to mount.
+    pub source: PathBuf,
+    /// Where (an existing directory).
+    pub target: PathBuf,
+    /// Read-only.
+    pub readonly: bool,
+}
+
+fn cstr(p: &Path) -> std::io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a path"))
+}
+
+/// Applies `c` to `cmd`: everything is prepared before the fork; the child only makes
+/// system calls.
+pub fn confine(cmd: &mut tokio::process::Command, c: &Confine) -> std::io::Result<()> {
+    let netns_fd = match &c.netns {
+        Some(ns) if !ns.is_empty() => {
+            let f = std::fs::File::open(Path::new("/run/netns").join(ns)).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("network namespace {ns}: {e}"))
+            })?;
+            Some(std::os::fd::OwnedFd::from(f))
+        }
+        _ => None,
+    };
+    let procs: Vec<CString> = c
+        .cgroup_procs
+        .iter()
+        .map(|p| cstr(p))
+        .collect::<Result<_, _>>()?;
+    let new_netns = c.new_netns;
+    let ids = c.ids;
+    let binds: Vec<(CString, CString, bool)> = c
+        .binds
+        .iter()
+        .map(|b| Ok((cstr(&b.source)?, cstr(&b.target)?, b.readonly)))
+        .collect::<std::io::Result<_>>()?;
+    let chdir = c.chdir.as_deref().map(cstr).transpose()?;
+    let root = CString::new("/").expect("no NUL");
+    let raw_ns = netns_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    // The fd must live until the fork; keep it with the command's lifetime.
+    let keep = std::sync::Arc::new(netns_fd);
+    let std_cmd = cmd.as_std_mut();
+    // SAFETY: the closure runs between fork and exec and only makes system calls
+    // (setsid, setns, unshare, mount, open, write, close, chdir, setgroups, setgid, setuid,
+    // prctl) on data prepared above.
+    unsafe {
+        std_cmd.pre_exec(move || {
+            let _hold = &keep;
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for p in &procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let r = libc::write(fd, b"0\n".as_ptr().cast(), 2);
+                libc::close(fd);
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(fd) = raw_ns {
+                if libc::setns(fd, libc::CLONE_NEWNET) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if new_netns && libc::unshare(libc::CLONE_NEWNET) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if !binds.is_empty() {
+                if libc::unshare(libc::CLONE_NEWNS) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Keep these mounts from propagating back to the host.
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    private,
+                    std::ptr::null(),
+                ) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (src, dst, ro) in &binds {
+                    let bind = libc::MS_BIND | libc::MS_REC;
+                    if libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        bind,
+                        std::ptr::null(),
+                    ) < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if *ro {
+                        let flags = libc::MS_BIND
+                            | libc::MS_REMOUNT
+                            | libc::MS_RDONLY
+                            | libc::MS_NOSUID
+                            | libc::MS_NODEV;
+                        if libc::mount(
+                            std::ptr::null(),
+                            dst.as_ptr(),
+                            std::ptr::null(),
+                            flags,
+                            std::ptr::null(),
+                        ) < 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                }
+            }
+            if let Some(dir) = &chdir {
+                if libc::chdir(dir.as_ptr()) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(ids) = ids {
+                if libc::setgroups(0, std::ptr::null()) < 0
+                    || libc::setgid(ids.gid) < 0
+                    || libc::setuid(ids.uid) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Sends `sig` to the process group led by `pid` (every process it started).
+pub fn signal_group(pid: u32, sig: i32) {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return;
+    }
+    // SAFETY: kill(2) on a process group id; no memory is touched.
+    unsafe {
+        libc::kill(-(pid as i32), sig);
+    }
+}
+
+/// Gives `path` (recursively) to `ids`.
+pub fn chown_tree(path: &Path, ids: Ids) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(ids.uid), Some(ids.gid))?;
+    if path.is_dir() && !path.is_symlink() {
+        for e in std::fs::read_dir(path)? {
+            chown_tree(&e?.path(), ids)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,534 @@
+//! Images, launch templates and auto scaling groups on the real kernel: instances are real
+//! processes in their own namespaces and cgroups, driven through `veeps apply`. Needs root
+//! (CI runs as root); each test uses its own address range.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The test app: an HTTP server on HOST:PORT with /health, /burn/SECS (CPU), /hog
+/// (memory), and / answering its instance id and VERSION; it refuses to start when
+/// VERSION is "broken".
+const APP: &str = r#"
+import http.server, os, sys, time
+if os.environ.get("VERSION") == "broken":
+    print("refusing to start: broken version", flush=True)
+    sys.exit(3)
+HOST, PORT = os.environ["HOST"], int(os.environ["PORT"])
+hog = []
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/health":
+            body = b"OK"
+        elif self.path.startswith("/burn/"):
+            end = time.time() + float(self.path[6:])
+            while time.time() < end:
+                pass
+            body = b"burnt"
+        elif self.path == "/hog":
+            while True:
+                hog.append(bytearray(16 * 1024 * 1024))
+        else:
+            body = (os.environ["VEEPS_INSTANCE_ID"] + " " + os.environ.get("VERSION", "")).encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+print(f"listening on {HOST}:{PORT} as uid {os.getuid()} in {os.environ['VEEPS_VPC_NAME']}", flush=True)
+http.server.ThreadingHTTPServer((HOST, PORT), H).serve_forever()
+"#;
+
+fn require_root() {
+    let out = Command::new("id").arg("-u").output().expect("id");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "compute tests need root (namespaces, cgroups, an unprivileged user for instances)"
+    );
+    assert!(
+        Command::new("python3").arg("-V").output().is_ok(),
+        "compute tests need python3 for their test app"
+    );
+}
+
+/// A VPC with two private-app subnets, the app's image and launch template, and a group.
+fn config(octet: u8, version: &str, group_extra: &str, extra: &str) -> String {
+    format!(
+        r#"
+resource "vpc" "v" {{
+  name       = "c{octet}"
+  cidr_block = "10.{octet}.0.0/18"
+}}
+resource "subnet" "a" {{
+  vpc_id     = vpc.v.id
+  cidr_block = "10.{octet}.16.0/24"
+  tier       = "private-app"
+}}
+resource "subnet" "b" {{
+  vpc_id     = vpc.v.id
+  cidr_block = "10.{octet}.17.0/24"
+  tier       = "private-app"
+}}
+resource "security_group" "app" {{
+  vpc_id = vpc.v.id
+  ingress {{
+    protocol    = "tcp"
+    from_port   = 8080
+    to_port     = 8080
+    cidr_blocks = ["10.{octet}.0.0/18"]
+  }}
+}}
+resource "image" "app" {{
+  name       = "app"
+  source     = "app"
+  build      = ["python3 -m py_compile app.py"]
+  entrypoint = ["python3", "app.py"]
+}}
+resource "launch_template" "app" {{
+  name              = "app"
+  image_id          = image.app.id
+  cpu               = 0.25
+  memory            = 96
+  port              = 8080
+  health_check_path = "/health"
+  environment       = {{ VERSION = "{version}" }}
+}}
+resource "autoscaling_group" "app" {{
+  name                      = "app"
+  launch_template           = launch_template.app.id
+  launch_template_version   = launch_template.app.latest_version
+  subnets                   = [subnet.a.id, subnet.b.id]
+  security_groups           = [security_group.app.id]
+  health_check_type         = "lb"
+  health_check_grace_period = 10
+{group_extra}
+}}
+{extra}
+"#
+    )
+}
+
+fn start() -> Veeps {
+    require_root();
+    // The server resolves image sources against its working directory: the test's.
+    let v = Veeps::start();
+    v.write("app/app.py", APP);
+    v
+}
+
+fn group(v: &Veeps) -> serde_json::Value {
+    let out = v.ok(&["instances", "env", "--group", "app", "--json"]);
+    let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+    all[0].clone()
+}
+
+fn in_service(g: &serde_json::Value) -> Vec<serde_json::Value> {
+    g["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["lifecycle"] == "InService")
+        .cloned()
+        .collect()
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// GET from inside the instance's own network namespace.
+fn get(inst: &serde_json::Value, path: &str) -> String {
+    let pid = inst["pid"].as_u64().unwrap().to_string();
+    let ns = Command::new("ip")
+        .args(["netns", "identify", &pid])
+        .output()
+        .unwrap();
+    let ns = String::from_utf8_lossy(&ns.stdout).trim().to_string();
+    assert!(!ns.is_empty(), "instance {} has no namespace", inst["id"]);
+    let url = format!("http://{}:8080{path}", inst["address"].as_str().unwrap());
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns, "curl", "-s", "-m", "10", &url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Processes in this server's instance cgroups.
+fn instance_processes(v: &Veeps) -> usize {
+    let prefix = veeps_net::prefix_for(&v.data);
+    let dir = std::path::Path::new("/sys/fs/cgroup/pids").join(&prefix);
+    let dir = if dir.exists() {
+        dir
+    } else {
+        std::path::Path::new("/sys/fs/cgroup").join(&prefix)
+    };
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        n += std::fs::read_to_string(e.path().join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .count();
+    }
+    n
+}
+
+#[test]
+fn a_group_replaces_dead_and_oom_killed_instances_and_survives_a_restart() {
+    let mut v = start();
+    v.write(
+        "env/main.hcl",
+        &config(
+            81,
+            "v1",
+            "  min_size = 1\n  max_size = 5\n  desired_capacity = 3",
+            "",
+        ),
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let g = group(&v);
+    let up = in_service(&g);
+    assert_eq!(up.len(), 3, "{g}");
+    // Spread over both subnets.
+    let subnets: std::collections::BTreeSet<_> =
+        up.iter().map(|i| i["subnet_id"].to_string()).collect();
+    assert_eq!(subnets.len(), 2, "{g}");
+    // Confined: an unprivileged user, no new privileges, its own cgroup and namespace.
+    let pid = up[0]["pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(!uid.split_whitespace().any(|f| f == "0"), "{uid}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert!(
+        mounts.lines().any(|l| l.contains("/image ro,")),
+        "the image is not mounted read-only:\n{mounts}"
+    );
+    assert!(get(&up[0], "/").contains("v1"));
+    // Its output is in the log store, under the group and instance.
+    wait_until("the instance's first line in the logs", 10, || {
+        v.ok(&["logs", "env", "app", "--since", "5m"])
+            .contains("listening on 10.81.")
+    });
+    // kill -9 one instance: a replacement is healthy within seconds.
+    let victim = up[0]["id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_until("a replacement", 15, || {
+        let g = group(&v);
+        let up = in_service(&g);
+        up.len() == 3 && up.iter().all(|i| i["id"] != victim.as_str())
+    });
+    eprintln!("replaced a killed instance in {:?}", t.elapsed());
+    let act = v.ok(&["activity", "env", "app"]);
+    assert!(
+        act.contains(&format!("Terminating instance {victim}")),
+        "{act}"
+    );
+    assert!(act.contains("exited"), "{act}");
+    // A memory hog is killed by its cgroup, and replaced.
+    let hog = in_service(&group(&v))[0].clone();
+    let _ = get(&hog, "/hog");
+    wait_until("the memory hog's replacement", 20, || {
+        let g = group(&v);
+        let up = in_service(&g);
+        up.len() == 3 && up.iter().all(|i| i["id"] != hog["id"])
+    });
+    let act = v.ok(&["activity", "env", "app"]);
+    assert!(act.contains("memory limit"), "{act}");
+    // kill -9 of the server: after the restart the group runs its 3 again, no more.
+    v.kill9();
+    v.boot();
+    wait_until("the group after a restart", 20, || {
+        in_service(&group(&v)).len() == 3
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(instance_processes(&v), 3, "two copies of an instance run");
+    v.ok(&["plan", "env", "--detailed-exitcode"]);
+    // Instance metrics reach the metrics store.
+    wait_until("instance metrics", 30, || {
+        v.ok(&["metrics", "list", "env"])
+            .contains("instance_memory_bytes{env=\"env\",group=\"app\"")
+    });
+    // Destroy stops everything.
+    v.ok(&["destroy", "env", "--auto-approve"]);
+    assert_eq!(instance_processes(&v), 0);
+    let prefix = veeps_net::prefix_for(&v.data);
+    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/memory/{prefix}")).exists());
+}
+
+#[test]
+fn a_rollout_keeps_the_minimum_healthy_and_a_broken_version_rolls_back() {
+    let v = start();
+    let group_cfg = "  min_size = 1\n  max_size = 5\n  desired_capacity = 3\n  instance_refresh {\n    min_healthy_percentage = 66\n    timeout = 30\n  }";
+    v.write("env/main.hcl", &config(82, "v1", group_cfg, ""));
+    v.ok(&["apply", "env", "--auto-approve"]);
+    assert_eq!(in_service(&group(&v)).len(), 3);
+    // Watch the in-service count through the whole rollout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let (port, data) = (v.port, v.data.clone());
+        std::thread::spawn(move || {
+            let token = std::fs::read_to_string(data.join("root.token")).unwrap();
+            let mut lowest = usize::MAX;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = ureq::get(&format!("http://127.0.0.1:{port}/v1/envs/env/instances"))
+                    .set("authorization", &format!("Bearer {}", token.trim()))
+                    .call()
+                {
+                    let g: serde_json::Value = r.into_json().unwrap();
+                    lowest = lowest.min(in_service(&g[0]).len());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            lowest
+        })
+    };
+    v.write("env/main.hcl", &config(82, "v2", group_cfg, ""));
+    let out = v.ok(&["apply", "env", "--auto-approve"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lowest = watcher.join().unwrap();
+    assert!(
+        lowest >= 2,
+        "in service fell to {lowest} during the rollout (minimum 2):\n{out}"
+    );
+    let up = in_service(&group(&v));
+    assert_eq!(up.len(), 3);
+    for i in &up {
+        assert!(get(i, "/").ends_with(" v2"), "{i} does not run v2");
+    }
+    // The desired count survives a deploy.
+    let act = v.ok(&["activity", "env", "app"]);
+    assert!(act.contains("Finished the rollout"), "{act}");
+    // A version that cannot start is rolled back; the old instances keep serving.
+    v.write("env/main.hcl", &config(82, "broken", group_cfg, ""));
+    let out = v.expect(&["apply", "env", "--auto-approve"], 1);
+    assert!(out.contains("rolled back"), "{out}");
+    let up = in_service(&group(&v));
+    assert_eq!(up.len(), 3);
+    for i in &up {
+        assert!(
+            get(i, "/").ends_with(" v2"),
+            "{i} does not run v2 after the rollback"
+        );
+    }
+    let logs = v.ok(&["logs", "env", "app", "--since", "5m", "--grep", "refusing"]);
+    assert!(logs.contains("refusing to start"), "{logs}");
+}
+
+#[test]
+fn policies_scale_by_cpu_by_alarm_and_by_schedule() {
+    let v = start();
+    let policies = r#"
+resource "scaling_policy" "cpu" {
+  name                      = "cpu"
+  autoscaling_group_id      = autoscaling_group.app.id
+  policy_type               = "TargetTrackingScaling"
+  target_value              = 50
+  estimated_instance_warmup = 0
+  cooldown                  = 3
+}
+"#;
+    v.write(
+        "env/main.hcl",
+        &config(
+            83,
+            "v1",
+            "  min_size = 1\n  max_size = 3\n  desired_capacity = 1",
+            policies,
+        ),
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let first = in_service(&group(&v))[0].clone();
+    // Burn CPU for 12 s in the only instance: target tracking scales out.
+    let burner = {
+        let i = first.clone();
+        std::thread::spawn(move || get(&i, "/burn/12"))
+    };
+    wait_until("a scale-out", 20, || {
+        group(&v)["desired"].as_u64() >= Some(2)
+    });
+    burner.join().unwrap();
+    // Idle again: back in to the minimum after the cooldown.
+    wait_until("a scale-in", 30, || {
+        group(&v)["desired"].as_u64() == Some(1)
+    });
+    let act = v.ok(&["activity", "env", "app"]);
+    assert!(act.contains("policy cpu: average CPU"), "{act}");
+
+    // A step policy driven by an alarm, and a scheduled action (every 2 seconds).
+    let more = r#"
+resource "scaling_policy" "step" {
+  name                 = "step"
+  autoscaling_group_id = autoscaling_group.app.id
+  policy_type          = "StepScaling"
+  adjustment_type      = "ChangeInCapacity"
+  scaling_adjustment   = 1
+  cooldown             = 60
+}
+resource "alarm" "queue" {
+  name                = "queue-deep"
+  metric              = "queue_depth"
+  period              = 10
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 10
+  alarm_actions       = [scaling_policy.step.id]
+}
+"#;
+    v.write(
+        "env/main.hcl",
+        &config(
+            83,
+            "v1",
+            "  min_size = 1\n  max_size = 3\n  desired_capacity = 1",
+            more,
+        ),
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let token = std::fs::read_to_string(v.data.join("root.token")).unwrap();
+    wait_until("the alarm's scale-out", 40, || {
+        let _ = ureq::post(&format!("http://127.0.0.1:{}/v1/envs/env/metrics", v.port))
+            .set("authorization", &format!("Bearer {}", token.trim()))
+            .send_json(serde_json::json!({"samples": [{"name": "queue_depth", "value": 100.0}]}));
+        group(&v)["desired"].as_u64() == Some(2)
+    });
+    let act = v.ok(&["activity", "env", "app"]);
+    assert!(act.contains("alarm queue-deep went off"), "{act}");
+    wait_until("the new instance", 20, || in_service(&group(&v)).len() == 2);
+
+    let scheduled = r#"
+resource "scaling_policy" "night" {
+  name                 = "night"
+  autoscaling_group_id = autoscaling_group.app.id
+  policy_type          = "ScheduledAction"
+  recurrence           = "*/2 * * * * *"
+  desired_capacity     = 3
+}
+"#;
+    v.write(
+        "env/main.hcl",
+        &config(
+            83,
+            "v1",
+            "  min_size = 1\n  max_size = 3\n  desired_capacity = 1",
+            scheduled,
+        ),
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    wait_until("the scheduled action", 10, || {
+        group(&v)["desired"].as_u64() == Some(3)
+    });
+    let act = v.ok(&["activity", "env", "app"]);
+    assert!(act.contains("scheduled action night"), "{act}");
+}
+
+#[test]
+fn images_build_once_fail_with_their_log_and_bad_declarations_name_their_position() {
+    let v = start();
+    // `veeps image build`: the same inputs give the same id and no rebuild.
+    let a = v.ok(&[
+        "image",
+        "build",
+        "app",
+        "tool",
+        "--run",
+        "python3 -m py_compile app.py",
+        "--entrypoint",
+        "python3 app.py",
+    ]);
+    let b = v.ok(&[
+        "image",
+        "build",
+        "app",
+        "tool",
+        "--run",
+        "python3 -m py_compile app.py",
+        "--entrypoint",
+        "python3 app.py",
+    ]);
+    assert_eq!(a, b);
+    assert!(a.starts_with("img-") && a.contains("version 1"), "{a}");
+    let list = v.ok(&["image", "list"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    // Builds have no network: not even the host's loopback.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let probe =
+        format!("python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 2)\"");
+    let out = v.expect(
+        &[
+            "image",
+            "build",
+            "app",
+            "net",
+            "--run",
+            &probe,
+            "--entrypoint",
+            "python3 app.py",
+        ],
+        1,
+    );
+    assert!(out.contains("failed") && out.contains("build log"), "{out}");
+    // A failing build shows its log and changes nothing.
+    v.write(
+        "bad/main.hcl",
+        "resource \"image\" \"x\" {\n  name       = \"x\"\n  source     = \"app\"\n  build      = [\"echo compiling; echo 'error: no such crate' >&2; exit 3\"]\n  entrypoint = [\"./x\"]\n}\n",
+    );
+    let out = v.expect(&["apply", "bad", "--auto-approve"], 1);
+    assert!(
+        out.contains("error: no such crate") && out.contains("exit 3"),
+        "{out}"
+    );
+    assert_eq!(v.ok(&["image", "list"]).lines().count(), 1);
+    // Bad declarations: file:line:col and what to do.
+    v.write(
+        "decl/main.hcl",
+        r#"resource "launch_template" "t" {
+  name     = "t"
+  image_id = "img-0000000000000000"
+  memory   = 2
+}
+resource "autoscaling_group" "g" {
+  name            = "g"
+  launch_template = "lt-00000000"
+  subnets         = ["subnet-1"]
+  min_size        = 4
+  max_size        = 2
+}
+resource "scaling_policy" "s" {
+  name                 = "s"
+  autoscaling_group_id = "asg-00000000"
+  policy_type          = "ScheduledAction"
+  recurrence           = "61 * * * *"
+}
+"#,
+    );
+    let out = v.expect(&["plan", "decl"], 1);
+    for want in [
+        "decl/main.hcl:4:14",
+        "decl/main.hcl:10:21",
+        "more than max_size",
+        "decl/main.hcl:17:26",
+        "outside 0-59",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    v.write(
+        "decl/main.hcl",
+        "resource \"launch_template\" \"t\" {\n  name     = \"t\"\n  image_id = \"img-0000000000000000\"\n}\n",
+    );
+    let out = v.expect(&["plan", "decl"], 1);
+    assert!(
+        out.contains("decl/main.hcl:3:14") && out.contains("no image img-0000000000000000"),
+        "{out}"
+    );
+}
