@@ -215,6 +215,8 @@ struct Group {
     cpu: Mutex<HashMap<String, (u128, u64, f64)>>,
     /// A rollout is in charge of the count.
     refreshing: std::sync::atomic::AtomicBool,
+    /// Health check rounds so far.
+    rounds: std::sync::atomic::AtomicU64,
     stop: tokio::sync::watch::Sender<bool>,
     wake: tokio::sync::Notify,
 }
@@ -430,6 +432,7 @@ impl Compute {
             exited: Mutex::new(HashMap::new()),
             cpu: Mutex::new(HashMap::new()),
             refreshing: false.into(),
+            rounds: 0.into(),
             stop,
             wake: tokio::sync::Notify::new(),
         });
@@ -440,7 +443,9 @@ impl Compute {
         let me = self.clone();
         let g2 = g.clone();
         tokio::spawn(async move {
-            let mut health = tokio::time::interval(Duration::from_secs(1));
+            // New instances are probed every 200 ms (so they enter service quickly),
+            // instances in service every second.
+            let mut health = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tokio::select! {
                     _ = stopped.changed() => break,
@@ -516,21 +521,24 @@ impl Compute {
             (live, r.desired)
         };
         if live < desired {
-            for _ in live..desired {
-                let template = g
-                    .rec
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .spec
-                    .template
-                    .clone();
-                let cause = format!("the group has {live} instances and wants {desired}");
-                if let Err(e) = self.launch(g, &template, cause).await {
-                    self.activity(g, "Launching a new instance failed".into(), e.to_string());
-                    // Do not spin: the next tick tries again.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    return;
-                }
+            let template = g
+                .rec
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .spec
+                .template
+                .clone();
+            let cause = format!("the group has {live} instances and wants {desired}");
+            let launches = (live..desired).map(|_| self.launch(g, &template, cause.clone()));
+            let failed: Vec<ComputeError> = futures_join(launches.collect())
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            if let Some(e) = failed.first() {
+                self.activity(g, "Launching a new instance failed".into(), e.to_string());
+                // Do not spin: the next tick tries again.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         } else if live > desired {
             let victims = self.pick_victims(g, (live - desired) as usize, None);
@@ -581,22 +589,6 @@ impl Compute {
         cands.into_iter().take(n).map(|i| i.id.clone()).collect()
     }
 
-    fn pick_subnet(&self, g: &Group) -> String {
-        let r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
-        let mut best = (usize::MAX, String::new());
-        for s in &r.spec.subnets {
-            let n = r
-                .instances
-                .iter()
-                .filter(|i| &i.subnet_id == s && i.lifecycle != Lifecycle::Terminating)
-                .count();
-            if n < best.0 {
-                best = (n, s.clone());
-            }
-        }
-        best.1
-    }
-
     fn endpoint_name(spec: &GroupSpec, iid: &str) -> String {
         format!("{}/{}/{iid}", spec.env, spec.name)
     }
@@ -617,38 +609,51 @@ impl Compute {
             ComputeError::Invalid(format!("image {} is missing", template.image_id))
         })?;
         let iid = format!("i-{}", hex::encode(rand::random::<[u8; 4]>()));
-        let subnet = self.pick_subnet(g);
-        let ep = self
+        // Record it before placing and starting it (with its subnet, so concurrent
+        // launches spread): a crash in between leaves a record the next start cleans up.
+        let mut inst = {
+            let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+            let subnet = pick_subnet(&r);
+            let inst = Instance {
+                id: iid.clone(),
+                subnet_id: subnet,
+                address: String::new(),
+                fingerprint: template.fingerprint(),
+                image_id: template.image_id.clone(),
+                launched_ms: now_ms(),
+                lifecycle: Lifecycle::Pending,
+                pid: 0,
+                failures: 0,
+            };
+            r.instances.push(inst.clone());
+            self.save(&r);
+            inst
+        };
+        let ep = match self
             .net
             .attach(AttachRequest {
                 name: Self::endpoint_name(&spec, &iid),
-                subnet_id: subnet.clone(),
+                subnet_id: inst.subnet_id.clone(),
                 security_groups: spec.security_groups.clone(),
             })
-            .await?;
-        let inst = Instance {
-            id: iid.clone(),
-            subnet_id: subnet,
-            address: ep.address.to_string(),
-            fingerprint: template.fingerprint(),
-            image_id: template.image_id.clone(),
-            launched_ms: now_ms(),
-            lifecycle: Lifecycle::Pending,
-            pid: 0,
-            failures: 0,
-        };
-        // Record it before starting it: a crash in between leaves a record the next
-        // start cleans up.
+            .await
         {
-            let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
-            r.instances.push(inst.clone());
-            self.save(&r);
-        }
+            Ok(ep) => ep,
+            Err(e) => {
+                self.cleanup(g, &inst).await;
+                let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+                r.instances.retain(|i| i.id != iid);
+                self.save(&r);
+                return Err(e.into());
+            }
+        };
+        inst.address = ep.address.to_string();
         match self.spawn(g, &spec, template, &image, &inst, &ep).await {
             Ok(pid) => {
                 let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(i) = r.instances.iter_mut().find(|i| i.id == iid) {
                     i.pid = pid;
+                    i.address = inst.address.clone();
                 }
                 self.save(&r);
                 drop(r);
@@ -867,15 +872,19 @@ impl Compute {
     /// Health checks: pending instances enter service when healthy; with `lb` checks,
     /// in-service ones failing three times in a row (after the grace period) are replaced.
     async fn check_health(self: &Arc<Self>, g: &Arc<Group>) {
+        let round = g.rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let full = round.is_multiple_of(5);
         let (insts, spec) = {
             let r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
             (r.instances.clone(), r.spec.clone())
         };
         let mut checks = vec![];
-        for i in insts
-            .iter()
-            .filter(|i| i.lifecycle != Lifecycle::Terminating)
-        {
+        // Instances still being placed (no process yet) are not checked.
+        for i in insts.iter().filter(|i| {
+            i.pid != 0
+                && (i.lifecycle == Lifecycle::Pending
+                    || (full && i.lifecycle == Lifecycle::InService))
+        }) {
             let t = spec.template.clone();
             let endpoint = self
                 .net
@@ -931,7 +940,9 @@ impl Compute {
             )
             .await;
         }
-        self.sample_cpu(g);
+        if full {
+            self.sample_cpu(g);
+        }
     }
 
     fn sample_cpu(&self, g: &Group) {
@@ -1047,9 +1058,10 @@ impl Compute {
             let k = batch.min(olds.len());
             if refresh.create_before_destroy {
                 let target = in_new + k;
-                for _ in 0..k {
-                    self.launch(g, new, "the rollout replaces an instance".into())
-                        .await?;
+                let launches =
+                    (0..k).map(|_| self.launch(g, new, "the rollout replaces an instance".into()));
+                for r in futures_join(launches.collect()).await {
+                    r?;
                 }
                 self.wait_healthy(g, &new_fp, target, timeout).await?;
                 let victims = self.pick_victims(g, k, Some(&olds_fp(g, &olds)));
@@ -1378,6 +1390,22 @@ impl Compute {
         }
         out
     }
+}
+
+/// The subnet with the fewest live instances (the first such, in declared order).
+fn pick_subnet(r: &GroupRecord) -> String {
+    let mut best = (usize::MAX, String::new());
+    for s in &r.spec.subnets {
+        let n = r
+            .instances
+            .iter()
+            .filter(|i| &i.subnet_id == s && i.lifecycle != Lifecycle::Terminating)
+            .count();
+        if n < best.0 {
+            best = (n, s.clone());
+        }
+    }
+    best.1
 }
 
 fn olds_fp(g: &Group, olds: &[String]) -> String {
