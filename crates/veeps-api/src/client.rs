@@ -85,6 +85,13 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// GET, returning text.
+    pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let resp = self.handle(self.req("GET", path).call())?;
+        resp.into_string()
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// DELETE, returning a JSON document.
     pub fn delete(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         let resp = self.handle(self.req("DELETE", path).call())?;

@@ -63,6 +63,10 @@ pub struct AppState {
     pub compute: Arc<veeps_compute::Compute>,
     /// Scaling policies.
     pub policies: Arc<veeps_compute::policy::Policies>,
+    /// Load balancers.
+    pub lbs: Arc<veeps_lb::service::Lbs>,
+    /// The internal CA's certificate.
+    pub ca_pem: String,
     api: Arc<ApiStats>,
     token_hash: [u8; 32],
 }
@@ -180,11 +184,32 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     obs.register_action(Arc::new(veeps_compute::policy::PolicyAction(
         policies.clone(),
     )));
+    let ca = veeps_lb::ca::Ca::open(data_dir).map_err(|e| ServerError::DataDir {
+        path: data_dir.display().to_string(),
+        err: e.to_string(),
+    })?;
+    let ca_pem = ca.cert_pem.clone();
+    let certs = Arc::new(veeps_lb::ca::Certs::new(
+        data_dir,
+        store.clone(),
+        Arc::new(ca),
+    ));
+    let lbs = veeps_lb::service::Lbs::new(
+        store.clone(),
+        net.clone(),
+        obs.clone(),
+        compute.clone(),
+        certs,
+        ca_pem.clone(),
+    );
+    compute.set_target_health(lbs.clone());
+    obs.register(Arc::new(LbStats(lbs.clone())));
     let services = veeps_resource::Services::default()
         .with(net)
         .with(obs.clone())
         .with(compute.clone())
-        .with(policies.clone());
+        .with(policies.clone())
+        .with(lbs.clone());
     let engine = Engine::new(
         data_dir.to_path_buf(),
         registry_with(Some(compute.images.clone())),
@@ -199,6 +224,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         obs,
         compute,
         policies,
+        lbs,
+        ca_pem,
         api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
     })
@@ -218,7 +245,17 @@ pub fn registry_with(
     veeps_net::resources::register(&mut registry);
     veeps_obs::resources::register(&mut registry);
     veeps_compute::resources::register(&mut registry, images);
+    veeps_lb::resources::register(&mut registry);
     registry
+}
+
+/// Load balancer metrics, every collection interval.
+struct LbStats(Arc<veeps_lb::service::Lbs>);
+
+impl veeps_obs::collect::Collector for LbStats {
+    fn collect(&self, out: &mut Vec<veeps_obs::collect::Sample>) {
+        out.extend(self.0.samples());
+    }
 }
 
 /// Instance and group metrics, every collection interval.
@@ -238,6 +275,8 @@ impl AppState {
         let started = std::time::Instant::now();
         let failures = self.engine.reconcile_all().await;
         self.compute.reconcile_all().await;
+        self.lbs.reconcile_all().await;
+        self.lbs.run();
         self.policies.run();
         self.obs.record(&[veeps_obs::collect::Sample::new(
             "reconcile_duration_seconds",
@@ -299,6 +338,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/envs/{env}/groups/{name}/activity",
             get(crate::compute_api::activity),
         )
+        .route("/v1/ca", get(ca_cert))
+        .route("/v1/envs/{env}/targets", get(targets))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such API route") })
@@ -336,6 +377,7 @@ pub async fn serve_listener(
         .unwrap_or_default();
     tracing::info!(%addr, "API listening");
     let compute = state.compute.clone();
+    let lbs = state.lbs.clone();
     let served = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -348,6 +390,7 @@ pub async fn serve_listener(
     });
     // Instances stop with the server; their groups are kept and start again with it.
     compute.shutdown().await;
+    lbs.shutdown();
     served
 }
 
@@ -732,6 +775,18 @@ async fn audit_verify(State(st): State<AppState>) -> Response {
             .into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+async fn ca_cert(State(st): State<AppState>) -> Response {
+    (
+        [("content-type", "application/x-pem-file")],
+        st.ca_pem.clone(),
+    )
+        .into_response()
+}
+
+async fn targets(State(st): State<AppState>, Path(env): Path<String>) -> Response {
+    Json(st.lbs.target_health(Some(&env))).into_response()
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {

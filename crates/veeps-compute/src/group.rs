@@ -47,6 +47,20 @@ impl Template {
     }
 }
 
+/// The load balancers' view of targets: a group with target groups enters instances into
+/// service when the balancers find them healthy, and drains them before stopping them.
+#[async_trait::async_trait]
+pub trait TargetHealth: Send + Sync {
+    /// Healthy in every balancer that knows the address as a target of these groups;
+    /// `None` when none does.
+    fn healthy(&self, target_groups: &[String], address: &str) -> Option<bool>;
+    /// True if some balancer forwards to one of these groups.
+    fn serves(&self, target_groups: &[String]) -> bool;
+    /// Stops new requests to the address and waits for its in-flight ones (up to each
+    /// group's deregistration delay).
+    async fn drain(&self, target_groups: &[String], address: &str);
+}
+
 /// How instance health is judged.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum HealthCheck {
@@ -234,9 +248,15 @@ pub struct Compute {
     cgroups: cgroup::Flavor,
     ids: Option<Ids>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
+    target_health: std::sync::OnceLock<Arc<dyn TargetHealth>>,
 }
 
 impl Compute {
+    /// Plugs in the load balancers' view of targets.
+    pub fn set_target_health(&self, t: Arc<dyn TargetHealth>) {
+        let _ = self.target_health.set(t);
+    }
+
     /// The service for a data directory.
     pub fn new(
         data_dir: &Path,
@@ -263,6 +283,7 @@ impl Compute {
             cgroups,
             ids,
             groups: Mutex::new(HashMap::new()),
+            target_health: std::sync::OnceLock::new(),
         }))
     }
 
@@ -831,6 +852,17 @@ impl Compute {
             i
         };
         self.activity(g, format!("Terminating instance {iid}"), cause);
+        let tgs = g
+            .rec
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spec
+            .target_groups
+            .clone();
+        if let Some(th) = self.target_health.get().filter(|_| !tgs.is_empty()) {
+            // Out of the balancers first; in-flight requests finish.
+            th.drain(&tgs, &inst.address).await;
+        }
         sandbox::signal_group(inst.pid, libc::SIGTERM);
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
         while tokio::time::Instant::now() < deadline && self.alive(&inst) {
@@ -862,6 +894,8 @@ impl Compute {
         let _ = std::fs::remove_dir(base.join("image"));
         let _ = std::fs::remove_dir(base.join("data"));
         let _ = std::fs::remove_dir(&base);
+        // The server's run directory goes with its last instance.
+        let _ = std::fs::remove_dir(&self.run_dir);
         let _ = std::fs::remove_dir_all(self.instance_dir(&inst.id));
         g.cpu
             .lock()
@@ -892,9 +926,20 @@ impl Compute {
                 .ok()
                 .flatten();
             let i = i.clone();
+            let lb = self
+                .target_health
+                .get()
+                .filter(|_| !spec.target_groups.is_empty())
+                .filter(|th| th.serves(&spec.target_groups))
+                // Served by a balancer: in service only once it finds the instance healthy.
+                .map(|th| th.healthy(&spec.target_groups, &i.address).unwrap_or(false));
             checks.push(async move {
-                let ok = match (&endpoint, t.port) {
-                    (Some(ep), Some(port)) => probe(ep, port, t.health_check_path.clone()).await,
+                let ok = match (lb, &endpoint, t.port) {
+                    // The balancers' verdict, once they know the instance.
+                    (Some(h), _, _) => h,
+                    (None, Some(ep), Some(port)) => {
+                        probe(ep, port, t.health_check_path.clone()).await
+                    }
                     _ => true,
                 };
                 (i, ok)

@@ -208,6 +208,14 @@ pub enum Command {
         /// The group's name
         group: String,
     },
+    /// veeps' certificate authority
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Target health of every load balancer's target groups
+    Targets {
+        /// The environment
+        env: String,
+    },
     /// List the deliveries of a notification topic
     Deliveries {
         /// The environment
@@ -249,6 +257,12 @@ pub enum MetricsCmd {
         #[arg(long, default_value = "avg")]
         stat: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum CaCmd {
+    /// Print the CA certificate (PEM), for clients to trust
+    Cert,
 }
 
 #[derive(Subcommand)]

@@ -1,7 +1,7 @@
 //! The commands.
 
 use crate::envs::{load_env, load_tree, LoadedEnv};
-use crate::{AlarmCmd, Cli, Command, Global, ImageCmd, MetricsCmd, StateCmd, VarArgs};
+use crate::{AlarmCmd, CaCmd, Cli, Command, Global, ImageCmd, MetricsCmd, StateCmd, VarArgs};
 use serde_json::{json, Value as Json};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -56,6 +56,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Alarms { env } => alarms(&g, &env),
         Command::Alarm(AlarmCmd::History { env, name }) => alarm_history(&g, &env, &name),
         Command::Deliveries { env, topic } => deliveries(&g, &env, &topic),
+        Command::Ca(CaCmd::Cert) => ca_cert(&g),
+        Command::Targets { env } => targets(&g, &env),
         Command::Image(ImageCmd::List) => image_list(&g),
         Command::Image(ImageCmd::Build {
             dir,
@@ -1055,6 +1057,38 @@ fn activity(g: &Global, env: &str, group: &str) -> R {
             a["description"].as_str().unwrap_or(""),
             a["cause"].as_str().unwrap_or("")
         );
+    }
+    Ok(0)
+}
+
+fn ca_cert(g: &Global) -> R {
+    let pem = client(g)?.get_text("/v1/ca").map_err(api_err)?;
+    print!("{pem}");
+    Ok(0)
+}
+
+fn targets(g: &Global, env: &str) -> R {
+    let v = client(g)?
+        .get(&format!("/v1/envs/{env}/targets"))
+        .map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    for tg in v.as_array().into_iter().flatten() {
+        println!(
+            "{} -> {}",
+            tg["load_balancer"].as_str().unwrap_or(""),
+            tg["target_group"].as_str().unwrap_or("")
+        );
+        for t in tg["targets"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<22} {:<10} in flight {}",
+                t["target"].as_str().unwrap_or(""),
+                t["state"].as_str().unwrap_or(""),
+                t["in_flight"]
+            );
+        }
     }
     Ok(0)
 }

@@ -1,0 +1,327 @@
+//! veeps' internal certificate authority and the certificate store. The CA's key lives in
+//! the data directory (0600); certificates are issued for the names asked and kept with
+//! their keys, found by id by the listeners. Issuing is behind [`CertSource`] so public
+//! ACME certificates can come from another source later.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use veeps_state::Store;
+
+/// Errors of certificate work.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// A name cannot be put in a certificate.
+    #[error("{0}")]
+    Invalid(String),
+    /// Generating or signing failed.
+    #[error("certificate: {0}")]
+    Crypto(String),
+    /// Disk or store.
+    #[error("certificate store: {0}")]
+    Io(String),
+}
+
+impl From<rcgen::Error> for CaError {
+    fn from(e: rcgen::Error) -> Self {
+        CaError::Crypto(e.to_string())
+    }
+}
+
+/// An issued certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Issued {
+    /// Its id (also its ARN).
+    pub id: String,
+    /// The names it is valid for.
+    pub names: Vec<String>,
+    /// PEM of the certificate followed by the CA's.
+    pub chain_pem: String,
+    /// PEM of its private key.
+    pub key_pem: String,
+    /// Not after (RFC 3339).
+    pub not_after: String,
+}
+
+/// Something that issues certificates for names.
+pub trait CertSource: Send + Sync {
+    /// Issues a certificate for `names` (the first is the subject).
+    fn issue(&self, id: &str, names: &[String]) -> Result<Issued, CaError>;
+}
+
+/// The internal CA.
+pub struct Ca {
+    key: KeyPair,
+    params: CertificateParams,
+    /// The CA certificate as clients should trust it.
+    pub cert_pem: String,
+}
+
+fn ca_params(dn_name: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, dn_name);
+    dn.push(DnType::OrganizationName, "veeps");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2044, 1, 1);
+    p
+}
+
+fn write_private(p: &Path, data: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = p.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, p)
+}
+
+impl Ca {
+    /// Opens the CA of a data directory, creating it at first use.
+    pub fn open(data_dir: &Path) -> Result<Ca, CaError> {
+        let dir = data_dir.join("pki");
+        std::fs::create_dir_all(&dir).map_err(|e| CaError::Io(e.to_string()))?;
+        let (key_path, cert_path) = (dir.join("ca.key"), dir.join("ca.crt"));
+        let name = format!("veeps CA {}", veeps_net::prefix_for(data_dir));
+        if let (Ok(k), Ok(c)) = (
+            std::fs::read_to_string(&key_path),
+            std::fs::read_to_string(&cert_path),
+        ) {
+            let key = KeyPair::from_pem(&k)?;
+            return Ok(Ca {
+                key,
+                params: ca_params(&name),
+                cert_pem: c,
+            });
+        }
+        let key = KeyPair::generate()?;
+        let params = ca_params(&name);
+        let cert = params.clone().self_signed(&key)?;
+        let cert_pem = cert.pem();
+        write_private(&key_path, &key.serialize_pem()).map_err(|e| CaError::Io(e.to_string()))?;
+        std::fs::write(&cert_path, &cert_pem).map_err(|e| CaError::Io(e.to_string()))?;
+        Ok(Ca {
+            key,
+            params,
+            cert_pem,
+        })
+    }
+}
+
+impl Ca {
+    /// Checks that a name can go in a certificate.
+    pub fn check(n: &str) -> Result<(), String> {
+        check_name(n).map_err(|e| e.to_string())
+    }
+}
+
+fn check_name(n: &str) -> Result<(), CaError> {
+    let ok = !n.is_empty()
+        && n.len() <= 253
+        && (n.parse::<std::net::IpAddr>().is_ok()
+            || n.split('.').enumerate().all(|(i, l)| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && (l == "*" && i == 0
+                        || l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            }));
+    if ok {
+        Ok(())
+    } else {
+        Err(CaError::Invalid(format!(
+            "\"{n}\" is not a DNS name (like app.example.test or *.example.test) or an IP address"
+        )))
+    }
+}
+
+impl CertSource for Ca {
+    fn issue(&self, id: &str, names: &[String]) -> Result<Issued, CaError> {
+        if names.is_empty() {
+            return Err(CaError::Invalid("give at least one name".into()));
+        }
+        for n in names {
+            check_name(n)?;
+        }
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, names[0].as_str());
+        p.distinguished_name = dn;
+        p.subject_alt_names = names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => {
+                    Ok(SanType::DnsName(n.clone().try_into().map_err(
+                        |e: rcgen::Error| CaError::Invalid(e.to_string()),
+                    )?))
+                }
+            })
+            .collect::<Result<_, CaError>>()?;
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let days = |d: u64| {
+            rcgen::date_time_ymd(1970, 1, 1)
+                + std::time::Duration::from_secs(now - now % 86_400 + d * 86_400)
+        };
+        p.not_before = days(0) - std::time::Duration::from_secs(86_400);
+        p.not_after = days(397);
+        let serial: [u8; 16] = rand::random();
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial[..15]));
+        let key = KeyPair::generate()?;
+        let issuer = self.params.clone().self_signed(&self.key)?;
+        let not_after = format!("{:?}", p.not_after);
+        let cert = p.signed_by(&key, &issuer, &self.key)?;
+        Ok(Issued {
+            id: id.to_string(),
+            names: names.to_vec(),
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            key_pem: key.serialize_pem(),
+            not_after,
+        })
+    }
+}
+
+const K_CERT: &str = "lb/cert/";
+
+/// Issued certificates, by id: metadata in the store, keys in files (0600).
+pub struct Certs {
+    dir: PathBuf,
+    store: Arc<Store>,
+    /// Where certificates come from.
+    pub source: Arc<dyn CertSource>,
+}
+
+impl Certs {
+    /// The store of a data directory.
+    pub fn new(data_dir: &Path, store: Arc<Store>, source: Arc<dyn CertSource>) -> Certs {
+        Certs {
+            dir: data_dir.join("pki").join("certs"),
+            store,
+            source,
+        }
+    }
+
+    fn key_path(&self, id: &str) -> PathBuf {
+        let safe: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join(format!("{safe}.key"))
+    }
+
+    /// Issues (or re-issues) a certificate and records it.
+    pub fn issue(&self, id: &str, names: &[String]) -> Result<Issued, CaError> {
+        let c = self.source.issue(id, names)?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| CaError::Io(e.to_string()))?;
+        write_private(&self.key_path(id), &c.key_pem).map_err(|e| CaError::Io(e.to_string()))?;
+        let meta = Issued {
+            key_pem: String::new(),
+            ..c.clone()
+        };
+        self.store
+            .kv_put(&format!("{K_CERT}{id}"), &meta)
+            .map_err(|e| CaError::Io(e.to_string()))?;
+        Ok(c)
+    }
+
+    /// A recorded certificate with its key.
+    pub fn get(&self, id: &str) -> Option<Issued> {
+        let mut c: Issued = self.store.kv_get(&format!("{K_CERT}{id}")).ok().flatten()?;
+        c.key_pem = std::fs::read_to_string(self.key_path(id)).ok()?;
+        Some(c)
+    }
+
+    /// Forgets a certificate.
+    pub fn delete(&self, id: &str) -> Result<(), CaError> {
+        let _ = std::fs::remove_file(self.key_path(id));
+        self.store
+            .kv_delete(&format!("{K_CERT}{id}"))
+            .map_err(|e| CaError::Io(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use rustls::client::danger::ServerCertVerifier;
+
+    #[test]
+    fn issues_certificates_that_chain_to_the_ca_across_restarts() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = Ca::open(d.path()).unwrap();
+        let again = Ca::open(d.path()).unwrap();
+        assert_eq!(ca.cert_pem, again.cert_pem);
+        let c = again
+            .issue(
+                "cert-1",
+                &[
+                    "app.example.test".into(),
+                    "*.example.test".into(),
+                    "10.0.0.5".into(),
+                ],
+            )
+            .unwrap();
+        // Verify with rustls' webpki against the stored CA.
+        let mut roots = rustls::RootCertStore::empty();
+        for der in rustls_pemfile::certs(&mut ca.cert_pem.as_bytes()) {
+            roots.add(der.unwrap()).unwrap();
+        }
+        let chain: Vec<_> = rustls_pemfile::certs(&mut c.chain_pem.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        for name in ["app.example.test", "x.example.test", "10.0.0.5"] {
+            let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+            verifier
+                .verify_server_cert(&chain[0], &chain[1..], &sn, &[], now)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let other = rustls::pki_types::ServerName::try_from("evil.test".to_string()).unwrap();
+        assert!(verifier
+            .verify_server_cert(&chain[0], &[], &other, &[], now)
+            .is_err());
+        for bad in ["", "a..b", "exa mple.test", "x.*.test"] {
+            assert!(ca.issue("x", &[bad.into()]).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,790 @@
+//! Load balancers on the real kernel: balancers in their namespaces, targets as auto
+//! scaling group instances, driven through `veeps apply`. Needs root; each test uses its
+//! own address range and host ports.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The target app: / answers "VERSION INSTANCE", /health (500 once /sick was asked),
+/// /slow/SECS, /headers (the X-Forwarded-* it got), /ws (a WebSocket-style upgrade that
+/// then echoes bytes).
+const APP: &str = r#"
+import http.server, os, time, base64, hashlib
+HOST, PORT = os.environ["HOST"], int(os.environ["PORT"])
+sick = [False]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def reply(self, code, body):
+        self.send_response(code)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        p = self.path
+        if p == "/health":
+            return self.reply(500 if sick[0] else 200, b"sick" if sick[0] else b"OK")
+        if p == "/sick":
+            sick[0] = True
+            return self.reply(200, b"now sick")
+        if p == "/well":
+            sick[0] = False
+            return self.reply(200, b"well again")
+        if p.startswith("/slow/"):
+            time.sleep(float(p[6:]))
+            return self.reply(200, b"slow done")
+        if p == "/headers":
+            h = self.headers
+            body = f"{h.get('x-forwarded-for')}|{h.get('x-forwarded-proto')}|{h.get('x-forwarded-port')}|{h.get('host')}"
+            return self.reply(200, body.encode())
+        if p == "/ws" and self.headers.get("upgrade", "").lower() == "websocket":
+            key = self.headers["sec-websocket-key"]
+            acc = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+            self.send_response(101)
+            self.send_header("upgrade", "websocket")
+            self.send_header("connection", "Upgrade")
+            self.send_header("sec-websocket-accept", acc)
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                d = self.connection.recv(4096)
+                if not d:
+                    break
+                self.connection.sendall(d)
+            self.close_connection = True
+            return
+        self.reply(200, f"{os.environ.get('VERSION')} {os.environ['VEEPS_INSTANCE_ID']}".encode())
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((HOST, PORT), H).serve_forever()
+"#;
+
+fn require_root() {
+    let out = Command::new("id").arg("-u").output().expect("id");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "load balancer tests need root (namespaces, cgroups)"
+    );
+}
+
+fn group(name: &str, version: &str, count: u32, tg: &str) -> String {
+    format!(
+        r#"
+resource "launch_template" "{name}" {{
+  name        = "{name}"
+  image_id    = image.app.id
+  cpu         = 0.5
+  memory      = 128
+  port        = 8080
+  environment = {{ VERSION = "{version}" }}
+}}
+resource "autoscaling_group" "{name}" {{
+  name                    = "{name}"
+  launch_template         = launch_template.{name}.id
+  launch_template_version = launch_template.{name}.latest_version
+  subnets                 = [subnet.app.id]
+  security_groups         = [security_group.app.id]
+  min_size                = 0
+  max_size                = 6
+  desired_capacity        = {count}
+  health_check_type       = "lb"
+  target_group_arns       = [target_group.{tg}.arn]
+  instance_refresh {{
+    min_healthy_percentage = 50
+    timeout                = 60
+  }}
+}}
+"#
+    )
+}
+
+fn tg(name: &str) -> String {
+    format!(
+        r#"
+resource "target_group" "{name}" {{
+  name                 = "{name}"
+  port                 = 8080
+  deregistration_delay = 10
+  health_check {{
+    path                = "/health"
+    interval            = 1
+    timeout             = 0.5
+    healthy_threshold   = 2
+    unhealthy_threshold = 2
+  }}
+}}
+"#
+    )
+}
+
+/// A VPC with a public and a private-app subnet, security groups, the app's image and
+/// a certificate.
+fn base(octet: u8) -> String {
+    format!(
+        r#"
+resource "vpc" "v" {{
+  name       = "l{octet}"
+  cidr_block = "10.{octet}.0.0/18"
+}}
+resource "subnet" "pub" {{
+  vpc_id     = vpc.v.id
+  cidr_block = "10.{octet}.0.0/24"
+  tier       = "public"
+}}
+resource "subnet" "app" {{
+  vpc_id     = vpc.v.id
+  cidr_block = "10.{octet}.16.0/24"
+  tier       = "private-app"
+}}
+resource "security_group" "lb" {{
+  vpc_id = vpc.v.id
+  ingress {{
+    protocol    = "tcp"
+    from_port   = 80
+    to_port     = 443
+    cidr_blocks = ["0.0.0.0/0"]
+  }}
+  egress {{
+    protocol    = "all"
+    cidr_blocks = ["0.0.0.0/0"]
+  }}
+}}
+resource "security_group" "app" {{
+  vpc_id = vpc.v.id
+  ingress {{
+    protocol        = "tcp"
+    from_port       = 8080
+    to_port         = 8080
+    security_groups = [security_group.lb.id]
+  }}
+  egress {{
+    protocol    = "all"
+    cidr_blocks = ["10.{octet}.0.0/18"]
+  }}
+}}
+resource "image" "app" {{
+  name       = "app"
+  source     = "app"
+  entrypoint = ["python3", "app.py"]
+}}
+"#
+    )
+}
+
+fn start() -> Veeps {
+    require_root();
+    let v = Veeps::start();
+    v.write("app/app.py", APP);
+    v
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, body).
+fn http(port: u16, raw: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut buf = vec![];
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn get(port: u16, path: &str, extra: &str) -> (u16, String) {
+    http(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: shop.l.test\r\n{extra}Connection: close\r\n\r\n"),
+    )
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn healthy_targets(v: &Veeps) -> usize {
+    v.ok(&["targets", "env"]).matches(" healthy ").count()
+}
+
+#[test]
+fn rules_tls_sni_http2_websockets_and_bad_requests() {
+    let v = start();
+    let p = free_port();
+    let ps = free_port();
+    let rules = format!(
+        r#"
+resource "certificate" "shop" {{
+  domain_name = "shop.l.test"
+}}
+resource "certificate" "admin" {{
+  domain_name               = "admin.l.test"
+  subject_alternative_names = ["*.admin.l.test"]
+}}
+resource "load_balancer" "pub" {{
+  name            = "pub"
+  subnets         = [subnet.pub.id]
+  security_groups = [security_group.lb.id]
+}}
+resource "listener" "http" {{
+  load_balancer_arn = load_balancer.pub.arn
+  port              = 80
+  host_port         = {p}
+  default_action {{
+    type = "forward"
+    forward {{
+      target_group {{
+        arn    = target_group.a.arn
+        weight = 3
+      }}
+      target_group {{
+        arn    = target_group.b.arn
+        weight = 1
+      }}
+    }}
+  }}
+}}
+resource "listener" "https" {{
+  load_balancer_arn = load_balancer.pub.arn
+  port              = 443
+  protocol          = "HTTPS"
+  certificate_arn   = certificate.shop.arn
+  certificate_arns  = [certificate.admin.arn]
+  host_port         = {ps}
+  default_action {{
+    type             = "forward"
+    target_group_arn = target_group.a.arn
+  }}
+}}
+resource "listener_rule" "api" {{
+  listener_arn = listener.http.arn
+  priority     = 5
+  condition {{
+    host_header {{
+      values = ["api.*"]
+    }}
+  }}
+  action {{
+    type = "fixed-response"
+    fixed_response {{
+      status_code  = "200"
+      message_body = "api host"
+    }}
+  }}
+}}
+resource "listener_rule" "first" {{
+  listener_arn = listener.http.arn
+  priority     = 15
+  condition {{
+    path_pattern {{
+      values = ["/p*"]
+    }}
+  }}
+  action {{
+    type = "fixed-response"
+    fixed_response {{
+      status_code  = "200"
+      message_body = "first"
+    }}
+  }}
+}}
+resource "listener_rule" "second" {{
+  listener_arn = listener.http.arn
+  priority     = 16
+  condition {{
+    path_pattern {{
+      values = ["/p*"]
+    }}
+  }}
+  action {{
+    type = "fixed-response"
+    fixed_response {{
+      status_code  = "200"
+      message_body = "second"
+    }}
+  }}
+}}
+resource "listener_rule" "redirect" {{
+  listener_arn = listener.http.arn
+  priority     = 20
+  condition {{
+    path_pattern {{
+      values = ["/secure/*"]
+    }}
+  }}
+  action {{
+    type = "redirect"
+    redirect {{
+      protocol    = "HTTPS"
+      port        = "443"
+      status_code = "HTTP_301"
+    }}
+  }}
+}}
+resource "listener_rule" "canary" {{
+  listener_arn = listener.http.arn
+  priority     = 30
+  condition {{
+    http_header {{
+      http_header_name = "X-Canary"
+      values           = ["yes"]
+    }}
+  }}
+  condition {{
+    http_request_method {{
+      values = ["GET"]
+    }}
+  }}
+  action {{
+    type             = "forward"
+    target_group_arn = target_group.b.arn
+  }}
+}}
+resource "listener_rule" "query" {{
+  listener_arn = listener.http.arn
+  priority     = 40
+  condition {{
+    query_string {{
+      key   = "group"
+      value = "a"
+    }}
+  }}
+  action {{
+    type             = "forward"
+    target_group_arn = target_group.a.arn
+  }}
+}}
+resource "listener_rule" "office" {{
+  listener_arn = listener.http.arn
+  priority     = 50
+  condition {{
+    source_ip {{
+      values = ["192.0.2.0/24"]
+    }}
+  }}
+  action {{
+    type = "fixed-response"
+    fixed_response {{
+      status_code = "403"
+    }}
+  }}
+}}
+"#
+    );
+    let cfg = format!(
+        "{}{}{}{}{}{rules}",
+        base(91),
+        tg("a"),
+        tg("b"),
+        group("a", "a", 1, "a"),
+        group("b", "b", 1, "b")
+    );
+    v.write("env/main.hcl", &cfg);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    wait_until("two healthy targets", 20, || healthy_targets(&v) == 2);
+
+    // Rules by priority: host, path (the lower priority wins), header + method, query.
+    assert_eq!(
+        http(
+            p,
+            "GET /x HTTP/1.1\r\nHost: api.l.test\r\nConnection: close\r\n\r\n"
+        )
+        .1,
+        "api host"
+    );
+    assert_eq!(get(p, "/products", ""), (200, "first".to_string()));
+    assert!(get(p, "/", "X-Canary: yes\r\n").1.starts_with("b "));
+    for _ in 0..10 {
+        assert!(get(p, "/?group=a", "").1.starts_with("a "));
+    }
+    // Redirect keeps host, path and query.
+    let r = http(
+        p,
+        "GET /secure/cart?id=7 HTTP/1.1\r\nHost: shop.l.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.0, 301);
+    let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    s.write_all(
+        b"GET /secure/cart?id=7 HTTP/1.1\r\nHost: shop.l.test\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = String::new();
+    let _ = s.read_to_string(&mut head);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("location: https://shop.l.test/secure/cart?id=7"),
+        "{head}"
+    );
+    // Weighted forwarding: about 3 to 1.
+    let mut a = 0;
+    for _ in 0..400 {
+        if get(p, "/", "").1.starts_with("a ") {
+            a += 1;
+        }
+    }
+    assert!(
+        (250..=350).contains(&a),
+        "{a} of 400 went to a (weight 3 of 4)"
+    );
+    // X-Forwarded-*.
+    let h = get(p, "/headers", "X-Forwarded-For: 203.0.113.9\r\n").1;
+    assert!(
+        h.starts_with("203.0.113.9, 127.0.0.1|http|80|shop.l.test"),
+        "{h}"
+    );
+
+    // TLS: SNI picks the certificate, HTTP/2 by ALPN, verified against veeps' CA.
+    let ca = v.work.join("ca.pem");
+    std::fs::write(&ca, v.ok(&["ca", "cert"])).unwrap();
+    let ca = ca.to_str().unwrap();
+    for (name, want) in [
+        ("shop.l.test", "CN=shop.l.test"),
+        ("x.admin.l.test", "CN=admin.l.test"),
+    ] {
+        let resolve = format!("{name}:{ps}:127.0.0.1");
+        let url = format!("https://{name}:{ps}/headers");
+        let out = Command::new("curl")
+            .args([
+                "-sv",
+                "-m",
+                "10",
+                "--http2",
+                "--cacert",
+                ca,
+                "--resolve",
+                &resolve,
+                &url,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {err}");
+        assert!(err.contains(want), "{name} did not get {want}:\n{err}");
+        assert!(
+            err.contains("using HTTP/2") || err.contains("HTTP/2 200"),
+            "{name}: not HTTP/2:\n{err}"
+        );
+        assert!(body.contains("|https|443|"), "{body}");
+    }
+
+    // A WebSocket upgrade becomes a tunnel.
+    let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: shop.l.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    for msg in [&b"hello"[..], b"over the tunnel"] {
+        s.write_all(msg).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, msg);
+    }
+    drop(s);
+
+    // Bad requests get their status; the balancer keeps serving.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    assert_eq!(http(p, &big).0, 431);
+    assert_eq!(http(p, "GARBAGE\r\n\r\n").0, 400);
+    assert_eq!(get(p, "/products", "").0, 200);
+    // Access logs and metrics.
+    wait_until("access logs", 10, || {
+        v.ok(&[
+            "logs",
+            "env",
+            "lb-pub",
+            "--since",
+            "5m",
+            "--grep",
+            "/products",
+        ])
+        .contains("\"GET /products HTTP/1.1\" 200")
+    });
+    wait_until("balancer metrics", 30, || {
+        v.ok(&["metrics", "list", "env"])
+            .contains("lb_healthy_host_count")
+    });
+}
+
+#[test]
+fn health_draining_hot_changes_and_rolling_deploys_lose_no_request() {
+    let v = start();
+    let p = free_port();
+    let lb = format!(
+        r#"
+resource "load_balancer" "pub" {{
+  name            = "pub"
+  subnets         = [subnet.pub.id]
+  security_groups = [security_group.lb.id]
+}}
+resource "listener" "http" {{
+  load_balancer_arn = load_balancer.pub.arn
+  port              = 80
+  host_port         = {p}
+  default_action {{
+    type             = "forward"
+    target_group_arn = target_group.a.arn
+  }}
+}}
+resource "load_balancer" "internal" {{
+  name            = "internal"
+  internal        = true
+  subnets         = [subnet.app.id]
+  security_groups = [security_group.lb.id]
+}}
+resource "listener" "internal" {{
+  load_balancer_arn = load_balancer.internal.arn
+  port              = 80
+  default_action {{
+    type = "fixed-response"
+    fixed_response {{
+      message_body = "internal"
+    }}
+  }}
+}}
+"#
+    );
+    let cfg = |version: &str, extra: &str| {
+        format!(
+            "{}{}{}{lb}{extra}",
+            base(92),
+            tg("a"),
+            group("a", version, 2, "a")
+        )
+    };
+    v.write("env/main.hcl", &cfg("v1", ""));
+    v.ok(&["apply", "env", "--auto-approve"]);
+    wait_until("two healthy targets", 20, || healthy_targets(&v) == 2);
+
+    // An internal balancer answers inside its VPC and not from the host (whatever
+    // answers the host at that address, it is not the balancer).
+    let st = v.ok(&["state", "show", "env", "load_balancer.internal"]);
+    let addr = st
+        .lines()
+        .find(|l| l.trim_start().starts_with("dns_name"))
+        .and_then(|l| l.split('"').nth(1))
+        .unwrap()
+        .to_string();
+    let from_host = curl(&[&format!("http://{addr}/")]);
+    assert!(
+        !from_host.contains("internal"),
+        "the host reached the internal balancer at {addr}"
+    );
+    let insts: serde_json::Value =
+        serde_json::from_str(&v.ok(&["instances", "env", "--json"])).unwrap();
+    let pid = insts[0]["instances"][0]["pid"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let ns = Command::new("ip")
+        .args(["netns", "identify", &pid])
+        .output()
+        .unwrap();
+    let ns = String::from_utf8_lossy(&ns.stdout).trim().to_string();
+    let inside = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&inside.stdout), "internal");
+
+    // Continuous load for the rest of the test: no request may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(std::sync::Mutex::new(vec![]));
+    let count = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, failures, count) = (stop.clone(), failures.clone(), count.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = get(p, "/", "");
+                    count.fetch_add(1, Ordering::Relaxed);
+                    if status != 200 {
+                        failures.lock().unwrap().push(format!("{status} {body}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+
+    // A target failing its health check leaves rotation, and comes back.
+    let insts: serde_json::Value =
+        serde_json::from_str(&v.ok(&["instances", "env", "--json"])).unwrap();
+    let sick = insts[0]["instances"][0].clone();
+    let sick_id = sick["id"].as_str().unwrap().to_string();
+    let in_ns = |path: &str| {
+        let pid = sick["pid"].as_u64().unwrap().to_string();
+        let ns = Command::new("ip")
+            .args(["netns", "identify", &pid])
+            .output()
+            .unwrap();
+        let ns = String::from_utf8_lossy(&ns.stdout).trim().to_string();
+        let url = format!("http://{}:8080{path}", sick["address"].as_str().unwrap());
+        Command::new("ip")
+            .args(["netns", "exec", &ns, "curl", "-s", "-m", "5", &url])
+            .output()
+            .unwrap();
+    };
+    in_ns("/sick");
+    wait_until("the sick target out of rotation", 10, || {
+        healthy_targets(&v) == 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..20 {
+        assert!(
+            !get(p, "/", "").1.contains(&sick_id),
+            "a sick target got a request"
+        );
+    }
+    in_ns("/well");
+    wait_until("the target back in rotation", 10, || {
+        healthy_targets(&v) == 2
+    });
+
+    // Draining: a slow request in flight on an instance finishes while it is replaced.
+    let slow = std::thread::spawn(move || get(p, "/slow/3", ""));
+    std::thread::sleep(Duration::from_millis(300));
+    // Hot change of rules under load: a new rule takes effect, nothing drops.
+    let rule = r#"
+resource "listener_rule" "hello" {
+  listener_arn = listener.http.arn
+  priority     = 10
+  condition {
+    path_pattern {
+      values = ["/hello"]
+    }
+  }
+  action {
+    type = "fixed-response"
+    fixed_response {
+      message_body = "hello"
+    }
+  }
+}
+"#;
+    v.write("env/main.hcl", &cfg("v1", rule));
+    v.ok(&["apply", "env", "--auto-approve"]);
+    assert_eq!(get(p, "/hello", "").1, "hello");
+
+    // A rolling deploy under load: every request answered, all on v2 at the end.
+    v.write("env/main.hcl", &cfg("v2", rule));
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let (status, body) = slow.join().unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "slow done"),
+        "the in-flight request was cut"
+    );
+    wait_until("v2 everywhere", 20, || {
+        (0..10).all(|_| get(p, "/", "").1.starts_with("v2 "))
+    });
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let failed = failures.lock().unwrap().clone();
+    let n = count.load(Ordering::Relaxed);
+    assert!(n > 100, "only {n} requests were made");
+    assert!(
+        failed.is_empty(),
+        "{} of {n} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+#[test]
+fn bad_balancer_declarations_name_their_position() {
+    let v = Veeps::start();
+    v.write(
+        "bad/main.hcl",
+        r#"resource "target_group" "t" {
+  name = "t"
+  port = 70000
+  health_check {
+    matcher  = "200-1000"
+    interval = 5
+    timeout  = 10
+  }
+}
+resource "listener" "l" {
+  load_balancer_arn = "lb-00000000"
+  port              = 443
+  protocol          = "HTTPS"
+  default_action {
+    type = "teleport"
+  }
+}
+resource "listener_rule" "r" {
+  listener_arn = "listener-00000000"
+  priority     = 0
+  condition {
+    source_ip {
+      values = ["not-a-cidr"]
+    }
+  }
+  action {
+    type = "redirect"
+    redirect {
+      status_code = "HTTP_307"
+    }
+  }
+}
+resource "certificate" "c" {
+  domain_name = "exa mple.test"
+}
+"#,
+    );
+    let out = v.expect(&["plan", "bad"], 1);
+    for want in [
+        "bad/main.hcl:3:10",
+        "a port is a whole number",
+        "200-1000",
+        "less than the interval",
+        "needs certificate_arn",
+        "\"teleport\" must be forward, redirect or fixed-response",
+        "priority is a whole number from 1",
+        "not-a-cidr",
+        "HTTP_301 or HTTP_302",
+        "is not a DNS name",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
