@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -242,8 +242,61 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Open connections.
     pub connections: AtomicU64,
-    /// Target response times (s) since the last collection.
-    pub latencies: Mutex<Vec<f64>>,
+    /// Target response times since the last collection, as a histogram.
+    pub latency: Histogram,
+}
+
+/// A lock-free latency histogram: buckets a quarter of a power of two wide, from 1 us.
+pub struct Histogram {
+    buckets: [AtomicU64; 128],
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(us: f64) -> usize {
+        if us <= 1.0 {
+            return 0;
+        }
+        ((us.log2() * 4.0) as usize).min(127)
+    }
+    /// Records a duration.
+    pub fn record(&self, d: Duration) {
+        let i = Self::bucket(d.as_secs_f64() * 1e6);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+    /// The p50, p90 and p99 (seconds, each bucket's upper bound) since the last call;
+    /// starts over.
+    pub fn take(&self) -> HashMap<&'static str, f64> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.swap(0, Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let mut out = HashMap::new();
+        if total == 0 {
+            return out;
+        }
+        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
+            let want = (((total as f64) * q).ceil() as u64).max(1);
+            let mut acc = 0;
+            for (i, c) in counts.iter().enumerate() {
+                acc += c;
+                if acc >= want {
+                    out.insert(name, 2f64.powf((i + 1) as f64 / 4.0) / 1e6);
+                    break;
+                }
+            }
+        }
+        out
+    }
 }
 
 /// What serving needs.
@@ -360,10 +413,10 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
         .filter(|(_, p)| p.parse::<u16>().is_ok())
         .map(|(h, _)| h.to_string())
         .unwrap_or(host_hdr.clone());
-    let snap = ctx.snap.load_full();
     let action = {
-        let headers = req.headers().clone();
-        let hdr = move |n: &str| -> Vec<String> {
+        let snap = ctx.snap.load();
+        let headers = req.headers();
+        let hdr = |n: &str| -> Vec<String> {
             headers
                 .get_all(n)
                 .iter()
@@ -384,7 +437,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
             .map(|(_, _, a)| a.clone())
             .unwrap_or_else(|| snap.default.clone())
     };
-    let version = format!("{:?}", req.version());
+    let version = req.version();
     let (resp, target) = match action {
         Compiled::Other(Action::Fixed {
             status,
@@ -476,20 +529,35 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
     // The access log line and the in-flight count end with the body, not the headers.
     let (parts, body) = resp.into_parts();
     let stats = ctx.stats.clone();
-    let logs = ctx.logs.clone();
-    let (env, group) = (ctx.env.clone(), format!("lb-{}", ctx.lb_name));
-    let listener = ctx.port;
-    let target_s = target
-        .as_ref()
-        .map(|t| t.addr.to_string())
-        .unwrap_or_else(|| "-".into());
-    let target_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let log = ctx.logs.clone().map(|obs| {
+        let target_s = target
+            .as_ref()
+            .map(|t| t.addr.to_string())
+            .unwrap_or_else(|| "-".into());
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        let head = format!("{client} \"{method} {path}{q} {version:?}\" {status}");
+        let target_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let group = format!("lb-{}", ctx.lb_name);
+        (
+            obs,
+            ctx.env.clone(),
+            group,
+            ctx.port,
+            head,
+            target_s,
+            target_ms,
+        )
+    });
     let done = move |bytes: u64| {
         if let Some(t) = &target {
             t.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
         stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-        if let Some(obs) = logs {
+        if let Some((obs, env, group, listener, head, target_s, target_ms)) = log {
             let total_ms = started.elapsed().as_secs_f64() * 1000.0;
             obs.log(veeps_obs::logs::LogLine {
                 ts: veeps_obs_now(),
@@ -498,8 +566,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
                 source: format!("listener-{listener}"),
                 stream: "access".into(),
                 text: format!(
-                    "{client} \"{method} {path}{q} {version}\" {status} {bytes} target={target_s} target_ms={target_ms:.1} total_ms={total_ms:.1}",
-                    q = if query.is_empty() { String::new() } else { format!("?{query}") },
+                    "{head} {bytes} target={target_s} target_ms={target_ms:.1} total_ms={total_ms:.1}"
                 ),
             });
         }
@@ -551,29 +618,25 @@ async fn forward(
         .get(hyper::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let mut out = Request::builder()
-        .method(req.method().clone())
-        .uri(uri)
-        .version(Version::HTTP_11);
-    let headers = out.headers_mut().expect("a fresh builder");
-    for (k, v) in req.headers() {
-        if HOP.contains(&k.as_str()) || k == hyper::header::UPGRADE {
-            continue;
-        }
-        headers.append(k.clone(), v.clone());
+    let in_version = req.version();
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    // The request is rewritten in place: target URI, HTTP/1.1, hop-by-hop headers out,
+    // X-Forwarded-* in.
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let headers = &mut parts.headers;
+    for h in HOP {
+        headers.remove(h);
     }
+    headers.remove(hyper::header::UPGRADE);
     if !headers.contains_key(hyper::header::HOST) {
-        if let Some(a) = req.uri().authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                headers.insert(hyper::header::HOST, v);
-            }
+        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            headers.insert(hyper::header::HOST, v);
         }
     }
-    let xff = match req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {}", client.ip()),
         None => client.ip().to_string(),
     };
@@ -587,9 +650,10 @@ async fn forward(
             Protocol::Https => "https",
         }),
     );
-    if let Ok(v) = HeaderValue::from_str(&ctx.port.to_string()) {
-        headers.insert(HeaderName::from_static("x-forwarded-port"), v);
-    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-port"),
+        HeaderValue::from(ctx.port),
+    );
     if let Some(u) = &upgrade {
         if let Ok(v) = HeaderValue::from_str(u) {
             headers.insert(hyper::header::UPGRADE, v);
@@ -599,9 +663,6 @@ async fn forward(
             );
         }
     }
-    let in_version = req.version();
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let body = req.into_body();
     let in_bytes = ctx.stats.clone();
     let body = body
         .map_frame(move |f| {
@@ -613,9 +674,7 @@ async fn forward(
             f
         })
         .boxed();
-    let Ok(out) = out.body(body) else {
-        return error(StatusCode::BAD_REQUEST);
-    };
+    let out = Request::from_parts(parts, body);
     let sent = Instant::now();
     let resp = match tokio::time::timeout(ctx.timeout, ctx.client.request(out)).await {
         Err(_) => return error(StatusCode::GATEWAY_TIMEOUT),
@@ -625,11 +684,7 @@ async fn forward(
         }
         Ok(Ok(r)) => r,
     };
-    ctx.stats
-        .latencies
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(sent.elapsed().as_secs_f64());
+    ctx.stats.latency.record(sent.elapsed());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(cu) = client_upgrade {
             let mut resp = resp;
@@ -795,18 +850,4 @@ pub async fn serve_stream(s: tokio::net::TcpStream, peer: SocketAddr, rt: Arc<Li
             }
         }
     }
-}
-
-/// Latency percentiles of the samples taken.
-pub fn percentiles(mut v: Vec<f64>) -> HashMap<&'static str, f64> {
-    let mut out = HashMap::new();
-    if v.is_empty() {
-        return out;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
-        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-        out.insert(name, v[i]);
-    }
-    out
 }

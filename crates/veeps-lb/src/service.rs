@@ -679,8 +679,7 @@ impl Lbs {
                 &l,
                 s.connections.load(Ordering::Relaxed) as f64,
             ));
-            let lat = std::mem::take(&mut *s.latencies.lock().unwrap_or_else(|p| p.into_inner()));
-            for (k, v) in proxy::percentiles(lat) {
+            for (k, v) in s.latency.take() {
                 out.push(Sample::new(
                     &format!("lb_target_response_seconds_{k}"),
                     &l,

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Load balancer throughput and p99 latency with wrk, in one run: a backend (nginx returning
+# a small answer) measured directly, through a veeps load balancer, and through nginx as
+# an equivalent reverse proxy (keep-alive upstream, two workers as veeps has two
+# threads), for HTTP and for HTTPS. Prints ratios veeps/nginx and veeps/direct. Needs
+# root. The nginx proxy runs in the balancer's own network namespace and both are reached
+# at the balancer's address, so both pay the same path: host -> VPC router -> balancer ->
+# back to the backend on the host.
+#
+#   bench/lb.sh [SECONDS] [CONNECTIONS]     (installs nginx and wrk if missing; builds veeps)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+CONNS=${2:-64}
+[ "$(id -u)" = 0 ] || { echo "bench/lb.sh needs root" >&2; exit 1; }
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+cargo build --release --locked -p veeps >/dev/null 2>&1
+BIN=$PWD/target/release/veeps
+WORK=$(mktemp -d /tmp/veeps-bench-lb.XXXXXX)
+API=$((20000 + RANDOM % 10000))
+BACK=$((API + 1)); NG=$((API + 2)); NGS=$((API + 3)); VP=$((API + 4)); VPS=$((API + 5))
+cleanup() {
+  [ -n "${SERVER:-}" ] && "$BIN" destroy "$WORK/env" --auto-approve >/dev/null 2>&1
+  [ -n "${SERVER:-}" ] && { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; }
+  for c in backend proxy; do [ -f "$WORK/$c.pid" ] && kill "$(cat "$WORK/$c.pid")" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The balancer reaches the host through its VPC's uplink: the host's address there.
+export VEEPS_DATA_DIR=$WORK/data VEEPS_ADDR=http://127.0.0.1:$API
+(cd "$WORK" && exec "$BIN" server --listen "127.0.0.1:$API" 2>"$WORK/server.log") &
+SERVER=$!
+for _ in $(seq 100); do curl -s --noproxy '*' -o /dev/null "http://127.0.0.1:$API/" && break; sleep 0.05; done
+mkdir -p "$WORK/env"
+cat >"$WORK/env/main.hcl" <<HCL
+resource "vpc" "v" {
+  name       = "bench"
+  cidr_block = "10.98.0.0/18"
+}
+resource "subnet" "pub" {
+  vpc_id     = vpc.v.id
+  cidr_block = "10.98.0.0/24"
+  tier       = "public"
+}
+resource "security_group" "lb" {
+  vpc_id = vpc.v.id
+  ingress {
+    protocol    = "tcp"
+    from_port   = 80
+    to_port     = 65535
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+  egress {
+    protocol    = "all"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+}
+HCL
+"$BIN" apply "$WORK/env" --auto-approve >/dev/null
+HOSTIP=$(ip -o route get 10.98.0.4 | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=bench.test -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+cat >"$WORK/backend.conf" <<NGX
+worker_processes 1;
+pid $WORK/backend.pid;
+error_log $WORK/backend.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen $BACK reuseport backlog=4096;
+    keepalive_requests 1000000;
+    location / { return 200 "hello from the backend\n"; }
+  }
+}
+NGX
+cat >"$WORK/proxy.conf" <<NGX
+worker_processes 2;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream backend { server $HOSTIP:$BACK; keepalive 256; }
+  server {
+    listen $NG backlog=4096;
+    listen $NGS ssl http2 backlog=4096;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+NGX
+nginx -c "$WORK/backend.conf"
+
+cat >>"$WORK/env/main.hcl" <<HCL
+resource "certificate" "bench" {
+  domain_name               = "bench.test"
+  subject_alternative_names = ["127.0.0.1"]
+}
+resource "target_group" "backend" {
+  name = "backend"
+  port = $BACK
+  health_check {
+    interval          = 1
+    timeout           = 0.5
+    healthy_threshold = 1
+  }
+}
+resource "target_group_attachment" "backend" {
+  target_group_arn = target_group.backend.arn
+  target_id        = "$HOSTIP"
+}
+resource "load_balancer" "bench" {
+  name            = "bench"
+  subnets         = [subnet.pub.id]
+  security_groups = [security_group.lb.id]
+  access_logs     = false
+}
+resource "listener" "http" {
+  load_balancer_arn = load_balancer.bench.arn
+  port              = 80
+  host_port         = $VP
+  default_action {
+    type             = "forward"
+    target_group_arn = target_group.backend.arn
+  }
+}
+resource "listener" "https" {
+  load_balancer_arn = load_balancer.bench.arn
+  port              = 443
+  protocol          = "HTTPS"
+  certificate_arn   = certificate.bench.arn
+  host_port         = $VPS
+  default_action {
+    type             = "forward"
+    target_group_arn = target_group.backend.arn
+  }
+}
+HCL
+"$BIN" apply "$WORK/env" --auto-approve >/dev/null
+LB=$("$BIN" state show env load_balancer.bench | sed -n 's/.*dns_name *= *"\(.*\)".*/\1/p')
+# The balancer's namespace: this server's prefix (from its data directory), holding $LB.
+PREFIX=v$(printf %s "$WORK/data" | sha256sum | cut -c1-5)
+NS=$(ip netns | awk '{print $1}' | grep "^$PREFIX-" | while read -r n; do ip netns exec "$n" ip -o addr 2>/dev/null | grep -q " $LB/" && echo "$n"; done | head -1 || true)
+ip netns exec "$NS" nginx -c "$WORK/proxy.conf"
+for _ in $(seq 100); do [ "$(curl -s --noproxy '*' "http://$LB/")" = "hello from the backend" ] && break; sleep 0.1; done
+
+run() { # URL -> "rps p99_ms"
+  wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "$1" 2>/dev/null | python3 -c '
+import re, sys
+t = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+m = re.search(r"99%\s+([\d.]+)(us|ms|s)", t)
+p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+print(f"{rps:.0f} {p99:.2f} {errs.group(1) if errs else 0}")'
+}
+read -r d_rps d_p99 _ < <(run "http://127.0.0.1:$BACK/")
+read -r n_rps n_p99 n_err < <(run "http://$LB:$NG/")
+read -r v_rps v_p99 v_err < <(run "http://$LB/")
+read -r ns_rps ns_p99 ns_err < <(run "https://$LB:$NGS/")
+read -r vs_rps vs_p99 vs_err < <(run "https://$LB/")
+
+python3 - "$d_rps" "$d_p99" "$n_rps" "$n_p99" "$v_rps" "$v_p99" "$ns_rps" "$ns_p99" "$vs_rps" "$vs_p99" "$n_err" "$v_err" "$ns_err" "$vs_err" "$CONNS" "$DUR" <<'PY'
+import sys
+a = sys.argv[1:]
+d, dp, n, np_, v, vp, ns, nsp, vs, vsp = map(float, a[:10])
+errs = a[10:14]
+print(f"wrk -t2 -c{a[14]} -d{a[15]}s; the backend is nginx (1 worker) on the host")
+print(f"direct        HTTP : {d:9.0f} req/s  p99 {dp:6.2f} ms")
+print(f"nginx proxy   HTTP : {n:9.0f} req/s  p99 {np_:6.2f} ms   (non-2xx: {errs[0]})")
+print(f"veeps         HTTP : {v:9.0f} req/s  p99 {vp:6.2f} ms   (non-2xx: {errs[1]})")
+print(f"nginx proxy   HTTPS: {ns:9.0f} req/s  p99 {nsp:6.2f} ms   (non-2xx: {errs[2]})")
+print(f"veeps         HTTPS: {vs:9.0f} req/s  p99 {vsp:6.2f} ms   (non-2xx: {errs[3]})")
+print(f"HTTP : veeps/nginx {v / n:.2f}x throughput, p99 {vp / np_:.2f}x;  veeps/direct {v / d:.2f}x")
+print(f"HTTPS: veeps/nginx {vs / ns:.2f}x throughput, p99 {vsp / nsp:.2f}x")
+PY
