@@ -56,6 +56,8 @@ pub trait TargetHealth: Send + Sync {
     fn healthy(&self, target_groups: &[String], address: &str) -> Option<bool>;
     /// True if some balancer forwards to one of these groups.
     fn serves(&self, target_groups: &[String]) -> bool;
+    /// Requests the balancers have sent to these groups so far.
+    fn requests(&self, target_groups: &[String]) -> u64;
     /// Stops new requests to the address and waits for its in-flight ones (up to each
     /// group's deregistration delay).
     async fn drain(&self, target_groups: &[String], address: &str);
@@ -1234,6 +1236,13 @@ impl Compute {
             cause,
         );
         g.wake.notify_one();
+    }
+
+    /// Requests the load balancers have sent to these target groups so far (`None` when
+    /// none serves them).
+    pub fn requests_served(&self, target_groups: &[String]) -> Option<u64> {
+        let th = self.target_health.get()?;
+        th.serves(target_groups).then(|| th.requests(target_groups))
     }
 
     /// Records a launch template.

@@ -15,6 +15,11 @@ pub enum PolicyKind {
         /// The target, percent.
         target: f64,
     },
+    /// Keep the load balancers' requests per minute per in-service instance near a target.
+    TargetRequests {
+        /// The target, requests per minute per instance.
+        target: f64,
+    },
     /// Change the desired count when an alarm naming the policy goes off.
     Step {
         /// `ChangeInCapacity`, `ExactCapacity` or `PercentChangeInCapacity`.
@@ -54,6 +59,8 @@ pub struct Policy {
 
 #[derive(Default)]
 struct PolicyState {
+    /// The last request count seen, and when (for requests per target).
+    last_count: Option<(i64, u64)>,
     readings: VecDeque<f64>,
     last_action_ms: i64,
     last_fired: Option<i64>,
@@ -146,8 +153,36 @@ impl Policies {
                 continue;
             };
             match &p.kind {
-                PolicyKind::TargetCpu { target } => {
-                    let Some(avg) = self.compute.average_cpu(&p.group_id) else {
+                PolicyKind::TargetCpu { .. } | PolicyKind::TargetRequests { .. } => {
+                    let (target, what) = match &p.kind {
+                        PolicyKind::TargetCpu { target } => (*target, "average CPU (%)"),
+                        PolicyKind::TargetRequests { target } => {
+                            (*target, "requests per minute per instance")
+                        }
+                        _ => continue,
+                    };
+                    let reading = match &p.kind {
+                        PolicyKind::TargetCpu { .. } => self.compute.average_cpu(&p.group_id),
+                        _ => {
+                            let Some(total) = self.compute.requests_served(&rec.spec.target_groups)
+                            else {
+                                continue;
+                            };
+                            let prev = st.last_count.replace((now, total));
+                            let in_service = rec
+                                .instances
+                                .iter()
+                                .filter(|i| i.lifecycle == crate::group::Lifecycle::InService)
+                                .count()
+                                .max(1) as f64;
+                            prev.filter(|(t, _)| now > *t).map(|(t, n)| {
+                                total.saturating_sub(n) as f64 * 60_000.0
+                                    / (now - t) as f64
+                                    / in_service
+                            })
+                        }
+                    };
+                    let Some(avg) = reading else {
                         continue;
                     };
                     st.readings.push_back(avg);
@@ -167,7 +202,7 @@ impl Policies {
                     let want = (in_service * mean / target.max(1.0)).ceil() as i64;
                     let since = now - st.last_action_ms.max(rec.last_scaled_ms);
                     let cause = format!(
-                        "policy {}: average CPU {mean:.1} % against a target of {target} %",
+                        "policy {}: {what} {mean:.1} against a target of {target}",
                         p.name
                     );
                     if want > rec.desired as i64 && since >= p.warmup_secs as i64 * 1000 {

@@ -654,7 +654,12 @@ impl PolicyType {
                 )
                 .attr(
                     AttrSchema::optional("target_value", Type::Number)
-                        .describe("average CPU, percent"),
+                        .describe("average CPU (percent), or requests per minute per instance"),
+                )
+                .attr(
+                    AttrSchema::optional("predefined_metric_type", Type::String)
+                        .default("ASGAverageCPUUtilization")
+                        .describe("or ALBRequestCountPerTarget"),
                 )
                 .attr(
                     AttrSchema::optional("adjustment_type", Type::String)
@@ -687,6 +692,11 @@ fn policy(ctx: &Ctx, c: &Value) -> Result<Policy, ResourceError> {
             max_size: get::num(c, "max_size").map(|v| v as u32),
             desired: get::num(c, "desired_capacity").map(|v| v as u32),
         },
+        _ if get::str(c, "predefined_metric_type") == Some("ALBRequestCountPerTarget") => {
+            PolicyKind::TargetRequests {
+                target: get::num(c, "target_value").unwrap_or(1000.0),
+            }
+        }
         _ => PolicyKind::TargetCpu {
             target: get::num(c, "target_value").unwrap_or(50.0),
         },
@@ -723,6 +733,26 @@ impl Resource for PolicyType {
         }
         match t {
             "TargetTrackingScaling" => match get::num(c, "target_value") {
+                _ if get::str(c, "predefined_metric_type").is_some_and(|m| {
+                    m != "ASGAverageCPUUtilization" && m != "ALBRequestCountPerTarget"
+                }) =>
+                {
+                    e.push(AttrError::on(
+                        "predefined_metric_type",
+                        "must be ASGAverageCPUUtilization or ALBRequestCountPerTarget",
+                    ))
+                }
+                Some(v)
+                    if get::str(c, "predefined_metric_type")
+                        == Some("ALBRequestCountPerTarget") =>
+                {
+                    if v <= 0.0 {
+                        e.push(AttrError::on(
+                            "target_value",
+                            format!("is {v}; give requests per minute per instance above 0"),
+                        ));
+                    }
+                }
                 Some(v) if v > 0.0 && v <= 100.0 => {}
                 Some(v) => e.push(AttrError::on(
                     "target_value",

@@ -599,6 +599,7 @@ async fn forward(
 ) -> Response<ProxyBody> {
     t.in_flight.fetch_add(1, Ordering::Relaxed);
     t.requests.fetch_add(1, Ordering::Relaxed);
+    tg.requests_total.fetch_add(1, Ordering::Relaxed);
     let spec = tg.spec.load();
     let scheme = match spec.protocol {
         Protocol::Http => "http",

@@ -761,6 +761,13 @@ impl veeps_compute::group::TargetHealth for Lbs {
         let states = self.tg_states();
         crate::targets::find(states.iter().map(|(k, v)| (k, v)), target_groups, ip)
     }
+    fn requests(&self, target_groups: &[String]) -> u64 {
+        self.tg_states()
+            .iter()
+            .filter(|(id, _)| target_groups.contains(id))
+            .map(|(_, s)| s.requests_total.load(Ordering::Relaxed))
+            .sum()
+    }
     fn serves(&self, target_groups: &[String]) -> bool {
         self.tg_states()
             .iter()

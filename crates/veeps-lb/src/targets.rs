@@ -56,6 +56,9 @@ pub struct TgState {
     pub targets: ArcSwap<Vec<Arc<Target>>>,
     rr: AtomicUsize,
     lock: Mutex<()>,
+    /// Requests sent to this group so far.
+    pub requests_total: AtomicU64,
+    sampled: AtomicU64,
 }
 
 impl TgState {
@@ -66,6 +69,8 @@ impl TgState {
             targets: ArcSwap::from_pointee(vec![]),
             rr: 0.into(),
             lock: Mutex::new(()),
+            requests_total: 0.into(),
+            sampled: 0.into(),
         })
     }
 
@@ -276,12 +281,10 @@ pub fn find<'a>(
 pub fn take_requests(tgs: &HashMap<String, Arc<TgState>>) -> Vec<(String, u64, usize)> {
     tgs.iter()
         .map(|(id, tg)| {
-            let ts = tg.targets.load();
-            let n: u64 = ts
-                .iter()
-                .map(|t| t.requests.swap(0, Ordering::Relaxed))
-                .sum();
-            (id.clone(), n, ts.iter().filter(|t| t.usable()).count())
+            let total = tg.requests_total.load(Ordering::Relaxed);
+            let n = total.saturating_sub(tg.sampled.swap(total, Ordering::Relaxed));
+            let usable = tg.targets.load().iter().filter(|t| t.usable()).count();
+            (id.clone(), n, usable)
         })
         .collect()
 }

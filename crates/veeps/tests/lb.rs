@@ -278,6 +278,15 @@ resource "listener" "https" {{
     target_group_arn = target_group.a.arn
   }}
 }}
+resource "scaling_policy" "requests" {{
+  name                      = "requests"
+  autoscaling_group_id      = autoscaling_group.a.id
+  policy_type               = "TargetTrackingScaling"
+  predefined_metric_type    = "ALBRequestCountPerTarget"
+  target_value              = 600
+  estimated_instance_warmup = 0
+  cooldown                  = 600
+}}
 resource "listener_rule" "api" {{
   listener_arn = listener.http.arn
   priority     = 5
@@ -448,6 +457,40 @@ resource "listener_rule" "office" {{
         (250..=350).contains(&a),
         "{a} of 400 went to a (weight 3 of 4)"
     );
+    // Requests per target drive the scaling policy of group a (600 a minute each).
+    let desired_a = || -> u64 {
+        let all: serde_json::Value =
+            serde_json::from_str(&v.ok(&["instances", "env", "--json"])).unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "a")
+            .and_then(|g| g["desired"].as_u64())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while desired_a() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "requests per target never scaled group a out:\n{}\n{}",
+            v.ok(&["activity", "env", "a"]),
+            v.ok(&[
+                "metrics",
+                "query",
+                "env",
+                "lb_requests_per_target",
+                "--since",
+                "5m",
+                "--period",
+                "10"
+            ])
+        );
+        for _ in 0..50 {
+            get(p, "/?group=a", "");
+        }
+    }
+    let act = v.ok(&["activity", "env", "a"]);
+    assert!(act.contains("requests per minute per instance"), "{act}");
     // X-Forwarded-*.
     let h = get(p, "/headers", "X-Forwarded-For: 203.0.113.9\r\n").1;
     assert!(
