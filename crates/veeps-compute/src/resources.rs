@@ -724,6 +724,7 @@ impl Resource for PolicyType {
     fn validate(&self, c: &Value) -> Vec<AttrError> {
         let mut e = vec![];
         let t = get::str(c, "policy_type").unwrap_or("TargetTrackingScaling");
+        let per_target = get::str(c, "predefined_metric_type") == Some("ALBRequestCountPerTarget");
         if !POLICY_TYPES.contains(&t) && c.get("policy_type").is_some_and(|v| v.as_str().is_some())
         {
             e.push(AttrError::on(
@@ -742,17 +743,11 @@ impl Resource for PolicyType {
                         "must be ASGAverageCPUUtilization or ALBRequestCountPerTarget",
                     ))
                 }
-                Some(v)
-                    if get::str(c, "predefined_metric_type")
-                        == Some("ALBRequestCountPerTarget") =>
-                {
-                    if v <= 0.0 {
-                        e.push(AttrError::on(
-                            "target_value",
-                            format!("is {v}; give requests per minute per instance above 0"),
-                        ));
-                    }
-                }
+                Some(v) if per_target && v > 0.0 => {}
+                Some(v) if per_target => e.push(AttrError::on(
+                    "target_value",
+                    format!("is {v}; give requests per minute per instance above 0"),
+                )),
                 Some(v) if v > 0.0 && v <= 100.0 => {}
                 Some(v) => e.push(AttrError::on(
                     "target_value",
