@@ -322,7 +322,7 @@ pub struct Ctx {
 }
 
 /// Serves one accepted connection.
-pub async fn serve_conn<S>(ctx: Arc<Ctx>, io: S, client: SocketAddr, idle: Duration)
+pub async fn serve_conn<S>(ctx: Arc<Ctx>, io: S, client: SocketAddr, idle: Duration, h2: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -334,19 +334,21 @@ where
             async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, client).await) }
         })
     };
-    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(idle)
-        .max_buf_size(64 * 1024)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(idle))
-        .max_concurrent_streams(256);
-    let _ = b
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .await;
+    // The protocol is known (ALPN, or HTTP/1.1 on plain listeners): no sniffing.
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .keep_alive_interval(Some(idle))
+            .max_concurrent_streams(256);
+        let _ = b.serve_connection(TokioIo::new(io), svc).await;
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(idle)
+            .max_buf_size(64 * 1024)
+            .keep_alive(true);
+        let _ = b.serve_connection(TokioIo::new(io), svc).with_upgrades().await;
+    }
     ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -844,10 +846,11 @@ pub async fn accept_loop(l: tokio::net::TcpListener, rt: Arc<ListenerRt>) {
 /// Serves one TCP connection (TLS first for HTTPS).
 pub async fn serve_stream(s: tokio::net::TcpStream, peer: SocketAddr, rt: Arc<ListenerRt>) {
     match &rt.tls {
-        None => serve_conn(rt.ctx.clone(), s, peer, rt.idle).await,
+        None => serve_conn(rt.ctx.clone(), s, peer, rt.idle, false).await,
         Some(acc) => {
             if let Ok(Ok(t)) = tokio::time::timeout(rt.idle, acc.accept(s)).await {
-                serve_conn(rt.ctx.clone(), t, peer, rt.idle).await
+                let h2 = t.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve_conn(rt.ctx.clone(), t, peer, rt.idle, h2).await
             }
         }
     }

@@ -51,16 +51,18 @@ struct Listening {
 struct Lb {
     spec: LbSpec,
     address: std::net::Ipv4Addr,
-    rt: Option<tokio::runtime::Runtime>,
-    client: proxy::Client,
+    workers: Workers,
+    /// A pooled client per worker.
+    clients: Vec<proxy::Client>,
     stats: Arc<Stats>,
     listeners: HashMap<String, Listening>,
     tgs: HashMap<String, Arc<TgState>>,
 }
 
 impl Lb {
+    /// The first worker: health checks and draining run there.
     fn handle(&self) -> tokio::runtime::Handle {
-        self.rt.as_ref().expect("running").handle().clone()
+        self.workers.handles[0].clone()
     }
 }
 
@@ -74,9 +76,7 @@ impl Drop for Lb {
         for tg in self.tgs.values() {
             tg.stop();
         }
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+        self.workers.stop();
     }
 }
 
@@ -97,32 +97,69 @@ fn io(e: impl std::fmt::Display) -> LbError {
     LbError::Io(e.to_string())
 }
 
-/// A runtime whose threads all live in network namespace `ns` (none: the host's).
-fn runtime_in(ns: &str, name: &str) -> Result<tokio::runtime::Runtime, LbError> {
-    let fd = if ns.is_empty() {
-        None
-    } else {
-        let f = std::fs::File::open(PathBuf::from("/run/netns").join(ns)).map_err(io)?;
-        Some(Arc::new(std::os::fd::OwnedFd::from(f)))
-    };
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2)
-        .enable_all()
-        .thread_name(format!("lb-{name}"));
-    if let Some(fd) = fd {
-        b.on_thread_start(move || {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a namespace fd we hold; affects only this thread.
-            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                tracing::error!(
-                    "a balancer thread could not enter its namespace: {}",
-                    std::io::Error::last_os_error()
-                );
-                std::process::abort();
-            }
-        });
+/// A balancer's worker threads, one per core, each with a single-threaded runtime and
+/// living in the balancer's network namespace (so every socket they open is there). Each
+/// accepts on its own SO_REUSEPORT socket and keeps its connections: no cross-thread
+/// wakeups, as nginx's workers.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Workers {
+    fn start(ns: &str, name: &str) -> Result<Workers, LbError> {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 16);
+        let fd = if ns.is_empty() {
+            None
+        } else {
+            let f = std::fs::File::open(PathBuf::from("/run/netns").join(ns)).map_err(io)?;
+            Some(Arc::new(std::os::fd::OwnedFd::from(f)))
+        };
+        let (mut handles, mut stops) = (vec![], vec![]);
+        for i in 0..n {
+            let fd = fd.clone();
+            let (htx, hrx) = std::sync::mpsc::channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("lb-{name}-{i}"))
+                .spawn(move || {
+                    if let Some(fd) = fd {
+                        use std::os::fd::AsRawFd;
+                        // SAFETY: setns on a namespace fd we hold; affects only this thread.
+                        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                            let _ = htx.send(Err(std::io::Error::last_os_error().to_string()));
+                            return;
+                        }
+                    }
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = htx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    let _ = htx.send(Ok(rt.handle().clone()));
+                    rt.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    rt.shutdown_background();
+                })
+                .map_err(io)?;
+            let h = hrx
+                .recv()
+                .map_err(io)?
+                .map_err(|e| LbError::Io(format!("a balancer worker could not start in its namespace: {e}")))?;
+            handles.push(h);
+            stops.push(stop);
+        }
+        Ok(Workers { handles, stops })
     }
-    b.build().map_err(io)
+
+    fn stop(&mut self) {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
+        }
+    }
 }
 
 impl Lbs {
@@ -218,18 +255,23 @@ impl Lbs {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&spec.id);
                 drop_lb(old);
-                let rt = runtime_in(&ep.netns, &spec.name)?;
-                let client = {
-                    let _e = rt.enter();
-                    proxy::client(&self.ca_pem, Duration::from_secs(spec.idle_timeout.max(1)))
-                };
+                let workers = Workers::start(&ep.netns, &spec.name)?;
+                let idle = Duration::from_secs(spec.idle_timeout.max(1));
+                let clients = workers
+                    .handles
+                    .iter()
+                    .map(|h| {
+                        let _e = h.enter();
+                        proxy::client(&self.ca_pem, idle)
+                    })
+                    .collect();
                 self.lbs.lock().unwrap_or_else(|p| p.into_inner()).insert(
                     spec.id.clone(),
                     Lb {
                         spec: spec.clone(),
                         address: ep.address,
-                        rt: Some(rt),
-                        client,
+                        workers,
+                        clients,
                         stats: Arc::new(Stats::default()),
                         listeners: HashMap::new(),
                         tgs: HashMap::new(),
@@ -475,61 +517,65 @@ impl Lbs {
         snap: Arc<ArcSwap<Snapshot>>,
         sni: Arc<SniCerts>,
     ) -> Result<(), LbError> {
-        let (handle, addr, ctx, idle) = {
+        let (handles, addr, rts) = {
             let lbs = self.lbs.lock().unwrap_or_else(|p| p.into_inner());
             let lb = lbs
                 .get(lb_id)
                 .ok_or_else(|| LbError::Invalid(format!("load balancer {lb_id} is not running")))?;
             let idle = Duration::from_secs(lb.spec.idle_timeout.max(1));
-            let ctx = Arc::new(proxy::Ctx {
-                env: lb.spec.env.clone(),
-                lb_name: lb.spec.name.clone(),
-                snap,
-                protocol: l.protocol,
-                port: l.port,
-                client: lb.client.clone(),
-                stats: lb.stats.clone(),
-                logs: lb.spec.access_logs.then(|| self.obs.clone()),
-                timeout: idle,
-            });
-            (
-                lb.handle(),
-                SocketAddr::from((lb.address, l.port)),
-                ctx,
-                idle,
-            )
+            let tls = (l.protocol == Protocol::Https).then(|| proxy::acceptor(sni.clone()));
+            let rts: Vec<Arc<ListenerRt>> = lb
+                .clients
+                .iter()
+                .map(|client| {
+                    Arc::new(ListenerRt {
+                        ctx: Arc::new(proxy::Ctx {
+                            env: lb.spec.env.clone(),
+                            lb_name: lb.spec.name.clone(),
+                            snap: snap.clone(),
+                            protocol: l.protocol,
+                            port: l.port,
+                            client: client.clone(),
+                            stats: lb.stats.clone(),
+                            logs: lb.spec.access_logs.then(|| self.obs.clone()),
+                            timeout: idle,
+                        }),
+                        tls: tls.clone(),
+                        sni: sni.clone(),
+                        idle,
+                    })
+                })
+                .collect();
+            (lb.workers.handles.clone(), SocketAddr::from((lb.address, l.port)), rts)
         };
-        let rt = Arc::new(ListenerRt {
-            ctx,
-            tls: (l.protocol == Protocol::Https).then(|| proxy::acceptor(sni.clone())),
-            sni,
-            idle,
-        });
-        // Bind inside the balancer's namespace (its runtime's threads live there).
-        let listener = handle
-            .spawn(async move { bind_reuse(addr) })
-            .await
-            .map_err(io)?
-            .map_err(|e| LbError::Io(format!("cannot listen on {addr}: {e}")))?;
-        let mut tasks = vec![handle
-            .spawn(proxy::accept_loop(listener, rt.clone()))
-            .abort_handle()];
+        // Each worker binds its own SO_REUSEPORT socket, inside the namespace.
+        let mut tasks = vec![];
+        for (h, rt) in handles.iter().zip(&rts) {
+            let listener = h
+                .spawn(async move { bind_reuse(addr) })
+                .await
+                .map_err(io)?
+                .map_err(|e| LbError::Io(format!("cannot listen on {addr}: {e}")))?;
+            tasks.push(h.spawn(proxy::accept_loop(listener, rt.clone())).abort_handle());
+        }
         if let Some(hp) = l.host_port {
-            // The host's loopback: accepted here (the host's namespace), served there.
+            // The host's loopback: accepted here (the host's namespace), served by the
+            // workers in turn.
             let host = tokio::net::TcpListener::bind(("127.0.0.1", hp))
                 .await
                 .map_err(|e| LbError::Io(format!("cannot listen on 127.0.0.1:{hp}: {e}")))?;
-            let h2 = handle.clone();
             tasks.push(
                 tokio::spawn(async move {
+                    let mut next = 0usize;
                     loop {
                         let Ok((s, peer)) = host.accept().await else {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         };
                         let Ok(std) = s.into_std() else { continue };
-                        let rt = rt.clone();
-                        h2.spawn(async move {
+                        next = (next + 1) % handles.len();
+                        let rt = rts[next].clone();
+                        handles[next].spawn(async move {
                             if let Ok(s) = tokio::net::TcpStream::from_std(std) {
                                 let _ = s.set_nodelay(true);
                                 proxy::serve_stream(s, peer, rt).await;
@@ -593,7 +639,7 @@ impl Lbs {
                 want.sort();
                 want.dedup();
                 by_tg.insert(format!("{}/{id}", lb.spec.id), want.clone());
-                st.set_targets(&want, &lb.client, &lb.handle());
+                st.set_targets(&want, &lb.clients[0], &lb.handle());
             }
         }
     }
@@ -750,6 +796,7 @@ fn drop_lb(lb: Option<Lb>) {
 fn bind_reuse(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let s = tokio::net::TcpSocket::new_v4()?;
     s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
     s.bind(addr)?;
     s.listen(4096)
 }
