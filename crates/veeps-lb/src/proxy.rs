@@ -26,8 +26,131 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bodies both ways.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// The pooled client to targets.
-pub type Client = hyper_util::client::legacy::Client<Connector, ProxyBody>;
+/// The pooled client to targets: HTTP/1.1 connections kept per target, on one worker
+/// (no locks are contended: a worker is one thread).
+#[derive(Clone)]
+pub struct Client {
+    connector: Connector,
+    pool: Arc<std::sync::Mutex<Pool>>,
+    idle: Duration,
+}
+
+/// Idle and busy connections by (TLS, target).
+type Pool = HashMap<(bool, SocketAddr), Vec<Pooled>>;
+
+struct Pooled {
+    send: hyper::client::conn::http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// Why a request to a target failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Connecting (or the TLS handshake) failed.
+    Connect(std::io::Error),
+    /// The exchange failed.
+    Http(hyper::Error),
+    /// The URI is not `scheme://ip:port/...`.
+    Uri,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(e) => write!(f, "connect: {e}"),
+            ClientError::Http(e) => write!(f, "{e}"),
+            ClientError::Uri => f.write_str("a target is addressed as scheme://ip:port"),
+        }
+    }
+}
+
+impl Client {
+    /// Sends a request whose URI names the target (`http(s)://ip:port/path`).
+    pub async fn request(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let uri = req.uri().clone();
+        let https = uri.scheme_str() == Some("https");
+        let host = uri
+            .host()
+            .unwrap_or("")
+            .trim_matches(|c| c == '[' || c == ']');
+        let ip: IpAddr = host.parse().map_err(|_| ClientError::Uri)?;
+        let addr = SocketAddr::new(ip, uri.port_u16().unwrap_or(if https { 443 } else { 80 }));
+        // Origin form on the wire.
+        if let Some(pq) = uri.path_and_query() {
+            if let Ok(u) = pq.as_str().parse() {
+                *req.uri_mut() = u;
+            }
+        }
+        if !req.headers().contains_key(hyper::header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(&addr.to_string()) {
+                req.headers_mut().insert(hyper::header::HOST, v);
+            }
+        }
+        let key = (https, addr);
+        let pooled = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let list = pool.entry(key).or_default();
+            // Closed and long-idle connections go; busy ones (a response still being
+            // read) stay for later.
+            list.retain(|p| !p.send.is_closed() && p.since.elapsed() <= self.idle);
+            list.iter()
+                .rposition(|p| p.send.is_ready())
+                .map(|i| list.swap_remove(i).send)
+        };
+        let mut send = match pooled {
+            Some(s) => s,
+            None => self.connect(https, addr).await?,
+        };
+        let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+        let resp = send.send_request(req).await.map_err(ClientError::Http)?;
+        // Back to the pool; it is taken again once its response has been read.
+        if !upgrade && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let list = pool.entry(key).or_default();
+            if list.len() < 256 {
+                list.push(Pooled {
+                    send,
+                    since: Instant::now(),
+                });
+            }
+        }
+        Ok(resp)
+    }
+
+    async fn connect(
+        &self,
+        https: bool,
+        addr: SocketAddr,
+    ) -> Result<hyper::client::conn::http1::SendRequest<ProxyBody>, ClientError> {
+        let s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(ClientError::Connect)?;
+        let _ = s.set_nodelay(true);
+        let io = if https {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let t = self
+                .connector
+                .tls
+                .connect(name, s)
+                .await
+                .map_err(ClientError::Connect)?;
+            Conn::Tls(Box::new(t))
+        } else {
+            Conn::Plain(s)
+        };
+        let (send, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ClientError::Http)?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(send)
+    }
+}
 
 /// An empty body.
 pub fn empty() -> ProxyBody {
@@ -81,12 +204,6 @@ impl AsyncWrite for Conn {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
-    }
-}
-
-impl hyper_util::client::legacy::connect::Connection for Conn {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        hyper_util::client::legacy::connect::Connected::new()
     }
 }
 
@@ -164,47 +281,13 @@ impl Connector {
     }
 }
 
-impl tower_service::Service<hyper::Uri> for Connector {
-    type Response = TokioIo<Conn>;
-    type Error = std::io::Error;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        Box::pin(async move {
-            let host = uri
-                .host()
-                .unwrap_or("")
-                .trim_matches(|c| c == '[' || c == ']')
-                .to_string();
-            let https = uri.scheme_str() == Some("https");
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let ip: IpAddr = host.parse().map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "targets are addresses")
-            })?;
-            let s = tokio::net::TcpStream::connect((ip, port)).await?;
-            let _ = s.set_nodelay(true);
-            if !https {
-                return Ok(TokioIo::new(Conn::Plain(s)));
-            }
-            let name = rustls::pki_types::ServerName::IpAddress(ip.into());
-            let t = tls.connect(name, s).await?;
-            Ok(TokioIo::new(Conn::Tls(Box::new(t))))
-        })
-    }
-}
-
 /// A client for targets.
 pub fn client(ca_pem: &str, idle: Duration) -> Client {
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(idle)
-        .pool_max_idle_per_host(256)
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .build(Connector::new(ca_pem))
+    Client {
+        connector: Connector::new(ca_pem),
+        pool: Arc::default(),
+        idle,
+    }
 }
 
 /// An action ready to run.
@@ -347,7 +430,10 @@ where
             .header_read_timeout(idle)
             .max_buf_size(64 * 1024)
             .keep_alive(true);
-        let _ = b.serve_connection(TokioIo::new(io), svc).with_upgrades().await;
+        let _ = b
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades()
+            .await;
     }
     ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
 }

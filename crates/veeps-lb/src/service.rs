@@ -108,7 +108,10 @@ struct Workers {
 
 impl Workers {
     fn start(ns: &str, name: &str) -> Result<Workers, LbError> {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 16);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 16);
         let fd = if ns.is_empty() {
             None
         } else {
@@ -131,7 +134,10 @@ impl Workers {
                             return;
                         }
                     }
-                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
                         Ok(rt) => rt,
                         Err(e) => {
                             let _ = htx.send(Err(e.to_string()));
@@ -145,10 +151,11 @@ impl Workers {
                     rt.shutdown_background();
                 })
                 .map_err(io)?;
-            let h = hrx
-                .recv()
-                .map_err(io)?
-                .map_err(|e| LbError::Io(format!("a balancer worker could not start in its namespace: {e}")))?;
+            let h = hrx.recv().map_err(io)?.map_err(|e| {
+                LbError::Io(format!(
+                    "a balancer worker could not start in its namespace: {e}"
+                ))
+            })?;
             handles.push(h);
             stops.push(stop);
         }
@@ -546,7 +553,11 @@ impl Lbs {
                     })
                 })
                 .collect();
-            (lb.workers.handles.clone(), SocketAddr::from((lb.address, l.port)), rts)
+            (
+                lb.workers.handles.clone(),
+                SocketAddr::from((lb.address, l.port)),
+                rts,
+            )
         };
         // Each worker binds its own SO_REUSEPORT socket, inside the namespace.
         let mut tasks = vec![];
@@ -556,7 +567,10 @@ impl Lbs {
                 .await
                 .map_err(io)?
                 .map_err(|e| LbError::Io(format!("cannot listen on {addr}: {e}")))?;
-            tasks.push(h.spawn(proxy::accept_loop(listener, rt.clone())).abort_handle());
+            tasks.push(
+                h.spawn(proxy::accept_loop(listener, rt.clone()))
+                    .abort_handle(),
+            );
         }
         if let Some(hp) = l.host_port {
             // The host's loopback: accepted here (the host's namespace), served by the
