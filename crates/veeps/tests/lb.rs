@@ -20,6 +20,7 @@ HOST, PORT = os.environ["HOST"], int(os.environ["PORT"])
 sick = [False]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     def reply(self, code, body):
         self.send_response(code)
         self.send_header("content-length", str(len(body)))
@@ -186,9 +187,13 @@ fn start() -> Veeps {
 
 /// One HTTP/1.1 request over a fresh connection; returns (status, body).
 fn http(port: u16, raw: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, "connection refused".into());
+    };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(raw.as_bytes()).unwrap();
+    if s.write_all(raw.as_bytes()).is_err() {
+        return (0, "write failed".into());
+    }
     let mut buf = vec![];
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf).to_string();
@@ -579,7 +584,7 @@ resource "listener_rule" "office" {{
 
 #[test]
 fn health_draining_hot_changes_and_rolling_deploys_lose_no_request() {
-    let v = start();
+    let mut v = start();
     let p = free_port();
     let lb = format!(
         r#"
@@ -771,6 +776,16 @@ resource "listener_rule" "hello" {
         failed.len(),
         &failed[..failed.len().min(5)]
     );
+
+    // kill -9 of the server: at the restart the balancer, its rules and its targets come
+    // back by themselves.
+    v.kill9();
+    v.boot();
+    wait_until("the balancer after a restart", 30, || {
+        get(p, "/", "").1.starts_with("v2 ")
+    });
+    assert_eq!(get(p, "/hello", "").1, "hello");
+    v.ok(&["plan", "env", "--detailed-exitcode"]);
 }
 
 #[test]
