@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
+use veeps_resource::get::{string_map, strings};
 use veeps_resource::{
     get, AttrError, AttrSchema, BlockSchema, CheckError, Ctx, Nesting, PlanCheck, Planned,
     Registry, Resource, ResourceError, Schema,
 };
+use veeps_resource::{list_of_strings as list_str, map_of_strings as map_str, with_attrs as with};
 
 /// Registers the compute types; `images` lets plans check image ids.
 pub fn register(r: &mut Registry, images: Option<Arc<Images>>) {
@@ -23,60 +25,11 @@ pub fn register(r: &mut Registry, images: Option<Arc<Images>>) {
 }
 
 fn compute(ctx: &Ctx) -> Result<&Arc<Compute>, ResourceError> {
-    ctx.services
-        .get::<Arc<Compute>>()
-        .ok_or_else(|| ResourceError::Failed("the compute service is not running".into()))
+    ctx.service::<Arc<Compute>>("compute")
 }
 
 fn policies(ctx: &Ctx) -> Result<&Arc<Policies>, ResourceError> {
-    ctx.services
-        .get::<Arc<Policies>>()
-        .ok_or_else(|| ResourceError::Failed("the scaling service is not running".into()))
-}
-
-fn with(config: &Value, extra: &[(&str, Value)]) -> Value {
-    let mut o = config.as_object().cloned().unwrap_or_default();
-    for (k, v) in extra {
-        o.insert(k.to_string(), v.clone());
-    }
-    Value::Object(o)
-}
-
-fn strings(v: &Value, attr: &str) -> Vec<String> {
-    v.get(attr)
-        .and_then(Value::as_list)
-        .map(|l| {
-            l.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn string_map(v: &Value, attr: &str) -> BTreeMap<String, String> {
-    v.get(attr)
-        .and_then(Value::as_object)
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| {
-                    let s = match v {
-                        Value::String(s) => s.clone(),
-                        Value::Number(_) | Value::Bool(_) => v.to_string(),
-                        _ => return None,
-                    };
-                    Some((k.clone(), s))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn list_str() -> Type {
-    Type::List(Box::new(Type::String))
-}
-
-fn map_str() -> Type {
-    Type::Map(Box::new(Type::String))
+    ctx.service::<Arc<Policies>>("scaling")
 }
 
 fn failed(e: impl std::fmt::Display) -> ResourceError {

@@ -9,10 +9,12 @@ use crate::service::Lbs;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
+use veeps_resource::get::strings;
 use veeps_resource::{
     get, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Registry, Resource, ResourceError,
     Schema,
 };
+use veeps_resource::{list_of_strings as list_str, with_attrs as with};
 
 /// Registers the load balancing types.
 pub fn register(r: &mut Registry) {
@@ -25,36 +27,11 @@ pub fn register(r: &mut Registry) {
 }
 
 fn lbs(ctx: &Ctx) -> Result<&Arc<Lbs>, ResourceError> {
-    ctx.services
-        .get::<Arc<Lbs>>()
-        .ok_or_else(|| ResourceError::Failed("the load balancer service is not running".into()))
+    ctx.service::<Arc<Lbs>>("load balancer")
 }
 
 fn failed(e: impl std::fmt::Display) -> ResourceError {
     ResourceError::Failed(e.to_string())
-}
-
-fn with(config: &Value, extra: &[(&str, Value)]) -> Value {
-    let mut o = config.as_object().cloned().unwrap_or_default();
-    for (k, v) in extra {
-        o.insert(k.to_string(), v.clone());
-    }
-    Value::Object(o)
-}
-
-fn strings(v: &Value, attr: &str) -> Vec<String> {
-    v.get(attr)
-        .and_then(Value::as_list)
-        .map(|l| {
-            l.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn list_str() -> Type {
-    Type::List(Box::new(Type::String))
 }
 
 fn block(name: &'static str, nesting: Nesting, schema: Schema) -> BlockSchema {

@@ -8,10 +8,12 @@ use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
+use veeps_resource::get::strings;
 use veeps_resource::{
     get, AttrError, AttrSchema, BlockSchema, CheckError, Ctx, Nesting, PlanCheck, Planned,
     Registry, Resource, ResourceError, Schema,
 };
+use veeps_resource::{list_of_strings as list_str, with_attrs as with};
 
 /// Registers every network type and the network plan check.
 pub fn register(r: &mut Registry) {
@@ -25,9 +27,7 @@ pub fn register(r: &mut Registry) {
 }
 
 fn net(ctx: &Ctx) -> Result<&Arc<Net>, ResourceError> {
-    ctx.services
-        .get::<Arc<Net>>()
-        .ok_or_else(|| ResourceError::Failed("the network service is not running".into()))
+    ctx.service::<Arc<Net>>("network")
 }
 
 fn err(e: NetError) -> ResourceError {
@@ -37,18 +37,6 @@ fn err(e: NetError) -> ResourceError {
 fn s(v: &str) -> Type {
     let _ = v;
     Type::String
-}
-
-fn list_str() -> Type {
-    Type::List(Box::new(Type::String))
-}
-
-fn with(config: &Value, extra: &[(&str, Value)]) -> Value {
-    let mut o = config.as_object().cloned().unwrap_or_default();
-    for (k, v) in extra {
-        o.insert(k.to_string(), v.clone());
-    }
-    Value::Object(o)
 }
 
 fn id_of(ctx: &Ctx, kind: &str) -> String {
@@ -80,17 +68,6 @@ fn check_cidr(c: &Value, attr: &str, min: u8, max: u8, errs: &mut Vec<AttrError>
             Err(e) => errs.push(AttrError::on(attr, e)),
         }
     }
-}
-
-fn strings(v: &Value, attr: &str) -> Vec<String> {
-    v.get(attr)
-        .and_then(Value::as_list)
-        .map(|l| {
-            l.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 macro_rules! schema_fn {

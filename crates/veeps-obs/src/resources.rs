@@ -7,10 +7,12 @@ use crate::tsdb::Stat;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
+use veeps_resource::get::strings;
 use veeps_resource::{
     get, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Registry, Resource, ResourceError,
     Schema,
 };
+use veeps_resource::{list_of_strings as list_str, with_attrs as with};
 
 /// Registers the observability types.
 pub fn register(r: &mut Registry) {
@@ -20,32 +22,7 @@ pub fn register(r: &mut Registry) {
 }
 
 fn obs(ctx: &Ctx) -> Result<&Arc<Obs>, ResourceError> {
-    ctx.services
-        .get::<Arc<Obs>>()
-        .ok_or_else(|| ResourceError::Failed("the observability service is not running".into()))
-}
-
-fn with(config: &Value, extra: &[(&str, Value)]) -> Value {
-    let mut o = config.as_object().cloned().unwrap_or_default();
-    for (k, v) in extra {
-        o.insert(k.to_string(), v.clone());
-    }
-    Value::Object(o)
-}
-
-fn strings(v: &Value, attr: &str) -> Vec<String> {
-    v.get(attr)
-        .and_then(Value::as_list)
-        .map(|l| {
-            l.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn list_str() -> Type {
-    Type::List(Box::new(Type::String))
+    ctx.service::<Arc<Obs>>("observability")
 }
 
 /// `alarm`: CloudWatch-style alarm on a metric.

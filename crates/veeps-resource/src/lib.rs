@@ -241,6 +241,34 @@ pub struct Ctx {
     pub services: Services,
 }
 
+impl Ctx {
+    /// A shared service, or an error naming it when the server runs without it.
+    pub fn service<T: Any + Send + Sync>(&self, what: &str) -> Result<&T, ResourceError> {
+        self.services
+            .get::<T>()
+            .ok_or_else(|| ResourceError::Failed(format!("the {what} service is not running")))
+    }
+}
+
+/// The configuration with these attributes set (what `create` returns).
+pub fn with_attrs(config: &Value, extra: &[(&str, Value)]) -> Value {
+    let mut o = config.as_object().cloned().unwrap_or_default();
+    for (k, v) in extra {
+        o.insert(k.to_string(), v.clone());
+    }
+    Value::Object(o)
+}
+
+/// The type `list(string)`.
+pub fn list_of_strings() -> Type {
+    Type::List(Box::new(Type::String))
+}
+
+/// The type `map(string)`.
+pub fn map_of_strings() -> Type {
+    Type::Map(Box::new(Type::String))
+}
+
 /// Reads the outputs of applied environments (for `data "environment"`).
 pub trait EnvironmentOutputs: Send + Sync {
     /// The outputs of `env`, or `None` if it has never been applied.
@@ -379,7 +407,36 @@ impl Registry {
 
 /// Helpers for controllers reading their configuration.
 pub mod get {
+    use std::collections::BTreeMap;
     use veeps_lang::Value;
+
+    /// The strings of a list attribute (others skipped; empty when null).
+    pub fn strings(v: &Value, name: &str) -> Vec<String> {
+        v.get(name)
+            .and_then(Value::as_list)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A map attribute as strings (numbers and bools written out; others skipped).
+    pub fn string_map(v: &Value, name: &str) -> BTreeMap<String, String> {
+        v.get(name)
+            .and_then(Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| match v {
+                        Value::String(s) => Some((k.clone(), s.clone())),
+                        Value::Number(_) | Value::Bool(_) => Some((k.clone(), v.to_string())),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 
     /// A string attribute, or `None` when null.
     pub fn str<'a>(v: &'a Value, name: &str) -> Option<&'a str> {

@@ -41,12 +41,7 @@ http.server.ThreadingHTTPServer((HOST, PORT), H).serve_forever()
 "#;
 
 fn require_root() {
-    let out = Command::new("id").arg("-u").output().expect("id");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "0",
-        "compute tests need root (namespaces, cgroups, an unprivileged user for instances)"
-    );
+    common::require_root("compute tests");
     assert!(
         Command::new("python3").arg("-V").output().is_ok(),
         "compute tests need python3 for their test app"
@@ -132,14 +127,6 @@ fn in_service(g: &serde_json::Value) -> Vec<serde_json::Value> {
         .filter(|i| i["lifecycle"] == "InService")
         .cloned()
         .collect()
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// GET from inside the instance's own network namespace.

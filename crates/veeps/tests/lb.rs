@@ -65,15 +65,6 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer((HOST, PORT), H).serve_forever()
 "#;
 
-fn require_root() {
-    let out = Command::new("id").arg("-u").output().expect("id");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "0",
-        "load balancer tests need root (namespaces, cgroups)"
-    );
-}
-
 fn group(name: &str, version: &str, count: u32, tg: &str) -> String {
     format!(
         r#"
@@ -179,7 +170,7 @@ resource "image" "app" {{
 }
 
 fn start() -> Veeps {
-    require_root();
+    require_root("load balancer tests");
     let v = Veeps::start();
     v.write("app/app.py", APP);
     v
@@ -220,14 +211,6 @@ fn curl(args: &[&str]) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn healthy_targets(v: &Veeps) -> usize {

@@ -207,3 +207,22 @@ impl Drop for Veeps {
         self.cleanup_host();
     }
 }
+
+/// Fails (naming what needs it) unless the tests run as root.
+pub fn require_root(what: &str) {
+    let out = Command::new("id").arg("-u").output().expect("id");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "{what} need root (namespaces, cgroups, nftables); run them as root"
+    );
+}
+
+/// Polls `f` every 100 ms until it holds; fails after `secs` seconds.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
