@@ -1,0 +1,6 @@
+//! Object storage: the store behind veeps' S3 API.
+//!
+//! [`store`] keeps buckets and objects: metadata in the state store, bodies encrypted with a
+//! data key per object, crash-safe. The S3 REST API (over `s3s`) builds on it.
+
+pub mod store;
