@@ -67,6 +67,11 @@ pub struct AppState {
     pub lbs: Arc<veeps_lb::service::Lbs>,
     /// The internal CA's certificate.
     pub ca_pem: String,
+    /// Buckets and objects.
+    pub objects: Arc<veeps_s3::store::ObjectStore>,
+    s3_listener: Option<Arc<std::sync::Mutex<Option<std::net::TcpListener>>>>,
+    /// S3 credentials.
+    pub s3_auth: Arc<veeps_s3::api::Auth>,
     api: Arc<ApiStats>,
     token_hash: [u8; 32],
 }
@@ -82,6 +87,8 @@ pub struct ServerOptions {
     pub metrics_retention: Option<veeps_obs::tsdb::Retention>,
     /// Days of logs kept for groups without a `log_group` of their own (30 when `None`).
     pub log_retention_days: Option<u32>,
+    /// Address of the S3 API (none: not served).
+    pub s3_listen: Option<String>,
 }
 
 /// API call counts and latencies, reported every collection interval.
@@ -135,6 +142,14 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         err: e.to_string(),
     })?);
     let kms = Arc::new(veeps_kms::Kms::open(data_dir, store.clone())?);
+    let objects = Arc::new(
+        veeps_s3::store::ObjectStore::open(data_dir, store.clone(), kms.clone()).map_err(|e| {
+            ServerError::DataDir {
+                path: data_dir.display().to_string(),
+                err: e.to_string(),
+            }
+        })?,
+    );
     let tpath = token_path(data_dir);
     let token = match std::fs::read_to_string(&tpath) {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
@@ -144,6 +159,19 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
             tracing::info!(path = %tpath.display(), "generated the root API token");
             t
         }
+    };
+    let s3_listener = match &opts.s3_listen {
+        None => None,
+        Some(addr) => match std::net::TcpListener::bind(addr.as_str()) {
+            Ok(l) => {
+                let _ = l.set_nonblocking(true);
+                Some(Arc::new(std::sync::Mutex::new(Some(l))))
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen for S3 (another program on the port?); S3 is off until the next start");
+                None
+            }
+        },
     };
     let boot_id = hex::encode(rand::random::<[u8; 8]>());
     for (env, lock) in store
@@ -226,6 +254,9 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         policies,
         lbs,
         ca_pem,
+        objects,
+        s3_listener,
+        s3_auth: Arc::new(veeps_s3::api::Auth::from_root_token(&token)),
         api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
     })
@@ -268,6 +299,18 @@ impl veeps_obs::collect::Collector for ComputeStats {
 }
 
 impl AppState {
+    /// Serves the S3 API, once, if it has its port.
+    fn start_s3(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let l = self.s3_listener.as_ref()?.lock().ok()?.take()?;
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let l = tokio::net::TcpListener::from_std(l).ok()?;
+        tracing::info!(%addr, "S3 listening");
+        let api = veeps_s3::api::Api::new(self.objects.clone());
+        let (id, secret) = self.s3_auth.root();
+        let auth = veeps_s3::api::Auth::from_pair(id, secret);
+        Some(tokio::spawn(veeps_s3::api::serve(l, api, auth)))
+    }
+
     /// After a (re)start: brings every recorded resource back in line with its state
     /// (namespaces, links, rules...), dependencies first.
     pub async fn reconcile(&self) {
@@ -339,6 +382,7 @@ pub fn router(state: AppState) -> Router {
             get(crate::compute_api::activity),
         )
         .route("/v1/ca", get(ca_cert))
+        .route("/v1/s3/credentials", get(s3_credentials))
         .route("/v1/envs/{env}/targets", get(targets))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
@@ -376,6 +420,7 @@ pub async fn serve_listener(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%addr, "API listening");
+    let s3 = state.start_s3();
     let compute = state.compute.clone();
     let lbs = state.lbs.clone();
     let served = axum::serve(
@@ -391,6 +436,9 @@ pub async fn serve_listener(
     // Instances stop with the server; their groups are kept and start again with it.
     compute.shutdown().await;
     lbs.shutdown();
+    if let Some(s3) = s3 {
+        s3.abort();
+    }
     served
 }
 
@@ -775,6 +823,11 @@ async fn audit_verify(State(st): State<AppState>) -> Response {
             .into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+async fn s3_credentials(State(st): State<AppState>) -> Response {
+    let (id, secret) = st.s3_auth.root();
+    Json(serde_json::json!({"access_key_id": id, "secret_access_key": secret})).into_response()
 }
 
 async fn ca_cert(State(st): State<AppState>) -> Response {

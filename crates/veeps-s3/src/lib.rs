@@ -3,4 +3,5 @@
 //! [`store`] keeps buckets and objects: metadata in the state store, bodies encrypted with a
 //! data key per object, crash-safe. The S3 REST API (over `s3s`) builds on it.
 
+pub mod api;
 pub mod store;

@@ -56,6 +56,9 @@ pub enum Command {
         /// How long metrics are kept at raw (10 s), 5-minute and 1-hour resolution
         #[arg(long, value_name = "RAW,5M,1H", default_value = "15d,63d,455d", value_parser = veeps_obs::tsdb::Retention::parse)]
         metrics_retention: veeps_obs::tsdb::Retention,
+        /// Address of the S3 API
+        #[arg(long, default_value = "0.0.0.0:9000")]
+        s3_listen: String,
         /// Days of logs kept in log groups that set no retention of their own
         #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3653))]
         log_retention_days: u32,
@@ -72,6 +75,9 @@ pub enum Command {
         /// Apply and exit instead of staying in the foreground
         #[arg(long)]
         no_wait: bool,
+        /// Address of the S3 API
+        #[arg(long, default_value = "0.0.0.0:9000")]
+        s3_listen: String,
     },
     /// Check a configuration: syntax, types, references, schemas (no server needed)
     Validate {

@@ -19,6 +19,7 @@ pub fn run(cli: Cli) -> i32 {
             smtp_from,
             metrics_retention,
             log_retention_days,
+            s3_listen,
         } => crate::up::server(
             &g,
             &listen,
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> i32 {
                 smtp_from,
                 metrics_retention: Some(metrics_retention),
                 log_retention_days: Some(log_retention_days),
+                s3_listen: Some(s3_listen),
             },
         ),
         Command::Metrics(MetricsCmd::List { env }) => metrics_list(&g, &env),
@@ -75,7 +77,8 @@ pub fn run(cli: Cli) -> i32 {
             listen,
             vars,
             no_wait,
-        } => crate::up::up(&g, dir, &listen, &vars, no_wait),
+            s3_listen,
+        } => crate::up::up(&g, dir, &listen, &vars, no_wait, &s3_listen),
         Command::Validate { dir, vars } => validate(&g, &dir, &vars),
         Command::Fmt {
             path,

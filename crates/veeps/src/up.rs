@@ -72,6 +72,7 @@ pub fn up(
     listen: &str,
     vars: &VarArgs,
     no_wait: bool,
+    s3_listen: &str,
 ) -> Result<i32, String> {
     let started = Instant::now();
     let dir = match dir {
@@ -90,8 +91,16 @@ pub fn up(
     let data = data_dir(g);
     let rt = runtime()?;
     rt.block_on(async move {
-        let state = veeps_api::server::open(&data).map_err(|e| e.to_string())?;
+        let opts = veeps_api::server::ServerOptions {
+            s3_listen: Some(s3_listen.to_string()),
+            ..Default::default()
+        };
+        let state = veeps_api::server::open_with(&data, opts).map_err(|e| e.to_string())?;
         let engine = state.engine.clone();
+        let (s3_id, s3_secret) = {
+            let (a, b) = state.s3_auth.root();
+            (a.to_string(), b.to_string())
+        };
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e} (is another veeps running? stop it, or pass --listen)"))?;
         state.reconcile().await;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -149,6 +158,8 @@ pub fn up(
         println!("\nveeps is up in {:.1}s.\n", started.elapsed().as_secs_f64());
         println!("  API:          http://{listen}   (token: {})", veeps_api::server::token_path(&data).display());
         println!("  CLI:          export VEEPS_ADDR=http://{listen} VEEPS_DATA_DIR={}", data.display());
+        let s3_host = s3_listen.replace("0.0.0.0", "127.0.0.1");
+        println!("  S3:           http://{s3_host}   (AWS_ACCESS_KEY_ID={s3_id} AWS_SECRET_ACCESS_KEY={s3_secret})");
         for e in &envs {
             if let Ok(outs) = engine.outputs(&e.name) {
                 if outs.is_empty() {

@@ -10,6 +10,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_veeps");
 pub struct Veeps {
     child: Option<Child>,
     pub port: u16,
+    /// The S3 API's port.
+    pub s3_port: u16,
     pub data: PathBuf,
     pub work: PathBuf,
     _tmp: tempfile::TempDir,
@@ -38,6 +40,7 @@ impl Veeps {
         let mut v = Veeps {
             child: None,
             port: free_port(),
+            s3_port: free_port(),
             data,
             work,
             _tmp: tmp,
@@ -58,6 +61,7 @@ impl Veeps {
             .unwrap();
         let child = Command::new(BIN)
             .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--s3-listen", &format!("127.0.0.1:{}", self.s3_port)])
             .arg("--data-dir")
             .arg(&self.data)
             .current_dir(&self.work)
@@ -147,6 +151,7 @@ impl Veeps {
         let mut v = Veeps {
             child: None,
             port: free_port(),
+            s3_port: free_port(),
             data,
             work,
             _tmp: tmp,
@@ -165,6 +170,8 @@ impl Veeps {
                 "server",
                 "--listen",
                 &format!("127.0.0.1:{}", v.port),
+                "--s3-listen",
+                &format!("127.0.0.1:{}", v.s3_port),
             ])
             .arg("--data-dir")
             .arg(&v.data)

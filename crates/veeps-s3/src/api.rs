@@ -1,0 +1,442 @@
+//! The S3 REST API over [`crate::store`], on `s3s` (protocol, SigV4 with header and query
+//! signatures, `aws-chunked` bodies, path- and virtual-host-style addressing). Bodies are
+//! streamed into the store without buffering whole uploads.
+
+use crate::store::{ObjectMeta, ObjectStore, PutOptions, StoreError};
+use bytes::Bytes;
+use futures::StreamExt;
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The environment whose key protects buckets created through the API.
+pub const API_ENV: &str = "s3";
+
+/// The S3 service.
+#[derive(Clone)]
+pub struct Api {
+    store: Arc<ObjectStore>,
+}
+
+impl Api {
+    /// The API over a store.
+    pub fn new(store: Arc<ObjectStore>) -> Api {
+        Api { store }
+    }
+}
+
+fn err(e: StoreError) -> s3s::S3Error {
+    let msg = e.to_string();
+    match e {
+        StoreError::NoSuchBucket(_) => s3_error!(NoSuchBucket, "{msg}"),
+        StoreError::NoSuchKey(_) => s3_error!(NoSuchKey, "{msg}"),
+        StoreError::BucketExists(_) => s3_error!(BucketAlreadyOwnedByYou, "{msg}"),
+        StoreError::BucketNotEmpty(_) => s3_error!(BucketNotEmpty, "{msg}"),
+        StoreError::InvalidBucketName(_) => s3_error!(InvalidBucketName, "{msg}"),
+        StoreError::InvalidKey(_) => s3_error!(KeyTooLongError, "{msg}"),
+        StoreError::InvalidRange => s3_error!(InvalidRange, "{msg}"),
+        StoreError::Internal(_) => {
+            tracing::error!(error = %msg, "object store failure");
+            s3_error!(InternalError, "{msg}")
+        }
+    }
+}
+
+fn time(ms: i64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+}
+
+fn etag(m: &ObjectMeta) -> ETag {
+    ETag::Strong(m.etag.clone())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> S3Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| s3_error!(InternalError, "{e}"))?
+        .map_err(err)
+}
+
+/// A blocking reader over chunks sent from the async side.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+fn object(m: ObjectMeta) -> Object {
+    Object {
+        e_tag: Some(etag(&m)),
+        size: Some(m.size as i64),
+        last_modified: Some(time(m.last_modified_ms)),
+        key: Some(m.key),
+        storage_class: Some(ObjectStorageClass::from_static(
+            ObjectStorageClass::STANDARD,
+        )),
+        ..Default::default()
+    }
+}
+
+fn max_keys(m: Option<i32>) -> usize {
+    m.unwrap_or(1000).clamp(0, 1000) as usize
+}
+
+#[async_trait::async_trait]
+impl S3 for Api {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let store = self.store.clone();
+        let bs = blocking(move || store.buckets()).await?;
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(
+                bs.into_iter()
+                    .map(|b| Bucket {
+                        name: Some(b.name),
+                        creation_date: Some(time(b.created_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let store = self.store.clone();
+        let name = req.input.bucket.clone();
+        blocking(move || store.create_bucket(&name, API_ENV)).await?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{}", req.input.bucket)),
+        }))
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        let store = self.store.clone();
+        blocking(move || store.bucket(&req.input.bucket)).await?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let store = self.store.clone();
+        blocking(move || store.delete_bucket(&req.input.bucket)).await?;
+        Ok(S3Response::new(DeleteBucketOutput::default()))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+        let store = self.store.clone();
+        let (bucket, key) = (input.bucket.clone(), input.key.clone());
+        let opts = PutOptions {
+            content_type: input.content_type.clone(),
+            cache_control: input.cache_control.clone(),
+            metadata: input
+                .metadata
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        };
+        let writer = tokio::task::spawn_blocking(move || {
+            store.put(
+                &bucket,
+                &key,
+                ChannelReader {
+                    rx,
+                    cur: Bytes::new(),
+                },
+                opts,
+            )
+        });
+        if let Some(mut body) = input.body {
+            while let Some(chunk) = body.next().await {
+                let item = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let meta = writer
+            .await
+            .map_err(|e| s3_error!(InternalError, "{e}"))?
+            .map_err(err)?;
+        if let Some(md5) = &input.content_md5 {
+            // Content-MD5 is base64 of the digest; a mismatch means the body was damaged.
+            let want = hex::encode(base64_decode(md5).unwrap_or_default());
+            if want != meta.etag {
+                let store = self.store.clone();
+                let (b, k) = (input.bucket.clone(), input.key.clone());
+                let _ = blocking(move || store.delete(&b, &k)).await;
+                return Err(s3_error!(
+                    BadDigest,
+                    "the Content-MD5 you specified did not match what we received"
+                ));
+            }
+        }
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(etag(&meta)),
+            size: Some(meta.size as i64),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let store = self.store.clone();
+        let (b, k) = (input.bucket.clone(), input.key.clone());
+        let head = blocking(move || store.head(&b, &k)).await?;
+        let range = match &input.range {
+            None => None,
+            Some(r) => {
+                let rg = r
+                    .check(head.size)
+                    .map_err(|_| s3_error!(InvalidRange, "the range is not satisfiable"))?;
+                Some((rg.start, rg.end.saturating_sub(1)))
+            }
+        };
+        let store = self.store.clone();
+        let (b, k) = (input.bucket.clone(), input.key.clone());
+        let (meta, data) = blocking(move || store.read(&b, &k, range)).await?;
+        let len = data.len() as i64;
+        let content_range = range.map(|(a, z)| format!("bytes {a}-{z}/{}", meta.size));
+        let body = StreamingBlob::wrap(futures::stream::once(async move {
+            Ok::<_, std::io::Error>(Bytes::from(data))
+        }));
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(body),
+            content_length: Some(len),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&meta)),
+            last_modified: Some(time(meta.last_modified_ms)),
+            content_type: meta.content_type.clone(),
+            cache_control: meta.cache_control.clone(),
+            metadata: Some(meta.metadata.clone().into_iter().collect()),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let store = self.store.clone();
+        let (b, k) = (req.input.bucket.clone(), req.input.key.clone());
+        let meta = blocking(move || store.head(&b, &k)).await?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(meta.size as i64),
+            e_tag: Some(etag(&meta)),
+            last_modified: Some(time(meta.last_modified_ms)),
+            content_type: meta.content_type.clone(),
+            cache_control: meta.cache_control.clone(),
+            accept_ranges: Some("bytes".into()),
+            metadata: Some(meta.metadata.clone().into_iter().collect()),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let store = self.store.clone();
+        blocking(move || store.delete(&req.input.bucket, &req.input.key)).await?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let i = req.input;
+        let store = self.store.clone();
+        let (b, prefix, delim) = (
+            i.bucket.clone(),
+            i.prefix.clone().unwrap_or_default(),
+            i.delimiter.clone(),
+        );
+        // The continuation token is the last key returned (opaque to clients).
+        let after = i.continuation_token.clone().or(i.start_after.clone());
+        let max = max_keys(i.max_keys);
+        let l = blocking(move || store.list(&b, &prefix, delim.as_deref(), after.as_deref(), max))
+            .await?;
+        let count = (l.objects.len() + l.common_prefixes.len()) as i32;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(i.bucket),
+            prefix: i.prefix,
+            delimiter: i.delimiter,
+            max_keys: Some(max as i32),
+            key_count: Some(count),
+            continuation_token: i.continuation_token,
+            start_after: i.start_after,
+            is_truncated: Some(l.next.is_some()),
+            next_continuation_token: l.next,
+            contents: Some(l.objects.into_iter().map(object).collect()),
+            common_prefixes: Some(
+                l.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let i = req.input;
+        let store = self.store.clone();
+        let (b, prefix, delim, after) = (
+            i.bucket.clone(),
+            i.prefix.clone().unwrap_or_default(),
+            i.delimiter.clone(),
+            i.marker.clone(),
+        );
+        let max = max_keys(i.max_keys);
+        let l = blocking(move || store.list(&b, &prefix, delim.as_deref(), after.as_deref(), max))
+            .await?;
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(i.bucket),
+            prefix: i.prefix,
+            delimiter: i.delimiter,
+            marker: i.marker,
+            max_keys: Some(max as i32),
+            is_truncated: Some(l.next.is_some()),
+            next_marker: l.next,
+            contents: Some(l.objects.into_iter().map(object).collect()),
+            common_prefixes: Some(
+                l.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = vec![];
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.trim_end_matches('=').bytes() {
+        let v = T.iter().position(|x| *x == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Credentials: the root key pair (the root token's owner) and, later, users' keys.
+pub struct Auth {
+    root_id: String,
+    root_secret: String,
+}
+
+impl Auth {
+    /// Root credentials derived from the root API token.
+    pub fn from_root_token(token: &str) -> Auth {
+        use sha2::Digest;
+        let id = hex::encode(sha2::Sha256::digest(format!("s3-id:{token}").as_bytes()))[..20]
+            .to_uppercase();
+        let secret = hex::encode(sha2::Sha256::digest(
+            format!("s3-secret:{token}").as_bytes(),
+        ))[..40]
+            .to_string();
+        Auth {
+            root_id: format!("VK{}", &id[..18]),
+            root_secret: secret,
+        }
+    }
+
+    /// A given pair.
+    pub fn from_pair(id: &str, secret: &str) -> Auth {
+        Auth {
+            root_id: id.into(),
+            root_secret: secret.into(),
+        }
+    }
+
+    /// The root access key id and secret.
+    pub fn root(&self) -> (&str, &str) {
+        (&self.root_id, &self.root_secret)
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Auth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        if access_key == self.root_id {
+            return Ok(SecretKey::from(self.root_secret.clone()));
+        }
+        Err(s3_error!(
+            InvalidAccessKeyId,
+            "the access key id you provided does not exist"
+        ))
+    }
+}
+
+/// Serves the S3 API on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, api: Api, auth: Auth) {
+    let mut b = s3s::service::S3ServiceBuilder::new(api);
+    b.set_auth(auth);
+    let svc = b.build();
+    loop {
+        let Ok((s, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+        });
+    }
+}

@@ -1,0 +1,169 @@
+//! The S3 API through a real S3 client: the AWS CLI against a real server.
+
+mod common;
+use common::*;
+use std::process::{Command, Output};
+
+struct Aws {
+    endpoint: String,
+    id: String,
+    secret: String,
+}
+
+impl Aws {
+    fn new(v: &Veeps) -> Aws {
+        assert!(
+            Command::new("aws").arg("--version").output().is_ok(),
+            "S3 tests need the AWS CLI (Debian package awscli)"
+        );
+        let token = std::fs::read_to_string(v.data.join("root.token")).unwrap();
+        let c: serde_json::Value =
+            ureq::get(&format!("http://127.0.0.1:{}/v1/s3/credentials", v.port))
+                .set("authorization", &format!("Bearer {}", token.trim()))
+                .call()
+                .unwrap()
+                .into_json()
+                .unwrap();
+        Aws {
+            endpoint: format!("http://127.0.0.1:{}", v.s3_port),
+            id: c["access_key_id"].as_str().unwrap().into(),
+            secret: c["secret_access_key"].as_str().unwrap().into(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &self.id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    fn fails(&self, args: &[&str], code: &str) {
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(code),
+            "aws {args:?} should fail with {code}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_aws_cli_works_against_veeps() {
+    let mut v = Veeps::start();
+    let aws = Aws::new(&v);
+    aws.ok(&["s3", "mb", "s3://photos"]);
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let dir = v.work.join("files");
+    std::fs::create_dir_all(dir.join("2026")).unwrap();
+    std::fs::write(dir.join("2026/big.bin"), &big).unwrap();
+    std::fs::write(dir.join("index.html"), "<h1>hello</h1>").unwrap();
+    std::fs::write(dir.join("2026/note.txt"), "note").unwrap();
+    // A tree up and down with identical contents.
+    aws.ok(&["s3", "sync", dir.to_str().unwrap(), "s3://photos/site"]);
+    let back = v.work.join("back");
+    aws.ok(&["s3", "sync", "s3://photos/site", back.to_str().unwrap()]);
+    for f in ["2026/big.bin", "index.html", "2026/note.txt"] {
+        assert_eq!(
+            std::fs::read(dir.join(f)).unwrap(),
+            std::fs::read(back.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // Listing with a delimiter, metadata, ETag as MD5, ranges.
+    let ls = aws.ok(&["s3", "ls", "s3://photos/site/"]);
+    assert!(
+        ls.contains("PRE 2026/") && ls.contains("index.html"),
+        "{ls}"
+    );
+    let head = aws.ok(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "photos",
+        "--key",
+        "site/index.html",
+    ]);
+    assert!(head.contains("\"ContentLength\": 14"), "{head}");
+    assert!(head.contains("text/html"), "{head}");
+    let out = v.work.join("part");
+    let r = aws.ok(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "photos",
+        "--key",
+        "site/2026/big.bin",
+        "--range",
+        "bytes=1000-70999",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.contains("bytes 1000-70999/3000000"), "{r}");
+    assert_eq!(std::fs::read(&out).unwrap(), &big[1000..71000]);
+    // S3's errors for bad input; nothing is written.
+    aws.fails(&["s3", "mb", "s3://Bad_Name"], "InvalidBucketName");
+    aws.fails(&["s3", "rb", "s3://photos"], "BucketNotEmpty");
+    aws.fails(
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "nope",
+            out.to_str().unwrap(),
+        ],
+        "NoSuchKey",
+    );
+    aws.fails(
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "a/../b",
+            "--body",
+            out.to_str().unwrap(),
+        ],
+        "KeyTooLong",
+    );
+    let wrong = Aws {
+        secret: "wrong".into(),
+        ..Aws::new(&v)
+    };
+    wrong.fails(&["s3", "ls", "s3://photos"], "SignatureDoesNotMatch");
+    // Acknowledged objects survive kill -9.
+    v.kill9();
+    v.boot();
+    let again = v.work.join("again.bin");
+    aws.ok(&[
+        "s3",
+        "cp",
+        "s3://photos/site/2026/big.bin",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&again).unwrap(), big);
+    aws.ok(&["s3", "rm", "--recursive", "s3://photos/site"]);
+    aws.ok(&["s3", "rb", "s3://photos"]);
+    assert!(!aws.ok(&["s3", "ls"]).contains("photos"));
+}
