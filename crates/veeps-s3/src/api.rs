@@ -37,6 +37,10 @@ fn err(e: StoreError) -> s3s::S3Error {
         StoreError::InvalidBucketName(_) => s3_error!(InvalidBucketName, "{msg}"),
         StoreError::InvalidKey(_) => s3_error!(KeyTooLongError, "{msg}"),
         StoreError::InvalidRange => s3_error!(InvalidRange, "{msg}"),
+        StoreError::NoSuchUpload(_) => s3_error!(NoSuchUpload, "{msg}"),
+        StoreError::InvalidPart(_) => s3_error!(InvalidPart, "{msg}"),
+        StoreError::InvalidPartOrder => s3_error!(InvalidPartOrder, "{msg}"),
+        StoreError::EntityTooSmall(_) => s3_error!(EntityTooSmall, "{msg}"),
         StoreError::Internal(_) => {
             tracing::error!(error = %msg, "object store failure");
             s3_error!(InternalError, "{msg}")
@@ -80,6 +84,67 @@ impl std::io::Read for ChannelReader {
         buf[..n].copy_from_slice(&self.cur[..n]);
         self.cur = self.cur.slice(n..);
         Ok(n)
+    }
+}
+
+/// Streams `body` into `write` (run on a blocking thread with a reader of the body).
+async fn stream_into<T: Send + 'static>(
+    body: Option<StreamingBlob>,
+    write: impl FnOnce(ChannelReader) -> Result<T, StoreError> + Send + 'static,
+) -> S3Result<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    let writer = tokio::task::spawn_blocking(move || {
+        write(ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        })
+    });
+    if let Some(mut body) = body {
+        while let Some(chunk) = body.next().await {
+            let item = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    }
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| s3_error!(InternalError, "{e}"))?
+        .map_err(err)
+}
+
+/// A body read from the store on a blocking thread, 64 KiB at a time.
+fn stream_out(mut r: crate::store::BlobReader) -> StreamingBlob {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        loop {
+            let mut buf = vec![0u8; crate::store::CHUNK];
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    StreamingBlob::wrap(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    }))
+}
+
+fn etag_value(e: &ETag) -> String {
+    match e {
+        ETag::Strong(s) | ETag::Weak(s) => s.clone(),
     }
 }
 
@@ -157,7 +222,6 @@ impl S3 for Api {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
         let store = self.store.clone();
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let opts = PutOptions {
@@ -170,31 +234,8 @@ impl S3 for Api {
                 .into_iter()
                 .collect(),
         };
-        let writer = tokio::task::spawn_blocking(move || {
-            store.put(
-                &bucket,
-                &key,
-                ChannelReader {
-                    rx,
-                    cur: Bytes::new(),
-                },
-                opts,
-            )
-        });
-        if let Some(mut body) = input.body {
-            while let Some(chunk) = body.next().await {
-                let item = chunk.map_err(|e| std::io::Error::other(e.to_string()));
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        let meta = writer
-            .await
-            .map_err(|e| s3_error!(InternalError, "{e}"))?
-            .map_err(err)?;
+        let body = input.body;
+        let meta = stream_into(body, move |r| store.put(&bucket, &key, r, opts)).await?;
         if let Some(md5) = &input.content_md5 {
             // Content-MD5 is base64 of the digest; a mismatch means the body was damaged.
             let want = hex::encode(base64_decode(md5).unwrap_or_default());
@@ -234,12 +275,13 @@ impl S3 for Api {
         };
         let store = self.store.clone();
         let (b, k) = (input.bucket.clone(), input.key.clone());
-        let (meta, data) = blocking(move || store.read(&b, &k, range)).await?;
-        let len = data.len() as i64;
+        let (meta, reader) = blocking(move || store.open_read(&b, &k, range)).await?;
+        let len = match range {
+            Some((a, z)) => (z - a + 1) as i64,
+            None => meta.size as i64,
+        };
         let content_range = range.map(|(a, z)| format!("bytes {a}-{z}/{}", meta.size));
-        let body = StreamingBlob::wrap(futures::stream::once(async move {
-            Ok::<_, std::io::Error>(Bytes::from(data))
-        }));
+        let body = stream_out(reader);
         Ok(S3Response::new(GetObjectOutput {
             body: Some(body),
             content_length: Some(len),
@@ -314,6 +356,139 @@ impl S3 for Api {
                 l.common_prefixes
                     .into_iter()
                     .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let i = req.input;
+        let store = self.store.clone();
+        let (b, k) = (i.bucket.clone(), i.key.clone());
+        let opts = PutOptions {
+            content_type: i.content_type.clone(),
+            cache_control: i.cache_control.clone(),
+            metadata: i.metadata.clone().unwrap_or_default().into_iter().collect(),
+        };
+        let up = blocking(move || store.create_upload(&b, &k, opts)).await?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(up.id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let i = req.input;
+        let store = self.store.clone();
+        let (b, id, n) = (i.bucket.clone(), i.upload_id.clone(), i.part_number);
+        if !(1..=10_000).contains(&n) {
+            return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10,000"));
+        }
+        let part = stream_into(i.body, move |r| store.put_part(&b, &id, n as u32, r)).await?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(part.etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let i = req.input;
+        let listed: Vec<(u32, String)> = i
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                (
+                    p.part_number.unwrap_or(0).max(0) as u32,
+                    p.e_tag.as_ref().map(etag_value).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let store = self.store.clone();
+        let (b, id) = (i.bucket.clone(), i.upload_id.clone());
+        let meta = blocking(move || store.complete(&b, &id, &listed)).await?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(i.bucket.clone()),
+            key: Some(meta.key.clone()),
+            e_tag: Some(etag(&meta)),
+            location: Some(format!("/{}/{}", i.bucket, meta.key)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let store = self.store.clone();
+        blocking(move || store.abort(&req.input.bucket, &req.input.upload_id)).await?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let i = req.input;
+        let store = self.store.clone();
+        let (b, id) = (i.bucket.clone(), i.upload_id.clone());
+        let parts = blocking(move || store.parts(&b, &id)).await?;
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(i.upload_id),
+            is_truncated: Some(false),
+            parts: Some(
+                parts
+                    .into_iter()
+                    .map(|p| Part {
+                        part_number: Some(p.number as i32),
+                        e_tag: Some(ETag::Strong(p.etag)),
+                        size: Some(p.size as i64),
+                        last_modified: Some(time(p.last_modified_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let i = req.input;
+        let store = self.store.clone();
+        let b = i.bucket.clone();
+        let ups = blocking(move || store.uploads(&b)).await?;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(i.bucket),
+            prefix: i.prefix,
+            is_truncated: Some(false),
+            uploads: Some(
+                ups.into_iter()
+                    .filter(|u| u.key.starts_with(&prefix))
+                    .map(|u| MultipartUpload {
+                        key: Some(u.key),
+                        upload_id: Some(u.id),
+                        initiated: Some(time(u.initiated_ms)),
+                        ..Default::default()
+                    })
                     .collect(),
             ),
             ..Default::default()

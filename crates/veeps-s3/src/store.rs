@@ -47,10 +47,57 @@ pub enum StoreError {
     /// `InvalidRange`.
     #[error("the range is not satisfiable")]
     InvalidRange,
+    /// `NoSuchUpload`.
+    #[error("the multipart upload {0} does not exist (completed or aborted?)")]
+    NoSuchUpload(String),
+    /// `InvalidPart`.
+    #[error("{0}")]
+    InvalidPart(String),
+    /// `InvalidPartOrder`.
+    #[error("the parts must be listed in ascending order of part number")]
+    InvalidPartOrder,
+    /// `EntityTooSmall`.
+    #[error("part {0} is smaller than 5 MiB and is not the last part")]
+    EntityTooSmall(u32),
     /// `InternalError`.
     #[error("object store: {0}")]
     Internal(String),
 }
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Upload {
+    /// Its id.
+    pub id: String,
+    /// The key it will complete.
+    pub key: String,
+    /// Content type and metadata for the object.
+    pub content_type: Option<String>,
+    /// Cache control.
+    pub cache_control: Option<String>,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// When it started (ms).
+    pub initiated_ms: i64,
+}
+
+/// An uploaded part.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Part {
+    /// 1 to 10,000.
+    pub number: u32,
+    /// MD5 of the part, hex.
+    pub etag: String,
+    /// Bytes.
+    pub size: u64,
+    /// When it was uploaded (ms).
+    pub last_modified_ms: i64,
+    wrapped_key: Vec<u8>,
+    name: String,
+}
+
+/// Parts other than the last are at least this big.
+pub const MIN_PART: u64 = 5 * 1024 * 1024;
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
@@ -165,6 +212,8 @@ fn now_ms() -> i64 {
 
 const K_BUCKET: &str = "s3/bucket/";
 const K_OBJECT: &str = "s3/object/";
+const K_UPLOAD: &str = "s3/upload/";
+const K_PART: &str = "s3/part/";
 
 fn object_key(bucket: &str, key: &str) -> String {
     format!("{K_OBJECT}{bucket}/{key}")
@@ -199,6 +248,7 @@ impl ObjectStore {
         let dir = data_dir.join("s3");
         std::fs::create_dir_all(dir.join("blobs"))?;
         std::fs::create_dir_all(dir.join("tmp"))?;
+        std::fs::create_dir_all(dir.join("parts"))?;
         let me = ObjectStore { dir, store, kms };
         me.collect_garbage()?;
         Ok(me)
@@ -215,6 +265,18 @@ impl ObjectStore {
             .into_iter()
             .map(|(_, m)| m.version_id)
             .collect();
+        let parts: std::collections::HashSet<String> = self
+            .store
+            .kv_scan::<Part>(K_PART)
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .into_iter()
+            .map(|(_, p)| p.name)
+            .collect();
+        for e in std::fs::read_dir(self.dir.join("parts"))?.flatten() {
+            if !parts.contains(&e.file_name().to_string_lossy().to_string()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         for e in std::fs::read_dir(self.dir.join("blobs"))?.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if !live.contains(&name) {
@@ -288,20 +350,63 @@ impl ObjectStore {
         body: R,
         opts: PutOptions,
     ) -> Result<ObjectMeta, StoreError> {
+        self.put_with(bucket, key, body, opts, None)
+    }
+
+    /// [`ObjectStore::put`], with the ETag given (multipart objects have their own kind).
+    fn put_with<R: Read>(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: R,
+        opts: PutOptions,
+        etag: Option<String>,
+    ) -> Result<ObjectMeta, StoreError> {
         let b = self.bucket(bucket)?;
         check_key(key)?;
+        let version = format!("{}{}", now_ms(), hex::encode(rand::random::<[u8; 8]>()));
+        let (wrapped, size, md5) = self.write_blob(&b.env, &version, &self.blob(&version), body)?;
+        let meta = ObjectMeta {
+            key: key.into(),
+            version_id: version,
+            size,
+            etag: etag.unwrap_or(md5),
+            content_type: opts.content_type,
+            cache_control: opts.cache_control,
+            metadata: opts.metadata,
+            last_modified_ms: now_ms(),
+            wrapped_key: wrapped,
+        };
+        let old = self.head(bucket, key).ok();
+        self.store
+            .kv_put(&object_key(bucket, key), &meta)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        // The replaced body goes once the new one is committed.
+        if let Some(o) = old {
+            let _ = std::fs::remove_file(self.blob(&o.version_id));
+        }
+        Ok(meta)
+    }
+
+    /// Encrypts `body` into `dest` (through a synced temporary file renamed into place)
+    /// with a new data key of `env`; returns the wrapped key, the size and the MD5 (hex).
+    fn write_blob<R: Read>(
+        &self,
+        env: &str,
+        name: &str,
+        dest: &Path,
+        mut body: R,
+    ) -> Result<(Vec<u8>, u64, String), StoreError> {
         let dk = self
             .kms
-            .generate_data_key(&b.env)
+            .generate_data_key(env)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let version = format!("{}{}", now_ms(), hex::encode(rand::random::<[u8; 8]>()));
         let cipher = Aes256Gcm::new_from_slice(&dk.plaintext)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let tmp = self.dir.join("tmp").join(&version);
+        let tmp = self.dir.join("tmp").join(name);
         let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         let mut md5 = Md5::new();
         let mut size = 0u64;
-        let mut body = body;
         let mut buf = vec![0u8; CHUNK];
         let mut idx = 0u64;
         // Read a chunk ahead, so the last one is known as last.
@@ -322,7 +427,7 @@ impl ObjectStore {
                     Nonce::from_slice(&nonce(idx)),
                     Payload {
                         msg: chunk,
-                        aad: &aad(&version, idx, last),
+                        aad: &aad(name, idx, last),
                     },
                 )
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -339,30 +444,43 @@ impl ObjectStore {
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         f.sync_all()?;
         drop(f);
-        std::fs::rename(&tmp, self.blob(&version))?;
-        if let Ok(d) = std::fs::File::open(self.dir.join("blobs")) {
+        std::fs::rename(&tmp, dest)?;
+        if let Some(Ok(d)) = dest.parent().map(std::fs::File::open) {
             let _ = d.sync_all();
         }
-        let meta = ObjectMeta {
-            key: key.into(),
-            version_id: version,
-            size,
-            etag: hex::encode(md5.finalize()),
-            content_type: opts.content_type,
-            cache_control: opts.cache_control,
-            metadata: opts.metadata,
-            last_modified_ms: now_ms(),
-            wrapped_key: dk.wrapped,
-        };
-        let old = self.head(bucket, key).ok();
-        self.store
-            .kv_put(&object_key(bucket, key), &meta)
+        Ok((dk.wrapped, size, hex::encode(md5.finalize())))
+    }
+
+    /// A reader of `range` (inclusive) of a blob, decrypting chunk by chunk.
+    fn blob_reader(
+        &self,
+        env: &str,
+        name: &str,
+        path: &Path,
+        wrapped: &[u8],
+        size: u64,
+        range: (u64, u64),
+    ) -> Result<BlobReader, StoreError> {
+        let key = self
+            .kms
+            .decrypt_data_key(env, wrapped)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        // The replaced body goes once the new one is committed.
-        if let Some(o) = old {
-            let _ = std::fs::remove_file(self.blob(&o.version_id));
-        }
-        Ok(meta)
+        let cipher =
+            Aes256Gcm::new_from_slice(&key).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut file = std::fs::File::open(path)?;
+        let first = range.0 / CHUNK as u64;
+        file.seek(SeekFrom::Start(first * (CHUNK + TAG) as u64))?;
+        Ok(BlobReader {
+            file,
+            cipher,
+            name: name.to_string(),
+            size,
+            next_chunk: first,
+            pos: range.0,
+            end: range.1,
+            buf: vec![],
+            buf_off: 0,
+        })
     }
 
     /// An object's metadata.
@@ -374,60 +492,218 @@ impl ObjectStore {
             .ok_or_else(|| StoreError::NoSuchKey(key.into()))
     }
 
-    /// Reads `range` (inclusive; all when `None`) of an object, decrypting only the chunks
-    /// it covers.
+    /// Opens `range` (inclusive; all when `None`) of an object for reading, decrypting only
+    /// the chunks it covers, as it is read.
+    pub fn open_read(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<(ObjectMeta, BlobReader), StoreError> {
+        let b = self.bucket(bucket)?;
+        let meta = self.head(bucket, key)?;
+        let (start, end) = match range {
+            None if meta.size == 0 => (0, 0),
+            None => (0, meta.size - 1),
+            Some((s, e)) if s >= meta.size || s > e => return Err(StoreError::InvalidRange),
+            Some((s, e)) => (s, e.min(meta.size - 1)),
+        };
+        let mut r = self.blob_reader(
+            &b.env,
+            &meta.version_id,
+            &self.blob(&meta.version_id),
+            &meta.wrapped_key,
+            meta.size,
+            (start, end),
+        )?;
+        if meta.size == 0 {
+            r.pos = 1;
+        }
+        Ok((meta, r))
+    }
+
+    /// Reads `range` (inclusive; all when `None`) of an object into memory.
     pub fn read(
         &self,
         bucket: &str,
         key: &str,
         range: Option<(u64, u64)>,
     ) -> Result<(ObjectMeta, Vec<u8>), StoreError> {
-        let b = self.bucket(bucket)?;
-        let meta = self.head(bucket, key)?;
-        let (start, end) = match range {
-            None if meta.size == 0 => return Ok((meta, vec![])),
-            None => (0, meta.size - 1),
-            Some((s, e)) if s >= meta.size || s > e => return Err(StoreError::InvalidRange),
-            Some((s, e)) => (s, e.min(meta.size - 1)),
-        };
-        let key_bytes = self
-            .kms
-            .decrypt_data_key(&b.env, &meta.wrapped_key)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let cipher = Aes256Gcm::new_from_slice(&key_bytes)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let chunks = meta.size.div_ceil(CHUNK as u64).max(1);
-        let (first, last) = (start / CHUNK as u64, end / CHUNK as u64);
-        let mut f = std::fs::File::open(self.blob(&meta.version_id))?;
-        f.seek(SeekFrom::Start(first * (CHUNK + TAG) as u64))?;
-        let mut out = Vec::with_capacity((end - start + 1) as usize);
-        for idx in first..=last {
-            let plain_len = if idx == chunks - 1 {
-                (meta.size - idx * CHUNK as u64) as usize
-            } else {
-                CHUNK
-            };
-            let mut sealed = vec![0u8; plain_len + TAG];
-            f.read_exact(&mut sealed)?;
-            let plain = cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce(idx)),
-                    Payload {
-                        msg: &sealed,
-                        aad: &aad(&meta.version_id, idx, idx == chunks - 1),
-                    },
-                )
-                .map_err(|_| {
-                    StoreError::Internal(format!(
-                        "object {key}: a body chunk fails its integrity check"
-                    ))
-                })?;
-            let base = idx * CHUNK as u64;
-            let from = start.saturating_sub(base) as usize;
-            let to = ((end - base) as usize + 1).min(plain.len());
-            out.extend_from_slice(&plain[from..to]);
-        }
+        let (meta, mut r) = self.open_read(bucket, key, range)?;
+        let mut out = vec![];
+        r.read_to_end(&mut out)?;
         Ok((meta, out))
+    }
+
+    /// Starts a multipart upload.
+    pub fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: PutOptions,
+    ) -> Result<Upload, StoreError> {
+        self.bucket(bucket)?;
+        check_key(key)?;
+        let u = Upload {
+            id: format!("{}{}", now_ms(), hex::encode(rand::random::<[u8; 12]>())),
+            key: key.into(),
+            content_type: opts.content_type,
+            cache_control: opts.cache_control,
+            metadata: opts.metadata,
+            initiated_ms: now_ms(),
+        };
+        self.store
+            .kv_put(&format!("{K_UPLOAD}{bucket}/{}", u.id), &u)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(u)
+    }
+
+    /// An upload in progress.
+    pub fn upload(&self, bucket: &str, id: &str) -> Result<Upload, StoreError> {
+        self.bucket(bucket)?;
+        self.store
+            .kv_get::<Upload>(&format!("{K_UPLOAD}{bucket}/{id}"))
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .ok_or_else(|| StoreError::NoSuchUpload(id.into()))
+    }
+
+    /// Uploads in progress in a bucket.
+    pub fn uploads(&self, bucket: &str) -> Result<Vec<Upload>, StoreError> {
+        self.bucket(bucket)?;
+        Ok(self
+            .store
+            .kv_scan::<Upload>(&format!("{K_UPLOAD}{bucket}/"))
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .into_iter()
+            .map(|(_, u)| u)
+            .collect())
+    }
+
+    /// Stores one part (replacing a part of the same number).
+    pub fn put_part<R: Read>(
+        &self,
+        bucket: &str,
+        id: &str,
+        number: u32,
+        body: R,
+    ) -> Result<Part, StoreError> {
+        let b = self.bucket(bucket)?;
+        self.upload(bucket, id)?;
+        if !(1..=10_000).contains(&number) {
+            return Err(StoreError::InvalidPart(format!(
+                "part number {number} is not from 1 to 10,000"
+            )));
+        }
+        let name = format!("{id}-{number}-{}", hex::encode(rand::random::<[u8; 4]>()));
+        let (wrapped, size, md5) =
+            self.write_blob(&b.env, &name, &self.dir.join("parts").join(&name), body)?;
+        let p = Part {
+            number,
+            etag: md5,
+            size,
+            last_modified_ms: now_ms(),
+            wrapped_key: wrapped,
+            name,
+        };
+        let k = format!("{K_PART}{id}/{number:05}");
+        let old: Option<Part> = self
+            .store
+            .kv_get(&k)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.store
+            .kv_put(&k, &p)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        if let Some(o) = old {
+            let _ = std::fs::remove_file(self.dir.join("parts").join(o.name));
+        }
+        Ok(p)
+    }
+
+    /// The parts of an upload, by number.
+    pub fn parts(&self, bucket: &str, id: &str) -> Result<Vec<Part>, StoreError> {
+        self.upload(bucket, id)?;
+        Ok(self
+            .store
+            .kv_scan::<Part>(&format!("{K_PART}{id}/"))
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    }
+
+    /// Joins the listed parts `(number, etag)` into the object; the upload ends.
+    pub fn complete(
+        &self,
+        bucket: &str,
+        id: &str,
+        listed: &[(u32, String)],
+    ) -> Result<ObjectMeta, StoreError> {
+        let b = self.bucket(bucket)?;
+        let up = self.upload(bucket, id)?;
+        let have = self.parts(bucket, id)?;
+        if listed.is_empty() {
+            return Err(StoreError::InvalidPart("list at least one part".into()));
+        }
+        if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(StoreError::InvalidPartOrder);
+        }
+        let mut chosen = vec![];
+        for (i, (n, tag)) in listed.iter().enumerate() {
+            let p = have
+                .iter()
+                .find(|p| p.number == *n && p.etag == tag.trim_matches('"'))
+                .ok_or_else(|| {
+                    StoreError::InvalidPart(format!("part {n} with ETag {tag} was not uploaded"))
+                })?;
+            if i + 1 < listed.len() && p.size < MIN_PART {
+                return Err(StoreError::EntityTooSmall(*n));
+            }
+            chosen.push(p.clone());
+        }
+        let mut md5s = vec![];
+        for p in &chosen {
+            md5s.extend(hex::decode(&p.etag).unwrap_or_default());
+        }
+        let etag = format!("{}-{}", hex::encode(Md5::digest(&md5s)), chosen.len());
+        let mut readers: Vec<BlobReader> = vec![];
+        for p in &chosen {
+            let path = self.dir.join("parts").join(&p.name);
+            readers.push(self.blob_reader(
+                &b.env,
+                &p.name,
+                &path,
+                &p.wrapped_key,
+                p.size,
+                (0, p.size.saturating_sub(1)),
+            )?);
+        }
+        let body = Chain { readers, at: 0 };
+        let opts = PutOptions {
+            content_type: up.content_type.clone(),
+            cache_control: up.cache_control.clone(),
+            metadata: up.metadata.clone(),
+        };
+        let meta = self.put_with(bucket, &up.key, body, opts, Some(etag))?;
+        self.end_upload(bucket, id, &have)?;
+        Ok(meta)
+    }
+
+    /// Abandons an upload and its parts.
+    pub fn abort(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
+        let have = self.parts(bucket, id)?;
+        self.end_upload(bucket, id, &have)
+    }
+
+    fn end_upload(&self, bucket: &str, id: &str, parts: &[Part]) -> Result<(), StoreError> {
+        for p in parts {
+            self.store
+                .kv_delete(&format!("{K_PART}{id}/{:05}", p.number))
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let _ = std::fs::remove_file(self.dir.join("parts").join(&p.name));
+        }
+        self.store
+            .kv_delete(&format!("{K_UPLOAD}{bucket}/{id}"))
+            .map_err(|e| StoreError::Internal(e.to_string()))
     }
 
     /// Deletes an object (deleting a missing one succeeds, as in S3).
@@ -493,6 +769,78 @@ impl ObjectStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// Readers one after the other.
+struct Chain {
+    readers: Vec<BlobReader>,
+    at: usize,
+}
+
+impl Read for Chain {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at < self.readers.len() {
+            let n = self.readers[self.at].read(out)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            self.at += 1;
+        }
+        Ok(0)
+    }
+}
+
+/// Reads a range of an encrypted blob, one chunk at a time.
+pub struct BlobReader {
+    file: std::fs::File,
+    cipher: Aes256Gcm,
+    name: String,
+    size: u64,
+    next_chunk: u64,
+    /// Next plaintext offset to hand out.
+    pos: u64,
+    /// Last plaintext offset to hand out (inclusive).
+    end: u64,
+    buf: Vec<u8>,
+    buf_off: usize,
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos > self.end || self.size == 0 {
+            return Ok(0);
+        }
+        if self.buf_off >= self.buf.len() {
+            let chunks = self.size.div_ceil(CHUNK as u64);
+            let idx = self.next_chunk;
+            let plain_len = if idx == chunks - 1 {
+                (self.size - idx * CHUNK as u64) as usize
+            } else {
+                CHUNK
+            };
+            let mut sealed = vec![0u8; plain_len + TAG];
+            self.file.read_exact(&mut sealed)?;
+            let plain = self
+                .cipher
+                .decrypt(
+                    Nonce::from_slice(&nonce(idx)),
+                    Payload {
+                        msg: &sealed,
+                        aad: &aad(&self.name, idx, idx == chunks - 1),
+                    },
+                )
+                .map_err(|_| std::io::Error::other("a body chunk fails its integrity check"))?;
+            self.buf = plain;
+            self.buf_off = (self.pos - idx * CHUNK as u64) as usize;
+            self.next_chunk += 1;
+        }
+        let avail = (self.buf.len() - self.buf_off).min((self.end - self.pos + 1) as usize);
+        let n = avail.min(out.len());
+        out[..n].copy_from_slice(&self.buf[self.buf_off..self.buf_off + n]);
+        self.buf_off += n;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -601,6 +949,62 @@ mod tests {
             s.head("photos", "x"),
             Err(StoreError::NoSuchBucket(_))
         ));
+    }
+
+    #[test]
+    fn multipart_uploads_join_parts_and_clean_up() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(d.path());
+        s.create_bucket("big", "prod").unwrap();
+        let up = s
+            .create_upload("big", "video.mp4", PutOptions::default())
+            .unwrap();
+        let p1: Vec<u8> = (0..MIN_PART as usize).map(|i| (i % 253) as u8).collect();
+        let p2 = b"the tail".to_vec();
+        let e2 = s.put_part("big", &up.id, 2, &p2[..]).unwrap().etag;
+        let e1 = s.put_part("big", &up.id, 1, &p1[..]).unwrap().etag;
+        assert!(matches!(
+            s.complete("big", &up.id, &[(2, e2.clone()), (1, e1.clone())]),
+            Err(StoreError::InvalidPartOrder)
+        ));
+        assert!(matches!(
+            s.complete("big", &up.id, &[(1, "bad".into())]),
+            Err(StoreError::InvalidPart(_))
+        ));
+        let m = s
+            .complete("big", &up.id, &[(1, e1.clone()), (2, e2.clone())])
+            .unwrap();
+        assert!(m.etag.ends_with("-2"), "{}", m.etag);
+        let mut all = p1.clone();
+        all.extend(&p2);
+        assert_eq!(s.read("big", "video.mp4", None).unwrap().1, all);
+        assert!(matches!(
+            s.upload("big", &up.id),
+            Err(StoreError::NoSuchUpload(_))
+        ));
+        assert_eq!(
+            std::fs::read_dir(d.path().join("s3/parts"))
+                .unwrap()
+                .count(),
+            0
+        );
+        // Small non-last parts are refused; abort removes everything.
+        let up = s.create_upload("big", "x", PutOptions::default()).unwrap();
+        let a = s.put_part("big", &up.id, 1, &b"small"[..]).unwrap().etag;
+        let b = s.put_part("big", &up.id, 2, &b"small"[..]).unwrap().etag;
+        assert!(matches!(
+            s.complete("big", &up.id, &[(1, a), (2, b)]),
+            Err(StoreError::EntityTooSmall(1))
+        ));
+        assert_eq!(s.uploads("big").unwrap().len(), 1);
+        s.abort("big", &up.id).unwrap();
+        assert!(s.uploads("big").unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_dir(d.path().join("s3/parts"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]

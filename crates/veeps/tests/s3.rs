@@ -152,6 +152,61 @@ fn the_aws_cli_works_against_veeps() {
         ..Aws::new(&v)
     };
     wrong.fails(&["s3", "ls", "s3://photos"], "SignatureDoesNotMatch");
+    // Multipart: the CLI splits files over 8 MiB into parts; the object is whole again.
+    let large: Vec<u8> = (0..24 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(40_503) >> 9) as u8)
+        .collect();
+    std::fs::write(v.work.join("large.bin"), &large).unwrap();
+    aws.ok(&[
+        "s3",
+        "cp",
+        v.work.join("large.bin").to_str().unwrap(),
+        "s3://photos/large.bin",
+    ]);
+    let head = aws.ok(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "photos",
+        "--key",
+        "large.bin",
+    ]);
+    assert!(
+        head.contains("-3\\\""),
+        "a multipart ETag ends with -3: {head}"
+    );
+    aws.ok(&[
+        "s3",
+        "cp",
+        "s3://photos/large.bin",
+        v.work.join("large.back").to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(v.work.join("large.back")).unwrap() == large);
+    let up = aws.ok(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "photos",
+        "--key",
+        "left",
+    ]);
+    assert!(aws
+        .ok(&["s3api", "list-multipart-uploads", "--bucket", "photos"])
+        .contains("\"left\""));
+    let id: serde_json::Value = serde_json::from_str(&up).unwrap();
+    aws.ok(&[
+        "s3api",
+        "abort-multipart-upload",
+        "--bucket",
+        "photos",
+        "--key",
+        "left",
+        "--upload-id",
+        id["UploadId"].as_str().unwrap(),
+    ]);
+    assert!(!aws
+        .ok(&["s3api", "list-multipart-uploads", "--bucket", "photos"])
+        .contains("\"left\""));
     // Acknowledged objects survive kill -9.
     v.kill9();
     v.boot();
@@ -163,7 +218,7 @@ fn the_aws_cli_works_against_veeps() {
         again.to_str().unwrap(),
     ]);
     assert_eq!(std::fs::read(&again).unwrap(), big);
-    aws.ok(&["s3", "rm", "--recursive", "s3://photos/site"]);
+    aws.ok(&["s3", "rm", "--recursive", "s3://photos/"]);
     aws.ok(&["s3", "rb", "s3://photos"]);
     assert!(!aws.ok(&["s3", "ls"]).contains("photos"));
 }
