@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::*;
-use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -142,6 +142,47 @@ fn stream_out(mut r: crate::store::BlobReader) -> StreamingBlob {
     }))
 }
 
+fn secs(t: &Timestamp) -> i64 {
+    time::OffsetDateTime::from(t.clone()).unix_timestamp()
+}
+
+fn condition_holds(c: &ETagCondition, m: &ObjectMeta) -> bool {
+    match c {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => etag_value(e) == m.etag,
+    }
+}
+
+/// HTTP's conditional request rules (RFC 9110 §13.2.2) as S3 applies them.
+fn preconditions(
+    m: &ObjectMeta,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let modified = m.last_modified_ms / 1000;
+    match if_match {
+        Some(c) if !condition_holds(c, m) => {
+            return Err(s3_error!(PreconditionFailed, "If-Match does not hold"));
+        }
+        None if if_unmodified_since.is_some_and(|t| modified > secs(t)) => {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "the object was modified since If-Unmodified-Since"
+            ));
+        }
+        _ => {}
+    }
+    match if_none_match {
+        Some(c) if condition_holds(c, m) => Err(s3_error!(NotModified)),
+        None if if_modified_since.is_some_and(|t| modified <= secs(t)) => {
+            Err(s3_error!(NotModified))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn etag_value(e: &ETag) -> String {
     match e {
         ETag::Strong(s) | ETag::Weak(s) => s.clone(),
@@ -264,6 +305,13 @@ impl S3 for Api {
         let store = self.store.clone();
         let (b, k) = (input.bucket.clone(), input.key.clone());
         let head = blocking(move || store.head(&b, &k)).await?;
+        preconditions(
+            &head,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
         let range = match &input.range {
             None => None,
             Some(r) => {
@@ -303,6 +351,14 @@ impl S3 for Api {
         let store = self.store.clone();
         let (b, k) = (req.input.bucket.clone(), req.input.key.clone());
         let meta = blocking(move || store.head(&b, &k)).await?;
+        let i = &req.input;
+        preconditions(
+            &meta,
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            i.if_modified_since.as_ref(),
+            i.if_unmodified_since.as_ref(),
+        )?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(meta.size as i64),
             e_tag: Some(etag(&meta)),
@@ -358,6 +414,121 @@ impl S3 for Api {
                     .map(|p| CommonPrefix { prefix: Some(p) })
                     .collect(),
             ),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let i = req.input;
+        let CopySource::Bucket {
+            bucket: sb,
+            key: sk,
+            ..
+        } = &i.copy_source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "copies from access points are not supported"
+            ));
+        };
+        let (sb, sk) = (sb.to_string(), sk.to_string());
+        let store = self.store.clone();
+        let (b2, k2) = (sb.clone(), sk.clone());
+        let src = blocking(move || store.head(&b2, &k2)).await?;
+        preconditions(
+            &src,
+            i.copy_source_if_match.as_ref(),
+            i.copy_source_if_none_match.as_ref(),
+            i.copy_source_if_modified_since.as_ref(),
+            i.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(|e| {
+            if e.code() == &S3ErrorCode::NotModified {
+                s3_error!(PreconditionFailed)
+            } else {
+                e
+            }
+        })?;
+        // Metadata is copied unless REPLACE is asked for.
+        let replace = i
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let opts = if replace {
+            PutOptions {
+                content_type: i.content_type.clone(),
+                cache_control: i.cache_control.clone(),
+                metadata: i.metadata.clone().unwrap_or_default().into_iter().collect(),
+            }
+        } else {
+            PutOptions {
+                content_type: src.content_type.clone(),
+                cache_control: src.cache_control.clone(),
+                metadata: src.metadata.clone(),
+            }
+        };
+        if !replace && sb == i.bucket && sk == i.key {
+            return Err(s3_error!(InvalidRequest, "copying an object onto itself needs a metadata change (x-amz-metadata-directive: REPLACE)"));
+        }
+        let store = self.store.clone();
+        let (db, dk) = (i.bucket.clone(), i.key.clone());
+        let meta = blocking(move || {
+            let (_, reader) = store.open_read(&sb, &sk, None)?;
+            store.put(&db, &dk, reader, opts)
+        })
+        .await?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&meta)),
+                last_modified: Some(time(meta.last_modified_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let i = req.input;
+        if i.delete.objects.len() > 1000 {
+            return Err(s3_error!(MalformedXML, "at most 1,000 keys per request"));
+        }
+        let quiet = i.delete.quiet.unwrap_or(false);
+        let store = self.store.clone();
+        let b = i.bucket.clone();
+        let keys: Vec<String> = i.delete.objects.iter().map(|o| o.key.clone()).collect();
+        let results = blocking(move || {
+            store.bucket(&b)?;
+            Ok(keys
+                .into_iter()
+                .map(|k| (store.delete(&b, &k).map_err(|e| e.to_string()), k))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        let (mut deleted, mut errors) = (vec![], vec![]);
+        for (r, k) in results {
+            match r {
+                Ok(()) if !quiet => deleted.push(DeletedObject {
+                    key: Some(k),
+                    ..Default::default()
+                }),
+                Ok(()) => {}
+                Err(m) => errors.push(Error {
+                    code: Some("InternalError".into()),
+                    key: Some(k),
+                    message: Some(m),
+                    version_id: None,
+                }),
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
             ..Default::default()
         }))
     }

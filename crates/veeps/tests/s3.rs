@@ -152,6 +152,104 @@ fn the_aws_cli_works_against_veeps() {
         ..Aws::new(&v)
     };
     wrong.fails(&["s3", "ls", "s3://photos"], "SignatureDoesNotMatch");
+    // Copy (metadata kept), conditional GETs, batch delete, presigned URLs.
+    aws.ok(&[
+        "s3",
+        "cp",
+        "s3://photos/site/index.html",
+        "s3://photos/copy.html",
+    ]);
+    let h = aws.ok(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "photos",
+        "--key",
+        "copy.html",
+    ]);
+    assert!(
+        h.contains("text/html") && h.contains("\"ContentLength\": 14"),
+        "{h}"
+    );
+    let tag: serde_json::Value = serde_json::from_str(&h).unwrap();
+    let tag = tag["ETag"].as_str().unwrap().to_string();
+    let o = out.to_str().unwrap();
+    aws.fails(
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "copy.html",
+            "--if-none-match",
+            &tag,
+            o,
+        ],
+        "304",
+    );
+    aws.fails(
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "copy.html",
+            "--if-match",
+            "\"0000\"",
+            o,
+        ],
+        "PreconditionFailed",
+    );
+    aws.ok(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "photos",
+        "--key",
+        "copy.html",
+        "--if-match",
+        &tag,
+        o,
+    ]);
+    let url = aws.ok(&[
+        "s3",
+        "presign",
+        "s3://photos/copy.html",
+        "--expires-in",
+        "60",
+    ]);
+    let got = Command::new("curl")
+        .args(["-s", "--noproxy", "*", url.trim()])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "<h1>hello</h1>");
+    let tampered = url.trim().replace("copy.html", "site/index.html");
+    let got = Command::new("curl")
+        .args(["-s", "--noproxy", "*", &tampered])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&got.stdout).contains("SignatureDoesNotMatch"));
+    aws.ok(&[
+        "s3api",
+        "delete-objects",
+        "--bucket",
+        "photos",
+        "--delete",
+        "Objects=[{Key=copy.html},{Key=nothing}]",
+    ]);
+    aws.fails(
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "copy.html",
+        ],
+        "404",
+    );
     // Multipart: the CLI splits files over 8 MiB into parts; the object is whole again.
     let large: Vec<u8> = (0..24 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(40_503) >> 9) as u8)
