@@ -237,7 +237,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         .with(obs.clone())
         .with(compute.clone())
         .with(policies.clone())
-        .with(lbs.clone());
+        .with(lbs.clone())
+        .with(objects.clone());
     let engine = Engine::new(
         data_dir.to_path_buf(),
         registry_with(Some(compute.images.clone())),
@@ -277,6 +278,7 @@ pub fn registry_with(
     veeps_obs::resources::register(&mut registry);
     veeps_compute::resources::register(&mut registry, images);
     veeps_lb::resources::register(&mut registry);
+    veeps_s3::resources::register(&mut registry);
     registry
 }
 

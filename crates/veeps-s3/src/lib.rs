@@ -4,4 +4,5 @@
 //! data key per object, crash-safe. The S3 REST API (over `s3s`) builds on it.
 
 pub mod api;
+pub mod resources;
 pub mod store;

@@ -320,3 +320,74 @@ fn the_aws_cli_works_against_veeps() {
     aws.ok(&["s3", "rb", "s3://photos"]);
     assert!(!aws.ok(&["s3", "ls"]).contains("photos"));
 }
+
+#[test]
+fn buckets_and_objects_as_resources() {
+    let v = Veeps::start();
+    let aws = Aws::new(&v);
+    v.write(
+        "env/main.hcl",
+        r#"
+resource "bucket" "site" {
+  bucket        = "static-site"
+  force_destroy = true
+}
+resource "bucket_object" "index" {
+  bucket       = bucket.site.id
+  key          = "index.html"
+  content      = "<h1>from config</h1>"
+  content_type = "text/html"
+}
+"#,
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let got = v.work.join("got.html");
+    aws.ok(&[
+        "s3",
+        "cp",
+        "s3://static-site/index.html",
+        got.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap(),
+        "<h1>from config</h1>"
+    );
+    v.ok(&["plan", "env", "--detailed-exitcode"]);
+    // Changed outside veeps: plan shows the drift, apply puts it back.
+    std::fs::write(&got, "tampered").unwrap();
+    aws.ok(&[
+        "s3",
+        "cp",
+        got.to_str().unwrap(),
+        "s3://static-site/index.html",
+    ]);
+    v.expect(&["plan", "env", "--detailed-exitcode"], 2);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    aws.ok(&[
+        "s3",
+        "cp",
+        "s3://static-site/index.html",
+        got.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap(),
+        "<h1>from config</h1>"
+    );
+    aws.ok(&[
+        "s3",
+        "cp",
+        got.to_str().unwrap(),
+        "s3://static-site/extra.html",
+    ]);
+    v.ok(&["destroy", "env", "--auto-approve"]);
+    assert!(!aws.ok(&["s3", "ls"]).contains("static-site"));
+    v.write(
+        "bad/main.hcl",
+        "resource \"bucket\" \"b\" {\n  bucket = \"Not_Valid\"\n}\n",
+    );
+    let out = v.expect(&["plan", "bad"], 1);
+    assert!(
+        out.contains("bad/main.hcl:2:12") && out.contains("lowercase"),
+        "{out}"
+    );
+}

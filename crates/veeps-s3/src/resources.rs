@@ -1,0 +1,261 @@
+//! The storage resource types: `bucket` and `bucket_object`.
+
+use crate::store::{check_bucket_name, check_key, ObjectStore, PutOptions};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use veeps_lang::{Type, Value};
+use veeps_resource::{
+    get, with_attrs as with, AttrError, AttrSchema, Ctx, Registry, Resource, ResourceError, Schema,
+};
+
+/// Registers the storage types.
+pub fn register(r: &mut Registry) {
+    r.register(BucketType(
+        Schema::new()
+            .attr(AttrSchema::required("bucket", Type::String).force_new())
+            .attr(
+                AttrSchema::optional("force_destroy", Type::Bool)
+                    .default(false)
+                    .describe("delete the objects with the bucket"),
+            )
+            .attr(AttrSchema::computed("id", Type::String))
+            .attr(AttrSchema::computed("arn", Type::String)),
+    ));
+    r.register(ObjectType(
+        Schema::new()
+            .attr(AttrSchema::required("bucket", Type::String).force_new())
+            .attr(AttrSchema::required("key", Type::String).force_new())
+            .attr(AttrSchema::optional("content", Type::String))
+            .attr(
+                AttrSchema::optional("source", Type::String)
+                    .describe("a file on the server's machine"),
+            )
+            .attr(AttrSchema::optional("content_type", Type::String))
+            .attr(AttrSchema::optional("cache_control", Type::String))
+            .attr(AttrSchema::optional(
+                "metadata",
+                Type::Map(Box::new(Type::String)),
+            ))
+            .attr(AttrSchema::computed("etag", Type::String))
+            .attr(AttrSchema::computed("id", Type::String)),
+    ));
+}
+
+fn store(ctx: &Ctx) -> Result<&Arc<ObjectStore>, ResourceError> {
+    ctx.service::<Arc<ObjectStore>>("object storage")
+}
+
+fn failed(e: impl std::fmt::Display) -> ResourceError {
+    ResourceError::Failed(e.to_string())
+}
+
+/// `bucket`.
+pub struct BucketType(Schema);
+
+#[async_trait::async_trait]
+impl Resource for BucketType {
+    fn type_name(&self) -> &'static str {
+        "bucket"
+    }
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        match get::str(c, "bucket").map(check_bucket_name) {
+            Some(Err(e)) => vec![AttrError::on("bucket", e.to_string())],
+            _ => vec![],
+        }
+    }
+    fn plan_computed(&self, _ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
+        match get::str(c, "bucket") {
+            Some(b) => [
+                ("id".to_string(), Value::string(b)),
+                (
+                    "arn".to_string(),
+                    Value::String(format!("arn:aws:s3:::{b}")),
+                ),
+            ]
+            .into(),
+            None => BTreeMap::new(),
+        }
+    }
+    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+        let name = get::str(c, "bucket").unwrap_or_default().to_string();
+        let s = store(ctx)?.clone();
+        let env = ctx.env.clone();
+        let n = name.clone();
+        tokio::task::spawn_blocking(move || match s.bucket(&n) {
+            // Adopt what a previous attempt created.
+            Ok(b) if b.env == env => Ok(()),
+            Ok(_) => Err(ResourceError::Invalid(format!(
+                "the bucket {n} exists already (bucket names are global; pick another)"
+            ))),
+            Err(_) => s.create_bucket(&n, &env).map(|_| ()).map_err(failed),
+        })
+        .await
+        .map_err(failed)??;
+        Ok(with(
+            c,
+            &[
+                ("id", Value::String(name.clone())),
+                ("arn", Value::String(format!("arn:aws:s3:::{name}"))),
+            ],
+        ))
+    }
+    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
+        let name = get::str(state, "bucket").unwrap_or_default();
+        Ok(store(ctx)?.bucket(name).ok().map(|_| state.clone()))
+    }
+    async fn update(&self, _ctx: &Ctx, prior: &Value, c: &Value) -> Result<Value, ResourceError> {
+        let mut v = with(c, &[]);
+        for k in ["id", "arn"] {
+            if let (Value::Object(o), Some(x)) = (&mut v, prior.get(k)) {
+                o.insert(k.into(), x.clone());
+            }
+        }
+        Ok(v)
+    }
+    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
+        let name = get::str(state, "bucket").unwrap_or_default().to_string();
+        let force = get::bool_or(state, "force_destroy", false);
+        let s = store(ctx)?.clone();
+        tokio::task::spawn_blocking(move || {
+            if s.bucket(&name).is_err() {
+                return Ok(());
+            }
+            if force {
+                loop {
+                    let page = s.list(&name, "", None, None, 1000).map_err(failed)?;
+                    if page.objects.is_empty() {
+                        break;
+                    }
+                    for o in page.objects {
+                        s.delete(&name, &o.key).map_err(failed)?;
+                    }
+                }
+            }
+            s.delete_bucket(&name).map_err(|e| {
+                ResourceError::Failed(format!("{e}; empty it first, or set force_destroy = true"))
+            })
+        })
+        .await
+        .map_err(failed)?
+    }
+}
+
+/// `bucket_object`: an object from configuration (`content`) or a file (`source`).
+pub struct ObjectType(Schema);
+
+fn body(c: &Value) -> Result<Vec<u8>, ResourceError> {
+    match (get::str(c, "content"), get::str(c, "source")) {
+        (Some(t), None) => Ok(t.as_bytes().to_vec()),
+        (None, Some(p)) => {
+            std::fs::read(p).map_err(|e| ResourceError::Invalid(format!("source {p}: {e}")))
+        }
+        _ => Err(ResourceError::Invalid(
+            "give exactly one of content and source".into(),
+        )),
+    }
+}
+
+fn etag_of(b: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(b))
+}
+
+#[async_trait::async_trait]
+impl Resource for ObjectType {
+    fn type_name(&self) -> &'static str {
+        "bucket_object"
+    }
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        let mut e = vec![];
+        if let Some(Err(err)) = get::str(c, "key").map(check_key) {
+            e.push(AttrError::on("key", err.to_string()));
+        }
+        let set = |k: &str| c.get(k).is_some_and(|v| !v.is_null());
+        if set("content") == set("source") {
+            e.push(AttrError::on(
+                "content",
+                "give exactly one of content and source",
+            ));
+        }
+        e
+    }
+    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+        let data = body(c)?;
+        let (b, k) = (
+            get::str(c, "bucket").unwrap_or_default().to_string(),
+            get::str(c, "key").unwrap_or_default().to_string(),
+        );
+        let opts = PutOptions {
+            content_type: get::str(c, "content_type").map(String::from),
+            cache_control: get::str(c, "cache_control").map(String::from),
+            metadata: get::string_map(c, "metadata"),
+        };
+        let s = store(ctx)?.clone();
+        let (b2, k2) = (b.clone(), k.clone());
+        let meta = tokio::task::spawn_blocking(move || s.put(&b2, &k2, &data[..], opts))
+            .await
+            .map_err(failed)?
+            .map_err(failed)?;
+        Ok(with(
+            c,
+            &[
+                ("etag", Value::String(meta.etag)),
+                ("id", Value::String(format!("{b}/{k}"))),
+            ],
+        ))
+    }
+    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
+        let (b, k) = (
+            get::str(state, "bucket").unwrap_or_default(),
+            get::str(state, "key").unwrap_or_default(),
+        );
+        Ok(match store(ctx)?.head(b, k) {
+            Err(_) => None,
+            Ok(m) if Some(m.etag.as_str()) == get::str(state, "etag") => Some(state.clone()),
+            // Changed outside veeps: the body no longer is what was configured, so the
+            // attribute that gives the body shows the change (and apply puts it back).
+            Ok(m) => {
+                let marker = Value::string("(changed outside veeps)");
+                let attr = if get::str(state, "content").is_some() {
+                    "content"
+                } else {
+                    "source"
+                };
+                Some(with(
+                    state,
+                    &[("etag", Value::String(m.etag)), (attr, marker)],
+                ))
+            }
+        })
+    }
+    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
+        self.create(ctx, c).await
+    }
+    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
+        let (b, k) = (
+            get::str(state, "bucket").unwrap_or_default().to_string(),
+            get::str(state, "key").unwrap_or_default().to_string(),
+        );
+        let s = store(ctx)?.clone();
+        tokio::task::spawn_blocking(move || match s.delete(&b, &k) {
+            Err(crate::store::StoreError::NoSuchBucket(_)) => Ok(()),
+            other => other,
+        })
+        .await
+        .map_err(failed)?
+        .map_err(failed)
+    }
+    fn plan_computed(&self, _ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
+        // The etag of configured content is known before apply.
+        match get::str(c, "content") {
+            Some(t) => [("etag".to_string(), Value::String(etag_of(t.as_bytes())))].into(),
+            None => BTreeMap::new(),
+        }
+    }
+}
