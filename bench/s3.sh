@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# S3 throughput with wrk over presigned URLs (so every request is SigV4-checked), for
+# 4 KiB, 1 MiB and 64 MiB objects: GET beside nginx serving the same bytes from disk, PUT
+# beside the disk's own write bandwidth (dd with fsync), in one run; prints the ratios.
+#
+#   bench/s3.sh [SECONDS] [CONNECTIONS]   (installs nginx, wrk and awscli if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-5}
+CONNS=${2:-16}
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v aws >/dev/null || missing+=(awscli)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+python3 -c 'import botocore' 2>/dev/null || { echo "bench/s3.sh needs botocore (pip install botocore, or the awscli package)" >&2; exit 1; }
+cargo build --release --locked -p veeps >/dev/null 2>&1
+BIN=$PWD/target/release/veeps
+WORK=$(mktemp -d /tmp/veeps-bench-s3.XXXXXX)
+API=$((20000 + RANDOM % 10000)); S3=$((API + 1)); NG=$((API + 2))
+cleanup() {
+  [ -n "${SERVER:-}" ] && { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; }
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+export VEEPS_DATA_DIR=$WORK/data
+"$BIN" server --listen "127.0.0.1:$API" --s3-listen "127.0.0.1:$S3" 2>"$WORK/server.log" &
+SERVER=$!
+for _ in $(seq 100); do curl -s --noproxy '*' -o /dev/null "http://127.0.0.1:$API/" && break; sleep 0.05; done
+CRED=$(curl -s --noproxy '*' -H "Authorization: Bearer $(cat "$WORK/data/root.token")" "http://127.0.0.1:$API/v1/s3/credentials")
+export AWS_ACCESS_KEY_ID=$(echo "$CRED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_key_id"])')
+export AWS_SECRET_ACCESS_KEY=$(echo "$CRED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_access_key"])')
+export AWS_DEFAULT_REGION=us-east-1
+aws --endpoint-url "http://127.0.0.1:$S3" s3 mb s3://bench >/dev/null
+
+mkdir -p "$WORK/www"
+chmod 755 "$WORK" "$WORK/www"   # nginx's workers run unprivileged
+for s in 4k 1m 64m; do
+  case $s in 4k) n=4096;; 1m) n=1048576;; 64m) n=67108864;; esac
+  head -c "$n" /dev/urandom >"$WORK/www/$s"
+  chmod 644 "$WORK/www/$s"
+  aws --endpoint-url "http://127.0.0.1:$S3" s3 cp "$WORK/www/$s" "s3://bench/$s" >/dev/null
+done
+cat >"$WORK/nginx.conf" <<NGX
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; sendfile on; server { listen 127.0.0.1:$NG; root $WORK/www; } }
+NGX
+nginx -c "$WORK/nginx.conf"
+
+# Presigned URLs (valid an hour): GET per size, and PUT for a lua script.
+python3 - "$S3" "$WORK" <<'PY'
+import sys, botocore.session
+port, work = sys.argv[1], sys.argv[2]
+c = botocore.session.get_session().create_client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+for s in ["4k", "1m", "64m"]:
+    open(f"{work}/get-{s}", "w").write(c.generate_presigned_url("get_object", Params={"Bucket": "bench", "Key": s}, ExpiresIn=3600))
+    open(f"{work}/put-{s}", "w").write(c.generate_presigned_url("put_object", Params={"Bucket": "bench", "Key": f"put-{s}"}, ExpiresIn=3600))
+PY
+
+rate() { # URL [lua] -> "req/s MiB/s"
+  local extra=()
+  [ -n "${2:-}" ] && extra=(-s "$2")
+  wrk -t2 -c"$CONNS" -d"${DUR}s" "${extra[@]}" "$1" 2>/dev/null | python3 -c '
+import re, sys
+t = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+m = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", t)
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+if errs:
+    sys.exit(f"{errs.group(1)} requests failed")
+print(f"{rps:.0f}")'
+}
+printf '%-6s %12s %12s %7s | %12s %12s %7s\n' size "veeps GET/s" "nginx GET/s" ratio "veeps PUT MiB/s" "disk MiB/s" ratio
+for s in 4k 1m 64m; do
+  case $s in 4k) n=4096;; 1m) n=1048576;; 64m) n=67108864;; esac
+  vg=$(rate "$(cat "$WORK/get-$s")")
+  ng=$(rate "http://127.0.0.1:$NG/$s")
+  cat >"$WORK/put-$s.lua" <<LUA
+wrk.method = "PUT"
+local f = io.open("$WORK/www/$s", "rb")
+wrk.body = f:read("*a")
+f:close()
+LUA
+  vp=$(rate "$(cat "$WORK/put-$s")" "$WORK/put-$s.lua")
+  # The disk: the same bytes written and synced, as many times, in one stream.
+  count=$(( (256 * 1048576) / n )); [ "$count" -lt 1 ] && count=1
+  start=$(date +%s%N)
+  dd if="$WORK/www/$s" of="$WORK/ddout" bs="$n" count=1 conv=fsync status=none
+  for _ in $(seq 2 $(( count > 64 ? 64 : count ))); do dd if="$WORK/www/$s" of="$WORK/ddout" bs="$n" count=1 oflag=append conv=notrunc,fsync status=none; done
+  el=$(( ($(date +%s%N) - start) / 1000000 ))
+  writes=$(( count > 64 ? 64 : count ))
+  python3 - "$s" "$vg" "$ng" "$vp" "$n" "$writes" "$el" <<'PY'
+import sys
+s, vg, ng, vp, n, writes, el = sys.argv[1], *map(float, sys.argv[2:])
+vmib = vp * n / 2**20
+disk = writes * n / 2**20 / max(el / 1000, 1e-3)
+print(f"{s:<6} {vg:12.0f} {ng:12.0f} {vg / max(ng, 1):7.2f} | {vmib:12.1f} {disk:12.1f} {vmib / max(disk, 1e-9):7.2f}")
+PY
+done
