@@ -72,6 +72,8 @@ pub struct AppState {
     s3_listener: Option<Arc<std::sync::Mutex<Option<std::net::TcpListener>>>>,
     /// S3 credentials.
     pub s3_auth: Arc<veeps_s3::api::Auth>,
+    /// S3 access keys and bucket policies.
+    pub s3_access: Arc<veeps_s3::access::Access>,
     api: Arc<ApiStats>,
     token_hash: [u8; 32],
 }
@@ -160,6 +162,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
             t
         }
     };
+    let s3_access = Arc::new(veeps_s3::access::Access::new(store.clone(), kms.clone()));
     let s3_listener = match &opts.s3_listen {
         None => None,
         Some(addr) => match std::net::TcpListener::bind(addr.as_str()) {
@@ -238,7 +241,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         .with(compute.clone())
         .with(policies.clone())
         .with(lbs.clone())
-        .with(objects.clone());
+        .with(objects.clone())
+        .with(s3_access.clone());
     let engine = Engine::new(
         data_dir.to_path_buf(),
         registry_with(Some(compute.images.clone())),
@@ -258,6 +262,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         objects,
         s3_listener,
         s3_auth: Arc::new(veeps_s3::api::Auth::from_root_token(&token)),
+        s3_access,
         api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
     })
@@ -309,8 +314,12 @@ impl AppState {
         tracing::info!(%addr, "S3 listening");
         let api = veeps_s3::api::Api::new(self.objects.clone());
         let (id, secret) = self.s3_auth.root();
-        let auth = veeps_s3::api::Auth::from_pair(id, secret);
-        Some(tokio::spawn(veeps_s3::api::serve(l, api, auth)))
+        let gate = veeps_s3::access::Gate {
+            access: self.s3_access.clone(),
+            root_id: id.into(),
+            root_secret: secret.into(),
+        };
+        Some(tokio::spawn(veeps_s3::api::serve(l, api, gate)))
     }
 
     /// After a (re)start: brings every recorded resource back in line with its state

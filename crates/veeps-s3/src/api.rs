@@ -5,7 +5,6 @@
 use crate::store::{ObjectMeta, ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
 use futures::StreamExt;
-use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::*;
 use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use std::sync::Arc;
@@ -753,23 +752,11 @@ impl Auth {
     }
 }
 
-#[async_trait::async_trait]
-impl S3Auth for Auth {
-    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        if access_key == self.root_id {
-            return Ok(SecretKey::from(self.root_secret.clone()));
-        }
-        Err(s3_error!(
-            InvalidAccessKeyId,
-            "the access key id you provided does not exist"
-        ))
-    }
-}
-
 /// Serves the S3 API on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, api: Api, auth: Auth) {
+pub async fn serve(listener: tokio::net::TcpListener, api: Api, gate: crate::access::Gate) {
     let mut b = s3s::service::S3ServiceBuilder::new(api);
-    b.set_auth(auth);
+    b.set_auth(gate.clone());
+    b.set_access(gate);
     let svc = b.build();
     loop {
         let Ok((s, _)) = listener.accept().await else {

@@ -3,6 +3,7 @@
 //! [`store`] keeps buckets and objects: metadata in the state store, bodies encrypted with a
 //! data key per object, crash-safe. The S3 REST API (over `s3s`) builds on it.
 
+pub mod access;
 pub mod api;
 pub mod resources;
 pub mod store;

@@ -18,8 +18,18 @@ pub fn register(r: &mut Registry) {
                     .default(false)
                     .describe("delete the objects with the bucket"),
             )
+            .attr(
+                AttrSchema::optional("policy", Type::String)
+                    .describe("a bucket policy, JSON in S3's policy language"),
+            )
             .attr(AttrSchema::computed("id", Type::String))
             .attr(AttrSchema::computed("arn", Type::String)),
+    ));
+    r.register(KeyType(
+        Schema::new()
+            .attr(AttrSchema::required("user", Type::String).force_new())
+            .attr(AttrSchema::computed("id", Type::String))
+            .attr(AttrSchema::computed("secret", Type::String).sensitive()),
     ));
     r.register(ObjectType(
         Schema::new()
@@ -45,6 +55,17 @@ fn store(ctx: &Ctx) -> Result<&Arc<ObjectStore>, ResourceError> {
     ctx.service::<Arc<ObjectStore>>("object storage")
 }
 
+fn access(ctx: &Ctx) -> Result<&Arc<crate::access::Access>, ResourceError> {
+    ctx.service::<Arc<crate::access::Access>>("S3 access")
+}
+
+fn set_policy(ctx: &Ctx, c: &Value) -> Result<(), ResourceError> {
+    let name = get::str(c, "bucket").unwrap_or_default();
+    access(ctx)?
+        .set_policy(name, get::str(c, "policy"))
+        .map_err(ResourceError::Invalid)
+}
+
 fn failed(e: impl std::fmt::Display) -> ResourceError {
     ResourceError::Failed(e.to_string())
 }
@@ -61,10 +82,14 @@ impl Resource for BucketType {
         &self.0
     }
     fn validate(&self, c: &Value) -> Vec<AttrError> {
-        match get::str(c, "bucket").map(check_bucket_name) {
-            Some(Err(e)) => vec![AttrError::on("bucket", e.to_string())],
-            _ => vec![],
+        let mut e = vec![];
+        if let Some(Err(err)) = get::str(c, "bucket").map(check_bucket_name) {
+            e.push(AttrError::on("bucket", err.to_string()));
         }
+        if let Some(Err(m)) = get::str(c, "policy").map(crate::access::check_policy) {
+            e.push(AttrError::on("policy", m));
+        }
+        e
     }
     fn plan_computed(&self, _ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
         match get::str(c, "bucket") {
@@ -94,6 +119,7 @@ impl Resource for BucketType {
         })
         .await
         .map_err(failed)??;
+        set_policy(ctx, c)?;
         Ok(with(
             c,
             &[
@@ -106,7 +132,8 @@ impl Resource for BucketType {
         let name = get::str(state, "bucket").unwrap_or_default();
         Ok(store(ctx)?.bucket(name).ok().map(|_| state.clone()))
     }
-    async fn update(&self, _ctx: &Ctx, prior: &Value, c: &Value) -> Result<Value, ResourceError> {
+    async fn update(&self, ctx: &Ctx, prior: &Value, c: &Value) -> Result<Value, ResourceError> {
+        set_policy(ctx, c)?;
         let mut v = with(c, &[]);
         for k in ["id", "arn"] {
             if let (Value::Object(o), Some(x)) = (&mut v, prior.get(k)) {
@@ -118,6 +145,9 @@ impl Resource for BucketType {
     async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
         let name = get::str(state, "bucket").unwrap_or_default().to_string();
         let force = get::bool_or(state, "force_destroy", false);
+        access(ctx)?
+            .set_policy(&name, None)
+            .map_err(ResourceError::Failed)?;
         let s = store(ctx)?.clone();
         tokio::task::spawn_blocking(move || {
             if s.bucket(&name).is_err() {
@@ -257,5 +287,60 @@ impl Resource for ObjectType {
             Some(t) => [("etag".to_string(), Value::String(etag_of(t.as_bytes())))].into(),
             None => BTreeMap::new(),
         }
+    }
+}
+
+/// `access_key`: a key pair for a named user; what it may do is what bucket policies grant
+/// that user.
+pub struct KeyType(Schema);
+
+#[async_trait::async_trait]
+impl Resource for KeyType {
+    fn type_name(&self) -> &'static str {
+        "access_key"
+    }
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        match get::str(c, "user") {
+            Some(u)
+                if u.is_empty()
+                    || u.len() > 64
+                    || !u
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)) =>
+            {
+                vec![AttrError::on(
+                    "user",
+                    format!("\"{u}\" is not a user name (letters, digits and +=,.@_-, up to 64)"),
+                )]
+            }
+            _ => vec![],
+        }
+    }
+    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+        let (k, secret) = access(ctx)?
+            .create_key(get::str(c, "user").unwrap_or_default())
+            .map_err(ResourceError::Failed)?;
+        Ok(with(
+            c,
+            &[
+                ("id", Value::String(k.id)),
+                ("secret", Value::String(secret)),
+            ],
+        ))
+    }
+    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
+        let id = get::str(state, "id").unwrap_or_default();
+        Ok(access(ctx)?.key(id).map(|_| state.clone()))
+    }
+    async fn update(&self, _ctx: &Ctx, prior: &Value, _c: &Value) -> Result<Value, ResourceError> {
+        Ok(prior.clone())
+    }
+    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
+        access(ctx)?
+            .delete_key(get::str(state, "id").unwrap_or_default())
+            .map_err(ResourceError::Failed)
     }
 }

@@ -391,3 +391,109 @@ resource "bucket_object" "index" {
         "{out}"
     );
 }
+
+#[test]
+fn bucket_policies_grant_anonymous_reads_and_users_keys() {
+    let v = Veeps::start();
+    let root = Aws::new(&v);
+    v.write(
+        "env/main.hcl",
+        r#"
+resource "access_key" "alice" {
+  user = "alice"
+}
+resource "access_key" "bob" {
+  user = "bob"
+}
+resource "bucket" "pub" {
+  bucket        = "public-site"
+  force_destroy = true
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      { Effect = "Allow", Principal = "*", Action = "s3:GetObject", Resource = "arn:aws:s3:::public-site/*" },
+      { Effect = "Allow", Principal = { AWS = ["arn:aws:iam:::user/alice"] }, Action = "s3:*", Resource = ["arn:aws:s3:::public-site", "arn:aws:s3:::public-site/*"] },
+    ]
+  })
+}
+resource "bucket_object" "index" {
+  bucket  = bucket.pub.id
+  key     = "index.html"
+  content = "public page"
+}
+output "alice_id" {
+  value = access_key.alice.id
+}
+output "alice_secret" {
+  value     = access_key.alice.secret
+  sensitive = true
+}
+output "bob_id" {
+  value = access_key.bob.id
+}
+output "bob_secret" {
+  value     = access_key.bob.secret
+  sensitive = true
+}
+"#,
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let url = format!("http://127.0.0.1:{}/public-site/index.html", v.s3_port);
+    let get = Command::new("curl")
+        .args(["-s", "--noproxy", "*", &url])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "public page");
+    let put = Command::new("curl")
+        .args([
+            "-s",
+            "--noproxy",
+            "*",
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&put.stdout).contains("AccessDenied"));
+    let out = |n: &str| v.ok(&["output", "env", n]).trim().to_string();
+    let alice = Aws {
+        id: out("alice_id"),
+        secret: out("alice_secret"),
+        ..Aws::new(&v)
+    };
+    let bob = Aws {
+        id: out("bob_id"),
+        secret: out("bob_secret"),
+        ..Aws::new(&v)
+    };
+    let f = v.work.join("f.txt");
+    std::fs::write(&f, "by alice").unwrap();
+    alice.ok(&[
+        "s3",
+        "cp",
+        f.to_str().unwrap(),
+        "s3://public-site/alice.txt",
+    ]);
+    assert!(alice
+        .ok(&["s3", "ls", "s3://public-site/"])
+        .contains("alice.txt"));
+    bob.fails(
+        &["s3", "cp", f.to_str().unwrap(), "s3://public-site/bob.txt"],
+        "AccessDenied",
+    );
+    bob.fails(&["s3", "ls"], "AccessDenied");
+    assert!(root.ok(&["s3", "ls"]).contains("public-site"));
+    // A bad policy is a configuration error at its position.
+    v.write(
+        "bad/main.hcl",
+        "resource \"bucket\" \"b\" {\n  bucket = \"bad-policy\"\n  policy = \"{}\"\n}\n",
+    );
+    let o = v.expect(&["plan", "bad"], 1);
+    assert!(
+        o.contains("bad/main.hcl:3:12") && o.contains("Statement"),
+        "{o}"
+    );
+}
