@@ -616,10 +616,12 @@ impl Lbs {
     /// Brings every target group's targets in line with attachments and groups.
     pub fn refresh_targets(&self) {
         let attachments: Vec<AttachmentSpec> = self.all(K_ATTACH);
-        let mut by_tg: HashMap<String, Vec<SocketAddr>> = HashMap::new();
         let lbs = self.lbs.lock().unwrap_or_else(|p| p.into_inner());
         let envs: std::collections::BTreeSet<String> =
             lbs.values().map(|l| l.spec.env.clone()).collect();
+        // Each environment's groups once per refresh, not once per target group.
+        let groups: Vec<veeps_compute::group::GroupRecord> =
+            envs.iter().flat_map(|e| self.compute.records(e)).collect();
         for lb in lbs.values() {
             for (id, st) in &lb.tgs {
                 let port = st.spec.load().port;
@@ -633,26 +635,19 @@ impl Lbs {
                             .map(|ip| SocketAddr::new(ip, a.port.unwrap_or(port)))
                     })
                     .collect();
-                for env in &envs {
-                    for g in self.compute.records(env) {
-                        if !g.spec.target_groups.contains(id) {
+                for g in groups.iter().filter(|g| g.spec.target_groups.contains(id)) {
+                    for i in &g.instances {
+                        if i.lifecycle == veeps_compute::group::Lifecycle::Terminating || i.pid == 0
+                        {
                             continue;
                         }
-                        for i in &g.instances {
-                            if i.lifecycle == veeps_compute::group::Lifecycle::Terminating
-                                || i.pid == 0
-                            {
-                                continue;
-                            }
-                            if let Ok(ip) = i.address.parse::<std::net::IpAddr>() {
-                                want.push(SocketAddr::new(ip, port));
-                            }
+                        if let Ok(ip) = i.address.parse::<std::net::IpAddr>() {
+                            want.push(SocketAddr::new(ip, port));
                         }
                     }
                 }
                 want.sort();
                 want.dedup();
-                by_tg.insert(format!("{}/{id}", lb.spec.id), want.clone());
                 st.set_targets(&want, &lb.clients[0], &lb.handle());
             }
         }

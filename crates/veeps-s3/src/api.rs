@@ -188,6 +188,19 @@ fn etag_value(e: &ETag) -> String {
     }
 }
 
+/// What a request says about the object besides its body.
+fn put_options(
+    content_type: &Option<String>,
+    cache_control: &Option<String>,
+    metadata: &Option<Metadata>,
+) -> PutOptions {
+    PutOptions {
+        content_type: content_type.clone(),
+        cache_control: cache_control.clone(),
+        metadata: metadata.clone().unwrap_or_default().into_iter().collect(),
+    }
+}
+
 fn object(m: ObjectMeta) -> Object {
     Object {
         e_tag: Some(etag(&m)),
@@ -199,10 +212,6 @@ fn object(m: ObjectMeta) -> Object {
         )),
         ..Default::default()
     }
-}
-
-fn max_keys(m: Option<i32>) -> usize {
-    m.unwrap_or(1000).clamp(0, 1000) as usize
 }
 
 #[async_trait::async_trait]
@@ -264,21 +273,15 @@ impl S3 for Api {
         let input = req.input;
         let store = self.store.clone();
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
-        let opts = PutOptions {
-            content_type: input.content_type.clone(),
-            cache_control: input.cache_control.clone(),
-            metadata: input
-                .metadata
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-        };
+        let opts = put_options(&input.content_type, &input.cache_control, &input.metadata);
         let body = input.body;
         let meta = stream_into(body, move |r| store.put(&bucket, &key, r, opts)).await?;
         if let Some(md5) = &input.content_md5 {
             // Content-MD5 is base64 of the digest; a mismatch means the body was damaged.
-            let want = hex::encode(base64_decode(md5).unwrap_or_default());
+            let want = hex::encode(
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, md5)
+                    .unwrap_or_default(),
+            );
             if want != meta.etag {
                 let store = self.store.clone();
                 let (b, k) = (input.bucket.clone(), input.key.clone());
@@ -384,35 +387,24 @@ impl S3 for Api {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let i = req.input;
-        let store = self.store.clone();
-        let (b, prefix, delim) = (
-            i.bucket.clone(),
-            i.prefix.clone().unwrap_or_default(),
-            i.delimiter.clone(),
-        );
         // The continuation token is the last key returned (opaque to clients).
         let after = i.continuation_token.clone().or(i.start_after.clone());
-        let max = max_keys(i.max_keys);
-        let l = blocking(move || store.list(&b, &prefix, delim.as_deref(), after.as_deref(), max))
+        let (page, max) = self
+            .page(&i.bucket, &i.prefix, &i.delimiter, after, i.max_keys)
             .await?;
-        let count = (l.objects.len() + l.common_prefixes.len()) as i32;
+        let count = (page.contents.len() + page.prefixes.len()) as i32;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(i.bucket),
             prefix: i.prefix,
             delimiter: i.delimiter,
-            max_keys: Some(max as i32),
+            max_keys: Some(max),
             key_count: Some(count),
             continuation_token: i.continuation_token,
             start_after: i.start_after,
-            is_truncated: Some(l.next.is_some()),
-            next_continuation_token: l.next,
-            contents: Some(l.objects.into_iter().map(object).collect()),
-            common_prefixes: Some(
-                l.common_prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix { prefix: Some(p) })
-                    .collect(),
-            ),
+            is_truncated: Some(page.next.is_some()),
+            next_continuation_token: page.next,
+            contents: Some(page.contents),
+            common_prefixes: Some(page.prefixes),
             ..Default::default()
         }))
     }
@@ -457,11 +449,7 @@ impl S3 for Api {
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let opts = if replace {
-            PutOptions {
-                content_type: i.content_type.clone(),
-                cache_control: i.cache_control.clone(),
-                metadata: i.metadata.clone().unwrap_or_default().into_iter().collect(),
-            }
+            put_options(&i.content_type, &i.cache_control, &i.metadata)
         } else {
             PutOptions {
                 content_type: src.content_type.clone(),
@@ -539,11 +527,7 @@ impl S3 for Api {
         let i = req.input;
         let store = self.store.clone();
         let (b, k) = (i.bucket.clone(), i.key.clone());
-        let opts = PutOptions {
-            content_type: i.content_type.clone(),
-            cache_control: i.cache_control.clone(),
-            metadata: i.metadata.clone().unwrap_or_default().into_iter().collect(),
-        };
+        let opts = put_options(&i.content_type, &i.cache_control, &i.metadata);
         let up = blocking(move || store.create_upload(&b, &k, opts)).await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(i.bucket),
@@ -670,50 +654,66 @@ impl S3 for Api {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let i = req.input;
-        let store = self.store.clone();
-        let (b, prefix, delim, after) = (
-            i.bucket.clone(),
-            i.prefix.clone().unwrap_or_default(),
-            i.delimiter.clone(),
-            i.marker.clone(),
-        );
-        let max = max_keys(i.max_keys);
-        let l = blocking(move || store.list(&b, &prefix, delim.as_deref(), after.as_deref(), max))
+        let (page, max) = self
+            .page(
+                &i.bucket,
+                &i.prefix,
+                &i.delimiter,
+                i.marker.clone(),
+                i.max_keys,
+            )
             .await?;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(i.bucket),
             prefix: i.prefix,
             delimiter: i.delimiter,
             marker: i.marker,
-            max_keys: Some(max as i32),
-            is_truncated: Some(l.next.is_some()),
-            next_marker: l.next,
-            contents: Some(l.objects.into_iter().map(object).collect()),
-            common_prefixes: Some(
-                l.common_prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix { prefix: Some(p) })
-                    .collect(),
-            ),
+            max_keys: Some(max),
+            is_truncated: Some(page.next.is_some()),
+            next_marker: page.next,
+            contents: Some(page.contents),
+            common_prefixes: Some(page.prefixes),
             ..Default::default()
         }))
     }
 }
 
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = vec![];
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.trim_end_matches('=').bytes() {
-        let v = T.iter().position(|x| *x == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
+/// A page of a listing, as both ListObjects versions answer it.
+struct Page {
+    contents: Vec<Object>,
+    prefixes: Vec<CommonPrefix>,
+    next: Option<String>,
+}
+
+impl Api {
+    /// One page of keys after `after`; returns it with the page size used.
+    async fn page(
+        &self,
+        bucket: &str,
+        prefix: &Option<String>,
+        delimiter: &Option<String>,
+        after: Option<String>,
+        max_keys: Option<i32>,
+    ) -> S3Result<(Page, i32)> {
+        let store = self.store.clone();
+        let (b, p, d) = (
+            bucket.to_string(),
+            prefix.clone().unwrap_or_default(),
+            delimiter.clone(),
+        );
+        let max = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let l = blocking(move || store.list(&b, &p, d.as_deref(), after.as_deref(), max)).await?;
+        let page = Page {
+            contents: l.objects.into_iter().map(object).collect(),
+            prefixes: l
+                .common_prefixes
+                .into_iter()
+                .map(|p| CommonPrefix { prefix: Some(p) })
+                .collect(),
+            next: l.next,
+        };
+        Ok((page, max as i32))
     }
-    Some(out)
 }
 
 /// Credentials: the root key pair (the root token's owner) and, later, users' keys.

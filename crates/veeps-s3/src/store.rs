@@ -377,7 +377,7 @@ impl ObjectStore {
             last_modified_ms: now_ms(),
             wrapped_key: wrapped,
         };
-        let old = self.head(bucket, key).ok();
+        let old = self.meta(bucket, key).ok();
         self.store
             .kv_put(&object_key(bucket, key), &meta)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -486,6 +486,11 @@ impl ObjectStore {
     /// An object's metadata.
     pub fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
         self.bucket(bucket)?;
+        self.meta(bucket, key)
+    }
+
+    /// An object's metadata, the bucket known to exist.
+    fn meta(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
         self.store
             .kv_get::<ObjectMeta>(&object_key(bucket, key))
             .map_err(|e| StoreError::Internal(e.to_string()))?
@@ -501,7 +506,7 @@ impl ObjectStore {
         range: Option<(u64, u64)>,
     ) -> Result<(ObjectMeta, BlobReader), StoreError> {
         let b = self.bucket(bucket)?;
-        let meta = self.head(bucket, key)?;
+        let meta = self.meta(bucket, key)?;
         let (start, end) = match range {
             None if meta.size == 0 => (0, 0),
             None => (0, meta.size - 1),
@@ -709,7 +714,7 @@ impl ObjectStore {
     /// Deletes an object (deleting a missing one succeeds, as in S3).
     pub fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         self.bucket(bucket)?;
-        if let Ok(m) = self.head(bucket, key) {
+        if let Ok(m) = self.meta(bucket, key) {
             self.store
                 .kv_delete(&object_key(bucket, key))
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
