@@ -69,7 +69,10 @@ pub struct AppState {
     pub ca_pem: String,
     /// Buckets and objects.
     pub objects: Arc<veeps_s3::store::ObjectStore>,
-    s3_listener: Option<Arc<std::sync::Mutex<Option<std::net::TcpListener>>>>,
+    s3_listener: Early,
+    website_listener: Early,
+    s3_day: std::time::Duration,
+    s3_stats: Arc<veeps_s3::stats::Stats>,
     /// S3 credentials.
     pub s3_auth: Arc<veeps_s3::api::Auth>,
     /// S3 access keys and bucket policies.
@@ -91,6 +94,34 @@ pub struct ServerOptions {
     pub log_retention_days: Option<u32>,
     /// Address of the S3 API (none: not served).
     pub s3_listen: Option<String>,
+    /// Address of bucket websites over plain HTTP (none: not served).
+    pub s3_website_listen: Option<String>,
+    /// How long a lifecycle "day" lasts (a real day when `None`; shortened by tests).
+    pub s3_lifecycle_day: Option<std::time::Duration>,
+}
+
+/// A port bound at open, served once the server runs.
+type Early = Option<Arc<std::sync::Mutex<Option<std::net::TcpListener>>>>;
+
+/// Binds `addr` now, so a busy port is reported at start; `None` (logged) if it cannot.
+fn bind_early(addr: Option<&str>, what: &str) -> Early {
+    let addr = addr?;
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => {
+            let _ = l.set_nonblocking(true);
+            Some(Arc::new(std::sync::Mutex::new(Some(l))))
+        }
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen for {what} (another program on the port?); it is off until the next start");
+            None
+        }
+    }
+}
+
+/// The listener bound early, once.
+fn take(l: &Early) -> Option<tokio::net::TcpListener> {
+    let l = l.as_ref()?.lock().ok()?.take()?;
+    tokio::net::TcpListener::from_std(l).ok()
 }
 
 /// API call counts and latencies, reported every collection interval.
@@ -163,19 +194,9 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         }
     };
     let s3_access = Arc::new(veeps_s3::access::Access::new(store.clone(), kms.clone()));
-    let s3_listener = match &opts.s3_listen {
-        None => None,
-        Some(addr) => match std::net::TcpListener::bind(addr.as_str()) {
-            Ok(l) => {
-                let _ = l.set_nonblocking(true);
-                Some(Arc::new(std::sync::Mutex::new(Some(l))))
-            }
-            Err(e) => {
-                tracing::error!(%addr, error = %e, "cannot listen for S3 (another program on the port?); S3 is off until the next start");
-                None
-            }
-        },
-    };
+    let s3_listener = bind_early(opts.s3_listen.as_deref(), "S3");
+    let website_listener = bind_early(opts.s3_website_listen.as_deref(), "bucket websites");
+    let s3_stats = veeps_s3::stats::Stats::new(objects.clone());
     let boot_id = hex::encode(rand::random::<[u8; 8]>());
     for (env, lock) in store
         .release_stale_locks(&boot_id)
@@ -208,6 +229,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         data_dir.to_path_buf(),
     )));
     obs.register(api.clone());
+    obs.register(s3_stats.clone());
     let compute = veeps_compute::Compute::new(data_dir, store.clone(), net.clone(), obs.clone())
         .map_err(dd)?;
     obs.register(Arc::new(ComputeStats(compute.clone())));
@@ -261,6 +283,11 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         ca_pem,
         objects,
         s3_listener,
+        website_listener,
+        s3_day: opts
+            .s3_lifecycle_day
+            .unwrap_or(std::time::Duration::from_secs(86_400)),
+        s3_stats,
         s3_auth: Arc::new(veeps_s3::api::Auth::from_root_token(&token)),
         s3_access,
         api,
@@ -306,20 +333,41 @@ impl veeps_obs::collect::Collector for ComputeStats {
 }
 
 impl AppState {
-    /// Serves the S3 API, once, if it has its port.
-    fn start_s3(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let l = self.s3_listener.as_ref()?.lock().ok()?.take()?;
-        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        let l = tokio::net::TcpListener::from_std(l).ok()?;
-        tracing::info!(%addr, "S3 listening");
-        let api = veeps_s3::api::Api::new(self.objects.clone());
-        let (id, secret) = self.s3_auth.root();
-        let gate = veeps_s3::access::Gate {
-            access: self.s3_access.clone(),
-            root_id: id.into(),
-            root_secret: secret.into(),
-        };
-        Some(tokio::spawn(veeps_s3::api::serve(l, api, gate)))
+    /// Serves the S3 API and bucket websites, once, on the ports they have, and runs
+    /// lifecycle rules; the handles stop them.
+    fn start_s3(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(veeps_s3::stats::run_background(
+            self.s3_stats.clone(),
+            self.s3_day,
+        ))];
+        if let Some(l) = take(&self.s3_listener) {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(%addr, "S3 listening");
+            let api = veeps_s3::api::Api::new(self.objects.clone());
+            let (id, secret) = self.s3_auth.root();
+            let gate = veeps_s3::access::Gate {
+                access: self.s3_access.clone(),
+                root_id: id.into(),
+                root_secret: secret.into(),
+            };
+            tasks.push(tokio::spawn(veeps_s3::api::serve(
+                l,
+                api,
+                gate,
+                self.s3_stats.clone(),
+            )));
+        }
+        if let Some(l) = take(&self.website_listener) {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(%addr, "bucket websites listening");
+            let site = Arc::new(veeps_s3::website::Site {
+                store: self.objects.clone(),
+                access: self.s3_access.clone(),
+                stats: self.s3_stats.clone(),
+            });
+            tasks.push(tokio::spawn(veeps_s3::website::serve(l, site)));
+        }
+        tasks
     }
 
     /// After a (re)start: brings every recorded resource back in line with its state
@@ -447,8 +495,8 @@ pub async fn serve_listener(
     // Instances stop with the server; their groups are kept and start again with it.
     compute.shutdown().await;
     lbs.shutdown();
-    if let Some(s3) = s3 {
-        s3.abort();
+    for t in s3 {
+        t.abort();
     }
     served
 }

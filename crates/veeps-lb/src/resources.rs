@@ -34,31 +34,7 @@ fn failed(e: impl std::fmt::Display) -> ResourceError {
     ResourceError::Failed(e.to_string())
 }
 
-fn block(name: &'static str, nesting: Nesting, schema: Schema) -> BlockSchema {
-    BlockSchema {
-        name,
-        nesting,
-        schema,
-        force_new: false,
-        min_items: 0,
-    }
-}
-
-fn single<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    match v.get(name) {
-        Some(Value::List(l)) => l.first(),
-        Some(Value::Null) | None => None,
-        Some(o) => Some(o),
-    }
-}
-
-fn list<'a>(v: &'a Value, name: &str) -> Vec<&'a Value> {
-    match v.get(name) {
-        Some(Value::List(l)) => l.iter().collect(),
-        Some(Value::Null) | None => vec![],
-        Some(o) => vec![o],
-    }
-}
+use veeps_resource::get::{block as single, blocks as list};
 
 fn id(ctx: &Ctx, kind: &str) -> String {
     veeps_net::resource_id(kind, &ctx.env, &ctx.address)
@@ -237,18 +213,18 @@ fn action_schema() -> Schema {
                 .describe("forward, redirect or fixed-response"),
         )
         .attr(AttrSchema::optional("target_group_arn", Type::String))
-        .block(block(
+        .block(BlockSchema::new(
             "forward",
             Nesting::Single,
             Schema::new()
-                .block(block(
+                .block(BlockSchema::new(
                     "target_group",
                     Nesting::List,
                     Schema::new()
                         .attr(AttrSchema::required("arn", Type::String))
                         .attr(AttrSchema::optional("weight", Type::Number).default(1.0)),
                 ))
-                .block(block(
+                .block(BlockSchema::new(
                     "stickiness",
                     Nesting::Single,
                     Schema::new()
@@ -256,7 +232,7 @@ fn action_schema() -> Schema {
                         .attr(AttrSchema::optional("duration", Type::Number).default(3600.0)),
                 )),
         ))
-        .block(block(
+        .block(BlockSchema::new(
             "redirect",
             Nesting::Single,
             Schema::new()
@@ -270,7 +246,7 @@ fn action_schema() -> Schema {
                         .describe("HTTP_301 or HTTP_302"),
                 ),
         ))
-        .block(block(
+        .block(BlockSchema::new(
             "fixed_response",
             Nesting::Single,
             Schema::new()
@@ -532,7 +508,7 @@ impl Resource for ListenerType {
 // ---------- listener_rule ----------
 
 fn values_block(name: &'static str) -> BlockSchema {
-    block(
+    BlockSchema::new(
         name,
         Nesting::Single,
         Schema::new().attr(AttrSchema::required("values", list_str())),
@@ -560,14 +536,14 @@ fn rule_schema() -> Schema {
                 .block(values_block("path_pattern"))
                 .block(values_block("http_request_method"))
                 .block(values_block("source_ip"))
-                .block(block(
+                .block(BlockSchema::new(
                     "http_header",
                     Nesting::Single,
                     Schema::new()
                         .attr(AttrSchema::required("http_header_name", Type::String))
                         .attr(AttrSchema::required("values", list_str())),
                 ))
-                .block(block(
+                .block(BlockSchema::new(
                     "query_string",
                     Nesting::List,
                     Schema::new()
@@ -749,7 +725,7 @@ fn tg_schema() -> Schema {
         )
         .attr(AttrSchema::computed("id", Type::String))
         .attr(AttrSchema::computed("arn", Type::String))
-        .block(block(
+        .block(BlockSchema::new(
             "health_check",
             Nesting::Single,
             Schema::new()
@@ -762,7 +738,7 @@ fn tg_schema() -> Schema {
                 .attr(AttrSchema::optional("unhealthy_threshold", Type::Number).default(2.0))
                 .attr(AttrSchema::optional("matcher", Type::String).default("200")),
         ))
-        .block(block(
+        .block(BlockSchema::new(
             "stickiness",
             Nesting::Single,
             Schema::new()

@@ -128,6 +128,19 @@ pub struct BlockSchema {
     pub min_items: usize,
 }
 
+impl BlockSchema {
+    /// A block that may be left out, changed in place.
+    pub fn new(name: &'static str, nesting: Nesting, schema: Schema) -> BlockSchema {
+        BlockSchema {
+            name,
+            nesting,
+            schema,
+            force_new: false,
+            min_items: 0,
+        }
+    }
+}
+
 /// The schema of a resource type or block.
 #[derive(Debug, Clone, Default)]
 pub struct Schema {
@@ -449,5 +462,23 @@ pub mod get {
     /// A bool attribute, or `default` when null.
     pub fn bool_or(v: &Value, name: &str, default: bool) -> bool {
         v.get(name).and_then(Value::as_bool).unwrap_or(default)
+    }
+
+    /// The one block of a single-nested block type, if given.
+    pub fn block<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+        match v.get(name) {
+            Some(Value::List(l)) => l.first(),
+            Some(Value::Null) | None => None,
+            Some(o) => Some(o),
+        }
+    }
+
+    /// The blocks of a block type, in order.
+    pub fn blocks<'a>(v: &'a Value, name: &str) -> Vec<&'a Value> {
+        match v.get(name) {
+            Some(Value::List(l)) => l.iter().collect(),
+            Some(Value::Null) | None => vec![],
+            Some(o) => vec![o],
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! signatures, `aws-chunked` bodies, path- and virtual-host-style addressing). Bodies are
 //! streamed into the store without buffering whole uploads.
 
-use crate::store::{ObjectMeta, ObjectStore, PutOptions, StoreError};
+use crate::store::{ObjectMeta, ObjectStore, PutOptions, StoreError, Versioning, Website, MAX_PUT};
 use bytes::Bytes;
 use futures::StreamExt;
 use s3s::dto::*;
@@ -40,6 +40,9 @@ fn err(e: StoreError) -> s3s::S3Error {
         StoreError::InvalidPart(_) => s3_error!(InvalidPart, "{msg}"),
         StoreError::InvalidPartOrder => s3_error!(InvalidPartOrder, "{msg}"),
         StoreError::EntityTooSmall(_) => s3_error!(EntityTooSmall, "{msg}"),
+        StoreError::EntityTooLarge => s3_error!(EntityTooLarge, "{msg}"),
+        StoreError::DeleteMarker(_) => s3_error!(MethodNotAllowed, "{msg}"),
+        StoreError::NoSuchVersion(_) => s3_error!(NoSuchVersion, "{msg}"),
         StoreError::Internal(_) => {
             tracing::error!(error = %msg, "object store failure");
             s3_error!(InternalError, "{msg}")
@@ -206,12 +209,25 @@ fn object(m: ObjectMeta) -> Object {
         e_tag: Some(etag(&m)),
         size: Some(m.size as i64),
         last_modified: Some(time(m.last_modified_ms)),
+        storage_class: Some(ObjectStorageClass::from(class(&m))),
         key: Some(m.key),
-        storage_class: Some(ObjectStorageClass::from_static(
-            ObjectStorageClass::STANDARD,
-        )),
         ..Default::default()
     }
+}
+
+fn class(m: &ObjectMeta) -> String {
+    m.storage_class.clone().unwrap_or_else(|| "STANDARD".into())
+}
+
+/// The version id to report: none for buckets that never had versioning.
+fn version_out(m: &ObjectMeta, b: Versioning) -> Option<String> {
+    (b != Versioning::Off).then(|| m.version_label())
+}
+
+fn sse() -> Option<ServerSideEncryption> {
+    Some(ServerSideEncryption::from_static(
+        ServerSideEncryption::AES256,
+    ))
 }
 
 #[async_trait::async_trait]
@@ -274,6 +290,9 @@ impl S3 for Api {
         let store = self.store.clone();
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let opts = put_options(&input.content_type, &input.cache_control, &input.metadata);
+        if input.content_length.is_some_and(|n| n as u64 > MAX_PUT) {
+            return Err(err(StoreError::EntityTooLarge));
+        }
         let body = input.body;
         let meta = stream_into(body, move |r| store.put(&bucket, &key, r, opts)).await?;
         if let Some(md5) = &input.content_md5 {
@@ -284,8 +303,12 @@ impl S3 for Api {
             );
             if want != meta.etag {
                 let store = self.store.clone();
-                let (b, k) = (input.bucket.clone(), input.key.clone());
-                let _ = blocking(move || store.delete(&b, &k)).await;
+                let (b, k, v) = (
+                    input.bucket.clone(),
+                    input.key.clone(),
+                    meta.version_label(),
+                );
+                let _ = blocking(move || store.delete_version(&b, &k, &v)).await;
                 return Err(s3_error!(
                     BadDigest,
                     "the Content-MD5 you specified did not match what we received"
@@ -295,6 +318,8 @@ impl S3 for Api {
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&meta)),
             size: Some(meta.size as i64),
+            version_id: meta.versioned.then(|| meta.version_id.clone()),
+            server_side_encryption: sse(),
             ..Default::default()
         }))
     }
@@ -305,8 +330,18 @@ impl S3 for Api {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
         let store = self.store.clone();
-        let (b, k) = (input.bucket.clone(), input.key.clone());
-        let head = blocking(move || store.head(&b, &k)).await?;
+        let (b, k, v) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.version_id.clone(),
+        );
+        let (head, ver) = blocking(move || {
+            Ok((
+                store.head_version(&b, &k, v.as_deref())?,
+                store.bucket(&b)?.versioning,
+            ))
+        })
+        .await?;
         preconditions(
             &head,
             input.if_match.as_ref(),
@@ -324,8 +359,13 @@ impl S3 for Api {
             }
         };
         let store = self.store.clone();
-        let (b, k) = (input.bucket.clone(), input.key.clone());
-        let (meta, reader) = blocking(move || store.open_read(&b, &k, range)).await?;
+        let (b, k, v) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.version_id.clone(),
+        );
+        let (meta, reader) =
+            blocking(move || store.open_version(&b, &k, v.as_deref(), range)).await?;
         let len = match range {
             Some((a, z)) => (z - a + 1) as i64,
             None => meta.size as i64,
@@ -342,6 +382,9 @@ impl S3 for Api {
             content_type: meta.content_type.clone(),
             cache_control: meta.cache_control.clone(),
             metadata: Some(meta.metadata.clone().into_iter().collect()),
+            version_id: version_out(&meta, ver),
+            storage_class: meta.storage_class.clone().map(StorageClass::from),
+            server_side_encryption: sse(),
             ..Default::default()
         }))
     }
@@ -351,8 +394,18 @@ impl S3 for Api {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let store = self.store.clone();
-        let (b, k) = (req.input.bucket.clone(), req.input.key.clone());
-        let meta = blocking(move || store.head(&b, &k)).await?;
+        let (b, k, v) = (
+            req.input.bucket.clone(),
+            req.input.key.clone(),
+            req.input.version_id.clone(),
+        );
+        let (meta, ver) = blocking(move || {
+            Ok((
+                store.head_version(&b, &k, v.as_deref())?,
+                store.bucket(&b)?.versioning,
+            ))
+        })
+        .await?;
         let i = &req.input;
         preconditions(
             &meta,
@@ -369,6 +422,9 @@ impl S3 for Api {
             cache_control: meta.cache_control.clone(),
             accept_ranges: Some("bytes".into()),
             metadata: Some(meta.metadata.clone().into_iter().collect()),
+            version_id: version_out(&meta, ver),
+            storage_class: meta.storage_class.clone().map(StorageClass::from),
+            server_side_encryption: sse(),
             ..Default::default()
         }))
     }
@@ -378,8 +434,17 @@ impl S3 for Api {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let store = self.store.clone();
-        blocking(move || store.delete(&req.input.bucket, &req.input.key)).await?;
-        Ok(S3Response::new(DeleteObjectOutput::default()))
+        let i = req.input;
+        let d = blocking(move || match &i.version_id {
+            Some(v) => store.delete_version(&i.bucket, &i.key, v),
+            None => store.delete(&i.bucket, &i.key),
+        })
+        .await?;
+        Ok(S3Response::new(DeleteObjectOutput {
+            delete_marker: d.delete_marker.then_some(true),
+            version_id: d.version_id,
+            ..Default::default()
+        }))
     }
 
     async fn list_objects_v2(
@@ -417,7 +482,7 @@ impl S3 for Api {
         let CopySource::Bucket {
             bucket: sb,
             key: sk,
-            ..
+            version_id: sv,
         } = &i.copy_source
         else {
             return Err(s3_error!(
@@ -425,10 +490,14 @@ impl S3 for Api {
                 "copies from access points are not supported"
             ));
         };
-        let (sb, sk) = (sb.to_string(), sk.to_string());
+        let (sb, sk, sv) = (
+            sb.to_string(),
+            sk.to_string(),
+            sv.as_deref().map(String::from),
+        );
         let store = self.store.clone();
-        let (b2, k2) = (sb.clone(), sk.clone());
-        let src = blocking(move || store.head(&b2, &k2)).await?;
+        let (b2, k2, v2) = (sb.clone(), sk.clone(), sv.clone());
+        let src = blocking(move || store.head_version(&b2, &k2, v2.as_deref())).await?;
         preconditions(
             &src,
             i.copy_source_if_match.as_ref(),
@@ -457,13 +526,13 @@ impl S3 for Api {
                 metadata: src.metadata.clone(),
             }
         };
-        if !replace && sb == i.bucket && sk == i.key {
+        if !replace && sb == i.bucket && sk == i.key && sv.is_none() {
             return Err(s3_error!(InvalidRequest, "copying an object onto itself needs a metadata change (x-amz-metadata-directive: REPLACE)"));
         }
         let store = self.store.clone();
         let (db, dk) = (i.bucket.clone(), i.key.clone());
         let meta = blocking(move || {
-            let (_, reader) = store.open_read(&sb, &sk, None)?;
+            let (_, reader) = store.open_version(&sb, &sk, sv.as_deref(), None)?;
             store.put(&db, &dk, reader, opts)
         })
         .await?;
@@ -473,6 +542,8 @@ impl S3 for Api {
                 last_modified: Some(time(meta.last_modified_ms)),
                 ..Default::default()
             }),
+            version_id: meta.versioned.then(|| meta.version_id.clone()),
+            server_side_encryption: sse(),
             ..Default::default()
         }))
     }
@@ -488,23 +559,36 @@ impl S3 for Api {
         let quiet = i.delete.quiet.unwrap_or(false);
         let store = self.store.clone();
         let b = i.bucket.clone();
-        let keys: Vec<String> = i.delete.objects.iter().map(|o| o.key.clone()).collect();
+        let keys: Vec<(String, Option<String>)> = i
+            .delete
+            .objects
+            .iter()
+            .map(|o| (o.key.clone(), o.version_id.clone()))
+            .collect();
         let results = blocking(move || {
             store.bucket(&b)?;
             Ok(keys
                 .into_iter()
-                .map(|k| (store.delete(&b, &k).map_err(|e| e.to_string()), k))
+                .map(|(k, v)| {
+                    let r = match &v {
+                        Some(v) => store.delete_version(&b, &k, v),
+                        None => store.delete(&b, &k),
+                    };
+                    (r.map_err(|e| e.to_string()), k)
+                })
                 .collect::<Vec<_>>())
         })
         .await?;
         let (mut deleted, mut errors) = (vec![], vec![]);
         for (r, k) in results {
             match r {
-                Ok(()) if !quiet => deleted.push(DeletedObject {
+                Ok(d) if !quiet => deleted.push(DeletedObject {
                     key: Some(k),
+                    delete_marker: d.delete_marker.then_some(true),
+                    version_id: d.version_id,
                     ..Default::default()
                 }),
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(m) => errors.push(Error {
                     code: Some("InternalError".into()),
                     key: Some(k),
@@ -676,6 +760,367 @@ impl S3 for Api {
             ..Default::default()
         }))
     }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let i = req.input;
+        let store = self.store.clone();
+        let max = i.max_keys.unwrap_or(1000).clamp(0, 1000);
+        let (b, p, d, km, vm) = (
+            i.bucket.clone(),
+            i.prefix.clone().unwrap_or_default(),
+            i.delimiter.clone(),
+            i.key_marker.clone(),
+            i.version_id_marker.clone(),
+        );
+        let l = blocking(move || {
+            store.list_versions(
+                &b,
+                &p,
+                d.as_deref(),
+                km.as_deref(),
+                vm.as_deref(),
+                max as usize,
+            )
+        })
+        .await?;
+        let (mut versions, mut markers) = (vec![], vec![]);
+        for (m, latest) in l.versions {
+            if m.delete_marker {
+                markers.push(DeleteMarkerEntry {
+                    is_latest: Some(latest),
+                    last_modified: Some(time(m.last_modified_ms)),
+                    version_id: Some(m.version_label()),
+                    key: Some(m.key),
+                    ..Default::default()
+                });
+            } else {
+                versions.push(ObjectVersion {
+                    e_tag: Some(etag(&m)),
+                    is_latest: Some(latest),
+                    last_modified: Some(time(m.last_modified_ms)),
+                    size: Some(m.size as i64),
+                    storage_class: Some(ObjectVersionStorageClass::from(class(&m))),
+                    version_id: Some(m.version_label()),
+                    key: Some(m.key),
+                    ..Default::default()
+                });
+            }
+        }
+        let (nk, nv) = match l.next.clone() {
+            Some((k, v)) => (Some(k), v),
+            None => (None, None),
+        };
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: Some(i.bucket),
+            prefix: i.prefix,
+            delimiter: i.delimiter,
+            key_marker: i.key_marker,
+            version_id_marker: i.version_id_marker,
+            max_keys: Some(max),
+            is_truncated: Some(l.next.is_some()),
+            next_key_marker: nk,
+            next_version_id_marker: nv,
+            versions: Some(versions),
+            delete_markers: Some(markers),
+            common_prefixes: Some(
+                l.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let i = req.input;
+        let want = match i
+            .versioning_configuration
+            .status
+            .as_ref()
+            .map(|s| s.as_str())
+        {
+            Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
+            Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
+            other => {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "versioning status {other:?} is neither Enabled nor Suspended"
+                ))
+            }
+        };
+        let store = self.store.clone();
+        blocking(move || store.set_versioning(&i.bucket, want)).await?;
+        Ok(S3Response::new(PutBucketVersioningOutput::default()))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let store = self.store.clone();
+        let b = blocking(move || store.bucket(&req.input.bucket)).await?;
+        Ok(S3Response::new(GetBucketVersioningOutput {
+            status: match b.versioning {
+                Versioning::Off => None,
+                Versioning::Enabled => Some(BucketVersioningStatus::from_static(
+                    BucketVersioningStatus::ENABLED,
+                )),
+                Versioning::Suspended => Some(BucketVersioningStatus::from_static(
+                    BucketVersioningStatus::SUSPENDED,
+                )),
+            },
+            ..Default::default()
+        }))
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        let i = req.input;
+        let rules = i
+            .lifecycle_configuration
+            .map(|c| c.rules)
+            .unwrap_or_default()
+            .into_iter()
+            .map(rule_in)
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = self.store.clone();
+        blocking(move || {
+            store.configure(&i.bucket, |b| {
+                b.lifecycle = rules;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(S3Response::new(
+            PutBucketLifecycleConfigurationOutput::default(),
+        ))
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        let store = self.store.clone();
+        let b = blocking(move || store.bucket(&req.input.bucket)).await?;
+        if b.lifecycle.is_empty() {
+            return Err(s3_error!(
+                NoSuchLifecycleConfiguration,
+                "the bucket has no lifecycle rules"
+            ));
+        }
+        Ok(S3Response::new(GetBucketLifecycleConfigurationOutput {
+            rules: Some(b.lifecycle.iter().map(rule_out).collect()),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        let store = self.store.clone();
+        blocking(move || {
+            store.configure(&req.input.bucket, |b| {
+                b.lifecycle.clear();
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(S3Response::new(DeleteBucketLifecycleOutput::default()))
+    }
+
+    async fn put_bucket_website(
+        &self,
+        req: S3Request<PutBucketWebsiteInput>,
+    ) -> S3Result<S3Response<PutBucketWebsiteOutput>> {
+        let i = req.input;
+        let c = i.website_configuration;
+        let Some(index) = c.index_document.map(|d| d.suffix) else {
+            return Err(s3_error!(
+                InvalidArgument,
+                "a website needs an IndexDocument (redirect-only websites are not supported)"
+            ));
+        };
+        if index.is_empty() || index.contains('/') {
+            return Err(s3_error!(
+                InvalidArgument,
+                "the IndexDocument suffix must be non-empty and hold no slash"
+            ));
+        }
+        let w = Website {
+            index_document: index,
+            error_document: c.error_document.map(|d| d.key),
+        };
+        let store = self.store.clone();
+        blocking(move || {
+            store.configure(&i.bucket, |b| {
+                b.website = Some(w);
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(S3Response::new(PutBucketWebsiteOutput::default()))
+    }
+
+    async fn get_bucket_website(
+        &self,
+        req: S3Request<GetBucketWebsiteInput>,
+    ) -> S3Result<S3Response<GetBucketWebsiteOutput>> {
+        let store = self.store.clone();
+        let b = blocking(move || store.bucket(&req.input.bucket)).await?;
+        let Some(w) = b.website else {
+            return Err(s3_error!(
+                NoSuchWebsiteConfiguration,
+                "the bucket is not a website"
+            ));
+        };
+        Ok(S3Response::new(GetBucketWebsiteOutput {
+            index_document: Some(IndexDocument {
+                suffix: w.index_document,
+            }),
+            error_document: w.error_document.map(|key| ErrorDocument { key }),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_bucket_website(
+        &self,
+        req: S3Request<DeleteBucketWebsiteInput>,
+    ) -> S3Result<S3Response<DeleteBucketWebsiteOutput>> {
+        let store = self.store.clone();
+        blocking(move || {
+            store.configure(&req.input.bucket, |b| {
+                b.website = None;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(S3Response::new(DeleteBucketWebsiteOutput::default()))
+    }
+
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        let store = self.store.clone();
+        blocking(move || store.bucket(&req.input.bucket)).await?;
+        // Every object is encrypted with its own key under the environment's key.
+        Ok(S3Response::new(GetBucketEncryptionOutput {
+            server_side_encryption_configuration: Some(ServerSideEncryptionConfiguration {
+                rules: vec![ServerSideEncryptionRule {
+                    apply_server_side_encryption_by_default: Some(ServerSideEncryptionByDefault {
+                        sse_algorithm: ServerSideEncryption::from_static(
+                            ServerSideEncryption::AES256,
+                        ),
+                        kms_master_key_id: None,
+                    }),
+                    bucket_key_enabled: Some(true),
+                }],
+            }),
+        }))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let store = self.store.clone();
+        blocking(move || store.bucket(&req.input.bucket)).await?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+}
+
+/// A lifecycle rule from S3's XML.
+fn rule_in(r: LifecycleRule) -> S3Result<crate::lifecycle::Rule> {
+    let days = |d: Option<i32>| d.filter(|d| *d >= 0).map(|d| d as u32);
+    let prefix = r
+        .filter
+        .as_ref()
+        .and_then(|f| f.prefix.clone())
+        .or(r.prefix.clone())
+        .unwrap_or_default();
+    let rule = crate::lifecycle::Rule {
+        id: r
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("rule-{}", hex::encode(rand::random::<[u8; 4]>()))),
+        prefix,
+        enabled: r.status.as_str() == ExpirationStatus::ENABLED,
+        expiration_days: days(r.expiration.as_ref().and_then(|e| e.days)),
+        noncurrent_expiration_days: days(
+            r.noncurrent_version_expiration
+                .as_ref()
+                .and_then(|e| e.noncurrent_days),
+        ),
+        transitions: r
+            .transitions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| crate::lifecycle::Transition {
+                days: days(t.days).unwrap_or(0),
+                storage_class: t
+                    .storage_class
+                    .map(|c| c.as_str().to_string())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        abort_incomplete_days: days(
+            r.abort_incomplete_multipart_upload
+                .as_ref()
+                .and_then(|a| a.days_after_initiation),
+        ),
+    };
+    rule.check()
+        .map_err(|m| s3_error!(InvalidArgument, "{m}"))?;
+    Ok(rule)
+}
+
+/// A lifecycle rule as S3's XML.
+fn rule_out(r: &crate::lifecycle::Rule) -> LifecycleRule {
+    LifecycleRule {
+        id: Some(r.id.clone()),
+        filter: Some(LifecycleRuleFilter {
+            prefix: Some(r.prefix.clone()),
+            ..Default::default()
+        }),
+        status: ExpirationStatus::from(if r.enabled { "Enabled" } else { "Disabled" }.to_string()),
+        expiration: r.expiration_days.map(|d| LifecycleExpiration {
+            days: Some(d as i32),
+            ..Default::default()
+        }),
+        noncurrent_version_expiration: r.noncurrent_expiration_days.map(|d| {
+            NoncurrentVersionExpiration {
+                noncurrent_days: Some(d as i32),
+                ..Default::default()
+            }
+        }),
+        transitions: Some(
+            r.transitions
+                .iter()
+                .map(|t| Transition {
+                    days: Some(t.days as i32),
+                    storage_class: Some(TransitionStorageClass::from(t.storage_class.clone())),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        abort_incomplete_multipart_upload: r.abort_incomplete_days.map(|d| {
+            AbortIncompleteMultipartUpload {
+                days_after_initiation: Some(d as i32),
+            }
+        }),
+        noncurrent_version_transitions: None,
+        prefix: None,
+    }
 }
 
 /// A page of a listing, as both ListObjects versions answer it.
@@ -752,11 +1197,57 @@ impl Auth {
     }
 }
 
-/// Serves the S3 API on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, api: Api, gate: crate::access::Gate) {
+/// Virtual-host-style addressing: `BUCKET.s3.localhost` or `BUCKET.localhost` (any port)
+/// names a bucket; any other host (an address, `localhost`) means path-style.
+struct Hosts;
+
+impl s3s::host::S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        let vh = s3s::host::VirtualHost::new(host);
+        Ok(match bucket_of_host(host) {
+            Some(b) => vh.with_bucket(b),
+            None => vh,
+        })
+    }
+}
+
+/// The bucket a `Host` header names, in virtual-host style.
+fn bucket_of_host(host: &str) -> Option<String> {
+    crate::website::bucket_from_host(host, |_| false)
+        .filter(|b| crate::store::check_bucket_name(b).is_ok())
+}
+
+/// The bucket a request concerns, for its metrics.
+fn bucket_of(req: &hyper::Request<hyper::body::Incoming>) -> String {
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    bucket_of_host(host).unwrap_or_else(|| {
+        let p = req.uri().path().trim_start_matches('/');
+        p.split('/').next().unwrap_or_default().to_string()
+    })
+}
+
+fn length(h: &hyper::HeaderMap, name: &str) -> u64 {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Serves the S3 API on `listener` until the task is dropped, counting every request.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Api,
+    gate: crate::access::Gate,
+    stats: Arc<crate::stats::Stats>,
+) {
     let mut b = s3s::service::S3ServiceBuilder::new(api);
     b.set_auth(gate.clone());
     b.set_access(gate);
+    b.set_host(Hosts);
     let svc = b.build();
     loop {
         let Ok((s, _)) = listener.accept().await else {
@@ -765,10 +1256,39 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Api, gate: crate::acc
         };
         let _ = s.set_nodelay(true);
         let svc = svc.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
+            let counted = hyper::service::service_fn(move |req| {
+                let svc = svc.clone();
+                let stats = stats.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let bucket = bucket_of(&req);
+                    let bytes_in = match length(req.headers(), "x-amz-decoded-content-length") {
+                        0 => length(req.headers(), "content-length"),
+                        n => n,
+                    };
+                    let r = hyper::service::Service::call(&svc, req).await;
+                    let (status, out) = match &r {
+                        Ok(resp) => (
+                            resp.status().as_u16(),
+                            length(resp.headers(), "content-length"),
+                        ),
+                        Err(_) => (500, 0),
+                    };
+                    stats.record(
+                        &bucket,
+                        status,
+                        bytes_in,
+                        out,
+                        started.elapsed().as_secs_f64(),
+                    );
+                    r
+                }
+            });
             let _ =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), counted)
                     .await;
         });
     }

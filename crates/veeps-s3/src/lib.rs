@@ -5,5 +5,8 @@
 
 pub mod access;
 pub mod api;
+pub mod lifecycle;
 pub mod resources;
+pub mod stats;
 pub mod store;
+pub mod website;

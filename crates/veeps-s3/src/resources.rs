@@ -1,11 +1,13 @@
 //! The storage resource types: `bucket` and `bucket_object`.
 
-use crate::store::{check_bucket_name, check_key, ObjectStore, PutOptions};
+use crate::lifecycle::{Rule, Transition};
+use crate::store::{check_bucket_name, check_key, ObjectStore, PutOptions, Versioning, Website};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
 use veeps_resource::{
-    get, with_attrs as with, AttrError, AttrSchema, Ctx, Registry, Resource, ResourceError, Schema,
+    get, with_attrs as with, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Registry, Resource,
+    ResourceError, Schema,
 };
 
 /// Registers the storage types.
@@ -22,8 +24,50 @@ pub fn register(r: &mut Registry) {
                 AttrSchema::optional("policy", Type::String)
                     .describe("a bucket policy, JSON in S3's policy language"),
             )
+            .attr(
+                AttrSchema::optional("versioning", Type::Bool)
+                    .default(false)
+                    .describe("keep every version; turning it off later suspends it"),
+            )
+            .attr(
+                AttrSchema::optional("encryption", Type::Bool)
+                    .default(true)
+                    .describe("objects are always encrypted at rest"),
+            )
             .attr(AttrSchema::computed("id", Type::String))
-            .attr(AttrSchema::computed("arn", Type::String)),
+            .attr(AttrSchema::computed("arn", Type::String))
+            .attr(AttrSchema::computed("website_endpoint", Type::String))
+            .block(BlockSchema::new(
+                "website",
+                Nesting::Single,
+                Schema::new()
+                    .attr(AttrSchema::required("index_document", Type::String))
+                    .attr(AttrSchema::optional("error_document", Type::String)),
+            ))
+            .block(BlockSchema::new(
+                "lifecycle_rule",
+                Nesting::List,
+                Schema::new()
+                    .attr(AttrSchema::required("id", Type::String))
+                    .attr(AttrSchema::optional("prefix", Type::String).default(""))
+                    .attr(AttrSchema::optional("enabled", Type::Bool).default(true))
+                    .attr(AttrSchema::optional("expiration_days", Type::Number))
+                    .attr(AttrSchema::optional(
+                        "noncurrent_version_expiration_days",
+                        Type::Number,
+                    ))
+                    .attr(AttrSchema::optional(
+                        "abort_incomplete_multipart_upload_days",
+                        Type::Number,
+                    ))
+                    .block(BlockSchema::new(
+                        "transition",
+                        Nesting::List,
+                        Schema::new()
+                            .attr(AttrSchema::required("days", Type::Number))
+                            .attr(AttrSchema::required("storage_class", Type::String)),
+                    )),
+            )),
     ));
     r.register(KeyType(
         Schema::new()
@@ -66,6 +110,69 @@ fn set_policy(ctx: &Ctx, c: &Value) -> Result<(), ResourceError> {
         .map_err(ResourceError::Invalid)
 }
 
+/// The website setting and lifecycle rules a bucket's configuration gives.
+fn bucket_settings(c: &Value) -> (Option<Website>, Vec<Rule>) {
+    let website = get::block(c, "website").map(|w| Website {
+        index_document: get::str(w, "index_document").unwrap_or_default().into(),
+        error_document: get::str(w, "error_document").map(String::from),
+    });
+    let days = |v: &Value, k: &str| get::num(v, k).map(|d| d.max(0.0) as u32);
+    let rules = get::blocks(c, "lifecycle_rule")
+        .into_iter()
+        .map(|r| Rule {
+            id: get::str(r, "id").unwrap_or_default().into(),
+            prefix: get::str(r, "prefix").unwrap_or_default().into(),
+            enabled: get::bool_or(r, "enabled", true),
+            expiration_days: days(r, "expiration_days"),
+            noncurrent_expiration_days: days(r, "noncurrent_version_expiration_days"),
+            abort_incomplete_days: days(r, "abort_incomplete_multipart_upload_days"),
+            transitions: get::blocks(r, "transition")
+                .into_iter()
+                .map(|t| Transition {
+                    days: days(t, "days").unwrap_or(0),
+                    storage_class: get::str(t, "storage_class").unwrap_or_default().into(),
+                })
+                .collect(),
+        })
+        .collect();
+    (website, rules)
+}
+
+/// Applies versioning, website and lifecycle settings to the bucket.
+async fn configure(ctx: &Ctx, c: &Value) -> Result<(), ResourceError> {
+    let name = get::str(c, "bucket").unwrap_or_default().to_string();
+    let versioning = get::bool_or(c, "versioning", false);
+    let (website, rules) = bucket_settings(c);
+    let s = store(ctx)?.clone();
+    tokio::task::spawn_blocking(move || {
+        let b = s.bucket(&name)?;
+        if versioning || b.versioning != Versioning::Off {
+            let v = if versioning {
+                Versioning::Enabled
+            } else {
+                Versioning::Suspended
+            };
+            s.set_versioning(&name, v)?;
+        }
+        s.configure(&name, |b| {
+            b.website = website;
+            b.lifecycle = rules;
+            Ok(())
+        })
+    })
+    .await
+    .map_err(failed)?
+    .map_err(failed)?;
+    Ok(())
+}
+
+fn website_endpoint(c: &Value) -> Value {
+    match (get::block(c, "website"), get::str(c, "bucket")) {
+        (Some(_), Some(b)) => Value::String(format!("{b}.s3-website.localhost")),
+        _ => Value::Null,
+    }
+}
+
 fn failed(e: impl std::fmt::Display) -> ResourceError {
     ResourceError::Failed(e.to_string())
 }
@@ -89,6 +196,34 @@ impl Resource for BucketType {
         if let Some(Err(m)) = get::str(c, "policy").map(crate::access::check_policy) {
             e.push(AttrError::on("policy", m));
         }
+        if !get::bool_or(c, "encryption", true) {
+            e.push(AttrError::on(
+                "encryption",
+                "veeps always encrypts objects at rest (AES-256-GCM, a key per object under the environment's key); remove encryption = false",
+            ));
+        }
+        if let Some(w) = get::block(c, "website") {
+            let ix = get::str(w, "index_document").unwrap_or_default();
+            if ix.is_empty() || ix.contains('/') {
+                e.push(AttrError::on(
+                    "website",
+                    "index_document is a file name like index.html (no slash)",
+                ));
+            }
+        }
+        let (_, rules) = bucket_settings(c);
+        let mut ids = std::collections::HashSet::new();
+        for r in &rules {
+            if let Err(m) = r.check() {
+                e.push(AttrError::on("lifecycle_rule", m));
+            }
+            if !ids.insert(r.id.clone()) {
+                e.push(AttrError::on(
+                    "lifecycle_rule",
+                    format!("two rules have the id {}; ids are unique", r.id),
+                ));
+            }
+        }
         e
     }
     fn plan_computed(&self, _ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
@@ -99,6 +234,7 @@ impl Resource for BucketType {
                     "arn".to_string(),
                     Value::String(format!("arn:aws:s3:::{b}")),
                 ),
+                ("website_endpoint".to_string(), website_endpoint(c)),
             ]
             .into(),
             None => BTreeMap::new(),
@@ -120,11 +256,13 @@ impl Resource for BucketType {
         .await
         .map_err(failed)??;
         set_policy(ctx, c)?;
+        configure(ctx, c).await?;
         Ok(with(
             c,
             &[
                 ("id", Value::String(name.clone())),
                 ("arn", Value::String(format!("arn:aws:s3:::{name}"))),
+                ("website_endpoint", website_endpoint(c)),
             ],
         ))
     }
@@ -134,7 +272,8 @@ impl Resource for BucketType {
     }
     async fn update(&self, ctx: &Ctx, prior: &Value, c: &Value) -> Result<Value, ResourceError> {
         set_policy(ctx, c)?;
-        let mut v = with(c, &[]);
+        configure(ctx, c).await?;
+        let mut v = with(c, &[("website_endpoint", website_endpoint(c))]);
         for k in ["id", "arn"] {
             if let (Value::Object(o), Some(x)) = (&mut v, prior.get(k)) {
                 o.insert(k.into(), x.clone());
@@ -154,15 +293,7 @@ impl Resource for BucketType {
                 return Ok(());
             }
             if force {
-                loop {
-                    let page = s.list(&name, "", None, None, 1000).map_err(failed)?;
-                    if page.objects.is_empty() {
-                        break;
-                    }
-                    for o in page.objects {
-                        s.delete(&name, &o.key).map_err(failed)?;
-                    }
-                }
+                s.empty_bucket(&name).map_err(failed)?;
             }
             s.delete_bucket(&name).map_err(|e| {
                 ResourceError::Failed(format!("{e}; empty it first, or set force_destroy = true"))
@@ -275,7 +406,7 @@ impl Resource for ObjectType {
         let s = store(ctx)?.clone();
         tokio::task::spawn_blocking(move || match s.delete(&b, &k) {
             Err(crate::store::StoreError::NoSuchBucket(_)) => Ok(()),
-            other => other,
+            other => other.map(|_| ()),
         })
         .await
         .map_err(failed)?

@@ -209,6 +209,22 @@ fn key(env: &str, rest: &str) -> String {
     format!("{env}\u{0}{rest}")
 }
 
+/// One write of [`Store::kv_batch`].
+#[derive(Debug, Clone)]
+pub enum KvOp {
+    /// Write a record.
+    Put(String, Vec<u8>),
+    /// Delete a record.
+    Delete(String),
+}
+
+impl KvOp {
+    /// A write of `v`, encoded as the store keeps records.
+    pub fn put<T: Serialize>(key: impl Into<String>, v: &T) -> KvOp {
+        KvOp::Put(key.into(), encode(v))
+    }
+}
+
 fn decode<T: DeserializeOwned>(k: &str, v: &[u8]) -> Result<T> {
     serde_json::from_slice(v).map_err(|e| StateError::Corrupt {
         key: k.replace('\0', "/"),
@@ -532,6 +548,55 @@ impl Store {
         Ok(out)
     }
 
+    /// At most `limit` records whose key starts with `prefix` and sorts after `after`
+    /// (exclusive), in key order: a page read without loading the rest.
+    pub fn kv_scan_page<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(KV)?;
+        let mut out = vec![];
+        let start = match after {
+            Some(a) if a >= prefix => a,
+            _ => prefix,
+        };
+        for item in t.range(start..)? {
+            let (k, v) = item?;
+            let key = k.value();
+            if !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            if after == Some(key) {
+                continue;
+            }
+            out.push((key.to_string(), decode(key, v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Writes and deletes bookkeeping records in one transaction: all or none.
+    pub fn kv_batch(&self, ops: Vec<KvOp>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(KV)?;
+            for op in ops {
+                match op {
+                    KvOp::Put(k, v) => {
+                        t.insert(k.as_str(), v.as_slice())?;
+                    }
+                    KvOp::Delete(k) => {
+                        t.remove(k.as_str())?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// A stored key blob.
     pub fn key_blob(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let txn = self.db.begin_read()?;
@@ -660,5 +725,26 @@ mod tests {
             .unwrap();
         assert_eq!(s.verify_audit().unwrap(), Ok(2));
         assert_eq!(s.audit(1).unwrap()[0].result, 401);
+    }
+
+    #[test]
+    fn batches_are_atomic_and_pages_are_bounded() {
+        let (_d, s) = store();
+        s.kv_batch(
+            (0..10)
+                .map(|i| KvOp::put(format!("p/{i:02}"), &i))
+                .chain([KvOp::put("q/x", &99)])
+                .collect(),
+        )
+        .unwrap();
+        let page: Vec<(String, i32)> = s.kv_scan_page("p/", None, 3).unwrap();
+        assert_eq!(page.iter().map(|x| x.1).collect::<Vec<_>>(), vec![0, 1, 2]);
+        let page: Vec<(String, i32)> = s.kv_scan_page("p/", Some("p/02"), 100).unwrap();
+        assert_eq!(page.len(), 7);
+        assert_eq!(page[0].1, 3);
+        s.kv_batch(vec![KvOp::Delete("p/00".into()), KvOp::put("p/00b", &7)])
+            .unwrap();
+        let all: Vec<(String, i32)> = s.kv_scan("p/").unwrap();
+        assert_eq!(all[0], ("p/00b".to_string(), 7));
     }
 }

@@ -40,6 +40,27 @@ pub struct VarArgs {
     pub vars: Vec<String>,
 }
 
+/// Where object storage answers.
+#[derive(clap::Args, Clone, Debug)]
+pub struct S3Args {
+    /// Address of the S3 API
+    #[arg(long, default_value = "0.0.0.0:9000")]
+    pub s3_listen: String,
+    /// Address of bucket websites (plain HTTP; `BUCKET.s3-website.localhost` or `/BUCKET/`)
+    #[arg(long, default_value = "0.0.0.0:9080")]
+    pub s3_website_listen: String,
+    /// Length of a lifecycle "day" (for trying rules out quickly), like 10s
+    #[arg(long, hide = true, value_parser = parse_day)]
+    pub s3_lifecycle_day: Option<std::time::Duration>,
+}
+
+fn parse_day(s: &str) -> Result<std::time::Duration, String> {
+    match veeps_obs::parse_duration_ms(s)? {
+        ms if ms > 0 => Ok(std::time::Duration::from_millis(ms as u64)),
+        _ => Err(format!("{s:?}: a day lasts longer than nothing")),
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the control plane: the API, the state store and the controllers
@@ -56,9 +77,8 @@ pub enum Command {
         /// How long metrics are kept at raw (10 s), 5-minute and 1-hour resolution
         #[arg(long, value_name = "RAW,5M,1H", default_value = "15d,63d,455d", value_parser = veeps_obs::tsdb::Retention::parse)]
         metrics_retention: veeps_obs::tsdb::Retention,
-        /// Address of the S3 API
-        #[arg(long, default_value = "0.0.0.0:9000")]
-        s3_listen: String,
+        #[command(flatten)]
+        s3: S3Args,
         /// Days of logs kept in log groups that set no retention of their own
         #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3653))]
         log_retention_days: u32,
@@ -75,9 +95,8 @@ pub enum Command {
         /// Apply and exit instead of staying in the foreground
         #[arg(long)]
         no_wait: bool,
-        /// Address of the S3 API
-        #[arg(long, default_value = "0.0.0.0:9000")]
-        s3_listen: String,
+        #[command(flatten)]
+        s3: S3Args,
     },
     /// Check a configuration: syntax, types, references, schemas (no server needed)
     Validate {

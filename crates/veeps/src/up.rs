@@ -72,8 +72,9 @@ pub fn up(
     listen: &str,
     vars: &VarArgs,
     no_wait: bool,
-    s3_listen: &str,
+    s3: &crate::S3Args,
 ) -> Result<i32, String> {
+    let s3_listen = s3.s3_listen.as_str();
     let started = Instant::now();
     let dir = match dir {
         Some(d) => d,
@@ -93,6 +94,8 @@ pub fn up(
     rt.block_on(async move {
         let opts = veeps_api::server::ServerOptions {
             s3_listen: Some(s3_listen.to_string()),
+            s3_website_listen: Some(s3.s3_website_listen.clone()),
+            s3_lifecycle_day: s3.s3_lifecycle_day,
             ..Default::default()
         };
         let state = veeps_api::server::open_with(&data, opts).map_err(|e| e.to_string())?;
@@ -160,6 +163,8 @@ pub fn up(
         println!("  CLI:          export VEEPS_ADDR=http://{listen} VEEPS_DATA_DIR={}", data.display());
         let s3_host = s3_listen.replace("0.0.0.0", "127.0.0.1");
         println!("  S3:           http://{s3_host}   (AWS_ACCESS_KEY_ID={s3_id} AWS_SECRET_ACCESS_KEY={s3_secret})");
+        let web = s3.s3_website_listen.replace("0.0.0.0", "127.0.0.1");
+        println!("  Websites:     http://{web}/BUCKET/   (or http://BUCKET.s3-website.localhost:PORT/)");
         for e in &envs {
             if let Ok(outs) = engine.outputs(&e.name) {
                 if outs.is_empty() {

@@ -12,10 +12,13 @@ pub struct Veeps {
     pub port: u16,
     /// The S3 API's port.
     pub s3_port: u16,
+    /// The bucket websites' port.
+    pub web_port: u16,
     pub data: PathBuf,
     pub work: PathBuf,
     _tmp: tempfile::TempDir,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -33,6 +36,11 @@ impl Veeps {
 
     /// Starts a server with extra environment variables (for it alone).
     pub fn start_with_env(env: &[(&str, &str)]) -> Veeps {
+        Veeps::start_with(env, &[])
+    }
+
+    /// Starts a server with extra environment variables and arguments.
+    pub fn start_with(env: &[(&str, &str)], args: &[&str]) -> Veeps {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let work = tmp.path().join("work");
@@ -41,6 +49,7 @@ impl Veeps {
             child: None,
             port: free_port(),
             s3_port: free_port(),
+            web_port: free_port(),
             data,
             work,
             _tmp: tmp,
@@ -48,6 +57,7 @@ impl Veeps {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         v.boot();
         v
@@ -62,6 +72,11 @@ impl Veeps {
         let child = Command::new(BIN)
             .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--s3-listen", &format!("127.0.0.1:{}", self.s3_port)])
+            .args([
+                "--s3-website-listen",
+                &format!("127.0.0.1:{}", self.web_port),
+            ])
+            .args(&self.args)
             .arg("--data-dir")
             .arg(&self.data)
             .current_dir(&self.work)
@@ -152,10 +167,12 @@ impl Veeps {
             child: None,
             port: free_port(),
             s3_port: free_port(),
+            web_port: free_port(),
             data,
             work,
             _tmp: tmp,
             env: vec![],
+            args: vec![],
         };
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -172,6 +189,8 @@ impl Veeps {
                 &format!("127.0.0.1:{}", v.port),
                 "--s3-listen",
                 &format!("127.0.0.1:{}", v.s3_port),
+                "--s3-website-listen",
+                &format!("127.0.0.1:{}", v.web_port),
             ])
             .arg("--data-dir")
             .arg(&v.data)
