@@ -41,7 +41,10 @@ pub enum StoreError {
     /// `InvalidBucketName`.
     #[error("{0}")]
     InvalidBucketName(String),
-    /// `KeyTooLongError` or `InvalidArgument`.
+    /// `KeyTooLongError`.
+    #[error("a key is at most 1,024 bytes long; this one is {0}")]
+    KeyTooLong(usize),
+    /// `InvalidArgument`.
     #[error("{0}")]
     InvalidKey(String),
     /// `InvalidRange`.
@@ -284,11 +287,13 @@ pub fn check_bucket_name(n: &str) -> Result<(), StoreError> {
 
 /// Checks an object key: at most 1,024 bytes, no NUL, no `..` segment, not absolute.
 pub fn check_key(k: &str) -> Result<(), StoreError> {
-    if k.is_empty() || k.len() > 1024 {
-        return Err(StoreError::InvalidKey(format!(
-            "a key is 1 to 1,024 bytes long; this one is {}",
-            k.len()
-        )));
+    if k.len() > 1024 {
+        return Err(StoreError::KeyTooLong(k.len()));
+    }
+    if k.is_empty() {
+        return Err(StoreError::InvalidKey(
+            "a key is at least 1 byte long".into(),
+        ));
     }
     if k.contains('\0') || k.starts_with('/') || k.split('/').any(|s| s == "..") {
         return Err(StoreError::InvalidKey(

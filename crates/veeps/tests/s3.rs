@@ -145,7 +145,7 @@ fn the_aws_cli_works_against_veeps() {
             "--body",
             out.to_str().unwrap(),
         ],
-        "KeyTooLong",
+        "InvalidArgument",
     );
     let wrong = Aws {
         secret: "wrong".into(),
@@ -496,4 +496,264 @@ output "bob_secret" {
         o.contains("bad/main.hcl:3:12") && o.contains("Statement"),
         "{o}"
     );
+}
+
+#[test]
+fn boto3_works_against_veeps() {
+    let v = Veeps::start();
+    let aws = Aws::new(&v);
+    let (id, secret) = (aws.id.clone(), aws.secret.clone());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/s3_boto3.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{}", v.s3_port))
+        .args([&id, &secret])
+        .arg(&v.work)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("boto3: ok"),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        v.log()
+    );
+}
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--noproxy", "*", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn websites_versioning_lifecycle_and_metrics_from_config() {
+    // A lifecycle "day" of 2 seconds.
+    let v = Veeps::start_with(
+        &[("VEEPS_OBS_INTERVAL_SECS", "1")],
+        &["--s3-lifecycle-day", "2s"],
+    );
+    let aws = Aws::new(&v);
+    v.write(
+        "env/main.hcl",
+        r#"
+resource "bucket" "site" {
+  bucket        = "www"
+  force_destroy = true
+  versioning    = true
+  policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Principal = "*", Action = "s3:GetObject", Resource = "arn:aws:s3:::www/*" }]
+  })
+  website {
+    index_document = "index.html"
+    error_document = "404.html"
+  }
+  lifecycle_rule {
+    id              = "scratch"
+    prefix          = "tmp/"
+    expiration_days = 3
+    noncurrent_version_expiration_days = 1
+    transition {
+      days          = 1
+      storage_class = "GLACIER"
+    }
+  }
+}
+resource "bucket" "private" {
+  bucket = "private-site"
+  website {
+    index_document = "index.html"
+  }
+}
+resource "bucket_object" "index" {
+  bucket       = bucket.site.id
+  key          = "index.html"
+  content      = "<h1>home</h1>"
+  content_type = "text/html"
+}
+resource "bucket_object" "docs" {
+  bucket  = bucket.site.id
+  key     = "docs/index.html"
+  content = "<h1>docs</h1>"
+}
+resource "bucket_object" "missing" {
+  bucket  = bucket.site.id
+  key     = "404.html"
+  content = "<h1>not here</h1>"
+}
+resource "bucket_object" "private" {
+  bucket  = bucket.private.id
+  key     = "index.html"
+  content = "secret"
+}
+output "endpoint" {
+  value = bucket.site.website_endpoint
+}
+"#,
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    assert!(v
+        .ok(&["output", "env"])
+        .contains("www.s3-website.localhost"));
+    let web = format!("127.0.0.1:{}", v.web_port);
+    // Index documents, by path and by Host; a directory redirect; the error document.
+    assert_eq!(
+        curl(&[&format!("http://{web}/www/")]),
+        (200, "<h1>home</h1>".into())
+    );
+    let host = format!("Host: www.s3-website.localhost:{}", v.web_port);
+    assert_eq!(
+        curl(&["-H", &host, &format!("http://{web}/")]),
+        (200, "<h1>home</h1>".into())
+    );
+    assert_eq!(
+        curl(&["-H", &host, &format!("http://{web}/docs/")]),
+        (200, "<h1>docs</h1>".into())
+    );
+    let (code, _) = curl(&["-H", &host, &format!("http://{web}/docs")]);
+    assert_eq!(code, 302);
+    assert_eq!(
+        curl(&["-H", &host, &format!("http://{web}/nothing.png")]),
+        (404, "<h1>not here</h1>".into())
+    );
+    // A website whose policy lets nobody read answers 403; writes are refused.
+    let (code, body) = curl(&[&format!("http://{web}/private-site/")]);
+    assert!(
+        code == 403 && body.contains("AccessDenied"),
+        "{code} {body}"
+    );
+    let (code, _) = curl(&["-X", "PUT", "-d", "x", &format!("http://{web}/www/x")]);
+    assert_eq!(code, 405);
+    // Versioning from config: an overwrite keeps the old version.
+    let f = v.work.join("t.txt");
+    std::fs::write(&f, "first").unwrap();
+    aws.ok(&["s3", "cp", f.to_str().unwrap(), "s3://www/tmp/t.txt"]);
+    std::fs::write(&f, "second").unwrap();
+    aws.ok(&["s3", "cp", f.to_str().unwrap(), "s3://www/tmp/t.txt"]);
+    aws.ok(&["s3", "cp", f.to_str().unwrap(), "s3://www/keep/t.txt"]);
+    let vs = aws.ok(&[
+        "s3api",
+        "list-object-versions",
+        "--bucket",
+        "www",
+        "--prefix",
+        "tmp/",
+    ]);
+    let vs: serde_json::Value = serde_json::from_str(&vs).unwrap();
+    assert_eq!(vs["Versions"].as_array().unwrap().len(), 2, "{vs}");
+    // Lifecycle, by itself: after a "day" the old version is gone and the object reports
+    // GLACIER; after three, it expires (a delete marker, versioning being on); keys outside
+    // the rule's prefix stay.
+    wait_until("the transition and noncurrent expiry", 20, || {
+        let vs = aws.ok(&[
+            "s3api",
+            "list-object-versions",
+            "--bucket",
+            "www",
+            "--prefix",
+            "tmp/",
+        ]);
+        let vs: serde_json::Value = serde_json::from_str(&vs).unwrap();
+        let versions = vs["Versions"].as_array().cloned().unwrap_or_default();
+        versions.len() == 1 && versions[0]["StorageClass"] == "GLACIER"
+    });
+    wait_until("the expiry", 20, || {
+        let r = aws.run(&[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "www",
+            "--key",
+            "tmp/t.txt",
+        ]);
+        !r.status.success()
+    });
+    aws.ok(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "www",
+        "--key",
+        "keep/t.txt",
+    ]);
+    let lc = aws.ok(&[
+        "s3api",
+        "get-bucket-lifecycle-configuration",
+        "--bucket",
+        "www",
+    ]);
+    assert!(lc.contains("scratch") && lc.contains("GLACIER"), "{lc}");
+    // Request and usage metrics reach monitoring.
+    wait_until("S3 metrics", 30, || {
+        let q = v.ok(&[
+            "metrics",
+            "query",
+            "env",
+            "s3_requests_total{bucket=\"www\"}",
+        ]);
+        let u = v.ok(&[
+            "metrics",
+            "query",
+            "env",
+            "s3_bucket_objects{bucket=\"www\"}",
+        ]);
+        q.contains("bucket=") && u.contains("bucket=")
+    });
+    // Bad lifecycle rules are refused at plan, with where and why.
+    v.write(
+        "bad/main.hcl",
+        "resource \"bucket\" \"b\" {\n  bucket = \"fine-name\"\n  encryption = false\n  lifecycle_rule {\n    id = \"r\"\n    transition {\n      days = 1\n      storage_class = \"COLD\"\n    }\n  }\n}\n",
+    );
+    let out = v.expect(&["plan", "bad"], 1);
+    assert!(
+        out.contains("bad/main.hcl:3") && out.contains("always encrypts"),
+        "{out}"
+    );
+    assert!(out.contains("unknown storage class"), "{out}");
+    v.ok(&["destroy", "env", "--auto-approve"]);
+    assert!(!aws.ok(&["s3", "ls"]).contains("www"));
+}
+
+#[test]
+fn kill_9_during_uploads_loses_no_acknowledged_object_and_shows_no_partial_one() {
+    let mut v = Veeps::start();
+    let aws = Aws::new(&v);
+    aws.ok(&["s3", "mb", "s3://crash"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/s3_uploads.py");
+    let endpoint = format!("http://127.0.0.1:{}", v.s3_port);
+    let acks = v.work.join("acks.txt");
+    let mut up = Command::new("python3")
+        .args([script, "upload", &endpoint, &aws.id, &aws.secret, "crash"])
+        .stdout(std::fs::File::create(&acks).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("a few acknowledged uploads", 60, || {
+        std::fs::read_to_string(&acks)
+            .map(|s| s.lines().count() >= 8)
+            .unwrap_or(false)
+    });
+    // Uploads are in flight on four connections when the server dies.
+    v.kill9();
+    let _ = up.wait();
+    v.boot();
+    let out = Command::new("python3")
+        .args([script, "verify", &endpoint, &aws.id, &aws.secret, "crash"])
+        .arg(&acks)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing half-written is left on disk either.
+    assert_eq!(std::fs::read_dir(v.data.join("s3/tmp")).unwrap().count(), 0);
 }
