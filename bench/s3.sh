@@ -27,7 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 export VEEPS_DATA_DIR=$WORK/data
-"$BIN" server --listen "127.0.0.1:$API" --s3-listen "127.0.0.1:$S3" 2>"$WORK/server.log" &
+"$BIN" server --listen "127.0.0.1:$API" --s3-listen "127.0.0.1:$S3" --s3-website-listen "127.0.0.1:$((API + 3))" 2>"$WORK/server.log" &
 SERVER=$!
 for _ in $(seq 100); do curl -s --noproxy '*' -o /dev/null "http://127.0.0.1:$API/" && break; sleep 0.05; done
 CRED=$(curl -s --noproxy '*' -H "Authorization: Bearer $(cat "$WORK/data/root.token")" "http://127.0.0.1:$API/v1/s3/credentials")

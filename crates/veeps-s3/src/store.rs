@@ -687,13 +687,24 @@ impl ObjectStore {
         key: &str,
         version: Option<&str>,
     ) -> Result<ObjectMeta, StoreError> {
-        self.bucket(bucket)?;
+        Ok(self.lookup(bucket, key, version)?.1)
+    }
+
+    /// A bucket and a version of one of its objects ([`ObjectStore::head_version`]'s
+    /// rules), in one pass.
+    pub fn lookup(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<(Bucket, ObjectMeta), StoreError> {
+        let b = self.bucket(bucket)?;
         let m = match version {
             None => self.meta(bucket, key)?,
             Some(v) => self.find_version(bucket, key, v)?.1,
         };
         match (m.delete_marker, version) {
-            (false, _) => Ok(m),
+            (false, _) => Ok((b, m)),
             (true, None) => Err(StoreError::NoSuchKey(key.into())),
             (true, Some(v)) => Err(StoreError::DeleteMarker(v.into())),
         }
@@ -747,8 +758,19 @@ impl ObjectStore {
         version: Option<&str>,
         range: Option<(u64, u64)>,
     ) -> Result<(ObjectMeta, BlobReader), StoreError> {
-        let b = self.bucket(bucket)?;
-        let meta = self.head_version(bucket, key, version)?;
+        let (b, meta) = self.lookup(bucket, key, version)?;
+        let r = self.reader(&b, &meta, range)?;
+        Ok((meta, r))
+    }
+
+    /// A reader of `range` (inclusive; all when `None`) of a version found by
+    /// [`ObjectStore::lookup`].
+    pub fn reader(
+        &self,
+        b: &Bucket,
+        meta: &ObjectMeta,
+        range: Option<(u64, u64)>,
+    ) -> Result<BlobReader, StoreError> {
         let (start, end) = match range {
             None if meta.size == 0 => (0, 0),
             None => (0, meta.size - 1),
@@ -766,7 +788,7 @@ impl ObjectStore {
         if meta.size == 0 {
             r.pos = 1;
         }
-        Ok((meta, r))
+        Ok(r)
     }
 
     /// Reads `range` (inclusive; all when `None`) of an object into memory.
