@@ -74,7 +74,7 @@ const SMALL: u64 = 256 * 1024;
 /// A body to send: whole, or read as it goes.
 enum Body {
     Whole(Bytes),
-    Stream(crate::store::BlobReader),
+    Stream(Box<crate::store::BlobReader>),
 }
 
 /// A blocking reader over chunks sent from the async side.
@@ -374,7 +374,7 @@ impl S3 for Api {
                 std::io::Read::read_to_end(&mut reader, &mut buf)?;
                 Body::Whole(Bytes::from(buf))
             } else {
-                Body::Stream(reader)
+                Body::Stream(Box::new(reader))
             };
             Ok((meta, b.versioning, Ok((range, len, body))))
         };
@@ -383,7 +383,7 @@ impl S3 for Api {
         let len = len as i64;
         let body = match body {
             Body::Whole(b) => StreamingBlob::from(s3s::Body::from(b)),
-            Body::Stream(r) => stream_out(r),
+            Body::Stream(r) => stream_out(*r),
         };
         let content_range = range.map(|(a, z)| format!("bytes {a}-{z}/{}", meta.size));
         Ok(S3Response::new(GetObjectOutput {
