@@ -69,6 +69,8 @@ pub struct AppState {
     pub ca_pem: String,
     /// Buckets and objects.
     pub objects: Arc<veeps_s3::store::ObjectStore>,
+    /// Database clusters.
+    pub dbs: Arc<veeps_db::Dbs>,
     s3_listener: Early,
     website_listener: Early,
     s3_day: std::time::Duration,
@@ -257,6 +259,17 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     );
     compute.set_target_health(lbs.clone());
     obs.register(Arc::new(LbStats(lbs.clone())));
+    let dbs = veeps_db::Dbs::new(
+        data_dir,
+        store.clone(),
+        kms.clone(),
+        net.clone(),
+        obs.clone(),
+        lbs.certs.clone(),
+        objects.clone(),
+        ca_pem.clone(),
+    );
+    obs.register(Arc::new(DbStats(dbs.clone())));
     let services = veeps_resource::Services::default()
         .with(net)
         .with(obs.clone())
@@ -264,7 +277,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         .with(policies.clone())
         .with(lbs.clone())
         .with(objects.clone())
-        .with(s3_access.clone());
+        .with(s3_access.clone())
+        .with(dbs.clone());
     let engine = Engine::new(
         data_dir.to_path_buf(),
         registry_with(Some(compute.images.clone())),
@@ -282,6 +296,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         lbs,
         ca_pem,
         objects,
+        dbs,
         s3_listener,
         website_listener,
         s3_day: opts
@@ -311,6 +326,7 @@ pub fn registry_with(
     veeps_compute::resources::register(&mut registry, images);
     veeps_lb::resources::register(&mut registry);
     veeps_s3::resources::register(&mut registry);
+    veeps_db::resources::register(&mut registry);
     registry
 }
 
@@ -318,6 +334,15 @@ pub fn registry_with(
 struct LbStats(Arc<veeps_lb::service::Lbs>);
 
 impl veeps_obs::collect::Collector for LbStats {
+    fn collect(&self, out: &mut Vec<veeps_obs::collect::Sample>) {
+        out.extend(self.0.samples());
+    }
+}
+
+/// Database metrics, every collection interval.
+struct DbStats(Arc<veeps_db::Dbs>);
+
+impl veeps_obs::collect::Collector for DbStats {
     fn collect(&self, out: &mut Vec<veeps_obs::collect::Sample>) {
         out.extend(self.0.samples());
     }
@@ -379,6 +404,8 @@ impl AppState {
         self.compute.reconcile_all().await;
         self.lbs.reconcile_all().await;
         self.lbs.run();
+        self.dbs.reconcile_all().await;
+        self.dbs.run();
         self.policies.run();
         self.obs.record(&[veeps_obs::collect::Sample::new(
             "reconcile_duration_seconds",
@@ -440,6 +467,27 @@ pub fn router(state: AppState) -> Router {
             "/v1/envs/{env}/groups/{name}/activity",
             get(crate::compute_api::activity),
         )
+        .route(
+            "/v1/envs/{env}/db/{name}",
+            get(crate::db_api::status).delete(crate::db_api::delete),
+        )
+        .route(
+            "/v1/envs/{env}/db/{name}/events",
+            get(crate::db_api::events),
+        )
+        .route(
+            "/v1/envs/{env}/db/{name}/failover",
+            post(crate::db_api::failover),
+        )
+        .route(
+            "/v1/envs/{env}/db/{name}/backups",
+            get(crate::db_api::backups).post(crate::db_api::snapshot),
+        )
+        .route(
+            "/v1/envs/{env}/db/{name}/restore",
+            post(crate::db_api::restore),
+        )
+        .route("/v1/envs/{env}/db/{name}/psql", get(crate::db_api::psql))
         .route("/v1/ca", get(ca_cert))
         .route("/v1/s3/credentials", get(s3_credentials))
         .route("/v1/envs/{env}/targets", get(targets))
@@ -482,6 +530,7 @@ pub async fn serve_listener(
     let s3 = state.start_s3();
     let compute = state.compute.clone();
     let lbs = state.lbs.clone();
+    let dbs = state.dbs.clone();
     let served = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -493,6 +542,7 @@ pub async fn serve_listener(
         err: e.to_string(),
     });
     // Instances stop with the server; their groups are kept and start again with it.
+    dbs.shutdown().await;
     compute.shutdown().await;
     lbs.shutdown();
     for t in s3 {

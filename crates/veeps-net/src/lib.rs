@@ -660,6 +660,11 @@ impl Net {
         self.load(K_SG, id)
     }
 
+    /// Every endpoint attached on this server.
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>, NetError> {
+        self.all(K_EP)
+    }
+
     /// Creates or updates a network ACL.
     pub async fn ensure_acl(&self, acl: NetworkAcl) -> Result<(), NetError> {
         let _g = self.lock.lock().await;

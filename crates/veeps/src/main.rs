@@ -1,5 +1,6 @@
 //! The `veeps` command: a thin layer over the veeps crates.
 
+mod db;
 mod envs;
 mod ops;
 mod up;
@@ -236,6 +237,9 @@ pub enum Command {
     /// veeps' certificate authority
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Operate PostgreSQL clusters: status, switchover, backups, restore, psql
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Target health of every load balancer's target groups
     Targets {
         /// The environment
@@ -288,6 +292,86 @@ pub enum MetricsCmd {
 pub enum CaCmd {
     /// Print the CA certificate (PEM), for clients to trust
     Cert,
+}
+
+#[derive(Subcommand)]
+pub enum DbCmd {
+    /// Each node's role, health, replication lag and process
+    Status {
+        /// The environment
+        env: String,
+        /// The cluster's name
+        cluster: String,
+    },
+    /// A planned switchover to another node, losing no committed transaction
+    Failover {
+        /// The environment
+        env: String,
+        /// The cluster's name
+        cluster: String,
+        /// The node to promote (default: the most caught-up reader)
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// List base backups (automated and snapshots)
+    Backups {
+        /// The environment
+        env: String,
+        /// The cluster's name
+        cluster: String,
+    },
+    /// Take a base backup now
+    Snapshot {
+        /// The environment
+        env: String,
+        /// The cluster's name
+        cluster: String,
+        /// The snapshot's name
+        name: String,
+    },
+    /// Point-in-time restore into a new cluster
+    Restore {
+        /// The environment
+        env: String,
+        /// The cluster to restore from
+        cluster: String,
+        /// The moment to restore to (RFC 3339, like 2026-11-25T12:00:00Z; latest if left out)
+        #[arg(long)]
+        to_time: Option<String>,
+        /// Restore this snapshot instead of the latest base backup before the time
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// The new cluster's name
+        #[arg(long)]
+        new_cluster: String,
+    },
+    /// Delete a cluster made by a restore (declared clusters go with `destroy`)
+    Delete {
+        /// The environment
+        env: String,
+        /// The cluster's name
+        cluster: String,
+    },
+    /// The cluster's activity: failovers, switchovers, rebuilds, backups
+    Events {
+        /// The environment
+        env: String,
+        /// The cluster's name
+        cluster: String,
+    },
+    /// Run psql inside the cluster's VPC against its writer (or reader) endpoint
+    Psql {
+        /// The environment
+        env: String,
+        /// The cluster's name
+        cluster: String,
+        /// Connect to the reader endpoint
+        #[arg(long)]
+        reader: bool,
+        /// Arguments for psql (after --)
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]

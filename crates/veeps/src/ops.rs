@@ -61,6 +61,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Alarm(AlarmCmd::History { env, name }) => alarm_history(&g, &env, &name),
         Command::Deliveries { env, topic } => deliveries(&g, &env, &topic),
         Command::Ca(CaCmd::Cert) => ca_cert(&g),
+        Command::Db(cmd) => crate::db::run(&g, cmd),
         Command::Targets { env } => targets(&g, &env),
         Command::Image(ImageCmd::List) => image_list(&g),
         Command::Image(ImageCmd::Build {
@@ -180,7 +181,7 @@ pub fn client(g: &Global) -> Result<Client, String> {
     Ok(Client::new(&url, &token, &caller()))
 }
 
-fn api_err(e: ClientError) -> String {
+pub fn api_err(e: ClientError) -> String {
     e.to_string()
 }
 
@@ -800,7 +801,7 @@ fn metrics_query(g: &Global, env: &str, selector: &str, since: &str, period: u64
 }
 
 /// An RFC 3339 timestamp of milliseconds since the epoch.
-fn fmt_ts(ms: i64) -> String {
+pub(crate) fn fmt_ts(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (d, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since the epoch (Howard Hinnant's algorithm).

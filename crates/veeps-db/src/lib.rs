@@ -1,0 +1,18 @@
+//! Databases: PostgreSQL clusters run by veeps as their operator.
+//!
+//! A `db_cluster` is a writer and readers, each a real `postgres` (PostgreSQL 15) run as an
+//! unprivileged system user in its own endpoint namespace in the cluster's subnets, readers
+//! streaming from the writer through replication slots, TLS on every connection with a
+//! certificate from veeps' CA. Two endpoints (lean TCP proxies in namespaces of their own)
+//! reach the writer and spread connections over readers. [`service::Dbs`] supervises them:
+//! automatic failover with fencing, switchover, rebuilds, resizing, rolling restarts,
+//! backups into object storage and point-in-time restore ([`backup`]).
+
+pub mod backup;
+pub mod model;
+pub mod pg;
+pub mod proxy;
+pub mod resources;
+pub mod service;
+
+pub use service::Dbs;

@@ -1,0 +1,191 @@
+//! PostgreSQL's programs, run the way veeps runs every node: as the unprivileged system
+//! user `veeps-pg`, inside the node's network namespace, with the node's directory
+//! bind-mounted at [`MOUNT`] in a mount namespace of its own (so the data directory may sit
+//! under directories that user cannot traverse, and every node sees the same paths).
+
+use std::ffi::CString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+/// Where PostgreSQL 15's programs are.
+pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The system user nodes run as.
+pub const USER: &str = "veeps-pg";
+/// Where a node's directory appears to its processes.
+pub const MOUNT: &str = "/run/veeps-pg";
+
+/// The node's data directory, as its processes see it.
+pub const PGDATA: &str = "/run/veeps-pg/pgdata";
+/// The socket directory, as its processes see it.
+pub const SOCKETS: &str = "/run/veeps-pg/run";
+/// TLS files, as its processes see them.
+pub const TLS: &str = "/run/veeps-pg/tls";
+/// Archived WAL waiting to go to object storage, as its processes see it.
+pub const SPOOL: &str = "/run/veeps-pg/spool";
+
+/// The uid and gid of [`USER`], creating the user (a system account without a shell) when
+/// missing.
+pub fn ensure_user() -> Result<(u32, u32), String> {
+    if let Some(ids) = lookup_user() {
+        return Ok(ids);
+    }
+    let out = std::process::Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            USER,
+        ])
+        .output()
+        .map_err(|e| format!("cannot run useradd to create the {USER} user: {e}"))?;
+    if !out.status.success() && lookup_user().is_none() {
+        return Err(format!(
+            "cannot create the {USER} system user (PostgreSQL refuses to run as root): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    lookup_user().ok_or_else(|| format!("the {USER} user is missing after useradd"))
+}
+
+fn lookup_user() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == USER).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+/// Makes `path` (and everything under it) belong to the node user.
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if path.is_dir() && !path.is_symlink() {
+        for e in std::fs::read_dir(path)? {
+            chown_tree(&e?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// A command running `program` (one of PostgreSQL's, or an absolute path) for the node
+/// whose directory is `node_dir`, in network namespace `netns` (the host's when empty).
+pub fn command(
+    node_dir: &Path,
+    netns: &str,
+    ids: (u32, u32),
+    program: &str,
+) -> std::io::Result<tokio::process::Command> {
+    let program = if program.starts_with('/') {
+        PathBuf::from(program)
+    } else {
+        Path::new(BIN).join(program)
+    };
+    let mut c = std::process::Command::new(program);
+    c.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/nonexistent")
+        .env("LANG", "C.UTF-8")
+        .env("PGDATA", PGDATA);
+    let ns = if netns.is_empty() {
+        None
+    } else {
+        Some(std::fs::File::open(format!("/run/netns/{netns}"))?)
+    };
+    let src = CString::new(node_dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::other("a node directory holds a NUL byte"))?;
+    let target = CString::new(MOUNT).map_err(std::io::Error::other)?;
+    let (uid, gid) = ids;
+    // SAFETY: only async-signal-safe calls (setns, unshare, mount, setgroups, setgid,
+    // setuid, chdir) on values prepared before the fork.
+    unsafe {
+        c.pre_exec(move || {
+            use std::os::fd::AsRawFd;
+            let fail = |rc: libc::c_int| {
+                if rc != 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            if let Some(f) = &ns {
+                fail(libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET))?;
+            }
+            fail(libc::unshare(libc::CLONE_NEWNS))?;
+            fail(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            fail(libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+            fail(libc::setgroups(0, std::ptr::null()))?;
+            fail(libc::setgid(gid))?;
+            fail(libc::setuid(uid))?;
+            fail(libc::chdir(target.as_ptr()))?;
+            Ok(())
+        });
+    }
+    Ok(tokio::process::Command::from(c))
+}
+
+/// Runs a PostgreSQL program to completion; its output, or an error with its stderr.
+pub async fn run(
+    node_dir: &Path,
+    netns: &str,
+    ids: (u32, u32),
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String, String> {
+    let mut c = command(node_dir, netns, ids, program).map_err(|e| format!("{program}: {e}"))?;
+    c.args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = c.output().await.map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Setting names PostgreSQL knows, with whether a change needs a restart.
+pub fn known_settings() -> &'static std::collections::BTreeMap<String, bool> {
+    static KNOWN: std::sync::OnceLock<std::collections::BTreeMap<String, bool>> =
+        std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let out = std::process::Command::new(Path::new(BIN).join("postgres"))
+            .arg("--describe-config")
+            .output();
+        match out {
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split('\t');
+                    Some((f.next()?.to_string(), f.next()? == "postmaster"))
+                })
+                .collect(),
+            Err(_) => Default::default(),
+        }
+    })
+}
+
+/// The directories of a node under its cluster's directory.
+pub fn node_dir(cluster_dir: &Path, node: &str) -> PathBuf {
+    cluster_dir.join(node)
+}

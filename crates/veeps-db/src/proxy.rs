@@ -1,0 +1,281 @@
+//! The cluster endpoints: a lean TCP proxy per endpoint, on a thread inside the endpoint's
+//! network namespace. The writer endpoint sends every connection to the current writer;
+//! the reader endpoint spreads connections over healthy readers (the writer when there are
+//! none). TLS passes through to PostgreSQL untouched. When a target leaves the route (a
+//! failover), the connections to it are cut at once: nothing keeps writing to a fenced
+//! writer through veeps.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Where an endpoint sends connections, changed by the controller.
+#[derive(Clone)]
+pub struct Route {
+    targets: watch::Sender<Vec<SocketAddr>>,
+    next: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub accepted: Arc<AtomicU64>,
+    /// Connections that found no target or could not reach it.
+    pub failed: Arc<AtomicU64>,
+    /// Connections open now.
+    pub open: Arc<AtomicU64>,
+}
+
+impl Default for Route {
+    fn default() -> Self {
+        Route {
+            targets: watch::channel(vec![]).0,
+            next: Arc::default(),
+            accepted: Arc::default(),
+            failed: Arc::default(),
+            open: Arc::default(),
+        }
+    }
+}
+
+impl Route {
+    /// Points the endpoint at `targets`; connections to any other target are cut.
+    pub fn set(&self, targets: Vec<SocketAddr>) {
+        self.targets.send_if_modified(|t| {
+            if *t == targets {
+                false
+            } else {
+                *t = targets;
+                true
+            }
+        });
+    }
+
+    /// The current targets.
+    pub fn targets(&self) -> Vec<SocketAddr> {
+        self.targets.borrow().clone()
+    }
+
+    fn pick(&self) -> Option<SocketAddr> {
+        let t = self.targets.borrow();
+        if t.is_empty() {
+            return None;
+        }
+        Some(t[self.next.fetch_add(1, Ordering::Relaxed) % t.len()])
+    }
+}
+
+/// A running endpoint; dropping it stops the proxy.
+pub struct Proxy {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How long a connection waits for a target to appear (a failover in progress).
+const WAIT_FOR_TARGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts an endpoint listening on `listen` inside `netns` (the host's when empty).
+pub fn start(netns: &str, listen: SocketAddr, route: Route) -> std::io::Result<Proxy> {
+    let ns = if netns.is_empty() {
+        None
+    } else {
+        Some(std::fs::File::open(format!("/run/netns/{netns}"))?)
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let thread = std::thread::Builder::new()
+        .name(format!("db-proxy-{listen}"))
+        .spawn(move || {
+            if let Some(f) = &ns {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on a valid namespace fd affects only this thread.
+                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    let _ = ready_tx.send(Err(std::io::Error::last_os_error()));
+                    return;
+                }
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = match bind(listen) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                tokio::select! {
+                    _ = serve(listener, route) => {}
+                    _ = stop_rx => {}
+                }
+            });
+        })?;
+    ready_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the endpoint thread ended early"))??;
+    Ok(Proxy {
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
+}
+
+async fn serve(listener: tokio::net::TcpListener, route: Route) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
+        let _ = client.set_nodelay(true);
+        route.accepted.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(relay(client, route.clone()));
+    }
+}
+
+async fn relay(mut client: tokio::net::TcpStream, route: Route) {
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_TARGET;
+    let mut rx = route.targets.subscribe();
+    let (target, mut server) = loop {
+        if let Some(t) = route.pick() {
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(3),
+                tokio::net::TcpStream::connect(t),
+            )
+            .await
+            {
+                Ok(Ok(s)) => break (t, s),
+                _ => {
+                    route.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        // No target yet (a failover): wait for one, up to a limit.
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            route.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let _ = server.set_nodelay(true);
+    route.open.fetch_add(1, Ordering::Relaxed);
+    let removed = async {
+        loop {
+            if !rx.borrow_and_update().contains(&target) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = removed => {}
+    }
+    route.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn echo(tag: &'static [u8]) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 64];
+                    while let Ok(n) = s.read(&mut b).await {
+                        if n == 0 || s.write_all(tag).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        a
+    }
+
+    #[tokio::test]
+    async fn routes_spread_and_cut_connections_to_removed_targets() {
+        let a = echo(b"a").await;
+        let b = echo(b"b").await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let route = Route::default();
+        route.set(vec![a, b]);
+        let _p = start("", listen, route.clone()).unwrap();
+        let mut seen = vec![];
+        let mut conns = vec![];
+        for _ in 0..2 {
+            let mut c = tokio::net::TcpStream::connect(listen).await.unwrap();
+            c.write_all(b"x").await.unwrap();
+            let mut r = [0u8; 1];
+            c.read_exact(&mut r).await.unwrap();
+            seen.push(r[0]);
+            conns.push(c);
+        }
+        seen.sort();
+        assert_eq!(seen, b"ab");
+        // Dropping a from the route cuts its connection; b's stays.
+        route.set(vec![b]);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut alive = 0;
+        for c in &mut conns {
+            let _ = c.write_all(b"x").await;
+            let mut r = [0u8; 1];
+            if let Ok(Ok(1)) =
+                tokio::time::timeout(std::time::Duration::from_secs(1), c.read(&mut r)).await
+            {
+                assert_eq!(&r, b"b");
+                alive += 1;
+            }
+        }
+        assert_eq!(alive, 1);
+        // With no target, a connection waits for one.
+        route.set(vec![]);
+        let r2 = route.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            r2.set(vec![a]);
+        });
+        let mut c = tokio::net::TcpStream::connect(listen).await.unwrap();
+        c.write_all(b"x").await.unwrap();
+        let mut r = [0u8; 1];
+        c.read_exact(&mut r).await.unwrap();
+        assert_eq!(&r, b"a");
+    }
+}
