@@ -31,6 +31,31 @@ pub struct Backup {
     pub size: u64,
     /// `automated` (the backup window) or `manual`.
     pub kind: String,
+    /// The first WAL segment it needs (older segments are not fetched to restore it).
+    #[serde(default)]
+    pub start_wal: Option<String>,
+}
+
+/// The first WAL segment a base backup needs, from its manifest's WAL range.
+fn start_segment(manifest: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(manifest).ok()?;
+    let r = v.get("WAL-Ranges")?.as_array()?.first()?;
+    let tl = r.get("Timeline")?.as_u64()?;
+    let (hi, lo) = r.get("Start-LSN")?.as_str()?.split_once('/')?;
+    let (hi, lo) = (
+        u64::from_str_radix(hi, 16).ok()?,
+        u64::from_str_radix(lo, 16).ok()?,
+    );
+    // 16 MiB segments: the segment number within the high word is lo >> 24.
+    Some(format!("{tl:08X}{hi:08X}{:08X}", lo >> 24))
+}
+
+/// Whether an archived WAL file may be needed after `start` (history files always are).
+fn needed(file: &str, start: Option<&str>) -> bool {
+    match (start, file.get(8..24)) {
+        (Some(s), Some(seg)) if !file.ends_with(".history") => seg >= &s[8..24],
+        _ => true,
+    }
 }
 
 fn failed(e: impl std::fmt::Display) -> DbError {
@@ -245,6 +270,9 @@ impl Dbs {
         let objects = self.objects.clone();
         let key = base_key(env, cluster, name);
         let tar = tmp.join("base.tar");
+        let start_wal = std::fs::read_to_string(tmp.join("backup_manifest"))
+            .ok()
+            .and_then(|m| start_segment(&m));
         let size = tokio::task::spawn_blocking(move || -> Result<u64, DbError> {
             let f = std::fs::File::open(&tar).map_err(failed)?;
             let m = objects
@@ -264,6 +292,7 @@ impl Dbs {
             time_ms: now_ms(),
             size,
             kind: kind.into(),
+            start_wal,
         };
         self.store
             .kv_put(&format!("{K_BACKUP}{env}/{cluster}/{name}"), &b)
@@ -407,6 +436,7 @@ impl Dbs {
             base_key(&src_env, &src, &base.name),
             wal_prefix(&src_env, &src),
         );
+        let start = base.start_wal.clone();
         tokio::task::spawn_blocking(move || -> Result<(), DbError> {
             download(&objects, &bkey, &tar)?;
             let mut after: Option<String> = None;
@@ -416,7 +446,9 @@ impl Dbs {
                     .map_err(failed)?;
                 for o in &page.objects {
                     let name = &o.key[wprefix.len()..];
-                    download(&objects, &o.key, &rdir.join(name))?;
+                    if needed(name, start.as_deref()) {
+                        download(&objects, &o.key, &rdir.join(name))?;
+                    }
                 }
                 match page.next {
                     Some(n) => after = Some(n),
@@ -448,10 +480,19 @@ impl Dbs {
             "restore_command = 'cp {}/restore/%f %p'\nrecovery_target_action = 'promote'\n",
             pg::MOUNT
         );
-        if let Some(t) = &r.to_time {
+        if let Some(ms) = target_ms {
+            // PostgreSQL's own timestamp syntax, in UTC.
+            let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+                .map_err(failed)?;
             extra.push_str(&format!(
-                "recovery_target_time = '{}'\n",
-                t.replace('\'', "")
+                "recovery_target_time = '{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}+00'\n",
+                t.year(),
+                t.month() as u8,
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
             ));
         }
         std::fs::write(dir.join("recovery.extra"), extra).map_err(failed)?;
@@ -560,6 +601,18 @@ fn download(objects: &veeps_s3::store::ObjectStore, key: &str, to: &Path) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restores_fetch_only_the_wal_they_need() {
+        let m = r#"{"WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/3000028", "End-LSN": "0/3000100"}]}"#;
+        let s = start_segment(m).unwrap();
+        assert_eq!(s, "000000010000000000000003");
+        assert!(!needed("000000010000000000000002", Some(&s)));
+        assert!(needed("000000010000000000000003", Some(&s)));
+        assert!(needed("000000020000000000000004.partial", Some(&s)));
+        assert!(needed("00000002.history", Some(&s)));
+        assert!(needed("000000010000000000000001", None));
+    }
 
     #[test]
     fn windows_parse_and_wrap() {
