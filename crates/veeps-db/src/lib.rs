@@ -3,12 +3,14 @@
 //! A `db_cluster` is a writer and readers, each a real `postgres` (PostgreSQL 15) run as an
 //! unprivileged system user in its own endpoint namespace in the cluster's subnets, readers
 //! streaming from the writer through replication slots, TLS on every connection with a
-//! certificate from veeps' CA. Two endpoints (lean TCP proxies in namespaces of their own)
-//! reach the writer and spread connections over readers. [`service::Dbs`] supervises them:
+//! certificate from veeps' CA. The writer endpoint is an address that moves to the current
+//! writer (announced by gratuitous ARP); the reader endpoint is a lean TCP proxy in a
+//! namespace of its own spreading connections over readers. [`service::Dbs`] supervises them:
 //! automatic failover with fencing, switchover, rebuilds, resizing, rolling restarts,
 //! backups into object storage and point-in-time restore ([`backup`]).
 
 pub mod backup;
+pub mod garp;
 pub mod model;
 pub mod pg;
 pub mod proxy;

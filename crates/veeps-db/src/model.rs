@@ -219,7 +219,9 @@ pub fn postgresql_conf(
         "cluster_name = {}",
         q(&format!("{}-{}", spec.name, node.name))
     );
-    let _ = writeln!(c, "listen_addresses = {}", q(&node.address.to_string()));
+    // Its own address and, while it is the writer, the writer endpoint's: the namespace
+    // holds nothing else.
+    let _ = writeln!(c, "listen_addresses = '*'");
     let _ = writeln!(c, "port = {}", spec.port);
     let _ = writeln!(c, "unix_socket_directories = {}", q(SOCKETS));
     let _ = writeln!(c, "ssl = on");

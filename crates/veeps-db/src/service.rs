@@ -80,6 +80,8 @@ struct Inner {
     nodes: HashMap<String, NodeRt>,
     proxies: Vec<Proxy>,
     hba: String,
+    /// The node holding the writer endpoint's address.
+    address_on: Option<String>,
 }
 
 struct ClusterRt {
@@ -523,14 +525,14 @@ impl Dbs {
         }
         if inner.proxies.is_empty() {
             let port = rec.spec.port;
-            for ((addr, ns), route) in [
-                (&rec.writer_ep, rt.writer.clone()),
-                (&rec.reader_ep, rt.reader.clone()),
-            ] {
-                let p = proxy::start(ns, SocketAddr::from((*addr, port)), route)
-                    .map_err(|e| failed(format!("endpoint {addr}:{port}: {e}")))?;
-                inner.proxies.push(p);
-            }
+            let (addr, ns) = &rec.reader_ep;
+            let p = proxy::start(ns, SocketAddr::from((*addr, port)), rt.reader.clone())
+                .map_err(|e| failed(format!("reader endpoint {addr}:{port}: {e}")))?;
+            inner.proxies.push(p);
+        }
+        if inner.address_on.as_deref() != Some(w.name.as_str()) {
+            self.place_writer_address(rec, &w).await?;
+            inner.address_on = Some(w.name.clone());
         }
         self.update_routes(rec, rt, inner);
         self.reconfigure(rec, inner).await
@@ -542,6 +544,56 @@ impl Dbs {
             .get_mut(node)
             .and_then(|n| n.child.as_mut())
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn writer_prefix_len(&self, rec: &ClusterRec) -> u8 {
+        self.net
+            .endpoint(&format!("db/{}/{}/writer", rec.spec.env, rec.spec.name))
+            .ok()
+            .flatten()
+            .map(|e| e.prefix_len)
+            .unwrap_or(24)
+    }
+
+    /// Takes the writer endpoint's address off every node but `except` (and off its own
+    /// namespace): no new connection reaches those nodes through it.
+    async fn release_writer_address(&self, rec: &ClusterRec, except: Option<&str>) {
+        let a = format!("{}/{}", rec.writer_ep.0, self.writer_prefix_len(rec));
+        let mut nss: Vec<&str> = rec
+            .nodes
+            .iter()
+            .filter(|n| Some(n.name.as_str()) != except)
+            .map(|n| n.netns.as_str())
+            .collect();
+        nss.push(&rec.writer_ep.1);
+        for ns in nss.into_iter().filter(|n| !n.is_empty()) {
+            let _ = veeps_net::sys::ip(Some(ns), &["addr", "del", &a, "dev", "eth0"]).await;
+        }
+    }
+
+    /// Moves the writer endpoint's address to `w` and announces it (gratuitous ARP), so
+    /// clients reach the new writer directly, with no proxy in the way.
+    async fn place_writer_address(&self, rec: &ClusterRec, w: &NodeRec) -> Result<(), DbError> {
+        if w.netns.is_empty() {
+            return Ok(());
+        }
+        self.release_writer_address(rec, Some(&w.name)).await;
+        let a = format!("{}/{}", rec.writer_ep.0, self.writer_prefix_len(rec));
+        veeps_net::sys::ip(Some(&w.netns), &["addr", "replace", &a, "dev", "eth0"])
+            .await
+            .map_err(|e| {
+                failed(format!(
+                    "placing the writer endpoint's address on {}: {e}",
+                    w.name
+                ))
+            })?;
+        let (ns, ip) = (w.netns.clone(), rec.writer_ep.0);
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || crate::garp::announce(&ns, ip)).await
+        {
+            tracing::warn!(error = %e, "gratuitous ARP for the writer endpoint failed; neighbours learn it when their caches expire");
+        }
+        Ok(())
     }
 
     /// Points the endpoints at the writer and the healthy readers.
@@ -635,11 +687,7 @@ impl Dbs {
 
     fn hba(&self, rec: &ClusterRec) -> String {
         let nodes: Vec<Ipv4Addr> = rec.nodes.iter().map(|n| n.address).collect();
-        pg_hba(
-            &nodes,
-            &[rec.writer_ep.0, rec.reader_ep.0],
-            &self.sources(rec),
-        )
+        pg_hba(&nodes, &[rec.reader_ep.0], &self.sources(rec))
     }
 
     /// Writes a node's configuration files (as its role wants them).
@@ -1326,9 +1374,11 @@ impl Dbs {
         let started = Instant::now();
         let (env, name) = (rec.spec.env.clone(), rec.spec.name.clone());
         let old = rec.writer().cloned().ok_or_else(|| failed("no writer"))?;
-        // Fence: no new connection reaches the old writer, open ones are cut, and its
-        // processes are stopped (killed, when it failed) before anything is promoted.
+        // Fence: no new connection reaches the old writer (its endpoint address goes), and
+        // its processes are stopped (killed, when it failed) before anything is promoted.
         rt.writer.set(vec![]);
+        self.release_writer_address(rec, None).await;
+        inner.address_on = None;
         let mut final_lsn: Option<String> = None;
         if planned {
             if let Ok(c) = self.admin(rec, &old).await {
@@ -1396,6 +1446,8 @@ impl Dbs {
             let ids = self.prepare()?;
             let mut r = rec.clone();
             self.start_node(&mut r, &old, inner, ids).await?;
+            self.place_writer_address(rec, &old).await?;
+            inner.address_on = Some(old.name.clone());
             self.update_routes(rec, rt, inner);
             return Err(failed(msg));
         };
@@ -1440,6 +1492,8 @@ impl Dbs {
         for n in new.nodes.iter().filter(|n| n.name != new_writer.name) {
             let _ = self.ensure_slot(&new, &new_writer, &n.name).await;
         }
+        self.place_writer_address(&new, &new_writer).await?;
+        inner.address_on = Some(new_writer.name.clone());
         self.reconfigure(&new, inner).await?;
         if let Some(n) = inner.nodes.get_mut(&new_writer.name) {
             n.healthy = true;
@@ -1586,10 +1640,10 @@ impl Dbs {
         } else {
             let mut inner = rt.inner.lock().await;
             let w = rec.writer().cloned().ok_or_else(|| failed("no writer"))?;
-            rt.writer.set(vec![]);
             self.stop_node(&rec, &w, &mut inner, false).await;
             let mut r = rec.clone();
             self.start_node(&mut r, &w, &mut inner, ids).await?;
+            self.place_writer_address(&rec, &w).await?;
             self.update_routes(&rec, &rt, &inner);
         }
         self.event(
@@ -1673,10 +1727,13 @@ impl Dbs {
             .cluster(env, name)?
             .ok_or_else(|| DbError::NotFound(format!("no cluster {name} in {env}")))?;
         let secrets = self.secrets(&rec)?;
-        let (addr, ns) = if reader {
-            &rec.reader_ep
+        // From the reader endpoint's namespace: an address of the cluster's own, inside
+        // its VPC, admitted by its security groups and pg_hba.
+        let ns = &rec.reader_ep.1;
+        let addr = if reader {
+            &rec.reader_ep.0
         } else {
-            &rec.writer_ep
+            &rec.writer_ep.0
         };
         let ca = self.data_dir.join("pki").join("ca.crt");
         if !ca.exists() {
@@ -1736,7 +1793,7 @@ impl Dbs {
                 out.push(Sample::new("db_disk_used_bytes", &nl, bytes as f64));
             }
             let rt = self.rt(env, name);
-            for (which, route) in [("writer", &rt.writer), ("reader", &rt.reader)] {
+            for (which, route) in [("reader", &rt.reader)] {
                 let el = [("env", env), ("cluster", name), ("endpoint", which)];
                 out.push(Sample::new(
                     "db_endpoint_connections_total",
