@@ -1793,19 +1793,17 @@ impl Dbs {
                 out.push(Sample::new("db_disk_used_bytes", &nl, bytes as f64));
             }
             let rt = self.rt(env, name);
-            for (which, route) in [("reader", &rt.reader)] {
-                let el = [("env", env), ("cluster", name), ("endpoint", which)];
-                out.push(Sample::new(
-                    "db_endpoint_connections_total",
-                    &el,
-                    route.accepted.load(std::sync::atomic::Ordering::Relaxed) as f64,
-                ));
-                out.push(Sample::new(
-                    "db_endpoint_failed_connections_total",
-                    &el,
-                    route.failed.load(std::sync::atomic::Ordering::Relaxed) as f64,
-                ));
-            }
+            let el = [("env", env), ("cluster", name), ("endpoint", "reader")];
+            out.push(Sample::new(
+                "db_endpoint_connections_total",
+                &el,
+                rt.reader.accepted.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ));
+            out.push(Sample::new(
+                "db_endpoint_failed_connections_total",
+                &el,
+                rt.reader.failed.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ));
         }
         *self.samples.lock().unwrap_or_else(|p| p.into_inner()) = out;
     }
