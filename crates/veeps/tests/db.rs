@@ -331,6 +331,20 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
     assert_eq!(got.trim(), "first");
     v.ok(&["db", "delete", "env", "restored"]);
 
+    // Resizing in place: one reader fewer, and a setting that needs a restart applied by
+    // a rolling restart with a switchover; the data stays.
+    let smaller = config(octet)
+        .replace("instance_count       = 3", "instance_count       = 2")
+        .replace("work_mem = \"8MB\"", "work_mem = \"8MB\"\n    max_connections = \"120\"");
+    v.write("env/main.hcl", &smaller);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let s: serde_json::Value =
+        serde_json::from_str(&v.ok(&["--json", "db", "status", "env", "main"])).unwrap();
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 2, "{s}");
+    let m = psql(&app, &endpoint, ca, "SHOW max_connections; SELECT count(*) > 20 FROM t");
+    assert_eq!(text(&m).trim(), "120\nt", "{}", text(&m));
+    assert!(v.ok(&["db", "events", "env", "main"]).contains("rolling restart"));
+
     // Bad parameters are refused at plan with where and why.
     v.write(
         "bad/main.hcl",
