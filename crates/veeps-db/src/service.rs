@@ -1797,7 +1797,9 @@ impl Dbs {
             out.push(Sample::new(
                 "db_endpoint_connections_total",
                 &el,
-                rt.reader.accepted.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                rt.reader
+                    .accepted
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64,
             ));
             out.push(Sample::new(
                 "db_endpoint_failed_connections_total",

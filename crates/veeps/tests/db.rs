@@ -188,7 +188,8 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
 
     // kill -9 of the writer under a steady stream of inserts: the endpoint takes writes
     // again, and with a synchronous replica every acknowledged insert survives.
-    let acked = Arc::new(Mutex::new(Vec::<(u32, Instant)>::new()));
+    // (id, when the insert began, when it was acknowledged)
+    let acked = Arc::new(Mutex::new(Vec::<(u32, Instant, Instant)>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (acked, stop, app, endpoint, ca) = (
@@ -202,9 +203,10 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
             let mut i = 1000;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
+                let began = Instant::now();
                 let o = psql(&app, &endpoint, &ca, &format!("INSERT INTO t VALUES ({i})"));
                 if o.status.success() {
-                    acked.lock().unwrap().push((i, Instant::now()));
+                    acked.lock().unwrap().push((i, began, Instant::now()));
                 }
             }
         })
@@ -221,7 +223,7 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, t)| *t > killed)
+            .filter(|a| a.1 > killed)
             .count()
             >= 20
     });
@@ -230,8 +232,8 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
     let acked = acked.lock().unwrap().clone();
     let first_after = acked
         .iter()
-        .find(|(_, t)| *t > killed)
-        .map(|(_, t)| t.duration_since(killed))
+        .find(|a| a.1 > killed)
+        .map(|a| a.2.duration_since(killed))
         .unwrap();
     eprintln!(
         "failover: first committed insert {:.2}s after kill -9",
@@ -249,7 +251,7 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
         .collect();
     let lost: Vec<u32> = acked
         .iter()
-        .map(|(i, _)| *i)
+        .map(|a| a.0)
         .filter(|i| !present.contains(i))
         .collect();
     assert!(lost.is_empty(), "acknowledged inserts lost: {lost:?}");
@@ -335,15 +337,25 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
     // a rolling restart with a switchover; the data stays.
     let smaller = config(octet)
         .replace("instance_count       = 3", "instance_count       = 2")
-        .replace("work_mem = \"8MB\"", "work_mem = \"8MB\"\n    max_connections = \"120\"");
+        .replace(
+            "work_mem = \"8MB\"",
+            "work_mem = \"8MB\"\n    max_connections = \"120\"",
+        );
     v.write("env/main.hcl", &smaller);
     v.ok(&["apply", "env", "--auto-approve"]);
     let s: serde_json::Value =
         serde_json::from_str(&v.ok(&["--json", "db", "status", "env", "main"])).unwrap();
     assert_eq!(s["nodes"].as_array().unwrap().len(), 2, "{s}");
-    let m = psql(&app, &endpoint, ca, "SHOW max_connections; SELECT count(*) > 20 FROM t");
+    let m = psql(
+        &app,
+        &endpoint,
+        ca,
+        "SHOW max_connections; SELECT count(*) > 20 FROM t",
+    );
     assert_eq!(text(&m).trim(), "120\nt", "{}", text(&m));
-    assert!(v.ok(&["db", "events", "env", "main"]).contains("rolling restart"));
+    assert!(v
+        .ok(&["db", "events", "env", "main"])
+        .contains("rolling restart"));
 
     // Bad parameters are refused at plan with where and why.
     v.write(
