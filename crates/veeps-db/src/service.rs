@@ -748,6 +748,7 @@ impl Dbs {
         ids: (u32, u32),
     ) -> Result<(), DbError> {
         let dir = self.node_dir(rec, &node.name);
+        self.clear_leftovers(rec, node, &dir).await;
         for d in ["run", "spool", "restore"] {
             std::fs::create_dir_all(dir.join(d)).map_err(failed)?;
         }
@@ -871,6 +872,30 @@ impl Dbs {
             self.save(rec)?;
         }
         Ok(())
+    }
+
+    /// A node left running by an earlier server (killed without stopping its nodes) is
+    /// shut down (fast, then killed) before veeps starts it under its own supervision.
+    async fn clear_leftovers(&self, rec: &ClusterRec, node: &NodeRec, dir: &Path) {
+        let cg = self.cgroup(rec, &node.name);
+        let pid: Option<i32> = std::fs::read_to_string(dir.join("pgdata/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()));
+        let Some(pid) = pid.filter(|p| cg.pids().contains(p)) else {
+            return;
+        };
+        tracing::info!(node = %node.name, pid, "stopping a node left by an earlier server run");
+        // SAFETY: kill(2) on a pid found in this node's own cgroup.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cg.pids().contains(&pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::task::spawn_blocking(move || cg.kill_all())
+            .await
+            .ok();
     }
 
     async fn wait_ready(

@@ -168,6 +168,12 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
         "{}",
         text(&r)
     );
+    // The reader endpoint spreads connections over both readers.
+    let mut servers = std::collections::HashSet::new();
+    for _ in 0..8 {
+        servers.insert(text(&psql(&app, &reader, ca, "SELECT inet_server_addr()")));
+    }
+    assert_eq!(servers.len(), 2, "{servers:?}");
     // Outside the allowed security groups: nothing gets through; without TLS: refused.
     let o = psql(&outsider, &endpoint, ca, "SELECT 1");
     assert!(!o.status.success(), "an outsider connected: {}", text(&o));
@@ -288,6 +294,27 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
         text(&ins).trim().parse::<u64>().unwrap(),
         before.trim().parse::<u64>().unwrap() + 1
     );
+
+    // The server killed outright: its nodes are adopted at the next start, data intact.
+    let mut v = v;
+    v.kill9();
+    v.boot();
+    wait_until("the cluster back after a server kill -9", 90, || {
+        let s: serde_json::Value =
+            serde_json::from_str(&v.ok(&["--json", "db", "status", "env", "main"])).unwrap();
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["healthy"] == true)
+    });
+    let again = psql(
+        &app,
+        &endpoint,
+        ca,
+        "INSERT INTO t VALUES (6); SELECT count(*) FROM t",
+    );
+    assert!(again.status.success(), "{}", text(&again));
 
     // Point-in-time restore to a moment between two inserts yields exactly the first.
     v.ok(&["db", "snapshot", "env", "main", "before-pitr"]);
