@@ -258,6 +258,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         ca_pem.clone(),
     );
     compute.set_target_health(lbs.clone());
+    compute.set_ca_pem(ca_pem.clone());
     obs.register(Arc::new(LbStats(lbs.clone())));
     let dbs = veeps_db::Dbs::new(
         data_dir,

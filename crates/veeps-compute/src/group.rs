@@ -251,9 +251,15 @@ pub struct Compute {
     ids: Option<Ids>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
     target_health: std::sync::OnceLock<Arc<dyn TargetHealth>>,
+    ca_pem: std::sync::OnceLock<String>,
 }
 
 impl Compute {
+    /// The CA certificate instances trust (given to them as `VEEPS_CA_PEM`).
+    pub fn set_ca_pem(&self, pem: String) {
+        let _ = self.ca_pem.set(pem);
+    }
+
     /// Plugs in the load balancers' view of targets.
     pub fn set_target_health(&self, t: Arc<dyn TargetHealth>) {
         let _ = self.target_health.set(t);
@@ -286,6 +292,7 @@ impl Compute {
             ids,
             groups: Mutex::new(HashMap::new()),
             target_health: std::sync::OnceLock::new(),
+            ca_pem: std::sync::OnceLock::new(),
         }))
     }
 
@@ -759,6 +766,10 @@ impl Compute {
             .env("VEEPS_GROUP", &spec.name)
             .env("VEEPS_INSTANCE_ID", &inst.id)
             .env("VEEPS_INSTANCE_ADDRESS", &inst.address)
+            .env(
+                "VEEPS_CA_PEM",
+                self.ca_pem.get().map(String::as_str).unwrap_or_default(),
+            )
             .env("HOST", &inst.address)
             .env("HOME", &data_at)
             .env("TMPDIR", data_at.join("tmp"))

@@ -100,3 +100,7 @@ output "subnet_ids" {
 output "subnets" {
   value = { for t in local.tiers : t => [for k, v in local.subnets : v.cidr if v.tier == t] }
 }
+
+output "tier_subnet_ids" {
+  value = { for t in local.tiers : t => [for k, s in subnet.this : s.id if local.subnets[k].tier == t] }
+}
