@@ -71,6 +71,8 @@ pub struct AppState {
     pub objects: Arc<veeps_s3::store::ObjectStore>,
     /// Database clusters.
     pub dbs: Arc<veeps_db::Dbs>,
+    /// Networks.
+    pub net: Arc<veeps_net::Net>,
     s3_listener: Early,
     website_listener: Early,
     s3_day: std::time::Duration,
@@ -272,7 +274,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     );
     obs.register(Arc::new(DbStats(dbs.clone())));
     let services = veeps_resource::Services::default()
-        .with(net)
+        .with(net.clone())
         .with(obs.clone())
         .with(compute.clone())
         .with(policies.clone())
@@ -298,6 +300,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         ca_pem,
         objects,
         dbs,
+        net,
         s3_listener,
         website_listener,
         s3_day: opts

@@ -453,6 +453,32 @@ impl Dbs {
         Ok(())
     }
 
+    /// Attaches the cluster's nodes and endpoints again (recreating missing namespaces).
+    async fn reattach(&self, rec: &ClusterRec) -> Result<(), DbError> {
+        let (env, name) = (&rec.spec.env, &rec.spec.name);
+        let mut sgs = rec.spec.security_groups.clone();
+        sgs.push(rec.internal_sg.clone());
+        let first = rec.spec.subnets.first().cloned().unwrap_or_default();
+        let mut all: Vec<(String, String)> = rec
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.subnet.clone()))
+            .collect();
+        all.push(("writer".into(), first.clone()));
+        all.push(("reader".into(), first));
+        for (which, subnet) in all {
+            self.net
+                .attach(AttachRequest {
+                    name: format!("db/{env}/{name}/{which}"),
+                    subnet_id: subnet,
+                    security_groups: sgs.clone(),
+                })
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+
     /// Stops and forgets readers beyond `instance_count` (the writer is never removed: a
     /// shrink to one keeps it).
     async fn remove_extra_nodes(
@@ -1170,6 +1196,16 @@ impl Dbs {
                 }
             };
             let mut inner = rt.inner.lock().await;
+            // Namespaces may be gone (a host reboot, `veeps up` stopped): attach again.
+            if let Err(e) = self.reattach(&rec).await {
+                self.event(
+                    &rec.spec.env,
+                    &rec.spec.name,
+                    "error",
+                    &format!("cluster networking could not be restored: {e}"),
+                );
+                continue;
+            }
             if let Err(e) = self.ensure_running(&mut rec, &rt, &mut inner, ids).await {
                 self.event(
                     &rec.spec.env,

@@ -1042,7 +1042,12 @@ impl Resource for CertType {
         let svc = lbs(ctx)?;
         let issued = match svc.certs.get(&i) {
             Some(x) if x.names == names(c) => x,
-            _ => svc.certs.issue(&i, &names(c)).map_err(failed)?,
+            _ => {
+                let x = svc.certs.issue(&i, &names(c)).map_err(failed)?;
+                // A replacement keeps the id: listeners using it serve the new one now.
+                svc.refresh_certificates().await.map_err(failed)?;
+                x
+            }
         };
         let leaf = issued
             .chain_pem

@@ -357,6 +357,11 @@ impl Lbs {
         }
     }
 
+    /// Listeners pick up certificates issued again under the same id.
+    pub async fn refresh_certificates(self: &Arc<Self>) -> Result<(), LbError> {
+        self.apply_model().await
+    }
+
     /// Compiles the model into every balancer: listeners bound or closed, snapshots and
     /// certificates swapped, target groups' settings and targets updated.
     async fn apply_model(self: &Arc<Self>) -> Result<(), LbError> {

@@ -1113,6 +1113,38 @@ impl Net {
         Ok(())
     }
 
+    /// Removes every kernel object of this server (namespaces, links, rules) and keeps
+    /// the records: the next start recreates them. What `veeps up` does when stopped.
+    pub async fn stop_all(&self) {
+        if !self.isolated() {
+            return;
+        }
+        let _g = self.lock.lock().await;
+        for ns in sys::netns_list().await {
+            if ns.starts_with(&self.prefix) {
+                let _ = sys::ip(None, &["netns", "del", &ns]).await;
+            }
+        }
+        if let Ok(out) = sys::ip(None, &["-o", "link"]).await {
+            for l in out.lines() {
+                let name = l
+                    .split(": ")
+                    .nth(1)
+                    .and_then(|n| n.split('@').next())
+                    .unwrap_or_default();
+                if name.starts_with(&self.prefix) {
+                    let _ = sys::ip(None, &["link", "del", name]).await;
+                }
+            }
+        }
+        let table = self.host_table();
+        let _ = sys::nft(
+            None,
+            &format!("table inet {table} {{}}\ndelete table inet {table}\n"),
+        )
+        .await;
+    }
+
     /// After a restart: recreates the kernel objects of everything recorded (adopting what
     /// exists). The resource controllers call the `ensure_*` methods one by one; this is
     /// the whole-service equivalent, used by tests and tools.

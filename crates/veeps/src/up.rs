@@ -4,7 +4,8 @@ use crate::envs::load_tree;
 use crate::ops::{data_dir, print_event};
 use crate::{Global, VarArgs};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use veeps_engine::Request;
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -100,6 +101,8 @@ pub fn up(
         };
         let state = veeps_api::server::open_with(&data, opts).map_err(|e| e.to_string())?;
         let engine = state.engine.clone();
+        let net = state.net.clone();
+        let ca_pem = state.ca_pem.clone();
         let (s3_id, s3_secret) = {
             let (a, b) = state.s3_auth.root();
             (a.to_string(), b.to_string())
@@ -107,6 +110,12 @@ pub fn up(
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e} (is another veeps running? stop it, or pass --listen)"))?;
         state.reconcile().await;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // Ctrl-C from here on stops everything cleanly, whatever is in progress.
+        let (sig_tx, mut sig_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = sig_tx.send(true);
+        });
         let server = tokio::spawn(veeps_api::server::serve_listener(state, listener, async {
             let _ = stop_rx.await;
         }));
@@ -159,6 +168,42 @@ pub fn up(
             }
         }
         println!("\nveeps is up in {:.1}s.\n", started.elapsed().as_secs_f64());
+        // Each environment may name a URL whose answer proves the whole path works
+        // (an output named `check_url`): wait for it and report when it first answered.
+        let checks: Vec<(String, String)> = envs
+            .iter()
+            .filter_map(|e| {
+                let outs = engine.outputs(&e.name).ok()?;
+                let (v, _) = outs.into_iter().find(|(k, _)| k == "check_url")?.1.into();
+                Some((e.name.clone(), v.as_str()?.to_string()))
+            })
+            .collect();
+        for (env, url) in checks {
+            let ca = ca_pem.clone();
+            let u = url.clone();
+            let quit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let q = quit.clone();
+            let check = tokio::task::spawn_blocking(move || first_answer(&u, &ca, Duration::from_secs(60), &q));
+            let mut sig = sig_rx.clone();
+            let ok = tokio::select! {
+                r = check => r.unwrap_or(Err("the check did not run".into())),
+                _ = sig.wait_for(|s| *s) => {
+                    quit.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Err("stopped".into())
+                }
+            };
+            match ok {
+                Ok(body) => println!(
+                    "  [{env}] first successful end-to-end request {:.1}s after start: {url} -> {}",
+                    started.elapsed().as_secs_f64(),
+                    body.trim()
+                ),
+                Err(e) => {
+                    eprintln!("  [{env}] {url} did not answer: {e}");
+                    failed.push(env);
+                }
+            }
+        }
         println!("  API:          http://{listen}   (token: {})", veeps_api::server::token_path(&data).display());
         println!("  CLI:          export VEEPS_ADDR=http://{listen} VEEPS_DATA_DIR={}", data.display());
         let s3_host = s3_listen.replace("0.0.0.0", "127.0.0.1");
@@ -183,12 +228,49 @@ pub fn up(
             let _ = stop_tx.send(());
         } else {
             println!("\nveeps is running. Press Ctrl-C to stop (state is kept; `veeps up` resumes).");
-            shutdown_signal().await;
+            let _ = sig_rx.wait_for(|s| *s).await;
             println!("\nStopping...");
             let _ = stop_tx.send(());
         }
         let _ = server.await;
+        // Instances and databases stopped with the server; the namespaces go too. The
+        // records stay: `veeps up` recreates everything as it was.
+        net.stop_all().await;
         println!("veeps stopped cleanly.");
         Ok(if failed.is_empty() { 0 } else { 1 })
     })
+}
+
+/// GETs `url` (trusting veeps' CA) until it answers 200, for up to `limit`.
+fn first_answer(
+    url: &str,
+    ca_pem: &str,
+    limit: Duration,
+    quit: &std::sync::atomic::AtomicBool,
+) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()).flatten() {
+        let _ = roots.add(c);
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let agent = ureq::AgentBuilder::new()
+        .tls_config(Arc::new(tls))
+        .timeout(Duration::from_secs(5))
+        .build();
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline && !quit.load(std::sync::atomic::Ordering::SeqCst) {
+        match agent.get(url).call() {
+            Ok(r) => return Ok(r.into_string().unwrap_or_default()),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(last)
 }

@@ -105,6 +105,12 @@ output "public_url" {
   value = "https://127.0.0.1:8443/sample-app-frontend"
 }
 
+# What `veeps up` waits for: the whole path (public balancer, frontend, internal balancer,
+# backend, database) answering.
+output "check_url" {
+  value = "https://127.0.0.1:8443/sample-app-frontend/service/db"
+}
+
 output "public_alb_address" {
   value = module.public_alb.address
 }

@@ -64,7 +64,11 @@ resource "security_group" "lb" {
 resource "certificate" "this" {
   domain_name = var.domain_name
   # Callers inside the VPC may use the balancer's address; it is on the certificate too.
-  subject_alternative_names = [load_balancer.this.dns_name]
+  # and so is 127.0.0.1 when the balancer also answers on the host.
+  subject_alternative_names = concat(
+    [load_balancer.this.dns_name],
+    var.https_host_port == null ? [] : ["127.0.0.1"],
+  )
 }
 
 resource "load_balancer" "this" {
