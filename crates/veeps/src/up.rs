@@ -174,7 +174,7 @@ pub fn up(
             .iter()
             .filter_map(|e| {
                 let outs = engine.outputs(&e.name).ok()?;
-                let (v, _) = outs.into_iter().find(|(k, _)| k == "check_url")?.1.into();
+                let (v, _) = outs.into_iter().find(|(k, _)| k == "check_url")?.1;
                 Some((e.name.clone(), v.as_str()?.to_string()))
             })
             .collect();
