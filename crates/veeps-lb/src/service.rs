@@ -359,6 +359,7 @@ impl Lbs {
 
     /// Listeners pick up certificates issued again under the same id.
     pub async fn refresh_certificates(self: &Arc<Self>) -> Result<(), LbError> {
+        let _g = self.change.lock().await;
         self.apply_model().await
     }
 

@@ -213,7 +213,14 @@ impl Veeps {
 
     /// Removes whatever this server created on the host (even after a failed test).
     pub fn cleanup_host(&self) {
-        let prefix = veeps_net::prefix_for(&self.data);
+        cleanup_host_for(&self.data);
+    }
+}
+
+/// Removes whatever a server with data directory `data` created on the host.
+pub fn cleanup_host_for(data: &std::path::Path) {
+    {
+        let prefix = veeps_net::prefix_for(data);
         let sh = format!(
             "for n in $(ip netns list | cut -d' ' -f1 | grep '^{prefix}'); do ip netns del $n; done; \
              for l in $(ip -o link | awk -F': ' '{{print $2}}' | cut -d@ -f1 | grep '^{prefix}'); do ip link del $l; done; \
