@@ -87,14 +87,18 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     copy_dir(&root, &example);
     let apps = tmp.path().join("apps");
     stage_apps(&apps);
+    for env in ["prod", "stage"] {
+        let f = example.join(format!("live/{env}/main.hcl"));
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.contains("app_dir = \"target/sample-apps\""));
+        let text = text.replace(
+            "app_dir = \"target/sample-apps\"",
+            &format!("app_dir = \"{}\"", apps.display()),
+        );
+        std::fs::write(&f, &text).unwrap();
+    }
     let stage_file = example.join("live/stage/main.hcl");
     let stage = std::fs::read_to_string(&stage_file).unwrap();
-    assert!(stage.contains("app_dir = \"target/sample-apps\""));
-    let stage = stage.replace(
-        "app_dir = \"target/sample-apps\"",
-        &format!("app_dir = \"{}\"", apps.display()),
-    );
-    std::fs::write(&stage_file, &stage).unwrap();
 
     let data = tmp.path().join("data");
     let (api, s3, web) = (free_port(), free_port(), free_port());
@@ -124,7 +128,7 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
             !l.contains("did not answer") && !l.contains("did not converge"),
             "{l}"
         );
-        l.contains("first successful end-to-end request")
+        l.matches("first successful end-to-end request").count() == 2
     });
     eprintln!(
         "veeps up: whole example serving end to end after {:.1}s",
@@ -160,6 +164,10 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     assert!(
         !curl(&format!("{FRONT}/nothing"), &ca).0,
         "404 for unknown paths"
+    );
+    assert_eq!(
+        curl("https://127.0.0.1:9443/sample-app-frontend/service", &ca),
+        (true, "Hello from prod".into())
     );
 
     // A new frontend image, deployed by a rolling refresh while requests keep coming.
