@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
 use veeps_net::{AttachRequest, Net};
-use veeps_obs::logs::LogLine;
 use veeps_obs::Obs;
 use veeps_state::Store;
 
@@ -802,39 +800,8 @@ impl Compute {
             ))
         })?;
         let pid = child.id().unwrap_or(0);
-        for (stream, reader) in [
-            (
-                "stdout",
-                child
-                    .stdout
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            ),
-            (
-                "stderr",
-                child
-                    .stderr
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            ),
-        ] {
-            let Some(reader) = reader else { continue };
-            let obs = self.obs.clone();
-            let (env, group, source) = (spec.env.clone(), spec.name.clone(), inst.id.clone());
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(reader).lines();
-                while let Ok(Some(text)) = lines.next_line().await {
-                    obs.log(LogLine {
-                        ts: now_ms(),
-                        env: env.clone(),
-                        group: group.clone(),
-                        source: source.clone(),
-                        stream: stream.into(),
-                        text,
-                    });
-                }
-            });
-        }
+        self.obs
+            .capture(&mut child, &spec.env, &spec.name, &inst.id);
         let g2 = g.clone();
         let iid = inst.id.clone();
         tokio::spawn(async move {

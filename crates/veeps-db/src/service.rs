@@ -832,45 +832,12 @@ impl Dbs {
                 let _ = std::fs::write(f, pid.to_string());
             }
         }
-        for (stream, out) in [
-            (
-                "stdout",
-                child
-                    .stdout
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            ),
-            (
-                "stderr",
-                child
-                    .stderr
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            ),
-        ] {
-            if let Some(out) = out {
-                let obs = self.obs.clone();
-                let (env, group, source) = (
-                    rec.spec.env.clone(),
-                    format!("db/{}", rec.spec.name),
-                    node.name.clone(),
-                );
-                tokio::spawn(async move {
-                    use tokio::io::AsyncBufReadExt;
-                    let mut lines = tokio::io::BufReader::new(out).lines();
-                    while let Ok(Some(text)) = lines.next_line().await {
-                        obs.log(LogLine {
-                            ts: now_ms(),
-                            env: env.clone(),
-                            group: group.clone(),
-                            source: source.clone(),
-                            stream: stream.into(),
-                            text,
-                        });
-                    }
-                });
-            }
-        }
+        self.obs.capture(
+            &mut child,
+            &rec.spec.env,
+            &format!("db/{}", rec.spec.name),
+            &node.name,
+        );
         inner.nodes.insert(
             node.name.clone(),
             NodeRt {

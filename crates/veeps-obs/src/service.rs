@@ -183,6 +183,41 @@ impl Obs {
         }
     }
 
+    /// Copies a child process's stdout and stderr into the log store, a line at a time,
+    /// under `env`, `group` and `source`, until they close.
+    pub fn capture(
+        self: &Arc<Self>,
+        child: &mut tokio::process::Child,
+        env: &str,
+        group: &str,
+        source: &str,
+    ) {
+        type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+        let outs: [(&str, Option<Reader>); 2] = [
+            ("stdout", child.stdout.take().map(|s| Box::new(s) as Reader)),
+            ("stderr", child.stderr.take().map(|s| Box::new(s) as Reader)),
+        ];
+        for (stream, reader) in outs {
+            let Some(reader) = reader else { continue };
+            let obs = self.clone();
+            let (env, group, source) = (env.to_string(), group.to_string(), source.to_string());
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(reader).lines();
+                while let Ok(Some(text)) = lines.next_line().await {
+                    obs.log(LogLine {
+                        ts: now_ms(),
+                        env: env.clone(),
+                        group: group.clone(),
+                        source: source.clone(),
+                        stream: stream.into(),
+                        text,
+                    });
+                }
+            });
+        }
+    }
+
     /// Runs every collector once.
     pub fn collect(&self) {
         let cs: Vec<Arc<dyn Collector>> = self

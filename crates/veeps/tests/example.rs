@@ -102,22 +102,24 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
 
     let data = tmp.path().join("data");
     let (api, s3, web) = (free_port(), free_port(), free_port());
+    let start = |log: &Path| {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("up")
+            .arg(example.join("live"))
+            .args(["--listen", &format!("127.0.0.1:{api}")])
+            .args(["--s3-listen", &format!("127.0.0.1:{s3}")])
+            .args(["--s3-website-listen", &format!("127.0.0.1:{web}")])
+            .current_dir(tmp.path())
+            .stdout(std::fs::File::create(log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
     let log = tmp.path().join("up.log");
-    let child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("up")
-        .arg(example.join("live"))
-        .args(["--listen", &format!("127.0.0.1:{api}")])
-        .args(["--s3-listen", &format!("127.0.0.1:{s3}")])
-        .args(["--s3-website-listen", &format!("127.0.0.1:{web}")])
-        .current_dir(tmp.path())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let mut up = Up {
-        child: Some(child),
+        child: Some(start(&log)),
         data: data.clone(),
         log,
     };
@@ -174,12 +176,12 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     let apps2 = tmp.path().join("apps2");
     stage_apps(&apps2);
     std::fs::write(apps2.join("sample-app-frontend/RELEASE"), "2\n").unwrap();
-    let marker = "  app_dir               = local.app_dir\n  lb_security_group_id  = module.public_alb.security_group_id";
-    assert!(stage.contains(marker), "the frontend block changed shape");
+    let marker = "  app_dir                  = local.app_dir\n";
+    assert!(stage.contains(marker), "the apps block changed shape");
     let stage2 = stage.replace(
         marker,
         &format!(
-            "  app_dir               = \"{}\"\n  lb_security_group_id  = module.public_alb.security_group_id",
+            "{marker}  frontend_app_dir         = \"{}\"\n",
             apps2.display()
         ),
     );
@@ -266,4 +268,36 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
         "namespaces left after Ctrl-C"
     );
     assert!(data.join("state.redb").exists());
+
+    // Again: everything comes back as it was, nothing to create, no image rebuilt, the
+    // databases not initialised again.
+    up.log = tmp.path().join("up2.log");
+    up.child = Some(start(&up.log));
+    wait_until("veeps up again", 180, || {
+        up.log()
+            .matches("first successful end-to-end request")
+            .count()
+            == 2
+    });
+    let l = up.log();
+    for env in ["mgmt", "stage", "prod"] {
+        assert!(l.contains(&format!("[{env}] up to date")), "{l}");
+    }
+    assert_eq!(
+        curl(&format!("{FRONT}/service/db"), &ca),
+        (true, "2".into())
+    );
+    let mut child = up.child.take().unwrap();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "veeps up did not stop: {}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

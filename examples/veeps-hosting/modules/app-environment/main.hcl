@@ -1,0 +1,173 @@
+# Everything an app environment (stage, prod) runs on its VPC: a public and an internal
+# balancer, the two sample app services on them, and the PostgreSQL cluster the backend
+# uses. The live configuration of each environment gives the figures.
+
+variable "name" {
+  type = string
+}
+
+variable "vpc_id" {
+  type = string
+}
+
+variable "tier_subnet_ids" {
+  type        = map(list(string))
+  description = "subnet ids by tier (the vpc module's tier_subnet_ids)"
+}
+
+variable "tier_cidrs" {
+  type        = map(list(string))
+  description = "subnet ranges by tier (the vpc module's subnets)"
+}
+
+variable "public_allowed_cidrs" {
+  type = list(string)
+}
+
+variable "public_domain" {
+  type = string
+}
+
+variable "public_host_port" {
+  type        = number
+  description = "the host port (127.0.0.1) the public balancer also answers HTTPS on"
+}
+
+variable "frontend_instances" {
+  type = number
+}
+
+variable "backend_instances" {
+  type = number
+}
+
+variable "db_instance_count" {
+  type = number
+}
+
+variable "db_backup_retention_days" {
+  type = number
+}
+
+variable "db_cluster_name" {
+  type = string
+}
+
+variable "db_master_username" {
+  type = string
+}
+
+variable "db_master_password" {
+  type      = string
+  sensitive = true
+}
+
+variable "app_dir" {
+  type        = string
+  description = "where the sample apps' programs are (relative to where veeps runs)"
+}
+
+variable "frontend_app_dir" {
+  type        = string
+  default     = null
+  description = "another place for the frontend's program (a new release), app_dir when null"
+}
+
+variable "topic_id" {
+  type = string
+}
+
+module "public_alb" {
+  source          = "../alb"
+  name            = "${var.name}-public"
+  vpc_id          = var.vpc_id
+  subnet_ids      = var.tier_subnet_ids["public"]
+  allowed_cidrs   = var.public_allowed_cidrs
+  domain_name     = var.public_domain
+  https_host_port = var.public_host_port
+}
+
+module "internal_alb" {
+  source        = "../alb"
+  name          = "${var.name}-internal"
+  internal      = true
+  vpc_id        = var.vpc_id
+  subnet_ids    = var.tier_subnet_ids["private-app"]
+  allowed_cidrs = var.tier_cidrs["private-app"]
+  domain_name   = "services-${var.name}.veeps-hosting.internal"
+}
+
+module "database" {
+  source                = "../db-cluster"
+  name                  = var.db_cluster_name
+  vpc_id                = var.vpc_id
+  subnet_ids            = var.tier_subnet_ids["private-persistence"]
+  allowed_cidrs         = var.tier_cidrs["private-app"]
+  instance_count        = var.db_instance_count
+  backup_retention_days = var.db_backup_retention_days
+  master_username       = var.db_master_username
+  master_password       = var.db_master_password
+  topic_id              = var.topic_id
+}
+
+# Health checks every 2 s (the module's default is the reference's 10 s), so the example
+# comes up fast.
+module "backend" {
+  source                = "../asg-service"
+  name                  = "sample-app-backend"
+  vpc_id                = var.vpc_id
+  subnet_ids            = var.tier_subnet_ids["private-app"]
+  instances             = var.backend_instances
+  app_dir               = var.app_dir
+  lb_security_group_id  = module.internal_alb.security_group_id
+  listener_arns         = module.internal_alb.listener_arns
+  health_check_interval = 2
+  topic_id              = var.topic_id
+  environment = {
+    DB_HOST     = module.database.endpoint
+    DB_PORT     = "5432"
+    DB_NAME     = module.database.database_name
+    DB_USER     = var.db_master_username
+    DB_PASSWORD = var.db_master_password
+  }
+}
+
+module "frontend" {
+  source                = "../asg-service"
+  name                  = "sample-app-frontend"
+  vpc_id                = var.vpc_id
+  subnet_ids            = var.tier_subnet_ids["private-app"]
+  instances             = var.frontend_instances
+  app_dir               = coalesce(var.frontend_app_dir, var.app_dir)
+  lb_security_group_id  = module.public_alb.security_group_id
+  listener_arns         = module.public_alb.listener_arns
+  health_check_interval = 2
+  topic_id              = var.topic_id
+  environment = {
+    BACKEND_URL = module.internal_alb.url
+  }
+}
+
+output "public_url" {
+  value = "https://127.0.0.1:${var.public_host_port}/sample-app-frontend"
+}
+
+output "check_url" {
+  value = "https://127.0.0.1:${var.public_host_port}/sample-app-frontend/service/db"
+}
+
+output "public_alb_address" {
+  value = module.public_alb.address
+}
+
+output "internal_alb_url" {
+  value = module.internal_alb.url
+}
+
+output "db_endpoint" {
+  value = module.database.endpoint
+}
+
+output "db_reader_endpoint" {
+  value = module.database.reader_endpoint
+}
