@@ -131,6 +131,16 @@ fn writer_pid(v: &Veeps, cluster: &str) -> (String, u64) {
     )
 }
 
+fn all_healthy(v: &Veeps, cluster: &str) -> bool {
+    let s: serde_json::Value =
+        serde_json::from_str(&v.ok(&["--json", "db", "status", "env", cluster])).unwrap();
+    s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["healthy"] == true)
+}
+
 #[test]
 fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
     require_root("database clusters");
@@ -265,13 +275,7 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
     assert_ne!(new, old);
     // The old writer returns as a healthy reader.
     wait_until("the old writer back as a reader", 90, || {
-        let s: serde_json::Value =
-            serde_json::from_str(&v.ok(&["--json", "db", "status", "env", "main"])).unwrap();
-        s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["healthy"] == true)
+        all_healthy(&v, "main")
     });
     let events = v.ok(&["db", "events", "env", "main"]);
     assert!(
@@ -300,13 +304,7 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
     v.kill9();
     v.boot();
     wait_until("the cluster back after a server kill -9", 90, || {
-        let s: serde_json::Value =
-            serde_json::from_str(&v.ok(&["--json", "db", "status", "env", "main"])).unwrap();
-        s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["healthy"] == true)
+        all_healthy(&v, "main")
     });
     let again = psql(
         &app,

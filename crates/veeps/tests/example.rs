@@ -53,6 +53,23 @@ impl Up {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Ctrl-C, and waits for it to exit.
+    fn interrupt(&mut self) {
+        let mut child = self.child.take().unwrap();
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "veeps up did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Up {
@@ -242,19 +259,7 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     );
 
     // Ctrl-C: everything stops, the namespaces go, the state stays.
-    let mut child = up.child.take().unwrap();
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "veeps up did not stop: {}",
-            up.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    up.interrupt();
     let mut l = String::new();
     std::fs::File::open(&up.log)
         .unwrap()
@@ -287,17 +292,5 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
         curl(&format!("{FRONT}/service/db"), &ca),
         (true, "2".into())
     );
-    let mut child = up.child.take().unwrap();
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "veeps up did not stop: {}",
-            up.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    up.interrupt();
 }
