@@ -310,7 +310,16 @@ impl Lbs {
     pub async fn put_listener(self: &Arc<Self>, l: ListenerSpec) -> Result<(), LbError> {
         let _g = self.change.lock().await;
         self.put(K_LISTENER, &l.id, &l)?;
-        self.apply_model().await
+        // Only this listener's own failure is this change's; others are logged.
+        let mut mine = None;
+        for (id, e) in self.compile_model().await {
+            if id == l.id {
+                mine = Some(e);
+            } else {
+                tracing::warn!(listener = %id, error = %e, "a listener could not start; the next apply of it retries");
+            }
+        }
+        mine.map_or(Ok(()), Err)
     }
 
     /// Records a rule and applies it.
@@ -366,6 +375,15 @@ impl Lbs {
     /// Compiles the model into every balancer: listeners bound or closed, snapshots and
     /// certificates swapped, target groups' settings and targets updated.
     async fn apply_model(self: &Arc<Self>) -> Result<(), LbError> {
+        for (id, e) in self.compile_model().await {
+            tracing::warn!(listener = %id, error = %e, "a listener could not start; the next apply of it retries");
+        }
+        Ok(())
+    }
+
+    /// Compiles the model into every balancer; returns the listeners that could not bind
+    /// (each left out, so the next apply retries it).
+    async fn compile_model(self: &Arc<Self>) -> Vec<(String, LbError)> {
         let listeners: Vec<ListenerSpec> = self.all(K_LISTENER);
         let rules: Vec<RuleSpec> = self.all(K_RULE);
         let tgs: BTreeMap<String, TgSpec> = self
@@ -509,6 +527,7 @@ impl Lbs {
                 }
             }
         }
+        let mut failures = vec![];
         for (lb_id, l, snap, sni) in binds {
             if let Err(e) = self.bind(&lb_id, &l, snap, sni).await {
                 self.lbs
@@ -516,11 +535,11 @@ impl Lbs {
                     .unwrap_or_else(|p| p.into_inner())
                     .get_mut(&lb_id)
                     .map(|lb| lb.listeners.remove(&l.id));
-                return Err(e);
+                failures.push((l.id.clone(), e));
             }
         }
         self.refresh_targets();
-        Ok(())
+        failures
     }
 
     async fn bind(
@@ -566,13 +585,22 @@ impl Lbs {
             )
         };
         // Each worker binds its own SO_REUSEPORT socket, inside the namespace.
-        let mut tasks = vec![];
+        let mut tasks: Vec<tokio::task::AbortHandle> = vec![];
         for (h, rt) in handles.iter().zip(&rts) {
-            let listener = h
+            let bound = h
                 .spawn(async move { bind_reuse(addr) })
                 .await
-                .map_err(io)?
-                .map_err(|e| LbError::Io(format!("cannot listen on {addr}: {e}")))?;
+                .map_err(io)
+                .and_then(|r| r.map_err(|e| LbError::Io(format!("cannot listen on {addr}: {e}"))));
+            let listener = match bound {
+                Ok(l) => l,
+                Err(e) => {
+                    for t in &tasks {
+                        t.abort();
+                    }
+                    return Err(e);
+                }
+            };
             tasks.push(
                 h.spawn(proxy::accept_loop(listener, rt.clone()))
                     .abort_handle(),
@@ -581,9 +609,16 @@ impl Lbs {
         if let Some(hp) = l.host_port {
             // The host's loopback: accepted here (the host's namespace), served by the
             // workers in turn.
-            let host = tokio::net::TcpListener::bind(("127.0.0.1", hp))
-                .await
-                .map_err(|e| LbError::Io(format!("cannot listen on 127.0.0.1:{hp}: {e}")))?;
+            let host = match tokio::net::TcpListener::bind(("127.0.0.1", hp)).await {
+                Ok(h) => h,
+                Err(e) => {
+                    // The workers' sockets close with their tasks: nothing half-bound stays.
+                    for t in &tasks {
+                        t.abort();
+                    }
+                    return Err(LbError::Io(format!("cannot listen on 127.0.0.1:{hp}: {e}")));
+                }
+            };
             tasks.push(
                 tokio::spawn(async move {
                     let mut next = 0usize;

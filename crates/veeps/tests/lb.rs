@@ -829,3 +829,61 @@ resource "certificate" "c" {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
 }
+
+#[test]
+fn a_listener_that_cannot_bind_fails_alone() {
+    let v = start();
+    let octet = 60 + (std::process::id() % 40) as u8;
+    // Something else holds the port one listener wants on the host.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let free = free_port();
+    v.write(
+        "env/main.hcl",
+        &format!(
+            r#"{base}
+resource "load_balancer" "pub" {{
+  name            = "pub"
+  subnets         = [subnet.pub.id]
+  security_groups = [security_group.lb.id]
+}}
+resource "listener" "ok" {{
+  load_balancer_arn = load_balancer.pub.arn
+  port              = 80
+  host_port         = {free}
+  default_action {{
+    type = "fixed-response"
+    fixed_response {{
+      status_code  = "200"
+      message_body = "fine"
+    }}
+  }}
+}}
+resource "listener" "busy" {{
+  load_balancer_arn = load_balancer.pub.arn
+  port              = 81
+  host_port         = {port}
+  default_action {{
+    type = "fixed-response"
+    fixed_response {{
+      status_code  = "200"
+      message_body = "never"
+    }}
+  }}
+}}
+"#,
+            base = base(octet)
+        ),
+    );
+    let out = v.expect(&["apply", "env", "--auto-approve"], 1);
+    assert!(
+        out.contains("listener.busy") && out.contains(&format!("127.0.0.1:{port}")),
+        "{out}"
+    );
+    assert!(!out.contains("listener.ok: Creation failed"), "{out}");
+    assert_eq!(get(free, "/", "").1, "fine");
+    // Once the port is free, the next apply starts it.
+    drop(busy);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    assert_eq!(get(port, "/", "").1, "never");
+}
