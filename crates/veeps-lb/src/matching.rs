@@ -3,39 +3,7 @@
 use crate::model::Condition;
 use std::net::IpAddr;
 
-/// `*` matches any run of characters, `?` any one; everything else literally.
-pub fn wildcard(pattern: &str, text: &str, case_insensitive: bool) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = if case_insensitive {
-        (
-            pattern.to_lowercase().chars().collect(),
-            text.to_lowercase().chars().collect(),
-        )
-    } else {
-        (pattern.chars().collect(), text.chars().collect())
-    };
-    // Iterative matching with one backtrack point (linear in practice, no recursion).
-    let (mut i, mut j) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while j < t.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some((i, j));
-            i += 1;
-        } else if let Some((si, sj)) = star {
-            i = si + 1;
-            j = sj + 1;
-            star = Some((si, sj + 1));
-        } else {
-            return false;
-        }
-    }
-    while i < p.len() && p[i] == '*' {
-        i += 1;
-    }
-    i == p.len()
-}
+pub use veeps_resource::wildcard;
 
 /// What a request offers to conditions.
 pub struct RequestView<'a> {

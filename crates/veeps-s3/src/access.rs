@@ -162,34 +162,7 @@ fn principal_matches(p: &Json, user: Option<&str>) -> bool {
 
 /// `*` and `?` wildcards, case-sensitive (actions are compared case-insensitively).
 fn glob(p: &str, v: &str) -> bool {
-    let (p, v): (Vec<char>, Vec<char>) = if p.starts_with("s3:") {
-        (
-            p.to_lowercase().chars().collect(),
-            v.to_lowercase().chars().collect(),
-        )
-    } else {
-        (p.chars().collect(), v.chars().collect())
-    };
-    let (mut i, mut j, mut star) = (0, 0, None);
-    while j < v.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == v[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some((i, j));
-            i += 1;
-        } else if let Some((si, sj)) = star {
-            i = si + 1;
-            j = sj + 1;
-            star = Some((si, sj + 1));
-        } else {
-            return false;
-        }
-    }
-    while i < p.len() && p[i] == '*' {
-        i += 1;
-    }
-    i == p.len()
+    veeps_resource::wildcard(p, v, p.starts_with("s3:"))
 }
 
 /// Checks a policy document's shape; the error says what is wrong.
