@@ -83,12 +83,9 @@ pub struct Upload {
     pub id: String,
     /// The key it will complete.
     pub key: String,
-    /// Content type and metadata for the object.
-    pub content_type: Option<String>,
-    /// Cache control.
-    pub cache_control: Option<String>,
-    /// User metadata.
-    pub metadata: BTreeMap<String, String>,
+    /// Content type, cache control and metadata for the object (stored flat, as before).
+    #[serde(flatten)]
+    pub opts: PutOptions,
     /// When it started (ms).
     pub initiated_ms: i64,
 }
@@ -238,7 +235,7 @@ pub struct VersionListing {
 pub const MAX_PUT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// What a put carries besides the body.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PutOptions {
     /// Content type.
     pub content_type: Option<String>,
@@ -816,9 +813,7 @@ impl ObjectStore {
         let u = Upload {
             id: format!("{}{}", now_ms(), hex::encode(rand::random::<[u8; 12]>())),
             key: key.into(),
-            content_type: opts.content_type,
-            cache_control: opts.cache_control,
-            metadata: opts.metadata,
+            opts,
             initiated_ms: now_ms(),
         };
         self.store
@@ -947,12 +942,7 @@ impl ObjectStore {
             )?);
         }
         let body = Chain { readers, at: 0 };
-        let opts = PutOptions {
-            content_type: up.content_type.clone(),
-            cache_control: up.cache_control.clone(),
-            metadata: up.metadata.clone(),
-        };
-        let meta = self.put_with(bucket, &up.key, body, opts, Some(etag))?;
+        let meta = self.put_with(bucket, &up.key, body, up.opts.clone(), Some(etag))?;
         self.end_upload(bucket, id, &have)?;
         Ok(meta)
     }
