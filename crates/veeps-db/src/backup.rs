@@ -235,7 +235,7 @@ impl Dbs {
         }
         self.ensure_bucket()?;
         let w = rec.writer().cloned().ok_or_else(|| failed("no writer"))?;
-        let ids = pg::ensure_user().map_err(DbError::Failed)?;
+        let ids = self.prepare()?;
         let dir = self.node_dir(&rec, &w.name);
         let tmp = dir.join("backup-tmp");
         let _ = std::fs::remove_dir_all(&tmp);

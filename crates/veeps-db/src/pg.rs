@@ -184,8 +184,3 @@ pub fn known_settings() -> &'static std::collections::BTreeMap<String, bool> {
         }
     })
 }
-
-/// The directories of a node under its cluster's directory.
-pub fn node_dir(cluster_dir: &Path, node: &str) -> PathBuf {
-    cluster_dir.join(node)
-}

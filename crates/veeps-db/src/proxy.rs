@@ -1,9 +1,7 @@
-//! The cluster endpoints: a lean TCP proxy per endpoint, on a thread inside the endpoint's
-//! network namespace. The writer endpoint sends every connection to the current writer;
-//! the reader endpoint spreads connections over healthy readers (the writer when there are
-//! none). TLS passes through to PostgreSQL untouched. When a target leaves the route (a
-//! failover), the connections to it are cut at once: nothing keeps writing to a fenced
-//! writer through veeps.
+//! The reader endpoint: a lean TCP proxy on a thread inside the endpoint's network
+//! namespace, spreading connections over healthy readers (the writer when there are none).
+//! TLS passes through to PostgreSQL untouched. When a target leaves the route, the
+//! connections to it are cut at once. (The writer endpoint is an address, not a proxy.)
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -86,7 +86,6 @@ struct Inner {
 
 struct ClusterRt {
     inner: tokio::sync::Mutex<Inner>,
-    writer: Route,
     reader: Route,
 }
 
@@ -94,7 +93,6 @@ impl Default for ClusterRt {
     fn default() -> Self {
         ClusterRt {
             inner: tokio::sync::Mutex::new(Inner::default()),
-            writer: Route::default(),
             reader: Route::default(),
         }
     }
@@ -115,6 +113,7 @@ pub struct Dbs {
     clusters: Mutex<HashMap<String, Arc<ClusterRt>>>,
     samples: Mutex<Vec<Sample>>,
     stopping: std::sync::atomic::AtomicBool,
+    ids: std::sync::OnceLock<(u32, u32)>,
 }
 
 /// What a health check found.
@@ -150,6 +149,7 @@ impl Dbs {
             clusters: Mutex::default(),
             samples: Mutex::default(),
             stopping: Default::default(),
+            ids: std::sync::OnceLock::new(),
         })
     }
 
@@ -253,11 +253,15 @@ impl Dbs {
     }
 
     /// The node user's ids, and the directories its processes need.
-    fn prepare(&self) -> Result<(u32, u32), DbError> {
+    /// Done once: the supervisor asks twice a second.
+    pub(crate) fn prepare(&self) -> Result<(u32, u32), DbError> {
+        if let Some(ids) = self.ids.get() {
+            return Ok(*ids);
+        }
         let ids = pg::ensure_user().map_err(DbError::Failed)?;
         std::fs::create_dir_all(pg::MOUNT).map_err(failed)?;
         std::fs::create_dir_all(self.data_dir.join("db")).map_err(failed)?;
-        Ok(ids)
+        Ok(*self.ids.get_or_init(|| ids))
     }
 
     fn cgroup(&self, rec: &ClusterRec, node: &str) -> Cgroup {
@@ -643,7 +647,6 @@ impl Dbs {
             .filter(|n| inner.nodes.get(&n.name).is_some_and(|r| r.healthy))
             .map(|n| SocketAddr::from((n.address, port)))
             .collect();
-        rt.writer.set(writer.clone());
         rt.reader
             .set(if readers.is_empty() { writer } else { readers });
     }
@@ -1404,7 +1407,6 @@ impl Dbs {
         let old = rec.writer().cloned().ok_or_else(|| failed("no writer"))?;
         // Fence: no new connection reaches the old writer (its endpoint address goes), and
         // its processes are stopped (killed, when it failed) before anything is promoted.
-        rt.writer.set(vec![]);
         self.release_writer_address(rec, None).await;
         inner.address_on = None;
         let mut final_lsn: Option<String> = None;
@@ -1693,14 +1695,23 @@ impl Dbs {
             .cluster(env, name)?
             .ok_or_else(|| DbError::NotFound(format!("no cluster {name} in {env}")))?;
         let rt = self.rt(env, name);
-        let pids: HashMap<String, Option<u32>> = {
+        let (pids, address_on): (HashMap<String, Option<u32>>, Option<String>) = {
             let inner = rt.inner.lock().await;
-            inner
+            let pids = inner
                 .nodes
                 .iter()
                 .map(|(k, v)| (k.clone(), v.child.as_ref().and_then(|c| c.id())))
-                .collect()
+                .collect();
+            (pids, inner.address_on.clone())
         };
+        // The node holding the writer endpoint's address.
+        let writer_targets: Vec<String> = address_on
+            .and_then(|n| {
+                rec.node(&n)
+                    .map(|n| format!("{}:{}", n.address, rec.spec.port))
+            })
+            .into_iter()
+            .collect();
         let mut lag: HashMap<String, (i64, f64)> = HashMap::new();
         if let Some(w) = rec.writer() {
             if let Ok(c) = self.admin(&rec, w).await {
@@ -1737,7 +1748,7 @@ impl Dbs {
             "env": env,
             "endpoint": format!("{}:{}", rec.writer_ep.0, rec.spec.port),
             "reader_endpoint": format!("{}:{}", rec.reader_ep.0, rec.spec.port),
-            "writer_targets": rt.writer.targets().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "writer_targets": writer_targets,
             "reader_targets": rt.reader.targets().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "nodes": nodes,
         }))
