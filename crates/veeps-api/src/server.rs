@@ -379,11 +379,16 @@ impl AppState {
                 root_id: id.into(),
                 root_secret: secret.into(),
             };
+            let limits = veeps_http::Limits {
+                max_connections: veeps_http::per_listener_connections(),
+                ..Default::default()
+            };
             tasks.push(tokio::spawn(veeps_s3::api::serve(
                 l,
                 api,
                 gate,
                 self.s3_stats.clone(),
+                limits,
             )));
         }
         if let Some(l) = take(&self.website_listener) {
@@ -394,7 +399,11 @@ impl AppState {
                 access: self.s3_access.clone(),
                 stats: self.s3_stats.clone(),
             });
-            tasks.push(tokio::spawn(veeps_s3::website::serve(l, site)));
+            let limits = veeps_http::Limits {
+                max_connections: veeps_http::per_listener_connections(),
+                ..Default::default()
+            };
+            tasks.push(tokio::spawn(veeps_s3::website::serve(l, site, limits)));
         }
         tasks
     }
@@ -494,6 +503,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/envs/{env}/db/{name}/psql", get(crate::db_api::psql))
         .route("/v1/ca", get(ca_cert))
         .route("/v1/s3/credentials", get(s3_credentials))
+        .route("/v1/s3/lifecycle/run", post(s3_lifecycle_run))
         .route("/v1/envs/{env}/targets", get(targets))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
@@ -535,16 +545,29 @@ pub async fn serve_listener(
     let compute = state.compute.clone();
     let lbs = state.lbs.clone();
     let dbs = state.dbs.clone();
-    let served = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|e| ServerError::Listen {
-        addr,
-        err: e.to_string(),
+    let router = router(state);
+    // The API answers slowly on purpose at times (a streamed apply), so only its headers
+    // and its idle keep-alive connections have a deadline.
+    let limits = veeps_http::Limits {
+        max_connections: veeps_http::per_listener_connections(),
+        header_timeout: std::time::Duration::from_secs(15),
+        inactivity_timeout: None,
+    };
+    let api = veeps_http::serve(listener, "api", limits, move |peer: SocketAddr| {
+        let router = router.clone();
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let mut router = router.clone();
+            async move {
+                tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
+            }
+        })
     });
+    tokio::select! {
+        _ = api => {}
+        _ = shutdown => {}
+    }
     // Instances stop with the server; their groups are kept and start again with it.
     dbs.shutdown().await;
     compute.shutdown().await;
@@ -552,7 +575,7 @@ pub async fn serve_listener(
     for t in s3 {
         t.abort();
     }
-    served
+    Ok(())
 }
 
 /// Who is calling, as found by [`auth`].
@@ -671,6 +694,10 @@ fn engine_err(e: EngineError) -> Response {
     }
 }
 
+/// Environment names veeps keeps for itself: `s3` owns buckets made through the S3 API,
+/// `db` the database backups, `system` the host's metrics.
+pub const RESERVED_ENVS: &[&str] = &["s3", "db", "system"];
+
 fn valid_env(env: &str) -> Result<(), Response> {
     if env.is_empty()
         || env.len() > 64
@@ -682,6 +709,14 @@ fn valid_env(env: &str) -> Result<(), Response> {
             StatusCode::BAD_REQUEST,
             format!(
                 "invalid environment name \"{env}\": use letters, digits, '-' and '_' (at most 64)"
+            ),
+        ));
+    }
+    if RESERVED_ENVS.contains(&env) {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the environment name \"{env}\" is reserved for veeps' own use (buckets made through the S3 API, database backups, the host's metrics); choose another name"
             ),
         ));
     }
@@ -941,6 +976,38 @@ async fn audit_verify(State(st): State<AppState>) -> Response {
 async fn s3_credentials(State(st): State<AppState>) -> Response {
     let (id, secret) = st.s3_auth.root();
     Json(serde_json::json!({"access_key_id": id, "secret_access_key": secret})).into_response()
+}
+
+/// Body of `POST /v1/s3/lifecycle/run`.
+#[derive(serde::Deserialize)]
+struct LifecycleRun {
+    /// Apply the rules as if this many lifecycle days had passed.
+    #[serde(default)]
+    advance_days: u32,
+}
+
+/// Applies every bucket's lifecycle rules now, optionally as of a later day (to try rules
+/// out without waiting); answers what was done.
+async fn s3_lifecycle_run(State(st): State<AppState>, Json(b): Json<LifecycleRun>) -> Response {
+    let store = st.objects.clone();
+    let day = st.s3_day.as_millis().max(1) as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let at = now + i64::from(b.advance_days) * day;
+    match tokio::task::spawn_blocking(move || store.run_lifecycle(at, day)).await {
+        Ok(Ok(r)) => Json(serde_json::json!({
+            "expired": r.expired,
+            "noncurrent_removed": r.noncurrent_removed,
+            "markers_removed": r.markers_removed,
+            "transitioned": r.transitioned,
+            "aborted": r.aborted,
+        }))
+        .into_response(),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 async fn ca_cert(State(st): State<AppState>) -> Response {

@@ -910,11 +910,16 @@ pub struct ListenerRt {
     pub sni: Arc<SniCerts>,
     /// Idle timeout.
     pub idle: Duration,
+    /// Connections the listener may hold; more wait to be accepted.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Accepts forever on `l`.
 pub async fn accept_loop(l: tokio::net::TcpListener, rt: Arc<ListenerRt>) {
     loop {
+        let Ok(permit) = rt.slots.clone().acquire_owned().await else {
+            return;
+        };
         let (s, peer) = match l.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -925,7 +930,10 @@ pub async fn accept_loop(l: tokio::net::TcpListener, rt: Arc<ListenerRt>) {
         };
         let _ = s.set_nodelay(true);
         let rt = rt.clone();
-        tokio::spawn(serve_stream(s, peer, rt));
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_stream(s, peer, rt).await
+        });
     }
 }
 

@@ -556,6 +556,10 @@ impl Lbs {
                 .ok_or_else(|| LbError::Invalid(format!("load balancer {lb_id} is not running")))?;
             let idle = Duration::from_secs(lb.spec.idle_timeout.max(1));
             let tls = (l.protocol == Protocol::Https).then(|| proxy::acceptor(sni.clone()));
+            // One cap for the listener, whichever worker or the host's port accepts.
+            let slots = Arc::new(tokio::sync::Semaphore::new(
+                veeps_http::per_listener_connections(),
+            ));
             let rts: Vec<Arc<ListenerRt>> = lb
                 .clients
                 .iter()
@@ -575,6 +579,7 @@ impl Lbs {
                         tls: tls.clone(),
                         sni: sni.clone(),
                         idle,
+                        slots: slots.clone(),
                     })
                 })
                 .collect();
@@ -623,6 +628,9 @@ impl Lbs {
                 tokio::spawn(async move {
                     let mut next = 0usize;
                     loop {
+                        let Ok(permit) = rts[0].slots.clone().acquire_owned().await else {
+                            return;
+                        };
                         let Ok((s, peer)) = host.accept().await else {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
@@ -631,6 +639,7 @@ impl Lbs {
                         next = (next + 1) % handles.len();
                         let rt = rts[next].clone();
                         handles[next].spawn(async move {
+                            let _permit = permit;
                             if let Ok(s) = tokio::net::TcpStream::from_std(std) {
                                 let _ = s.set_nodelay(true);
                                 proxy::serve_stream(s, peer, rt).await;

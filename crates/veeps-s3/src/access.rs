@@ -9,7 +9,7 @@ use veeps_kms::Kms;
 use veeps_state::Store;
 
 const K_KEY: &str = "s3/key/";
-const K_POLICY: &str = "s3/policy/";
+pub(crate) const K_POLICY: &str = "s3/policy/";
 /// The environment whose key seals access key secrets.
 const KEY_ENV: &str = "s3";
 
@@ -102,103 +102,563 @@ impl Access {
             .flatten()
     }
 
-    /// Whether `user` (`None`: anonymous) may do `action` (like `s3:GetObject`) on
-    /// `resource` (an ARN) of `bucket`.
-    pub fn allowed(&self, user: Option<&str>, action: &str, bucket: &str, resource: &str) -> bool {
+    /// Whether the requester in `cx` may do `action` (like `s3:GetObject`) on `resource`
+    /// (an ARN) of `bucket`, by the bucket's policy: an explicit Deny wins, then an Allow;
+    /// otherwise no.
+    pub fn allowed(&self, cx: &RequestCx, action: &str, bucket: &str, resource: &str) -> bool {
         let Some(p) = self.policy(bucket) else {
             return false;
         };
-        let Ok(doc) = serde_json::from_str::<Json>(&p) else {
+        let Ok(policy) = Policy::parse(&p) else {
+            // Policies are checked when set; one that no longer parses grants nothing.
             return false;
         };
-        let statements = match &doc["Statement"] {
-            Json::Array(a) => a.clone(),
-            o @ Json::Object(_) => vec![o.clone()],
-            _ => vec![],
-        };
-        let mut allow = false;
-        for s in statements {
-            if !principal_matches(&s["Principal"], user)
-                || !any_matches(&s["Action"], action)
-                || !any_matches(&s["Resource"], resource)
-            {
-                continue;
-            }
-            match s["Effect"].as_str() {
-                Some("Deny") => return false,
-                Some("Allow") => allow = true,
-                _ => {}
-            }
-        }
-        allow
+        policy.decide(cx, action, resource) == Decision::Allow
     }
 }
 
-fn strings(v: &Json) -> Vec<String> {
+/// What a policy is evaluated against besides the action and the resource.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCx {
+    /// The user whose key signed the request (`None`: anonymous).
+    pub user: Option<String>,
+    /// The client's address.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Whether the request came over TLS.
+    pub secure: bool,
+    /// `User-Agent` and `Referer`.
+    pub user_agent: Option<String>,
+    /// `Referer`.
+    pub referer: Option<String>,
+    /// Query parameters (`prefix`, `delimiter`, `max-keys`, `versionId`).
+    pub query: Vec<(String, String)>,
+    /// How the request was signed: `REST-HEADER`, `REST-QUERY-STRING`, or none.
+    pub auth_type: Option<String>,
+}
+
+impl RequestCx {
+    /// An anonymous caller with nothing else known.
+    pub fn anonymous() -> RequestCx {
+        RequestCx::default()
+    }
+
+    fn query(&self, name: &str) -> Option<String> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The value of a condition key, if the request has one (keys are case-insensitive).
+    fn key(&self, key: &str) -> Option<String> {
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "aws:sourceip" => self.source_ip.map(|i| i.to_string()),
+            "aws:securetransport" => Some(self.secure.to_string()),
+            "aws:currenttime" => time::OffsetDateTime::from_unix_timestamp(now() as i64)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                }),
+            "aws:epochtime" => Some(now().to_string()),
+            "aws:username" => self.user.clone(),
+            "aws:principaltype" => Some(
+                if self.user.is_some() {
+                    "User"
+                } else {
+                    "Anonymous"
+                }
+                .into(),
+            ),
+            "aws:useragent" => self.user_agent.clone(),
+            "aws:referer" => self.referer.clone(),
+            "s3:prefix" => self.query("prefix"),
+            "s3:delimiter" => self.query("delimiter"),
+            "s3:max-keys" => self.query("max-keys"),
+            "s3:versionid" => self.query("versionId"),
+            "s3:signatureversion" => self.auth_type.as_ref().map(|_| "AWS4-HMAC-SHA256".into()),
+            "s3:authtype" => self.auth_type.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Condition keys veeps evaluates; a policy naming another is refused (never ignored).
+pub const CONDITION_KEYS: &[&str] = &[
+    "aws:SourceIp",
+    "aws:SecureTransport",
+    "aws:CurrentTime",
+    "aws:EpochTime",
+    "aws:username",
+    "aws:PrincipalType",
+    "aws:UserAgent",
+    "aws:Referer",
+    "s3:prefix",
+    "s3:delimiter",
+    "s3:max-keys",
+    "s3:VersionId",
+    "s3:signatureversion",
+    "s3:authType",
+];
+
+/// Condition operators veeps evaluates (each also with `IfExists`).
+pub const CONDITION_OPERATORS: &[&str] = &[
+    "StringEquals",
+    "StringNotEquals",
+    "StringEqualsIgnoreCase",
+    "StringNotEqualsIgnoreCase",
+    "StringLike",
+    "StringNotLike",
+    "NumericEquals",
+    "NumericNotEquals",
+    "NumericLessThan",
+    "NumericLessThanEquals",
+    "NumericGreaterThan",
+    "NumericGreaterThanEquals",
+    "DateEquals",
+    "DateNotEquals",
+    "DateLessThan",
+    "DateLessThanEquals",
+    "DateGreaterThan",
+    "DateGreaterThanEquals",
+    "Bool",
+    "IpAddress",
+    "NotIpAddress",
+    "Null",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Allow,
+    Deny,
+    NotApplicable,
+}
+
+/// A parsed bucket policy.
+#[derive(Debug, Clone)]
+struct Policy {
+    statements: Vec<Statement>,
+}
+
+#[derive(Debug, Clone)]
+struct Statement {
+    allow: bool,
+    /// `(names, negated)`: `Principal` or `NotPrincipal`.
+    principal: (Vec<String>, bool),
+    action: (Vec<String>, bool),
+    resource: (Vec<String>, bool),
+    /// `(operator, key, values)`.
+    conditions: Vec<(String, String, Vec<String>)>,
+}
+
+fn strings(v: &Json) -> Result<Vec<String>, String> {
     match v {
-        Json::String(s) => vec![s.clone()],
+        Json::String(s) => Ok(vec![s.clone()]),
+        Json::Bool(b) => Ok(vec![b.to_string()]),
+        Json::Number(n) => Ok(vec![n.to_string()]),
         Json::Array(a) => a
             .iter()
-            .filter_map(|x| x.as_str().map(String::from))
+            .map(|x| strings(x).map(|mut v| v.remove(0)))
             .collect(),
-        _ => vec![],
+        _ => Err("expected a string or a list of strings".into()),
     }
 }
 
-fn any_matches(patterns: &Json, value: &str) -> bool {
-    strings(patterns).iter().any(|p| glob(p, value))
+/// One of `name` or `Not<name>`, exactly one present.
+fn either(
+    s: &serde_json::Map<String, Json>,
+    name: &str,
+    i: usize,
+) -> Result<(Vec<String>, bool), String> {
+    let not = format!("Not{name}");
+    match (s.get(name), s.get(&not)) {
+        (Some(v), None) => Ok((
+            strings(v).map_err(|e| format!("statement {i}: {name}: {e}"))?,
+            false,
+        )),
+        (None, Some(v)) => Ok((
+            strings(v).map_err(|e| format!("statement {i}: {not}: {e}"))?,
+            true,
+        )),
+        (None, None) => Err(format!("statement {i}: {name} (or {not}) is missing")),
+        (Some(_), Some(_)) => Err(format!("statement {i}: give {name} or {not}, not both")),
+    }
 }
 
-fn principal_matches(p: &Json, user: Option<&str>) -> bool {
-    let names = match p {
-        Json::String(s) => vec![s.clone()],
-        Json::Object(o) => o.get("AWS").map(strings).unwrap_or_default(),
-        _ => vec![],
+fn principals(v: &Json, i: usize) -> Result<Vec<String>, String> {
+    match v {
+        Json::String(s) if s == "*" => Ok(vec!["*".into()]),
+        Json::Object(o) => {
+            let mut out = vec![];
+            for (k, v) in o {
+                if k != "AWS" {
+                    return Err(format!(
+                        "statement {i}: principal type {k} is not known here (use \"AWS\" with user ARNs or \"*\")"
+                    ));
+                }
+                out.extend(strings(v).map_err(|e| format!("statement {i}: Principal: {e}"))?);
+            }
+            Ok(out)
+        }
+        _ => Err(format!(
+            "statement {i}: Principal is \"*\" or {{\"AWS\": [user ARNs]}}"
+        )),
+    }
+}
+
+impl Policy {
+    /// Parses and checks a policy document; the error says what is wrong and where.
+    fn parse(p: &str) -> Result<Policy, String> {
+        let doc: Json =
+            serde_json::from_str(p).map_err(|e| format!("the policy is not JSON: {e}"))?;
+        let Json::Object(top) = &doc else {
+            return Err("the policy is a JSON object with a Statement".into());
+        };
+        for k in top.keys() {
+            if !["Version", "Id", "Statement"].contains(&k.as_str()) {
+                return Err(format!("the policy has an unknown element {k}"));
+            }
+        }
+        let statements = match top.get("Statement") {
+            Some(Json::Array(a)) => a.clone(),
+            Some(o @ Json::Object(_)) => vec![o.clone()],
+            _ => return Err("the policy needs a Statement (a list of statements)".into()),
+        };
+        let mut out = vec![];
+        for (i, st) in statements.iter().enumerate() {
+            let Json::Object(s) = st else {
+                return Err(format!("statement {i} is not an object"));
+            };
+            for k in s.keys() {
+                if ![
+                    "Sid",
+                    "Effect",
+                    "Principal",
+                    "NotPrincipal",
+                    "Action",
+                    "NotAction",
+                    "Resource",
+                    "NotResource",
+                    "Condition",
+                ]
+                .contains(&k.as_str())
+                {
+                    return Err(format!("statement {i}: unknown element {k}"));
+                }
+            }
+            let allow = match s.get("Effect").and_then(|e| e.as_str()) {
+                Some("Allow") => true,
+                Some("Deny") => false,
+                _ => return Err(format!("statement {i}: Effect must be Allow or Deny")),
+            };
+            let principal = match (s.get("Principal"), s.get("NotPrincipal")) {
+                (Some(p), None) => (principals(p, i)?, false),
+                (None, Some(p)) => (principals(p, i)?, true),
+                (None, None) => return Err(format!("statement {i}: Principal is missing")),
+                _ => {
+                    return Err(format!(
+                        "statement {i}: give Principal or NotPrincipal, not both"
+                    ))
+                }
+            };
+            let action = either(s, "Action", i)?;
+            for a in &action.0 {
+                if !(a == "*" || a.to_ascii_lowercase().starts_with("s3:")) {
+                    return Err(format!(
+                        "statement {i}: action \"{a}\" is not an s3: action"
+                    ));
+                }
+            }
+            let resource = either(s, "Resource", i)?;
+            for r in &resource.0 {
+                if !(r == "*" || r.starts_with("arn:aws:s3:::")) {
+                    return Err(format!(
+                        "statement {i}: resource \"{r}\" is not an arn:aws:s3::: ARN"
+                    ));
+                }
+                if r.contains("${") {
+                    return Err(format!(
+                        "statement {i}: resource \"{r}\": policy variables are not evaluated here; name the resources"
+                    ));
+                }
+            }
+            let mut conditions = vec![];
+            match s.get("Condition") {
+                None => {}
+                Some(Json::Object(ops)) => {
+                    for (op, keys) in ops {
+                        let base = op.strip_suffix("IfExists").unwrap_or(op);
+                        if !CONDITION_OPERATORS.contains(&base) {
+                            return Err(format!(
+                                "statement {i}: condition operator {op} is not evaluated here (known: {})",
+                                CONDITION_OPERATORS.join(", ")
+                            ));
+                        }
+                        let Json::Object(keys) = keys else {
+                            return Err(format!(
+                                "statement {i}: {op} maps condition keys to values"
+                            ));
+                        };
+                        for (key, vals) in keys {
+                            if !CONDITION_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+                                return Err(format!(
+                                    "statement {i}: condition key {key} is not evaluated here (known: {})",
+                                    CONDITION_KEYS.join(", ")
+                                ));
+                            }
+                            let vals = strings(vals)
+                                .map_err(|e| format!("statement {i}: {op} {key}: {e}"))?;
+                            for v in &vals {
+                                check_value(base, v)
+                                    .map_err(|e| format!("statement {i}: {op} {key}: {e}"))?;
+                            }
+                            conditions.push((op.clone(), key.clone(), vals));
+                        }
+                    }
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "statement {i}: Condition maps operators to {{key: values}}"
+                    ))
+                }
+            }
+            out.push(Statement {
+                allow,
+                principal,
+                action,
+                resource,
+                conditions,
+            });
+        }
+        Ok(Policy { statements: out })
+    }
+
+    fn decide(&self, cx: &RequestCx, action: &str, resource: &str) -> Decision {
+        let mut d = Decision::NotApplicable;
+        for s in &self.statements {
+            if !s.applies(cx, action, resource) {
+                continue;
+            }
+            if !s.allow {
+                return Decision::Deny;
+            }
+            d = Decision::Allow;
+        }
+        d
+    }
+}
+
+impl Statement {
+    fn applies(&self, cx: &RequestCx, action: &str, resource: &str) -> bool {
+        let (names, not) = &self.principal;
+        let who = names.iter().any(|n| principal_is(n, cx.user.as_deref()));
+        if who == *not {
+            return false;
+        }
+        let (acts, not) = &self.action;
+        if acts.iter().any(|a| glob(a, action, true)) == *not {
+            return false;
+        }
+        let (res, not) = &self.resource;
+        if res.iter().any(|r| glob(r, resource, false)) == *not {
+            return false;
+        }
+        self.conditions
+            .iter()
+            .all(|(op, key, vals)| condition(op, cx.key(key), vals))
+    }
+}
+
+fn principal_is(n: &str, user: Option<&str>) -> bool {
+    if n == "*" {
+        return true;
+    }
+    let Some(u) = user else { return false };
+    let name = match n.strip_prefix("arn:aws:iam:") {
+        Some(rest) => match rest.split_once(":user/") {
+            Some((_, name)) => name,
+            None => return false,
+        },
+        None => n,
     };
-    names.iter().any(|n| {
-        n == "*" || user.is_some_and(|u| n == u || n.strip_prefix("arn:aws:iam:::user/") == Some(u))
-    })
+    name == u
 }
 
-/// `*` and `?` wildcards, case-sensitive (actions are compared case-insensitively).
-fn glob(p: &str, v: &str) -> bool {
-    veeps_resource::wildcard(p, v, p.starts_with("s3:"))
-}
-
-/// Checks a policy document's shape; the error says what is wrong.
-pub fn check_policy(p: &str) -> Result<(), String> {
-    let doc: Json = serde_json::from_str(p).map_err(|e| format!("the policy is not JSON: {e}"))?;
-    let statements = match &doc["Statement"] {
-        Json::Array(a) => a.clone(),
-        o @ Json::Object(_) => vec![o.clone()],
-        _ => return Err("the policy needs a Statement (a list of statements)".into()),
-    };
-    for (i, s) in statements.iter().enumerate() {
-        match s["Effect"].as_str() {
-            Some("Allow") | Some("Deny") => {}
-            _ => return Err(format!("statement {i}: Effect must be Allow or Deny")),
-        }
-        for k in ["Principal", "Action", "Resource"] {
-            if s[k].is_null() {
-                return Err(format!("statement {i}: {k} is missing"));
-            }
-        }
-        for a in strings(&s["Action"]) {
-            if !a.starts_with("s3:") {
-                return Err(format!(
-                    "statement {i}: action \"{a}\" is not an s3: action"
-                ));
-            }
-        }
-        for r in strings(&s["Resource"]) {
-            if !r.starts_with("arn:aws:s3:::") {
-                return Err(format!(
-                    "statement {i}: resource \"{r}\" is not an arn:aws:s3::: ARN"
-                ));
-            }
-        }
+/// Checks a condition's value against what its operator compares.
+fn check_value(op: &str, v: &str) -> Result<(), String> {
+    if op.starts_with("Numeric") && v.parse::<f64>().is_err() {
+        return Err(format!("{v:?} is not a number"));
+    }
+    if op.starts_with("Date") && date(v).is_none() {
+        return Err(format!(
+            "{v:?} is not a date (ISO 8601 like 2026-01-31T00:00:00Z, or epoch seconds)"
+        ));
+    }
+    if (op == "Bool" || op == "Null") && v != "true" && v != "false" {
+        return Err(format!("{v:?} is not true or false"));
+    }
+    if op.ends_with("IpAddress")
+        && v.parse::<ipnet::IpNet>().is_err()
+        && v.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(format!("{v:?} is not an address or a CIDR range"));
     }
     Ok(())
+}
+
+fn date(v: &str) -> Option<i64> {
+    if let Ok(n) = v.parse::<i64>() {
+        return Some(n);
+    }
+    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .or_else(|| {
+            time::Date::parse(v, time::macros::format_description!("[year]-[month]-[day]"))
+                .ok()
+                .map(|d| d.midnight().assume_utc())
+        })?;
+    Some(t.unix_timestamp())
+}
+
+fn in_net(v: &str, ip: std::net::IpAddr) -> bool {
+    match v.parse::<ipnet::IpNet>() {
+        Ok(n) => n.contains(&ip),
+        Err(_) => v.parse::<std::net::IpAddr>().is_ok_and(|a| a == ip),
+    }
+}
+
+/// One condition: `op` over the request's value of its key (`None`: absent) and the
+/// policy's values (any of them matches; a negated operator matches none of them).
+fn condition(op: &str, have: Option<String>, vals: &[String]) -> bool {
+    let (base, if_exists) = match op.strip_suffix("IfExists") {
+        Some(b) => (b, true),
+        None => (op, false),
+    };
+    if base == "Null" {
+        // Null true: the key is absent.
+        return vals.iter().any(|v| (v == "true") == have.is_none());
+    }
+    let negated = matches!(
+        base,
+        "StringNotEquals"
+            | "StringNotEqualsIgnoreCase"
+            | "StringNotLike"
+            | "NumericNotEquals"
+            | "DateNotEquals"
+            | "NotIpAddress"
+    );
+    let Some(have) = have else {
+        // An absent key: IfExists and negated operators hold, the others do not.
+        return if_exists || negated;
+    };
+    let num = |s: &str| s.parse::<f64>().ok();
+    let one = |v: &String| -> bool {
+        match base {
+            "StringEquals" | "StringNotEquals" => have == *v,
+            "StringEqualsIgnoreCase" | "StringNotEqualsIgnoreCase" => have.eq_ignore_ascii_case(v),
+            "StringLike" | "StringNotLike" => glob(v, &have, false),
+            "Bool" => have.eq_ignore_ascii_case(v),
+            "IpAddress" | "NotIpAddress" => have
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| in_net(v, ip)),
+            b if b.starts_with("Numeric") => match (num(&have), num(v)) {
+                (Some(a), Some(b2)) => compare(b.trim_start_matches("Numeric"), a, b2),
+                _ => false,
+            },
+            b if b.starts_with("Date") => match (date(&have), date(v)) {
+                (Some(a), Some(b2)) => compare(b.trim_start_matches("Date"), a as f64, b2 as f64),
+                _ => false,
+            },
+            _ => false,
+        }
+    };
+    if negated {
+        !vals.iter().any(one)
+    } else {
+        vals.iter().any(one)
+    }
+}
+
+fn compare(how: &str, a: f64, b: f64) -> bool {
+    match how {
+        "Equals" => a == b,
+        "NotEquals" => a == b, // negation applied by the caller
+        "LessThan" => a < b,
+        "LessThanEquals" => a <= b,
+        "GreaterThan" => a > b,
+        "GreaterThanEquals" => a >= b,
+        _ => false,
+    }
+}
+
+/// `*` and `?` wildcards; actions compare case-insensitively, resources and values not.
+fn glob(p: &str, v: &str, case_insensitive: bool) -> bool {
+    veeps_resource::wildcard(p, v, case_insensitive)
+}
+
+/// Checks a policy document; the error says what is wrong and what to change.
+pub fn check_policy(p: &str) -> Result<(), String> {
+    Policy::parse(p).map(|_| ())
+}
+
+/// The IAM actions and resource an S3 operation needs, as AWS documents them, for the
+/// bucket and key it names (`version`: whether a version id was given). `None`: an
+/// operation only the root key may call.
+pub fn action_of(op: &str, version: bool) -> Option<&'static str> {
+    let v = |plain, versioned| Some(if version { versioned } else { plain });
+    match op {
+        "GetObject" | "HeadObject" => v("s3:GetObject", "s3:GetObjectVersion"),
+        "PutObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => {
+            Some("s3:PutObject")
+        }
+        // Plus s3:GetObject on the source, checked by the copy's own hook.
+        "CopyObject" => Some("s3:PutObject"),
+        "DeleteObject" => v("s3:DeleteObject", "s3:DeleteObjectVersion"),
+        // Checked key by key by the operation (S3 answers AccessDenied per key).
+        "DeleteObjects" => Some("s3:DeleteObject"),
+        "AbortMultipartUpload" => Some("s3:AbortMultipartUpload"),
+        "ListParts" => Some("s3:ListMultipartUploadParts"),
+        "ListObjects" | "ListObjectsV2" | "HeadBucket" => Some("s3:ListBucket"),
+        "ListObjectVersions" => Some("s3:ListBucketVersions"),
+        "ListMultipartUploads" => Some("s3:ListBucketMultipartUploads"),
+        "GetBucketLocation" => Some("s3:GetBucketLocation"),
+        "CreateBucket" => Some("s3:CreateBucket"),
+        "DeleteBucket" => Some("s3:DeleteBucket"),
+        "GetBucketVersioning" => Some("s3:GetBucketVersioning"),
+        "PutBucketVersioning" => Some("s3:PutBucketVersioning"),
+        "GetBucketLifecycleConfiguration" => Some("s3:GetLifecycleConfiguration"),
+        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => {
+            Some("s3:PutLifecycleConfiguration")
+        }
+        "GetBucketWebsite" => Some("s3:GetBucketWebsite"),
+        "PutBucketWebsite" => Some("s3:PutBucketWebsite"),
+        "DeleteBucketWebsite" => Some("s3:DeleteBucketWebsite"),
+        "GetBucketEncryption" => Some("s3:GetEncryptionConfiguration"),
+        _ => None,
+    }
+}
+
+/// Whether an operation acts on an object (its resource is `bucket/key`).
+fn on_object(op: &str) -> bool {
+    matches!(
+        op,
+        "GetObject"
+            | "HeadObject"
+            | "PutObject"
+            | "CreateMultipartUpload"
+            | "UploadPart"
+            | "CompleteMultipartUpload"
+            | "CopyObject"
+            | "DeleteObject"
+            | "AbortMultipartUpload"
+            | "ListParts"
+    )
 }
 
 /// The s3s hooks: secrets for SigV4, and the policy check of every request.
@@ -231,11 +691,48 @@ impl s3s::auth::S3Auth for Gate {
     }
 }
 
-#[async_trait::async_trait]
-impl s3s::access::S3Access for Gate {
-    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
-        let user = match cx.credentials() {
-            Some(c) if c.access_key == self.root_id => return Ok(()),
+/// Who is calling, put in a request's extensions by [`Gate`]'s check for the operations
+/// that check more than one resource (a copy's source, each key of a DeleteObjects).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<RequestCx>);
+
+impl Caller {
+    /// Whether the caller may do `action` on `resource` of `bucket` (the root key: always).
+    pub fn may(&self, access: &Access, action: &str, bucket: &str, resource: &str) -> bool {
+        match &self.0 {
+            None => true,
+            Some(cx) => !is_reserved(bucket) && access.allowed(cx, action, bucket, resource),
+        }
+    }
+}
+
+/// The client's address, put in a request's extensions by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// Buckets veeps keeps for itself (database backups): out of reach of users and policies.
+pub const RESERVED_BUCKETS: &[&str] = &["veeps-db-backups"];
+
+/// Whether a bucket is one of [`RESERVED_BUCKETS`].
+pub fn is_reserved(bucket: &str) -> bool {
+    RESERVED_BUCKETS.contains(&bucket)
+}
+
+fn denied(why: &str) -> s3s::S3Error {
+    s3s::s3_error!(AccessDenied, "{why}")
+}
+
+impl Gate {
+    /// The policy context of a request; `None` for the root key.
+    fn caller(
+        &self,
+        creds: Option<&s3s::auth::Credentials>,
+        headers: &hyper::HeaderMap,
+        uri: &hyper::Uri,
+        peer: Option<Peer>,
+    ) -> Caller {
+        let user = match creds {
+            Some(c) if c.access_key == self.root_id => return Caller(None),
             Some(c) => Some(
                 self.access
                     .key(&c.access_key)
@@ -244,34 +741,120 @@ impl s3s::access::S3Access for Gate {
             ),
             None => None,
         };
+        let h = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let query: Vec<(String, String)> = uri
+            .query()
+            .map(|q| {
+                q.split('&')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                        let dec = |x: &str| {
+                            percent_encoding::percent_decode_str(&x.replace('+', " "))
+                                .decode_utf8_lossy()
+                                .to_string()
+                        };
+                        (dec(k), dec(v))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let auth_type = if creds.is_none() {
+            None
+        } else if headers.contains_key("authorization") {
+            Some("REST-HEADER".into())
+        } else {
+            Some("REST-QUERY-STRING".into())
+        };
+        Caller(Some(RequestCx {
+            user,
+            source_ip: peer.map(|p| p.0.ip()),
+            secure: false,
+            user_agent: h("user-agent"),
+            referer: h("referer"),
+            query,
+            auth_type,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for Gate {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let peer = cx.extensions_mut().get::<Peer>().copied();
+        let caller = self.caller(cx.credentials(), cx.headers(), cx.uri(), peer);
+        cx.extensions_mut().insert(caller.clone());
+        let Some(rcx) = &caller.0 else {
+            return Ok(());
+        };
+        let op = cx.s3_op().name();
+        let version = rcx.query.iter().any(|(k, _)| k == "versionId");
+        let Some(action) = action_of(op, version) else {
+            return Err(denied(&format!("only the root key may call {op}")));
+        };
         let (bucket, resource) = match cx.s3_path() {
             s3s::path::S3Path::Root => {
-                return Err(s3s::s3_error!(
-                    AccessDenied,
-                    "only the root key lists buckets"
-                ));
+                return Err(denied("only the root key lists buckets"));
             }
             s3s::path::S3Path::Bucket { bucket } => {
                 (bucket.to_string(), format!("arn:aws:s3:::{bucket}"))
             }
-            s3s::path::S3Path::Object { bucket, key } => {
+            s3s::path::S3Path::Object { bucket, key } if on_object(op) => {
                 (bucket.to_string(), format!("arn:aws:s3:::{bucket}/{key}"))
             }
+            s3s::path::S3Path::Object { bucket, .. } => {
+                (bucket.to_string(), format!("arn:aws:s3:::{bucket}"))
+            }
         };
-        let action = format!("s3:{}", cx.s3_op().name());
-        let access = self.access.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            access.allowed(user.as_deref(), &action, &bucket, &resource)
-        })
-        .await
-        .unwrap_or(false);
-        if ok {
+        if op == "DeleteObjects" {
+            // Each key is authorised by the operation; the bucket must exist for that.
+            return if is_reserved(&bucket) {
+                Err(denied("this bucket is veeps' own"))
+            } else {
+                Ok(())
+            };
+        }
+        if caller.may(&self.access, action, &bucket, &resource) {
             Ok(())
         } else {
-            Err(s3s::s3_error!(
-                AccessDenied,
-                "access denied by the bucket's policy"
-            ))
+            Err(denied(&format!(
+                "{action} on {resource} is not allowed by the bucket's policy"
+            )))
+        }
+    }
+
+    async fn copy_object(
+        &self,
+        req: &mut s3s::S3Request<s3s::dto::CopyObjectInput>,
+    ) -> s3s::S3Result<()> {
+        let Some(caller) = req.extensions.get::<Caller>().cloned() else {
+            return Err(denied("the request was not authorised"));
+        };
+        let s3s::dto::CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = &req.input.copy_source
+        else {
+            return Ok(());
+        };
+        let action = if version_id.is_some() {
+            "s3:GetObjectVersion"
+        } else {
+            "s3:GetObject"
+        };
+        let resource = format!("arn:aws:s3:::{bucket}/{key}");
+        if caller.may(&self.access, action, bucket, &resource) {
+            Ok(())
+        } else {
+            Err(denied(&format!(
+                "{action} on the copy's source {resource} is not allowed"
+            )))
         }
     }
 }
@@ -280,12 +863,23 @@ impl s3s::access::S3Access for Gate {
 mod tests {
     use super::*;
 
-    #[test]
-    fn policies_allow_deny_and_match_principals() {
+    fn user(u: &str) -> RequestCx {
+        RequestCx {
+            user: Some(u.into()),
+            ..Default::default()
+        }
+    }
+
+    fn access() -> (tempfile::TempDir, Access) {
         let d = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
         let kms = Arc::new(Kms::open(d.path(), store.clone()).unwrap());
-        let a = Access::new(store, kms);
+        (d, Access::new(store, kms))
+    }
+
+    #[test]
+    fn policies_allow_deny_and_match_principals() {
+        let (_d, a) = access();
         let (k, secret) = a.create_key("alice").unwrap();
         assert_eq!(a.secret(&a.key(&k.id).unwrap()).unwrap(), secret);
         let p = r#"{"Version":"2012-10-17","Statement":[
@@ -293,17 +887,33 @@ mod tests {
             {"Effect":"Allow","Principal":{"AWS":["arn:aws:iam:::user/alice"]},"Action":["s3:*"],"Resource":["arn:aws:s3:::site","arn:aws:s3:::site/*"]},
             {"Effect":"Deny","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::site/private/*"}]}"#;
         a.set_policy("site", Some(p)).unwrap();
-        assert!(a.allowed(None, "s3:GetObject", "site", "arn:aws:s3:::site/index.html"));
-        assert!(!a.allowed(None, "s3:PutObject", "site", "arn:aws:s3:::site/index.html"));
-        assert!(a.allowed(Some("alice"), "s3:PutObject", "site", "arn:aws:s3:::site/x"));
-        assert!(!a.allowed(Some("bob"), "s3:PutObject", "site", "arn:aws:s3:::site/x"));
+        let anon = RequestCx::anonymous();
+        assert!(a.allowed(
+            &anon,
+            "s3:GetObject",
+            "site",
+            "arn:aws:s3:::site/index.html"
+        ));
         assert!(!a.allowed(
-            Some("alice"),
+            &anon,
+            "s3:PutObject",
+            "site",
+            "arn:aws:s3:::site/index.html"
+        ));
+        assert!(a.allowed(
+            &user("alice"),
+            "s3:PutObject",
+            "site",
+            "arn:aws:s3:::site/x"
+        ));
+        assert!(!a.allowed(&user("bob"), "s3:PutObject", "site", "arn:aws:s3:::site/x"));
+        assert!(!a.allowed(
+            &user("alice"),
             "s3:GetObject",
             "site",
             "arn:aws:s3:::site/private/a"
         ));
-        assert!(!a.allowed(None, "s3:GetObject", "other", "arn:aws:s3:::other/a"));
+        assert!(!a.allowed(&anon, "s3:GetObject", "other", "arn:aws:s3:::other/a"));
         for bad in [
             "nope",
             r#"{"Statement":[{"Effect":"Maybe"}]}"#,
@@ -311,5 +921,141 @@ mod tests {
         ] {
             assert!(check_policy(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Conditions, NotAction, NotResource and NotPrincipal are evaluated, never ignored;
+    /// what veeps cannot evaluate is refused with the reason.
+    #[test]
+    fn conditions_and_negations_are_evaluated_or_refused() {
+        let (_d, a) = access();
+        let p = r#"{"Statement":[
+            {"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*",
+             "Condition":{"IpAddress":{"aws:SourceIp":["10.1.0.0/16","192.0.2.7"]}}},
+            {"Effect":"Deny","Principal":"*","NotAction":["s3:GetObject","s3:ListBucket"],"Resource":"arn:aws:s3:::b/*",
+             "Condition":{"Bool":{"aws:SecureTransport":"false"},"StringNotEquals":{"aws:username":"ops"}}},
+            {"Effect":"Allow","Principal":"*","Action":"s3:ListBucket","Resource":"arn:aws:s3:::b",
+             "Condition":{"StringLike":{"s3:prefix":["public/*"]}}},
+            {"Effect":"Allow","NotPrincipal":{"AWS":"mallory"},"Action":"s3:PutObject","NotResource":"arn:aws:s3:::b/locked/*",
+             "Condition":{"DateLessThan":{"aws:CurrentTime":"2999-01-01T00:00:00Z"}}}]}"#;
+        a.set_policy("b", Some(p)).unwrap();
+        let from = |ip: &str| RequestCx {
+            source_ip: Some(ip.parse().unwrap()),
+            ..Default::default()
+        };
+        let obj = "arn:aws:s3:::b/x";
+        assert!(a.allowed(&from("10.1.2.3"), "s3:GetObject", "b", obj));
+        assert!(a.allowed(&from("192.0.2.7"), "s3:GetObject", "b", obj));
+        assert!(!a.allowed(&from("10.2.0.1"), "s3:GetObject", "b", obj));
+        assert!(!a.allowed(&RequestCx::anonymous(), "s3:GetObject", "b", obj));
+        // The Deny of everything but reads over plain HTTP, except for ops.
+        assert!(!a.allowed(&user("alice"), "s3:PutObject", "b", obj));
+        assert!(a.allowed(&user("ops"), "s3:PutObject", "b", obj));
+        assert!(!a.allowed(&user("ops"), "s3:PutObject", "b", "arn:aws:s3:::b/locked/k"));
+        assert!(!a.allowed(&user("mallory"), "s3:PutObject", "b", obj));
+        let list = |prefix: &str| RequestCx {
+            query: vec![("prefix".into(), prefix.into())],
+            ..Default::default()
+        };
+        assert!(a.allowed(&list("public/a"), "s3:ListBucket", "b", "arn:aws:s3:::b"));
+        assert!(!a.allowed(&list("secret/"), "s3:ListBucket", "b", "arn:aws:s3:::b"));
+        assert!(!a.allowed(
+            &RequestCx::anonymous(),
+            "s3:ListBucket",
+            "b",
+            "arn:aws:s3:::b"
+        ));
+        for (bad, says) in [
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-1"}}}]}"#,
+                "aws:PrincipalOrgID",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*","Condition":{"ArnLike":{"aws:SourceIp":"x"}}}]}"#,
+                "ArnLike",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*","Condition":{"IpAddress":{"aws:SourceIp":"ten"}}}]}"#,
+                "CIDR",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*","Extra":1}]}"#,
+                "Extra",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","NotAction":"s3:PutObject","Resource":"arn:aws:s3:::b/*"}]}"#,
+                "not both",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/${aws:username}/*"}]}"#,
+                "variables",
+            ),
+        ] {
+            let e = check_policy(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    /// Every operation veeps serves maps to the IAM action AWS documents for it.
+    #[test]
+    fn every_operation_maps_to_its_iam_action() {
+        let table = [
+            ("GetObject", false, "s3:GetObject"),
+            ("GetObject", true, "s3:GetObjectVersion"),
+            ("HeadObject", false, "s3:GetObject"),
+            ("HeadObject", true, "s3:GetObjectVersion"),
+            ("PutObject", false, "s3:PutObject"),
+            ("CopyObject", false, "s3:PutObject"),
+            ("CreateMultipartUpload", false, "s3:PutObject"),
+            ("UploadPart", false, "s3:PutObject"),
+            ("CompleteMultipartUpload", false, "s3:PutObject"),
+            ("AbortMultipartUpload", false, "s3:AbortMultipartUpload"),
+            ("ListParts", false, "s3:ListMultipartUploadParts"),
+            ("DeleteObject", false, "s3:DeleteObject"),
+            ("DeleteObject", true, "s3:DeleteObjectVersion"),
+            ("DeleteObjects", false, "s3:DeleteObject"),
+            ("ListObjects", false, "s3:ListBucket"),
+            ("ListObjectsV2", false, "s3:ListBucket"),
+            ("HeadBucket", false, "s3:ListBucket"),
+            ("ListObjectVersions", false, "s3:ListBucketVersions"),
+            (
+                "ListMultipartUploads",
+                false,
+                "s3:ListBucketMultipartUploads",
+            ),
+            ("GetBucketLocation", false, "s3:GetBucketLocation"),
+            ("CreateBucket", false, "s3:CreateBucket"),
+            ("DeleteBucket", false, "s3:DeleteBucket"),
+            ("GetBucketVersioning", false, "s3:GetBucketVersioning"),
+            ("PutBucketVersioning", false, "s3:PutBucketVersioning"),
+            (
+                "GetBucketLifecycleConfiguration",
+                false,
+                "s3:GetLifecycleConfiguration",
+            ),
+            (
+                "PutBucketLifecycleConfiguration",
+                false,
+                "s3:PutLifecycleConfiguration",
+            ),
+            (
+                "DeleteBucketLifecycle",
+                false,
+                "s3:PutLifecycleConfiguration",
+            ),
+            ("GetBucketWebsite", false, "s3:GetBucketWebsite"),
+            ("PutBucketWebsite", false, "s3:PutBucketWebsite"),
+            ("DeleteBucketWebsite", false, "s3:DeleteBucketWebsite"),
+            (
+                "GetBucketEncryption",
+                false,
+                "s3:GetEncryptionConfiguration",
+            ),
+        ];
+        for (op, v, want) in table {
+            assert_eq!(action_of(op, v), Some(want), "{op}");
+        }
+        // Whatever is not in the table is the root key's alone.
+        assert_eq!(action_of("PutBucketPolicy", false), None);
+        assert_eq!(action_of("ListBuckets", false), None);
     }
 }

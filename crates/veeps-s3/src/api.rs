@@ -17,12 +17,86 @@ pub const API_ENV: &str = "s3";
 #[derive(Clone)]
 pub struct Api {
     store: Arc<ObjectStore>,
+    access: Option<Arc<crate::access::Access>>,
 }
 
 impl Api {
     /// The API over a store.
     pub fn new(store: Arc<ObjectStore>) -> Api {
-        Api { store }
+        Api {
+            store,
+            access: None,
+        }
+    }
+
+    /// With the policies that authorise what one request does to several resources
+    /// (each key of a DeleteObjects).
+    pub fn with_access(mut self, access: Arc<crate::access::Access>) -> Api {
+        self.access = Some(access);
+        self
+    }
+
+    /// Whether the request's caller may do `action` on `key` of `bucket`.
+    fn may<T>(&self, req: &S3Request<T>, action: &str, bucket: &str, key: &str) -> bool {
+        match (req.extensions.get::<crate::access::Caller>(), &self.access) {
+            (Some(c), Some(a)) => c.may(a, action, bucket, &format!("arn:aws:s3:::{bucket}/{key}")),
+            // No gate in front (tests of the API alone): everything is allowed.
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Refuses what veeps does not implement, rather than ignoring it.
+fn unsupported(what: &str) -> s3s::S3Error {
+    s3_error!(NotImplemented, "{what} is not supported by veeps")
+}
+
+/// SSE-C headers on a read: no object here was written with a customer key.
+fn no_customer_key(algorithm: &Option<String>) -> S3Result<()> {
+    match algorithm {
+        Some(_) => Err(s3_error!(
+            InvalidRequest,
+            "the encryption parameters are not applicable to this object (it was not written with a customer-provided key)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A `Content-MD5` header (base64 of the 16-byte digest) as hex.
+fn content_md5(v: &Option<String>) -> S3Result<Option<String>> {
+    let Some(m) = v else { return Ok(None) };
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, m)
+        .ok()
+        .filter(|d| d.len() == 16)
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidDigest,
+                "Content-MD5 is not the base64 of an MD5 digest"
+            )
+        })?;
+    Ok(Some(hex::encode(raw)))
+}
+
+/// The write condition of `If-None-Match` / `If-Match` on a write or delete.
+fn write_if(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<crate::store::WriteIf> {
+    use crate::store::WriteIf;
+    match (if_match, if_none_match) {
+        (None, None) => Ok(WriteIf::Always),
+        (None, Some(ETagCondition::Any)) => Ok(WriteIf::Absent),
+        (None, Some(ETagCondition::ETag(_))) => Err(s3_error!(
+            NotImplemented,
+            "on a write, If-None-Match takes only *"
+        )),
+        (Some(ETagCondition::Any), None) => Ok(WriteIf::Matches("*".into())),
+        (Some(ETagCondition::ETag(e)), None) => Ok(WriteIf::Matches(etag_value(e))),
+        (Some(_), Some(_)) => Err(s3_error!(
+            InvalidRequest,
+            "give If-Match or If-None-Match, not both"
+        )),
     }
 }
 
@@ -44,6 +118,9 @@ fn err(e: StoreError) -> s3s::S3Error {
         StoreError::EntityTooLarge => s3_error!(EntityTooLarge, "{msg}"),
         StoreError::DeleteMarker(_) => s3_error!(MethodNotAllowed, "{msg}"),
         StoreError::NoSuchVersion(_) => s3_error!(NoSuchVersion, "{msg}"),
+        StoreError::BadDigest | StoreError::ChecksumMismatch(_) => s3_error!(BadDigest, "{msg}"),
+        StoreError::PreconditionFailed(_) => s3_error!(PreconditionFailed, "{msg}"),
+        StoreError::IncompleteBody => s3_error!(IncompleteBody, "{msg}"),
         StoreError::Internal(_) => {
             tracing::error!(error = %msg, "object store failure");
             s3_error!(InternalError, "{msg}")
@@ -77,19 +154,33 @@ enum Body {
     Stream(Box<crate::store::BlobReader>),
 }
 
-/// A blocking reader over chunks sent from the async side.
+/// What the async side sends the blocking writer.
+enum Piece {
+    Data(Bytes),
+    /// The body ended where it should: only then is the end of the channel an end of body.
+    End,
+}
+
+/// A blocking reader over chunks sent from the async side. A channel closed without
+/// [`Piece::End`] (the client went away, the request was dropped) is an error, never a
+/// short body.
 struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Piece>>,
     cur: Bytes,
+    ended: bool,
 }
 
 impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
+                Some(Ok(Piece::Data(b))) => self.cur = b,
+                Some(Ok(Piece::End)) => self.ended = true,
                 Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+                None => return Err(std::io::Error::other(StoreError::IncompleteBody)),
             }
         }
         let n = buf.len().min(self.cur.len());
@@ -99,26 +190,127 @@ impl std::io::Read for ChannelReader {
     }
 }
 
+/// The `x-amz-checksum-*` algorithms S3 accepts.
+const CHECKSUMS: &[&str] = &["crc32", "crc32c", "crc64nvme", "sha1", "sha256"];
+
+/// Verifies a body's `x-amz-checksum-*` values, from its headers or its trailer, as it is
+/// read: a mismatch fails the read at the end, so nothing is committed.
+struct Verify<R> {
+    inner: R,
+    hasher: s3s::checksum::ChecksumHasher,
+    headers: hyper::HeaderMap,
+    trailers: Option<s3s::TrailingHeaders>,
+}
+
+/// The hashers for the checksums a request names (none: bytes pass through unchecked).
+fn hasher_for(headers: &hyper::HeaderMap) -> S3Result<s3s::checksum::ChecksumHasher> {
+    use s3s::crypto::Checksum as _;
+    let trailer = headers
+        .get("x-amz-trailer")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let named = |alg: &str| {
+        let h = format!("x-amz-checksum-{alg}");
+        headers.contains_key(h.as_str()) || trailer.split(',').any(|t| t.trim() == h)
+    };
+    for (name, _) in headers.iter() {
+        if let Some(alg) = name.as_str().strip_prefix("x-amz-checksum-") {
+            if alg != "type" && alg != "algorithm" && !CHECKSUMS.contains(&alg) {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "unknown checksum algorithm {alg}"
+                ));
+            }
+        }
+    }
+    Ok(s3s::checksum::ChecksumHasher {
+        crc32: named("crc32").then(s3s::crypto::Crc32::new),
+        crc32c: named("crc32c").then(s3s::crypto::Crc32c::new),
+        crc64nvme: named("crc64nvme").then(s3s::crypto::Crc64Nvme::new),
+        sha1: named("sha1").then(s3s::crypto::Sha1::new),
+        sha256: named("sha256").then(s3s::crypto::Sha256::new),
+    })
+}
+
+impl<R> Verify<R> {
+    /// Compares what was computed with what the client sent.
+    fn finish(&mut self) -> Result<(), StoreError> {
+        let got = std::mem::take(&mut self.hasher).finalize();
+        let trailer: hyper::HeaderMap = self
+            .trailers
+            .as_ref()
+            .and_then(|t| t.read(|h| h.clone()))
+            .unwrap_or_default();
+        for (alg, value) in [
+            ("crc32", &got.checksum_crc32),
+            ("crc32c", &got.checksum_crc32c),
+            ("crc64nvme", &got.checksum_crc64nvme),
+            ("sha1", &got.checksum_sha1),
+            ("sha256", &got.checksum_sha256),
+        ] {
+            let Some(value) = value else { continue };
+            let h = format!("x-amz-checksum-{alg}");
+            let want = self
+                .headers
+                .get(h.as_str())
+                .or_else(|| trailer.get(h.as_str()))
+                .and_then(|v| v.to_str().ok());
+            match want {
+                Some(w) if w.trim() == value => {}
+                Some(_) => return Err(StoreError::ChecksumMismatch(alg.to_ascii_uppercase())),
+                None => {
+                    return Err(StoreError::ChecksumMismatch(format!(
+                        "{} (named by x-amz-trailer but not sent)",
+                        alg.to_ascii_uppercase()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Verify<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.finish().map_err(std::io::Error::other)?;
+        } else {
+            self.hasher.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
 /// Streams `body` into `write` (run on a blocking thread with a reader of the body).
 async fn stream_into<T: Send + 'static>(
     body: Option<StreamingBlob>,
     write: impl FnOnce(ChannelReader) -> Result<T, StoreError> + Send + 'static,
 ) -> S3Result<T> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Piece>>(8);
     let writer = tokio::task::spawn_blocking(move || {
         write(ChannelReader {
             rx,
             cur: Bytes::new(),
+            ended: false,
         })
     });
+    let mut whole = true;
     if let Some(mut body) = body {
         while let Some(chunk) = body.next().await {
-            let item = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+            let item = chunk
+                .map(Piece::Data)
+                .map_err(|e| std::io::Error::other(e.to_string()));
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
+                whole = false;
                 break;
             }
         }
+    }
+    if whole {
+        let _ = tx.send(Ok(Piece::End)).await;
     }
     drop(tx);
     writer
@@ -266,6 +458,16 @@ impl S3 for Api {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        if crate::access::is_reserved(&req.input.bucket) {
+            return Err(s3_error!(
+                AccessDenied,
+                "the bucket name {} is reserved for veeps' own use",
+                req.input.bucket
+            ));
+        }
+        if req.input.object_lock_enabled_for_bucket == Some(true) {
+            return Err(unsupported("object lock"));
+        }
         let store = self.store.clone();
         let name = req.input.bucket.clone();
         blocking(move || store.create_bucket(&name, API_ENV)).await?;
@@ -296,35 +498,71 @@ impl S3 for Api {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let input = req.input;
-        let store = self.store.clone();
-        let (bucket, key) = (input.bucket.clone(), input.key.clone());
-        let opts = put_options(&input.content_type, &input.cache_control, &input.metadata);
+        let S3Request {
+            input,
+            headers,
+            trailing_headers,
+            ..
+        } = req;
+        if input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some() {
+            return Err(unsupported(
+                "server-side encryption with customer keys (SSE-C)",
+            ));
+        }
+        if let Some(sse) = &input.server_side_encryption {
+            if sse.as_str() != ServerSideEncryption::AES256 {
+                return Err(unsupported(&format!(
+                    "server-side encryption {} (every object is encrypted with AES256 under its environment's key)",
+                    sse.as_str()
+                )));
+            }
+        }
+        if input.ssekms_key_id.is_some() || input.ssekms_encryption_context.is_some() {
+            return Err(unsupported("SSE-KMS keys"));
+        }
+        if input.object_lock_mode.is_some()
+            || input.object_lock_retain_until_date.is_some()
+            || input.object_lock_legal_hold_status.is_some()
+        {
+            return Err(unsupported("object lock"));
+        }
+        if input.write_offset_bytes.is_some() {
+            return Err(unsupported("appends (x-amz-write-offset-bytes)"));
+        }
+        if input.tagging.is_some() {
+            return Err(unsupported("object tags"));
+        }
+        if let Some(acl) = &input.acl {
+            if !matches!(acl.as_str(), "private" | "bucket-owner-full-control") {
+                return Err(unsupported(&format!(
+                    "the canned ACL {} (grant access with a bucket policy)",
+                    acl.as_str()
+                )));
+            }
+        }
         if input.content_length.is_some_and(|n| n as u64 > MAX_PUT) {
             return Err(err(StoreError::EntityTooLarge));
         }
+        let md5 = content_md5(&input.content_md5)?;
+        let checks = crate::store::PutChecks {
+            md5,
+            write_if: write_if(input.if_match.as_ref(), input.if_none_match.as_ref())?,
+        };
+        let store = self.store.clone();
+        let (bucket, key) = (input.bucket.clone(), input.key.clone());
+        let opts = put_options(&input.content_type, &input.cache_control, &input.metadata);
+        let hasher = hasher_for(&headers)?;
         let body = input.body;
-        let meta = stream_into(body, move |r| store.put(&bucket, &key, r, opts)).await?;
-        if let Some(md5) = &input.content_md5 {
-            // Content-MD5 is base64 of the digest; a mismatch means the body was damaged.
-            let want = hex::encode(
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, md5)
-                    .unwrap_or_default(),
-            );
-            if want != meta.etag {
-                let store = self.store.clone();
-                let (b, k, v) = (
-                    input.bucket.clone(),
-                    input.key.clone(),
-                    meta.version_label(),
-                );
-                let _ = blocking(move || store.delete_version(&b, &k, &v)).await;
-                return Err(s3_error!(
-                    BadDigest,
-                    "the Content-MD5 you specified did not match what we received"
-                ));
-            }
-        }
+        let meta = stream_into(body, move |r| {
+            let r = Verify {
+                inner: r,
+                hasher,
+                headers,
+                trailers: trailing_headers,
+            };
+            store.put_if(&bucket, &key, r, opts, &checks)
+        })
+        .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&meta)),
             size: Some(meta.size as i64),
@@ -339,6 +577,7 @@ impl S3 for Api {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
+        no_customer_key(&input.sse_customer_algorithm)?;
         let store = self.store.clone();
         let i = input.clone();
         // Look up, check, open, and read a small body whole, here: these are page-cache
@@ -407,6 +646,7 @@ impl S3 for Api {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        no_customer_key(&req.input.sse_customer_algorithm)?;
         let store = self.store.clone();
         let (b, k, v) = (
             req.input.bucket.clone(),
@@ -444,9 +684,18 @@ impl S3 for Api {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let store = self.store.clone();
         let i = req.input;
+        if i.if_match_last_modified_time.is_some() || i.if_match_size.is_some() {
+            return Err(unsupported(
+                "x-amz-if-match-last-modified-time and x-amz-if-match-size",
+            ));
+        }
+        let cond = write_if(i.if_match.as_ref(), None)?;
+        if i.version_id.is_some() && cond != crate::store::WriteIf::Always {
+            return Err(unsupported("If-Match on a delete of a given version"));
+        }
         let d = blocking(move || match &i.version_id {
             Some(v) => store.delete_version(&i.bucket, &i.key, v),
-            None => store.delete(&i.bucket, &i.key),
+            None => store.delete_if(&i.bucket, &i.key, &cond),
         })
         .await?;
         Ok(S3Response::new(DeleteObjectOutput {
@@ -487,7 +736,34 @@ impl S3 for Api {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        // S3's conditional copy: If-Match / If-None-Match on the destination.
+        let cond = |name: &str| {
+            req.headers
+                .get(name)
+                .map(|v| ETagCondition::parse_http_header(v.as_bytes()))
+                .transpose()
+                .map_err(|_| s3_error!(InvalidArgument, "{name} is not an ETag or *"))
+        };
+        let dest_if = write_if(cond("if-match")?.as_ref(), cond("if-none-match")?.as_ref())?;
         let i = req.input;
+        if i.sse_customer_algorithm.is_some() || i.copy_source_sse_customer_algorithm.is_some() {
+            return Err(unsupported(
+                "server-side encryption with customer keys (SSE-C)",
+            ));
+        }
+        if i.server_side_encryption
+            .as_ref()
+            .is_some_and(|s| s.as_str() != ServerSideEncryption::AES256)
+            || i.ssekms_key_id.is_some()
+        {
+            return Err(unsupported("SSE-KMS keys"));
+        }
+        if i.object_lock_mode.is_some() || i.object_lock_legal_hold_status.is_some() {
+            return Err(unsupported("object lock"));
+        }
+        if i.tagging.is_some() {
+            return Err(unsupported("object tags"));
+        }
         let CopySource::Bucket {
             bucket: sb,
             key: sk,
@@ -540,9 +816,13 @@ impl S3 for Api {
         }
         let store = self.store.clone();
         let (db, dk) = (i.bucket.clone(), i.key.clone());
+        let checks = crate::store::PutChecks {
+            md5: None,
+            write_if: dest_if,
+        };
         let meta = blocking(move || {
             let (_, reader) = store.open_version(&sb, &sk, sv.as_deref(), None)?;
-            store.put(&db, &dk, reader, opts)
+            store.put_if(&db, &dk, reader, opts, &checks)
         })
         .await?;
         Ok(S3Response::new(CopyObjectOutput {
@@ -561,35 +841,48 @@ impl S3 for Api {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        let i = req.input;
+        let i = req.input.clone();
         if i.delete.objects.len() > 1000 {
             return Err(s3_error!(MalformedXML, "at most 1,000 keys per request"));
         }
         let quiet = i.delete.quiet.unwrap_or(false);
         let store = self.store.clone();
         let b = i.bucket.clone();
-        let keys: Vec<(String, Option<String>)> = i
+        // Each key is authorised on its own, as S3 does: a denied key is an AccessDenied
+        // entry in the answer, and the others are deleted.
+        let keys: Vec<(String, Option<String>, bool)> = i
             .delete
             .objects
             .iter()
-            .map(|o| (o.key.clone(), o.version_id.clone()))
+            .map(|o| {
+                let action = if o.version_id.is_some() {
+                    "s3:DeleteObjectVersion"
+                } else {
+                    "s3:DeleteObject"
+                };
+                let ok = self.may(&req, action, &i.bucket, &o.key);
+                (o.key.clone(), o.version_id.clone(), ok)
+            })
             .collect();
         let results = blocking(move || {
             store.bucket(&b)?;
             Ok(keys
                 .into_iter()
-                .map(|(k, v)| {
+                .map(|(k, v, ok)| {
+                    if !ok {
+                        return (Err(("AccessDenied", "Access Denied".to_string())), k, v);
+                    }
                     let r = match &v {
                         Some(v) => store.delete_version(&b, &k, v),
                         None => store.delete(&b, &k),
                     };
-                    (r.map_err(|e| e.to_string()), k)
+                    (r.map_err(|e| ("InternalError", e.to_string())), k, v)
                 })
                 .collect::<Vec<_>>())
         })
         .await?;
         let (mut deleted, mut errors) = (vec![], vec![]);
-        for (r, k) in results {
+        for (r, k, v) in results {
             match r {
                 Ok(d) if !quiet => deleted.push(DeletedObject {
                     key: Some(k),
@@ -598,11 +891,11 @@ impl S3 for Api {
                     ..Default::default()
                 }),
                 Ok(_) => {}
-                Err(m) => errors.push(Error {
-                    code: Some("InternalError".into()),
+                Err((code, m)) => errors.push(Error {
+                    code: Some(code.into()),
                     key: Some(k),
                     message: Some(m),
-                    version_id: None,
+                    version_id: v,
                 }),
             }
         }
@@ -618,6 +911,24 @@ impl S3 for Api {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
+        if i.sse_customer_algorithm.is_some() {
+            return Err(unsupported(
+                "server-side encryption with customer keys (SSE-C)",
+            ));
+        }
+        if i.server_side_encryption
+            .as_ref()
+            .is_some_and(|s| s.as_str() != ServerSideEncryption::AES256)
+            || i.ssekms_key_id.is_some()
+        {
+            return Err(unsupported("SSE-KMS keys"));
+        }
+        if i.object_lock_mode.is_some() || i.object_lock_legal_hold_status.is_some() {
+            return Err(unsupported("object lock"));
+        }
+        if i.tagging.is_some() {
+            return Err(unsupported("object tags"));
+        }
         let store = self.store.clone();
         let (b, k) = (i.bucket.clone(), i.key.clone());
         let opts = put_options(&i.content_type, &i.cache_control, &i.metadata);
@@ -634,13 +945,39 @@ impl S3 for Api {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let i = req.input;
+        let S3Request {
+            input: i,
+            headers,
+            trailing_headers,
+            ..
+        } = req;
+        if i.sse_customer_algorithm.is_some() {
+            return Err(unsupported(
+                "server-side encryption with customer keys (SSE-C)",
+            ));
+        }
         let store = self.store.clone();
         let (b, id, n) = (i.bucket.clone(), i.upload_id.clone(), i.part_number);
         if !(1..=10_000).contains(&n) {
             return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10,000"));
         }
-        let part = stream_into(i.body, move |r| store.put_part(&b, &id, n as u32, r)).await?;
+        if i.content_length
+            .is_some_and(|n| n as u64 > crate::store::MAX_PART)
+        {
+            return Err(err(StoreError::EntityTooLarge));
+        }
+        let md5 = content_md5(&i.content_md5)?;
+        let hasher = hasher_for(&headers)?;
+        let part = stream_into(i.body, move |r| {
+            let r = Verify {
+                inner: r,
+                hasher,
+                headers,
+                trailers: trailing_headers,
+            };
+            store.put_part_if(&b, &id, n as u32, r, md5.as_deref())
+        })
+        .await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
             ..Default::default()
@@ -652,6 +989,15 @@ impl S3 for Api {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let i = req.input;
+        if i.sse_customer_algorithm.is_some() {
+            return Err(unsupported(
+                "server-side encryption with customer keys (SSE-C)",
+            ));
+        }
+        let checks = crate::store::PutChecks {
+            md5: None,
+            write_if: write_if(i.if_match.as_ref(), i.if_none_match.as_ref())?,
+        };
         let listed: Vec<(u32, String)> = i
             .multipart_upload
             .and_then(|m| m.parts)
@@ -666,7 +1012,7 @@ impl S3 for Api {
             .collect();
         let store = self.store.clone();
         let (b, id) = (i.bucket.clone(), i.upload_id.clone());
-        let meta = blocking(move || store.complete(&b, &id, &listed)).await?;
+        let meta = blocking(move || store.complete(&b, &id, &listed, &checks)).await?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket.clone()),
             key: Some(meta.key.clone()),
@@ -1246,59 +1592,130 @@ fn length(h: &hyper::HeaderMap, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Serves the S3 API on `listener` until the task is dropped, counting every request.
+/// Requests signed with Signature Version 2 get SigV4's time bounds, which s3s does not
+/// apply to them: a signed header request is refused when its date is more than 15
+/// minutes from now (a replayed request from 2001 is not accepted), and a presigned URL
+/// when it lives longer than 7 days. `Some` is the refusal.
+fn check_sig_v2(req: &hyper::Request<hyper::body::Incoming>) -> Option<hyper::Response<s3s::Body>> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let header_v2 = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|a| a.starts_with("AWS "));
+    if header_v2 {
+        let date = req
+            .headers()
+            .get("x-amz-date")
+            .or_else(|| req.headers().get("date"))
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| {
+                time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc2822)
+                    .ok()
+                    .or_else(|| {
+                        // HTTP dates say GMT where RFC 2822 says +0000.
+                        time::OffsetDateTime::parse(
+                            &d.replace("GMT", "+0000"),
+                            &time::format_description::well_known::Rfc2822,
+                        )
+                        .ok()
+                    })
+            });
+        return match date {
+            Some(t) if (t.unix_timestamp() - now).abs() <= 15 * 60 => None,
+            Some(_) => Some(refuse(
+                "RequestTimeTooSkewed",
+                "The difference between the request time and the current time is too large.",
+                hyper::StatusCode::FORBIDDEN,
+            )),
+            None => Some(refuse(
+                "AccessDenied",
+                "AWS authentication requires a valid Date or x-amz-date header",
+                hyper::StatusCode::FORBIDDEN,
+            )),
+        };
+    }
+    let expires = req.uri().query().and_then(|q| {
+        let signed = q.split('&').any(|p| p.starts_with("Signature="));
+        q.split('&')
+            .find_map(|p| p.strip_prefix("Expires="))
+            .filter(|_| signed)
+            .map(|e| e.parse::<i64>().unwrap_or(i64::MAX))
+    });
+    match expires {
+        Some(e) if e - now > 7 * 24 * 3600 => Some(refuse(
+            "AuthorizationQueryParametersError",
+            "a presigned URL may live at most 7 days (604800 seconds)",
+            hyper::StatusCode::BAD_REQUEST,
+        )),
+        _ => None,
+    }
+}
+
+fn refuse(code: &str, msg: &str, status: hyper::StatusCode) -> hyper::Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{msg}</Message></Error>"
+    );
+    let mut r = hyper::Response::new(s3s::Body::from(xml));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    r
+}
+
+/// Serves the S3 API on `listener` within `limits` until the task is dropped, counting
+/// every request.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: Api,
     gate: crate::access::Gate,
     stats: Arc<crate::stats::Stats>,
+    limits: veeps_http::Limits,
 ) {
+    let api = api.with_access(gate.access.clone());
     let mut b = s3s::service::S3ServiceBuilder::new(api);
     b.set_auth(gate.clone());
     b.set_access(gate);
     b.set_host(Hosts);
     let svc = b.build();
-    loop {
-        let Ok((s, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let _ = s.set_nodelay(true);
+    veeps_http::serve(listener, "s3", limits, move |peer| {
         let svc = svc.clone();
         let stats = stats.clone();
-        tokio::spawn(async move {
-            let counted = hyper::service::service_fn(move |req| {
-                let svc = svc.clone();
-                let stats = stats.clone();
-                async move {
-                    let started = std::time::Instant::now();
-                    let bucket = bucket_of(&req);
-                    let bytes_in = match length(req.headers(), "x-amz-decoded-content-length") {
-                        0 => length(req.headers(), "content-length"),
-                        n => n,
-                    };
-                    let r = hyper::service::Service::call(&svc, req).await;
-                    let (status, out) = match &r {
-                        Ok(resp) => (
-                            resp.status().as_u16(),
-                            length(resp.headers(), "content-length"),
-                        ),
-                        Err(_) => (500, 0),
-                    };
-                    stats.record(
-                        &bucket,
-                        status,
-                        bytes_in,
-                        out,
-                        started.elapsed().as_secs_f64(),
-                    );
-                    r
-                }
-            });
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), counted)
-                    .await;
-        });
-    }
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let svc = svc.clone();
+            let stats = stats.clone();
+            async move {
+                let started = std::time::Instant::now();
+                let bucket = bucket_of(&req);
+                let bytes_in = match length(req.headers(), "x-amz-decoded-content-length") {
+                    0 => length(req.headers(), "content-length"),
+                    n => n,
+                };
+                req.extensions_mut().insert(crate::access::Peer(peer));
+                let r = match check_sig_v2(&req) {
+                    Some(refused) => Ok(refused),
+                    None => hyper::service::Service::call(&svc, req).await,
+                };
+                let (status, out) = match &r {
+                    Ok(resp) => (
+                        resp.status().as_u16(),
+                        length(resp.headers(), "content-length"),
+                    ),
+                    Err(_) => (500, 0),
+                };
+                // The bucket lookup deciding the label is a page-cache read, like a GET's.
+                stats.record(
+                    &bucket,
+                    status,
+                    bytes_in,
+                    out,
+                    started.elapsed().as_secs_f64(),
+                );
+                r
+            }
+        })
+    })
+    .await
 }

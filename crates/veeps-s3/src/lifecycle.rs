@@ -150,8 +150,13 @@ impl ObjectStore {
                     .expiration_days
                     .is_some_and(|d| due(cur.last_modified_ms, d))
                 {
-                    self.delete(bucket, &key)?;
-                    rep.expired += 1;
+                    let cond = crate::store::WriteIf::Version(cur.version_id.clone());
+                    match self.delete_if(bucket, &key, &cond) {
+                        Ok(_) => rep.expired += 1,
+                        // Written again since it was read: the new object is not due.
+                        Err(StoreError::PreconditionFailed(_)) => {}
+                        Err(e) => return Err(e),
+                    }
                     continue;
                 }
                 let class = rule

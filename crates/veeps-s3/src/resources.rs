@@ -193,6 +193,12 @@ impl Resource for BucketType {
         if let Some(Err(err)) = get::str(c, "bucket").map(check_bucket_name) {
             e.push(AttrError::on("bucket", err.to_string()));
         }
+        if let Some(n) = get::str(c, "bucket").filter(|n| crate::access::is_reserved(n)) {
+            e.push(AttrError::on(
+                "bucket",
+                format!("the bucket name {n} is reserved for veeps' own use; pick another"),
+            ));
+        }
         if let Some(Err(m)) = get::str(c, "policy").map(crate::access::check_policy) {
             e.push(AttrError::on("policy", m));
         }

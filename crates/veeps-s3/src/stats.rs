@@ -37,7 +37,15 @@ impl Stats {
     }
 
     /// Counts one request (`bucket` empty for service-level calls).
+    /// Only existing buckets get series of their own: requests naming anything else
+    /// (a typo, an attacker's random names) count under the empty bucket label, so callers
+    /// cannot grow the number of series.
     pub fn record(&self, bucket: &str, status: u16, bytes_in: u64, bytes_out: u64, secs: f64) {
+        let bucket = if bucket.is_empty() || self.store.bucket(bucket).is_err() {
+            ""
+        } else {
+            bucket
+        };
         let mut g = self.by_bucket.lock().unwrap_or_else(|p| p.into_inner());
         let c = g.entry(bucket.to_string()).or_default();
         c.requests += 1;
@@ -76,6 +84,8 @@ impl Collector for Stats {
             .collect();
         let env_of = |b: &str| envs.get(b).cloned().unwrap_or_else(|| "s3".into());
         let mut g = self.by_bucket.lock().unwrap_or_else(|p| p.into_inner());
+        // Deleted buckets' series end.
+        g.retain(|b, _| b.is_empty() || envs.contains_key(b));
         for (bucket, c) in g.iter_mut() {
             let env = env_of(bucket);
             let l = [("env", env.as_str()), ("bucket", bucket.as_str())];

@@ -63,7 +63,7 @@ pub enum StoreError {
     #[error("part {0} is smaller than 5 MiB and is not the last part")]
     EntityTooSmall(u32),
     /// `EntityTooLarge`.
-    #[error("a single PUT is at most 5 GiB; use a multipart upload for bigger objects")]
+    #[error("the body is larger than S3 allows (5 GiB for a PUT or a part); use a multipart upload for bigger objects")]
     EntityTooLarge,
     /// `MethodNotAllowed`: the version asked for is a delete marker.
     #[error("the version {0} is a delete marker")]
@@ -71,6 +71,18 @@ pub enum StoreError {
     /// `NoSuchVersion`.
     #[error("the version {0} does not exist")]
     NoSuchVersion(String),
+    /// `BadDigest`: the body does not match the Content-MD5 the client sent.
+    #[error("the Content-MD5 you specified did not match what we received")]
+    BadDigest,
+    /// `BadDigest` for an `x-amz-checksum-*` header (S3 answers this code too).
+    #[error("the {0} checksum you specified did not match what we received")]
+    ChecksumMismatch(String),
+    /// `PreconditionFailed`: a conditional write or delete whose condition does not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// `IncompleteBody`: the client went away before the whole body arrived.
+    #[error("the request body ended before the object was complete")]
+    IncompleteBody,
     /// `InternalError`.
     #[error("object store: {0}")]
     Internal(String),
@@ -109,8 +121,54 @@ pub struct Part {
 pub const MIN_PART: u64 = 5 * 1024 * 1024;
 
 impl From<std::io::Error> for StoreError {
+    /// A body reader may fail with a [`StoreError`] inside an I/O error (a digest that
+    /// does not match, a client gone): that error comes back out as itself.
     fn from(e: std::io::Error) -> Self {
+        if e.get_ref().is_some_and(|i| i.is::<StoreError>()) {
+            if let Some(inner) = e.into_inner() {
+                if let Ok(se) = inner.downcast::<StoreError>() {
+                    return *se;
+                }
+            }
+            return StoreError::Internal("a body reader failed".into());
+        }
         StoreError::Internal(e.to_string())
+    }
+}
+
+/// When a write or delete may happen, checked atomically with it (S3's conditional writes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WriteIf {
+    /// Always.
+    #[default]
+    Always,
+    /// Only when the key has no current object (`If-None-Match: *`).
+    Absent,
+    /// Only when the current object's ETag is this one (`If-Match`).
+    Matches(String),
+    /// Only when the current version is this one (lifecycle acts on what it read).
+    Version(String),
+}
+
+impl WriteIf {
+    fn check(&self, key: &str, cur: Option<&ObjectMeta>) -> Result<(), StoreError> {
+        let live = cur.filter(|m| !m.delete_marker);
+        match (self, live) {
+            (WriteIf::Always, _) => Ok(()),
+            (WriteIf::Absent, None) => Ok(()),
+            (WriteIf::Absent, Some(_)) => Err(StoreError::PreconditionFailed(format!(
+                "{key} already exists (If-None-Match: *)"
+            ))),
+            (WriteIf::Matches(_), None) => Err(StoreError::NoSuchKey(key.into())),
+            (WriteIf::Matches(e), Some(m)) if e == "*" || e.trim_matches('"') == m.etag => Ok(()),
+            (WriteIf::Matches(_), Some(_)) => Err(StoreError::PreconditionFailed(format!(
+                "the ETag of {key} is not the one If-Match names"
+            ))),
+            (WriteIf::Version(v), Some(m)) if *v == m.version_id => Ok(()),
+            (WriteIf::Version(_), _) => Err(StoreError::PreconditionFailed(format!(
+                "{key} changed meanwhile"
+            ))),
+        }
     }
 }
 
@@ -245,6 +303,18 @@ pub struct PutOptions {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// What a put must check before its object becomes visible.
+#[derive(Debug, Clone, Default)]
+pub struct PutChecks {
+    /// The body's MD5 (hex) the client sent (`Content-MD5`).
+    pub md5: Option<String>,
+    /// The write condition (`If-None-Match: *`, `If-Match`).
+    pub write_if: WriteIf,
+}
+
+/// The largest part of a multipart upload S3 accepts.
+pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+
 /// A page of a listing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Listing {
@@ -355,11 +425,38 @@ fn aad(version: &str, chunk: u64, last: bool) -> Vec<u8> {
     format!("{version}:{chunk}:{}", last as u8).into_bytes()
 }
 
+/// Key locks: a key's read-modify-write of its versions happens under its stripe.
+const STRIPES: usize = 64;
+
 /// The object store.
 pub struct ObjectStore {
     dir: PathBuf,
     store: Arc<Store>,
     kms: Arc<Kms>,
+    /// Serialises changes to one key's versions (commit, delete, lifecycle rewrites).
+    keys: Vec<std::sync::Mutex<()>>,
+    /// Commits hold it shared, bucket creation and deletion exclusively, so no object is
+    /// committed into a bucket being deleted.
+    buckets_lock: std::sync::RwLock<()>,
+    /// Serialises recording parts with ending uploads, so no part outlives its upload.
+    uploads: std::sync::Mutex<()>,
+}
+
+/// Removes a temporary file unless kept (every error path of a write leaves nothing).
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 impl ObjectStore {
@@ -373,7 +470,14 @@ impl ObjectStore {
         std::fs::create_dir_all(dir.join("blobs"))?;
         std::fs::create_dir_all(dir.join("tmp"))?;
         std::fs::create_dir_all(dir.join("parts"))?;
-        let me = ObjectStore { dir, store, kms };
+        let me = ObjectStore {
+            dir,
+            store,
+            kms,
+            keys: (0..STRIPES).map(|_| std::sync::Mutex::new(())).collect(),
+            buckets_lock: std::sync::RwLock::new(()),
+            uploads: std::sync::Mutex::new(()),
+        };
         me.collect_garbage()?;
         Ok(me)
     }
@@ -416,6 +520,23 @@ impl ObjectStore {
         Ok(())
     }
 
+    fn lock_key(&self, bucket: &str, key: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (bucket, key).hash(&mut h);
+        self.keys[h.finish() as usize % STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn shared_buckets(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.buckets_lock.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn exclusive_buckets(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.buckets_lock.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn blob(&self, version: &str) -> PathBuf {
         self.dir.join("blobs").join(version)
     }
@@ -423,6 +544,7 @@ impl ObjectStore {
     /// Creates a bucket protected by `env`'s key.
     pub fn create_bucket(&self, name: &str, env: &str) -> Result<Bucket, StoreError> {
         check_bucket_name(name)?;
+        let _g = self.exclusive_buckets();
         if self.bucket(name).is_ok() {
             return Err(StoreError::BucketExists(name.into()));
         }
@@ -462,8 +584,10 @@ impl ObjectStore {
             .collect())
     }
 
-    /// Deletes an empty bucket.
+    /// Deletes an empty bucket, with its policy and its uploads in progress.
     pub fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
+        let _g = self.exclusive_buckets();
+        let _u = self.uploads_lock();
         self.bucket(name)?;
         let any = self.list(name, "", None, None, 1)?;
         let versions = self
@@ -481,9 +605,34 @@ impl ObjectStore {
         {
             return Err(StoreError::BucketNotEmpty(name.into()));
         }
-        self.store
-            .kv_delete(&format!("{K_BUCKET}{name}"))
-            .map_err(|e| StoreError::Internal(e.to_string()))
+        // What belongs to the bucket goes with it, in one transaction: its policy and its
+        // uploads in progress (a bucket made again under the name starts clean).
+        use veeps_state::KvOp;
+        let mut ops = vec![
+            KvOp::Delete(format!("{K_BUCKET}{name}")),
+            KvOp::Delete(format!("{}{name}", crate::access::K_POLICY)),
+        ];
+        let mut files = vec![];
+        for (k, u) in self
+            .store
+            .kv_scan::<Upload>(&format!("{K_UPLOAD}{name}/"))
+            .map_err(internal)?
+        {
+            for (pk, p) in self
+                .store
+                .kv_scan::<Part>(&format!("{K_PART}{}/", u.id))
+                .map_err(internal)?
+            {
+                ops.push(KvOp::Delete(pk));
+                files.push(self.dir.join("parts").join(p.name));
+            }
+            ops.push(KvOp::Delete(k));
+        }
+        self.store.kv_batch(ops).map_err(internal)?;
+        for f in files {
+            let _ = std::fs::remove_file(f);
+        }
+        Ok(())
     }
 
     /// Stores an object from a body read in pieces; returns its metadata once durable.
@@ -494,10 +643,23 @@ impl ObjectStore {
         body: R,
         opts: PutOptions,
     ) -> Result<ObjectMeta, StoreError> {
-        self.put_with(bucket, key, body, opts, None)
+        self.put_if(bucket, key, body, opts, &PutChecks::default())
     }
 
-    /// [`ObjectStore::put`], with the ETag given (multipart objects have their own kind).
+    /// [`ObjectStore::put`] with the checks a request asks for: the body's MD5, a write
+    /// condition. Nothing changes unless every check holds; the body is never visible.
+    pub fn put_if<R: Read>(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: R,
+        opts: PutOptions,
+        checks: &PutChecks,
+    ) -> Result<ObjectMeta, StoreError> {
+        self.put_with(bucket, key, body, opts, None, checks)
+    }
+
+    /// [`ObjectStore::put_if`], with the ETag given (multipart objects have their own kind).
     fn put_with<R: Read>(
         &self,
         bucket: &str,
@@ -505,14 +667,24 @@ impl ObjectStore {
         body: R,
         opts: PutOptions,
         etag: Option<String>,
+        checks: &PutChecks,
     ) -> Result<ObjectMeta, StoreError> {
         let b = self.bucket(bucket)?;
         check_key(key)?;
+        if checks.write_if != WriteIf::Always {
+            // Fail early when the condition already does not hold (checked again at commit).
+            let _k = self.lock_key(bucket, key);
+            checks
+                .write_if
+                .check(key, self.meta(bucket, key).ok().as_ref())?;
+        }
         let version = new_version_id();
-        let (wrapped, size, md5) = self.write_blob(&b.env, &version, &self.blob(&version), body)?;
-        if size > MAX_PUT && etag.is_none() {
-            let _ = std::fs::remove_file(self.blob(&version));
-            return Err(StoreError::EntityTooLarge);
+        let max = if etag.is_some() { u64::MAX } else { MAX_PUT };
+        let (wrapped, size, md5) =
+            self.write_blob(&b.env, &version, &self.blob(&version), body, max)?;
+        let blob = TempFile(Some(self.blob(&version)));
+        if checks.md5.as_ref().is_some_and(|want| *want != md5) {
+            return Err(StoreError::BadDigest);
         }
         let meta = ObjectMeta {
             key: key.into(),
@@ -525,23 +697,37 @@ impl ObjectStore {
             last_modified_ms: now_ms(),
             wrapped_key: wrapped,
             delete_marker: false,
-            versioned: b.versioning == Versioning::Enabled,
+            versioned: false,
             storage_class: None,
             noncurrent_ms: 0,
         };
-        self.commit(&b, meta.clone())?;
+        let meta = self.commit(bucket, meta, &checks.write_if)?;
+        blob.keep();
         Ok(meta)
     }
 
-    /// Makes `meta` the current version of its key in one transaction: the previous current
-    /// version is kept as noncurrent when versioning keeps it, or its body removed once the
-    /// commit is durable.
-    fn commit(&self, b: &Bucket, meta: ObjectMeta) -> Result<(), StoreError> {
+    /// Makes `meta` the current version of its key: under the key's lock, reads the
+    /// current version, checks `cond`, and writes both in one transaction. The previous
+    /// current version is kept as noncurrent when versioning keeps it, or its body removed
+    /// once the commit is durable. Returns `meta` as committed.
+    fn commit(
+        &self,
+        bucket: &str,
+        mut meta: ObjectMeta,
+        cond: &WriteIf,
+    ) -> Result<ObjectMeta, StoreError> {
         use veeps_state::KvOp;
-        let bucket = &b.name;
+        let _b = self.shared_buckets();
+        let _k = self.lock_key(bucket, &meta.key);
+        // The bucket as it is now (it may have been deleted or its versioning changed
+        // while the body was written).
+        let b = self.bucket(bucket)?;
+        meta.versioned = b.versioning == Versioning::Enabled;
+        let cur = self.meta(bucket, &meta.key).ok();
+        cond.check(&meta.key, cur.as_ref())?;
         let mut ops = vec![KvOp::put(object_key(bucket, &meta.key), &meta)];
         let mut dropped = vec![];
-        if let Ok(mut old) = self.meta(bucket, &meta.key) {
+        if let Some(mut old) = cur {
             let kept = match b.versioning {
                 Versioning::Off => false,
                 Versioning::Enabled => true,
@@ -549,7 +735,9 @@ impl ObjectStore {
             };
             if !kept {
                 // Without versioning, or the null version replaced while suspended.
-                dropped.push(old.version_id.clone());
+                if !old.delete_marker {
+                    dropped.push(old.version_id.clone());
+                }
             } else {
                 old.noncurrent_ms = now_ms();
                 ops.push(KvOp::put(version_key(bucket, &old), &old));
@@ -564,7 +752,9 @@ impl ObjectStore {
             {
                 if !v.versioned {
                     ops.push(KvOp::Delete(k));
-                    dropped.push(v.version_id);
+                    if !v.delete_marker {
+                        dropped.push(v.version_id);
+                    }
                 }
             }
         }
@@ -572,7 +762,7 @@ impl ObjectStore {
         for v in dropped {
             let _ = std::fs::remove_file(self.blob(&v));
         }
-        Ok(())
+        Ok(meta)
     }
 
     /// Encrypts `body` into `dest` (through a synced temporary file renamed into place)
@@ -583,6 +773,7 @@ impl ObjectStore {
         name: &str,
         dest: &Path,
         mut body: R,
+        max: u64,
     ) -> Result<(Vec<u8>, u64, String), StoreError> {
         let dk = self
             .kms
@@ -591,6 +782,7 @@ impl ObjectStore {
         let cipher = Aes256Gcm::new_from_slice(&dk.plaintext)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let tmp = self.dir.join("tmp").join(name);
+        let guard = TempFile(Some(tmp.clone()));
         let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         let mut md5 = Md5::new();
         let mut size = 0u64;
@@ -609,6 +801,10 @@ impl ObjectStore {
             let chunk = &buf[..filled];
             md5.update(chunk);
             size += filled as u64;
+            if size > max {
+                // Stop reading at the limit: the rest of the body is never stored.
+                return Err(StoreError::EntityTooLarge);
+            }
             let sealed = cipher
                 .encrypt(
                     Nonce::from_slice(&nonce(idx)),
@@ -632,6 +828,7 @@ impl ObjectStore {
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, dest)?;
+        guard.keep();
         if let Some(Ok(d)) = dest.parent().map(std::fs::File::open) {
             let _ = d.sync_all();
         }
@@ -851,6 +1048,18 @@ impl ObjectStore {
         number: u32,
         body: R,
     ) -> Result<Part, StoreError> {
+        self.put_part_if(bucket, id, number, body, None)
+    }
+
+    /// [`ObjectStore::put_part`], when the part's MD5 (hex) is `md5`.
+    pub fn put_part_if<R: Read>(
+        &self,
+        bucket: &str,
+        id: &str,
+        number: u32,
+        body: R,
+        md5: Option<&str>,
+    ) -> Result<Part, StoreError> {
         let b = self.bucket(bucket)?;
         self.upload(bucket, id)?;
         if !(1..=10_000).contains(&number) {
@@ -859,24 +1068,28 @@ impl ObjectStore {
             )));
         }
         let name = format!("{id}-{number}-{}", hex::encode(rand::random::<[u8; 4]>()));
-        let (wrapped, size, md5) =
-            self.write_blob(&b.env, &name, &self.dir.join("parts").join(&name), body)?;
+        let path = self.dir.join("parts").join(&name);
+        let (wrapped, size, digest) = self.write_blob(&b.env, &name, &path, body, MAX_PART)?;
+        let file = TempFile(Some(path));
+        if md5.is_some_and(|want| want != digest) {
+            return Err(StoreError::BadDigest);
+        }
         let p = Part {
             number,
-            etag: md5,
+            etag: digest,
             size,
             last_modified_ms: now_ms(),
             wrapped_key: wrapped,
             name,
         };
         let k = format!("{K_PART}{id}/{number:05}");
-        let old: Option<Part> = self
-            .store
-            .kv_get(&k)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.store
-            .kv_put(&k, &p)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        // The upload may have been completed or aborted while the part was written: then
+        // the part is not recorded (and its file goes).
+        let _u = self.uploads_lock();
+        self.upload(bucket, id)?;
+        let old: Option<Part> = self.store.kv_get(&k).map_err(internal)?;
+        self.store.kv_put(&k, &p).map_err(internal)?;
+        file.keep();
         if let Some(o) = old {
             let _ = std::fs::remove_file(self.dir.join("parts").join(o.name));
         }
@@ -895,12 +1108,14 @@ impl ObjectStore {
             .collect())
     }
 
-    /// Joins the listed parts `(number, etag)` into the object; the upload ends.
+    /// Joins the listed parts `(number, etag)` into the object when `checks` hold; the
+    /// upload ends.
     pub fn complete(
         &self,
         bucket: &str,
         id: &str,
         listed: &[(u32, String)],
+        checks: &PutChecks,
     ) -> Result<ObjectMeta, StoreError> {
         let b = self.bucket(bucket)?;
         let up = self.upload(bucket, id)?;
@@ -942,35 +1157,56 @@ impl ObjectStore {
             )?);
         }
         let body = Chain { readers, at: 0 };
-        let meta = self.put_with(bucket, &up.key, body, up.opts.clone(), Some(etag))?;
-        self.end_upload(bucket, id, &have)?;
+        let meta = self.put_with(bucket, &up.key, body, up.opts.clone(), Some(etag), checks)?;
+        self.end_upload(bucket, id)?;
         Ok(meta)
     }
 
     /// Abandons an upload and its parts.
     pub fn abort(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
-        let have = self.parts(bucket, id)?;
-        self.end_upload(bucket, id, &have)
+        self.upload(bucket, id)?;
+        self.end_upload(bucket, id)
     }
 
-    fn end_upload(&self, bucket: &str, id: &str, parts: &[Part]) -> Result<(), StoreError> {
-        for p in parts {
-            self.store
-                .kv_delete(&format!("{K_PART}{id}/{:05}", p.number))
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
+    fn uploads_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes an upload and every part recorded for it, in one transaction.
+    fn end_upload(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
+        use veeps_state::KvOp;
+        let _u = self.uploads_lock();
+        let parts = self
+            .store
+            .kv_scan::<Part>(&format!("{K_PART}{id}/"))
+            .map_err(internal)?;
+        let mut ops: Vec<KvOp> = parts.iter().map(|(k, _)| KvOp::Delete(k.clone())).collect();
+        ops.push(KvOp::Delete(format!("{K_UPLOAD}{bucket}/{id}")));
+        self.store.kv_batch(ops).map_err(internal)?;
+        for (_, p) in parts {
             let _ = std::fs::remove_file(self.dir.join("parts").join(&p.name));
         }
-        self.store
-            .kv_delete(&format!("{K_UPLOAD}{bucket}/{id}"))
-            .map_err(|e| StoreError::Internal(e.to_string()))
+        Ok(())
     }
 
     /// Deletes an object (deleting a missing one succeeds, as in S3). With versioning on,
     /// this adds a delete marker and keeps the versions.
     pub fn delete(&self, bucket: &str, key: &str) -> Result<Deleted, StoreError> {
+        self.delete_if(bucket, key, &WriteIf::Always)
+    }
+
+    /// [`ObjectStore::delete`] when `cond` holds (`If-Match`), checked atomically.
+    pub fn delete_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        cond: &WriteIf,
+    ) -> Result<Deleted, StoreError> {
         let b = self.bucket(bucket)?;
-        let cur = self.meta(bucket, key).ok();
         if b.versioning == Versioning::Off {
+            let _k = self.lock_key(bucket, key);
+            let cur = self.meta(bucket, key).ok();
+            cond.check(key, cur.as_ref())?;
             if let Some(m) = cur {
                 self.store
                     .kv_delete(&object_key(bucket, key))
@@ -994,10 +1230,9 @@ impl ObjectStore {
             storage_class: None,
             noncurrent_ms: 0,
         };
-        let label = marker.version_label();
-        self.commit(&b, marker)?;
+        let marker = self.commit(bucket, marker, cond)?;
         Ok(Deleted {
-            version_id: Some(label),
+            version_id: Some(marker.version_label()),
             delete_marker: true,
         })
     }
@@ -1012,6 +1247,7 @@ impl ObjectStore {
     ) -> Result<Deleted, StoreError> {
         use veeps_state::KvOp;
         self.bucket(bucket)?;
+        let _k = self.lock_key(bucket, key);
         let (rec, m) = match self.find_version(bucket, key, label) {
             Ok(x) => x,
             // Deleting a version that is not there succeeds, as in S3.
@@ -1093,7 +1329,14 @@ impl ObjectStore {
         let k = record
             .map(String::from)
             .unwrap_or_else(|| object_key(bucket, &m.key));
-        self.store.kv_put(&k, m).map_err(internal)
+        // Only the version it was read as: a put or delete since then wins.
+        let _k = self.lock_key(bucket, &m.key);
+        match self.store.kv_get::<ObjectMeta>(&k).map_err(internal)? {
+            Some(now) if now.version_id == m.version_id => {
+                self.store.kv_put(&k, m).map_err(internal)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Lists versions and delete markers of keys under `prefix`, after the markers of a
@@ -1502,15 +1745,25 @@ mod tests {
         let e2 = s.put_part("big", &up.id, 2, &p2[..]).unwrap().etag;
         let e1 = s.put_part("big", &up.id, 1, &p1[..]).unwrap().etag;
         assert!(matches!(
-            s.complete("big", &up.id, &[(2, e2.clone()), (1, e1.clone())]),
+            s.complete(
+                "big",
+                &up.id,
+                &[(2, e2.clone()), (1, e1.clone())],
+                &PutChecks::default()
+            ),
             Err(StoreError::InvalidPartOrder)
         ));
         assert!(matches!(
-            s.complete("big", &up.id, &[(1, "bad".into())]),
+            s.complete("big", &up.id, &[(1, "bad".into())], &PutChecks::default()),
             Err(StoreError::InvalidPart(_))
         ));
         let m = s
-            .complete("big", &up.id, &[(1, e1.clone()), (2, e2.clone())])
+            .complete(
+                "big",
+                &up.id,
+                &[(1, e1.clone()), (2, e2.clone())],
+                &PutChecks::default(),
+            )
             .unwrap();
         assert!(m.etag.ends_with("-2"), "{}", m.etag);
         let mut all = p1.clone();
@@ -1531,7 +1784,7 @@ mod tests {
         let a = s.put_part("big", &up.id, 1, &b"small"[..]).unwrap().etag;
         let b = s.put_part("big", &up.id, 2, &b"small"[..]).unwrap().etag;
         assert!(matches!(
-            s.complete("big", &up.id, &[(1, a), (2, b)]),
+            s.complete("big", &up.id, &[(1, a), (2, b)], &PutChecks::default()),
             Err(StoreError::EntityTooSmall(1))
         ));
         assert_eq!(s.uploads("big").unwrap().len(), 1);
@@ -1665,5 +1918,245 @@ mod tests {
         for bad in ["", "/abs", "a/../b", "..", "nul\0byte", &"k".repeat(1025)] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn files(d: &Path, sub: &str) -> usize {
+        std::fs::read_dir(d.join("s3").join(sub)).unwrap().count()
+    }
+
+    /// A body that fails after `ok` bytes, like a client gone mid-upload.
+    struct Failing {
+        left: usize,
+    }
+
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let n = buf.len().min(self.left);
+            buf[..n].fill(b'x');
+            self.left -= n;
+            Ok(n)
+        }
+    }
+
+    /// Issue: 40 concurrent PUTs to one key of a versioned bucket were all acknowledged
+    /// and only 19 versions listed. Every acknowledged version must be there; without
+    /// versioning, the losers' bodies are collected at once.
+    #[test]
+    fn concurrent_puts_to_one_key_lose_no_acknowledged_version() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Arc::new(open(d.path()));
+        s.create_bucket("ver", "prod").unwrap();
+        s.set_versioning("ver", Versioning::Enabled).unwrap();
+        s.create_bucket("plain", "prod").unwrap();
+        let acked: Vec<String> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..40)
+                .map(|i| {
+                    let s = s.clone();
+                    sc.spawn(move || {
+                        s.put(
+                            "plain",
+                            "k",
+                            format!("p{i}").as_bytes(),
+                            PutOptions::default(),
+                        )
+                        .unwrap();
+                        s.put(
+                            "ver",
+                            "k",
+                            format!("v{i}").as_bytes(),
+                            PutOptions::default(),
+                        )
+                        .unwrap()
+                        .version_id
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let listed = s.list_versions("ver", "", None, None, None, 1000).unwrap();
+        let mut ids: Vec<String> = listed
+            .versions
+            .iter()
+            .map(|(m, _)| m.version_id.clone())
+            .collect();
+        ids.sort();
+        let mut want = acked.clone();
+        want.sort();
+        assert_eq!(ids, want);
+        assert_eq!(listed.versions.iter().filter(|(_, cur)| *cur).count(), 1);
+        // 40 versioned bodies and the one current unversioned body: nothing orphaned.
+        assert_eq!(files(d.path(), "blobs"), 41);
+        assert_eq!(files(d.path(), "tmp"), 0);
+    }
+
+    /// Issue: a PUT with a wrong Content-MD5 destroyed the object it would have replaced.
+    /// A failed check or a body that breaks off leaves the previous object as it was, and
+    /// leaves no file behind.
+    #[test]
+    fn a_failed_put_leaves_the_previous_object_and_no_files() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(d.path());
+        s.create_bucket("bkt", "prod").unwrap();
+        s.put("bkt", "k", &b"old"[..], PutOptions::default())
+            .unwrap();
+        let wrong = PutChecks {
+            md5: Some(hex::encode(Md5::digest(b"something else"))),
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.put_if("bkt", "k", &b"new"[..], PutOptions::default(), &wrong),
+            Err(StoreError::BadDigest)
+        ));
+        assert!(matches!(
+            s.put("bkt", "k", Failing { left: 200_000 }, PutOptions::default()),
+            Err(StoreError::Internal(_))
+        ));
+        assert_eq!(s.read("bkt", "k", None).unwrap().1, b"old");
+        assert_eq!(files(d.path(), "blobs"), 1);
+        assert_eq!(files(d.path(), "tmp"), 0);
+        // A right digest passes.
+        let right = PutChecks {
+            md5: Some(hex::encode(Md5::digest(b"new"))),
+            ..Default::default()
+        };
+        s.put_if("bkt", "k", &b"new"[..], PutOptions::default(), &right)
+            .unwrap();
+        assert_eq!(s.read("bkt", "k", None).unwrap().1, b"new");
+        // Parts: a wrong digest, a broken body and a part for an upload that ended leave
+        // nothing behind.
+        let up = s
+            .create_upload("bkt", "big", PutOptions::default())
+            .unwrap();
+        assert!(matches!(
+            s.put_part_if("bkt", &up.id, 1, &b"part"[..], Some("00")),
+            Err(StoreError::BadDigest)
+        ));
+        assert!(s
+            .put_part("bkt", &up.id, 1, Failing { left: 70_000 })
+            .is_err());
+        s.abort("bkt", &up.id).unwrap();
+        assert!(matches!(
+            s.put_part("bkt", &up.id, 1, &b"late"[..]),
+            Err(StoreError::NoSuchUpload(_))
+        ));
+        assert_eq!(files(d.path(), "parts"), 0);
+        assert_eq!(files(d.path(), "tmp"), 0);
+    }
+
+    /// Bodies stop being read at the limit (a chunked upload of unknown length included).
+    #[test]
+    fn bodies_stop_at_the_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(d.path());
+        s.create_bucket("bkt", "prod").unwrap();
+        struct Endless(Arc<std::sync::atomic::AtomicU64>);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.0
+                    .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(buf.len())
+            }
+        }
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let dest = d.path().join("s3").join("blobs").join("x");
+        let r = s.write_blob("prod", "x", &dest, Endless(read.clone()), 1 << 20);
+        assert!(matches!(r, Err(StoreError::EntityTooLarge)));
+        let n = read.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(n <= (1 << 20) + 2 * CHUNK as u64, "read {n} bytes");
+        assert!(!dest.exists());
+        assert_eq!(files(d.path(), "tmp"), 0);
+    }
+
+    /// If-None-Match: * creates once, however many try at the same time; If-Match
+    /// replaces or deletes only the version it names.
+    #[test]
+    fn conditional_writes_are_atomic() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Arc::new(open(d.path()));
+        s.create_bucket("bkt", "prod").unwrap();
+        let create = PutChecks {
+            write_if: WriteIf::Absent,
+            ..Default::default()
+        };
+        let won = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..16)
+                .map(|i| {
+                    let (s, c) = (s.clone(), create.clone());
+                    sc.spawn(move || {
+                        s.put_if(
+                            "bkt",
+                            "once",
+                            format!("{i}").as_bytes(),
+                            PutOptions::default(),
+                            &c,
+                        )
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|r| {
+                    assert!(r.is_ok() || matches!(r, Err(StoreError::PreconditionFailed(_))));
+                    r.is_ok()
+                })
+                .count()
+        });
+        assert_eq!(won, 1);
+        let cur = s.head("bkt", "once").unwrap();
+        let stale = PutChecks {
+            write_if: WriteIf::Matches("\"0123\"".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.put_if("bkt", "once", &b"x"[..], PutOptions::default(), &stale),
+            Err(StoreError::PreconditionFailed(_))
+        ));
+        assert!(matches!(
+            s.delete_if("bkt", "once", &WriteIf::Matches("nope".into())),
+            Err(StoreError::PreconditionFailed(_))
+        ));
+        assert!(matches!(
+            s.put_if("bkt", "missing", &b"x"[..], PutOptions::default(), &stale),
+            Err(StoreError::NoSuchKey(_))
+        ));
+        let fresh = PutChecks {
+            write_if: WriteIf::Matches(format!("\"{}\"", cur.etag)),
+            ..Default::default()
+        };
+        s.put_if("bkt", "once", &b"y"[..], PutOptions::default(), &fresh)
+            .unwrap();
+        let now = s.head("bkt", "once").unwrap();
+        s.delete_if("bkt", "once", &WriteIf::Matches(now.etag.clone()))
+            .unwrap();
+        assert!(s.head("bkt", "once").is_err());
+        assert_eq!(files(d.path(), "blobs"), 0);
+    }
+
+    /// Issue: a bucket made again under a deleted one's name inherited its public policy
+    /// (and its uploads). They go with the bucket.
+    #[test]
+    fn a_deleted_bucket_takes_its_policy_and_uploads_with_it() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("state.redb")).unwrap());
+        let kms = Arc::new(Kms::open(d.path(), store.clone()).unwrap());
+        let s = ObjectStore::open(d.path(), store.clone(), kms.clone()).unwrap();
+        let access = crate::access::Access::new(store, kms);
+        s.create_bucket("site", "s3").unwrap();
+        access
+            .set_policy(
+                "site",
+                Some(r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::site/*"}]}"#),
+            )
+            .unwrap();
+        let up = s.create_upload("site", "k", PutOptions::default()).unwrap();
+        s.put_part("site", &up.id, 1, &b"part"[..]).unwrap();
+        s.delete_bucket("site").unwrap();
+        s.create_bucket("site", "s3").unwrap();
+        assert_eq!(access.policy("site"), None);
+        assert!(s.uploads("site").unwrap().is_empty());
+        assert_eq!(files(d.path(), "parts"), 0);
     }
 }

@@ -63,7 +63,11 @@ pub fn bucket_from_host(host: &str, exists: impl Fn(&str) -> bool) -> Option<Str
 }
 
 impl Site {
-    async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> Response<Body> {
         let started = std::time::Instant::now();
         let head = req.method() == hyper::Method::HEAD;
         let (bucket, resp) = if req.method() != hyper::Method::GET && !head {
@@ -89,7 +93,13 @@ impl Site {
                 .get("if-none-match")
                 .and_then(|h| h.to_str().ok())
                 .map(|s| s.trim_matches('"').to_string());
-            tokio::task::spawn_blocking(move || me.answer(&host, &path, inm, head))
+            let cx = crate::access::RequestCx {
+                source_ip: Some(peer.ip()),
+                user_agent: header(&req, "user-agent"),
+                referer: header(&req, "referer"),
+                ..Default::default()
+            };
+            tokio::task::spawn_blocking(move || me.answer(&host, &path, inm, head, &cx))
                 .await
                 .unwrap_or_else(|_| {
                     (
@@ -121,6 +131,7 @@ impl Site {
         path: &str,
         if_none_match: Option<String>,
         head: bool,
+        cx: &crate::access::RequestCx,
     ) -> (String, Response<Body>) {
         let decoded = percent_encoding::percent_decode_str(path)
             .decode_utf8_lossy()
@@ -133,30 +144,17 @@ impl Site {
                 (b.to_string(), k.to_string(), format!("/{b}/"))
             }
         };
-        let site = match self.store.bucket(&bucket) {
-            Err(_) => {
-                return (
-                    String::new(),
-                    page(
-                        StatusCode::NOT_FOUND,
-                        "NoSuchBucket",
-                        "the specified bucket does not exist",
-                    ),
-                )
-            }
-            Ok(b) => match b.website {
-                Some(w) => w,
-                None => {
-                    return (
-                        bucket,
-                        page(
-                            StatusCode::NOT_FOUND,
-                            "NoSuchWebsiteConfiguration",
-                            "the bucket does not have a website configuration",
-                        ),
-                    )
-                }
-            },
+        // A missing bucket and one without a website get the same answer, so the website
+        // port does not tell which buckets exist.
+        let Some(site) = self.store.bucket(&bucket).ok().and_then(|b| b.website) else {
+            return (
+                String::new(),
+                page(
+                    StatusCode::NOT_FOUND,
+                    "NoSuchWebsiteConfiguration",
+                    "no website is configured under this name",
+                ),
+            );
         };
         let key = if key.is_empty() || key.ends_with('/') {
             format!("{key}{}", site.index_document)
@@ -165,10 +163,19 @@ impl Site {
         };
         let readable = |k: &str| {
             self.access.allowed(
-                None,
+                cx,
                 "s3:GetObject",
                 &bucket,
                 &format!("arn:aws:s3:::{bucket}/{k}"),
+            )
+        };
+        // As S3 does: a missing key is 404 only to those who may list the bucket, else 403.
+        let listable = || {
+            self.access.allowed(
+                cx,
+                "s3:ListBucket",
+                &bucket,
+                &format!("arn:aws:s3:::{bucket}"),
             )
         };
         if !readable(&key) {
@@ -196,7 +203,7 @@ impl Site {
             }
             Err(StoreError::NoSuchKey(_)) => {
                 let dir = format!("{key}/{}", site.index_document);
-                if self.store.head(&bucket, &dir).is_ok() {
+                if readable(&dir) && self.store.head(&bucket, &dir).is_ok() {
                     let r = Response::builder()
                         .status(StatusCode::FOUND)
                         .header("location", format!("{base}{key}/"))
@@ -204,20 +211,24 @@ impl Site {
                         .unwrap_or_default();
                     return (bucket, r);
                 }
+                let (status, code, msg) = if listable() {
+                    (
+                        StatusCode::NOT_FOUND,
+                        "NoSuchKey",
+                        "the specified key does not exist",
+                    )
+                } else {
+                    (StatusCode::FORBIDDEN, "AccessDenied", "access denied")
+                };
                 if let Some(ed) = &site.error_document {
                     if readable(ed) {
                         if let Ok(m) = self.store.head(&bucket, ed) {
-                            let r = self.object(&bucket, &m, StatusCode::NOT_FOUND, head);
+                            let r = self.object(&bucket, &m, status, head);
                             return (bucket, r);
                         }
                     }
                 }
-                let r = page(
-                    StatusCode::NOT_FOUND,
-                    "NoSuchKey",
-                    "the specified key does not exist",
-                );
-                (bucket, r)
+                (bucket, page(status, code, msg))
             }
             Err(e) => (
                 bucket,
@@ -272,6 +283,13 @@ impl Site {
     }
 }
 
+fn header(req: &Request<hyper::body::Incoming>, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}
+
 fn httpdate(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .ok()
@@ -309,25 +327,16 @@ fn stream(mut r: crate::store::BlobReader) -> Body {
     StreamBody::new(s).boxed()
 }
 
-/// Serves websites on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, site: Arc<Site>) {
-    loop {
-        let Ok((s, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let _ = s.set_nodelay(true);
+/// Serves websites on `listener` within `limits` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, site: Arc<Site>, limits: veeps_http::Limits) {
+    veeps_http::serve(listener, "s3-website", limits, move |peer| {
         let site = site.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let site = site.clone();
-                async move { Ok::<_, Infallible>(site.handle(req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                .await;
-        });
-    }
+        hyper::service::service_fn(move |req| {
+            let site = site.clone();
+            async move { Ok::<_, Infallible>(site.handle(req, peer).await) }
+        })
+    })
+    .await
 }
 
 #[cfg(test)]

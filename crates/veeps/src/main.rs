@@ -240,6 +240,9 @@ pub enum Command {
     /// Operate PostgreSQL clusters: status, switchover, backups, restore, psql
     #[command(subcommand)]
     Db(DbCmd),
+    /// Object storage: the root key pair, lifecycle rules on demand
+    #[command(subcommand)]
+    S3(S3Cmd),
     /// Target health of every load balancer's target groups
     Targets {
         /// The environment
@@ -285,6 +288,18 @@ pub enum MetricsCmd {
         /// avg, min, max, sum, count, p50, p90, p99
         #[arg(long, default_value = "avg")]
         stat: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum S3Cmd {
+    /// The S3 endpoint's root access key id and secret (for the AWS CLI, SDKs)
+    Credentials,
+    /// Apply every bucket's lifecycle rules now and print what they did
+    Lifecycle {
+        /// As if this many lifecycle days had passed (to try rules out without waiting)
+        #[arg(long, default_value_t = 0)]
+        advance_days: u32,
     },
 }
 

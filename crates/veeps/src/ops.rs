@@ -1,7 +1,9 @@
 //! The commands.
 
 use crate::envs::{load_env, load_tree, LoadedEnv};
-use crate::{AlarmCmd, CaCmd, Cli, Command, Global, ImageCmd, MetricsCmd, StateCmd, VarArgs};
+use crate::{
+    AlarmCmd, CaCmd, Cli, Command, Global, ImageCmd, MetricsCmd, S3Cmd, StateCmd, VarArgs,
+};
 use serde_json::{json, Value as Json};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -61,6 +63,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Alarm(AlarmCmd::History { env, name }) => alarm_history(&g, &env, &name),
         Command::Deliveries { env, topic } => deliveries(&g, &env, &topic),
         Command::Ca(CaCmd::Cert) => ca_cert(&g),
+        Command::S3(S3Cmd::Credentials) => s3_credentials(&g),
+        Command::S3(S3Cmd::Lifecycle { advance_days }) => s3_lifecycle(&g, advance_days),
         Command::Db(cmd) => crate::db::run(&g, cmd),
         Command::Targets { env } => targets(&g, &env),
         Command::Image(ImageCmd::List) => image_list(&g),
@@ -1070,6 +1074,43 @@ fn activity(g: &Global, env: &str, group: &str) -> R {
 fn ca_cert(g: &Global) -> R {
     let pem = client(g)?.get_text("/v1/ca").map_err(api_err)?;
     print!("{pem}");
+    Ok(0)
+}
+
+fn s3_credentials(g: &Global) -> R {
+    let v = client(g)?.get("/v1/s3/credentials").map_err(api_err)?;
+    if g.json {
+        println!("{v}");
+    } else {
+        println!(
+            "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}",
+            v["access_key_id"].as_str().unwrap_or_default(),
+            v["secret_access_key"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+fn s3_lifecycle(g: &Global, advance_days: u32) -> R {
+    let v = client(g)?
+        .post(
+            "/v1/s3/lifecycle/run",
+            &json!({ "advance_days": advance_days }),
+        )
+        .map_err(api_err)?;
+    if g.json {
+        println!("{v}");
+    } else {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        println!(
+            "expired {}, noncurrent versions removed {}, delete markers removed {}, transitioned {}, uploads aborted {}",
+            n("expired"),
+            n("noncurrent_removed"),
+            n("markers_removed"),
+            n("transitioned"),
+            n("aborted")
+        );
+    }
     Ok(0)
 }
 

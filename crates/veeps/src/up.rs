@@ -103,10 +103,8 @@ pub fn up(
         let engine = state.engine.clone();
         let net = state.net.clone();
         let ca_pem = state.ca_pem.clone();
-        let (s3_id, s3_secret) = {
-            let (a, b) = state.s3_auth.root();
-            (a.to_string(), b.to_string())
-        };
+        // The secret is not printed (output ends up in service logs): `veeps s3 credentials`.
+        let s3_id = state.s3_auth.root().0.to_string();
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e} (is another veeps running? stop it, or pass --listen)"))?;
         state.reconcile().await;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -207,7 +205,7 @@ pub fn up(
         println!("  API:          http://{listen}   (token: {})", veeps_api::server::token_path(&data).display());
         println!("  CLI:          export VEEPS_ADDR=http://{listen} VEEPS_DATA_DIR={}", data.display());
         let s3_host = s3_listen.replace("0.0.0.0", "127.0.0.1");
-        println!("  S3:           http://{s3_host}   (AWS_ACCESS_KEY_ID={s3_id} AWS_SECRET_ACCESS_KEY={s3_secret})");
+        println!("  S3:           http://{s3_host}   (AWS_ACCESS_KEY_ID={s3_id}; the secret: `veeps s3 credentials`)");
         let web = s3.s3_website_listen.replace("0.0.0.0", "127.0.0.1");
         println!("  Websites:     http://{web}/BUCKET/   (or http://BUCKET.s3-website.localhost:PORT/)");
         for e in &envs {

@@ -1,0 +1,320 @@
+//! Listeners that face hostile clients. Every HTTP listener of veeps serves through
+//! [`serve`]: a cap on open connections (further clients wait in the kernel's backlog, so
+//! one listener's flood cannot take the process's file descriptors from another), a
+//! deadline for reading a request's headers (which also ends idle keep-alive connections),
+//! and a deadline on inactivity (no byte either way) that ends slow-body clients.
+
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A listener's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Time to read a request's headers, and to wait for the next request on an idle
+    /// keep-alive connection.
+    pub header_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed (`None`: never,
+    /// for APIs whose answers may legitimately pause, like a streamed apply).
+    pub inactivity_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(15),
+            inactivity_timeout: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (the default soft limit of 1,024
+/// is too small for a server); returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the rlimit struct passed to them.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 0;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return want.rlim_cur;
+            }
+        }
+        r.rlim_cur
+    }
+}
+
+/// Connections one listener may hold: an eighth of the open-file limit (raised first),
+/// between 64 and 4,096, so that every listener of the process fits at once.
+pub fn per_listener_connections() -> usize {
+    (raise_fd_limit() / 8).clamp(64, 4096) as usize
+}
+
+/// Serves HTTP/1 and HTTP/2 on `listener` within `limits` until the task is dropped;
+/// `make` builds the service for a connection from the client's address.
+pub async fn serve<M, S, B>(
+    listener: tokio::net::TcpListener,
+    name: &'static str,
+    limits: Limits,
+    make: M,
+) where
+    M: Fn(SocketAddr) -> S + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(limits.header_timeout))
+        .keep_alive_timeout(limits.header_timeout);
+    let builder = Arc::new(builder);
+    let mut warned = false;
+    loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                warned = false;
+                p
+            }
+            Err(_) => {
+                if !warned {
+                    tracing::warn!(
+                        listener = name,
+                        max = limits.max_connections,
+                        "connection limit reached; new clients wait"
+                    );
+                    warned = true;
+                }
+                match slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
+        let (s, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors or memory: wait rather than spin.
+                tracing::warn!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = s.set_nodelay(true);
+        let svc = make(peer);
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let last = Arc::new(AtomicU64::new(0));
+            let started = Instant::now();
+            let io = Watched {
+                inner: s,
+                last: last.clone(),
+                started,
+            };
+            let conn =
+                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc);
+            match limits.inactivity_timeout {
+                None => {
+                    let _ = conn.await;
+                }
+                Some(idle) => {
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = quiet_for(&last, started, idle) => {
+                            tracing::debug!(listener = name, %peer, "closing an inactive connection");
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Completes once no byte has moved for `idle`.
+async fn quiet_for(last: &AtomicU64, started: Instant, idle: Duration) {
+    loop {
+        let at = Duration::from_millis(last.load(Ordering::Relaxed));
+        let since = started.elapsed().saturating_sub(at);
+        if since >= idle {
+            return;
+        }
+        tokio::time::sleep(idle - since).await;
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that notes when a byte last moved.
+    struct Watched<T> {
+        #[pin]
+        inner: T,
+        last: Arc<AtomicU64>,
+        started: Instant,
+    }
+}
+
+impl<T> Watched<T> {
+    fn touch(last: &AtomicU64, started: Instant) {
+        last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.project();
+        let before = buf.filled().len();
+        let r = me.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            Self::touch(me.last, *me.started);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let me = self.project();
+        let r = me.inner.poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            Self::touch(me.last, *me.started);
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let me = self.project();
+        let r = me.inner.poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            Self::touch(me.last, *me.started);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    async fn start(limits: Limits) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(serve(l, "test", limits, |_| {
+            hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from("ok"),
+                )))
+            })
+        }));
+        addr
+    }
+
+    fn get(addr: SocketAddr) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    /// A client that never finishes its headers is cut off, and while the cap is taken by
+    /// such clients others wait, then get served once they are gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_clients_are_cut_off_and_the_cap_holds() {
+        let addr = start(Limits {
+            max_connections: 2,
+            header_timeout: Duration::from_millis(300),
+            inactivity_timeout: Some(Duration::from_secs(5)),
+        })
+        .await;
+        let r = tokio::task::spawn_blocking(move || {
+            let mut slow: Vec<std::net::TcpStream> = (0..2)
+                .map(|_| {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.write_all(b"GET / HTTP/1.1\r\nhost").unwrap();
+                    s
+                })
+                .collect();
+            // The server closes both slow connections by itself.
+            for s in &mut slow {
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut buf = [0u8; 64];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                assert!(n == 0 || text.contains("408"), "{text}");
+            }
+            get(addr)
+        })
+        .await
+        .unwrap();
+        assert!(r.contains("200 OK") && r.ends_with("ok"), "{r}");
+    }
+
+    #[test]
+    fn the_fd_limit_is_raised_to_the_hard_limit() {
+        let n = raise_fd_limit();
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct passed to it.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+        assert_eq!(n, r.rlim_cur);
+        assert_eq!(r.rlim_cur, r.rlim_max);
+    }
+}
