@@ -64,9 +64,9 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 /// Connections one listener may hold: an eighth of the open-file limit (raised first),
-/// between 64 and 4,096, so that every listener of the process fits at once.
+/// between 16 and 4,096, so that every listener of the process fits at once.
 pub fn per_listener_connections() -> usize {
-    (raise_fd_limit() / 8).clamp(64, 4096) as usize
+    (raise_fd_limit() / 8).clamp(16, 4096) as usize
 }
 
 /// Serves HTTP/1 and HTTP/2 on `listener` within `limits` until the task is dropped;

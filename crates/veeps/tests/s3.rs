@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 struct Aws {
     endpoint: String,
@@ -791,4 +792,163 @@ fn kill_9_during_uploads_loses_no_acknowledged_object_and_shows_no_partial_one()
     );
     // Nothing half-written is left on disk either.
     assert_eq!(std::fs::read_dir(v.data.join("s3/tmp")).unwrap().count(), 0);
+}
+
+/// Issue "Trust what exists", items 1, 2, 4-6, 8, 9, 12, 13: a hostile or careless client
+/// gets what AWS would answer and loses nothing (tests/py/s3_hostile.py says which block
+/// reproduces which defect).
+#[test]
+fn hostile_clients_get_what_aws_would_answer() {
+    let v = Veeps::start_with_env(&[("VEEPS_OBS_INTERVAL_SECS", "1")]);
+    let root = Aws::new(&v);
+    v.write(
+        "env/main.hcl",
+        r#"
+resource "access_key" "alice" {
+  user = "alice"
+}
+resource "bucket" "alice" {
+  bucket        = "alice-bucket"
+  force_destroy = true
+  policy = jsonencode({
+    Statement = [
+      { Effect = "Allow", Principal = { AWS = "arn:aws:iam:::user/alice" }, Action = "s3:*", Resource = ["arn:aws:s3:::alice-bucket", "arn:aws:s3:::alice-bucket/*"] },
+      { Effect = "Deny", Principal = "*", Action = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], Resource = "arn:aws:s3:::alice-bucket/locked/*" },
+    ]
+  })
+}
+resource "bucket" "private" {
+  bucket        = "private-data"
+  force_destroy = true
+}
+resource "bucket_object" "secret" {
+  bucket  = bucket.private.id
+  key     = "secret.txt"
+  content = "secret"
+}
+resource "bucket" "ip" {
+  bucket        = "ip-limited"
+  force_destroy = true
+  policy = jsonencode({
+    Statement = [{ Effect = "Allow", Principal = "*", Action = "s3:GetObject", Resource = "arn:aws:s3:::ip-limited/*", Condition = { IpAddress = { "aws:SourceIp" = "10.0.0.0/8" } } }]
+  })
+}
+resource "bucket_object" "ip" {
+  bucket  = bucket.ip.id
+  key     = "x"
+  content = "from anywhere"
+}
+resource "bucket" "loopback" {
+  bucket        = "ip-limited-ok"
+  force_destroy = true
+  policy = jsonencode({
+    Statement = [{ Effect = "Allow", Principal = "*", Action = "s3:GetObject", Resource = "arn:aws:s3:::ip-limited-ok/*", Condition = { IpAddress = { "aws:SourceIp" = ["127.0.0.0/8", "::1/128"] } } }]
+  })
+}
+resource "bucket_object" "loopback" {
+  bucket  = bucket.loopback.id
+  key     = "x"
+  content = "from loopback"
+}
+output "alice_id" {
+  value = access_key.alice.id
+}
+output "alice_secret" {
+  value     = access_key.alice.secret
+  sensitive = true
+}
+"#,
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let out = |n: &str| v.ok(&["output", "env", n]).trim().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/s3_hostile.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{}", v.s3_port))
+        .args([
+            &root.id,
+            &root.secret,
+            &out("alice_id"),
+            &out("alice_secret"),
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("hostile: ok"),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        v.log()
+    );
+    // [13] Requests naming buckets that do not exist made no series of their own.
+    wait_until("the race bucket's request series", 30, || {
+        v.ok(&["metrics", "list", "s3"]).contains("race")
+    });
+    let series = v.ok(&["metrics", "list", "s3"]);
+    assert!(!series.contains("random-"), "{series}");
+    // [8] The environment names veeps keeps for itself are refused, so no configuration
+    // can adopt a bucket made through the S3 API (env `s3`) or the database backups (`db`).
+    for env in ["s3", "db", "system"] {
+        v.write(
+            &format!("{env}/main.hcl"),
+            "resource \"bucket\" \"b\" {\n  bucket = \"race\"\n  policy = jsonencode({ Statement = [{ Effect = \"Allow\", Principal = \"*\", Action = \"s3:GetObject\", Resource = \"arn:aws:s3:::race/*\" }] })\n}\n",
+        );
+        let o = v.expect(&["apply", env, "--auto-approve"], 1);
+        assert!(o.contains("reserved"), "{o}");
+    }
+    v.write(
+        "backups/main.hcl",
+        "resource \"bucket\" \"b\" {\n  bucket = \"veeps-db-backups\"\n}\n",
+    );
+    let o = v.expect(&["plan", "backups"], 1);
+    assert!(
+        o.contains("backups/main.hcl:2") && o.contains("reserved"),
+        "{o}"
+    );
+    root.fails(&["s3", "mb", "s3://veeps-db-backups"], "AccessDenied");
+    // [7] A bucket made again under a deleted one's name does not inherit its policy.
+    v.ok(&["destroy", "env", "--auto-approve"]);
+    root.ok(&["s3", "mb", "s3://ip-limited-ok"]);
+    let f = v.work.join("x");
+    std::fs::write(&f, "new owner").unwrap();
+    root.ok(&["s3", "cp", f.to_str().unwrap(), "s3://ip-limited-ok/x"]);
+    let (code, body) = curl(&[&format!("http://127.0.0.1:{}/ip-limited-ok/x", v.s3_port)]);
+    assert!(
+        code == 403 && body.contains("AccessDenied"),
+        "{code} {body}"
+    );
+}
+
+/// Issue "Trust what exists", item 14: with the server limited to 256 open files, 150
+/// clients that never finish their headers on the website port used to take every
+/// descriptor, and the API and S3 stopped answering. Each listener now holds at most its
+/// share of connections (the rest wait in the backlog), and slow clients are cut off.
+#[test]
+fn a_flood_of_slow_clients_on_one_listener_does_not_starve_the_others() {
+    let v = Veeps::start_wrapped(&["prlimit", "--nofile=256:256", "--"], &[], &[]);
+    let aws = Aws::new(&v);
+    aws.ok(&["s3", "mb", "s3://still-here"]);
+    let slow: Vec<std::net::TcpStream> = (0..150)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", v.web_port)).ok()?;
+            std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x").ok()?;
+            Some(s)
+        })
+        .collect();
+    assert_eq!(slow.len(), 150);
+    // The API and S3 answer while the flood holds the website port.
+    v.ok(&["state", "list", "anything"]);
+    assert!(aws.ok(&["s3", "ls"]).contains("still-here"));
+    // A slow client is disconnected by the server (header deadline), not by us.
+    let mut first = &slow[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = std::io::Read::read(&mut first, &mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(n == 0 || text.contains("408"), "{text}");
+    drop(slow);
+    let (code, _) = curl(&[&format!("http://127.0.0.1:{}/still-here/", v.web_port)]);
+    assert_eq!(code, 404);
 }

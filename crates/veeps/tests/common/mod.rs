@@ -19,6 +19,8 @@ pub struct Veeps {
     _tmp: tempfile::TempDir,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    /// A command the server runs under (like `prlimit --nofile=1024:1024`).
+    pub wrap: Vec<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -41,6 +43,11 @@ impl Veeps {
 
     /// Starts a server with extra environment variables and arguments.
     pub fn start_with(env: &[(&str, &str)], args: &[&str]) -> Veeps {
+        Veeps::start_wrapped(&[], env, args)
+    }
+
+    /// Starts a server under a wrapping command (like `prlimit --nofile=256:256`).
+    pub fn start_wrapped(wrap: &[&str], env: &[(&str, &str)], args: &[&str]) -> Veeps {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let work = tmp.path().join("work");
@@ -58,6 +65,7 @@ impl Veeps {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            wrap: wrap.iter().map(|a| a.to_string()).collect(),
         };
         v.boot();
         v
@@ -69,7 +77,15 @@ impl Veeps {
             .append(true)
             .open(self.work.join("server.log"))
             .unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = match self.wrap.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--s3-listen", &format!("127.0.0.1:{}", self.s3_port)])
             .args([
@@ -173,6 +189,7 @@ impl Veeps {
             _tmp: tmp,
             env: vec![],
             args: vec![],
+            wrap: vec![],
         };
         let log = std::fs::OpenOptions::new()
             .create(true)

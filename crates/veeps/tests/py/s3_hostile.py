@@ -1,0 +1,184 @@
+"""S3 against a hostile or careless client: what AWS would answer, and nothing lost.
+
+Each block reproduces one defect a review found (the issue's item number in brackets).
+Exits non-zero on the first failure.
+
+usage: s3_hostile.py ENDPOINT ROOT_KEY ROOT_SECRET ALICE_KEY ALICE_SECRET
+"""
+import base64
+import datetime
+import hashlib
+import hmac
+import http.client
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ENDPOINT, ROOT_KEY, ROOT_SECRET, ALICE_KEY, ALICE_SECRET = sys.argv[1:6]
+HOST = ENDPOINT.split("//", 1)[1]
+
+
+def client(key, secret):
+    return boto3.client(
+        "s3",
+        endpoint_url=ENDPOINT,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+def code(fn, **kw):
+    try:
+        fn(**kw)
+    except ClientError as e:
+        return e.response["Error"]["Code"]
+    raise AssertionError(f"{fn.__name__} {kw} should have failed")
+
+
+def anonymous(path):
+    try:
+        with urllib.request.urlopen(ENDPOINT + path) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+root = client(ROOT_KEY, ROOT_SECRET)
+alice = client(ALICE_KEY, ALICE_SECRET)
+
+# [1] 40 concurrent PUTs to one key of a versioned bucket: every acknowledged version stays.
+root.create_bucket(Bucket="race")
+root.put_bucket_versioning(Bucket="race", VersioningConfiguration={"Status": "Enabled"})
+acked, errors = [], []
+
+
+def put(i):
+    try:
+        c = client(ROOT_KEY, ROOT_SECRET)
+        acked.append(c.put_object(Bucket="race", Key="k", Body=f"v{i}".encode())["VersionId"])
+    except Exception as e:  # noqa: BLE001 - any failure is reported below
+        errors.append(e)
+
+
+threads = [threading.Thread(target=put, args=(i,)) for i in range(40)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not errors, errors
+listed = root.list_object_versions(Bucket="race")["Versions"]
+assert sorted(v["VersionId"] for v in listed) == sorted(acked), (len(listed), len(acked))
+
+# [2] A wrong Content-MD5 leaves the previous object as it was.
+root.put_object(Bucket="race", Key="md5.txt", Body=b"old")
+bad = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+assert code(root.put_object, Bucket="race", Key="md5.txt", Body=b"new", ContentMD5=bad) == "BadDigest"
+assert root.get_object(Bucket="race", Key="md5.txt")["Body"].read() == b"old"
+
+# [4] A copy needs s3:GetObject on its source: alice (s3:* on her bucket only) cannot copy
+# another bucket's private object into hers.
+assert code(alice.copy_object, Bucket="alice-bucket", Key="stolen",
+            CopySource={"Bucket": "private-data", "Key": "secret.txt"}) == "AccessDenied"
+assert code(root.head_object, Bucket="alice-bucket", Key="stolen") == "404"
+
+# [5] A Deny on s3:GetObject/PutObject/DeleteObject holds for every operation that needs
+# them: HeadObject, CopyObject (both sides), multipart uploads, DeleteObjects per key.
+root.put_object(Bucket="alice-bucket", Key="locked/a", Body=b"kept")
+root.put_object(Bucket="alice-bucket", Key="free/x", Body=b"x")
+assert code(alice.head_object, Bucket="alice-bucket", Key="locked/a") == "403"
+assert code(alice.get_object, Bucket="alice-bucket", Key="locked/a") == "AccessDenied"
+assert code(alice.copy_object, Bucket="alice-bucket", Key="free/copy",
+            CopySource={"Bucket": "alice-bucket", "Key": "locked/a"}) == "AccessDenied"
+assert code(alice.copy_object, Bucket="alice-bucket", Key="locked/b",
+            CopySource={"Bucket": "alice-bucket", "Key": "free/x"}) == "AccessDenied"
+assert code(alice.create_multipart_upload, Bucket="alice-bucket", Key="locked/c") == "AccessDenied"
+up = root.create_multipart_upload(Bucket="alice-bucket", Key="locked/d")["UploadId"]
+assert code(alice.upload_part, Bucket="alice-bucket", Key="locked/d", UploadId=up,
+            PartNumber=1, Body=b"x") == "AccessDenied"
+root.abort_multipart_upload(Bucket="alice-bucket", Key="locked/d", UploadId=up)
+r = alice.delete_objects(Bucket="alice-bucket",
+                         Delete={"Objects": [{"Key": "locked/a"}, {"Key": "free/x"}]})
+assert [e["Key"] for e in r.get("Errors", []) if e["Code"] == "AccessDenied"] == ["locked/a"], r
+assert [d["Key"] for d in r.get("Deleted", [])] == ["free/x"], r
+assert root.get_object(Bucket="alice-bucket", Key="locked/a")["Body"].read() == b"kept"
+# What alice may do still works.
+alice.put_object(Bucket="alice-bucket", Key="free/y", Body=b"y")
+assert alice.get_object(Bucket="alice-bucket", Key="free/y")["Body"].read() == b"y"
+
+# [6] An Allow limited by aws:SourceIp does not grant the rest of the world.
+status, body = anonymous("/ip-limited/x")
+assert status == 403 and b"AccessDenied" in body, (status, body)
+status, body = anonymous("/ip-limited-ok/x")
+assert status == 200 and body == b"from loopback", (status, body)
+
+
+# [9] Signature Version 2 has SigV4's clock bound: a request dated 2001 is refused.
+def sigv2(date):
+    string_to_sign = f"GET\n\n\n{date}\n/race/"
+    sig = base64.b64encode(hmac.new(ROOT_SECRET.encode(), string_to_sign.encode(),
+                                    hashlib.sha1).digest()).decode()
+    c = http.client.HTTPConnection(HOST)
+    c.request("GET", "/race/", headers={"Date": date, "Authorization": f"AWS {ROOT_KEY}:{sig}"})
+    r = c.getresponse()
+    return r.status, r.read()
+
+
+status, body = sigv2("Mon, 01 Jan 2001 00:00:00 GMT")
+assert status == 403 and b"RequestTimeTooSkewed" in body, (status, body)
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+status, body = sigv2(now)
+assert status == 200 and b"md5.txt" in body, (status, body)
+
+# [12] What veeps does not implement is refused, never ignored.
+
+
+def with_headers(c, op, headers):
+    def add(request, **_):
+        for k, v in headers.items():
+            request.headers[k] = v
+    c.meta.events.register(f"before-sign.s3.{op}", add)
+    return c
+
+
+ssec = with_headers(client(ROOT_KEY, ROOT_SECRET), "PutObject", {
+    "x-amz-server-side-encryption-customer-algorithm": "AES256",
+    "x-amz-server-side-encryption-customer-key": base64.b64encode(b"k" * 32).decode(),
+    "x-amz-server-side-encryption-customer-key-MD5":
+        base64.b64encode(hashlib.md5(b"k" * 32).digest()).decode(),
+})
+assert code(ssec.put_object, Bucket="race", Key="ssec", Body=b"x") == "NotImplemented"
+assert code(root.put_object, Bucket="race", Key="kms", Body=b"x",
+            ServerSideEncryption="aws:kms", SSEKMSKeyId="no-such-key") == "NotImplemented"
+assert code(root.create_bucket, Bucket="locked-bucket",
+            ObjectLockEnabledForBucket=True) == "NotImplemented"
+for key in ("ssec", "kms"):
+    assert code(root.head_object, Bucket="race", Key=key) == "404"
+# ... and what SDKs send is implemented: checksums and conditional writes.
+wrong = base64.b64encode(hashlib.sha256(b"not the body").digest()).decode()
+assert code(root.put_object, Bucket="race", Key="sum", Body=b"body",
+            ChecksumSHA256=wrong) == "BadDigest"
+assert code(root.head_object, Bucket="race", Key="sum") == "404"
+right = base64.b64encode(hashlib.sha256(b"body").digest()).decode()
+root.put_object(Bucket="race", Key="sum", Body=b"body", ChecksumSHA256=right)
+root.put_object(Bucket="race", Key="once", Body=b"first", IfNoneMatch="*")
+assert code(root.put_object, Bucket="race", Key="once", Body=b"second",
+            IfNoneMatch="*") == "PreconditionFailed"
+etag = root.head_object(Bucket="race", Key="once")["ETag"]
+assert code(root.put_object, Bucket="race", Key="once", Body=b"x",
+            IfMatch='"0123456789abcdef0123456789abcdef"') == "PreconditionFailed"
+root.put_object(Bucket="race", Key="once", Body=b"third", IfMatch=etag)
+assert code(root.delete_object, Bucket="race", Key="once", IfMatch=etag) == "PreconditionFailed"
+assert root.get_object(Bucket="race", Key="once")["Body"].read() == b"third"
+
+# [13] Anonymous requests naming random buckets (the caller counts the series after).
+for i in range(300):
+    anonymous(f"/random-{i}-{hashlib.md5(str(i).encode()).hexdigest()[:8]}/x")
+
+print("hostile: ok")
