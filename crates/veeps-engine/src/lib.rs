@@ -1021,7 +1021,38 @@ pub fn decrypt_json(kms: &Kms, env: &str, j: &serde_json::Value) -> Result<Value
     })
 }
 
-/// Root variable values from the bundle's `*.tfvars` files and `-var` options.
+/// Name prefix of the `-var-file` files the CLI puts in a bundle (`.var-file-000-NAME`),
+/// numbered in command-line order.
+pub const VAR_FILE_PREFIX: &str = ".var-file-";
+
+/// The variable files that apply, in Terraform's order (later ones win):
+/// `terraform.tfvars`, then `*.auto.tfvars` by name, then `-var-file`s as given. Other
+/// `.tfvars` files (like `prod.tfvars` beside `dev.tfvars`) load only when named.
+fn tfvars_files(config: &Config) -> Vec<(&String, &String)> {
+    let mut files: Vec<(u8, &String, &String)> = config
+        .bundle
+        .files
+        .iter()
+        .filter(|(p, _)| veeps_lang::config::parent_dir(p) == config.root)
+        .filter_map(|(p, t)| {
+            let name = p.rsplit('/').next().unwrap_or(p);
+            let rank = if name == "terraform.tfvars" {
+                0
+            } else if name.starts_with(VAR_FILE_PREFIX) {
+                2
+            } else if name.ends_with(".auto.tfvars") {
+                1
+            } else {
+                return None;
+            };
+            Some((rank, p, t))
+        })
+        .collect();
+    files.sort();
+    files.into_iter().map(|(_, p, t)| (p, t)).collect()
+}
+
+/// Root variable values from the bundle's variable files and `-var` options.
 fn root_inputs(
     config: &Config,
     vars: &[(String, String)],
@@ -1031,11 +1062,7 @@ fn root_inputs(
     let mut out = BTreeMap::new();
     let mut diags = Diagnostics::default();
     let names = || root.variables.keys().map(String::as_str);
-    for (path, text) in
-        config.bundle.files.iter().filter(|(p, _)| {
-            veeps_lang::config::parent_dir(p) == config.root && p.ends_with(".tfvars")
-        })
-    {
+    for (path, text) in tfvars_files(config) {
         let file = Arc::new(SourceFile {
             path: path.clone(),
             text: text.clone(),

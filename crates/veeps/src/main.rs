@@ -36,10 +36,51 @@ pub struct Global {
 /// Options of commands that read a configuration.
 #[derive(Args, Clone, Default)]
 pub struct VarArgs {
-    /// Set a root variable: -var NAME=VALUE (repeatable)
+    /// Set a root variable: -var NAME=VALUE (repeatable; also -v)
     #[arg(long = "var", short = 'v', value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
+    /// Read root variables from a file: -var-file FILE (repeatable; after terraform.tfvars and *.auto.tfvars)
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
 }
+
+/// Flags Terraform spells with one dash; veeps accepts them as Terraform users type them.
+const TERRAFORM_FLAGS: &[&str] = &[
+    "var",
+    "var-file",
+    "auto-approve",
+    "destroy",
+    "detailed-exitcode",
+    "json",
+];
+
+/// `-var x=1` and `-var=x=1` (Terraform's spelling) as `--var x=1` (clap's), for the flags
+/// of [`TERRAFORM_FLAGS`], up to a `--`.
+pub fn terraform_spelling(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut rest = false;
+    args.into_iter()
+        .map(|a| {
+            if rest || a == "--" {
+                rest = true;
+                return a;
+            }
+            let Some(body) = a.strip_prefix('-').filter(|b| !b.starts_with('-')) else {
+                return a;
+            };
+            let name = body.split_once('=').map_or(body, |(n, _)| n);
+            if TERRAFORM_FLAGS.contains(&name) {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// The exit code of a command line veeps cannot parse (BSD's EX_USAGE): apart from 1 (an
+/// error) and 2 (`plan --detailed-exitcode`: changes), so scripts never mistake one for
+/// the other.
+pub const EXIT_USAGE: i32 = 64;
 
 /// Where object storage answers.
 #[derive(clap::Args, Clone, Debug)]
@@ -445,7 +486,14 @@ pub enum StateCmd {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse_from(terraform_spelling(std::env::args())) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     let log_default = match cli.command {
         Command::Server { .. } => "info",
         _ => "warn",

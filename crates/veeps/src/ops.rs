@@ -189,7 +189,38 @@ pub fn api_err(e: ClientError) -> String {
     e.to_string()
 }
 
-fn parse_vars(v: &VarArgs) -> Result<Vec<(String, String)>, String> {
+/// The environments under `dir`, each with the `-var-file`s of `v` added to its bundle
+/// (so history keeps them and a rollback applies them again).
+pub(crate) fn load_envs(dir: &Path, v: &VarArgs) -> Result<Vec<LoadedEnv>, String> {
+    let mut envs = load_tree(dir)?;
+    let mut files = vec![];
+    for (i, f) in v.var_files.iter().enumerate() {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| format!("-var-file {}: {e}", f.display()))?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let suffix = if name.ends_with(".tfvars") {
+            ""
+        } else {
+            ".tfvars"
+        };
+        files.push((
+            format!("{}{i:03}-{name}{suffix}", veeps_engine::VAR_FILE_PREFIX),
+            text,
+        ));
+    }
+    for e in &mut envs {
+        for (name, text) in &files {
+            let path = format!("{}/{name}", e.bundle.root);
+            e.bundle.files.insert(path, text.clone());
+        }
+    }
+    Ok(envs)
+}
+
+pub(crate) fn parse_vars(v: &VarArgs) -> Result<Vec<(String, String)>, String> {
     v.vars
         .iter()
         .map(|s| {
@@ -201,8 +232,8 @@ fn parse_vars(v: &VarArgs) -> Result<Vec<(String, String)>, String> {
 }
 
 fn validate(g: &Global, dir: &Path, vars: &VarArgs) -> R {
+    let envs = load_envs(dir, vars)?;
     let vars = parse_vars(vars)?;
-    let envs = load_tree(dir)?;
     let registry = std::sync::Arc::new(veeps_api::server::registry());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -328,8 +359,8 @@ fn get_plan(c: &Client, env: &str, req: &RunRequest) -> Result<Plan, String> {
 }
 
 fn plan(g: &Global, dir: &Path, vars: &VarArgs, destroy: bool, detailed: bool) -> R {
+    let envs = load_envs(dir, vars)?;
     let vars = parse_vars(vars)?;
-    let envs = load_tree(dir)?;
     let c = client(g)?;
     let multi = envs.len() > 1;
     let mut any = false;
@@ -479,8 +510,8 @@ fn stream_apply(g: &Global, c: &Client, env: &str, req: &RunRequest) -> Result<(
 }
 
 fn apply(g: &Global, dir: &Path, vars: &VarArgs, destroy: bool, auto: bool) -> R {
+    let mut envs = load_envs(dir, vars)?;
     let vars = parse_vars(vars)?;
-    let mut envs = load_tree(dir)?;
     if destroy {
         envs.reverse();
     }

@@ -1,6 +1,5 @@
 //! `veeps server` and `veeps up`.
 
-use crate::envs::load_tree;
 use crate::ops::{data_dir, print_event};
 use crate::{Global, VarArgs};
 use std::path::{Path, PathBuf};
@@ -81,15 +80,8 @@ pub fn up(
         Some(d) => d,
         None => bundled_example().ok_or("cannot find the bundled example (examples/veeps-hosting/live); run from the veeps checkout or give a directory")?,
     };
-    let vars: Vec<(String, String)> = vars
-        .vars
-        .iter()
-        .filter_map(|s| {
-            s.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    let envs = load_tree(&dir)?;
+    let envs = crate::ops::load_envs(&dir, vars)?;
+    let vars = crate::ops::parse_vars(vars)?;
     let data = data_dir(g);
     let rt = runtime()?;
     rt.block_on(async move {

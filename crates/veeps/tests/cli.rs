@@ -472,3 +472,55 @@ fn up_applies_a_tree_and_resumes_without_recreating() {
     assert!(second.contains(&a), "same value after restart:\n{second}");
     let _ = Path::new(&data2);
 }
+
+/// Issue "Trust what exists", item 29: `-var NAME=VALUE` as Terraform spells it (it was
+/// parsed as `-v ar`), `-var-file`, and only `terraform.tfvars` and `*.auto.tfvars` loaded
+/// by themselves (a `prod.tfvars` beside `dev.tfvars` used to be applied silently); a
+/// usage error exits 64, never 2 ("changes" under --detailed-exitcode).
+#[test]
+fn variables_as_terraform_takes_them() {
+    let v = Veeps::start();
+    v.write(
+        "env/main.hcl",
+        "variable \"n\" {\n  type = number\n}\noutput \"n\" {\n  value = var.n\n}\n",
+    );
+    v.write("env/dev.tfvars", "n = 1\n");
+    v.write("env/prod.tfvars", "n = 2\n");
+    let out = |args: &[&str]| {
+        let mut a = vec!["apply", "env", "--auto-approve"];
+        a.extend_from_slice(args);
+        v.ok(&a);
+        v.ok(&["output", "env", "n"]).trim().to_string()
+    };
+    // Neither dev.tfvars nor prod.tfvars loads by itself: n is unset.
+    let o = v.expect(&["plan", "env"], 1);
+    assert!(o.contains("\"n\"") && o.contains("-var"), "{o}");
+    v.write("env/terraform.tfvars", "n = 3\n");
+    assert_eq!(out(&[]), "3");
+    v.write("env/x.auto.tfvars", "n = 4\n");
+    assert_eq!(out(&[]), "4");
+    let prod = v.work.join("env/prod.tfvars");
+    assert_eq!(out(&["-var-file", prod.to_str().unwrap()]), "2");
+    assert_eq!(
+        out(&["-var-file", prod.to_str().unwrap(), "-var", "n=5"]),
+        "5"
+    );
+    assert_eq!(out(&["-var=n=6"]), "6");
+    assert_eq!(out(&["-v", "n=7"]), "7");
+    assert_eq!(out(&["--var", "n=8"]), "8");
+    // Rolling back to the -var-file apply applies its file again.
+    v.ok(&["rollback", "env", "--to", "3", "--auto-approve"]);
+    assert_eq!(v.ok(&["output", "env", "n"]).trim(), "2");
+    // Usage errors have their own exit code.
+    let o = v.expect(
+        &["plan", "env", "--detailed-exitcode", "--no-such-flag"],
+        64,
+    );
+    assert!(o.contains("--no-such-flag"), "{o}");
+    assert_eq!(
+        v.run(&["plan", "env", "-var", "n=9", "-detailed-exitcode"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
