@@ -1315,13 +1315,59 @@ fn hcl_expr_value(s: &str) -> Result<Value, String> {
     eval(&Expr { expr: e, file }, &veeps_lang::eval::EmptyScope).map_err(|d| d.summary)
 }
 
+/// Instances one resource or module block may expand to (`count`, `for_each`); the
+/// environment variable `VEEPS_MAX_INSTANCES` of the server changes it.
+pub const DEFAULT_MAX_INSTANCES: usize = 10_000;
+
+fn max_instances() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("VEEPS_MAX_INSTANCES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_MAX_INSTANCES)
+    })
+}
+
+fn too_many(e: &Expr, what: &str, n: f64) -> Diagnostic {
+    Diagnostic::at(
+        &e.loc(),
+        format!(
+            "{what} asks for {n} instances; a block may have at most {} (the server's VEEPS_MAX_INSTANCES)",
+            max_instances()
+        ),
+    )
+    .with_detail("Split the resources over several blocks or modules, or raise the limit.")
+}
+
 fn expansion(
+    count: Option<&Expr>,
+    for_each: Option<&Expr>,
+    scope: &dyn Scope,
+) -> Result<Expansion, Diagnostic> {
+    let expanded = expansion_unbounded(count, for_each, scope)?;
+    match (&expanded, count.or(for_each)) {
+        (Expansion::Count(n), Some(e)) if *n > max_instances() => {
+            Err(too_many(e, "count", *n as f64))
+        }
+        (Expansion::Each(keys), Some(e)) if keys.len() > max_instances() => {
+            Err(too_many(e, "for_each", keys.len() as f64))
+        }
+        _ => Ok(expanded),
+    }
+}
+
+fn expansion_unbounded(
     count: Option<&Expr>,
     for_each: Option<&Expr>,
     scope: &dyn Scope,
 ) -> Result<Expansion, Diagnostic> {
     if let Some(c) = count {
         return match eval(c, scope)? {
+            Value::Number(n) if n > max_instances() as f64 && n.fract() == 0.0 => {
+                Err(too_many(c, "count", n))
+            }
             Value::Number(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Expansion::Count(n as usize)),
             Value::Unknown => Err(Diagnostic::at(&c.loc(), "the count value depends on values that cannot be known until apply")
                 .with_detail("Use a value known at plan time (variables, locals, or attributes of resources that already exist).")),

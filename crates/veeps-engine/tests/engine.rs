@@ -439,3 +439,35 @@ async fn no_input_makes_the_engine_panic() {
         }
     }
 }
+
+/// Issue "Trust what exists", item 17: `count = 1e13` made plan try an 880 TB allocation
+/// and aborted the server. Expansions and the work of expressions are bounded, with an
+/// error that names the limit.
+#[tokio::test]
+async fn huge_counts_and_expressions_are_errors_not_aborts() {
+    for (src, says) in [
+        (
+            "resource \"random_id\" \"x\" {\n  count       = 1e13\n  byte_length = 4\n}\n",
+            "at most 10000",
+        ),
+        (
+            "resource \"random_id\" \"x\" {\n  for_each    = toset([for i in range(20000) : tostring(i)])\n  byte_length = 4\n}\n",
+            "at most 10000",
+        ),
+        (
+            "locals {\n  big = [for i in range(100000) : [for j in range(100000) : j]]\n}\noutput \"n\" {\n  value = length(local.big)\n}\n",
+            "steps of for",
+        ),
+        (
+            "locals {\n  a = join(\"\", [for i in range(600000) : \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"])\n  b = \"${local.a}${local.a}\"\n}\noutput \"n\" {\n  value = length(local.b)\n}\n",
+            "grows past",
+        ),
+        (
+            "module \"m\" {\n  source = \"./m\"\n  count  = 100001\n}\n",
+            "at most 10000",
+        ),
+    ] {
+        let out = errors_of(&[("env/main.hcl", src), ("env/m/main.hcl", "")]).await;
+        assert!(out.contains(says) && out.contains("main.hcl:"), "{src}\n{out}");
+    }
+}

@@ -90,7 +90,16 @@ pub struct Evaluator<'a> {
     scope: &'a dyn Scope,
     file: Arc<SourceFile>,
     locals: Vec<(String, Value)>,
+    /// `for` iterations so far (bounded by [`MAX_STEPS`]).
+    steps: usize,
 }
+
+/// Iterations of `for` expressions one evaluation may take (nested ones count each inner
+/// step): past it, the expression is an error rather than a server out of memory or time.
+pub const MAX_STEPS: usize = 1_000_000;
+
+/// The longest string a template may produce (16 MiB).
+pub const MAX_STRING: usize = 16 << 20;
 
 /// Evaluates `e` in `scope`.
 pub fn eval(e: &Expr, scope: &dyn Scope) -> Result<Value, Diagnostic> {
@@ -98,6 +107,7 @@ pub fn eval(e: &Expr, scope: &dyn Scope) -> Result<Value, Diagnostic> {
         scope,
         file: e.file.clone(),
         locals: Vec::new(),
+        steps: 0,
     };
     ev.expr(&e.expr)
 }
@@ -119,6 +129,7 @@ pub fn eval_template_text(
         scope,
         file,
         locals: vars.into_iter().collect(),
+        steps: 0,
     };
     ev.template(&tpl)
 }
@@ -494,6 +505,13 @@ impl Evaluator<'_> {
         let mut grouped: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         let mut unknown = false;
         for (k, v) in items {
+            self.steps += 1;
+            if self.steps > MAX_STEPS {
+                return Err(self.err(
+                    e,
+                    format!("this expression takes more than {MAX_STEPS} steps of for; iterate over less"),
+                ));
+            }
             let depth = self.locals.len();
             if let Some(kn) = &kname {
                 self.locals.push((kn.clone(), k));
@@ -678,6 +696,12 @@ impl Evaluator<'_> {
                     strip_next = false;
                 }
                 Element::Interpolation(ip) => {
+                    if out.len() > MAX_STRING {
+                        return Err(self.err(
+                            &ip.expr,
+                            format!("this string grows past {MAX_STRING} bytes"),
+                        ));
+                    }
                     let v = self.expr(&ip.expr)?;
                     match v {
                         Value::Unknown => unknown = true,
