@@ -3,6 +3,7 @@
 //! [`server`] serves it: every call needs the root token (or, later, an IAM token) and is
 //! recorded in the audit log, including refused ones. [`client`] is what the CLI uses.
 
+pub mod audit;
 pub mod client;
 mod compute_api;
 mod db_api;

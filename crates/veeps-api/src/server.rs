@@ -102,6 +102,8 @@ pub struct ServerOptions {
     pub s3_website_listen: Option<String>,
     /// How long a lifecycle "day" lasts (a real day when `None`; shortened by tests).
     pub s3_lifecycle_day: Option<std::time::Duration>,
+    /// Days of audit log kept (365 when `None`).
+    pub audit_retention_days: Option<u32>,
 }
 
 /// A port bound at open, served once the server runs.
@@ -128,10 +130,12 @@ fn take(l: &Early) -> Option<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(l).ok()
 }
 
-/// API call counts and latencies, reported every collection interval.
-#[derive(Default)]
+/// API call counts and latencies, reported every collection interval, and the audit
+/// log's writer.
 struct ApiStats {
     inner: std::sync::Mutex<(u64, Vec<f64>)>,
+    audit: Arc<crate::audit::Auditor>,
+    audit_days: u32,
 }
 
 impl veeps_obs::collect::Collector for ApiStats {
@@ -143,6 +147,13 @@ impl veeps_obs::collect::Collector for ApiStats {
         };
         let l = [("env", "system"), ("component", "api")];
         out.push(Sample::new("api_requests_total", &l, total as f64));
+        out.push(Sample::new(
+            "api_audit_dropped_total",
+            &l,
+            self.audit
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ));
         if !lat.is_empty() {
             lat.sort_by(|a, b| a.total_cmp(b));
             let avg = lat.iter().sum::<f64>() / lat.len() as f64;
@@ -228,7 +239,11 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     };
     let obs = Arc::new(veeps_obs::Obs::open(data_dir, store.clone(), obs_config).map_err(dd)?);
     veeps_obs::layer::set_sink(obs.logs.clone());
-    let api = Arc::new(ApiStats::default());
+    let api = Arc::new(ApiStats {
+        inner: Default::default(),
+        audit: crate::audit::Auditor::start(store.clone()),
+        audit_days: opts.audit_retention_days.unwrap_or(365).max(1),
+    });
     obs.register(Arc::new(veeps_obs::collect::HostCollector::new(
         data_dir.to_path_buf(),
     )));
@@ -362,6 +377,34 @@ impl veeps_obs::collect::Collector for ComputeStats {
 }
 
 impl AppState {
+    /// Removes audit entries older than the retention, at start and every hour.
+    fn prune_audit_daily(&self) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let days = self.api.audit_days;
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                t.tick().await;
+                let store = store.clone();
+                let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days.into());
+                let cutoff = cutoff
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                match tokio::task::spawn_blocking(move || store.prune_audit(&cutoff)).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(
+                        removed = n,
+                        days,
+                        "audit entries past their retention removed"
+                    ),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "audit pruning failed; retried in an hour")
+                    }
+                    _ => {}
+                }
+            }
+        })
+    }
+
     /// Serves the S3 API and bucket websites, once, on the ports they have, and runs
     /// lifecycle rules; the handles stop them.
     fn start_s3(&self) -> Vec<tokio::task::JoinHandle<()>> {
@@ -541,7 +584,8 @@ pub async fn serve_listener(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%addr, "API listening");
-    let s3 = state.start_s3();
+    let mut s3 = state.start_s3();
+    s3.push(state.prune_audit_daily());
     let compute = state.compute.clone();
     let lbs = state.lbs.clone();
     let dbs = state.dbs.clone();
@@ -608,13 +652,11 @@ async fn auth(
         } else {
             "anonymous"
         };
-        if let Err(e) = st
-            .store
-            .append_audit(who, &peer.ip().to_string(), &action, 401)
-        {
-            tracing::error!(error = %e, "audit log write failed");
-        }
-        tracing::warn!(%peer, %action, "refused an API call without a valid token");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        st.api
+            .audit
+            .refused(who, &peer.ip().to_string(), &action, now);
+        tracing::debug!(%peer, "refused an API call without a valid token");
         return (
             StatusCode::UNAUTHORIZED,
             [("www-authenticate", "Bearer")],
@@ -646,12 +688,15 @@ async fn auth(
         }
     }
     let code = resp.status().as_u16();
-    if let Err(e) = st
-        .store
-        .append_audit(&who, &peer.ip().to_string(), &action, code)
-    {
-        tracing::error!(error = %e, "audit log write failed");
-    }
+    st.api
+        .audit
+        .record(veeps_state::AuditRecord {
+            who: who.clone(),
+            source: peer.ip().to_string(),
+            action: action.clone(),
+            result: code,
+        })
+        .await;
     tracing::info!(%who, %action, status = code, ms = started.elapsed().as_millis() as u64, "api call");
     resp
 }

@@ -15,6 +15,8 @@ const ENVS: TableDefinition<&str, &[u8]> = TableDefinition::new("envs");
 const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks");
 const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("history");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// KV key of the hash the oldest kept audit entry chains from.
+const AUDIT_ANCHOR: &str = "audit/anchor";
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 
@@ -198,6 +200,19 @@ pub struct AuditEntry {
     pub prev_hash: String,
     /// The hash of this entry.
     pub hash: String,
+}
+
+/// What an audit entry records, before it is numbered and chained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Who.
+    pub who: String,
+    /// From where.
+    pub source: String,
+    /// What.
+    pub action: String,
+    /// The result (HTTP status).
+    pub result: u16,
 }
 
 /// The store.
@@ -458,30 +473,100 @@ impl Store {
         action: &str,
         result: u16,
     ) -> Result<AuditEntry> {
+        let mut v = self.append_audit_batch(&[AuditRecord {
+            who: who.into(),
+            source: source.into(),
+            action: action.into(),
+            result,
+        }])?;
+        v.pop().ok_or_else(|| StateError::Corrupt {
+            key: "audit".into(),
+            err: "no entry written".into(),
+        })
+    }
+
+    /// Appends several entries to the audit log in one transaction (one fsync), chaining
+    /// hashes. Returns them.
+    pub fn append_audit_batch(&self, records: &[AuditRecord]) -> Result<Vec<AuditEntry>> {
         let txn = self.db.begin_write()?;
-        let entry = {
+        let mut out = Vec::with_capacity(records.len());
+        {
             let mut t = txn.open_table(AUDIT)?;
             let last = t.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
-            let (seq, prev_hash) = match last {
+            let (mut seq, mut prev_hash) = match last {
                 Some((k, v)) => (k + 1, decode::<AuditEntry>("audit", &v)?.hash),
-                None => (1, String::new()),
+                None => (1, self.audit_anchor_in(&txn)?),
             };
-            let mut e = AuditEntry {
-                seq,
-                time: now(),
-                who: who.into(),
-                source: source.into(),
-                action: action.into(),
-                result,
-                prev_hash,
-                hash: String::new(),
-            };
-            e.hash = audit_hash(&e);
-            t.insert(seq, encode(&e).as_slice())?;
-            e
-        };
+            for r in records {
+                let mut e = AuditEntry {
+                    seq,
+                    time: now(),
+                    who: r.who.clone(),
+                    source: r.source.clone(),
+                    action: r.action.clone(),
+                    result: r.result,
+                    prev_hash: prev_hash.clone(),
+                    hash: String::new(),
+                };
+                e.hash = audit_hash(&e);
+                t.insert(seq, encode(&e).as_slice())?;
+                prev_hash = e.hash.clone();
+                seq += 1;
+                out.push(e);
+            }
+        }
         txn.commit()?;
-        Ok(entry)
+        Ok(out)
+    }
+
+    /// The hash the oldest kept audit entry chains from ("" when nothing was pruned).
+    fn audit_anchor_in(&self, txn: &redb::WriteTransaction) -> Result<String> {
+        let t = txn.open_table(KV)?;
+        let v = t.get(AUDIT_ANCHOR)?.map(|v| v.value().to_vec());
+        Ok(match v {
+            Some(v) => decode::<String>("audit anchor", &v)?,
+            None => String::new(),
+        })
+    }
+
+    /// Removes audit entries written before `cutoff` (RFC 3339), a batch at a time; the
+    /// hash of the last one removed is kept, so the rest of the chain still verifies.
+    /// Returns how many went.
+    pub fn prune_audit(&self, cutoff: &str) -> Result<u64> {
+        let mut removed = 0;
+        loop {
+            let txn = self.db.begin_write()?;
+            let (n, last_hash) = {
+                let mut t = txn.open_table(AUDIT)?;
+                let mut doomed = vec![];
+                for item in t.iter()?.take(10_000) {
+                    let (k, v) = item?;
+                    let e: AuditEntry = decode("audit", v.value())?;
+                    if e.time.as_str() >= cutoff {
+                        break;
+                    }
+                    doomed.push((k.value(), e.hash));
+                }
+                // The newest entry stays, so appends keep chaining from it.
+                let newest = t.last()?.map(|(k, _)| k.value());
+                if doomed.last().map(|(k, _)| *k) == newest {
+                    doomed.pop();
+                }
+                for (k, _) in &doomed {
+                    t.remove(*k)?;
+                }
+                (doomed.len(), doomed.last().map(|(_, h)| h.clone()))
+            };
+            if let Some(h) = last_hash {
+                let mut kv = txn.open_table(KV)?;
+                kv.insert(AUDIT_ANCHOR, encode(&h).as_slice())?;
+            }
+            txn.commit()?;
+            removed += n as u64;
+            if n < 10_000 {
+                return Ok(removed);
+            }
+        }
     }
 
     /// The last `limit` audit entries, oldest first.
@@ -497,11 +582,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Checks the audit log's hash chain. Returns the number of entries, or the first bad one.
+    /// Checks the audit log's hash chain (from the anchor left by pruning). Returns the
+    /// number of entries, or the first bad one.
     pub fn verify_audit(&self) -> Result<std::result::Result<u64, u64>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(AUDIT)?;
-        let mut prev = String::new();
+        let kv = txn.open_table(KV)?;
+        let anchor = kv.get(AUDIT_ANCHOR)?.map(|v| v.value().to_vec());
+        let mut prev = match anchor {
+            Some(v) => decode::<String>("audit anchor", &v)?,
+            None => String::new(),
+        };
         let mut n = 0;
         for item in t.iter()? {
             let (_, v) = item?;

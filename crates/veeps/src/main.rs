@@ -124,6 +124,9 @@ pub enum Command {
         /// Days of logs kept in log groups that set no retention of their own
         #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3653))]
         log_retention_days: u32,
+        /// Days of audit log kept (older entries are removed; the rest still verify)
+        #[arg(long, value_name = "DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36530))]
+        audit_retention_days: u32,
     },
     /// Start veeps and deploy every environment under DIR (default: the bundled example), then stay in the foreground
     Up {

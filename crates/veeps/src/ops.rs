@@ -21,6 +21,7 @@ pub fn run(cli: Cli) -> i32 {
             smtp_from,
             metrics_retention,
             log_retention_days,
+            audit_retention_days,
             s3,
         } => crate::up::server(
             &g,
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> i32 {
                 s3_listen: Some(s3.s3_listen),
                 s3_website_listen: Some(s3.s3_website_listen),
                 s3_lifecycle_day: s3.s3_lifecycle_day,
+                audit_retention_days: Some(audit_retention_days),
             },
         ),
         Command::Metrics(MetricsCmd::List { env }) => metrics_list(&g, &env),

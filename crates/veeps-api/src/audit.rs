@@ -1,0 +1,180 @@
+//! The audit log's writer: entries go to a thread of their own that writes them in
+//! batches (one transaction, one fsync for many calls), never on the runtime's threads.
+//! Calls made with the token wait until their entry is durable; refused calls do not, and
+//! are bounded: their path is truncated, each source gets a few entries a minute, and what
+//! is dropped is counted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use veeps_state::{AuditRecord, Store};
+
+/// Refused calls recorded per source and minute; the rest are counted, not written.
+pub const REFUSED_PER_MINUTE: u32 = 10;
+/// Characters of a refused call's path that are kept.
+pub const REFUSED_PATH_CHARS: usize = 128;
+/// Sources whose refusals are tracked at once (older windows are forgotten).
+const SOURCES: usize = 10_000;
+
+struct Pending {
+    record: AuditRecord,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Writes audit entries off the runtime, in batches.
+pub struct Auditor {
+    tx: std::sync::mpsc::SyncSender<Pending>,
+    windows: Mutex<HashMap<String, (i64, u32)>>,
+    /// Refused-call entries dropped by the rate limit or a full queue.
+    pub dropped: AtomicU64,
+}
+
+impl Auditor {
+    /// Starts the writer thread over `store`.
+    pub fn start(store: Arc<Store>) -> Arc<Auditor> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(65_536);
+        std::thread::Builder::new()
+            .name("veeps-audit".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    let records: Vec<AuditRecord> =
+                        batch.iter().map(|p| p.record.clone()).collect();
+                    if let Err(e) = store.append_audit_batch(&records) {
+                        tracing::error!(error = %e, entries = records.len(), "audit log write failed");
+                    }
+                    for p in batch {
+                        if let Some(d) = p.done {
+                            let _ = d.send(());
+                        }
+                    }
+                }
+            })
+            .expect("start the audit writer thread");
+        Arc::new(Auditor {
+            tx,
+            windows: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Records a call made with the token; returns once the entry is durable.
+    pub async fn record(&self, record: AuditRecord) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let tx = self.tx.clone();
+        let sent = tokio::task::spawn_blocking(move || {
+            tx.send(Pending {
+                record,
+                done: Some(done),
+            })
+            .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if sent {
+            let _ = wait.await;
+        }
+    }
+
+    /// Records a refused call, within the per-source bound; never waits.
+    pub fn refused(&self, who: &str, source: &str, action: &str, now_secs: i64) {
+        if !self.admit(source, now_secs) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut kept: String = action.chars().take(REFUSED_PATH_CHARS).collect();
+        if kept.len() < action.len() {
+            kept.push('…');
+        }
+        let action = kept;
+        let p = Pending {
+            record: AuditRecord {
+                who: who.into(),
+                source: source.into(),
+                action,
+                result: 401,
+            },
+            done: None,
+        };
+        if self.tx.try_send(p).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `source` may have one more refused-call entry this minute.
+    fn admit(&self, source: &str, now_secs: i64) -> bool {
+        let minute = now_secs / 60;
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() >= SOURCES && !w.contains_key(source) {
+            w.retain(|_, (m, _)| *m == minute);
+            if w.len() >= SOURCES {
+                return false;
+            }
+        }
+        let e = w.entry(source.to_string()).or_insert((minute, 0));
+        if e.0 != minute {
+            *e = (minute, 0);
+        }
+        e.1 += 1;
+        e.1 <= REFUSED_PER_MINUTE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_calls_are_bounded_per_source_and_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
+        let a = Auditor::start(store.clone());
+        let long = format!("GET /{}", "x".repeat(10_000));
+        for _ in 0..1000 {
+            a.refused("anonymous", "10.0.0.1", &long, 60);
+        }
+        a.refused("anonymous", "10.0.0.2", "GET /", 60);
+        // A call with the token waits for its entry, and so for the batch before it.
+        a.record(AuditRecord {
+            who: "root".into(),
+            source: "127.0.0.1".into(),
+            action: "GET /v1/status".into(),
+            result: 200,
+        })
+        .await;
+        let entries = store.audit(10_000).unwrap();
+        assert_eq!(entries.len(), REFUSED_PER_MINUTE as usize + 2);
+        assert!(entries
+            .iter()
+            .all(|e| e.action.chars().count() <= REFUSED_PATH_CHARS + 1));
+        assert_eq!(
+            a.dropped.load(Ordering::Relaxed),
+            1000 - REFUSED_PER_MINUTE as u64
+        );
+        // The next minute, the source is admitted again.
+        assert!(a.admit("10.0.0.1", 120));
+        assert_eq!(store.verify_audit().unwrap(), Ok(entries.len() as u64));
+    }
+
+    #[test]
+    fn pruning_keeps_the_chain_verifiable() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s.redb")).unwrap();
+        for i in 0..5 {
+            store
+                .append_audit("root", "x", &format!("GET /{i}"), 200)
+                .unwrap();
+        }
+        // Everything is older than a cutoff in the future, but the newest entry stays.
+        assert_eq!(store.prune_audit("9999-01-01T00:00:00Z").unwrap(), 4);
+        store.append_audit("root", "x", "GET /after", 200).unwrap();
+        assert_eq!(store.verify_audit().unwrap(), Ok(2));
+        assert_eq!(store.prune_audit("2000-01-01T00:00:00Z").unwrap(), 0);
+    }
+}
