@@ -805,13 +805,11 @@ fn engine_request(
                         ),
                     )
                 })?;
-            let b = serde_json::from_value(h.bundle).map_err(|e| {
-                err(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("version {v}'s configuration cannot be read: {e}"),
-                )
-            })?;
-            (b, h.vars, format!("rollback to {v}"))
+            let (b, vars) = st
+                .engine
+                .history_inputs(env, &h)
+                .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            (b, vars, format!("rollback to {v}"))
         }
         None => match &r.bundle {
             Some(b) => (b.clone(), r.vars.clone(), "apply".to_string()),

@@ -181,8 +181,12 @@ impl Engine {
         deps: &[String],
         status: ResourceStatus,
         cbd: bool,
+        masked: &BTreeSet<String>,
     ) -> Result<(), String> {
-        let sensitive: BTreeSet<&str> = rt.schema().sensitive_attrs().into_iter().collect();
+        // Schema-sensitive attributes, and those whose configuration derives from a
+        // sensitive value (a sensitive variable, another resource's sensitive attribute).
+        let mut sensitive: BTreeSet<&str> = rt.schema().sensitive_attrs().into_iter().collect();
+        sensitive.extend(masked.iter().map(String::as_str));
         let json = encrypt_attrs(&self.kms, env, attrs, &sensitive).map_err(|e| e.to_string())?;
         let rec = ResourceRecord {
             address: address.to_string(),
@@ -511,7 +515,7 @@ impl Engine {
                     let json = if *sensitive {
                         encrypt_value(&self.kms, &req.env, v)?
                     } else {
-                        v.to_json()
+                        state_json(v)
                     };
                     outs.insert(
                         name.clone(),
@@ -553,9 +557,14 @@ impl Engine {
                 status: status.into(),
                 summary,
                 errors: errors.clone(),
-                bundle: serde_json::to_value(&req.bundle)
+                bundle: serde_json::to_value(&without_var_files(&req.bundle))
                     .map_err(|e| EngineError::Other(e.to_string()))?,
-                vars: req.vars.clone(),
+                vars: req
+                    .vars
+                    .iter()
+                    .map(|(k, _)| (k.clone(), "(sealed)".to_string()))
+                    .collect(),
+                sealed: Some(seal_inputs(&self.kms, &req.env, &req.bundle, &req.vars)?),
             },
         )?;
         let mut rec = self.store.env(&req.env)?.unwrap_or_else(|| EnvRecord {
@@ -726,6 +735,8 @@ impl Engine {
                         .await
                         .map_err(|e| format!("{}: {e}", p.record.address))?;
                     if new != p.attrs {
+                        // What was encrypted stays encrypted.
+                        let masked = sealed_attrs(&p.record.attrs);
                         self.save(
                             env_name,
                             rt,
@@ -734,6 +745,7 @@ impl Engine {
                             &p.record.dependencies,
                             ResourceStatus::Ready,
                             p.record.create_before_destroy,
+                            &masked,
                         )
                         .await?;
                     }
@@ -772,7 +784,9 @@ impl Engine {
             return Ok(None);
         };
         let attrs = decrypt_json(&self.kms, env, &rec.attrs)?;
-        let masked: BTreeSet<String> = self
+        // Masked: what the schema marks, and whatever was stored encrypted (derived from
+        // a secret).
+        let mut masked: BTreeSet<String> = self
             .registry
             .resource(&rec.type_name)
             .map(|r| {
@@ -783,6 +797,7 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default();
+        masked.extend(sealed_attrs(&rec.attrs));
         let shown = mask_attrs(&attrs, &masked);
         Ok(Some((rec, Value::from_plan_json(&shown))))
     }
@@ -965,6 +980,111 @@ pub fn address_tail(address: &str) -> &str {
     rest
 }
 
+/// Whether a bundle path is a variable file (they may hold secrets: history seals them).
+fn is_var_file(path: &str) -> bool {
+    path.ends_with(".tfvars") || path.ends_with(".tfvars.json")
+}
+
+/// A bundle without its variable files.
+fn without_var_files(b: &Bundle) -> Bundle {
+    Bundle {
+        root: b.root.clone(),
+        files: b
+            .files
+            .iter()
+            .filter(|(p, _)| !is_var_file(p))
+            .map(|(p, t)| (p.clone(), t.clone()))
+            .collect(),
+    }
+}
+
+/// What a rollback needs that may be secret, sealed with the environment's key.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SealedInputs {
+    vars: Vec<(String, String)>,
+    files: BTreeMap<String, String>,
+}
+
+fn seal_inputs(
+    kms: &Kms,
+    env: &str,
+    bundle: &Bundle,
+    vars: &[(String, String)],
+) -> Result<String, EngineError> {
+    let inputs = SealedInputs {
+        vars: vars.to_vec(),
+        files: bundle
+            .files
+            .iter()
+            .filter(|(p, _)| is_var_file(p))
+            .map(|(p, t)| (p.clone(), t.clone()))
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&inputs).map_err(|e| EngineError::Other(e.to_string()))?;
+    let ct = kms.encrypt(env, &bytes, "veeps history")?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(ct))
+}
+
+impl Engine {
+    /// The configuration and `-var` values an applied version used (decrypting what its
+    /// history entry sealed), for a rollback.
+    pub fn history_inputs(
+        &self,
+        env: &str,
+        h: &veeps_state::HistoryEntry,
+    ) -> Result<(Bundle, Vec<(String, String)>), EngineError> {
+        let mut bundle: Bundle = serde_json::from_value(h.bundle.clone()).map_err(|e| {
+            EngineError::Other(format!(
+                "version {}'s configuration cannot be read: {e}",
+                h.version
+            ))
+        })?;
+        let Some(sealed) = &h.sealed else {
+            return Ok((bundle, h.vars.clone()));
+        };
+        let ct = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .map_err(|e| {
+                EngineError::Other(format!("version {}'s sealed inputs: {e}", h.version))
+            })?;
+        let pt = self.kms.decrypt(env, &ct, "veeps history")?;
+        let inputs: SealedInputs = serde_json::from_slice(&pt).map_err(|e| {
+            EngineError::Other(format!("version {}'s sealed inputs: {e}", h.version))
+        })?;
+        bundle.files.extend(inputs.files);
+        Ok((bundle, inputs.vars))
+    }
+}
+
+/// The ciphertext of a sensitive value in state is the only object whose key is exactly
+/// `$sensitive`: keys of the user's own objects that start with `$` are stored with one `$`
+/// more (and read back with one less), so no configuration value can pass for one.
+fn escape_keys(j: serde_json::Value) -> serde_json::Value {
+    match j {
+        serde_json::Value::Object(o) => serde_json::Value::Object(
+            o.into_iter()
+                .map(|(k, v)| {
+                    let k = if k.starts_with('$') {
+                        format!("${k}")
+                    } else {
+                        k
+                    };
+                    (k, escape_keys(v))
+                })
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(escape_keys).collect())
+        }
+        j => j,
+    }
+}
+
+/// A value as state stores it (see [`escape_keys`]).
+fn state_json(v: &Value) -> serde_json::Value {
+    escape_keys(v.to_json())
+}
+
 fn encrypt_value(kms: &Kms, env: &str, v: &Value) -> Result<serde_json::Value, EngineError> {
     let bytes = serde_json::to_vec(&v.to_json()).map_err(|e| EngineError::Other(e.to_string()))?;
     let ct = kms.encrypt(env, &bytes, "veeps state")?;
@@ -978,18 +1098,37 @@ fn encrypt_attrs(
     sensitive: &BTreeSet<&str>,
 ) -> Result<serde_json::Value, EngineError> {
     let Value::Object(o) = attrs else {
-        return Ok(attrs.to_json());
+        return Ok(state_json(attrs));
     };
     let mut out = serde_json::Map::new();
     for (k, v) in o {
         let j = if sensitive.contains(k.as_str()) && !v.is_null() {
             encrypt_value(kms, env, v)?
         } else {
-            v.to_json()
+            state_json(v)
         };
-        out.insert(k.clone(), j);
+        let k = if k.starts_with('$') {
+            format!("${k}")
+        } else {
+            k.clone()
+        };
+        out.insert(k, j);
     }
     Ok(serde_json::Value::Object(out))
+}
+
+/// The attributes of a stored record that are encrypted.
+pub(crate) fn sealed_attrs(j: &serde_json::Value) -> BTreeSet<String> {
+    let serde_json::Value::Object(o) = j else {
+        return BTreeSet::new();
+    };
+    o.iter()
+        .filter(|(_, v)| {
+            v.as_object()
+                .is_some_and(|m| m.len() == 1 && m.get("$sensitive").is_some_and(|s| s.is_string()))
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// Decodes state JSON, decrypting `{"$sensitive": ...}` values.
@@ -1009,7 +1148,13 @@ pub fn decrypt_json(kms: &Kms, env: &str, j: &serde_json::Value) -> Result<Value
         }
         serde_json::Value::Object(o) => Value::Object(
             o.iter()
-                .map(|(k, v)| Ok((k.clone(), decrypt_json(kms, env, v)?)))
+                .map(|(k, v)| {
+                    let k = match k.strip_prefix('$') {
+                        Some(rest) if rest.starts_with('$') => rest.to_string(),
+                        _ => k.clone(),
+                    };
+                    Ok((k, decrypt_json(kms, env, v)?))
+                })
                 .collect::<Result<_, EngineError>>()?,
         ),
         serde_json::Value::Array(a) => Value::List(

@@ -675,8 +675,19 @@ impl Walk {
         diags.into_result()
     }
 
-    /// If `e` refers to a sensitive attribute or variable, names it.
+    /// If `e` refers to a sensitive attribute or variable, names it: as Terraform marks
+    /// values, through locals, module inputs and outputs, and `sensitive()`.
     fn sensitive_source(&self, m: &ModuleConfig, e: &Expr) -> Option<String> {
+        self.sensitive_source_at(m, e, 0)
+    }
+
+    fn sensitive_source_at(&self, m: &ModuleConfig, e: &Expr, depth: usize) -> Option<String> {
+        if depth > 32 {
+            return None;
+        }
+        if calls_sensitive(e.text()) {
+            return Some("sensitive()".into());
+        }
         for r in e.references() {
             match r.root.as_str() {
                 "var" => {
@@ -684,11 +695,26 @@ impl Walk {
                         if v.sensitive {
                             return Some(format!("var.{}", v.name));
                         }
+                        // A module's input is as sensitive as what a caller passes in.
+                        for caller in self.config.modules.values() {
+                            for call in caller.module_calls.values() {
+                                if call.source.dir() != m.dir {
+                                    continue;
+                                }
+                                if let Some(arg) = call.inputs.get(&v.name) {
+                                    if let Some(s) =
+                                        self.sensitive_source_at(caller, &arg.expr, depth + 1)
+                                    {
+                                        return Some(s);
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
                 "local" => {
                     if let Some(l) = r.names.first().and_then(|n| m.locals.get(n)) {
-                        if let Some(s) = self.sensitive_source(m, &l.expr) {
+                        if let Some(s) = self.sensitive_source_at(m, &l.expr, depth + 1) {
                             return Some(s);
                         }
                     }
@@ -706,6 +732,12 @@ impl Walk {
                         {
                             if out.sensitive {
                                 return Some(format!("module.{}.{o}", c.name));
+                            }
+                            if let Some(cm) = self.config.modules.get(&c.source.dir()) {
+                                if let Some(s) = self.sensitive_source_at(cm, &out.value, depth + 1)
+                                {
+                                    return Some(s);
+                                }
                             }
                         }
                     }
@@ -960,7 +992,23 @@ impl Walk {
                 out.insert(name.clone());
             }
         }
+        // A nested block is one attribute in state: any sensitive value in it seals it.
+        for b in &rc.body.blocks {
+            if self.body_is_sensitive(m, &b.body) {
+                out.insert(b.type_name.clone());
+            }
+        }
         out
+    }
+
+    fn body_is_sensitive(&self, m: &ModuleConfig, body: &veeps_lang::config::BodyConfig) -> bool {
+        body.attrs
+            .values()
+            .any(|a| self.sensitive_source(m, &a.expr).is_some())
+            || body
+                .blocks
+                .iter()
+                .any(|b| self.body_is_sensitive(m, &b.body))
     }
 
     /// Plans (and in apply mode, performs) the change to one instance. Returns the value
@@ -1108,6 +1156,7 @@ impl Walk {
                                 deps,
                                 ResourceStatus::Ready,
                                 rc.lifecycle.create_before_destroy,
+                                masked,
                             )
                             .await?;
                     }
@@ -1122,6 +1171,7 @@ impl Walk {
                         &config,
                         deps,
                         rc.lifecycle.create_before_destroy,
+                        masked,
                     )
                     .await
                 }
@@ -1141,6 +1191,7 @@ impl Walk {
                             deps,
                             ResourceStatus::Ready,
                             rc.lifecycle.create_before_destroy,
+                            masked,
                         )
                         .await?;
                     Ok(new)
@@ -1158,10 +1209,11 @@ impl Walk {
                                 deps,
                                 ResourceStatus::Ready,
                                 true,
+                                masked,
                             )
                             .await?;
                         let new = self
-                            .create(&engine, rt, &ctx, inst, &config, deps, true)
+                            .create(&engine, rt, &ctx, inst, &config, deps, true, masked)
                             .await?;
                         {
                             let _permit = engine.permits.acquire().await;
@@ -1177,7 +1229,7 @@ impl Walk {
                             rt.delete(&ctx, &p.attrs).await.map_err(|e| e.to_string())?;
                         }
                         engine.forget(&self.env, &inst.address)?;
-                        self.create(&engine, rt, &ctx, inst, &config, deps, false)
+                        self.create(&engine, rt, &ctx, inst, &config, deps, false, masked)
                             .await
                     }
                 }
@@ -1228,6 +1280,7 @@ impl Walk {
         config: &Value,
         deps: &[String],
         cbd: bool,
+        masked: &BTreeSet<String>,
     ) -> Result<Value, String> {
         // Record the intent first: a crash mid-create leaves a record the next apply finishes.
         engine
@@ -1239,6 +1292,7 @@ impl Walk {
                 deps,
                 ResourceStatus::Creating,
                 cbd,
+                masked,
             )
             .await?;
         let state = {
@@ -1257,6 +1311,7 @@ impl Walk {
                 deps,
                 ResourceStatus::Ready,
                 cbd,
+                masked,
             )
             .await?;
         Ok(state)
@@ -1621,6 +1676,18 @@ fn diff(
         }
     }
     (Value::Object(cfg), changed, forces)
+}
+
+/// Whether expression text calls `sensitive(...)` (not `nonsensitive(...)`).
+fn calls_sensitive(text: &str) -> bool {
+    text.match_indices("sensitive(").any(|(i, _)| {
+        let before = &text[..i];
+        !before.ends_with("non")
+            && !before
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
 }
 
 fn mask(v: &Value, masked: &BTreeSet<String>) -> Value {

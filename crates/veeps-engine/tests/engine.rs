@@ -471,3 +471,113 @@ async fn huge_counts_and_expressions_are_errors_not_aborts() {
         assert!(out.contains(says) && out.contains("main.hcl:"), "{src}\n{out}");
     }
 }
+
+/// Issue "Trust what exists", items 19 and 20: a secret placed in an attribute the schema
+/// does not mark (a sensitive variable, `random_password.result`, through a local, a
+/// module input or `sensitive()`) reached state in plaintext, `-var` values stayed in
+/// history; and a value shaped `{"$sensitive" = "..."}` made the environment impossible
+/// to plan. Everything derived from a secret is encrypted, and user data cannot pass for
+/// ciphertext.
+#[tokio::test]
+async fn secrets_never_reach_state_or_history_in_plaintext() {
+    let e = env();
+    let dir = e.dir.path().join("out");
+    let f = |n: &str| dir.join(n).display().to_string();
+    let cfg = format!(
+        r#"
+variable "pw" {{
+  type      = string
+  sensitive = true
+}}
+resource "random_password" "p" {{
+  length = 20
+}}
+locals {{
+  url = "postgres://app:${{random_password.p.result}}@db/app"
+}}
+resource "local_file" "a" {{
+  filename = "{a}"
+  content  = local.url
+}}
+resource "local_file" "b" {{
+  filename = "{b}"
+  content  = var.pw
+}}
+resource "local_file" "c" {{
+  filename = "{c}"
+  content  = sensitive("hidden-literal")
+}}
+module "m" {{
+  source = "./m"
+  secret = var.pw
+  path   = "{d}"
+}}
+resource "time_sleep" "t" {{
+  create_duration = "0s"
+  triggers        = {{ "$sensitive" = "not ciphertext", "$$x" = "kept" }}
+}}
+output "triggers" {{
+  value = time_sleep.t.triggers
+}}
+"#,
+        a = f("a"),
+        b = f("b"),
+        c = f("c"),
+        d = f("d"),
+    );
+    let module = "variable \"secret\" {}\nvariable \"path\" {}\nresource \"local_file\" \"d\" {\n  filename = var.path\n  content  = \"k=${var.secret}\"\n}\n";
+    let b = bundle(&[("env/main.hcl", &cfg), ("env/m/main.hcl", module)]);
+    let mut r = req(&b);
+    r.vars = vec![("pw".into(), "var-secret-123".into())];
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    e.engine.apply(r.clone(), false, None, tx).await.unwrap();
+    let mut events = vec![];
+    while let Ok(ev) = rx.try_recv() {
+        events.push(ev);
+    }
+    assert_eq!(complete(&events).0, "ok", "{:?}", complete(&events).2);
+    let password = std::fs::read_to_string(dir.join("a")).unwrap();
+    let password = password
+        .trim_start_matches("postgres://app:")
+        .trim_end_matches("@db/app");
+    assert_eq!(password.len(), 20);
+    let mut raw = String::new();
+    for rec in e.engine.store.resources("test").unwrap() {
+        raw.push_str(&rec.attrs.to_string());
+    }
+    let history = serde_json::to_string(&e.engine.store.history("test").unwrap()).unwrap();
+    for secret in [password, "var-secret-123", "hidden-literal"] {
+        assert!(!raw.contains(secret), "{secret} in state: {raw}");
+    }
+    // (A literal written in the configuration is in its source, as in Terraform.)
+    for secret in [password, "var-secret-123"] {
+        assert!(!history.contains(secret), "{secret} in history: {history}");
+    }
+    // `state show` masks what derives from a secret.
+    let (_, shown) = e.engine.show("test", "local_file.a").unwrap().unwrap();
+    assert!(!shown.to_plan_json().to_string().contains(password));
+    // The user's "$sensitive" object round-trips as data; plan and destroy work.
+    let outs = e.engine.outputs("test").unwrap();
+    assert_eq!(
+        outs["triggers"].0.to_json(),
+        serde_json::json!({"$sensitive": "not ciphertext", "$$x": "kept"})
+    );
+    let plan = e.engine.plan(&r, false).await.unwrap();
+    assert!(
+        plan.changes.iter().all(|c| c.action == Action::NoOp),
+        "{}",
+        plan.render()
+    );
+    let (bundle_back, vars_back) = e
+        .engine
+        .history_inputs("test", &e.engine.store.history("test").unwrap()[0])
+        .unwrap();
+    assert_eq!(vars_back, r.vars);
+    assert_eq!(bundle_back.files.len(), 2);
+    let plan = e.engine.plan(&r, true).await.unwrap();
+    assert!(
+        plan.changes.iter().all(|c| c.action == Action::Delete),
+        "{}",
+        plan.render()
+    );
+}

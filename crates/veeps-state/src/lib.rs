@@ -165,9 +165,13 @@ pub struct HistoryEntry {
     pub errors: Vec<String>,
     /// The configuration applied (a serialized bundle), for rollback.
     pub bundle: serde_json::Value,
-    /// The variables given on the command line.
+    /// The variables given on the command line (names only when `sealed` holds them).
     #[serde(default)]
     pub vars: Vec<(String, String)>,
+    /// The `-var` values and the variable files of the bundle, encrypted with the
+    /// environment's key (they may hold secrets); a rollback decrypts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 /// Counts of changes.
@@ -805,6 +809,7 @@ mod tests {
             errors: vec![],
             bundle: serde_json::json!({}),
             vars: vec![],
+            sealed: None,
         };
         assert_eq!(s.append_history("e", h.clone()).unwrap(), 1);
         assert_eq!(s.append_history("e", h.clone()).unwrap(), 2);
