@@ -182,8 +182,18 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         path: data_dir.display().to_string(),
         err: e.to_string(),
     };
-    std::fs::create_dir_all(data_dir).map_err(dd)?;
-    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(dd)?;
+    // Only a directory veeps makes is made private; an existing one is the user's (a
+    // warning says when others can read it).
+    if data_dir.exists() {
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(data_dir).map_err(dd)?.mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %data_dir.display(), mode = format!("{:o}", mode & 0o777), "the data directory can be read by other users; chmod 700 it");
+        }
+    } else {
+        std::fs::create_dir_all(data_dir).map_err(dd)?;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(dd)?;
+    }
     let db_path = data_dir.join("state.redb");
     let store = Arc::new(Store::open(&db_path).map_err(|e| ServerError::Store {
         path: db_path.display().to_string(),

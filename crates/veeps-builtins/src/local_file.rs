@@ -48,6 +48,44 @@ fn sha(content: &str) -> String {
     hex::encode(sha2::Sha256::digest(content.as_bytes()))
 }
 
+/// Writes `path` so that it is never seen half-written and nothing else is touched: a
+/// temporary file with an unpredictable name, created exclusively (never through a symlink
+/// planted there) with its final mode, synced, renamed over `path`, and the directory
+/// synced.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.veeps-tmp-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let done = (|| {
+        // The umask may have taken bits the configuration asks for.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done?;
+    if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
 async fn write(c: &Value) -> Result<Value, ResourceError> {
     let filename = get::str(c, "filename").unwrap_or_default().to_string();
     let content = get::str(c, "content").unwrap_or_default().to_string();
@@ -56,15 +94,11 @@ async fn write(c: &Value) -> Result<Value, ResourceError> {
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
-    let tmp = path.with_file_name(format!(
-        ".{}.veeps-tmp",
-        path.file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_default()
-    ));
-    tokio::fs::write(&tmp, content.as_bytes()).await?;
-    tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).await?;
-    tokio::fs::rename(&tmp, path).await?;
+    let path_buf = path.to_path_buf();
+    let bytes = content.clone().into_bytes();
+    tokio::task::spawn_blocking(move || write_atomically(&path_buf, &bytes, mode))
+        .await
+        .map_err(|e| ResourceError::Failed(e.to_string()))??;
     let mut s = c.as_object().cloned().unwrap_or_default();
     let digest = sha(&content);
     s.insert("id".into(), Value::String(digest.clone()));
@@ -125,5 +159,40 @@ impl Resource for LocalFile {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Issue "Trust what exists", item 21: a symlink planted at the temporary name made
+    /// root overwrite and chmod another file, and the file was created with the umask's
+    /// mode first. Temporary names are unpredictable and opened exclusively, without
+    /// following links; the file has its final mode from the start.
+    #[test]
+    fn writes_never_follow_planted_links_and_have_their_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Every name the old code would have used.
+        std::os::unix::fs::symlink(&victim, d.path().join(".out.veeps-tmp")).unwrap();
+        let out = d.path().join("out");
+        write_atomically(&out, b"secret", 0o640).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        let m = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o600);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "secret");
+        let m = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o640);
+        // No temporary file is left behind.
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("veeps-tmp-"))
+            .collect();
+        assert!(left.is_empty());
     }
 }

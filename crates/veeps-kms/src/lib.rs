@@ -122,6 +122,16 @@ impl Kms {
                 err: format!("expected 32 bytes, found {}", b.len()),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A new root key would silently orphan every key the state holds.
+                let wrapped = store.key_blob_count()?;
+                if wrapped > 0 {
+                    return Err(KmsError::RootKey {
+                        path: path.display().to_string(),
+                        err: format!(
+                            "the file is missing, but the state holds {wrapped} key(s) wrapped by it; restore root.key from your backup (without it nothing encrypted can be read), or start with an empty data directory"
+                        ),
+                    });
+                }
                 let k = random_key();
                 write_private(&path, &k).map_err(err)?;
                 tracing::info!(path = %path.display(), "generated root key");
@@ -210,6 +220,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
+    // The rename is durable only once the directory is.
+    if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        dir.sync_all()?;
+    }
     Ok(())
 }
 
@@ -217,6 +231,23 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_missing_root_key_is_refused_when_state_holds_wrapped_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
+        {
+            let k = Kms::open(d.path(), store.clone()).unwrap();
+            k.ensure_env_key("prod").unwrap();
+        }
+        std::fs::remove_file(d.path().join("root.key")).unwrap();
+        let e = Kms::open(d.path(), store.clone())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("restore root.key") && e.contains("1 key"), "{e}");
+        assert!(!d.path().join("root.key").exists());
+    }
 
     #[test]
     fn env_keys_and_envelopes() {

@@ -692,6 +692,18 @@ impl Store {
         Ok(())
     }
 
+    /// How many key blobs are stored (keys wrapped by the root key).
+    pub fn key_blob_count(&self) -> Result<usize> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(KEYS)?;
+        let mut n = 0;
+        for item in t.iter()? {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// A stored key blob.
     pub fn key_blob(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let txn = self.db.begin_read()?;

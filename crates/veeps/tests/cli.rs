@@ -524,3 +524,43 @@ fn variables_as_terraform_takes_them() {
         Some(2)
     );
 }
+
+/// Issue "Trust what exists", item 24: `--data-dir` pointing at an existing directory
+/// chmodded it to 0700 (only a directory veeps creates is made private), and a missing
+/// `root.key` was silently regenerated while the state held keys wrapped by the old one.
+#[test]
+fn the_data_directory_and_root_key_are_treated_with_care() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut v = Veeps::start();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&v.data), 0o700);
+    v.write(
+        "env/main.hcl",
+        "resource \"random_password\" \"p\" {\n  length = 8\n}\n",
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    v.kill9();
+    std::fs::set_permissions(&v.data, std::fs::Permissions::from_mode(0o750)).unwrap();
+    v.boot();
+    assert_eq!(mode(&v.data), 0o750);
+    v.kill9();
+    std::fs::remove_file(v.data.join("root.key")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--s3-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--s3-website-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&v.data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("restore root.key"),
+        "{err}"
+    );
+    assert!(!v.data.join("root.key").exists());
+}
