@@ -140,11 +140,21 @@ impl ModuleSource {
             if url.is_empty() {
                 return Err("the git module source has no repository URL".into());
             }
+            if url.starts_with('-') || rref.starts_with('-') || url.starts_with("ext::") {
+                return Err(format!(
+                    "the git module source \"{source}\" has a URL or ref that git would take for an option or a command; give a repository URL and a tag"
+                ));
+            }
             return Ok(ModuleSource::Git {
                 url: url.to_string(),
                 rref: rref.to_string(),
                 subdir: subdir.trim_matches('/').to_string(),
             });
+        }
+        if caller_dir.starts_with("git::") && source.starts_with('/') {
+            return Err(format!(
+                "\"{source}\": a module inside a git module can only name directories of its own repository (a relative path like \"./x\"), not this machine's files"
+            ));
         }
         if source.starts_with("./") || source.starts_with("../") || source.starts_with('/') {
             return Ok(ModuleSource::Local(join_path(caller_dir, source)));

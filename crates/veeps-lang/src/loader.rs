@@ -199,6 +199,7 @@ pub fn fetch_git(url: &str, rref: &str, cache: &Path) -> Result<PathBuf, String>
             "1",
             "--branch",
             rref,
+            "--",
             url,
         ])
         .arg(&tmp)
@@ -209,7 +210,7 @@ pub fn fetch_git(url: &str, rref: &str, cache: &Path) -> Result<PathBuf, String>
         // Not a tag or branch: try a full clone and check out the ref (a commit).
         let _ = std::fs::remove_dir_all(&tmp);
         let clone = Command::new("git")
-            .args(["clone", "--quiet", url])
+            .args(["clone", "--quiet", "--", url])
             .arg(&tmp)
             .env("GIT_TERMINAL_PROMPT", "0")
             .output();

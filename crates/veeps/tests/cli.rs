@@ -147,6 +147,44 @@ fn modules_from_a_local_git_repository_at_a_tag() {
         err.contains("bad/main.hcl:2:12") && err.contains("v9.9.9"),
         "{err}"
     );
+    // Issue "Trust what exists", item 25: a git module naming an absolute path read this
+    // machine's directory into the bundle; a URL or ref starting with "-" reached git as
+    // an option.
+    let secret_dir = v.work.join("local-secrets");
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    std::fs::write(
+        secret_dir.join("main.hcl"),
+        "output \"leak\" {\n  value = \"local file read\"\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("naming/main.hcl"),
+        format!(
+            "module \"inner\" {{\n  source = \"{}\"\n}}\n",
+            secret_dir.display()
+        ),
+    )
+    .unwrap();
+    git(&["commit", "-qam", "escape"]);
+    git(&["tag", "v2.0.0"]);
+    v.write(
+        "esc/main.hcl",
+        &format!(
+            "module \"naming\" {{\n  source = \"git::file://{}//naming?ref=v2.0.0\"\n}}\n",
+            repo.display()
+        ),
+    );
+    let err = v.expect(&["plan", "esc"], 1);
+    assert!(err.contains("own repository"), "{err}");
+    v.write(
+        "opt/main.hcl",
+        "module \"m\" {\n  source = \"git::--upload-pack=touch /tmp/pwned//x?ref=v1\"\n}\n",
+    );
+    let err = v.expect(&["plan", "opt"], 1);
+    assert!(
+        err.contains("opt/main.hcl:2") && err.contains("option"),
+        "{err}"
+    );
 }
 
 #[test]
