@@ -145,11 +145,36 @@ pub const RESERVED: &[&str] = &[
     "cluster_name",
 ];
 
-/// Checks `parameters`: known names, not veeps' own; returns what is wrong with each.
+/// A value as `postgresql.conf` reads it: single-quoted, with backslashes and quotes
+/// escaped (PostgreSQL reads `\\` and `''` inside quotes), so no value can end its quotes.
+pub fn quote_setting(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Checks `parameters`: well-formed, known names, not veeps' own, values without line
+/// breaks or control characters; returns what is wrong with each.
 pub fn check_parameters(p: &BTreeMap<String, String>) -> Vec<(String, String)> {
     let known = crate::pg::known_settings();
     let mut out = vec![];
-    for k in p.keys() {
+    for (k, v) in p {
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            out.push((
+                k.clone(),
+                format!("{k:?} is not a setting name (letters, digits, _ and .)"),
+            ));
+            continue;
+        }
+        if v.chars().any(|c| c.is_control()) {
+            out.push((
+                k.clone(),
+                format!("the value of {k} holds a line break or a control character"),
+            ));
+            continue;
+        }
         if RESERVED.contains(&k.as_str()) {
             out.push((
                 k.clone(),
@@ -207,7 +232,7 @@ pub fn postgresql_conf(
 ) -> String {
     use crate::pg::{SOCKETS, SPOOL, TLS};
     let mut c = String::new();
-    let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let q = |s: &str| quote_setting(s);
     let shared = (spec.memory_mb / 4).clamp(16, 8192);
     let _ = writeln!(
         c,
@@ -337,6 +362,26 @@ mod tests {
                 .iter()
                 .any(|(k, m)| k == "wrok_mem" && m.contains("work_mem")));
         }
+    }
+
+    /// Issue "Trust what exists", item 23: a value with a newline or a backslash could
+    /// add lines to `postgresql.conf` (say, `archive_command`). Such values are refused,
+    /// and quoting holds for the rest.
+    #[test]
+    fn hostile_parameters_cannot_inject_settings() {
+        let p: BTreeMap<String, String> = [
+            ("work_mem".to_string(), "8MB'\narchive_command = 'touch /tmp/x".to_string()),
+            ("search_path\nport".to_string(), "1".to_string()),
+            ("search_path".to_string(), "ends with a backslash \\".to_string()),
+        ]
+        .into();
+        let bad = check_parameters(&p);
+        assert!(bad.iter().any(|(k, m)| k == "work_mem" && m.contains("line break")), "{bad:?}");
+        assert!(bad.iter().any(|(k, m)| k.contains('\n') && m.contains("setting name")), "{bad:?}");
+        assert!(!bad.iter().any(|(k, _)| k == "search_path"), "{bad:?}");
+        // What is accepted stays one quoted value on one line.
+        assert_eq!(quote_setting("a\\'; port = 1"), "'a\\\\''; port = 1'");
+        assert_eq!(quote_setting("ends \\"), "'ends \\\\'");
     }
 
     #[test]
