@@ -18,3 +18,12 @@ pub mod resources;
 pub mod service;
 
 pub use service::Dbs;
+
+/// Test hook: when the server's `VEEPS_FAILPOINT` names `name`, the process dies here at
+/// once (as a `kill -9` would), so tests can prove a crash at that point loses nothing.
+pub fn failpoint(name: &str) {
+    if std::env::var("VEEPS_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::error!(failpoint = name, "failpoint reached; aborting");
+        std::process::abort();
+    }
+}

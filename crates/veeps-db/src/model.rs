@@ -370,14 +370,28 @@ mod tests {
     #[test]
     fn hostile_parameters_cannot_inject_settings() {
         let p: BTreeMap<String, String> = [
-            ("work_mem".to_string(), "8MB'\narchive_command = 'touch /tmp/x".to_string()),
+            (
+                "work_mem".to_string(),
+                "8MB'\narchive_command = 'touch /tmp/x".to_string(),
+            ),
             ("search_path\nport".to_string(), "1".to_string()),
-            ("search_path".to_string(), "ends with a backslash \\".to_string()),
+            (
+                "search_path".to_string(),
+                "ends with a backslash \\".to_string(),
+            ),
         ]
         .into();
         let bad = check_parameters(&p);
-        assert!(bad.iter().any(|(k, m)| k == "work_mem" && m.contains("line break")), "{bad:?}");
-        assert!(bad.iter().any(|(k, m)| k.contains('\n') && m.contains("setting name")), "{bad:?}");
+        assert!(
+            bad.iter()
+                .any(|(k, m)| k == "work_mem" && m.contains("line break")),
+            "{bad:?}"
+        );
+        assert!(
+            bad.iter()
+                .any(|(k, m)| k.contains('\n') && m.contains("setting name")),
+            "{bad:?}"
+        );
         assert!(!bad.iter().any(|(k, _)| k == "search_path"), "{bad:?}");
         // What is accepted stays one quoted value on one line.
         assert_eq!(quote_setting("a\\'; port = 1"), "'a\\\\''; port = 1'");

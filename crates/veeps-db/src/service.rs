@@ -1505,10 +1505,10 @@ impl Dbs {
             }
         }
         let c = self.admin(rec, &target).await?;
-        c.batch_execute("SELECT pg_promote(true, 60)")
-            .await
-            .map_err(|e| failed(format!("promoting {}: {e}", target.name)))?;
-        // Record the new roles before anything else can act on them.
+        // Record the new roles first (intent before action): a crash from here on restarts
+        // the target as the writer (its configuration drops standby.signal, which promotes
+        // it) and the old writer as a reader that rejoins, never the old roles over a
+        // promoted node.
         let mut new = rec.clone();
         for n in &mut new.nodes {
             n.role = if n.name == target.name {
@@ -1518,6 +1518,12 @@ impl Dbs {
             };
         }
         self.save(&new)?;
+        crate::failpoint("db-before-promote");
+        if let Err(e) = c.batch_execute("SELECT pg_promote(true, 60)").await {
+            // Not promoted: the recorded roles go back to what runs.
+            let _ = self.save(rec);
+            return Err(failed(format!("promoting {}: {e}", target.name)));
+        }
         let new_writer = new.writer().cloned().ok_or_else(|| failed("no writer"))?;
         for n in new.nodes.iter().filter(|n| n.name != new_writer.name) {
             let _ = self.ensure_slot(&new, &new_writer, &n.name).await;
