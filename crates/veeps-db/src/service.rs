@@ -541,6 +541,13 @@ impl Dbs {
         if !self.running(inner, &w.name) {
             self.start_node(rec, &w, inner, ids).await?;
         }
+        // Every reader has its slot on the writer (a writer promoted by a restart, after
+        // a crash in the middle of a failover, has none yet).
+        for n in rec.nodes.iter().filter(|n| n.role == Role::Reader) {
+            if let Err(e) = self.ensure_slot(rec, &w, &n.name).await {
+                tracing::warn!(node = %n.name, error = %e, "cannot make the reader's replication slot yet");
+            }
+        }
         for n in rec.nodes.clone() {
             if n.role == Role::Reader && !self.running(inner, &n.name) {
                 if let Err(e) = self.start_node(rec, &n, inner, ids).await {

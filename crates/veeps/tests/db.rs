@@ -396,3 +396,50 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
     v.ok(&["destroy", "env", "--auto-approve"]);
     assert!(!v.run(&["db", "status", "env", "main"]).status.success());
 }
+
+/// Issue "Trust what exists", item 22: a failover promoted the new writer before
+/// recording the new roles, so a crash in between restarted the cluster with the old
+/// roles over a promoted node. The roles are recorded first: the server dies right before
+/// the promotion (a failpoint), and after the restart the target is the writer, every
+/// committed row is there, and writes go through.
+#[test]
+fn a_crash_in_the_middle_of_a_switchover_finishes_it_at_restart() {
+    require_root("database clusters");
+    let mut v = Veeps::start_with_env(&[("VEEPS_FAILPOINT", "db-before-promote")]);
+    let octet = 10 + (std::process::id() % 80) as u8;
+    let cfg = config(octet).replace("instance_count       = 3", "instance_count       = 2");
+    v.write("env/main.hcl", &cfg);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let (app, endpoint) = (output(&v, "app_ns"), output(&v, "endpoint"));
+    let ca = v.work.join("ca.pem");
+    std::fs::write(&ca, v.ok(&["ca", "cert"])).unwrap();
+    let ca = ca.to_str().unwrap();
+    let w = psql(
+        &app,
+        &endpoint,
+        ca,
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)",
+    );
+    assert!(w.status.success(), "{}", text(&w));
+    wait_until("both nodes healthy", 60, || all_healthy(&v, "main"));
+    let (old, _) = writer_pid(&v, "main");
+    let r = v.run(&["db", "failover", "env", "main"]);
+    assert!(
+        !r.status.success(),
+        "the failpoint should have stopped the server"
+    );
+    assert!(v.wait_exit(30), "the server did not die at the failpoint");
+    v.set_env("VEEPS_FAILPOINT", None);
+    v.boot();
+    wait_until("the cluster back, healthy", 120, || all_healthy(&v, "main"));
+    let (new, _) = writer_pid(&v, "main");
+    assert_ne!(new, old, "the switchover was not finished");
+    wait_until("writes through the endpoint", 60, || {
+        psql(&app, &endpoint, ca, "INSERT INTO t VALUES (3)")
+            .status
+            .success()
+    });
+    let rows = text(&psql(&app, &endpoint, ca, "SELECT count(*) FROM t"));
+    assert!(rows.trim().parse::<u32>().unwrap() >= 3, "{rows}");
+    v.ok(&["destroy", "env", "--auto-approve"]);
+}

@@ -113,6 +113,29 @@ impl Veeps {
         }
     }
 
+    /// Sets (or with `None` removes) an environment variable of the server's next boot.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.into(), v.into()));
+        }
+    }
+
+    /// Waits for the server process to exit by itself (a failpoint); true when it did.
+    pub fn wait_exit(&mut self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.work.join("server.log")).unwrap_or_default()
     }
