@@ -1397,12 +1397,41 @@ impl S3 for Api {
 /// A lifecycle rule from S3's XML.
 fn rule_in(r: LifecycleRule) -> S3Result<crate::lifecycle::Rule> {
     let days = |d: Option<i32>| d.filter(|d| *d >= 0).map(|d| d as u32);
-    let prefix = r
-        .filter
+    let refuse = |what: &str| Err(unsupported(&format!("lifecycle rules with {what}")));
+    // Every filter S3 has is applied, or the rule is refused: never a rule wider than
+    // the one given.
+    let (mut prefix, mut greater, mut less) = (r.prefix.clone(), None, None);
+    if let Some(f) = &r.filter {
+        if f.tag.is_some() {
+            return refuse("tag filters");
+        }
+        if let Some(and) = &f.and {
+            if and.tags.as_ref().is_some_and(|t| !t.is_empty()) {
+                return refuse("tag filters");
+            }
+            prefix = and.prefix.clone().or(prefix);
+            greater = and.object_size_greater_than;
+            less = and.object_size_less_than;
+        }
+        prefix = f.prefix.clone().or(prefix);
+        greater = f.object_size_greater_than.or(greater);
+        less = f.object_size_less_than.or(less);
+    }
+    if r.expiration.as_ref().is_some_and(|e| e.date.is_some())
+        || r.transitions
+            .as_ref()
+            .is_some_and(|t| t.iter().any(|t| t.date.is_some()))
+    {
+        return refuse("dates (give days)");
+    }
+    if r.noncurrent_version_transitions
         .as_ref()
-        .and_then(|f| f.prefix.clone())
-        .or(r.prefix.clone())
-        .unwrap_or_default();
+        .is_some_and(|t| !t.is_empty())
+    {
+        return refuse("noncurrent version transitions");
+    }
+    let size = |v: Option<i64>| v.map(|n| n.max(0) as u64);
+    let prefix = prefix.unwrap_or_default();
     let rule = crate::lifecycle::Rule {
         id: r
             .id
@@ -1433,6 +1462,18 @@ fn rule_in(r: LifecycleRule) -> S3Result<crate::lifecycle::Rule> {
                 .as_ref()
                 .and_then(|a| a.days_after_initiation),
         ),
+        size_greater_than: size(greater),
+        size_less_than: size(less),
+        newer_noncurrent_versions: days(
+            r.noncurrent_version_expiration
+                .as_ref()
+                .and_then(|e| e.newer_noncurrent_versions),
+        ),
+        expired_object_delete_marker: r
+            .expiration
+            .as_ref()
+            .and_then(|e| e.expired_object_delete_marker)
+            .unwrap_or(false),
     };
     rule.check()
         .map_err(|m| s3_error!(InvalidArgument, "{m}"))?;
@@ -1443,18 +1484,36 @@ fn rule_in(r: LifecycleRule) -> S3Result<crate::lifecycle::Rule> {
 fn rule_out(r: &crate::lifecycle::Rule) -> LifecycleRule {
     LifecycleRule {
         id: Some(r.id.clone()),
-        filter: Some(LifecycleRuleFilter {
-            prefix: Some(r.prefix.clone()),
-            ..Default::default()
-        }),
+        filter: Some(
+            if r.size_greater_than.is_some() || r.size_less_than.is_some() {
+                LifecycleRuleFilter {
+                    and: Some(LifecycleRuleAndOperator {
+                        prefix: Some(r.prefix.clone()),
+                        object_size_greater_than: r.size_greater_than.map(|n| n as i64),
+                        object_size_less_than: r.size_less_than.map(|n| n as i64),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            } else {
+                LifecycleRuleFilter {
+                    prefix: Some(r.prefix.clone()),
+                    ..Default::default()
+                }
+            },
+        ),
         status: ExpirationStatus::from(if r.enabled { "Enabled" } else { "Disabled" }.to_string()),
-        expiration: r.expiration_days.map(|d| LifecycleExpiration {
-            days: Some(d as i32),
-            ..Default::default()
+        expiration: (r.expiration_days.is_some() || r.expired_object_delete_marker).then(|| {
+            LifecycleExpiration {
+                days: r.expiration_days.map(|d| d as i32),
+                expired_object_delete_marker: r.expired_object_delete_marker.then_some(true),
+                ..Default::default()
+            }
         }),
         noncurrent_version_expiration: r.noncurrent_expiration_days.map(|d| {
             NoncurrentVersionExpiration {
                 noncurrent_days: Some(d as i32),
+                newer_noncurrent_versions: r.newer_noncurrent_versions.map(|n| n as i32),
                 ..Default::default()
             }
         }),

@@ -42,6 +42,26 @@ pub struct Rule {
     pub transitions: Vec<Transition>,
     /// Multipart uploads are aborted this many days after they started.
     pub abort_incomplete_days: Option<u32>,
+    /// Only objects larger than this many bytes.
+    #[serde(default)]
+    pub size_greater_than: Option<u64>,
+    /// Only objects smaller than this many bytes.
+    #[serde(default)]
+    pub size_less_than: Option<u64>,
+    /// This many of the newest noncurrent versions are kept whatever their age.
+    #[serde(default)]
+    pub newer_noncurrent_versions: Option<u32>,
+    /// Delete markers with no versions behind them are removed.
+    #[serde(default)]
+    pub expired_object_delete_marker: bool,
+}
+
+impl Rule {
+    /// Whether an object of `size` bytes passes the rule's size filters.
+    pub fn size_matches(&self, size: u64) -> bool {
+        self.size_greater_than.is_none_or(|g| size > g)
+            && self.size_less_than.is_none_or(|l| size < l)
+    }
 }
 
 impl Rule {
@@ -72,10 +92,31 @@ impl Rule {
                 ));
             }
         }
+        if let (Some(g), Some(l)) = (self.size_greater_than, self.size_less_than) {
+            if g >= l {
+                return Err(format!(
+                    "rule {}: the size filter is empty (greater than {g} and less than {l} bytes)",
+                    self.id
+                ));
+            }
+        }
+        if self.newer_noncurrent_versions == Some(0) || self.newer_noncurrent_versions > Some(100) {
+            return Err(format!(
+                "rule {}: newer noncurrent versions is 1 to 100",
+                self.id
+            ));
+        }
+        if self.newer_noncurrent_versions.is_some() && self.noncurrent_expiration_days.is_none() {
+            return Err(format!(
+                "rule {}: newer noncurrent versions goes with a noncurrent version expiration",
+                self.id
+            ));
+        }
         if self.expiration_days.is_none()
             && self.noncurrent_expiration_days.is_none()
             && self.transitions.is_empty()
             && self.abort_incomplete_days.is_none()
+            && !self.expired_object_delete_marker
         {
             return Err(format!(
                 "rule {}: give an expiration, a noncurrent expiration, a transition or an abort of incomplete uploads",
@@ -130,7 +171,12 @@ impl ObjectStore {
             for cur in page {
                 let key = cur.key.clone();
                 if let Some(days) = rule.noncurrent_expiration_days {
-                    for (_, m) in self.noncurrent(bucket, &key)? {
+                    let keep = rule.newer_noncurrent_versions.unwrap_or(0) as usize;
+                    // Newest first: the first `keep` stay whatever their age.
+                    for (_, m) in self.noncurrent(bucket, &key)?.into_iter().skip(keep) {
+                        if m.delete_marker || !rule.size_matches(m.size) {
+                            continue;
+                        }
                         if due(m.noncurrent_ms, days) {
                             self.delete_version(bucket, &key, &m.version_label())?;
                             rep.noncurrent_removed += 1;
@@ -138,12 +184,17 @@ impl ObjectStore {
                     }
                 }
                 if cur.delete_marker {
-                    if (rule.noncurrent_expiration_days.is_some() || rule.expiration_days.is_some())
+                    if (rule.noncurrent_expiration_days.is_some()
+                        || rule.expiration_days.is_some()
+                        || rule.expired_object_delete_marker)
                         && self.noncurrent(bucket, &key)?.is_empty()
                     {
                         self.delete_version(bucket, &key, &cur.version_label())?;
                         rep.markers_removed += 1;
                     }
+                    continue;
+                }
+                if !rule.size_matches(cur.size) {
                     continue;
                 }
                 if rule
@@ -214,5 +265,76 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.check().is_err());
+    }
+
+    /// Issue "Trust what exists", item 11: a rule for large `logs/` objects expired every
+    /// object, and a rule keeping the newest noncurrent versions removed them. Filters and
+    /// counts apply as S3 applies them.
+    #[test]
+    fn size_filters_and_newer_noncurrent_versions_hold() {
+        use crate::store::{ObjectStore, PutOptions, Versioning};
+        use std::sync::Arc;
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(veeps_state::Store::open(&d.path().join("s.redb")).unwrap());
+        let kms = Arc::new(veeps_kms::Kms::open(d.path(), store.clone()).unwrap());
+        let s = ObjectStore::open(d.path(), store, kms).unwrap();
+        s.create_bucket("life", "prod").unwrap();
+        s.set_versioning("life", Versioning::Enabled).unwrap();
+        let put = |k: &str, n: usize| {
+            s.put("life", k, &vec![b'x'; n][..], PutOptions::default())
+                .unwrap()
+        };
+        put("logs/small", 10);
+        put("logs/big", 2000);
+        put("other/big", 2000);
+        for i in 0..5 {
+            put("keep/v", 100 + i);
+        }
+        let rules = vec![
+            Rule {
+                id: "big-logs".into(),
+                prefix: "logs/".into(),
+                enabled: true,
+                expiration_days: Some(1),
+                size_greater_than: Some(1000),
+                ..Default::default()
+            },
+            Rule {
+                id: "versions".into(),
+                prefix: "keep/".into(),
+                enabled: true,
+                noncurrent_expiration_days: Some(1),
+                newer_noncurrent_versions: Some(2),
+                ..Default::default()
+            },
+        ];
+        for r in &rules {
+            r.check().unwrap();
+        }
+        s.configure("life", |b| {
+            b.lifecycle = rules.clone();
+            Ok(())
+        })
+        .unwrap();
+        let day = 1000;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let rep = s.run_lifecycle(now + 5 * day, day).unwrap();
+        assert_eq!((rep.expired, rep.noncurrent_removed), (1, 2), "{rep:?}");
+        assert!(s.head("life", "logs/small").is_ok());
+        assert!(s.head("life", "logs/big").is_err());
+        assert!(s.head("life", "other/big").is_ok());
+        assert_eq!(s.noncurrent("life", "keep/v").unwrap().len(), 2);
+        let bad = Rule {
+            id: "empty".into(),
+            enabled: true,
+            expiration_days: Some(1),
+            size_greater_than: Some(10),
+            size_less_than: Some(5),
+            ..Default::default()
+        };
+        assert!(bad.check().unwrap_err().contains("size filter"));
     }
 }

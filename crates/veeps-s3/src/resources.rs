@@ -60,6 +60,19 @@ pub fn register(r: &mut Registry) {
                         "abort_incomplete_multipart_upload_days",
                         Type::Number,
                     ))
+                    .attr(AttrSchema::optional(
+                        "object_size_greater_than",
+                        Type::Number,
+                    ))
+                    .attr(AttrSchema::optional("object_size_less_than", Type::Number))
+                    .attr(AttrSchema::optional(
+                        "newer_noncurrent_versions",
+                        Type::Number,
+                    ))
+                    .attr(
+                        AttrSchema::optional("expired_object_delete_marker", Type::Bool)
+                            .default(false),
+                    )
                     .block(BlockSchema::new(
                         "transition",
                         Nesting::List,
@@ -126,6 +139,10 @@ fn bucket_settings(c: &Value) -> (Option<Website>, Vec<Rule>) {
             expiration_days: days(r, "expiration_days"),
             noncurrent_expiration_days: days(r, "noncurrent_version_expiration_days"),
             abort_incomplete_days: days(r, "abort_incomplete_multipart_upload_days"),
+            size_greater_than: get::num(r, "object_size_greater_than").map(|n| n.max(0.0) as u64),
+            size_less_than: get::num(r, "object_size_less_than").map(|n| n.max(0.0) as u64),
+            newer_noncurrent_versions: days(r, "newer_noncurrent_versions"),
+            expired_object_delete_marker: get::bool_or(r, "expired_object_delete_marker", false),
             transitions: get::blocks(r, "transition")
                 .into_iter()
                 .map(|t| Transition {

@@ -177,6 +177,22 @@ root.put_object(Bucket="race", Key="once", Body=b"third", IfMatch=etag)
 assert code(root.delete_object, Bucket="race", Key="once", IfMatch=etag) == "PreconditionFailed"
 assert root.get_object(Bucket="race", Key="once")["Body"].read() == b"third"
 
+# [11] Lifecycle filters apply as S3 applies them, or the rule is refused.
+tagged = {"Rules": [{"ID": "t", "Status": "Enabled", "Expiration": {"Days": 1},
+                     "Filter": {"Tag": {"Key": "k", "Value": "v"}}}]}
+assert code(root.put_bucket_lifecycle_configuration, Bucket="race",
+            LifecycleConfiguration=tagged) == "NotImplemented"
+sized = {"Rules": [{"ID": "s", "Status": "Enabled", "Expiration": {"Days": 1},
+                    "Filter": {"And": {"Prefix": "logs/", "ObjectSizeGreaterThan": 1000}}},
+                   {"ID": "n", "Status": "Enabled", "Filter": {"Prefix": ""},
+                    "NoncurrentVersionExpiration": {"NoncurrentDays": 1,
+                                                    "NewerNoncurrentVersions": 3}}]}
+root.put_bucket_lifecycle_configuration(Bucket="race", LifecycleConfiguration=sized)
+got = root.get_bucket_lifecycle_configuration(Bucket="race")["Rules"]
+assert got[0]["Filter"]["And"]["ObjectSizeGreaterThan"] == 1000, got
+assert got[1]["NoncurrentVersionExpiration"]["NewerNoncurrentVersions"] == 3, got
+root.delete_bucket_lifecycle(Bucket="race")
+
 # [13] Anonymous requests naming random buckets (the caller counts the series after).
 for i in range(300):
     anonymous(f"/random-{i}-{hashlib.md5(str(i).encode()).hexdigest()[:8]}/x")
