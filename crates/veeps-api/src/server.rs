@@ -1058,8 +1058,8 @@ async fn s3_lifecycle_run(State(st): State<AppState>, Json(b): Json<LifecycleRun
             "aborted": r.aborted,
         }))
         .into_response(),
-        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

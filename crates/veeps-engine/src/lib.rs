@@ -557,7 +557,7 @@ impl Engine {
                 status: status.into(),
                 summary,
                 errors: errors.clone(),
-                bundle: serde_json::to_value(&without_var_files(&req.bundle))
+                bundle: serde_json::to_value(without_var_files(&req.bundle))
                     .map_err(|e| EngineError::Other(e.to_string()))?,
                 vars: req
                     .vars

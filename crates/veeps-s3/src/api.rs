@@ -1514,7 +1514,6 @@ fn rule_out(r: &crate::lifecycle::Rule) -> LifecycleRule {
             NoncurrentVersionExpiration {
                 noncurrent_days: Some(d as i32),
                 newer_noncurrent_versions: r.newer_noncurrent_versions.map(|n| n as i32),
-                ..Default::default()
             }
         }),
         transitions: Some(
