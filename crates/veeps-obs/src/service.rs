@@ -241,6 +241,11 @@ impl Obs {
         for c in cs {
             c.collect(&mut out);
         }
+        out.push(Sample::new(
+            "obs_samples_dropped_total",
+            &[("env", "system")],
+            self.tsdb.dropped_samples() as f64,
+        ));
         let ts = now_ms() / 10_000 * 10_000;
         self.record_at(ts, &out);
     }

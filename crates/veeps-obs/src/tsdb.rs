@@ -336,6 +336,8 @@ type QueryInputs = (
 struct Inner {
     ids: HashMap<String, u32>,
     defs: Vec<SeriesDef>,
+    /// Series per metric name.
+    families: HashMap<String, usize>,
     head: HashMap<u32, Chunk>,
     head_start: Option<i64>,
     last: HashMap<u32, (i64, f64)>,
@@ -350,7 +352,15 @@ pub struct Tsdb {
     dir: PathBuf,
     retention: Retention,
     inner: Mutex<Inner>,
+    /// Samples refused because their series would pass a cap.
+    dropped: std::sync::atomic::AtomicU64,
 }
+
+/// Series one metric name may have: a label fed by callers (a path, a name) cannot grow
+/// the store without bound.
+pub const MAX_SERIES_PER_METRIC: usize = 10_000;
+/// Series the store holds in all.
+pub const MAX_SERIES: usize = 200_000;
 
 fn wal_path(dir: &Path) -> PathBuf {
     dir.join("wal")
@@ -458,12 +468,18 @@ impl Tsdb {
             }
         }
         let samples = head.values().map(|c| c.len() as u64).sum();
+        let mut families: HashMap<String, usize> = HashMap::new();
+        for d in &defs {
+            *families.entry(d.name.clone()).or_default() += 1;
+        }
         Ok(Tsdb {
             dir: dir.to_path_buf(),
             retention,
+            dropped: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 ids,
                 defs,
+                families,
                 head,
                 head_start,
                 last,
@@ -487,6 +503,13 @@ impl Tsdb {
         let id = match inner.ids.get(&key) {
             Some(id) => *id,
             None => {
+                let family = inner.families.get(name).copied().unwrap_or(0);
+                if family >= MAX_SERIES_PER_METRIC || inner.defs.len() >= MAX_SERIES {
+                    self.dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
+                *inner.families.entry(name.to_string()).or_default() += 1;
                 inner.defs.push(SeriesDef {
                     name: name.to_string(),
                     labels: labels.clone(),
@@ -507,6 +530,12 @@ impl Tsdb {
         inner.head_start = Some(inner.head_start.map_or(ts, |s| s.min(ts)));
         inner.samples += 1;
         Ok(())
+    }
+
+    /// Samples refused so far because a new series would pass [`MAX_SERIES_PER_METRIC`]
+    /// or [`MAX_SERIES`].
+    pub fn dropped_samples(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Makes everything appended so far durable.
@@ -964,6 +993,32 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// Issue "Trust what exists", item 13: series named after callers' input grew the
+    /// store without bound. A metric name has at most MAX_SERIES_PER_METRIC series; what
+    /// would pass it is counted, not stored, and other metrics are unaffected.
+    #[test]
+    fn series_are_capped_per_metric_and_drops_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        for i in 0..MAX_SERIES_PER_METRIC + 5 {
+            db.append("flood", &labels(&[("path", &i.to_string())]), 10_000, 1.0)
+                .unwrap();
+        }
+        assert_eq!(db.dropped_samples(), 5);
+        db.append("other", &labels(&[("a", "b")]), 10_000, 1.0)
+            .unwrap();
+        assert_eq!(db.dropped_samples(), 5);
+        // An existing series keeps taking samples.
+        db.append("flood", &labels(&[("path", "0")]), 20_000, 2.0)
+            .unwrap();
+        assert_eq!(db.dropped_samples(), 5);
+        drop(db);
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        db.append("flood", &labels(&[("path", "new")]), 30_000, 1.0)
+            .unwrap();
+        assert_eq!(db.dropped_samples(), 1, "the cap holds across a restart");
     }
 
     #[test]
