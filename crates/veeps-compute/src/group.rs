@@ -270,13 +270,14 @@ impl Compute {
         net: Arc<Net>,
         obs: Arc<Obs>,
     ) -> std::io::Result<Arc<Compute>> {
-        let images = Arc::new(Images::open(data_dir, store.clone())?);
         let cgroups = cgroup::detect();
         if let cgroup::Flavor::None(why) = &cgroups {
             tracing::warn!("instance limits are off: {why}");
         }
         let ids = sandbox::unprivileged();
         let prefix = net.prefix().to_string();
+        let images =
+            Arc::new(Images::open(data_dir, store.clone())?.with_cgroups(cgroups.clone(), &prefix));
         let run_dir = PathBuf::from("/run").join(format!("veeps-{prefix}"));
         Ok(Arc::new(Compute {
             data_dir: data_dir.to_path_buf(),

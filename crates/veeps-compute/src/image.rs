@@ -90,6 +90,50 @@ pub struct Images {
     dir: PathBuf,
     store: Arc<Store>,
     lock: tokio::sync::Mutex<()>,
+    /// Where builds get their cgroup (the flavor and the host-wide name prefix).
+    cgroups: Option<(crate::cgroup::Flavor, String)>,
+}
+
+/// The limits every build runs under: what a build of an app may reasonably need, so a
+/// runaway one cannot take the host.
+pub const BUILD_LIMITS: crate::cgroup::Limits = crate::cgroup::Limits {
+    cpu: 2.0,
+    memory: 2 << 30,
+    pids: 1024,
+};
+
+/// Bytes of build output kept in an image's log (the end of it; what came before is
+/// counted and cut).
+pub const MAX_BUILD_LOG: usize = 256 * 1024;
+
+/// A build log that keeps its last [`MAX_BUILD_LOG`] bytes.
+#[derive(Default)]
+struct BuildLog {
+    buf: std::collections::VecDeque<u8>,
+    cut: u64,
+}
+
+impl BuildLog {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend(bytes);
+        let over = self.buf.len().saturating_sub(MAX_BUILD_LOG);
+        if over > 0 {
+            self.buf.drain(..over);
+            self.cut += over as u64;
+        }
+    }
+
+    fn text(&self) -> String {
+        let (a, b) = self.buf.as_slices();
+        let mut v = a.to_vec();
+        v.extend_from_slice(b);
+        let body = String::from_utf8_lossy(&v).into_owned();
+        if self.cut > 0 {
+            format!("[... {} bytes of earlier output cut ...]\n{body}", self.cut)
+        } else {
+            body
+        }
+    }
 }
 
 fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -207,7 +251,15 @@ impl Images {
             dir,
             store,
             lock: tokio::sync::Mutex::new(()),
+            cgroups: None,
         })
+    }
+
+    /// Builds run in a cgroup named under `prefix` with [`BUILD_LIMITS`], emptied (every
+    /// process killed) when a step ends.
+    pub fn with_cgroups(mut self, flavor: crate::cgroup::Flavor, prefix: &str) -> Images {
+        self.cgroups = Some((flavor, prefix.to_string()));
+        self
     }
 
     /// The directory of a built image.
@@ -279,19 +331,63 @@ impl Images {
         if let Some(ids) = ids {
             sandbox::chown_tree(work, ids)?;
         }
-        let mut log = String::new();
+        let mut log = BuildLog::default();
         let deadline =
             tokio::time::Instant::now() + std::time::Duration::from_secs(spec.timeout_secs.max(1));
-        let fail = |why: String, log: &str| BuildError::Failed {
+        let fail = |why: String, log: &BuildLog| BuildError::Failed {
             name: spec.name.clone(),
             why,
-            log: log.to_string(),
+            log: log.text(),
         };
+        // One cgroup for the whole build: limits, and a way to kill what a step leaves
+        // running in the background.
+        let cg = self.cgroups.as_ref().map(|(flavor, prefix)| {
+            crate::cgroup::Cgroup::new(
+                flavor,
+                prefix,
+                &format!("build-{}", &id[..id.len().min(16)]),
+            )
+        });
+        if let Some(cg) = &cg {
+            cg.create(BUILD_LIMITS)?;
+        }
+        let result = self
+            .run_steps(
+                spec,
+                work,
+                &src,
+                ids,
+                cg.as_ref(),
+                deadline,
+                &mut log,
+                &fail,
+            )
+            .await;
+        if let Some(cg) = cg {
+            let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
+        }
+        result?;
+        self.keep(spec, id, &src, &fail, &log)
+    }
+
+    /// Runs the build steps in order, each confined, its output streamed into `log`.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_steps(
+        &self,
+        spec: &ImageSpec,
+        work: &Path,
+        src: &Path,
+        ids: Option<sandbox::Ids>,
+        cg: Option<&crate::cgroup::Cgroup>,
+        deadline: tokio::time::Instant,
+        log: &mut BuildLog,
+        fail: &(dyn Fn(String, &BuildLog) -> BuildError + Sync),
+    ) -> Result<(), BuildError> {
         for step in &spec.build {
-            log.push_str(&format!("$ {step}\n"));
+            log.push(format!("$ {step}\n").as_bytes());
             let mut cmd = tokio::process::Command::new("sh");
             cmd.args(["-c", step])
-                .current_dir(&src)
+                .current_dir(src)
                 .env_clear()
                 .env("PATH", "/usr/local/bin:/usr/bin:/bin")
                 .env("HOME", work)
@@ -306,65 +402,102 @@ impl Images {
                 &Confine {
                     new_netns: root,
                     ids,
+                    cgroup_procs: cg.map(|c| c.procs_files()).unwrap_or_default(),
                     ..Default::default()
                 },
             )?;
             let mut child = cmd
                 .spawn()
-                .map_err(|e| fail(format!("cannot run sh: {e}"), &log))?;
+                .map_err(|e| fail(format!("cannot run sh: {e}"), log))?;
             let pid = child.id().unwrap_or(0);
-            let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-            let collect = async {
-                let (mut a, mut b) = (vec![], vec![]);
-                let ra = async {
-                    if let Some(o) = out.as_mut() {
-                        let _ = o.read_to_end(&mut a).await;
-                    }
-                };
-                let rb = async {
-                    if let Some(e) = err.as_mut() {
-                        let _ = e.read_to_end(&mut b).await;
-                    }
-                };
-                tokio::join!(ra, rb);
-                let status = child.wait().await;
-                (a, b, status)
-            };
-            match tokio::time::timeout_at(deadline, collect).await {
-                Ok((a, b, status)) => {
-                    log.push_str(&String::from_utf8_lossy(&a));
-                    log.push_str(&String::from_utf8_lossy(&b));
-                    match status {
-                        Ok(s) if s.success() => {}
-                        Ok(s) => {
-                            return Err(fail(format!("build step `{step}` failed ({s})"), &log))
+            // Both pipes into one log as they come (bounded), then the exit status. The
+            // pipes end when the step and whatever it left running have closed them, or
+            // when the deadline kills them all.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+            for pipe in [
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut pipe = pipe;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = pipe.read(&mut buf).await {
+                        if n == 0 || tx.send(buf[..n].to_vec()).await.is_err() {
+                            break;
                         }
-                        Err(e) => return Err(fail(format!("build step `{step}`: {e}"), &log)),
                     }
+                });
+            }
+            drop(tx);
+            let status = async {
+                let status = child.wait().await;
+                // What the step left in the background dies with it.
+                if let Some(cg) = cg {
+                    let cg = cg.clone();
+                    let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
                 }
+                status
+            };
+            let read_all = async {
+                while let Some(b) = rx.recv().await {
+                    log.push(&b);
+                }
+            };
+            let run = async { tokio::join!(status, read_all).0 };
+            match tokio::time::timeout_at(deadline, run).await {
+                Ok(status) => match status {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => return Err(fail(format!("build step `{step}` failed ({s})"), log)),
+                    Err(e) => return Err(fail(format!("build step `{step}`: {e}"), log)),
+                },
                 Err(_) => {
                     sandbox::signal_group(pid, libc::SIGKILL);
+                    if let Some(cg) = cg {
+                        let cg = cg.clone();
+                        let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
+                    }
                     return Err(fail(
                         format!(
                             "the build took longer than {} s and was stopped",
                             spec.timeout_secs
                         ),
-                        &log,
+                        log,
                     ));
                 }
             }
         }
-        // Keep the files asked for (or everything).
+        Ok(())
+    }
+
+    /// Keeps the files asked for (or everything) as the image `id`, and records it.
+    fn keep(
+        &self,
+        spec: &ImageSpec,
+        id: &str,
+        src: &Path,
+        fail: &(dyn Fn(String, &BuildLog) -> BuildError + Sync),
+        log: &BuildLog,
+    ) -> Result<Image, BuildError> {
         let staged = self.dir.join(format!(".staged-{id}"));
         let _ = std::fs::remove_dir_all(&staged);
         let size = if spec.files.is_empty() {
-            copy_tree(&src, &staged)?
+            copy_tree(src, &staged)?
         } else {
             let mut n = 0;
             for f in &spec.files {
                 let from = src.join(f);
                 if std::fs::symlink_metadata(&from).is_err() {
-                    return Err(fail(format!("files: the build made no \"{f}\""), &log));
+                    return Err(fail(format!("files: the build made no \"{f}\""), log));
                 }
                 n += copy_tree(&from, &staged.join(f))?;
             }
@@ -391,7 +524,7 @@ impl Images {
             env: spec.env.clone(),
             size,
             created: veeps_state::now(),
-            build_log: log,
+            build_log: log.text(),
         };
         self.store
             .kv_put(&format!("{K_IMAGE}{id}"), &img)
@@ -406,5 +539,65 @@ impl Images {
         self.store
             .kv_delete(&format!("{K_IMAGE}{id}"))
             .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue "Trust what exists", item 18: builds ran without limits, left background
+    /// processes running forever and kept all their output in memory and state. A build
+    /// runs in a cgroup with limits that is emptied and removed at the end, and keeps the
+    /// end of its output only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn builds_are_confined_bounded_and_leave_nothing_running() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "image builds need root (cgroups, namespaces); run the tests as root"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
+        let prefix = format!("vimg{}", std::process::id());
+        let images = Images::open(d.path(), store)
+            .unwrap()
+            .with_cgroups(crate::cgroup::detect(), &prefix);
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("app"), "#!/bin/sh\n").unwrap();
+        let marker = 31_000 + std::process::id() % 1000;
+        let spec = ImageSpec {
+            name: "confined".into(),
+            source: src,
+            build: vec![
+                format!("sleep {marker} & cat /proc/self/cgroup; head -c 3000000 /dev/zero | tr '\\0' x; echo; echo built"),
+            ],
+            files: vec![],
+            entrypoint: vec!["./app".into()],
+            env: Default::default(),
+            timeout_secs: 60,
+        };
+        let img = images.build(&spec).await.unwrap();
+        assert!(
+            img.build_log.len() <= MAX_BUILD_LOG + 100,
+            "{}",
+            img.build_log.len()
+        );
+        assert!(img.build_log.contains("bytes of earlier output cut"));
+        assert!(img.build_log.trim_end().ends_with("built"));
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap();
+        assert!(
+            left.stdout.is_empty(),
+            "a build's background process outlived it"
+        );
+        let flavor = crate::cgroup::detect();
+        if flavor != crate::cgroup::Flavor::V2 {
+            assert!(!Path::new("/sys/fs/cgroup/pids").join(&prefix).exists());
+        }
     }
 }
