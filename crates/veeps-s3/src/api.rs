@@ -393,17 +393,54 @@ fn etag_value(e: &ETag) -> String {
     }
 }
 
+/// The standard headers an object keeps: `(Content-Encoding, Content-Disposition,
+/// Content-Language)`.
+type Kept<'a> = (&'a Option<String>, &'a Option<String>, &'a Option<String>);
+
 /// What a request says about the object besides its body.
 fn put_options(
     content_type: &Option<String>,
     cache_control: &Option<String>,
     metadata: &Option<Metadata>,
+    kept: Kept<'_>,
 ) -> PutOptions {
+    let mut headers = std::collections::BTreeMap::new();
+    for (name, v) in [
+        ("content-encoding", kept.0),
+        ("content-disposition", kept.1),
+        ("content-language", kept.2),
+    ] {
+        if let Some(v) = v {
+            headers.insert(name.to_string(), v.clone());
+        }
+    }
     PutOptions {
         content_type: content_type.clone(),
         cache_control: cache_control.clone(),
         metadata: metadata.clone().unwrap_or_default().into_iter().collect(),
+        headers,
     }
+}
+
+/// Headers of a write that veeps does not keep: refused, never ignored.
+fn unkept(expires: bool, redirect: bool, storage_class: Option<&StorageClass>) -> S3Result<()> {
+    if expires {
+        return Err(unsupported("the Expires header on objects"));
+    }
+    if redirect {
+        return Err(unsupported("x-amz-website-redirect-location"));
+    }
+    match storage_class {
+        Some(c) if c.as_str() != StorageClass::STANDARD => Err(unsupported(&format!(
+            "storage class {} at write time (lifecycle transitions set classes)",
+            c.as_str()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn header(m: &ObjectMeta, name: &str) -> Option<String> {
+    m.headers.get(name).cloned()
 }
 
 fn object(m: ObjectMeta) -> Object {
@@ -550,7 +587,21 @@ impl S3 for Api {
         };
         let store = self.store.clone();
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
-        let opts = put_options(&input.content_type, &input.cache_control, &input.metadata);
+        unkept(
+            input.expires.is_some(),
+            input.website_redirect_location.is_some(),
+            input.storage_class.as_ref(),
+        )?;
+        let opts = put_options(
+            &input.content_type,
+            &input.cache_control,
+            &input.metadata,
+            (
+                &input.content_encoding,
+                &input.content_disposition,
+                &input.content_language,
+            ),
+        );
         let hasher = hasher_for(&headers)?;
         let body = input.body;
         let meta = stream_into(body, move |r| {
@@ -634,6 +685,9 @@ impl S3 for Api {
             last_modified: Some(time(meta.last_modified_ms)),
             content_type: meta.content_type.clone(),
             cache_control: meta.cache_control.clone(),
+            content_encoding: header(&meta, "content-encoding"),
+            content_disposition: header(&meta, "content-disposition"),
+            content_language: header(&meta, "content-language"),
             metadata: Some(meta.metadata.clone().into_iter().collect()),
             version_id: version_out(&meta, ver),
             storage_class: meta.storage_class.clone().map(StorageClass::from),
@@ -669,6 +723,9 @@ impl S3 for Api {
             last_modified: Some(time(meta.last_modified_ms)),
             content_type: meta.content_type.clone(),
             cache_control: meta.cache_control.clone(),
+            content_encoding: header(&meta, "content-encoding"),
+            content_disposition: header(&meta, "content-disposition"),
+            content_language: header(&meta, "content-language"),
             accept_ranges: Some("bytes".into()),
             metadata: Some(meta.metadata.clone().into_iter().collect()),
             version_id: version_out(&meta, ver),
@@ -803,12 +860,22 @@ impl S3 for Api {
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let opts = if replace {
-            put_options(&i.content_type, &i.cache_control, &i.metadata)
+            put_options(
+                &i.content_type,
+                &i.cache_control,
+                &i.metadata,
+                (
+                    &i.content_encoding,
+                    &i.content_disposition,
+                    &i.content_language,
+                ),
+            )
         } else {
             PutOptions {
                 content_type: src.content_type.clone(),
                 cache_control: src.cache_control.clone(),
                 metadata: src.metadata.clone(),
+                headers: src.headers.clone(),
             }
         };
         if !replace && sb == i.bucket && sk == i.key && sv.is_none() {
@@ -931,7 +998,21 @@ impl S3 for Api {
         }
         let store = self.store.clone();
         let (b, k) = (i.bucket.clone(), i.key.clone());
-        let opts = put_options(&i.content_type, &i.cache_control, &i.metadata);
+        unkept(
+            i.expires.is_some(),
+            i.website_redirect_location.is_some(),
+            i.storage_class.as_ref(),
+        )?;
+        let opts = put_options(
+            &i.content_type,
+            &i.cache_control,
+            &i.metadata,
+            (
+                &i.content_encoding,
+                &i.content_disposition,
+                &i.content_language,
+            ),
+        );
         let up = blocking(move || store.create_upload(&b, &k, opts)).await?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(i.bucket),

@@ -99,6 +99,9 @@ pub fn register(r: &mut Registry) {
             )
             .attr(AttrSchema::optional("content_type", Type::String))
             .attr(AttrSchema::optional("cache_control", Type::String))
+            .attr(AttrSchema::optional("content_encoding", Type::String))
+            .attr(AttrSchema::optional("content_disposition", Type::String))
+            .attr(AttrSchema::optional("content_language", Type::String))
             .attr(AttrSchema::optional(
                 "metadata",
                 Type::Map(Box::new(Type::String)),
@@ -379,6 +382,14 @@ impl Resource for ObjectType {
             content_type: get::str(c, "content_type").map(String::from),
             cache_control: get::str(c, "cache_control").map(String::from),
             metadata: get::string_map(c, "metadata"),
+            headers: [
+                "content_encoding",
+                "content_disposition",
+                "content_language",
+            ]
+            .into_iter()
+            .filter_map(|a| get::str(c, a).map(|v| (a.replace('_', "-"), v.to_string())))
+            .collect(),
         };
         let s = store(ctx)?.clone();
         let (b2, k2) = (b.clone(), k.clone());

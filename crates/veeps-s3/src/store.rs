@@ -230,6 +230,9 @@ pub struct ObjectMeta {
     pub cache_control: Option<String>,
     /// User metadata (`x-amz-meta-*`).
     pub metadata: BTreeMap<String, String>,
+    /// `Content-Encoding`, `Content-Disposition`, `Content-Language`, as given.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// Last modified (ms).
     pub last_modified_ms: i64,
     /// The data key, wrapped by the environment's key.
@@ -301,6 +304,9 @@ pub struct PutOptions {
     pub cache_control: Option<String>,
     /// User metadata.
     pub metadata: BTreeMap<String, String>,
+    /// `Content-Encoding`, `Content-Disposition`, `Content-Language`, as given.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// What a put must check before its object becomes visible.
@@ -694,6 +700,7 @@ impl ObjectStore {
             content_type: opts.content_type,
             cache_control: opts.cache_control,
             metadata: opts.metadata,
+            headers: opts.headers,
             last_modified_ms: now_ms(),
             wrapped_key: wrapped,
             delete_marker: false,
@@ -1223,6 +1230,7 @@ impl ObjectStore {
             content_type: None,
             cache_control: None,
             metadata: BTreeMap::new(),
+            headers: BTreeMap::new(),
             last_modified_ms: now_ms(),
             wrapped_key: vec![],
             delete_marker: true,

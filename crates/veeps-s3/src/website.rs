@@ -262,6 +262,10 @@ impl Site {
             Some(c) => b.header("cache-control", c),
             None => b,
         };
+        let b = m
+            .headers
+            .iter()
+            .fold(b, |b, (k, v)| b.header(k.as_str(), v.as_str()));
         let body = if head || m.size == 0 {
             Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
         } else {

@@ -160,6 +160,18 @@ assert code(root.create_bucket, Bucket="locked-bucket",
             ObjectLockEnabledForBucket=True) == "NotImplemented"
 for key in ("ssec", "kms"):
     assert code(root.head_object, Bucket="race", Key=key) == "404"
+assert code(root.put_object, Bucket="race", Key="exp", Body=b"x",
+            Expires=datetime.datetime(2030, 1, 1)) == "NotImplemented"
+assert code(root.put_object, Bucket="race", Key="cold", Body=b"x",
+            StorageClass="GLACIER") == "NotImplemented"
+assert code(root.put_object, Bucket="race", Key="redir", Body=b"x",
+            WebsiteRedirectLocation="/elsewhere") == "NotImplemented"
+# Standard headers are kept and served back.
+root.put_object(Bucket="race", Key="page.html.gz", Body=b"gz", ContentEncoding="gzip",
+                ContentDisposition='attachment; filename="p.html"', ContentLanguage="fr")
+h = root.head_object(Bucket="race", Key="page.html.gz")
+assert (h.get("ContentEncoding"), h.get("ContentDisposition"), h.get("ContentLanguage")) == \
+    ("gzip", 'attachment; filename="p.html"', "fr"), h
 # ... and what SDKs send is implemented: checksums and conditional writes.
 wrong = base64.b64encode(hashlib.sha256(b"not the body").digest()).decode()
 assert code(root.put_object, Bucket="race", Key="sum", Body=b"body",
