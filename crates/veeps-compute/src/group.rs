@@ -275,10 +275,19 @@ impl Compute {
             tracing::warn!("instance limits are off: {why}");
         }
         let ids = sandbox::unprivileged();
+        if ids.is_none() && !sandbox::user_namespaces() {
+            tracing::warn!("instances run as veeps' own user and CAN READ ITS DATA DIRECTORY (root.token, root.key): this kernel allows no unprivileged user namespaces; run veeps as root to isolate them");
+        }
         let prefix = net.prefix().to_string();
         let images =
             Arc::new(Images::open(data_dir, store.clone())?.with_cgroups(cgroups.clone(), &prefix));
-        let run_dir = PathBuf::from("/run").join(format!("veeps-{prefix}"));
+        // Where instances' binds are mounted: /run with privileges, else a directory of
+        // ours outside the data directory (which instances do not see).
+        let run_dir = if ids.is_some() {
+            PathBuf::from("/run").join(format!("veeps-{prefix}"))
+        } else {
+            std::env::temp_dir().join(format!("veeps-{prefix}"))
+        };
         Ok(Arc::new(Compute {
             data_dir: data_dir.to_path_buf(),
             run_dir,
@@ -717,14 +726,21 @@ impl Compute {
         // With privileges, the image and the private directory are bind-mounted in a
         // mount namespace of the instance's own (the image read-only); without, the
         // instance runs in place.
-        let (image_at, data_at, binds) = if self.ids.is_some() {
-            let base = self.run_dir.join(&inst.id);
+        // Without privileges, a user namespace (where the kernel allows one) gives the
+        // instance the same mount namespace and binds, and hides the data directory.
+        let userns = self.ids.is_none() && sandbox::user_namespaces();
+        let (image_at, data_at, binds) = if self.ids.is_some() || userns {
+            let run_dir = self.run_dir.clone();
+            let base = run_dir.join(&inst.id);
             let (im, da) = (base.join("image"), base.join("data"));
             std::fs::create_dir_all(&im)?;
             std::fs::create_dir_all(&da)?;
-            for d in [&self.run_dir, &base] {
+            for d in [&run_dir, &base] {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+                // Unprivileged, the directories are ours alone; privileged, the instance's
+                // user must pass through them.
+                let mode = if userns { 0o700 } else { 0o755 };
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))?;
             }
             let binds = vec![
                 Bind {
@@ -779,9 +795,16 @@ impl Compute {
         if let Some(p) = t.port {
             cmd.env("PORT", p.to_string());
         }
-        if self.ids.is_none() {
+        if self.ids.is_none() && !userns {
             cmd.current_dir(&image_at);
         }
+        // SAFETY: getuid and getgid have no preconditions.
+        let me = unsafe {
+            sandbox::Ids {
+                uid: libc::getuid(),
+                gid: libc::getgid(),
+            }
+        };
         sandbox::confine(
             &mut cmd,
             &Confine {
@@ -789,8 +812,14 @@ impl Compute {
                 new_netns: false,
                 cgroup_procs: cg.procs_files(),
                 ids: self.ids,
-                chdir: self.ids.map(|_| image_at.clone()),
+                chdir: (self.ids.is_some() || userns).then(|| image_at.clone()),
                 binds,
+                user_ns: userns.then_some(me),
+                hide: if userns {
+                    vec![self.data_dir.clone()]
+                } else {
+                    vec![]
+                },
             },
         )?;
         let mut child = cmd.spawn().map_err(|e| {

@@ -66,6 +66,18 @@ pub fn unprivileged() -> Option<Ids> {
     })
 }
 
+/// Whether this kernel lets an unprivileged process make a user namespace (the fallback's
+/// way to keep instances out of the data directory).
+pub fn user_namespaces() -> bool {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    read("/proc/sys/kernel/unprivileged_userns_clone").is_none_or(|v| v != "0")
+        && read("/proc/sys/user/max_user_namespaces").is_none_or(|v| v != "0")
+}
+
 /// How to confine a process.
 #[derive(Debug, Clone, Default)]
 pub struct Confine {
@@ -81,6 +93,12 @@ pub struct Confine {
     pub binds: Vec<Bind>,
     /// Change to this directory last (after the binds).
     pub chdir: Option<PathBuf>,
+    /// Without privileges: first a user namespace of its own mapping this uid and gid to
+    /// themselves (so the mount namespace and binds need no root).
+    pub user_ns: Option<Ids>,
+    /// Cover these directories with an empty read-only tmpfs, after the binds (the data
+    /// directory: its keys and token are out of sight).
+    pub hide: Vec<PathBuf>,
 }
 
 /// A bind mount inside the process's own mount namespace.
@@ -124,14 +142,28 @@ pub fn confine(cmd: &mut tokio::process::Command, c: &Confine) -> std::io::Resul
         .map(|b| Ok((cstr(&b.source)?, cstr(&b.target)?, b.readonly)))
         .collect::<std::io::Result<_>>()?;
     let chdir = c.chdir.as_deref().map(cstr).transpose()?;
+    let hide: Vec<CString> = c.hide.iter().map(|p| cstr(p)).collect::<Result<_, _>>()?;
+    let user_ns = c.user_ns.map(|i| {
+        (
+            format!("{} {} 1\n", i.uid, i.uid).into_bytes(),
+            format!("{} {} 1\n", i.gid, i.gid).into_bytes(),
+        )
+    });
+    let proc_files = (
+        CString::new("/proc/self/setgroups").expect("no NUL"),
+        CString::new("/proc/self/uid_map").expect("no NUL"),
+        CString::new("/proc/self/gid_map").expect("no NUL"),
+    );
+    let tmpfs = CString::new("tmpfs").expect("no NUL");
+    let tmpfs_opts = CString::new("size=4k,mode=000").expect("no NUL");
     let root = CString::new("/").expect("no NUL");
     let raw_ns = netns_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     // The fd must live until the fork; keep it with the command's lifetime.
     let keep = std::sync::Arc::new(netns_fd);
     let std_cmd = cmd.as_std_mut();
     // SAFETY: the closure runs between fork and exec and only makes system calls
-    // (setsid, setns, unshare, mount, open, write, close, chdir, setgroups, setgid, setuid,
-    // prctl) on data prepared above.
+    // (setsid, setns, unshare, mount, statvfs, open, write, close, chdir, setgroups,
+    // setgid, setuid, prctl) on data prepared above.
     unsafe {
         std_cmd.pre_exec(move || {
             let _hold = &keep;
@@ -156,8 +188,28 @@ pub fn confine(cmd: &mut tokio::process::Command, c: &Confine) -> std::io::Resul
             } else if new_netns && libc::unshare(libc::CLONE_NEWNET) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if !binds.is_empty() {
-                if libc::unshare(libc::CLONE_NEWNS) < 0 {
+            if let Some((uid_map, gid_map)) = &user_ns {
+                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (path, text) in [
+                    (&proc_files.0, &b"deny\n"[..]),
+                    (&proc_files.1, &uid_map[..]),
+                    (&proc_files.2, &gid_map[..]),
+                ] {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let r = libc::write(fd, text.as_ptr().cast(), text.len());
+                    libc::close(fd);
+                    if r < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            if !binds.is_empty() || !hide.is_empty() {
+                if user_ns.is_none() && libc::unshare(libc::CLONE_NEWNS) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Keep these mounts from propagating back to the host.
@@ -185,11 +237,28 @@ pub fn confine(cmd: &mut tokio::process::Command, c: &Confine) -> std::io::Resul
                         return Err(std::io::Error::last_os_error());
                     }
                     if *ro {
+                        // Keep the flags the mount has (a user namespace may not drop
+                        // them), and add read-only.
+                        let mut st: libc::statvfs = std::mem::zeroed();
+                        let mut kept: libc::c_ulong = 0;
+                        if libc::statvfs(dst.as_ptr(), &mut st) == 0 {
+                            for (st_flag, ms_flag) in [
+                                (libc::ST_NOEXEC, libc::MS_NOEXEC),
+                                (libc::ST_NOATIME, libc::MS_NOATIME),
+                                (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+                                (libc::ST_RELATIME, libc::MS_RELATIME),
+                            ] {
+                                if st.f_flag & st_flag != 0 {
+                                    kept |= ms_flag;
+                                }
+                            }
+                        }
                         let flags = libc::MS_BIND
                             | libc::MS_REMOUNT
                             | libc::MS_RDONLY
                             | libc::MS_NOSUID
-                            | libc::MS_NODEV;
+                            | libc::MS_NODEV
+                            | kept;
                         if libc::mount(
                             std::ptr::null(),
                             dst.as_ptr(),
@@ -201,6 +270,19 @@ pub fn confine(cmd: &mut tokio::process::Command, c: &Confine) -> std::io::Resul
                             return Err(std::io::Error::last_os_error());
                         }
                     }
+                }
+            }
+            for dir in &hide {
+                let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                if libc::mount(
+                    tmpfs.as_ptr(),
+                    dir.as_ptr(),
+                    tmpfs.as_ptr(),
+                    flags,
+                    tmpfs_opts.as_ptr().cast(),
+                ) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
             }
             if let Some(dir) = &chdir {

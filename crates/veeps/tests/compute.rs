@@ -519,3 +519,71 @@ resource "scaling_policy" "s" {
         "{out}"
     );
 }
+
+/// Issue "Trust what exists", item 27: without root, instances ran as veeps' own user with
+/// HOME inside the data directory and could read `root.token`. Now (where the kernel allows
+/// unprivileged user namespaces) they run in a user and mount namespace of their own in
+/// which the data directory is an empty, read-only directory; HOME and the working
+/// directory are outside it.
+#[test]
+fn unprivileged_instances_cannot_read_the_data_directory() {
+    require_root();
+    let v = Veeps::start_as_nobody();
+    let probe = r#"
+import os, time
+token = os.environ["DATA_DIR"] + "/root.token"
+try:
+    open(token).read()
+    print("TOKEN READABLE", flush=True)
+except OSError as e:
+    print("token hidden:", type(e).__name__, flush=True)
+print("home", os.environ["HOME"], "cwd", os.getcwd(), flush=True)
+time.sleep(3600)
+"#;
+    v.write("probe/probe.py", probe);
+    v.write(
+        "env/main.hcl",
+        &format!(
+            r#"
+resource "vpc" "v" {{
+  name       = "nobody"
+  cidr_block = "10.77.0.0/16"
+}}
+resource "subnet" "a" {{
+  vpc_id     = vpc.v.id
+  cidr_block = "10.77.1.0/24"
+  tier       = "private-app"
+}}
+resource "image" "probe" {{
+  name       = "probe"
+  source     = "probe"
+  entrypoint = ["python3", "probe.py"]
+}}
+resource "launch_template" "probe" {{
+  name        = "probe"
+  image_id    = image.probe.id
+  environment = {{ DATA_DIR = "{}" }}
+}}
+resource "autoscaling_group" "probe" {{
+  name            = "probe"
+  launch_template = launch_template.probe.id
+  subnets         = [subnet.a.id]
+  min_size        = 1
+  max_size        = 1
+}}
+"#,
+            v.data.display()
+        ),
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    wait_until("the probe's report", 60, || {
+        v.ok(&["logs", "env", "probe"]).contains("home")
+    });
+    let logs = v.ok(&["logs", "env", "probe"]);
+    assert!(logs.contains("token hidden"), "{logs}");
+    assert!(!logs.contains("TOKEN READABLE"), "{logs}");
+    let data = v.data.display().to_string();
+    let home_line = logs.lines().find(|l| l.contains("home")).unwrap();
+    assert!(!home_line.contains(&data), "{home_line}");
+    v.ok(&["destroy", "env", "--auto-approve"]);
+}

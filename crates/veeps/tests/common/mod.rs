@@ -46,8 +46,38 @@ impl Veeps {
         Veeps::start_wrapped(&[], env, args)
     }
 
+    /// Starts a server as the unprivileged user `nobody` (its directories given to it).
+    pub fn start_as_nobody() -> Veeps {
+        Veeps::start_prepared(
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ],
+            &[],
+            &[],
+            |tmp| {
+                let _ = Command::new("chown")
+                    .args(["-R", "65534:65534"])
+                    .arg(tmp)
+                    .status();
+            },
+        )
+    }
+
     /// Starts a server under a wrapping command (like `prlimit --nofile=256:256`).
     pub fn start_wrapped(wrap: &[&str], env: &[(&str, &str)], args: &[&str]) -> Veeps {
+        Veeps::start_prepared(wrap, env, args, |_| {})
+    }
+
+    fn start_prepared(
+        wrap: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Veeps {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let work = tmp.path().join("work");
@@ -67,6 +97,7 @@ impl Veeps {
             args: args.iter().map(|a| a.to_string()).collect(),
             wrap: wrap.iter().map(|a| a.to_string()).collect(),
         };
+        prepare(v._tmp.path());
         v.boot();
         v
     }
