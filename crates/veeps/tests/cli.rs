@@ -505,6 +505,12 @@ fn up_applies_a_tree_and_resumes_without_recreating() {
         .find(|l| l.trim_start().starts_with("a = "))
         .unwrap()
         .to_string();
+    // Issue "Trust what exists", item 26: the root S3 secret is not printed (output ends
+    // up in service logs); the command that reveals it is.
+    assert!(
+        !first.contains("AWS_SECRET_ACCESS_KEY=") && first.contains("veeps s3 credentials"),
+        "{first}"
+    );
     let second = run();
     assert!(second.contains("[one] up to date"), "{second}");
     assert!(second.contains(&a), "same value after restart:\n{second}");

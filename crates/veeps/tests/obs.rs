@@ -272,6 +272,9 @@ fn logs_follow_sees_a_new_line_and_search_finds_old_ones() {
 #[test]
 fn metrics_survive_kill_9_and_are_exposed_to_prometheus() {
     let mut v = Veeps::start();
+    let wal = v.data.join("metrics").join("wal");
+    let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let before = wal_len();
     let now = now_ms();
     let samples: Vec<serde_json::Value> = (0..30).map(|i| serde_json::json!({"name": "queue_depth", "labels": {"queue": "jobs"}, "value": i, "ts": now - (30 - i) * 10_000})).collect();
     post(
@@ -279,7 +282,11 @@ fn metrics_survive_kill_9_and_are_exposed_to_prometheus() {
         "/v1/envs/prod/metrics",
         serde_json::json!({ "samples": samples }),
     );
-    std::thread::sleep(Duration::from_millis(1500)); // the log is synced every second
+    // The log is written out every second: wait until the 30 points (21 bytes each) are
+    // in the file (a kill -9 keeps what the kernel has), however loaded the machine is.
+    wait_until("the samples in the metrics log", 60, || {
+        wal_len() >= before + 30 * 21
+    });
     v.kill9();
     v.boot();
     let j: serde_json::Value = serde_json::from_str(&v.ok(&[

@@ -880,6 +880,15 @@ output "alice_secret" {
         String::from_utf8_lossy(&o.stderr),
         v.log()
     );
+    // [26] The root secret is printed on demand, to those with the API token.
+    let creds: serde_json::Value =
+        serde_json::from_str(&v.ok(&["s3", "credentials", "--json"])).unwrap();
+    assert_eq!(creds["secret_access_key"], root.secret.as_str());
+    let text = v.ok(&["s3", "credentials"]);
+    assert!(
+        text.contains(&format!("AWS_SECRET_ACCESS_KEY={}", root.secret)),
+        "{text}"
+    );
     // [13] Requests naming buckets that do not exist made no series of their own.
     wait_until("the race bucket's request series", 30, || {
         v.ok(&["metrics", "list", "s3"]).contains("race")
