@@ -19,6 +19,9 @@ struct Counters {
 /// Request counters by bucket, and the last usage count.
 pub struct Stats {
     store: Arc<ObjectStore>,
+    /// Buckets known to exist (refreshed every collection), so labelling a request costs
+    /// no store read.
+    known: std::sync::RwLock<std::collections::HashSet<String>>,
     by_bucket: Mutex<HashMap<String, Counters>>,
     usage: Mutex<HashMap<String, (u64, u64)>>,
 }
@@ -31,6 +34,7 @@ impl Stats {
     pub fn new(store: Arc<ObjectStore>) -> Arc<Stats> {
         Arc::new(Stats {
             store,
+            known: Default::default(),
             by_bucket: Mutex::default(),
             usage: Mutex::default(),
         })
@@ -41,10 +45,24 @@ impl Stats {
     /// (a typo, an attacker's random names) count under the empty bucket label, so callers
     /// cannot grow the number of series.
     pub fn record(&self, bucket: &str, status: u16, bytes_in: u64, bytes_out: u64, secs: f64) {
-        let bucket = if bucket.is_empty() || self.store.bucket(bucket).is_err() {
+        let known = || {
+            self.known
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(bucket)
+        };
+        let bucket = if bucket.is_empty() {
             ""
-        } else {
+        } else if known() {
             bucket
+        } else if self.store.bucket(bucket).is_ok() {
+            self.known
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(bucket.to_string());
+            bucket
+        } else {
+            ""
         };
         let mut g = self.by_bucket.lock().unwrap_or_else(|p| p.into_inner());
         let c = g.entry(bucket.to_string()).or_default();
@@ -86,6 +104,7 @@ impl Collector for Stats {
         let mut g = self.by_bucket.lock().unwrap_or_else(|p| p.into_inner());
         // Deleted buckets' series end.
         g.retain(|b, _| b.is_empty() || envs.contains_key(b));
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) = envs.keys().cloned().collect();
         for (bucket, c) in g.iter_mut() {
             let env = env_of(bucket);
             let l = [("env", env.as_str()), ("bucket", bucket.as_str())];
