@@ -102,7 +102,43 @@ impl Veeps {
         v
     }
 
+    /// Starts the server and waits until it listens. A first start whose ports another
+    /// process took meanwhile (free ports are only free when asked) retries on new ones.
     pub fn boot(&mut self) {
+        let first = !self.data.join("root.token").exists();
+        for attempt in 0..4 {
+            let before = self.log().len();
+            self.spawn_server();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let log = self.log();
+                let new = log.get(before..).unwrap_or_default().to_string();
+                let exited = self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                let taken = new.contains("cannot listen");
+                if (exited || taken) && first && attempt < 3 {
+                    self.kill9();
+                    self.port = free_port();
+                    self.s3_port = free_port();
+                    self.web_port = free_port();
+                    break;
+                }
+                assert!(!exited, "server exited at start: {new}");
+                if new.contains("API listening")
+                    && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "server did not start: {new}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("server did not start on any free ports: {}", self.log());
+    }
+
+    fn spawn_server(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -133,15 +169,6 @@ impl Veeps {
             .spawn()
             .expect("start veeps server");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "server did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Sets (or with `None` removes) an environment variable of the server's next boot.
