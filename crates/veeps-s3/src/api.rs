@@ -52,6 +52,49 @@ fn unsupported(what: &str) -> s3s::S3Error {
     s3_error!(NotImplemented, "{what} is not supported by veeps")
 }
 
+/// What a write asks for that veeps does not implement (each refused, never ignored).
+#[derive(Default)]
+struct WriteAsks<'a> {
+    sse_c: bool,
+    sse: Option<&'a ServerSideEncryption>,
+    kms_key: bool,
+    lock: bool,
+    tags: bool,
+    acl: Option<&'a ObjectCannedACL>,
+}
+
+fn refuse_unimplemented(w: WriteAsks<'_>) -> S3Result<()> {
+    if w.sse_c {
+        return Err(unsupported(
+            "server-side encryption with customer keys (SSE-C)",
+        ));
+    }
+    if let Some(sse) = w.sse.filter(|s| s.as_str() != ServerSideEncryption::AES256) {
+        return Err(unsupported(&format!(
+            "server-side encryption {} (every object is encrypted with AES256 under its environment's key)",
+            sse.as_str()
+        )));
+    }
+    if w.kms_key {
+        return Err(unsupported("SSE-KMS keys"));
+    }
+    if w.lock {
+        return Err(unsupported("object lock"));
+    }
+    if w.tags {
+        return Err(unsupported("object tags"));
+    }
+    match w.acl {
+        Some(acl) if !matches!(acl.as_str(), "private" | "bucket-owner-full-control") => {
+            Err(unsupported(&format!(
+                "the canned ACL {} (grant access with a bucket policy)",
+                acl.as_str()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// SSE-C headers on a read: no object here was written with a customer key.
 fn no_customer_key(algorithm: &Option<String>) -> S3Result<()> {
     match algorithm {
@@ -541,41 +584,18 @@ impl S3 for Api {
             trailing_headers,
             ..
         } = req;
-        if input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some() {
-            return Err(unsupported(
-                "server-side encryption with customer keys (SSE-C)",
-            ));
-        }
-        if let Some(sse) = &input.server_side_encryption {
-            if sse.as_str() != ServerSideEncryption::AES256 {
-                return Err(unsupported(&format!(
-                    "server-side encryption {} (every object is encrypted with AES256 under its environment's key)",
-                    sse.as_str()
-                )));
-            }
-        }
-        if input.ssekms_key_id.is_some() || input.ssekms_encryption_context.is_some() {
-            return Err(unsupported("SSE-KMS keys"));
-        }
-        if input.object_lock_mode.is_some()
-            || input.object_lock_retain_until_date.is_some()
-            || input.object_lock_legal_hold_status.is_some()
-        {
-            return Err(unsupported("object lock"));
-        }
+        refuse_unimplemented(WriteAsks {
+            sse_c: input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
+            sse: input.server_side_encryption.as_ref(),
+            kms_key: input.ssekms_key_id.is_some() || input.ssekms_encryption_context.is_some(),
+            lock: input.object_lock_mode.is_some()
+                || input.object_lock_retain_until_date.is_some()
+                || input.object_lock_legal_hold_status.is_some(),
+            tags: input.tagging.is_some(),
+            acl: input.acl.as_ref(),
+        })?;
         if input.write_offset_bytes.is_some() {
             return Err(unsupported("appends (x-amz-write-offset-bytes)"));
-        }
-        if input.tagging.is_some() {
-            return Err(unsupported("object tags"));
-        }
-        if let Some(acl) = &input.acl {
-            if !matches!(acl.as_str(), "private" | "bucket-owner-full-control") {
-                return Err(unsupported(&format!(
-                    "the canned ACL {} (grant access with a bucket policy)",
-                    acl.as_str()
-                )));
-            }
         }
         if input.content_length.is_some_and(|n| n as u64 > MAX_PUT) {
             return Err(err(StoreError::EntityTooLarge));
@@ -803,24 +823,15 @@ impl S3 for Api {
         };
         let dest_if = write_if(cond("if-match")?.as_ref(), cond("if-none-match")?.as_ref())?;
         let i = req.input;
-        if i.sse_customer_algorithm.is_some() || i.copy_source_sse_customer_algorithm.is_some() {
-            return Err(unsupported(
-                "server-side encryption with customer keys (SSE-C)",
-            ));
-        }
-        if i.server_side_encryption
-            .as_ref()
-            .is_some_and(|s| s.as_str() != ServerSideEncryption::AES256)
-            || i.ssekms_key_id.is_some()
-        {
-            return Err(unsupported("SSE-KMS keys"));
-        }
-        if i.object_lock_mode.is_some() || i.object_lock_legal_hold_status.is_some() {
-            return Err(unsupported("object lock"));
-        }
-        if i.tagging.is_some() {
-            return Err(unsupported("object tags"));
-        }
+        refuse_unimplemented(WriteAsks {
+            sse_c: i.sse_customer_algorithm.is_some()
+                || i.copy_source_sse_customer_algorithm.is_some(),
+            sse: i.server_side_encryption.as_ref(),
+            kms_key: i.ssekms_key_id.is_some(),
+            lock: i.object_lock_mode.is_some() || i.object_lock_legal_hold_status.is_some(),
+            tags: i.tagging.is_some(),
+            acl: i.acl.as_ref(),
+        })?;
         let CopySource::Bucket {
             bucket: sb,
             key: sk,
@@ -978,24 +989,14 @@ impl S3 for Api {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
-        if i.sse_customer_algorithm.is_some() {
-            return Err(unsupported(
-                "server-side encryption with customer keys (SSE-C)",
-            ));
-        }
-        if i.server_side_encryption
-            .as_ref()
-            .is_some_and(|s| s.as_str() != ServerSideEncryption::AES256)
-            || i.ssekms_key_id.is_some()
-        {
-            return Err(unsupported("SSE-KMS keys"));
-        }
-        if i.object_lock_mode.is_some() || i.object_lock_legal_hold_status.is_some() {
-            return Err(unsupported("object lock"));
-        }
-        if i.tagging.is_some() {
-            return Err(unsupported("object tags"));
-        }
+        refuse_unimplemented(WriteAsks {
+            sse_c: i.sse_customer_algorithm.is_some(),
+            sse: i.server_side_encryption.as_ref(),
+            kms_key: i.ssekms_key_id.is_some(),
+            lock: i.object_lock_mode.is_some() || i.object_lock_legal_hold_status.is_some(),
+            tags: i.tagging.is_some(),
+            acl: i.acl.as_ref(),
+        })?;
         let store = self.store.clone();
         let (b, k) = (i.bucket.clone(), i.key.clone());
         unkept(
