@@ -16,7 +16,7 @@ import boto3
 import botocore.auth
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from s3common import code
 
 ENDPOINT, KEY, SECRET, WORK = sys.argv[1:5]
 PORT = int(ENDPOINT.rsplit(":", 1)[1])
@@ -43,14 +43,6 @@ def client(style="path", endpoint=ENDPOINT):
         region_name="us-east-1",
         config=Config(s3={"addressing_style": style}, retries={"max_attempts": 1}),
     )
-
-
-def code(fn, **kw):
-    try:
-        fn(**kw)
-    except ClientError as e:
-        return e.response["Error"]["Code"]
-    raise AssertionError(f"{fn.__name__} {kw} should have failed")
 
 
 def http(url, method="GET"):
@@ -125,8 +117,9 @@ assert code(s3.put_object, Bucket="boto", Key="md5.txt", Body=b"x",
 assert code(s3.head_object, Bucket="boto", Key="md5.txt") == "404"
 up = s3.create_multipart_upload(Bucket="boto", Key="parts")["UploadId"]
 for n in (0, 10001):
-    assert code(s3.upload_part, Bucket="boto", Key="parts", UploadId=up, PartNumber=n,
-                Body=b"x") == "InvalidArgument", n
+    got = code(s3.upload_part, Bucket="boto", Key="parts", UploadId=up, PartNumber=n,
+               Body=b"x")
+    assert got == "InvalidArgument", (n, got)
 s3.abort_multipart_upload(Bucket="boto", Key="parts", UploadId=up)
 assert code(s3.upload_part, Bucket="boto", Key="parts", UploadId=up, PartNumber=1,
             Body=b"x") == "NoSuchUpload"

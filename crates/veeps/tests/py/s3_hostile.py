@@ -17,7 +17,7 @@ import urllib.request
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from s3common import code
 
 ENDPOINT, ROOT_KEY, ROOT_SECRET, ALICE_KEY, ALICE_SECRET = sys.argv[1:6]
 HOST = ENDPOINT.split("//", 1)[1]
@@ -32,14 +32,6 @@ def client(key, secret):
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
     )
-
-
-def code(fn, **kw):
-    try:
-        fn(**kw)
-    except ClientError as e:
-        return e.response["Error"]["Code"]
-    raise AssertionError(f"{fn.__name__} {kw} should have failed")
 
 
 def anonymous(path):

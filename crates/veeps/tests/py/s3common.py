@@ -1,0 +1,11 @@
+"""What the S3 test scripts share."""
+from botocore.exceptions import ClientError
+
+
+def code(fn, **kw):
+    """The S3 error code `fn(**kw)` fails with; an AssertionError when it succeeds."""
+    try:
+        fn(**kw)
+    except ClientError as e:
+        return e.response["Error"]["Code"]
+    raise AssertionError(f"{fn.__name__} {kw} should have failed")
