@@ -67,16 +67,21 @@ impl Auditor {
     /// Records a call made with the token; returns once the entry is durable.
     pub async fn record(&self, record: AuditRecord) {
         let (done, wait) = tokio::sync::oneshot::channel();
-        let tx = self.tx.clone();
-        let sent = tokio::task::spawn_blocking(move || {
-            tx.send(Pending {
-                record,
-                done: Some(done),
-            })
-            .is_ok()
-        })
-        .await
-        .unwrap_or(false);
+        let p = Pending {
+            record,
+            done: Some(done),
+        };
+        // Only a full queue needs a blocking thread to wait on.
+        let sent = match self.tx.try_send(p) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::TrySendError::Full(p)) => {
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(p).is_ok())
+                    .await
+                    .unwrap_or(false)
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+        };
         if sent {
             let _ = wait.await;
         }

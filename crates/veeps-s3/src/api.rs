@@ -326,6 +326,25 @@ impl<R: std::io::Read> std::io::Read for Verify<R> {
     }
 }
 
+/// [`stream_into`] through a [`Verify`] of the checksums the request names.
+async fn stream_verified<T: Send + 'static>(
+    body: Option<StreamingBlob>,
+    headers: hyper::HeaderMap,
+    trailers: Option<s3s::TrailingHeaders>,
+    write: impl FnOnce(Verify<ChannelReader>) -> Result<T, StoreError> + Send + 'static,
+) -> S3Result<T> {
+    let hasher = hasher_for(&headers)?;
+    stream_into(body, move |r| {
+        write(Verify {
+            inner: r,
+            hasher,
+            headers,
+            trailers,
+        })
+    })
+    .await
+}
+
 /// Streams `body` into `write` (run on a blocking thread with a reader of the body).
 async fn stream_into<T: Send + 'static>(
     body: Option<StreamingBlob>,
@@ -622,15 +641,7 @@ impl S3 for Api {
                 &input.content_language,
             ),
         );
-        let hasher = hasher_for(&headers)?;
-        let body = input.body;
-        let meta = stream_into(body, move |r| {
-            let r = Verify {
-                inner: r,
-                hasher,
-                headers,
-                trailers: trailing_headers,
-            };
+        let meta = stream_verified(input.body, headers, trailing_headers, move |r| {
             store.put_if(&bucket, &key, r, opts, &checks)
         })
         .await?;
@@ -1049,14 +1060,7 @@ impl S3 for Api {
             return Err(err(StoreError::EntityTooLarge));
         }
         let md5 = content_md5(&i.content_md5)?;
-        let hasher = hasher_for(&headers)?;
-        let part = stream_into(i.body, move |r| {
-            let r = Verify {
-                inner: r,
-                hasher,
-                headers,
-                trailers: trailing_headers,
-            };
+        let part = stream_verified(i.body, headers, trailing_headers, move |r| {
             store.put_part_if(&b, &id, n as u32, r, md5.as_deref())
         })
         .await?;
