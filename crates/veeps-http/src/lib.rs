@@ -130,6 +130,14 @@ pub async fn serve<M, S, B>(
             }
         };
         let _ = s.set_nodelay(true);
+        // A second handle on the socket, for the lingering close after hyper is done.
+        let (s, linger) = match split_for_linger(s) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(listener = name, error = %e, "could not set up a connection");
+                continue;
+            }
+        };
         let svc = make(peer);
         let builder = builder.clone();
         tokio::spawn(async move {
@@ -152,12 +160,71 @@ pub async fn serve<M, S, B>(
                         _ = conn => {}
                         _ = quiet_for(&last, started, idle) => {
                             tracing::debug!(listener = name, %peer, "closing an inactive connection");
+                            return;
                         }
                     }
                 }
             }
+            linger_close(linger).await;
         });
     }
+}
+
+/// How long a closing connection waits for its client to take the answer.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+
+fn split_for_linger(
+    s: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let s = s.into_std()?;
+    let second = s.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(s)?, second))
+}
+
+/// Bytes sent on `s` that its peer has not acknowledged yet (the FIN counts as one).
+fn unacknowledged(s: &tokio::net::TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int to the pointer passed.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r == 0 {
+        n.max(0) as usize
+    } else {
+        0
+    }
+}
+
+/// Closes a connection the way a careful server does (nginx calls it lingering close): send
+/// what is queued and a FIN, then read and discard what the client still sends until it has
+/// acknowledged everything or closed too, for at most [`LINGER_TIME`]. Closing a socket with
+/// unread bytes in it makes the kernel send a reset that discards whatever of the answer
+/// the client has not received yet: a client whose body was refused unread (an error before
+/// the body, or `Expect: 100-continue` answered early) would lose the error itself.
+async fn linger_close(s: std::net::TcpStream) {
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let Ok(s) = tokio::net::TcpStream::from_std(s) else {
+        return;
+    };
+    let drain = async {
+        let mut buf = [0u8; 16384];
+        while unacknowledged(&s) > 0 {
+            tokio::select! {
+                r = s.readable() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    match s.try_read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return,
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// Completes once no byte has moved for `idle`.
@@ -303,6 +370,62 @@ mod tests {
         .await
         .unwrap();
         assert!(r.contains("200 OK") && r.ends_with("ok"), "{r}");
+    }
+
+    /// A server that refuses a large body unread (an error before the body) still delivers
+    /// its whole answer: the close lingers instead of resetting the connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_given_before_the_body_is_not_lost_to_a_reset() {
+        const ANSWER: usize = 4 << 20;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(serve(l, "test", Limits::default(), |_| {
+            hyper::service::service_fn(|_req| async {
+                let mut r =
+                    Response::new(http_body_util::Full::new(bytes::Bytes::from(vec![
+                        b'e';
+                        ANSWER
+                    ])));
+                *r.status_mut() = hyper::StatusCode::NOT_IMPLEMENTED;
+                Ok::<_, std::convert::Infallible>(r)
+            })
+        }));
+        let got = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let body = 8usize << 20;
+            s.write_all(
+                format!("PUT /k HTTP/1.1\r\nhost: x\r\ncontent-length: {body}\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+            // The client goes on sending its body while it reads the answer, as HTTP
+            // clients do; the server never reads the body.
+            let mut w = s.try_clone().unwrap();
+            let writer = std::thread::spawn(move || {
+                let chunk = vec![b'b'; 64 << 10];
+                for _ in 0..body / chunk.len() {
+                    if w.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut out = Vec::new();
+            let r = s.read_to_end(&mut out);
+            let _ = writer.join();
+            (r.map_err(|e| e.kind()), out)
+        })
+        .await
+        .unwrap();
+        let (r, out) = got;
+        let text = String::from_utf8_lossy(&out[..out.len().min(200)]).to_string();
+        assert!(text.starts_with("HTTP/1.1 501"), "{text}");
+        let head = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let body = out[head..].iter().filter(|&&b| b == b'e').count();
+        assert_eq!(
+            (r, body),
+            (Ok(out.len()), ANSWER),
+            "the answer was cut short"
+        );
     }
 
     #[test]

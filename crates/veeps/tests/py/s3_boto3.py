@@ -16,7 +16,7 @@ import boto3
 import botocore.auth
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from s3common import code
+from s3common import code, expect
 
 ENDPOINT, KEY, SECRET, WORK = sys.argv[1:5]
 PORT = int(ENDPOINT.rsplit(":", 1)[1])
@@ -66,12 +66,12 @@ assert s3.get_object(Bucket="boto", Key="doc.txt")["Body"].read() == b"two"
 assert s3.get_object(Bucket="boto", Key="doc.txt", VersionId=v1)["Body"].read() == b"one"
 d = s3.delete_object(Bucket="boto", Key="doc.txt")
 assert d["DeleteMarker"] and d["VersionId"], d
-assert code(s3.get_object, Bucket="boto", Key="doc.txt") == "NoSuchKey"
+expect("NoSuchKey", s3.get_object, Bucket="boto", Key="doc.txt")
 vs = s3.list_object_versions(Bucket="boto", Prefix="doc")
 assert [v["VersionId"] for v in vs["Versions"]] == [v2, v1], vs
 assert [m["IsLatest"] for m in vs["DeleteMarkers"]] == [True], vs
-assert code(s3.get_object, Bucket="boto", Key="doc.txt", VersionId=d["VersionId"]) == "MethodNotAllowed"
-assert code(s3.get_object, Bucket="boto", Key="doc.txt", VersionId="0" * 32) == "NoSuchVersion"
+expect("MethodNotAllowed", s3.get_object, Bucket="boto", Key="doc.txt", VersionId=d["VersionId"])
+expect("NoSuchVersion", s3.get_object, Bucket="boto", Key="doc.txt", VersionId="0" * 32)
 s3.delete_object(Bucket="boto", Key="doc.txt", VersionId=d["VersionId"])
 assert s3.get_object(Bucket="boto", Key="doc.txt")["Body"].read() == b"two"
 s3.delete_object(Bucket="boto", Key="doc.txt", VersionId=v2)
@@ -108,21 +108,21 @@ status, body = http(url)
 assert status == 403 and b"AccessDenied" in body, (status, body)
 
 # Bad input: S3's codes, nothing written.
-assert code(s3.put_object, Bucket="boto", Key="k" * 1025, Body=b"x") == "KeyTooLongError"
-assert code(s3.put_object, Bucket="boto", Key="nul\x00byte", Body=b"x") == "InvalidArgument"
-assert code(s3.put_object, Bucket="boto", Key="../escape", Body=b"x") == "InvalidArgument"
-assert code(s3.put_object, Bucket="boto", Key="/absolute", Body=b"x") == "InvalidArgument"
-assert code(s3.put_object, Bucket="boto", Key="md5.txt", Body=b"x",
-            ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==") == "BadDigest"
-assert code(s3.head_object, Bucket="boto", Key="md5.txt") == "404"
+expect("KeyTooLongError", s3.put_object, Bucket="boto", Key="k" * 1025, Body=b"x")
+expect("InvalidArgument", s3.put_object, Bucket="boto", Key="nul\x00byte", Body=b"x")
+expect("InvalidArgument", s3.put_object, Bucket="boto", Key="../escape", Body=b"x")
+expect("InvalidArgument", s3.put_object, Bucket="boto", Key="/absolute", Body=b"x")
+expect("BadDigest", s3.put_object, Bucket="boto", Key="md5.txt", Body=b"x",
+            ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==")
+expect("404", s3.head_object, Bucket="boto", Key="md5.txt")
 up = s3.create_multipart_upload(Bucket="boto", Key="parts")["UploadId"]
 for n in (0, 10001):
     got = code(s3.upload_part, Bucket="boto", Key="parts", UploadId=up, PartNumber=n,
                Body=b"x")
     assert got == "InvalidArgument", (n, got)
 s3.abort_multipart_upload(Bucket="boto", Key="parts", UploadId=up)
-assert code(s3.upload_part, Bucket="boto", Key="parts", UploadId=up, PartNumber=1,
-            Body=b"x") == "NoSuchUpload"
+expect("NoSuchUpload", s3.upload_part, Bucket="boto", Key="parts", UploadId=up, PartNumber=1,
+            Body=b"x")
 
 # A single PUT over 5 GiB is refused before its body is read.
 put = s3.generate_presigned_url("put_object", Params={"Bucket": "boto", "Key": "huge"}, ExpiresIn=60)
@@ -132,7 +132,7 @@ with socket.create_connection(("127.0.0.1", PORT)) as c:
     c.settimeout(10)
     answer = c.recv(4096)
 assert b"EntityTooLarge" in answer, answer
-assert code(s3.head_object, Bucket="boto", Key="huge") == "404"
+expect("404", s3.head_object, Bucket="boto", Key="huge")
 
 # A request signed 20 minutes off the server's clock.
 real = botocore.auth.datetime.datetime
@@ -150,7 +150,7 @@ class Skewed(real):
 
 botocore.auth.datetime.datetime = Skewed
 try:
-    assert code(s3.list_objects_v2, Bucket="boto") == "RequestTimeTooSkewed"
+    expect("RequestTimeTooSkewed", s3.list_objects_v2, Bucket="boto")
 finally:
     botocore.auth.datetime.datetime = real
 

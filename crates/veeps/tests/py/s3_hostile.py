@@ -17,7 +17,7 @@ import urllib.request
 
 import boto3
 from botocore.config import Config
-from s3common import code
+from s3common import code, expect
 
 ENDPOINT, ROOT_KEY, ROOT_SECRET, ALICE_KEY, ALICE_SECRET = sys.argv[1:6]
 HOST = ENDPOINT.split("//", 1)[1]
@@ -71,29 +71,29 @@ assert sorted(v["VersionId"] for v in listed) == sorted(acked), (len(listed), le
 # [2] A wrong Content-MD5 leaves the previous object as it was.
 root.put_object(Bucket="race", Key="md5.txt", Body=b"old")
 bad = base64.b64encode(hashlib.md5(b"other").digest()).decode()
-assert code(root.put_object, Bucket="race", Key="md5.txt", Body=b"new", ContentMD5=bad) == "BadDigest"
+expect("BadDigest", root.put_object, Bucket="race", Key="md5.txt", Body=b"new", ContentMD5=bad)
 assert root.get_object(Bucket="race", Key="md5.txt")["Body"].read() == b"old"
 
 # [4] A copy needs s3:GetObject on its source: alice (s3:* on her bucket only) cannot copy
 # another bucket's private object into hers.
-assert code(alice.copy_object, Bucket="alice-bucket", Key="stolen",
-            CopySource={"Bucket": "private-data", "Key": "secret.txt"}) == "AccessDenied"
-assert code(root.head_object, Bucket="alice-bucket", Key="stolen") == "404"
+expect("AccessDenied", alice.copy_object, Bucket="alice-bucket", Key="stolen",
+            CopySource={"Bucket": "private-data", "Key": "secret.txt"})
+expect("404", root.head_object, Bucket="alice-bucket", Key="stolen")
 
 # [5] A Deny on s3:GetObject/PutObject/DeleteObject holds for every operation that needs
 # them: HeadObject, CopyObject (both sides), multipart uploads, DeleteObjects per key.
 root.put_object(Bucket="alice-bucket", Key="locked/a", Body=b"kept")
 root.put_object(Bucket="alice-bucket", Key="free/x", Body=b"x")
-assert code(alice.head_object, Bucket="alice-bucket", Key="locked/a") == "403"
-assert code(alice.get_object, Bucket="alice-bucket", Key="locked/a") == "AccessDenied"
-assert code(alice.copy_object, Bucket="alice-bucket", Key="free/copy",
-            CopySource={"Bucket": "alice-bucket", "Key": "locked/a"}) == "AccessDenied"
-assert code(alice.copy_object, Bucket="alice-bucket", Key="locked/b",
-            CopySource={"Bucket": "alice-bucket", "Key": "free/x"}) == "AccessDenied"
-assert code(alice.create_multipart_upload, Bucket="alice-bucket", Key="locked/c") == "AccessDenied"
+expect("403", alice.head_object, Bucket="alice-bucket", Key="locked/a")
+expect("AccessDenied", alice.get_object, Bucket="alice-bucket", Key="locked/a")
+expect("AccessDenied", alice.copy_object, Bucket="alice-bucket", Key="free/copy",
+            CopySource={"Bucket": "alice-bucket", "Key": "locked/a"})
+expect("AccessDenied", alice.copy_object, Bucket="alice-bucket", Key="locked/b",
+            CopySource={"Bucket": "alice-bucket", "Key": "free/x"})
+expect("AccessDenied", alice.create_multipart_upload, Bucket="alice-bucket", Key="locked/c")
 up = root.create_multipart_upload(Bucket="alice-bucket", Key="locked/d")["UploadId"]
-assert code(alice.upload_part, Bucket="alice-bucket", Key="locked/d", UploadId=up,
-            PartNumber=1, Body=b"x") == "AccessDenied"
+expect("AccessDenied", alice.upload_part, Bucket="alice-bucket", Key="locked/d", UploadId=up,
+            PartNumber=1, Body=b"x")
 root.abort_multipart_upload(Bucket="alice-bucket", Key="locked/d", UploadId=up)
 r = alice.delete_objects(Bucket="alice-bucket",
                          Delete={"Objects": [{"Key": "locked/a"}, {"Key": "free/x"}]})
@@ -145,19 +145,19 @@ ssec = with_headers(client(ROOT_KEY, ROOT_SECRET), "PutObject", {
     "x-amz-server-side-encryption-customer-key-MD5":
         base64.b64encode(hashlib.md5(b"k" * 32).digest()).decode(),
 })
-assert code(ssec.put_object, Bucket="race", Key="ssec", Body=b"x") == "NotImplemented"
-assert code(root.put_object, Bucket="race", Key="kms", Body=b"x",
-            ServerSideEncryption="aws:kms", SSEKMSKeyId="no-such-key") == "NotImplemented"
-assert code(root.create_bucket, Bucket="locked-bucket",
-            ObjectLockEnabledForBucket=True) == "NotImplemented"
+expect("NotImplemented", ssec.put_object, Bucket="race", Key="ssec", Body=b"x")
+expect("NotImplemented", root.put_object, Bucket="race", Key="kms", Body=b"x",
+            ServerSideEncryption="aws:kms", SSEKMSKeyId="no-such-key")
+expect("NotImplemented", root.create_bucket, Bucket="locked-bucket",
+            ObjectLockEnabledForBucket=True)
 for key in ("ssec", "kms"):
-    assert code(root.head_object, Bucket="race", Key=key) == "404"
-assert code(root.put_object, Bucket="race", Key="exp", Body=b"x",
-            Expires=datetime.datetime(2030, 1, 1)) == "NotImplemented"
-assert code(root.put_object, Bucket="race", Key="cold", Body=b"x",
-            StorageClass="GLACIER") == "NotImplemented"
-assert code(root.put_object, Bucket="race", Key="redir", Body=b"x",
-            WebsiteRedirectLocation="/elsewhere") == "NotImplemented"
+    expect("404", root.head_object, Bucket="race", Key=key)
+expect("NotImplemented", root.put_object, Bucket="race", Key="exp", Body=b"x",
+            Expires=datetime.datetime(2030, 1, 1))
+expect("NotImplemented", root.put_object, Bucket="race", Key="cold", Body=b"x",
+            StorageClass="GLACIER")
+expect("NotImplemented", root.put_object, Bucket="race", Key="redir", Body=b"x",
+            WebsiteRedirectLocation="/elsewhere")
 # Standard headers are kept and served back.
 root.put_object(Bucket="race", Key="page.html.gz", Body=b"gz", ContentEncoding="gzip",
                 ContentDisposition='attachment; filename="p.html"', ContentLanguage="fr")
@@ -166,26 +166,26 @@ assert (h.get("ContentEncoding"), h.get("ContentDisposition"), h.get("ContentLan
     ("gzip", 'attachment; filename="p.html"', "fr"), h
 # ... and what SDKs send is implemented: checksums and conditional writes.
 wrong = base64.b64encode(hashlib.sha256(b"not the body").digest()).decode()
-assert code(root.put_object, Bucket="race", Key="sum", Body=b"body",
-            ChecksumSHA256=wrong) == "BadDigest"
-assert code(root.head_object, Bucket="race", Key="sum") == "404"
+expect("BadDigest", root.put_object, Bucket="race", Key="sum", Body=b"body",
+            ChecksumSHA256=wrong)
+expect("404", root.head_object, Bucket="race", Key="sum")
 right = base64.b64encode(hashlib.sha256(b"body").digest()).decode()
 root.put_object(Bucket="race", Key="sum", Body=b"body", ChecksumSHA256=right)
 root.put_object(Bucket="race", Key="once", Body=b"first", IfNoneMatch="*")
-assert code(root.put_object, Bucket="race", Key="once", Body=b"second",
-            IfNoneMatch="*") == "PreconditionFailed"
+expect("PreconditionFailed", root.put_object, Bucket="race", Key="once", Body=b"second",
+            IfNoneMatch="*")
 etag = root.head_object(Bucket="race", Key="once")["ETag"]
-assert code(root.put_object, Bucket="race", Key="once", Body=b"x",
-            IfMatch='"0123456789abcdef0123456789abcdef"') == "PreconditionFailed"
+expect("PreconditionFailed", root.put_object, Bucket="race", Key="once", Body=b"x",
+            IfMatch='"0123456789abcdef0123456789abcdef"')
 root.put_object(Bucket="race", Key="once", Body=b"third", IfMatch=etag)
-assert code(root.delete_object, Bucket="race", Key="once", IfMatch=etag) == "PreconditionFailed"
+expect("PreconditionFailed", root.delete_object, Bucket="race", Key="once", IfMatch=etag)
 assert root.get_object(Bucket="race", Key="once")["Body"].read() == b"third"
 
 # [11] Lifecycle filters apply as S3 applies them, or the rule is refused.
 tagged = {"Rules": [{"ID": "t", "Status": "Enabled", "Expiration": {"Days": 1},
                      "Filter": {"Tag": {"Key": "k", "Value": "v"}}}]}
-assert code(root.put_bucket_lifecycle_configuration, Bucket="race",
-            LifecycleConfiguration=tagged) == "NotImplemented"
+expect("NotImplemented", root.put_bucket_lifecycle_configuration, Bucket="race",
+            LifecycleConfiguration=tagged)
 sized = {"Rules": [{"ID": "s", "Status": "Enabled", "Expiration": {"Days": 1},
                     "Filter": {"And": {"Prefix": "logs/", "ObjectSizeGreaterThan": 1000}}},
                    {"ID": "n", "Status": "Enabled", "Filter": {"Prefix": ""},

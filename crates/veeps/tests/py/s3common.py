@@ -9,3 +9,9 @@ def code(fn, **kw):
     except ClientError as e:
         return e.response["Error"]["Code"]
     raise AssertionError(f"{fn.__name__} {kw} should have failed")
+
+
+def expect(want, fn, **kw):
+    """Asserts that `fn(**kw)` fails with the S3 error code `want`, naming what it got."""
+    got = code(fn, **kw)
+    assert got == want, f"{fn.__name__} {kw}: expected {want}, got {got}"
