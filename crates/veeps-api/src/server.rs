@@ -73,10 +73,9 @@ pub struct AppState {
     pub dbs: Arc<veeps_db::Dbs>,
     /// Networks.
     pub net: Arc<veeps_net::Net>,
-    s3_listener: Early,
-    website_listener: Early,
+    /// Every part, in start order.
+    pub parts: veeps_resource::Parts,
     s3_day: std::time::Duration,
-    s3_stats: Arc<veeps_s3::stats::Stats>,
     /// S3 credentials.
     pub s3_auth: Arc<veeps_s3::api::Auth>,
     /// S3 access keys and bucket policies.
@@ -106,28 +105,16 @@ pub struct ServerOptions {
     pub audit_retention_days: Option<u32>,
 }
 
-/// A port bound at open, served once the server runs.
-type Early = Option<Arc<std::sync::Mutex<Option<std::net::TcpListener>>>>;
-
 /// Binds `addr` now, so a busy port is reported at start; `None` (logged) if it cannot.
-fn bind_early(addr: Option<&str>, what: &str) -> Early {
+fn bind_early(addr: Option<&str>, what: &str) -> Option<std::net::TcpListener> {
     let addr = addr?;
     match std::net::TcpListener::bind(addr) {
-        Ok(l) => {
-            let _ = l.set_nonblocking(true);
-            Some(Arc::new(std::sync::Mutex::new(Some(l))))
-        }
+        Ok(l) => Some(l),
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot listen for {what} (another program on the port?); it is off until the next start");
             None
         }
     }
-}
-
-/// The listener bound early, once.
-fn take(l: &Early) -> Option<tokio::net::TcpListener> {
-    let l = l.as_ref()?.lock().ok()?.take()?;
-    tokio::net::TcpListener::from_std(l).ok()
 }
 
 /// API call counts and latencies, reported every collection interval, and the audit
@@ -221,7 +208,6 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     let s3_access = Arc::new(veeps_s3::access::Access::new(store.clone(), kms.clone()));
     let s3_listener = bind_early(opts.s3_listen.as_deref(), "S3");
     let website_listener = bind_early(opts.s3_website_listen.as_deref(), "bucket websites");
-    let s3_stats = veeps_s3::stats::Stats::new(objects.clone());
     let boot_id = hex::encode(rand::random::<[u8; 8]>());
     for (env, lock) in store
         .release_stale_locks(&boot_id)
@@ -258,61 +244,82 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         data_dir.to_path_buf(),
     )));
     obs.register(api.clone());
-    obs.register(s3_stats.clone());
-    let compute = veeps_compute::Compute::new(data_dir, store.clone(), net.clone(), obs.clone())
-        .map_err(dd)?;
-    obs.register(Arc::new(ComputeStats(compute.clone())));
-    let policies = veeps_compute::policy::Policies::new(compute.clone(), &store);
-    obs.register_action(Arc::new(veeps_compute::policy::PolicyAction(
-        policies.clone(),
-    )));
-    let ca = veeps_lb::ca::Ca::open(data_dir).map_err(|e| ServerError::DataDir {
+    let ca = veeps_pki::Ca::open(
+        data_dir,
+        &format!("veeps CA {}", veeps_net::prefix_for(data_dir)),
+    )
+    .map_err(|e| ServerError::DataDir {
         path: data_dir.display().to_string(),
         err: e.to_string(),
     })?;
     let ca_pem = ca.cert_pem.clone();
-    let certs = Arc::new(veeps_lb::ca::Certs::new(
+    let certs = Arc::new(veeps_pki::Certs::new(data_dir, store.clone(), Arc::new(ca)));
+    let compute = veeps_compute::Compute::new(
         data_dir,
         store.clone(),
-        Arc::new(ca),
-    ));
+        net.clone(),
+        obs.clone(),
+        ca_pem.clone(),
+    )
+    .map_err(dd)?;
+    let policies = veeps_compute::policy::Policies::new(compute.clone(), &store);
+    obs.register_action(Arc::new(veeps_compute::policy::PolicyAction(
+        policies.clone(),
+    )));
     let lbs = veeps_lb::service::Lbs::new(
         store.clone(),
         net.clone(),
         obs.clone(),
         compute.clone(),
-        certs,
+        certs.clone(),
         ca_pem.clone(),
     );
     compute.set_target_health(lbs.clone());
-    compute.set_ca_pem(ca_pem.clone());
-    obs.register(Arc::new(LbStats(lbs.clone())));
     let dbs = veeps_db::Dbs::new(
         data_dir,
         store.clone(),
         kms.clone(),
         net.clone(),
         obs.clone(),
-        lbs.certs.clone(),
+        certs.clone(),
         objects.clone(),
         ca_pem.clone(),
     );
-    obs.register(Arc::new(DbStats(dbs.clone())));
-    let services = veeps_resource::Services::default()
-        .with(net.clone())
-        .with(obs.clone())
-        .with(compute.clone())
-        .with(policies.clone())
-        .with(lbs.clone())
-        .with(objects.clone())
-        .with(s3_access.clone())
-        .with(dbs.clone());
+    let s3_auth = Arc::new(veeps_s3::api::Auth::from_root_token(&token));
+    let s3_day = opts
+        .s3_lifecycle_day
+        .unwrap_or(std::time::Duration::from_secs(86_400));
+    // The parts of veeps; a new part is one more line here.
+    let parts = veeps_resource::Parts::new(vec![
+        Arc::new(veeps_builtins::part::Builtins),
+        Arc::new(veeps_obs::part::ObsPart(obs.clone())),
+        Arc::new(veeps_net::part::NetPart(net.clone())),
+        Arc::new(veeps_s3::part::S3Part::new(
+            objects.clone(),
+            s3_access.clone(),
+            s3_auth.clone(),
+            s3_listener,
+            website_listener,
+            s3_day,
+        )),
+        Arc::new(veeps_compute::part::ComputePart {
+            compute: compute.clone(),
+            policies: policies.clone(),
+        }),
+        Arc::new(veeps_lb::part::LbPart(lbs.clone())),
+        Arc::new(veeps_db::part::DbPart(dbs.clone())),
+    ])
+    .map_err(|e| ServerError::DataDir {
+        path: data_dir.display().to_string(),
+        err: e.to_string(),
+    })?;
+    obs.register(Arc::new(parts.clone()));
     let engine = Engine::new(
         data_dir.to_path_buf(),
-        registry_with(Some(compute.images.clone())),
+        parts.registry(),
         store.clone(),
         kms,
-        services,
+        parts.services(),
         boot_id,
     );
     Ok(AppState {
@@ -326,64 +333,27 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         objects,
         dbs,
         net,
-        s3_listener,
-        website_listener,
-        s3_day: opts
-            .s3_lifecycle_day
-            .unwrap_or(std::time::Duration::from_secs(86_400)),
-        s3_stats,
-        s3_auth: Arc::new(veeps_s3::api::Auth::from_root_token(&token)),
+        parts,
+        s3_day,
+        s3_auth,
         s3_access,
         api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
     })
 }
 
-/// Every resource type veeps knows, registered (for offline validation).
+/// Every resource type veeps knows, registered without a server (for offline
+/// validation): the same registrations as the parts', without their services.
 pub fn registry() -> veeps_resource::Registry {
-    registry_with(None)
-}
-
-/// Every resource type, with the image store for plan checks.
-pub fn registry_with(
-    images: Option<Arc<veeps_compute::image::Images>>,
-) -> veeps_resource::Registry {
     let mut registry = veeps_resource::Registry::new();
     veeps_builtins::register(&mut registry);
     veeps_net::resources::register(&mut registry);
     veeps_obs::resources::register(&mut registry);
-    veeps_compute::resources::register(&mut registry, images);
+    veeps_compute::resources::register(&mut registry, None);
     veeps_lb::resources::register(&mut registry);
     veeps_s3::resources::register(&mut registry);
     veeps_db::resources::register(&mut registry);
     registry
-}
-
-/// Load balancer metrics, every collection interval.
-struct LbStats(Arc<veeps_lb::service::Lbs>);
-
-impl veeps_obs::collect::Collector for LbStats {
-    fn collect(&self, out: &mut Vec<veeps_obs::collect::Sample>) {
-        out.extend(self.0.samples());
-    }
-}
-
-/// Database metrics, every collection interval.
-struct DbStats(Arc<veeps_db::Dbs>);
-
-impl veeps_obs::collect::Collector for DbStats {
-    fn collect(&self, out: &mut Vec<veeps_obs::collect::Sample>) {
-        out.extend(self.0.samples());
-    }
-}
-
-/// Instance and group metrics, every collection interval.
-struct ComputeStats(Arc<veeps_compute::Compute>);
-
-impl veeps_obs::collect::Collector for ComputeStats {
-    fn collect(&self, out: &mut Vec<veeps_obs::collect::Sample>) {
-        out.extend(self.0.samples());
-    }
 }
 
 impl AppState {
@@ -415,64 +385,13 @@ impl AppState {
         })
     }
 
-    /// Serves the S3 API and bucket websites, once, on the ports they have, and runs
-    /// lifecycle rules; the handles stop them.
-    fn start_s3(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = vec![tokio::spawn(veeps_s3::stats::run_background(
-            self.s3_stats.clone(),
-            self.s3_day,
-        ))];
-        if let Some(l) = take(&self.s3_listener) {
-            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            tracing::info!(%addr, "S3 listening");
-            let api = veeps_s3::api::Api::new(self.objects.clone());
-            let (id, secret) = self.s3_auth.root();
-            let gate = veeps_s3::access::Gate {
-                access: self.s3_access.clone(),
-                root_id: id.into(),
-                root_secret: secret.into(),
-            };
-            let limits = veeps_http::Limits {
-                max_connections: veeps_http::per_listener_connections(),
-                ..Default::default()
-            };
-            tasks.push(tokio::spawn(veeps_s3::api::serve(
-                l,
-                api,
-                gate,
-                self.s3_stats.clone(),
-                limits,
-            )));
-        }
-        if let Some(l) = take(&self.website_listener) {
-            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            tracing::info!(%addr, "bucket websites listening");
-            let site = Arc::new(veeps_s3::website::Site {
-                store: self.objects.clone(),
-                access: self.s3_access.clone(),
-                stats: self.s3_stats.clone(),
-            });
-            let limits = veeps_http::Limits {
-                max_connections: veeps_http::per_listener_connections(),
-                ..Default::default()
-            };
-            tasks.push(tokio::spawn(veeps_s3::website::serve(l, site, limits)));
-        }
-        tasks
-    }
-
     /// After a (re)start: brings every recorded resource back in line with its state
     /// (namespaces, links, rules...), dependencies first.
     pub async fn reconcile(&self) {
-        self.obs.start();
+        self.parts.start();
         let started = std::time::Instant::now();
         let failures = self.engine.reconcile_all().await;
-        self.compute.reconcile_all().await;
-        self.lbs.reconcile_all().await;
-        self.lbs.run();
-        self.dbs.reconcile_all().await;
-        self.dbs.run();
-        self.policies.run();
+        self.parts.resume().await;
         self.obs.record(&[veeps_obs::collect::Sample::new(
             "reconcile_duration_seconds",
             &[("env", "system")],
@@ -594,11 +513,8 @@ pub async fn serve_listener(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%addr, "API listening");
-    let mut s3 = state.start_s3();
-    s3.push(state.prune_audit_daily());
-    let compute = state.compute.clone();
-    let lbs = state.lbs.clone();
-    let dbs = state.dbs.clone();
+    let prune = state.prune_audit_daily();
+    let parts = state.parts.clone();
     let router = router(state);
     // The API answers slowly on purpose at times (a streamed apply), so only its headers
     // and its idle keep-alive connections have a deadline.
@@ -623,12 +539,8 @@ pub async fn serve_listener(
         _ = shutdown => {}
     }
     // Instances stop with the server; their groups are kept and start again with it.
-    dbs.shutdown().await;
-    compute.shutdown().await;
-    lbs.shutdown();
-    for t in s3 {
-        t.abort();
-    }
+    parts.shutdown().await;
+    prune.abort();
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 mod environment;
 mod local_file;
+pub mod part;
 mod random_id;
 mod random_password;
 mod time_sleep;

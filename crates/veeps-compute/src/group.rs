@@ -249,26 +249,23 @@ pub struct Compute {
     ids: Option<Ids>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
     target_health: std::sync::OnceLock<Arc<dyn TargetHealth>>,
-    ca_pem: std::sync::OnceLock<String>,
+    /// The CA certificate instances trust (given to them as `VEEPS_CA_PEM`).
+    ca_pem: String,
 }
 
 impl Compute {
-    /// The CA certificate instances trust (given to them as `VEEPS_CA_PEM`).
-    pub fn set_ca_pem(&self, pem: String) {
-        let _ = self.ca_pem.set(pem);
-    }
-
     /// Plugs in the load balancers' view of targets.
     pub fn set_target_health(&self, t: Arc<dyn TargetHealth>) {
         let _ = self.target_health.set(t);
     }
 
-    /// The service for a data directory.
+    /// The service for a data directory; instances trust `ca_pem`.
     pub fn new(
         data_dir: &Path,
         store: Arc<Store>,
         net: Arc<Net>,
         obs: Arc<Obs>,
+        ca_pem: String,
     ) -> std::io::Result<Arc<Compute>> {
         let cgroups = cgroup::detect();
         if let cgroup::Flavor::None(why) = &cgroups {
@@ -300,7 +297,7 @@ impl Compute {
             ids,
             groups: Mutex::new(HashMap::new()),
             target_health: std::sync::OnceLock::new(),
-            ca_pem: std::sync::OnceLock::new(),
+            ca_pem,
         }))
     }
 
@@ -781,10 +778,7 @@ impl Compute {
             .env("VEEPS_GROUP", &spec.name)
             .env("VEEPS_INSTANCE_ID", &inst.id)
             .env("VEEPS_INSTANCE_ADDRESS", &inst.address)
-            .env(
-                "VEEPS_CA_PEM",
-                self.ca_pem.get().map(String::as_str).unwrap_or_default(),
-            )
+            .env("VEEPS_CA_PEM", &self.ca_pem)
             .env("HOST", &inst.address)
             .env("HOME", &data_at)
             .env("TMPDIR", data_at.join("tmp"))

@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod group;
 pub mod image;
+pub mod part;
 pub mod policy;
 pub mod resources;
 pub mod sandbox;

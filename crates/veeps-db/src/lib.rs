@@ -12,6 +12,7 @@
 pub mod backup;
 pub mod garp;
 pub mod model;
+pub mod part;
 pub mod pg;
 pub mod proxy;
 pub mod resources;

@@ -105,7 +105,7 @@ pub struct Dbs {
     pub(crate) kms: Arc<veeps_kms::Kms>,
     net: Arc<Net>,
     pub(crate) obs: Arc<veeps_obs::Obs>,
-    certs: Arc<veeps_lb::ca::Certs>,
+    certs: Arc<veeps_pki::Certs>,
     pub(crate) objects: Arc<veeps_s3::store::ObjectStore>,
     ca_pem: String,
     flavor: Flavor,
@@ -131,7 +131,7 @@ impl Dbs {
         kms: Arc<veeps_kms::Kms>,
         net: Arc<Net>,
         obs: Arc<veeps_obs::Obs>,
-        certs: Arc<veeps_lb::ca::Certs>,
+        certs: Arc<veeps_pki::Certs>,
         objects: Arc<veeps_s3::store::ObjectStore>,
         ca_pem: String,
     ) -> Arc<Dbs> {

@@ -381,8 +381,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         tokio::spawn(serve(l, "test", Limits::default(), |_| {
             hyper::service::service_fn(|_req| async {
-                let mut r =
-                    Response::new(http_body_util::Full::new(bytes::Bytes::from(vec![
+                let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(vec![
                         b'e';
                         ANSWER
                     ])));

@@ -1,13 +1,13 @@
-//! Load balancers with ALB semantics, and veeps' certificate authority.
+//! Load balancers with ALB semantics.
 //!
 //! [`model`] is what is declared; [`matching`] evaluates rules; [`proxy`] is the data
 //! plane (hyper and rustls); [`targets`] keeps target groups' health; [`service`] places
-//! balancers and applies changes without restarting listeners; [`ca`] issues
-//! certificates; [`resources`] are the resource types.
+//! balancers and applies changes without restarting listeners; [`resources`] are the
+//! resource types. Certificates come from `veeps-pki`.
 
-pub mod ca;
 pub mod matching;
 pub mod model;
+pub mod part;
 pub mod proxy;
 pub mod resources;
 pub mod service;

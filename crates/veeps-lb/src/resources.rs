@@ -1023,12 +1023,12 @@ impl Resource for CertType {
     fn validate(&self, c: &Value) -> Vec<AttrError> {
         let mut e = vec![];
         if let Some(d) = get::str(c, "domain_name") {
-            if let Err(m) = crate::ca::Ca::check(d) {
+            if let Err(m) = veeps_pki::Ca::check(d) {
                 e.push(AttrError::on("domain_name", m));
             }
         }
         for s in strings(c, "subject_alternative_names") {
-            if let Err(m) = crate::ca::Ca::check(&s) {
+            if let Err(m) = veeps_pki::Ca::check(&s) {
                 e.push(AttrError::on("subject_alternative_names", m));
             }
         }

@@ -4,7 +4,6 @@
 //! live there), compiles the model into snapshots on every change, and keeps target
 //! groups' targets in line with attachments and auto scaling groups.
 
-use crate::ca::Certs;
 use crate::model::{Action, AttachmentSpec, LbSpec, ListenerSpec, Protocol, RuleSpec, TgSpec};
 use crate::proxy::{self, Compiled, ListenerRt, Snapshot, SniCerts, Stats};
 use crate::targets::TgState;
@@ -18,6 +17,7 @@ use std::time::Duration;
 use veeps_compute::Compute;
 use veeps_net::{AttachRequest, Net};
 use veeps_obs::Obs;
+use veeps_pki::Certs;
 use veeps_state::Store;
 
 /// Errors of the service.

@@ -16,6 +16,7 @@
 //! unisolated mode where endpoints get distinct loopback addresses.
 
 mod nftgen;
+pub mod part;
 pub mod resources;
 pub mod sys;
 

@@ -1,39 +1,9 @@
 //! Collectors: what produces metrics every 10 s. Parts register their own.
 
-use crate::tsdb::Labels;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// One sample a collector produced.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    /// Metric name.
-    pub name: String,
-    /// Labels (include `env`).
-    pub labels: Labels,
-    /// Value.
-    pub value: f64,
-}
-
-impl Sample {
-    /// A sample with labels.
-    pub fn new(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
-        Sample {
-            name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            value,
-        }
-    }
-}
-
-/// Produces samples when asked, every collection interval.
-pub trait Collector: Send + Sync {
-    /// Appends this interval's samples.
-    fn collect(&self, out: &mut Vec<Sample>);
-}
+pub use veeps_resource::metrics::{Collector, Sample};
 
 /// The host: CPU, memory, disk (of the data directory) and network.
 pub struct HostCollector {

@@ -12,6 +12,7 @@ pub mod collect;
 pub mod gorilla;
 pub mod layer;
 pub mod logs;
+pub mod part;
 pub mod resources;
 pub mod service;
 pub mod topics;

@@ -8,6 +8,11 @@
 //! Data sources implement [`DataSource`]. A [`Registry`] holds them all; adding a type is one
 //! module implementing the trait and one `register` line.
 
+pub mod metrics;
+pub mod part;
+
+pub use part::{Part, PartError, Parts};
+
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

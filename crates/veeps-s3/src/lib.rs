@@ -6,6 +6,7 @@
 pub mod access;
 pub mod api;
 pub mod lifecycle;
+pub mod part;
 pub mod resources;
 pub mod stats;
 pub mod store;

@@ -1,6 +1,7 @@
-//! veeps' internal certificate authority and the certificate store. The CA's key lives in
-//! the data directory (0600); certificates are issued for the names asked and kept with
-//! their keys, found by id by the listeners. Issuing is behind [`CertSource`] so public
+//! veeps' internal certificate authority and the certificate store, shared by every part
+//! that speaks TLS (balancers, database nodes, instances that trust the CA). The CA's key
+//! lives in the data directory (0600); certificates are issued for the names asked and kept
+//! with their keys, found by id by the listeners. Issuing is behind [`CertSource`] so public
 //! ACME certificates can come from another source later.
 
 use rcgen::{
@@ -94,12 +95,12 @@ fn write_private(p: &Path, data: &str) -> std::io::Result<()> {
 }
 
 impl Ca {
-    /// Opens the CA of a data directory, creating it at first use.
-    pub fn open(data_dir: &Path) -> Result<Ca, CaError> {
+    /// Opens the CA of a data directory, creating it at first use; `name` tells this
+    /// installation's CA apart from others' (its subject's common name).
+    pub fn open(data_dir: &Path, name: &str) -> Result<Ca, CaError> {
         let dir = data_dir.join("pki");
         std::fs::create_dir_all(&dir).map_err(|e| CaError::Io(e.to_string()))?;
         let (key_path, cert_path) = (dir.join("ca.key"), dir.join("ca.crt"));
-        let name = format!("veeps CA {}", veeps_net::prefix_for(data_dir));
         if let (Ok(k), Ok(c)) = (
             std::fs::read_to_string(&key_path),
             std::fs::read_to_string(&cert_path),
@@ -107,12 +108,12 @@ impl Ca {
             let key = KeyPair::from_pem(&k)?;
             return Ok(Ca {
                 key,
-                params: ca_params(&name),
+                params: ca_params(name),
                 cert_pem: c,
             });
         }
         let key = KeyPair::generate()?;
-        let params = ca_params(&name);
+        let params = ca_params(name);
         let cert = params.clone().self_signed(&key)?;
         let cert_pem = cert.pem();
         write_private(&key_path, &key.serialize_pem()).map_err(|e| CaError::Io(e.to_string()))?;
@@ -282,8 +283,8 @@ mod tests {
     #[test]
     fn issues_certificates_that_chain_to_the_ca_across_restarts() {
         let d = tempfile::tempdir().unwrap();
-        let ca = Ca::open(d.path()).unwrap();
-        let again = Ca::open(d.path()).unwrap();
+        let ca = Ca::open(d.path(), "veeps CA test").unwrap();
+        let again = Ca::open(d.path(), "veeps CA test").unwrap();
         assert_eq!(ca.cert_pem, again.cert_pem);
         let c = again
             .issue(

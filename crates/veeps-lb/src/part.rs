@@ -1,0 +1,41 @@
+//! Load balancers as a part of veeps.
+
+use crate::service::Lbs;
+use std::sync::Arc;
+use veeps_resource::metrics::Sample;
+use veeps_resource::{Part, Registry, Services};
+
+/// Load balancers, their listeners and target groups.
+pub struct LbPart(pub Arc<Lbs>);
+
+#[async_trait::async_trait]
+impl Part for LbPart {
+    fn name(&self) -> &'static str {
+        "lb"
+    }
+
+    fn after(&self) -> &'static [&'static str] {
+        &["net", "obs", "compute"]
+    }
+
+    fn register(&self, r: &mut Registry) {
+        crate::resources::register(r);
+    }
+
+    fn provide(&self, s: Services) -> Services {
+        s.with(self.0.clone())
+    }
+
+    fn collect(&self, out: &mut Vec<Sample>) {
+        out.extend(self.0.samples());
+    }
+
+    async fn resume(&self) {
+        self.0.reconcile_all().await;
+        self.0.run();
+    }
+
+    async fn shutdown(&self) {
+        self.0.shutdown();
+    }
+}

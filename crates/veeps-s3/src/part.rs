@@ -1,0 +1,134 @@
+//! Object storage as a part of veeps.
+
+use crate::access::{Access, Gate};
+use crate::api::{Api, Auth};
+use crate::stats::Stats;
+use crate::store::ObjectStore;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use veeps_resource::metrics::{Collector, Sample};
+use veeps_resource::{Part, Registry, Services};
+
+/// Buckets and objects, the S3 API, bucket websites and lifecycle rules.
+pub struct S3Part {
+    objects: Arc<ObjectStore>,
+    access: Arc<Access>,
+    auth: Arc<Auth>,
+    stats: Arc<Stats>,
+    api: Mutex<Option<std::net::TcpListener>>,
+    website: Mutex<Option<std::net::TcpListener>>,
+    day: Duration,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl S3Part {
+    /// The part; `api` and `website` are listeners bound already (none: not served), and
+    /// a lifecycle "day" lasts `day`.
+    pub fn new(
+        objects: Arc<ObjectStore>,
+        access: Arc<Access>,
+        auth: Arc<Auth>,
+        api: Option<std::net::TcpListener>,
+        website: Option<std::net::TcpListener>,
+        day: Duration,
+    ) -> S3Part {
+        S3Part {
+            stats: Stats::new(objects.clone()),
+            objects,
+            access,
+            auth,
+            api: Mutex::new(api),
+            website: Mutex::new(website),
+            day,
+            tasks: Mutex::new(vec![]),
+        }
+    }
+
+    fn take(l: &Mutex<Option<std::net::TcpListener>>) -> Option<tokio::net::TcpListener> {
+        let l = l.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        let _ = l.set_nonblocking(true);
+        tokio::net::TcpListener::from_std(l).ok()
+    }
+
+    fn limits() -> veeps_http::Limits {
+        veeps_http::Limits {
+            max_connections: veeps_http::per_listener_connections(),
+            ..Default::default()
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Part for S3Part {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn after(&self) -> &'static [&'static str] {
+        &["obs"]
+    }
+
+    fn register(&self, r: &mut Registry) {
+        crate::resources::register(r);
+    }
+
+    fn provide(&self, s: Services) -> Services {
+        s.with(self.objects.clone()).with(self.access.clone())
+    }
+
+    fn collect(&self, out: &mut Vec<Sample>) {
+        self.stats.collect(out);
+    }
+
+    /// Serves the S3 API and bucket websites on the ports bound at open, and runs
+    /// lifecycle rules.
+    fn start(&self) {
+        let mut tasks = vec![tokio::spawn(crate::stats::run_background(
+            self.stats.clone(),
+            self.day,
+        ))];
+        if let Some(l) = Self::take(&self.api) {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(%addr, "S3 listening");
+            let (id, secret) = self.auth.root();
+            let gate = Gate {
+                access: self.access.clone(),
+                root_id: id.into(),
+                root_secret: secret.into(),
+            };
+            tasks.push(tokio::spawn(crate::api::serve(
+                l,
+                Api::new(self.objects.clone()),
+                gate,
+                self.stats.clone(),
+                Self::limits(),
+            )));
+        }
+        if let Some(l) = Self::take(&self.website) {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(%addr, "bucket websites listening");
+            let site = Arc::new(crate::website::Site {
+                store: self.objects.clone(),
+                access: self.access.clone(),
+                stats: self.stats.clone(),
+            });
+            tasks.push(tokio::spawn(crate::website::serve(l, site, Self::limits())));
+        }
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tasks);
+    }
+
+    async fn shutdown(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
