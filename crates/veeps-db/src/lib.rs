@@ -10,7 +10,6 @@
 //! backups into object storage and point-in-time restore ([`backup`]).
 
 pub mod backup;
-pub mod garp;
 pub mod model;
 pub mod part;
 pub mod pg;

@@ -626,7 +626,7 @@ impl Dbs {
             })?;
         let (ns, ip) = (w.netns.clone(), rec.writer_ep.0);
         if let Ok(Err(e)) =
-            tokio::task::spawn_blocking(move || crate::garp::announce(&ns, ip)).await
+            tokio::task::spawn_blocking(move || veeps_net::garp::announce(&ns, ip)).await
         {
             tracing::warn!(error = %e, "gratuitous ARP for the writer endpoint failed; neighbours learn it when their caches expire");
         }

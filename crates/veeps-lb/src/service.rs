@@ -784,6 +784,11 @@ impl Lbs {
                 &l,
                 s.connections.load(Ordering::Relaxed) as f64,
             ));
+            out.push(Sample::new(
+                "lb_retried_requests_total",
+                &l,
+                s.retries.load(Ordering::Relaxed) as f64,
+            ));
             for (k, v) in s.latency.take() {
                 out.push(Sample::new(
                     &format!("lb_target_response_seconds_{k}"),

@@ -42,6 +42,15 @@ impl Target {
         }
     }
 
+    /// Takes the target out of service at once (it refused a connection); its health
+    /// check puts it back after `healthy_threshold` passes.
+    pub fn mark_down(&self) {
+        self.ok.store(0, Ordering::Relaxed);
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(target = %self.addr, "target refused a connection; out of service until its health check passes");
+        }
+    }
+
     /// Serving new requests.
     pub fn usable(&self) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
@@ -97,6 +106,21 @@ impl TgState {
         }
         let i = self.rr.fetch_add(1, Ordering::Relaxed) % usable.len();
         Some(usable[i].clone())
+    }
+
+    /// A usable target other than those `tried` (for a second attempt), the least busy.
+    pub fn pick_other(&self, tried: &[SocketAddr]) -> Option<Arc<Target>> {
+        let ts = self.targets.load();
+        let start = self.rr.fetch_add(1, Ordering::Relaxed);
+        let usable: Vec<&Arc<Target>> = ts
+            .iter()
+            .filter(|t| t.usable() && !tried.contains(&t.addr))
+            .collect();
+        let n = usable.len();
+        (0..n)
+            .map(|k| usable[(start + k) % n])
+            .min_by_key(|t| t.in_flight.load(Ordering::Relaxed))
+            .cloned()
     }
 
     /// Healthy and unhealthy counts (draining ones aside).

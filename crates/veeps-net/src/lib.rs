@@ -15,6 +15,7 @@
 //! servers never collide. Without CAP_NET_ADMIN the service falls back, loudly, to an
 //! unisolated mode where endpoints get distinct loopback addresses.
 
+pub mod garp;
 mod nftgen;
 pub mod part;
 pub mod resources;
@@ -997,6 +998,13 @@ impl Net {
         )
         .await?;
         sys::ip(Some(ns), &["link", "set", "dev", "eth0", "up"]).await?;
+        // The address may have been another interface's a moment ago (a replaced instance):
+        // neighbours must not keep sending to the old one.
+        let (ns_name, ip) = (ns.to_string(), ep.address);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || garp::announce(&ns_name, ip)).await
+        {
+            tracing::debug!(address = %ip, error = %e, "gratuitous ARP failed");
+        }
         sys::ip(
             Some(ns),
             &[

@@ -746,6 +746,34 @@ resource "listener_rule" "hello" {
     wait_until("v2 everywhere", 20, || {
         (0..10).all(|_| get(p, "/", "").1.starts_with("v2 "))
     });
+
+    // kill -9 of one target under load: what it refused or dropped before answering goes
+    // to the other, and it leaves rotation at once; no request fails (the load loop counts).
+    let insts: serde_json::Value =
+        serde_json::from_str(&v.ok(&["instances", "env", "--json"])).unwrap();
+    let victim = insts[0]["instances"][0].clone();
+    let victim_id = victim["id"].as_str().unwrap().to_string();
+    let before = count.load(Ordering::Relaxed);
+    Command::new("kill")
+        .args(["-9", &victim["pid"].as_u64().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let insts = v.ok(&["instances", "env"]);
+        let targets = v.ok(&["targets", "env"]);
+        if !insts.contains(&victim_id) && targets.matches(" healthy ").count() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed target was not replaced:\n{insts}\n{targets}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_until("requests after the kill", 20, || {
+        count.load(Ordering::Relaxed) > before + 30
+    });
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.join().unwrap();

@@ -1,12 +1,13 @@
-//! Gratuitous ARP: after the writer endpoint's address moves to a new node, neighbours (the
-//! VPC router, clients on the subnet) learn its new hardware address at once instead of
-//! after their caches expire.
+//! Gratuitous ARP: when an address moves to a new interface (a database's writer endpoint
+//! to a new node, a replacement instance given a dead one's address), neighbours (the VPC
+//! router, balancers and clients on the subnet) learn its new hardware address at once
+//! instead of sending to the old one until their caches expire.
 
 use std::net::Ipv4Addr;
 
 /// Announces `ip` on `eth0` of network namespace `ns`, three times.
 pub fn announce(ns: &str, ip: Ipv4Addr) -> std::io::Result<()> {
-    veeps_net::sys::in_netns(ns, move || send(ip))?
+    crate::sys::in_netns(ns, move || send(ip))?
 }
 
 fn send(ip: Ipv4Addr) -> std::io::Result<()> {

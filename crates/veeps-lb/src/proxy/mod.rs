@@ -1,0 +1,556 @@
+//! The data plane: listeners (HTTP, or HTTPS with SNI over rustls; HTTP/1.1 and HTTP/2),
+//! rule evaluation, forwarding over pooled keep-alive connections (HTTPS to targets
+//! verified against veeps' CA), WebSocket upgrades, redirects and fixed responses, access
+//! logs and metrics. Configuration is a snapshot swapped atomically: a change never
+//! restarts a listener or drops a request.
+
+use crate::model::{Action, Condition, Protocol};
+use crate::targets::{Target, TgState};
+
+mod phases;
+mod tls;
+mod upstream;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::HeaderValue;
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+pub use tls::{acceptor, certified_key, SniCerts};
+use tokio::io::{AsyncRead, AsyncWrite};
+pub use upstream::{client, Client, ClientError, Conn, Connector};
+
+/// Bodies both ways.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    Empty::<Bytes>::new().map_err(|n| match n {}).boxed()
+}
+
+fn full(b: impl Into<Bytes>) -> ProxyBody {
+    Full::new(b.into()).map_err(|n| match n {}).boxed()
+}
+
+/// An action ready to run.
+#[derive(Clone)]
+pub enum Compiled {
+    /// Forward by weight.
+    Forward {
+        /// Groups and weights.
+        groups: Vec<(String, Arc<TgState>, u32)>,
+        /// Stickiness seconds.
+        sticky: u64,
+    },
+    /// As declared.
+    Other(Action),
+}
+
+/// A listener's rules, compiled.
+pub struct Snapshot {
+    /// Rules in priority order.
+    pub rules: Vec<(String, Vec<Condition>, Compiled)>,
+    /// The default action.
+    pub default: Compiled,
+}
+
+/// Counters of one balancer.
+#[derive(Default)]
+pub struct Stats {
+    /// Requests.
+    pub requests: AtomicU64,
+    /// By class.
+    pub status: [AtomicU64; 6],
+    /// Bytes in and out.
+    pub bytes_in: AtomicU64,
+    /// Bytes out.
+    pub bytes_out: AtomicU64,
+    /// Open connections.
+    pub connections: AtomicU64,
+    /// Requests sent again to another target after one refused or reset them.
+    pub retries: AtomicU64,
+    /// Target response times since the last collection, as a histogram.
+    pub latency: Histogram,
+}
+
+/// A lock-free latency histogram: buckets a quarter of a power of two wide, from 1 us.
+pub struct Histogram {
+    buckets: [AtomicU64; 128],
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(us: f64) -> usize {
+        if us <= 1.0 {
+            return 0;
+        }
+        ((us.log2() * 4.0) as usize).min(127)
+    }
+    /// Records a duration.
+    pub fn record(&self, d: Duration) {
+        let i = Self::bucket(d.as_secs_f64() * 1e6);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+    /// The p50, p90 and p99 (seconds, each bucket's upper bound) since the last call;
+    /// starts over.
+    pub fn take(&self) -> HashMap<&'static str, f64> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.swap(0, Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let mut out = HashMap::new();
+        if total == 0 {
+            return out;
+        }
+        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
+            let want = (((total as f64) * q).ceil() as u64).max(1);
+            let mut acc = 0;
+            for (i, c) in counts.iter().enumerate() {
+                acc += c;
+                if acc >= want {
+                    out.insert(name, 2f64.powf((i + 1) as f64 / 4.0) / 1e6);
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What serving needs.
+pub struct Ctx {
+    /// The environment.
+    pub env: String,
+    /// The balancer's name.
+    pub lb_name: String,
+    /// Rules.
+    pub snap: Arc<ArcSwap<Snapshot>>,
+    /// HTTP or HTTPS.
+    pub protocol: Protocol,
+    /// The listener's port (X-Forwarded-Port).
+    pub port: u16,
+    /// Targets.
+    pub client: Client,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Where access logs go (`None`: off).
+    pub logs: Option<Arc<veeps_obs::Obs>>,
+    /// Time a target has to answer.
+    pub timeout: Duration,
+}
+
+/// Serves one accepted connection.
+pub async fn serve_conn<S>(ctx: Arc<Ctx>, io: S, client: SocketAddr, idle: Duration, h2: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let svc = {
+        let ctx = ctx.clone();
+        hyper::service::service_fn(move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, client).await) }
+        })
+    };
+    // The protocol is known (ALPN, or HTTP/1.1 on plain listeners): no sniffing.
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .keep_alive_interval(Some(idle))
+            .max_concurrent_streams(256);
+        let _ = b.serve_connection(TokioIo::new(io), svc).await;
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(idle)
+            .max_buf_size(64 * 1024)
+            .keep_alive(true);
+        let _ = b
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades()
+            .await;
+    }
+    ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Hop-by-hop headers, which are not forwarded either way.
+const HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+fn status_class(s: u16) -> usize {
+    ((s / 100) as usize).min(5)
+}
+
+fn fixed(status: u16, ctype: &str, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Ok(v) = HeaderValue::from_str(ctype) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn error(status: StatusCode) -> Response<ProxyBody> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    fixed(status.as_u16(), "text/plain; charset=utf-8", text)
+}
+
+/// One request, start to end: route, then respond, redirect, or choose a target group and
+/// forward; the access log line and the in-flight count end with the body, not the headers.
+async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    let started = Instant::now();
+    ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let cx = phases::RequestCx::of(&req, client);
+    let action = phases::route(&ctx.snap.load(), &cx, req.headers());
+    let version = req.version();
+    let (resp, target) = match action {
+        Compiled::Other(Action::Fixed {
+            status,
+            content_type,
+            body,
+        }) => (fixed(status, &content_type, body), None),
+        Compiled::Other(Action::Redirect {
+            protocol,
+            host,
+            port,
+            path,
+            query,
+            status,
+        }) => {
+            let to = phases::Redirect {
+                protocol: &protocol,
+                host: &host,
+                port: &port,
+                path: &path,
+                query: &query,
+            };
+            let loc = phases::redirect_location(&to, &cx, ctx.protocol, ctx.port);
+            let mut r =
+                error(StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY));
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                r.headers_mut().insert(hyper::header::LOCATION, v);
+            }
+            (r, None)
+        }
+        Compiled::Other(Action::Forward { .. }) => (error(StatusCode::SERVICE_UNAVAILABLE), None),
+        Compiled::Forward { groups, sticky } => {
+            let sticky_to = (sticky > 0)
+                .then(|| phases::sticky_target(req.headers()))
+                .flatten();
+            let chosen = phases::choose_group(&groups, rand::random())
+                .and_then(|tg| tg.pick(sticky_to).map(|t| (tg, t)));
+            match chosen {
+                Some((tg, t)) => {
+                    let (mut r, t) = forward(&ctx, &tg, t, req, client).await;
+                    if sticky > 0 {
+                        let c = phases::sticky_cookie(t.addr, sticky);
+                        if let Ok(v) = HeaderValue::from_str(&c) {
+                            r.headers_mut().append(hyper::header::SET_COOKIE, v);
+                        }
+                    }
+                    (r, Some(t))
+                }
+                None => (error(StatusCode::SERVICE_UNAVAILABLE), None),
+            }
+        }
+    };
+    let status = resp.status().as_u16();
+    ctx.stats.status[status_class(status)].fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = resp.into_parts();
+    let stats = ctx.stats.clone();
+    let log = ctx.logs.clone().map(|obs| {
+        let q = if cx.query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", cx.query)
+        };
+        let line = phases::AccessLog {
+            client,
+            method: cx.method,
+            target_uri: format!("{}{q}", cx.path),
+            version,
+            status,
+            target: target.as_ref().map(|t| t.addr),
+            target_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        (
+            obs,
+            ctx.env.clone(),
+            format!("lb-{}", ctx.lb_name),
+            ctx.port,
+            line,
+        )
+    });
+    let done = move |bytes: u64| {
+        if let Some(t) = &target {
+            t.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        if let Some((obs, env, group, listener, line)) = log {
+            let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+            obs.log(veeps_obs::logs::LogLine {
+                ts: veeps_obs_now(),
+                env,
+                group,
+                source: format!("listener-{listener}"),
+                stream: "access".into(),
+                text: line.line(bytes, total_ms),
+            });
+        }
+    };
+    Response::from_parts(
+        parts,
+        Counted {
+            inner: body,
+            bytes: 0,
+            done: Some(Box::new(done)),
+        }
+        .boxed(),
+    )
+}
+
+fn veeps_obs_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Forwards to `first`, streaming both ways (a tunnel after 101). A target that refuses the
+/// connection is taken out of service at once (passive health; its health check brings it
+/// back), and a request that can be replayed ([`phases::replayable`]) goes to another
+/// target of the group when the chosen one refused it or reset before answering, so that
+/// a dead target fails at most the requests that were in flight on it. Returns the answer
+/// and the target that gave it (its in-flight count is held until the body ends).
+async fn forward(
+    ctx: &Ctx,
+    tg: &TgState,
+    first: Arc<Target>,
+    mut req: Request<Incoming>,
+    client: SocketAddr,
+) -> (Response<ProxyBody>, Arc<Target>) {
+    tg.requests_total.fetch_add(1, Ordering::Relaxed);
+    let scheme = match tg.spec.load().protocol {
+        Protocol::Http => "http",
+        Protocol::Https => "https",
+    };
+    let upgrade = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let in_version = req.version();
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    let (mut parts, body) = req.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    parts.version = Version::HTTP_11;
+    phases::upstream_headers(
+        &mut parts.headers,
+        client.ip(),
+        authority.as_deref(),
+        upgrade.as_deref(),
+        ctx.protocol,
+        ctx.port,
+    );
+    // What a second attempt needs, kept only for requests that may have one.
+    let again = phases::replayable(&parts.method, &parts.headers, body.is_end_stream())
+        .then(|| (parts.method.clone(), parts.headers.clone()));
+    let in_bytes = ctx.stats.clone();
+    let body = body
+        .map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                in_bytes
+                    .bytes_in
+                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+            f
+        })
+        .boxed();
+    let mut out = Request::from_parts(parts, body);
+    let mut t = first;
+    let mut tried: Vec<SocketAddr> = vec![];
+    let resp = loop {
+        t.in_flight.fetch_add(1, Ordering::Relaxed);
+        t.requests.fetch_add(1, Ordering::Relaxed);
+        match format!("{scheme}://{}{pq}", t.addr).parse() {
+            Ok(u) => *out.uri_mut() = u,
+            Err(_) => return (error(StatusCode::BAD_REQUEST), t),
+        }
+        let sent = Instant::now();
+        match tokio::time::timeout(ctx.timeout, ctx.client.request(out)).await {
+            Err(_) => return (error(StatusCode::GATEWAY_TIMEOUT), t),
+            Ok(Ok(r)) => {
+                ctx.stats.latency.record(sent.elapsed());
+                break r;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(target = %t.addr, error = %e, "target failed");
+                if matches!(e, ClientError::Connect(_)) {
+                    t.mark_down();
+                }
+                tried.push(t.addr);
+                let next = again
+                    .as_ref()
+                    .and_then(|a| tg.pick_other(&tried).map(|n| (a, n)));
+                let Some(((method, headers), next)) = next else {
+                    return (error(StatusCode::BAD_GATEWAY), t);
+                };
+                ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
+                t.in_flight.fetch_sub(1, Ordering::Relaxed);
+                t = next;
+                out = Request::new(empty());
+                *out.method_mut() = method.clone();
+                *out.version_mut() = Version::HTTP_11;
+                *out.headers_mut() = headers.clone();
+            }
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(cu) = client_upgrade {
+            let mut resp = resp;
+            let target_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(a), Ok(b)) = (cu.await, target_upgrade.await) {
+                    let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+            let (mut parts, _) = resp.into_parts();
+            parts.headers.remove(hyper::header::TRANSFER_ENCODING);
+            return (Response::from_parts(parts, empty()), t);
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    phases::downstream_headers(&mut parts.headers);
+    // The client's protocol, whatever the target spoke.
+    parts.version = in_version;
+    (Response::from_parts(parts, body.boxed()), t)
+}
+
+/// A body that counts what passes and reports once, when done or dropped.
+struct Counted {
+    inner: ProxyBody,
+    bytes: u64,
+    done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.bytes += d.len() as u64;
+            }
+        }
+        if let Poll::Ready(None) = &r {
+            if let Some(d) = self.done.take() {
+                d(self.bytes);
+            }
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(d) = self.done.take() {
+            d(self.bytes);
+        }
+    }
+}
+
+/// Per-listener state the accept loop reads.
+pub struct ListenerRt {
+    /// Shared serving context.
+    pub ctx: Arc<Ctx>,
+    /// TLS, for HTTPS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Certificates.
+    pub sni: Arc<SniCerts>,
+    /// Idle timeout.
+    pub idle: Duration,
+    /// Connections the listener may hold; more wait to be accepted.
+    pub slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Accepts forever on `l`.
+pub async fn accept_loop(l: tokio::net::TcpListener, rt: Arc<ListenerRt>) {
+    loop {
+        let Ok(permit) = rt.slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (s, peer) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = s.set_nodelay(true);
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_stream(s, peer, rt).await
+        });
+    }
+}
+
+/// Serves one TCP connection (TLS first for HTTPS).
+pub async fn serve_stream(s: tokio::net::TcpStream, peer: SocketAddr, rt: Arc<ListenerRt>) {
+    match &rt.tls {
+        None => serve_conn(rt.ctx.clone(), s, peer, rt.idle, false).await,
+        Some(acc) => {
+            if let Ok(Ok(t)) = tokio::time::timeout(rt.idle, acc.accept(s)).await {
+                let h2 = t.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve_conn(rt.ctx.clone(), t, peer, rt.idle, h2).await
+            }
+        }
+    }
+}
