@@ -5,9 +5,13 @@
 # threads), for HTTP and for HTTPS. Prints ratios veeps/nginx and veeps/direct. Needs
 # root. The nginx proxy runs in the balancer's own network namespace and both are reached
 # at the balancer's address, so both pay the same path: host -> VPC router -> balancer ->
-# back to the backend on the host.
+# back to the backend on the host. Each side runs ROUNDS times (3 by default), interleaved
+# (nginx, veeps, nginx, veeps...), so that a slow minute of a shared machine hits both; it
+# prints medians with the spread (min-max) and the ratio of the medians.
 #
 #   bench/lb.sh [SECONDS] [CONNECTIONS]     (installs nginx and wrk if missing; builds veeps)
+#   ROUNDS=5 bench/lb.sh                    (more rounds)
+#   VEEPS_BIN=/path/to/veeps bench/lb.sh    (measure that binary, e.g. an older build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
@@ -19,8 +23,13 @@ command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-cargo build --release --locked -p veeps >/dev/null 2>&1
-BIN=$PWD/target/release/veeps
+ROUNDS=${ROUNDS:-3}
+if [ -n "${VEEPS_BIN:-}" ]; then
+  BIN=$VEEPS_BIN
+else
+  cargo build --release --locked -p veeps >/dev/null 2>&1
+  BIN=$PWD/target/release/veeps
+fi
 WORK=$(mktemp -d /tmp/veeps-bench-lb.XXXXXX)
 API=$((20000 + RANDOM % 10000))
 BACK=$((API + 1)); NG=$((API + 2)); NGS=$((API + 3)); VP=$((API + 4)); VPS=$((API + 5))
@@ -171,23 +180,41 @@ p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 print(f"{rps:.0f} {p99:.2f} {errs.group(1) if errs else 0}")'
 }
-read -r d_rps d_p99 _ < <(run "http://127.0.0.1:$BACK/")
-read -r n_rps n_p99 n_err < <(run "http://$LB:$NG/")
-read -r v_rps v_p99 v_err < <(run "http://$LB/")
-read -r ns_rps ns_p99 ns_err < <(run "https://$LB:$NGS/")
-read -r vs_rps vs_p99 vs_err < <(run "https://$LB/")
+# Interleaved rounds; each line of $WORK/results is "series rps p99 non2xx".
+for r in $(seq "$ROUNDS"); do
+  echo "direct $(run "http://127.0.0.1:$BACK/")" >>"$WORK/results"
+  echo "nginx-http $(run "http://$LB:$NG/")" >>"$WORK/results"
+  echo "veeps-http $(run "http://$LB/")" >>"$WORK/results"
+  echo "nginx-https $(run "https://$LB:$NGS/")" >>"$WORK/results"
+  echo "veeps-https $(run "https://$LB/")" >>"$WORK/results"
+  echo "round $r of $ROUNDS done" >&2
+done
 
-python3 - "$d_rps" "$d_p99" "$n_rps" "$n_p99" "$v_rps" "$v_p99" "$ns_rps" "$ns_p99" "$vs_rps" "$vs_p99" "$n_err" "$v_err" "$ns_err" "$vs_err" "$CONNS" "$DUR" <<'PY'
-import sys
-a = sys.argv[1:]
-d, dp, n, np_, v, vp, ns, nsp, vs, vsp = map(float, a[:10])
-errs = a[10:14]
-print(f"wrk -t2 -c{a[14]} -d{a[15]}s; the backend is nginx (1 worker) on the host")
-print(f"direct        HTTP : {d:9.0f} req/s  p99 {dp:6.2f} ms")
-print(f"nginx proxy   HTTP : {n:9.0f} req/s  p99 {np_:6.2f} ms   (non-2xx: {errs[0]})")
-print(f"veeps         HTTP : {v:9.0f} req/s  p99 {vp:6.2f} ms   (non-2xx: {errs[1]})")
-print(f"nginx proxy   HTTPS: {ns:9.0f} req/s  p99 {nsp:6.2f} ms   (non-2xx: {errs[2]})")
-print(f"veeps         HTTPS: {vs:9.0f} req/s  p99 {vsp:6.2f} ms   (non-2xx: {errs[3]})")
-print(f"HTTP : veeps/nginx {v / n:.2f}x throughput, p99 {vp / np_:.2f}x;  veeps/direct {v / d:.2f}x")
-print(f"HTTPS: veeps/nginx {vs / ns:.2f}x throughput, p99 {vsp / nsp:.2f}x")
+python3 - "$WORK/results" "$CONNS" "$DUR" "$ROUNDS" <<'PY'
+import statistics, sys
+path, conns, dur, rounds = sys.argv[1:]
+runs = {}
+for line in open(path):
+    name, rps, p99, errs = line.split()
+    runs.setdefault(name, []).append((float(rps), float(p99), int(errs)))
+def med(name, i):
+    return statistics.median(r[i] for r in runs[name])
+def show(label, name):
+    rs = runs[name]
+    rps = [r[0] for r in rs]
+    p99 = [r[1] for r in rs]
+    errs = sum(r[2] for r in rs)
+    print(f"{label:<18}: {statistics.median(rps):9.0f} req/s [{min(rps):.0f}-{max(rps):.0f}]"
+          f"  p99 {statistics.median(p99):6.2f} ms [{min(p99):.2f}-{max(p99):.2f}]  non-2xx {errs}")
+print(f"wrk -t2 -c{conns} -d{dur}s, {rounds} interleaved rounds: median [min-max]; "
+      "the backend is nginx (1 worker) on the host")
+show("direct      HTTP", "direct")
+show("nginx proxy HTTP", "nginx-http")
+show("veeps       HTTP", "veeps-http")
+show("nginx proxy HTTPS", "nginx-https")
+show("veeps       HTTPS", "veeps-https")
+for proto in ("http", "https"):
+    v, n = f"veeps-{proto}", f"nginx-{proto}"
+    print(f"{proto.upper():<5}: veeps/nginx {med(v, 0) / med(n, 0):.2f}x throughput, "
+          f"p99 {med(v, 1) / med(n, 1):.2f}x;  veeps/direct {med(v, 0) / med('direct', 0):.2f}x")
 PY

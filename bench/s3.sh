@@ -2,8 +2,11 @@
 # S3 throughput with wrk over presigned URLs (so every request is SigV4-checked), for
 # 4 KiB, 1 MiB and 64 MiB objects: GET beside nginx serving the same bytes from disk, PUT
 # beside the disk's own write bandwidth (dd with fsync), in one run; prints the ratios.
+# Each measurement runs ROUNDS times (3 by default), veeps and nginx interleaved; the
+# table shows medians, the spread (min-max) and the ratio of the medians.
 #
 #   bench/s3.sh [SECONDS] [CONNECTIONS]   (installs nginx, wrk and awscli if missing)
+#   ROUNDS=5 VEEPS_BIN=/path/to/veeps bench/s3.sh   (more rounds; another binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-5}
@@ -16,8 +19,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 python3 -c 'import botocore' 2>/dev/null || { echo "bench/s3.sh needs botocore (pip install botocore, or the awscli package)" >&2; exit 1; }
-cargo build --release --locked -p veeps >/dev/null 2>&1
-BIN=$PWD/target/release/veeps
+ROUNDS=${ROUNDS:-3}
+if [ -n "${VEEPS_BIN:-}" ]; then
+  BIN=$VEEPS_BIN
+else
+  cargo build --release --locked -p veeps >/dev/null 2>&1
+  BIN=$PWD/target/release/veeps
+fi
 WORK=$(mktemp -d /tmp/veeps-bench-s3.XXXXXX)
 API=$((20000 + RANDOM % 10000)); S3=$((API + 1)); NG=$((API + 2))
 cleanup() {
@@ -76,30 +84,49 @@ if errs:
     sys.exit(f"{errs.group(1)} requests failed")
 print(f"{rps:.0f}")'
 }
-printf '%-6s %12s %12s %7s | %12s %12s %7s\n' size "veeps GET/s" "nginx GET/s" ratio "veeps PUT MiB/s" "disk MiB/s" ratio
 for s in 4k 1m 64m; do
-  case $s in 4k) n=4096;; 1m) n=1048576;; 64m) n=67108864;; esac
-  vg=$(rate "$(cat "$WORK/get-$s")")
-  ng=$(rate "http://127.0.0.1:$NG/$s")
   cat >"$WORK/put-$s.lua" <<LUA
 wrk.method = "PUT"
 local f = io.open("$WORK/www/$s", "rb")
 wrk.body = f:read("*a")
 f:close()
 LUA
-  vp=$(rate "$(cat "$WORK/put-$s")" "$WORK/put-$s.lua")
-  # The disk: the same bytes written and synced, as many times, in one stream.
-  count=$(( (256 * 1048576) / n )); [ "$count" -lt 1 ] && count=1
-  start=$(date +%s%N)
-  dd if="$WORK/www/$s" of="$WORK/ddout" bs="$n" count=1 conv=fsync status=none
-  for _ in $(seq 2 $(( count > 64 ? 64 : count ))); do dd if="$WORK/www/$s" of="$WORK/ddout" bs="$n" count=1 oflag=append conv=notrunc,fsync status=none; done
-  el=$(( ($(date +%s%N) - start) / 1000000 ))
-  writes=$(( count > 64 ? 64 : count ))
-  python3 - "$s" "$vg" "$ng" "$vp" "$n" "$writes" "$el" <<'PY'
-import sys
-s, vg, ng, vp, n, writes, el = sys.argv[1], *map(float, sys.argv[2:])
-vmib = vp * n / 2**20
-disk = writes * n / 2**20 / max(el / 1000, 1e-3)
-print(f"{s:<6} {vg:12.0f} {ng:12.0f} {vg / max(ng, 1):7.2f} | {vmib:12.1f} {disk:12.1f} {vmib / max(disk, 1e-9):7.2f}")
-PY
 done
+# Interleaved rounds; each line of $WORK/results is "series size value".
+for r in $(seq "$ROUNDS"); do
+  for s in 4k 1m 64m; do
+    case $s in 4k) n=4096;; 1m) n=1048576;; 64m) n=67108864;; esac
+    echo "veeps-get $s $(rate "$(cat "$WORK/get-$s")")" >>"$WORK/results"
+    echo "nginx-get $s $(rate "http://127.0.0.1:$NG/$s")" >>"$WORK/results"
+    echo "veeps-put $s $(rate "$(cat "$WORK/put-$s")" "$WORK/put-$s.lua")" >>"$WORK/results"
+    # The disk: the same bytes written and synced, as many times, in one stream (MiB/s).
+    count=$(( (256 * 1048576) / n )); [ "$count" -gt 64 ] && count=64
+    start=$(date +%s%N)
+    dd if="$WORK/www/$s" of="$WORK/ddout" bs="$n" count=1 conv=fsync status=none
+    for _ in $(seq 2 "$count"); do dd if="$WORK/www/$s" of="$WORK/ddout" bs="$n" count=1 oflag=append conv=notrunc,fsync status=none; done
+    el=$(( ($(date +%s%N) - start) / 1000000 ))
+    echo "disk $s $(python3 -c "print($count * $n / 2**20 / max($el / 1000, 1e-3))")" >>"$WORK/results"
+  done
+  echo "round $r of $ROUNDS done" >&2
+done
+python3 - "$WORK/results" "$ROUNDS" <<'PY'
+import statistics, sys
+path, rounds = sys.argv[1], sys.argv[2]
+runs = {}
+for line in open(path):
+    name, size, v = line.split()
+    runs.setdefault((name, size), []).append(float(v))
+size_bytes = {"4k": 4096, "1m": 1 << 20, "64m": 64 << 20}
+def cell(name, size, scale=1.0):
+    v = [x * scale for x in runs[(name, size)]]
+    return statistics.median(v), f"{statistics.median(v):.0f} [{min(v):.0f}-{max(v):.0f}]"
+print(f"{rounds} interleaved rounds: median [min-max]")
+print(f"{'size':<5} {'veeps GET/s':>22} {'nginx GET/s':>22} {'ratio':>6} | "
+      f"{'veeps PUT MiB/s':>20} {'disk MiB/s':>20} {'ratio':>6}")
+for s in ("4k", "1m", "64m"):
+    vg, vgs = cell("veeps-get", s)
+    ng, ngs = cell("nginx-get", s)
+    vp, vps = cell("veeps-put", s, size_bytes[s] / 2**20)
+    dk, dks = cell("disk", s)
+    print(f"{s:<5} {vgs:>22} {ngs:>22} {vg / max(ng, 1):6.2f} | {vps:>20} {dks:>20} {vp / max(dk, 1e-9):6.2f}")
+PY

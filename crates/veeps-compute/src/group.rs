@@ -213,12 +213,7 @@ const K_TEMPLATE: &str = "compute/template/";
 const TICK: Duration = Duration::from_millis(250);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use veeps_sys::now_ms;
 
 /// A running group.
 struct Group {
@@ -792,15 +787,10 @@ impl Compute {
         if self.ids.is_none() && !userns {
             cmd.current_dir(&image_at);
         }
-        // SAFETY: getuid and getgid have no preconditions.
-        let me = unsafe {
-            sandbox::Ids {
-                uid: libc::getuid(),
-                gid: libc::getgid(),
-            }
-        };
+        let (uid, gid) = veeps_sys::proc::ids();
+        let me = sandbox::Ids { uid, gid };
         sandbox::confine(
-            &mut cmd,
+            cmd.as_std_mut(),
             &Confine {
                 netns: Some(ep.netns.clone()).filter(|n| !n.is_empty()),
                 new_netns: false,
@@ -814,6 +804,8 @@ impl Compute {
                 } else {
                     vec![]
                 },
+                session: true,
+                no_new_privs: true,
             },
         )?;
         let mut child = cmd.spawn().map_err(|e| {
@@ -867,7 +859,7 @@ impl Compute {
             // Out of the balancers first; in-flight requests finish.
             th.drain(&tgs, &inst.address).await;
         }
-        sandbox::signal_group(inst.pid, libc::SIGTERM);
+        veeps_sys::proc::signal_group(inst.pid, libc::SIGTERM);
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
         while tokio::time::Instant::now() < deadline && self.alive(&inst) {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -888,7 +880,7 @@ impl Compute {
 
     async fn cleanup(&self, g: &Group, inst: &Instance) {
         let spec = g.rec.lock().unwrap_or_else(|p| p.into_inner()).spec.clone();
-        sandbox::signal_group(inst.pid, libc::SIGKILL);
+        veeps_sys::proc::signal_group(inst.pid, libc::SIGKILL);
         let cg = Cgroup::new(&self.cgroups, &self.prefix, &inst.id);
         let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
         if let Err(e) = self.net.detach(&Self::endpoint_name(&spec, &inst.id)).await {
@@ -1362,7 +1354,7 @@ impl Compute {
                 .instances
                 .clone();
             for i in &insts {
-                sandbox::signal_group(i.pid, libc::SIGTERM);
+                veeps_sys::proc::signal_group(i.pid, libc::SIGTERM);
             }
             let deadline = tokio::time::Instant::now() + STOP_GRACE;
             while tokio::time::Instant::now() < deadline && insts.iter().any(|i| self.alive(i)) {

@@ -220,8 +220,7 @@ fn seal(p: &Path) -> std::io::Result<()> {
         let mode = if exec { 0o755 } else { 0o644 };
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if veeps_sys::proc::is_root() {
         std::os::unix::fs::lchown(p, Some(0), Some(0))?;
     }
     Ok(())
@@ -398,11 +397,13 @@ impl Images {
                 .kill_on_drop(true);
             let root = ids.is_some();
             sandbox::confine(
-                &mut cmd,
+                cmd.as_std_mut(),
                 &Confine {
                     new_netns: root,
                     ids,
                     cgroup_procs: cg.map(|c| c.procs_files()).unwrap_or_default(),
+                    session: true,
+                    no_new_privs: true,
                     ..Default::default()
                 },
             )?;
@@ -461,7 +462,7 @@ impl Images {
                     Err(e) => return Err(fail(format!("build step `{step}`: {e}"), log)),
                 },
                 Err(_) => {
-                    sandbox::signal_group(pid, libc::SIGKILL);
+                    veeps_sys::proc::signal_group(pid, libc::SIGKILL);
                     if let Some(cg) = cg {
                         let cg = cg.clone();
                         let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
@@ -552,10 +553,8 @@ mod tests {
     /// end of its output only.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn builds_are_confined_bounded_and_leave_nothing_running() {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
+        assert!(
+            veeps_sys::proc::is_root(),
             "image builds need root (cgroups, namespaces); run the tests as root"
         );
         let d = tempfile::tempdir().unwrap();

@@ -4,13 +4,13 @@
 //! process confined by [`sandbox`] to its endpoint namespace, its [`cgroup`] and an
 //! unprivileged user); [`policy`] scales them; [`resources`] are the resource types.
 
-pub mod cgroup;
+pub use veeps_sys::cgroup;
+pub use veeps_sys::confine as sandbox;
 pub mod group;
 pub mod image;
 pub mod part;
 pub mod policy;
 pub mod resources;
-pub mod sandbox;
 
 pub use group::Compute;
 

@@ -75,12 +75,7 @@ pub struct Policies {
 
 const K_POLICY: &str = "compute/policy/";
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use veeps_sys::now_ms;
 
 impl Policies {
     /// The policies, loaded from the store.

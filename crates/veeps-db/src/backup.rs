@@ -62,12 +62,7 @@ fn failed(e: impl std::fmt::Display) -> DbError {
     DbError::Failed(e.to_string())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use veeps_sys::now_ms;
 
 fn base_key(env: &str, cluster: &str, name: &str) -> String {
     format!("{env}/{cluster}/base/{name}.tar")

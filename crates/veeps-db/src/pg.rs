@@ -3,8 +3,6 @@
 //! bind-mounted at [`MOUNT`] in a mount namespace of its own (so the data directory may sit
 //! under directories that user cannot traverse, and every node sees the same paths).
 
-use std::ffi::CString;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 /// Where PostgreSQL 15's programs are.
@@ -61,13 +59,7 @@ fn lookup_user() -> Option<(u32, u32)> {
 
 /// Makes `path` (and everything under it) belong to the node user.
 pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    if path.is_dir() && !path.is_symlink() {
-        for e in std::fs::read_dir(path)? {
-            chown_tree(&e?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
+    veeps_sys::confine::chown_tree(path, veeps_sys::confine::Ids { uid, gid })
 }
 
 /// A command running `program` (one of PostgreSQL's, or an absolute path) for the node
@@ -89,52 +81,21 @@ pub fn command(
         .env("HOME", "/nonexistent")
         .env("LANG", "C.UTF-8")
         .env("PGDATA", PGDATA);
-    let ns = if netns.is_empty() {
-        None
-    } else {
-        Some(std::fs::File::open(format!("/run/netns/{netns}"))?)
-    };
-    let src = CString::new(node_dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| std::io::Error::other("a node directory holds a NUL byte"))?;
-    let target = CString::new(MOUNT).map_err(std::io::Error::other)?;
     let (uid, gid) = ids;
-    // SAFETY: only async-signal-safe calls (setns, unshare, mount, setgroups, setgid,
-    // setuid, chdir) on values prepared before the fork.
-    unsafe {
-        c.pre_exec(move || {
-            use std::os::fd::AsRawFd;
-            let fail = |rc: libc::c_int| {
-                if rc != 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
-            if let Some(f) = &ns {
-                fail(libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET))?;
-            }
-            fail(libc::unshare(libc::CLONE_NEWNS))?;
-            fail(libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ))?;
-            fail(libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ))?;
-            fail(libc::setgroups(0, std::ptr::null()))?;
-            fail(libc::setgid(gid))?;
-            fail(libc::setuid(uid))?;
-            fail(libc::chdir(target.as_ptr()))?;
-            Ok(())
-        });
-    }
+    veeps_sys::confine::confine(
+        &mut c,
+        &veeps_sys::confine::Confine {
+            netns: Some(netns.to_string()).filter(|n| !n.is_empty()),
+            ids: Some(veeps_sys::confine::Ids { uid, gid }),
+            binds: vec![veeps_sys::confine::Bind {
+                source: node_dir.to_path_buf(),
+                target: PathBuf::from(MOUNT),
+                readonly: false,
+            }],
+            chdir: Some(PathBuf::from(MOUNT)),
+            ..Default::default()
+        },
+    )?;
     Ok(tokio::process::Command::from(c))
 }
 

@@ -60,21 +60,9 @@ impl Route {
     }
 }
 
-/// A running endpoint; dropping it stops the proxy.
+/// A running endpoint; dropping it stops the proxy (and closes its listener).
 pub struct Proxy {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    _rt: veeps_sys::netns::NsRuntime,
 }
 
 /// How long a connection waits for a target to appear (a failover in progress).
@@ -82,56 +70,26 @@ const WAIT_FOR_TARGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Starts an endpoint listening on `listen` inside `netns` (the host's when empty).
 pub fn start(netns: &str, listen: SocketAddr, route: Route) -> std::io::Result<Proxy> {
-    let ns = if netns.is_empty() {
-        None
-    } else {
-        Some(std::fs::File::open(format!("/run/netns/{netns}"))?)
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let rt = veeps_sys::netns::NsRuntime::start(
+        format!("db-proxy-{listen}"),
+        Some(netns).filter(|n| !n.is_empty()),
+    )?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
-    let thread = std::thread::Builder::new()
-        .name(format!("db-proxy-{listen}"))
-        .spawn(move || {
-            if let Some(f) = &ns {
-                use std::os::fd::AsRawFd;
-                // SAFETY: setns on a valid namespace fd affects only this thread.
-                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    let _ = ready_tx.send(Err(std::io::Error::last_os_error()));
-                    return;
-                }
-            }
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let listener = match bind(listen) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
+    rt.handle().spawn(async move {
+        match bind(listen) {
+            Ok(l) => {
                 let _ = ready_tx.send(Ok(()));
-                tokio::select! {
-                    _ = serve(listener, route) => {}
-                    _ = stop_rx => {}
-                }
-            });
-        })?;
+                serve(l, route).await;
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    });
     ready_rx
         .recv()
         .map_err(|_| std::io::Error::other("the endpoint thread ended early"))??;
-    Ok(Proxy {
-        stop: Some(stop_tx),
-        thread: Some(thread),
-    })
+    Ok(Proxy { _rt: rt })
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

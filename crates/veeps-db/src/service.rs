@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
-use veeps_compute::cgroup::{Cgroup, Flavor, Limits};
 use veeps_net::{AttachRequest, Net, SecurityGroup, SgRule};
 use veeps_obs::collect::Sample;
 use veeps_obs::logs::LogLine;
 use veeps_state::Store;
+use veeps_sys::cgroup::{Cgroup, Flavor, Limits};
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +53,7 @@ pub struct Event {
     pub message: String,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use veeps_sys::now_ms;
 
 fn key(env: &str, name: &str) -> String {
     format!("{env}/{name}")
@@ -145,7 +140,7 @@ impl Dbs {
             certs,
             objects,
             ca_pem,
-            flavor: veeps_compute::cgroup::detect(),
+            flavor: veeps_sys::cgroup::detect(),
             clusters: Mutex::default(),
             samples: Mutex::default(),
             stopping: Default::default(),
@@ -888,10 +883,7 @@ impl Dbs {
             return;
         };
         tracing::info!(node = %node.name, pid, "stopping a node left by an earlier server run");
-        // SAFETY: kill(2) on a pid found in this node's own cgroup.
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
-        }
+        veeps_sys::proc::signal(pid as u32, libc::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(20);
         while cg.pids().contains(&pid) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1105,10 +1097,7 @@ impl Dbs {
             if let Some(c) = rt.child.as_mut() {
                 if let Some(pid) = c.id() {
                     let sig = if kill { libc::SIGKILL } else { libc::SIGINT };
-                    // SAFETY: kill(2) on the pid of a child we started.
-                    unsafe {
-                        libc::kill(pid as i32, sig);
-                    }
+                    veeps_sys::proc::signal(pid, sig);
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
             }

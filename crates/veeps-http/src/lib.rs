@@ -41,26 +41,7 @@ impl Default for Limits {
 /// Raises the soft limit on open files to the hard limit (the default soft limit of 1,024
 /// is too small for a server); returns the new soft limit.
 pub fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the rlimit struct passed to them.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return 0;
-        }
-        if r.rlim_cur < r.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: r.rlim_max,
-                rlim_max: r.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return want.rlim_cur;
-            }
-        }
-        r.rlim_cur
-    }
+    veeps_sys::proc::raise_fd_limit()
 }
 
 /// Connections one listener may hold: an eighth of the open-file limit (raised first),
@@ -184,14 +165,7 @@ fn split_for_linger(
 /// Bytes sent on `s` that its peer has not acknowledged yet (the FIN counts as one).
 fn unacknowledged(s: &tokio::net::TcpStream) -> usize {
     use std::os::fd::AsRawFd;
-    let mut n: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one int to the pointer passed.
-    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-    if r == 0 {
-        n.max(0) as usize
-    } else {
-        0
-    }
+    veeps_sys::proc::unacknowledged(s.as_raw_fd())
 }
 
 /// Closes a connection the way a careful server does (nginx calls it lingering close): send
@@ -425,18 +399,5 @@ mod tests {
             (Ok(out.len()), ANSWER),
             "the answer was cut short"
         );
-    }
-
-    #[test]
-    fn the_fd_limit_is_raised_to_the_hard_limit() {
-        let n = raise_fd_limit();
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes the struct passed to it.
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-        assert_eq!(n, r.rlim_cur);
-        assert_eq!(r.rlim_cur, r.rlim_max);
     }
 }

@@ -10,7 +10,6 @@ use crate::targets::TgState;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,7 +102,7 @@ fn io(e: impl std::fmt::Display) -> LbError {
 /// wakeups, as nginx's workers.
 struct Workers {
     handles: Vec<tokio::runtime::Handle>,
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    rts: Vec<veeps_sys::netns::NsRuntime>,
 }
 
 impl Workers {
@@ -112,60 +111,22 @@ impl Workers {
             .map(|n| n.get())
             .unwrap_or(2)
             .clamp(1, 16);
-        let fd = if ns.is_empty() {
-            None
-        } else {
-            let f = std::fs::File::open(PathBuf::from("/run/netns").join(ns)).map_err(io)?;
-            Some(Arc::new(std::os::fd::OwnedFd::from(f)))
-        };
-        let (mut handles, mut stops) = (vec![], vec![]);
-        for i in 0..n {
-            let fd = fd.clone();
-            let (htx, hrx) = std::sync::mpsc::channel();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            std::thread::Builder::new()
-                .name(format!("lb-{name}-{i}"))
-                .spawn(move || {
-                    if let Some(fd) = fd {
-                        use std::os::fd::AsRawFd;
-                        // SAFETY: setns on a namespace fd we hold; affects only this thread.
-                        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                            let _ = htx.send(Err(std::io::Error::last_os_error().to_string()));
-                            return;
-                        }
-                    }
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            let _ = htx.send(Err(e.to_string()));
-                            return;
-                        }
-                    };
-                    let _ = htx.send(Ok(rt.handle().clone()));
-                    rt.block_on(async {
-                        let _ = stopped.await;
-                    });
-                    rt.shutdown_background();
-                })
-                .map_err(io)?;
-            let h = hrx.recv().map_err(io)?.map_err(|e| {
-                LbError::Io(format!(
-                    "a balancer worker could not start in its namespace: {e}"
-                ))
-            })?;
-            handles.push(h);
-            stops.push(stop);
-        }
-        Ok(Workers { handles, stops })
+        let rts = veeps_sys::netns::NsRuntime::start_many(
+            &format!("lb-{name}"),
+            Some(ns).filter(|n| !n.is_empty()),
+            n,
+        )
+        .map_err(|e| {
+            LbError::Io(format!(
+                "a balancer worker could not start in its namespace: {e}"
+            ))
+        })?;
+        let handles = rts.iter().map(|r| r.handle().clone()).collect();
+        Ok(Workers { handles, rts })
     }
 
     fn stop(&mut self) {
-        for s in self.stops.drain(..) {
-            let _ = s.send(());
-        }
+        self.rts.clear();
     }
 }
 

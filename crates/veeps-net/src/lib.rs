@@ -15,7 +15,7 @@
 //! servers never collide. Without CAP_NET_ADMIN the service falls back, loudly, to an
 //! unisolated mode where endpoints get distinct loopback addresses.
 
-pub mod garp;
+pub use veeps_sys::garp;
 mod nftgen;
 pub mod part;
 pub mod resources;

@@ -171,25 +171,7 @@ pub async fn netns_list() -> Vec<String> {
     }
 }
 
-/// Runs `f` on a thread inside network namespace `ns`: sockets it opens stay there.
-pub fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::io::Result<T> {
-    let path = format!("/run/netns/{ns}");
-    let file = std::fs::File::open(&path)?;
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns on a valid namespace fd affects only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
-}
+pub use veeps_sys::netns::in_netns;
 
 /// True if this process may administer networking (CAP_NET_ADMIN) and has `ip` and `nft`.
 pub fn can_isolate() -> Result<(), String> {

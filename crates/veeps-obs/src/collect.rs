@@ -103,15 +103,5 @@ impl Collector for HostCollector {
 
 /// Total and free bytes of the filesystem holding `p`.
 pub fn disk(p: &std::path::Path) -> Option<(f64, f64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a zeroed out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    Some((
-        s.f_blocks as f64 * s.f_frsize as f64,
-        s.f_bavail as f64 * s.f_frsize as f64,
-    ))
+    veeps_sys::proc::disk_space(p).map(|(t, f)| (t as f64, f as f64))
 }

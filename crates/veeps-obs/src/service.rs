@@ -122,12 +122,7 @@ const K_ALARM: &str = "obs/alarm/";
 const K_TOPIC: &str = "obs/topic/";
 const K_DELIVERY: &str = "obs/delivery/";
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use veeps_sys::now_ms;
 
 impl Obs {
     /// Opens the stores under `data_dir`.

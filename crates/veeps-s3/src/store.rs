@@ -376,12 +376,7 @@ pub fn check_key(k: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use veeps_sys::now_ms;
 
 const K_BUCKET: &str = "s3/bucket/";
 const K_OBJECT: &str = "s3/object/";

@@ -520,10 +520,7 @@ fn main() {
     if !matches!(cli.command, Command::Server { .. } | Command::Up { .. }) {
         // Like other Unix tools, end quietly when the reader of our output goes away
         // (`veeps logs ... | head`) instead of failing to print.
-        // SAFETY: restoring a signal's default action has no preconditions.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        veeps_sys::proc::default_sigpipe();
     }
     let code = ops::run(cli);
     std::process::exit(code);

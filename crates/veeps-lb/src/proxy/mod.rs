@@ -339,12 +339,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
     )
 }
 
-fn veeps_obs_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use veeps_sys::now_ms as veeps_obs_now;
 
 /// Forwards to `first`, streaming both ways (a tunnel after 101). A target that refuses the
 /// connection is taken out of service at once (passive health; its health check brings it

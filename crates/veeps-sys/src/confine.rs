@@ -1,5 +1,6 @@
-//! Starting confined processes: inside a network namespace, a cgroup, as an unprivileged
-//! user, with `no_new_privs`, in a session of their own (so a whole tree can be killed).
+//! Starting confined processes: inside a network namespace, a cgroup, a mount namespace
+//! with binds, as an unprivileged user, with `no_new_privs`, in a session of their own (so
+//! a whole tree can be killed), as each caller asks.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -34,8 +35,7 @@ fn lookup(user: &str) -> Option<Ids> {
 /// The identity to drop to: [`USER`] (created as a system user if missing), else
 /// `nobody`; `None` when veeps itself is not root (processes then run as veeps' user).
 pub fn unprivileged() -> Option<Ids> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::proc::is_root() {
         return None;
     }
     if let Some(ids) = lookup(USER) {
@@ -99,6 +99,10 @@ pub struct Confine {
     /// Cover these directories with an empty read-only tmpfs, after the binds (the data
     /// directory: its keys and token are out of sight).
     pub hide: Vec<PathBuf>,
+    /// Start a session (and process group) of its own.
+    pub session: bool,
+    /// Set `no_new_privs`: neither it nor its children gain privileges through `exec`.
+    pub no_new_privs: bool,
 }
 
 /// A bind mount inside the process's own mount namespace.
@@ -119,7 +123,7 @@ fn cstr(p: &Path) -> std::io::Result<CString> {
 
 /// Applies `c` to `cmd`: everything is prepared before the fork; the child only makes
 /// system calls.
-pub fn confine(cmd: &mut tokio::process::Command, c: &Confine) -> std::io::Result<()> {
+pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<()> {
     let netns_fd = match &c.netns {
         Some(ns) if !ns.is_empty() => {
             let f = std::fs::File::open(Path::new("/run/netns").join(ns)).map_err(|e| {
@@ -135,6 +139,7 @@ pub fn confine(cmd: &mut tokio::process::Command, c: &Confine) -> std::io::Resul
         .map(|p| cstr(p))
         .collect::<Result<_, _>>()?;
     let new_netns = c.new_netns;
+    let (session, no_new_privs) = (c.session, c.no_new_privs);
     let ids = c.ids;
     let binds: Vec<(CString, CString, bool)> = c
         .binds
@@ -160,14 +165,14 @@ pub fn confine(cmd: &mut tokio::process::Command, c: &Confine) -> std::io::Resul
     let raw_ns = netns_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     // The fd must live until the fork; keep it with the command's lifetime.
     let keep = std::sync::Arc::new(netns_fd);
-    let std_cmd = cmd.as_std_mut();
+    let std_cmd = cmd;
     // SAFETY: the closure runs between fork and exec and only makes system calls
     // (setsid, setns, unshare, mount, statvfs, open, write, close, chdir, setgroups,
     // setgid, setuid, prctl) on data prepared above.
     unsafe {
         std_cmd.pre_exec(move || {
             let _hold = &keep;
-            if libc::setsid() < 0 {
+            if session && libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             for p in &procs {
@@ -298,24 +303,13 @@ pub fn confine(cmd: &mut tokio::process::Command, c: &Confine) -> std::io::Resul
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
     Ok(())
-}
-
-/// Sends `sig` to the process group led by `pid` (every process it started).
-pub fn signal_group(pid: u32, sig: i32) {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return;
-    }
-    // SAFETY: kill(2) on a process group id; no memory is touched.
-    unsafe {
-        libc::kill(-(pid as i32), sig);
-    }
 }
 
 /// Gives `path` (recursively) to `ids`.

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 /// Announces `ip` on `eth0` of network namespace `ns`, three times.
 pub fn announce(ns: &str, ip: Ipv4Addr) -> std::io::Result<()> {
-    crate::sys::in_netns(ns, move || send(ip))?
+    crate::netns::in_netns(ns, move || send(ip))?
 }
 
 fn send(ip: Ipv4Addr) -> std::io::Result<()> {

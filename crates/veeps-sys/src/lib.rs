@@ -1,0 +1,24 @@
+//! Host plumbing shared by veeps' parts, in one place so that every `unsafe` block (each with
+//! its SAFETY comment) is here and nowhere else in the parts:
+//!
+//! - [`netns`]: running work inside a named network namespace, once ([`netns::in_netns`]) or
+//!   as a tokio runtime on a thread pinned there ([`netns::NsRuntime`]);
+//! - [`confine`]: starting a confined process (network, mount and user namespaces, binds,
+//!   an unprivileged identity, a cgroup joined before `exec`);
+//! - [`cgroup`]: limits and statistics through cgroups v1 or v2;
+//! - [`garp`]: announcing an address that moved to a new interface;
+//! - [`proc`]: signals and identities; [`now_ms`].
+
+pub mod cgroup;
+pub mod confine;
+pub mod garp;
+pub mod netns;
+pub mod proc;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,126 @@
+//! Processes: signals and identities.
+
+/// Sends `sig` to process `pid`; false if it is gone (or `pid` is not a process id).
+pub fn signal(pid: u32, sig: i32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill(2) with a positive pid touches no memory.
+    unsafe { libc::kill(pid as i32, sig) == 0 }
+}
+
+/// Sends `sig` to the process group led by `pid` (every process it started).
+pub fn signal_group(pid: u32, sig: i32) {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return;
+    }
+    // SAFETY: kill(2) on a process group id; no memory is touched.
+    unsafe {
+        libc::kill(-(pid as i32), sig);
+    }
+}
+
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// This process's real user and group ids.
+pub fn ids() -> (u32, u32) {
+    // SAFETY: getuid and getgid have no preconditions.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// Restores SIGPIPE's default action (end quietly when the reader of our output goes
+/// away, like other Unix tools, instead of failing to print).
+pub fn default_sigpipe() {
+    // SAFETY: restoring a signal's default action has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Total and free (for unprivileged users) bytes of the filesystem holding `p`.
+pub fn disk_space(p: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; all zeroes is a valid value of it.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a live out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some((
+        s.f_blocks as u64 * s.f_frsize as u64,
+        s.f_bavail as u64 * s.f_frsize as u64,
+    ))
+}
+
+/// Raises the soft limit on open files to the hard limit (the default soft limit of 1,024
+/// is too small for a server); returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the rlimit struct passed to them.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 0;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return want.rlim_cur;
+            }
+        }
+        r.rlim_cur
+    }
+}
+
+/// Bytes sent on TCP socket `fd` that the peer has not acknowledged yet (the FIN counts
+/// as one); 0 when it cannot be told.
+pub fn unacknowledged(fd: std::os::fd::RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int to the pointer passed; a bad fd only fails.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if r == 0 {
+        n.max(0) as usize
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signals_reach_live_processes_only() {
+        assert!(super::signal(std::process::id(), 0));
+        assert!(!super::signal(0, 0));
+        assert!(!super::signal(u32::MAX, 0));
+    }
+
+    #[test]
+    fn the_fd_limit_is_raised_to_the_hard_limit() {
+        let n = super::raise_fd_limit();
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct passed to it.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+        assert_eq!(n, r.rlim_cur);
+        assert_eq!(r.rlim_cur, r.rlim_max);
+    }
+
+    #[test]
+    fn disk_space_is_read_and_a_bad_path_is_none() {
+        let (total, free) = super::disk_space(std::path::Path::new("/")).unwrap();
+        assert!(total > 0 && free <= total);
+        assert!(super::disk_space(std::path::Path::new("/no/such/dir")).is_none());
+    }
+}
