@@ -1,0 +1,285 @@
+//! Launching an instance: its endpoint, directory, confined process in its cgroup with its log captured; terminating and cleaning up after it.
+
+use super::*;
+
+impl Compute {
+    pub(crate) fn endpoint_name(spec: &GroupSpec, iid: &str) -> String {
+        format!("{}/{}/{iid}", spec.env, spec.name)
+    }
+
+    pub(crate) fn instance_dir(&self, iid: &str) -> PathBuf {
+        self.data_dir.join("instances").join(iid)
+    }
+
+    /// Starts one instance with `template`.
+    pub(crate) async fn launch(
+        self: &Arc<Self>,
+        g: &Arc<Group>,
+        template: &Template,
+        cause: String,
+    ) -> Result<Instance, ComputeError> {
+        let spec = g.rec.lock().unwrap_or_else(|p| p.into_inner()).spec.clone();
+        let image = self.images.get(&template.image_id).ok_or_else(|| {
+            ComputeError::Invalid(format!("image {} is missing", template.image_id))
+        })?;
+        let iid = format!("i-{}", hex::encode(rand::random::<[u8; 4]>()));
+        // Record it before placing and starting it (with its subnet, so concurrent
+        // launches spread): a crash in between leaves a record the next start cleans up.
+        let mut inst = {
+            let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+            let subnet = pick_subnet(&r);
+            let inst = Instance {
+                id: iid.clone(),
+                subnet_id: subnet,
+                address: String::new(),
+                fingerprint: template.fingerprint(),
+                image_id: template.image_id.clone(),
+                launched_ms: now_ms(),
+                lifecycle: Lifecycle::Pending,
+                pid: 0,
+                failures: 0,
+            };
+            r.instances.push(inst.clone());
+            self.save(&r);
+            inst
+        };
+        let ep = match self
+            .net
+            .attach(AttachRequest {
+                name: Self::endpoint_name(&spec, &iid),
+                subnet_id: inst.subnet_id.clone(),
+                security_groups: spec.security_groups.clone(),
+            })
+            .await
+        {
+            Ok(ep) => ep,
+            Err(e) => {
+                self.cleanup(g, &inst).await;
+                let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+                r.instances.retain(|i| i.id != iid);
+                self.save(&r);
+                return Err(e.into());
+            }
+        };
+        inst.address = ep.address.to_string();
+        match self.spawn(g, &spec, template, &image, &inst, &ep).await {
+            Ok(pid) => {
+                let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(i) = r.instances.iter_mut().find(|i| i.id == iid) {
+                    i.pid = pid;
+                    i.address = inst.address.clone();
+                }
+                self.save(&r);
+                drop(r);
+                self.activity(g, format!("Launching a new instance: {iid}"), cause);
+                Ok(Instance { pid, ..inst })
+            }
+            Err(e) => {
+                self.cleanup(g, &inst).await;
+                let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+                r.instances.retain(|i| i.id != iid);
+                self.save(&r);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) async fn spawn(
+        self: &Arc<Self>,
+        g: &Arc<Group>,
+        spec: &GroupSpec,
+        t: &Template,
+        image: &crate::image::Image,
+        inst: &Instance,
+        ep: &veeps_net::Endpoint,
+    ) -> Result<u32, ComputeError> {
+        let data = self.instance_dir(&inst.id);
+        std::fs::create_dir_all(data.join("tmp"))?;
+        if let Some(ids) = self.ids {
+            sandbox::chown_tree(&data, ids)?;
+        }
+        let image_root = self.images.root(&image.id);
+        // With privileges, the image and the private directory are bind-mounted in a
+        // mount namespace of the instance's own (the image read-only); without, the
+        // instance runs in place.
+        // Without privileges, a user namespace (where the kernel allows one) gives the
+        // instance the same mount namespace and binds, and hides the data directory.
+        let userns = self.ids.is_none() && sandbox::user_namespaces();
+        let (image_at, data_at, binds) = if self.ids.is_some() || userns {
+            let run_dir = self.run_dir.clone();
+            let base = run_dir.join(&inst.id);
+            let (im, da) = (base.join("image"), base.join("data"));
+            std::fs::create_dir_all(&im)?;
+            std::fs::create_dir_all(&da)?;
+            for d in [&run_dir, &base] {
+                use std::os::unix::fs::PermissionsExt;
+                // Unprivileged, the directories are ours alone; privileged, the instance's
+                // user must pass through them.
+                let mode = if userns { 0o700 } else { 0o755 };
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))?;
+            }
+            let binds = vec![
+                Bind {
+                    source: image_root.clone(),
+                    target: im.clone(),
+                    readonly: true,
+                },
+                Bind {
+                    source: data.clone(),
+                    target: da.clone(),
+                    readonly: false,
+                },
+            ];
+            (im, da, binds)
+        } else {
+            (image_root.clone(), data.clone(), vec![])
+        };
+        let cg = Cgroup::new(&self.cgroups, &self.prefix, &inst.id);
+        cg.create(Limits {
+            cpu: t.cpu,
+            memory: t.memory_mb.saturating_mul(1024 * 1024),
+            pids: t.pids,
+        })?;
+        let first = &image.entrypoint[0];
+        let program = if !first.starts_with('/') && image_root.join(first).exists() {
+            image_at.join(first)
+        } else {
+            PathBuf::from(first)
+        };
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(&image.entrypoint[1..])
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .envs(&image.env)
+            .envs(&spec.extra_env)
+            .envs(&t.env)
+            .env("VEEPS_ENV", &spec.env)
+            .env("VEEPS_GROUP", &spec.name)
+            .env("VEEPS_INSTANCE_ID", &inst.id)
+            .env("VEEPS_INSTANCE_ADDRESS", &inst.address)
+            .env("VEEPS_CA_PEM", &self.ca_pem)
+            .env("HOST", &inst.address)
+            .env("HOME", &data_at)
+            .env("TMPDIR", data_at.join("tmp"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(false);
+        if let Some(p) = t.port {
+            cmd.env("PORT", p.to_string());
+        }
+        if self.ids.is_none() && !userns {
+            cmd.current_dir(&image_at);
+        }
+        let (uid, gid) = veeps_sys::proc::ids();
+        let me = sandbox::Ids { uid, gid };
+        sandbox::confine(
+            cmd.as_std_mut(),
+            &Confine {
+                netns: Some(ep.netns.clone()).filter(|n| !n.is_empty()),
+                new_netns: false,
+                cgroup_procs: cg.procs_files(),
+                ids: self.ids,
+                chdir: (self.ids.is_some() || userns).then(|| image_at.clone()),
+                binds,
+                user_ns: userns.then_some(me),
+                hide: if userns {
+                    vec![self.data_dir.clone()]
+                } else {
+                    vec![]
+                },
+                session: true,
+                no_new_privs: true,
+            },
+        )?;
+        let mut child = cmd.spawn().map_err(|e| {
+            ComputeError::Invalid(format!(
+                "cannot start {} in image {}: {e}",
+                program.display(),
+                image.id
+            ))
+        })?;
+        let pid = child.id().unwrap_or(0);
+        self.obs
+            .capture(&mut child, &spec.env, &spec.name, &inst.id);
+        let g2 = g.clone();
+        let iid = inst.id.clone();
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            g2.exited
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(iid, status);
+            g2.wake.notify_one();
+        });
+        Ok(pid)
+    }
+
+    /// Stops an instance: SIGTERM to its processes, SIGKILL after a grace period; then its
+    /// endpoint, cgroup and directories go.
+    pub(crate) async fn terminate(self: &Arc<Self>, g: &Arc<Group>, iid: &str, cause: String) {
+        let inst = {
+            let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(i) = r.instances.iter_mut().find(|i| i.id == iid) else {
+                return;
+            };
+            i.lifecycle = Lifecycle::Terminating;
+            let i = i.clone();
+            self.save(&r);
+            i
+        };
+        self.activity(g, format!("Terminating instance {iid}"), cause);
+        let tgs = g
+            .rec
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spec
+            .target_groups
+            .clone();
+        if let Some(th) = self.target_health.get().filter(|_| !tgs.is_empty()) {
+            // Out of the balancers first; in-flight requests finish.
+            th.drain(&tgs, &inst.address).await;
+        }
+        veeps_sys::proc::signal_group(inst.pid, libc::SIGTERM);
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while tokio::time::Instant::now() < deadline && self.alive(&inst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.cleanup(g, &inst).await;
+        let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+        r.instances.retain(|i| i.id != iid);
+        self.save(&r);
+    }
+
+    pub(crate) fn alive(&self, inst: &Instance) -> bool {
+        let cg = Cgroup::new(&self.cgroups, &self.prefix, &inst.id);
+        if !matches!(self.cgroups, cgroup::Flavor::None(_)) {
+            return !cg.pids().is_empty();
+        }
+        inst.pid != 0 && Path::new(&format!("/proc/{}", inst.pid)).exists()
+    }
+
+    pub(crate) async fn cleanup(&self, g: &Group, inst: &Instance) {
+        let spec = g.rec.lock().unwrap_or_else(|p| p.into_inner()).spec.clone();
+        veeps_sys::proc::signal_group(inst.pid, libc::SIGKILL);
+        let cg = Cgroup::new(&self.cgroups, &self.prefix, &inst.id);
+        let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
+        if let Err(e) = self.net.detach(&Self::endpoint_name(&spec, &inst.id)).await {
+            tracing::warn!(instance = %inst.id, error = %e, "could not remove the instance's endpoint");
+        }
+        let base = self.run_dir.join(&inst.id);
+        let _ = std::fs::remove_dir(base.join("image"));
+        let _ = std::fs::remove_dir(base.join("data"));
+        let _ = std::fs::remove_dir(&base);
+        // The server's run directory goes with its last instance.
+        let _ = std::fs::remove_dir(&self.run_dir);
+        let _ = std::fs::remove_dir_all(self.instance_dir(&inst.id));
+        g.cpu
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&inst.id);
+    }
+}

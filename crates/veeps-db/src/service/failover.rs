@@ -1,0 +1,411 @@
+//! Health checks every tick, automatic failover with fencing, switchover, rejoin with pg_rewind, and rolling restarts.
+
+use super::*;
+
+impl Dbs {
+    pub(crate) async fn check(self: &Arc<Self>, rec: &ClusterRec, tick: u64) {
+        let rt = self.rt(&rec.spec.env, &rec.spec.name);
+        // An operation in progress owns the cluster; check next time.
+        let Ok(mut inner) = rt.inner.try_lock() else {
+            return;
+        };
+        if inner.proxies.is_empty() {
+            return;
+        }
+        let Ok(ids) = self.prepare() else { return };
+        let mut writer_down = false;
+        for n in rec.nodes.clone() {
+            let alive = self.running(&mut inner, &n.name);
+            let h = if alive {
+                self.health(rec, &n).await
+            } else {
+                Health {
+                    serving: false,
+                    in_recovery: false,
+                }
+            };
+            let ok = h.serving && (h.in_recovery == (n.role == Role::Reader));
+            let e = inner.nodes.entry(n.name.clone()).or_default();
+            if ok {
+                e.fails = 0;
+                e.healthy = true;
+            } else {
+                e.fails += 1;
+                e.healthy = false;
+            }
+            let fails = e.fails;
+            if n.role == Role::Writer && (fails >= 3 || (!alive && fails >= 1)) {
+                writer_down = true;
+            }
+            if n.role == Role::Reader && !alive && fails >= 2 {
+                // A reader died: start it again (rebuilding it when its data is unusable).
+                let mut r = rec.clone();
+                if self.start_node(&mut r, &n, &mut inner, ids).await.is_err() {
+                    self.stop_node(rec, &n, &mut inner, true).await;
+                    let _ = std::fs::remove_dir_all(self.node_dir(rec, &n.name).join("pgdata"));
+                    match self.start_node(&mut r, &n, &mut inner, ids).await {
+                        Ok(()) => self.event(
+                            &rec.spec.env,
+                            &rec.spec.name,
+                            "rebuilt",
+                            &format!("reader {} rebuilt from a fresh base backup", n.name),
+                        ),
+                        Err(e) => self.event(
+                            &rec.spec.env,
+                            &rec.spec.name,
+                            "error",
+                            &format!("reader {} cannot be rebuilt: {e}", n.name),
+                        ),
+                    }
+                } else {
+                    self.event(
+                        &rec.spec.env,
+                        &rec.spec.name,
+                        "restarted",
+                        &format!("reader {} restarted", n.name),
+                    );
+                }
+            }
+        }
+        if writer_down {
+            let _ = self
+                .failover_locked(rec, &rt, &mut inner, None, false)
+                .await;
+            return;
+        }
+        self.update_routes(rec, &rt, &inner);
+        // Security group members change: keep pg_hba in step.
+        if tick.is_multiple_of(10) && self.hba(rec) != inner.hba {
+            let _ = self.reconfigure(rec, &mut inner).await;
+        }
+    }
+
+    /// A planned switchover to `to` (the most caught-up reader when `None`): no
+    /// acknowledged commit is lost.
+    pub async fn switchover(
+        self: &Arc<Self>,
+        env: &str,
+        name: &str,
+        to: Option<&str>,
+    ) -> Result<String, DbError> {
+        let rec = self
+            .cluster(env, name)?
+            .ok_or_else(|| DbError::NotFound(format!("no cluster {name} in {env}")))?;
+        if let Some(t) = to {
+            match rec.node(t) {
+                None => {
+                    return Err(DbError::NotFound(format!(
+                        "no node {t} in {name} (see `veeps db status {env} {name}`)"
+                    )))
+                }
+                Some(n) if n.role == Role::Writer => {
+                    return Err(DbError::Invalid(format!("{t} is the writer already")))
+                }
+                _ => {}
+            }
+        }
+        let rt = self.rt(env, name);
+        let mut inner = rt.inner.lock().await;
+        self.failover_locked(&rec, &rt, &mut inner, to, true).await
+    }
+
+    /// Fences the writer, promotes the best reader, repoints everything and rebuilds the
+    /// old writer as a reader. `planned`: stop the writer cleanly and wait for the target to
+    /// replay all it wrote.
+    pub(crate) async fn failover_locked(
+        self: &Arc<Self>,
+        rec: &ClusterRec,
+        rt: &ClusterRt,
+        inner: &mut Inner,
+        to: Option<&str>,
+        planned: bool,
+    ) -> Result<String, DbError> {
+        let started = Instant::now();
+        let (env, name) = (rec.spec.env.clone(), rec.spec.name.clone());
+        let old = rec.writer().cloned().ok_or_else(|| failed("no writer"))?;
+        // Fence: no new connection reaches the old writer (its endpoint address goes), and
+        // its processes are stopped (killed, when it failed) before anything is promoted.
+        self.release_writer_address(rec, None).await;
+        inner.address_on = None;
+        let mut final_lsn: Option<String> = None;
+        if planned {
+            if let Ok(c) = self.admin(rec, &old).await {
+                let _ = c.batch_execute("CHECKPOINT").await;
+            }
+            self.stop_node(rec, &old, inner, false).await;
+            let ids = self.prepare()?;
+            let out = pg::run(
+                &self.node_dir(rec, &old.name),
+                "",
+                ids,
+                "pg_controldata",
+                &["-D", pg::PGDATA],
+                &[],
+            )
+            .await
+            .unwrap_or_default();
+            final_lsn = out
+                .lines()
+                .find(|l| {
+                    l.starts_with("Latest checkpoint's REDO location:")
+                        || l.starts_with("Latest checkpoint location:")
+                })
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string());
+        } else {
+            self.event(
+                &env,
+                &name,
+                "failover",
+                &format!("writer {} is down; failing over", old.name),
+            );
+            self.stop_node(rec, &old, inner, true).await;
+        }
+        // The candidate: the reader with the most WAL received (or the one asked for).
+        let mut best: Option<(NodeRec, i64)> = None;
+        for n in rec.nodes.iter().filter(|n| n.role == Role::Reader) {
+            if to.is_some_and(|t| t != n.name) {
+                continue;
+            }
+            if !self.running(inner, &n.name) {
+                continue;
+            }
+            let Ok(c) = self.admin(rec, n).await else {
+                continue;
+            };
+            let Ok(row) = c
+                .query_one(
+                    "SELECT COALESCE(pg_wal_lsn_diff(GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0'), 0)::bigint",
+                    &[],
+                )
+                .await
+            else {
+                continue;
+            };
+            let lsn: i64 = row.get(0);
+            if best.as_ref().is_none_or(|(_, b)| lsn > *b) {
+                best = Some((n.clone(), lsn));
+            }
+        }
+        let Some((target, _)) = best else {
+            // Nobody to promote: bring the old writer back.
+            let msg = format!("no healthy reader to promote; restarting {}", old.name);
+            self.event(&env, &name, "failover", &msg);
+            let ids = self.prepare()?;
+            let mut r = rec.clone();
+            self.start_node(&mut r, &old, inner, ids).await?;
+            self.place_writer_address(rec, &old).await?;
+            inner.address_on = Some(old.name.clone());
+            self.update_routes(rec, rt, inner);
+            return Err(failed(msg));
+        };
+        if planned {
+            // Wait until the target has replayed the old writer's last record.
+            if let Some(lsn) = &final_lsn {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let caught = match self.admin(rec, &target).await {
+                        Ok(c) => c
+                            .query_one(
+                                "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), $1::text::pg_lsn) >= 0",
+                                &[lsn],
+                            )
+                            .await
+                            .map(|r| r.get::<_, bool>(0))
+                            .unwrap_or(false),
+                        Err(_) => false,
+                    };
+                    if caught || Instant::now() > deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let c = self.admin(rec, &target).await?;
+        // Record the new roles first (intent before action): a crash from here on restarts
+        // the target as the writer (its configuration drops standby.signal, which promotes
+        // it) and the old writer as a reader that rejoins, never the old roles over a
+        // promoted node.
+        let mut new = rec.clone();
+        for n in &mut new.nodes {
+            n.role = if n.name == target.name {
+                Role::Writer
+            } else {
+                Role::Reader
+            };
+        }
+        self.save(&new)?;
+        crate::failpoint("db-before-promote");
+        if let Err(e) = c.batch_execute("SELECT pg_promote(true, 60)").await {
+            // Not promoted: the recorded roles go back to what runs.
+            let _ = self.save(rec);
+            return Err(failed(format!("promoting {}: {e}", target.name)));
+        }
+        let new_writer = new.writer().cloned().ok_or_else(|| failed("no writer"))?;
+        for n in new.nodes.iter().filter(|n| n.name != new_writer.name) {
+            let _ = self.ensure_slot(&new, &new_writer, &n.name).await;
+        }
+        self.place_writer_address(&new, &new_writer).await?;
+        inner.address_on = Some(new_writer.name.clone());
+        self.reconfigure(&new, inner).await?;
+        if let Some(n) = inner.nodes.get_mut(&new_writer.name) {
+            n.healthy = true;
+            n.fails = 0;
+        }
+        self.update_routes(&new, rt, inner);
+        let took = started.elapsed();
+        let kind = if planned { "switchover" } else { "failover" };
+        let msg = format!(
+            "{} promoted to writer in {} ms (was {}); endpoints repointed",
+            new_writer.name,
+            took.as_millis(),
+            old.name
+        );
+        self.event(&env, &name, kind, &msg);
+        self.obs.record(&[Sample::new(
+            "db_failover_seconds",
+            &[("env", env.as_str()), ("cluster", name.as_str())],
+            took.as_secs_f64(),
+        )]);
+        // The new timeline must be in the new writer's control file before pg_rewind can
+        // compare histories with it.
+        if let Ok(c) = self.admin(&new, &new_writer).await {
+            let _ = c.batch_execute("CHECKPOINT").await;
+        }
+        // The old writer returns as a reader: rewound, or copied afresh.
+        if let Err(e) = self.rejoin(&new, &old, inner, planned).await {
+            self.event(
+                &env,
+                &name,
+                "error",
+                &format!("{} cannot rejoin as a reader: {e}", old.name),
+            );
+        }
+        self.update_routes(&new, rt, inner);
+        Ok(msg)
+    }
+
+    /// Brings a former writer back as a reader of the current writer.
+    pub(crate) async fn rejoin(
+        self: &Arc<Self>,
+        rec: &ClusterRec,
+        old: &NodeRec,
+        inner: &mut Inner,
+        clean: bool,
+    ) -> Result<(), DbError> {
+        let ids = self.prepare()?;
+        let dir = self.node_dir(rec, &old.name);
+        let node = rec
+            .node(&old.name)
+            .cloned()
+            .ok_or_else(|| failed("node gone"))?;
+        let w = rec.writer().cloned().ok_or_else(|| failed("no writer"))?;
+        let secrets = self.secrets(rec)?;
+        let mut how = "rewound";
+        let rewound = async {
+            if !dir.join("pgdata/PG_VERSION").exists() {
+                return Err("no data".to_string());
+            }
+            if !clean {
+                // pg_rewind wants a cleanly shut down target: finish crash recovery alone.
+                let _ = std::fs::remove_file(dir.join("pgdata/standby.signal"));
+                let _ = std::fs::remove_file(dir.join("pgdata/postmaster.pid"));
+                pg::run(
+                    &dir,
+                    "",
+                    ids,
+                    "postgres",
+                    &[
+                        "--single",
+                        "-D",
+                        pg::PGDATA,
+                        "-c",
+                        "archive_mode=off",
+                        "postgres",
+                    ],
+                    &[],
+                )
+                .await?;
+            }
+            let src = format!(
+                "host={} port={} user={} dbname=postgres sslmode=require",
+                w.address, rec.spec.port, rec.spec.master_username
+            );
+            pg::run(
+                &dir,
+                &node.netns,
+                ids,
+                "pg_rewind",
+                &["-D", pg::PGDATA, &format!("--source-server={src}")],
+                &[("PGPASSWORD", &secrets.master)],
+            )
+            .await
+            .map(|_| ())
+        }
+        .await;
+        let mut r = rec.clone();
+        let started = match rewound {
+            Ok(()) => {
+                self.ensure_slot(rec, &w, &node.name).await?;
+                self.start_node(&mut r, &node, inner, ids).await
+            }
+            Err(e) => Err(failed(e)),
+        };
+        if let Err(e) = started {
+            tracing::info!(node = %old.name, error = %e, "rewinding did not work; taking a fresh base backup");
+            how = "copied afresh";
+            self.stop_node(rec, &node, inner, true).await;
+            self.base_backup(rec, &node, ids).await?;
+            self.start_node(&mut r, &node, inner, ids).await?;
+        }
+        self.event(
+            &rec.spec.env,
+            &rec.spec.name,
+            "rebuilt",
+            &format!("{} rejoined as a reader ({how})", old.name),
+        );
+        Ok(())
+    }
+
+    /// Restarts every node for settings that need it: readers one at a time, then a
+    /// switchover, then the former writer.
+    pub async fn rolling_restart(self: &Arc<Self>, env: &str, name: &str) -> Result<(), DbError> {
+        let rec = self
+            .cluster(env, name)?
+            .ok_or_else(|| DbError::NotFound(format!("no cluster {name} in {env}")))?;
+        let ids = self.prepare()?;
+        let rt = self.rt(env, name);
+        {
+            let mut inner = rt.inner.lock().await;
+            for n in rec.nodes.iter().filter(|n| n.role == Role::Reader) {
+                if let Some(r) = inner.nodes.get_mut(&n.name) {
+                    r.healthy = false;
+                }
+                self.update_routes(&rec, &rt, &inner);
+                self.stop_node(&rec, n, &mut inner, false).await;
+                let mut r = rec.clone();
+                self.start_node(&mut r, n, &mut inner, ids).await?;
+                self.update_routes(&rec, &rt, &inner);
+            }
+        }
+        if rec.nodes.len() > 1 {
+            self.switchover(env, name, None).await?;
+        } else {
+            let mut inner = rt.inner.lock().await;
+            let w = rec.writer().cloned().ok_or_else(|| failed("no writer"))?;
+            self.stop_node(&rec, &w, &mut inner, false).await;
+            let mut r = rec.clone();
+            self.start_node(&mut r, &w, &mut inner, ids).await?;
+            self.place_writer_address(&rec, &w).await?;
+            self.update_routes(&rec, &rt, &inner);
+        }
+        self.event(
+            env,
+            name,
+            "restarted",
+            "rolling restart done (settings that need a restart applied)",
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! The sealed blob format: a body in chunks of [`CHUNK`] bytes, each sealed with AES-256-GCM
+//! under the object's own data key, with the version, the chunk's number and a last-chunk
+//! flag in the associated data (so chunks cannot be reordered, moved between objects or
+//! cut off); written to a synced temporary file renamed into place.
+
+use super::*;
+
+pub(super) fn nonce(chunk: u64) -> [u8; 12] {
+    // Each object has its own key, so a counter nonce is unique; the version is in the AAD.
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&chunk.to_be_bytes());
+    n
+}
+
+pub(super) fn aad(version: &str, chunk: u64, last: bool) -> Vec<u8> {
+    // Binding the chunk number and the last flag stops reordering and truncation.
+    format!("{version}:{chunk}:{}", last as u8).into_bytes()
+}
+
+impl ObjectStore {
+    /// Encrypts `body` into `dest` (through a synced temporary file renamed into place)
+    /// with a new data key of `env`; returns the wrapped key, the size and the MD5 (hex).
+    pub(super) fn write_blob<R: Read>(
+        &self,
+        env: &str,
+        name: &str,
+        dest: &Path,
+        mut body: R,
+        max: u64,
+    ) -> Result<(Vec<u8>, u64, String), StoreError> {
+        let dk = self
+            .kms
+            .generate_data_key(env)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let cipher = Aes256Gcm::new_from_slice(&dk.plaintext)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let tmp = self.dir.join("tmp").join(name);
+        let guard = TempFile(Some(tmp.clone()));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let mut md5 = Md5::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; CHUNK];
+        let mut idx = 0u64;
+        // Read a chunk ahead, so the last one is known as last.
+        let mut filled = read_full(&mut body, &mut buf)?;
+        loop {
+            let mut next = vec![0u8; CHUNK];
+            let next_filled = if filled == CHUNK {
+                read_full(&mut body, &mut next)?
+            } else {
+                0
+            };
+            let last = next_filled == 0;
+            let chunk = &buf[..filled];
+            md5.update(chunk);
+            size += filled as u64;
+            if size > max {
+                // Stop reading at the limit: the rest of the body is never stored.
+                return Err(StoreError::EntityTooLarge);
+            }
+            let sealed = cipher
+                .encrypt(
+                    Nonce::from_slice(&nonce(idx)),
+                    Payload {
+                        msg: chunk,
+                        aad: &aad(name, idx, last),
+                    },
+                )
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            out.write_all(&sealed)?;
+            if last {
+                break;
+            }
+            idx += 1;
+            buf = next;
+            filled = next_filled;
+        }
+        let f = out
+            .into_inner()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dest)?;
+        guard.keep();
+        if let Some(Ok(d)) = dest.parent().map(std::fs::File::open) {
+            let _ = d.sync_all();
+        }
+        Ok((dk.wrapped, size, hex::encode(md5.finalize())))
+    }
+
+    /// A reader of `range` (inclusive) of a blob, decrypting chunk by chunk.
+    pub(super) fn blob_reader(
+        &self,
+        env: &str,
+        name: &str,
+        path: &Path,
+        wrapped: &[u8],
+        size: u64,
+        range: (u64, u64),
+    ) -> Result<BlobReader, StoreError> {
+        let key = self
+            .kms
+            .decrypt_data_key(env, wrapped)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let cipher =
+            Aes256Gcm::new_from_slice(&key).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut file = std::fs::File::open(path)?;
+        let first = range.0 / CHUNK as u64;
+        file.seek(SeekFrom::Start(first * (CHUNK + TAG) as u64))?;
+        Ok(BlobReader {
+            file,
+            cipher,
+            name: name.to_string(),
+            size,
+            next_chunk: first,
+            pos: range.0,
+            end: range.1,
+            buf: vec![],
+            buf_off: 0,
+        })
+    }
+}
+
+/// Readers one after the other.
+pub(super) struct Chain {
+    pub(super) readers: Vec<BlobReader>,
+    pub(super) at: usize,
+}
+
+impl Read for Chain {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at < self.readers.len() {
+            let n = self.readers[self.at].read(out)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            self.at += 1;
+        }
+        Ok(0)
+    }
+}
+
+/// Reads a range of an encrypted blob, one chunk at a time.
+pub struct BlobReader {
+    file: std::fs::File,
+    cipher: Aes256Gcm,
+    name: String,
+    size: u64,
+    next_chunk: u64,
+    /// Next plaintext offset to hand out.
+    pub(super) pos: u64,
+    /// Last plaintext offset to hand out (inclusive).
+    end: u64,
+    buf: Vec<u8>,
+    buf_off: usize,
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos > self.end || self.size == 0 {
+            return Ok(0);
+        }
+        if self.buf_off >= self.buf.len() {
+            let chunks = self.size.div_ceil(CHUNK as u64);
+            let idx = self.next_chunk;
+            let plain_len = if idx == chunks - 1 {
+                (self.size - idx * CHUNK as u64) as usize
+            } else {
+                CHUNK
+            };
+            let mut sealed = vec![0u8; plain_len + TAG];
+            self.file.read_exact(&mut sealed)?;
+            let plain = self
+                .cipher
+                .decrypt(
+                    Nonce::from_slice(&nonce(idx)),
+                    Payload {
+                        msg: &sealed,
+                        aad: &aad(&self.name, idx, idx == chunks - 1),
+                    },
+                )
+                .map_err(|_| std::io::Error::other("a body chunk fails its integrity check"))?;
+            self.buf = plain;
+            self.buf_off = (self.pos - idx * CHUNK as u64) as usize;
+            self.next_chunk += 1;
+        }
+        let avail = (self.buf.len() - self.buf_off).min((self.end - self.pos + 1) as usize);
+        let n = avail.min(out.len());
+        out[..n].copy_from_slice(&self.buf[self.buf_off..self.buf_off + n]);
+        self.buf_off += n;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+pub(super) fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
