@@ -85,6 +85,24 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// GET a body of the wire contract (`veeps_wire`).
+    pub fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self.handle(self.req("GET", path).call())?;
+        resp.into_json()
+            .map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+    }
+
+    /// POST JSON, reading a body of the wire contract.
+    pub fn post_as<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let resp = self.handle(self.req("POST", path).send_json(body))?;
+        resp.into_json()
+            .map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+    }
+
     /// GET, returning text.
     pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let resp = self.handle(self.req("GET", path).call())?;

@@ -691,14 +691,23 @@ fn valid_env(env: &str) -> Result<(), Response> {
 }
 
 async fn status(State(st): State<AppState>) -> Response {
-    Json(json!({"version": env!("CARGO_PKG_VERSION"), "boot_id": st.engine.boot_id, "data_dir": st.engine.data_dir})).into_response()
+    Json(veeps_wire::Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        boot_id: st.engine.boot_id.clone(),
+        data_dir: st.engine.data_dir.display().to_string(),
+    })
+    .into_response()
 }
 
 async fn list_envs(State(st): State<AppState>) -> Response {
     match st.store.envs() {
         Ok(envs) => Json(
             envs.into_iter()
-                .map(|e| json!({"name": e.name, "version": e.version, "updated_at": e.updated_at}))
+                .map(|e| veeps_wire::EnvSummary {
+                    name: e.name,
+                    version: e.version,
+                    updated_at: e.updated_at,
+                })
                 .collect::<Vec<_>>(),
         )
         .into_response(),
@@ -822,12 +831,27 @@ async fn apply(
         .unwrap_or_else(|_| err(StatusCode::INTERNAL_SERVER_ERROR, "response"))
 }
 
+fn resource_summary(r: veeps_state::ResourceRecord) -> veeps_wire::ResourceSummary {
+    veeps_wire::ResourceSummary {
+        address: r.address,
+        type_name: r.type_name,
+        status: match r.status {
+            veeps_state::ResourceStatus::Ready => "ready",
+            veeps_state::ResourceStatus::Creating => "creating",
+            veeps_state::ResourceStatus::Tainted => "tainted",
+        }
+        .into(),
+        updated_at: r.updated_at,
+        dependencies: r.dependencies,
+    }
+}
+
 async fn state_list(State(st): State<AppState>, Path(env): Path<String>) -> Response {
     if let Err(r) = valid_env(&env) {
         return r;
     }
     match st.store.resources(&env) {
-        Ok(rs) => Json(rs.into_iter().map(|r| json!({"address": r.address, "type": r.type_name, "status": r.status, "updated_at": r.updated_at, "dependencies": r.dependencies})).collect::<Vec<_>>()).into_response(),
+        Ok(rs) => Json(rs.into_iter().map(resource_summary).collect::<Vec<_>>()).into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -844,8 +868,21 @@ async fn state_show(
         );
     };
     match st.engine.show(&env, address) {
-        Ok(Some((rec, attrs))) => Json(json!({"address": rec.address, "type": rec.type_name, "status": rec.status, "updated_at": rec.updated_at, "dependencies": rec.dependencies, "attributes": attrs.to_plan_json()})).into_response(),
-        Ok(None) => err(StatusCode::NOT_FOUND, format!("no resource {address} in environment \"{env}\"; see `veeps state list {env}`")),
+        Ok(Some((rec, attrs))) => {
+            let attributes = match attrs.to_plan_json() {
+                serde_json::Value::Object(m) => m.into_iter().collect(),
+                _ => Default::default(),
+            };
+            Json(veeps_wire::ResourceDetail {
+                summary: resource_summary(rec),
+                attributes,
+            })
+            .into_response()
+        }
+        Ok(None) => err(
+            StatusCode::NOT_FOUND,
+            format!("no resource {address} in environment \"{env}\"; see `veeps state list {env}`"),
+        ),
         Err(e) => engine_err(e),
     }
 }
@@ -859,8 +896,21 @@ async fn outputs(
     match st.engine.outputs(&env) {
         Ok(o) => Json(
             o.into_iter()
-                .map(|(k, (v, s))| (k, json!({"value": if s && !reveal { json!({"$sensitive": true}) } else { v.to_json() }, "sensitive": s})))
-                .collect::<serde_json::Map<_, _>>(),
+                .map(|(k, (v, s))| {
+                    let value = if s && !reveal {
+                        json!({"$sensitive": true})
+                    } else {
+                        v.to_json()
+                    };
+                    (
+                        k,
+                        veeps_wire::OutputValue {
+                            value,
+                            sensitive: s,
+                        },
+                    )
+                })
+                .collect::<std::collections::BTreeMap<_, _>>(),
         )
         .into_response(),
         Err(e) => engine_err(e),
@@ -869,7 +919,24 @@ async fn outputs(
 
 async fn history(State(st): State<AppState>, Path(env): Path<String>) -> Response {
     match st.store.history(&env) {
-        Ok(h) => Json(h.into_iter().map(|h| json!({"version": h.version, "time": h.time, "caller": h.caller, "operation": h.operation, "status": h.status, "summary": h.summary, "errors": h.errors})).collect::<Vec<_>>()).into_response(),
+        Ok(h) => Json(
+            h.into_iter()
+                .map(|h| veeps_wire::HistoryRow {
+                    version: h.version,
+                    time: h.time,
+                    caller: h.caller,
+                    operation: h.operation,
+                    status: h.status,
+                    summary: veeps_wire::ChangeCounts {
+                        add: h.summary.add,
+                        change: h.summary.change,
+                        destroy: h.summary.destroy,
+                    },
+                    errors: h.errors,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -928,10 +995,19 @@ async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, Strin
 
 async fn audit_verify(State(st): State<AppState>) -> Response {
     match st.store.verify_audit() {
-        Ok(Ok(n)) => Json(json!({"ok": true, "entries": n})).into_response(),
+        Ok(Ok(n)) => Json(veeps_wire::AuditCheck {
+            ok: true,
+            entries: Some(n),
+            first_bad_entry: None,
+        })
+        .into_response(),
         Ok(Err(seq)) => (
             StatusCode::CONFLICT,
-            Json(json!({"ok": false, "first_bad_entry": seq})),
+            Json(veeps_wire::AuditCheck {
+                ok: false,
+                entries: None,
+                first_bad_entry: Some(seq),
+            }),
         )
             .into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -940,20 +1016,20 @@ async fn audit_verify(State(st): State<AppState>) -> Response {
 
 async fn s3_credentials(State(st): State<AppState>) -> Response {
     let (id, secret) = st.s3_auth.root();
-    Json(serde_json::json!({"access_key_id": id, "secret_access_key": secret})).into_response()
+    Json(veeps_wire::S3Credentials {
+        access_key_id: id.into(),
+        secret_access_key: secret.into(),
+    })
+    .into_response()
 }
 
 /// Body of `POST /v1/s3/lifecycle/run`.
-#[derive(serde::Deserialize)]
-struct LifecycleRun {
-    /// Apply the rules as if this many lifecycle days had passed.
-    #[serde(default)]
-    advance_days: u32,
-}
-
 /// Applies every bucket's lifecycle rules now, optionally as of a later day (to try rules
 /// out without waiting); answers what was done.
-async fn s3_lifecycle_run(State(st): State<AppState>, Json(b): Json<LifecycleRun>) -> Response {
+async fn s3_lifecycle_run(
+    State(st): State<AppState>,
+    Json(b): Json<veeps_wire::LifecycleRun>,
+) -> Response {
     let store = st.objects.clone();
     let day = st.s3_day.as_millis().max(1) as i64;
     let now = std::time::SystemTime::now()
@@ -962,13 +1038,13 @@ async fn s3_lifecycle_run(State(st): State<AppState>, Json(b): Json<LifecycleRun
         .unwrap_or(0);
     let at = now + i64::from(b.advance_days) * day;
     match tokio::task::spawn_blocking(move || store.run_lifecycle(at, day)).await {
-        Ok(Ok(r)) => Json(serde_json::json!({
-            "expired": r.expired,
-            "noncurrent_removed": r.noncurrent_removed,
-            "markers_removed": r.markers_removed,
-            "transitioned": r.transitioned,
-            "aborted": r.aborted,
-        }))
+        Ok(Ok(r)) => Json(veeps_wire::LifecycleReport {
+            expired: r.expired,
+            noncurrent_removed: r.noncurrent_removed,
+            markers_removed: r.markers_removed,
+            transitioned: r.transitioned,
+            aborted: r.aborted,
+        })
         .into_response(),
         Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

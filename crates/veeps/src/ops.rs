@@ -567,13 +567,12 @@ fn output(g: &Global, env: &str, name: Option<&str>) -> R {
     let env = env_name_of(env)?;
     let c = client(g)?;
     let reveal = g.json || name.is_some();
-    let v = c
-        .get(&format!(
+    let outs: std::collections::BTreeMap<String, veeps_wire::OutputValue> = c
+        .get_as(&format!(
             "/v1/envs/{env}/outputs{}",
             if reveal { "?reveal=true" } else { "" }
         ))
         .map_err(api_err)?;
-    let outs = v.as_object().cloned().unwrap_or_default();
     match name {
         Some(n) => {
             let o = outs.get(n).ok_or_else(|| {
@@ -582,7 +581,7 @@ fn output(g: &Global, env: &str, name: Option<&str>) -> R {
                     outs.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
             })?;
-            match (&o["value"], g.json) {
+            match (&o.value, g.json) {
                 (v, true) => println!("{v}"),
                 (Json::String(s), false) => println!("{s}"),
                 (v, false) => println!("{}", show(v)),
@@ -594,7 +593,7 @@ fn output(g: &Global, env: &str, name: Option<&str>) -> R {
         ),
         None => {
             for (k, o) in outs {
-                println!("{k} = {}", show(&o["value"]));
+                println!("{k} = {}", show(&o.value));
             }
         }
     }
@@ -603,21 +602,22 @@ fn output(g: &Global, env: &str, name: Option<&str>) -> R {
 
 fn state_list(g: &Global, env: &str) -> R {
     let c = client(g)?;
-    let v = c.get(&format!("/v1/envs/{env}/state")).map_err(api_err)?;
+    let rows: Vec<veeps_wire::ResourceSummary> = c
+        .get_as(&format!("/v1/envs/{env}/state"))
+        .map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
     } else {
-        for r in v.as_array().into_iter().flatten() {
-            let status = r["status"].as_str().unwrap_or("");
-            println!(
-                "{}{}",
-                r["address"].as_str().unwrap_or(""),
-                if status == "ready" {
-                    String::new()
-                } else {
-                    format!("  ({status})")
-                }
-            );
+        for r in rows {
+            let status = if r.status == "ready" {
+                String::new()
+            } else {
+                format!("  ({})", r.status)
+            };
+            println!("{}{status}", r.address);
         }
     }
     Ok(0)
@@ -625,8 +625,8 @@ fn state_list(g: &Global, env: &str) -> R {
 
 fn state_show(g: &Global, env: &str, address: &str) -> R {
     let c = client(g)?;
-    let v = c
-        .get(&format!(
+    let v: veeps_wire::ResourceDetail = c
+        .get_as(&format!(
             "/v1/envs/{env}/resource?address={}",
             encode(address)
         ))
@@ -642,7 +642,7 @@ fn state_show(g: &Global, env: &str, address: &str) -> R {
         "resource \"{ty}\" \"{}\" {{",
         name.split('[').next().unwrap_or(name)
     );
-    let attrs = v["attributes"].as_object().cloned().unwrap_or_default();
+    let attrs = v.attributes;
     let width = attrs.keys().map(|k| k.len()).max().unwrap_or(0);
     for (k, a) in attrs {
         if !a.is_null() {
@@ -655,12 +655,16 @@ fn state_show(g: &Global, env: &str, address: &str) -> R {
 
 fn history(g: &Global, env: &str) -> R {
     let c = client(g)?;
-    let v = c.get(&format!("/v1/envs/{env}/history")).map_err(api_err)?;
+    let rows: Vec<veeps_wire::HistoryRow> = c
+        .get_as(&format!("/v1/envs/{env}/history"))
+        .map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return Ok(0);
     }
-    let rows = v.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
         println!("Environment \"{env}\" has never been applied.");
         return Ok(0);
@@ -670,22 +674,17 @@ fn history(g: &Global, env: &str) -> R {
         "VERSION", "TIME", "CALLER", "OPERATION", "STATUS"
     );
     for h in rows {
-        let s = &h["summary"];
+        let s = h.summary;
         println!(
             "{:>7}  {:<20}  {:<28}  {:<16}  {:<7}  +{} ~{} -{}",
-            h["version"],
-            h["time"]
-                .as_str()
-                .unwrap_or("")
-                .chars()
-                .take(19)
-                .collect::<String>(),
-            h["caller"].as_str().unwrap_or(""),
-            h["operation"].as_str().unwrap_or(""),
-            h["status"].as_str().unwrap_or(""),
-            s["add"],
-            s["change"],
-            s["destroy"]
+            h.version,
+            h.time.chars().take(19).collect::<String>(),
+            h.caller,
+            h.operation,
+            h.status,
+            s.add,
+            s.change,
+            s.destroy
         );
     }
     Ok(0)
@@ -736,15 +735,15 @@ fn force_unlock(g: &Global, env: &str) -> R {
 fn audit(g: &Global, verify: bool, limit: usize) -> R {
     let c = client(g)?;
     if verify {
-        let v = c.get("/v1/audit/verify");
+        let v = c.get_as::<veeps_wire::AuditCheck>("/v1/audit/verify");
         return match v {
             Ok(v) => {
                 if g.json {
-                    println!("{v}");
+                    println!("{}", serde_json::to_string(&v).unwrap_or_default());
                 } else {
                     println!(
                         "The audit log is intact: {} entries, hash chain verified.",
-                        v["entries"]
+                        v.entries.unwrap_or(0)
                     );
                 }
                 Ok(0)
@@ -1111,37 +1110,31 @@ fn ca_cert(g: &Global) -> R {
 }
 
 fn s3_credentials(g: &Global) -> R {
-    let v = client(g)?.get("/v1/s3/credentials").map_err(api_err)?;
+    let v: veeps_wire::S3Credentials = client(g)?.get_as("/v1/s3/credentials").map_err(api_err)?;
     if g.json {
-        println!("{v}");
+        println!("{}", serde_json::to_string(&v).unwrap_or_default());
     } else {
         println!(
             "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}",
-            v["access_key_id"].as_str().unwrap_or_default(),
-            v["secret_access_key"].as_str().unwrap_or_default()
+            v.access_key_id, v.secret_access_key
         );
     }
     Ok(0)
 }
 
 fn s3_lifecycle(g: &Global, advance_days: u32) -> R {
-    let v = client(g)?
-        .post(
+    let v: veeps_wire::LifecycleReport = client(g)?
+        .post_as(
             "/v1/s3/lifecycle/run",
-            &json!({ "advance_days": advance_days }),
+            &veeps_wire::LifecycleRun { advance_days },
         )
         .map_err(api_err)?;
     if g.json {
-        println!("{v}");
+        println!("{}", serde_json::to_string(&v).unwrap_or_default());
     } else {
-        let n = |k: &str| v[k].as_u64().unwrap_or(0);
         println!(
             "expired {}, noncurrent versions removed {}, delete markers removed {}, transitioned {}, uploads aborted {}",
-            n("expired"),
-            n("noncurrent_removed"),
-            n("markers_removed"),
-            n("transitioned"),
-            n("aborted")
+            v.expired, v.noncurrent_removed, v.markers_removed, v.transitioned, v.aborted
         );
     }
     Ok(0)

@@ -1,0 +1,256 @@
+//! The wire contract of veeps' API: the bodies the server's handlers send and the client
+//! reads, as one set of serde types. A handler returns one of these (never an ad hoc
+//! `json!`), and the CLI reads fields by name through them, so a renamed field is a
+//! compile error on both sides instead of an empty column. `--json` prints them as they
+//! are. Errors are [`ApiError`] with the HTTP status that goes with them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use veeps_lang::config::Bundle;
+
+/// A plan or apply request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// The configuration (omitted when `from_version` is given).
+    #[serde(default)]
+    pub bundle: Option<Bundle>,
+    /// `-var` values.
+    #[serde(default)]
+    pub vars: Vec<(String, String)>,
+    /// Plan or apply destruction.
+    #[serde(default)]
+    pub destroy: bool,
+    /// Use the configuration recorded as this history version (rollback).
+    #[serde(default)]
+    pub from_version: Option<u64>,
+    /// Apply only if the plan still has this hash (the one the user approved).
+    #[serde(default)]
+    pub plan_hash: Option<String>,
+}
+
+/// An error body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    /// One line.
+    pub error: String,
+    /// Configuration diagnostics, rendered with source excerpts.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Configuration diagnostics as data.
+    #[serde(default)]
+    pub diagnostics: Vec<DiagnosticJson>,
+}
+
+/// A diagnostic as data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiagnosticJson {
+    /// What is wrong.
+    pub summary: String,
+    /// `file:line:col`.
+    pub position: Option<String>,
+    /// Why and what to do.
+    pub detail: Option<String>,
+}
+
+impl DiagnosticJson {
+    /// Converts diagnostics.
+    pub fn from_diags(d: &veeps_lang::Diagnostics) -> Vec<DiagnosticJson> {
+        d.0.iter()
+            .map(|d| DiagnosticJson {
+                summary: d.summary.clone(),
+                position: d.position(),
+                detail: d.detail.clone(),
+            })
+            .collect()
+    }
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// The server's version.
+    pub version: String,
+    /// This run of the server.
+    pub boot_id: String,
+    /// Its data directory.
+    pub data_dir: String,
+}
+
+/// One environment, in `GET /v1/envs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EnvSummary {
+    /// Its name.
+    pub name: String,
+    /// Its last applied version.
+    pub version: u64,
+    /// When.
+    pub updated_at: String,
+}
+
+/// One recorded resource, in `GET /v1/envs/ENV/state`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResourceSummary {
+    /// Its address.
+    pub address: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `ready`, `creating` (a create may not have finished) or `tainted`.
+    pub status: String,
+    /// When it last changed.
+    pub updated_at: String,
+    /// Addresses it depends on.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+}
+
+/// One resource with its attributes (sensitive ones masked), `GET /v1/envs/ENV/resource`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResourceDetail {
+    /// What the listing shows.
+    #[serde(flatten)]
+    pub summary: ResourceSummary,
+    /// Attribute values by name.
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// One output, in `GET /v1/envs/ENV/outputs` (a map by name).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutputValue {
+    /// The value; `{"$sensitive": true}` for a sensitive one unless revealed.
+    pub value: serde_json::Value,
+    /// Declared `sensitive = true`.
+    pub sensitive: bool,
+}
+
+/// Counts of what an apply changed.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChangeCounts {
+    /// Created.
+    pub add: u64,
+    /// Updated in place.
+    pub change: u64,
+    /// Destroyed.
+    pub destroy: u64,
+}
+
+/// One applied version, in `GET /v1/envs/ENV/history`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryRow {
+    /// Its number, from 1.
+    pub version: u64,
+    /// When.
+    pub time: String,
+    /// Who.
+    pub caller: String,
+    /// `apply`, `destroy` or `rollback to N`.
+    pub operation: String,
+    /// `ok`, `partial` or `failed`.
+    pub status: String,
+    /// What changed.
+    pub summary: ChangeCounts,
+    /// Errors, if any.
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+/// `GET /v1/audit/verify`: the chain holds (`ok`, with its length) or breaks at an entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditCheck {
+    /// Whether every entry chains to the one before.
+    pub ok: bool,
+    /// Entries checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
+    /// The first entry whose hash does not chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_bad_entry: Option<u64>,
+}
+
+/// `GET /v1/s3/credentials`: the root S3 key pair.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct S3Credentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+/// `POST /v1/s3/lifecycle/run`'s request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LifecycleRun {
+    /// Apply the rules as if this many lifecycle days had passed.
+    #[serde(default)]
+    pub advance_days: u32,
+}
+
+/// What a lifecycle pass did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LifecycleReport {
+    /// Current versions expired.
+    pub expired: u64,
+    /// Noncurrent versions removed.
+    pub noncurrent_removed: u64,
+    /// Expired delete markers removed.
+    pub markers_removed: u64,
+    /// Versions moved to another storage class.
+    pub transitioned: u64,
+    /// Incomplete multipart uploads aborted.
+    pub aborted: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire shape is what clients already parse: these strings are the contract.
+    #[test]
+    fn bodies_keep_their_field_names() {
+        let check = |v: serde_json::Value, want: &str| {
+            assert_eq!(serde_json::to_string(&v).unwrap(), want);
+        };
+        let r = ResourceDetail {
+            summary: ResourceSummary {
+                address: "random_id.x".into(),
+                type_name: "random_id".into(),
+                status: "ready".into(),
+                updated_at: "t".into(),
+                dependencies: vec![],
+            },
+            attributes: [("hex".to_string(), serde_json::json!("ab"))].into(),
+        };
+        check(
+            serde_json::to_value(&r).unwrap(),
+            r#"{"address":"random_id.x","type":"random_id","status":"ready","updated_at":"t","dependencies":[],"attributes":{"hex":"ab"}}"#,
+        );
+        let back: ResourceDetail =
+            serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        check(
+            serde_json::to_value(AuditCheck {
+                ok: false,
+                entries: None,
+                first_bad_entry: Some(7),
+            })
+            .unwrap(),
+            r#"{"ok":false,"first_bad_entry":7}"#,
+        );
+        check(
+            serde_json::to_value(HistoryRow {
+                version: 2,
+                time: "t".into(),
+                caller: "c".into(),
+                operation: "apply".into(),
+                status: "ok".into(),
+                summary: ChangeCounts {
+                    add: 1,
+                    change: 0,
+                    destroy: 3,
+                },
+                errors: vec![],
+            })
+            .unwrap(),
+            r#"{"version":2,"time":"t","caller":"c","operation":"apply","status":"ok","summary":{"add":1,"change":0,"destroy":3},"errors":[]}"#,
+        );
+    }
+}
