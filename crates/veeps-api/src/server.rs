@@ -103,6 +103,20 @@ pub struct ServerOptions {
     pub s3_lifecycle_day: Option<std::time::Duration>,
     /// Days of audit log kept (365 when `None`).
     pub audit_retention_days: Option<u32>,
+    /// Parts beyond veeps' own (an embedding program's, or a test's).
+    pub extra_parts: ExtraParts,
+}
+
+/// Parts added to veeps' own list.
+#[derive(Clone, Default)]
+pub struct ExtraParts(pub Vec<Arc<dyn veeps_resource::Part>>);
+
+impl std::fmt::Debug for ExtraParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|p| p.name()))
+            .finish()
+    }
 }
 
 /// Binds `addr` now, so a busy port is reported at start; `None` (logged) if it cannot.
@@ -290,7 +304,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         .s3_lifecycle_day
         .unwrap_or(std::time::Duration::from_secs(86_400));
     // The parts of veeps; a new part is one more line here.
-    let parts = veeps_resource::Parts::new(vec![
+    let mut list: Vec<Arc<dyn veeps_resource::Part>> = vec![
         Arc::new(veeps_builtins::part::Builtins),
         Arc::new(veeps_obs::part::ObsPart(obs.clone())),
         Arc::new(veeps_net::part::NetPart(net.clone())),
@@ -308,8 +322,9 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         }),
         Arc::new(veeps_lb::part::LbPart(lbs.clone())),
         Arc::new(veeps_db::part::DbPart(dbs.clone())),
-    ])
-    .map_err(|e| ServerError::DataDir {
+    ];
+    list.extend(opts.extra_parts.0.iter().cloned());
+    let parts = veeps_resource::Parts::new(list).map_err(|e| ServerError::DataDir {
         path: data_dir.display().to_string(),
         err: e.to_string(),
     })?;
@@ -410,6 +425,7 @@ impl AppState {
 
 /// The router of the API.
 pub fn router(state: AppState) -> Router {
+    let parts = state.parts.routes();
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/envs", get(list_envs))
@@ -452,37 +468,18 @@ pub fn router(state: AppState) -> Router {
             "/v1/envs/{env}/groups/{name}/activity",
             get(crate::compute_api::activity),
         )
-        .route(
-            "/v1/envs/{env}/db/{name}",
-            get(crate::db_api::status).delete(crate::db_api::delete),
-        )
-        .route(
-            "/v1/envs/{env}/db/{name}/events",
-            get(crate::db_api::events),
-        )
-        .route(
-            "/v1/envs/{env}/db/{name}/failover",
-            post(crate::db_api::failover),
-        )
-        .route(
-            "/v1/envs/{env}/db/{name}/backups",
-            get(crate::db_api::backups).post(crate::db_api::snapshot),
-        )
-        .route(
-            "/v1/envs/{env}/db/{name}/restore",
-            post(crate::db_api::restore),
-        )
-        .route("/v1/envs/{env}/db/{name}/psql", get(crate::db_api::psql))
         .route("/v1/ca", get(ca_cert))
         .route("/v1/s3/credentials", get(s3_credentials))
         .route("/v1/s3/lifecycle/run", post(s3_lifecycle_run))
         .route("/v1/envs/{env}/targets", get(targets))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
+        .with_state(state.clone())
+        // Each part's own routes, behind the same authentication and audit.
+        .merge(parts)
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such API route") })
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state, auth))
         .layer(DefaultBodyLimit::max(128 << 20))
-        .with_state(state)
 }
 
 /// Serves the API on `listen` until `shutdown` completes.

@@ -10,6 +10,7 @@
 //! backups into object storage and point-in-time restore ([`backup`]).
 
 pub mod backup;
+pub mod http;
 pub mod model;
 pub mod part;
 pub mod pg;

@@ -38,4 +38,8 @@ impl Part for DbPart {
     async fn shutdown(&self) {
         self.0.shutdown().await;
     }
+
+    fn routes(&self) -> Option<axum::Router> {
+        Some(crate::http::routes(self.0.clone()))
+    }
 }

@@ -225,3 +225,37 @@ mod tests {
         );
     }
 }
+
+/// Error answers for parts' routes, in the API's one error shape (`veeps_wire::ApiError`).
+pub mod reply {
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+
+    /// An error answer with `status`.
+    pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+        (
+            status,
+            axum::Json(veeps_wire::ApiError {
+                error: msg.into(),
+                text: None,
+                diagnostics: vec![],
+            }),
+        )
+            .into_response()
+    }
+
+    /// 400: the request is wrong; the message says how.
+    pub fn bad(msg: impl Into<String>) -> Response {
+        error(StatusCode::BAD_REQUEST, msg)
+    }
+
+    /// 404.
+    pub fn not_found(msg: impl Into<String>) -> Response {
+        error(StatusCode::NOT_FOUND, msg)
+    }
+
+    /// 500: the server failed.
+    pub fn fail(msg: impl Into<String>) -> Response {
+        error(StatusCode::INTERNAL_SERVER_ERROR, msg)
+    }
+}

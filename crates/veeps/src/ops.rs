@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> i32 {
                 s3_website_listen: Some(s3.s3_website_listen),
                 s3_lifecycle_day: s3.s3_lifecycle_day,
                 audit_retention_days: Some(audit_retention_days),
+                ..Default::default()
             },
         ),
         Command::Metrics(MetricsCmd::List { env }) => metrics_list(&g, &env),

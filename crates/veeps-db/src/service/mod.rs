@@ -169,6 +169,19 @@ impl Dbs {
             .map_err(failed)
     }
 
+    /// Whether cluster `name` is declared in `env`'s configuration (a `db_cluster`
+    /// resource), rather than made by a restore.
+    pub fn declared(&self, env: &str, name: &str) -> bool {
+        self.store
+            .resources(env)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|r| {
+                r.type_name == "db_cluster"
+                    && r.attrs.get("name").and_then(|v| v.as_str()) == Some(name)
+            })
+    }
+
     /// Every cluster's record.
     pub fn clusters(&self) -> Vec<ClusterRec> {
         self.store
