@@ -57,6 +57,16 @@ impl S3Part {
             ..Default::default()
         }
     }
+
+    /// The S3 API's bounds: as every listener's, but a connection may stay silent for five
+    /// minutes, because the server itself can be the silent one: CompleteMultipartUpload
+    /// re-seals every part into one blob before it answers (seconds per GiB).
+    fn api_limits() -> veeps_http::Limits {
+        veeps_http::Limits {
+            inactivity_timeout: Some(Duration::from_secs(300)),
+            ..Self::limits()
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -102,7 +112,7 @@ impl Part for S3Part {
                 Api::new(self.objects.clone()),
                 gate,
                 self.stats.clone(),
-                Self::limits(),
+                Self::api_limits(),
             )));
         }
         if let Some(l) = Self::take(&self.website) {

@@ -383,6 +383,8 @@ const K_OBJECT: &str = "s3/object/";
 const K_UPLOAD: &str = "s3/upload/";
 const K_PART: &str = "s3/part/";
 const K_VERSION: &str = "s3/version/";
+/// Uploads completed lately, so that a retried CompleteMultipartUpload answers as the first.
+const K_COMPLETED: &str = "s3/completed/";
 
 fn object_key(bucket: &str, key: &str) -> String {
     format!("{K_OBJECT}{bucket}/{key}")
@@ -615,6 +617,13 @@ impl ObjectStore {
                 ops.push(KvOp::Delete(pk));
                 files.push(self.dir.join("parts").join(p.name));
             }
+            ops.push(KvOp::Delete(k));
+        }
+        for (k, _) in self
+            .store
+            .kv_scan::<serde_json::Value>(&format!("{K_COMPLETED}{name}/"))
+            .map_err(internal)?
+        {
             ops.push(KvOp::Delete(k));
         }
         self.store.kv_batch(ops).map_err(internal)?;

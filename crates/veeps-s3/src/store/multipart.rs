@@ -3,6 +3,18 @@
 
 use super::*;
 
+/// How long a completed upload answers a retried CompleteMultipartUpload (S3 does for a
+/// while too; after that, NoSuchUpload).
+pub(super) const COMPLETED_FOR_MS: i64 = 24 * 3600 * 1000;
+
+/// How an upload was completed.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Completed {
+    parts: Vec<(u32, String)>,
+    meta: ObjectMeta,
+    at_ms: i64,
+}
+
 impl ObjectStore {
     /// Starts a multipart upload.
     pub fn create_upload(
@@ -124,7 +136,14 @@ impl ObjectStore {
         checks: &PutChecks,
     ) -> Result<ObjectMeta, StoreError> {
         let b = self.bucket(bucket)?;
-        let up = self.upload(bucket, id)?;
+        let up = match self.upload(bucket, id) {
+            Err(StoreError::NoSuchUpload(e)) => {
+                return self
+                    .completed_before(bucket, id, listed)
+                    .ok_or(StoreError::NoSuchUpload(e))
+            }
+            other => other?,
+        };
         let have = self.parts(bucket, id)?;
         if listed.is_empty() {
             return Err(StoreError::InvalidPart("list at least one part".into()));
@@ -164,8 +183,36 @@ impl ObjectStore {
         }
         let body = Chain { readers, at: 0 };
         let meta = self.put_with(bucket, &up.key, body, up.opts.clone(), Some(etag), checks)?;
-        self.end_upload(bucket, id)?;
+        let done = Completed {
+            parts: listed.to_vec(),
+            meta: meta.clone(),
+            at_ms: now_ms(),
+        };
+        self.end_upload_with(bucket, id, Some(done))?;
         Ok(meta)
+    }
+
+    /// The answer of an upload completed within [`COMPLETED_FOR_MS`] with the same parts:
+    /// a client whose first CompleteMultipartUpload succeeded but whose answer was lost
+    /// retries it, and gets the same answer, as from S3.
+    fn completed_before(
+        &self,
+        bucket: &str,
+        id: &str,
+        listed: &[(u32, String)],
+    ) -> Option<ObjectMeta> {
+        let c: Completed = self
+            .store
+            .kv_get(&format!("{K_COMPLETED}{bucket}/{id}"))
+            .ok()
+            .flatten()?;
+        let same = |a: &[(u32, String)], b: &[(u32, String)]| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| x.0 == y.0 && x.1.trim_matches('"') == y.1.trim_matches('"'))
+        };
+        (now_ms() - c.at_ms < COMPLETED_FOR_MS && same(&c.parts, listed)).then_some(c.meta)
     }
 
     /// Abandons an upload and its parts.
@@ -180,6 +227,17 @@ impl ObjectStore {
 
     /// Removes an upload and every part recorded for it, in one transaction.
     pub(super) fn end_upload(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
+        self.end_upload_with(bucket, id, None)
+    }
+
+    /// [`ObjectStore::end_upload`], recording how it was completed (in the same
+    /// transaction) and forgetting completions older than [`COMPLETED_FOR_MS`].
+    fn end_upload_with(
+        &self,
+        bucket: &str,
+        id: &str,
+        done: Option<Completed>,
+    ) -> Result<(), StoreError> {
         use veeps_state::KvOp;
         let _u = self.uploads_lock();
         let parts = self
@@ -188,6 +246,19 @@ impl ObjectStore {
             .map_err(internal)?;
         let mut ops: Vec<KvOp> = parts.iter().map(|(k, _)| KvOp::Delete(k.clone())).collect();
         ops.push(KvOp::Delete(format!("{K_UPLOAD}{bucket}/{id}")));
+        if let Some(done) = done {
+            let now = done.at_ms;
+            for (k, c) in self
+                .store
+                .kv_scan::<Completed>(&format!("{K_COMPLETED}{bucket}/"))
+                .map_err(internal)?
+            {
+                if now - c.at_ms >= COMPLETED_FOR_MS {
+                    ops.push(KvOp::Delete(k));
+                }
+            }
+            ops.push(KvOp::put(format!("{K_COMPLETED}{bucket}/{id}"), &done));
+        }
         self.store.kv_batch(ops).map_err(internal)?;
         for (_, p) in parts {
             let _ = std::fs::remove_file(self.dir.join("parts").join(&p.name));

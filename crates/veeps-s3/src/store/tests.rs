@@ -133,6 +133,31 @@ fn multipart_uploads_join_parts_and_clean_up() {
         s.upload("big", &up.id),
         Err(StoreError::NoSuchUpload(_))
     ));
+    // A retried completion (its first answer lost) gets the same answer, as from S3, and
+    // writes nothing; other parts, or another upload id, are still NoSuchUpload.
+    let again = s
+        .complete(
+            "big",
+            &up.id,
+            &[(1, format!("\"{e1}\"")), (2, e2.clone())],
+            &PutChecks::default(),
+        )
+        .unwrap();
+    assert_eq!(again, m);
+    assert_eq!(s.head("big", "video.mp4").unwrap(), m);
+    assert!(matches!(
+        s.complete("big", &up.id, &[(1, e1.clone())], &PutChecks::default()),
+        Err(StoreError::NoSuchUpload(_))
+    ));
+    assert!(matches!(
+        s.complete(
+            "big",
+            "no-such-id",
+            &[(1, e1.clone())],
+            &PutChecks::default()
+        ),
+        Err(StoreError::NoSuchUpload(_))
+    ));
     assert_eq!(
         std::fs::read_dir(d.path().join("s3/parts"))
             .unwrap()

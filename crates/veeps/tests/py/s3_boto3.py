@@ -105,6 +105,17 @@ back = os.path.join(WORK, "big.back")
 s3t.download_file("boto", "big.bin", back, Config=cfg)
 assert hashlib.md5(open(back, "rb").read()).hexdigest() == want
 
+# CompleteMultipartUpload sent twice (a client whose first answer was lost) answers twice
+# the same, as S3 does; with other parts it is NoSuchUpload.
+up = s3.create_multipart_upload(Bucket="boto", Key="twice")["UploadId"]
+tag = s3.upload_part(Bucket="boto", Key="twice", UploadId=up, PartNumber=1, Body=b"once")["ETag"]
+parts = {"Parts": [{"ETag": tag, "PartNumber": 1}]}
+first = s3.complete_multipart_upload(Bucket="boto", Key="twice", UploadId=up, MultipartUpload=parts)
+second = s3.complete_multipart_upload(Bucket="boto", Key="twice", UploadId=up, MultipartUpload=parts)
+assert first["ETag"] == second["ETag"], (first, second)
+expect("NoSuchUpload", s3.complete_multipart_upload, Bucket="boto", Key="twice", UploadId=up,
+       MultipartUpload={"Parts": [{"ETag": '"0"', "PartNumber": 1}]})
+
 # Presigned GET works until it expires.
 url = s3.generate_presigned_url("get_object", Params={"Bucket": "boto", "Key": "doc.txt"}, ExpiresIn=1)
 assert http(url) == (200, b"one")
