@@ -5,7 +5,6 @@
 
 pub mod audit;
 pub mod client;
-mod compute_api;
 mod obs_api;
 pub use obs_api::parse_duration_ms;
 pub mod server;

@@ -456,18 +456,6 @@ pub fn router(state: AppState) -> Router {
             "/v1/envs/{env}/topics/{name}/deliveries",
             get(crate::obs_api::deliveries),
         )
-        .route(
-            "/v1/images",
-            get(crate::compute_api::images).post(crate::compute_api::build),
-        )
-        .route(
-            "/v1/envs/{env}/instances",
-            get(crate::compute_api::instances),
-        )
-        .route(
-            "/v1/envs/{env}/groups/{name}/activity",
-            get(crate::compute_api::activity),
-        )
         .route("/v1/ca", get(ca_cert))
         .route("/v1/s3/credentials", get(s3_credentials))
         .route("/v1/s3/lifecycle/run", post(s3_lifecycle_run))

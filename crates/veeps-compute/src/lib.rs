@@ -7,6 +7,7 @@
 pub use veeps_sys::cgroup;
 pub use veeps_sys::confine as sandbox;
 pub mod group;
+pub mod http;
 pub mod image;
 pub mod part;
 pub mod policy;

@@ -44,4 +44,8 @@ impl Part for ComputePart {
     async fn shutdown(&self) {
         self.compute.shutdown().await;
     }
+
+    fn routes(&self) -> Option<axum::Router> {
+        Some(crate::http::routes(self.compute.clone()))
+    }
 }

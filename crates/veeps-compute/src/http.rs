@@ -1,0 +1,82 @@
+//! Images, groups, instances and activities over HTTP, as this part's own routes (behind
+//! the API's authentication).
+
+use crate::image::{BuildError, ImageSpec};
+use crate::Compute;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::collections::HashMap;
+use std::sync::Arc;
+use veeps_resource::part::reply;
+
+/// `/v1/images`, `/v1/envs/{env}/instances` and groups' activity.
+pub fn routes(compute: Arc<Compute>) -> Router {
+    Router::new()
+        .route("/v1/images", get(images).post(build))
+        .route("/v1/envs/{env}/instances", get(instances))
+        .route("/v1/envs/{env}/groups/{name}/activity", get(activity))
+        .with_state(compute)
+}
+
+type C = State<Arc<Compute>>;
+
+/// Every built image.
+async fn images(State(c): C) -> Response {
+    let list: Vec<serde_json::Value> = c
+        .images
+        .list()
+        .into_iter()
+        .map(|i| {
+            serde_json::json!({"id": i.id, "name": i.name, "version": i.version,
+                "entrypoint": i.entrypoint, "size": i.size, "created": i.created})
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+/// Builds an image (or finds it built); 422 with the build log when the build fails.
+async fn build(State(c): C, Json(spec): Json<ImageSpec>) -> Response {
+    if spec.name.is_empty() {
+        return reply::bad("name: give the image a name");
+    }
+    match c.images.build(&spec).await {
+        Ok(img) => Json(img).into_response(),
+        Err(BuildError::Invalid(m)) => reply::bad(m),
+        Err(e @ BuildError::Failed { .. }) => {
+            reply::error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        Err(e) => reply::fail(e.to_string()),
+    }
+}
+
+/// The groups of an environment with their instances (`?group=NAME` for one).
+async fn instances(
+    State(c): C,
+    Path(env): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let groups: Vec<serde_json::Value> = c
+        .records(&env)
+        .into_iter()
+        .filter(|r| q.get("group").is_none_or(|g| *g == r.spec.name))
+        .map(|r| {
+            serde_json::json!({"id": r.spec.id, "name": r.spec.name, "desired": r.desired,
+                "min_size": r.spec.min_size, "max_size": r.spec.max_size,
+                "image_id": r.spec.template.image_id, "instances": r.instances})
+        })
+        .collect();
+    Json(groups).into_response()
+}
+
+/// A group's activities, oldest first.
+async fn activity(State(c): C, Path((env, name)): Path<(String, String)>) -> Response {
+    match c.records(&env).into_iter().find(|r| r.spec.name == name) {
+        Some(r) => Json(r.activities).into_response(),
+        None => reply::not_found(format!(
+            "no group \"{name}\" in environment \"{env}\"; see `veeps instances {env}`"
+        )),
+    }
+}
