@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use veeps_obs::alarm::AlarmState;
+use veeps_sys::now_ms;
 
 /// What a policy does.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -74,8 +75,6 @@ pub struct Policies {
 }
 
 const K_POLICY: &str = "compute/policy/";
-
-use veeps_sys::now_ms;
 
 impl Policies {
     /// The policies, loaded from the store.

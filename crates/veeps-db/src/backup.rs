@@ -9,6 +9,7 @@ use crate::service::{DbError, Dbs};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
+use veeps_sys::now_ms;
 
 /// The bucket backups go to.
 pub const BUCKET: &str = "veeps-db-backups";
@@ -61,8 +62,6 @@ fn needed(file: &str, start: Option<&str>) -> bool {
 fn failed(e: impl std::fmt::Display) -> DbError {
     DbError::Failed(e.to_string())
 }
-
-use veeps_sys::now_ms;
 
 fn base_key(env: &str, cluster: &str, name: &str) -> String {
     format!("{env}/{cluster}/base/{name}.tar")

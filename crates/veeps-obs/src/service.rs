@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use veeps_state::Store;
+use veeps_sys::now_ms;
 
 /// An alarm's definition.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,8 +122,6 @@ pub struct Obs {
 const K_ALARM: &str = "obs/alarm/";
 const K_TOPIC: &str = "obs/topic/";
 const K_DELIVERY: &str = "obs/delivery/";
-
-use veeps_sys::now_ms;
 
 impl Obs {
     /// Opens the stores under `data_dir`.

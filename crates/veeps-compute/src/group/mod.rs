@@ -21,6 +21,7 @@ use std::time::Duration;
 use veeps_net::{AttachRequest, Net};
 use veeps_obs::Obs;
 use veeps_state::Store;
+use veeps_sys::now_ms;
 
 /// Errors of the compute service.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +47,6 @@ const K_GROUP: &str = "compute/group/";
 const K_TEMPLATE: &str = "compute/template/";
 const TICK: Duration = Duration::from_millis(250);
 const STOP_GRACE: Duration = Duration::from_secs(5);
-
-use veeps_sys::now_ms;
 
 /// A running group.
 pub(crate) struct Group {

@@ -25,6 +25,7 @@ use veeps_obs::collect::Sample;
 use veeps_obs::logs::LogLine;
 use veeps_state::Store;
 use veeps_sys::cgroup::{Cgroup, Flavor, Limits};
+use veeps_sys::now_ms;
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +58,6 @@ pub struct Event {
     /// What happened.
     pub message: String,
 }
-
-use veeps_sys::now_ms;
 
 fn key(env: &str, name: &str) -> String {
     format!("{env}/{name}")

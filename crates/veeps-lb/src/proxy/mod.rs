@@ -6,6 +6,7 @@
 
 use crate::model::{Action, Condition, Protocol};
 use crate::targets::{Target, TgState};
+use veeps_sys::now_ms as veeps_obs_now;
 
 mod phases;
 mod tls;
@@ -338,8 +339,6 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
         .boxed(),
     )
 }
-
-use veeps_sys::now_ms as veeps_obs_now;
 
 /// Forwards to `first`, streaming both ways (a tunnel after 101). A target that refuses the
 /// connection is taken out of service at once (passive health; its health check brings it

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use veeps_kms::Kms;
 use veeps_state::Store;
+use veeps_sys::now_ms;
 
 /// Plaintext bytes per encrypted chunk.
 pub const CHUNK: usize = 64 * 1024;
@@ -375,8 +376,6 @@ pub fn check_key(k: &str) -> Result<(), StoreError> {
     }
     Ok(())
 }
-
-use veeps_sys::now_ms;
 
 const K_BUCKET: &str = "s3/bucket/";
 const K_OBJECT: &str = "s3/object/";
