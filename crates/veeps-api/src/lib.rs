@@ -5,8 +5,7 @@
 
 pub mod audit;
 pub mod client;
-mod obs_api;
-pub use obs_api::parse_duration_ms;
+pub use veeps_obs::parse_duration_ms;
 pub mod server;
 
 /// The default address of the API.

@@ -438,24 +438,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/envs/{env}/history/{version}", get(history_entry))
         .route("/v1/envs/{env}/lock", get(lock_info).delete(force_unlock))
         .route("/metrics", get(prometheus))
-        .route(
-            "/v1/envs/{env}/metrics",
-            get(crate::obs_api::metrics_list).post(crate::obs_api::metrics_ingest),
-        )
-        .route(
-            "/v1/envs/{env}/metrics/query",
-            get(crate::obs_api::metrics_query),
-        )
-        .route(
-            "/v1/envs/{env}/logs",
-            get(crate::obs_api::logs_search).post(crate::obs_api::logs_ingest),
-        )
-        .route("/v1/envs/{env}/alarms", get(crate::obs_api::alarms))
-        .route("/v1/envs/{env}/alarms/{name}", get(crate::obs_api::alarm))
-        .route(
-            "/v1/envs/{env}/topics/{name}/deliveries",
-            get(crate::obs_api::deliveries),
-        )
         .route("/v1/ca", get(ca_cert))
         .route("/v1/s3/credentials", get(s3_credentials))
         .route("/v1/s3/lifecycle/run", post(s3_lifecycle_run))

@@ -10,6 +10,7 @@ pub mod alarm;
 pub mod codec;
 pub mod collect;
 pub mod gorilla;
+pub mod http;
 pub mod layer;
 pub mod logs;
 pub mod part;

@@ -24,4 +24,8 @@ impl Part for ObsPart {
     fn start(&self) {
         self.0.start();
     }
+
+    fn routes(&self) -> Option<axum::Router> {
+        Some(crate::http::routes(self.0.clone()))
+    }
 }

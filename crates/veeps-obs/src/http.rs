@@ -1,50 +1,40 @@
 //! API handlers of metrics, logs, alarms and deliveries.
+//! Served as this part's own routes, behind the API's authentication.
 
-use crate::server::AppState;
-use crate::ApiError;
+use crate::logs::{LogLine, LogQuery};
+use crate::tsdb::{Labels, Selector, Stat};
+use crate::{parse_duration_ms, Obs};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde::Deserialize;
 use std::collections::HashMap;
-use veeps_obs::logs::{LogLine, LogQuery};
-use veeps_obs::tsdb::{Labels, Selector, Stat};
+use std::sync::Arc;
+use veeps_resource::part::reply::{self, bad, fail};
 
-pub(crate) fn bad(msg: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(ApiError {
-            error: msg.into(),
-            text: None,
-            diagnostics: vec![],
-        }),
-    )
-        .into_response()
+/// Metrics, logs, alarms and topics' deliveries under `/v1/envs/{env}/`.
+pub fn routes(obs: Arc<Obs>) -> Router {
+    Router::new()
+        .route(
+            "/v1/envs/{env}/metrics",
+            get(metrics_list).post(metrics_ingest),
+        )
+        .route("/v1/envs/{env}/metrics/query", get(metrics_query))
+        .route("/v1/envs/{env}/logs", get(logs_search).post(logs_ingest))
+        .route("/v1/envs/{env}/alarms", get(alarms))
+        .route("/v1/envs/{env}/alarms/{name}", get(alarm))
+        .route("/v1/envs/{env}/topics/{name}/deliveries", get(deliveries))
+        .with_state(obs)
 }
-
-pub(crate) fn fail(msg: impl Into<String>) -> Response {
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(ApiError {
-            error: msg.into(),
-            text: None,
-            diagnostics: vec![],
-        }),
-    )
-        .into_response()
-}
-
-pub use veeps_obs::parse_duration_ms;
 
 fn now() -> i64 {
-    veeps_obs::service::now()
+    crate::service::now()
 }
 
-pub(crate) async fn metrics_list(State(st): State<AppState>, Path(env): Path<String>) -> Response {
-    let list: Vec<serde_json::Value> = st
-        .obs
+async fn metrics_list(State(obs): State<Arc<Obs>>, Path(env): Path<String>) -> Response {
+    let list: Vec<serde_json::Value> = obs
         .tsdb
         .list(Some(&env))
         .into_iter()
@@ -53,8 +43,8 @@ pub(crate) async fn metrics_list(State(st): State<AppState>, Path(env): Path<Str
     Json(list).into_response()
 }
 
-pub(crate) async fn metrics_query(
-    State(st): State<AppState>,
+async fn metrics_query(
+    State(obs): State<Arc<Obs>>,
     Path(env): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -68,7 +58,7 @@ pub(crate) async fn metrics_query(
         Err(e) => return bad(e),
     };
     if !sel.matchers.iter().any(|m| m.label == "env") {
-        sel.matchers.push(veeps_obs::tsdb::Matcher {
+        sel.matchers.push(crate::tsdb::Matcher {
             label: "env".into(),
             value: env.clone(),
             negate: false,
@@ -89,7 +79,7 @@ pub(crate) async fn metrics_query(
     };
     let to = now();
     let from = (to - since).div_euclid(period * 1000) * period * 1000;
-    let tsdb = st.obs.tsdb.clone();
+    let tsdb = obs.tsdb.clone();
     match tokio::task::spawn_blocking(move || tsdb.query(&sel, from, to, period * 1000, stat)).await
     {
         Ok(Ok(r)) => Json(r).into_response(),
@@ -113,8 +103,8 @@ struct IngestSample {
     ts: Option<i64>,
 }
 
-pub(crate) async fn metrics_ingest(
-    State(st): State<AppState>,
+async fn metrics_ingest(
+    State(obs): State<Arc<Obs>>,
     Path(env): Path<String>,
     Json(body): Json<IngestSamples>,
 ) -> Response {
@@ -125,8 +115,7 @@ pub(crate) async fn metrics_ingest(
         }
         let mut labels = s.labels;
         labels.insert("env".into(), env.clone());
-        if st
-            .obs
+        if obs
             .tsdb
             .append(&s.name, &labels, s.ts.unwrap_or_else(now), s.value)
             .is_ok()
@@ -154,8 +143,8 @@ struct IngestLine {
     ts: Option<i64>,
 }
 
-pub(crate) async fn logs_ingest(
-    State(st): State<AppState>,
+async fn logs_ingest(
+    State(obs): State<Arc<Obs>>,
     Path(env): Path<String>,
     Json(body): Json<IngestLines>,
 ) -> Response {
@@ -163,7 +152,7 @@ pub(crate) async fn logs_ingest(
     if body.lines.iter().any(|l| l.group.is_empty()) {
         return bad("each line needs a group");
     }
-    let obs = st.obs.clone();
+    let obs = obs.clone();
     let write = move || {
         for l in body.lines {
             obs.log(LogLine {
@@ -183,8 +172,8 @@ pub(crate) async fn logs_ingest(
 }
 
 /// Searches logs; with `follow=true`, keeps streaming new matching lines (NDJSON).
-pub(crate) async fn logs_search(
-    State(st): State<AppState>,
+async fn logs_search(
+    State(obs): State<Arc<Obs>>,
     Path(env): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -206,8 +195,8 @@ pub(crate) async fn logs_search(
     };
     let follow = q.get("follow").is_some_and(|f| f == "true");
     // Subscribe before searching so no line falls between the two.
-    let mut rx = st.obs.logs.subscribe();
-    let logs = st.obs.logs.clone();
+    let mut rx = obs.logs.subscribe();
+    let logs = obs.logs.clone();
     let q2 = query.clone();
     let found = match tokio::task::spawn_blocking(move || logs.search(&q2)).await {
         Ok(Ok(f)) => f,
@@ -257,39 +246,28 @@ fn line_bytes(l: &LogLine) -> Vec<u8> {
     v
 }
 
-pub(crate) async fn alarms(State(st): State<AppState>, Path(env): Path<String>) -> Response {
-    match st.obs.alarms(&env) {
+async fn alarms(State(obs): State<Arc<Obs>>, Path(env): Path<String>) -> Response {
+    match obs.alarms(&env) {
         Ok(a) => Json(a).into_response(),
         Err(e) => fail(e.to_string()),
     }
 }
 
-pub(crate) async fn alarm(
-    State(st): State<AppState>,
-    Path((env, name)): Path<(String, String)>,
-) -> Response {
-    match st.obs.alarm(&env, &name) {
+async fn alarm(State(obs): State<Arc<Obs>>, Path((env, name)): Path<(String, String)>) -> Response {
+    match obs.alarm(&env, &name) {
         Ok(Some(a)) => Json(a).into_response(),
-        Ok(None) => (
-            StatusCode::NOT_FOUND,
-            Json(ApiError {
-                error: format!(
-                    "no alarm \"{name}\" in environment \"{env}\"; see `veeps alarms {env}`"
-                ),
-                text: None,
-                diagnostics: vec![],
-            }),
-        )
-            .into_response(),
+        Ok(None) => reply::not_found(format!(
+            "no alarm \"{name}\" in environment \"{env}\"; see `veeps alarms {env}`"
+        )),
         Err(e) => fail(e.to_string()),
     }
 }
 
-pub(crate) async fn deliveries(
-    State(st): State<AppState>,
+async fn deliveries(
+    State(obs): State<Arc<Obs>>,
     Path((env, name)): Path<(String, String)>,
 ) -> Response {
-    match st.obs.deliveries(&env, &name) {
+    match obs.deliveries(&env, &name) {
         Ok(d) => Json(d).into_response(),
         Err(e) => fail(e.to_string()),
     }
