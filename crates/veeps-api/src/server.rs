@@ -441,7 +441,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ca", get(ca_cert))
         .route("/v1/s3/credentials", get(s3_credentials))
         .route("/v1/s3/lifecycle/run", post(s3_lifecycle_run))
-        .route("/v1/envs/{env}/targets", get(targets))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
         .with_state(state.clone())
@@ -1024,10 +1023,6 @@ async fn ca_cert(State(st): State<AppState>) -> Response {
         st.ca_pem.clone(),
     )
         .into_response()
-}
-
-async fn targets(State(st): State<AppState>, Path(env): Path<String>) -> Response {
-    Json(st.lbs.target_health(Some(&env))).into_response()
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {

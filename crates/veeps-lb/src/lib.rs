@@ -5,6 +5,7 @@
 //! balancers and applies changes without restarting listeners; [`resources`] are the
 //! resource types. Certificates come from `veeps-pki`.
 
+pub mod http;
 pub mod matching;
 pub mod model;
 pub mod part;

@@ -38,4 +38,8 @@ impl Part for LbPart {
     async fn shutdown(&self) {
         self.0.shutdown();
     }
+
+    fn routes(&self) -> Option<axum::Router> {
+        Some(crate::http::routes(self.0.clone()))
+    }
 }
