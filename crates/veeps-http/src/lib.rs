@@ -8,6 +8,7 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -111,9 +112,10 @@ pub async fn serve<M, S, B>(
             }
         };
         let _ = s.set_nodelay(true);
-        // A second handle on the socket, for the lingering close after hyper is done.
-        let (s, linger) = match split_for_linger(s) {
-            Ok(x) => x,
+        // A second descriptor of the socket (a dup, still registered once with the
+        // runtime), for the lingering close after hyper is done.
+        let linger = match s.as_fd().try_clone_to_owned() {
+            Ok(fd) => std::net::TcpStream::from(fd),
             Err(e) => {
                 tracing::warn!(listener = name, error = %e, "could not set up a connection");
                 continue;
@@ -153,14 +155,6 @@ pub async fn serve<M, S, B>(
 
 /// How long a closing connection waits for its client to take the answer.
 const LINGER_TIME: Duration = Duration::from_secs(5);
-
-fn split_for_linger(
-    s: tokio::net::TcpStream,
-) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
-    let s = s.into_std()?;
-    let second = s.try_clone()?;
-    Ok((tokio::net::TcpStream::from_std(s)?, second))
-}
 
 /// Bytes sent on `s` that its peer has not acknowledged yet (the FIN counts as one).
 fn unacknowledged(s: &tokio::net::TcpStream) -> usize {

@@ -151,6 +151,7 @@ impl ObjectStore {
                 self.apply_rule(&b.name, rule, now_ms, day_ms, &mut rep)?;
             }
         }
+        self.forget_old_completions(now_ms)?;
         Ok(rep)
     }
 

@@ -215,6 +215,23 @@ impl ObjectStore {
         (now_ms() - c.at_ms < COMPLETED_FOR_MS && same(&c.parts, listed)).then_some(c.meta)
     }
 
+    /// Forgets completions older than [`COMPLETED_FOR_MS`] (the lifecycle pass calls it).
+    pub(crate) fn forget_old_completions(&self, now_ms: i64) -> Result<(), StoreError> {
+        use veeps_state::KvOp;
+        let old: Vec<KvOp> = self
+            .store
+            .kv_scan::<Completed>(K_COMPLETED)
+            .map_err(internal)?
+            .into_iter()
+            .filter(|(_, c)| now_ms - c.at_ms >= COMPLETED_FOR_MS)
+            .map(|(k, _)| KvOp::Delete(k))
+            .collect();
+        if !old.is_empty() {
+            self.store.kv_batch(old).map_err(internal)?;
+        }
+        Ok(())
+    }
+
     /// Abandons an upload and its parts.
     pub fn abort(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
         self.upload(bucket, id)?;
@@ -230,8 +247,8 @@ impl ObjectStore {
         self.end_upload_with(bucket, id, None)
     }
 
-    /// [`ObjectStore::end_upload`], recording how it was completed (in the same
-    /// transaction) and forgetting completions older than [`COMPLETED_FOR_MS`].
+    /// [`ObjectStore::end_upload`], recording how it was completed in the same
+    /// transaction.
     fn end_upload_with(
         &self,
         bucket: &str,
@@ -247,16 +264,6 @@ impl ObjectStore {
         let mut ops: Vec<KvOp> = parts.iter().map(|(k, _)| KvOp::Delete(k.clone())).collect();
         ops.push(KvOp::Delete(format!("{K_UPLOAD}{bucket}/{id}")));
         if let Some(done) = done {
-            let now = done.at_ms;
-            for (k, c) in self
-                .store
-                .kv_scan::<Completed>(&format!("{K_COMPLETED}{bucket}/"))
-                .map_err(internal)?
-            {
-                if now - c.at_ms >= COMPLETED_FOR_MS {
-                    ops.push(KvOp::Delete(k));
-                }
-            }
             ops.push(KvOp::put(format!("{K_COMPLETED}{bucket}/{id}"), &done));
         }
         self.store.kv_batch(ops).map_err(internal)?;

@@ -158,6 +158,17 @@ fn multipart_uploads_join_parts_and_clean_up() {
         ),
         Err(StoreError::NoSuchUpload(_))
     ));
+    // The lifecycle pass forgets completions once their day is over.
+    let recorded = |s: &ObjectStore| {
+        s.store
+            .kv_scan::<serde_json::Value>(K_COMPLETED)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(recorded(&s), 1);
+    s.run_lifecycle(now_ms() + multipart::COMPLETED_FOR_MS, 86_400_000)
+        .unwrap();
+    assert_eq!(recorded(&s), 0);
     assert_eq!(
         std::fs::read_dir(d.path().join("s3/parts"))
             .unwrap()
