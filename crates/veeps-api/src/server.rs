@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use veeps_engine::{Engine, EngineError, Request as EngineRequest};
+use veeps_resource::Shutdown;
 use veeps_state::Store;
 
 /// Errors starting the server.
@@ -82,6 +83,8 @@ pub struct AppState {
     pub s3_access: Arc<veeps_s3::access::Access>,
     api: Arc<ApiStats>,
     token_hash: [u8; 32],
+    /// `veeps down` asked for everything to stop.
+    down: Arc<tokio::sync::Notify>,
 }
 
 /// Settings of `veeps server` beyond the data directory.
@@ -354,6 +357,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         s3_access,
         api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
+        down: Arc::new(tokio::sync::Notify::new()),
     })
 }
 
@@ -439,6 +443,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/envs/{env}/lock", get(lock_info).delete(force_unlock))
         .route("/metrics", get(prometheus))
         .route("/v1/ca", get(ca_cert))
+        .route("/v1/system/down", post(system_down))
         .route("/v1/s3/credentials", get(s3_credentials))
         .route("/v1/s3/lifecycle/run", post(s3_lifecycle_run))
         .route("/v1/audit", get(audit))
@@ -455,7 +460,7 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(
     state: AppState,
     listen: &str,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = Shutdown> + Send + 'static,
 ) -> Result<(), ServerError> {
     let listener =
         tokio::net::TcpListener::bind(listen)
@@ -468,11 +473,12 @@ pub async fn serve(
     serve_listener(state, listener, shutdown).await
 }
 
-/// Serves the API on a bound listener until `shutdown` completes.
+/// Serves the API on a bound listener until `shutdown` completes (and says how far the
+/// shutdown goes) or `veeps down` asks for everything to stop.
 pub async fn serve_listener(
     state: AppState,
     listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = Shutdown> + Send + 'static,
 ) -> Result<(), ServerError> {
     let addr = listener
         .local_addr()
@@ -481,6 +487,7 @@ pub async fn serve_listener(
     tracing::info!(%addr, "API listening");
     let prune = state.prune_audit_daily();
     let parts = state.parts.clone();
+    let down = state.down.clone();
     let router = router(state);
     // The API answers slowly on purpose at times (a streamed apply), so only its headers
     // and its idle keep-alive connections have a deadline.
@@ -500,12 +507,13 @@ pub async fn serve_listener(
             }
         })
     });
-    tokio::select! {
-        _ = api => {}
-        _ = shutdown => {}
-    }
-    // Instances stop with the server; their groups are kept and start again with it.
-    parts.shutdown().await;
+    let how = tokio::select! {
+        _ = api => Shutdown::ControlPlane,
+        how = shutdown => how,
+        _ = down.notified() => Shutdown::Everything,
+    };
+    tracing::info!(?how, "shutting down");
+    parts.shutdown(how).await;
     prune.abort();
     Ok(())
 }
@@ -1015,6 +1023,17 @@ async fn s3_lifecycle_run(
         Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `veeps down`: the server stops everything it started, then itself.
+async fn system_down(State(st): State<AppState>) -> Response {
+    tracing::info!("asked to stop everything (veeps down)");
+    st.down.notify_one();
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"stopping": true})),
+    )
+        .into_response()
 }
 
 async fn ca_cert(State(st): State<AppState>) -> Response {

@@ -2,7 +2,7 @@
 //!
 //! [`image`] builds and stores images; [`group`] supervises groups of instances (each a
 //! process confined by [`sandbox`] to its endpoint namespace, its [`cgroup`] and an
-//! unprivileged user); [`policy`] scales them; [`resources`] are the resource types.
+//! unprivileged user, held by its [`shim`], which outlives the control plane); [`policy`] scales them; [`resources`] are the resource types.
 
 pub use veeps_sys::cgroup;
 pub use veeps_sys::confine as sandbox;
@@ -12,6 +12,7 @@ pub mod image;
 pub mod part;
 pub mod policy;
 pub mod resources;
+pub mod shim;
 
 pub use group::Compute;
 

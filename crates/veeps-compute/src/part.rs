@@ -4,7 +4,7 @@ use crate::policy::Policies;
 use crate::Compute;
 use std::sync::Arc;
 use veeps_resource::metrics::Sample;
-use veeps_resource::{Part, Registry, Services};
+use veeps_resource::{Part, Registry, Services, Shutdown};
 
 /// Images, groups of instances and their scaling policies.
 pub struct ComputePart {
@@ -41,8 +41,8 @@ impl Part for ComputePart {
         self.policies.run();
     }
 
-    async fn shutdown(&self) {
-        self.compute.shutdown().await;
+    async fn shutdown(&self, how: Shutdown) {
+        self.compute.shutdown(how == Shutdown::Everything).await;
     }
 
     fn routes(&self) -> Option<axum::Router> {

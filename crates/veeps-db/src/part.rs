@@ -35,7 +35,7 @@ impl Part for DbPart {
         self.0.run();
     }
 
-    async fn shutdown(&self) {
+    async fn shutdown(&self, _how: veeps_resource::Shutdown) {
         self.0.shutdown().await;
     }
 

@@ -4,6 +4,7 @@
 //! blocks, downsampling and retention like CloudWatch's); [`logs`] the log store;
 //! [`collect`] the collectors; [`alarm`] CloudWatch's alarm semantics; [`topics`] the
 //! notification deliveries; [`service::Obs`] ties them together with background loops;
+//! [`spool`] keeps the lines of producers that outlive the control plane;
 //! [`resources`] are the `alarm`, `topic` and `log_group` resource types.
 
 pub mod alarm;
@@ -16,6 +17,7 @@ pub mod logs;
 pub mod part;
 pub mod resources;
 pub mod service;
+pub mod spool;
 pub mod topics;
 pub mod tsdb;
 

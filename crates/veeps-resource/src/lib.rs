@@ -11,7 +11,7 @@
 pub mod metrics;
 pub mod part;
 
-pub use part::{Part, PartError, Parts};
+pub use part::{Part, PartError, Parts, Shutdown};
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};

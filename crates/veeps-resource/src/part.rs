@@ -45,13 +45,24 @@ pub trait Part: Send + Sync + 'static {
     /// part's supervisors.
     async fn resume(&self) {}
 
-    /// Stops what the part runs on the way down (the reverse of the start order).
-    async fn shutdown(&self) {}
+    /// Stops what the part runs on the way down (the reverse of the start order): its
+    /// control-plane work always, its data plane when `how` says everything stops.
+    async fn shutdown(&self, _how: Shutdown) {}
 
     /// Its API routes (merged into the API, behind its authentication), if any.
     fn routes(&self) -> Option<axum::Router> {
         None
     }
+}
+
+/// How far a shutdown goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// The control plane alone (`veeps server` ending, crashing or being replaced): what
+    /// serves traffic keeps running, and the next start adopts it.
+    ControlPlane,
+    /// Everything veeps started (`veeps up` ending, `veeps down`).
+    Everything,
 }
 
 /// Why a list of parts cannot run.
@@ -158,9 +169,9 @@ impl Parts {
     }
 
     /// Stops every part, dependents first.
-    pub async fn shutdown(&self) {
+    pub async fn shutdown(&self, how: Shutdown) {
         for p in self.0.iter().rev() {
-            p.shutdown().await;
+            p.shutdown(how).await;
         }
     }
 

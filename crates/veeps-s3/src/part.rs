@@ -131,7 +131,7 @@ impl Part for S3Part {
             .extend(tasks);
     }
 
-    async fn shutdown(&self) {
+    async fn shutdown(&self, _how: veeps_resource::Shutdown) {
         for t in self
             .tasks
             .lock()

@@ -103,6 +103,9 @@ pub struct Confine {
     pub session: bool,
     /// Set `no_new_privs`: neither it nor its children gain privileges through `exec`.
     pub no_new_privs: bool,
+    /// Its children start in a PID namespace of their own (the first is its PID 1): they
+    /// see only each other, and all die with that first child. Needs root or `user_ns`.
+    pub new_pidns: bool,
 }
 
 /// A bind mount inside the process's own mount namespace.
@@ -139,7 +142,7 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
         .map(|p| cstr(p))
         .collect::<Result<_, _>>()?;
     let new_netns = c.new_netns;
-    let (session, no_new_privs) = (c.session, c.no_new_privs);
+    let (session, no_new_privs, new_pidns) = (c.session, c.no_new_privs, c.new_pidns);
     let ids = c.ids;
     let binds: Vec<(CString, CString, bool)> = c
         .binds
@@ -212,6 +215,9 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
                         return Err(std::io::Error::last_os_error());
                     }
                 }
+            }
+            if new_pidns && libc::unshare(libc::CLONE_NEWPID) < 0 {
+                return Err(std::io::Error::last_os_error());
             }
             if !binds.is_empty() || !hide.is_empty() {
                 if user_ns.is_none() && libc::unshare(libc::CLONE_NEWNS) < 0 {

@@ -7,11 +7,13 @@
 //!   an unprivileged identity, a cgroup joined before `exec`);
 //! - [`cgroup`]: limits and statistics through cgroups v1 or v2;
 //! - [`garp`]: announcing an address that moved to a new interface;
+//! - [`init`]: the first process of a PID namespace (forwards signals, reaps orphans);
 //! - [`proc`]: signals and identities; [`now_ms`].
 
 pub mod cgroup;
 pub mod confine;
 pub mod garp;
+pub mod init;
 pub mod netns;
 pub mod proc;
 

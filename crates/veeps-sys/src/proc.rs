@@ -20,6 +20,23 @@ pub fn signal_group(pid: u32, sig: i32) {
     }
 }
 
+/// When process `pid` started (clock ticks since boot), or `None` when it is gone or a
+/// zombie: with the pid, it names one process for good (pids are reused).
+pub fn start_time(pid: u32) -> Option<u64> {
+    if pid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state), so field 22 (starttime) is f[19].
+    if matches!(f.first(), Some(&"Z") | Some(&"X") | None) {
+        return None;
+    }
+    f.get(19)?.parse().ok()
+}
+
 /// Whether this process runs as root (effective uid 0).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -93,6 +110,28 @@ pub fn unacknowledged(fd: std::os::fd::RawFd) -> usize {
     } else {
         0
     }
+}
+
+/// Waits up to `timeout_ms` for any of `fds` to be readable (or closed by the writer);
+/// returns which are. Single-threaded waiting, for processes that cannot start threads
+/// (a process whose children go to a PID namespace of their own).
+pub fn readable(fds: &[std::os::fd::RawFd], timeout_ms: i32) -> Vec<bool> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: poll reads and writes exactly `p.len()` pollfd entries of `p`.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+    if r <= 0 {
+        return vec![false; fds.len()];
+    }
+    p.iter()
+        .map(|x| x.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+        .collect()
 }
 
 #[cfg(test)]

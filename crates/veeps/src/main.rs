@@ -281,6 +281,8 @@ pub enum Command {
     /// veeps' certificate authority
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Stop the running server and everything it started (instances, balancers, databases); `veeps server` alone leaves them serving when it ends
+    Down,
     /// Operate PostgreSQL clusters: status, switchover, backups, restore, psql
     #[command(subcommand)]
     Db(DbCmd),
@@ -489,6 +491,11 @@ pub enum StateCmd {
 }
 
 fn main() {
+    // An instance's supervisor, started by the server for each instance: no CLI around it.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "shim") {
+        std::process::exit(veeps_compute::shim::main(args.collect()));
+    }
     let cli = match Cli::try_parse_from(terraform_spelling(std::env::args())) {
         Ok(c) => c,
         Err(e) => {

@@ -66,6 +66,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Alarm(AlarmCmd::History { env, name }) => alarm_history(&g, &env, &name),
         Command::Deliveries { env, topic } => deliveries(&g, &env, &topic),
         Command::Ca(CaCmd::Cert) => ca_cert(&g),
+        Command::Down => down(&g),
         Command::S3(S3Cmd::Credentials) => s3_credentials(&g),
         Command::S3(S3Cmd::Lifecycle { advance_days }) => s3_lifecycle(&g, advance_days),
         Command::Db(cmd) => crate::db::run(&g, cmd),
@@ -1102,6 +1103,22 @@ fn activity(g: &Global, env: &str, group: &str) -> R {
         );
     }
     Ok(0)
+}
+
+fn down(g: &Global) -> R {
+    let c = client(g)?;
+    c.post("/v1/system/down", &serde_json::json!({}))
+        .map_err(api_err)?;
+    eprintln!("veeps is stopping everything it runs...");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
+        if c.get_text("/v1/status").is_err() {
+            eprintln!("veeps stopped");
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Err("the server is still answering after 120 s; see its log".into())
 }
 
 fn ca_cert(g: &Global) -> R {

@@ -44,9 +44,14 @@ pub fn server(
             dir.display(),
             veeps_api::server::token_path(&dir).display()
         );
-        veeps_api::server::serve(state, listen, shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())?;
+        // Ending `veeps server` (or its crash, or its replacement) leaves what serves traffic
+        // running; `veeps down` stops it.
+        veeps_api::server::serve(state, listen, async {
+            shutdown_signal().await;
+            veeps_resource::Shutdown::ControlPlane
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         tracing::info!("shut down cleanly");
         Ok(0)
     })
@@ -108,6 +113,8 @@ pub fn up(
         });
         let server = tokio::spawn(veeps_api::server::serve_listener(state, listener, async {
             let _ = stop_rx.await;
+            // `veeps up` runs everything in the foreground: ending it stops everything.
+            veeps_resource::Shutdown::Everything
         }));
         println!("veeps is starting: data in {}\n", data.display());
         let mut failed = vec![];

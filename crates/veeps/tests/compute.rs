@@ -26,6 +26,9 @@ class H(http.server.BaseHTTPRequestHandler):
             while time.time() < end:
                 pass
             body = b"burnt"
+        elif self.path.startswith("/say/"):
+            print(self.path[5:], flush=True)
+            body = b"said"
         elif self.path == "/hog":
             while True:
                 hog.append(bytearray(16 * 1024 * 1024))
@@ -147,6 +150,7 @@ fn get(inst: &serde_json::Value, path: &str) -> String {
 }
 
 /// Processes in this server's instance cgroups.
+/// Instances with processes (each is a cgroup holding its shim, init and application).
 fn instance_processes(v: &Veeps) -> usize {
     let prefix = veeps_net::prefix_for(&v.data);
     let dir = std::path::Path::new("/sys/fs/cgroup/pids").join(&prefix);
@@ -157,10 +161,13 @@ fn instance_processes(v: &Veeps) -> usize {
     };
     let mut n = 0;
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        n += std::fs::read_to_string(e.path().join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .count();
+        let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+        let count = procs.lines().count();
+        assert!(
+            count == 0 || count == 3,
+            "an instance holds {count} processes, not its shim, init and application"
+        );
+        n += usize::from(count > 0);
     }
     n
 }
@@ -231,13 +238,39 @@ fn a_group_replaces_dead_and_oom_killed_instances_and_survives_a_restart() {
     });
     let act = v.ok(&["activity", "env", "app"]);
     assert!(act.contains("memory limit"), "{act}");
-    // kill -9 of the server: after the restart the group runs its 3 again, no more.
+    // kill -9 of the server: the instances keep running (their shims hold them), what
+    // they write meanwhile is kept, and the restarted server adopts them: the same
+    // instances and processes, no copy.
+    let before: Vec<(String, u64)> = in_service(&group(&v))
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["pid"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let first = in_service(&group(&v))[0].clone();
     v.kill9();
+    assert_eq!(get(&first, "/say/written-while-veeps-was-away"), "said");
     v.boot();
     wait_until("the group after a restart", 20, || {
         in_service(&group(&v)).len() == 3
     });
-    std::thread::sleep(Duration::from_millis(500));
+    let after: Vec<(String, u64)> = in_service(&group(&v))
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["pid"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(before, after, "the instances were not adopted as they were");
+    wait_until("the line written while veeps was away", 10, || {
+        v.ok(&["logs", "env", "app", "--since", "5m"])
+            .contains("written-while-veeps-was-away")
+    });
     assert_eq!(instance_processes(&v), 3, "two copies of an instance run");
     v.ok(&["plan", "env", "--detailed-exitcode"]);
     // Instance metrics reach the metrics store.

@@ -37,6 +37,7 @@ impl Compute {
                 launched_ms: now_ms(),
                 lifecycle: Lifecycle::Pending,
                 pid: 0,
+                started: 0,
                 failures: 0,
             };
             r.instances.push(inst.clone());
@@ -62,17 +63,23 @@ impl Compute {
             }
         };
         inst.address = ep.address.to_string();
-        match self.spawn(g, &spec, template, &image, &inst, &ep).await {
-            Ok(pid) => {
+        match self.spawn(&spec, template, &image, &inst, &ep).await {
+            Ok((pid, started)) => {
                 let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(i) = r.instances.iter_mut().find(|i| i.id == iid) {
                     i.pid = pid;
+                    i.started = started;
                     i.address = inst.address.clone();
                 }
                 self.save(&r);
                 drop(r);
+                self.follow(&spec, &iid);
                 self.activity(g, format!("Launching a new instance: {iid}"), cause);
-                Ok(Instance { pid, ..inst })
+                Ok(Instance {
+                    pid,
+                    started,
+                    ..inst
+                })
             }
             Err(e) => {
                 self.cleanup(g, &inst).await;
@@ -84,19 +91,32 @@ impl Compute {
         }
     }
 
+    /// The directory of an instance's shim (its spool and exit status) on the host.
+    pub(crate) fn shim_dir(&self, iid: &str) -> PathBuf {
+        self.data_dir.join("shims").join(iid)
+    }
+
+    /// Starts the instance's shim, which starts the instance; returns the shim's pid and
+    /// start time.
     pub(crate) async fn spawn(
         self: &Arc<Self>,
-        g: &Arc<Group>,
         spec: &GroupSpec,
         t: &Template,
         image: &crate::image::Image,
         inst: &Instance,
         ep: &veeps_net::Endpoint,
-    ) -> Result<u32, ComputeError> {
+    ) -> Result<(u32, u64), ComputeError> {
         let data = self.instance_dir(&inst.id);
         std::fs::create_dir_all(data.join("tmp"))?;
+        let shim_dir = self.shim_dir(&inst.id);
+        std::fs::create_dir_all(&shim_dir)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&shim_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         if let Some(ids) = self.ids {
             sandbox::chown_tree(&data, ids)?;
+            sandbox::chown_tree(&shim_dir, ids)?;
         }
         let image_root = self.images.root(&image.id);
         // With privileges, the image and the private directory are bind-mounted in a
@@ -105,12 +125,18 @@ impl Compute {
         // Without privileges, a user namespace (where the kernel allows one) gives the
         // instance the same mount namespace and binds, and hides the data directory.
         let userns = self.ids.is_none() && sandbox::user_namespaces();
-        let (image_at, data_at, binds) = if self.ids.is_some() || userns {
+        // The shim's directory and program are bound in too: in its own mount namespace
+        // only, so no other instance sees them, and whatever directories the veeps binary
+        // sits in.
+        let (image_at, data_at, shim_at, shim_exe, binds) = if self.ids.is_some() || userns {
             let run_dir = self.run_dir.clone();
             let base = run_dir.join(&inst.id);
-            let (im, da) = (base.join("image"), base.join("data"));
+            let (im, da, sh) = (base.join("image"), base.join("data"), base.join("shim"));
+            let exe = base.join("veeps");
             std::fs::create_dir_all(&im)?;
             std::fs::create_dir_all(&da)?;
+            std::fs::create_dir_all(&sh)?;
+            std::fs::write(&exe, b"")?;
             for d in [&run_dir, &base] {
                 use std::os::unix::fs::PermissionsExt;
                 // Unprivileged, the directories are ours alone; privileged, the instance's
@@ -129,10 +155,26 @@ impl Compute {
                     target: da.clone(),
                     readonly: false,
                 },
+                Bind {
+                    source: shim_dir.clone(),
+                    target: sh.clone(),
+                    readonly: false,
+                },
+                Bind {
+                    source: self.shim_exe.clone(),
+                    target: exe.clone(),
+                    readonly: true,
+                },
             ];
-            (im, da, binds)
+            (im, da, sh, exe, binds)
         } else {
-            (image_root.clone(), data.clone(), vec![])
+            (
+                image_root.clone(),
+                data.clone(),
+                shim_dir.clone(),
+                self.shim_exe.clone(),
+                vec![],
+            )
         };
         let cg = Cgroup::new(&self.cgroups, &self.prefix, &inst.id);
         cg.create(Limits {
@@ -146,8 +188,24 @@ impl Compute {
         } else {
             PathBuf::from(first)
         };
-        let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(&image.entrypoint[1..])
+        // A program missing from the image is an error of the launch, as exec's would be.
+        let on_host = if program.starts_with(&image_at) {
+            image_root.join(first)
+        } else {
+            program.clone()
+        };
+        if on_host.is_absolute() && !on_host.exists() {
+            return Err(ComputeError::Invalid(format!(
+                "cannot start {} in image {}: no such program",
+                program.display(),
+                image.id
+            )));
+        }
+        let mut cmd = std::process::Command::new(&shim_exe);
+        cmd.arg("shim")
+            .arg(&shim_at)
+            .arg(&program)
+            .args(&image.entrypoint[1..])
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .envs(&image.env)
@@ -162,9 +220,8 @@ impl Compute {
             .env("HOME", &data_at)
             .env("TMPDIR", data_at.join("tmp"))
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(false);
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         if let Some(p) = t.port {
             cmd.env("PORT", p.to_string());
         }
@@ -174,7 +231,7 @@ impl Compute {
         let (uid, gid) = veeps_sys::proc::ids();
         let me = sandbox::Ids { uid, gid };
         sandbox::confine(
-            cmd.as_std_mut(),
+            &mut cmd,
             &Confine {
                 netns: Some(ep.netns.clone()).filter(|n| !n.is_empty()),
                 new_netns: false,
@@ -190,32 +247,24 @@ impl Compute {
                 },
                 session: true,
                 no_new_privs: true,
+                new_pidns: self.ids.is_some() || userns,
             },
         )?;
         let mut child = cmd.spawn().map_err(|e| {
             ComputeError::Invalid(format!(
-                "cannot start {} in image {}: {e}",
+                "cannot start the supervisor of {} in image {}: {e}",
                 program.display(),
                 image.id
             ))
         })?;
-        let pid = child.id().unwrap_or(0);
-        self.obs
-            .capture(&mut child, &spec.env, &spec.name, &inst.id);
-        let g2 = g.clone();
-        let iid = inst.id.clone();
-        tokio::spawn(async move {
-            let status = match child.wait().await {
-                Ok(s) => s.to_string(),
-                Err(e) => e.to_string(),
-            };
-            g2.exited
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(iid, status);
-            g2.wake.notify_one();
+        let pid = child.id();
+        let started = veeps_sys::proc::start_time(pid).unwrap_or(0);
+        // Not our child to wait for: the shim's end is read from its directory (whoever
+        // runs the control plane then); a thread reaps it if it ends while we run.
+        std::thread::spawn(move || {
+            let _ = child.wait();
         });
-        Ok(pid)
+        Ok((pid, started))
     }
 
     /// Stops an instance: SIGTERM to its processes, SIGKILL after a grace period; then its
@@ -270,13 +319,19 @@ impl Compute {
         if let Err(e) = self.net.detach(&Self::endpoint_name(&spec, &inst.id)).await {
             tracing::warn!(instance = %inst.id, error = %e, "could not remove the instance's endpoint");
         }
+        // Its last lines, then its files.
+        self.unfollow(&spec, &inst.id);
         let base = self.run_dir.join(&inst.id);
         let _ = std::fs::remove_dir(base.join("image"));
         let _ = std::fs::remove_dir(base.join("data"));
+        let _ = std::fs::remove_dir(base.join("shim"));
+        let _ = std::fs::remove_file(base.join("veeps"));
         let _ = std::fs::remove_dir(&base);
         // The server's run directory goes with its last instance.
         let _ = std::fs::remove_dir(&self.run_dir);
         let _ = std::fs::remove_dir_all(self.instance_dir(&inst.id));
+        let _ = std::fs::remove_dir_all(self.shim_dir(&inst.id));
+        let _ = std::fs::remove_file(self.shim_dir(&inst.id).with_extension("read"));
         g.cpu
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -51,8 +51,6 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// A running group.
 pub(crate) struct Group {
     rec: Mutex<GroupRecord>,
-    /// Instance id -> exit status, filled by waiter tasks.
-    exited: Mutex<HashMap<String, String>>,
     /// Last CPU reading per instance: (time ns, cpu ns, percent of its limit).
     cpu: Mutex<HashMap<String, (u128, u64, f64)>>,
     /// A rollout is in charge of the count.
@@ -79,6 +77,19 @@ pub struct Compute {
     target_health: std::sync::OnceLock<Arc<dyn TargetHealth>>,
     /// The CA certificate instances trust (given to them as `VEEPS_CA_PEM`).
     ca_pem: String,
+    /// The program instances' shims run (this veeps).
+    shim_exe: PathBuf,
+    /// The spools of running instances, read into the log store.
+    follows: Arc<Mutex<HashMap<String, Follow>>>,
+    /// The thread reading them runs.
+    pumping: std::sync::atomic::AtomicBool,
+}
+
+/// An instance whose output is read into the log store.
+struct Follow {
+    env: String,
+    group: String,
+    reader: veeps_obs::spool::SpoolReader,
 }
 
 impl Compute {
@@ -126,6 +137,9 @@ impl Compute {
             groups: Mutex::new(HashMap::new()),
             target_health: std::sync::OnceLock::new(),
             ca_pem,
+            shim_exe: std::env::current_exe()?,
+            follows: Arc::new(Mutex::new(HashMap::new())),
+            pumping: false.into(),
         }))
     }
 
@@ -196,9 +210,9 @@ impl Compute {
                         last_scaled_ms: 0,
                     });
                 let g = self.start(rec);
-                // Instances of a previous run are gone with their pipes: stop what is
-                // left of them, so no two copies of one instance ever run.
-                self.clear_stale(&g).await;
+                // Instances of a previous run still running are adopted; the rest are
+                // cleaned up (and replaced).
+                self.adopt(&g).await;
                 g
             }
         };
@@ -258,15 +272,101 @@ impl Compute {
         }
     }
 
-    async fn clear_stale(self: &Arc<Self>, g: &Arc<Group>) {
-        let old: Vec<Instance> = {
+    /// Takes over the recorded instances whose shims still run (after a restart of veeps:
+    /// same processes, no duplicate) and cleans up after the others.
+    async fn adopt(self: &Arc<Self>, g: &Arc<Group>) {
+        let (spec, old) = {
             let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::take(&mut r.instances)
+            (r.spec.clone(), std::mem::take(&mut r.instances))
         };
+        let mut kept = vec![];
         for i in old {
-            let cause = "veeps restarted; the instance is replaced".to_string();
-            self.cleanup(g, &i).await;
-            self.activity(g, format!("Terminating instance {}", i.id), cause);
+            let runs = i.pid != 0
+                && i.started != 0
+                && i.lifecycle != Lifecycle::Terminating
+                && crate::shim::state(&self.shim_dir(&i.id), i.pid, i.started)
+                    == crate::shim::ShimState::Running
+                && self
+                    .net
+                    .endpoint_exists(&Self::endpoint_name(&spec, &i.id))
+                    .await;
+            if runs {
+                self.follow(&spec, &i.id);
+                kept.push(i);
+            } else {
+                // Nothing of it may run twice: its processes, if any, go with its cgroup.
+                self.cleanup(g, &i).await;
+                let cause = "veeps restarted and the instance was no longer running".to_string();
+                self.activity(g, format!("Terminating instance {}", i.id), cause);
+            }
+        }
+        if !kept.is_empty() {
+            tracing::info!(env = %spec.env, group = %spec.name, instances = kept.len(), "adopted running instances");
+        }
+        let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+        kept.append(&mut r.instances);
+        r.instances = kept;
+        self.save(&r);
+    }
+
+    /// Reads an instance's spool into the log store from now on (from where the last
+    /// reader stopped).
+    pub(crate) fn follow(self: &Arc<Self>, spec: &GroupSpec, iid: &str) {
+        let dir = self.shim_dir(iid);
+        let reader = veeps_obs::spool::SpoolReader::open(&dir, &dir.with_extension("read"));
+        self.follows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                iid.to_string(),
+                Follow {
+                    env: spec.env.clone(),
+                    group: spec.name.clone(),
+                    reader,
+                },
+            );
+        if !self.pumping.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let follows = self.follows.clone();
+            let obs = self.obs.clone();
+            let me = Arc::downgrade(self);
+            std::thread::Builder::new()
+                .name("instance-logs".into())
+                .spawn(move || {
+                    while me.strong_count() > 0 {
+                        let mut f = follows.lock().unwrap_or_else(|p| p.into_inner());
+                        for (iid, fl) in f.iter_mut() {
+                            pump(&obs, iid, fl);
+                        }
+                        drop(f);
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                })
+                .ok();
+        }
+    }
+
+    /// Reads the rest of an instance's spool and stops following it.
+    pub(crate) fn unfollow(&self, _spec: &GroupSpec, iid: &str) {
+        let f = self
+            .follows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(iid);
+        if let Some(mut f) = f {
+            pump(&self.obs, iid, &mut f);
+        }
+    }
+
+    /// Whether the instance ended, and how.
+    fn ended(&self, inst: &Instance) -> Option<String> {
+        use crate::shim::ShimState;
+        if inst.pid == 0 || inst.lifecycle == Lifecycle::Terminating {
+            return None;
+        }
+        match crate::shim::state(&self.shim_dir(&inst.id), inst.pid, inst.started) {
+            ShimState::Running => None,
+            ShimState::Exited(s) => Some(s),
+            ShimState::Gone => Some("its supervisor was killed".into()),
         }
     }
 
@@ -282,7 +382,7 @@ impl Compute {
                 continue;
             }
             let g = self.start(rec);
-            self.clear_stale(&g).await;
+            self.adopt(&g).await;
             g.wake.notify_one();
         }
     }
@@ -292,7 +392,6 @@ impl Compute {
         let id = rec.spec.id.clone();
         let g = Arc::new(Group {
             rec: Mutex::new(rec),
-            exited: Mutex::new(HashMap::new()),
             cpu: Mutex::new(HashMap::new()),
             refreshing: false.into(),
             rounds: 0.into(),
@@ -341,12 +440,18 @@ impl Compute {
 
     /// One supervisor step: reap exits, then bring the count to `desired`.
     async fn tick(self: &Arc<Self>, g: &Arc<Group>) {
-        let exits: Vec<(String, String)> = g
-            .exited
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
+        let exits: Vec<(String, String)> = {
+            let insts = g
+                .rec
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .instances
+                .clone();
+            insts
+                .iter()
+                .filter_map(|i| self.ended(i).map(|s| (i.id.clone(), s)))
+                .collect()
+        };
         for (iid, status) in exits {
             let inst = {
                 let r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
@@ -615,9 +720,10 @@ impl Compute {
         Ok(())
     }
 
-    /// Stops every instance of every group, keeping the records (the server is
-    /// stopping; the next start launches them again).
-    pub async fn shutdown(self: &Arc<Self>) {
+    /// Stops the supervisors. With `stop_instances` (`veeps up` ending, `veeps down`)
+    /// every instance stops too, the records kept (the next start launches them again);
+    /// without, instances keep running and the next start adopts them.
+    pub async fn shutdown(self: &Arc<Self>, stop_instances: bool) {
         let groups: Vec<Arc<Group>> = self
             .groups
             .lock()
@@ -627,6 +733,9 @@ impl Compute {
             .collect();
         for g in groups {
             let _ = g.stop.send(true);
+            if !stop_instances {
+                continue;
+            }
             let insts = g
                 .rec
                 .lock()
@@ -646,6 +755,11 @@ impl Compute {
             let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
             r.instances.clear();
             self.save(&r);
+        }
+        // What the instances wrote last is in the log store before the server goes.
+        let mut f = self.follows.lock().unwrap_or_else(|p| p.into_inner());
+        for (iid, fl) in f.iter_mut() {
+            pump(&self.obs, iid, fl);
         }
     }
 
@@ -721,6 +835,40 @@ impl Compute {
 }
 
 /// The subnet with the fewest live instances (the first such, in declared order).
+/// Moves what a spool holds into the log store.
+fn pump(obs: &Obs, iid: &str, f: &mut Follow) {
+    loop {
+        let (recs, lost) = match f.reader.read(1 << 20) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(instance = %iid, error = %e, "cannot read the instance's output");
+                return;
+            }
+        };
+        let line = |ts, stream: &str, text: String| veeps_obs::logs::LogLine {
+            ts,
+            env: f.env.clone(),
+            group: f.group.clone(),
+            source: iid.to_string(),
+            stream: stream.into(),
+            text,
+        };
+        if lost {
+            obs.log(line(
+                now_ms(),
+                "stderr",
+                "veeps: some output was lost (more than its spool holds was written while veeps was away)".into(),
+            ));
+        }
+        if recs.is_empty() {
+            return;
+        }
+        for r in recs {
+            obs.log(line(r.ts, &r.stream, r.text));
+        }
+    }
+}
+
 fn pick_subnet(r: &GroupRecord) -> String {
     let mut best = (usize::MAX, String::new());
     for s in &r.spec.subnets {

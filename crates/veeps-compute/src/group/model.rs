@@ -143,8 +143,13 @@ pub struct Instance {
     pub launched_ms: i64,
     /// Its state.
     pub lifecycle: Lifecycle,
-    /// Its process id.
+    /// Its supervisor's process id (the shim; the application is its grandchild, in a
+    /// PID namespace and process group of its own).
     pub pid: u32,
+    /// When that process started (clock ticks since boot): with `pid`, it names it for
+    /// good, across restarts of veeps.
+    #[serde(default)]
+    pub started: u64,
     /// Consecutive failed health checks.
     #[serde(default)]
     pub failures: u32,
