@@ -284,13 +284,15 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         policies.clone(),
     )));
     let lbs = veeps_lb::service::Lbs::new(
+        data_dir,
         store.clone(),
         net.clone(),
         obs.clone(),
         compute.clone(),
         certs.clone(),
         ca_pem.clone(),
-    );
+    )
+    .map_err(dd)?;
     compute.set_target_health(lbs.clone());
     let dbs = veeps_db::Dbs::new(
         data_dir,

@@ -33,10 +33,13 @@ impl Part for LbPart {
     async fn resume(&self) {
         self.0.reconcile_all().await;
         self.0.run();
+        self.0.run_access_logs();
     }
 
-    async fn shutdown(&self, _how: veeps_resource::Shutdown) {
-        self.0.shutdown();
+    async fn shutdown(&self, how: veeps_resource::Shutdown) {
+        self.0
+            .shutdown(how == veeps_resource::Shutdown::Everything)
+            .await;
     }
 
     fn routes(&self) -> Option<axum::Router> {

@@ -1,16 +1,21 @@
-//! The load balancer service: records the model (balancers, listeners, rules, target
-//! groups, attachments), places each balancer as an endpoint with a runtime of its own
-//! inside the endpoint's network namespace (so its sockets, to clients and to targets,
-//! live there), compiles the model into snapshots on every change, and keeps target
-//! groups' targets in line with attachments and auto scaling groups.
+//! The load balancer service, the control plane of balancers: records the model
+//! (balancers, listeners, rules, target groups, attachments), places each balancer as an
+//! endpoint, and runs its data plane as a process of its own ([`crate::plane`]) that keeps
+//! serving when the control plane stops, crashes or is replaced. Every change compiles the
+//! model into each balancer's configuration file and tells its plane to apply it (listeners
+//! are never restarted for a change); target groups' targets follow attachments and auto
+//! scaling groups. At start, running planes are adopted (the same process, no gap), and a
+//! plane of an older veeps hands its sockets to a new one.
 
-use crate::model::{Action, AttachmentSpec, LbSpec, ListenerSpec, Protocol, RuleSpec, TgSpec};
-use crate::proxy::{self, Compiled, ListenerRt, Snapshot, SniCerts, Stats};
-use crate::targets::TgState;
-use arc_swap::ArcSwap;
+use crate::model::{Action, AttachmentSpec, LbSpec, ListenerSpec, RuleSpec, TgSpec};
+use crate::plane::{
+    Applied, GroupHealth, Hello, PlaneCert, PlaneConfig, PlaneGroup, PlaneListener, Request,
+    StatsView, CONFIG, PIDFILE, SOCKET,
+};
+use crate::plane_client::{request, request_blocking};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use veeps_compute::Compute;
@@ -39,44 +44,14 @@ const K_RULE: &str = "lb/rule/";
 const K_TG: &str = "lb/tg/";
 const K_ATTACH: &str = "lb/attach/";
 
-struct Listening {
-    spec: ListenerSpec,
-    snap: Arc<ArcSwap<Snapshot>>,
-    sni: Arc<SniCerts>,
-    tasks: Vec<tokio::task::AbortHandle>,
-}
-
-/// A running balancer.
-struct Lb {
+/// A balancer's data-plane process, as the control plane knows it.
+struct PlaneRef {
     spec: LbSpec,
     address: std::net::Ipv4Addr,
-    workers: Workers,
-    /// A pooled client per worker.
-    clients: Vec<proxy::Client>,
-    stats: Arc<Stats>,
-    listeners: HashMap<String, Listening>,
-    tgs: HashMap<String, Arc<TgState>>,
-}
-
-impl Lb {
-    /// The first worker: health checks and draining run there.
-    fn handle(&self) -> tokio::runtime::Handle {
-        self.workers.handles[0].clone()
-    }
-}
-
-impl Drop for Lb {
-    fn drop(&mut self) {
-        for l in self.listeners.values() {
-            for t in &l.tasks {
-                t.abort();
-            }
-        }
-        for tg in self.tgs.values() {
-            tg.stop();
-        }
-        self.workers.stop();
-    }
+    netns: String,
+    dir: PathBuf,
+    /// The configuration it last applied (`None`: unknown, send it).
+    applied: Option<PlaneConfig>,
 }
 
 /// The service of one server.
@@ -88,7 +63,13 @@ pub struct Lbs {
     /// Issued certificates.
     pub certs: Arc<Certs>,
     ca_pem: String,
-    lbs: Mutex<HashMap<String, Lb>>,
+    /// Where planes keep their files (`DIR/ID/`).
+    dir: PathBuf,
+    /// The program planes run (this veeps).
+    exe: PathBuf,
+    planes: Mutex<HashMap<String, PlaneRef>>,
+    /// Each plane's last reported target health, by balancer id.
+    health: Mutex<HashMap<String, Vec<GroupHealth>>>,
     change: tokio::sync::Mutex<()>,
 }
 
@@ -96,60 +77,30 @@ fn io(e: impl std::fmt::Display) -> LbError {
     LbError::Io(e.to_string())
 }
 
-/// A balancer's worker threads, one per core, each with a single-threaded runtime and
-/// living in the balancer's network namespace (so every socket they open is there). Each
-/// accepts on its own SO_REUSEPORT socket and keeps its connections: no cross-thread
-/// wakeups, as nginx's workers.
-struct Workers {
-    handles: Vec<tokio::runtime::Handle>,
-    rts: Vec<veeps_sys::netns::NsRuntime>,
-}
-
-impl Workers {
-    fn start(ns: &str, name: &str) -> Result<Workers, LbError> {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 16);
-        let rts = veeps_sys::netns::NsRuntime::start_many(
-            &format!("lb-{name}"),
-            Some(ns).filter(|n| !n.is_empty()),
-            n,
-        )
-        .map_err(|e| {
-            LbError::Io(format!(
-                "a balancer worker could not start in its namespace: {e}"
-            ))
-        })?;
-        let handles = rts.iter().map(|r| r.handle().clone()).collect();
-        Ok(Workers { handles, rts })
-    }
-
-    fn stop(&mut self) {
-        self.rts.clear();
-    }
-}
-
 impl Lbs {
-    /// The service.
+    /// The service; planes keep their files under `data_dir/lb`.
     pub fn new(
+        data_dir: &Path,
         store: Arc<Store>,
         net: Arc<Net>,
         obs: Arc<Obs>,
         compute: Arc<Compute>,
         certs: Arc<Certs>,
         ca_pem: String,
-    ) -> Arc<Lbs> {
-        Arc::new(Lbs {
+    ) -> std::io::Result<Arc<Lbs>> {
+        Ok(Arc::new(Lbs {
             store,
             net,
             obs,
             compute,
             certs,
             ca_pem,
-            lbs: Mutex::new(HashMap::new()),
+            dir: data_dir.join("lb"),
+            exe: std::env::current_exe()?,
+            planes: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
             change: tokio::sync::Mutex::new(()),
-        })
+        }))
     }
 
     fn all<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Vec<T> {
@@ -187,7 +138,11 @@ impl Lbs {
         format!("{}/lb-{}", spec.env, spec.name)
     }
 
-    /// Creates or updates a balancer (placed, running); returns its address.
+    fn plane_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Creates or updates a balancer (placed, its data plane running); returns its address.
     pub async fn put_lb(self: &Arc<Self>, spec: LbSpec) -> Result<String, LbError> {
         let _g = self.change.lock().await;
         let subnet = spec
@@ -203,64 +158,185 @@ impl Lbs {
             })
             .await?;
         self.put(K_LB, &spec.id, &spec)?;
-        let running = {
-            let lbs = self.lbs.lock().unwrap_or_else(|p| p.into_inner());
-            lbs.get(&spec.id)
-                .map(|l| l.address == ep.address && l.spec.subnets.first() == spec.subnets.first())
-        };
-        match running {
-            Some(true) => {
-                let mut lbs = self.lbs.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(l) = lbs.get_mut(&spec.id) {
-                    l.spec = spec.clone();
-                }
-            }
-            _ => {
-                // (Re)start it in its namespace.
-                let old = self
-                    .lbs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&spec.id);
-                drop_lb(old);
-                let workers = Workers::start(&ep.netns, &spec.name)?;
-                let idle = Duration::from_secs(spec.idle_timeout.max(1));
-                let clients = workers
-                    .handles
-                    .iter()
-                    .map(|h| {
-                        let _e = h.enter();
-                        proxy::client(&self.ca_pem, idle)
-                    })
-                    .collect();
-                self.lbs.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                    spec.id.clone(),
-                    Lb {
-                        spec: spec.clone(),
-                        address: ep.address,
-                        workers,
-                        clients,
-                        stats: Arc::new(Stats::default()),
-                        listeners: HashMap::new(),
-                        tgs: HashMap::new(),
-                    },
-                );
-            }
-        }
+        self.ensure_plane(&spec, ep.address, &ep.netns).await?;
         self.apply_model().await?;
         Ok(ep.address.to_string())
+    }
+
+    /// Makes sure the balancer's data plane runs where it is placed: the one known, else
+    /// one left running by a previous control plane (adopted as it is, upgraded in place
+    /// when it runs an older veeps), else a new one.
+    async fn ensure_plane(
+        self: &Arc<Self>,
+        spec: &LbSpec,
+        address: std::net::Ipv4Addr,
+        netns: &str,
+    ) -> Result<(), LbError> {
+        let dir = self.plane_dir(&spec.id);
+        let known = {
+            let mut planes = self.planes.lock().unwrap_or_else(|p| p.into_inner());
+            match planes.get_mut(&spec.id) {
+                Some(p) if p.address == address && p.netns == netns => {
+                    p.spec = spec.clone();
+                    true
+                }
+                Some(_) => {
+                    planes.remove(&spec.id);
+                    false
+                }
+                None => false,
+            }
+        };
+        if known && self.plane_alive(&dir) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Its configuration holds listeners' private keys.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+        let running = self.plane_alive(&dir);
+        let same_place =
+            read_config(&dir).is_some_and(|c| c.address == address && c.netns == netns);
+        let version = if running && same_place {
+            request::<Hello>(&dir.join(SOCKET), &Request::Hello, Duration::from_secs(5))
+                .await
+                .ok()
+                .map(|h| h.version)
+        } else {
+            None
+        };
+        // Its configuration, as it stands (listeners follow with the model).
+        let cfg = self.compile_one(spec, address, netns, &self.model(Some(&spec.env)));
+        write_config(&dir, &cfg)?;
+        match version {
+            Some(v) if v == crate::plane::build_id() => {
+                tracing::info!(lb = %spec.name, "adopted the running load balancer data plane");
+            }
+            Some(v) => {
+                tracing::info!(lb = %spec.name, from = %v, "upgrading the load balancer data plane in place (it runs another build)");
+                self.spawn_plane(&dir, true).await?;
+            }
+            None => {
+                if running {
+                    // Placed elsewhere now: the old one goes first.
+                    self.stop_plane(&dir).await;
+                }
+                self.spawn_plane(&dir, false).await?;
+            }
+        }
+        self.planes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                spec.id.clone(),
+                PlaneRef {
+                    spec: spec.clone(),
+                    address,
+                    netns: netns.to_string(),
+                    dir,
+                    applied: None,
+                },
+            );
+        Ok(())
+    }
+
+    /// Whether the process named in the plane's pid file runs.
+    fn plane_alive(&self, dir: &Path) -> bool {
+        plane_pid(dir).is_some()
+    }
+
+    /// Starts a plane process (taking over the running one's sockets with `takeover`) and
+    /// waits until it answers.
+    pub async fn spawn_plane(&self, dir: &Path, takeover: bool) -> Result<(), LbError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("plane.log"))
+            .map_err(io)?;
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("lb-plane").arg(dir);
+        if takeover {
+            cmd.arg("--takeover");
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(io)?)
+            .stderr(log)
+            .env(
+                "VEEPS_LOG",
+                std::env::var("VEEPS_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        // A session of its own: the terminal's Ctrl-C and the server's end do not reach it.
+        veeps_sys::confine::confine(
+            &mut cmd,
+            &veeps_sys::confine::Confine {
+                session: true,
+                ..Default::default()
+            },
+        )
+        .map_err(io)?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| LbError::Io(format!("cannot start the balancer's data plane: {e}")))?;
+        let pid = child.id();
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if plane_pid(dir).map(|(p, _)| p) == Some(pid) {
+                return Ok(());
+            }
+            if veeps_sys::proc::start_time(pid).is_none() {
+                let tail = std::fs::read_to_string(dir.join("plane.log")).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                return Err(LbError::Io(format!(
+                    "the balancer's data plane exited at start: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                )));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(LbError::Io(
+                    "the balancer's data plane did not start within 20 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops a plane process and waits for it to go.
+    async fn stop_plane(&self, dir: &Path) {
+        let Some((pid, _)) = plane_pid(dir) else {
+            return;
+        };
+        let _ =
+            request::<serde_json::Value>(&dir.join(SOCKET), &Request::Stop, Duration::from_secs(5))
+                .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while plane_pid(dir).is_some() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if plane_pid(dir).is_some() {
+            veeps_sys::proc::signal(pid, libc::SIGKILL);
+        }
     }
 
     /// Stops and forgets a balancer.
     pub async fn delete_lb(self: &Arc<Self>, id: &str) -> Result<(), LbError> {
         let _g = self.change.lock().await;
         let spec: Option<LbSpec> = self.store.kv_get(&format!("{K_LB}{id}")).map_err(io)?;
-        let old = self
-            .lbs
+        self.planes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
-        drop_lb(old);
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        let dir = self.plane_dir(id);
+        self.stop_plane(&dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
         if let Some(spec) = spec {
             self.net.detach(&Self::endpoint_name(&spec)).await?;
         }
@@ -333,8 +409,9 @@ impl Lbs {
         self.apply_model().await
     }
 
-    /// Compiles the model into every balancer: listeners bound or closed, snapshots and
-    /// certificates swapped, target groups' settings and targets updated.
+    /// Compiles the model into every balancer's configuration and has each plane apply
+    /// it: listeners bound or closed, rules and certificates swapped, target groups'
+    /// settings and targets updated.
     async fn apply_model(self: &Arc<Self>) -> Result<(), LbError> {
         for (id, e) in self.compile_model().await {
             tracing::warn!(listener = %id, error = %e, "a listener could not start; the next apply of it retries");
@@ -342,324 +419,232 @@ impl Lbs {
         Ok(())
     }
 
-    /// Compiles the model into every balancer; returns the listeners that could not bind
-    /// (each left out, so the next apply retries it).
+    /// Everything recorded, read once for a compilation.
+    fn model(&self, also: Option<&str>) -> Model {
+        let attachments: Vec<AttachmentSpec> = self.all(K_ATTACH);
+        let planes = self.planes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut envs: std::collections::BTreeSet<String> =
+            planes.values().map(|l| l.spec.env.clone()).collect();
+        drop(planes);
+        envs.extend(also.map(str::to_string));
+        Model {
+            listeners: self.all(K_LISTENER),
+            rules: self.all(K_RULE),
+            tgs: self
+                .all::<TgSpec>(K_TG)
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
+                .collect(),
+            attachments,
+            // Each environment's groups once per compilation, not once per target group.
+            groups: envs.iter().flat_map(|e| self.compute.records(e)).collect(),
+        }
+    }
+
+    /// One balancer's configuration.
+    fn compile_one(
+        &self,
+        spec: &LbSpec,
+        address: std::net::Ipv4Addr,
+        netns: &str,
+        m: &Model,
+    ) -> PlaneConfig {
+        let mine: Vec<&ListenerSpec> = m.listeners.iter().filter(|l| l.lb_id == spec.id).collect();
+        // Target groups this balancer forwards to.
+        let mut used: Vec<String> = vec![];
+        let mut note = |a: &Action| {
+            if let Action::Forward { groups, .. } = a {
+                for (g, _) in groups {
+                    if !used.contains(g) {
+                        used.push(g.clone());
+                    }
+                }
+            }
+        };
+        let mut listeners = vec![];
+        for l in &mine {
+            note(&l.default_action);
+            let mut rules: Vec<RuleSpec> = m
+                .rules
+                .iter()
+                .filter(|r| r.listener_id == l.id)
+                .cloned()
+                .collect();
+            rules.sort_by_key(|r| r.priority);
+            for r in &rules {
+                note(&r.action);
+            }
+            let mut certs = vec![];
+            for c in &l.certificates {
+                match self.certs.get(c) {
+                    Some(issued) => certs.push(PlaneCert {
+                        names: issued.names.clone(),
+                        chain_pem: issued.chain_pem.clone(),
+                        key_pem: issued.key_pem.clone(),
+                    }),
+                    None => {
+                        tracing::warn!(certificate = %c, "listener names an unknown certificate")
+                    }
+                }
+            }
+            listeners.push(PlaneListener {
+                spec: (*l).clone(),
+                rules,
+                certs,
+            });
+        }
+        let mut groups = vec![];
+        for id in &used {
+            let Some(tg) = m.tgs.get(id) else { continue };
+            let port = tg.port;
+            let mut want: Vec<SocketAddr> = m
+                .attachments
+                .iter()
+                .filter(|a| &a.tg_id == id)
+                .filter_map(|a| {
+                    a.target
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(|ip| SocketAddr::new(ip, a.port.unwrap_or(port)))
+                })
+                .collect();
+            for g in m
+                .groups
+                .iter()
+                .filter(|g| g.spec.target_groups.contains(id))
+            {
+                for i in &g.instances {
+                    if i.lifecycle == veeps_compute::group::Lifecycle::Terminating || i.pid == 0 {
+                        continue;
+                    }
+                    if let Ok(ip) = i.address.parse::<std::net::IpAddr>() {
+                        want.push(SocketAddr::new(ip, port));
+                    }
+                }
+            }
+            want.sort();
+            want.dedup();
+            groups.push(PlaneGroup {
+                spec: tg.clone(),
+                targets: want,
+            });
+        }
+        PlaneConfig {
+            lb: spec.clone(),
+            address,
+            netns: netns.to_string(),
+            ca_pem: self.ca_pem.clone(),
+            listeners,
+            groups,
+        }
+    }
+
+    /// Compiles every balancer; each whose configuration changed writes it and has its plane
+    /// apply it. Returns the listeners that could not bind (each left out, so the next
+    /// apply retries it).
     async fn compile_model(self: &Arc<Self>) -> Vec<(String, LbError)> {
-        let listeners: Vec<ListenerSpec> = self.all(K_LISTENER);
-        let rules: Vec<RuleSpec> = self.all(K_RULE);
-        let tgs: BTreeMap<String, TgSpec> = self
-            .all::<TgSpec>(K_TG)
-            .into_iter()
-            .map(|t| (t.id.clone(), t))
+        let m = self.model(None);
+        let planes: Vec<(
+            String,
+            LbSpec,
+            std::net::Ipv4Addr,
+            String,
+            PathBuf,
+            Option<PlaneConfig>,
+        )> = self
+            .planes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, p)| {
+                (
+                    id.clone(),
+                    p.spec.clone(),
+                    p.address,
+                    p.netns.clone(),
+                    p.dir.clone(),
+                    p.applied.clone(),
+                )
+            })
             .collect();
-        let mut binds = vec![];
-        {
-            let mut lbs = self.lbs.lock().unwrap_or_else(|p| p.into_inner());
-            for lb in lbs.values_mut() {
-                let mine: Vec<&ListenerSpec> =
-                    listeners.iter().filter(|l| l.lb_id == lb.spec.id).collect();
-                // Target groups this balancer forwards to.
-                let mut used: Vec<String> = vec![];
-                let mut note = |a: &Action| {
-                    if let Action::Forward { groups, .. } = a {
-                        for (g, _) in groups {
-                            if !used.contains(g) {
-                                used.push(g.clone());
-                            }
-                        }
-                    }
-                };
-                for l in &mine {
-                    note(&l.default_action);
-                    for r in rules.iter().filter(|r| r.listener_id == l.id) {
-                        note(&r.action);
-                    }
-                }
-                lb.tgs.retain(|id, st| {
-                    let keep = used.contains(id) && tgs.contains_key(id);
-                    if !keep {
-                        st.stop();
-                    }
-                    keep
-                });
-                for id in &used {
-                    if let Some(spec) = tgs.get(id) {
-                        match lb.tgs.get(id) {
-                            Some(st) => st.spec.store(Arc::new(spec.clone())),
-                            None => {
-                                lb.tgs.insert(id.clone(), TgState::new(spec.clone()));
-                            }
-                        }
-                    }
-                }
-                let compile = |a: &Action| -> Compiled {
-                    match a {
-                        Action::Forward {
-                            groups,
-                            stickiness_secs,
-                        } => {
-                            let gs: Vec<_> = groups
-                                .iter()
-                                .filter_map(|(g, w)| {
-                                    lb.tgs.get(g).map(|st| (g.clone(), st.clone(), *w))
-                                })
-                                .collect();
-                            let sticky = if *stickiness_secs > 0 {
-                                *stickiness_secs
-                            } else {
-                                gs.first()
-                                    .map(|g| g.1.spec.load().stickiness_secs)
-                                    .unwrap_or(0)
-                            };
-                            Compiled::Forward { groups: gs, sticky }
-                        }
-                        other => Compiled::Other(other.clone()),
-                    }
-                };
-                // Listeners gone: close them.
-                lb.listeners.retain(|id, l| {
-                    let keep = mine.iter().any(|m| {
-                        &m.id == id
-                            && m.port == l.spec.port
-                            && m.protocol == l.spec.protocol
-                            && m.host_port == l.spec.host_port
-                    });
-                    if !keep {
-                        for t in &l.tasks {
-                            t.abort();
-                        }
-                    }
-                    keep
-                });
-                for l in &mine {
-                    let mut rs: Vec<&RuleSpec> =
-                        rules.iter().filter(|r| r.listener_id == l.id).collect();
-                    rs.sort_by_key(|r| r.priority);
-                    let snap = Snapshot {
-                        rules: rs
-                            .iter()
-                            .map(|r| (r.id.clone(), r.conditions.clone(), compile(&r.action)))
-                            .collect(),
-                        default: compile(&l.default_action),
-                    };
-                    let mut keys = vec![];
-                    for c in &l.certificates {
-                        match self.certs.get(c) {
-                            Some(issued) => {
-                                match proxy::certified_key(&issued.chain_pem, &issued.key_pem) {
-                                    Ok(k) => keys.push((issued.names.clone(), k)),
-                                    Err(e) => {
-                                        tracing::error!(certificate = %c, error = %e, "unusable certificate")
-                                    }
-                                }
-                            }
-                            None => {
-                                tracing::warn!(certificate = %c, "listener names an unknown certificate")
-                            }
-                        }
-                    }
-                    match lb.listeners.get_mut(&l.id) {
-                        Some(run) => {
-                            run.snap.store(Arc::new(snap));
-                            run.sni.certs.store(Arc::new(keys));
-                            run.spec = (*l).clone();
-                        }
-                        None => {
-                            let sni = Arc::new(SniCerts::default());
-                            sni.certs.store(Arc::new(keys));
-                            let snap = Arc::new(ArcSwap::from_pointee(snap));
-                            binds.push((
-                                lb.spec.id.clone(),
-                                (*l).clone(),
-                                snap.clone(),
-                                sni.clone(),
-                            ));
-                            lb.listeners.insert(
-                                l.id.clone(),
-                                Listening {
-                                    spec: (*l).clone(),
-                                    snap,
-                                    sni,
-                                    tasks: vec![],
-                                },
-                            );
-                        }
-                    }
-                }
-            }
-        }
         let mut failures = vec![];
-        for (lb_id, l, snap, sni) in binds {
-            if let Err(e) = self.bind(&lb_id, &l, snap, sni).await {
-                self.lbs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_mut(&lb_id)
-                    .map(|lb| lb.listeners.remove(&l.id));
-                failures.push((l.id.clone(), e));
+        for (id, spec, address, netns, dir, applied) in planes {
+            let cfg = self.compile_one(&spec, address, netns.as_str(), &m);
+            if applied.as_ref() == Some(&cfg) {
+                continue;
+            }
+            if let Err(e) = write_config(&dir, &cfg) {
+                failures.push((id.clone(), e));
+                continue;
+            }
+            match request::<Applied>(&dir.join(SOCKET), &Request::Apply, Duration::from_secs(30))
+                .await
+            {
+                Ok(a) => {
+                    let failed: Vec<String> = a.failures.iter().map(|(l, _)| l.clone()).collect();
+                    failures.extend(a.failures.into_iter().map(|(l, e)| (l, LbError::Io(e))));
+                    // A listener left out is retried at the next change.
+                    let mut planes = self.planes.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(p) = planes.get_mut(&id) {
+                        p.applied = failed.is_empty().then_some(cfg);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(lb = %spec.name, error = %e, "the balancer's data plane did not apply its configuration");
+                    failures.push((id.clone(), LbError::Io(e.to_string())));
+                }
             }
         }
-        self.refresh_targets();
         failures
     }
 
-    async fn bind(
-        self: &Arc<Self>,
-        lb_id: &str,
-        l: &ListenerSpec,
-        snap: Arc<ArcSwap<Snapshot>>,
-        sni: Arc<SniCerts>,
-    ) -> Result<(), LbError> {
-        let (handles, addr, rts) = {
-            let lbs = self.lbs.lock().unwrap_or_else(|p| p.into_inner());
-            let lb = lbs
-                .get(lb_id)
-                .ok_or_else(|| LbError::Invalid(format!("load balancer {lb_id} is not running")))?;
-            let idle = Duration::from_secs(lb.spec.idle_timeout.max(1));
-            let tls = (l.protocol == Protocol::Https).then(|| proxy::acceptor(sni.clone()));
-            // One cap for the listener, whichever worker or the host's port accepts.
-            let slots = Arc::new(tokio::sync::Semaphore::new(
-                veeps_http::per_listener_connections(),
-            ));
-            let rts: Vec<Arc<ListenerRt>> = lb
-                .clients
-                .iter()
-                .map(|client| {
-                    Arc::new(ListenerRt {
-                        ctx: Arc::new(proxy::Ctx {
-                            env: lb.spec.env.clone(),
-                            lb_name: lb.spec.name.clone(),
-                            snap: snap.clone(),
-                            protocol: l.protocol,
-                            port: l.port,
-                            client: client.clone(),
-                            stats: lb.stats.clone(),
-                            logs: lb.spec.access_logs.then(|| self.obs.clone()),
-                            timeout: idle,
-                        }),
-                        tls: tls.clone(),
-                        sni: sni.clone(),
-                        idle,
-                        slots: slots.clone(),
-                    })
-                })
-                .collect();
-            (
-                lb.workers.handles.clone(),
-                SocketAddr::from((lb.address, l.port)),
-                rts,
-            )
-        };
-        // Each worker binds its own SO_REUSEPORT socket, inside the namespace.
-        let mut tasks: Vec<tokio::task::AbortHandle> = vec![];
-        for (h, rt) in handles.iter().zip(&rts) {
-            let bound = h
-                .spawn(async move { bind_reuse(addr) })
-                .await
-                .map_err(io)
-                .and_then(|r| r.map_err(|e| LbError::Io(format!("cannot listen on {addr}: {e}"))));
-            let listener = match bound {
-                Ok(l) => l,
-                Err(e) => {
-                    for t in &tasks {
-                        t.abort();
-                    }
-                    return Err(e);
-                }
-            };
-            tasks.push(
-                h.spawn(proxy::accept_loop(listener, rt.clone()))
-                    .abort_handle(),
-            );
+    /// Brings every target group's targets in line with attachments and groups, and
+    /// reads the planes' view of their health.
+    pub async fn refresh_targets(self: &Arc<Self>) {
+        if let Ok(_g) = self.change.try_lock() {
+            for (id, e) in self.compile_model().await {
+                tracing::debug!(listener = %id, error = %e, "refresh");
+            }
         }
-        if let Some(hp) = l.host_port {
-            // The host's loopback: accepted here (the host's namespace), served by the
-            // workers in turn.
-            let host = match tokio::net::TcpListener::bind(("127.0.0.1", hp)).await {
-                Ok(h) => h,
-                Err(e) => {
-                    // The workers' sockets close with their tasks: nothing half-bound stays.
-                    for t in &tasks {
-                        t.abort();
-                    }
-                    return Err(LbError::Io(format!("cannot listen on 127.0.0.1:{hp}: {e}")));
-                }
-            };
-            tasks.push(
-                tokio::spawn(async move {
-                    let mut next = 0usize;
-                    loop {
-                        let Ok(permit) = rts[0].slots.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let Ok((s, peer)) = host.accept().await else {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        };
-                        let Ok(std) = s.into_std() else { continue };
-                        next = (next + 1) % handles.len();
-                        let rt = rts[next].clone();
-                        handles[next].spawn(async move {
-                            let _permit = permit;
-                            if let Ok(s) = tokio::net::TcpStream::from_std(std) {
-                                let _ = s.set_nodelay(true);
-                                proxy::serve_stream(s, peer, rt).await;
-                            }
-                        });
-                    }
-                })
-                .abort_handle(),
-            );
-        }
-        if let Some(run) = self
-            .lbs
+        let planes: Vec<(String, PathBuf)> = self
+            .planes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_mut(lb_id)
-            .and_then(|lb| lb.listeners.get_mut(&l.id))
-        {
-            run.tasks = tasks;
-        }
-        tracing::info!(listener = %addr, "load balancer listening");
-        Ok(())
-    }
-
-    /// Brings every target group's targets in line with attachments and groups.
-    pub fn refresh_targets(&self) {
-        let attachments: Vec<AttachmentSpec> = self.all(K_ATTACH);
-        let lbs = self.lbs.lock().unwrap_or_else(|p| p.into_inner());
-        let envs: std::collections::BTreeSet<String> =
-            lbs.values().map(|l| l.spec.env.clone()).collect();
-        // Each environment's groups once per refresh, not once per target group.
-        let groups: Vec<veeps_compute::group::GroupRecord> =
-            envs.iter().flat_map(|e| self.compute.records(e)).collect();
-        for lb in lbs.values() {
-            for (id, st) in &lb.tgs {
-                let port = st.spec.load().port;
-                let mut want: Vec<SocketAddr> = attachments
-                    .iter()
-                    .filter(|a| &a.tg_id == id)
-                    .filter_map(|a| {
-                        a.target
-                            .parse::<std::net::IpAddr>()
-                            .ok()
-                            .map(|ip| SocketAddr::new(ip, a.port.unwrap_or(port)))
-                    })
-                    .collect();
-                for g in groups.iter().filter(|g| g.spec.target_groups.contains(id)) {
-                    for i in &g.instances {
-                        if i.lifecycle == veeps_compute::group::Lifecycle::Terminating || i.pid == 0
+            .iter()
+            .map(|(id, p)| (id.clone(), p.dir.clone()))
+            .collect();
+        for (id, dir) in planes {
+            match request::<Vec<GroupHealth>>(
+                &dir.join(SOCKET),
+                &Request::Health,
+                Duration::from_secs(2),
+            )
+            .await
+            {
+                Ok(h) => {
+                    self.health
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, h);
+                }
+                Err(e) => {
+                    tracing::warn!(lb = %id, error = %e, "cannot read a balancer's target health");
+                    // Gone (killed): start it again from its last configuration.
+                    if plane_pid(&dir).is_none() {
+                        let _g = self.change.lock().await;
+                        if let Err(e) = self.spawn_plane(&dir, false).await {
+                            tracing::error!(lb = %id, error = %e, "cannot restart a balancer's data plane");
+                        } else if let Some(p) = self
+                            .planes
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_mut(&id)
                         {
-                            continue;
-                        }
-                        if let Ok(ip) = i.address.parse::<std::net::IpAddr>() {
-                            want.push(SocketAddr::new(ip, port));
+                            tracing::warn!(lb = %id, "restarted a balancer's data plane that had died");
+                            p.applied = None;
                         }
                     }
                 }
-                want.sort();
-                want.dedup();
-                st.set_targets(&want, &lb.clients[0], &lb.handle());
             }
         }
     }
@@ -672,100 +657,101 @@ impl Lbs {
             loop {
                 t.tick().await;
                 let Some(me) = weak.upgrade() else { break };
-                me.refresh_targets();
+                me.refresh_targets().await;
             }
         });
     }
 
     /// Target health by target group, as each balancer sees it.
     pub fn target_health(&self, env_filter: Option<&str>) -> Vec<serde_json::Value> {
-        let lbs = self.lbs.lock().unwrap_or_else(|p| p.into_inner());
+        let planes = self.planes.lock().unwrap_or_else(|p| p.into_inner());
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = vec![];
-        for lb in lbs
-            .values()
-            .filter(|l| env_filter.is_none_or(|e| l.spec.env == e))
+        for (id, p) in planes
+            .iter()
+            .filter(|(_, l)| env_filter.is_none_or(|e| l.spec.env == e))
         {
-            for (id, st) in &lb.tgs {
-                let targets: Vec<serde_json::Value> = st
+            for g in health.get(id).into_iter().flatten() {
+                let targets: Vec<serde_json::Value> = g
                     .targets
-                    .load()
                     .iter()
-                    .map(|t| serde_json::json!({
-                        "target": t.addr.to_string(),
-                        "state": if t.draining.load(Ordering::Relaxed) { "draining" } else if t.healthy.load(Ordering::Relaxed) { "healthy" } else { "unhealthy" },
-                        "in_flight": t.in_flight.load(Ordering::Relaxed),
-                    }))
+                    .map(|t| {
+                        serde_json::json!({
+                            "target": t.addr.to_string(),
+                            "state": t.state,
+                            "in_flight": t.in_flight,
+                        })
+                    })
                     .collect();
-                out.push(serde_json::json!({"load_balancer": lb.spec.name, "target_group": st.spec.load().name, "target_group_id": id, "targets": targets}));
+                out.push(serde_json::json!({"load_balancer": p.spec.name, "target_group": g.name, "target_group_id": g.id, "targets": targets}));
             }
         }
         out
     }
 
-    /// Metrics of every balancer.
+    /// Metrics of every balancer, read from their planes.
     pub fn samples(&self) -> Vec<veeps_obs::collect::Sample> {
         use veeps_obs::collect::Sample;
-        let lbs = self.lbs.lock().unwrap_or_else(|p| p.into_inner());
+        let planes: Vec<(LbSpec, PathBuf)> = self
+            .planes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|p| (p.spec.clone(), p.dir.clone()))
+            .collect();
         let mut out = vec![];
-        for lb in lbs.values() {
+        for (spec, dir) in planes {
+            let s: StatsView = match request_blocking(
+                &dir.join(SOCKET),
+                &Request::Stats,
+                Duration::from_secs(1),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(lb = %spec.name, error = %e, "no counters from a balancer");
+                    continue;
+                }
+            };
             let l = [
-                ("env", lb.spec.env.as_str()),
-                ("load_balancer", lb.spec.name.as_str()),
+                ("env", spec.env.as_str()),
+                ("load_balancer", spec.name.as_str()),
             ];
-            let s = &lb.stats;
-            out.push(Sample::new(
-                "lb_request_count_total",
-                &l,
-                s.requests.load(Ordering::Relaxed) as f64,
-            ));
+            out.push(Sample::new("lb_request_count_total", &l, s.requests as f64));
             for (i, name) in [
                 (2, "lb_http_2xx_total"),
                 (3, "lb_http_3xx_total"),
                 (4, "lb_http_4xx_total"),
                 (5, "lb_http_5xx_total"),
             ] {
-                out.push(Sample::new(
-                    name,
-                    &l,
-                    s.status[i].load(Ordering::Relaxed) as f64,
-                ));
+                out.push(Sample::new(name, &l, s.status[i] as f64));
             }
             out.push(Sample::new(
                 "lb_received_bytes_total",
                 &l,
-                s.bytes_in.load(Ordering::Relaxed) as f64,
+                s.bytes_in as f64,
             ));
-            out.push(Sample::new(
-                "lb_sent_bytes_total",
-                &l,
-                s.bytes_out.load(Ordering::Relaxed) as f64,
-            ));
+            out.push(Sample::new("lb_sent_bytes_total", &l, s.bytes_out as f64));
             out.push(Sample::new(
                 "lb_active_connections",
                 &l,
-                s.connections.load(Ordering::Relaxed) as f64,
+                s.connections as f64,
             ));
             out.push(Sample::new(
                 "lb_retried_requests_total",
                 &l,
-                s.retries.load(Ordering::Relaxed) as f64,
+                s.retries as f64,
             ));
-            for (k, v) in s.latency.take() {
+            for (k, v) in s.latency {
                 out.push(Sample::new(
                     &format!("lb_target_response_seconds_{k}"),
                     &l,
                     v,
                 ));
             }
-            for (id, n, usable) in crate::targets::take_requests(&lb.tgs) {
-                let name = lb
-                    .tgs
-                    .get(&id)
-                    .map(|t| t.spec.load().name.clone())
-                    .unwrap_or_default();
+            for (_, name, n, usable, h, u) in s.groups {
                 let tl = [
-                    ("env", lb.spec.env.as_str()),
-                    ("load_balancer", lb.spec.name.as_str()),
+                    ("env", spec.env.as_str()),
+                    ("load_balancer", spec.name.as_str()),
                     ("target_group", name.as_str()),
                 ];
                 out.push(Sample::new(
@@ -773,89 +759,192 @@ impl Lbs {
                     &tl,
                     n as f64 / usable.max(1) as f64,
                 ));
-                if let Some(st) = lb.tgs.get(&id) {
-                    let (h, u) = st.counts();
-                    out.push(Sample::new("lb_healthy_host_count", &tl, h as f64));
-                    out.push(Sample::new("lb_unhealthy_host_count", &tl, u as f64));
-                }
+                out.push(Sample::new("lb_healthy_host_count", &tl, h as f64));
+                out.push(Sample::new("lb_unhealthy_host_count", &tl, u as f64));
             }
         }
         out
     }
 
-    /// Stops every balancer (the server is stopping).
-    pub fn shutdown(&self) {
-        let all: Vec<Lb> = self
-            .lbs
+    /// Reads the planes' access logs into the log store (from where the last reader
+    /// stopped: lines written while the control plane was away come now).
+    pub fn pump_access_logs(&self, readers: &mut HashMap<String, veeps_obs::spool::SpoolReader>) {
+        let planes: Vec<(String, LbSpec, PathBuf)> = self
+            .planes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, l)| l)
+            .iter()
+            .map(|(id, p)| (id.clone(), p.spec.clone(), p.dir.clone()))
             .collect();
-        for l in all {
-            drop_lb(Some(l));
+        readers.retain(|id, _| planes.iter().any(|(p, _, _)| p == id));
+        for (id, spec, dir) in planes {
+            let r = readers.entry(id).or_insert_with(|| {
+                veeps_obs::spool::SpoolReader::open(&dir, &dir.join("out.read"))
+            });
+            while let Ok((recs, _lost)) = r.read(1 << 20) {
+                if recs.is_empty() {
+                    break;
+                }
+                for rec in recs {
+                    let (source, stream) =
+                        rec.stream.split_once('/').unwrap_or(("lb", &rec.stream));
+                    self.obs.log(veeps_obs::logs::LogLine {
+                        ts: rec.ts,
+                        env: spec.env.clone(),
+                        group: format!("lb-{}", spec.name),
+                        source: source.to_string(),
+                        stream: stream.to_string(),
+                        text: rec.text,
+                    });
+                }
+            }
         }
     }
 
-    fn tg_states(&self) -> Vec<(String, Arc<TgState>)> {
-        self.lbs
+    /// Starts reading the planes' access logs (every 500 ms).
+    pub fn run_access_logs(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("lb-access-logs".into())
+            .spawn(move || {
+                let mut readers = HashMap::new();
+                while let Some(me) = weak.upgrade() {
+                    me.pump_access_logs(&mut readers);
+                    drop(me);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })
+            .ok();
+    }
+
+    /// The control plane is stopping: with `everything`, every balancer's data plane
+    /// stops too; without, they keep serving and the next start adopts them.
+    pub async fn shutdown(&self, everything: bool) {
+        if !everything {
+            return;
+        }
+        let dirs: Vec<PathBuf> = self
+            .planes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, p)| p.dir)
+            .collect();
+        for d in dirs {
+            self.stop_plane(&d).await;
+        }
+    }
+
+    fn cached_groups(&self) -> Vec<GroupHealth> {
+        self.health
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .flat_map(|l| {
-                l.tgs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<Vec<_>>()
-            })
+            .flatten()
+            .cloned()
             .collect()
     }
 }
 
-fn drop_lb(lb: Option<Lb>) {
-    // A runtime must not be dropped inside another's async context: shut down in the
-    // background (Lb's Drop does so).
-    drop(lb);
+/// What a compilation reads.
+struct Model {
+    listeners: Vec<ListenerSpec>,
+    rules: Vec<RuleSpec>,
+    tgs: BTreeMap<String, TgSpec>,
+    attachments: Vec<AttachmentSpec>,
+    groups: Vec<veeps_compute::group::GroupRecord>,
 }
 
-fn bind_reuse(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let s = tokio::net::TcpSocket::new_v4()?;
-    s.set_reuseaddr(true)?;
-    s.set_reuseport(true)?;
-    s.bind(addr)?;
-    s.listen(4096)
+fn read_config(dir: &Path) -> Option<PlaneConfig> {
+    serde_json::from_slice(&std::fs::read(dir.join(CONFIG)).ok()?).ok()
+}
+
+fn write_config(dir: &Path, cfg: &PlaneConfig) -> Result<(), LbError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!("{CONFIG}.tmp"));
+    let body = serde_json::to_vec(cfg).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(&body).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, dir.join(CONFIG)).map_err(io)
+}
+
+/// The plane process named in `dir`'s pid file, if it still runs.
+fn plane_pid(dir: &Path) -> Option<(u32, u64)> {
+    let text = std::fs::read_to_string(dir.join(PIDFILE)).ok()?;
+    let (p, s) = text.trim().split_once(' ')?;
+    let (pid, started): (u32, u64) = (p.parse().ok()?, s.parse().ok()?);
+    (veeps_sys::proc::start_time(pid) == Some(started)).then_some((pid, started))
 }
 
 #[async_trait::async_trait]
 impl veeps_compute::group::TargetHealth for Lbs {
     fn healthy(&self, target_groups: &[String], address: &str) -> Option<bool> {
         let ip: std::net::IpAddr = address.parse().ok()?;
-        let states = self.tg_states();
-        crate::targets::find(states.iter().map(|(k, v)| (k, v)), target_groups, ip)
+        let mut seen = None;
+        for g in self
+            .cached_groups()
+            .iter()
+            .filter(|g| target_groups.contains(&g.id))
+        {
+            for t in g
+                .targets
+                .iter()
+                .filter(|t| t.addr.ip() == ip && t.state != "draining")
+            {
+                seen = Some(seen.unwrap_or(true) && t.state == "healthy");
+            }
+        }
+        seen
     }
     fn requests(&self, target_groups: &[String]) -> u64 {
-        self.tg_states()
+        self.cached_groups()
             .iter()
-            .filter(|(id, _)| target_groups.contains(id))
-            .map(|(_, s)| s.requests_total.load(Ordering::Relaxed))
+            .filter(|g| target_groups.contains(&g.id))
+            .map(|g| g.requests_total)
             .sum()
     }
     fn serves(&self, target_groups: &[String]) -> bool {
-        self.tg_states()
+        self.cached_groups()
             .iter()
-            .any(|(id, _)| target_groups.contains(id))
+            .any(|g| target_groups.contains(&g.id))
     }
     async fn drain(&self, target_groups: &[String], address: &str) {
         let Ok(ip) = address.parse::<std::net::IpAddr>() else {
             return;
         };
-        let states: Vec<Arc<TgState>> = self
-            .tg_states()
-            .into_iter()
-            .filter(|(id, _)| target_groups.contains(id))
-            .map(|(_, s)| s)
-            .collect();
-        let waits: Vec<_> = states.iter().map(|s| s.drain(ip)).collect();
+        let dirs: Vec<PathBuf> = {
+            let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            let planes = self.planes.lock().unwrap_or_else(|p| p.into_inner());
+            planes
+                .iter()
+                .filter(|(id, _)| {
+                    health
+                        .get(*id)
+                        .is_some_and(|gs| gs.iter().any(|g| target_groups.contains(&g.id)))
+                })
+                .map(|(_, p)| p.dir.clone())
+                .collect()
+        };
+        let req = Request::Drain {
+            groups: target_groups.to_vec(),
+            ip,
+        };
+        let waits = dirs.iter().map(|d| {
+            let sock = d.join(SOCKET);
+            let req = req.clone();
+            async move {
+                // The longest deregistration delay is an hour.
+                let _ = request::<serde_json::Value>(&sock, &req, Duration::from_secs(3700)).await;
+            }
+        });
         futures::future::join_all(waits).await;
     }
 }

@@ -123,6 +123,16 @@ impl TgState {
             .cloned()
     }
 
+    /// Puts targets at `addrs` in service now, as another process of this balancer found
+    /// them (their checks go on and take them out if they fail).
+    pub fn assume_healthy(&self, addrs: &[SocketAddr]) {
+        for t in self.targets.load().iter() {
+            if addrs.contains(&t.addr) && !t.draining.load(Ordering::Relaxed) {
+                t.healthy.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Healthy and unhealthy counts (draining ones aside).
     pub fn counts(&self) -> (usize, usize) {
         let ts = self.targets.load();

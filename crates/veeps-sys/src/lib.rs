@@ -5,6 +5,7 @@
 //!   as a tokio runtime on a thread pinned there ([`netns::NsRuntime`]);
 //! - [`confine`]: starting a confined process (network, mount and user namespaces, binds,
 //!   an unprivileged identity, a cgroup joined before `exec`);
+//! - [`fdpass`]: handing open sockets to another process (SCM_RIGHTS);
 //! - [`cgroup`]: limits and statistics through cgroups v1 or v2;
 //! - [`garp`]: announcing an address that moved to a new interface;
 //! - [`init`]: the first process of a PID namespace (forwards signals, reaps orphans);
@@ -12,6 +13,7 @@
 
 pub mod cgroup;
 pub mod confine;
+pub mod fdpass;
 pub mod garp;
 pub mod init;
 pub mod netns;

@@ -490,11 +490,34 @@ pub enum StateCmd {
     },
 }
 
+/// Logs to stderr (filtered by `VEEPS_LOG`, else `default`) and to the server's log store.
+fn init_log(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VEEPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    use tracing_subscriber::prelude::*;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi);
+    // The server's own log events also go to its log store (env `system`, group `server`).
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(veeps_obs::layer::ServerLogLayer)
+        .init();
+}
+
 fn main() {
     // An instance's supervisor, started by the server for each instance: no CLI around it.
     let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == "shim") {
-        std::process::exit(veeps_compute::shim::main(args.collect()));
+    match args.nth(1) {
+        Some(a) if a == "shim" => std::process::exit(veeps_compute::shim::main(args.collect())),
+        Some(a) if a == "lb-plane" => {
+            init_log("info");
+            std::process::exit(veeps_lb::plane::main(args.collect()))
+        }
+        _ => {}
     }
     let cli = match Cli::try_parse_from(terraform_spelling(std::env::args())) {
         Ok(c) => c,
@@ -508,22 +531,7 @@ fn main() {
         Command::Server { .. } => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VEEPS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    {
-        use tracing_subscriber::prelude::*;
-        let fmt = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .with_ansi(ansi);
-        // The server's own log events also go to its log store (env `system`, group `server`).
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt)
-            .with(veeps_obs::layer::ServerLogLayer)
-            .init();
-    }
+    init_log(log_default);
     if !matches!(cli.command, Command::Server { .. } | Command::Up { .. }) {
         // Like other Unix tools, end quietly when the reader of our output goes away
         // (`veeps logs ... | head`) instead of failing to print.

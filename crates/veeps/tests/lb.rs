@@ -774,6 +774,42 @@ resource "listener_rule" "hello" {
     wait_until("requests after the kill", 20, || {
         count.load(Ordering::Relaxed) > before + 30
     });
+
+    // kill -9 of the control plane under load: the balancer's data plane (a process of its
+    // own) keeps serving from its last configuration, the instances keep running, and the
+    // restarted server adopts both as they are.
+    let planes = v.plane_pids();
+    assert!(
+        !planes.is_empty() && planes.iter().all(|p| !p.is_empty()),
+        "{planes:?}"
+    );
+    let before = count.load(Ordering::Relaxed);
+    v.kill9();
+    wait_until("requests while the control plane is down", 20, || {
+        count.load(Ordering::Relaxed) > before + 50
+    });
+    v.boot();
+    wait_until("both targets healthy after the restart", 20, || {
+        v.ok(&["targets", "env"]).matches(" healthy ").count() == 2
+    });
+    assert_eq!(
+        v.plane_pids(),
+        planes,
+        "the data plane was restarted, not adopted"
+    );
+    // An upgrade: the server comes back as another build; the data plane hands its
+    // listening sockets to a process of that build and the old one drains.
+    v.kill9();
+    v.next_build();
+    v.boot();
+    wait_until("a data plane of the new build", 20, || {
+        let now = v.plane_pids();
+        now.len() == planes.len() && now.iter().all(|p| !planes.contains(p) && !p.is_empty())
+    });
+    let before = count.load(Ordering::Relaxed);
+    wait_until("requests after the upgrade", 20, || {
+        count.load(Ordering::Relaxed) > before + 50
+    });
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.join().unwrap();

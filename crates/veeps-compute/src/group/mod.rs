@@ -275,11 +275,12 @@ impl Compute {
     /// Takes over the recorded instances whose shims still run (after a restart of veeps:
     /// same processes, no duplicate) and cleans up after the others.
     async fn adopt(self: &Arc<Self>, g: &Arc<Group>) {
+        // The records stay as they are while each is looked at: balancers read them.
         let (spec, old) = {
-            let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
-            (r.spec.clone(), std::mem::take(&mut r.instances))
+            let r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+            (r.spec.clone(), r.instances.clone())
         };
-        let mut kept = vec![];
+        let mut kept = 0;
         for i in old {
             let runs = i.pid != 0
                 && i.started != 0
@@ -292,21 +293,22 @@ impl Compute {
                     .await;
             if runs {
                 self.follow(&spec, &i.id);
-                kept.push(i);
-            } else {
-                // Nothing of it may run twice: its processes, if any, go with its cgroup.
-                self.cleanup(g, &i).await;
-                let cause = "veeps restarted and the instance was no longer running".to_string();
-                self.activity(g, format!("Terminating instance {}", i.id), cause);
+                kept += 1;
+                continue;
             }
+            {
+                let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+                r.instances.retain(|x| x.id != i.id);
+                self.save(&r);
+            }
+            // Nothing of it may run twice: its processes, if any, go with its cgroup.
+            self.cleanup(g, &i).await;
+            let cause = "veeps restarted and the instance was no longer running".to_string();
+            self.activity(g, format!("Terminating instance {}", i.id), cause);
         }
-        if !kept.is_empty() {
-            tracing::info!(env = %spec.env, group = %spec.name, instances = kept.len(), "adopted running instances");
+        if kept > 0 {
+            tracing::info!(env = %spec.env, group = %spec.name, instances = kept, "adopted running instances");
         }
-        let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
-        kept.append(&mut r.instances);
-        r.instances = kept;
-        self.save(&r);
     }
 
     /// Reads an instance's spool into the log store from now on (from where the last

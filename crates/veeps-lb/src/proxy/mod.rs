@@ -6,7 +6,6 @@
 
 use crate::model::{Action, Condition, Protocol};
 use crate::targets::{Target, TgState};
-use veeps_sys::now_ms as veeps_obs_now;
 
 mod phases;
 mod tls;
@@ -153,7 +152,7 @@ pub struct Ctx {
     /// Counters.
     pub stats: Arc<Stats>,
     /// Where access logs go (`None`: off).
-    pub logs: Option<Arc<veeps_obs::Obs>>,
+    pub logs: Option<Arc<crate::plane::AccessSink>>,
     /// Time a target has to answer.
     pub timeout: Duration,
 }
@@ -289,7 +288,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
     ctx.stats.status[status_class(status)].fetch_add(1, Ordering::Relaxed);
     let (parts, body) = resp.into_parts();
     let stats = ctx.stats.clone();
-    let log = ctx.logs.clone().map(|obs| {
+    let log = ctx.logs.clone().map(|sink| {
         let q = if cx.query.is_empty() {
             String::new()
         } else {
@@ -304,29 +303,16 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
             target: target.as_ref().map(|t| t.addr),
             target_ms: started.elapsed().as_secs_f64() * 1000.0,
         };
-        (
-            obs,
-            ctx.env.clone(),
-            format!("lb-{}", ctx.lb_name),
-            ctx.port,
-            line,
-        )
+        (sink, ctx.port, line)
     });
     let done = move |bytes: u64| {
         if let Some(t) = &target {
             t.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
         stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-        if let Some((obs, env, group, listener, line)) = log {
+        if let Some((sink, listener, line)) = log {
             let total_ms = started.elapsed().as_secs_f64() * 1000.0;
-            obs.log(veeps_obs::logs::LogLine {
-                ts: veeps_obs_now(),
-                env,
-                group,
-                source: format!("listener-{listener}"),
-                stream: "access".into(),
-                text: line.line(bytes, total_ms),
-            });
+            sink.log(&format!("listener-{listener}"), line.line(bytes, total_ms));
         }
     };
     Response::from_parts(

@@ -21,6 +21,8 @@ pub struct Veeps {
     args: Vec<String>,
     /// A command the server runs under (like `prlimit --nofile=1024:1024`).
     pub wrap: Vec<String>,
+    /// The program the server runs (another build of veeps for an upgrade).
+    pub bin: PathBuf,
 }
 
 pub fn free_port() -> u16 {
@@ -96,6 +98,7 @@ impl Veeps {
                 .collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
             wrap: wrap.iter().map(|a| a.to_string()).collect(),
+            bin: PathBuf::from(BIN),
         };
         prepare(v._tmp.path());
         v.boot();
@@ -147,10 +150,10 @@ impl Veeps {
         let mut cmd = match self.wrap.split_first() {
             Some((w, rest)) => {
                 let mut c = Command::new(w);
-                c.args(rest).arg(BIN);
+                c.args(rest).arg(&self.bin);
                 c
             }
-            None => Command::new(BIN),
+            None => Command::new(&self.bin),
         };
         let child = cmd
             .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
@@ -271,6 +274,7 @@ impl Veeps {
             env: vec![],
             args: vec![],
             wrap: vec![],
+            bin: PathBuf::from(BIN),
         };
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -309,6 +313,31 @@ impl Veeps {
         v
     }
 
+    /// The pids of the balancers' data planes, by balancer.
+    pub fn plane_pids(&self) -> Vec<String> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(self.data.join("lb"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let pid = std::fs::read_to_string(e.path().join("pid")).unwrap_or_default();
+            out.push(pid.split_whitespace().next().unwrap_or("").to_string());
+        }
+        out.sort();
+        out
+    }
+
+    /// Another build of veeps for the next boot (a copy of this one: a new file, as an
+    /// upgrade installs).
+    pub fn next_build(&mut self) {
+        let copy = self
+            .work
+            .join(format!("veeps-build-{}", std::process::id()));
+        std::fs::copy(BIN, &copy).unwrap();
+        self.bin = copy;
+    }
+
     /// Removes whatever this server created on the host (even after a failed test).
     pub fn cleanup_host(&self) {
         cleanup_host_for(&self.data);
@@ -317,6 +346,17 @@ impl Veeps {
 
 /// Removes whatever a server with data directory `data` created on the host.
 pub fn cleanup_host_for(data: &std::path::Path) {
+    // Balancers' data planes outlive the server: stop them first.
+    for e in std::fs::read_dir(data.join("lb"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let pid = std::fs::read_to_string(e.path().join("pid")).unwrap_or_default();
+        if let Some(pid) = pid.split_whitespace().next() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
     {
         let prefix = veeps_net::prefix_for(data);
         let sh = format!(

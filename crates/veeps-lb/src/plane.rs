@@ -1,0 +1,968 @@
+//! A balancer's data plane as a process of its own (`veeps lb-plane DIR`), apart from the
+//! control plane: it serves from the last configuration it was given
+//! (`DIR/config.json`) whether or not the control plane runs, keeps checking its targets'
+//! health, spools its access logs, and counts. The control plane talks to it over
+//! `DIR/control.sock` (one JSON request and one JSON reply per connection): apply the
+//! configuration file again, health, counters, drain a target, stop, and hand its
+//! listening sockets to a newer process (an upgrade that drops no connection, as
+//! HAProxy's and Envoy's hot restarts do).
+//!
+//! Inside, one worker thread per core, each a single-threaded runtime living in the
+//! balancer's network namespace with its own SO_REUSEPORT socket per listener (as nginx's
+//! workers); the process's main runtime, in the host's namespace, serves the control socket
+//! and a listener's host port.
+
+use crate::model::{Action, LbSpec, ListenerSpec, Protocol, RuleSpec, TgSpec};
+use crate::proxy::{self, Compiled, ListenerRt, Snapshot, SniCerts, Stats};
+use crate::targets::TgState;
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The configuration file in a plane's directory.
+pub const CONFIG: &str = "config.json";
+/// The control socket in a plane's directory.
+pub const SOCKET: &str = "control.sock";
+/// `PID START_TIME` of the plane's process.
+pub const PIDFILE: &str = "pid";
+/// Bytes of access log kept while the control plane is away.
+pub const SPOOL_LIMIT: u64 = 32 * 1024 * 1024;
+
+/// Everything one balancer serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaneConfig {
+    /// The balancer.
+    pub lb: LbSpec,
+    /// Its address in its namespace.
+    pub address: Ipv4Addr,
+    /// Its network namespace (empty: the host's, without isolation).
+    pub netns: String,
+    /// The CA targets' certificates are checked against.
+    pub ca_pem: String,
+    /// Its listeners.
+    pub listeners: Vec<PlaneListener>,
+    /// The target groups its listeners forward to, with their targets.
+    pub groups: Vec<PlaneGroup>,
+}
+
+/// A listener, its rules (in priority order) and certificates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaneListener {
+    /// As declared.
+    pub spec: ListenerSpec,
+    /// Its rules, by priority.
+    pub rules: Vec<RuleSpec>,
+    /// Its certificates (the first is the default).
+    pub certs: Vec<PlaneCert>,
+}
+
+/// A certificate and its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaneCert {
+    /// Names it serves.
+    pub names: Vec<String>,
+    /// PEM chain.
+    pub chain_pem: String,
+    /// PEM key.
+    pub key_pem: String,
+}
+
+/// A target group and its registered targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaneGroup {
+    /// As declared.
+    pub spec: TgSpec,
+    /// Where its targets listen.
+    pub targets: Vec<SocketAddr>,
+}
+
+/// A request on the control socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Who are you.
+    Hello,
+    /// Read `config.json` again and apply it.
+    Apply,
+    /// Targets' health by group.
+    Health,
+    /// Counters (latency and per-target request counts since the last call).
+    Stats,
+    /// Drain the targets at `ip` in `groups`; answers when done.
+    Drain {
+        /// Target group ids.
+        groups: Vec<String>,
+        /// The target's address.
+        ip: IpAddr,
+    },
+    /// Stop serving and exit.
+    Stop,
+    /// Send the listening sockets (with the reply, as SCM_RIGHTS), stop accepting, finish
+    /// the connections in progress and exit.
+    Handoff,
+}
+
+/// The reply to `Hello`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Hello {
+    /// Its pid.
+    pub pid: u32,
+    /// The build of veeps it runs ([`build_id`]).
+    pub version: String,
+}
+
+/// Names the program this process runs (its file's identity when it started): a plane
+/// whose build differs from the control plane's is replaced in place.
+pub fn build_id() -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata("/proc/self/exe") {
+        Ok(m) => format!("{}:{}:{}:{}", m.dev(), m.ino(), m.len(), m.mtime()),
+        Err(_) => env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// The reply to `Apply`: the listeners that could not bind (each left out).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Applied {
+    /// `(listener id, why)`.
+    pub failures: Vec<(String, String)>,
+}
+
+/// One target group's targets, as this balancer sees them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupHealth {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Requests sent to it so far.
+    pub requests_total: u64,
+    /// Its targets.
+    pub targets: Vec<TargetHealth>,
+}
+
+/// One target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetHealth {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `healthy`, `unhealthy` or `draining`.
+    pub state: String,
+    /// Requests it serves now.
+    pub in_flight: usize,
+}
+
+/// Counters of a balancer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatsView {
+    /// Requests.
+    pub requests: u64,
+    /// By status class (index 2 is 2xx...).
+    pub status: [u64; 6],
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Open connections.
+    pub connections: u64,
+    /// Requests retried on another target.
+    pub retries: u64,
+    /// Target response time percentiles since the last call.
+    pub latency: Vec<(String, f64)>,
+    /// Per target group: `(id, name, requests since the last call, usable targets,
+    /// healthy, unhealthy)`.
+    pub groups: Vec<(String, String, u64, usize, usize, usize)>,
+}
+
+struct Listening {
+    spec: ListenerSpec,
+    snap: Arc<ArcSwap<Snapshot>>,
+    sni: Arc<SniCerts>,
+    tasks: Vec<tokio::task::AbortHandle>,
+    /// The workers' listening sockets (dups), for a handoff.
+    sockets: Vec<OwnedFd>,
+}
+
+/// The balancer running in this process.
+struct Lb {
+    spec: LbSpec,
+    address: Ipv4Addr,
+    netns: String,
+    workers: Workers,
+    clients: Vec<proxy::Client>,
+    listeners: HashMap<String, Listening>,
+    tgs: HashMap<String, Arc<TgState>>,
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        for l in self.listeners.values() {
+            for t in &l.tasks {
+                t.abort();
+            }
+        }
+        for tg in self.tgs.values() {
+            tg.stop();
+        }
+        self.workers.rts.clear();
+    }
+}
+
+/// A balancer's worker threads, one per core, each with a single-threaded runtime and
+/// living in the balancer's network namespace (so every socket they open is there). Each
+/// accepts on its own SO_REUSEPORT socket and keeps its connections: no cross-thread
+/// wakeups, as nginx's workers.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    rts: Vec<veeps_sys::netns::NsRuntime>,
+}
+
+impl Workers {
+    fn start(ns: &str, name: &str) -> std::io::Result<Workers> {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 16);
+        let rts = veeps_sys::netns::NsRuntime::start_many(
+            &format!("lb-{name}"),
+            Some(ns).filter(|n| !n.is_empty()),
+            n,
+        )?;
+        let handles = rts.iter().map(|r| r.handle().clone()).collect();
+        Ok(Workers { handles, rts })
+    }
+}
+
+/// Where access log lines go: a thread appends them to the plane's spool, which the
+/// control plane reads (from where it stopped) when it runs.
+pub struct AccessSink {
+    tx: std::sync::mpsc::SyncSender<(i64, String, String)>,
+    /// Lines dropped because the writer fell behind.
+    pub dropped: std::sync::atomic::AtomicU64,
+}
+
+impl AccessSink {
+    fn open(dir: &Path) -> std::io::Result<Arc<AccessSink>> {
+        let mut w = veeps_obs::spool::SpoolWriter::open(dir, SPOOL_LIMIT)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(i64, String, String)>(64 * 1024);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                while let Ok((ts, stream, text)) = rx.recv() {
+                    let _ = w.line(ts, &stream, &text);
+                }
+            })?;
+        Ok(Arc::new(AccessSink {
+            tx,
+            dropped: 0.into(),
+        }))
+    }
+
+    /// Queues one line; `source` becomes the log line's source (`listener-443`).
+    pub fn log(&self, source: &str, text: String) {
+        let stream = format!("{source}/access");
+        if self
+            .tx
+            .try_send((veeps_sys::now_ms(), stream, text))
+            .is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The data plane of one balancer.
+pub struct Plane {
+    dir: PathBuf,
+    lb: Mutex<Option<Lb>>,
+    stats: Arc<Stats>,
+    access: Option<Arc<AccessSink>>,
+    /// Handed off: no new binds.
+    retired: std::sync::atomic::AtomicBool,
+    /// Sockets received from the previous process, by address, taken as listeners bind.
+    inherited: Mutex<HashMap<SocketAddr, Vec<OwnedFd>>>,
+    /// Targets the previous process found healthy, by group (used by the first apply, so
+    /// a takeover serves at once rather than after a health check).
+    seed: Mutex<HashMap<String, Vec<SocketAddr>>>,
+}
+
+fn bind_reuse(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+impl Plane {
+    /// A plane over `dir` (its configuration, socket and spool).
+    pub fn new(dir: &Path) -> Arc<Plane> {
+        let access = match AccessSink::open(dir) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(error = %e, "access logs cannot be kept");
+                None
+            }
+        };
+        Arc::new(Plane {
+            dir: dir.to_path_buf(),
+            lb: Mutex::new(None),
+            stats: Arc::new(Stats::default()),
+            access,
+            retired: false.into(),
+            inherited: Mutex::new(HashMap::new()),
+            seed: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reads the configuration file and applies it.
+    pub async fn reload(self: &Arc<Self>) -> Applied {
+        let cfg: PlaneConfig = match std::fs::read(self.dir.join(CONFIG))
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                return Applied {
+                    failures: vec![("*".into(), format!("cannot read {CONFIG}: {e}"))],
+                }
+            }
+        };
+        self.apply(cfg).await
+    }
+
+    /// Applies `cfg`: workers (re)started if the balancer moved, listeners bound or
+    /// closed, rules and certificates swapped, target groups and targets updated. A
+    /// listener that cannot bind is left out and named in the answer.
+    pub async fn apply(self: &Arc<Self>, cfg: PlaneConfig) -> Applied {
+        let mut binds = vec![];
+        {
+            let mut slot = self.lb.lock().unwrap_or_else(|p| p.into_inner());
+            let moved = slot
+                .as_ref()
+                .is_none_or(|l| l.address != cfg.address || l.netns != cfg.netns);
+            if moved {
+                drop(slot.take());
+                let workers = match Workers::start(&cfg.netns, &cfg.lb.name) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        return Applied {
+                            failures: vec![(
+                                "*".into(),
+                                format!("a balancer worker could not start in its namespace: {e}"),
+                            )],
+                        }
+                    }
+                };
+                let idle = Duration::from_secs(cfg.lb.idle_timeout.max(1));
+                let clients = workers
+                    .handles
+                    .iter()
+                    .map(|h| {
+                        let _e = h.enter();
+                        proxy::client(&cfg.ca_pem, idle)
+                    })
+                    .collect();
+                *slot = Some(Lb {
+                    spec: cfg.lb.clone(),
+                    address: cfg.address,
+                    netns: cfg.netns.clone(),
+                    workers,
+                    clients,
+                    listeners: HashMap::new(),
+                    tgs: HashMap::new(),
+                });
+            }
+            let Some(lb) = slot.as_mut() else {
+                return Applied::default();
+            };
+            lb.spec = cfg.lb.clone();
+            let groups: HashMap<&String, &PlaneGroup> =
+                cfg.groups.iter().map(|g| (&g.spec.id, g)).collect();
+            lb.tgs.retain(|id, st| {
+                let keep = groups.contains_key(id);
+                if !keep {
+                    st.stop();
+                }
+                keep
+            });
+            for g in &cfg.groups {
+                match lb.tgs.get(&g.spec.id) {
+                    Some(st) => st.spec.store(Arc::new(g.spec.clone())),
+                    None => {
+                        lb.tgs
+                            .insert(g.spec.id.clone(), TgState::new(g.spec.clone()));
+                    }
+                }
+            }
+            let compile = |tgs: &HashMap<String, Arc<TgState>>, a: &Action| -> Compiled {
+                match a {
+                    Action::Forward {
+                        groups,
+                        stickiness_secs,
+                    } => {
+                        let gs: Vec<_> = groups
+                            .iter()
+                            .filter_map(|(g, w)| tgs.get(g).map(|st| (g.clone(), st.clone(), *w)))
+                            .collect();
+                        let sticky = if *stickiness_secs > 0 {
+                            *stickiness_secs
+                        } else {
+                            gs.first()
+                                .map(|g| g.1.spec.load().stickiness_secs)
+                                .unwrap_or(0)
+                        };
+                        Compiled::Forward { groups: gs, sticky }
+                    }
+                    other => Compiled::Other(other.clone()),
+                }
+            };
+            // Listeners gone or changed in what they bind: close them.
+            lb.listeners.retain(|id, l| {
+                let keep = cfg.listeners.iter().any(|m| {
+                    &m.spec.id == id
+                        && m.spec.port == l.spec.port
+                        && m.spec.protocol == l.spec.protocol
+                        && m.spec.host_port == l.spec.host_port
+                });
+                if !keep {
+                    for t in &l.tasks {
+                        t.abort();
+                    }
+                }
+                keep
+            });
+            for l in &cfg.listeners {
+                let snap = Snapshot {
+                    rules: l
+                        .rules
+                        .iter()
+                        .map(|r| {
+                            (
+                                r.id.clone(),
+                                r.conditions.clone(),
+                                compile(&lb.tgs, &r.action),
+                            )
+                        })
+                        .collect(),
+                    default: compile(&lb.tgs, &l.spec.default_action),
+                };
+                let mut keys = vec![];
+                for c in &l.certs {
+                    match proxy::certified_key(&c.chain_pem, &c.key_pem) {
+                        Ok(k) => keys.push((c.names.clone(), k)),
+                        Err(e) => tracing::error!(error = %e, "unusable certificate"),
+                    }
+                }
+                match lb.listeners.get_mut(&l.spec.id) {
+                    Some(run) => {
+                        run.snap.store(Arc::new(snap));
+                        run.sni.certs.store(Arc::new(keys));
+                        run.spec = l.spec.clone();
+                    }
+                    None => {
+                        let sni = Arc::new(SniCerts::default());
+                        sni.certs.store(Arc::new(keys));
+                        let snap = Arc::new(ArcSwap::from_pointee(snap));
+                        binds.push((l.spec.clone(), snap.clone(), sni.clone()));
+                        lb.listeners.insert(
+                            l.spec.id.clone(),
+                            Listening {
+                                spec: l.spec.clone(),
+                                snap,
+                                sni,
+                                tasks: vec![],
+                                sockets: vec![],
+                            },
+                        );
+                    }
+                }
+            }
+            let seed = std::mem::take(&mut *self.seed.lock().unwrap_or_else(|p| p.into_inner()));
+            for g in &cfg.groups {
+                if let Some(st) = lb.tgs.get(&g.spec.id) {
+                    st.set_targets(&g.targets, &lb.clients[0], &lb.workers.handles[0]);
+                    if let Some(up) = seed.get(&g.spec.id) {
+                        st.assume_healthy(up);
+                    }
+                }
+            }
+        }
+        let mut failures = vec![];
+        for (l, snap, sni) in binds {
+            if let Err(e) = self.bind(&l, snap, sni).await {
+                if let Some(lb) = self.lb.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                    lb.listeners.remove(&l.id);
+                }
+                failures.push((l.id.clone(), e));
+            }
+        }
+        Applied { failures }
+    }
+
+    async fn bind(
+        self: &Arc<Self>,
+        l: &ListenerSpec,
+        snap: Arc<ArcSwap<Snapshot>>,
+        sni: Arc<SniCerts>,
+    ) -> Result<(), String> {
+        let (handles, addr, rts) = {
+            let slot = self.lb.lock().unwrap_or_else(|p| p.into_inner());
+            let lb = slot.as_ref().ok_or("the balancer is not running")?;
+            let idle = Duration::from_secs(lb.spec.idle_timeout.max(1));
+            let tls = (l.protocol == Protocol::Https).then(|| proxy::acceptor(sni.clone()));
+            // One cap for the listener, whichever worker or the host's port accepts.
+            let slots = Arc::new(tokio::sync::Semaphore::new(
+                veeps_http::per_listener_connections(),
+            ));
+            let rts: Vec<Arc<ListenerRt>> = lb
+                .clients
+                .iter()
+                .map(|client| {
+                    Arc::new(ListenerRt {
+                        ctx: Arc::new(proxy::Ctx {
+                            env: lb.spec.env.clone(),
+                            lb_name: lb.spec.name.clone(),
+                            snap: snap.clone(),
+                            protocol: l.protocol,
+                            port: l.port,
+                            client: client.clone(),
+                            stats: self.stats.clone(),
+                            logs: self.access.clone().filter(|_| lb.spec.access_logs),
+                            timeout: idle,
+                        }),
+                        tls: tls.clone(),
+                        sni: sni.clone(),
+                        idle,
+                        slots: slots.clone(),
+                    })
+                })
+                .collect();
+            (
+                lb.workers.handles.clone(),
+                SocketAddr::from((lb.address, l.port)),
+                rts,
+            )
+        };
+        // Sockets handed over by the process this one replaces come first; each worker
+        // binds its own SO_REUSEPORT socket for the rest, inside the namespace.
+        let mut inherited = self
+            .inherited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&addr)
+            .unwrap_or_default();
+        let mut tasks: Vec<tokio::task::AbortHandle> = vec![];
+        let mut sockets = vec![];
+        let abort = |tasks: &[tokio::task::AbortHandle]| {
+            for t in tasks {
+                t.abort();
+            }
+        };
+        let mut listeners = vec![];
+        for h in &handles {
+            let std_l = match inherited.pop() {
+                Some(fd) => std::net::TcpListener::from(fd),
+                None => match h.spawn(async move { bind_reuse(addr) }).await {
+                    Ok(Ok(l)) => l,
+                    Ok(Err(e)) => {
+                        abort(&tasks);
+                        return Err(format!("cannot listen on {addr}: {e}"));
+                    }
+                    Err(e) => {
+                        abort(&tasks);
+                        return Err(e.to_string());
+                    }
+                },
+            };
+            listeners.push(std_l);
+        }
+        // More sockets than workers (the old process had more cores): serve them too.
+        listeners.extend(inherited.into_iter().map(std::net::TcpListener::from));
+        for (i, std_l) in listeners.into_iter().enumerate() {
+            let (h, rt) = (&handles[i % handles.len()], rts[i % rts.len()].clone());
+            if let Ok(dup) = std_l.try_clone() {
+                sockets.push(OwnedFd::from(dup));
+            }
+            let _ = std_l.set_nonblocking(true);
+            let task = h.spawn(async move {
+                match tokio::net::TcpListener::from_std(std_l) {
+                    Ok(l) => proxy::accept_loop(l, rt).await,
+                    Err(e) => tracing::error!(error = %e, "a listening socket cannot be served"),
+                }
+            });
+            tasks.push(task.abort_handle());
+        }
+        if let Some(hp) = l.host_port {
+            // The host's loopback: accepted here (the host's namespace), served by the
+            // workers in turn.
+            let host_addr = SocketAddr::from(([127, 0, 0, 1], hp));
+            let inherited = self
+                .inherited
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&host_addr)
+                .and_then(|mut v| v.pop());
+            let host = match inherited {
+                Some(fd) => {
+                    let l = std::net::TcpListener::from(fd);
+                    let _ = l.set_nonblocking(true);
+                    tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())
+                }
+                None => bind_reuse(host_addr)
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(|e| format!("cannot listen on {host_addr}: {e}")),
+            };
+            let host = match host {
+                Ok(h) => h,
+                Err(e) => {
+                    // The workers' sockets close with their tasks: nothing half-bound stays.
+                    abort(&tasks);
+                    return Err(e);
+                }
+            };
+            if let Ok(dup) = host.as_fd().try_clone_to_owned() {
+                sockets.push(dup);
+            }
+            tasks.push(
+                tokio::spawn(async move {
+                    let mut next = 0usize;
+                    loop {
+                        let Ok(permit) = rts[0].slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let Ok((s, peer)) = host.accept().await else {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        };
+                        let Ok(std) = s.into_std() else { continue };
+                        next = (next + 1) % handles.len();
+                        let rt = rts[next].clone();
+                        handles[next].spawn(async move {
+                            let _permit = permit;
+                            if let Ok(s) = tokio::net::TcpStream::from_std(std) {
+                                let _ = s.set_nodelay(true);
+                                proxy::serve_stream(s, peer, rt).await;
+                            }
+                        });
+                    }
+                })
+                .abort_handle(),
+            );
+        }
+        if let Some(run) = self
+            .lb
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .and_then(|lb| lb.listeners.get_mut(&l.id))
+        {
+            run.tasks = tasks;
+            run.sockets = sockets;
+        }
+        tracing::info!(listener = %addr, "load balancer listening");
+        Ok(())
+    }
+
+    /// Target health by group.
+    pub fn health(&self) -> Vec<GroupHealth> {
+        let slot = self.lb.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(lb) = slot.as_ref() else {
+            return vec![];
+        };
+        lb.tgs
+            .iter()
+            .map(|(id, st)| GroupHealth {
+                id: id.clone(),
+                name: st.spec.load().name.clone(),
+                requests_total: st.requests_total.load(Ordering::Relaxed),
+                targets: st
+                    .targets
+                    .load()
+                    .iter()
+                    .map(|t| TargetHealth {
+                        addr: t.addr,
+                        state: if t.draining.load(Ordering::Relaxed) {
+                            "draining"
+                        } else if t.healthy.load(Ordering::Relaxed) {
+                            "healthy"
+                        } else {
+                            "unhealthy"
+                        }
+                        .into(),
+                        in_flight: t.in_flight.load(Ordering::Relaxed),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Counters; latency and per-group request counts since the last call.
+    pub fn stats(&self) -> StatsView {
+        let s = &self.stats;
+        let mut v = StatsView {
+            requests: s.requests.load(Ordering::Relaxed),
+            bytes_in: s.bytes_in.load(Ordering::Relaxed),
+            bytes_out: s.bytes_out.load(Ordering::Relaxed),
+            connections: s.connections.load(Ordering::Relaxed),
+            retries: s.retries.load(Ordering::Relaxed),
+            latency: s
+                .latency
+                .take()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            ..Default::default()
+        };
+        for (i, c) in s.status.iter().enumerate() {
+            v.status[i] = c.load(Ordering::Relaxed);
+        }
+        let slot = self.lb.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lb) = slot.as_ref() {
+            for (id, n, usable) in crate::targets::take_requests(&lb.tgs) {
+                if let Some(st) = lb.tgs.get(&id) {
+                    let (h, u) = st.counts();
+                    v.groups
+                        .push((id.clone(), st.spec.load().name.clone(), n, usable, h, u));
+                }
+            }
+        }
+        v
+    }
+
+    /// Drains the targets at `ip` in `groups`.
+    pub async fn drain(&self, groups: &[String], ip: IpAddr) {
+        let states: Vec<Arc<TgState>> = {
+            let slot = self.lb.lock().unwrap_or_else(|p| p.into_inner());
+            slot.as_ref()
+                .map(|lb| {
+                    lb.tgs
+                        .iter()
+                        .filter(|(id, _)| groups.contains(id))
+                        .map(|(_, s)| s.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        futures::future::join_all(states.iter().map(|s| s.drain(ip))).await;
+    }
+
+    /// Every listening socket with its address (for a handoff), and stops accepting on them.
+    fn retire(&self) -> Vec<(SocketAddr, OwnedFd)> {
+        self.retired.store(true, Ordering::SeqCst);
+        let mut slot = self.lb.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = vec![];
+        if let Some(lb) = slot.as_mut() {
+            for l in lb.listeners.values_mut() {
+                for t in &l.tasks {
+                    t.abort();
+                }
+                for fd in l.sockets.drain(..) {
+                    let addr = socket2::SockRef::from(&fd)
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_socket());
+                    if let Some(a) = addr {
+                        out.push((a, fd));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> u64 {
+        self.stats.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// `veeps lb-plane DIR [--takeover]`: runs a balancer's data plane until told to stop.
+pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
+    let Some(dir) = args.first().map(PathBuf::from) else {
+        eprintln!(
+            "usage: veeps lb-plane DIR [--takeover] (started by veeps for each load balancer)"
+        );
+        return 2;
+    };
+    let takeover = args.iter().any(|a| a == "--takeover");
+    veeps_sys::proc::raise_fd_limit();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("lb-plane")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let code = rt.block_on(run(dir, takeover));
+    // Workers' runtimes go with the process.
+    std::process::exit(code);
+}
+
+async fn run(dir: PathBuf, takeover: bool) -> i32 {
+    let plane = Plane::new(&dir);
+    let sock = dir.join(SOCKET);
+    if takeover {
+        // What the running process knows of its targets' health, then its sockets: bound
+        // where they are, nothing refused meanwhile.
+        if let Ok(h) = crate::plane_client::request::<Vec<GroupHealth>>(
+            &sock,
+            &Request::Health,
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            let mut seed = plane.seed.lock().unwrap_or_else(|p| p.into_inner());
+            for g in h {
+                let up = g
+                    .targets
+                    .iter()
+                    .filter(|t| t.state == "healthy")
+                    .map(|t| t.addr);
+                seed.insert(g.id, up.collect());
+            }
+        }
+        match crate::plane_client::handoff(&sock).await {
+            Ok(fds) => {
+                let mut map = plane.inherited.lock().unwrap_or_else(|p| p.into_inner());
+                for (a, fd) in fds {
+                    map.entry(a).or_default().push(fd);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "no sockets were handed over; binding anew"),
+        }
+    }
+    let applied = plane.reload().await;
+    for (id, e) in &applied.failures {
+        tracing::warn!(listener = %id, error = %e, "a listener could not start");
+    }
+    // Whatever was handed over and not claimed by a listener closes now.
+    plane
+        .inherited
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    // A fresh socket, moved over the old one's name: clients always find a live plane.
+    let tmp = dir.join(format!("{SOCKET}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = match tokio::net::UnixListener::bind(&tmp) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the control socket");
+            return 1;
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, &sock) {
+        tracing::error!(error = %e, "cannot publish the control socket");
+        return 1;
+    }
+    let me = std::process::id();
+    let started = veeps_sys::proc::start_time(me).unwrap_or(0);
+    let _ = write_atomic(&dir.join(PIDFILE), &format!("{me} {started}\n"));
+    tracing::info!(pid = me, "load balancer data plane ready");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    {
+        // A plane whose directory is gone (its data directory deleted) answers to no one.
+        let (dir, stop_tx) = (dir.clone(), stop_tx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if !dir.join(CONFIG).exists() {
+                    tracing::warn!("the balancer's directory is gone; stopping");
+                    let _ = stop_tx.send(true);
+                    return;
+                }
+            }
+        });
+    }
+    loop {
+        tokio::select! {
+            _ = stop_rx.changed() => break,
+            acc = listener.accept() => {
+                let Ok((conn, _)) = acc else { continue };
+                let (plane, stop_tx) = (plane.clone(), stop_tx.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = serve_control(plane, conn, stop_tx).await {
+                        tracing::debug!(error = %e, "control request failed");
+                    }
+                });
+            }
+        }
+    }
+    if plane.retired.load(Ordering::SeqCst) {
+        // Handed off: finish the connections in progress (bounded), then go.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while plane.connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    0
+}
+
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+async fn serve_control(
+    plane: Arc<Plane>,
+    conn: tokio::net::UnixStream,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut conn = tokio::io::BufReader::new(conn);
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let req: Request = serde_json::from_str(&line)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let reply = match req {
+        Request::Hello => serde_json::to_string(&Hello {
+            pid: std::process::id(),
+            version: build_id(),
+        }),
+        Request::Apply => serde_json::to_string(&plane.reload().await),
+        Request::Health => serde_json::to_string(&plane.health()),
+        Request::Stats => serde_json::to_string(&plane.stats()),
+        Request::Drain { groups, ip } => {
+            plane.drain(&groups, ip).await;
+            serde_json::to_string(&serde_json::json!({}))
+        }
+        Request::Stop => {
+            let _ = stop.send(true);
+            serde_json::to_string(&serde_json::json!({}))
+        }
+        Request::Handoff => {
+            let socks = plane.retire();
+            let addrs: Vec<SocketAddr> = socks.iter().map(|(a, _)| *a).collect();
+            let text = serde_json::to_string(&addrs).unwrap_or_default() + "\n";
+            let fds: Vec<OwnedFd> = socks.into_iter().map(|(_, f)| f).collect();
+            let std = conn.into_inner().into_std()?;
+            std.set_nonblocking(false)?;
+            veeps_sys::fdpass::send(&std, text.as_bytes(), &fds)?;
+            let _ = stop.send(true);
+            return Ok(());
+        }
+    }
+    .unwrap_or_default();
+    let conn = conn.get_mut();
+    conn.write_all(reply.as_bytes()).await?;
+    conn.write_all(b"\n").await?;
+    conn.shutdown().await
+}
