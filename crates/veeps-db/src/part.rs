@@ -35,8 +35,10 @@ impl Part for DbPart {
         self.0.run();
     }
 
-    async fn shutdown(&self, _how: veeps_resource::Shutdown) {
-        self.0.shutdown().await;
+    async fn shutdown(&self, how: veeps_resource::Shutdown) {
+        self.0
+            .shutdown(how == veeps_resource::Shutdown::Everything)
+            .await;
     }
 
     fn routes(&self) -> Option<axum::Router> {

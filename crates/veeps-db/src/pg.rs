@@ -99,6 +99,61 @@ pub fn command(
     Ok(tokio::process::Command::from(c))
 }
 
+/// Where a node's server keeps its output (the shim's spool), as its processes see it.
+pub const LOG: &str = "/run/veeps-pg/log";
+
+/// The command running a node's server, `postgres`, held by a shim (`shim_exe shim`, bound
+/// into the node's mount namespace) in a session of its own: it outlives the control plane,
+/// and its output is spooled in the node's `log` directory.
+pub fn server_command(
+    node_dir: &Path,
+    netns: &str,
+    ids: (u32, u32),
+    shim_exe: &Path,
+) -> std::io::Result<std::process::Command> {
+    std::fs::create_dir_all(node_dir.join("log"))?;
+    let exe_at = node_dir.join("veeps");
+    if !exe_at.exists() {
+        std::fs::write(&exe_at, b"")?;
+    }
+    chown_tree(&node_dir.join("log"), ids.0, ids.1)?;
+    let inside = Path::new(MOUNT).join("veeps");
+    let mut c = std::process::Command::new(&inside);
+    c.arg("shim")
+        .arg(LOG)
+        .arg(Path::new(BIN).join("postgres"))
+        .args(["-D", PGDATA])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/nonexistent")
+        .env("LANG", "C.UTF-8")
+        .env("PGDATA", PGDATA);
+    let (uid, gid) = ids;
+    veeps_sys::confine::confine(
+        &mut c,
+        &veeps_sys::confine::Confine {
+            netns: Some(netns.to_string()).filter(|n| !n.is_empty()),
+            ids: Some(veeps_sys::confine::Ids { uid, gid }),
+            binds: vec![
+                veeps_sys::confine::Bind {
+                    source: node_dir.to_path_buf(),
+                    target: PathBuf::from(MOUNT),
+                    readonly: false,
+                },
+                veeps_sys::confine::Bind {
+                    source: shim_exe.to_path_buf(),
+                    target: inside,
+                    readonly: true,
+                },
+            ],
+            chdir: Some(PathBuf::from(MOUNT)),
+            session: true,
+            ..Default::default()
+        },
+    )?;
+    Ok(c)
+}
+
 /// Runs a PostgreSQL program to completion; its output, or an error with its stderr.
 pub async fn run(
     node_dir: &Path,

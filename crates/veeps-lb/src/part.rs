@@ -33,7 +33,6 @@ impl Part for LbPart {
     async fn resume(&self) {
         self.0.reconcile_all().await;
         self.0.run();
-        self.0.run_access_logs();
     }
 
     async fn shutdown(&self, how: veeps_resource::Shutdown) {

@@ -336,6 +336,7 @@ impl Lbs {
             .remove(id);
         let dir = self.plane_dir(id);
         self.stop_plane(&dir).await;
+        self.obs.unfollow(&format!("lb/{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         if let Some(spec) = spec {
             self.net.detach(&Self::endpoint_name(&spec)).await?;
@@ -764,57 +765,6 @@ impl Lbs {
             }
         }
         out
-    }
-
-    /// Reads the planes' access logs into the log store (from where the last reader
-    /// stopped: lines written while the control plane was away come now).
-    pub fn pump_access_logs(&self, readers: &mut HashMap<String, veeps_obs::spool::SpoolReader>) {
-        let planes: Vec<(String, LbSpec, PathBuf)> = self
-            .planes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(id, p)| (id.clone(), p.spec.clone(), p.dir.clone()))
-            .collect();
-        readers.retain(|id, _| planes.iter().any(|(p, _, _)| p == id));
-        for (id, spec, dir) in planes {
-            let r = readers.entry(id).or_insert_with(|| {
-                veeps_obs::spool::SpoolReader::open(&dir, &dir.join("out.read"))
-            });
-            while let Ok((recs, _lost)) = r.read(1 << 20) {
-                if recs.is_empty() {
-                    break;
-                }
-                for rec in recs {
-                    let (source, stream) =
-                        rec.stream.split_once('/').unwrap_or(("lb", &rec.stream));
-                    self.obs.log(veeps_obs::logs::LogLine {
-                        ts: rec.ts,
-                        env: spec.env.clone(),
-                        group: format!("lb-{}", spec.name),
-                        source: source.to_string(),
-                        stream: stream.to_string(),
-                        text: rec.text,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Starts reading the planes' access logs (every 500 ms).
-    pub fn run_access_logs(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        std::thread::Builder::new()
-            .name("lb-access-logs".into())
-            .spawn(move || {
-                let mut readers = HashMap::new();
-                while let Some(me) = weak.upgrade() {
-                    me.pump_access_logs(&mut readers);
-                    drop(me);
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            })
-            .ok();
     }
 
     /// The control plane is stopping: with `everything`, every balancer's data plane

@@ -7,7 +7,7 @@ use crate::logs::{LogLine, LogStore};
 use crate::topics::{send, Delivery, SmtpConfig, Subscription};
 use crate::tsdb::{Labels, Retention, Selector, Stat, Tsdb};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use veeps_state::Store;
@@ -117,6 +117,70 @@ pub struct Obs {
     collectors: Mutex<Vec<Arc<dyn Collector>>>,
     actions: Mutex<Vec<Arc<dyn AlarmAction>>>,
     eval_lock: tokio::sync::Mutex<()>,
+    /// Spools read into the log store, by key.
+    follows: Arc<Mutex<HashMap<String, Follow>>>,
+    pumping: std::sync::atomic::AtomicBool,
+}
+
+/// A spool whose lines go to the log store under one environment, group and source.
+struct Follow {
+    env: String,
+    group: String,
+    source: String,
+    reader: crate::spool::SpoolReader,
+}
+
+impl Follow {
+    /// Moves what the spool holds into the store. A record's stream `SOURCE/STREAM`
+    /// names its own source.
+    fn pump(&mut self, logs: &LogStore, key: &str) {
+        loop {
+            let (recs, lost) = match self.reader.read(1 << 20) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "cannot read a spool");
+                    return;
+                }
+            };
+            let mut lines = Vec::with_capacity(recs.len() + 1);
+            if lost {
+                lines.push(LogLine {
+                    ts: now_ms(),
+                    env: self.env.clone(),
+                    group: self.group.clone(),
+                    source: self.source.clone(),
+                    stream: "stderr".into(),
+                    text: "veeps: some lines were lost (more than the spool holds was written while veeps was away)".into(),
+                });
+            }
+            if recs.is_empty() && lines.is_empty() {
+                return;
+            }
+            let empty = recs.is_empty();
+            for r in recs {
+                let (source, stream) = match r.stream.split_once('/') {
+                    Some((src, st)) => (src.to_string(), st.to_string()),
+                    None => (self.source.clone(), r.stream),
+                };
+                lines.push(LogLine {
+                    ts: r.ts,
+                    env: self.env.clone(),
+                    group: self.group.clone(),
+                    source,
+                    stream,
+                    text: r.text,
+                });
+            }
+            for l in lines {
+                if let Err(e) = logs.append(l) {
+                    tracing::warn!(error = %e, "log store write failed");
+                }
+            }
+            if empty {
+                return;
+            }
+        }
+    }
 }
 
 const K_ALARM: &str = "obs/alarm/";
@@ -137,7 +201,65 @@ impl Obs {
             collectors: Mutex::new(vec![]),
             actions: Mutex::new(vec![]),
             eval_lock: tokio::sync::Mutex::new(()),
+            follows: Arc::new(Mutex::new(HashMap::new())),
+            pumping: false.into(),
         })
+    }
+
+    /// Reads the spool in `dir` (written by a process that outlives the control plane)
+    /// into the log store from now on, from where the last reader stopped (its cursor is
+    /// `dir/out.read`): lines written while veeps was away arrive now.
+    pub fn follow(&self, key: &str, dir: &Path, env: &str, group: &str, source: &str) {
+        let reader = crate::spool::SpoolReader::open(dir, &dir.join("out.read"));
+        self.follows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key.to_string(),
+                Follow {
+                    env: env.into(),
+                    group: group.into(),
+                    source: source.into(),
+                    reader,
+                },
+            );
+        if !self.pumping.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let follows = Arc::downgrade(&self.follows);
+            let logs = self.logs.clone();
+            std::thread::Builder::new()
+                .name("log-spools".into())
+                .spawn(move || {
+                    while let Some(f) = follows.upgrade() {
+                        let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+                        for (k, fl) in f.iter_mut() {
+                            fl.pump(&logs, k);
+                        }
+                        drop(f);
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                })
+                .ok();
+        }
+    }
+
+    /// Reads what is left of a followed spool, and stops following it.
+    pub fn unfollow(&self, key: &str) {
+        let f = self
+            .follows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        if let Some(mut f) = f {
+            f.pump(&self.logs, key);
+        }
+    }
+
+    /// Reads every followed spool now (before the server stops).
+    pub fn pump_spools(&self) {
+        let mut f = self.follows.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, fl) in f.iter_mut() {
+            fl.pump(&self.logs, k);
+        }
     }
 
     /// Registers a collector.

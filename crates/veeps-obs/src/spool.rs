@@ -6,11 +6,11 @@
 //!
 //! A record is one line, `TS STREAM TEXT` (milliseconds since the epoch, a word, the text
 //! without a newline), written with one `write` so a reader never sees half a record
-//! followed by another.
+//! followed by another. Each file starts with `0 spool GENERATION`, which names it for the
+//! reader's cursor (inode numbers are reused).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 const CURRENT: &str = "out.log";
@@ -30,11 +30,7 @@ pub struct SpoolWriter {
 impl SpoolWriter {
     /// Appends to the spool in `dir`, keeping at most about `limit` bytes.
     pub fn open(dir: &Path, limit: u64) -> std::io::Result<SpoolWriter> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(CURRENT))?;
-        let len = file.metadata()?.len();
+        let (file, len) = new_file(&dir.join(CURRENT))?;
         Ok(SpoolWriter {
             dir: dir.to_path_buf(),
             file,
@@ -51,14 +47,35 @@ impl SpoolWriter {
         self.len += rec.len() as u64;
         if self.len >= self.half {
             std::fs::rename(self.dir.join(CURRENT), self.dir.join(PREVIOUS))?;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join(CURRENT))?;
-            self.len = 0;
+            (self.file, self.len) = new_file(&self.dir.join(CURRENT))?;
         }
         Ok(())
     }
+}
+
+/// Opens `path` for appending, starting it with its generation when it is new.
+fn new_file(path: &Path) -> std::io::Result<(File, u64)> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut len = file.metadata()?.len();
+    if len == 0 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let header = format!("0 spool {nanos:x}{:x}\n", std::process::id());
+        file.write_all(header.as_bytes())?;
+        len = header.len() as u64;
+    }
+    Ok((file, len))
+}
+
+/// The generation a spool file starts with.
+fn generation(path: &Path) -> Option<String> {
+    let mut f = File::open(path).ok()?;
+    let mut buf = [0u8; 80];
+    let n = f.read(&mut buf).ok()?;
+    let line = std::str::from_utf8(&buf[..n]).ok()?.lines().next()?;
+    line.strip_prefix("0 spool ").map(str::to_string)
 }
 
 /// One line read back.
@@ -72,10 +89,10 @@ pub struct Record {
     pub text: String,
 }
 
-/// Where the reader stands: the file (by inode) and the offset in it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where the reader stands: the file (by generation) and the offset in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Cursor {
-    ino: u64,
+    gen: String,
     offset: u64,
 }
 
@@ -84,10 +101,6 @@ pub struct SpoolReader {
     dir: PathBuf,
     cursor_path: PathBuf,
     cursor: Cursor,
-}
-
-fn ino(p: &Path) -> Option<u64> {
-    std::fs::metadata(p).ok().map(|m| m.ino())
 }
 
 impl SpoolReader {
@@ -99,7 +112,7 @@ impl SpoolReader {
             .and_then(|s| {
                 let (a, b) = s.trim().split_once(' ')?;
                 Some(Cursor {
-                    ino: a.parse().ok()?,
+                    gen: a.to_string(),
                     offset: b.parse().ok()?,
                 })
             })
@@ -116,38 +129,40 @@ impl SpoolReader {
     /// is saved before returning.
     pub fn read(&mut self, max: usize) -> std::io::Result<(Vec<Record>, bool)> {
         let (cur, prev) = (self.dir.join(CURRENT), self.dir.join(PREVIOUS));
-        let (cur_ino, prev_ino) = (ino(&cur), ino(&prev));
+        let (cur_gen, prev_gen) = (generation(&cur), generation(&prev));
         let mut lost = false;
         let mut out = vec![];
-        let start = self.cursor;
-        if self.cursor.ino == 0
-            || (Some(self.cursor.ino) != cur_ino && Some(self.cursor.ino) != prev_ino)
-        {
+        let start = self.cursor.clone();
+        let at = |g: &Option<String>, c: &Cursor| g.as_deref() == Some(c.gen.as_str());
+        if !at(&cur_gen, &self.cursor) && !at(&prev_gen, &self.cursor) {
             // New, or the file it was in is gone: from the oldest there is.
-            lost = self.cursor.ino != 0;
+            lost = !self.cursor.gen.is_empty();
             self.cursor = Cursor {
-                ino: prev_ino.or(cur_ino).unwrap_or(0),
+                gen: prev_gen.clone().or(cur_gen.clone()).unwrap_or_default(),
                 offset: 0,
             };
         }
         let mut budget = max;
-        if Some(self.cursor.ino) == prev_ino && prev_ino.is_some() {
+        if at(&prev_gen, &self.cursor) {
             // Finish the rotated file (complete: nothing is added to it), then go on.
             let done = read_lines(&prev, &mut self.cursor.offset, &mut budget, &mut out)?;
             if done {
-                if let Some(i) = cur_ino {
-                    self.cursor = Cursor { ino: i, offset: 0 };
+                if let Some(g) = &cur_gen {
+                    self.cursor = Cursor {
+                        gen: g.clone(),
+                        offset: 0,
+                    };
                 }
             }
         }
-        if Some(self.cursor.ino) == cur_ino && cur_ino.is_some() && budget > 0 {
+        if at(&cur_gen, &self.cursor) && budget > 0 {
             read_lines(&cur, &mut self.cursor.offset, &mut budget, &mut out)?;
         }
         if self.cursor != start {
             let tmp = self.cursor_path.with_extension("tmp");
             std::fs::write(
                 &tmp,
-                format!("{} {}\n", self.cursor.ino, self.cursor.offset),
+                format!("{} {}\n", self.cursor.gen, self.cursor.offset),
             )?;
             std::fs::rename(&tmp, &self.cursor_path)?;
         }
@@ -192,6 +207,9 @@ fn read_lines(
             continue;
         };
         let Ok(ts) = ts.parse() else { continue };
+        if stream == "spool" {
+            continue;
+        }
         out.push(Record {
             ts,
             stream: stream.to_string(),

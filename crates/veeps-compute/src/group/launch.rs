@@ -320,7 +320,7 @@ impl Compute {
             tracing::warn!(instance = %inst.id, error = %e, "could not remove the instance's endpoint");
         }
         // Its last lines, then its files.
-        self.unfollow(&spec, &inst.id);
+        self.unfollow(&inst.id);
         let base = self.run_dir.join(&inst.id);
         let _ = std::fs::remove_dir(base.join("image"));
         let _ = std::fs::remove_dir(base.join("data"));
@@ -331,7 +331,6 @@ impl Compute {
         let _ = std::fs::remove_dir(&self.run_dir);
         let _ = std::fs::remove_dir_all(self.instance_dir(&inst.id));
         let _ = std::fs::remove_dir_all(self.shim_dir(&inst.id));
-        let _ = std::fs::remove_file(self.shim_dir(&inst.id).with_extension("read"));
         g.cpu
             .lock()
             .unwrap_or_else(|p| p.into_inner())

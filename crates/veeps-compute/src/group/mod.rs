@@ -79,17 +79,6 @@ pub struct Compute {
     ca_pem: String,
     /// The program instances' shims run (this veeps).
     shim_exe: PathBuf,
-    /// The spools of running instances, read into the log store.
-    follows: Arc<Mutex<HashMap<String, Follow>>>,
-    /// The thread reading them runs.
-    pumping: std::sync::atomic::AtomicBool,
-}
-
-/// An instance whose output is read into the log store.
-struct Follow {
-    env: String,
-    group: String,
-    reader: veeps_obs::spool::SpoolReader,
 }
 
 impl Compute {
@@ -138,8 +127,6 @@ impl Compute {
             target_health: std::sync::OnceLock::new(),
             ca_pem,
             shim_exe: std::env::current_exe()?,
-            follows: Arc::new(Mutex::new(HashMap::new())),
-            pumping: false.into(),
         }))
     }
 
@@ -313,50 +300,14 @@ impl Compute {
 
     /// Reads an instance's spool into the log store from now on (from where the last
     /// reader stopped).
-    pub(crate) fn follow(self: &Arc<Self>, spec: &GroupSpec, iid: &str) {
-        let dir = self.shim_dir(iid);
-        let reader = veeps_obs::spool::SpoolReader::open(&dir, &dir.with_extension("read"));
-        self.follows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                iid.to_string(),
-                Follow {
-                    env: spec.env.clone(),
-                    group: spec.name.clone(),
-                    reader,
-                },
-            );
-        if !self.pumping.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let follows = self.follows.clone();
-            let obs = self.obs.clone();
-            let me = Arc::downgrade(self);
-            std::thread::Builder::new()
-                .name("instance-logs".into())
-                .spawn(move || {
-                    while me.strong_count() > 0 {
-                        let mut f = follows.lock().unwrap_or_else(|p| p.into_inner());
-                        for (iid, fl) in f.iter_mut() {
-                            pump(&obs, iid, fl);
-                        }
-                        drop(f);
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                })
-                .ok();
-        }
+    pub(crate) fn follow(&self, spec: &GroupSpec, iid: &str) {
+        self.obs
+            .follow(iid, &self.shim_dir(iid), &spec.env, &spec.name, iid);
     }
 
     /// Reads the rest of an instance's spool and stops following it.
-    pub(crate) fn unfollow(&self, _spec: &GroupSpec, iid: &str) {
-        let f = self
-            .follows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(iid);
-        if let Some(mut f) = f {
-            pump(&self.obs, iid, &mut f);
-        }
+    pub(crate) fn unfollow(&self, iid: &str) {
+        self.obs.unfollow(iid);
     }
 
     /// Whether the instance ended, and how.
@@ -759,10 +710,7 @@ impl Compute {
             self.save(&r);
         }
         // What the instances wrote last is in the log store before the server goes.
-        let mut f = self.follows.lock().unwrap_or_else(|p| p.into_inner());
-        for (iid, fl) in f.iter_mut() {
-            pump(&self.obs, iid, fl);
-        }
+        self.obs.pump_spools();
     }
 
     /// Samples for the metrics store: per instance CPU and memory, per group counts.
@@ -837,40 +785,6 @@ impl Compute {
 }
 
 /// The subnet with the fewest live instances (the first such, in declared order).
-/// Moves what a spool holds into the log store.
-fn pump(obs: &Obs, iid: &str, f: &mut Follow) {
-    loop {
-        let (recs, lost) = match f.reader.read(1 << 20) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(instance = %iid, error = %e, "cannot read the instance's output");
-                return;
-            }
-        };
-        let line = |ts, stream: &str, text: String| veeps_obs::logs::LogLine {
-            ts,
-            env: f.env.clone(),
-            group: f.group.clone(),
-            source: iid.to_string(),
-            stream: stream.into(),
-            text,
-        };
-        if lost {
-            obs.log(line(
-                now_ms(),
-                "stderr",
-                "veeps: some output was lost (more than its spool holds was written while veeps was away)".into(),
-            ));
-        }
-        if recs.is_empty() {
-            return;
-        }
-        for r in recs {
-            obs.log(line(r.ts, &r.stream, r.text));
-        }
-    }
-}
-
 fn pick_subnet(r: &GroupRecord) -> String {
     let mut best = (usize::MAX, String::new());
     for s in &r.spec.subnets {

@@ -66,11 +66,39 @@ fn key(env: &str, name: &str) -> String {
 /// A node while veeps runs it.
 #[derive(Default)]
 pub(crate) struct NodeRt {
-    child: Option<tokio::process::Child>,
+    /// Its shim's pid and start time (the shim holds `postgres` and its output).
+    shim: Option<(u32, u64)>,
+    /// Its directory on the host.
+    dir: PathBuf,
     /// Consecutive failed health checks.
     fails: u32,
     /// Whether the last check found it serving.
     healthy: bool,
+}
+
+impl NodeRt {
+    /// How its shim stands (`Gone` when it has none).
+    fn state(&self) -> veeps_compute::shim::ShimState {
+        match self.shim {
+            Some((pid, started)) => veeps_compute::shim::state(&self.dir.join("log"), pid, started),
+            None => veeps_compute::shim::ShimState::Gone,
+        }
+    }
+
+    fn runs(&self) -> bool {
+        self.state() == veeps_compute::shim::ShimState::Running
+    }
+
+    /// The postmaster's pid, as its pid file says.
+    fn postmaster(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("pgdata/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
 }
 
 /// A cluster while veeps runs it.
@@ -113,6 +141,8 @@ pub struct Dbs {
     samples: Mutex<Vec<Sample>>,
     stopping: std::sync::atomic::AtomicBool,
     ids: std::sync::OnceLock<(u32, u32)>,
+    /// The program nodes' shims run (this veeps).
+    pub(crate) shim_exe: PathBuf,
 }
 
 /// What a health check found.
@@ -149,6 +179,7 @@ impl Dbs {
             samples: Mutex::default(),
             stopping: Default::default(),
             ids: std::sync::OnceLock::new(),
+            shim_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
         })
     }
 
@@ -588,11 +619,7 @@ impl Dbs {
     }
 
     fn running(&self, inner: &mut Inner, node: &str) -> bool {
-        inner
-            .nodes
-            .get_mut(node)
-            .and_then(|n| n.child.as_mut())
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        inner.nodes.get(node).is_some_and(NodeRt::runs)
     }
 
     /// Starts every recorded cluster (after a server start).
@@ -628,10 +655,15 @@ impl Dbs {
         }
     }
 
-    /// Stops every node (fast shutdown) and endpoint; records are kept.
-    pub async fn shutdown(&self) {
+    /// Stops the supervisors; with `everything`, every node (fast shutdown) and endpoint
+    /// too (records are kept); without, nodes keep serving and the next start adopts them.
+    pub async fn shutdown(&self, everything: bool) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        if !everything {
+            self.obs.pump_spools();
+            return;
+        }
         let rts: Vec<(String, Arc<ClusterRt>)> = self
             .clusters
             .lock()

@@ -66,6 +66,9 @@ impl Dbs {
         ids: (u32, u32),
     ) -> Result<(), DbError> {
         let dir = self.node_dir(rec, &node.name);
+        if self.adopt_node(rec, node, inner, ids).await {
+            return Ok(());
+        }
         self.clear_leftovers(rec, node, &dir).await;
         for d in ["run", "spool", "restore"] {
             std::fs::create_dir_all(dir.join(d)).map_err(failed)?;
@@ -112,28 +115,30 @@ impl Dbs {
         if let Err(e) = cg.create(limits(&rec.spec)) {
             tracing::warn!(error = %e, "cannot limit the node's CPU and memory");
         }
-        let mut cmd = pg::command(&dir, &node.netns, ids, "postgres").map_err(failed)?;
-        cmd.args(["-D", pg::PGDATA])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(false);
+        // A fresh spool for this run (its `exit` names this run's end only).
+        let _ = std::fs::remove_file(dir.join("log").join(veeps_compute::shim::EXIT));
+        let mut cmd = pg::server_command(&dir, &node.netns, ids, &self.shim_exe).map_err(failed)?;
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         let mut child = cmd.spawn().map_err(|e| failed(format!("postgres: {e}")))?;
-        if let Some(pid) = child.id() {
-            for f in cg.procs_files() {
-                let _ = std::fs::write(f, pid.to_string());
-            }
+        let pid = child.id();
+        for f in cg.procs_files() {
+            let _ = std::fs::write(f, pid.to_string());
         }
-        self.obs.capture(
-            &mut child,
-            &rec.spec.env,
-            &format!("db/{}", rec.spec.name),
-            &node.name,
-        );
+        let started = veeps_sys::proc::start_time(pid).unwrap_or(0);
+        // Not waited for here: its end is read from its spool (by whichever control plane
+        // runs then); a thread reaps it if it ends while this one runs.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let _ = std::fs::write(dir.join("shim.pid"), format!("{pid} {started}\n"));
+        self.follow_node(rec, node, &dir);
         inner.nodes.insert(
             node.name.clone(),
             NodeRt {
-                child: Some(child),
+                shim: Some((pid, started)),
+                dir: dir.clone(),
                 fails: 0,
                 healthy: false,
             },
@@ -157,6 +162,58 @@ impl Dbs {
             self.save(rec)?;
         }
         Ok(())
+    }
+
+    /// Reads a node's output into the log store.
+    fn follow_node(&self, rec: &ClusterRec, node: &NodeRec, dir: &Path) {
+        self.obs.follow(
+            &format!("db/{}/{}/{}", rec.spec.env, rec.spec.name, node.name),
+            &dir.join("log"),
+            &rec.spec.env,
+            &format!("db/{}", rec.spec.name),
+            &node.name,
+        );
+    }
+
+    /// Takes over a node an earlier control plane left running (its shim alive, the server
+    /// answering): no restart, connections and transactions go on. Its configuration is
+    /// written again and reloaded.
+    async fn adopt_node(
+        &self,
+        rec: &ClusterRec,
+        node: &NodeRec,
+        inner: &mut Inner,
+        ids: (u32, u32),
+    ) -> bool {
+        let dir = self.node_dir(rec, &node.name);
+        let Some((pid, started)) =
+            std::fs::read_to_string(dir.join("shim.pid"))
+                .ok()
+                .and_then(|s| {
+                    let (a, b) = s.trim().split_once(' ')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                })
+        else {
+            return false;
+        };
+        let rt = NodeRt {
+            shim: Some((pid, started)),
+            dir: dir.clone(),
+            fails: 0,
+            healthy: true,
+        };
+        if !rt.runs() || self.admin(rec, node).await.is_err() {
+            return false;
+        }
+        tracing::info!(node = %node.name, pid, "adopted a running database node");
+        inner.nodes.insert(node.name.clone(), rt);
+        self.follow_node(rec, node, &dir);
+        if self.write_conf(rec, node, ids).is_ok() {
+            if let Ok(c) = self.admin(rec, node).await {
+                let _ = c.batch_execute("SELECT pg_reload_conf()").await;
+            }
+        }
+        true
     }
 
     /// A node left running by an earlier server (killed without stopping its nodes) is
@@ -191,12 +248,11 @@ impl Dbs {
             if self.admin(rec, node).await.is_ok() {
                 return Ok(());
             }
-            let exited = inner
-                .nodes
-                .get_mut(&node.name)
-                .and_then(|n| n.child.as_mut())
-                .map(|c| c.try_wait())
-                .and_then(|r| r.ok().flatten());
+            let exited = match inner.nodes.get(&node.name).map(NodeRt::state) {
+                Some(veeps_compute::shim::ShimState::Exited(s)) => Some(s),
+                Some(veeps_compute::shim::ShimState::Gone) => Some("its supervisor is gone".into()),
+                _ => None,
+            };
             if let Some(status) = exited {
                 return Err(failed(format!(
                     "node {} exited while starting ({status}); see `veeps logs {} db/{}/{}`",
@@ -386,15 +442,22 @@ impl Dbs {
         inner: &mut Inner,
         kill: bool,
     ) {
-        if let Some(mut rt) = inner.nodes.remove(&node.name) {
-            if let Some(c) = rt.child.as_mut() {
-                if let Some(pid) = c.id() {
-                    let sig = if kill { libc::SIGKILL } else { libc::SIGINT };
-                    veeps_sys::proc::signal(pid, sig);
+        if let Some(rt) = inner.nodes.remove(&node.name) {
+            if !kill && rt.runs() {
+                // Fast shutdown: the shim's init passes SIGINT on to postgres.
+                if let Some(pm) = rt.postmaster() {
+                    veeps_sys::proc::signal(pm, libc::SIGINT);
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while rt.runs() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
+        self.obs.unfollow(&format!(
+            "db/{}/{}/{}",
+            rec.spec.env, rec.spec.name, node.name
+        ));
         let cg = self.cgroup(rec, &node.name);
         tokio::task::spawn_blocking(move || cg.kill_all())
             .await

@@ -18,7 +18,7 @@ impl Dbs {
             let pids = inner
                 .nodes
                 .iter()
-                .map(|(k, v)| (k.clone(), v.child.as_ref().and_then(|c| c.id())))
+                .map(|(k, v)| (k.clone(), v.runs().then(|| v.postmaster()).flatten()))
                 .collect();
             (pids, inner.address_on.clone())
         };
