@@ -2,16 +2,58 @@
 //! namespace, spreading connections over healthy readers (the writer when there are none).
 //! TLS passes through to PostgreSQL untouched. When a target leaves the route, the
 //! connections to it are cut at once. (The writer endpoint is an address, not a proxy.)
+//!
+//! It runs as a process of its own (`veeps db-proxy DIR`), apart from the control plane:
+//! `DIR/endpoint.json` says where it listens, `DIR/routes.json` (written by the control
+//! plane's [`Route::set`]) where connections go, and it reports its counters in
+//! `DIR/stats.json`; it keeps serving from the last routes while the control plane is away.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// Where the endpoint listens (`endpoint.json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EndpointFile {
+    /// The address and port.
+    pub listen: SocketAddr,
+    /// The namespace (the host's when empty).
+    pub netns: String,
+}
+
+/// The endpoint's counters (`stats.json`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StatsFile {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections that found no target or could not reach it.
+    pub failed: u64,
+    /// Connections open.
+    pub open: u64,
+}
+
+/// The endpoint's files.
+pub const ENDPOINT: &str = "endpoint.json";
+/// Its routes.
+pub const ROUTES: &str = "routes.json";
+/// Its counters.
+pub const STATS: &str = "stats.json";
+/// `PID START_TIME` of its process.
+pub const PID: &str = "pid";
+
+fn write_atomic(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Where an endpoint sends connections, changed by the controller.
 #[derive(Clone)]
 pub struct Route {
     targets: watch::Sender<Vec<SocketAddr>>,
+    /// Where changes are written for the endpoint's process.
+    file: Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
     next: Arc<AtomicUsize>,
     /// Connections accepted.
     pub accepted: Arc<AtomicU64>,
@@ -25,6 +67,7 @@ impl Default for Route {
     fn default() -> Self {
         Route {
             targets: watch::channel(vec![]).0,
+            file: Arc::default(),
             next: Arc::default(),
             accepted: Arc::default(),
             failed: Arc::default(),
@@ -36,14 +79,28 @@ impl Default for Route {
 impl Route {
     /// Points the endpoint at `targets`; connections to any other target are cut.
     pub fn set(&self, targets: Vec<SocketAddr>) {
-        self.targets.send_if_modified(|t| {
+        let changed = self.targets.send_if_modified(|t| {
             if *t == targets {
                 false
             } else {
-                *t = targets;
+                *t = targets.clone();
                 true
             }
         });
+        if changed {
+            let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(f) = file {
+                let body = serde_json::to_vec(&targets).unwrap_or_default();
+                if let Err(e) = write_atomic(&f, &body) {
+                    tracing::warn!(error = %e, "cannot write the reader endpoint's routes");
+                }
+            }
+        }
+    }
+
+    /// From now on, changes go to `path` too (read by the endpoint's process).
+    pub fn write_to(&self, path: &std::path::Path) {
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
     }
 
     /// The current targets.
@@ -155,6 +212,77 @@ async fn relay(mut client: tokio::net::TcpStream, route: Route) {
         _ = removed => {}
     }
     route.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// `veeps db-proxy DIR`: runs a reader endpoint until its directory says otherwise.
+pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
+    let Some(dir) = args.first().map(std::path::PathBuf::from) else {
+        eprintln!("usage: veeps db-proxy DIR (started by veeps for each reader endpoint)");
+        return 2;
+    };
+    let ep: EndpointFile = match std::fs::read(dir.join(ENDPOINT))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", dir.join(ENDPOINT).display());
+            return 1;
+        }
+    };
+    let route = Route::default();
+    let routes = dir.join(ROUTES);
+    let read_routes = |route: &Route| {
+        if let Ok(b) = std::fs::read(&routes) {
+            if let Ok(t) = serde_json::from_slice::<Vec<SocketAddr>>(&b) {
+                route.set(t);
+            }
+        }
+    };
+    read_routes(&route);
+    let _proxy = match start(&ep.netns, ep.listen, route.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", ep.listen);
+            return 1;
+        }
+    };
+    let me = std::process::id();
+    let started = veeps_sys::proc::start_time(me).unwrap_or(0);
+    if let Err(e) = write_atomic(&dir.join(PID), format!("{me} {started}\n").as_bytes()) {
+        eprintln!("cannot write the pid file: {e}");
+        return 1;
+    }
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = mtime(&routes);
+    for tick in 0u64.. {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Gone (the cluster deleted, or this endpoint moved): stop.
+        match std::fs::read(dir.join(ENDPOINT))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<EndpointFile>(&b).ok())
+        {
+            Some(now) if now == ep => {}
+            _ => return 0,
+        }
+        let m = mtime(&routes);
+        if m != seen {
+            seen = m;
+            read_routes(&route);
+        }
+        if tick % 20 == 0 {
+            let st = StatsFile {
+                accepted: route.accepted.load(Ordering::Relaxed),
+                failed: route.failed.load(Ordering::Relaxed),
+                open: route.open.load(Ordering::Relaxed),
+            };
+            let _ = write_atomic(
+                &dir.join(STATS),
+                &serde_json::to_vec(&st).unwrap_or_default(),
+            );
+        }
+    }
+    0
 }
 
 #[cfg(test)]

@@ -509,7 +509,8 @@ fn init_log(default: &str) {
 }
 
 fn main() {
-    // An instance's supervisor, started by the server for each instance: no CLI around it.
+    // The data plane's processes, started by the server (an instance's or a database node's
+    // shim, a balancer, a reader endpoint): no CLI around them.
     let mut args = std::env::args_os();
     match args.nth(1) {
         Some(a) if a == "shim" => std::process::exit(veeps_compute::shim::main(args.collect())),
@@ -517,6 +518,7 @@ fn main() {
             init_log("info");
             std::process::exit(veeps_lb::plane::main(args.collect()))
         }
+        Some(a) if a == "db-proxy" => std::process::exit(veeps_db::proxy::main(args.collect())),
         _ => {}
     }
     let cli = match Cli::try_parse_from(terraform_spelling(std::env::args())) {

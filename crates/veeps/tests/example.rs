@@ -1,7 +1,11 @@
 //! The bundled example end to end: `veeps up` on the whole example, the full path (public
 //! balancer, frontend group, internal balancer, backend group, database) answering on the
 //! stage balancer's fixed host port, a rolling deploy of a new frontend image under
-//! continuous requests with none failing, and a clean stop on Ctrl-C.
+//! continuous requests with none failing; the data plane outliving the control plane
+//! (kill -9 of veeps and an upgrade to another build under continuous requests through
+//! stage's and prod's balancers down to prod's database, none failing, everything adopted
+//! as it was; kill -9 of one instance failing no more than the requests in flight); and a
+//! clean stop on Ctrl-C.
 
 mod common;
 use common::*;
@@ -82,6 +86,115 @@ impl Drop for Up {
     }
 }
 
+/// Continuous requests from a few threads, each waiting for its answer before the next:
+/// counts answers and failures, and the longest time without any answer.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    bad: Arc<std::sync::Mutex<Vec<String>>>,
+    last_ok_ms: Arc<AtomicU64>,
+    gap_ms: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    t0: Instant,
+}
+
+impl Load {
+    fn start(urls: &[String], ca: &Path, threads: usize) -> Load {
+        let t0 = Instant::now();
+        let mut l = Load {
+            stop: Arc::default(),
+            ok: Arc::default(),
+            bad: Arc::default(),
+            last_ok_ms: Arc::default(),
+            gap_ms: Arc::default(),
+            threads: vec![],
+            t0,
+        };
+        for i in 0..threads {
+            let (stop, ok, bad) = (l.stop.clone(), l.ok.clone(), l.bad.clone());
+            let (last, gap) = (l.last_ok_ms.clone(), l.gap_ms.clone());
+            let (urls, ca) = (urls.to_vec(), ca.to_path_buf());
+            l.threads.push(std::thread::spawn(move || {
+                let mut n = i;
+                while !stop.load(Ordering::SeqCst) {
+                    let url = &urls[n % urls.len()];
+                    n += 1;
+                    let (good, body) = curl(url, &ca);
+                    if good {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        let now = t0.elapsed().as_millis() as u64;
+                        let prev = last.swap(now, Ordering::SeqCst);
+                        gap.fetch_max(now.saturating_sub(prev), Ordering::SeqCst);
+                    } else {
+                        bad.lock().unwrap().push(format!("{url}: {body}"));
+                    }
+                }
+            }));
+        }
+        l
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    fn failed(&self) -> Vec<String> {
+        self.bad.lock().unwrap().clone()
+    }
+
+    /// Waits for `n` more answers.
+    fn wait_answers(&self, what: &str, n: u64) {
+        let target = self.ok() + n;
+        wait_until(what, 60, || self.ok() >= target);
+    }
+
+    /// Starts measuring the longest gap afresh.
+    fn reset_gap(&self) {
+        self.gap_ms.store(0, Ordering::SeqCst);
+        self.last_ok_ms
+            .store(self.t0.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    fn gap(&self) -> u64 {
+        self.gap_ms.load(Ordering::SeqCst)
+    }
+
+    fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.bad.lock().unwrap().clone(),
+        )
+    }
+}
+
+/// The balancers' data-plane processes (`data/lb/*/pid`).
+fn plane_pids(data: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(data.join("lb"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let t = std::fs::read_to_string(e.path().join("pid")).unwrap_or_default();
+            t.split_whitespace().next().unwrap_or("").to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The processes a process started.
+fn children(pid: u64) -> Vec<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 fn curl(url: &str, ca: &Path) -> (bool, String) {
     let out = Command::new("curl")
         .args(["-s", "--noproxy", "*", "--max-time", "10", "-f", "--cacert"])
@@ -119,8 +232,8 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
 
     let data = tmp.path().join("data");
     let (api, s3, web) = (free_port(), free_port(), free_port());
-    let start = |log: &Path| {
-        Command::new(BIN)
+    let start_with = |bin: &Path, log: &Path| {
+        Command::new(bin)
             .arg("--data-dir")
             .arg(&data)
             .arg("up")
@@ -134,6 +247,7 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
             .spawn()
             .unwrap()
     };
+    let start = |log: &Path| start_with(Path::new(BIN), log);
     let log = tmp.path().join("up.log");
     let mut up = Up {
         child: Some(start(&log)),
@@ -256,6 +370,167 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     assert_eq!(
         curl(&format!("{FRONT}/service/db"), &ca),
         (true, "2".into())
+    );
+
+    // The data plane outlives the control plane. Under continuous requests through
+    // stage's public balancer and prod's (frontend, internal balancer, backend, prod's
+    // database endpoint), kill -9 of veeps: nothing fails, and a new veeps adopts every
+    // balancer, instance and database node as it is.
+    let instances = |env: &str| -> Vec<(String, u64)> {
+        let all: serde_json::Value =
+            serde_json::from_str(&veeps(&["instances", env, "--json"])).unwrap();
+        let mut out: Vec<(String, u64)> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["instances"].as_array().unwrap().clone())
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_string(),
+                    i["pid"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let prod_db = "https://127.0.0.1:9443/sample-app-frontend/service/db".to_string();
+    let load = Load::start(&[format!("{FRONT}/greeting"), prod_db.clone()], &ca, 4);
+    load.wait_answers("requests before the kill", 50);
+    let (stage_before, prod_before) = (instances("stage"), instances("prod"));
+    let planes = plane_pids(&data);
+    assert_eq!(planes.len(), 4, "{planes:?}");
+    let db_pids = || -> Vec<u64> {
+        let v: serde_json::Value =
+            serde_json::from_str(&veeps(&["db", "status", "prod", "prod-db", "--json"])).unwrap();
+        let mut p: Vec<u64> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["pid"].as_u64())
+            .collect();
+        p.sort();
+        p
+    };
+    let db_before = db_pids();
+    assert_eq!(db_before.len(), 2, "prod's database nodes: {db_before:?}");
+    load.reset_gap();
+    let mut child = up.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    load.wait_answers("requests while veeps is down", 100);
+    assert!(!curl(&format!("{FRONT}/nothing-while-veeps-is-away"), &ca).0);
+    up.log = tmp.path().join("up-after-kill.log");
+    up.child = Some(start(&up.log));
+    wait_until("veeps up after kill -9", 180, || {
+        up.log()
+            .matches("first successful end-to-end request")
+            .count()
+            == 2
+    });
+    load.wait_answers("requests after the restart", 50);
+    assert!(
+        load.failed().is_empty(),
+        "requests failed across kill -9 of veeps: {:?}",
+        load.failed()
+    );
+    eprintln!(
+        "kill -9 of the control plane: 0 failed requests, longest gap {} ms",
+        load.gap()
+    );
+    assert_eq!(
+        instances("stage"),
+        stage_before,
+        "stage's instances were not adopted"
+    );
+    assert_eq!(
+        instances("prod"),
+        prod_before,
+        "prod's instances were not adopted"
+    );
+    assert_eq!(
+        plane_pids(&data),
+        planes,
+        "the balancers were restarted, not adopted"
+    );
+    assert_eq!(
+        db_pids(),
+        db_before,
+        "the database nodes were restarted, not adopted"
+    );
+    wait_until(
+        "the line written while veeps was away, in the logs",
+        20,
+        || {
+            veeps(&["logs", "stage", "sample-app-frontend", "--since", "10m"])
+                .contains("nothing-while-veeps-is-away")
+        },
+    );
+
+    // An upgrade: veeps comes back as another build; each balancer's data plane hands its
+    // listening sockets to a process of that build and drains. Nothing fails.
+    load.reset_gap();
+    let mut child = up.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let next = tmp.path().join("veeps-next");
+    std::fs::copy(BIN, &next).unwrap();
+    up.log = tmp.path().join("up-upgraded.log");
+    up.child = Some(start_with(&next, &up.log));
+    wait_until("veeps up as another build", 180, || {
+        up.log()
+            .matches("first successful end-to-end request")
+            .count()
+            == 2
+    });
+    wait_until("every balancer on the new build", 30, || {
+        let now = plane_pids(&data);
+        now.len() == 4 && now.iter().all(|p| !p.is_empty() && !planes.contains(p))
+    });
+    load.wait_answers("requests after the upgrade", 50);
+    assert!(
+        load.failed().is_empty(),
+        "requests failed across the upgrade: {:?}",
+        load.failed()
+    );
+    eprintln!(
+        "upgrade of the control and data planes: 0 failed requests, longest gap {} ms",
+        load.gap()
+    );
+    let (ok_so_far, _) = load.stop();
+
+    // kill -9 of one frontend instance's application under continuous requests: no more
+    // fail than the requests in flight on it (each thread has at most one in flight).
+    let threads = 8;
+    let load = Load::start(&[format!("{FRONT}/greeting")], &ca, threads);
+    load.wait_answers("requests before the instance kill", 50);
+    load.reset_gap();
+    let all: serde_json::Value = serde_json::from_str(&veeps(&[
+        "instances",
+        "stage",
+        "--group",
+        "sample-app-frontend",
+        "--json",
+    ]))
+    .unwrap();
+    let shim = all[0]["instances"][0]["pid"].as_u64().unwrap();
+    let init = children(shim)[0];
+    let app = children(init)[0];
+    Command::new("kill")
+        .args(["-9", &app.to_string()])
+        .status()
+        .unwrap();
+    load.wait_answers("requests after the instance kill", 200);
+    let gap = load.gap();
+    let (ok, failed) = load.stop();
+    eprintln!(
+        "kill -9 of an instance at {threads} connections: {} failed of {}, longest gap {gap} ms ({ok_so_far} answered before)",
+        failed.len(),
+        ok + failed.len() as u64
+    );
+    assert!(
+        failed.len() <= threads,
+        "more requests failed than were in flight: {failed:?}"
     );
 
     // Ctrl-C: everything stops, the namespaces go, the state stays.

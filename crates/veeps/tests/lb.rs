@@ -833,6 +833,36 @@ resource "listener_rule" "hello" {
     });
     assert_eq!(get(p, "/hello", "").1, "hello");
     v.ok(&["plan", "env", "--detailed-exitcode"]);
+
+    // `veeps down`: the server stops everything it started, then itself.
+    let planes = v.plane_pids();
+    v.ok(&["down"]);
+    assert!(v.wait_exit(60), "the server did not exit: {}", v.log());
+    for p in planes {
+        // Gone, or a zombie waiting for whoever adopted it to reap it.
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
+        assert!(
+            matches!(state, None | Some("Z") | Some("X")),
+            "a balancer's data plane ({p}) outlived veeps down: {stat}"
+        );
+    }
+    let prefix = veeps_net::prefix_for(&v.data);
+    for c in ["pids", "memory"] {
+        let dir = std::path::Path::new("/sys/fs/cgroup").join(c).join(&prefix);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+            assert!(
+                procs.trim().is_empty(),
+                "an instance outlived veeps down: {procs}"
+            );
+        }
+    }
 }
 
 #[test]

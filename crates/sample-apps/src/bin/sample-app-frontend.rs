@@ -63,7 +63,10 @@ async fn main() {
                             .unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, String::new()));
                     text(code, body)
                 }
-                _ => text(StatusCode::NOT_FOUND, "not found"),
+                _ => {
+                    eprintln!("not found: {path}");
+                    text(StatusCode::NOT_FOUND, "not found")
+                }
             }
         }
     })

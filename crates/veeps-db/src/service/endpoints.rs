@@ -1,6 +1,7 @@
 //! The endpoints of a cluster: the writer's address, moved between nodes and announced, the reader endpoint's routes, TLS and the client sources pg_hba.conf admits.
 
 use super::*;
+use crate::proxy;
 
 impl Dbs {
     pub(crate) fn writer_prefix_len(&self, rec: &ClusterRec) -> u8 {
@@ -148,5 +149,115 @@ impl Dbs {
     pub(crate) fn hba(&self, rec: &ClusterRec) -> String {
         let nodes: Vec<Ipv4Addr> = rec.nodes.iter().map(|n| n.address).collect();
         pg_hba(&nodes, &[rec.reader_ep.0], &self.sources(rec))
+    }
+
+    fn reader_dir(&self, rec: &ClusterRec) -> std::path::PathBuf {
+        self.cluster_dir(&rec.spec.env, &rec.spec.name)
+            .join("reader-endpoint")
+    }
+
+    /// The reader endpoint's process, if it runs.
+    fn reader_pid(dir: &Path) -> Option<u32> {
+        let text = std::fs::read_to_string(dir.join(proxy::PID)).ok()?;
+        let (p, s) = text.trim().split_once(' ')?;
+        let (pid, started): (u32, u64) = (p.parse().ok()?, s.parse().ok()?);
+        (veeps_sys::proc::start_time(pid) == Some(started)).then_some(pid)
+    }
+
+    /// Makes sure the reader endpoint's process runs where the cluster says: the running
+    /// one is adopted as it is; else one is started.
+    pub(crate) async fn ensure_reader_endpoint(
+        &self,
+        rec: &ClusterRec,
+        rt: &ClusterRt,
+    ) -> Result<(), DbError> {
+        let dir = self.reader_dir(rec);
+        std::fs::create_dir_all(&dir).map_err(failed)?;
+        let (addr, ns) = &rec.reader_ep;
+        let want = proxy::EndpointFile {
+            listen: SocketAddr::from((*addr, rec.spec.port)),
+            netns: ns.clone(),
+        };
+        rt.reader.write_to(&dir.join(proxy::ROUTES));
+        let same = std::fs::read(dir.join(proxy::ENDPOINT))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<proxy::EndpointFile>(&b).ok())
+            .is_some_and(|e| e == want);
+        if same && Self::reader_pid(&dir).is_some() {
+            tracing::info!(cluster = %rec.spec.name, "adopted the running reader endpoint");
+            return Ok(());
+        }
+        self.stop_reader_endpoint(rec).await;
+        std::fs::write(
+            dir.join(proxy::ENDPOINT),
+            serde_json::to_vec(&want).map_err(failed)?,
+        )
+        .map_err(failed)?;
+        std::fs::write(
+            dir.join(proxy::ROUTES),
+            serde_json::to_vec(&rt.reader.targets()).map_err(failed)?,
+        )
+        .map_err(failed)?;
+        let log = std::fs::File::create(dir.join("proxy.log")).map_err(failed)?;
+        let mut cmd = std::process::Command::new(&self.shim_exe);
+        cmd.arg("db-proxy")
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(failed)?)
+            .stderr(log);
+        // A session of its own: it outlives the control plane.
+        veeps_sys::confine::confine(
+            &mut cmd,
+            &veeps_sys::confine::Confine {
+                session: true,
+                ..Default::default()
+            },
+        )
+        .map_err(failed)?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| failed(format!("reader endpoint: {e}")))?;
+        let pid = child.id();
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if Self::reader_pid(&dir) == Some(pid) {
+                return Ok(());
+            }
+            if veeps_sys::proc::start_time(pid).is_none() || tokio::time::Instant::now() > deadline
+            {
+                let why = std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default();
+                return Err(failed(format!(
+                    "reader endpoint {}: {}",
+                    want.listen,
+                    why.trim()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the reader endpoint's process (it notices its endpoint file gone).
+    pub(crate) async fn stop_reader_endpoint(&self, rec: &ClusterRec) {
+        let dir = self.reader_dir(rec);
+        let _ = std::fs::remove_file(dir.join(proxy::ENDPOINT));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Some(pid) = Self::reader_pid(&dir) {
+            if tokio::time::Instant::now() > deadline {
+                veeps_sys::proc::signal(pid, libc::SIGKILL);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The reader endpoint's counters.
+    pub(crate) fn reader_stats(&self, rec: &ClusterRec) -> proxy::StatsFile {
+        std::fs::read(self.reader_dir(rec).join(proxy::STATS))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 }

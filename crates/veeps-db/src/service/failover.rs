@@ -9,7 +9,7 @@ impl Dbs {
         let Ok(mut inner) = rt.inner.try_lock() else {
             return;
         };
-        if inner.proxies.is_empty() {
+        if !inner.reader_up {
             return;
         }
         let Ok(ids) = self.prepare() else { return };

@@ -13,7 +13,7 @@ use crate::model::{
     Secrets, Upstream, REPLICATOR,
 };
 use crate::pg;
-use crate::proxy::{self, Proxy, Route};
+use crate::proxy::Route;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -105,7 +105,8 @@ impl NodeRt {
 #[derive(Default)]
 pub(crate) struct Inner {
     nodes: HashMap<String, NodeRt>,
-    proxies: Vec<Proxy>,
+    /// The reader endpoint's process runs (started or adopted).
+    reader_up: bool,
     hba: String,
     /// The node holding the writer endpoint's address.
     address_on: Option<String>,
@@ -603,12 +604,9 @@ impl Dbs {
                 }
             }
         }
-        if inner.proxies.is_empty() {
-            let port = rec.spec.port;
-            let (addr, ns) = &rec.reader_ep;
-            let p = proxy::start(ns, SocketAddr::from((*addr, port)), rt.reader.clone())
-                .map_err(|e| failed(format!("reader endpoint {addr}:{port}: {e}")))?;
-            inner.proxies.push(p);
+        if !inner.reader_up {
+            self.ensure_reader_endpoint(rec, rt).await?;
+            inner.reader_up = true;
         }
         if inner.address_on.as_deref() != Some(w.name.as_str()) {
             self.place_writer_address(rec, &w).await?;
@@ -689,7 +687,8 @@ impl Dbs {
                 }
                 continue;
             };
-            inner.proxies.clear();
+            self.stop_reader_endpoint(&rec).await;
+            inner.reader_up = false;
             // Readers first, so the writer's last WAL reaches them.
             let mut nodes = rec.nodes.clone();
             nodes.sort_by_key(|n| n.role == Role::Writer);
@@ -706,7 +705,8 @@ impl Dbs {
         };
         let rt = self.rt(env, name);
         let mut inner = rt.inner.lock().await;
-        inner.proxies.clear();
+        self.stop_reader_endpoint(&rec).await;
+        inner.reader_up = false;
         for n in &rec.nodes {
             self.stop_node(&rec, n, &mut inner, false).await;
             self.cgroup(&rec, &n.name).remove();

@@ -202,7 +202,14 @@ impl Dbs {
             fails: 0,
             healthy: true,
         };
-        if !rt.runs() || self.admin(rec, node).await.is_err() {
+        if !rt.runs() {
+            return false;
+        }
+        // Only a node in the role recorded for it (a crash in the middle of a failover
+        // leaves a reader recorded as the writer: it is restarted as one).
+        let h = self.health(rec, node).await;
+        if !h.serving || h.in_recovery != (node.role == Role::Reader) {
+            tracing::info!(node = %node.name, "a running node is not in its recorded role; restarting it");
             return false;
         }
         tracing::info!(node = %node.name, pid, "adopted a running database node");

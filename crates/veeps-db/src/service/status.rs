@@ -149,19 +149,17 @@ impl Dbs {
                 let nl = [("env", env), ("cluster", name), ("node", n.name.as_str())];
                 out.push(Sample::new("db_disk_used_bytes", &nl, bytes as f64));
             }
-            let rt = self.rt(env, name);
             let el = [("env", env), ("cluster", name), ("endpoint", "reader")];
+            let st = self.reader_stats(&rec);
             out.push(Sample::new(
                 "db_endpoint_connections_total",
                 &el,
-                rt.reader
-                    .accepted
-                    .load(std::sync::atomic::Ordering::Relaxed) as f64,
+                st.accepted as f64,
             ));
             out.push(Sample::new(
                 "db_endpoint_failed_connections_total",
                 &el,
-                rt.reader.failed.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                st.failed as f64,
             ));
         }
         *self.samples.lock().unwrap_or_else(|p| p.into_inner()) = out;
