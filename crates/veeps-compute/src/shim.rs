@@ -8,8 +8,10 @@
 //! it left off, when it is there: restarting it touches no instance.
 //!
 //! Files in the shim's directory: `out.log` and `out.log.1` (the spool), `status` (written
-//! by the init process: the application's status), `exit` (written last by the shim: the
-//! instance is over and its output is all in the spool).
+//! by the init process: the application's status), `exit` (written last by the shim: its
+//! pid on the first line, so that a later shim of the same directory never takes an
+//! earlier one's end for its own, then the status; the instance is over and its output is
+//! all in the spool).
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -66,6 +68,14 @@ fn run_init(dir: &Path, program: OsString, args: Vec<OsString>) -> i32 {
     code
 }
 
+/// Records the end of this shim's instance.
+fn write_exit(dir: &Path, status: &str) {
+    let _ = write_atomic(
+        &dir.join(EXIT),
+        &format!("{}\n{status}", std::process::id()),
+    );
+}
+
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
@@ -81,7 +91,7 @@ fn supervise(dir: &Path, program: OsString, args: Vec<OsString>) -> i32 {
     let spool = match SpoolWriter::open(dir, SPOOL_LIMIT) {
         Ok(s) => Arc::new(Mutex::new(s)),
         Err(e) => {
-            let _ = write_atomic(&dir.join(EXIT), &format!("its output cannot be kept: {e}"));
+            write_exit(dir, &format!("its output cannot be kept: {e}"));
             return 1;
         }
     };
@@ -103,7 +113,7 @@ fn supervise(dir: &Path, program: OsString, args: Vec<OsString>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             note(format!("cannot start the instance's init process: {e}"));
-            let _ = write_atomic(&dir.join(EXIT), &format!("could not start: {e}"));
+            write_exit(dir, &format!("could not start: {e}"));
             return 1;
         }
     };
@@ -168,7 +178,7 @@ fn supervise(dir: &Path, program: OsString, args: Vec<OsString>) -> i32 {
             Err(e) => format!("its init process was lost: {e}"),
         },
     };
-    let _ = write_atomic(&dir.join(EXIT), &status);
+    write_exit(dir, &status);
     0
 }
 
@@ -186,15 +196,18 @@ pub enum ShimState {
 /// The state of the shim `pid` (started at `started`, as [`veeps_sys::proc::start_time`]
 /// gives it; 0 when unknown) with its directory `dir`.
 pub fn state(dir: &Path, pid: u32, started: u64) -> ShimState {
-    if let Ok(s) = std::fs::read_to_string(dir.join(EXIT)) {
-        return ShimState::Exited(s.trim().to_string());
+    // Its own end only (an earlier shim of the same directory may have written one late).
+    let ended = || {
+        let text = std::fs::read_to_string(dir.join(EXIT)).ok()?;
+        let (who, status) = text.split_once('\n').unwrap_or(("", text.as_str()));
+        (who.trim().parse::<u32>().ok() == Some(pid)).then(|| status.trim().to_string())
+    };
+    if let Some(s) = ended() {
+        return ShimState::Exited(s);
     }
     match veeps_sys::proc::start_time(pid) {
         Some(t) if started == 0 || t == started => ShimState::Running,
-        _ => match std::fs::read_to_string(dir.join(EXIT)) {
-            // It finished between the two looks.
-            Ok(s) => ShimState::Exited(s.trim().to_string()),
-            Err(_) => ShimState::Gone,
-        },
+        // It finished between the two looks, or is gone without a word.
+        _ => ended().map_or(ShimState::Gone, ShimState::Exited),
     }
 }

@@ -103,13 +103,14 @@ pub fn command(
 pub const LOG: &str = "/run/veeps-pg/log";
 
 /// The command running a node's server, `postgres`, held by a shim (`shim_exe shim`, bound
-/// into the node's mount namespace) in a session of its own: it outlives the control plane,
+/// into the node's mount namespace) in a session of its own and in the node's cgroup: it outlives the control plane,
 /// and its output is spooled in the node's `log` directory.
 pub fn server_command(
     node_dir: &Path,
     netns: &str,
     ids: (u32, u32),
     shim_exe: &Path,
+    cgroup_procs: Vec<PathBuf>,
 ) -> std::io::Result<std::process::Command> {
     std::fs::create_dir_all(node_dir.join("log"))?;
     let exe_at = node_dir.join("veeps");
@@ -147,6 +148,8 @@ pub fn server_command(
                 },
             ],
             chdir: Some(PathBuf::from(MOUNT)),
+            // Joined before anything runs: every process of the node is in it.
+            cgroup_procs,
             session: true,
             ..Default::default()
         },

@@ -285,6 +285,8 @@ pub struct Plane {
     access: Option<Arc<AccessSink>>,
     /// Handed off: no new binds.
     retired: std::sync::atomic::AtomicBool,
+    /// Tells connections to finish and close (after a handoff).
+    drain: tokio::sync::watch::Sender<bool>,
     /// Sockets received from the previous process, by address, taken as listeners bind.
     inherited: Mutex<HashMap<SocketAddr, Vec<OwnedFd>>>,
     /// Targets the previous process found healthy, by group (used by the first apply, so
@@ -318,6 +320,7 @@ impl Plane {
             stats: Arc::new(Stats::default()),
             access,
             retired: false.into(),
+            drain: tokio::sync::watch::channel(false).0,
             inherited: Mutex::new(HashMap::new()),
             seed: Mutex::new(HashMap::new()),
         })
@@ -538,6 +541,7 @@ impl Plane {
                             stats: self.stats.clone(),
                             logs: self.access.clone().filter(|_| lb.spec.access_logs),
                             timeout: idle,
+                            draining: self.drain.subscribe(),
                         }),
                         tls: tls.clone(),
                         sni: sni.clone(),
@@ -758,6 +762,7 @@ impl Plane {
     /// Every listening socket with its address (for a handoff), and stops accepting on them.
     fn retire(&self) -> Vec<(SocketAddr, OwnedFd)> {
         self.retired.store(true, Ordering::SeqCst);
+        self.drain.send_replace(true);
         let mut slot = self.lb.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = vec![];
         if let Some(lb) = slot.as_mut() {

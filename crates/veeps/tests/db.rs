@@ -433,7 +433,13 @@ fn a_crash_in_the_middle_of_a_switchover_finishes_it_at_restart() {
     v.boot();
     wait_until("the cluster back, healthy", 120, || all_healthy(&v, "main"));
     let (new, _) = writer_pid(&v, "main");
-    assert_ne!(new, old, "the switchover was not finished");
+    assert_ne!(
+        new,
+        old,
+        "the switchover was not finished: {}\n{}",
+        v.ok(&["db", "events", "env", "main"]),
+        v.log()
+    );
     wait_until("writes through the endpoint", 60, || {
         psql(&app, &endpoint, ca, "INSERT INTO t VALUES (3)")
             .status

@@ -117,15 +117,13 @@ impl Dbs {
         }
         // A fresh spool for this run (its `exit` names this run's end only).
         let _ = std::fs::remove_file(dir.join("log").join(veeps_compute::shim::EXIT));
-        let mut cmd = pg::server_command(&dir, &node.netns, ids, &self.shim_exe).map_err(failed)?;
+        let mut cmd = pg::server_command(&dir, &node.netns, ids, &self.shim_exe, cg.procs_files())
+            .map_err(failed)?;
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mut child = cmd.spawn().map_err(|e| failed(format!("postgres: {e}")))?;
         let pid = child.id();
-        for f in cg.procs_files() {
-            let _ = std::fs::write(f, pid.to_string());
-        }
         let started = veeps_sys::proc::start_time(pid).unwrap_or(0);
         // Not waited for here: its end is read from its spool (by whichever control plane
         // runs then); a thread reaps it if it ends while this one runs.
@@ -230,15 +228,15 @@ impl Dbs {
         let pid: Option<i32> = std::fs::read_to_string(dir.join("pgdata/postmaster.pid"))
             .ok()
             .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()));
-        let Some(pid) = pid.filter(|p| cg.pids().contains(p)) else {
-            return;
-        };
-        tracing::info!(node = %node.name, pid, "stopping a node left by an earlier server run");
-        veeps_sys::proc::signal(pid as u32, libc::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while cg.pids().contains(&pid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(pid) = pid.filter(|p| cg.pids().contains(p)) {
+            tracing::info!(node = %node.name, pid, "stopping a node left by an earlier server run");
+            veeps_sys::proc::signal(pid as u32, libc::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while cg.pids().contains(&pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
+        // Its shim and every process left go too, before anything starts there again.
         tokio::task::spawn_blocking(move || cg.kill_all())
             .await
             .ok();

@@ -155,6 +155,17 @@ pub struct Ctx {
     pub logs: Option<Arc<crate::plane::AccessSink>>,
     /// Time a target has to answer.
     pub timeout: Duration,
+    /// Becomes true when this process hands its listeners over: connections then finish
+    /// their request in progress and close (HTTP/1 with `Connection: close`, HTTP/2 with
+    /// GOAWAY), and clients reconnect to the new process.
+    pub draining: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Resolves once `draining` turns true (never if its sender is gone).
+async fn drained(mut draining: tokio::sync::watch::Receiver<bool>) {
+    if draining.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await
+    }
 }
 
 /// Serves one accepted connection.
@@ -176,17 +187,30 @@ where
         b.timer(TokioTimer::new())
             .keep_alive_interval(Some(idle))
             .max_concurrent_streams(256);
-        let _ = b.serve_connection(TokioIo::new(io), svc).await;
+        let conn = b.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = drained(ctx.draining.clone()) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(idle)
             .max_buf_size(64 * 1024)
             .keep_alive(true);
-        let _ = b
-            .serve_connection(TokioIo::new(io), svc)
-            .with_upgrades()
-            .await;
+        let conn = b.serve_connection(TokioIo::new(io), svc).with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = drained(ctx.draining.clone()) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
     }
     ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
 }
