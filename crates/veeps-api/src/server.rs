@@ -60,23 +60,14 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Metrics, logs, alarms.
     pub obs: Arc<veeps_obs::Obs>,
-    /// Images, groups and their instances.
-    pub compute: Arc<veeps_compute::Compute>,
-    /// Scaling policies.
-    pub policies: Arc<veeps_compute::policy::Policies>,
-    /// Load balancers.
-    pub lbs: Arc<veeps_lb::service::Lbs>,
     /// The internal CA's certificate.
     pub ca_pem: String,
     /// Buckets and objects.
     pub objects: Arc<veeps_s3::store::ObjectStore>,
-    /// Database clusters.
-    pub dbs: Arc<veeps_db::Dbs>,
     /// Networks.
     pub net: Arc<veeps_net::Net>,
     /// Every part, in start order.
     pub parts: veeps_resource::Parts,
-    s3_day: std::time::Duration,
     /// S3 credentials.
     pub s3_auth: Arc<veeps_s3::api::Auth>,
     /// S3 access keys and bucket policies.
@@ -346,15 +337,10 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         engine,
         store,
         obs,
-        compute,
-        policies,
-        lbs,
         ca_pem,
         objects,
-        dbs,
         net,
         parts,
-        s3_day,
         s3_auth,
         s3_access,
         api,
@@ -446,8 +432,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(prometheus))
         .route("/v1/ca", get(ca_cert))
         .route("/v1/system/down", post(system_down))
-        .route("/v1/s3/credentials", get(s3_credentials))
-        .route("/v1/s3/lifecycle/run", post(s3_lifecycle_run))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
         .with_state(state.clone())
@@ -986,43 +970,6 @@ async fn audit_verify(State(st): State<AppState>) -> Response {
             }),
         )
             .into_response(),
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-async fn s3_credentials(State(st): State<AppState>) -> Response {
-    let (id, secret) = st.s3_auth.root();
-    Json(veeps_wire::S3Credentials {
-        access_key_id: id.into(),
-        secret_access_key: secret.into(),
-    })
-    .into_response()
-}
-
-/// Body of `POST /v1/s3/lifecycle/run`.
-/// Applies every bucket's lifecycle rules now, optionally as of a later day (to try rules
-/// out without waiting); answers what was done.
-async fn s3_lifecycle_run(
-    State(st): State<AppState>,
-    Json(b): Json<veeps_wire::LifecycleRun>,
-) -> Response {
-    let store = st.objects.clone();
-    let day = st.s3_day.as_millis().max(1) as i64;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let at = now + i64::from(b.advance_days) * day;
-    match tokio::task::spawn_blocking(move || store.run_lifecycle(at, day)).await {
-        Ok(Ok(r)) => Json(veeps_wire::LifecycleReport {
-            expired: r.expired,
-            noncurrent_removed: r.noncurrent_removed,
-            markers_removed: r.markers_removed,
-            transitioned: r.transitioned,
-            aborted: r.aborted,
-        })
-        .into_response(),
-        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

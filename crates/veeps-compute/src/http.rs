@@ -25,13 +25,17 @@ type C = State<Arc<Compute>>;
 
 /// Every built image.
 async fn images(State(c): C) -> Response {
-    let list: Vec<serde_json::Value> = c
+    let list: Vec<veeps_wire::ImageView> = c
         .images
         .list()
         .into_iter()
-        .map(|i| {
-            serde_json::json!({"id": i.id, "name": i.name, "version": i.version,
-                "entrypoint": i.entrypoint, "size": i.size, "created": i.created})
+        .map(|i| veeps_wire::ImageView {
+            id: i.id,
+            name: i.name,
+            version: i.version as u64,
+            entrypoint: i.entrypoint,
+            size: i.size,
+            created: i.created,
         })
         .collect();
     Json(list).into_response()
@@ -58,14 +62,32 @@ async fn instances(
     Path(env): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let groups: Vec<serde_json::Value> = c
+    let groups: Vec<veeps_wire::GroupView> = c
         .records(&env)
         .into_iter()
         .filter(|r| q.get("group").is_none_or(|g| *g == r.spec.name))
-        .map(|r| {
-            serde_json::json!({"id": r.spec.id, "name": r.spec.name, "desired": r.desired,
-                "min_size": r.spec.min_size, "max_size": r.spec.max_size,
-                "image_id": r.spec.template.image_id, "instances": r.instances})
+        .map(|r| veeps_wire::GroupView {
+            id: r.spec.id,
+            name: r.spec.name,
+            desired: r.desired,
+            min_size: r.spec.min_size,
+            max_size: r.spec.max_size,
+            image_id: r.spec.template.image_id,
+            instances: r
+                .instances
+                .into_iter()
+                .map(|i| veeps_wire::InstanceView {
+                    id: i.id,
+                    subnet_id: i.subnet_id,
+                    address: i.address,
+                    fingerprint: i.fingerprint,
+                    image_id: i.image_id,
+                    launched_ms: i.launched_ms,
+                    lifecycle: format!("{:?}", i.lifecycle),
+                    pid: i.pid,
+                    failures: i.failures,
+                })
+                .collect(),
         })
         .collect();
     Json(groups).into_response()
@@ -74,7 +96,17 @@ async fn instances(
 /// A group's activities, oldest first.
 async fn activity(State(c): C, Path((env, name)): Path<(String, String)>) -> Response {
     match c.records(&env).into_iter().find(|r| r.spec.name == name) {
-        Some(r) => Json(r.activities).into_response(),
+        Some(r) => Json(
+            r.activities
+                .into_iter()
+                .map(|a| veeps_wire::ActivityView {
+                    time: a.time,
+                    description: a.description,
+                    cause: a.cause,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         None => reply::not_found(format!(
             "no group \"{name}\" in environment \"{env}\"; see `veeps instances {env}`"
         )),

@@ -48,18 +48,35 @@ async fn status(State(dbs): Db, Path((env, name)): Cluster) -> Response {
 
 /// The cluster's activity log.
 async fn events(State(dbs): Db, Path((env, name)): Cluster) -> Response {
-    Json(dbs.events(&env, &name)).into_response()
+    let list: Vec<veeps_wire::DbEvent> = dbs
+        .events(&env, &name)
+        .into_iter()
+        .map(|e| veeps_wire::DbEvent {
+            ts: e.ts,
+            kind: e.kind,
+            message: e.message,
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+fn backup_view(b: crate::backup::Backup) -> veeps_wire::DbBackup {
+    veeps_wire::DbBackup {
+        name: b.name,
+        time_ms: b.time_ms,
+        size: b.size,
+        kind: b.kind,
+    }
 }
 
 /// A planned switchover (`{"to": NODE}` optional).
 async fn failover(
     State(dbs): Db,
     Path((env, name)): Cluster,
-    Json(body): Json<serde_json::Value>,
+    Json(body): Json<veeps_wire::DbFailover>,
 ) -> Response {
-    let to = body.get("to").and_then(|v| v.as_str());
-    match dbs.switchover(&env, &name, to).await {
-        Ok(m) => Json(serde_json::json!({ "message": m })).into_response(),
+    match dbs.switchover(&env, &name, body.to.as_deref()).await {
+        Ok(message) => Json(veeps_wire::Done { message }).into_response(),
         Err(e) => db_err(e),
     }
 }
@@ -67,7 +84,13 @@ async fn failover(
 /// Base backups.
 async fn backups(State(dbs): Db, Path((env, name)): Cluster) -> Response {
     match dbs.cluster(&env, &name) {
-        Ok(Some(_)) => Json(dbs.backups(&env, &name)).into_response(),
+        Ok(Some(_)) => Json(
+            dbs.backups(&env, &name)
+                .into_iter()
+                .map(backup_view)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Ok(None) => db_err(DbError::NotFound(format!("no cluster {name} in {env}"))),
         Err(e) => db_err(e),
     }
@@ -77,13 +100,13 @@ async fn backups(State(dbs): Db, Path((env, name)): Cluster) -> Response {
 async fn snapshot(
     State(dbs): Db,
     Path((env, name)): Cluster,
-    Json(body): Json<serde_json::Value>,
+    Json(body): Json<veeps_wire::DbSnapshot>,
 ) -> Response {
-    let Some(label) = body.get("name").and_then(|v| v.as_str()) else {
+    let Some(label) = body.name.as_deref() else {
         return reply::bad("name: give the snapshot a name");
     };
     match dbs.snapshot(&env, &name, label).await {
-        Ok(b) => Json(b).into_response(),
+        Ok(b) => Json(backup_view(b)).into_response(),
         Err(e) => db_err(e),
     }
 }
@@ -93,21 +116,26 @@ async fn snapshot(
 async fn restore(
     State(dbs): Db,
     Path((env, name)): Cluster,
-    Json(body): Json<serde_json::Value>,
+    Json(body): Json<veeps_wire::DbRestore>,
 ) -> Response {
-    let s = |k: &str| body.get(k).and_then(|v| v.as_str());
-    let Some(new) = s("new_cluster") else {
+    let Some(new) = body.new_cluster.as_deref() else {
         return reply::bad("new_cluster: name the cluster to restore into");
     };
     match dbs
-        .restore_new(&env, &name, s("to_time"), s("snapshot"), new)
+        .restore_new(
+            &env,
+            &name,
+            body.to_time.as_deref(),
+            body.snapshot.as_deref(),
+            new,
+        )
         .await
     {
-        Ok(rec) => Json(serde_json::json!({
-            "cluster": rec.spec.name,
-            "endpoint": format!("{}:{}", rec.writer_ep.0, rec.spec.port),
-            "reader_endpoint": format!("{}:{}", rec.reader_ep.0, rec.spec.port),
-        }))
+        Ok(rec) => Json(veeps_wire::DbRestored {
+            cluster: rec.spec.name.clone(),
+            endpoint: format!("{}:{}", rec.writer_ep.0, rec.spec.port),
+            reader_endpoint: format!("{}:{}", rec.reader_ep.0, rec.spec.port),
+        })
         .into_response(),
         Err(e) => db_err(e),
     }
@@ -121,7 +149,10 @@ async fn delete(State(dbs): Db, Path((env, name)): Cluster) -> Response {
         ));
     }
     match dbs.delete(&env, &name).await {
-        Ok(()) => Json(serde_json::json!({ "deleted": name })).into_response(),
+        Ok(()) => Json(veeps_wire::Done {
+            message: format!("deleted {name}"),
+        })
+        .into_response(),
         Err(e) => db_err(e),
     }
 }
@@ -134,10 +165,10 @@ async fn psql(
 ) -> Response {
     let reader = q.get("reader").is_some_and(|v| v == "true");
     match dbs.psql_target(&env, &name, reader) {
-        Ok((netns, vars)) => Json(serde_json::json!({
-            "netns": netns,
-            "env": vars.into_iter().collect::<HashMap<_, _>>(),
-        }))
+        Ok((netns, vars)) => Json(veeps_wire::PsqlTarget {
+            netns,
+            env: vars.into_iter().collect(),
+        })
         .into_response(),
         Err(e) => db_err(e),
     }

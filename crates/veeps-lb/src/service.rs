@@ -664,7 +664,7 @@ impl Lbs {
     }
 
     /// Target health by target group, as each balancer sees it.
-    pub fn target_health(&self, env_filter: Option<&str>) -> Vec<serde_json::Value> {
+    pub fn target_health(&self, env_filter: Option<&str>) -> Vec<veeps_wire::TargetGroupView> {
         let planes = self.planes.lock().unwrap_or_else(|p| p.into_inner());
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = vec![];
@@ -673,20 +673,25 @@ impl Lbs {
             .filter(|(_, l)| env_filter.is_none_or(|e| l.spec.env == e))
         {
             for g in health.get(id).into_iter().flatten() {
-                let targets: Vec<serde_json::Value> = g
-                    .targets
-                    .iter()
-                    .map(|t| {
-                        serde_json::json!({
-                            "target": t.addr.to_string(),
-                            "state": t.state,
-                            "in_flight": t.in_flight,
+                out.push(veeps_wire::TargetGroupView {
+                    load_balancer: p.spec.name.clone(),
+                    target_group: g.name.clone(),
+                    target_group_id: g.id.clone(),
+                    targets: g
+                        .targets
+                        .iter()
+                        .map(|t| veeps_wire::TargetView {
+                            target: t.addr.to_string(),
+                            state: t.state.clone(),
+                            in_flight: t.in_flight,
                         })
-                    })
-                    .collect();
-                out.push(serde_json::json!({"load_balancer": p.spec.name, "target_group": g.name, "target_group_id": g.id, "targets": targets}));
+                        .collect(),
+                });
             }
         }
+        out.sort_by(|a, b| {
+            (&a.load_balancer, &a.target_group).cmp(&(&b.load_balancer, &b.target_group))
+        });
         out
     }
 

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod api;
+pub mod http;
 pub mod lifecycle;
 pub mod part;
 pub mod resources;

@@ -131,6 +131,14 @@ impl Part for S3Part {
             .extend(tasks);
     }
 
+    fn routes(&self) -> Option<axum::Router> {
+        Some(crate::http::routes(
+            self.objects.clone(),
+            self.auth.clone(),
+            self.day,
+        ))
+    }
+
     async fn shutdown(&self, _how: veeps_resource::Shutdown) {
         for t in self
             .tasks

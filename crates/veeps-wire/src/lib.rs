@@ -199,6 +199,222 @@ pub struct LifecycleReport {
     pub aborted: u64,
 }
 
+/// A built image (`GET /v1/images`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageView {
+    /// `img-` and a content hash.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Builds of that name so far.
+    pub version: u64,
+    /// What runs.
+    pub entrypoint: Vec<String>,
+    /// Bytes.
+    pub size: u64,
+    /// When it was built (RFC 3339).
+    pub created: String,
+}
+
+/// An auto scaling group and its instances (`GET /v1/envs/{env}/instances`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GroupView {
+    /// `asg-...`.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Instances it wants.
+    pub desired: u32,
+    /// Bounds.
+    pub min_size: u32,
+    /// Bounds.
+    pub max_size: u32,
+    /// The image its template runs.
+    pub image_id: String,
+    /// Its instances.
+    pub instances: Vec<InstanceView>,
+}
+
+/// One instance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct InstanceView {
+    /// `i-` and 8 hex digits.
+    pub id: String,
+    /// Its subnet.
+    pub subnet_id: String,
+    /// Its address.
+    pub address: String,
+    /// The template fingerprint it runs.
+    pub fingerprint: String,
+    /// The image it runs.
+    pub image_id: String,
+    /// When it started (ms since the epoch).
+    pub launched_ms: i64,
+    /// `Pending`, `InService` or `Terminating`.
+    pub lifecycle: String,
+    /// Its supervisor's (shim's) process id.
+    pub pid: u32,
+    /// Consecutive failed health checks.
+    pub failures: u32,
+}
+
+/// Something that happened to a group (`GET /v1/envs/{env}/groups/{name}/activity`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ActivityView {
+    /// When (RFC 3339).
+    pub time: String,
+    /// What.
+    pub description: String,
+    /// Why.
+    pub cause: String,
+}
+
+/// A balancer's target group and its targets as the balancer sees them
+/// (`GET /v1/envs/{env}/targets`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TargetGroupView {
+    /// The balancer's name.
+    pub load_balancer: String,
+    /// The group's name.
+    pub target_group: String,
+    /// The group's id.
+    pub target_group_id: String,
+    /// Its targets.
+    pub targets: Vec<TargetView>,
+}
+
+/// One target.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TargetView {
+    /// `ADDRESS:PORT`.
+    pub target: String,
+    /// `healthy`, `unhealthy` or `draining`.
+    pub state: String,
+    /// Requests it serves now.
+    pub in_flight: usize,
+}
+
+/// A database cluster's state (`GET /v1/envs/{env}/db/{name}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DbStatus {
+    /// The cluster.
+    pub cluster: String,
+    /// Its environment.
+    pub env: String,
+    /// The writer endpoint, `ADDRESS:PORT`.
+    pub endpoint: String,
+    /// The reader endpoint, `ADDRESS:PORT`.
+    pub reader_endpoint: String,
+    /// Where the writer endpoint leads now.
+    pub writer_targets: Vec<String>,
+    /// Where the reader endpoint leads now.
+    pub reader_targets: Vec<String>,
+    /// Its nodes.
+    pub nodes: Vec<DbNode>,
+}
+
+/// One database node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DbNode {
+    /// Its name.
+    pub name: String,
+    /// `writer` or `reader`.
+    pub role: String,
+    /// Its address.
+    pub address: String,
+    /// Its subnet.
+    pub subnet: String,
+    /// Serving in its role.
+    pub healthy: bool,
+    /// Replication lag behind the writer.
+    pub lag_bytes: i64,
+    /// The same, in seconds.
+    pub lag_seconds: f64,
+    /// The postmaster's process id, when it runs.
+    pub pid: Option<u32>,
+}
+
+/// Something that happened to a cluster (`GET .../events`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DbEvent {
+    /// When (ms since the epoch).
+    pub ts: i64,
+    /// `created`, `failover`, `switchover`, `rebuilt`, `restarted`, `error`...
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// A base backup or snapshot (`GET .../backups`, `POST .../backups`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DbBackup {
+    /// Its name.
+    pub name: String,
+    /// When it finished (ms since the epoch).
+    pub time_ms: i64,
+    /// Bytes.
+    pub size: u64,
+    /// `automated` or `manual`.
+    pub kind: String,
+}
+
+/// Body of `POST .../failover`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DbFailover {
+    /// The node to promote (the most caught-up reader when absent).
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// Body of `POST .../backups`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DbSnapshot {
+    /// The snapshot's name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Body of `POST .../restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DbRestore {
+    /// The cluster to restore into.
+    #[serde(default)]
+    pub new_cluster: Option<String>,
+    /// A point in time (RFC 3339).
+    #[serde(default)]
+    pub to_time: Option<String>,
+    /// A snapshot's name.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+}
+
+/// A restored cluster (reply to `POST .../restore`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DbRestored {
+    /// Its name.
+    pub cluster: String,
+    /// Its writer endpoint.
+    pub endpoint: String,
+    /// Its reader endpoint.
+    pub reader_endpoint: String,
+}
+
+/// A message answering an operation (`{"message": ...}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Done {
+    /// What was done.
+    pub message: String,
+}
+
+/// Where and how an operator's `psql` connects (`GET .../psql`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PsqlTarget {
+    /// The namespace to run it in (the host's when empty).
+    pub netns: String,
+    /// Its environment (`PGHOST`, `PGPASSWORD`...).
+    pub env: BTreeMap<String, String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +467,30 @@ mod tests {
             })
             .unwrap(),
             r#"{"version":2,"time":"t","caller":"c","operation":"apply","status":"ok","summary":{"add":1,"change":0,"destroy":3},"errors":[]}"#,
+        );
+        check(
+            serde_json::to_value(InstanceView {
+                id: "i-1".into(),
+                lifecycle: "InService".into(),
+                pid: 7,
+                ..Default::default()
+            })
+            .unwrap(),
+            r#"{"id":"i-1","subnet_id":"","address":"","fingerprint":"","image_id":"","launched_ms":0,"lifecycle":"InService","pid":7,"failures":0}"#,
+        );
+        check(
+            serde_json::to_value(TargetGroupView {
+                load_balancer: "web".into(),
+                target_group: "app".into(),
+                target_group_id: "tg-1".into(),
+                targets: vec![TargetView {
+                    target: "10.0.0.5:80".into(),
+                    state: "healthy".into(),
+                    in_flight: 1,
+                }],
+            })
+            .unwrap(),
+            r#"{"load_balancer":"web","target_group":"app","target_group_id":"tg-1","targets":[{"target":"10.0.0.5:80","state":"healthy","in_flight":1}]}"#,
         );
     }
 }

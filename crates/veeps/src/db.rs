@@ -2,7 +2,7 @@
 
 use crate::ops::{api_err, client, fmt_ts};
 use crate::{DbCmd, Global};
-use serde_json::json;
+use veeps_wire::{DbBackup, DbEvent, DbRestored, DbStatus, Done, PsqlTarget};
 
 type R = Result<i32, String>;
 
@@ -11,47 +11,38 @@ pub fn run(g: &Global, cmd: DbCmd) -> R {
     match cmd {
         DbCmd::Status { env, cluster } => status(g, &env, &cluster),
         DbCmd::Failover { env, cluster, to } => {
-            let v = client(g)?
-                .post(
+            let v: Done = client(g)?
+                .post_as(
                     &format!("/v1/envs/{env}/db/{cluster}/failover"),
-                    &json!({ "to": to }),
+                    &veeps_wire::DbFailover { to },
                 )
                 .map_err(api_err)?;
-            println!("{}", v["message"].as_str().unwrap_or("done"));
+            println!("{}", v.message);
             Ok(0)
         }
         DbCmd::Backups { env, cluster } => {
-            let v = client(g)?
-                .get(&format!("/v1/envs/{env}/db/{cluster}/backups"))
+            let v: Vec<DbBackup> = client(g)?
+                .get_as(&format!("/v1/envs/{env}/db/{cluster}/backups"))
                 .map_err(api_err)?;
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 return Ok(0);
             }
             println!("{:<28} {:<10} {:>12}  TIME", "NAME", "KIND", "BYTES");
-            for b in v.as_array().into_iter().flatten() {
-                let when = fmt_ts(b["time_ms"].as_i64().unwrap_or(0));
-                println!(
-                    "{:<28} {:<10} {:>12}  {when}",
-                    b["name"].as_str().unwrap_or(""),
-                    b["kind"].as_str().unwrap_or(""),
-                    b["size"].as_u64().unwrap_or(0)
-                );
+            for b in v {
+                let when = fmt_ts(b.time_ms);
+                println!("{:<28} {:<10} {:>12}  {when}", b.name, b.kind, b.size);
             }
             Ok(0)
         }
         DbCmd::Snapshot { env, cluster, name } => {
-            let v = client(g)?
-                .post(
+            let v: DbBackup = client(g)?
+                .post_as(
                     &format!("/v1/envs/{env}/db/{cluster}/backups"),
-                    &json!({ "name": name }),
+                    &veeps_wire::DbSnapshot { name: Some(name) },
                 )
                 .map_err(api_err)?;
-            println!(
-                "Snapshot {} of {cluster} taken ({} bytes).",
-                v["name"].as_str().unwrap_or(""),
-                v["size"]
-            );
+            println!("Snapshot {} of {cluster} taken ({} bytes).", v.name, v.size);
             Ok(0)
         }
         DbCmd::Restore {
@@ -61,17 +52,19 @@ pub fn run(g: &Global, cmd: DbCmd) -> R {
             snapshot,
             new_cluster,
         } => {
-            let v = client(g)?
-                .post(
+            let v: DbRestored = client(g)?
+                .post_as(
                     &format!("/v1/envs/{env}/db/{cluster}/restore"),
-                    &json!({ "to_time": to_time, "snapshot": snapshot, "new_cluster": new_cluster }),
+                    &veeps_wire::DbRestore {
+                        new_cluster: Some(new_cluster),
+                        to_time,
+                        snapshot,
+                    },
                 )
                 .map_err(api_err)?;
             println!(
                 "Restored into {} (endpoint {}, reader endpoint {}).",
-                v["cluster"].as_str().unwrap_or(""),
-                v["endpoint"].as_str().unwrap_or(""),
-                v["reader_endpoint"].as_str().unwrap_or("")
+                v.cluster, v.endpoint, v.reader_endpoint
             );
             Ok(0)
         }
@@ -83,20 +76,15 @@ pub fn run(g: &Global, cmd: DbCmd) -> R {
             Ok(0)
         }
         DbCmd::Events { env, cluster } => {
-            let v = client(g)?
-                .get(&format!("/v1/envs/{env}/db/{cluster}/events"))
+            let v: Vec<DbEvent> = client(g)?
+                .get_as(&format!("/v1/envs/{env}/db/{cluster}/events"))
                 .map_err(api_err)?;
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 return Ok(0);
             }
-            for e in v.as_array().into_iter().flatten() {
-                let when = fmt_ts(e["ts"].as_i64().unwrap_or(0));
-                println!(
-                    "{when}  {:<11} {}",
-                    e["kind"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                );
+            for e in v {
+                println!("{}  {:<11} {}", fmt_ts(e.ts), e.kind, e.message);
             }
             Ok(0)
         }
@@ -110,8 +98,8 @@ pub fn run(g: &Global, cmd: DbCmd) -> R {
 }
 
 fn status(g: &Global, env: &str, cluster: &str) -> R {
-    let v = client(g)?
-        .get(&format!("/v1/envs/{env}/db/{cluster}"))
+    let v: DbStatus = client(g)?
+        .get_as(&format!("/v1/envs/{env}/db/{cluster}"))
         .map_err(api_err)?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -119,30 +107,22 @@ fn status(g: &Global, env: &str, cluster: &str) -> R {
     }
     println!(
         "{cluster}: writer endpoint {}, reader endpoint {}",
-        v["endpoint"].as_str().unwrap_or(""),
-        v["reader_endpoint"].as_str().unwrap_or("")
+        v.endpoint, v.reader_endpoint
     );
     println!(
         "{:<14} {:<7} {:<16} {:<8} {:>12} {:>9} {:>8}",
         "NODE", "ROLE", "ADDRESS", "HEALTH", "LAG BYTES", "LAG SECS", "PID"
     );
-    for n in v["nodes"].as_array().into_iter().flatten() {
+    for n in v.nodes {
         println!(
             "{:<14} {:<7} {:<16} {:<8} {:>12} {:>9.2} {:>8}",
-            n["name"].as_str().unwrap_or(""),
-            n["role"].as_str().unwrap_or(""),
-            n["address"].as_str().unwrap_or(""),
-            if n["healthy"].as_bool().unwrap_or(false) {
-                "healthy"
-            } else {
-                "DOWN"
-            },
-            n["lag_bytes"].as_i64().unwrap_or(0),
-            n["lag_seconds"].as_f64().unwrap_or(0.0),
-            n["pid"]
-                .as_u64()
-                .map(|p| p.to_string())
-                .unwrap_or("-".into())
+            n.name,
+            n.role,
+            n.address,
+            if n.healthy { "healthy" } else { "DOWN" },
+            n.lag_bytes,
+            n.lag_seconds,
+            n.pid.map(|p| p.to_string()).unwrap_or("-".into())
         );
     }
     Ok(0)
@@ -151,10 +131,10 @@ fn status(g: &Global, env: &str, cluster: &str) -> R {
 /// Runs `psql` in the endpoint's namespace (inside the cluster's VPC) with the master
 /// credentials; the API call that hands them out is in the audit log.
 fn psql(g: &Global, env: &str, cluster: &str, reader: bool, args: &[String]) -> R {
-    let v = client(g)?
-        .get(&format!("/v1/envs/{env}/db/{cluster}/psql?reader={reader}"))
+    let v: PsqlTarget = client(g)?
+        .get_as(&format!("/v1/envs/{env}/db/{cluster}/psql?reader={reader}"))
         .map_err(api_err)?;
-    let ns = v["netns"].as_str().unwrap_or_default();
+    let ns = v.netns.as_str();
     let psql = "/usr/lib/postgresql/15/bin/psql";
     let mut c = if ns.is_empty() {
         std::process::Command::new(psql)
@@ -164,9 +144,7 @@ fn psql(g: &Global, env: &str, cluster: &str, reader: bool, args: &[String]) -> 
         c
     };
     c.args(args);
-    for (k, val) in v["env"].as_object().into_iter().flatten() {
-        c.env(k, val.as_str().unwrap_or_default());
-    }
+    c.envs(&v.env);
     let status = c
         .status()
         .map_err(|e| format!("cannot run psql ({psql}): {e}"))?;

@@ -985,23 +985,21 @@ fn deliveries(g: &Global, env: &str, topic: &str) -> R {
 }
 
 fn image_list(g: &Global) -> R {
-    let v = client(g)?.get("/v1/images").map_err(api_err)?;
+    let rows: Vec<veeps_wire::ImageView> = client(g)?.get_as("/v1/images").map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return Ok(0);
     }
-    let rows = v.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
         println!("No images yet.");
     }
     for i in rows {
         println!(
             "{:<24} {:<24} v{:<4} {:>10} B  {}",
-            i["id"].as_str().unwrap_or(""),
-            i["name"].as_str().unwrap_or(""),
-            i["version"],
-            i["size"],
-            i["created"].as_str().unwrap_or("")
+            i.id, i.name, i.version, i.size, i.created
         );
     }
     Ok(0)
@@ -1054,32 +1052,26 @@ fn instances(g: &Global, env: &str, group: Option<&str>) -> R {
         Some(gr) => format!("/v1/envs/{env}/instances?group={}", encode(gr)),
         None => format!("/v1/envs/{env}/instances"),
     };
-    let v = client(g)?.get(&path).map_err(api_err)?;
+    let groups: Vec<veeps_wire::GroupView> = client(g)?.get_as(&path).map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&groups).unwrap_or_default()
+        );
         return Ok(0);
     }
-    let groups = v.as_array().cloned().unwrap_or_default();
     if groups.is_empty() {
         println!("No auto scaling groups in \"{env}\".");
     }
     for gr in groups {
         println!(
             "{}  desired {} (min {}, max {})  image {}",
-            gr["name"].as_str().unwrap_or(""),
-            gr["desired"],
-            gr["min_size"],
-            gr["max_size"],
-            gr["image_id"].as_str().unwrap_or("")
+            gr.name, gr.desired, gr.min_size, gr.max_size, gr.image_id
         );
-        for i in gr["instances"].as_array().into_iter().flatten() {
+        for i in gr.instances {
             println!(
                 "  {:<12} {:<12} {:<16} {:<18} {}",
-                i["id"].as_str().unwrap_or(""),
-                i["lifecycle"].as_str().unwrap_or(""),
-                i["address"].as_str().unwrap_or(""),
-                i["image_id"].as_str().unwrap_or(""),
-                i["subnet_id"].as_str().unwrap_or("")
+                i.id, i.lifecycle, i.address, i.image_id, i.subnet_id
             );
         }
     }
@@ -1087,20 +1079,18 @@ fn instances(g: &Global, env: &str, group: Option<&str>) -> R {
 }
 
 fn activity(g: &Global, env: &str, group: &str) -> R {
-    let v = client(g)?
-        .get(&format!("/v1/envs/{env}/groups/{}/activity", encode(group)))
+    let rows: Vec<veeps_wire::ActivityView> = client(g)?
+        .get_as(&format!("/v1/envs/{env}/groups/{}/activity", encode(group)))
         .map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return Ok(0);
     }
-    for a in v.as_array().into_iter().flatten() {
-        println!(
-            "{}  {}\n    cause: {}",
-            a["time"].as_str().unwrap_or(""),
-            a["description"].as_str().unwrap_or(""),
-            a["cause"].as_str().unwrap_or("")
-        );
+    for a in rows {
+        println!("{}  {}\n    cause: {}", a.time, a.description, a.cause);
     }
     Ok(0)
 }
@@ -1159,25 +1149,22 @@ fn s3_lifecycle(g: &Global, advance_days: u32) -> R {
 }
 
 fn targets(g: &Global, env: &str) -> R {
-    let v = client(g)?
-        .get(&format!("/v1/envs/{env}/targets"))
+    let groups: Vec<veeps_wire::TargetGroupView> = client(g)?
+        .get_as(&format!("/v1/envs/{env}/targets"))
         .map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&groups).unwrap_or_default()
+        );
         return Ok(0);
     }
-    for tg in v.as_array().into_iter().flatten() {
-        println!(
-            "{} -> {}",
-            tg["load_balancer"].as_str().unwrap_or(""),
-            tg["target_group"].as_str().unwrap_or("")
-        );
-        for t in tg["targets"].as_array().into_iter().flatten() {
+    for tg in groups {
+        println!("{} -> {}", tg.load_balancer, tg.target_group);
+        for t in tg.targets {
             println!(
                 "  {:<22} {:<10} in flight {}",
-                t["target"].as_str().unwrap_or(""),
-                t["state"].as_str().unwrap_or(""),
-                t["in_flight"]
+                t.target, t.state, t.in_flight
             );
         }
     }

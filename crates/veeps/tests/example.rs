@@ -126,7 +126,8 @@ impl Load {
                         let prev = last.swap(now, Ordering::SeqCst);
                         gap.fetch_max(now.saturating_sub(prev), Ordering::SeqCst);
                     } else {
-                        bad.lock().unwrap().push(format!("{url}: {body}"));
+                        let at = t0.elapsed().as_millis();
+                        bad.lock().unwrap().push(format!("{at} ms {url}: {body}"));
                     }
                 }
             }));
@@ -243,7 +244,8 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
             .args(["--s3-website-listen", &format!("127.0.0.1:{web}")])
             .current_dir(tmp.path())
             .stdout(std::fs::File::create(log).unwrap())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .env("VEEPS_LOG", "info")
             .spawn()
             .unwrap()
     };
@@ -416,9 +418,14 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     assert_eq!(db_before.len(), 2, "prod's database nodes: {db_before:?}");
     load.reset_gap();
     let mut child = up.child.take().unwrap();
+    let killed_at = load.t0.elapsed().as_millis();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     load.wait_answers("requests while veeps is down", 100);
+    eprintln!(
+        "veeps down for {} ms of answers so far",
+        load.t0.elapsed().as_millis() - killed_at
+    );
     assert!(!curl(&format!("{FRONT}/nothing-while-veeps-is-away"), &ca).0);
     up.log = tmp.path().join("up-after-kill.log");
     up.child = Some(start(&up.log));
@@ -431,8 +438,10 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     load.wait_answers("requests after the restart", 50);
     assert!(
         load.failed().is_empty(),
-        "requests failed across kill -9 of veeps: {:?}",
-        load.failed()
+        "requests failed across kill -9 of veeps (killed at {killed_at} ms): {:?}\n{}\n{}",
+        load.failed(),
+        veeps(&["db", "events", "prod", "prod-db"]),
+        std::fs::read_to_string(data.join("../up-after-kill.err")).unwrap_or_default()
     );
     eprintln!(
         "kill -9 of the control plane: 0 failed requests, longest gap {} ms",

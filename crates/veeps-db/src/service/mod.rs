@@ -515,9 +515,16 @@ impl Dbs {
         all.push(("writer".into(), first.clone()));
         all.push(("reader".into(), first));
         for (which, subnet) in all {
+            let ep = format!("db/{env}/{name}/{which}");
+            // The writer endpoint's own namespace only holds its address until a writer
+            // takes it: attached again while nodes run, it would claim the address a
+            // running writer holds (two owners, connections cut).
+            if which == "writer" && self.net.endpoint_exists(&ep).await {
+                continue;
+            }
             self.net
                 .attach(AttachRequest {
-                    name: format!("db/{env}/{name}/{which}"),
+                    name: ep,
                     subnet_id: subnet,
                     security_groups: sgs.clone(),
                 })

@@ -8,7 +8,7 @@ impl Dbs {
         self: &Arc<Self>,
         env: &str,
         name: &str,
-    ) -> Result<serde_json::Value, DbError> {
+    ) -> Result<veeps_wire::DbStatus, DbError> {
         let rec = self
             .cluster(env, name)?
             .ok_or_else(|| DbError::NotFound(format!("no cluster {name} in {env}")))?;
@@ -50,26 +50,30 @@ impl Dbs {
         for n in &rec.nodes {
             let h = self.health(&rec, n).await;
             let (bytes, secs) = lag.get(&n.name).copied().unwrap_or((0, 0.0));
-            nodes.push(serde_json::json!({
-                "name": n.name,
-                "role": match n.role { Role::Writer => "writer", Role::Reader => "reader" },
-                "address": n.address.to_string(),
-                "subnet": n.subnet,
-                "healthy": h.serving && h.in_recovery == (n.role == Role::Reader),
-                "lag_bytes": bytes,
-                "lag_seconds": secs,
-                "pid": pids.get(&n.name).copied().flatten(),
-            }));
+            nodes.push(veeps_wire::DbNode {
+                name: n.name.clone(),
+                role: match n.role {
+                    Role::Writer => "writer",
+                    Role::Reader => "reader",
+                }
+                .into(),
+                address: n.address.to_string(),
+                subnet: n.subnet.clone(),
+                healthy: h.serving && h.in_recovery == (n.role == Role::Reader),
+                lag_bytes: bytes,
+                lag_seconds: secs,
+                pid: pids.get(&n.name).copied().flatten(),
+            });
         }
-        Ok(serde_json::json!({
-            "cluster": name,
-            "env": env,
-            "endpoint": format!("{}:{}", rec.writer_ep.0, rec.spec.port),
-            "reader_endpoint": format!("{}:{}", rec.reader_ep.0, rec.spec.port),
-            "writer_targets": writer_targets,
-            "reader_targets": rt.reader.targets().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "nodes": nodes,
-        }))
+        Ok(veeps_wire::DbStatus {
+            cluster: name.to_string(),
+            env: env.to_string(),
+            endpoint: format!("{}:{}", rec.writer_ep.0, rec.spec.port),
+            reader_endpoint: format!("{}:{}", rec.reader_ep.0, rec.spec.port),
+            writer_targets,
+            reader_targets: rt.reader.targets().iter().map(|a| a.to_string()).collect(),
+            nodes,
+        })
     }
 
     /// The namespace and connection settings for an operator's `psql` (run in the writer

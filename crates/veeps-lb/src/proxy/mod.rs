@@ -161,6 +161,10 @@ pub struct Ctx {
     pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
+/// How long an HTTP/1 connection may stay idle once its process hands over, before it is
+/// closed (its next answer closes it sooner).
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+
 /// Resolves once `draining` turns true (never if its sender is gone).
 async fn drained(mut draining: tokio::sync::watch::Receiver<bool>) {
     if draining.wait_for(|d| *d).await.is_err() {
@@ -206,7 +210,12 @@ where
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => {}
-            _ = drained(ctx.draining.clone()) => {
+            _ = async {
+                // A connection just opened gets its request served (its answer says
+                // `Connection: close`); one that stays idle a while is closed.
+                drained(ctx.draining.clone()).await;
+                tokio::time::sleep(DRAIN_IDLE).await;
+            } => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
@@ -310,7 +319,15 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
     };
     let status = resp.status().as_u16();
     ctx.stats.status[status_class(status)].fetch_add(1, Ordering::Relaxed);
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    // Handing over to a new process: this answer ends the connection (HTTP/1), so the
+    // client's next request opens one to the new process instead of racing a close.
+    if *ctx.draining.borrow() && version < hyper::Version::HTTP_2 && status != 101 {
+        parts.headers.insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
     let stats = ctx.stats.clone();
     let log = ctx.logs.clone().map(|sink| {
         let q = if cx.query.is_empty() {
