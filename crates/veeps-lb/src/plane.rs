@@ -784,9 +784,9 @@ impl Plane {
         out
     }
 
-    /// Open connections.
+    /// Connections open, those still in their TLS handshake included.
     pub fn connections(&self) -> u64 {
-        self.stats.connections.load(Ordering::Relaxed)
+        self.stats.accepted_open.load(Ordering::Relaxed)
     }
 }
 
@@ -909,7 +909,9 @@ async fn run(dir: PathBuf, takeover: bool) -> i32 {
         }
     }
     if plane.retired.load(Ordering::SeqCst) {
-        // Handed off: finish the connections in progress (bounded), then go.
+        // Handed off: finish the connections in progress (bounded), then go. A connection
+        // accepted just before the handoff may not be counted yet: wait a moment first.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while plane.connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -34,11 +34,11 @@ fn now() -> i64 {
 }
 
 async fn metrics_list(State(obs): State<Arc<Obs>>, Path(env): Path<String>) -> Response {
-    let list: Vec<serde_json::Value> = obs
+    let list: Vec<veeps_wire::MetricName> = obs
         .tsdb
         .list(Some(&env))
         .into_iter()
-        .map(|(n, l)| serde_json::json!({"name": n, "labels": l}))
+        .map(|(name, labels)| veeps_wire::MetricName { name, labels })
         .collect();
     Json(list).into_response()
 }
@@ -82,7 +82,16 @@ async fn metrics_query(
     let tsdb = obs.tsdb.clone();
     match tokio::task::spawn_blocking(move || tsdb.query(&sel, from, to, period * 1000, stat)).await
     {
-        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Ok(r)) => Json(
+            r.into_iter()
+                .map(|s| veeps_wire::MetricSeries {
+                    name: s.name,
+                    labels: s.labels,
+                    points: s.points,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Ok(Err(e)) => bad(e.to_string()),
         Err(e) => fail(e.to_string()),
     }
@@ -246,16 +255,44 @@ fn line_bytes(l: &LogLine) -> Vec<u8> {
     v
 }
 
+/// The wire view of an alarm.
+fn alarm_view(a: crate::service::AlarmRecord) -> veeps_wire::AlarmView {
+    let word = |s: crate::alarm::AlarmState| {
+        serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    veeps_wire::AlarmView {
+        env: a.env,
+        name: a.name,
+        spec: serde_json::to_value(&a.spec).unwrap_or_default(),
+        state: word(a.state),
+        reason: a.reason,
+        evaluated_at: a.evaluated_at,
+        history: a
+            .history
+            .into_iter()
+            .map(|t| veeps_wire::AlarmTransition {
+                time: t.time,
+                from: word(t.from),
+                to: word(t.to),
+                reason: t.reason,
+            })
+            .collect(),
+    }
+}
+
 async fn alarms(State(obs): State<Arc<Obs>>, Path(env): Path<String>) -> Response {
     match obs.alarms(&env) {
-        Ok(a) => Json(a).into_response(),
+        Ok(a) => Json(a.into_iter().map(alarm_view).collect::<Vec<_>>()).into_response(),
         Err(e) => fail(e.to_string()),
     }
 }
 
 async fn alarm(State(obs): State<Arc<Obs>>, Path((env, name)): Path<(String, String)>) -> Response {
     match obs.alarm(&env, &name) {
-        Ok(Some(a)) => Json(a).into_response(),
+        Ok(Some(a)) => Json(alarm_view(a)).into_response(),
         Ok(None) => reply::not_found(format!(
             "no alarm \"{name}\" in environment \"{env}\"; see `veeps alarms {env}`"
         )),
@@ -268,7 +305,23 @@ async fn deliveries(
     Path((env, name)): Path<(String, String)>,
 ) -> Response {
     match obs.deliveries(&env, &name) {
-        Ok(d) => Json(d).into_response(),
+        Ok(d) => Json(
+            d.into_iter()
+                .map(|d| veeps_wire::DeliveryView {
+                    seq: d.seq,
+                    time: d.time,
+                    subscription: veeps_wire::SubscriptionView {
+                        protocol: d.subscription.protocol,
+                        endpoint: d.subscription.endpoint,
+                    },
+                    subject: d.subject,
+                    status: d.status,
+                    attempts: d.attempts,
+                    error: d.error,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => fail(e.to_string()),
     }
 }

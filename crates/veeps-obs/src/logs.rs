@@ -2,29 +2,14 @@
 //! itself, per environment and log group, in hourly segment files; searched by time range
 //! and substring, followed live, expired per group.
 
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// One log line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LogLine {
-    /// When, in ms since the epoch.
-    pub ts: i64,
-    /// The environment (`system` for the server and host).
-    pub env: String,
-    /// The log group (like an auto scaling group's name, or `server`).
-    pub group: String,
-    /// Where it came from within the group (an instance, a component).
-    pub source: String,
-    /// `stdout`, `stderr`, `access`, `log`...
-    pub stream: String,
-    /// The text.
-    pub text: String,
-}
+/// One log line (the wire type: what the API sends is what the store keeps).
+pub use veeps_wire::LogLine;
 
 const HOUR: i64 = 3_600_000;
 /// Lines longer than this are cut.

@@ -415,6 +415,103 @@ pub struct PsqlTarget {
     pub env: BTreeMap<String, String>,
 }
 
+/// One log line (`GET /v1/envs/{env}/logs`, one per NDJSON line when following).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    /// When, in ms since the epoch.
+    pub ts: i64,
+    /// The environment (`system` for the server and host).
+    pub env: String,
+    /// The log group (like an auto scaling group's name, or `server`).
+    pub group: String,
+    /// Where it came from within the group (an instance, a component).
+    pub source: String,
+    /// `stdout`, `stderr`, `access`, `log`...
+    pub stream: String,
+    /// The text.
+    pub text: String,
+}
+
+/// A metric series' identity (`GET /v1/envs/{env}/metrics`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetricName {
+    /// The metric.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A series' values per period (`GET /v1/envs/{env}/metrics/query`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetricSeries {
+    /// The metric.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// `(period start in ms, value)`, oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// An alarm and its history (`GET /v1/envs/{env}/alarms[/{name}]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AlarmView {
+    /// Its environment.
+    pub env: String,
+    /// Its name.
+    pub name: String,
+    /// Its definition, as declared.
+    pub spec: serde_json::Value,
+    /// `OK`, `ALARM` or `INSUFFICIENT_DATA`.
+    pub state: String,
+    /// Why.
+    pub reason: String,
+    /// When it was last evaluated (ms since the epoch).
+    pub evaluated_at: i64,
+    /// State changes, newest last.
+    pub history: Vec<AlarmTransition>,
+}
+
+/// One change of an alarm's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AlarmTransition {
+    /// When (RFC 3339).
+    pub time: String,
+    /// From.
+    pub from: String,
+    /// To.
+    pub to: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// One delivery of a topic's message (`GET /v1/envs/{env}/topics/{name}/deliveries`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeliveryView {
+    /// Its sequence number within the topic.
+    pub seq: u64,
+    /// When the message was published.
+    pub time: String,
+    /// The subscriber.
+    pub subscription: SubscriptionView,
+    /// The subject.
+    pub subject: String,
+    /// `delivered`, `failed` or `pending`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// A topic's subscriber.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SubscriptionView {
+    /// `webhook`, `email` or `slack`.
+    pub protocol: String,
+    /// A URL or an email address.
+    pub endpoint: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -777,33 +777,33 @@ fn audit(g: &Global, verify: bool, limit: usize) -> R {
     Ok(0)
 }
 
+fn labels(l: &std::collections::BTreeMap<String, String>) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn metrics_list(g: &Global, env: &str) -> R {
-    let c = client(g)?;
-    let v = c.get(&format!("/v1/envs/{env}/metrics")).map_err(api_err)?;
+    let list: Vec<veeps_wire::MetricName> = client(g)?
+        .get_as(&format!("/v1/envs/{env}/metrics"))
+        .map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
         return Ok(0);
     }
-    for s in v.as_array().into_iter().flatten() {
-        let labels: Vec<String> = s["labels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        println!(
-            "{}{{{}}}",
-            s["name"].as_str().unwrap_or(""),
-            labels.join(",")
-        );
+    for s in list {
+        println!("{}{{{}}}", s.name, labels(&s.labels));
     }
     Ok(0)
 }
 
 fn metrics_query(g: &Global, env: &str, selector: &str, since: &str, period: u64, stat: &str) -> R {
-    let c = client(g)?;
-    let v = c
-        .get(&format!(
+    let series: Vec<veeps_wire::MetricSeries> = client(g)?
+        .get_as(&format!(
             "/v1/envs/{env}/metrics/query?q={}&since={}&period={period}&stat={}",
             encode(selector),
             encode(since),
@@ -811,28 +811,23 @@ fn metrics_query(g: &Global, env: &str, selector: &str, since: &str, period: u64
         ))
         .map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&series).unwrap_or_default()
+        );
         return Ok(0);
     }
-    let series = v.as_array().cloned().unwrap_or_default();
     if series.is_empty() {
         println!("No series match {selector} in \"{env}\".");
     }
     for s in series {
-        let labels: Vec<String> = s["labels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
         println!(
             "{}{{{}}}  ({stat} per {period}s)",
-            s["name"].as_str().unwrap_or(""),
-            labels.join(",")
+            s.name,
+            labels(&s.labels)
         );
-        for p in s["points"].as_array().into_iter().flatten() {
-            let ts = p[0].as_i64().unwrap_or(0);
-            println!("  {}  {}", fmt_ts(ts), p[1]);
+        for (ts, v) in s.points {
+            println!("  {}  {v}", fmt_ts(ts));
         }
     }
     Ok(0)
@@ -880,26 +875,31 @@ fn logs(
         grep.map(|g| format!("&grep={}", encode(g)))
             .unwrap_or_default()
     );
-    let print = |l: &Json| {
+    let print = |l: &veeps_wire::LogLine| {
         if g.json {
-            println!("{l}");
+            println!("{}", serde_json::to_string(l).unwrap_or_default());
         } else {
             println!(
                 "{} {}/{} {}: {}",
-                fmt_ts(l["ts"].as_i64().unwrap_or(0)),
-                l["group"].as_str().unwrap_or(""),
-                l["source"].as_str().unwrap_or(""),
-                l["stream"].as_str().unwrap_or(""),
-                l["text"].as_str().unwrap_or("")
+                fmt_ts(l.ts),
+                l.group,
+                l.source,
+                l.stream,
+                l.text
             );
         }
         let _ = std::io::stdout().flush();
     };
     if follow {
-        c.get_stream(&path, |l| print(&l)).map_err(api_err)?;
+        c.get_stream(&path, |l| {
+            if let Ok(l) = serde_json::from_value::<veeps_wire::LogLine>(l) {
+                print(&l)
+            }
+        })
+        .map_err(api_err)?;
     } else {
-        let v = c.get(&path).map_err(api_err)?;
-        for l in v.as_array().into_iter().flatten() {
+        let lines: Vec<veeps_wire::LogLine> = c.get_as(&path).map_err(api_err)?;
+        for l in &lines {
             print(l);
         }
     }
@@ -907,78 +907,66 @@ fn logs(
 }
 
 fn alarms(g: &Global, env: &str) -> R {
-    let c = client(g)?;
-    let v = c.get(&format!("/v1/envs/{env}/alarms")).map_err(api_err)?;
+    let rows: Vec<veeps_wire::AlarmView> = client(g)?
+        .get_as(&format!("/v1/envs/{env}/alarms"))
+        .map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return Ok(0);
     }
-    let rows = v.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
         println!("No alarms in \"{env}\".");
     }
     for a in rows {
-        println!(
-            "{:<18} {:<40} {}",
-            a["state"].as_str().unwrap_or(""),
-            a["name"].as_str().unwrap_or(""),
-            a["reason"].as_str().unwrap_or("")
-        );
+        println!("{:<18} {:<40} {}", a.state, a.name, a.reason);
     }
     Ok(0)
 }
 
 fn alarm_history(g: &Global, env: &str, name: &str) -> R {
-    let c = client(g)?;
-    let v = c
-        .get(&format!("/v1/envs/{env}/alarms/{}", encode(name)))
+    let v: veeps_wire::AlarmView = client(g)?
+        .get_as(&format!("/v1/envs/{env}/alarms/{}", encode(name)))
         .map_err(api_err)?;
     if g.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&v["history"]).unwrap_or_default()
+            serde_json::to_string_pretty(&v.history).unwrap_or_default()
         );
         return Ok(0);
     }
-    println!(
-        "{} is {} ({})",
-        name,
-        v["state"].as_str().unwrap_or(""),
-        v["reason"].as_str().unwrap_or("")
-    );
-    for t in v["history"].as_array().into_iter().flatten() {
-        println!(
-            "  {}  {} -> {}  {}",
-            t["time"].as_str().unwrap_or(""),
-            t["from"].as_str().unwrap_or(""),
-            t["to"].as_str().unwrap_or(""),
-            t["reason"].as_str().unwrap_or("")
-        );
+    println!("{} is {} ({})", name, v.state, v.reason);
+    for t in v.history {
+        println!("  {}  {} -> {}  {}", t.time, t.from, t.to, t.reason);
     }
     Ok(0)
 }
 
 fn deliveries(g: &Global, env: &str, topic: &str) -> R {
-    let c = client(g)?;
-    let v = c
-        .get(&format!(
+    let rows: Vec<veeps_wire::DeliveryView> = client(g)?
+        .get_as(&format!(
             "/v1/envs/{env}/topics/{}/deliveries",
             encode(topic)
         ))
         .map_err(api_err)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return Ok(0);
     }
-    for d in v.as_array().into_iter().flatten() {
+    for d in rows {
         println!(
             "{}  {:<9} {:<8} {:<40} attempts={} {}",
-            d["time"].as_str().unwrap_or(""),
-            d["status"].as_str().unwrap_or(""),
-            d["subscription"]["protocol"].as_str().unwrap_or(""),
-            d["subscription"]["endpoint"].as_str().unwrap_or(""),
-            d["attempts"],
-            d["error"].as_str().unwrap_or("")
+            d.time,
+            d.status,
+            d.subscription.protocol,
+            d.subscription.endpoint,
+            d.attempts,
+            d.error.unwrap_or_default()
         );
     }
     Ok(0)

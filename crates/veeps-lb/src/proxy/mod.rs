@@ -76,6 +76,9 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Open connections.
     pub connections: AtomicU64,
+    /// Connections accepted and not yet closed, TLS handshakes included (what a process
+    /// handing over waits for before it exits).
+    pub accepted_open: AtomicU64,
     /// Requests sent again to another target after one refused or reset them.
     pub retries: AtomicU64,
     /// Target response times since the last collection, as a histogram.
@@ -563,8 +566,19 @@ pub async fn accept_loop(l: tokio::net::TcpListener, rt: Arc<ListenerRt>) {
     }
 }
 
+/// Counts a connection from its accept to its close.
+struct Open(Arc<Stats>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.accepted_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves one TCP connection (TLS first for HTTPS).
 pub async fn serve_stream(s: tokio::net::TcpStream, peer: SocketAddr, rt: Arc<ListenerRt>) {
+    rt.ctx.stats.accepted_open.fetch_add(1, Ordering::Relaxed);
+    let _open = Open(rt.ctx.stats.clone());
     match &rt.tls {
         None => serve_conn(rt.ctx.clone(), s, peer, rt.idle, false).await,
         Some(acc) => {
