@@ -973,3 +973,27 @@ async fn serve_control(
     conn.write_all(b"\n").await?;
     conn.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_lines_reach_the_spool() {
+        let d = tempfile::tempdir().unwrap();
+        let sink = AccessSink::open(d.path()).unwrap();
+        sink.log("listener-80", "GET / 200".into());
+        let mut r = veeps_obs::spool::SpoolReader::open(d.path(), &d.path().join("out.read"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (recs, _) = r.read(1 << 20).unwrap();
+            if let Some(rec) = recs.first() {
+                assert_eq!(rec.stream, "listener-80/access");
+                assert_eq!(rec.text, "GET / 200");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing spooled");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

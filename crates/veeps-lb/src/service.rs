@@ -226,6 +226,14 @@ impl Lbs {
                 self.spawn_plane(&dir, false).await?;
             }
         }
+        // Its access logs, from where the last reader stopped.
+        self.obs.follow(
+            &format!("lb/{}", spec.id),
+            &dir,
+            &spec.env,
+            &format!("lb-{}", spec.name),
+            "lb",
+        );
         self.planes
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -556,6 +556,20 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
         !String::from_utf8_lossy(&ns.stdout).contains(&prefix),
         "namespaces left after Ctrl-C"
     );
+    // The balancers' data planes stop with it (gone, or zombies of whoever adopted them).
+    for p in plane_pids(&data) {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
+        assert!(
+            matches!(state, None | Some("Z") | Some("X")),
+            "a balancer's data plane ({p}) outlived Ctrl-C of veeps up: {stat}"
+        );
+    }
     assert!(data.join("state.redb").exists());
 
     // Again: everything comes back as it was, nothing to create, no image rebuilt, the
