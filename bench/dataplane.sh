@@ -6,7 +6,8 @@
 #   upgrade  veeps is killed and started again as another build (a copy of the binary: the
 #            balancers hand their sockets to processes of the new build and drain),
 #   instance one frontend instance's application is killed with -9.
-# For each, prints the requests answered, the failed ones (socket errors and non-2xx, as
+# and, for comparison, `none` (the same load, nothing happening). For each, prints the
+# requests answered, the failed ones (socket errors and non-2xx, as
 # wrk counts them) and the slowest answer (the longest a client waited). Each phase runs
 # ROUNDS times (3 by default): medians and spread. Benchmarks are not tests: nothing here
 # fails on a figure.
@@ -36,6 +37,7 @@ cleanup() {
   "$BIN" down >/dev/null 2>&1 || true
   for f in "$DATA"/lb/*/pid; do [ -f "$f" ] && kill -9 "$(cut -d' ' -f1 "$f")" 2>/dev/null; done
   rm -rf "$WORK"
+  true
 }
 trap cleanup EXIT
 
@@ -53,6 +55,7 @@ start() { # start PROGRAM LOG: veeps up, waiting for both end-to-end checks
 
 act() { # the disruption of one phase, a few seconds into the load
   case $1 in
+    none) ;;
     kill9)
       kill -9 "$UP"; wait "$UP" 2>/dev/null || true
       start "$BIN" "$WORK/up.log" ;;
@@ -74,7 +77,7 @@ URL=https://127.0.0.1:8443/sample-app-frontend/greeting
 declare -A OKS FAILS SLOW
 start "$BIN" "$WORK/up.log"
 for round in $(seq 1 "$ROUNDS"); do
-  for phase in kill9 upgrade instance; do
+  for phase in none kill9 upgrade instance; do
     wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "$URL" >"$WORK/wrk.out" 2>&1 &
     W=$!
     sleep 4
@@ -93,7 +96,9 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] " [" a[1] "-" a[NR] "]"}'; }
 echo
 echo "phase      requests (median [min-max])   failed          slowest answers"
-for phase in kill9 upgrade instance; do
+for phase in none kill9 upgrade instance; do
   printf '%-10s %-29s %-15s %s\n' "$phase" "$(echo "${OKS[$phase]}" | median)" \
     "$(echo "${FAILS[$phase]}" | median)" "${SLOW[$phase]}"
 done
+trap - EXIT
+cleanup

@@ -110,6 +110,13 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// DELETE, reading the answer as `T`.
+    pub fn delete_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self.handle(self.req("DELETE", path).call())?;
+        resp.into_json()
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// DELETE, returning a JSON document.
     pub fn delete(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         let resp = self.handle(self.req("DELETE", path).call())?;

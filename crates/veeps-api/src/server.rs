@@ -915,9 +915,22 @@ async fn history_entry(
     }
 }
 
+fn lock_view(l: veeps_state::LockInfo) -> veeps_wire::LockView {
+    veeps_wire::LockView {
+        id: l.id,
+        who: l.who,
+        operation: l.operation,
+        since: l.since,
+    }
+}
+
 async fn lock_info(State(st): State<AppState>, Path(env): Path<String>) -> Response {
     match st.store.lock_info(&env) {
-        Ok(l) => Json(json!({"lock": l})).into_response(),
+        Ok(l) => Json(veeps_wire::LockState {
+            lock: l.map(lock_view),
+            removed: None,
+        })
+        .into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -931,7 +944,11 @@ async fn force_unlock(
     match st.store.force_unlock(&env) {
         Ok(Some(l)) => {
             tracing::warn!(env, holder = %l.who, "lock removed by force-unlock");
-            Json(json!({"removed": l})).into_response()
+            Json(veeps_wire::LockState {
+                lock: None,
+                removed: Some(lock_view(l)),
+            })
+            .into_response()
         }
         Ok(None) => err(
             StatusCode::NOT_FOUND,
@@ -948,7 +965,21 @@ async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, Strin
         .unwrap_or(100usize)
         .min(100_000);
     match st.store.audit(limit) {
-        Ok(a) => Json(a).into_response(),
+        Ok(a) => Json(
+            a.into_iter()
+                .map(|e| veeps_wire::AuditEntryView {
+                    seq: e.seq,
+                    time: e.time,
+                    who: e.who,
+                    source: e.source,
+                    action: e.action,
+                    result: e.result,
+                    prev_hash: e.prev_hash,
+                    hash: e.hash,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -47,7 +47,15 @@ async fn build(State(c): C, Json(spec): Json<ImageSpec>) -> Response {
         return reply::bad("name: give the image a name");
     }
     match c.images.build(&spec).await {
-        Ok(img) => Json(img).into_response(),
+        Ok(i) => Json(veeps_wire::ImageView {
+            id: i.id,
+            name: i.name,
+            version: i.version as u64,
+            entrypoint: i.entrypoint,
+            size: i.size,
+            created: i.created,
+        })
+        .into_response(),
         Err(BuildError::Invalid(m)) => reply::bad(m),
         Err(e @ BuildError::Failed { .. }) => {
             reply::error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())

@@ -512,6 +512,52 @@ pub struct SubscriptionView {
     pub endpoint: String,
 }
 
+/// An environment's lock (`GET /v1/envs/{env}/lock`: `{"lock": null}` when free;
+/// `DELETE`: `{"removed": ...}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LockView {
+    /// A unique lock id.
+    pub id: String,
+    /// The caller.
+    pub who: String,
+    /// What they are doing (`apply`, `destroy`).
+    pub operation: String,
+    /// Since when.
+    pub since: String,
+}
+
+/// The answer about an environment's lock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LockState {
+    /// The lock held now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockView>,
+    /// The lock a force-unlock removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<LockView>,
+}
+
+/// One audit log entry (`GET /v1/audit`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntryView {
+    /// Its sequence number, from 1.
+    pub seq: u64,
+    /// When.
+    pub time: String,
+    /// Who (a token name, or `anonymous`).
+    pub who: String,
+    /// From where.
+    pub source: String,
+    /// What (method and path).
+    pub action: String,
+    /// The HTTP status.
+    pub result: u16,
+    /// The hash of the previous entry.
+    pub prev_hash: String,
+    /// The hash of this entry.
+    pub hash: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -718,17 +718,15 @@ fn rollback(g: &Global, env: &str, to: u64, auto: bool) -> R {
 }
 
 fn force_unlock(g: &Global, env: &str) -> R {
-    let c = client(g)?;
-    let v = c.delete(&format!("/v1/envs/{env}/lock")).map_err(api_err)?;
+    let v: veeps_wire::LockState = client(g)?
+        .delete_as(&format!("/v1/envs/{env}/lock"))
+        .map_err(api_err)?;
     if g.json {
-        println!("{v}");
-    } else {
-        let l = &v["removed"];
+        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+    } else if let Some(l) = v.removed {
         println!(
             "Removed the lock of \"{env}\" held by {} ({}, since {}).",
-            l["who"].as_str().unwrap_or("?"),
-            l["operation"].as_str().unwrap_or("?"),
-            l["since"].as_str().unwrap_or("?")
+            l.who, l.operation, l.since
         );
     }
     Ok(0)
@@ -756,21 +754,16 @@ fn audit(g: &Global, verify: bool, limit: usize) -> R {
             Err(e) => Err(api_err(e)),
         };
     }
-    let v = c
-        .get(&format!("/v1/audit?limit={limit}"))
+    let v: Vec<veeps_wire::AuditEntryView> = c
+        .get_as(&format!("/v1/audit?limit={limit}"))
         .map_err(api_err)?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        for e in v.as_array().into_iter().flatten() {
+        for e in v {
             println!(
                 "{:>6}  {}  {:<24}  {:<15}  {:<40}  {}",
-                e["seq"],
-                e["time"].as_str().unwrap_or(""),
-                e["who"].as_str().unwrap_or(""),
-                e["source"].as_str().unwrap_or(""),
-                e["action"].as_str().unwrap_or(""),
-                e["result"]
+                e.seq, e.time, e.who, e.source, e.action, e.result
             );
         }
     }
@@ -1021,16 +1014,11 @@ fn image_build(
         "name": name, "source": source, "build": run, "files": keep,
         "entrypoint": entry, "env": vars, "timeout_secs": timeout,
     });
-    let v = client(g)?.post("/v1/images", &body).map_err(api_err)?;
+    let v: veeps_wire::ImageView = client(g)?.post_as("/v1/images", &body).map_err(api_err)?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        println!(
-            "{} ({} version {})",
-            v["id"].as_str().unwrap_or(""),
-            v["name"].as_str().unwrap_or(""),
-            v["version"]
-        );
+        println!("{} ({} version {})", v.id, v.name, v.version);
     }
     Ok(0)
 }
