@@ -287,6 +287,8 @@ pub struct Plane {
     retired: std::sync::atomic::AtomicBool,
     /// Tells connections to finish and close (after a handoff).
     drain: tokio::sync::watch::Sender<bool>,
+    /// The same, for the request path.
+    draining_now: Arc<std::sync::atomic::AtomicBool>,
     /// Sockets received from the previous process, by address, taken as listeners bind.
     inherited: Mutex<HashMap<SocketAddr, Vec<OwnedFd>>>,
     /// Targets the previous process found healthy, by group (used by the first apply, so
@@ -321,6 +323,7 @@ impl Plane {
             access,
             retired: false.into(),
             drain: tokio::sync::watch::channel(false).0,
+            draining_now: Arc::default(),
             inherited: Mutex::new(HashMap::new()),
             seed: Mutex::new(HashMap::new()),
         })
@@ -542,6 +545,7 @@ impl Plane {
                             logs: self.access.clone().filter(|_| lb.spec.access_logs),
                             timeout: idle,
                             draining: self.drain.subscribe(),
+                            draining_now: self.draining_now.clone(),
                         }),
                         tls: tls.clone(),
                         sni: sni.clone(),
@@ -762,6 +766,7 @@ impl Plane {
     /// Every listening socket with its address (for a handoff), and stops accepting on them.
     fn retire(&self) -> Vec<(SocketAddr, OwnedFd)> {
         self.retired.store(true, Ordering::SeqCst);
+        self.draining_now.store(true, Ordering::SeqCst);
         self.drain.send_replace(true);
         let mut slot = self.lb.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = vec![];

@@ -162,6 +162,8 @@ pub struct Ctx {
     /// their request in progress and close (HTTP/1 with `Connection: close`, HTTP/2 with
     /// GOAWAY), and clients reconnect to the new process.
     pub draining: tokio::sync::watch::Receiver<bool>,
+    /// The same, read on every request (a plain load, no lock).
+    pub draining_now: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How long an HTTP/1 connection may stay idle once its process hands over, before it is
@@ -325,7 +327,8 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
     let (mut parts, body) = resp.into_parts();
     // Handing over to a new process: this answer ends the connection (HTTP/1), so the
     // client's next request opens one to the new process instead of racing a close.
-    if *ctx.draining.borrow() && version < hyper::Version::HTTP_2 && status != 101 {
+    if ctx.draining_now.load(Ordering::Relaxed) && version < hyper::Version::HTTP_2 && status != 101
+    {
         parts.headers.insert(
             hyper::header::CONNECTION,
             hyper::header::HeaderValue::from_static("close"),
