@@ -23,21 +23,20 @@ pub fn routes(compute: Arc<Compute>) -> Router {
 
 type C = State<Arc<Compute>>;
 
+fn image_view(i: crate::image::Image) -> veeps_wire::ImageView {
+    veeps_wire::ImageView {
+        id: i.id,
+        name: i.name,
+        version: i.version as u64,
+        entrypoint: i.entrypoint,
+        size: i.size,
+        created: i.created,
+    }
+}
+
 /// Every built image.
 async fn images(State(c): C) -> Response {
-    let list: Vec<veeps_wire::ImageView> = c
-        .images
-        .list()
-        .into_iter()
-        .map(|i| veeps_wire::ImageView {
-            id: i.id,
-            name: i.name,
-            version: i.version as u64,
-            entrypoint: i.entrypoint,
-            size: i.size,
-            created: i.created,
-        })
-        .collect();
+    let list: Vec<veeps_wire::ImageView> = c.images.list().into_iter().map(image_view).collect();
     Json(list).into_response()
 }
 
@@ -47,15 +46,7 @@ async fn build(State(c): C, Json(spec): Json<ImageSpec>) -> Response {
         return reply::bad("name: give the image a name");
     }
     match c.images.build(&spec).await {
-        Ok(i) => Json(veeps_wire::ImageView {
-            id: i.id,
-            name: i.name,
-            version: i.version as u64,
-            entrypoint: i.entrypoint,
-            size: i.size,
-            created: i.created,
-        })
-        .into_response(),
+        Ok(i) => Json(image_view(i)).into_response(),
         Err(BuildError::Invalid(m)) => reply::bad(m),
         Err(e @ BuildError::Failed { .. }) => {
             reply::error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())

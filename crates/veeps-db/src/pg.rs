@@ -75,26 +75,14 @@ pub fn command(
     } else {
         Path::new(BIN).join(program)
     };
-    let mut c = std::process::Command::new(program);
-    c.env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", "/nonexistent")
-        .env("LANG", "C.UTF-8")
-        .env("PGDATA", PGDATA);
-    let (uid, gid) = ids;
-    veeps_sys::confine::confine(
-        &mut c,
-        &veeps_sys::confine::Confine {
-            netns: Some(netns.to_string()).filter(|n| !n.is_empty()),
-            ids: Some(veeps_sys::confine::Ids { uid, gid }),
-            binds: vec![veeps_sys::confine::Bind {
-                source: node_dir.to_path_buf(),
-                target: PathBuf::from(MOUNT),
-                readonly: false,
-            }],
-            chdir: Some(PathBuf::from(MOUNT)),
-            ..Default::default()
-        },
+    let c = confined(
+        std::process::Command::new(program),
+        node_dir,
+        netns,
+        ids,
+        vec![],
+        vec![],
+        false,
     )?;
     Ok(tokio::process::Command::from(c))
 }
@@ -123,34 +111,49 @@ pub fn server_command(
     c.arg("shim")
         .arg(LOG)
         .arg(Path::new(BIN).join("postgres"))
-        .args(["-D", PGDATA])
-        .env_clear()
+        .args(["-D", PGDATA]);
+    let exe = veeps_sys::confine::Bind {
+        source: shim_exe.to_path_buf(),
+        target: inside,
+        readonly: true,
+    };
+    // Joined before anything runs: every process of the node is in the cgroup.
+    confined(c, node_dir, netns, ids, vec![exe], cgroup_procs, true)
+}
+
+/// `c` as every node process runs: PostgreSQL's environment, the node's namespace and
+/// user, its directory at [`MOUNT`] (then `binds`), in `cgroup_procs`, in a session of its
+/// own when asked.
+fn confined(
+    mut c: std::process::Command,
+    node_dir: &Path,
+    netns: &str,
+    ids: (u32, u32),
+    binds: Vec<veeps_sys::confine::Bind>,
+    cgroup_procs: Vec<PathBuf>,
+    session: bool,
+) -> std::io::Result<std::process::Command> {
+    c.env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", "/nonexistent")
         .env("LANG", "C.UTF-8")
         .env("PGDATA", PGDATA);
     let (uid, gid) = ids;
+    let mut all = vec![veeps_sys::confine::Bind {
+        source: node_dir.to_path_buf(),
+        target: PathBuf::from(MOUNT),
+        readonly: false,
+    }];
+    all.extend(binds);
     veeps_sys::confine::confine(
         &mut c,
         &veeps_sys::confine::Confine {
             netns: Some(netns.to_string()).filter(|n| !n.is_empty()),
             ids: Some(veeps_sys::confine::Ids { uid, gid }),
-            binds: vec![
-                veeps_sys::confine::Bind {
-                    source: node_dir.to_path_buf(),
-                    target: PathBuf::from(MOUNT),
-                    readonly: false,
-                },
-                veeps_sys::confine::Bind {
-                    source: shim_exe.to_path_buf(),
-                    target: inside,
-                    readonly: true,
-                },
-            ],
+            binds: all,
             chdir: Some(PathBuf::from(MOUNT)),
-            // Joined before anything runs: every process of the node is in it.
             cgroup_procs,
-            session: true,
+            session,
             ..Default::default()
         },
     )?;

@@ -841,10 +841,7 @@ fn write_config(dir: &Path, cfg: &PlaneConfig) -> Result<(), LbError> {
 
 /// The plane process named in `dir`'s pid file, if it still runs.
 fn plane_pid(dir: &Path) -> Option<(u32, u64)> {
-    let text = std::fs::read_to_string(dir.join(PIDFILE)).ok()?;
-    let (p, s) = text.trim().split_once(' ')?;
-    let (pid, started): (u32, u64) = (p.parse().ok()?, s.parse().ok()?);
-    (veeps_sys::proc::start_time(pid) == Some(started)).then_some((pid, started))
+    veeps_sys::proc::live_pidfile(&dir.join(PIDFILE))
 }
 
 #[async_trait::async_trait]

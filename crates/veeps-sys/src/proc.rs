@@ -37,6 +37,19 @@ pub fn start_time(pid: u32) -> Option<u64> {
     f.get(19)?.parse().ok()
 }
 
+/// The `PID START_TIME` a process wrote of itself (or its starter wrote of it) in `path`.
+pub fn read_pidfile(path: &std::path::Path) -> Option<(u32, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (p, s) = text.trim().split_once(' ')?;
+    Some((p.parse().ok()?, s.parse().ok()?))
+}
+
+/// The process named in `path` ([`read_pidfile`]), if it still runs as that process.
+pub fn live_pidfile(path: &std::path::Path) -> Option<(u32, u64)> {
+    let (pid, started) = read_pidfile(path)?;
+    (start_time(pid) == Some(started)).then_some((pid, started))
+}
+
 /// Whether this process runs as root (effective uid 0).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -172,21 +172,6 @@ impl Load {
     }
 }
 
-/// The balancers' data-plane processes (`data/lb/*/pid`).
-fn plane_pids(data: &Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(data.join("lb"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let t = std::fs::read_to_string(e.path().join("pid")).unwrap_or_default();
-            t.split_whitespace().next().unwrap_or("").to_string()
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// The processes a process started.
 fn children(pid: u64) -> Vec<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -558,16 +543,9 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     );
     // The balancers' data planes stop with it (gone, or zombies of whoever adopted them).
     for p in plane_pids(&data) {
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next();
         assert!(
-            matches!(state, None | Some("Z") | Some("X")),
-            "a balancer's data plane ({p}) outlived Ctrl-C of veeps up: {stat}"
+            process_gone(&p),
+            "a balancer's data plane ({p}) outlived Ctrl-C of veeps up"
         );
     }
     assert!(data.join("state.redb").exists());

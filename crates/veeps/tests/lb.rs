@@ -839,17 +839,9 @@ resource "listener_rule" "hello" {
     v.ok(&["down"]);
     assert!(v.wait_exit(60), "the server did not exit: {}", v.log());
     for p in planes {
-        // Gone, or a zombie waiting for whoever adopted it to reap it.
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next();
         assert!(
-            matches!(state, None | Some("Z") | Some("X")),
-            "a balancer's data plane ({p}) outlived veeps down: {stat}"
+            process_gone(&p),
+            "a balancer's data plane ({p}) outlived veeps down"
         );
     }
     let prefix = veeps_net::prefix_for(&v.data);

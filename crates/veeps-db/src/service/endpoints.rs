@@ -158,10 +158,7 @@ impl Dbs {
 
     /// The reader endpoint's process, if it runs.
     fn reader_pid(dir: &Path) -> Option<u32> {
-        let text = std::fs::read_to_string(dir.join(proxy::PID)).ok()?;
-        let (p, s) = text.trim().split_once(' ')?;
-        let (pid, started): (u32, u64) = (p.parse().ok()?, s.parse().ok()?);
-        (veeps_sys::proc::start_time(pid) == Some(started)).then_some(pid)
+        veeps_sys::proc::live_pidfile(&dir.join(proxy::PID)).map(|(pid, _)| pid)
     }
 
     /// Makes sure the reader endpoint's process runs where the cluster says: the running

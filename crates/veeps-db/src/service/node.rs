@@ -184,14 +184,7 @@ impl Dbs {
         ids: (u32, u32),
     ) -> bool {
         let dir = self.node_dir(rec, &node.name);
-        let Some((pid, started)) =
-            std::fs::read_to_string(dir.join("shim.pid"))
-                .ok()
-                .and_then(|s| {
-                    let (a, b) = s.trim().split_once(' ')?;
-                    Some((a.parse().ok()?, b.parse().ok()?))
-                })
-        else {
+        let Some((pid, started)) = veeps_sys::proc::read_pidfile(&dir.join("shim.pid")) else {
             return false;
         };
         let rt = NodeRt {

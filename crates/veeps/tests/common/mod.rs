@@ -315,17 +315,7 @@ impl Veeps {
 
     /// The pids of the balancers' data planes, by balancer.
     pub fn plane_pids(&self) -> Vec<String> {
-        let mut out = vec![];
-        for e in std::fs::read_dir(self.data.join("lb"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let pid = std::fs::read_to_string(e.path().join("pid")).unwrap_or_default();
-            out.push(pid.split_whitespace().next().unwrap_or("").to_string());
-        }
-        out.sort();
-        out
+        plane_pids(&self.data)
     }
 
     /// Another build of veeps for the next boot (a copy of this one: a new file, as an
@@ -377,6 +367,33 @@ impl Drop for Veeps {
         self.kill9();
         self.cleanup_host();
     }
+}
+
+/// The balancers' data-plane processes of a data directory (`DATA/lb/*/pid`), sorted.
+pub fn plane_pids(data: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(data.join("lb"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let t = std::fs::read_to_string(e.path().join("pid")).unwrap_or_default();
+            t.split_whitespace().next().unwrap_or("").to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether process `pid` is gone (or a zombie left for whoever adopted it to reap).
+pub fn process_gone(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next();
+    matches!(state, None | Some("Z") | Some("X"))
 }
 
 /// Fails (naming what needs it) unless the tests run as root.
