@@ -23,19 +23,3 @@ pub fn register(r: &mut Registry) {
     r.register(TimeSleep::new());
     r.register_data(EnvironmentData::new());
 }
-
-/// Copies the settable attributes of `config` over `state` (for in-place updates).
-pub(crate) fn merge_config(
-    state: &veeps_lang::Value,
-    config: &veeps_lang::Value,
-) -> veeps_lang::Value {
-    let mut out = state.as_object().cloned().unwrap_or_default();
-    if let Some(c) = config.as_object() {
-        for (k, v) in c {
-            if !v.is_null() || !out.contains_key(k) {
-                out.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    veeps_lang::Value::Object(out)
-}

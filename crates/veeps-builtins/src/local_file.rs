@@ -4,7 +4,8 @@ use sha2::Digest;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use veeps_lang::{Type, Value};
-use veeps_resource::{get, AttrError, AttrSchema, Ctx, Resource, ResourceError, Schema};
+use serde::{Deserialize, Serialize};
+use veeps_resource::{get, AttrError, AttrSchema, Ctx, Observed, ResourceError, Schema, Typed};
 
 /// The `local_file` resource type.
 pub struct LocalFile {
@@ -35,8 +36,7 @@ impl Default for LocalFile {
     }
 }
 
-fn mode_of(c: &Value) -> Result<u32, ResourceError> {
-    let m = get::str(c, "file_permission").unwrap_or("0644");
+fn mode_of(m: &str) -> Result<u32, ResourceError> {
     u32::from_str_radix(m, 8).map_err(|_| {
         ResourceError::Invalid(format!(
             "file_permission \"{m}\" is not an octal mode like \"0644\""
@@ -86,31 +86,47 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     Ok(())
 }
 
-async fn write(c: &Value) -> Result<Value, ResourceError> {
-    let filename = get::str(c, "filename").unwrap_or_default().to_string();
-    let content = get::str(c, "content").unwrap_or_default().to_string();
-    let mode = mode_of(c)?;
-    let path = Path::new(&filename);
+/// `local_file`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileConfig {
+    filename: String,
+    content: String,
+    file_permission: String,
+}
+
+/// `local_file`'s state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FileState {
+    #[serde(flatten)]
+    config: FileConfig,
+    id: String,
+    content_sha256: String,
+}
+
+async fn write(c: &FileConfig) -> Result<FileState, ResourceError> {
+    let mode = mode_of(&c.file_permission)?;
+    let path = Path::new(&c.filename);
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
     let path_buf = path.to_path_buf();
-    let bytes = content.clone().into_bytes();
+    let bytes = c.content.clone().into_bytes();
     tokio::task::spawn_blocking(move || write_atomically(&path_buf, &bytes, mode))
         .await
         .map_err(|e| ResourceError::Failed(e.to_string()))??;
-    let mut s = c.as_object().cloned().unwrap_or_default();
-    let digest = sha(&content);
-    s.insert("id".into(), Value::String(digest.clone()));
-    s.insert("content_sha256".into(), Value::String(digest));
-    Ok(Value::Object(s))
+    let digest = sha(&c.content);
+    Ok(FileState {
+        config: c.clone(),
+        id: digest.clone(),
+        content_sha256: digest,
+    })
 }
 
 #[async_trait::async_trait]
-impl Resource for LocalFile {
-    fn type_name(&self) -> &'static str {
-        "local_file"
-    }
+impl Typed for LocalFile {
+    type Config = FileConfig;
+    type State = FileState;
+    const TYPE: &'static str = "local_file";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -121,41 +137,48 @@ impl Resource for LocalFile {
                 errs.push(AttrError::on("filename", format!("\"{f}\" is relative; give an absolute path (the server, not the CLI, writes the file)")));
             }
         }
-        if let Err(e) = mode_of(c) {
+        if let Err(e) = mode_of(get::str(c, "file_permission").unwrap_or("0644")) {
             errs.push(AttrError::on("file_permission", e.to_string()));
         }
         errs
     }
-    async fn create(&self, _ctx: &Ctx, config: &Value) -> Result<Value, ResourceError> {
-        write(config).await
+    async fn ensure(
+        &self,
+        _ctx: &Ctx,
+        _prior: Option<&FileState>,
+        c: &FileConfig,
+    ) -> Result<FileState, ResourceError> {
+        write(c).await
     }
-    async fn read(&self, _ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        let filename = get::str(state, "filename").unwrap_or_default();
+    async fn reconcile(&self, _ctx: &Ctx, s: &FileState) -> Result<FileState, ResourceError> {
+        // A file changed or removed while veeps was down is drift for the next plan to
+        // show, not something to overwrite behind the user's back.
+        Ok(FileState {
+            config: s.config.clone(),
+            id: s.id.clone(),
+            content_sha256: s.content_sha256.clone(),
+        })
+    }
+    async fn read(&self, _ctx: &Ctx, s: &FileState) -> Result<Observed<FileState>, ResourceError> {
+        let filename = &s.config.filename;
         let content = match tokio::fs::read(filename).await {
             Ok(b) => String::from_utf8_lossy(&b).to_string(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Observed::Gone),
             Err(e) => return Err(e.into()),
         };
         let meta = tokio::fs::metadata(filename).await?;
-        let mut s = state.as_object().cloned().unwrap_or_default();
-        s.insert(
-            "file_permission".into(),
-            Value::String(format!("{:04o}", meta.permissions().mode() & 0o7777)),
-        );
-        s.insert("content_sha256".into(), Value::String(sha(&content)));
-        s.insert("content".into(), Value::String(content));
-        Ok(Some(Value::Object(s)))
+        Ok(Observed::Exists(FileState {
+            content_sha256: sha(&content),
+            config: FileConfig {
+                filename: filename.clone(),
+                file_permission: format!("{:04o}", meta.permissions().mode() & 0o7777),
+                content,
+            },
+            id: s.id.clone(),
+        }))
     }
-    async fn update(
-        &self,
-        _ctx: &Ctx,
-        _prior: &Value,
-        config: &Value,
-    ) -> Result<Value, ResourceError> {
-        write(config).await
-    }
-    async fn delete(&self, _ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        match tokio::fs::remove_file(get::str(state, "filename").unwrap_or_default()).await {
+    async fn delete(&self, _ctx: &Ctx, s: &FileState) -> Result<(), ResourceError> {
+        match tokio::fs::remove_file(&s.config.filename).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
@@ -166,6 +189,11 @@ impl Resource for LocalFile {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn schema_agrees() {
+        veeps_resource::check_schema(&LocalFile::new()).unwrap();
+    }
 
     /// Issue "Trust what exists", item 21: a symlink planted at the temporary name made
     /// root overwrite and chmod another file, and the file was created with the umask's

@@ -3,7 +3,9 @@
 use base64::Engine as _;
 use rand::RngCore;
 use veeps_lang::{Type, Value};
-use veeps_resource::{get, AttrError, AttrSchema, Ctx, Resource, ResourceError, Schema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use veeps_resource::{get, AttrError, AttrSchema, Ctx, Observed, ResourceError, Schema, Typed};
 
 /// The `random_id` resource type.
 pub struct RandomId {
@@ -61,11 +63,31 @@ fn to_decimal(bytes: &[u8]) -> String {
     digits.iter().rev().map(|d| (b'0' + d) as char).collect()
 }
 
+/// `random_id`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdConfig {
+    byte_length: u32,
+    prefix: Option<String>,
+    keepers: Option<BTreeMap<String, String>>,
+}
+
+/// `random_id`'s state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdState {
+    #[serde(flatten)]
+    config: IdConfig,
+    id: String,
+    hex: String,
+    dec: String,
+    b64_url: String,
+    b64_std: String,
+}
+
 #[async_trait::async_trait]
-impl Resource for RandomId {
-    fn type_name(&self) -> &'static str {
-        "random_id"
-    }
+impl Typed for RandomId {
+    type Config = IdConfig;
+    type State = IdState;
+    const TYPE: &'static str = "random_id";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -78,50 +100,55 @@ impl Resource for RandomId {
             _ => vec![],
         }
     }
-    async fn create(&self, _ctx: &Ctx, config: &Value) -> Result<Value, ResourceError> {
-        let n = get::num(config, "byte_length").unwrap_or(8.0) as usize;
-        let mut bytes = vec![0u8; n];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let prefix = get::str(config, "prefix").unwrap_or("");
-        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
-        let mut s = config.as_object().cloned().unwrap_or_default();
-        s.insert("id".into(), Value::String(url.clone()));
-        s.insert("b64_url".into(), Value::String(format!("{prefix}{url}")));
-        s.insert(
-            "b64_std".into(),
-            Value::String(format!(
-                "{prefix}{}",
-                base64::engine::general_purpose::STANDARD.encode(&bytes)
-            )),
-        );
-        s.insert(
-            "hex".into(),
-            Value::String(format!("{prefix}{}", hex::encode(&bytes))),
-        );
-        s.insert(
-            "dec".into(),
-            Value::String(format!("{prefix}{}", to_decimal(&bytes))),
-        );
-        Ok(Value::Object(s))
-    }
-    async fn read(&self, _ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(Some(state.clone()))
-    }
-    async fn update(
+    async fn ensure(
         &self,
         _ctx: &Ctx,
-        prior: &Value,
-        config: &Value,
-    ) -> Result<Value, ResourceError> {
-        Ok(crate::merge_config(prior, config))
+        prior: Option<&IdState>,
+        c: &IdConfig,
+    ) -> Result<IdState, ResourceError> {
+        let config = c.clone();
+        // Every setting forces replacement: a prior state keeps its bytes.
+        if let Some(p) = prior {
+            return Ok(IdState {
+                config,
+                id: p.id.clone(),
+                hex: p.hex.clone(),
+                dec: p.dec.clone(),
+                b64_url: p.b64_url.clone(),
+                b64_std: p.b64_std.clone(),
+            });
+        }
+        let mut bytes = vec![0u8; c.byte_length.clamp(1, 1024) as usize];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let prefix = c.prefix.as_deref().unwrap_or("");
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
+        Ok(IdState {
+            config,
+            b64_url: format!("{prefix}{url}"),
+            id: url,
+            b64_std: format!(
+                "{prefix}{}",
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            ),
+            hex: format!("{prefix}{}", hex::encode(&bytes)),
+            dec: format!("{prefix}{}", to_decimal(&bytes)),
+        })
     }
-    async fn delete(&self, _ctx: &Ctx, _state: &Value) -> Result<(), ResourceError> {
+    async fn read(&self, _ctx: &Ctx, _s: &IdState) -> Result<Observed<IdState>, ResourceError> {
+        Ok(Observed::NotObservable)
+    }
+    async fn delete(&self, _ctx: &Ctx, _s: &IdState) -> Result<(), ResourceError> {
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn schema_agrees() {
+        veeps_resource::check_schema(&super::RandomId::new()).unwrap();
+    }
+
     #[test]
     fn decimal() {
         assert_eq!(super::to_decimal(&[1, 0]), "256");

@@ -3,7 +3,9 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 use veeps_lang::{Type, Value};
-use veeps_resource::{get, AttrError, AttrSchema, Ctx, Resource, ResourceError, Schema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use veeps_resource::{get, AttrError, AttrSchema, Ctx, Observed, ResourceError, Schema, Typed};
 
 /// The `random_password` resource type.
 pub struct RandomPassword {
@@ -65,42 +67,49 @@ const LOWER: &str = "abcdefghijklmnopqrstuvwxyz";
 const NUMERIC: &str = "0123456789";
 const SPECIAL: &str = "!#$%&*()-_=+[]{}<>:?";
 
-fn generate(c: &Value) -> Result<String, ResourceError> {
-    let len = get::num(c, "length").unwrap_or(0.0) as usize;
-    let special_set = get::str(c, "override_special")
-        .unwrap_or(SPECIAL)
-        .to_string();
-    let classes: Vec<(bool, String, usize)> = vec![
-        (
-            get::bool_or(c, "upper", true),
-            UPPER.into(),
-            get::num(c, "min_upper").unwrap_or(0.0) as usize,
-        ),
-        (
-            get::bool_or(c, "lower", true),
-            LOWER.into(),
-            get::num(c, "min_lower").unwrap_or(0.0) as usize,
-        ),
-        (
-            get::bool_or(c, "numeric", true),
-            NUMERIC.into(),
-            get::num(c, "min_numeric").unwrap_or(0.0) as usize,
-        ),
-        (
-            get::bool_or(c, "special", true),
-            special_set,
-            get::num(c, "min_special").unwrap_or(0.0) as usize,
-        ),
+/// `random_password`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PasswordConfig {
+    length: u32,
+    special: bool,
+    upper: bool,
+    lower: bool,
+    numeric: bool,
+    min_special: u32,
+    min_upper: u32,
+    min_lower: u32,
+    min_numeric: u32,
+    override_special: Option<String>,
+    keepers: Option<BTreeMap<String, String>>,
+}
+
+/// `random_password`'s state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PasswordState {
+    #[serde(flatten)]
+    config: PasswordConfig,
+    result: String,
+    id: String,
+}
+
+fn generate(c: &PasswordConfig) -> Result<String, ResourceError> {
+    let len = c.length.min(4096) as usize;
+    let special_set = c.override_special.as_deref().unwrap_or(SPECIAL);
+    let classes: [(bool, &str, u32); 4] = [
+        (c.upper, UPPER, c.min_upper),
+        (c.lower, LOWER, c.min_lower),
+        (c.numeric, NUMERIC, c.min_numeric),
+        (c.special, special_set, c.min_special),
     ];
     let mut rng = rand::rngs::OsRng;
     let mut out: Vec<char> = Vec::with_capacity(len);
     let mut all: Vec<char> = Vec::new();
-    for (on, set, min) in &classes {
+    for (on, set, min) in classes {
         if !on || set.is_empty() {
             continue;
         }
         let chars: Vec<char> = set.chars().collect();
-        for _ in 0..*min {
+        for _ in 0..min.min(4096) {
             out.push(chars[rng.gen_range(0..chars.len())]);
         }
         all.extend(chars);
@@ -118,10 +127,10 @@ fn generate(c: &Value) -> Result<String, ResourceError> {
 }
 
 #[async_trait::async_trait]
-impl Resource for RandomPassword {
-    fn type_name(&self) -> &'static str {
-        "random_password"
-    }
+impl Typed for RandomPassword {
+    type Config = PasswordConfig;
+    type State = PasswordState;
+    const TYPE: &'static str = "random_password";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -156,24 +165,31 @@ impl Resource for RandomPassword {
         }
         errs
     }
-    async fn create(&self, _ctx: &Ctx, config: &Value) -> Result<Value, ResourceError> {
-        let mut s = config.as_object().cloned().unwrap_or_default();
-        s.insert("result".into(), Value::String(generate(config)?));
-        s.insert("id".into(), Value::string("none"));
-        Ok(Value::Object(s))
-    }
-    async fn read(&self, _ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(Some(state.clone()))
-    }
-    async fn update(
+    async fn ensure(
         &self,
         _ctx: &Ctx,
-        prior: &Value,
-        config: &Value,
-    ) -> Result<Value, ResourceError> {
-        Ok(crate::merge_config(prior, config))
+        prior: Option<&PasswordState>,
+        c: &PasswordConfig,
+    ) -> Result<PasswordState, ResourceError> {
+        // Every setting forces replacement: a prior state keeps its password.
+        let result = match prior {
+            Some(p) => p.result.clone(),
+            None => generate(c)?,
+        };
+        Ok(PasswordState {
+            config: c.clone(),
+            result,
+            id: "none".into(),
+        })
     }
-    async fn delete(&self, _ctx: &Ctx, _state: &Value) -> Result<(), ResourceError> {
+    async fn read(
+        &self,
+        _ctx: &Ctx,
+        _s: &PasswordState,
+    ) -> Result<Observed<PasswordState>, ResourceError> {
+        Ok(Observed::NotObservable)
+    }
+    async fn delete(&self, _ctx: &Ctx, _s: &PasswordState) -> Result<(), ResourceError> {
         Ok(())
     }
 }
@@ -181,22 +197,24 @@ impl Resource for RandomPassword {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use veeps_resource::check_schema;
 
     #[test]
     fn honours_classes_and_minimums() {
-        let c = Value::Object(
-            [
-                ("length", 20.0.into()),
-                ("special", false.into()),
-                ("min_numeric", 5.0.into()),
-                ("upper", true.into()),
-                ("lower", true.into()),
-                ("numeric", true.into()),
-            ]
-            .into_iter()
-            .map(|(k, v): (&str, Value)| (k.to_string(), v))
-            .collect(),
-        );
+        check_schema(&RandomPassword::new()).unwrap();
+        let c = PasswordConfig {
+            length: 20,
+            special: false,
+            upper: true,
+            lower: true,
+            numeric: true,
+            min_special: 0,
+            min_upper: 0,
+            min_lower: 0,
+            min_numeric: 5,
+            override_special: None,
+            keepers: None,
+        };
         let p = generate(&c).unwrap();
         assert_eq!(p.chars().count(), 20);
         assert!(p.chars().filter(|c| c.is_ascii_digit()).count() >= 5);

@@ -2,7 +2,9 @@
 //! settle, as Terraform's `time_sleep` does.
 
 use veeps_lang::{Type, Value};
-use veeps_resource::{get, AttrError, AttrSchema, Ctx, Resource, ResourceError, Schema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use veeps_resource::{get, AttrError, AttrSchema, Ctx, Observed, ResourceError, Schema, Typed};
 
 /// The `time_sleep` resource type.
 pub struct TimeSleep {
@@ -79,11 +81,34 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(total))
 }
 
-#[async_trait::async_trait]
-impl Resource for TimeSleep {
-    fn type_name(&self) -> &'static str {
-        "time_sleep"
+/// `time_sleep`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SleepConfig {
+    create_duration: Option<String>,
+    destroy_duration: Option<String>,
+    triggers: Option<BTreeMap<String, String>>,
+}
+
+/// `time_sleep`'s state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SleepState {
+    #[serde(flatten)]
+    config: SleepConfig,
+    id: String,
+}
+
+async fn sleep_for(d: Option<&str>) -> Result<(), ResourceError> {
+    if let Some(d) = d {
+        tokio::time::sleep(parse_duration(d).map_err(ResourceError::Invalid)?).await;
     }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Typed for TimeSleep {
+    type Config = SleepConfig;
+    type State = SleepState;
+    const TYPE: &'static str = "time_sleep";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -97,39 +122,48 @@ impl Resource for TimeSleep {
             })
             .collect()
     }
-    async fn create(&self, _ctx: &Ctx, config: &Value) -> Result<Value, ResourceError> {
-        if let Some(d) = get::str(config, "create_duration") {
-            tokio::time::sleep(parse_duration(d).map_err(ResourceError::Invalid)?).await;
-        }
-        let mut s = config.as_object().cloned().unwrap_or_default();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        s.insert("id".into(), Value::String(now.to_string()));
-        Ok(Value::Object(s))
-    }
-    async fn read(&self, _ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(Some(state.clone()))
-    }
-    async fn update(
+    async fn ensure(
         &self,
         _ctx: &Ctx,
-        prior: &Value,
-        config: &Value,
-    ) -> Result<Value, ResourceError> {
-        Ok(crate::merge_config(prior, config))
+        prior: Option<&SleepState>,
+        c: &SleepConfig,
+    ) -> Result<SleepState, ResourceError> {
+        // It sleeps when created only; updates and restarts keep its id.
+        let id = match prior {
+            Some(p) => p.id.clone(),
+            None => {
+                sleep_for(c.create_duration.as_deref()).await?;
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+                    .to_string()
+            }
+        };
+        Ok(SleepState {
+            config: c.clone(),
+            id,
+        })
     }
-    async fn delete(&self, _ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        if let Some(d) = get::str(state, "destroy_duration") {
-            tokio::time::sleep(parse_duration(d).map_err(ResourceError::Invalid)?).await;
-        }
-        Ok(())
+    async fn read(
+        &self,
+        _ctx: &Ctx,
+        _s: &SleepState,
+    ) -> Result<Observed<SleepState>, ResourceError> {
+        Ok(Observed::NotObservable)
+    }
+    async fn delete(&self, _ctx: &Ctx, s: &SleepState) -> Result<(), ResourceError> {
+        sleep_for(s.config.destroy_duration.as_deref()).await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn schema_agrees() {
+        veeps_resource::check_schema(&super::TimeSleep::new()).unwrap();
+    }
+
     #[test]
     fn durations() {
         assert_eq!(super::parse_duration("1m30s").unwrap().as_secs(), 90);

@@ -195,6 +195,7 @@ impl Engine {
             dependencies: deps.to_vec(),
             status,
             create_before_destroy: cbd,
+            schema_version: rt.schema_version(),
             updated_at: veeps_state::now(),
         };
         self.store
@@ -213,8 +214,8 @@ impl Engine {
         let mut prior = Prior::default();
         let records = self.store.resources(env)?;
         let reads = records.into_iter().map(|rec| async move {
-            let attrs = decrypt_json(&self.kms, env, &rec.attrs)?;
             let rt = self.registry.resource(&rec.type_name).cloned();
+            let attrs = current_layout(rt.as_ref(), &rec, decrypt_json(&self.kms, env, &rec.attrs)?)?;
             let mut res = PriorRes {
                 record: rec,
                 attrs,
@@ -734,7 +735,7 @@ impl Engine {
                         .reconcile(&ctx, &p.attrs)
                         .await
                         .map_err(|e| format!("{}: {e}", p.record.address))?;
-                    if new != p.attrs {
+                    if new != p.attrs || p.record.schema_version != rt.schema_version() {
                         // What was encrypted stays encrypted.
                         let masked = sealed_attrs(&p.record.attrs);
                         self.save(
@@ -783,7 +784,11 @@ impl Engine {
         let Some(rec) = self.store.resource(env, address)? else {
             return Ok(None);
         };
-        let attrs = decrypt_json(&self.kms, env, &rec.attrs)?;
+        let attrs = current_layout(
+            self.registry.resource(&rec.type_name),
+            &rec,
+            decrypt_json(&self.kms, env, &rec.attrs)?,
+        )?;
         // Masked: what the schema marks, and whatever was stored encrypted (derived from
         // a secret).
         let mut masked: BTreeSet<String> = self
@@ -1129,6 +1134,32 @@ pub(crate) fn sealed_attrs(j: &serde_json::Value) -> BTreeSet<String> {
         })
         .map(|(k, _)| k.clone())
         .collect()
+}
+
+/// Recorded attributes in the layout their type writes today: older layouts go through the
+/// type's upgrade (each load, until the next save records the new layout); newer ones are an
+/// error, since this build cannot know what they mean.
+fn current_layout(
+    rt: Option<&Arc<dyn Resource>>,
+    rec: &ResourceRecord,
+    attrs: Value,
+) -> Result<Value, EngineError> {
+    let Some(rt) = rt else { return Ok(attrs) };
+    let now = rt.schema_version();
+    match rec.schema_version.cmp(&now) {
+        std::cmp::Ordering::Equal => Ok(attrs),
+        std::cmp::Ordering::Less => rt.upgrade(rec.schema_version, attrs).map_err(|e| {
+            EngineError::Other(format!(
+                "{}: upgrading its recorded state from layout {} to {now}: {e}",
+                rec.address, rec.schema_version
+            ))
+        }),
+        std::cmp::Ordering::Greater => Err(EngineError::Other(format!(
+            "{}: its state was recorded by a newer veeps (layout {} of {}; this build knows {now}); \
+             run that veeps or a newer one",
+            rec.address, rec.schema_version, rec.type_name
+        ))),
+    }
 }
 
 /// Decodes state JSON, decrypting `{"$sensitive": ...}` values.

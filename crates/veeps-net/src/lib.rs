@@ -694,6 +694,24 @@ impl Net {
         self.sync_router(&acl.vpc_id).await
     }
 
+    /// True if the network ACL is recorded and, when isolated, its chains are in its VPC
+    /// router's ruleset.
+    pub async fn acl_in_force(&self, id: &str) -> bool {
+        let Ok(Some(acl)) = self.load::<NetworkAcl>(K_ACL, id) else {
+            return false;
+        };
+        if !self.isolated() {
+            return true;
+        }
+        let Ok(vpc) = self.vpc(&acl.vpc_id) else {
+            return false;
+        };
+        let chain = format!("chain {}_in ", id.replace('-', "_"));
+        sys::nft_list(&vpc.router_ns)
+            .await
+            .is_ok_and(|rules| rules.contains(&chain))
+    }
+
     /// Creates (or adopts) a peering.
     pub async fn ensure_peering(
         &self,

@@ -8,12 +8,14 @@ use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
+use serde::{Deserialize, Serialize};
 use veeps_resource::get::strings;
+use veeps_resource::list_of_strings as list_str;
+use veeps_resource::typed::list;
 use veeps_resource::{
-    get, AttrError, AttrSchema, BlockSchema, CheckError, Ctx, Nesting, PlanCheck, Planned,
-    Registry, Resource, ResourceError, Schema,
+    get, AttrError, AttrSchema, BlockSchema, CheckError, Ctx, Nesting, Observed, PlanCheck,
+    Planned, Registry, ResourceError, Schema, Typed,
 };
-use veeps_resource::{list_of_strings as list_str, with_attrs as with};
 
 /// Registers every network type and the network plan check.
 pub fn register(r: &mut Registry) {
@@ -31,7 +33,15 @@ fn net(ctx: &Ctx) -> Result<&Arc<Net>, ResourceError> {
 }
 
 fn err(e: NetError) -> ResourceError {
-    ResourceError::Failed(e.to_string())
+    ResourceError::part("network", e)
+}
+
+fn exists<S>(yes: bool, s: S) -> Observed<S> {
+    if yes {
+        Observed::Exists(s)
+    } else {
+        Observed::Gone
+    }
 }
 
 fn s(v: &str) -> Type {
@@ -71,15 +81,10 @@ fn check_cidr(c: &Value, attr: &str, min: u8, max: u8, errs: &mut Vec<AttrError>
 }
 
 macro_rules! schema_fn {
-    ($t:ident, $name:literal) => {
+    ($t:ident) => {
         impl Default for $t {
             fn default() -> Self {
                 Self::new()
-            }
-        }
-        impl $t {
-            fn type_name_str() -> &'static str {
-                $name
             }
         }
     };
@@ -89,7 +94,7 @@ macro_rules! schema_fn {
 pub struct VpcType {
     schema: Schema,
 }
-schema_fn!(VpcType, "vpc");
+schema_fn!(VpcType);
 
 impl VpcType {
     /// The type with its schema.
@@ -108,11 +113,27 @@ impl VpcType {
     }
 }
 
+/// `vpc`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VpcConfig {
+    cidr_block: String,
+    name: String,
+}
+
+/// `vpc`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VpcState {
+    #[serde(flatten)]
+    config: VpcConfig,
+    id: String,
+    router_namespace: String,
+}
+
 #[async_trait::async_trait]
-impl Resource for VpcType {
-    fn type_name(&self) -> &'static str {
-        Self::type_name_str()
-    }
+impl Typed for VpcType {
+    type Config = VpcConfig;
+    type State = VpcState;
+    const TYPE: &'static str = "vpc";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -124,45 +145,26 @@ impl Resource for VpcType {
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         [("id".to_string(), Value::String(id_of(ctx, "vpc")))].into()
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&VpcState>,
+        c: &VpcConfig,
+    ) -> Result<VpcState, ResourceError> {
         let id = id_of(ctx, "vpc");
-        let cidr = parse_cidr(get::str(c, "cidr_block").unwrap_or_default())
-            .map_err(ResourceError::Invalid)?;
-        let vpc = net(ctx)?
-            .ensure_vpc(&id, get::str(c, "name").unwrap_or_default(), cidr)
-            .await
-            .map_err(err)?;
-        Ok(with(
-            c,
-            &[
-                ("id", Value::String(id)),
-                ("router_namespace", Value::String(vpc.router_ns)),
-            ],
-        ))
+        let cidr = parse_cidr(&c.cidr_block).map_err(ResourceError::Invalid)?;
+        let vpc = net(ctx)?.ensure_vpc(&id, &c.name, cidr).await.map_err(err)?;
+        Ok(VpcState {
+            config: c.clone(),
+            id,
+            router_namespace: vpc.router_ns,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(
-            if net(ctx)?
-                .vpc_exists(get::str(state, "id").unwrap_or_default())
-                .await
-            {
-                Some(state.clone())
-            } else {
-                None
-            },
-        )
+    async fn read(&self, ctx: &Ctx, s: &VpcState) -> Result<Observed<VpcState>, ResourceError> {
+        Ok(exists(net(ctx)?.vpc_exists(&s.id).await, s.clone()))
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        net(ctx)?
-            .delete_vpc(get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(err)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, state).await
+    async fn delete(&self, ctx: &Ctx, s: &VpcState) -> Result<(), ResourceError> {
+        net(ctx)?.delete_vpc(&s.id).await.map_err(err)
     }
 }
 
@@ -170,7 +172,7 @@ impl Resource for VpcType {
 pub struct SubnetType {
     schema: Schema,
 }
-schema_fn!(SubnetType, "subnet");
+schema_fn!(SubnetType);
 
 impl SubnetType {
     /// The type with its schema.
@@ -191,11 +193,29 @@ impl SubnetType {
     }
 }
 
+/// `subnet`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubnetConfig {
+    vpc_id: String,
+    cidr_block: String,
+    tier: String,
+    name: Option<String>,
+}
+
+/// `subnet`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubnetState {
+    #[serde(flatten)]
+    config: SubnetConfig,
+    id: String,
+    gateway: String,
+}
+
 #[async_trait::async_trait]
-impl Resource for SubnetType {
-    fn type_name(&self) -> &'static str {
-        Self::type_name_str()
-    }
+impl Typed for SubnetType {
+    type Config = SubnetConfig;
+    type State = SubnetState;
+    const TYPE: &'static str = "subnet";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -220,50 +240,36 @@ impl Resource for SubnetType {
         }
         m
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&SubnetState>,
+        c: &SubnetConfig,
+    ) -> Result<SubnetState, ResourceError> {
         let id = id_of(ctx, "subnet");
-        let cidr = parse_cidr(get::str(c, "cidr_block").unwrap_or_default())
-            .map_err(ResourceError::Invalid)?;
-        let tier = Tier::parse(get::str(c, "tier").unwrap_or_default())
-            .ok_or_else(|| ResourceError::Invalid("bad tier".into()))?;
+        let cidr = parse_cidr(&c.cidr_block).map_err(ResourceError::Invalid)?;
+        let tier = Tier::parse(&c.tier).ok_or_else(|| {
+            ResourceError::Invalid(format!("subnet.tier: \"{}\" is not a tier", c.tier))
+        })?;
         let sn = net(ctx)?
-            .ensure_subnet(&id, get::str(c, "vpc_id").unwrap_or_default(), cidr, tier)
+            .ensure_subnet(&id, &c.vpc_id, cidr, tier)
             .await
             .map_err(err)?;
-        Ok(with(
-            c,
-            &[
-                ("id", Value::String(id)),
-                ("gateway", Value::String(sn.gateway().to_string())),
-            ],
-        ))
+        Ok(SubnetState {
+            config: c.clone(),
+            id,
+            gateway: sn.gateway().to_string(),
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(
-            if net(ctx)?
-                .subnet_exists(get::str(state, "id").unwrap_or_default())
-                .await
-            {
-                Some(state.clone())
-            } else {
-                None
-            },
-        )
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &SubnetState,
+    ) -> Result<Observed<SubnetState>, ResourceError> {
+        Ok(exists(net(ctx)?.subnet_exists(&s.id).await, s.clone()))
     }
-    async fn update(&self, _ctx: &Ctx, prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        Ok(with(
-            prior,
-            &[("name", c.get("name").cloned().unwrap_or_default())],
-        ))
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        net(ctx)?
-            .delete_subnet(get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(err)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, state).await
+    async fn delete(&self, ctx: &Ctx, s: &SubnetState) -> Result<(), ResourceError> {
+        net(ctx)?.delete_subnet(&s.id).await.map_err(err)
     }
 }
 
@@ -319,29 +325,43 @@ fn check_ports(block: &str, i: usize, r: &Value, errs: &mut Vec<AttrError>) {
     }
 }
 
-fn to_rule(r: &Value) -> SgRule {
-    let proto = norm_proto(get::str(r, "protocol").unwrap_or_default())
-        .unwrap_or("all")
-        .to_string();
-    let (from, to) = (
-        get::num(r, "from_port").unwrap_or(0.0) as u16,
-        get::num(r, "to_port").unwrap_or(0.0) as u16,
-    );
-    let (from, to) = if proto == "all" || (from == 0 && to == 0) {
-        (0, 65535)
+/// One `ingress` or `egress` rule of a security group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleConfig {
+    protocol: String,
+    from_port: u16,
+    to_port: u16,
+    cidr_blocks: Option<Vec<String>>,
+    security_groups: Option<Vec<String>>,
+    #[serde(rename = "self")]
+    self_: bool,
+    description: Option<String>,
+}
+
+/// The protocol and port range a rule means ("all", or both ports 0, is every port).
+fn ports(protocol: &str, from: u16, to: u16) -> (String, u16, u16) {
+    let proto = norm_proto(protocol).unwrap_or("all").to_string();
+    if proto == "all" || (from == 0 && to == 0) {
+        (proto, 0, 65535)
     } else {
-        (from, to)
-    };
+        (proto, from, to)
+    }
+}
+
+fn to_rule(r: &RuleConfig) -> SgRule {
+    let (protocol, from_port, to_port) = ports(&r.protocol, r.from_port, r.to_port);
     SgRule {
-        protocol: proto,
-        from_port: from,
-        to_port: to,
-        cidr_blocks: strings(r, "cidr_blocks")
+        protocol,
+        from_port,
+        to_port,
+        cidr_blocks: r
+            .cidr_blocks
             .iter()
+            .flatten()
             .filter_map(|c| c.parse().ok())
             .collect(),
-        security_groups: strings(r, "security_groups"),
-        self_: get::bool_or(r, "self", false),
+        security_groups: r.security_groups.clone().unwrap_or_default(),
+        self_: r.self_,
     }
 }
 
@@ -349,7 +369,7 @@ fn to_rule(r: &Value) -> SgRule {
 pub struct SecurityGroupType {
     schema: Schema,
 }
-schema_fn!(SecurityGroupType, "security_group");
+schema_fn!(SecurityGroupType);
 
 impl SecurityGroupType {
     /// The type with its schema.
@@ -378,26 +398,40 @@ impl SecurityGroupType {
     }
 }
 
-fn sg_from(id: &str, c: &Value) -> SecurityGroup {
-    let rules = |b: &str| {
-        c.get(b)
-            .and_then(Value::as_list)
-            .map(|l| l.iter().map(to_rule).collect())
-            .unwrap_or_default()
-    };
+/// `security_group`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SgConfig {
+    vpc_id: String,
+    name: Option<String>,
+    description: Option<String>,
+    #[serde(default, deserialize_with = "list")]
+    ingress: Vec<RuleConfig>,
+    #[serde(default, deserialize_with = "list")]
+    egress: Vec<RuleConfig>,
+}
+
+/// `security_group`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SgState {
+    #[serde(flatten)]
+    config: SgConfig,
+    id: String,
+}
+
+fn sg_from(id: &str, c: &SgConfig) -> SecurityGroup {
     SecurityGroup {
         id: id.to_string(),
-        vpc_id: get::str(c, "vpc_id").unwrap_or_default().to_string(),
-        ingress: rules("ingress"),
-        egress: rules("egress"),
+        vpc_id: c.vpc_id.clone(),
+        ingress: c.ingress.iter().map(to_rule).collect(),
+        egress: c.egress.iter().map(to_rule).collect(),
     }
 }
 
 #[async_trait::async_trait]
-impl Resource for SecurityGroupType {
-    fn type_name(&self) -> &'static str {
-        Self::type_name_str()
-    }
+impl Typed for SecurityGroupType {
+    type Config = SgConfig;
+    type State = SgState;
+    const TYPE: &'static str = "security_group";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -427,28 +461,24 @@ impl Resource for SecurityGroupType {
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         [("id".to_string(), Value::String(id_of(ctx, "sg")))].into()
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&SgState>,
+        c: &SgConfig,
+    ) -> Result<SgState, ResourceError> {
         let id = id_of(ctx, "sg");
         net(ctx)?.ensure_sg(sg_from(&id, c)).await.map_err(err)?;
-        Ok(with(c, &[("id", Value::String(id))]))
+        Ok(SgState {
+            config: c.clone(),
+            id,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(net(ctx)?
-            .sg(get::str(state, "id").unwrap_or_default())
-            .map_err(err)?
-            .map(|_| state.clone()))
+    async fn read(&self, ctx: &Ctx, s: &SgState) -> Result<Observed<SgState>, ResourceError> {
+        Ok(exists(net(ctx)?.sg(&s.id).map_err(err)?.is_some(), s.clone()))
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        net(ctx)?
-            .delete_sg(get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(err)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, state).await
+    async fn delete(&self, ctx: &Ctx, s: &SgState) -> Result<(), ResourceError> {
+        net(ctx)?.delete_sg(&s.id).await.map_err(err)
     }
 }
 
@@ -466,7 +496,7 @@ fn acl_rule_schema() -> Schema {
 pub struct NetworkAclType {
     schema: Schema,
 }
-schema_fn!(NetworkAclType, "network_acl");
+schema_fn!(NetworkAclType);
 
 impl NetworkAclType {
     /// The type with its schema.
@@ -494,43 +524,66 @@ impl NetworkAclType {
     }
 }
 
-fn acl_from(id: &str, c: &Value) -> NetworkAcl {
-    let rules = |b: &str| -> Vec<AclRule> {
-        c.get(b)
-            .and_then(Value::as_list)
-            .map(|l| {
-                l.iter()
-                    .map(|r| {
-                        let sg = to_rule(&with(r, &[("cidr_blocks", Value::List(vec![]))]));
-                        AclRule {
-                            rule_no: get::num(r, "rule_no").unwrap_or(0.0) as u32,
-                            allow: get::str(r, "action") == Some("allow"),
-                            protocol: sg.protocol,
-                            from_port: sg.from_port,
-                            to_port: sg.to_port,
-                            cidr: get::str(r, "cidr_block")
-                                .and_then(|c| c.parse().ok())
-                                .unwrap_or_default(),
-                        }
-                    })
-                    .collect()
+/// One `ingress` or `egress` rule of a network ACL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AclRuleConfig {
+    rule_no: u32,
+    action: String,
+    protocol: String,
+    from_port: u16,
+    to_port: u16,
+    cidr_block: String,
+}
+
+/// `network_acl`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AclConfig {
+    vpc_id: String,
+    subnet_ids: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "list")]
+    ingress: Vec<AclRuleConfig>,
+    #[serde(default, deserialize_with = "list")]
+    egress: Vec<AclRuleConfig>,
+}
+
+/// `network_acl`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AclState {
+    #[serde(flatten)]
+    config: AclConfig,
+    id: String,
+}
+
+fn acl_from(id: &str, c: &AclConfig) -> NetworkAcl {
+    let rules = |l: &[AclRuleConfig]| -> Vec<AclRule> {
+        l.iter()
+            .map(|r| {
+                let (protocol, from_port, to_port) = ports(&r.protocol, r.from_port, r.to_port);
+                AclRule {
+                    rule_no: r.rule_no,
+                    allow: r.action == "allow",
+                    protocol,
+                    from_port,
+                    to_port,
+                    cidr: r.cidr_block.parse().unwrap_or_default(),
+                }
             })
-            .unwrap_or_default()
+            .collect()
     };
     NetworkAcl {
         id: id.to_string(),
-        vpc_id: get::str(c, "vpc_id").unwrap_or_default().to_string(),
-        subnet_ids: strings(c, "subnet_ids"),
-        ingress: rules("ingress"),
-        egress: rules("egress"),
+        vpc_id: c.vpc_id.clone(),
+        subnet_ids: c.subnet_ids.clone().unwrap_or_default(),
+        ingress: rules(&c.ingress),
+        egress: rules(&c.egress),
     }
 }
 
 #[async_trait::async_trait]
-impl Resource for NetworkAclType {
-    fn type_name(&self) -> &'static str {
-        Self::type_name_str()
-    }
+impl Typed for NetworkAclType {
+    type Config = AclConfig;
+    type State = AclState;
+    const TYPE: &'static str = "network_acl";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -568,25 +621,24 @@ impl Resource for NetworkAclType {
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         [("id".to_string(), Value::String(id_of(ctx, "acl")))].into()
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&AclState>,
+        c: &AclConfig,
+    ) -> Result<AclState, ResourceError> {
         let id = id_of(ctx, "acl");
         net(ctx)?.ensure_acl(acl_from(&id, c)).await.map_err(err)?;
-        Ok(with(c, &[("id", Value::String(id))]))
+        Ok(AclState {
+            config: c.clone(),
+            id,
+        })
     }
-    async fn read(&self, _ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(Some(state.clone()))
+    async fn read(&self, ctx: &Ctx, s: &AclState) -> Result<Observed<AclState>, ResourceError> {
+        Ok(exists(net(ctx)?.acl_in_force(&s.id).await, s.clone()))
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        net(ctx)?
-            .delete_acl(get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(err)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, state).await
+    async fn delete(&self, ctx: &Ctx, s: &AclState) -> Result<(), ResourceError> {
+        net(ctx)?.delete_acl(&s.id).await.map_err(err)
     }
 }
 
@@ -594,7 +646,7 @@ impl Resource for NetworkAclType {
 pub struct PeeringType {
     schema: Schema,
 }
-schema_fn!(PeeringType, "vpc_peering");
+schema_fn!(PeeringType);
 
 impl PeeringType {
     /// The type with its schema.
@@ -608,11 +660,26 @@ impl PeeringType {
     }
 }
 
+/// `vpc_peering`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeeringConfig {
+    vpc_id: String,
+    peer_vpc_id: String,
+}
+
+/// `vpc_peering`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeeringState {
+    #[serde(flatten)]
+    config: PeeringConfig,
+    id: String,
+}
+
 #[async_trait::async_trait]
-impl Resource for PeeringType {
-    fn type_name(&self) -> &'static str {
-        Self::type_name_str()
-    }
+impl Typed for PeeringType {
+    type Config = PeeringConfig;
+    type State = PeeringState;
+    const TYPE: &'static str = "vpc_peering";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -628,41 +695,31 @@ impl Resource for PeeringType {
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         [("id".to_string(), Value::String(id_of(ctx, "pcx")))].into()
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&PeeringState>,
+        c: &PeeringConfig,
+    ) -> Result<PeeringState, ResourceError> {
         let id = id_of(ctx, "pcx");
         net(ctx)?
-            .ensure_peering(
-                &id,
-                get::str(c, "vpc_id").unwrap_or_default(),
-                get::str(c, "peer_vpc_id").unwrap_or_default(),
-            )
+            .ensure_peering(&id, &c.vpc_id, &c.peer_vpc_id)
             .await
             .map_err(err)?;
-        Ok(with(c, &[("id", Value::String(id))]))
+        Ok(PeeringState {
+            config: c.clone(),
+            id,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(
-            if net(ctx)?
-                .peering_exists(get::str(state, "id").unwrap_or_default())
-                .await
-            {
-                Some(state.clone())
-            } else {
-                None
-            },
-        )
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &PeeringState,
+    ) -> Result<Observed<PeeringState>, ResourceError> {
+        Ok(exists(net(ctx)?.peering_exists(&s.id).await, s.clone()))
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        net(ctx)?
-            .delete_peering(get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(err)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, state).await
+    async fn delete(&self, ctx: &Ctx, s: &PeeringState) -> Result<(), ResourceError> {
+        net(ctx)?.delete_peering(&s.id).await.map_err(err)
     }
 }
 
@@ -671,7 +728,7 @@ impl Resource for PeeringType {
 pub struct EndpointType {
     schema: Schema,
 }
-schema_fn!(EndpointType, "network_endpoint");
+schema_fn!(EndpointType);
 
 impl EndpointType {
     /// The type with its schema.
@@ -691,50 +748,67 @@ fn endpoint_name(ctx: &Ctx) -> String {
     format!("{}/{}", ctx.env, ctx.address)
 }
 
+/// `network_endpoint`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointConfig {
+    subnet_id: String,
+    security_group_ids: Option<Vec<String>>,
+}
+
+/// `network_endpoint`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointState {
+    #[serde(flatten)]
+    config: EndpointConfig,
+    id: String,
+    address: String,
+    namespace: String,
+}
+
 #[async_trait::async_trait]
-impl Resource for EndpointType {
-    fn type_name(&self) -> &'static str {
-        Self::type_name_str()
-    }
+impl Typed for EndpointType {
+    type Config = EndpointConfig;
+    type State = EndpointState;
+    const TYPE: &'static str = "network_endpoint";
     fn schema(&self) -> &Schema {
         &self.schema
     }
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         [("id".to_string(), Value::String(id_of(ctx, "eni")))].into()
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&EndpointState>,
+        c: &EndpointConfig,
+    ) -> Result<EndpointState, ResourceError> {
         let ep = net(ctx)?
             .attach(AttachRequest {
                 name: endpoint_name(ctx),
-                subnet_id: get::str(c, "subnet_id").unwrap_or_default().to_string(),
-                security_groups: strings(c, "security_group_ids"),
+                subnet_id: c.subnet_id.clone(),
+                security_groups: c.security_group_ids.clone().unwrap_or_default(),
             })
             .await
             .map_err(err)?;
-        Ok(with(
-            c,
-            &[
-                ("id", Value::String(id_of(ctx, "eni"))),
-                ("address", Value::String(ep.address.to_string())),
-                ("namespace", Value::String(ep.netns)),
-            ],
-        ))
-    }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(if net(ctx)?.endpoint_exists(&endpoint_name(ctx)).await {
-            Some(state.clone())
-        } else {
-            None
+        Ok(EndpointState {
+            config: c.clone(),
+            id: id_of(ctx, "eni"),
+            address: ep.address.to_string(),
+            namespace: ep.netns,
         })
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &EndpointState,
+    ) -> Result<Observed<EndpointState>, ResourceError> {
+        Ok(exists(
+            net(ctx)?.endpoint_exists(&endpoint_name(ctx)).await,
+            s.clone(),
+        ))
     }
-    async fn delete(&self, ctx: &Ctx, _state: &Value) -> Result<(), ResourceError> {
+    async fn delete(&self, ctx: &Ctx, _s: &EndpointState) -> Result<(), ResourceError> {
         net(ctx)?.detach(&endpoint_name(ctx)).await.map_err(err)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, state).await
     }
 }
 
@@ -819,5 +893,21 @@ impl PlanCheck for NetCheck {
             }
         }
         errs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veeps_resource::check_schema;
+
+    #[test]
+    fn schemas_agree_with_config_and_state() {
+        check_schema(&VpcType::new()).unwrap();
+        check_schema(&SubnetType::new()).unwrap();
+        check_schema(&SecurityGroupType::new()).unwrap();
+        check_schema(&NetworkAclType::new()).unwrap();
+        check_schema(&PeeringType::new()).unwrap();
+        check_schema(&EndpointType::new()).unwrap();
     }
 }

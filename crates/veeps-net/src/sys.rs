@@ -84,6 +84,23 @@ async fn nft_inner(ns: Option<&str>, ruleset: &str) -> Result<(), NetError> {
     nft_exec(ns, ruleset).await
 }
 
+/// The ruleset in namespace `ns`, as `nft list ruleset` prints it.
+pub async fn nft_list(ns: &str) -> Result<String, NetError> {
+    let out = tokio::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "ruleset"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| NetError::Command(format!("nft: {e}")))?;
+    if !out.status.success() {
+        return Err(NetError::Command(format!(
+            "nft list ruleset in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 async fn nft_exec(ns: Option<&str>, ruleset: &str) -> Result<(), NetError> {
     let mut cmd = match ns {
         Some(n) => {

@@ -138,6 +138,23 @@ impl LogStore {
             .insert((env.to_string(), group.to_string()), days);
     }
 
+    /// A group's retention in days, if one was set.
+    pub fn retention(&self, env: &str, group: &str) -> Option<u32> {
+        self.retention_days
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(env.to_string(), group.to_string()))
+            .copied()
+    }
+
+    /// Forgets a group's retention (it falls back to the default).
+    pub fn clear_retention(&self, env: &str, group: &str) {
+        self.retention_days
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(env.to_string(), group.to_string()));
+    }
+
     fn segment(&self, env: &str, group: &str, ts: i64) -> PathBuf {
         self.dir
             .join(enc(env))

@@ -7,12 +7,13 @@ use crate::tsdb::Stat;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
-use veeps_resource::get::strings;
+use serde::{Deserialize, Serialize};
+use veeps_resource::list_of_strings as list_str;
+use veeps_resource::typed::list;
 use veeps_resource::{
-    get, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Registry, Resource, ResourceError,
-    Schema,
+    get, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Observed, Registry, ResourceError,
+    Schema, Typed,
 };
-use veeps_resource::{list_of_strings as list_str, with_attrs as with};
 
 /// Registers the observability types.
 pub fn register(r: &mut Registry) {
@@ -23,6 +24,23 @@ pub fn register(r: &mut Registry) {
 
 fn obs(ctx: &Ctx) -> Result<&Arc<Obs>, ResourceError> {
     ctx.service::<Arc<Obs>>("observability")
+}
+
+fn err(e: veeps_state::StateError) -> ResourceError {
+    ResourceError::part("observability store", e)
+}
+
+/// The id of `kind` object `name` in `ctx`'s environment, like `alarm:prod:cpu-high`.
+fn obs_id(ctx: &Ctx, kind: &str, name: &str) -> String {
+    format!("{kind}:{}:{name}", ctx.env)
+}
+
+fn planned_id(ctx: &Ctx, kind: &str, c: &Value) -> BTreeMap<String, Value> {
+    [(
+        "id".to_string(),
+        Value::String(obs_id(ctx, kind, get::str(c, "name").unwrap_or_default())),
+    )]
+    .into()
 }
 
 /// `alarm`: CloudWatch-style alarm on a metric.
@@ -70,42 +88,61 @@ impl AlarmType {
     }
 }
 
-fn spec(c: &Value) -> Result<AlarmSpec, String> {
-    let n = get::num(c, "evaluation_periods").unwrap_or(1.0) as usize;
+/// `alarm`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlarmConfig {
+    name: String,
+    metric: String,
+    labels: Option<BTreeMap<String, String>>,
+    statistic: String,
+    period: u64,
+    evaluation_periods: usize,
+    datapoints_to_alarm: Option<usize>,
+    comparison_operator: String,
+    threshold: f64,
+    treat_missing_data: String,
+    alarm_actions: Option<Vec<String>>,
+    ok_actions: Option<Vec<String>>,
+    insufficient_data_actions: Option<Vec<String>>,
+    description: Option<String>,
+}
+
+/// `alarm`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlarmState {
+    #[serde(flatten)]
+    config: AlarmConfig,
+    id: String,
+}
+
+fn spec(c: &AlarmConfig) -> Result<AlarmSpec, ResourceError> {
+    let invalid = |a: &str, v: &str| {
+        ResourceError::Invalid(format!("alarm.{a}: \"{v}\" is not one of the accepted values"))
+    };
     Ok(AlarmSpec {
-        metric: get::str(c, "metric").unwrap_or_default().to_string(),
-        labels: c
-            .get("labels")
-            .and_then(Value::as_object)
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        statistic: get::str(c, "statistic").unwrap_or("avg").to_string(),
-        period: get::num(c, "period").unwrap_or(60.0) as u64,
-        evaluation_periods: n,
-        datapoints_to_alarm: get::num(c, "datapoints_to_alarm")
-            .map(|m| m as usize)
-            .unwrap_or(n),
-        comparison: Comparison::parse(get::str(c, "comparison_operator").unwrap_or_default())
-            .ok_or("bad comparison_operator")?,
-        threshold: get::num(c, "threshold").unwrap_or(0.0),
-        missing: MissingData::parse(get::str(c, "treat_missing_data").unwrap_or("missing"))
-            .ok_or("bad treat_missing_data")?,
-        alarm_actions: strings(c, "alarm_actions"),
-        ok_actions: strings(c, "ok_actions"),
-        insufficient_data_actions: strings(c, "insufficient_data_actions"),
-        description: get::str(c, "description").unwrap_or_default().to_string(),
+        metric: c.metric.clone(),
+        labels: c.labels.clone().unwrap_or_default().into_iter().collect(),
+        statistic: c.statistic.clone(),
+        period: c.period,
+        evaluation_periods: c.evaluation_periods,
+        datapoints_to_alarm: c.datapoints_to_alarm.unwrap_or(c.evaluation_periods),
+        comparison: Comparison::parse(&c.comparison_operator)
+            .ok_or_else(|| invalid("comparison_operator", &c.comparison_operator))?,
+        threshold: c.threshold,
+        missing: MissingData::parse(&c.treat_missing_data)
+            .ok_or_else(|| invalid("treat_missing_data", &c.treat_missing_data))?,
+        alarm_actions: c.alarm_actions.clone().unwrap_or_default(),
+        ok_actions: c.ok_actions.clone().unwrap_or_default(),
+        insufficient_data_actions: c.insufficient_data_actions.clone().unwrap_or_default(),
+        description: c.description.clone().unwrap_or_default(),
     })
 }
 
 #[async_trait::async_trait]
-impl Resource for AlarmType {
-    fn type_name(&self) -> &'static str {
-        "alarm"
-    }
+impl Typed for AlarmType {
+    type Config = AlarmConfig;
+    type State = AlarmState;
+    const TYPE: &'static str = "alarm";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -155,40 +192,30 @@ impl Resource for AlarmType {
         e
     }
     fn plan_computed(&self, ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
-        [(
-            "id".to_string(),
-            Value::String(format!(
-                "alarm:{}:{}",
-                ctx.env,
-                get::str(c, "name").unwrap_or_default()
-            )),
-        )]
-        .into()
+        planned_id(ctx, "alarm", c)
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
-        let name = get::str(c, "name").unwrap_or_default();
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&AlarmState>,
+        c: &AlarmConfig,
+    ) -> Result<AlarmState, ResourceError> {
         obs(ctx)?
-            .put_alarm(&ctx.env, name, spec(c).map_err(ResourceError::Invalid)?)
-            .map_err(|e| ResourceError::Failed(e.to_string()))?;
-        Ok(with(
-            c,
-            &[("id", Value::String(format!("alarm:{}:{name}", ctx.env)))],
-        ))
+            .put_alarm(&ctx.env, &c.name, spec(c)?)
+            .map_err(err)?;
+        Ok(AlarmState {
+            config: c.clone(),
+            id: obs_id(ctx, "alarm", &c.name),
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        let exists = obs(ctx)?
-            .alarm(&ctx.env, get::str(state, "name").unwrap_or_default())
-            .map_err(|e| ResourceError::Failed(e.to_string()))?
-            .is_some();
-        Ok(exists.then(|| state.clone()))
+    async fn read(&self, ctx: &Ctx, s: &AlarmState) -> Result<Observed<AlarmState>, ResourceError> {
+        Ok(match obs(ctx)?.alarm(&ctx.env, &s.config.name).map_err(err)? {
+            Some(_) => Observed::Exists(s.clone()),
+            None => Observed::Gone,
+        })
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        obs(ctx)?
-            .delete_alarm(&ctx.env, get::str(state, "name").unwrap_or_default())
-            .map_err(|e| ResourceError::Failed(e.to_string()))
+    async fn delete(&self, ctx: &Ctx, s: &AlarmState) -> Result<(), ResourceError> {
+        obs(ctx)?.delete_alarm(&ctx.env, &s.config.name).map_err(err)
     }
 }
 
@@ -226,25 +253,38 @@ impl TopicType {
     }
 }
 
+/// `topic`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicConfig {
+    name: String,
+    #[serde(default, deserialize_with = "list")]
+    subscription: Vec<Subscription>,
+}
+
+/// `topic`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicState {
+    #[serde(flatten)]
+    config: TopicConfig,
+    id: String,
+}
+
+/// The subscriptions of a (possibly partly unknown) configuration, for validation.
 fn subs(c: &Value) -> Vec<Subscription> {
-    c.get("subscription")
-        .and_then(Value::as_list)
-        .map(|l| {
-            l.iter()
-                .map(|s| Subscription {
-                    protocol: get::str(s, "protocol").unwrap_or_default().to_string(),
-                    endpoint: get::str(s, "endpoint").unwrap_or_default().to_string(),
-                })
-                .collect()
+    get::blocks(c, "subscription")
+        .into_iter()
+        .map(|s| Subscription {
+            protocol: get::str(s, "protocol").unwrap_or_default().to_string(),
+            endpoint: get::str(s, "endpoint").unwrap_or_default().to_string(),
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 #[async_trait::async_trait]
-impl Resource for TopicType {
-    fn type_name(&self) -> &'static str {
-        "topic"
-    }
+impl Typed for TopicType {
+    type Config = TopicConfig;
+    type State = TopicState;
+    const TYPE: &'static str = "topic";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -279,39 +319,36 @@ impl Resource for TopicType {
         e
     }
     fn plan_computed(&self, ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
-        [(
-            "id".to_string(),
-            Value::String(format!(
-                "topic:{}:{}",
-                ctx.env,
-                get::str(c, "name").unwrap_or_default()
-            )),
-        )]
-        .into()
+        planned_id(ctx, "topic", c)
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
-        let name = get::str(c, "name").unwrap_or_default();
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&TopicState>,
+        c: &TopicConfig,
+    ) -> Result<TopicState, ResourceError> {
         obs(ctx)?
-            .put_topic(&ctx.env, name, &subs(c))
-            .map_err(|e| ResourceError::Failed(e.to_string()))?;
-        Ok(with(
-            c,
-            &[("id", Value::String(format!("topic:{}:{name}", ctx.env)))],
-        ))
+            .put_topic(&ctx.env, &c.name, &c.subscription)
+            .map_err(err)?;
+        Ok(TopicState {
+            config: c.clone(),
+            id: obs_id(ctx, "topic", &c.name),
+        })
     }
-    async fn read(&self, _ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(Some(state.clone()))
+    async fn read(&self, ctx: &Ctx, s: &TopicState) -> Result<Observed<TopicState>, ResourceError> {
+        Ok(match obs(ctx)?.topic(&ctx.env, &s.config.name).map_err(err)? {
+            Some(subscription) => Observed::Exists(TopicState {
+                config: TopicConfig {
+                    name: s.config.name.clone(),
+                    subscription,
+                },
+                id: s.id.clone(),
+            }),
+            None => Observed::Gone,
+        })
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        obs(ctx)?
-            .delete_topic(&ctx.env, get::str(state, "name").unwrap_or_default())
-            .map_err(|e| ResourceError::Failed(e.to_string()))
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, state).await
+    async fn delete(&self, ctx: &Ctx, s: &TopicState) -> Result<(), ResourceError> {
+        obs(ctx)?.delete_topic(&ctx.env, &s.config.name).map_err(err)
     }
 }
 
@@ -339,10 +376,10 @@ impl LogGroupType {
 }
 
 #[async_trait::async_trait]
-impl Resource for LogGroupType {
-    fn type_name(&self) -> &'static str {
-        "log_group"
-    }
+impl Typed for LogGroupType {
+    type Config = LogGroupConfig;
+    type State = LogGroupState;
+    const TYPE: &'static str = "log_group";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -356,38 +393,68 @@ impl Resource for LogGroupType {
         }
     }
     fn plan_computed(&self, ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
-        [(
-            "id".to_string(),
-            Value::String(format!(
-                "log-group:{}:{}",
-                ctx.env,
-                get::str(c, "name").unwrap_or_default()
-            )),
-        )]
-        .into()
+        planned_id(ctx, "log-group", c)
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
-        let name = get::str(c, "name").unwrap_or_default();
-        obs(ctx)?.logs.set_retention(
-            &ctx.env,
-            name,
-            get::num(c, "retention_days").unwrap_or(30.0) as u32,
-        );
-        Ok(with(
-            c,
-            &[("id", Value::String(format!("log-group:{}:{name}", ctx.env)))],
-        ))
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&LogGroupState>,
+        c: &LogGroupConfig,
+    ) -> Result<LogGroupState, ResourceError> {
+        obs(ctx)?
+            .logs
+            .set_retention(&ctx.env, &c.name, c.retention_days);
+        Ok(LogGroupState {
+            config: c.clone(),
+            id: obs_id(ctx, "log-group", &c.name),
+        })
     }
-    async fn read(&self, _ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(Some(state.clone()))
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &LogGroupState,
+    ) -> Result<Observed<LogGroupState>, ResourceError> {
+        Ok(match obs(ctx)?.logs.retention(&ctx.env, &s.config.name) {
+            Some(retention_days) => Observed::Exists(LogGroupState {
+                config: LogGroupConfig {
+                    name: s.config.name.clone(),
+                    retention_days,
+                },
+                id: s.id.clone(),
+            }),
+            None => Observed::Gone,
+        })
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, _ctx: &Ctx, _state: &Value) -> Result<(), ResourceError> {
+    async fn delete(&self, ctx: &Ctx, s: &LogGroupState) -> Result<(), ResourceError> {
+        obs(ctx)?.logs.clear_retention(&ctx.env, &s.config.name);
         Ok(())
     }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, state).await
+}
+
+/// `log_group`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogGroupConfig {
+    name: String,
+    retention_days: u32,
+}
+
+/// `log_group`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogGroupState {
+    #[serde(flatten)]
+    config: LogGroupConfig,
+    id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veeps_resource::check_schema;
+
+    #[test]
+    fn schemas_agree_with_config_and_state() {
+        check_schema(&AlarmType::new()).unwrap();
+        check_schema(&TopicType::new()).unwrap();
+        check_schema(&LogGroupType::new()).unwrap();
     }
 }

@@ -477,6 +477,15 @@ impl Obs {
         self.store.kv_put(&format!("{K_TOPIC}{env}/{name}"), &subs)
     }
 
+    /// A topic's subscriptions, if the topic exists.
+    pub fn topic(
+        &self,
+        env: &str,
+        name: &str,
+    ) -> Result<Option<Vec<Subscription>>, veeps_state::StateError> {
+        self.store.kv_get(&format!("{K_TOPIC}{env}/{name}"))
+    }
+
     /// Removes a topic.
     pub fn delete_topic(&self, env: &str, name: &str) -> Result<(), veeps_state::StateError> {
         self.store.kv_delete(&format!("{K_TOPIC}{env}/{name}"))

@@ -10,8 +10,10 @@
 
 pub mod metrics;
 pub mod part;
+pub mod typed;
 
 pub use part::{Part, PartError, Parts, Shutdown};
+pub use typed::{check_schema, Observed, Typed};
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
@@ -216,9 +218,42 @@ pub enum ResourceError {
     /// The configuration cannot be realised as given.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// An attribute (or the whole value, when `attr` is empty) does not have the shape its
+    /// type declares.
+    #[error("{type_name}{}: {message}", if attr.is_empty() { String::new() } else { format!(".{attr}") })]
+    Attr {
+        /// The resource type.
+        type_name: String,
+        /// The attribute's path, like `ingress[0].from_port`.
+        attr: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An operation of a part failed; the source is kept.
+    #[error("{context}: {source}")]
+    Part {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// An I/O error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ResourceError {
+    /// A failure of `context`, keeping its source error.
+    pub fn part(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> ResourceError {
+        ResourceError::Part {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Shared services the engine hands to controllers (networking, key management, state
@@ -330,6 +365,19 @@ pub trait Resource: Send + Sync + 'static {
     /// (recreating what is missing, adopting what exists). Returns the state to record.
     async fn reconcile(&self, _ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
         Ok(state.clone())
+    }
+    /// The layout version of the state this type records.
+    fn schema_version(&self) -> u64 {
+        1
+    }
+    /// Turns state recorded at layout version `from` (older than [`Resource::schema_version`])
+    /// into the current layout.
+    fn upgrade(&self, from: u64, _state: Value) -> Result<Value, ResourceError> {
+        Err(ResourceError::Invalid(format!(
+            "no upgrade from state layout {from} of {} to {}",
+            self.type_name(),
+            self.schema_version()
+        )))
     }
 }
 

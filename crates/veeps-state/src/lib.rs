@@ -102,8 +102,16 @@ pub struct ResourceRecord {
     /// Its `create_before_destroy` setting when last applied.
     #[serde(default)]
     pub create_before_destroy: bool,
+    /// The layout version of `attrs` (its type's `schema_version` when written; records from
+    /// before versions existed are version 1).
+    #[serde(default = "first_layout")]
+    pub schema_version: u64,
     /// When it was last written.
     pub updated_at: String,
+}
+
+fn first_layout() -> u64 {
+    1
 }
 
 /// An output of an environment.
@@ -763,6 +771,7 @@ mod tests {
             dependencies: vec![],
             status: ResourceStatus::Ready,
             create_before_destroy: false,
+            schema_version: 1,
             updated_at: now(),
         };
         s.put_resource("stage", &r).unwrap();
