@@ -5,9 +5,10 @@ use crate::service::{DbError, Dbs};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
+use serde::{Deserialize, Serialize};
 use veeps_resource::{
-    get, with_attrs as with, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Registry, Resource,
-    ResourceError, Schema,
+    get, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Observed, Registry, ResourceError,
+    Schema, Typed,
 };
 
 /// Registers `db_cluster`.
@@ -88,7 +89,7 @@ fn dbs(ctx: &Ctx) -> Result<&Arc<Dbs>, ResourceError> {
 fn err(e: DbError) -> ResourceError {
     match e {
         DbError::Invalid(m) => ResourceError::Invalid(m),
-        other => ResourceError::Failed(other.to_string()),
+        other => ResourceError::part("database", other),
     }
 }
 
@@ -96,9 +97,10 @@ fn num(c: &Value, k: &str, d: f64) -> f64 {
     get::num(c, k).unwrap_or(d)
 }
 
-fn spec(env: &str, c: &Value) -> ClusterSpec {
+/// The cluster a (possibly partly unknown) configuration describes, for validation.
+fn partial_spec(c: &Value) -> ClusterSpec {
     ClusterSpec {
-        env: env.into(),
+        env: String::new(),
         name: get::str(c, "name").unwrap_or_default().into(),
         engine_version: get::str(c, "engine_version").unwrap_or("15").into(),
         instance_count: num(c, "instance_count", 1.0).max(1.0) as u32,
@@ -113,31 +115,79 @@ fn spec(env: &str, c: &Value) -> ClusterSpec {
         backup_window: get::str(c, "backup_window").unwrap_or("03:00-04:00").into(),
         synchronous_replicas: num(c, "synchronous_replicas", 0.0).max(0.0) as u32,
         parameters: get::string_map(c, "parameters"),
-        restore: get::block(c, "restore_from").map(|r| Restore {
-            snapshot: get::str(r, "snapshot").map(String::from),
-            source_cluster: get::str(r, "cluster").map(String::from),
-            to_time: get::str(r, "to_time").map(String::from),
+        restore: None,
+    }
+}
+
+/// `restore_from` of `db_cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreConfig {
+    snapshot: Option<String>,
+    cluster: Option<String>,
+    to_time: Option<String>,
+}
+
+/// `db_cluster`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    name: String,
+    engine_version: String,
+    instance_count: u32,
+    cpu: f64,
+    memory: u64,
+    subnets: Vec<String>,
+    security_groups: Option<Vec<String>>,
+    database_name: String,
+    master_username: String,
+    master_password: String,
+    port: u16,
+    backup_retention_days: u32,
+    backup_window: String,
+    synchronous_replicas: u32,
+    parameters: Option<BTreeMap<String, String>>,
+    deletion_protection: bool,
+    final_snapshot: bool,
+    restore_from: Option<RestoreConfig>,
+}
+
+/// `db_cluster`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterState {
+    #[serde(flatten)]
+    config: ClusterConfig,
+    id: String,
+    arn: String,
+    endpoint: String,
+    reader_endpoint: String,
+}
+
+fn spec(env: &str, c: &ClusterConfig) -> ClusterSpec {
+    ClusterSpec {
+        env: env.into(),
+        name: c.name.clone(),
+        engine_version: c.engine_version.clone(),
+        instance_count: c.instance_count.max(1),
+        cpu: c.cpu,
+        memory_mb: c.memory.max(64),
+        subnets: c.subnets.clone(),
+        security_groups: c.security_groups.clone().unwrap_or_default(),
+        database_name: c.database_name.clone(),
+        master_username: c.master_username.clone(),
+        port: c.port,
+        backup_retention_days: c.backup_retention_days,
+        backup_window: c.backup_window.clone(),
+        synchronous_replicas: c.synchronous_replicas,
+        parameters: c.parameters.clone().unwrap_or_default(),
+        restore: c.restore_from.as_ref().map(|r| Restore {
+            snapshot: r.snapshot.clone(),
+            source_cluster: r.cluster.clone(),
+            to_time: r.to_time.clone(),
         }),
     }
 }
 
-fn outputs(ctx: &Ctx, c: &Value, rec: &crate::model::ClusterRec) -> Value {
-    let name = &rec.spec.name;
-    with(
-        c,
-        &[
-            ("id", Value::String(name.clone())),
-            (
-                "arn",
-                Value::String(format!("arn:veeps:rds:{}:cluster:{name}", ctx.env)),
-            ),
-            ("endpoint", Value::String(rec.writer_ep.0.to_string())),
-            (
-                "reader_endpoint",
-                Value::String(rec.reader_ep.0.to_string()),
-            ),
-        ],
-    )
+fn arn(ctx: &Ctx, name: &str) -> String {
+    format!("arn:veeps:rds:{}:cluster:{name}", ctx.env)
 }
 
 fn is_ident(s: &str) -> bool {
@@ -154,16 +204,16 @@ fn is_ident(s: &str) -> bool {
 pub struct ClusterType(Schema);
 
 #[async_trait::async_trait]
-impl Resource for ClusterType {
-    fn type_name(&self) -> &'static str {
-        "db_cluster"
-    }
+impl Typed for ClusterType {
+    type Config = ClusterConfig;
+    type State = ClusterState;
+    const TYPE: &'static str = "db_cluster";
     fn schema(&self) -> &Schema {
         &self.0
     }
     fn validate(&self, c: &Value) -> Vec<AttrError> {
         let mut e = vec![];
-        let s = spec("", c);
+        let s = partial_spec(c);
         let set = |k: &str| c.get(k).is_some_and(|v| !v.is_null() && !v.is_unknown());
         if set("name")
             && (s.name.is_empty()
@@ -292,50 +342,70 @@ impl Resource for ClusterType {
                 ("id".to_string(), Value::string(n)),
                 (
                     "arn".to_string(),
-                    Value::String(format!("arn:veeps:rds:{}:cluster:{n}", ctx.env)),
+                    Value::String(arn(ctx, n)),
                 ),
             ]
             .into(),
             None => BTreeMap::new(),
         }
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
-        let s = spec(&ctx.env, c);
-        let pw = get::str(c, "master_password")
-            .unwrap_or_default()
-            .to_string();
-        let rec = dbs(ctx)?.put(s, &pw).await.map_err(err)?;
-        Ok(outputs(ctx, c, &rec))
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&ClusterState>,
+        c: &ClusterConfig,
+    ) -> Result<ClusterState, ResourceError> {
+        let rec = dbs(ctx)?
+            .put(spec(&ctx.env, c), &c.master_password)
+            .await
+            .map_err(err)?;
+        Ok(ClusterState {
+            config: c.clone(),
+            id: rec.spec.name.clone(),
+            arn: arn(ctx, &rec.spec.name),
+            endpoint: rec.writer_ep.0.to_string(),
+            reader_endpoint: rec.reader_ep.0.to_string(),
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        let name = get::str(state, "name").unwrap_or_default();
-        Ok(dbs(ctx)?
-            .cluster(&ctx.env, name)
-            .map_err(err)?
-            .map(|_| state.clone()))
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &ClusterState,
+    ) -> Result<Observed<ClusterState>, ResourceError> {
+        Ok(match dbs(ctx)?.cluster(&ctx.env, &s.config.name).map_err(err)? {
+            Some(_) => Observed::Exists(s.clone()),
+            None => Observed::Gone,
+        })
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        let name = get::str(state, "name").unwrap_or_default().to_string();
-        if get::bool_or(state, "deletion_protection", false) {
+    async fn delete(&self, ctx: &Ctx, s: &ClusterState) -> Result<(), ResourceError> {
+        let name = &s.config.name;
+        if s.config.deletion_protection {
             return Err(ResourceError::Invalid(format!(
                 "db_cluster {name} has deletion_protection on; set it to false and apply, then destroy"
             )));
         }
         let d = dbs(ctx)?;
-        if get::bool_or(state, "final_snapshot", false)
-            && d.cluster(&ctx.env, &name).map_err(err)?.is_some()
-        {
+        if s.config.final_snapshot && d.cluster(&ctx.env, name).map_err(err)?.is_some() {
             let label = format!("final-{}", time::OffsetDateTime::now_utc().unix_timestamp());
-            d.snapshot(&ctx.env, &name, &label).await.map_err(err)?;
+            d.snapshot(&ctx.env, name, &label).await.map_err(err)?;
         }
-        d.delete(&ctx.env, &name).await.map_err(err)
+        d.delete(&ctx.env, name).await.map_err(err)
     }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
+    async fn reconcile(&self, _ctx: &Ctx, s: &ClusterState) -> Result<ClusterState, ResourceError> {
         // The service starts recorded clusters itself; nothing to redo per resource.
-        let _ = ctx;
-        Ok(state.clone())
+        Ok(s.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn schema_agrees_with_config_and_state() {
+        let mut r = veeps_resource::Registry::new();
+        super::register(&mut r);
+        veeps_resource::check_schema(&super::ClusterType(
+            r.resource("db_cluster").unwrap().schema().clone(),
+        ))
+        .unwrap();
     }
 }

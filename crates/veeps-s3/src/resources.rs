@@ -5,9 +5,11 @@ use crate::store::{check_bucket_name, check_key, ObjectStore, PutOptions, Versio
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
+use serde::{Deserialize, Serialize};
+use veeps_resource::typed::{decode, list};
 use veeps_resource::{
-    get, with_attrs as with, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Registry, Resource,
-    ResourceError, Schema,
+    get, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Observed, Registry, ResourceError,
+    Schema, Typed,
 };
 
 /// Registers the storage types.
@@ -119,50 +121,100 @@ fn access(ctx: &Ctx) -> Result<&Arc<crate::access::Access>, ResourceError> {
     ctx.service::<Arc<crate::access::Access>>("S3 access")
 }
 
-fn set_policy(ctx: &Ctx, c: &Value) -> Result<(), ResourceError> {
-    let name = get::str(c, "bucket").unwrap_or_default();
+/// `website` of `bucket`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebsiteConfig {
+    index_document: String,
+    error_document: Option<String>,
+}
+
+/// `transition` of a lifecycle rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransitionConfig {
+    days: u32,
+    storage_class: String,
+}
+
+/// `lifecycle_rule` of `bucket`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LifecycleRuleConfig {
+    id: String,
+    prefix: String,
+    enabled: bool,
+    expiration_days: Option<u32>,
+    noncurrent_version_expiration_days: Option<u32>,
+    abort_incomplete_multipart_upload_days: Option<u32>,
+    object_size_greater_than: Option<u64>,
+    object_size_less_than: Option<u64>,
+    newer_noncurrent_versions: Option<u32>,
+    expired_object_delete_marker: bool,
+    #[serde(default, deserialize_with = "list")]
+    transition: Vec<TransitionConfig>,
+}
+
+impl LifecycleRuleConfig {
+    fn rule(&self) -> Rule {
+        Rule {
+            id: self.id.clone(),
+            prefix: self.prefix.clone(),
+            enabled: self.enabled,
+            expiration_days: self.expiration_days,
+            noncurrent_expiration_days: self.noncurrent_version_expiration_days,
+            abort_incomplete_days: self.abort_incomplete_multipart_upload_days,
+            size_greater_than: self.object_size_greater_than,
+            size_less_than: self.object_size_less_than,
+            newer_noncurrent_versions: self.newer_noncurrent_versions,
+            expired_object_delete_marker: self.expired_object_delete_marker,
+            transitions: self
+                .transition
+                .iter()
+                .map(|t| Transition {
+                    days: t.days,
+                    storage_class: t.storage_class.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `bucket`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BucketConfig {
+    bucket: String,
+    force_destroy: bool,
+    policy: Option<String>,
+    versioning: bool,
+    encryption: bool,
+    website: Option<WebsiteConfig>,
+    #[serde(default, deserialize_with = "list")]
+    lifecycle_rule: Vec<LifecycleRuleConfig>,
+}
+
+/// `bucket`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BucketState {
+    #[serde(flatten)]
+    config: BucketConfig,
+    id: String,
+    arn: String,
+    website_endpoint: Option<String>,
+}
+
+fn set_policy(ctx: &Ctx, c: &BucketConfig) -> Result<(), ResourceError> {
     access(ctx)?
-        .set_policy(name, get::str(c, "policy"))
+        .set_policy(&c.bucket, c.policy.as_deref())
         .map_err(ResourceError::Invalid)
 }
 
-/// The website setting and lifecycle rules a bucket's configuration gives.
-fn bucket_settings(c: &Value) -> (Option<Website>, Vec<Rule>) {
-    let website = get::block(c, "website").map(|w| Website {
-        index_document: get::str(w, "index_document").unwrap_or_default().into(),
-        error_document: get::str(w, "error_document").map(String::from),
-    });
-    let days = |v: &Value, k: &str| get::num(v, k).map(|d| d.max(0.0) as u32);
-    let rules = get::blocks(c, "lifecycle_rule")
-        .into_iter()
-        .map(|r| Rule {
-            id: get::str(r, "id").unwrap_or_default().into(),
-            prefix: get::str(r, "prefix").unwrap_or_default().into(),
-            enabled: get::bool_or(r, "enabled", true),
-            expiration_days: days(r, "expiration_days"),
-            noncurrent_expiration_days: days(r, "noncurrent_version_expiration_days"),
-            abort_incomplete_days: days(r, "abort_incomplete_multipart_upload_days"),
-            size_greater_than: get::num(r, "object_size_greater_than").map(|n| n.max(0.0) as u64),
-            size_less_than: get::num(r, "object_size_less_than").map(|n| n.max(0.0) as u64),
-            newer_noncurrent_versions: days(r, "newer_noncurrent_versions"),
-            expired_object_delete_marker: get::bool_or(r, "expired_object_delete_marker", false),
-            transitions: get::blocks(r, "transition")
-                .into_iter()
-                .map(|t| Transition {
-                    days: days(t, "days").unwrap_or(0),
-                    storage_class: get::str(t, "storage_class").unwrap_or_default().into(),
-                })
-                .collect(),
-        })
-        .collect();
-    (website, rules)
-}
-
 /// Applies versioning, website and lifecycle settings to the bucket.
-async fn configure(ctx: &Ctx, c: &Value) -> Result<(), ResourceError> {
-    let name = get::str(c, "bucket").unwrap_or_default().to_string();
-    let versioning = get::bool_or(c, "versioning", false);
-    let (website, rules) = bucket_settings(c);
+async fn configure(ctx: &Ctx, c: &BucketConfig) -> Result<(), ResourceError> {
+    let name = c.bucket.clone();
+    let versioning = c.versioning;
+    let website = c.website.as_ref().map(|w| Website {
+        index_document: w.index_document.clone(),
+        error_document: w.error_document.clone(),
+    });
+    let rules: Vec<Rule> = c.lifecycle_rule.iter().map(LifecycleRuleConfig::rule).collect();
     let s = store(ctx)?.clone();
     tokio::task::spawn_blocking(move || {
         let b = s.bucket(&name)?;
@@ -186,11 +238,8 @@ async fn configure(ctx: &Ctx, c: &Value) -> Result<(), ResourceError> {
     Ok(())
 }
 
-fn website_endpoint(c: &Value) -> Value {
-    match (get::block(c, "website"), get::str(c, "bucket")) {
-        (Some(_), Some(b)) => Value::String(format!("{b}.s3-website.localhost")),
-        _ => Value::Null,
-    }
+fn website_endpoint(bucket: &str) -> String {
+    format!("{bucket}.s3-website.localhost")
 }
 
 fn failed(e: impl std::fmt::Display) -> ResourceError {
@@ -201,10 +250,10 @@ fn failed(e: impl std::fmt::Display) -> ResourceError {
 pub struct BucketType(Schema);
 
 #[async_trait::async_trait]
-impl Resource for BucketType {
-    fn type_name(&self) -> &'static str {
-        "bucket"
-    }
+impl Typed for BucketType {
+    type Config = BucketConfig;
+    type State = BucketState;
+    const TYPE: &'static str = "bucket";
     fn schema(&self) -> &Schema {
         &self.0
     }
@@ -237,7 +286,19 @@ impl Resource for BucketType {
                 ));
             }
         }
-        let (_, rules) = bucket_settings(c);
+        // Rules are checked once they are known.
+        let rules: Vec<Rule> = match c.get("lifecycle_rule") {
+            Some(v) if !v.has_unknown() => {
+                match decode::<Option<Vec<LifecycleRuleConfig>>>("bucket", v) {
+                    Ok(r) => r.iter().flatten().map(LifecycleRuleConfig::rule).collect(),
+                    Err(err) => {
+                        e.push(AttrError::on("lifecycle_rule", err.to_string()));
+                        vec![]
+                    }
+                }
+            }
+            _ => vec![],
+        };
         let mut ids = std::collections::HashSet::new();
         for r in &rules {
             if let Err(m) = r.check() {
@@ -260,17 +321,27 @@ impl Resource for BucketType {
                     "arn".to_string(),
                     Value::String(format!("arn:aws:s3:::{b}")),
                 ),
-                ("website_endpoint".to_string(), website_endpoint(c)),
+                (
+                    "website_endpoint".to_string(),
+                    match get::block(c, "website") {
+                        Some(_) => Value::String(website_endpoint(b)),
+                        None => Value::Null,
+                    },
+                ),
             ]
             .into(),
             None => BTreeMap::new(),
         }
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
-        let name = get::str(c, "bucket").unwrap_or_default().to_string();
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&BucketState>,
+        c: &BucketConfig,
+    ) -> Result<BucketState, ResourceError> {
         let s = store(ctx)?.clone();
         let env = ctx.env.clone();
-        let n = name.clone();
+        let n = c.bucket.clone();
         tokio::task::spawn_blocking(move || match s.bucket(&n) {
             // Adopt what a previous attempt created.
             Ok(b) if b.env == env => Ok(()),
@@ -283,33 +354,26 @@ impl Resource for BucketType {
         .map_err(failed)??;
         set_policy(ctx, c)?;
         configure(ctx, c).await?;
-        Ok(with(
-            c,
-            &[
-                ("id", Value::String(name.clone())),
-                ("arn", Value::String(format!("arn:aws:s3:::{name}"))),
-                ("website_endpoint", website_endpoint(c)),
-            ],
-        ))
+        Ok(BucketState {
+            config: c.clone(),
+            id: c.bucket.clone(),
+            arn: format!("arn:aws:s3:::{}", c.bucket),
+            website_endpoint: c.website.as_ref().map(|_| website_endpoint(&c.bucket)),
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        let name = get::str(state, "bucket").unwrap_or_default();
-        Ok(store(ctx)?.bucket(name).ok().map(|_| state.clone()))
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &BucketState,
+    ) -> Result<Observed<BucketState>, ResourceError> {
+        Ok(match store(ctx)?.bucket(&s.config.bucket) {
+            Ok(_) => Observed::Exists(s.clone()),
+            Err(_) => Observed::Gone,
+        })
     }
-    async fn update(&self, ctx: &Ctx, prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        set_policy(ctx, c)?;
-        configure(ctx, c).await?;
-        let mut v = with(c, &[("website_endpoint", website_endpoint(c))]);
-        for k in ["id", "arn"] {
-            if let (Value::Object(o), Some(x)) = (&mut v, prior.get(k)) {
-                o.insert(k.into(), x.clone());
-            }
-        }
-        Ok(v)
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        let name = get::str(state, "bucket").unwrap_or_default().to_string();
-        let force = get::bool_or(state, "force_destroy", false);
+    async fn delete(&self, ctx: &Ctx, st: &BucketState) -> Result<(), ResourceError> {
+        let name = st.config.bucket.clone();
+        let force = st.config.force_destroy;
         access(ctx)?
             .set_policy(&name, None)
             .map_err(ResourceError::Failed)?;
@@ -333,8 +397,32 @@ impl Resource for BucketType {
 /// `bucket_object`: an object from configuration (`content`) or a file (`source`).
 pub struct ObjectType(Schema);
 
-fn body(c: &Value) -> Result<Vec<u8>, ResourceError> {
-    match (get::str(c, "content"), get::str(c, "source")) {
+/// `bucket_object`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectConfig {
+    bucket: String,
+    key: String,
+    content: Option<String>,
+    source: Option<String>,
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `bucket_object`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectState {
+    #[serde(flatten)]
+    config: ObjectConfig,
+    etag: String,
+    id: String,
+}
+
+fn body(c: &ObjectConfig) -> Result<Vec<u8>, ResourceError> {
+    match (&c.content, &c.source) {
         (Some(t), None) => Ok(t.as_bytes().to_vec()),
         (None, Some(p)) => {
             std::fs::read(p).map_err(|e| ResourceError::Invalid(format!("source {p}: {e}")))
@@ -351,10 +439,10 @@ fn etag_of(b: &[u8]) -> String {
 }
 
 #[async_trait::async_trait]
-impl Resource for ObjectType {
-    fn type_name(&self) -> &'static str {
-        "bucket_object"
-    }
+impl Typed for ObjectType {
+    type Config = ObjectConfig;
+    type State = ObjectState;
+    const TYPE: &'static str = "bucket_object";
     fn schema(&self) -> &Schema {
         &self.0
     }
@@ -372,71 +460,68 @@ impl Resource for ObjectType {
         }
         e
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&ObjectState>,
+        c: &ObjectConfig,
+    ) -> Result<ObjectState, ResourceError> {
         let data = body(c)?;
-        let (b, k) = (
-            get::str(c, "bucket").unwrap_or_default().to_string(),
-            get::str(c, "key").unwrap_or_default().to_string(),
-        );
         let opts = PutOptions {
-            content_type: get::str(c, "content_type").map(String::from),
-            cache_control: get::str(c, "cache_control").map(String::from),
-            metadata: get::string_map(c, "metadata"),
+            content_type: c.content_type.clone(),
+            cache_control: c.cache_control.clone(),
+            metadata: c.metadata.clone().unwrap_or_default(),
             headers: [
-                "content_encoding",
-                "content_disposition",
-                "content_language",
+                ("content-encoding", &c.content_encoding),
+                ("content-disposition", &c.content_disposition),
+                ("content-language", &c.content_language),
             ]
             .into_iter()
-            .filter_map(|a| get::str(c, a).map(|v| (a.replace('_', "-"), v.to_string())))
+            .filter_map(|(h, v)| v.as_ref().map(|v| (h.to_string(), v.clone())))
             .collect(),
         };
         let s = store(ctx)?.clone();
-        let (b2, k2) = (b.clone(), k.clone());
-        let meta = tokio::task::spawn_blocking(move || s.put(&b2, &k2, &data[..], opts))
+        let (b, k) = (c.bucket.clone(), c.key.clone());
+        let meta = tokio::task::spawn_blocking(move || s.put(&b, &k, &data[..], opts))
             .await
             .map_err(failed)?
             .map_err(failed)?;
-        Ok(with(
-            c,
-            &[
-                ("etag", Value::String(meta.etag)),
-                ("id", Value::String(format!("{b}/{k}"))),
-            ],
-        ))
+        Ok(ObjectState {
+            config: c.clone(),
+            etag: meta.etag,
+            id: format!("{}/{}", c.bucket, c.key),
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        let (b, k) = (
-            get::str(state, "bucket").unwrap_or_default(),
-            get::str(state, "key").unwrap_or_default(),
-        );
-        Ok(match store(ctx)?.head(b, k) {
-            Err(_) => None,
-            Ok(m) if Some(m.etag.as_str()) == get::str(state, "etag") => Some(state.clone()),
+    async fn reconcile(&self, _ctx: &Ctx, s: &ObjectState) -> Result<ObjectState, ResourceError> {
+        // An object changed while veeps was down is drift for the next plan, not something
+        // to overwrite at start.
+        Ok(s.clone())
+    }
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &ObjectState,
+    ) -> Result<Observed<ObjectState>, ResourceError> {
+        Ok(match store(ctx)?.head(&s.config.bucket, &s.config.key) {
+            Err(_) => Observed::Gone,
+            Ok(m) if m.etag == s.etag => Observed::Exists(s.clone()),
             // Changed outside veeps: the body no longer is what was configured, so the
             // attribute that gives the body shows the change (and apply puts it back).
             Ok(m) => {
-                let marker = Value::string("(changed outside veeps)");
-                let attr = if get::str(state, "content").is_some() {
-                    "content"
+                let mut changed = s.clone();
+                let marker = Some("(changed outside veeps)".to_string());
+                if changed.config.content.is_some() {
+                    changed.config.content = marker;
                 } else {
-                    "source"
-                };
-                Some(with(
-                    state,
-                    &[("etag", Value::String(m.etag)), (attr, marker)],
-                ))
+                    changed.config.source = marker;
+                }
+                changed.etag = m.etag;
+                Observed::Exists(changed)
             }
         })
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        let (b, k) = (
-            get::str(state, "bucket").unwrap_or_default().to_string(),
-            get::str(state, "key").unwrap_or_default().to_string(),
-        );
+    async fn delete(&self, ctx: &Ctx, st: &ObjectState) -> Result<(), ResourceError> {
+        let (b, k) = (st.config.bucket.clone(), st.config.key.clone());
         let s = store(ctx)?.clone();
         tokio::task::spawn_blocking(move || match s.delete(&b, &k) {
             Err(crate::store::StoreError::NoSuchBucket(_)) => Ok(()),
@@ -460,10 +545,10 @@ impl Resource for ObjectType {
 pub struct KeyType(Schema);
 
 #[async_trait::async_trait]
-impl Resource for KeyType {
-    fn type_name(&self) -> &'static str {
-        "access_key"
-    }
+impl Typed for KeyType {
+    type Config = KeyConfig;
+    type State = KeyState;
+    const TYPE: &'static str = "access_key";
     fn schema(&self) -> &Schema {
         &self.0
     }
@@ -484,28 +569,65 @@ impl Resource for KeyType {
             _ => vec![],
         }
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        prior: Option<&KeyState>,
+        c: &KeyConfig,
+    ) -> Result<KeyState, ResourceError> {
+        // `user` forces replacement: a prior key stays what it is.
+        if let Some(p) = prior {
+            return Ok(p.clone());
+        }
         let (k, secret) = access(ctx)?
-            .create_key(get::str(c, "user").unwrap_or_default())
+            .create_key(&c.user)
             .map_err(ResourceError::Failed)?;
-        Ok(with(
-            c,
-            &[
-                ("id", Value::String(k.id)),
-                ("secret", Value::String(secret)),
-            ],
-        ))
+        Ok(KeyState {
+            config: c.clone(),
+            id: k.id,
+            secret,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        let id = get::str(state, "id").unwrap_or_default();
-        Ok(access(ctx)?.key(id).map(|_| state.clone()))
+    async fn read(&self, ctx: &Ctx, s: &KeyState) -> Result<Observed<KeyState>, ResourceError> {
+        Ok(match access(ctx)?.key(&s.id) {
+            Some(_) => Observed::Exists(s.clone()),
+            None => Observed::Gone,
+        })
     }
-    async fn update(&self, _ctx: &Ctx, prior: &Value, _c: &Value) -> Result<Value, ResourceError> {
-        Ok(prior.clone())
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
+    async fn delete(&self, ctx: &Ctx, s: &KeyState) -> Result<(), ResourceError> {
         access(ctx)?
-            .delete_key(get::str(state, "id").unwrap_or_default())
+            .delete_key(&s.id)
             .map_err(ResourceError::Failed)
+    }
+}
+
+/// `access_key`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyConfig {
+    user: String,
+}
+
+/// `access_key`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyState {
+    #[serde(flatten)]
+    config: KeyConfig,
+    id: String,
+    secret: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veeps_resource::check_schema;
+
+    #[test]
+    fn schemas_agree_with_config_and_state() {
+        let mut r = Registry::new();
+        register(&mut r);
+        let schema = |t: &str| r.resource(t).unwrap().schema().clone();
+        check_schema(&BucketType(schema("bucket"))).unwrap();
+        check_schema(&ObjectType(schema("bucket_object"))).unwrap();
+        check_schema(&KeyType(schema("access_key"))).unwrap();
     }
 }
