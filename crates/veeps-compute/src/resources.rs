@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
-use veeps_resource::get::{string_map, strings};
+use serde::{Deserialize, Serialize};
+use veeps_resource::get::strings;
+use veeps_resource::typed::decode;
 use veeps_resource::{
-    get, AttrError, AttrSchema, BlockSchema, CheckError, Ctx, Nesting, PlanCheck, Planned,
-    Registry, Resource, ResourceError, Schema,
+    get, AttrError, AttrSchema, BlockSchema, CheckError, Ctx, Nesting, Observed, PlanCheck,
+    Planned, Registry, ResourceError, Schema, Typed,
 };
-use veeps_resource::{list_of_strings as list_str, map_of_strings as map_str, with_attrs as with};
+use veeps_resource::{list_of_strings as list_str, map_of_strings as map_str};
 
 /// Registers the compute types; `images` lets plans check image ids.
 pub fn register(r: &mut Registry, images: Option<Arc<Images>>) {
@@ -78,8 +80,29 @@ impl ImageType {
     }
 }
 
-fn image_spec(c: &Value) -> Result<ImageSpec, ResourceError> {
-    let source = PathBuf::from(get::str(c, "source").unwrap_or_default());
+/// `image`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageConfig {
+    name: String,
+    source: String,
+    build: Option<Vec<String>>,
+    files: Option<Vec<String>>,
+    entrypoint: Vec<String>,
+    env: Option<BTreeMap<String, String>>,
+    build_timeout: u64,
+}
+
+/// `image`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageState {
+    #[serde(flatten)]
+    config: ImageConfig,
+    id: String,
+    version: u64,
+}
+
+fn image_spec(c: &ImageConfig) -> Result<ImageSpec, ResourceError> {
+    let source = PathBuf::from(&c.source);
     let source = if source.is_absolute() {
         source
     } else {
@@ -88,21 +111,21 @@ fn image_spec(c: &Value) -> Result<ImageSpec, ResourceError> {
     let source = std::fs::canonicalize(&source)
         .map_err(|e| ResourceError::Invalid(format!("source {}: {e}", source.display())))?;
     Ok(ImageSpec {
-        name: get::str(c, "name").unwrap_or_default().to_string(),
+        name: c.name.clone(),
         source,
-        build: strings(c, "build"),
-        files: strings(c, "files"),
-        entrypoint: strings(c, "entrypoint"),
-        env: string_map(c, "env"),
-        timeout_secs: get::num(c, "build_timeout").unwrap_or(600.0) as u64,
+        build: c.build.clone().unwrap_or_default(),
+        files: c.files.clone().unwrap_or_default(),
+        entrypoint: c.entrypoint.clone(),
+        env: c.env.clone().unwrap_or_default(),
+        timeout_secs: c.build_timeout,
     })
 }
 
 #[async_trait::async_trait]
-impl Resource for ImageType {
-    fn type_name(&self) -> &'static str {
-        "image"
-    }
+impl Typed for ImageType {
+    type Config = ImageConfig;
+    type State = ImageState;
+    const TYPE: &'static str = "image";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -128,44 +151,46 @@ impl Resource for ImageType {
         whole(c, "build_timeout", 1.0, 86_400.0, &mut e);
         e
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
-        let spec = image_spec(c)?;
-        let img = compute(ctx)?.images.build(&spec).await.map_err(failed)?;
-        Ok(with(
-            c,
-            &[
-                ("id", Value::String(img.id)),
-                ("version", Value::from(img.version as i64)),
-            ],
-        ))
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&ImageState>,
+        c: &ImageConfig,
+    ) -> Result<ImageState, ResourceError> {
+        let img = compute(ctx)?
+            .images
+            .build(&image_spec(c)?)
+            .await
+            .map_err(failed)?;
+        Ok(ImageState {
+            config: c.clone(),
+            id: img.id,
+            version: u64::from(img.version),
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        let id = get::str(state, "id").unwrap_or_default();
-        if compute(ctx)?.images.get(id).is_none() {
-            return Ok(None);
+    async fn read(&self, ctx: &Ctx, s: &ImageState) -> Result<Observed<ImageState>, ResourceError> {
+        if compute(ctx)?.images.get(&s.id).is_none() {
+            return Ok(Observed::Gone);
         }
         // A changed source shows as drift: the id no longer matches the inputs.
-        match image_spec(state).and_then(|s| crate::image::image_id(&s).map_err(failed)) {
-            Ok(now) if now != id => Ok(Some(with(
-                state,
-                &[("source", Value::string("(changed on disk)"))],
-            ))),
-            _ => Ok(Some(state.clone())),
+        match image_spec(&s.config).and_then(|sp| crate::image::image_id(&sp).map_err(failed)) {
+            Ok(now) if now != s.id => {
+                let mut changed = s.clone();
+                changed.config.source = "(changed on disk)".into();
+                Ok(Observed::Exists(changed))
+            }
+            _ => Ok(Observed::Exists(s.clone())),
         }
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, _ctx: &Ctx, _state: &Value) -> Result<(), ResourceError> {
+    async fn delete(&self, _ctx: &Ctx, _s: &ImageState) -> Result<(), ResourceError> {
         // Images stay in the store (versions are kept; instances may still run them).
         Ok(())
     }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        let id = get::str(state, "id").unwrap_or_default();
-        if compute(ctx)?.images.get(id).is_some() {
-            return Ok(state.clone());
+    async fn reconcile(&self, ctx: &Ctx, s: &ImageState) -> Result<ImageState, ResourceError> {
+        if compute(ctx)?.images.get(&s.id).is_some() {
+            return Ok(s.clone());
         }
-        self.create(ctx, state).await
+        self.ensure(ctx, Some(s), &s.config).await
     }
 }
 
@@ -212,31 +237,55 @@ impl LaunchTemplateType {
     }
 }
 
-fn template(ctx: &Ctx, c: &Value) -> Template {
-    let mut env = string_map(c, "environment");
-    if let Some(u) = get::str(c, "database_url") {
-        env.insert("DATABASE_URL".into(), u.into());
+/// `launch_template`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateConfig {
+    name: String,
+    image_id: String,
+    cpu: f64,
+    memory: u64,
+    pids: u64,
+    environment: Option<BTreeMap<String, String>>,
+    port: Option<u16>,
+    health_check_path: Option<String>,
+    database_url: Option<String>,
+    internal_lb_url: Option<String>,
+}
+
+/// `launch_template`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateState {
+    #[serde(flatten)]
+    config: TemplateConfig,
+    id: String,
+    latest_version: String,
+}
+
+fn template(ctx: &Ctx, c: &TemplateConfig) -> Template {
+    let mut env = c.environment.clone().unwrap_or_default();
+    if let Some(u) = &c.database_url {
+        env.insert("DATABASE_URL".into(), u.clone());
     }
-    if let Some(u) = get::str(c, "internal_lb_url") {
-        env.insert("INTERNAL_LB_URL".into(), u.into());
+    if let Some(u) = &c.internal_lb_url {
+        env.insert("INTERNAL_LB_URL".into(), u.clone());
     }
     Template {
         id: veeps_net::resource_id("lt", &ctx.env, &ctx.address),
-        image_id: get::str(c, "image_id").unwrap_or_default().to_string(),
-        cpu: get::num(c, "cpu").unwrap_or(1.0),
-        memory_mb: get::num(c, "memory").unwrap_or(512.0) as u64,
-        pids: get::num(c, "pids").unwrap_or(512.0) as u64,
+        image_id: c.image_id.clone(),
+        cpu: c.cpu,
+        memory_mb: c.memory,
+        pids: c.pids,
         env,
-        port: get::num(c, "port").map(|p| p as u16),
-        health_check_path: get::str(c, "health_check_path").map(String::from),
+        port: c.port,
+        health_check_path: c.health_check_path.clone(),
     }
 }
 
 #[async_trait::async_trait]
-impl Resource for LaunchTemplateType {
-    fn type_name(&self) -> &'static str {
-        "launch_template"
-    }
+impl Typed for LaunchTemplateType {
+    type Config = TemplateConfig;
+    type State = TemplateState;
+    const TYPE: &'static str = "launch_template";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -275,7 +324,10 @@ impl Resource for LaunchTemplateType {
         let version = if c.has_unknown() {
             Value::Unknown
         } else {
-            Value::String(template(ctx, c).fingerprint())
+            match decode::<TemplateConfig>(Self::TYPE, c) {
+                Ok(c) => Value::String(template(ctx, &c).fingerprint()),
+                Err(_) => Value::Unknown,
+            }
         };
         [
             (
@@ -286,41 +338,50 @@ impl Resource for LaunchTemplateType {
         ]
         .into()
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&TemplateState>,
+        c: &TemplateConfig,
+    ) -> Result<TemplateState, ResourceError> {
         let t = template(ctx, c);
-        let c2 = compute(ctx)?;
-        if c2.images.get(&t.image_id).is_none() {
+        let comp = compute(ctx)?;
+        if comp.images.get(&t.image_id).is_none() {
             return Err(ResourceError::Invalid(format!(
                 "image {} is not in the image store (see `veeps image list`)",
                 t.image_id
             )));
         }
-        c2.put_template(&t).map_err(failed)?;
-        Ok(with(
-            c,
-            &[
-                ("id", Value::String(t.id.clone())),
-                ("latest_version", Value::String(t.fingerprint())),
-            ],
-        ))
+        comp.put_template(&t).map_err(failed)?;
+        Ok(TemplateState {
+            config: c.clone(),
+            latest_version: t.fingerprint(),
+            id: t.id,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        let id = get::str(state, "id").unwrap_or_default();
-        Ok(compute(ctx)?.template(id).map(|_| state.clone()))
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &TemplateState,
+    ) -> Result<Observed<TemplateState>, ResourceError> {
+        Ok(match compute(ctx)?.template(&s.id) {
+            Some(_) => Observed::Exists(s.clone()),
+            None => Observed::Gone,
+        })
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
+    async fn delete(&self, ctx: &Ctx, s: &TemplateState) -> Result<(), ResourceError> {
+        compute(ctx)?.delete_template(&s.id).map_err(failed)
     }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
+    async fn reconcile(
+        &self,
+        ctx: &Ctx,
+        s: &TemplateState,
+    ) -> Result<TemplateState, ResourceError> {
+        // Recorded as it was, even if its image has gone since (instances keep running).
         compute(ctx)?
-            .delete_template(get::str(state, "id").unwrap_or_default())
-            .map_err(failed)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        compute(ctx)?
-            .put_template(&template(ctx, state))
+            .put_template(&template(ctx, &s.config))
             .map_err(failed)?;
-        Ok(state.clone())
+        Ok(s.clone())
     }
 }
 
@@ -391,17 +452,50 @@ const TERMINATION: [&str; 4] = [
     "OldestLaunchTemplate",
 ];
 
-async fn group_spec(ctx: &Ctx, c: &Value) -> Result<GroupSpec, ResourceError> {
+/// `instance_refresh` of `autoscaling_group`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshConfig {
+    min_healthy_percentage: u32,
+    create_before_destroy: bool,
+    timeout: u64,
+}
+
+/// `autoscaling_group`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupConfig {
+    name: String,
+    launch_template: String,
+    launch_template_version: Option<String>,
+    subnets: Vec<String>,
+    security_groups: Option<Vec<String>>,
+    min_size: u32,
+    max_size: u32,
+    desired_capacity: Option<u32>,
+    health_check_type: String,
+    health_check_grace_period: u64,
+    target_group_arns: Option<Vec<String>>,
+    termination_policies: Option<Vec<String>>,
+    instance_refresh: Option<RefreshConfig>,
+}
+
+/// `autoscaling_group`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupState {
+    #[serde(flatten)]
+    config: GroupConfig,
+    id: String,
+}
+
+async fn group_spec(ctx: &Ctx, c: &GroupConfig) -> Result<GroupSpec, ResourceError> {
     let comp = compute(ctx)?;
-    let lt = get::str(c, "launch_template").unwrap_or_default();
+    let lt = &c.launch_template;
     let template = comp.template(lt).ok_or_else(|| {
         ResourceError::Invalid(format!(
             "launch template {lt} does not exist; use launch_template.NAME.id"
         ))
     })?;
-    let subnets = strings(c, "subnets");
     let mut extra_env = BTreeMap::new();
-    if let Some(s) = subnets.first() {
+    if let Some(s) = c.subnets.first() {
         let net = comp.net();
         if let Ok(sub) = net.subnet(s) {
             if let Ok(vpc) = net.vpc(&sub.vpc_id) {
@@ -409,47 +503,40 @@ async fn group_spec(ctx: &Ctx, c: &Value) -> Result<GroupSpec, ResourceError> {
             }
         }
     }
-    let refresh = c.get("instance_refresh").filter(|v| !v.is_null());
-    let d = Refresh::default();
     Ok(GroupSpec {
         id: veeps_net::resource_id("asg", &ctx.env, &ctx.address),
         env: ctx.env.clone(),
-        name: get::str(c, "name").unwrap_or_default().to_string(),
+        name: c.name.clone(),
         template,
-        subnets,
-        security_groups: strings(c, "security_groups"),
-        min_size: get::num(c, "min_size").unwrap_or(0.0) as u32,
-        max_size: get::num(c, "max_size").unwrap_or(0.0) as u32,
-        health_check: if get::str(c, "health_check_type") == Some("lb") {
+        subnets: c.subnets.clone(),
+        security_groups: c.security_groups.clone().unwrap_or_default(),
+        min_size: c.min_size,
+        max_size: c.max_size,
+        health_check: if c.health_check_type == "lb" {
             HealthCheck::Lb
         } else {
             HealthCheck::Process
         },
-        grace_secs: get::num(c, "health_check_grace_period").unwrap_or(300.0) as u64,
-        target_groups: strings(c, "target_group_arns"),
-        termination_policies: strings(c, "termination_policies"),
-        refresh: Refresh {
-            min_healthy_percentage: refresh
-                .and_then(|r| get::num(r, "min_healthy_percentage"))
-                .map(|v| v as u32)
-                .unwrap_or(d.min_healthy_percentage),
-            create_before_destroy: refresh
-                .map(|r| get::bool_or(r, "create_before_destroy", true))
-                .unwrap_or(d.create_before_destroy),
-            timeout_secs: refresh
-                .and_then(|r| get::num(r, "timeout"))
-                .map(|v| v as u64)
-                .unwrap_or(d.timeout_secs),
+        grace_secs: c.health_check_grace_period,
+        target_groups: c.target_group_arns.clone().unwrap_or_default(),
+        termination_policies: c.termination_policies.clone().unwrap_or_default(),
+        refresh: match &c.instance_refresh {
+            Some(r) => Refresh {
+                min_healthy_percentage: r.min_healthy_percentage,
+                create_before_destroy: r.create_before_destroy,
+                timeout_secs: r.timeout,
+            },
+            None => Refresh::default(),
         },
         extra_env,
     })
 }
 
 #[async_trait::async_trait]
-impl Resource for GroupType {
-    fn type_name(&self) -> &'static str {
-        "autoscaling_group"
-    }
+impl Typed for GroupType {
+    type Config = GroupConfig;
+    type State = GroupState;
+    const TYPE: &'static str = "autoscaling_group";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -517,57 +604,52 @@ impl Resource for GroupType {
         )]
         .into()
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        prior: Option<&GroupState>,
+        c: &GroupConfig,
+    ) -> Result<GroupState, ResourceError> {
         let spec = group_spec(ctx, c).await?;
-        let desired = get::num(c, "desired_capacity")
-            .map(|d| d as u32)
-            .unwrap_or(spec.min_size);
-        let id = spec.id.clone();
-        compute(ctx)?
-            .ensure_group(spec, Some(desired), true)
-            .await
-            .map_err(failed)?;
-        Ok(with(c, &[("id", Value::String(id))]))
-    }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        let id = get::str(state, "id").unwrap_or_default();
-        let exists = compute(ctx)?.record(id).is_some()
-            || compute(ctx)?
-                .records(&ctx.env)
-                .iter()
-                .any(|r| r.spec.id == id);
-        Ok(exists.then(|| state.clone()))
-    }
-    async fn update(&self, ctx: &Ctx, prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        let spec = group_spec(ctx, c).await?;
-        // The desired count survives deploys: only a changed desired_capacity sets it.
-        let desired = match (
-            get::num(prior, "desired_capacity"),
-            get::num(c, "desired_capacity"),
-        ) {
-            (a, Some(b)) if a != Some(b) => Some(b as u32),
-            _ => None,
+        // The desired count survives deploys: only a new or changed desired_capacity sets it.
+        let desired = match prior {
+            None => Some(c.desired_capacity.unwrap_or(spec.min_size)),
+            Some(p) if c.desired_capacity.is_some() && p.config.desired_capacity != c.desired_capacity => {
+                c.desired_capacity
+            }
+            Some(_) => None,
         };
         let id = spec.id.clone();
         compute(ctx)?
             .ensure_group(spec, desired, true)
             .await
             .map_err(failed)?;
-        Ok(with(c, &[("id", Value::String(id))]))
+        Ok(GroupState {
+            config: c.clone(),
+            id,
+        })
     }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        compute(ctx)?
-            .delete_group(get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(failed)
+    async fn read(&self, ctx: &Ctx, s: &GroupState) -> Result<Observed<GroupState>, ResourceError> {
+        let comp = compute(ctx)?;
+        let exists =
+            comp.record(&s.id).is_some() || comp.records(&ctx.env).iter().any(|r| r.spec.id == s.id);
+        Ok(if exists {
+            Observed::Exists(s.clone())
+        } else {
+            Observed::Gone
+        })
     }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        let spec = group_spec(ctx, state).await?;
+    async fn delete(&self, ctx: &Ctx, s: &GroupState) -> Result<(), ResourceError> {
+        compute(ctx)?.delete_group(&s.id).await.map_err(failed)
+    }
+    async fn reconcile(&self, ctx: &Ctx, s: &GroupState) -> Result<GroupState, ResourceError> {
+        // Restart: the group's recorded desired count stands, and nothing rolls out.
+        let spec = group_spec(ctx, &s.config).await?;
         compute(ctx)?
             .ensure_group(spec, None, false)
             .await
             .map_err(failed)?;
-        Ok(state.clone())
+        Ok(s.clone())
     }
 }
 
@@ -630,47 +712,72 @@ impl PolicyType {
     }
 }
 
-fn policy(ctx: &Ctx, c: &Value) -> Result<Policy, ResourceError> {
-    let name = get::str(c, "name").unwrap_or_default().to_string();
-    let kind = match get::str(c, "policy_type").unwrap_or("TargetTrackingScaling") {
+/// `scaling_policy`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    name: String,
+    autoscaling_group_id: String,
+    policy_type: String,
+    target_value: Option<f64>,
+    predefined_metric_type: String,
+    adjustment_type: String,
+    scaling_adjustment: Option<i64>,
+    recurrence: Option<String>,
+    min_size: Option<u32>,
+    max_size: Option<u32>,
+    desired_capacity: Option<u32>,
+    cooldown: u64,
+    estimated_instance_warmup: u64,
+}
+
+/// `scaling_policy`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyState {
+    #[serde(flatten)]
+    config: PolicyConfig,
+    id: String,
+}
+
+fn policy(ctx: &Ctx, c: &PolicyConfig) -> Policy {
+    let kind = match c.policy_type.as_str() {
         "StepScaling" | "SimpleScaling" => PolicyKind::Step {
-            adjustment_type: get::str(c, "adjustment_type")
-                .unwrap_or("ChangeInCapacity")
-                .into(),
-            adjustment: get::num(c, "scaling_adjustment").unwrap_or(0.0) as i64,
+            adjustment_type: c.adjustment_type.clone(),
+            adjustment: c.scaling_adjustment.unwrap_or(0),
         },
         "ScheduledAction" => PolicyKind::Scheduled {
-            recurrence: get::str(c, "recurrence").unwrap_or_default().into(),
-            min_size: get::num(c, "min_size").map(|v| v as u32),
-            max_size: get::num(c, "max_size").map(|v| v as u32),
-            desired: get::num(c, "desired_capacity").map(|v| v as u32),
+            recurrence: c.recurrence.clone().unwrap_or_default(),
+            min_size: c.min_size,
+            max_size: c.max_size,
+            desired: c.desired_capacity,
         },
-        _ if get::str(c, "predefined_metric_type") == Some("ALBRequestCountPerTarget") => {
+        _ if c.predefined_metric_type == "ALBRequestCountPerTarget" => {
             PolicyKind::TargetRequests {
-                target: get::num(c, "target_value").unwrap_or(1000.0),
+                target: c.target_value.unwrap_or(1000.0),
             }
         }
         _ => PolicyKind::TargetCpu {
-            target: get::num(c, "target_value").unwrap_or(50.0),
+            target: c.target_value.unwrap_or(50.0),
         },
     };
-    Ok(Policy {
-        id: format!("policy:{}:{name}", ctx.env),
-        name,
-        group_id: get::str(c, "autoscaling_group_id")
-            .unwrap_or_default()
-            .into(),
+    Policy {
+        id: policy_id(ctx, &c.name),
+        name: c.name.clone(),
+        group_id: c.autoscaling_group_id.clone(),
         kind,
-        cooldown_secs: get::num(c, "cooldown").unwrap_or(300.0) as u64,
-        warmup_secs: get::num(c, "estimated_instance_warmup").unwrap_or(60.0) as u64,
-    })
+        cooldown_secs: c.cooldown,
+        warmup_secs: c.estimated_instance_warmup,
+    }
+}
+
+fn policy_id(ctx: &Ctx, name: &str) -> String {
+    format!("policy:{}:{name}", ctx.env)
 }
 
 #[async_trait::async_trait]
-impl Resource for PolicyType {
-    fn type_name(&self) -> &'static str {
-        "scaling_policy"
-    }
+impl Typed for PolicyType {
+    type Config = PolicyConfig;
+    type State = PolicyState;
+    const TYPE: &'static str = "scaling_policy";
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -750,14 +857,19 @@ impl Resource for PolicyType {
         match get::str(c, "name") {
             Some(n) => [(
                 "id".to_string(),
-                Value::String(format!("policy:{}:{n}", ctx.env)),
+                Value::String(policy_id(ctx, n)),
             )]
             .into(),
             None => BTreeMap::new(),
         }
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
-        let p = policy(ctx, c)?;
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&PolicyState>,
+        c: &PolicyConfig,
+    ) -> Result<PolicyState, ResourceError> {
+        let p = policy(ctx, c);
         let comp = compute(ctx)?;
         if comp.record(&p.group_id).is_none() {
             return Err(ResourceError::Invalid(format!(
@@ -769,27 +881,32 @@ impl Resource for PolicyType {
         policies(ctx)?
             .put(comp.store(), p)
             .map_err(ResourceError::Invalid)?;
-        Ok(with(c, &[("id", Value::String(id))]))
+        Ok(PolicyState {
+            config: c.clone(),
+            id,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        let id = get::str(state, "id").unwrap_or_default();
-        Ok(policies(ctx)?.exists(id).then(|| state.clone()))
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &PolicyState,
+    ) -> Result<Observed<PolicyState>, ResourceError> {
+        Ok(if policies(ctx)?.exists(&s.id) {
+            Observed::Exists(s.clone())
+        } else {
+            Observed::Gone
+        })
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
+    async fn delete(&self, ctx: &Ctx, s: &PolicyState) -> Result<(), ResourceError> {
         let comp = compute(ctx)?;
-        policies(ctx)?
-            .remove(comp.store(), get::str(state, "id").unwrap_or_default())
-            .map_err(failed)
+        policies(ctx)?.remove(comp.store(), &s.id).map_err(failed)
     }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        let p = policy(ctx, state)?;
+    async fn reconcile(&self, ctx: &Ctx, s: &PolicyState) -> Result<PolicyState, ResourceError> {
+        // At start the group may not be back yet: record the policy regardless.
         policies(ctx)?
-            .put(compute(ctx)?.store(), p)
+            .put(compute(ctx)?.store(), policy(ctx, &s.config))
             .map_err(ResourceError::Invalid)?;
-        Ok(state.clone())
+        Ok(s.clone())
     }
 }
 
@@ -822,5 +939,19 @@ impl PlanCheck for ComputeCheck {
             }
         }
         errs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veeps_resource::check_schema;
+
+    #[test]
+    fn schemas_agree_with_config_and_state() {
+        check_schema(&ImageType::new()).unwrap();
+        check_schema(&LaunchTemplateType::new()).unwrap();
+        check_schema(&GroupType::new()).unwrap();
+        check_schema(&PolicyType::new()).unwrap();
     }
 }
