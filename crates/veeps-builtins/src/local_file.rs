@@ -1,10 +1,10 @@
 //! `local_file`: a file on the machine veeps runs on, with drift detection.
 
+use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use veeps_lang::{Type, Value};
-use serde::{Deserialize, Serialize};
 use veeps_resource::{get, AttrError, AttrSchema, Ctx, Observed, ResourceError, Schema, Typed};
 
 /// The `local_file` resource type.

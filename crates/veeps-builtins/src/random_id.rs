@@ -2,9 +2,9 @@
 
 use base64::Engine as _;
 use rand::RngCore;
-use veeps_lang::{Type, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use veeps_lang::{Type, Value};
 use veeps_resource::{get, AttrError, AttrSchema, Ctx, Observed, ResourceError, Schema, Typed};
 
 /// The `random_id` resource type.

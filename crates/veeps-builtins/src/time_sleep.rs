@@ -1,9 +1,9 @@
 //! `time_sleep`: waits after creation (or before destruction), for things that need time to
 //! settle, as Terraform's `time_sleep` does.
 
-use veeps_lang::{Type, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use veeps_lang::{Type, Value};
 use veeps_resource::{get, AttrError, AttrSchema, Ctx, Observed, ResourceError, Schema, Typed};
 
 /// The `time_sleep` resource type.

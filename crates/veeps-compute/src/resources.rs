@@ -4,11 +4,11 @@
 use crate::group::{Compute, GroupSpec, HealthCheck, Refresh, Template};
 use crate::image::{ImageSpec, Images};
 use crate::policy::{Policies, Policy, PolicyKind};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
-use serde::{Deserialize, Serialize};
 use veeps_resource::get::strings;
 use veeps_resource::typed::decode;
 use veeps_resource::{
@@ -614,7 +614,10 @@ impl Typed for GroupType {
         // The desired count survives deploys: only a new or changed desired_capacity sets it.
         let desired = match prior {
             None => Some(c.desired_capacity.unwrap_or(spec.min_size)),
-            Some(p) if c.desired_capacity.is_some() && p.config.desired_capacity != c.desired_capacity => {
+            Some(p)
+                if c.desired_capacity.is_some()
+                    && p.config.desired_capacity != c.desired_capacity =>
+            {
                 c.desired_capacity
             }
             Some(_) => None,
@@ -631,8 +634,8 @@ impl Typed for GroupType {
     }
     async fn read(&self, ctx: &Ctx, s: &GroupState) -> Result<Observed<GroupState>, ResourceError> {
         let comp = compute(ctx)?;
-        let exists =
-            comp.record(&s.id).is_some() || comp.records(&ctx.env).iter().any(|r| r.spec.id == s.id);
+        let exists = comp.record(&s.id).is_some()
+            || comp.records(&ctx.env).iter().any(|r| r.spec.id == s.id);
         Ok(if exists {
             Observed::Exists(s.clone())
         } else {
@@ -750,11 +753,9 @@ fn policy(ctx: &Ctx, c: &PolicyConfig) -> Policy {
             max_size: c.max_size,
             desired: c.desired_capacity,
         },
-        _ if c.predefined_metric_type == "ALBRequestCountPerTarget" => {
-            PolicyKind::TargetRequests {
-                target: c.target_value.unwrap_or(1000.0),
-            }
-        }
+        _ if c.predefined_metric_type == "ALBRequestCountPerTarget" => PolicyKind::TargetRequests {
+            target: c.target_value.unwrap_or(1000.0),
+        },
         _ => PolicyKind::TargetCpu {
             target: c.target_value.unwrap_or(50.0),
         },
@@ -855,11 +856,7 @@ impl Typed for PolicyType {
     }
     fn plan_computed(&self, ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
         match get::str(c, "name") {
-            Some(n) => [(
-                "id".to_string(),
-                Value::String(policy_id(ctx, n)),
-            )]
-            .into(),
+            Some(n) => [("id".to_string(), Value::String(policy_id(ctx, n)))].into(),
             None => BTreeMap::new(),
         }
     }

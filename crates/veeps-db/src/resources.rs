@@ -2,10 +2,10 @@
 
 use crate::model::{check_parameters, ClusterSpec, Restore};
 use crate::service::{DbError, Dbs};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
-use serde::{Deserialize, Serialize};
 use veeps_resource::{
     get, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Observed, Registry, ResourceError,
     Schema, Typed,
@@ -340,10 +340,7 @@ impl Typed for ClusterType {
         match get::str(c, "name") {
             Some(n) => [
                 ("id".to_string(), Value::string(n)),
-                (
-                    "arn".to_string(),
-                    Value::String(arn(ctx, n)),
-                ),
+                ("arn".to_string(), Value::String(arn(ctx, n))),
             ]
             .into(),
             None => BTreeMap::new(),
@@ -372,10 +369,12 @@ impl Typed for ClusterType {
         ctx: &Ctx,
         s: &ClusterState,
     ) -> Result<Observed<ClusterState>, ResourceError> {
-        Ok(match dbs(ctx)?.cluster(&ctx.env, &s.config.name).map_err(err)? {
-            Some(_) => Observed::Exists(s.clone()),
-            None => Observed::Gone,
-        })
+        Ok(
+            match dbs(ctx)?.cluster(&ctx.env, &s.config.name).map_err(err)? {
+                Some(_) => Observed::Exists(s.clone()),
+                None => Observed::Gone,
+            },
+        )
     }
     async fn delete(&self, ctx: &Ctx, s: &ClusterState) -> Result<(), ResourceError> {
         let name = &s.config.name;

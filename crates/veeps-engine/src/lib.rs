@@ -215,7 +215,8 @@ impl Engine {
         let records = self.store.resources(env)?;
         let reads = records.into_iter().map(|rec| async move {
             let rt = self.registry.resource(&rec.type_name).cloned();
-            let attrs = current_layout(rt.as_ref(), &rec, decrypt_json(&self.kms, env, &rec.attrs)?)?;
+            let attrs =
+                current_layout(rt.as_ref(), &rec, decrypt_json(&self.kms, env, &rec.attrs)?)?;
             let mut res = PriorRes {
                 record: rec,
                 attrs,

@@ -6,15 +6,16 @@ use crate::model::{
     RuleSpec, TgSpec,
 };
 use crate::service::Lbs;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
 use veeps_resource::get::strings;
+use veeps_resource::list_of_strings as list_str;
 use veeps_resource::{
-    get, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Registry, Resource, ResourceError,
-    Schema,
+    get, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Observed, Registry, ResourceError,
+    Schema, Typed,
 };
-use veeps_resource::{list_of_strings as list_str, with_attrs as with};
 
 /// Registers the load balancing types.
 pub fn register(r: &mut Registry) {
@@ -40,6 +41,20 @@ fn id(ctx: &Ctx, kind: &str) -> String {
     veeps_net::resource_id(kind, &ctx.env, &ctx.address)
 }
 
+/// `Exists(s)` if the balancer service has the `kind` object `id`, `Gone` otherwise.
+fn observed<S: Clone>(
+    ctx: &Ctx,
+    kind: &str,
+    id: &str,
+    s: &S,
+) -> Result<Observed<S>, ResourceError> {
+    Ok(if lbs(ctx)?.exists(kind, id) {
+        Observed::Exists(s.clone())
+    } else {
+        Observed::Gone
+    })
+}
+
 fn ids(ctx: &Ctx, kind: &str) -> BTreeMap<String, Value> {
     let i = id(ctx, kind);
     [
@@ -60,8 +75,8 @@ fn port_ok(c: &Value, attr: &str, e: &mut Vec<AttrError>) {
     }
 }
 
-fn protocol(s: Option<&str>) -> Protocol {
-    if s.is_some_and(|p| p.eq_ignore_ascii_case("HTTPS")) {
+fn protocol(p: &str) -> Protocol {
+    if p.eq_ignore_ascii_case("HTTPS") {
         Protocol::Https
     } else {
         Protocol::Http
@@ -103,24 +118,45 @@ fn lb_schema() -> Schema {
 /// `load_balancer`.
 pub struct LbType(Schema);
 
-fn lb_spec(ctx: &Ctx, c: &Value) -> LbSpec {
+/// `load_balancer`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LbConfig {
+    name: String,
+    internal: bool,
+    subnets: Vec<String>,
+    security_groups: Option<Vec<String>>,
+    idle_timeout: u64,
+    access_logs: bool,
+}
+
+/// `load_balancer`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LbState {
+    #[serde(flatten)]
+    config: LbConfig,
+    id: String,
+    arn: String,
+    dns_name: String,
+}
+
+fn lb_spec(ctx: &Ctx, c: &LbConfig) -> LbSpec {
     LbSpec {
         id: id(ctx, "lb"),
         env: ctx.env.clone(),
-        name: get::str(c, "name").unwrap_or_default().into(),
-        internal: get::bool_or(c, "internal", false),
-        subnets: strings(c, "subnets"),
-        security_groups: strings(c, "security_groups"),
-        idle_timeout: get::num(c, "idle_timeout").unwrap_or(60.0) as u64,
-        access_logs: get::bool_or(c, "access_logs", true),
+        name: c.name.clone(),
+        internal: c.internal,
+        subnets: c.subnets.clone(),
+        security_groups: c.security_groups.clone().unwrap_or_default(),
+        idle_timeout: c.idle_timeout,
+        access_logs: c.access_logs,
     }
 }
 
 #[async_trait::async_trait]
-impl Resource for LbType {
-    fn type_name(&self) -> &'static str {
-        "load_balancer"
-    }
+impl Typed for LbType {
+    type Config = LbConfig;
+    type State = LbState;
+    const TYPE: &'static str = "load_balancer";
     fn schema(&self) -> &Schema {
         &self.0
     }
@@ -156,7 +192,12 @@ impl Resource for LbType {
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         ids(ctx, "lb")
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&LbState>,
+        c: &LbConfig,
+    ) -> Result<LbState, ResourceError> {
         let spec = lb_spec(ctx, c);
         // An internet-facing balancer belongs in a public subnet, an internal one not.
         if let Some(s) = spec.subnets.first() {
@@ -172,35 +213,25 @@ impl Resource for LbType {
             }
         }
         let addr = lbs(ctx)?.put_lb(spec.clone()).await.map_err(failed)?;
-        Ok(with(
-            c,
-            &[
-                ("id", Value::String(spec.id.clone())),
-                ("arn", Value::String(spec.id)),
-                ("dns_name", Value::String(addr)),
-            ],
-        ))
+        Ok(LbState {
+            config: c.clone(),
+            id: spec.id.clone(),
+            arn: spec.id,
+            dns_name: addr,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(lbs(ctx)?
-            .exists("lb", get::str(state, "id").unwrap_or_default())
-            .then(|| state.clone()))
+    async fn read(&self, ctx: &Ctx, s: &LbState) -> Result<Observed<LbState>, ResourceError> {
+        observed(ctx, "lb", &s.id, s)
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
+    async fn delete(&self, ctx: &Ctx, s: &LbState) -> Result<(), ResourceError> {
+        lbs(ctx)?.delete_lb(&s.id).await.map_err(failed)
     }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
+    async fn reconcile(&self, ctx: &Ctx, s: &LbState) -> Result<LbState, ResourceError> {
         lbs(ctx)?
-            .delete_lb(get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(failed)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        lbs(ctx)?
-            .put_lb(lb_spec(ctx, state))
+            .put_lb(lb_spec(ctx, &s.config))
             .await
             .map_err(failed)?;
-        Ok(state.clone())
+        Ok(s.clone())
     }
 }
 
@@ -256,52 +287,94 @@ fn action_schema() -> Schema {
         ))
 }
 
-fn action(a: &Value) -> Action {
-    match get::str(a, "type").unwrap_or("forward") {
-        "redirect" => {
-            let r = single(a, "redirect");
-            let s = |k: &str, d: &str| r.and_then(|r| get::str(r, k)).unwrap_or(d).to_string();
-            Action::Redirect {
-                protocol: s("protocol", "#{protocol}"),
-                port: s("port", "#{port}"),
-                host: s("host", "#{host}"),
-                path: s("path", "/#{path}"),
-                query: s("query", "#{query}"),
-                status: if s("status_code", "HTTP_301").ends_with("302") {
-                    302
-                } else {
-                    301
-                },
-            }
-        }
-        "fixed-response" => {
-            let f = single(a, "fixed_response");
-            let s = |k: &str, d: &str| f.and_then(|r| get::str(r, k)).unwrap_or(d).to_string();
-            Action::Fixed {
-                status: s("status_code", "200").parse().unwrap_or(200),
-                content_type: s("content_type", "text/plain"),
-                body: s("message_body", ""),
-            }
-        }
+/// A weighted target group of a `forward` block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WeightedGroup {
+    arn: String,
+    weight: u32,
+}
+
+/// `stickiness` of a `forward` block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardStickiness {
+    enabled: bool,
+    duration: u64,
+}
+
+/// `forward` of an action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardConfig {
+    #[serde(default, deserialize_with = "veeps_resource::typed::list")]
+    target_group: Vec<WeightedGroup>,
+    stickiness: Option<ForwardStickiness>,
+}
+
+/// `redirect` of an action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedirectConfig {
+    protocol: String,
+    port: String,
+    host: String,
+    path: String,
+    query: String,
+    status_code: String,
+}
+
+/// `fixed_response` of an action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FixedConfig {
+    content_type: String,
+    message_body: String,
+    status_code: String,
+}
+
+/// A listener's `default_action` or a rule's `action`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionConfig {
+    #[serde(rename = "type")]
+    kind: String,
+    target_group_arn: Option<String>,
+    forward: Option<ForwardConfig>,
+    redirect: Option<RedirectConfig>,
+    fixed_response: Option<FixedConfig>,
+}
+
+fn not_found() -> Action {
+    Action::Fixed {
+        status: 404,
+        content_type: "text/plain".into(),
+        body: String::new(),
+    }
+}
+
+fn action(a: &ActionConfig) -> Action {
+    match (a.kind.as_str(), &a.redirect, &a.fixed_response) {
+        ("redirect", Some(r), _) => Action::Redirect {
+            protocol: r.protocol.clone(),
+            port: r.port.clone(),
+            host: r.host.clone(),
+            path: r.path.clone(),
+            query: r.query.clone(),
+            status: if r.status_code.ends_with("302") {
+                302
+            } else {
+                301
+            },
+        },
+        ("fixed-response", _, Some(f)) => Action::Fixed {
+            status: f.status_code.parse().unwrap_or(200),
+            content_type: f.content_type.clone(),
+            body: f.message_body.clone(),
+        },
+        ("redirect" | "fixed-response", _, _) => not_found(),
         _ => {
-            let mut groups = vec![];
-            if let Some(t) = get::str(a, "target_group_arn") {
-                groups.push((t.to_string(), 1));
+            let mut groups: Vec<(String, u32)> =
+                a.target_group_arn.iter().map(|t| (t.clone(), 1)).collect();
+            if let Some(fw) = &a.forward {
+                groups.extend(fw.target_group.iter().map(|g| (g.arn.clone(), g.weight)));
             }
-            let fw = single(a, "forward");
-            for tg in fw.map(|f| list(f, "target_group")).unwrap_or_default() {
-                if let Some(arn) = get::str(tg, "arn") {
-                    groups.push((
-                        arn.to_string(),
-                        get::num(tg, "weight").unwrap_or(1.0) as u32,
-                    ));
-                }
-            }
-            let st = fw.and_then(|f| single(f, "stickiness"));
-            let stickiness_secs = match st {
-                Some(s) if get::bool_or(s, "enabled", false) => {
-                    get::num(s, "duration").unwrap_or(3600.0) as u64
-                }
+            let stickiness_secs = match a.forward.as_ref().and_then(|f| f.stickiness.as_ref()) {
+                Some(s) if s.enabled => s.duration,
                 _ => 0,
             };
             Action::Forward {
@@ -412,33 +485,50 @@ fn listener_schema() -> Schema {
 /// `listener`.
 pub struct ListenerType(Schema);
 
-fn listener_spec(ctx: &Ctx, c: &Value) -> ListenerSpec {
-    let mut certs: Vec<String> = get::str(c, "certificate_arn")
-        .map(|s| vec![s.to_string()])
-        .unwrap_or_default();
-    certs.extend(strings(c, "certificate_arns"));
+/// `listener`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListenerConfig {
+    load_balancer_arn: String,
+    port: u16,
+    protocol: String,
+    certificate_arn: Option<String>,
+    certificate_arns: Option<Vec<String>>,
+    host_port: Option<u16>,
+    default_action: Option<ActionConfig>,
+}
+
+/// `listener`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListenerState {
+    #[serde(flatten)]
+    config: ListenerConfig,
+    id: String,
+    arn: String,
+}
+
+fn listener_spec(ctx: &Ctx, c: &ListenerConfig) -> ListenerSpec {
+    let mut certs: Vec<String> = c.certificate_arn.iter().cloned().collect();
+    certs.extend(c.certificate_arns.iter().flatten().cloned());
     ListenerSpec {
         id: id(ctx, "listener"),
-        lb_id: get::str(c, "load_balancer_arn").unwrap_or_default().into(),
-        port: get::num(c, "port").unwrap_or(80.0) as u16,
-        protocol: protocol(get::str(c, "protocol")),
+        lb_id: c.load_balancer_arn.clone(),
+        port: c.port,
+        protocol: protocol(&c.protocol),
         certificates: certs,
-        default_action: single(c, "default_action")
+        default_action: c
+            .default_action
+            .as_ref()
             .map(action)
-            .unwrap_or(Action::Fixed {
-                status: 404,
-                content_type: "text/plain".into(),
-                body: String::new(),
-            }),
-        host_port: get::num(c, "host_port").map(|p| p as u16),
+            .unwrap_or_else(not_found),
+        host_port: c.host_port,
     }
 }
 
 #[async_trait::async_trait]
-impl Resource for ListenerType {
-    fn type_name(&self) -> &'static str {
-        "listener"
-    }
+impl Typed for ListenerType {
+    type Config = ListenerConfig;
+    type State = ListenerState;
+    const TYPE: &'static str = "listener";
     fn schema(&self) -> &Schema {
         &self.0
     }
@@ -466,7 +556,12 @@ impl Resource for ListenerType {
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         ids(ctx, "listener")
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&ListenerState>,
+        c: &ListenerConfig,
+    ) -> Result<ListenerState, ResourceError> {
         let l = listener_spec(ctx, c);
         let svc = lbs(ctx)?;
         if !svc.exists("lb", &l.lb_id) {
@@ -477,31 +572,32 @@ impl Resource for ListenerType {
         }
         let i = l.id.clone();
         svc.put_listener(l).await.map_err(failed)?;
-        Ok(with(
-            c,
-            &[("id", Value::String(i.clone())), ("arn", Value::String(i))],
-        ))
+        Ok(ListenerState {
+            config: c.clone(),
+            id: i.clone(),
+            arn: i,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(lbs(ctx)?
-            .exists("listener", get::str(state, "id").unwrap_or_default())
-            .then(|| state.clone()))
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &ListenerState,
+    ) -> Result<Observed<ListenerState>, ResourceError> {
+        observed(ctx, "listener", &s.id, s)
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
+    async fn delete(&self, ctx: &Ctx, s: &ListenerState) -> Result<(), ResourceError> {
+        lbs(ctx)?.delete("listener", &s.id).await.map_err(failed)
     }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
+    async fn reconcile(
+        &self,
+        ctx: &Ctx,
+        s: &ListenerState,
+    ) -> Result<ListenerState, ResourceError> {
         lbs(ctx)?
-            .delete("listener", get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(failed)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        lbs(ctx)?
-            .put_listener(listener_spec(ctx, state))
+            .put_listener(listener_spec(ctx, &s.config))
             .await
             .map_err(failed)?;
-        Ok(state.clone())
+        Ok(s.clone())
     }
 }
 
@@ -555,39 +651,67 @@ fn rule_schema() -> Schema {
         })
 }
 
-fn conditions(c: &Value) -> Vec<Condition> {
+/// A condition block holding `values`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValuesConfig {
+    values: Vec<String>,
+}
+
+/// `http_header` of a condition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeaderConfig {
+    http_header_name: String,
+    values: Vec<String>,
+}
+
+/// `query_string` of a condition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryConfig {
+    key: Option<String>,
+    value: String,
+}
+
+/// One `condition` of a rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConditionConfig {
+    host_header: Option<ValuesConfig>,
+    path_pattern: Option<ValuesConfig>,
+    http_request_method: Option<ValuesConfig>,
+    source_ip: Option<ValuesConfig>,
+    http_header: Option<HeaderConfig>,
+    #[serde(default, deserialize_with = "veeps_resource::typed::list")]
+    query_string: Vec<QueryConfig>,
+}
+
+fn conditions(c: &[ConditionConfig]) -> Vec<Condition> {
     let mut out = vec![];
-    for cond in list(c, "condition") {
-        let vals = |b: &str| single(cond, b).map(|v| strings(v, "values"));
-        if let Some(v) = vals("host_header") {
+    for cond in c {
+        let vals = |v: &Option<ValuesConfig>| v.as_ref().map(|v| v.values.clone());
+        if let Some(v) = vals(&cond.host_header) {
             out.push(Condition::Host(v));
         }
-        if let Some(v) = vals("path_pattern") {
+        if let Some(v) = vals(&cond.path_pattern) {
             out.push(Condition::Path(v));
         }
-        if let Some(v) = vals("http_request_method") {
+        if let Some(v) = vals(&cond.http_request_method) {
             out.push(Condition::Method(v));
         }
-        if let Some(v) = vals("source_ip") {
+        if let Some(v) = vals(&cond.source_ip) {
             out.push(Condition::SourceIp(v));
         }
-        if let Some(h) = single(cond, "http_header") {
+        if let Some(h) = &cond.http_header {
             out.push(Condition::Header {
-                name: get::str(h, "http_header_name").unwrap_or_default().into(),
-                values: strings(h, "values"),
+                name: h.http_header_name.clone(),
+                values: h.values.clone(),
             });
         }
-        let qs: Vec<(String, String)> = list(cond, "query_string")
-            .into_iter()
-            .map(|q| {
-                (
-                    get::str(q, "key").unwrap_or("").to_string(),
-                    get::str(q, "value").unwrap_or("").to_string(),
-                )
-            })
-            .collect();
-        if !qs.is_empty() {
-            out.push(Condition::Query(qs));
+        if !cond.query_string.is_empty() {
+            out.push(Condition::Query(
+                cond.query_string
+                    .iter()
+                    .map(|q| (q.key.clone().unwrap_or_default(), q.value.clone()))
+                    .collect(),
+            ));
         }
     }
     out
@@ -596,25 +720,40 @@ fn conditions(c: &Value) -> Vec<Condition> {
 /// `listener_rule`.
 pub struct RuleType(Schema);
 
-fn rule_spec(ctx: &Ctx, c: &Value) -> RuleSpec {
+/// `listener_rule`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleConfig {
+    listener_arn: String,
+    priority: u32,
+    action: Option<ActionConfig>,
+    #[serde(default, deserialize_with = "veeps_resource::typed::list")]
+    condition: Vec<ConditionConfig>,
+}
+
+/// `listener_rule`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleState {
+    #[serde(flatten)]
+    config: RuleConfig,
+    id: String,
+    arn: String,
+}
+
+fn rule_spec(ctx: &Ctx, c: &RuleConfig) -> RuleSpec {
     RuleSpec {
         id: id(ctx, "rule"),
-        listener_id: get::str(c, "listener_arn").unwrap_or_default().into(),
-        priority: get::num(c, "priority").unwrap_or(1.0) as u32,
-        conditions: conditions(c),
-        action: single(c, "action").map(action).unwrap_or(Action::Fixed {
-            status: 404,
-            content_type: "text/plain".into(),
-            body: String::new(),
-        }),
+        listener_id: c.listener_arn.clone(),
+        priority: c.priority,
+        conditions: conditions(&c.condition),
+        action: c.action.as_ref().map(action).unwrap_or_else(not_found),
     }
 }
 
 #[async_trait::async_trait]
-impl Resource for RuleType {
-    fn type_name(&self) -> &'static str {
-        "listener_rule"
-    }
+impl Typed for RuleType {
+    type Config = RuleConfig;
+    type State = RuleState;
+    const TYPE: &'static str = "listener_rule";
     fn schema(&self) -> &Schema {
         &self.0
     }
@@ -671,7 +810,12 @@ impl Resource for RuleType {
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         ids(ctx, "rule")
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&RuleState>,
+        c: &RuleConfig,
+    ) -> Result<RuleState, ResourceError> {
         let r = rule_spec(ctx, c);
         let svc = lbs(ctx)?;
         if !svc.exists("listener", &r.listener_id) {
@@ -682,31 +826,24 @@ impl Resource for RuleType {
         }
         let i = r.id.clone();
         svc.put_rule(r).await.map_err(failed)?;
-        Ok(with(
-            c,
-            &[("id", Value::String(i.clone())), ("arn", Value::String(i))],
-        ))
+        Ok(RuleState {
+            config: c.clone(),
+            id: i.clone(),
+            arn: i,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(lbs(ctx)?
-            .exists("rule", get::str(state, "id").unwrap_or_default())
-            .then(|| state.clone()))
+    async fn read(&self, ctx: &Ctx, s: &RuleState) -> Result<Observed<RuleState>, ResourceError> {
+        observed(ctx, "rule", &s.id, s)
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
+    async fn delete(&self, ctx: &Ctx, s: &RuleState) -> Result<(), ResourceError> {
+        lbs(ctx)?.delete("rule", &s.id).await.map_err(failed)
     }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
+    async fn reconcile(&self, ctx: &Ctx, s: &RuleState) -> Result<RuleState, ResourceError> {
         lbs(ctx)?
-            .delete("rule", get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(failed)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        lbs(ctx)?
-            .put_rule(rule_spec(ctx, state))
+            .put_rule(rule_spec(ctx, &s.config))
             .await
             .map_err(failed)?;
-        Ok(state.clone())
+        Ok(s.clone())
     }
 }
 
@@ -751,44 +888,96 @@ fn tg_schema() -> Schema {
 /// `target_group`.
 pub struct TgType(Schema);
 
-fn tg_spec(ctx: &Ctx, c: &Value) -> TgSpec {
-    let h = single(c, "health_check");
-    let hs = |k: &str, d: &str| h.and_then(|h| get::str(h, k)).unwrap_or(d).to_string();
-    let hn = |k: &str, d: f64| h.and_then(|h| get::num(h, k)).unwrap_or(d);
-    let st = single(c, "stickiness");
+/// `health_check` of a target group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthConfig {
+    path: String,
+    port: String,
+    protocol: String,
+    interval: f64,
+    timeout: f64,
+    healthy_threshold: u32,
+    unhealthy_threshold: u32,
+    matcher: String,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            path: "/".into(),
+            port: "traffic-port".into(),
+            protocol: "HTTP".into(),
+            interval: 30.0,
+            timeout: 5.0,
+            healthy_threshold: 5,
+            unhealthy_threshold: 2,
+            matcher: "200".into(),
+        }
+    }
+}
+
+/// `stickiness` of a target group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TgStickiness {
+    enabled: bool,
+    #[serde(rename = "type")]
+    kind: String,
+    cookie_duration: u64,
+}
+
+/// `target_group`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TgConfig {
+    name: String,
+    port: u16,
+    protocol: String,
+    vpc_id: Option<String>,
+    deregistration_delay: u64,
+    load_balancing_algorithm_type: String,
+    health_check: Option<HealthConfig>,
+    stickiness: Option<TgStickiness>,
+}
+
+/// `target_group`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TgState {
+    #[serde(flatten)]
+    config: TgConfig,
+    id: String,
+    arn: String,
+}
+
+fn tg_spec(ctx: &Ctx, c: &TgConfig) -> TgSpec {
+    let h = c.health_check.clone().unwrap_or_default();
     TgSpec {
         id: id(ctx, "tg"),
-        name: get::str(c, "name").unwrap_or_default().into(),
-        protocol: protocol(get::str(c, "protocol")),
-        port: get::num(c, "port").unwrap_or(80.0) as u16,
+        name: c.name.clone(),
+        protocol: protocol(&c.protocol),
+        port: c.port,
         health: HealthSpec {
-            path: hs("path", "/"),
-            port: hs("port", "traffic-port").parse().ok(),
-            protocol: protocol(Some(&hs("protocol", "HTTP"))),
-            interval: hn("interval", 30.0),
-            timeout: hn("timeout", 5.0),
-            healthy_threshold: hn("healthy_threshold", 5.0) as u32,
-            unhealthy_threshold: hn("unhealthy_threshold", 2.0) as u32,
-            matcher: hs("matcher", "200"),
+            port: h.port.parse().ok(),
+            protocol: protocol(&h.protocol),
+            interval: h.interval,
+            timeout: h.timeout,
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+            matcher: h.matcher,
+            path: h.path,
         },
-        deregistration_delay: get::num(c, "deregistration_delay").unwrap_or(300.0) as u64,
-        algorithm: get::str(c, "load_balancing_algorithm_type")
-            .unwrap_or("round_robin")
-            .into(),
-        stickiness_secs: match st {
-            Some(s) if get::bool_or(s, "enabled", false) => {
-                get::num(s, "cookie_duration").unwrap_or(86400.0) as u64
-            }
+        deregistration_delay: c.deregistration_delay,
+        algorithm: c.load_balancing_algorithm_type.clone(),
+        stickiness_secs: match &c.stickiness {
+            Some(s) if s.enabled => s.cookie_duration,
             _ => 0,
         },
     }
 }
 
 #[async_trait::async_trait]
-impl Resource for TgType {
-    fn type_name(&self) -> &'static str {
-        "target_group"
-    }
+impl Typed for TgType {
+    type Config = TgConfig;
+    type State = TgState;
+    const TYPE: &'static str = "target_group";
     fn schema(&self) -> &Schema {
         &self.0
     }
@@ -874,35 +1063,26 @@ impl Resource for TgType {
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         ids(ctx, "tg")
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&TgState>,
+        c: &TgConfig,
+    ) -> Result<TgState, ResourceError> {
         let t = tg_spec(ctx, c);
         let i = t.id.clone();
         lbs(ctx)?.put_tg(t).await.map_err(failed)?;
-        Ok(with(
-            c,
-            &[("id", Value::String(i.clone())), ("arn", Value::String(i))],
-        ))
+        Ok(TgState {
+            config: c.clone(),
+            id: i.clone(),
+            arn: i,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(lbs(ctx)?
-            .exists("tg", get::str(state, "id").unwrap_or_default())
-            .then(|| state.clone()))
+    async fn read(&self, ctx: &Ctx, s: &TgState) -> Result<Observed<TgState>, ResourceError> {
+        observed(ctx, "tg", &s.id, s)
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        lbs(ctx)?
-            .delete("tg", get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(failed)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        lbs(ctx)?
-            .put_tg(tg_spec(ctx, state))
-            .await
-            .map_err(failed)?;
-        Ok(state.clone())
+    async fn delete(&self, ctx: &Ctx, s: &TgState) -> Result<(), ResourceError> {
+        lbs(ctx)?.delete("tg", &s.id).await.map_err(failed)
     }
 }
 
@@ -923,20 +1103,36 @@ fn attach_schema() -> Schema {
 /// `target_group_attachment`.
 pub struct AttachType(Schema);
 
-fn attach_spec(ctx: &Ctx, c: &Value) -> AttachmentSpec {
+/// `target_group_attachment`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachConfig {
+    target_group_arn: String,
+    target_id: String,
+    port: Option<u16>,
+}
+
+/// `target_group_attachment`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachState {
+    #[serde(flatten)]
+    config: AttachConfig,
+    id: String,
+}
+
+fn attach_spec(ctx: &Ctx, c: &AttachConfig) -> AttachmentSpec {
     AttachmentSpec {
         id: id(ctx, "tga"),
-        tg_id: get::str(c, "target_group_arn").unwrap_or_default().into(),
-        target: get::str(c, "target_id").unwrap_or_default().into(),
-        port: get::num(c, "port").map(|p| p as u16),
+        tg_id: c.target_group_arn.clone(),
+        target: c.target_id.clone(),
+        port: c.port,
     }
 }
 
 #[async_trait::async_trait]
-impl Resource for AttachType {
-    fn type_name(&self) -> &'static str {
-        "target_group_attachment"
-    }
+impl Typed for AttachType {
+    type Config = AttachConfig;
+    type State = AttachState;
+    const TYPE: &'static str = "target_group_attachment";
     fn schema(&self) -> &Schema {
         &self.0
     }
@@ -958,32 +1154,29 @@ impl Resource for AttachType {
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         [("id".to_string(), Value::String(id(ctx, "tga")))].into()
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&AttachState>,
+        c: &AttachConfig,
+    ) -> Result<AttachState, ResourceError> {
         let a = attach_spec(ctx, c);
-        let i = a.id.clone();
+        let id = a.id.clone();
         lbs(ctx)?.put_attachment(a).await.map_err(failed)?;
-        Ok(with(c, &[("id", Value::String(i))]))
+        Ok(AttachState {
+            config: c.clone(),
+            id,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(lbs(ctx)?
-            .exists("attach", get::str(state, "id").unwrap_or_default())
-            .then(|| state.clone()))
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &AttachState,
+    ) -> Result<Observed<AttachState>, ResourceError> {
+        observed(ctx, "attach", &s.id, s)
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
-    }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        lbs(ctx)?
-            .delete("attach", get::str(state, "id").unwrap_or_default())
-            .await
-            .map_err(failed)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        lbs(ctx)?
-            .put_attachment(attach_spec(ctx, state))
-            .await
-            .map_err(failed)?;
-        Ok(state.clone())
+    async fn delete(&self, ctx: &Ctx, s: &AttachState) -> Result<(), ResourceError> {
+        lbs(ctx)?.delete("attach", &s.id).await.map_err(failed)
     }
 }
 
@@ -1002,21 +1195,39 @@ fn cert_schema() -> Schema {
 /// `certificate`: issued by veeps' CA.
 pub struct CertType(Schema);
 
-fn names(c: &Value) -> Vec<String> {
-    let mut n = vec![get::str(c, "domain_name").unwrap_or_default().to_string()];
-    for s in strings(c, "subject_alternative_names") {
-        if !n.contains(&s) {
-            n.push(s);
+/// `certificate`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertConfig {
+    domain_name: String,
+    subject_alternative_names: Option<Vec<String>>,
+}
+
+/// `certificate`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertState {
+    #[serde(flatten)]
+    config: CertConfig,
+    id: String,
+    arn: String,
+    certificate_pem: String,
+    not_after: String,
+}
+
+fn names(c: &CertConfig) -> Vec<String> {
+    let mut n = vec![c.domain_name.clone()];
+    for s in c.subject_alternative_names.iter().flatten() {
+        if !n.contains(s) {
+            n.push(s.clone());
         }
     }
     n
 }
 
 #[async_trait::async_trait]
-impl Resource for CertType {
-    fn type_name(&self) -> &'static str {
-        "certificate"
-    }
+impl Typed for CertType {
+    type Config = CertConfig;
+    type State = CertState;
+    const TYPE: &'static str = "certificate";
     fn schema(&self) -> &Schema {
         &self.0
     }
@@ -1037,7 +1248,12 @@ impl Resource for CertType {
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
         ids(ctx, "cert")
     }
-    async fn create(&self, ctx: &Ctx, c: &Value) -> Result<Value, ResourceError> {
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&CertState>,
+        c: &CertConfig,
+    ) -> Result<CertState, ResourceError> {
         let i = id(ctx, "cert");
         let svc = lbs(ctx)?;
         let issued = match svc.certs.get(&i) {
@@ -1056,32 +1272,37 @@ impl Resource for CertType {
             .unwrap_or("")
             .to_string()
             + "-----END CERTIFICATE-----\n";
-        Ok(with(
-            c,
-            &[
-                ("id", Value::String(i.clone())),
-                ("arn", Value::String(i)),
-                ("certificate_pem", Value::String(leaf)),
-                ("not_after", Value::String(issued.not_after)),
-            ],
-        ))
+        Ok(CertState {
+            config: c.clone(),
+            id: i.clone(),
+            arn: i,
+            certificate_pem: leaf,
+            not_after: issued.not_after,
+        })
     }
-    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Option<Value>, ResourceError> {
-        Ok(lbs(ctx)?
-            .certs
-            .get(get::str(state, "id").unwrap_or_default())
-            .map(|_| state.clone()))
+    async fn read(&self, ctx: &Ctx, s: &CertState) -> Result<Observed<CertState>, ResourceError> {
+        Ok(match lbs(ctx)?.certs.get(&s.id) {
+            Some(_) => Observed::Exists(s.clone()),
+            None => Observed::Gone,
+        })
     }
-    async fn update(&self, ctx: &Ctx, _prior: &Value, c: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, c).await
+    async fn delete(&self, ctx: &Ctx, s: &CertState) -> Result<(), ResourceError> {
+        lbs(ctx)?.certs.delete(&s.id).map_err(failed)
     }
-    async fn delete(&self, ctx: &Ctx, state: &Value) -> Result<(), ResourceError> {
-        lbs(ctx)?
-            .certs
-            .delete(get::str(state, "id").unwrap_or_default())
-            .map_err(failed)
-    }
-    async fn reconcile(&self, ctx: &Ctx, state: &Value) -> Result<Value, ResourceError> {
-        self.create(ctx, state).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veeps_resource::check_schema;
+
+    #[test]
+    fn schemas_agree_with_config_and_state() {
+        check_schema(&LbType(lb_schema())).unwrap();
+        check_schema(&ListenerType(listener_schema())).unwrap();
+        check_schema(&RuleType(rule_schema())).unwrap();
+        check_schema(&TgType(tg_schema())).unwrap();
+        check_schema(&AttachType(attach_schema())).unwrap();
+        check_schema(&CertType(cert_schema())).unwrap();
     }
 }

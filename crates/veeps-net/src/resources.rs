@@ -5,10 +5,10 @@ use crate::{
     resource_id, AclRule, AttachRequest, Net, NetError, NetworkAcl, SecurityGroup, SgRule, Tier,
 };
 use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
-use serde::{Deserialize, Serialize};
 use veeps_resource::get::strings;
 use veeps_resource::list_of_strings as list_str;
 use veeps_resource::typed::list;
@@ -153,7 +153,10 @@ impl Typed for VpcType {
     ) -> Result<VpcState, ResourceError> {
         let id = id_of(ctx, "vpc");
         let cidr = parse_cidr(&c.cidr_block).map_err(ResourceError::Invalid)?;
-        let vpc = net(ctx)?.ensure_vpc(&id, &c.name, cidr).await.map_err(err)?;
+        let vpc = net(ctx)?
+            .ensure_vpc(&id, &c.name, cidr)
+            .await
+            .map_err(err)?;
         Ok(VpcState {
             config: c.clone(),
             id,
@@ -475,7 +478,10 @@ impl Typed for SecurityGroupType {
         })
     }
     async fn read(&self, ctx: &Ctx, s: &SgState) -> Result<Observed<SgState>, ResourceError> {
-        Ok(exists(net(ctx)?.sg(&s.id).map_err(err)?.is_some(), s.clone()))
+        Ok(exists(
+            net(ctx)?.sg(&s.id).map_err(err)?.is_some(),
+            s.clone(),
+        ))
     }
     async fn delete(&self, ctx: &Ctx, s: &SgState) -> Result<(), ResourceError> {
         net(ctx)?.delete_sg(&s.id).await.map_err(err)

@@ -4,10 +4,10 @@ use crate::alarm::{Comparison, MissingData};
 use crate::service::{AlarmSpec, Obs};
 use crate::topics::Subscription;
 use crate::tsdb::Stat;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
-use serde::{Deserialize, Serialize};
 use veeps_resource::list_of_strings as list_str;
 use veeps_resource::typed::list;
 use veeps_resource::{
@@ -117,7 +117,9 @@ pub struct AlarmState {
 
 fn spec(c: &AlarmConfig) -> Result<AlarmSpec, ResourceError> {
     let invalid = |a: &str, v: &str| {
-        ResourceError::Invalid(format!("alarm.{a}: \"{v}\" is not one of the accepted values"))
+        ResourceError::Invalid(format!(
+            "alarm.{a}: \"{v}\" is not one of the accepted values"
+        ))
     };
     Ok(AlarmSpec {
         metric: c.metric.clone(),
@@ -209,13 +211,17 @@ impl Typed for AlarmType {
         })
     }
     async fn read(&self, ctx: &Ctx, s: &AlarmState) -> Result<Observed<AlarmState>, ResourceError> {
-        Ok(match obs(ctx)?.alarm(&ctx.env, &s.config.name).map_err(err)? {
-            Some(_) => Observed::Exists(s.clone()),
-            None => Observed::Gone,
-        })
+        Ok(
+            match obs(ctx)?.alarm(&ctx.env, &s.config.name).map_err(err)? {
+                Some(_) => Observed::Exists(s.clone()),
+                None => Observed::Gone,
+            },
+        )
     }
     async fn delete(&self, ctx: &Ctx, s: &AlarmState) -> Result<(), ResourceError> {
-        obs(ctx)?.delete_alarm(&ctx.env, &s.config.name).map_err(err)
+        obs(ctx)?
+            .delete_alarm(&ctx.env, &s.config.name)
+            .map_err(err)
     }
 }
 
@@ -336,19 +342,23 @@ impl Typed for TopicType {
         })
     }
     async fn read(&self, ctx: &Ctx, s: &TopicState) -> Result<Observed<TopicState>, ResourceError> {
-        Ok(match obs(ctx)?.topic(&ctx.env, &s.config.name).map_err(err)? {
-            Some(subscription) => Observed::Exists(TopicState {
-                config: TopicConfig {
-                    name: s.config.name.clone(),
-                    subscription,
-                },
-                id: s.id.clone(),
-            }),
-            None => Observed::Gone,
-        })
+        Ok(
+            match obs(ctx)?.topic(&ctx.env, &s.config.name).map_err(err)? {
+                Some(subscription) => Observed::Exists(TopicState {
+                    config: TopicConfig {
+                        name: s.config.name.clone(),
+                        subscription,
+                    },
+                    id: s.id.clone(),
+                }),
+                None => Observed::Gone,
+            },
+        )
     }
     async fn delete(&self, ctx: &Ctx, s: &TopicState) -> Result<(), ResourceError> {
-        obs(ctx)?.delete_topic(&ctx.env, &s.config.name).map_err(err)
+        obs(ctx)?
+            .delete_topic(&ctx.env, &s.config.name)
+            .map_err(err)
     }
 }
 

@@ -303,15 +303,6 @@ impl Ctx {
     }
 }
 
-/// The configuration with these attributes set (what `create` returns).
-pub fn with_attrs(config: &Value, extra: &[(&str, Value)]) -> Value {
-    let mut o = config.as_object().cloned().unwrap_or_default();
-    for (k, v) in extra {
-        o.insert(k.to_string(), v.clone());
-    }
-    Value::Object(o)
-}
-
 /// The type `list(string)`.
 pub fn list_of_strings() -> Type {
     Type::List(Box::new(Type::String))

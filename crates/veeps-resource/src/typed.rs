@@ -210,8 +210,12 @@ pub fn check_schema<T: Typed>(t: &T) -> Result<(), String> {
     let schema = Typed::schema(t);
     for full in [true, false] {
         let config = sample_of(schema, false, full);
-        decode::<T::Config>(T::TYPE, &config)
-            .map_err(|e| format!("{}: the configuration {config} does not decode: {e}", T::TYPE))?;
+        decode::<T::Config>(T::TYPE, &config).map_err(|e| {
+            format!(
+                "{}: the configuration {config} does not decode: {e}",
+                T::TYPE
+            )
+        })?;
     }
     let state = sample_of(schema, true, true);
     let s: T::State = decode(T::TYPE, &state)

@@ -2,10 +2,10 @@
 
 use crate::lifecycle::{Rule, Transition};
 use crate::store::{check_bucket_name, check_key, ObjectStore, PutOptions, Versioning, Website};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use veeps_lang::{Type, Value};
-use serde::{Deserialize, Serialize};
 use veeps_resource::typed::{decode, list};
 use veeps_resource::{
     get, AttrError, AttrSchema, BlockSchema, Ctx, Nesting, Observed, Registry, ResourceError,
@@ -214,7 +214,11 @@ async fn configure(ctx: &Ctx, c: &BucketConfig) -> Result<(), ResourceError> {
         index_document: w.index_document.clone(),
         error_document: w.error_document.clone(),
     });
-    let rules: Vec<Rule> = c.lifecycle_rule.iter().map(LifecycleRuleConfig::rule).collect();
+    let rules: Vec<Rule> = c
+        .lifecycle_rule
+        .iter()
+        .map(LifecycleRuleConfig::rule)
+        .collect();
     let s = store(ctx)?.clone();
     tokio::task::spawn_blocking(move || {
         let b = s.bucket(&name)?;
