@@ -9,7 +9,9 @@
 //! changes. Removed resources are destroyed last, dependents first.
 
 pub mod graph;
-pub mod plan;
+pub use veeps_lang::config::environment_name;
+pub use veeps_wire::plan;
+pub use veeps_wire::plan::{address_tail, VAR_FILE_PREFIX};
 pub mod walk;
 
 use base64::Engine as _;
@@ -958,34 +960,6 @@ pub fn strip_keys(address: &str) -> String {
     out.split('#').next().unwrap_or("").to_string()
 }
 
-/// The resource part of an address (`TYPE.NAME[key]`), after any module prefixes.
-pub fn address_tail(address: &str) -> &str {
-    let mut rest = address;
-    while let Some(after) = rest.strip_prefix("module.") {
-        // Skip the module name and an optional [key], then the dot.
-        let mut depth = 0;
-        let mut in_str = false;
-        let mut end = None;
-        for (i, c) in after.char_indices() {
-            match c {
-                '"' if depth > 0 => in_str = !in_str,
-                '[' if !in_str => depth += 1,
-                ']' if !in_str => depth -= 1,
-                '.' if depth == 0 && !in_str => {
-                    end = Some(i);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        match end {
-            Some(i) => rest = &after[i + 1..],
-            None => return rest,
-        }
-    }
-    rest
-}
-
 /// Whether a bundle path is a variable file (they may hold secrets: history seals them).
 fn is_var_file(path: &str) -> bool {
     path.ends_with(".tfvars") || path.ends_with(".tfvars.json")
@@ -1198,10 +1172,6 @@ pub fn decrypt_json(kms: &Kms, env: &str, j: &serde_json::Value) -> Result<Value
     })
 }
 
-/// Name prefix of the `-var-file` files the CLI puts in a bundle (`.var-file-000-NAME`),
-/// numbered in command-line order.
-pub const VAR_FILE_PREFIX: &str = ".var-file-";
-
 /// The variable files that apply, in Terraform's order (later ones win):
 /// `terraform.tfvars`, then `*.auto.tfvars` by name, then `-var-file`s as given. Other
 /// `.tfvars` files (like `prod.tfvars` beside `dev.tfvars`) load only when named.
@@ -1319,30 +1289,6 @@ pub async fn validate(
     ));
     let r = walk.run().await;
     r.errors.into_result()
-}
-
-/// The environment a bundle belongs to: its `environment` block, else its directory's name.
-pub fn environment_name(bundle: &Bundle) -> Result<String, Diagnostics> {
-    if let Some(n) = veeps_lang::config::declared_environment(bundle)? {
-        return Ok(n);
-    }
-    let root = std::path::Path::new(&bundle.root);
-    let name = if bundle.root == "." {
-        std::env::current_dir()
-            .ok()
-            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
-    } else {
-        root.file_name().map(|n| n.to_string_lossy().to_string())
-    };
-    name.filter(|n| !n.is_empty()).ok_or_else(|| {
-        Diagnostics::from(Diagnostic::new(
-            format!(
-                "cannot name the environment in \"{}\": add an `environment \"NAME\" {{}}` block",
-                bundle.root
-            ),
-            None,
-        ))
-    })
 }
 
 /// A value to show for a sensitive output or attribute.

@@ -1262,6 +1262,30 @@ pub fn declared_environment(bundle: &Bundle) -> Result<Option<String>, Diagnosti
     Ok(m.environment.map(|(n, _)| n))
 }
 
+/// The environment a bundle belongs to: its `environment` block, else its directory's name.
+pub fn environment_name(bundle: &Bundle) -> Result<String, Diagnostics> {
+    if let Some(n) = declared_environment(bundle)? {
+        return Ok(n);
+    }
+    let root = std::path::Path::new(&bundle.root);
+    let name = if bundle.root == "." {
+        std::env::current_dir()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
+    } else {
+        root.file_name().map(|n| n.to_string_lossy().to_string())
+    };
+    name.filter(|n| !n.is_empty()).ok_or_else(|| {
+        Diagnostics::from(Diagnostic::new(
+            format!(
+                "cannot name the environment in \"{}\": add an `environment \"NAME\" {{}}` block",
+                bundle.root
+            ),
+            None,
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

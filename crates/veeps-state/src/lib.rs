@@ -182,16 +182,7 @@ pub struct HistoryEntry {
     pub sealed: Option<String>,
 }
 
-/// Counts of changes.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Summary {
-    /// Created.
-    pub add: u64,
-    /// Updated in place.
-    pub change: u64,
-    /// Destroyed.
-    pub destroy: u64,
-}
+pub use veeps_wire::plan::Summary;
 
 /// One entry of the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -27,7 +27,7 @@ pub fn load_env(dir: &Path) -> Result<LoadedEnv, Diagnostics> {
         dir
     };
     let bundle = veeps_lang::loader::load_bundle(dir, &veeps_lang::loader::default_git_cache())?;
-    let name = veeps_engine::environment_name(&bundle)?;
+    let name = veeps_lang::config::environment_name(&bundle)?;
     let mut reads = BTreeSet::new();
     // Which environments it reads, from `data "environment"` blocks with a literal name.
     if let Ok(config) = load_config(Arc::new(bundle.clone())) {

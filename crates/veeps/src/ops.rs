@@ -9,7 +9,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use veeps_api::client::{encode, Client, ClientError};
 use veeps_api::RunRequest;
-use veeps_engine::plan::{show, Event, Plan};
+use veeps_wire::plan::{show, Event, Plan};
 
 /// Runs a command; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -211,7 +211,7 @@ pub(crate) fn load_envs(dir: &Path, v: &VarArgs) -> Result<Vec<LoadedEnv>, Strin
             ".tfvars"
         };
         files.push((
-            format!("{}{i:03}-{name}{suffix}", veeps_engine::VAR_FILE_PREFIX),
+            format!("{}{i:03}-{name}{suffix}", veeps_wire::plan::VAR_FILE_PREFIX),
             text,
         ));
     }
@@ -637,7 +637,7 @@ fn state_show(g: &Global, env: &str, address: &str) -> R {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(0);
     }
-    let tail = veeps_engine::address_tail(address);
+    let tail = veeps_wire::plan::address_tail(address);
     let (ty, name) = tail.split_once('.').unwrap_or((tail, ""));
     println!("# {address}:");
     println!(

@@ -143,7 +143,7 @@ pub fn up(
             let printer = tokio::spawn(async move {
                 let mut ok = true;
                 while let Some(ev) = rx.recv().await {
-                    if let veeps_engine::plan::Event::Complete { .. } = ev {
+                    if let veeps_wire::plan::Event::Complete { .. } = ev {
                         if let Some(Err(_)) = print_event(&ev, &prefix) {
                             ok = false;
                         }

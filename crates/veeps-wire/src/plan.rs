@@ -4,6 +4,17 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use veeps_lang::Value;
 
+/// Counts of changes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Created.
+    pub add: u64,
+    /// Updated in place.
+    pub change: u64,
+    /// Destroyed.
+    pub destroy: u64,
+}
+
 /// What happens to a resource instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,7 +90,7 @@ pub struct Plan {
     /// Output changes.
     pub outputs: Vec<OutputChange>,
     /// Counts.
-    pub summary: veeps_state::Summary,
+    pub summary: Summary,
     /// A digest of the plan: apply refuses to run a different one than was approved.
     pub hash: String,
     /// Whether this is a destroy plan.
@@ -179,7 +190,7 @@ fn render_outputs(s: &mut String, outputs: &[OutputChange]) {
 }
 
 fn type_and_name(address: &str) -> (String, String) {
-    let last = crate::address_tail(address);
+    let last = address_tail(address);
     let (ty, rest) = last.split_once('.').unwrap_or((last, ""));
     (
         ty.to_string(),
@@ -294,7 +305,7 @@ pub enum Event {
         /// `ok`, `partial` or `failed`.
         status: String,
         /// Counts of what was done.
-        summary: veeps_state::Summary,
+        summary: Summary,
         /// Errors.
         errors: Vec<String>,
         /// Root outputs (sensitive ones masked).
@@ -305,4 +316,36 @@ pub enum Event {
         /// Why.
         message: String,
     },
+}
+
+/// Name prefix of the `-var-file` files the CLI puts in a bundle (`.var-file-000-NAME`),
+/// numbered in command-line order.
+pub const VAR_FILE_PREFIX: &str = ".var-file-";
+
+/// The resource part of an address (`TYPE.NAME[key]`), after any module prefixes.
+pub fn address_tail(address: &str) -> &str {
+    let mut rest = address;
+    while let Some(after) = rest.strip_prefix("module.") {
+        // Skip the module name and an optional [key], then the dot.
+        let mut depth = 0;
+        let mut in_str = false;
+        let mut end = None;
+        for (i, c) in after.char_indices() {
+            match c {
+                '"' if depth > 0 => in_str = !in_str,
+                '[' if !in_str => depth += 1,
+                ']' if !in_str => depth -= 1,
+                '.' if depth == 0 && !in_str => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match end {
+            Some(i) => rest = &after[i + 1..],
+            None => return rest,
+        }
+    }
+    rest
 }
