@@ -1,0 +1,224 @@
+//! Bodies in and out: streaming request bodies into the store on a blocking thread while
+//! verifying their checksums, and streaming stored bodies out.
+
+use super::*;
+
+/// Bodies up to this size are read whole on the lookup's thread and sent in one piece.
+pub(super) const SMALL: u64 = 256 * 1024;
+
+/// A body to send: whole, or read as it goes.
+pub(super) enum SendBody {
+    Whole(Bytes),
+    Stream(Box<crate::store::BlobReader>),
+}
+
+/// What the async side sends the blocking writer.
+pub(super) enum Piece {
+    Data(Bytes),
+    /// The body ended where it should: only then is the end of the channel an end of body.
+    End,
+}
+
+/// A blocking reader over chunks sent from the async side. A channel closed without
+/// [`Piece::End`] (the client went away, the request was dropped) is an error, never a
+/// short body.
+pub(super) struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Piece>>,
+    cur: Bytes,
+    ended: bool,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(Piece::Data(b))) => self.cur = b,
+                Some(Ok(Piece::End)) => self.ended = true,
+                Some(Err(e)) => return Err(e),
+                None => return Err(std::io::Error::other(StoreError::IncompleteBody)),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// The `x-amz-checksum-*` algorithms S3 accepts.
+pub(super) const CHECKSUMS: &[&str] = &["crc32", "crc32c", "crc64nvme", "sha1", "sha256"];
+
+/// Verifies a body's `x-amz-checksum-*` values, from its headers or its trailer, as it is
+/// read: a mismatch fails the read at the end, so nothing is committed.
+pub(super) struct Verify<R> {
+    inner: R,
+    hasher: s3s::checksum::ChecksumHasher,
+    headers: hyper::HeaderMap,
+    trailers: Option<s3s::TrailingHeaders>,
+}
+
+/// The hashers for the checksums a request names (none: bytes pass through unchecked).
+pub(super) fn hasher_for(headers: &hyper::HeaderMap) -> S3Result<s3s::checksum::ChecksumHasher> {
+    use s3s::crypto::Checksum as _;
+    let trailer = headers
+        .get("x-amz-trailer")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let named = |alg: &str| {
+        let h = format!("x-amz-checksum-{alg}");
+        headers.contains_key(h.as_str()) || trailer.split(',').any(|t| t.trim() == h)
+    };
+    for (name, _) in headers.iter() {
+        if let Some(alg) = name.as_str().strip_prefix("x-amz-checksum-") {
+            if alg != "type" && alg != "algorithm" && !CHECKSUMS.contains(&alg) {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "unknown checksum algorithm {alg}"
+                ));
+            }
+        }
+    }
+    Ok(s3s::checksum::ChecksumHasher {
+        crc32: named("crc32").then(s3s::crypto::Crc32::new),
+        crc32c: named("crc32c").then(s3s::crypto::Crc32c::new),
+        crc64nvme: named("crc64nvme").then(s3s::crypto::Crc64Nvme::new),
+        sha1: named("sha1").then(s3s::crypto::Sha1::new),
+        sha256: named("sha256").then(s3s::crypto::Sha256::new),
+    })
+}
+
+impl<R> Verify<R> {
+    /// Compares what was computed with what the client sent.
+    fn finish(&mut self) -> Result<(), StoreError> {
+        let got = std::mem::take(&mut self.hasher).finalize();
+        let trailer: hyper::HeaderMap = self
+            .trailers
+            .as_ref()
+            .and_then(|t| t.read(|h| h.clone()))
+            .unwrap_or_default();
+        for (alg, value) in [
+            ("crc32", &got.checksum_crc32),
+            ("crc32c", &got.checksum_crc32c),
+            ("crc64nvme", &got.checksum_crc64nvme),
+            ("sha1", &got.checksum_sha1),
+            ("sha256", &got.checksum_sha256),
+        ] {
+            let Some(value) = value else { continue };
+            let h = format!("x-amz-checksum-{alg}");
+            let want = self
+                .headers
+                .get(h.as_str())
+                .or_else(|| trailer.get(h.as_str()))
+                .and_then(|v| v.to_str().ok());
+            match want {
+                Some(w) if w.trim() == value => {}
+                Some(_) => return Err(StoreError::ChecksumMismatch(alg.to_ascii_uppercase())),
+                None => {
+                    return Err(StoreError::ChecksumMismatch(format!(
+                        "{} (named by x-amz-trailer but not sent)",
+                        alg.to_ascii_uppercase()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Verify<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.finish().map_err(std::io::Error::other)?;
+        } else {
+            self.hasher.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// [`stream_into`] through a [`Verify`] of the checksums the request names.
+pub(super) async fn stream_verified<T: Send + 'static>(
+    body: Option<StreamingBlob>,
+    headers: hyper::HeaderMap,
+    trailers: Option<s3s::TrailingHeaders>,
+    write: impl FnOnce(Verify<ChannelReader>) -> Result<T, StoreError> + Send + 'static,
+) -> S3Result<T> {
+    let hasher = hasher_for(&headers)?;
+    stream_into(body, move |r| {
+        write(Verify {
+            inner: r,
+            hasher,
+            headers,
+            trailers,
+        })
+    })
+    .await
+}
+
+/// Streams `body` into `write` (run on a blocking thread with a reader of the body).
+pub(super) async fn stream_into<T: Send + 'static>(
+    body: Option<StreamingBlob>,
+    write: impl FnOnce(ChannelReader) -> Result<T, StoreError> + Send + 'static,
+) -> S3Result<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Piece>>(8);
+    let writer = tokio::task::spawn_blocking(move || {
+        write(ChannelReader {
+            rx,
+            cur: Bytes::new(),
+            ended: false,
+        })
+    });
+    let mut whole = true;
+    if let Some(mut body) = body {
+        while let Some(chunk) = body.next().await {
+            let item = chunk
+                .map(Piece::Data)
+                .map_err(|e| std::io::Error::other(e.to_string()));
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                whole = false;
+                break;
+            }
+        }
+    }
+    if whole {
+        let _ = tx.send(Ok(Piece::End)).await;
+    }
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| s3_error!(InternalError, "{e}"))?
+        .map_err(err)
+}
+
+/// A body read from the store on a blocking thread, 64 KiB at a time.
+pub(super) fn stream_out(mut r: crate::store::BlobReader) -> StreamingBlob {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        loop {
+            let mut buf = vec![0u8; crate::store::CHUNK];
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    StreamingBlob::wrap(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    }))
+}
