@@ -1,0 +1,528 @@
+//! The built-in functions: the ones ops people use most in Terraform configurations.
+
+mod collections;
+mod conversion;
+mod encoding;
+mod files;
+mod marks;
+mod networks;
+mod numbers;
+mod strings;
+
+use crate::diag::{Diagnostic, Loc};
+use crate::eval::Scope;
+use crate::value::{convert, format_number, Type, Value};
+use base64::Engine as _;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use sha2::Digest;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Where a call is, for errors.
+pub struct CallCtx<'a> {
+    /// The whole call.
+    pub loc: &'a Loc,
+    /// Each argument.
+    pub arg_locs: &'a [Loc],
+    /// The scope, for `file()`.
+    pub scope: &'a dyn Scope,
+}
+
+/// What a function is about, for the documentation's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// Numbers.
+    Numbers,
+    /// Strings.
+    Strings,
+    /// Collections.
+    Collections,
+    /// Conversion.
+    Conversion,
+    /// Encoding.
+    Encoding,
+    /// Files.
+    Files,
+    /// Networks.
+    Networks,
+    /// Errors.
+    Errors,
+    /// Marks.
+    Marks,
+}
+
+impl Category {
+    /// Its heading in `docs/language.md`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Category::Numbers => "Numbers",
+            Category::Strings => "Strings",
+            Category::Collections => "Collections",
+            Category::Conversion => "Conversion",
+            Category::Encoding => "Encoding",
+            Category::Files => "Files",
+            Category::Networks => "Networks",
+            Category::Errors => "Errors",
+            Category::Marks => "Marks",
+        }
+    }
+}
+
+/// A function's implementation.
+type Eval = fn(&Call) -> Result<Value, Diagnostic>;
+
+/// One built-in function.
+pub struct Function {
+    /// Its name.
+    pub name: &'static str,
+    /// What it is about.
+    pub category: Category,
+    /// Its implementation; `None` for `try` and `can`, which the evaluator handles since
+    /// they see their argument's errors.
+    eval: Option<Eval>,
+    /// It is called even with unknown arguments (its result can be known anyway).
+    unknown_ok: bool,
+    /// A remark for the documentation's list.
+    note: &'static str,
+}
+
+/// Every built-in function, by category (the order `docs/language.md` lists them in).
+#[rustfmt::skip]
+pub static FUNCTIONS: &[Function] = &[
+    Function { name: "abs", category: Category::Numbers, eval: Some(numbers::abs), unknown_ok: false, note: "" },
+    Function { name: "ceil", category: Category::Numbers, eval: Some(numbers::ceil), unknown_ok: false, note: "" },
+    Function { name: "floor", category: Category::Numbers, eval: Some(numbers::floor), unknown_ok: false, note: "" },
+    Function { name: "max", category: Category::Numbers, eval: Some(numbers::max), unknown_ok: false, note: "" },
+    Function { name: "min", category: Category::Numbers, eval: Some(numbers::max), unknown_ok: false, note: "" },
+    Function { name: "sum", category: Category::Numbers, eval: Some(numbers::sum), unknown_ok: false, note: "" },
+    Function { name: "format", category: Category::Strings, eval: Some(strings::format), unknown_ok: false, note: "" },
+    Function { name: "formatlist", category: Category::Strings, eval: Some(strings::formatlist), unknown_ok: false, note: "" },
+    Function { name: "join", category: Category::Strings, eval: Some(strings::join), unknown_ok: false, note: "" },
+    Function { name: "split", category: Category::Strings, eval: Some(strings::split), unknown_ok: false, note: "" },
+    Function { name: "lower", category: Category::Strings, eval: Some(strings::lower), unknown_ok: false, note: "" },
+    Function { name: "upper", category: Category::Strings, eval: Some(strings::upper), unknown_ok: false, note: "" },
+    Function { name: "title", category: Category::Strings, eval: Some(strings::title), unknown_ok: false, note: "" },
+    Function { name: "replace", category: Category::Strings, eval: Some(strings::replace), unknown_ok: false, note: "" },
+    Function { name: "substr", category: Category::Strings, eval: Some(strings::substr), unknown_ok: false, note: "" },
+    Function { name: "trim", category: Category::Strings, eval: Some(strings::trim), unknown_ok: false, note: "" },
+    Function { name: "trimspace", category: Category::Strings, eval: Some(strings::trimspace), unknown_ok: false, note: "" },
+    Function { name: "trimprefix", category: Category::Strings, eval: Some(strings::trimprefix), unknown_ok: false, note: "" },
+    Function { name: "trimsuffix", category: Category::Strings, eval: Some(strings::trimsuffix), unknown_ok: false, note: "" },
+    Function { name: "chomp", category: Category::Strings, eval: Some(strings::chomp), unknown_ok: false, note: "" },
+    Function { name: "strrev", category: Category::Strings, eval: Some(strings::strrev), unknown_ok: false, note: "" },
+    Function { name: "startswith", category: Category::Strings, eval: Some(strings::startswith), unknown_ok: false, note: "" },
+    Function { name: "endswith", category: Category::Strings, eval: Some(strings::endswith), unknown_ok: false, note: "" },
+    Function { name: "length", category: Category::Collections, eval: Some(collections::length), unknown_ok: true, note: "" },
+    Function { name: "element", category: Category::Collections, eval: Some(collections::element), unknown_ok: false, note: "" },
+    Function { name: "index", category: Category::Collections, eval: Some(collections::index), unknown_ok: false, note: "" },
+    Function { name: "contains", category: Category::Collections, eval: Some(collections::contains), unknown_ok: false, note: "" },
+    Function { name: "lookup", category: Category::Collections, eval: Some(collections::lookup), unknown_ok: false, note: "" },
+    Function { name: "merge", category: Category::Collections, eval: Some(collections::merge), unknown_ok: true, note: "" },
+    Function { name: "concat", category: Category::Collections, eval: Some(collections::concat), unknown_ok: true, note: "" },
+    Function { name: "flatten", category: Category::Collections, eval: Some(collections::flatten), unknown_ok: false, note: "" },
+    Function { name: "distinct", category: Category::Collections, eval: Some(collections::distinct), unknown_ok: false, note: "" },
+    Function { name: "compact", category: Category::Collections, eval: Some(collections::compact), unknown_ok: false, note: "" },
+    Function { name: "reverse", category: Category::Collections, eval: Some(collections::reverse), unknown_ok: false, note: "" },
+    Function { name: "sort", category: Category::Collections, eval: Some(collections::sort), unknown_ok: false, note: "" },
+    Function { name: "slice", category: Category::Collections, eval: Some(collections::slice), unknown_ok: false, note: "" },
+    Function { name: "one", category: Category::Collections, eval: Some(collections::one), unknown_ok: false, note: "" },
+    Function { name: "keys", category: Category::Collections, eval: Some(collections::keys), unknown_ok: false, note: "" },
+    Function { name: "values", category: Category::Collections, eval: Some(collections::values), unknown_ok: false, note: "" },
+    Function { name: "zipmap", category: Category::Collections, eval: Some(collections::zipmap), unknown_ok: false, note: "" },
+    Function { name: "range", category: Category::Collections, eval: Some(collections::range), unknown_ok: false, note: "" },
+    Function { name: "setunion", category: Category::Collections, eval: Some(collections::setunion), unknown_ok: false, note: "" },
+    Function { name: "coalesce", category: Category::Collections, eval: Some(collections::coalesce), unknown_ok: true, note: "" },
+    Function { name: "coalescelist", category: Category::Collections, eval: Some(collections::coalescelist), unknown_ok: false, note: "" },
+    Function { name: "alltrue", category: Category::Collections, eval: Some(collections::alltrue), unknown_ok: false, note: "" },
+    Function { name: "anytrue", category: Category::Collections, eval: Some(collections::alltrue), unknown_ok: false, note: "" },
+    Function { name: "tostring", category: Category::Conversion, eval: Some(conversion::tostring), unknown_ok: false, note: "" },
+    Function { name: "tonumber", category: Category::Conversion, eval: Some(conversion::tonumber), unknown_ok: false, note: "" },
+    Function { name: "tobool", category: Category::Conversion, eval: Some(conversion::tobool), unknown_ok: false, note: "" },
+    Function { name: "tolist", category: Category::Conversion, eval: Some(conversion::tolist), unknown_ok: false, note: "" },
+    Function { name: "toset", category: Category::Conversion, eval: Some(conversion::toset), unknown_ok: false, note: "" },
+    Function { name: "tomap", category: Category::Conversion, eval: Some(conversion::tomap), unknown_ok: false, note: "" },
+    Function { name: "jsonencode", category: Category::Encoding, eval: Some(encoding::jsonencode), unknown_ok: false, note: "" },
+    Function { name: "jsondecode", category: Category::Encoding, eval: Some(encoding::jsondecode), unknown_ok: false, note: "" },
+    Function { name: "base64encode", category: Category::Encoding, eval: Some(encoding::base64encode), unknown_ok: false, note: "" },
+    Function { name: "base64decode", category: Category::Encoding, eval: Some(encoding::base64decode), unknown_ok: false, note: "" },
+    Function { name: "sha256", category: Category::Encoding, eval: Some(encoding::sha256), unknown_ok: false, note: "" },
+    Function { name: "file", category: Category::Files, eval: Some(files::file), unknown_ok: false, note: "" },
+    Function { name: "fileexists", category: Category::Files, eval: Some(files::file), unknown_ok: false, note: "" },
+    Function { name: "templatefile", category: Category::Files, eval: Some(files::templatefile), unknown_ok: false, note: "paths like `\"${path.module}/x.tpl\"`" },
+    Function { name: "cidrsubnet", category: Category::Networks, eval: Some(networks::cidrsubnet), unknown_ok: false, note: "" },
+    Function { name: "cidrsubnets", category: Category::Networks, eval: Some(networks::cidrsubnets), unknown_ok: false, note: "" },
+    Function { name: "cidrhost", category: Category::Networks, eval: Some(networks::cidrhost), unknown_ok: false, note: "" },
+    Function { name: "cidrnetmask", category: Category::Networks, eval: Some(networks::cidrnetmask), unknown_ok: false, note: "" },
+    Function { name: "try", category: Category::Errors, eval: None, unknown_ok: false, note: "" },
+    Function { name: "can", category: Category::Errors, eval: None, unknown_ok: false, note: "" },
+    Function { name: "sensitive", category: Category::Marks, eval: Some(marks::sensitive), unknown_ok: false, note: "" },
+    Function { name: "nonsensitive", category: Category::Marks, eval: Some(marks::sensitive), unknown_ok: false, note: "" },
+];
+
+/// The function called `name`.
+pub fn function(name: &str) -> Option<&'static Function> {
+    FUNCTIONS.iter().find(|f| f.name == name)
+}
+
+/// The functions paragraph of `docs/language.md`, generated from [`FUNCTIONS`].
+pub fn markdown() -> String {
+    let mut out = String::new();
+    let mut cat: Option<Category> = None;
+    for f in FUNCTIONS {
+        if cat != Some(f.category) {
+            if cat.is_some() {
+                out.push_str(". ");
+            }
+            out.push_str(f.category.title());
+            out.push_str(": ");
+            cat = Some(f.category);
+        } else {
+            out.push_str(", ");
+        }
+        out.push('`');
+        out.push_str(f.name);
+        out.push('`');
+        if !f.note.is_empty() {
+            out.push_str(&format!(" ({})", f.note));
+        }
+    }
+    out.push('.');
+    out
+}
+
+/// Calls function `name`. Unknown arguments give an unknown result.
+pub fn call(name: &str, args: Vec<Value>, ctx: &CallCtx) -> Result<Value, Diagnostic> {
+    let f = Call { name, args, ctx };
+    let Some(func) = function(name) else {
+        return Err(Diagnostic::at(
+            ctx.loc,
+            format!(
+                "call to unknown function \"{name}\".{}",
+                crate::diag::did_you_mean(name, FUNCTIONS.iter().map(|f| f.name))
+            ),
+        ));
+    };
+    if !func.unknown_ok && f.args.iter().any(Value::has_unknown) {
+        return Ok(Value::Unknown);
+    }
+    match func.eval {
+        Some(eval) => eval(&f),
+        None => Err(f.err("is evaluated by the language itself")),
+    }
+}
+
+/// A call being evaluated: the function's name, its arguments, where it is.
+pub struct Call<'a> {
+    name: &'a str,
+    args: Vec<Value>,
+    ctx: &'a CallCtx<'a>,
+}
+
+impl Call<'_> {
+    fn err(&self, msg: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(self.ctx.loc, format!("{}(): {}", self.name, msg.into()))
+    }
+    fn arg_err(&self, i: usize, msg: impl Into<String>) -> Diagnostic {
+        let loc = self.ctx.arg_locs.get(i).unwrap_or(self.ctx.loc);
+        Diagnostic::at(
+            loc,
+            format!("{}(): argument {}: {}", self.name, i + 1, msg.into()),
+        )
+    }
+    fn arity(&self, min: usize, max: usize) -> Result<(), Diagnostic> {
+        let n = self.args.len();
+        if n < min || n > max {
+            let want = if min == max {
+                format!("{min}")
+            } else if max == usize::MAX {
+                format!("at least {min}")
+            } else {
+                format!("{min} to {max}")
+            };
+            return Err(self.err(format!(
+                "expects {want} argument{}, got {n}",
+                if max == 1 { "" } else { "s" }
+            )));
+        }
+        Ok(())
+    }
+    fn arg(&self, i: usize) -> &Value {
+        &self.args[i]
+    }
+    fn str(&self, i: usize) -> Result<String, Diagnostic> {
+        match convert(self.arg(i), &Type::String).map_err(|e| self.arg_err(i, e))? {
+            Value::String(s) => Ok(s),
+            _ => Err(self.arg_err(i, "a string is required, got null")),
+        }
+    }
+    fn num(&self, i: usize) -> Result<f64, Diagnostic> {
+        match convert(self.arg(i), &Type::Number).map_err(|e| self.arg_err(i, e))? {
+            Value::Number(n) => Ok(n),
+            _ => Err(self.arg_err(i, "a number is required, got null")),
+        }
+    }
+    fn int(&self, i: usize) -> Result<i64, Diagnostic> {
+        let n = self.num(i)?;
+        if n.fract() != 0.0 {
+            return Err(self.arg_err(
+                i,
+                format!("a whole number is required, got {}", format_number(n)),
+            ));
+        }
+        Ok(n as i64)
+    }
+    fn list(&self, i: usize) -> Result<Vec<Value>, Diagnostic> {
+        match self.arg(i) {
+            Value::List(l) => Ok(l.clone()),
+            v => Err(self.arg_err(i, format!("a list is required, got {}", v.type_name()))),
+        }
+    }
+    fn obj(&self, i: usize) -> Result<BTreeMap<String, Value>, Diagnostic> {
+        match self.arg(i) {
+            Value::Object(o) => Ok(o.clone()),
+            v => Err(self.arg_err(i, format!("a map is required, got {}", v.type_name()))),
+        }
+    }
+    fn strings(&self, i: usize) -> Result<Vec<String>, Diagnostic> {
+        self.list(i)?
+            .iter()
+            .map(|v| match convert(v, &Type::String) {
+                Ok(Value::String(s)) => Ok(s),
+                _ => Err(self.arg_err(
+                    i,
+                    format!("a list of strings is required, found a {}", v.type_name()),
+                )),
+            })
+            .collect()
+    }
+
+    fn cidr(&self, i: usize) -> Result<IpNet, Diagnostic> {
+        let s = self.str(i)?;
+        s.parse::<IpNet>().map_err(|_| {
+            self.arg_err(
+                i,
+                format!("\"{s}\" is not a CIDR block like \"10.0.0.0/16\""),
+            )
+        })
+    }
+
+    fn format(&self, fmt: &str, args: &[Value]) -> Result<String, Diagnostic> {
+        let mut out = String::new();
+        let mut it = fmt.chars().peekable();
+        let mut next = 0usize;
+        while let Some(c) = it.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            let mut flags = String::new();
+            while let Some(&f) = it.peek() {
+                if "+-# 0123456789.".contains(f) {
+                    flags.push(f);
+                    it.next();
+                } else {
+                    break;
+                }
+            }
+            let verb = it
+                .next()
+                .ok_or_else(|| self.err("the format string ends with \"%\""))?;
+            if verb == '%' {
+                out.push('%');
+                continue;
+            }
+            let v = args.get(next).ok_or_else(|| {
+                self.err(format!(
+                    "not enough arguments for the format string (needs more than {next})"
+                ))
+            })?;
+            next += 1;
+            let width: usize = flags
+                .trim_start_matches(['-', '+', '0', '#', ' '])
+                .split('.')
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(0usize)
+                .min(4096);
+            let precision: Option<usize> = flags
+                .split_once('.')
+                .and_then(|(_, p)| p.parse().ok())
+                .map(|p: usize| p.min(100));
+            let s = match verb {
+                'v' => match v {
+                    Value::String(s) => s.clone(),
+                    v => v.to_template_string().unwrap_or_else(|| v.to_string()),
+                },
+                's' => convert(v, &Type::String)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .ok_or_else(|| self.err(format!("%s needs a string, got {}", v.type_name())))?,
+                'd' => {
+                    let n = convert(v, &Type::Number)
+                        .ok()
+                        .and_then(|v| v.as_f64())
+                        .ok_or_else(|| {
+                            self.err(format!("%d needs a number, got {}", v.type_name()))
+                        })?;
+                    format!("{}", n.trunc() as i64)
+                }
+                'f' => {
+                    let n = convert(v, &Type::Number)
+                        .ok()
+                        .and_then(|v| v.as_f64())
+                        .ok_or_else(|| {
+                            self.err(format!("%f needs a number, got {}", v.type_name()))
+                        })?;
+                    format!("{:.*}", precision.unwrap_or(6), n)
+                }
+                'x' | 'X' | 'o' | 'b' => {
+                    let n = convert(v, &Type::Number)
+                        .ok()
+                        .and_then(|v| v.as_f64())
+                        .ok_or_else(|| self.err(format!("%{verb} needs a number")))?
+                        as i64;
+                    match verb {
+                        'x' => format!("{n:x}"),
+                        'X' => format!("{n:X}"),
+                        'o' => format!("{n:o}"),
+                        _ => format!("{n:b}"),
+                    }
+                }
+                'q' => serde_json::Value::String(
+                    convert(v, &Type::String)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                )
+                .to_string(),
+                't' => convert(v, &Type::Bool)
+                    .ok()
+                    .and_then(|v| v.as_bool())
+                    .map(|b| b.to_string())
+                    .ok_or_else(|| self.err("%t needs a bool"))?,
+                other => return Err(self.err(format!("unsupported format verb \"%{other}\""))),
+            };
+            let pad_zero = flags.starts_with('0') && verb != 's';
+            if s.chars().count() < width {
+                let pad = width - s.chars().count();
+                if flags.starts_with('-') {
+                    out.push_str(&s);
+                    out.push_str(&" ".repeat(pad));
+                } else {
+                    out.push_str(&(if pad_zero { "0" } else { " " }).repeat(pad));
+                    out.push_str(&s);
+                }
+            } else {
+                out.push_str(&s);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The `num`th subnet of `net` with `bits` more prefix bits (`cidrsubnet`).
+pub fn cidr_subnet(net: &IpNet, bits: i64, num: i64) -> Result<IpNet, String> {
+    let total = net.max_prefix_len() as i64;
+    let new_len = net.prefix_len() as i64 + bits;
+    if bits < 0 || new_len > total {
+        return Err(format!(
+            "cannot extend prefix /{} by {bits} bits",
+            net.prefix_len()
+        ));
+    }
+    if num < 0 || (bits < 63 && num >= (1i64 << bits)) {
+        return Err(format!(
+            "prefix extension of {bits} bits cannot hold network number {num}"
+        ));
+    }
+    match net {
+        IpNet::V4(n) => {
+            let base = u32::from(n.network()) as u64;
+            let addr = base | ((num as u64) << (total - new_len));
+            Ok(IpNet::V4(
+                Ipv4Net::new((addr as u32).into(), new_len as u8).map_err(|e| e.to_string())?,
+            ))
+        }
+        IpNet::V6(n) => {
+            let base = u128::from(n.network());
+            let shifted = (num as u128)
+                .checked_shl((total - new_len) as u32)
+                .filter(|_| total - new_len < 128)
+                .unwrap_or(0);
+            let addr = base | shifted;
+            Ok(IpNet::V6(
+                Ipv6Net::new(addr.into(), new_len as u8).map_err(|e| e.to_string())?,
+            ))
+        }
+    }
+}
+
+/// Host number `num` of `net` (`cidrhost`); negative numbers count from the end.
+pub fn cidr_host(net: &IpNet, num: i64) -> Result<IpAddr, String> {
+    let host_bits = (net.max_prefix_len() - net.prefix_len()) as u32;
+    if host_bits >= 127 {
+        return Err(format!("{net} is too large for cidrhost"));
+    }
+    let size: i128 = 1i128 << host_bits;
+    let n = if num < 0 {
+        size + num as i128
+    } else {
+        num as i128
+    };
+    if n < 0 || n >= size {
+        return Err(format!("host number {num} does not fit in {net}"));
+    }
+    Ok(match net {
+        IpNet::V4(v) => IpAddr::V4((u32::from(v.network()) + n as u32).into()),
+        IpNet::V6(v) => IpAddr::V6((u128::from(v.network()) + n as u128).into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/language.md` lists exactly the functions there are, by category. Run with
+    /// `VEEPS_UPDATE_DOCS=1` to rewrite the list from the table.
+    #[test]
+    fn the_documented_list_is_the_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/language.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let start = doc.find("## Functions\n\n").unwrap() + "## Functions\n\n".len();
+        let end = start + doc[start..].find("\n\n").unwrap();
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let want = markdown();
+        if std::env::var_os("VEEPS_UPDATE_DOCS").is_some() {
+            let mut wrapped = String::new();
+            let mut line = String::new();
+            for w in want.split(' ') {
+                if !line.is_empty() && line.len() + 1 + w.len() > 90 {
+                    wrapped.push_str(&line);
+                    wrapped.push('\n');
+                    line.clear();
+                }
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                line.push_str(w);
+            }
+            wrapped.push_str(&line);
+            std::fs::write(&path, format!("{}{wrapped}{}", &doc[..start], &doc[end..])).unwrap();
+            return;
+        }
+        assert_eq!(
+            words(&doc[start..end]),
+            want,
+            "docs/language.md's function list differs from the table; run this test with VEEPS_UPDATE_DOCS=1"
+        );
+    }
+
+    #[test]
+    fn every_name_is_listed_once() {
+        let mut names: Vec<&str> = FUNCTIONS.iter().map(|f| f.name).collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}

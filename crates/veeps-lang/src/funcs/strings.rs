@@ -1,0 +1,187 @@
+//! Strings functions.
+
+use super::*;
+
+pub(super) fn upper(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(1, 1)?;
+        Value::String(c.str(0)?.to_uppercase())
+    })
+}
+
+pub(super) fn lower(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(1, 1)?;
+        Value::String(c.str(0)?.to_lowercase())
+    })
+}
+
+pub(super) fn title(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(1, 1)?;
+        let s = c.str(0)?;
+        let mut out = String::new();
+        let mut start = true;
+        for c in s.chars() {
+            if start && c.is_alphabetic() {
+                out.extend(c.to_uppercase());
+            } else {
+                out.push(c);
+            }
+            start = !c.is_alphanumeric();
+        }
+        Value::String(out)
+    })
+}
+
+pub(super) fn strrev(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(1, 1)?;
+        Value::String(c.str(0)?.chars().rev().collect())
+    })
+}
+
+pub(super) fn trimspace(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(1, 1)?;
+        Value::String(c.str(0)?.trim().to_string())
+    })
+}
+
+pub(super) fn chomp(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(1, 1)?;
+        Value::String(c.str(0)?.trim_end_matches(['\n', '\r']).to_string())
+    })
+}
+
+pub(super) fn trim(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(2, 2)?;
+        let cut: Vec<char> = c.str(1)?.chars().collect();
+        Value::String(c.str(0)?.trim_matches(|c| cut.contains(&c)).to_string())
+    })
+}
+
+pub(super) fn trimprefix(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(2, 2)?;
+        let s = c.str(0)?;
+        let p = c.str(1)?;
+        Value::String(s.strip_prefix(&p).unwrap_or(&s).to_string())
+    })
+}
+
+pub(super) fn trimsuffix(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(2, 2)?;
+        let s = c.str(0)?;
+        let p = c.str(1)?;
+        Value::String(s.strip_suffix(&p).unwrap_or(&s).to_string())
+    })
+}
+
+pub(super) fn startswith(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(2, 2)?;
+        Value::Bool(c.str(0)?.starts_with(&c.str(1)?))
+    })
+}
+
+pub(super) fn endswith(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(2, 2)?;
+        Value::Bool(c.str(0)?.ends_with(&c.str(1)?))
+    })
+}
+
+pub(super) fn replace(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(3, 3)?;
+        let (s, from, to) = (c.str(0)?, c.str(1)?, c.str(2)?);
+        if from.is_empty() {
+            return Err(c.arg_err(1, "the substring to replace must not be empty"));
+        }
+        Value::String(s.replace(&from, &to))
+    })
+}
+
+pub(super) fn substr(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(3, 3)?;
+        let s: Vec<char> = c.str(0)?.chars().collect();
+        let mut off = c.int(1)?;
+        let len = c.int(2)?;
+        if off < 0 {
+            off += s.len() as i64;
+        }
+        let off = off.clamp(0, s.len() as i64) as usize;
+        let end = if len < 0 {
+            s.len()
+        } else {
+            off.saturating_add(len as usize).min(s.len())
+        };
+        Value::String(s[off..end].iter().collect())
+    })
+}
+
+pub(super) fn format(c: &Call) -> Result<Value, Diagnostic> {
+    let a = &c.args;
+    Ok({
+        c.arity(1, usize::MAX)?;
+        Value::String(c.format(&c.str(0)?, &a[1..])?)
+    })
+}
+
+pub(super) fn formatlist(c: &Call) -> Result<Value, Diagnostic> {
+    let a = &c.args;
+    Ok({
+        c.arity(1, usize::MAX)?;
+        let fmt = c.str(0)?;
+        let n = a[1..]
+            .iter()
+            .filter_map(|v| v.as_list().map(Vec::len))
+            .max()
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        for i in 0..n {
+            let row: Vec<Value> = a[1..]
+                .iter()
+                .map(|v| match v {
+                    Value::List(l) => l.get(i).cloned().unwrap_or(Value::Null),
+                    v => v.clone(),
+                })
+                .collect();
+            out.push(Value::String(c.format(&fmt, &row)?));
+        }
+        Value::List(out)
+    })
+}
+
+pub(super) fn join(c: &Call) -> Result<Value, Diagnostic> {
+    let a = &c.args;
+    Ok({
+        c.arity(2, usize::MAX)?;
+        let sep = c.str(0)?;
+        let mut parts = Vec::new();
+        for i in 1..a.len() {
+            parts.extend(c.strings(i)?);
+        }
+        Value::String(parts.join(&sep))
+    })
+}
+
+pub(super) fn split(c: &Call) -> Result<Value, Diagnostic> {
+    Ok({
+        c.arity(2, 2)?;
+        let sep = c.str(0)?;
+        let s = c.str(1)?;
+        if s.is_empty() {
+            Value::List(vec![])
+        } else if sep.is_empty() {
+            Value::List(s.chars().map(|c| Value::String(c.to_string())).collect())
+        } else {
+            Value::List(s.split(sep.as_str()).map(Value::string).collect())
+        }
+    })
+}
