@@ -176,3 +176,194 @@ pub fn endpoint(
     b.push_str("  }\n");
     replace("veeps", &b)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Rulesets, data-driven: the input and the ruleset it gives.
+    //! `UPDATE_EXPECT=1 cargo test -p veeps-net nftgen` rewrites them after a deliberate change.
+    use super::*;
+    use expect_test::{expect, Expect};
+
+    fn subnet(id: &str, cidr: &str, tier: Tier) -> Subnet {
+        Subnet {
+            id: id.into(),
+            vpc_id: "vpc-1".into(),
+            cidr: cidr.parse().unwrap(),
+            tier,
+            bridge: format!("br-{id}"),
+        }
+    }
+
+    fn rule(protocol: &str, from: u16, to: u16, cidr: &str, sgs: &[&str]) -> SgRule {
+        SgRule {
+            protocol: protocol.into(),
+            from_port: from,
+            to_port: to,
+            cidr_blocks: if cidr.is_empty() {
+                vec![]
+            } else {
+                vec![cidr.parse().unwrap()]
+            },
+            security_groups: sgs.iter().map(|s| s.to_string()).collect(),
+            self_: false,
+        }
+    }
+
+    fn check(got: String, want: Expect) {
+        want.assert_eq(&got);
+    }
+
+    #[test]
+    fn routers_put_acls_before_tiers() {
+        let subnets = [
+            subnet("pub", "10.0.0.0/24", Tier::Public),
+            subnet("app", "10.0.16.0/24", Tier::PrivateApp),
+            subnet("db", "10.0.32.0/24", Tier::PrivatePersistence),
+        ];
+        let acl = NetworkAcl {
+            id: "acl-1".into(),
+            vpc_id: "vpc-1".into(),
+            subnet_ids: vec!["db".into()],
+            ingress: vec![
+                AclRule {
+                    rule_no: 200,
+                    allow: false,
+                    protocol: "all".into(),
+                    from_port: 0,
+                    to_port: 65535,
+                    cidr: "0.0.0.0/0".parse().unwrap(),
+                },
+                AclRule {
+                    rule_no: 100,
+                    allow: true,
+                    protocol: "tcp".into(),
+                    from_port: 5432,
+                    to_port: 5432,
+                    cidr: "10.0.16.0/24".parse().unwrap(),
+                },
+            ],
+            egress: vec![],
+        };
+        check(
+            router(&subnets, &[acl]),
+            expect![[r#"
+            table inet veeps {}
+            delete table inet veeps
+            table inet veeps {
+              chain acl_1_in {
+                ip saddr 10.0.16.0/24 tcp dport 5432 return
+                drop
+                drop
+              }
+              chain acl_1_out {
+                drop
+              }
+              chain forward {
+                type filter hook forward priority filter; policy drop;
+                oifname "br-db" jump acl_1_in
+                iifname "br-db" jump acl_1_out
+                ct state established,related accept
+                ct state invalid drop
+                iifname "uplink" oifname { "br-app", "br-db" } drop
+                iifname "uplink" oifname { "br-pub" } accept
+                iifname { "br-db" } oifname "uplink" drop
+                iifname "b*" oifname "uplink" accept
+                iifname "b*" oifname "b*" accept
+                iifname "p*" oifname "b*" accept
+                iifname "b*" oifname "p*" accept
+              }
+              chain postrouting {
+                type nat hook postrouting priority srcnat; policy accept;
+                oifname "uplink" masquerade
+              }
+            }
+        "#]],
+        );
+    }
+
+    #[test]
+    fn endpoints_allow_what_their_groups_allow() {
+        let ep = Endpoint {
+            name: "stage/web".into(),
+            subnet_id: "app".into(),
+            security_groups: vec!["sg-app".into()],
+            address: "10.0.16.5".parse().unwrap(),
+            prefix_len: 24,
+            gateway: "10.0.16.1".parse().unwrap(),
+            netns: "ns".into(),
+        };
+        let sgs: BTreeMap<String, SecurityGroup> = [
+            (
+                "sg-app".to_string(),
+                SecurityGroup {
+                    id: "sg-app".into(),
+                    vpc_id: "vpc-1".into(),
+                    ingress: vec![rule("tcp", 8080, 8080, "", &["sg-lb"])],
+                    egress: vec![rule("all", 0, 65535, "0.0.0.0/0", &[])],
+                },
+            ),
+            (
+                "sg-lb".to_string(),
+                SecurityGroup {
+                    id: "sg-lb".into(),
+                    vpc_id: "vpc-1".into(),
+                    ingress: vec![rule("tcp", 80, 443, "0.0.0.0/0", &[])],
+                    egress: vec![],
+                },
+            ),
+        ]
+        .into();
+        let members: BTreeMap<String, Vec<Ipv4Addr>> =
+            [("sg-lb".to_string(), vec!["10.0.0.9".parse().unwrap()])].into();
+        check(
+            endpoint(&ep, &sgs, &members),
+            expect![[r#"
+            table inet veeps {}
+            delete table inet veeps
+            table inet veeps {
+              set sg_sg_app {
+                type ipv4_addr
+              }
+              set sg_sg_lb {
+                type ipv4_addr
+                elements = { 10.0.0.9 }
+              }
+              chain input {
+                type filter hook input priority filter; policy drop;
+                iif "lo" accept
+                ct state established,related accept
+                ct state invalid drop
+                ip saddr @sg_sg_lb tcp dport 8080 accept
+              }
+              chain output {
+                type filter hook output priority filter; policy drop;
+                oif "lo" accept
+                ct state established,related accept
+                accept
+              }
+            }
+        "#]],
+        );
+    }
+
+    #[test]
+    fn the_host_masquerades_vpc_egress_and_never_forwards_between_vpcs() {
+        check(
+            host("veeps-x", "vx"),
+            expect![[r#"
+            table inet veeps-x {}
+            delete table inet veeps-x
+            table inet veeps-x {
+              chain forward {
+                type filter hook forward priority filter; policy accept;
+                iifname "vx*" oifname "vx*" drop
+              }
+              chain postrouting {
+                type nat hook postrouting priority srcnat; policy accept;
+                iifname "vx*" oifname != "vx*" masquerade
+              }
+            }
+        "#]],
+        );
+    }
+}

@@ -4,8 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::*;
+use veeps_testkit::*;
 
 const APP: &str = r#"
 environment "app" {}
@@ -474,7 +473,7 @@ fn up_applies_a_tree_and_resumes_without_recreating() {
     v.write("tree/one/main.hcl", "resource \"random_id\" \"a\" {\n  byte_length = 2\n}\noutput \"a\" {\n  value = random_id.a.hex\n}\n");
     let data2 = v.work.join("updata");
     let run = || {
-        let o = Command::new(BIN)
+        let o = Command::new(bin())
             .args([
                 "up",
                 "tree",
@@ -589,7 +588,7 @@ fn the_data_directory_and_root_key_are_treated_with_care() {
     assert_eq!(mode(&v.data), 0o750);
     v.kill9();
     std::fs::remove_file(v.data.join("root.key")).unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args([
             "server",
             "--listen",

@@ -2,10 +2,9 @@
 //! processes in their own namespaces and cgroups, driven through `veeps apply`. Needs root
 //! (CI runs as root); each test uses its own address range.
 
-mod common;
-use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use veeps_testkit::*;
 
 /// The test app: an HTTP server on HOST:PORT with /health, /burn/SECS (CPU), /hog
 /// (memory), and / answering its instance id and VERSION; it refuses to start when
@@ -43,8 +42,8 @@ print(f"listening on {HOST}:{PORT} as uid {os.getuid()} in {os.environ['VEEPS_VP
 http.server.ThreadingHTTPServer((HOST, PORT), H).serve_forever()
 "#;
 
-fn require_root() {
-    common::require_root("compute tests");
+fn require_root_and_python() {
+    require_root("compute tests");
     assert!(
         Command::new("python3").arg("-V").output().is_ok(),
         "compute tests need python3 for their test app"
@@ -55,20 +54,7 @@ fn require_root() {
 fn config(octet: u8, version: &str, group_extra: &str, extra: &str) -> String {
     format!(
         r#"
-resource "vpc" "v" {{
-  name       = "c{octet}"
-  cidr_block = "10.{octet}.0.0/18"
-}}
-resource "subnet" "a" {{
-  vpc_id     = vpc.v.id
-  cidr_block = "10.{octet}.16.0/24"
-  tier       = "private-app"
-}}
-resource "subnet" "b" {{
-  vpc_id     = vpc.v.id
-  cidr_block = "10.{octet}.17.0/24"
-  tier       = "private-app"
-}}
+{vpc}
 resource "security_group" "app" {{
   vpc_id = vpc.v.id
   ingress {{
@@ -104,12 +90,18 @@ resource "autoscaling_group" "app" {{
 {group_extra}
 }}
 {extra}
-"#
+"#,
+        vpc = vpc(
+            &format!("c{octet}"),
+            octet,
+            18,
+            &[("a", 16, "private-app"), ("b", 17, "private-app")]
+        )
     )
 }
 
 fn start() -> Veeps {
-    require_root();
+    require_root_and_python();
     // The server resolves image sources against its working directory: the test's.
     let v = Veeps::start();
     v.write("app/app.py", APP);
@@ -560,7 +552,7 @@ resource "scaling_policy" "s" {
 /// directory are outside it.
 #[test]
 fn unprivileged_instances_cannot_read_the_data_directory() {
-    require_root();
+    require_root_and_python();
     let v = Veeps::start_as_nobody();
     let probe = r#"
 import os, time
@@ -578,15 +570,7 @@ time.sleep(3600)
         "env/main.hcl",
         &format!(
             r#"
-resource "vpc" "v" {{
-  name       = "nobody"
-  cidr_block = "10.77.0.0/16"
-}}
-resource "subnet" "a" {{
-  vpc_id     = vpc.v.id
-  cidr_block = "10.77.1.0/24"
-  tier       = "private-app"
-}}
+{vpc}
 resource "image" "probe" {{
   name       = "probe"
   source     = "probe"
@@ -605,7 +589,8 @@ resource "autoscaling_group" "probe" {{
   max_size        = 1
 }}
 "#,
-            v.data.display()
+            v.data.display(),
+            vpc = vpc("nobody", 77, 16, &[("a", 1, "private-app")]),
         ),
     );
     v.ok(&["apply", "env", "--auto-approve"]);

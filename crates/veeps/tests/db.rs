@@ -1,12 +1,11 @@
 //! PostgreSQL clusters, with real PostgreSQL 15: endpoints, TLS, security groups, failover
 //! under a stream of inserts, switchover, point-in-time restore, bad parameters.
 
-mod common;
-use common::*;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use veeps_testkit::*;
 
 const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 const PASSWORD: &str = "correct-horse-battery";
@@ -14,20 +13,7 @@ const PASSWORD: &str = "correct-horse-battery";
 fn config(octet: u8) -> String {
     format!(
         r#"
-resource "vpc" "v" {{
-  cidr_block = "10.{octet}.0.0/16"
-  name       = "dbtest"
-}}
-resource "subnet" "db" {{
-  vpc_id     = vpc.v.id
-  cidr_block = "10.{octet}.1.0/24"
-  tier       = "private-persistence"
-}}
-resource "subnet" "app" {{
-  vpc_id     = vpc.v.id
-  cidr_block = "10.{octet}.2.0/24"
-  tier       = "private-app"
-}}
+{vpc}
 resource "security_group" "app" {{
   vpc_id = vpc.v.id
   egress {{
@@ -85,7 +71,13 @@ output "endpoint" {{
 output "reader" {{
   value = db_cluster.main.reader_endpoint
 }}
-"#
+"#,
+        vpc = vpc(
+            "dbtest",
+            octet,
+            16,
+            &[("db", 1, "private-persistence"), ("app", 2, "private-app")]
+        )
     )
 }
 

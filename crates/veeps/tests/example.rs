@@ -7,14 +7,13 @@
 //! as it was; kill -9 of one instance failing no more than the requests in flight); and a
 //! clean stop on Ctrl-C.
 
-mod common;
-use common::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use veeps_testkit::*;
 
 const FRONT: &str = "https://127.0.0.1:8443/sample-app-frontend";
 
@@ -33,7 +32,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// The apps' programs, built beside veeps (`./run test` builds the whole workspace).
 fn stage_apps(dir: &Path) {
-    let bins = Path::new(BIN).parent().unwrap();
+    let bins = Path::new(bin()).parent().unwrap();
     for app in ["sample-app-frontend", "sample-app-backend"] {
         let src = bins.join(app);
         assert!(
@@ -119,7 +118,7 @@ impl Load {
                 while !stop.load(Ordering::SeqCst) {
                     let url = &urls[n % urls.len()];
                     n += 1;
-                    let (good, body) = curl(url, &ca);
+                    let (good, body) = get(url, &ca);
                     if good {
                         ok.fetch_add(1, Ordering::SeqCst);
                         let now = t0.elapsed().as_millis() as u64;
@@ -181,17 +180,10 @@ fn children(pid: u64) -> Vec<u64> {
         .collect()
 }
 
-fn curl(url: &str, ca: &Path) -> (bool, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--noproxy", "*", "--max-time", "10", "-f", "--cacert"])
-        .arg(ca)
-        .arg(url)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    )
+/// GET `url` trusting `ca`: whether it answered 2xx or 3xx, and the body.
+fn get(url: &str, ca: &Path) -> (bool, String) {
+    let (code, body) = curl(&["--cacert", &ca.to_string_lossy(), url]);
+    ((200..400).contains(&code), body)
 }
 
 #[test]
@@ -234,7 +226,7 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
             .spawn()
             .unwrap()
     };
-    let start = |log: &Path| start_with(Path::new(BIN), log);
+    let start = |log: &Path| start_with(Path::new(bin()), log);
     let log = tmp.path().join("up.log");
     let mut up = Up {
         child: Some(start(&log)),
@@ -259,7 +251,7 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
             .env("VEEPS_DATA_DIR", &data);
     };
     let veeps = |args: &[&str]| {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.args(args);
         env(&mut c);
         let out = c.output().unwrap();
@@ -273,20 +265,17 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     };
     let ca = tmp.path().join("ca.pem");
     std::fs::write(&ca, veeps(&["ca", "cert"])).unwrap();
+    assert_eq!(get(&format!("{FRONT}/service/db"), &ca), (true, "2".into()));
     assert_eq!(
-        curl(&format!("{FRONT}/service/db"), &ca),
-        (true, "2".into())
-    );
-    assert_eq!(
-        curl(&format!("{FRONT}/service"), &ca),
+        get(&format!("{FRONT}/service"), &ca),
         (true, "Hello from stage".into())
     );
     assert!(
-        !curl(&format!("{FRONT}/nothing"), &ca).0,
+        !get(&format!("{FRONT}/nothing"), &ca).0,
         "404 for unknown paths"
     );
     assert_eq!(
-        curl("https://127.0.0.1:9443/sample-app-frontend/service", &ca),
+        get("https://127.0.0.1:9443/sample-app-frontend/service", &ca),
         (true, "Hello from prod".into())
     );
 
@@ -312,7 +301,7 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
         std::thread::spawn(move || {
             let mut last = String::new();
             while !stop.load(Ordering::SeqCst) {
-                let (good, body) = curl(&format!("{FRONT}/greeting"), &ca);
+                let (good, body) = get(&format!("{FRONT}/greeting"), &ca);
                 if good {
                     ok.fetch_add(1, Ordering::SeqCst);
                 } else {
@@ -354,10 +343,7 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     eprintln!("rolling deploy: {ok} requests answered, {bad} failed");
     assert!(ok > 20, "too few requests went through ({ok})");
     assert_eq!(bad, 0, "requests failed during the deploy (last: {last})");
-    assert_eq!(
-        curl(&format!("{FRONT}/service/db"), &ca),
-        (true, "2".into())
-    );
+    assert_eq!(get(&format!("{FRONT}/service/db"), &ca), (true, "2".into()));
 
     // The data plane outlives the control plane. Under continuous requests through
     // stage's public balancer and prod's (frontend, internal balancer, backend, prod's
@@ -411,7 +397,7 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
         "veeps down for {} ms of answers so far",
         load.t0.elapsed().as_millis() - killed_at
     );
-    assert!(!curl(&format!("{FRONT}/nothing-while-veeps-is-away"), &ca).0);
+    assert!(!get(&format!("{FRONT}/nothing-while-veeps-is-away"), &ca).0);
     up.log = tmp.path().join("up-after-kill.log");
     up.child = Some(start(&up.log));
     wait_until("veeps up after kill -9", 180, || {
@@ -468,7 +454,7 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     child.kill().unwrap();
     child.wait().unwrap();
     let next = tmp.path().join("veeps-next");
-    std::fs::copy(BIN, &next).unwrap();
+    std::fs::copy(bin(), &next).unwrap();
     up.log = tmp.path().join("up-upgraded.log");
     up.child = Some(start_with(&next, &up.log));
     wait_until("veeps up as another build", 180, || {
@@ -564,9 +550,6 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     for env in ["mgmt", "stage", "prod"] {
         assert!(l.contains(&format!("[{env}] up to date")), "{l}");
     }
-    assert_eq!(
-        curl(&format!("{FRONT}/service/db"), &ca),
-        (true, "2".into())
-    );
+    assert_eq!(get(&format!("{FRONT}/service/db"), &ca), (true, "2".into()));
     up.interrupt();
 }

@@ -2,14 +2,13 @@
 //! scaling group instances, driven through `veeps apply`. Needs root; each test uses its
 //! own address range and host ports.
 
-mod common;
-use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use veeps_testkit::*;
 
 /// The target app: / answers "VERSION INSTANCE", /health (500 once /sick was asked),
 /// /slow/SECS, /headers (the X-Forwarded-* it got), /ws (a WebSocket-style upgrade that
@@ -120,20 +119,7 @@ resource "target_group" "{name}" {{
 fn base(octet: u8) -> String {
     format!(
         r#"
-resource "vpc" "v" {{
-  name       = "l{octet}"
-  cidr_block = "10.{octet}.0.0/18"
-}}
-resource "subnet" "pub" {{
-  vpc_id     = vpc.v.id
-  cidr_block = "10.{octet}.0.0/24"
-  tier       = "public"
-}}
-resource "subnet" "app" {{
-  vpc_id     = vpc.v.id
-  cidr_block = "10.{octet}.16.0/24"
-  tier       = "private-app"
-}}
+{vpc}
 resource "security_group" "lb" {{
   vpc_id = vpc.v.id
   ingress {{
@@ -165,7 +151,13 @@ resource "image" "app" {{
   source     = "app"
   entrypoint = ["python3", "app.py"]
 }}
-"#
+"#,
+        vpc = vpc(
+            &format!("l{octet}"),
+            octet,
+            18,
+            &[("pub", 0, "public"), ("app", 16, "private-app")]
+        )
     )
 }
 
@@ -202,15 +194,6 @@ fn get(port: u16, path: &str, extra: &str) -> (u16, String) {
         port,
         &format!("GET {path} HTTP/1.1\r\nHost: shop.l.test\r\n{extra}Connection: close\r\n\r\n"),
     )
-}
-
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "10"])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn healthy_targets(v: &Veeps) -> usize {
@@ -624,7 +607,7 @@ resource "listener" "internal" {{
         .and_then(|l| l.split('"').nth(1))
         .unwrap()
         .to_string();
-    let from_host = curl(&[&format!("http://{addr}/")]);
+    let from_host = curl(&[&format!("http://{addr}/")]).1;
     assert!(
         !from_host.contains("internal"),
         "the host reached the internal balancer at {addr}"

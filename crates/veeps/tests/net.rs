@@ -1,12 +1,11 @@
 //! Networking on the real kernel: namespaces, veth, bridges and nftables, driven through
 //! `veeps apply`. Needs root (CI runs as root); each test uses its own address ranges.
 
-mod common;
-use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
+use veeps_testkit::*;
 
 const PORTS: [u16; 5] = [22, 80, 5432, 6000, 8080];
 

@@ -1,12 +1,11 @@
 //! Metrics, logs, alarms and notifications through a real server.
 
-mod common;
-use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use veeps_testkit::*;
 
 fn token(v: &Veeps) -> String {
     std::fs::read_to_string(v.data.join("root.token"))

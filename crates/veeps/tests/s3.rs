@@ -1,9 +1,8 @@
 //! The S3 API through a real S3 client: the AWS CLI against a real server.
 
-mod common;
-use common::*;
 use std::process::{Command, Output};
 use std::time::Duration;
+use veeps_testkit::*;
 
 struct Aws {
     endpoint: String,
@@ -519,17 +518,6 @@ fn boto3_works_against_veeps() {
         String::from_utf8_lossy(&out.stderr),
         v.log()
     );
-}
-
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--noproxy", "*", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 #[test]

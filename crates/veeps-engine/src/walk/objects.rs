@@ -244,3 +244,147 @@ pub(crate) fn mask_value(v: &Value) -> Value {
         Value::Object([("$sensitive".to_string(), Value::Bool(true))].into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Plan diffs, data-driven: prior state and configuration in, what apply would do out.
+    //! `UPDATE_EXPECT=1 cargo test -p veeps-engine objects` rewrites them after a
+    //! deliberate change.
+    use super::*;
+    use expect_test::{expect, Expect};
+    use veeps_resource::{AttrSchema, BlockSchema, Nesting};
+
+    fn schema() -> Schema {
+        Schema::new()
+            .attr(AttrSchema::required("name", Type::String))
+            .attr(AttrSchema::optional("size", Type::Number).force_new())
+            .attr(AttrSchema::optional_computed("zone", Type::String))
+            .attr(AttrSchema::computed("id", Type::String))
+            .block(BlockSchema::new(
+                "rule",
+                Nesting::List,
+                Schema::new().attr(AttrSchema::required("port", Type::Number)),
+            ))
+    }
+
+    fn obj(pairs: &[(&str, Value)]) -> Value {
+        Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn rules(ports: &[f64]) -> Value {
+        Value::List(
+            ports
+                .iter()
+                .map(|p| obj(&[("port", Value::Number(*p))]))
+                .collect(),
+        )
+    }
+
+    /// The prior state every case starts from.
+    fn prior() -> Value {
+        obj(&[
+            ("name", Value::string("web")),
+            ("size", Value::Number(2.0)),
+            ("zone", Value::string("a")),
+            ("id", Value::string("i-1")),
+            ("rule", rules(&[80.0])),
+        ])
+    }
+
+    fn check(config: Value, ignore: &[&str], want: Expect) {
+        let lifecycle = Lifecycle {
+            ignore_changes: ignore.iter().map(|s| s.to_string()).collect(),
+            ..Lifecycle::default()
+        };
+        let (applied, changed, forces) = diff(&schema(), &lifecycle, &prior(), &config);
+        want.assert_eq(&format!(
+            "changed={changed} replace={forces:?}\napply {applied}"
+        ));
+    }
+
+    fn config(name: &str, size: f64, zone: Value, ports: &[f64]) -> Value {
+        obj(&[
+            ("name", Value::string(name)),
+            ("size", Value::Number(size)),
+            ("zone", zone),
+            ("rule", rules(ports)),
+        ])
+    }
+
+    #[test]
+    fn nothing_changes_when_configuration_matches_state() {
+        check(
+            config("web", 2.0, Value::string("a"), &[80.0]),
+            &[],
+            expect![[r#"
+                changed=false replace=[]
+                apply {name = "web", rule = [{port = 80}], size = 2, zone = "a"}"#]],
+        );
+    }
+
+    #[test]
+    fn an_unset_optional_computed_attribute_keeps_its_prior_value() {
+        check(
+            config("web", 2.0, Value::Null, &[80.0]),
+            &[],
+            expect![[r#"
+            changed=false replace=[]
+            apply {name = "web", rule = [{port = 80}], size = 2, zone = "a"}"#]],
+        );
+    }
+
+    #[test]
+    fn in_place_and_forcing_changes() {
+        check(
+            config("api", 2.0, Value::string("a"), &[80.0]),
+            &[],
+            expect![[r#"
+                changed=true replace=[]
+                apply {name = "api", rule = [{port = 80}], size = 2, zone = "a"}"#]],
+        );
+        check(
+            config("web", 3.0, Value::string("a"), &[80.0]),
+            &[],
+            expect![[r#"
+                changed=true replace=["size"]
+                apply {name = "web", rule = [{port = 80}], size = 3, zone = "a"}"#]],
+        );
+        check(
+            config("web", 2.0, Value::string("a"), &[80.0, 443.0]),
+            &[],
+            expect![[r#"
+                changed=true replace=[]
+                apply {name = "web", rule = [{port = 80}, {port = 443}], size = 2, zone = "a"}"#]],
+        );
+        check(
+            config("web", 2.0, Value::Unknown, &[80.0]),
+            &[],
+            expect![[r#"
+                changed=true replace=[]
+                apply {name = "web", rule = [{port = 80}], size = 2, zone = (known after apply)}"#]],
+        );
+    }
+
+    #[test]
+    fn ignored_changes_take_the_prior_value() {
+        check(
+            config("api", 3.0, Value::string("a"), &[80.0]),
+            &["size"],
+            expect![[r#"
+                changed=true replace=[]
+                apply {name = "api", rule = [{port = 80}], size = 2, zone = "a"}"#]],
+        );
+        check(
+            config("api", 3.0, Value::string("b"), &[443.0]),
+            &["*"],
+            expect![[r#"
+                changed=false replace=[]
+                apply {name = "web", rule = [{port = 80}], size = 2, zone = "a"}"#]],
+        );
+    }
+}

@@ -1,11 +1,33 @@
-#![allow(dead_code)]
-//! The test harness: a real `veeps server` on a free port in a temporary data directory.
+//! What veeps' scenario tests share: a real `veeps server` on a free port in a temporary data
+//! directory ([`Veeps`]), [`wait_until`] a condition holds, [`curl`], and the network
+//! fixture most scenarios start from ([`vpc`]).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_veeps");
+/// The `veeps` binary under test: `VEEPS_BIN`, or the one cargo built beside the test
+/// executable (`target/debug/veeps` for `target/debug/deps/TEST-HASH`).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(b) = std::env::var_os("VEEPS_BIN") {
+            return b.to_string_lossy().into_owned();
+        }
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target/PROFILE");
+        let b = dir.join("veeps");
+        assert!(
+            b.exists(),
+            "no veeps binary at {} (build it: cargo build -p veeps)",
+            b.display()
+        );
+        b.to_string_lossy().into_owned()
+    })
+}
 
 pub struct Veeps {
     child: Option<Child>,
@@ -98,7 +120,7 @@ impl Veeps {
                 .collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
             wrap: wrap.iter().map(|a| a.to_string()).collect(),
-            bin: PathBuf::from(BIN),
+            bin: PathBuf::from(bin()),
         };
         prepare(v._tmp.path());
         v.boot();
@@ -209,7 +231,7 @@ impl Veeps {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.args(args)
             .current_dir(&self.work)
             .env("VEEPS_ADDR", format!("http://127.0.0.1:{}", self.port))
@@ -274,7 +296,7 @@ impl Veeps {
             env: vec![],
             args: vec![],
             wrap: vec![],
-            bin: PathBuf::from(BIN),
+            bin: PathBuf::from(bin()),
         };
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -285,7 +307,7 @@ impl Veeps {
             .args([
                 "--bounding-set=-net_admin",
                 "--inh-caps=-net_admin",
-                BIN,
+                bin(),
                 "server",
                 "--listen",
                 &format!("127.0.0.1:{}", v.port),
@@ -324,7 +346,7 @@ impl Veeps {
         let copy = self
             .work
             .join(format!("veeps-build-{}", std::process::id()));
-        std::fs::copy(BIN, &copy).unwrap();
+        std::fs::copy(bin(), &copy).unwrap();
         self.bin = copy;
     }
 
@@ -413,4 +435,41 @@ pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Runs `curl -s` with `args` (no proxy, 10 s at most): the status code (0 when there was no
+/// answer) and the body.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--noproxy",
+            "*",
+            "-m",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// `resource "vpc" "v"` named `name` with range `10.OCTET.0.0/PREFIX`, and one subnet per
+/// `(resource name, third octet, tier)`: `10.OCTET.THIRD.0/24`.
+pub fn vpc(name: &str, octet: u8, prefix: u8, subnets: &[(&str, u8, &str)]) -> String {
+    let mut s = format!(
+        "resource \"vpc\" \"v\" {{\n  name       = \"{name}\"\n  cidr_block = \"10.{octet}.0.0/{prefix}\"\n}}\n"
+    );
+    for (res, third, tier) in subnets {
+        s.push_str(&format!(
+            "resource \"subnet\" \"{res}\" {{\n  vpc_id     = vpc.v.id\n  cidr_block = \"10.{octet}.{third}.0/24\"\n  tier       = \"{tier}\"\n}}\n"
+        ));
+    }
+    s
 }

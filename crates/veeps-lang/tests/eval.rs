@@ -1,0 +1,134 @@
+//! Expressions and functions, data-driven: each case is an expression and what it evaluates
+//! to (or the error it gives). `UPDATE_EXPECT=1 cargo test -p veeps-lang --test eval`
+//! rewrites the expectations after a deliberate change.
+
+use expect_test::{expect, Expect};
+use std::sync::Arc;
+use veeps_lang::config::{load_config, Bundle};
+use veeps_lang::eval::{eval, EmptyScope};
+
+/// Evaluates `expr` as `locals { x = EXPR }` with no references in scope.
+fn check(expr: &str, want: Expect) {
+    let bundle = Bundle {
+        root: ".".into(),
+        files: [(
+            "main.tf".to_string(),
+            format!("locals {{\n  x = {expr}\n}}\n"),
+        )]
+        .into(),
+    };
+    let got = match load_config(Arc::new(bundle)) {
+        Err(d) => format!("parse error: {d}"),
+        Ok(c) => {
+            let x = &c.modules.values().next().unwrap().locals["x"];
+            match eval(&x.expr, &EmptyScope) {
+                Ok(v) => v.to_string(),
+                Err(d) => format!("error: {}", d.summary),
+            }
+        }
+    };
+    want.assert_eq(&got);
+}
+
+#[test]
+fn arithmetic_and_logic() {
+    check("1 + 2 * 3", expect!["7"]);
+    check("7 % 3", expect!["1"]);
+    check("-5 / 2", expect!["-2.5"]);
+    check("true && !false", expect!["true"]);
+    check("1 < 2 ? \"yes\" : \"no\"", expect![[r#""yes""#]]);
+    check("\"a\" == \"a\"", expect!["true"]);
+}
+
+#[test]
+fn collections_and_for_expressions() {
+    check("[for n in [1, 2, 3] : n * 2]", expect!["[2, 4, 6]"]);
+    check(
+        "{for k, v in {a = 1, b = 2} : k => v + 1}",
+        expect!["{a = 2, b = 3}"],
+    );
+    check(
+        "[for n in [1, 2, 3, 4] : n if n % 2 == 0]",
+        expect!["[2, 4]"],
+    );
+    check("[{a = 1}, {a = 2}][*].a", expect!["[1, 2]"]);
+    check("{a = [1, 2]}.a[1]", expect!["2"]);
+}
+
+#[test]
+fn templates() {
+    check(r#""x=${1 + 1}""#, expect![[r#""x=2""#]]);
+    check(
+        r#""%{for s in ["a", "b"]}${s};%{endfor}""#,
+        expect![[r#""a;b;""#]],
+    );
+    check(r#""%{if true}yes%{else}no%{endif}""#, expect![[r#""yes""#]]);
+}
+
+#[test]
+fn string_functions() {
+    check(r#"upper("abc")"#, expect![[r#""ABC""#]]);
+    check(r#"title("hello world")"#, expect![[r#""Hello World""#]]);
+    check(r#"format("%s-%03d", "web", 7)"#, expect![[r#""web-007""#]]);
+    check(r#"join(",", ["a", "b"])"#, expect![[r#""a,b""#]]);
+    check(r#"split(",", "a,b")"#, expect![[r#"["a", "b"]"#]]);
+    check(r#"substr("hello", 1, 3)"#, expect![[r#""ell""#]]);
+    check(r#"trimprefix("v1.2", "v")"#, expect![[r#""1.2""#]]);
+    check(r#"replace("a-b-c", "-", "_")"#, expect![[r#""a_b_c""#]]);
+}
+
+#[test]
+fn collection_functions() {
+    check("length([1, 2, 3])", expect!["3"]);
+    check("concat([1], [2, 3])", expect!["[1, 2, 3]"]);
+    check("flatten([[1], [2, [3]]])", expect!["[1, 2, 3]"]);
+    check("distinct([1, 1, 2])", expect!["[1, 2]"]);
+    check(r#"lookup({a = 1}, "b", 0)"#, expect!["0"]);
+    check(r#"merge({a = 1}, {b = 2})"#, expect!["{a = 1, b = 2}"]);
+    check(r#"keys({b = 1, a = 2})"#, expect![[r#"["a", "b"]"#]]);
+    check("range(3)", expect!["[0, 1, 2]"]);
+    check(r#"zipmap(["a", "b"], [1, 2])"#, expect!["{a = 1, b = 2}"]);
+    check(r#"coalesce("", "x")"#, expect![[r#""x""#]]);
+    check("element([1, 2, 3], 4)", expect!["2"]);
+}
+
+#[test]
+fn numbers_encoding_and_networks() {
+    check("max(1, 5, 3)", expect!["5"]);
+    check("ceil(1.2)", expect!["2"]);
+    check(
+        r#"jsonencode({a = [1, true]})"#,
+        expect![[r#""{\"a\":[1,true]}""#]],
+    );
+    check(r#"base64encode("hi")"#, expect![[r#""aGk=""#]]);
+    check(
+        r#"cidrsubnet("10.0.0.0/16", 8, 2)"#,
+        expect![[r#""10.0.2.0/24""#]],
+    );
+    check(r#"cidrhost("10.0.1.0/24", 5)"#, expect![[r#""10.0.1.5""#]]);
+    check(
+        r#"cidrsubnets("10.0.0.0/16", 4, 4, 8)"#,
+        expect![[r#"["10.0.0.0/20", "10.0.16.0/20", "10.0.32.0/24"]"#]],
+    );
+}
+
+#[test]
+fn errors_name_the_function_and_what_to_do() {
+    check(
+        "lenght([1])",
+        expect![[r#"error: call to unknown function "lenght". Did you mean "length"?"#]],
+    );
+    check(
+        "upper(1, 2)",
+        expect!["error: upper(): expects 1 argument, got 2"],
+    );
+    check(
+        r#"cidrsubnet("10.0.0.0/30", 8, 0)"#,
+        expect!["error: cidrsubnet(): cannot extend prefix /30 by 8 bits"],
+    );
+    check(
+        r#"try(upper(1, 2), "fallback")"#,
+        expect![[r#""fallback""#]],
+    );
+    check(r#"can(cidrhost("x", 1))"#, expect!["false"]);
+}
