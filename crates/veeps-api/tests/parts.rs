@@ -1,15 +1,74 @@
 //! Adding a part: one crate implementing `Part`, one line in the server's list (here, the
 //! list's extension point). Its resource types, services and routes are then the server's,
-//! behind the API's authentication.
+//! behind the API's authentication. A resource type is a `Config` and a `State` struct, a
+//! `Typed` impl, and one `register` line.
 
 use axum::body::Body;
 use hyper::Request;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use veeps_api::server::{open_with, router, ExtraParts, ServerOptions};
-use veeps_resource::{Part, Registry};
+use veeps_lang::{Type, Value};
+use veeps_resource::{
+    check_schema, AttrSchema, Ctx, Observed, Part, Registry, ResourceError, Schema, Typed,
+};
 
-/// A trivial part: one route.
+/// A trivial part: one route and one resource type.
 struct Hello;
+
+/// `greeting`: a resource type whose state is computed from its configuration.
+struct Greeting(Schema);
+
+#[derive(Clone, Serialize, Deserialize)]
+struct GreetingConfig {
+    name: String,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct GreetingState {
+    #[serde(flatten)]
+    config: GreetingConfig,
+    text: String,
+}
+
+#[async_trait::async_trait]
+impl Typed for Greeting {
+    type Config = GreetingConfig;
+    type State = GreetingState;
+    const TYPE: &'static str = "greeting";
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    async fn ensure(
+        &self,
+        _ctx: &Ctx,
+        _prior: Option<&GreetingState>,
+        c: &GreetingConfig,
+    ) -> Result<GreetingState, ResourceError> {
+        Ok(GreetingState {
+            config: c.clone(),
+            text: format!("hello, {}", c.name),
+        })
+    }
+    async fn read(
+        &self,
+        _ctx: &Ctx,
+        _s: &GreetingState,
+    ) -> Result<Observed<GreetingState>, ResourceError> {
+        Ok(Observed::NotObservable)
+    }
+    async fn delete(&self, _ctx: &Ctx, _s: &GreetingState) -> Result<(), ResourceError> {
+        Ok(())
+    }
+}
+
+fn greeting() -> Greeting {
+    Greeting(
+        Schema::new()
+            .attr(AttrSchema::required("name", Type::String))
+            .attr(AttrSchema::computed("text", Type::String)),
+    )
+}
 
 impl Part for Hello {
     fn name(&self) -> &'static str {
@@ -18,7 +77,9 @@ impl Part for Hello {
     fn after(&self) -> &'static [&'static str] {
         &["obs"]
     }
-    fn register(&self, _r: &mut Registry) {}
+    fn register(&self, r: &mut Registry) {
+        r.register(greeting());
+    }
     fn routes(&self) -> Option<axum::Router> {
         Some(axum::Router::new().route("/v1/hello", axum::routing::get(|| async { "hello" })))
     }
@@ -58,6 +119,21 @@ async fn a_new_part_is_one_line_and_its_routes_sit_behind_the_api_token() {
         names.iter().position(|n| *n == "hello") > names.iter().position(|n| *n == "obs"),
         "{names:?}"
     );
+    // Its type is the engine's, typed end to end: a misspelt attribute fails here.
+    check_schema(&greeting()).unwrap();
+    let rt = state.engine.registry.resource("greeting").unwrap().clone();
+    let ctx = Ctx {
+        env: "e".into(),
+        address: "greeting.x".into(),
+        data_dir: d.path().to_path_buf(),
+        services: Default::default(),
+    };
+    let config = Value::Object([("name".to_string(), Value::string("veeps"))].into());
+    let created = rt.create(&ctx, &config).await.unwrap();
+    assert_eq!(created.get("text"), Some(&Value::string("hello, veeps")));
+    let bad = Value::Object([("name".to_string(), Value::Number(1.0))].into());
+    let e = rt.create(&ctx, &bad).await.unwrap_err().to_string();
+    assert!(e.contains("greeting.name"), "{e}");
     let token = std::fs::read_to_string(d.path().join("root.token")).unwrap();
     let app = router(state);
     assert_eq!(call(&app, Some(token.trim())).await, (200, "hello".into()));
