@@ -27,32 +27,121 @@ pub const SPOOL_LIMIT: u64 = 16 * 1024 * 1024;
 pub const EXIT: &str = "exit";
 const STATUS: &str = "status";
 
-/// Runs `veeps shim [--init] DIR PROGRAM [ARGS...]`; returns the exit code.
+/// What `veeps shim` is told besides its directory and program.
+#[derive(Debug, Default, Clone)]
+struct Options {
+    /// Run as the instance's init (inside its PID namespace).
+    init: bool,
+    /// The application's user and group (`--as UID:GID`); the shim and init stay root.
+    ids: Option<veeps_sys::confine::Ids>,
+    /// The instance's host name (`--hostname NAME`).
+    hostname: Option<String>,
+    /// Run the application under the instances' system-call filter (`--seccomp`).
+    seccomp: bool,
+}
+
+impl Options {
+    fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![];
+        if let Some(ids) = self.ids {
+            a.push("--as".into());
+            a.push(format!("{}:{}", ids.uid, ids.gid).into());
+        }
+        if let Some(h) = &self.hostname {
+            a.push("--hostname".into());
+            a.push(h.into());
+        }
+        if self.seccomp {
+            a.push("--seccomp".into());
+        }
+        a
+    }
+}
+
+const USAGE: &str = "usage: veeps shim [--init] [--as UID:GID] [--hostname NAME] [--seccomp] DIR PROGRAM [ARGS...] (started by veeps for each instance)";
+
+/// Runs `veeps shim [--init] [--as UID:GID] [--hostname NAME] [--seccomp] DIR PROGRAM
+/// [ARGS...]`;
+/// returns the exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut it = args.into_iter().peekable();
-    let init = it.peek().is_some_and(|a| a == "--init");
-    if init {
+    let mut o = Options::default();
+    while let Some(a) = it.peek().and_then(|a| a.to_str()).map(String::from) {
+        match a.as_str() {
+            "--init" => o.init = true,
+            "--seccomp" => o.seccomp = true,
+            "--as" => {
+                it.next();
+                let ids = it.peek().and_then(|v| v.to_str()).and_then(|v| {
+                    let (u, g) = v.split_once(':')?;
+                    Some(veeps_sys::confine::Ids {
+                        uid: u.parse().ok()?,
+                        gid: g.parse().ok()?,
+                    })
+                });
+                match ids {
+                    Some(ids) => o.ids = Some(ids),
+                    None => {
+                        eprintln!("{USAGE}");
+                        return 2;
+                    }
+                }
+            }
+            "--hostname" => {
+                it.next();
+                o.hostname = it.peek().map(|h| h.to_string_lossy().into_owned());
+            }
+            _ => break,
+        }
         it.next();
     }
     let (Some(dir), Some(program)) = (it.next(), it.next()) else {
-        eprintln!(
-            "usage: veeps shim [--init] DIR PROGRAM [ARGS...] (started by veeps for each instance)"
-        );
+        eprintln!("{USAGE}");
         return 2;
     };
     let rest: Vec<OsString> = it.collect();
     let dir = PathBuf::from(dir);
-    if init {
-        run_init(&dir, program, rest)
+    if o.init {
+        run_init(&dir, &o, program, rest)
     } else {
-        supervise(&dir, program, rest)
+        supervise(&dir, &o, program, rest)
     }
 }
 
-/// The first process of the namespace: the application's parent.
-fn run_init(dir: &Path, program: OsString, args: Vec<OsString>) -> i32 {
+/// The first process of the namespace: the application's parent. With `--as` (veeps runs
+/// as root), it mounts the namespace's own `/proc` and names the host first, and the
+/// application drops to its user; with `--seccomp` it runs under the instances' system-call
+/// filter.
+fn run_init(dir: &Path, o: &Options, program: OsString, args: Vec<OsString>) -> i32 {
+    let fail = |what: String| {
+        eprintln!("veeps: {what}");
+        let _ = write_atomic(&dir.join(STATUS), &format!("could not start: {what}"));
+        127
+    };
+    if std::process::id() == 1 {
+        if let Err(e) = veeps_sys::confine::mount_proc() {
+            // Without privileges (a user namespace), /proc stays the one it was given.
+            if o.ids.is_some() {
+                return fail(format!("cannot mount the instance's /proc: {e}"));
+            }
+        }
+        if let Some(h) = &o.hostname {
+            if let Err(e) = veeps_sys::confine::set_hostname(h) {
+                if o.ids.is_some() {
+                    return fail(format!("cannot set the host name: {e}"));
+                }
+            }
+        }
+    }
     let mut cmd = Command::new(&program);
     cmd.args(args);
+    if o.ids.is_some() || o.seccomp {
+        veeps_sys::confine::drop_privileges(
+            &mut cmd,
+            o.ids,
+            Arc::new(veeps_sys::seccomp::Filter::instances()),
+        );
+    }
     let (status, code) = match veeps_sys::init::run(cmd) {
         Ok(st) => {
             use std::os::unix::process::ExitStatusExt;
@@ -84,7 +173,7 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// The supervisor: starts the init process with its output piped here, spools the
 /// output, and records the end.
-fn supervise(dir: &Path, program: OsString, args: Vec<OsString>) -> i32 {
+fn supervise(dir: &Path, o: &Options, program: OsString, args: Vec<OsString>) -> i32 {
     // Termination signals are for the application (the init process relays them); the shim
     // ends when the application has.
     veeps_sys::init::hold_termination();
@@ -102,6 +191,7 @@ fn supervise(dir: &Path, program: OsString, args: Vec<OsString>) -> i32 {
     let mut child = match Command::new("/proc/self/exe")
         .arg("shim")
         .arg("--init")
+        .args(o.args())
         .arg(dir)
         .arg(&program)
         .args(args)

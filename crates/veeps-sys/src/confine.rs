@@ -106,6 +106,9 @@ pub struct Confine {
     /// Its children start in a PID namespace of their own (the first is its PID 1): they
     /// see only each other, and all die with that first child. Needs root or `user_ns`.
     pub new_pidns: bool,
+    /// In IPC and UTS namespaces of its own: no shared memory or message queues with
+    /// anyone else, and a host name of its own. Needs root or `user_ns`.
+    pub new_ipc_uts: bool,
 }
 
 /// A bind mount inside the process's own mount namespace.
@@ -143,6 +146,7 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
         .collect::<Result<_, _>>()?;
     let new_netns = c.new_netns;
     let (session, no_new_privs, new_pidns) = (c.session, c.no_new_privs, c.new_pidns);
+    let new_ipc_uts = c.new_ipc_uts;
     let ids = c.ids;
     let binds: Vec<(CString, CString, bool)> = c
         .binds
@@ -217,6 +221,9 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
                 }
             }
             if new_pidns && libc::unshare(libc::CLONE_NEWPID) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if new_ipc_uts && libc::unshare(libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if !binds.is_empty() || !hide.is_empty() {
@@ -314,6 +321,87 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
             }
             Ok(())
         });
+    }
+    Ok(())
+}
+
+/// Makes `cmd` drop to `ids` just before `exec`, for good: every capability (the bounding
+/// set too), supplementary groups; then `no_new_privs` and `filter`. For a process started
+/// by root (an instance's init starting its application); with `ids` `None`, only
+/// `no_new_privs` and the filter.
+pub fn drop_privileges(
+    cmd: &mut std::process::Command,
+    ids: Option<Ids>,
+    filter: std::sync::Arc<crate::seccomp::Filter>,
+) {
+    // SAFETY: the closure runs between fork and exec and only makes system calls (prctl,
+    // setgroups, setgid, setuid) on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let Some(ids) = ids else {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                return filter.install();
+            };
+            // Bounding set first: CAP_SETPCAP is still ours. Capabilities this kernel does
+            // not know end the loop.
+            for cap in 0..64 {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::EINVAL) {
+                        break;
+                    }
+                    return Err(e);
+                }
+            }
+            if libc::setgroups(0, std::ptr::null()) < 0
+                || libc::setgid(ids.gid) < 0
+                || libc::setuid(ids.uid) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Leaving uid 0 cleared the permitted, effective and ambient sets; make sure.
+            if libc::getuid() == 0 || libc::geteuid() == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            filter.install()
+        });
+    }
+}
+
+/// Mounts a fresh `/proc` for the calling process's PID namespace (it must be that
+/// namespace's first process, in a mount namespace of its own): the processes of the
+/// namespace are all `/proc` shows.
+pub fn mount_proc() -> std::io::Result<()> {
+    let proc_ = CString::new("proc").expect("no NUL");
+    let target = CString::new("/proc").expect("no NUL");
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::mount(
+            proc_.as_ptr(),
+            target.as_ptr(),
+            proc_.as_ptr(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the host name (of the calling process's UTS namespace).
+pub fn set_hostname(name: &str) -> std::io::Result<()> {
+    // SAFETY: sethostname(2) reads `name.len()` bytes of `name`.
+    let r = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! - [`cgroup`]: limits and statistics through cgroups v1 or v2;
 //! - [`garp`]: announcing an address that moved to a new interface;
 //! - [`init`]: the first process of a PID namespace (forwards signals, reaps orphans);
+//! - [`seccomp`]: the system-call filter instances run under;
 //! - [`proc`]: signals and identities; [`now_ms`].
 
 pub mod cgroup;
@@ -18,6 +19,7 @@ pub mod garp;
 pub mod init;
 pub mod netns;
 pub mod proc;
+pub mod seccomp;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {

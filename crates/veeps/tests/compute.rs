@@ -605,3 +605,116 @@ resource "autoscaling_group" "probe" {{
     assert!(!home_line.contains(&data), "{home_line}");
     v.ok(&["destroy", "env", "--auto-approve"]);
 }
+
+/// What an instance finds out about its confinement, printed as `key=value` lines.
+const ISOLATION_PROBE: &str = r#"
+import ctypes, os, socket, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+def errno_of(r):
+    return 0 if r == 0 else ctypes.get_errno()
+me = os.environ["MARKER"]
+other = "b" if me == "a" else "a"
+procs = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+seen = 0
+for p in procs:
+    try:
+        if ("MARKER=" + other).encode() in open(f"/proc/{p}/environ", "rb").read():
+            seen += 1
+    except OSError:
+        pass
+status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+try:
+    os.kill(1, 0)
+    kill1 = 0
+except OSError as e:
+    kill1 = e.errno
+t = threading.Thread(target=lambda: None); t.start(); t.join()
+print(f"report uid={os.getuid()} procs={len(procs)} foreign={seen} "
+      f"capeff={status['CapEff'].strip()} capbnd={status['CapBnd'].strip()} "
+      f"nnp={status['NoNewPrivs'].strip()} seccomp={status['Seccomp'].strip()} "
+      f"host={socket.gethostname()} "
+      f"mount={errno_of(libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))} "
+      f"unshare={errno_of(libc.unshare(0x10000000))} "
+      f"ptrace={errno_of(libc.ptrace(16, 1, 0, 0))} kill1={kill1} thread=ok", flush=True)
+time.sleep(3600)
+"#;
+
+/// Issue "Security baseline", isolated instances: each group's instances run as a user of
+/// their own, see only their own processes, cannot signal, trace or read another
+/// instance, hold no capability, and the system calls that would break out are refused.
+#[test]
+fn instances_are_isolated_from_each_other_and_from_the_host() {
+    let v = start();
+    v.write("probe/probe.py", ISOLATION_PROBE);
+    let mut hcl = vpc("iso", 78, 16, &[("a", 1, "private-app")]);
+    hcl.push_str(
+        r#"
+resource "image" "probe" {
+  name       = "probe"
+  source     = "probe"
+  entrypoint = ["python3", "probe.py"]
+}
+"#,
+    );
+    for g in ["a", "b"] {
+        hcl.push_str(&format!(
+            r#"
+resource "launch_template" "{g}" {{
+  name        = "{g}"
+  image_id    = image.probe.id
+  environment = {{ MARKER = "{g}" }}
+}}
+resource "autoscaling_group" "{g}" {{
+  name            = "probe-{g}"
+  launch_template = launch_template.{g}.id
+  subnets         = [subnet.a.id]
+  min_size        = 1
+  max_size        = 1
+}}
+"#
+        ));
+    }
+    v.write("env/main.hcl", &hcl);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let report = |g: &str| -> String {
+        let mut line = String::new();
+        wait_until(&format!("probe-{g}'s report"), 60, || {
+            let logs = v.ok(&["logs", "env", &format!("probe-{g}")]);
+            match logs.lines().find(|l| l.contains("report uid=")) {
+                Some(l) => {
+                    line = l.to_string();
+                    true
+                }
+                None => false,
+            }
+        });
+        line
+    };
+    let field = |line: &str, k: &str| -> String {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+            .to_string()
+    };
+    let (a, b) = (report("a"), report("b"));
+    let (uid_a, uid_b) = (field(&a, "uid"), field(&b, "uid"));
+    assert_ne!(uid_a, uid_b, "two groups share a user:\n{a}\n{b}");
+    for line in [&a, &b] {
+        let uid: u32 = field(line, "uid").parse().unwrap();
+        assert!(uid >= 200_000, "{line}");
+        // Its init and itself: nothing of the host or of the other instance.
+        assert!(field(line, "procs").parse::<u32>().unwrap() <= 3, "{line}");
+        assert_eq!(field(line, "foreign"), "0", "{line}");
+        assert_eq!(field(line, "capeff"), "0000000000000000", "{line}");
+        assert_eq!(field(line, "capbnd"), "0000000000000000", "{line}");
+        assert_eq!(field(line, "nnp"), "1", "{line}");
+        assert_eq!(field(line, "seccomp"), "2", "{line}");
+        assert!(field(line, "host").starts_with("i-"), "{line}");
+        // EPERM from the filter (or the missing capability).
+        for k in ["mount", "unshare", "ptrace", "kill1"] {
+            assert_eq!(field(line, k), "1", "{k}: {line}");
+        }
+        assert_eq!(field(line, "thread"), "ok", "{line}");
+    }
+    v.ok(&["destroy", "env", "--auto-approve"]);
+}

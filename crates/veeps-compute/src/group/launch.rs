@@ -18,7 +18,10 @@ impl Compute {
         template: &Template,
         cause: String,
     ) -> Result<Instance, ComputeError> {
-        let spec = g.rec.lock().unwrap_or_else(|p| p.into_inner()).spec.clone();
+        let (spec, ids) = {
+            let r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+            (r.spec.clone(), self.instance_ids(&r))
+        };
         let image = self.images.get(&template.image_id).ok_or_else(|| {
             ComputeError::Invalid(format!("image {} is missing", template.image_id))
         })?;
@@ -63,7 +66,7 @@ impl Compute {
             }
         };
         inst.address = ep.address.to_string();
-        match self.spawn(&spec, template, &image, &inst, &ep).await {
+        match self.spawn(&spec, template, &image, &inst, &ep, ids).await {
             Ok((pid, started)) => {
                 let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(i) = r.instances.iter_mut().find(|i| i.id == iid) {
@@ -105,6 +108,7 @@ impl Compute {
         image: &crate::image::Image,
         inst: &Instance,
         ep: &veeps_net::Endpoint,
+        ids: Option<Ids>,
     ) -> Result<(u32, u64), ComputeError> {
         let data = self.instance_dir(&inst.id);
         std::fs::create_dir_all(data.join("tmp"))?;
@@ -114,9 +118,10 @@ impl Compute {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&shim_dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        if let Some(ids) = self.ids {
+        // The instance's directory is its user's; the shim's (spool, exit) is root's, out of
+        // the instance's reach.
+        if let Some(ids) = ids {
             sandbox::chown_tree(&data, ids)?;
-            sandbox::chown_tree(&shim_dir, ids)?;
         }
         let image_root = self.images.root(&image.id);
         // With privileges, the image and the private directory are bind-mounted in a
@@ -202,7 +207,15 @@ impl Compute {
             )));
         }
         let mut cmd = std::process::Command::new(&shim_exe);
-        cmd.arg("shim")
+        cmd.arg("shim");
+        if let Some(ids) = ids {
+            // The shim and the instance's init stay root (to mount its /proc and keep the
+            // shim's files); the application drops to the group's user.
+            cmd.arg("--as").arg(format!("{}:{}", ids.uid, ids.gid));
+        }
+        cmd.arg("--hostname")
+            .arg(&inst.id)
+            .arg("--seccomp")
             .arg(&shim_at)
             .arg(&program)
             .args(&image.entrypoint[1..])
@@ -236,7 +249,7 @@ impl Compute {
                 netns: Some(ep.netns.clone()).filter(|n| !n.is_empty()),
                 new_netns: false,
                 cgroup_procs: cg.procs_files(),
-                ids: self.ids,
+                ids: None,
                 chdir: (self.ids.is_some() || userns).then(|| image_at.clone()),
                 binds,
                 user_ns: userns.then_some(me),
@@ -248,6 +261,7 @@ impl Compute {
                 session: true,
                 no_new_privs: true,
                 new_pidns: self.ids.is_some() || userns,
+                new_ipc_uts: self.ids.is_some() || userns,
             },
         )?;
         let mut child = cmd.spawn().map_err(|e| {

@@ -44,6 +44,10 @@ pub enum ComputeError {
 }
 
 const K_GROUP: &str = "compute/group/";
+const K_NEXT_UID: &str = "compute/next-uid";
+/// The first user id given to a group (above any a distribution gives to people or
+/// services, below what user namespaces usually map).
+pub const FIRST_UID: u32 = 200_000;
 const K_TEMPLATE: &str = "compute/template/";
 const TICK: Duration = Duration::from_millis(250);
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -73,6 +77,7 @@ pub struct Compute {
     pub images: Arc<Images>,
     cgroups: cgroup::Flavor,
     ids: Option<Ids>,
+    uid_lock: Mutex<()>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
     target_health: std::sync::OnceLock<Arc<dyn TargetHealth>>,
     /// The CA certificate instances trust (given to them as `VEEPS_CA_PEM`).
@@ -123,11 +128,42 @@ impl Compute {
             images,
             cgroups,
             ids,
+            uid_lock: Mutex::new(()),
             groups: Mutex::new(HashMap::new()),
             target_health: std::sync::OnceLock::new(),
             ca_pem,
             shim_exe: std::env::current_exe()?,
         }))
+    }
+
+    /// A user id no group has had: the next of a counter kept in the store (from
+    /// [`FIRST_UID`]), so that no group ever inherits another's files.
+    fn allocate_uid(&self) -> Result<u32, ComputeError> {
+        let _g = self.uid_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let next = self
+            .store
+            .kv_get::<u32>(K_NEXT_UID)
+            .map_err(|e| ComputeError::Store(e.to_string()))?
+            .unwrap_or(FIRST_UID);
+        self.store
+            .kv_put(K_NEXT_UID, &(next + 1))
+            .map_err(|e| ComputeError::Store(e.to_string()))?;
+        Ok(next)
+    }
+
+    /// The identity instances of `rec` run as: the group's own user, or none when veeps
+    /// runs without privileges.
+    fn instance_ids(&self, rec: &GroupRecord) -> Option<Ids> {
+        self.ids.map(|shared| {
+            if rec.uid == 0 {
+                shared
+            } else {
+                Ids {
+                    uid: rec.uid,
+                    gid: rec.uid,
+                }
+            }
+        })
     }
 
     fn save(&self, rec: &GroupRecord) {
@@ -195,6 +231,7 @@ impl Compute {
                         instances: vec![],
                         activities: VecDeque::new(),
                         last_scaled_ms: 0,
+                        uid: 0,
                     });
                 let g = self.start(rec);
                 // Instances of a previous run still running are adopted; the rest are
@@ -203,6 +240,10 @@ impl Compute {
                 g
             }
         };
+        if self.ids.is_some() && g.rec.lock().unwrap_or_else(|p| p.into_inner()).uid == 0 {
+            let uid = self.allocate_uid()?;
+            g.rec.lock().unwrap_or_else(|p| p.into_inner()).uid = uid;
+        }
         let old_template = {
             let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
             let old = r.spec.template.clone();

@@ -180,4 +180,8 @@ pub struct GroupRecord {
     /// When scaling last changed `desired` (ms).
     #[serde(default)]
     pub last_scaled_ms: i64,
+    /// The user (and group) id its instances run as: one of their own per group, never
+    /// reused (0 until assigned, or when veeps runs without privileges).
+    #[serde(default)]
+    pub uid: u32,
 }
