@@ -407,6 +407,12 @@ impl Images {
                     ..Default::default()
                 },
             )?;
+            // Under the instances' system-call filter too (after the confinement above).
+            veeps_sys::confine::drop_privileges(
+                cmd.as_std_mut(),
+                None,
+                std::sync::Arc::new(veeps_sys::seccomp::Filter::instances()),
+            );
             let mut child = cmd
                 .spawn()
                 .map_err(|e| fail(format!("cannot run sh: {e}"), log))?;
