@@ -268,6 +268,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         net.clone(),
         obs.clone(),
         ca_pem.clone(),
+        kms.clone(),
     )
     .map_err(dd)?;
     let policies = veeps_compute::policy::Policies::new(compute.clone(), &store);
@@ -432,6 +433,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(prometheus))
         .route("/v1/ca", get(ca_cert))
         .route("/v1/system/down", post(system_down))
+        .route("/v1/kms/{env}/encrypt", post(kms_encrypt))
+        .route("/v1/kms/{env}/decrypt", post(kms_decrypt))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
         .with_state(state.clone())
@@ -1014,6 +1017,46 @@ async fn system_down(State(st): State<AppState>) -> Response {
         Json(serde_json::json!({"stopping": true})),
     )
         .into_response()
+}
+
+/// Most bytes of a secret to encrypt: configuration values, not files.
+const MAX_SECRET: usize = 64 * 1024;
+
+async fn kms_encrypt(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    Json(v): Json<veeps_wire::KmsValue>,
+) -> Response {
+    if let Err(r) = valid_env(&env) {
+        return r;
+    }
+    if v.value.len() > MAX_SECRET {
+        return err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a secret is at most {MAX_SECRET} bytes"),
+        );
+    }
+    match st.engine.kms.encrypt_value(&env, &v.value) {
+        Ok(value) => Json(veeps_wire::KmsValue { value }).into_response(),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn kms_decrypt(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    Json(v): Json<veeps_wire::KmsValue>,
+) -> Response {
+    if let Err(r) = valid_env(&env) {
+        return r;
+    }
+    match st.engine.kms.decrypt_value(&env, v.value.trim()) {
+        Ok(value) => Json(veeps_wire::KmsValue { value }).into_response(),
+        Err(_) => err(
+            StatusCode::BAD_REQUEST,
+            format!("not a kmscrypt:: value of environment {env} (wrong environment, or altered)"),
+        ),
+    }
 }
 
 async fn ca_cert(State(st): State<AppState>) -> Response {

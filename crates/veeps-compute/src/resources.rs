@@ -228,6 +228,11 @@ impl LaunchTemplateType {
                 .attr(AttrSchema::optional("health_check_path", Type::String))
                 .attr(AttrSchema::optional("database_url", Type::String).sensitive())
                 .attr(AttrSchema::optional("internal_lb_url", Type::String))
+                .attr(
+                    AttrSchema::optional("secrets", map_str())
+                        .sensitive()
+                        .describe("environment variables decrypted only when an instance starts: `kmscrypt::` values (`veeps kms encrypt`) or sensitive values"),
+                )
                 .attr(AttrSchema::computed("id", Type::String))
                 .attr(
                     AttrSchema::computed("latest_version", Type::String)
@@ -250,6 +255,7 @@ pub struct TemplateConfig {
     health_check_path: Option<String>,
     database_url: Option<String>,
     internal_lb_url: Option<String>,
+    secrets: Option<BTreeMap<String, String>>,
 }
 
 /// `launch_template`'s state.
@@ -278,7 +284,30 @@ fn template(ctx: &Ctx, c: &TemplateConfig) -> Template {
         env,
         port: c.port,
         health_check_path: c.health_check_path.clone(),
+        secrets_digest: Template::digest_of(c.secrets.as_ref().unwrap_or(&BTreeMap::new())),
+        secrets: c.secrets.clone().unwrap_or_default(),
     }
+}
+
+/// `t` with every secret a `kmscrypt::` value of `ctx`'s environment: plain ones (from
+/// sensitive values) are sealed now, encrypted ones are checked to decrypt there.
+fn sealed(ctx: &Ctx, comp: &Compute, mut t: Template) -> Result<Template, ResourceError> {
+    for (name, v) in t.secrets.iter_mut() {
+        if veeps_kms::is_kmscrypt(v) {
+            comp.kms.decrypt_value(&ctx.env, v).map_err(|_| {
+                ResourceError::Invalid(format!(
+                    "launch_template.secrets.{name}: this kmscrypt:: value was not encrypted for environment {} (use `veeps kms encrypt {}`)",
+                    ctx.env, ctx.env
+                ))
+            })?;
+        } else {
+            *v = comp
+                .kms
+                .encrypt_value(&ctx.env, v)
+                .map_err(|e| ResourceError::part("sealing a secret", e))?;
+        }
+    }
+    Ok(t)
 }
 
 #[async_trait::async_trait]
@@ -308,6 +337,21 @@ impl Typed for LaunchTemplateType {
                     "health_check_path",
                     format!("\"{p}\" must be a path like /health"),
                 ));
+            }
+        }
+        if let Some(Value::Object(secrets)) = c.get("secrets") {
+            for name in secrets.keys() {
+                let ok = name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ok {
+                    e.push(AttrError::on(
+                        "secrets",
+                        format!("\"{name}\" is not an environment variable name (letters, digits and _)"),
+                    ));
+                }
             }
         }
         if let Some(id) = get::str(c, "image_id") {
@@ -344,8 +388,8 @@ impl Typed for LaunchTemplateType {
         _prior: Option<&TemplateState>,
         c: &TemplateConfig,
     ) -> Result<TemplateState, ResourceError> {
-        let t = template(ctx, c);
         let comp = compute(ctx)?;
+        let t = sealed(ctx, comp, template(ctx, c))?;
         if comp.images.get(&t.image_id).is_none() {
             return Err(ResourceError::Invalid(format!(
                 "image {} is not in the image store (see `veeps image list`)",
@@ -378,8 +422,8 @@ impl Typed for LaunchTemplateType {
         s: &TemplateState,
     ) -> Result<TemplateState, ResourceError> {
         // Recorded as it was, even if its image has gone since (instances keep running).
-        compute(ctx)?
-            .put_template(&template(ctx, &s.config))
+        let comp = compute(ctx)?;
+        comp.put_template(&sealed(ctx, comp, template(ctx, &s.config))?)
             .map_err(failed)?;
         Ok(s.clone())
     }

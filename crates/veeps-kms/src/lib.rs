@@ -18,6 +18,18 @@ use veeps_state::Store;
 
 const MAGIC: &[u8; 2] = b"v1";
 
+/// The prefix of an encrypted configuration value.
+pub const KMSCRYPT: &str = "kmscrypt::";
+
+/// True if `s` is an encrypted configuration value.
+pub fn is_kmscrypt(s: &str) -> bool {
+    s.starts_with(KMSCRYPT)
+}
+
+fn value_context(env: &str) -> String {
+    format!("kmscrypt value of {env}")
+}
+
 /// Errors of key management.
 #[derive(Debug, thiserror::Error)]
 pub enum KmsError {
@@ -194,6 +206,28 @@ impl Kms {
         open(&self.env_key(env)?, ciphertext, context.as_bytes())
     }
 
+    /// Encrypts a secret for configuration files: `kmscrypt::...`, decryptable only with
+    /// `env`'s key (and only for `env`), so it can be committed.
+    pub fn encrypt_value(&self, env: &str, plaintext: &str) -> Result<String, KmsError> {
+        use base64::Engine as _;
+        let sealed = self.encrypt(env, plaintext.as_bytes(), &value_context(env))?;
+        Ok(format!(
+            "{KMSCRYPT}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+        ))
+    }
+
+    /// Decrypts a `kmscrypt::` value of `env`.
+    pub fn decrypt_value(&self, env: &str, value: &str) -> Result<String, KmsError> {
+        use base64::Engine as _;
+        let b64 = value.strip_prefix(KMSCRYPT).ok_or(KmsError::Decrypt)?;
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64.trim())
+            .map_err(|_| KmsError::Decrypt)?;
+        let plain = self.decrypt(env, &sealed, &value_context(env))?;
+        String::from_utf8(plain).map_err(|_| KmsError::Decrypt)
+    }
+
     /// A fresh data key for `env` (envelope encryption).
     pub fn generate_data_key(&self, env: &str) -> Result<DataKey, KmsError> {
         let plaintext = random_key();
@@ -275,5 +309,37 @@ mod tests {
         drop(kms);
         let kms2 = Kms::open(d.path(), store).unwrap();
         assert_eq!(kms2.decrypt("stage", &ct, "ctx").unwrap(), b"secret");
+    }
+}
+
+#[cfg(test)]
+mod value_tests {
+    use super::*;
+
+    #[test]
+    fn kmscrypt_values_round_trip_and_stay_in_their_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("state.redb")).unwrap());
+        let kms = Kms::open(d.path(), store).unwrap();
+        let v = kms.encrypt_value("prod", "hunter2-long-secret").unwrap();
+        assert!(is_kmscrypt(&v) && !v.contains("hunter2"));
+        assert_eq!(
+            kms.decrypt_value("prod", &v).unwrap(),
+            "hunter2-long-secret"
+        );
+        // Another environment's key, a changed byte, or no prefix: refused.
+        assert!(kms.decrypt_value("stage", &v).is_err());
+        let mut bad = v.clone().into_bytes();
+        let i = bad.len() - 3;
+        bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+        assert!(kms
+            .decrypt_value("prod", &String::from_utf8(bad).unwrap())
+            .is_err());
+        assert!(kms.decrypt_value("prod", "hunter2").is_err());
+        // Each encryption differs (fresh nonce).
+        assert_ne!(
+            kms.encrypt_value("prod", "x").unwrap(),
+            kms.encrypt_value("prod", "x").unwrap()
+        );
     }
 }

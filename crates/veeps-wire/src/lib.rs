@@ -639,3 +639,11 @@ mod tests {
         );
     }
 }
+
+/// A value to encrypt (`POST /v1/kms/{env}/encrypt`) or decrypt (`.../decrypt`), and the
+/// answer: a `kmscrypt::` value, or the plaintext.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KmsValue {
+    /// The plaintext, or the `kmscrypt::` value.
+    pub value: String,
+}

@@ -281,6 +281,9 @@ pub enum Command {
     /// veeps' certificate authority
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Secrets that can be committed: `kmscrypt::` values only an environment's key opens
+    #[command(subcommand)]
+    Kms(KmsCmd),
     /// Stop the running server and everything it started (instances, balancers, databases); `veeps server` alone leaves them serving when it ends
     Down,
     /// Operate PostgreSQL clusters: status, switchover, backups, restore, psql
@@ -346,6 +349,26 @@ pub enum S3Cmd {
         /// As if this many lifecycle days had passed (to try rules out without waiting)
         #[arg(long, default_value_t = 0)]
         advance_days: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KmsCmd {
+    /// Encrypt a secret for ENV: prints a `kmscrypt::` value to put in configuration (the
+    /// secret is read from standard input unless --value gives it)
+    Encrypt {
+        /// The environment whose key encrypts it
+        env: String,
+        /// The secret (beware: it stays in your shell's history)
+        #[arg(long)]
+        value: Option<String>,
+    },
+    /// Print FILE with each `kmscrypt::` value of ENV replaced by its plaintext
+    Decrypt {
+        /// The environment whose key decrypts
+        env: String,
+        /// The file (`-` for standard input)
+        file: PathBuf,
     },
 }
 

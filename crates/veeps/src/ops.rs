@@ -2,7 +2,7 @@
 
 use crate::envs::{load_env, load_tree, LoadedEnv};
 use crate::{
-    AlarmCmd, CaCmd, Cli, Command, Global, ImageCmd, MetricsCmd, S3Cmd, StateCmd, VarArgs,
+    AlarmCmd, CaCmd, Cli, Command, Global, ImageCmd, KmsCmd, MetricsCmd, S3Cmd, StateCmd, VarArgs,
 };
 use serde_json::{json, Value as Json};
 use std::io::{BufRead, Write};
@@ -66,6 +66,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Alarm(AlarmCmd::History { env, name }) => alarm_history(&g, &env, &name),
         Command::Deliveries { env, topic } => deliveries(&g, &env, &topic),
         Command::Ca(CaCmd::Cert) => ca_cert(&g),
+        Command::Kms(KmsCmd::Encrypt { env, value }) => kms_encrypt(&g, &env, value),
+        Command::Kms(KmsCmd::Decrypt { env, file }) => kms_decrypt(&g, &env, &file),
         Command::Down => down(&g),
         Command::S3(S3Cmd::Credentials) => s3_credentials(&g),
         Command::S3(S3Cmd::Lifecycle { advance_days }) => s3_lifecycle(&g, advance_days),
@@ -1085,6 +1087,62 @@ fn down(g: &Global) -> R {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     Err("the server is still answering after 120 s; see its log".into())
+}
+
+fn kms_encrypt(g: &Global, env: &str, value: Option<String>) -> R {
+    let value = match value {
+        Some(v) => v,
+        None => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| format!("reading the secret from standard input: {e}"))?;
+            // `echo secret | veeps kms encrypt` means the secret, not its newline.
+            s.strip_suffix('\n').map(String::from).unwrap_or(s)
+        }
+    };
+    let v: veeps_wire::KmsValue = client(g)?
+        .post_as(
+            &format!("/v1/kms/{}/encrypt", encode(env)),
+            &veeps_wire::KmsValue { value },
+        )
+        .map_err(api_err)?;
+    println!("{}", v.value);
+    Ok(0)
+}
+
+fn kms_decrypt(g: &Global, env: &str, file: &Path) -> R {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| format!("reading standard input: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?
+    };
+    let c = client(g)?;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("kmscrypt::") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let end = "kmscrypt::".len()
+            + tail["kmscrypt::".len()..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .unwrap_or(tail.len() - "kmscrypt::".len());
+        let v: veeps_wire::KmsValue = c
+            .post_as(
+                &format!("/v1/kms/{}/decrypt", encode(env)),
+                &veeps_wire::KmsValue {
+                    value: tail[..end].to_string(),
+                },
+            )
+            .map_err(api_err)?;
+        out.push_str(&v.value);
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    print!("{out}");
+    Ok(0)
 }
 
 fn ca_cert(g: &Global) -> R {

@@ -720,3 +720,161 @@ resource "autoscaling_group" "{g}" {{
     }
     v.ok(&["destroy", "env", "--auto-approve"]);
 }
+
+/// What the secrets probe prints: digests, never the secrets.
+const SECRETS_PROBE: &str = r#"
+import hashlib, os, time
+d = lambda k: hashlib.sha256(os.environ.get(k, "").encode()).hexdigest()
+print(f"secrets api={d('API_KEY')} db={d('DB_PASS')}", flush=True)
+time.sleep(3600)
+"#;
+
+fn sha256_hex(s: &str) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut found = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                if let Ok(b) = std::fs::read(&p) {
+                    if b.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                        found.push(p.display().to_string());
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Issue "Security baseline", KMS: a `kmscrypt::` value and a generated password reach the
+/// application as environment variables, and neither is anywhere on disk, in state, in
+/// plans or in logs; a value encrypted for another environment is refused at apply.
+#[test]
+fn kmscrypt_secrets_reach_the_app_and_nothing_else() {
+    let v = start();
+    v.write("probe/probe.py", SECRETS_PROBE);
+    let api_key = format!("api-key-{}", std::process::id());
+    let sealed = v
+        .ok(&["kms", "encrypt", "env", "--value", &api_key])
+        .trim()
+        .to_string();
+    assert!(
+        sealed.starts_with("kmscrypt::") && !sealed.contains(&api_key),
+        "{sealed}"
+    );
+    // `veeps kms decrypt` opens it again, in place.
+    v.write("sealed.txt", &format!("key = \"{sealed}\"\n"));
+    let opened = v.ok(&[
+        "kms",
+        "decrypt",
+        "env",
+        &v.work.join("sealed.txt").display().to_string(),
+    ]);
+    assert_eq!(opened, format!("key = \"{api_key}\"\n"));
+    let config = |secret: &str| {
+        format!(
+            r#"
+{vpc}
+resource "random_password" "db" {{
+  length  = 24
+  special = false
+}}
+resource "image" "probe" {{
+  name       = "probe"
+  source     = "probe"
+  entrypoint = ["python3", "probe.py"]
+}}
+resource "launch_template" "p" {{
+  name     = "p"
+  image_id = image.probe.id
+  secrets  = {{
+    API_KEY = "{secret}"
+    DB_PASS = random_password.db.result
+  }}
+}}
+resource "autoscaling_group" "p" {{
+  name            = "secrets"
+  launch_template = launch_template.p.id
+  subnets         = [subnet.a.id]
+  min_size        = 1
+  max_size        = 1
+}}
+output "db_pass" {{
+  value     = random_password.db.result
+  sensitive = true
+}}
+"#,
+            vpc = vpc("sec", 79, 16, &[("a", 1, "private-app")])
+        )
+    };
+    v.write("env/main.hcl", &config(&sealed));
+    let plan = v.ok(&["plan", "env"]);
+    assert!(!plan.contains(&api_key), "{plan}");
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let mut line = String::new();
+    wait_until("the secrets probe's report", 60, || {
+        let logs = v.ok(&["logs", "env", "secrets"]);
+        match logs.lines().find(|l| l.contains("secrets api=")) {
+            Some(l) => {
+                line = l.to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    let db_pass = v.ok(&["output", "env", "db_pass"]).trim().to_string();
+    assert_eq!(db_pass.len(), 24, "{db_pass}");
+    assert!(
+        line.contains(&format!("api={}", sha256_hex(&api_key))),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("db={}", sha256_hex(&db_pass))),
+        "{line}"
+    );
+    // Nowhere in the clear: not in the data directory (state, compute records, history,
+    // logs, spools), not in what state shows.
+    for secret in [&api_key, &db_pass] {
+        assert_eq!(files_containing(&v.data, secret), Vec::<String>::new());
+        let shown = v.ok(&["state", "show", "env", "launch_template.p"]);
+        assert!(!shown.contains(secret.as_str()), "{shown}");
+    }
+    // Encrypted for another environment: refused at apply, naming the secret.
+    let foreign = v
+        .ok(&["kms", "encrypt", "other", "--value", "x"])
+        .trim()
+        .to_string();
+    v.write("env/main.hcl", &config(&foreign));
+    let out = v.expect(&["apply", "env", "--auto-approve"], 1);
+    assert!(
+        out.contains("secrets.API_KEY") && out.contains("kms encrypt env"),
+        "{out}"
+    );
+    v.ok(&["destroy", "env", "--auto-approve"]);
+}

@@ -238,6 +238,16 @@ impl Compute {
         if let Some(p) = t.port {
             cmd.env("PORT", p.to_string());
         }
+        // Secrets last (nothing overrides them), decrypted here and only here.
+        for (name, sealed) in &t.secrets {
+            let plain = self.kms.decrypt_value(&spec.env, sealed).map_err(|e| {
+                ComputeError::Invalid(format!(
+                    "cannot start an instance: its secret {name} does not decrypt with environment {}'s key: {e}",
+                    spec.env
+                ))
+            })?;
+            cmd.env(name, plain);
+        }
         if self.ids.is_none() && !userns {
             cmd.current_dir(&image_at);
         }

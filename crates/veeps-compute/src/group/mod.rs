@@ -84,6 +84,8 @@ pub struct Compute {
     ca_pem: String,
     /// The program instances' shims run (this veeps).
     shim_exe: PathBuf,
+    /// Keys: instances' secrets are sealed with their environment's.
+    pub kms: Arc<veeps_kms::Kms>,
 }
 
 impl Compute {
@@ -99,6 +101,7 @@ impl Compute {
         net: Arc<Net>,
         obs: Arc<Obs>,
         ca_pem: String,
+        kms: Arc<veeps_kms::Kms>,
     ) -> std::io::Result<Arc<Compute>> {
         let cgroups = cgroup::detect();
         if let cgroup::Flavor::None(why) = &cgroups {
@@ -133,6 +136,7 @@ impl Compute {
             target_health: std::sync::OnceLock::new(),
             ca_pem,
             shim_exe: std::env::current_exe()?,
+            kms,
         }))
     }
 

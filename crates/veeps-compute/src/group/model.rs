@@ -23,14 +23,35 @@ pub struct Template {
     pub port: Option<u16>,
     /// HTTP path of the health check (with `port`).
     pub health_check_path: Option<String>,
+    /// Secret environment variables, each a `kmscrypt::` value of the environment: decrypted
+    /// only when an instance starts, handed to it in its environment, never stored in the
+    /// clear.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// A digest of the secrets as configured: a changed secret rolls out, while sealing
+    /// (a fresh nonce each time) does not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secrets_digest: String,
 }
 
 impl Template {
     /// A fingerprint: instances with another one are out of date.
     pub fn fingerprint(&self) -> String {
         use sha2::Digest;
-        let j = serde_json::to_string(self).unwrap_or_default();
+        let mut t = self.clone();
+        t.secrets.clear();
+        let j = serde_json::to_string(&t).unwrap_or_default();
         hex::encode(sha2::Sha256::digest(j.as_bytes()))[..12].to_string()
+    }
+
+    /// The digest [`Template::secrets_digest`] holds for secrets as configured.
+    pub fn digest_of(secrets: &BTreeMap<String, String>) -> String {
+        use sha2::Digest;
+        if secrets.is_empty() {
+            return String::new();
+        }
+        let j = serde_json::to_string(secrets).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(j.as_bytes()))
     }
 }
 

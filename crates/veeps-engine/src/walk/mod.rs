@@ -698,6 +698,10 @@ impl Walk {
         if calls_sensitive(e.text()) {
             return Some("sensitive()".into());
         }
+        // An encrypted value (`veeps kms encrypt`) is a secret wherever it goes.
+        if e.text().contains("kmscrypt::") {
+            return Some("a kmscrypt:: value".into());
+        }
         for r in e.references() {
             match r.root.as_str() {
                 "var" => {
