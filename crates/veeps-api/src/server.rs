@@ -76,6 +76,47 @@ pub struct AppState {
     token_hash: [u8; 32],
     /// `veeps down` asked for everything to stop.
     down: Arc<tokio::sync::Notify>,
+    /// The audit trail's signing key and where digests are exported.
+    trail: Arc<Trail>,
+}
+
+/// The audit trail's signing key (`DATA_DIR/audit.key`) and export directory.
+struct Trail {
+    key: veeps_state::TrailKey,
+    export: std::path::PathBuf,
+}
+
+impl Trail {
+    /// Seals what is new and exports the digest (and the public key) as files; the digest
+    /// is in the store even when the export fails.
+    fn seal(&self, store: &Store) -> Result<veeps_wire::Sealed, String> {
+        let Some(d) = store.seal_audit(&self.key).map_err(|e| e.to_string())? else {
+            return Ok(veeps_wire::Sealed {
+                digest: None,
+                exported: None,
+            });
+        };
+        let path = self.export.join(format!("digest-{:06}.json", d.seq));
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.export)?;
+            std::fs::write(self.export.join("audit.pub"), format!("{}\n", d.public_key))?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&d).unwrap_or_default())?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        let exported = match write() {
+            Ok(()) => Some(path.display().to_string()),
+            Err(e) => {
+                tracing::error!(dir = %self.export.display(), error = %e, "could not export an audit digest; it is kept in the store");
+                None
+            }
+        };
+        Ok(veeps_wire::Sealed {
+            digest: Some(d),
+            exported,
+        })
+    }
 }
 
 /// Settings of `veeps server` beyond the data directory.
@@ -97,6 +138,9 @@ pub struct ServerOptions {
     pub s3_lifecycle_day: Option<std::time::Duration>,
     /// Days of audit log kept (365 when `None`).
     pub audit_retention_days: Option<u32>,
+    /// Where signed audit digests are copied as they are made (`DATA_DIR/audit-digests`
+    /// when `None`): somewhere whoever can write the data directory cannot.
+    pub audit_export: Option<std::path::PathBuf>,
     /// Parts beyond veeps' own (an embedding program's, or a test's).
     pub extra_parts: ExtraParts,
 }
@@ -347,6 +391,13 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
         down: Arc::new(tokio::sync::Notify::new()),
+        trail: Arc::new(Trail {
+            key: veeps_state::TrailKey::load_or_create(&data_dir.join("audit.key")).map_err(dd)?,
+            export: opts
+                .audit_export
+                .clone()
+                .unwrap_or_else(|| data_dir.join("audit-digests")),
+        }),
     })
 }
 
@@ -365,14 +416,33 @@ pub fn registry() -> veeps_resource::Registry {
 }
 
 impl AppState {
-    /// Removes audit entries older than the retention, at start and every hour.
+    /// Every hour (and at start): seals the audit entries written since the last digest,
+    /// then removes those older than the retention (sealed first, so what goes was signed).
     fn prune_audit_daily(&self) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
         let days = self.api.audit_days;
+        let trail = self.trail.clone();
         tokio::spawn(async move {
             let mut t = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 t.tick().await;
+                let (s, tr) = (store.clone(), trail.clone());
+                match tokio::task::spawn_blocking(move || tr.seal(&s)).await {
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "sealing the audit log failed; retried in an hour")
+                    }
+                    Ok(Ok(s)) => {
+                        if let Some(d) = s.digest {
+                            tracing::info!(
+                                digest = d.seq,
+                                from = d.from_entry,
+                                to = d.to_entry,
+                                "audit entries sealed"
+                            );
+                        }
+                    }
+                    Err(_) => {}
+                }
                 let store = store.clone();
                 let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days.into());
                 let cutoff = cutoff
@@ -437,6 +507,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/kms/{env}/decrypt", post(kms_decrypt))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/audit/seal", post(audit_seal))
+        .route("/v1/audit/trail", post(audit_trail))
         .with_state(state.clone())
         // Each part's own routes, behind the same authentication and audit.
         .merge(parts)
@@ -1004,6 +1076,30 @@ async fn audit_verify(State(st): State<AppState>) -> Response {
             }),
         )
             .into_response(),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Seals the audit entries written since the last digest now.
+async fn audit_seal(State(st): State<AppState>) -> Response {
+    let (store, trail) = (st.store.clone(), st.trail.clone());
+    match tokio::task::spawn_blocking(move || trail.seal(&store)).await {
+        Ok(Ok(s)) => Json(s).into_response(),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Checks the audit trail against the digests the caller kept.
+async fn audit_trail(
+    State(st): State<AppState>,
+    Json(check): Json<veeps_wire::TrailCheck>,
+) -> Response {
+    let store = st.store.clone();
+    match tokio::task::spawn_blocking(move || store.verify_trail(&check.anchors)).await {
+        // A trail that does not verify is an answer, not a failed request: `problem` says.
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

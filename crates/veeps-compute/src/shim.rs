@@ -26,6 +26,8 @@ pub const SPOOL_LIMIT: u64 = 16 * 1024 * 1024;
 /// The file the shim writes last.
 pub const EXIT: &str = "exit";
 const STATUS: &str = "status";
+/// The size of an instance's private `/tmp` (it counts against the instance's memory).
+const PRIVATE_TMP_MIB: u64 = 64;
 
 /// What `veeps shim` is told besides its directory and program.
 #[derive(Debug, Default, Clone)]
@@ -123,6 +125,11 @@ fn run_init(dir: &Path, o: &Options, program: OsString, args: Vec<OsString>) -> 
             // Without privileges (a user namespace), /proc stays the one it was given.
             if o.ids.is_some() {
                 return fail(format!("cannot mount the instance's /proc: {e}"));
+            }
+        }
+        if o.ids.is_some() {
+            if let Err(e) = veeps_sys::confine::mount_private_tmp(PRIVATE_TMP_MIB) {
+                return fail(format!("cannot mount the instance's /tmp: {e}"));
             }
         }
         if let Some(h) = &o.hostname {

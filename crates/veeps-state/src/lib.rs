@@ -10,6 +10,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::Digest;
 use std::path::Path;
 
+mod trail;
+pub use trail::{AuditDigest, DigestExt, TrailKey, TrailReport};
+
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
 const ENVS: TableDefinition<&str, &[u8]> = TableDefinition::new("envs");
 const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks");

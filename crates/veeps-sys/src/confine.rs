@@ -396,6 +396,30 @@ pub fn mount_proc() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Mounts a private `/tmp` (tmpfs of `size_mib`, sticky and world-writable as `/tmp` is) in
+/// the calling process's mount namespace: nothing written there is shared with the host or
+/// another instance, and it counts against the instance's memory.
+pub fn mount_private_tmp(size_mib: u64) -> std::io::Result<()> {
+    let tmpfs = CString::new("tmpfs").expect("no NUL");
+    let target = CString::new("/tmp").expect("no NUL");
+    let opts = CString::new(format!("size={size_mib}m,mode=1777")).expect("no NUL");
+    let flags = libc::MS_NOSUID | libc::MS_NODEV;
+    // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::mount(
+            tmpfs.as_ptr(),
+            target.as_ptr(),
+            tmpfs.as_ptr(),
+            flags,
+            opts.as_ptr().cast(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sets the host name (of the calling process's UTS namespace).
 pub fn set_hostname(name: &str) -> std::io::Result<()> {
     // SAFETY: sethostname(2) reads `name.len()` bytes of `name`.

@@ -647,3 +647,57 @@ pub struct KmsValue {
     /// The plaintext, or the `kmscrypt::` value.
     pub value: String,
 }
+
+/// A signed digest of the audit entries `from_entry..=to_entry`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditDigest {
+    /// Its number, from 1.
+    pub seq: u64,
+    /// The first entry it covers.
+    pub from_entry: u64,
+    /// The last entry it covers.
+    pub to_entry: u64,
+    /// That last entry's hash (the chain ties it to every earlier entry).
+    pub last_entry_hash: String,
+    /// The hash of the previous digest ("" for the first).
+    pub prev_digest: String,
+    /// When it was made (RFC 3339).
+    pub created: String,
+    /// The public key that verifies it (hex).
+    pub public_key: String,
+    /// The Ed25519 signature of everything above (hex).
+    pub signature: String,
+}
+
+/// What checking the trail found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrailReport {
+    /// Entries kept and checked.
+    pub entries: u64,
+    /// Digests kept and checked.
+    pub digests: u64,
+    /// The last entry a digest seals (0: none yet).
+    pub sealed_through: u64,
+    /// The newest anchor given (0: none).
+    pub anchored_through: u64,
+    /// The first problem found, naming what is wrong (`None`: intact).
+    pub problem: Option<String>,
+    /// The entry the problem is at, when it is at one.
+    pub first_bad_entry: Option<u64>,
+}
+
+/// `POST /v1/audit/trail`: the digests kept elsewhere to check the trail against.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrailCheck {
+    /// Exported digests (anchors); the newest one's public key is trusted.
+    pub anchors: Vec<AuditDigest>,
+}
+
+/// `POST /v1/audit/seal`: the digest made, if there was anything new to seal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sealed {
+    /// The digest.
+    pub digest: Option<AuditDigest>,
+    /// Where its copy was written.
+    pub exported: Option<String>,
+}

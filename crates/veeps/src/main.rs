@@ -127,6 +127,10 @@ pub enum Command {
         /// Days of audit log kept (older entries are removed; the rest still verify)
         #[arg(long, value_name = "DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36530))]
         audit_retention_days: u32,
+        /// Where signed audit digests are copied as they are made, hourly (default
+        /// DATA_DIR/audit-digests): keep it where whoever can write the data directory cannot
+        #[arg(long, value_name = "DIR")]
+        audit_export: Option<PathBuf>,
     },
     /// Start veeps and deploy every environment under DIR (default: the bundled example), then stay in the foreground
     Up {
@@ -306,9 +310,16 @@ pub enum Command {
     },
     /// Show or verify the audit log of API calls
     Audit {
-        /// Check the hash chain instead of listing
+        /// Check the hash chain and the signed digests instead of listing
         #[arg(long)]
         verify: bool,
+        /// With --verify: digests kept elsewhere (files, or directories of digest-*.json) to
+        /// check the log against; any change up to the newest is found
+        #[arg(long, value_name = "PATH")]
+        anchor: Vec<PathBuf>,
+        /// Seal the entries written since the last digest now (it is also done hourly)
+        #[arg(long)]
+        seal: bool,
         /// How many entries to list
         #[arg(long, default_value_t = 50)]
         limit: usize,

@@ -22,6 +22,7 @@ pub fn run(cli: Cli) -> i32 {
             metrics_retention,
             log_retention_days,
             audit_retention_days,
+            audit_export,
             s3,
         } => crate::up::server(
             &g,
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> i32 {
                 s3_website_listen: Some(s3.s3_website_listen),
                 s3_lifecycle_day: s3.s3_lifecycle_day,
                 audit_retention_days: Some(audit_retention_days),
+                audit_export,
                 ..Default::default()
             },
         ),
@@ -124,7 +126,20 @@ pub fn run(cli: Cli) -> i32 {
             auto_approve,
         } => rollback(&g, &env, to, auto_approve),
         Command::ForceUnlock { env } => force_unlock(&g, &env),
-        Command::Audit { verify, limit } => audit(&g, verify, limit),
+        Command::Audit {
+            verify,
+            anchor,
+            seal,
+            limit,
+        } => {
+            if seal {
+                audit_seal(&g)
+            } else if verify || !anchor.is_empty() {
+                audit_verify(&g, &anchor)
+            } else {
+                audit(&g, limit)
+            }
+        }
     };
     match r {
         Ok(code) => code,
@@ -734,28 +749,97 @@ fn force_unlock(g: &Global, env: &str) -> R {
     Ok(0)
 }
 
-fn audit(g: &Global, verify: bool, limit: usize) -> R {
-    let c = client(g)?;
-    if verify {
-        let v = c.get_as::<veeps_wire::AuditCheck>("/v1/audit/verify");
-        return match v {
-            Ok(v) => {
-                if g.json {
-                    println!("{}", serde_json::to_string(&v).unwrap_or_default());
-                } else {
-                    println!(
-                        "The audit log is intact: {} entries, hash chain verified.",
-                        v.entries.unwrap_or(0)
-                    );
-                }
-                Ok(0)
-            }
-            Err(ClientError::Api { status: 409, .. }) => {
-                Err("the audit log's hash chain is broken: it was altered".into())
-            }
-            Err(e) => Err(api_err(e)),
-        };
+/// Digests in `paths`: files, or directories of `digest-*.json`.
+fn anchors(paths: &[PathBuf]) -> Result<Vec<veeps_wire::AuditDigest>, String> {
+    let mut files = vec![];
+    for p in paths {
+        if p.is_dir() {
+            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| {
+                    f.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("digest-") && n.ends_with(".json"))
+                })
+                .collect();
+            in_dir.sort();
+            files.extend(in_dir);
+        } else {
+            files.push(p.clone());
+        }
     }
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not an audit digest ({e})", f.display()))
+        })
+        .collect()
+}
+
+fn audit_verify(g: &Global, paths: &[PathBuf]) -> R {
+    let check = veeps_wire::TrailCheck {
+        anchors: anchors(paths)?,
+    };
+    let r: veeps_wire::TrailReport = client(g)?
+        .post_as("/v1/audit/trail", &check)
+        .map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    }
+    match &r.problem {
+        None => {
+            if !g.json {
+                println!(
+                    "The audit log is intact: {} entries, hash chain verified; {} signed digests, sealed through entry {}{}.",
+                    r.entries,
+                    r.digests,
+                    r.sealed_through,
+                    if check.anchors.is_empty() {
+                        " (no exported digest given: only as safe as the data directory)".to_string()
+                    } else {
+                        format!(", matching the exported copies through entry {}", r.anchored_through)
+                    }
+                );
+            }
+            Ok(0)
+        }
+        Some(p) => Err(format!(
+            "the audit log was altered: {p}{}",
+            r.first_bad_entry
+                .map(|n| format!(" (first bad entry: {n})"))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+fn audit_seal(g: &Global) -> R {
+    let s: veeps_wire::Sealed = client(g)?
+        .post_as("/v1/audit/seal", &serde_json::json!({}))
+        .map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+        return Ok(0);
+    }
+    match (&s.digest, &s.exported) {
+        (None, _) => println!("Nothing to seal: every entry is in a digest already."),
+        (Some(d), Some(p)) => println!(
+            "Sealed entries {} to {} in digest {} ({p}).",
+            d.from_entry, d.to_entry, d.seq
+        ),
+        (Some(d), None) => println!(
+            "Sealed entries {} to {} in digest {} (not exported: see the server's log).",
+            d.from_entry, d.to_entry, d.seq
+        ),
+    }
+    Ok(0)
+}
+
+fn audit(g: &Global, limit: usize) -> R {
+    let c = client(g)?;
     let v: Vec<veeps_wire::AuditEntryView> = c
         .get_as(&format!("/v1/audit?limit={limit}"))
         .map_err(api_err)?;

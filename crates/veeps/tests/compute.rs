@@ -629,13 +629,15 @@ try:
 except OSError as e:
     kill1 = e.errno
 t = threading.Thread(target=lambda: None); t.start(); t.join()
+open(f"/tmp/{me}", "w").write(me)
+tmp = ",".join(sorted(os.listdir("/tmp")))
 print(f"report uid={os.getuid()} procs={len(procs)} foreign={seen} "
       f"capeff={status['CapEff'].strip()} capbnd={status['CapBnd'].strip()} "
       f"nnp={status['NoNewPrivs'].strip()} seccomp={status['Seccomp'].strip()} "
       f"host={socket.gethostname()} "
       f"mount={errno_of(libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))} "
       f"unshare={errno_of(libc.unshare(0x10000000))} "
-      f"ptrace={errno_of(libc.ptrace(16, 1, 0, 0))} kill1={kill1} thread=ok", flush=True)
+      f"ptrace={errno_of(libc.ptrace(16, 1, 0, 0))} kill1={kill1} thread=ok tmp={tmp}", flush=True)
 time.sleep(3600)
 "#;
 
@@ -717,6 +719,8 @@ resource "autoscaling_group" "{g}" {{
             assert_eq!(field(line, k), "1", "{k}: {line}");
         }
         assert_eq!(field(line, "thread"), "ok", "{line}");
+        // A /tmp of its own: only the file it wrote there.
+        assert_eq!(field(line, "tmp").len(), 1, "{line}");
     }
     v.ok(&["destroy", "env", "--auto-approve"]);
 }
