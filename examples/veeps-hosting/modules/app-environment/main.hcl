@@ -124,10 +124,14 @@ module "backend" {
   health_check_interval = 2
   topic_id              = var.topic_id
   environment = {
-    DB_HOST     = module.database.endpoint
-    DB_PORT     = "5432"
-    DB_NAME     = module.database.database_name
-    DB_USER     = var.db_master_username
+    DB_HOST = module.database.endpoint
+    DB_PORT = "5432"
+    DB_NAME = module.database.database_name
+    DB_USER = var.db_master_username
+  }
+  # The generated password reaches the backend sealed: decrypted only when an instance
+  # starts. A password a team commits would be a `veeps kms encrypt` value here.
+  secrets = {
     DB_PASSWORD = var.db_master_password
   }
 }

@@ -48,6 +48,13 @@ variable "environment" {
   description = "what each instance starts with besides the VPC name, group and port"
 }
 
+variable "secrets" {
+  type        = map(string)
+  default     = {}
+  sensitive   = true
+  description = "environment variables kept sealed until an instance starts (kmscrypt:: values or sensitive ones)"
+}
+
 variable "health_check_interval" {
   type    = number
   default = 10
@@ -98,6 +105,7 @@ resource "launch_template" "app" {
   port              = var.port
   health_check_path = "/${var.name}/health"
   environment       = var.environment
+  secrets           = var.secrets
 }
 
 resource "autoscaling_group" "app" {
