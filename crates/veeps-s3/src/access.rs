@@ -3,8 +3,8 @@
 //! anonymous included, what a bucket's policy allows (an explicit Deny wins).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 use std::sync::Arc;
+use veeps_iam::{Context, Decision, Grammar, Policy};
 use veeps_kms::Kms;
 use veeps_state::Store;
 
@@ -109,11 +109,11 @@ impl Access {
         let Some(p) = self.policy(bucket) else {
             return false;
         };
-        let Ok(policy) = Policy::parse(&p) else {
+        let Ok(policy) = Policy::parse(&p, &BUCKET_POLICIES) else {
             // Policies are checked when set; one that no longer parses grants nothing.
             return false;
         };
-        policy.decide(cx, action, resource) == Decision::Allow
+        veeps_iam::evaluate(&[&policy], cx, action, resource) == Decision::Allow
     }
 }
 
@@ -150,7 +150,7 @@ impl RequestCx {
     }
 
     /// The value of a condition key, if the request has one (keys are case-insensitive).
-    fn key(&self, key: &str) -> Option<String> {
+    fn value(&self, key: &str) -> Option<String> {
         let now = || {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -189,6 +189,15 @@ impl RequestCx {
     }
 }
 
+impl Context for RequestCx {
+    fn principal(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+    fn key(&self, key: &str) -> Option<String> {
+        self.value(key)
+    }
+}
+
 /// Condition keys veeps evaluates; a policy naming another is refused (never ignored).
 pub const CONDITION_KEYS: &[&str] = &[
     "aws:SourceIp",
@@ -207,405 +216,18 @@ pub const CONDITION_KEYS: &[&str] = &[
     "s3:authType",
 ];
 
-/// Condition operators veeps evaluates (each also with `IfExists`).
-pub const CONDITION_OPERATORS: &[&str] = &[
-    "StringEquals",
-    "StringNotEquals",
-    "StringEqualsIgnoreCase",
-    "StringNotEqualsIgnoreCase",
-    "StringLike",
-    "StringNotLike",
-    "NumericEquals",
-    "NumericNotEquals",
-    "NumericLessThan",
-    "NumericLessThanEquals",
-    "NumericGreaterThan",
-    "NumericGreaterThanEquals",
-    "DateEquals",
-    "DateNotEquals",
-    "DateLessThan",
-    "DateLessThanEquals",
-    "DateGreaterThan",
-    "DateGreaterThanEquals",
-    "Bool",
-    "IpAddress",
-    "NotIpAddress",
-    "Null",
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decision {
-    Allow,
-    Deny,
-    NotApplicable,
-}
-
-/// A parsed bucket policy.
-#[derive(Debug, Clone)]
-struct Policy {
-    statements: Vec<Statement>,
-}
-
-#[derive(Debug, Clone)]
-struct Statement {
-    allow: bool,
-    /// `(names, negated)`: `Principal` or `NotPrincipal`.
-    principal: (Vec<String>, bool),
-    action: (Vec<String>, bool),
-    resource: (Vec<String>, bool),
-    /// `(operator, key, values)`.
-    conditions: Vec<(String, String, Vec<String>)>,
-}
-
-fn strings(v: &Json) -> Result<Vec<String>, String> {
-    match v {
-        Json::String(s) => Ok(vec![s.clone()]),
-        Json::Bool(b) => Ok(vec![b.to_string()]),
-        Json::Number(n) => Ok(vec![n.to_string()]),
-        Json::Array(a) => a
-            .iter()
-            .map(|x| strings(x).map(|mut v| v.remove(0)))
-            .collect(),
-        _ => Err("expected a string or a list of strings".into()),
-    }
-}
-
-/// One of `name` or `Not<name>`, exactly one present.
-fn either(
-    s: &serde_json::Map<String, Json>,
-    name: &str,
-    i: usize,
-) -> Result<(Vec<String>, bool), String> {
-    let not = format!("Not{name}");
-    match (s.get(name), s.get(&not)) {
-        (Some(v), None) => Ok((
-            strings(v).map_err(|e| format!("statement {i}: {name}: {e}"))?,
-            false,
-        )),
-        (None, Some(v)) => Ok((
-            strings(v).map_err(|e| format!("statement {i}: {not}: {e}"))?,
-            true,
-        )),
-        (None, None) => Err(format!("statement {i}: {name} (or {not}) is missing")),
-        (Some(_), Some(_)) => Err(format!("statement {i}: give {name} or {not}, not both")),
-    }
-}
-
-fn principals(v: &Json, i: usize) -> Result<Vec<String>, String> {
-    match v {
-        Json::String(s) if s == "*" => Ok(vec!["*".into()]),
-        Json::Object(o) => {
-            let mut out = vec![];
-            for (k, v) in o {
-                if k != "AWS" {
-                    return Err(format!(
-                        "statement {i}: principal type {k} is not known here (use \"AWS\" with user ARNs or \"*\")"
-                    ));
-                }
-                out.extend(strings(v).map_err(|e| format!("statement {i}: Principal: {e}"))?);
-            }
-            Ok(out)
-        }
-        _ => Err(format!(
-            "statement {i}: Principal is \"*\" or {{\"AWS\": [user ARNs]}}"
-        )),
-    }
-}
-
-impl Policy {
-    /// Parses and checks a policy document; the error says what is wrong and where.
-    fn parse(p: &str) -> Result<Policy, String> {
-        let doc: Json =
-            serde_json::from_str(p).map_err(|e| format!("the policy is not JSON: {e}"))?;
-        let Json::Object(top) = &doc else {
-            return Err("the policy is a JSON object with a Statement".into());
-        };
-        for k in top.keys() {
-            if !["Version", "Id", "Statement"].contains(&k.as_str()) {
-                return Err(format!("the policy has an unknown element {k}"));
-            }
-        }
-        let statements = match top.get("Statement") {
-            Some(Json::Array(a)) => a.clone(),
-            Some(o @ Json::Object(_)) => vec![o.clone()],
-            _ => return Err("the policy needs a Statement (a list of statements)".into()),
-        };
-        let mut out = vec![];
-        for (i, st) in statements.iter().enumerate() {
-            let Json::Object(s) = st else {
-                return Err(format!("statement {i} is not an object"));
-            };
-            for k in s.keys() {
-                if ![
-                    "Sid",
-                    "Effect",
-                    "Principal",
-                    "NotPrincipal",
-                    "Action",
-                    "NotAction",
-                    "Resource",
-                    "NotResource",
-                    "Condition",
-                ]
-                .contains(&k.as_str())
-                {
-                    return Err(format!("statement {i}: unknown element {k}"));
-                }
-            }
-            let allow = match s.get("Effect").and_then(|e| e.as_str()) {
-                Some("Allow") => true,
-                Some("Deny") => false,
-                _ => return Err(format!("statement {i}: Effect must be Allow or Deny")),
-            };
-            let principal = match (s.get("Principal"), s.get("NotPrincipal")) {
-                (Some(p), None) => (principals(p, i)?, false),
-                (None, Some(p)) => (principals(p, i)?, true),
-                (None, None) => return Err(format!("statement {i}: Principal is missing")),
-                _ => {
-                    return Err(format!(
-                        "statement {i}: give Principal or NotPrincipal, not both"
-                    ))
-                }
-            };
-            let action = either(s, "Action", i)?;
-            for a in &action.0 {
-                if !(a == "*" || a.to_ascii_lowercase().starts_with("s3:")) {
-                    return Err(format!(
-                        "statement {i}: action \"{a}\" is not an s3: action"
-                    ));
-                }
-            }
-            let resource = either(s, "Resource", i)?;
-            for r in &resource.0 {
-                if !(r == "*" || r.starts_with("arn:aws:s3:::")) {
-                    return Err(format!(
-                        "statement {i}: resource \"{r}\" is not an arn:aws:s3::: ARN"
-                    ));
-                }
-                if r.contains("${") {
-                    return Err(format!(
-                        "statement {i}: resource \"{r}\": policy variables are not evaluated here; name the resources"
-                    ));
-                }
-            }
-            let mut conditions = vec![];
-            match s.get("Condition") {
-                None => {}
-                Some(Json::Object(ops)) => {
-                    for (op, keys) in ops {
-                        let base = op.strip_suffix("IfExists").unwrap_or(op);
-                        if !CONDITION_OPERATORS.contains(&base) {
-                            return Err(format!(
-                                "statement {i}: condition operator {op} is not evaluated here (known: {})",
-                                CONDITION_OPERATORS.join(", ")
-                            ));
-                        }
-                        let Json::Object(keys) = keys else {
-                            return Err(format!(
-                                "statement {i}: {op} maps condition keys to values"
-                            ));
-                        };
-                        for (key, vals) in keys {
-                            if !CONDITION_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
-                                return Err(format!(
-                                    "statement {i}: condition key {key} is not evaluated here (known: {})",
-                                    CONDITION_KEYS.join(", ")
-                                ));
-                            }
-                            let vals = strings(vals)
-                                .map_err(|e| format!("statement {i}: {op} {key}: {e}"))?;
-                            for v in &vals {
-                                check_value(base, v)
-                                    .map_err(|e| format!("statement {i}: {op} {key}: {e}"))?;
-                            }
-                            conditions.push((op.clone(), key.clone(), vals));
-                        }
-                    }
-                }
-                Some(_) => {
-                    return Err(format!(
-                        "statement {i}: Condition maps operators to {{key: values}}"
-                    ))
-                }
-            }
-            out.push(Statement {
-                allow,
-                principal,
-                action,
-                resource,
-                conditions,
-            });
-        }
-        Ok(Policy { statements: out })
-    }
-
-    fn decide(&self, cx: &RequestCx, action: &str, resource: &str) -> Decision {
-        let mut d = Decision::NotApplicable;
-        for s in &self.statements {
-            if !s.applies(cx, action, resource) {
-                continue;
-            }
-            if !s.allow {
-                return Decision::Deny;
-            }
-            d = Decision::Allow;
-        }
-        d
-    }
-}
-
-impl Statement {
-    fn applies(&self, cx: &RequestCx, action: &str, resource: &str) -> bool {
-        let (names, not) = &self.principal;
-        let who = names.iter().any(|n| principal_is(n, cx.user.as_deref()));
-        if who == *not {
-            return false;
-        }
-        let (acts, not) = &self.action;
-        if acts.iter().any(|a| glob(a, action, true)) == *not {
-            return false;
-        }
-        let (res, not) = &self.resource;
-        if res.iter().any(|r| glob(r, resource, false)) == *not {
-            return false;
-        }
-        self.conditions
-            .iter()
-            .all(|(op, key, vals)| condition(op, cx.key(key), vals))
-    }
-}
-
-fn principal_is(n: &str, user: Option<&str>) -> bool {
-    if n == "*" {
-        return true;
-    }
-    let Some(u) = user else { return false };
-    let name = match n.strip_prefix("arn:aws:iam:") {
-        Some(rest) => match rest.split_once(":user/") {
-            Some((_, name)) => name,
-            None => return false,
-        },
-        None => n,
-    };
-    name == u
-}
-
-/// Checks a condition's value against what its operator compares.
-fn check_value(op: &str, v: &str) -> Result<(), String> {
-    if op.starts_with("Numeric") && v.parse::<f64>().is_err() {
-        return Err(format!("{v:?} is not a number"));
-    }
-    if op.starts_with("Date") && date(v).is_none() {
-        return Err(format!(
-            "{v:?} is not a date (ISO 8601 like 2026-01-31T00:00:00Z, or epoch seconds)"
-        ));
-    }
-    if (op == "Bool" || op == "Null") && v != "true" && v != "false" {
-        return Err(format!("{v:?} is not true or false"));
-    }
-    if op.ends_with("IpAddress")
-        && v.parse::<ipnet::IpNet>().is_err()
-        && v.parse::<std::net::IpAddr>().is_err()
-    {
-        return Err(format!("{v:?} is not an address or a CIDR range"));
-    }
-    Ok(())
-}
-
-fn date(v: &str) -> Option<i64> {
-    if let Ok(n) = v.parse::<i64>() {
-        return Some(n);
-    }
-    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .or_else(|| {
-            time::Date::parse(v, time::macros::format_description!("[year]-[month]-[day]"))
-                .ok()
-                .map(|d| d.midnight().assume_utc())
-        })?;
-    Some(t.unix_timestamp())
-}
-
-fn in_net(v: &str, ip: std::net::IpAddr) -> bool {
-    match v.parse::<ipnet::IpNet>() {
-        Ok(n) => n.contains(&ip),
-        Err(_) => v.parse::<std::net::IpAddr>().is_ok_and(|a| a == ip),
-    }
-}
-
-/// One condition: `op` over the request's value of its key (`None`: absent) and the
-/// policy's values (any of them matches; a negated operator matches none of them).
-fn condition(op: &str, have: Option<String>, vals: &[String]) -> bool {
-    let (base, if_exists) = match op.strip_suffix("IfExists") {
-        Some(b) => (b, true),
-        None => (op, false),
-    };
-    if base == "Null" {
-        // Null true: the key is absent.
-        return vals.iter().any(|v| (v == "true") == have.is_none());
-    }
-    let negated = matches!(
-        base,
-        "StringNotEquals"
-            | "StringNotEqualsIgnoreCase"
-            | "StringNotLike"
-            | "NumericNotEquals"
-            | "DateNotEquals"
-            | "NotIpAddress"
-    );
-    let Some(have) = have else {
-        // An absent key: IfExists and negated operators hold, the others do not.
-        return if_exists || negated;
-    };
-    let num = |s: &str| s.parse::<f64>().ok();
-    let one = |v: &String| -> bool {
-        match base {
-            "StringEquals" | "StringNotEquals" => have == *v,
-            "StringEqualsIgnoreCase" | "StringNotEqualsIgnoreCase" => have.eq_ignore_ascii_case(v),
-            "StringLike" | "StringNotLike" => glob(v, &have, false),
-            "Bool" => have.eq_ignore_ascii_case(v),
-            "IpAddress" | "NotIpAddress" => have
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| in_net(v, ip)),
-            b if b.starts_with("Numeric") => match (num(&have), num(v)) {
-                (Some(a), Some(b2)) => compare(b.trim_start_matches("Numeric"), a, b2),
-                _ => false,
-            },
-            b if b.starts_with("Date") => match (date(&have), date(v)) {
-                (Some(a), Some(b2)) => compare(b.trim_start_matches("Date"), a as f64, b2 as f64),
-                _ => false,
-            },
-            _ => false,
-        }
-    };
-    if negated {
-        !vals.iter().any(one)
-    } else {
-        vals.iter().any(one)
-    }
-}
-
-fn compare(how: &str, a: f64, b: f64) -> bool {
-    match how {
-        "Equals" => a == b,
-        "NotEquals" => a == b, // negation applied by the caller
-        "LessThan" => a < b,
-        "LessThanEquals" => a <= b,
-        "GreaterThan" => a > b,
-        "GreaterThanEquals" => a >= b,
-        _ => false,
-    }
-}
-
-/// `*` and `?` wildcards; actions compare case-insensitively, resources and values not.
-fn glob(p: &str, v: &str, case_insensitive: bool) -> bool {
-    veeps_resource::wildcard(p, v, case_insensitive)
-}
-
 /// Checks a policy document; the error says what is wrong and what to change.
 pub fn check_policy(p: &str) -> Result<(), String> {
-    Policy::parse(p).map(|_| ())
+    Policy::parse(p, &BUCKET_POLICIES).map(|_| ())
 }
+
+/// What a bucket policy may say.
+const BUCKET_POLICIES: Grammar = Grammar {
+    actions: &["s3:"],
+    resources: &["arn:aws:s3:::"],
+    keys: CONDITION_KEYS,
+    principals: true,
+};
 
 /// The IAM actions and resource an S3 operation needs, as AWS documents them, for the
 /// bucket and key it names (`version`: whether a version id was given). `None`: an

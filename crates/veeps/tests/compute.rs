@@ -185,7 +185,13 @@ fn a_group_replaces_dead_and_oom_killed_instances_and_survives_a_restart() {
         up.iter().map(|i| i["subnet_id"].to_string()).collect();
     assert_eq!(subnets.len(), 2, "{g}");
     // Confined: an unprivileged user, no new privileges, its own cgroup and namespace.
-    let pid = up[0]["pid"].as_u64().unwrap();
+    // The recorded pid is the shim's (root, outside the instance's reach); the application
+    // is its grandchild (the shim, the instance's init, the application).
+    let mut pid = up[0]["pid"].as_u64().unwrap();
+    for _ in 0..2 {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        pid = children.split_whitespace().next().unwrap().parse().unwrap();
+    }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(!uid.split_whitespace().any(|f| f == "0"), "{uid}");
