@@ -87,6 +87,14 @@ impl Auditor {
         }
     }
 
+    /// Queues an entry without waiting for it (S3 writes); counted when the queue is full.
+    pub fn note(&self, record: AuditRecord) {
+        let p = Pending { record, done: None };
+        if self.tx.try_send(p).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Records a refused call, within the per-source bound; never waits.
     pub fn refused(&self, who: &str, source: &str, action: &str, now_secs: i64) {
         if !self.admit(source, now_secs) {
@@ -128,6 +136,13 @@ impl Auditor {
         }
         e.1 += 1;
         e.1 <= REFUSED_PER_MINUTE
+    }
+}
+
+/// S3 writes reach the audit log through the same writer.
+impl veeps_state::AuditSink for Auditor {
+    fn note(&self, record: AuditRecord) {
+        Auditor::note(self, record)
     }
 }
 

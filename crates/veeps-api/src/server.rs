@@ -349,14 +349,17 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         Arc::new(veeps_builtins::part::Builtins),
         Arc::new(veeps_obs::part::ObsPart(obs.clone())),
         Arc::new(veeps_net::part::NetPart(net.clone())),
-        Arc::new(veeps_s3::part::S3Part::new(
-            objects.clone(),
-            s3_access.clone(),
-            s3_auth.clone(),
-            s3_listener,
-            website_listener,
-            s3_day,
-        )),
+        Arc::new(
+            veeps_s3::part::S3Part::new(
+                objects.clone(),
+                s3_access.clone(),
+                s3_auth.clone(),
+                s3_listener,
+                website_listener,
+                s3_day,
+            )
+            .with_audit(api.audit.clone()),
+        ),
         Arc::new(veeps_compute::part::ComputePart {
             compute: compute.clone(),
             policies: policies.clone(),

@@ -20,6 +20,7 @@ pub struct S3Part {
     website: Mutex<Option<std::net::TcpListener>>,
     day: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    audit: Option<Arc<dyn veeps_state::AuditSink>>,
 }
 
 impl S3Part {
@@ -42,7 +43,14 @@ impl S3Part {
             website: Mutex::new(website),
             day,
             tasks: Mutex::new(vec![]),
+            audit: None,
         }
+    }
+
+    /// Every write (PUT, POST, DELETE) through the S3 API goes to `audit` too.
+    pub fn with_audit(mut self, audit: Arc<dyn veeps_state::AuditSink>) -> S3Part {
+        self.audit = Some(audit);
+        self
     }
 
     fn take(l: &Mutex<Option<std::net::TcpListener>>) -> Option<tokio::net::TcpListener> {
@@ -113,6 +121,7 @@ impl Part for S3Part {
                 gate,
                 self.stats.clone(),
                 Self::api_limits(),
+                self.audit.clone(),
             )));
         }
         if let Some(l) = Self::take(&self.website) {

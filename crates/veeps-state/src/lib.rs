@@ -221,6 +221,13 @@ pub struct AuditRecord {
     pub result: u16,
 }
 
+/// Where events other than API calls (S3 writes, later logins and sessions) go into the
+/// audit log: queued without waiting, and counted when dropped.
+pub trait AuditSink: Send + Sync {
+    /// Queues `record`.
+    fn note(&self, record: AuditRecord);
+}
+
 /// The store.
 pub struct Store {
     db: Database,

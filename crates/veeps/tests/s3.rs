@@ -949,3 +949,65 @@ fn a_flood_of_slow_clients_on_one_listener_does_not_starve_the_others() {
     let (code, _) = curl(&[&format!("http://127.0.0.1:{}/still-here/", v.web_port)]);
     assert_eq!(code, 404);
 }
+
+/// Issue "Security baseline", audit trail: S3 writes are audit events (who, from where,
+/// what, the answer), refused ones included; reads are not.
+#[test]
+fn s3_writes_are_audit_events() {
+    let v = Veeps::start();
+    let aws = Aws::new(&v);
+    let file = v.work.join("f.txt");
+    std::fs::write(&file, "audited").unwrap();
+    aws.ok(&["s3", "mb", "s3://audited"]);
+    aws.ok(&[
+        "s3",
+        "cp",
+        &file.display().to_string(),
+        "s3://audited/x.txt",
+    ]);
+    aws.ok(&["s3", "cp", "s3://audited/x.txt", "-"]);
+    aws.ok(&["s3", "rm", "s3://audited/x.txt"]);
+    let intruder = Aws {
+        endpoint: aws.endpoint.clone(),
+        id: "VKNOBODY".into(),
+        secret: "wrong".into(),
+    };
+    assert!(!intruder
+        .run(&[
+            "s3",
+            "cp",
+            &file.display().to_string(),
+            "s3://audited/y.txt"
+        ])
+        .status
+        .success());
+    let mut audit = String::new();
+    wait_until("the S3 writes in the audit log", 10, || {
+        audit = v.ok(&["audit", "--limit", "200"]);
+        audit.contains("S3 DELETE /audited/x.txt") && audit.contains("VKNOBODY")
+    });
+    let line = |what: &str| -> String {
+        audit
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what} in\n{audit}"))
+            .to_string()
+    };
+    let put = line("S3 PUT /audited/x.txt");
+    assert!(
+        put.contains(&aws.id) && put.contains("127.0.0.1") && put.ends_with("200"),
+        "{put}"
+    );
+    assert!(line("S3 PUT /audited ").ends_with("200"), "{audit}");
+    assert!(line("S3 DELETE /audited/x.txt").ends_with("204"), "{audit}");
+    assert!(
+        line("S3 PUT /audited/y.txt").contains("VKNOBODY"),
+        "{audit}"
+    );
+    assert!(line("S3 PUT /audited/y.txt").ends_with("403"), "{audit}");
+    assert!(
+        !audit.contains("S3 GET"),
+        "reads are not audit events:\n{audit}"
+    );
+    assert!(v.ok(&["audit", "--verify"]).contains("intact"));
+}

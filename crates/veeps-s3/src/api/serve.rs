@@ -72,6 +72,38 @@ pub(super) fn bucket_of(req: &hyper::Request<hyper::body::Incoming>) -> String {
     })
 }
 
+/// The access key id a request is signed with (header or presigned query; SigV4 or V2).
+pub(super) fn access_key_of(req: &hyper::Request<hyper::body::Incoming>) -> Option<String> {
+    let clean = |s: &str| -> Option<String> {
+        let s: String = s
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .take(128)
+            .collect();
+        (!s.is_empty()).then_some(s)
+    };
+    if let Some(h) = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+    {
+        if let Some(rest) = h.split("Credential=").nth(1) {
+            return clean(rest);
+        }
+        if let Some(rest) = h.strip_prefix("AWS ") {
+            return clean(rest);
+        }
+    }
+    let q = req.uri().query().unwrap_or_default();
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        match k {
+            "X-Amz-Credential" | "AWSAccessKeyId" => clean(v),
+            _ => None,
+        }
+    })
+}
+
 pub(super) fn length(h: &hyper::HeaderMap, name: &str) -> u64 {
     h.get(name)
         .and_then(|v| v.to_str().ok())
@@ -166,6 +198,7 @@ pub async fn serve(
     gate: crate::access::Gate,
     stats: Arc<crate::stats::Stats>,
     limits: veeps_http::Limits,
+    audit: Option<Arc<dyn veeps_state::AuditSink>>,
 ) {
     let api = api.with_access(gate.access.clone());
     let mut b = s3s::service::S3ServiceBuilder::new(api);
@@ -176,10 +209,33 @@ pub async fn serve(
     veeps_http::serve(listener, "s3", limits, move |peer| {
         let svc = svc.clone();
         let stats = stats.clone();
+        let audit = audit.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let svc = svc.clone();
             let stats = stats.clone();
+            let audit = audit.clone();
             async move {
+                // Writes are audit events: who (the access key), from where, what, and
+                // the answer.
+                let write = matches!(
+                    *req.method(),
+                    hyper::Method::PUT | hyper::Method::POST | hyper::Method::DELETE
+                );
+                let event = (write && audit.is_some()).then(|| {
+                    let mut action = format!("S3 {} {}", req.method(), req.uri().path());
+                    if action.len() > 256 {
+                        let mut cut = 256;
+                        while !action.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        action.truncate(cut);
+                        action.push('…');
+                    }
+                    (
+                        access_key_of(&req).unwrap_or_else(|| "anonymous".into()),
+                        action,
+                    )
+                });
                 let started = std::time::Instant::now();
                 let bucket = bucket_of(&req);
                 let bytes_in = match length(req.headers(), "x-amz-decoded-content-length") {
@@ -206,6 +262,14 @@ pub async fn serve(
                     out,
                     started.elapsed().as_secs_f64(),
                 );
+                if let (Some((who, action)), Some(a)) = (event, &audit) {
+                    a.note(veeps_state::AuditRecord {
+                        who,
+                        source: peer.ip().to_string(),
+                        action,
+                        result: status,
+                    });
+                }
                 r
             }
         })
