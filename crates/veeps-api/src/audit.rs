@@ -2,7 +2,8 @@
 //! batches (one transaction, one fsync for many calls), never on the runtime's threads.
 //! Calls made with the token wait until their entry is durable; refused calls do not, and
 //! are bounded: their path is truncated, each source gets a few entries a minute, and what
-//! is dropped is counted.
+//! is dropped is counted, and summed up in an entry of its own once the minute is over
+//! ("dropped N refused calls from ADDRESS"), so the log says what it does not hold.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,49 @@ pub const REFUSED_PATH_CHARS: usize = 128;
 /// Sources whose refusals are tracked at once (older windows are forgotten).
 const SOURCES: usize = 10_000;
 
+/// Each source's current minute and how many refused calls it made in it.
+type Windows = Mutex<HashMap<String, (i64, u32)>>;
+
+/// The summary entry of a source's minute with `count` refused calls, if some were dropped.
+fn summary(source: &str, minute: i64, count: u32) -> Option<AuditRecord> {
+    let dropped = count.checked_sub(REFUSED_PER_MINUTE).filter(|d| *d > 0)?;
+    let when = time::OffsetDateTime::from_unix_timestamp(minute * 60)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    Some(AuditRecord {
+        who: "veeps".into(),
+        source: source.into(),
+        action: format!("dropped {dropped} refused calls (over {REFUSED_PER_MINUTE} a minute) in the minute from {when}"),
+        result: 429,
+    })
+}
+
+/// Takes the windows of minutes before `now_secs`'s, returning their summaries.
+fn close_windows(w: &Windows, now_secs: i64) -> Vec<AuditRecord> {
+    let minute = now_secs / 60;
+    let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = vec![];
+    w.retain(|source, (m, n)| {
+        if *m >= minute {
+            return true;
+        }
+        out.extend(summary(source, *m, *n));
+        false
+    });
+    out
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 struct Pending {
     record: AuditRecord,
     done: Option<tokio::sync::oneshot::Sender<()>>,
@@ -24,7 +68,7 @@ struct Pending {
 /// Writes audit entries off the runtime, in batches.
 pub struct Auditor {
     tx: std::sync::mpsc::SyncSender<Pending>,
-    windows: Mutex<HashMap<String, (i64, u32)>>,
+    windows: Arc<Windows>,
     /// Refused-call entries dropped by the rate limit or a full queue.
     pub dropped: AtomicU64,
 }
@@ -33,10 +77,24 @@ impl Auditor {
     /// Starts the writer thread over `store`.
     pub fn start(store: Arc<Store>) -> Arc<Auditor> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(65_536);
+        let windows: Arc<Windows> = Arc::default();
+        let w = windows.clone();
         std::thread::Builder::new()
             .name("veeps-audit".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
+            .spawn(move || loop {
+                // Every half minute at least: the summaries of minutes that are over.
+                let first = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+                    Ok(p) => Some(p),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                let closed = close_windows(&w, now_secs());
+                if !closed.is_empty() {
+                    if let Err(e) = store.append_audit_batch(&closed) {
+                        tracing::error!(error = %e, "audit log write failed");
+                    }
+                }
+                if let Some(first) = first {
                     let mut batch = vec![first];
                     while batch.len() < 1024 {
                         match rx.try_recv() {
@@ -59,7 +117,7 @@ impl Auditor {
             .expect("start the audit writer thread");
         Arc::new(Auditor {
             tx,
-            windows: Mutex::new(HashMap::new()),
+            windows,
             dropped: AtomicU64::new(0),
         })
     }
@@ -120,20 +178,40 @@ impl Auditor {
         }
     }
 
+    fn queue(&self, records: Vec<AuditRecord>) {
+        for record in records {
+            self.note(record);
+        }
+    }
+
     /// Whether `source` may have one more refused-call entry this minute.
     fn admit(&self, source: &str, now_secs: i64) -> bool {
         let minute = now_secs / 60;
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut closed = vec![];
         if w.len() >= SOURCES && !w.contains_key(source) {
-            w.retain(|_, (m, _)| *m == minute);
+            w.retain(|s, (m, n)| {
+                if *m == minute {
+                    return true;
+                }
+                closed.extend(summary(s, *m, *n));
+                false
+            });
             if w.len() >= SOURCES {
+                drop(w);
+                self.queue(closed);
                 return false;
             }
         }
         let e = w.entry(source.to_string()).or_insert((minute, 0));
         if e.0 != minute {
+            closed.extend(summary(source, e.0, e.1));
             *e = (minute, 0);
         }
+        drop(w);
+        self.queue(closed);
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let e = w.entry(source.to_string()).or_insert((minute, 0));
         e.1 += 1;
         e.1 <= REFUSED_PER_MINUTE
     }
@@ -156,10 +234,12 @@ mod tests {
         let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
         let a = Auditor::start(store.clone());
         let long = format!("GET /{}", "x".repeat(10_000));
+        // Minutes ahead of the clock: the writer closes only minutes that are over.
+        let t = (now_secs() / 60 + 100) * 60;
         for _ in 0..1000 {
-            a.refused("anonymous", "10.0.0.1", &long, 60);
+            a.refused("anonymous", "10.0.0.1", &long, t);
         }
-        a.refused("anonymous", "10.0.0.2", "GET /", 60);
+        a.refused("anonymous", "10.0.0.2", "GET /", t);
         // A call with the token waits for its entry, and so for the batch before it.
         a.record(AuditRecord {
             who: "root".into(),
@@ -170,6 +250,31 @@ mod tests {
         .await;
         let entries = store.audit(10_000).unwrap();
         assert_eq!(entries.len(), REFUSED_PER_MINUTE as usize + 2);
+        // The next minute, the drops of the last are summed up in an entry of their own.
+        a.refused("anonymous", "10.0.0.1", "GET /", t + 65);
+        a.record(AuditRecord {
+            who: "root".into(),
+            source: "127.0.0.1".into(),
+            action: "GET /v1/status".into(),
+            result: 200,
+        })
+        .await;
+        let entries = store.audit(10_000).unwrap();
+        let sum = entries
+            .iter()
+            .find(|e| e.action.starts_with("dropped"))
+            .expect("a summary of the dropped entries");
+        assert_eq!(sum.source, "10.0.0.1");
+        assert!(
+            sum.action.starts_with("dropped 990 refused calls"),
+            "{}",
+            sum.action
+        );
+        let minute = time::OffsetDateTime::from_unix_timestamp(t)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        assert!(sum.action.contains(&minute), "{} ({minute})", sum.action);
         assert!(entries
             .iter()
             .all(|e| e.action.chars().count() <= REFUSED_PATH_CHARS + 1));
