@@ -581,3 +581,27 @@ output "triggers" {{
         plan.render()
     );
 }
+
+/// A `kmscrypt::` value is a secret wherever it flows: written in configuration, or given
+/// to a root variable in a `.tfvars` file.
+#[tokio::test]
+async fn kmscrypt_values_are_sensitive_from_configuration_and_tfvars() {
+    let t = errors_of(&[(
+        "env/main.hcl",
+        "locals {\n  k = \"kmscrypt::abc\"\n}\noutput \"o\" {\n  value = local.k\n}\n",
+    )])
+    .await;
+    assert!(
+        t.contains("sensitive = true") && t.contains("kmscrypt"),
+        "{t}"
+    );
+    let t = errors_of(&[
+        (
+            "env/main.hcl",
+            "variable \"k\" {}\noutput \"o\" {\n  value = var.k\n}\n",
+        ),
+        ("env/terraform.tfvars", "k = \"kmscrypt::abc\"\n"),
+    ])
+    .await;
+    assert!(t.contains("sensitive = true") && t.contains("var.k"), "{t}");
+}

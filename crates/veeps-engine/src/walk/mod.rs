@@ -709,6 +709,16 @@ impl Walk {
                         if v.sensitive {
                             return Some(format!("var.{}", v.name));
                         }
+                        // A root variable given a `kmscrypt::` value (in a .tfvars file or
+                        // with -var) is a secret too.
+                        let encrypted = match self.root_inputs.get(&v.name) {
+                            Some(RootInput::Raw(s)) => s.contains("kmscrypt::"),
+                            Some(RootInput::Value(x, _)) => x.to_string().contains("kmscrypt::"),
+                            None => false,
+                        };
+                        if encrypted && m.dir == self.config.root {
+                            return Some(format!("var.{} (a kmscrypt:: value)", v.name));
+                        }
                         // A module's input is as sensitive as what a caller passes in.
                         for caller in self.config.modules.values() {
                             for call in caller.module_calls.values() {
