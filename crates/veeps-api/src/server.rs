@@ -508,6 +508,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/system/down", post(system_down))
         .route("/v1/kms/{env}/encrypt", post(kms_encrypt))
         .route("/v1/kms/{env}/decrypt", post(kms_decrypt))
+        .route("/v1/kms/{env}/export-key", post(kms_export))
+        .route("/v1/kms/{env}/import-key", post(kms_import))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/audit/seal", post(audit_seal))
@@ -1155,6 +1157,45 @@ async fn kms_decrypt(
             StatusCode::BAD_REQUEST,
             format!("not a kmscrypt:: value of environment {env} (wrong environment, or altered)"),
         ),
+    }
+}
+
+async fn kms_export(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    Json(k): Json<veeps_wire::KmsKey>,
+) -> Response {
+    if let Err(r) = valid_env(&env) {
+        return r;
+    }
+    let kms = st.engine.kms.clone();
+    match tokio::task::spawn_blocking(move || kms.export_env_key(&env, &k.passphrase)).await {
+        Ok(Ok(key)) => Json(veeps_wire::KmsValue { value: key }).into_response(),
+        Ok(Err(veeps_kms::KmsError::Invalid(m))) => err(StatusCode::BAD_REQUEST, m),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn kms_import(
+    State(st): State<AppState>,
+    Path(env): Path<String>,
+    Json(k): Json<veeps_wire::KmsKey>,
+) -> Response {
+    if let Err(r) = valid_env(&env) {
+        return r;
+    }
+    let kms = st.engine.kms.clone();
+    let e2 = env.clone();
+    match tokio::task::spawn_blocking(move || kms.import_env_key(&e2, &k.key, &k.passphrase)).await
+    {
+        Ok(Ok(())) => Json(veeps_wire::KmsValue {
+            value: format!("imported the key of environment {env}"),
+        })
+        .into_response(),
+        Ok(Err(veeps_kms::KmsError::Invalid(m))) => err(StatusCode::BAD_REQUEST, m),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -30,6 +30,31 @@ fn value_context(env: &str) -> String {
     format!("kmscrypt value of {env}")
 }
 
+/// The prefix of an exported environment key.
+pub const EXPORTED: &str = "veeps-key::";
+
+fn export_context(env: &str) -> String {
+    format!("veeps exported environment key {env}")
+}
+
+fn check_passphrase(p: &str) -> Result<(), KmsError> {
+    if p.chars().count() < 12 {
+        return Err(KmsError::Invalid(
+            "a passphrase has at least 12 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The key a passphrase gives (Argon2id with its default costs: 19 MiB, 2 passes).
+fn passphrase_key(passphrase: &str, salt: &[u8]) -> Result<[u8; 32], KmsError> {
+    let mut out = [0u8; 32];
+    argon2::Argon2::default()
+        .hash_password_into(passphrase.as_bytes(), salt, &mut out)
+        .map_err(|e| KmsError::Invalid(format!("deriving a key from the passphrase: {e}")))?;
+    Ok(out)
+}
+
 /// Errors of key management.
 #[derive(Debug, thiserror::Error)]
 pub enum KmsError {
@@ -49,6 +74,9 @@ pub enum KmsError {
     /// The state store failed.
     #[error(transparent)]
     State(#[from] veeps_state::StateError),
+    /// The request cannot be carried out as given; the message says why.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A data key: use `plaintext` to encrypt, store `wrapped` beside the data, forget `plaintext`.
@@ -228,6 +256,69 @@ impl Kms {
         String::from_utf8(plain).map_err(|_| KmsError::Decrypt)
     }
 
+    /// `env`'s master key, sealed with `passphrase` (Argon2id, then AES-256-GCM bound to the
+    /// environment's name), to carry to another machine so that `kmscrypt::` values
+    /// committed for `env` open there too.
+    pub fn export_env_key(&self, env: &str, passphrase: &str) -> Result<String, KmsError> {
+        use base64::Engine as _;
+        check_passphrase(passphrase)?;
+        let key = self.env_key(env)?;
+        let mut salt = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let kek = passphrase_key(passphrase, &salt)?;
+        let mut blob = salt.to_vec();
+        blob.extend(seal(&kek, &key, export_context(env).as_bytes()));
+        Ok(format!(
+            "{EXPORTED}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob)
+        ))
+    }
+
+    /// Makes an exported key `env`'s master key here. Only before `env` has a key of its
+    /// own: one in use already protects what it encrypted, and replacing it would lose that.
+    pub fn import_env_key(
+        &self,
+        env: &str,
+        exported: &str,
+        passphrase: &str,
+    ) -> Result<(), KmsError> {
+        use base64::Engine as _;
+        let blob = exported
+            .trim()
+            .strip_prefix(EXPORTED)
+            .and_then(|b| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(b)
+                    .ok()
+            })
+            .filter(|b| b.len() > 16)
+            .ok_or_else(|| KmsError::Invalid("not an exported veeps key".into()))?;
+        let kek = passphrase_key(passphrase, &blob[..16])?;
+        let key = open(&kek, &blob[16..], export_context(env).as_bytes()).map_err(|_| {
+            KmsError::Invalid(format!(
+                "the passphrase is wrong, or the key was exported for another environment than {env}"
+            ))
+        })?;
+        let key = key_from(&key).ok_or(KmsError::Decrypt)?;
+        let name = format!("env/{env}");
+        let aad = format!("veeps environment key {env}");
+        let wrapped = seal(&self.root, &key, aad.as_bytes());
+        let stored = self.store.put_key_blob_if_absent(&name, &wrapped)?;
+        if stored != wrapped {
+            let current = key_from(&open(&self.root, &stored, aad.as_bytes())?);
+            if current != Some(key) {
+                return Err(KmsError::Invalid(format!(
+                    "environment {env} has a key of its own already (it protects what it encrypted); import a key before the environment's first use"
+                )));
+            }
+        }
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(env.to_string(), key);
+        Ok(())
+    }
+
     /// A fresh data key for `env` (envelope encryption).
     pub fn generate_data_key(&self, env: &str) -> Result<DataKey, KmsError> {
         let plaintext = random_key();
@@ -336,6 +427,41 @@ mod value_tests {
             .decrypt_value("prod", &String::from_utf8(bad).unwrap())
             .is_err());
         assert!(kms.decrypt_value("prod", "hunter2").is_err());
+        // The key travels: exported with a passphrase, imported elsewhere, it opens the
+        // same values; a wrong passphrase, another environment, or a machine where the
+        // environment has a key of its own already, refuse it.
+        let blob = kms.export_env_key("prod", "correct horse battery").unwrap();
+        assert!(kms.export_env_key("prod", "short").is_err());
+        let d2 = tempfile::tempdir().unwrap();
+        let other = Kms::open(
+            d2.path(),
+            Arc::new(Store::open(&d2.path().join("state.redb")).unwrap()),
+        )
+        .unwrap();
+        assert!(other
+            .import_env_key("prod", &blob, "wrong horse battery")
+            .is_err());
+        assert!(other
+            .import_env_key("stage", &blob, "correct horse battery")
+            .is_err());
+        other
+            .import_env_key("prod", &blob, "correct horse battery")
+            .unwrap();
+        assert_eq!(
+            other.decrypt_value("prod", &v).unwrap(),
+            "hunter2-long-secret"
+        );
+        other
+            .import_env_key("prod", &blob, "correct horse battery")
+            .unwrap();
+        other.ensure_env_key("stage").unwrap();
+        let stage = kms
+            .export_env_key("stage", "correct horse battery")
+            .unwrap();
+        let e = other
+            .import_env_key("stage", &stage, "correct horse battery")
+            .unwrap_err();
+        assert!(e.to_string().contains("has a key of its own"), "{e}");
         // Each encryption differs (fresh nonce).
         assert_ne!(
             kms.encrypt_value("prod", "x").unwrap(),

@@ -701,3 +701,14 @@ pub struct Sealed {
     /// Where its copy was written.
     pub exported: Option<String>,
 }
+
+/// `POST /v1/kms/{env}/export-key` (with `key` empty) and `.../import-key`: an environment's
+/// key sealed with a passphrase.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KmsKey {
+    /// The passphrase sealing the key.
+    pub passphrase: String,
+    /// The exported key (`veeps-key::...`); empty when asking for one.
+    #[serde(default)]
+    pub key: String,
+}

@@ -381,6 +381,20 @@ pub enum KmsCmd {
         /// The file (`-` for standard input)
         file: PathBuf,
     },
+    /// Print ENV's key sealed with a passphrase (VEEPS_KMS_PASSPHRASE, or the first line of
+    /// standard input), to import on another machine
+    ExportKey {
+        /// The environment
+        env: String,
+    },
+    /// Make an exported key ENV's key here (before ENV's first use), so that its kmscrypt::
+    /// values open here too
+    ImportKey {
+        /// The environment
+        env: String,
+        /// The file `veeps kms export-key` wrote
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -70,6 +70,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Ca(CaCmd::Cert) => ca_cert(&g),
         Command::Kms(KmsCmd::Encrypt { env, value }) => kms_encrypt(&g, &env, value),
         Command::Kms(KmsCmd::Decrypt { env, file }) => kms_decrypt(&g, &env, &file),
+        Command::Kms(KmsCmd::ExportKey { env }) => kms_export(&g, &env),
+        Command::Kms(KmsCmd::ImportKey { env, file }) => kms_import(&g, &env, &file),
         Command::Down => down(&g),
         Command::S3(S3Cmd::Credentials) => s3_credentials(&g),
         Command::S3(S3Cmd::Lifecycle { advance_days }) => s3_lifecycle(&g, advance_days),
@@ -1188,6 +1190,47 @@ fn kms_encrypt(g: &Global, env: &str, value: Option<String>) -> R {
         .post_as(
             &format!("/v1/kms/{}/encrypt", encode(env)),
             &veeps_wire::KmsValue { value },
+        )
+        .map_err(api_err)?;
+    println!("{}", v.value);
+    Ok(0)
+}
+
+/// The passphrase: `VEEPS_KMS_PASSPHRASE`, or the first line of standard input.
+fn passphrase() -> Result<String, String> {
+    if let Ok(p) = std::env::var("VEEPS_KMS_PASSPHRASE") {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the passphrase from standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn kms_export(g: &Global, env: &str) -> R {
+    let v: veeps_wire::KmsValue = client(g)?
+        .post_as(
+            &format!("/v1/kms/{}/export-key", encode(env)),
+            &veeps_wire::KmsKey {
+                passphrase: passphrase()?,
+                key: String::new(),
+            },
+        )
+        .map_err(api_err)?;
+    println!("{}", v.value);
+    Ok(0)
+}
+
+fn kms_import(g: &Global, env: &str, file: &Path) -> R {
+    let key = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let v: veeps_wire::KmsValue = client(g)?
+        .post_as(
+            &format!("/v1/kms/{}/import-key", encode(env)),
+            &veeps_wire::KmsKey {
+                passphrase: passphrase()?,
+                key,
+            },
         )
         .map_err(api_err)?;
     println!("{}", v.value);

@@ -653,3 +653,77 @@ fn the_data_directory_and_root_key_are_treated_with_care() {
     );
     assert!(!v.data.join("root.key").exists());
 }
+
+/// Issue "Security baseline", KMS: an environment's key travels with a passphrase, so the
+/// `kmscrypt::` values committed for it open on another machine; a wrong passphrase, or an
+/// environment that has a key of its own there already, is refused.
+#[test]
+fn an_environments_key_moves_to_another_machine() {
+    let a = Veeps::start();
+    let b = Veeps::start();
+    let sealed = a.ok(&["kms", "encrypt", "prod", "--value", "travelling secret"]);
+    let run = |v: &Veeps, args: &[&str], pass: &str| {
+        let mut c = v.cmd(args);
+        c.env("VEEPS_KMS_PASSPHRASE", pass);
+        c.output().unwrap()
+    };
+    let out = run(
+        &a,
+        &["kms", "export-key", "prod"],
+        "a long enough passphrase",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(key.starts_with("veeps-key::"), "{key}");
+    b.write("prod.key", &key);
+    b.write("sealed.txt", &sealed);
+    let file = b.work.join("prod.key").display().to_string();
+    let wrong = run(
+        &b,
+        &["kms", "import-key", "prod", &file],
+        "not the passphrase!",
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("passphrase is wrong"));
+    let ok = run(
+        &b,
+        &["kms", "import-key", "prod", &file],
+        "a long enough passphrase",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let opened = b.ok(&[
+        "kms",
+        "decrypt",
+        "prod",
+        &b.work.join("sealed.txt").display().to_string(),
+    ]);
+    assert_eq!(opened.trim(), "travelling secret");
+    // An environment with a key of its own keeps it.
+    b.ok(&["kms", "encrypt", "stage", "--value", "x"]);
+    let out = run(
+        &a,
+        &["kms", "export-key", "stage"],
+        "a long enough passphrase",
+    );
+    b.write("stage.key", &String::from_utf8_lossy(&out.stdout));
+    let refused = run(
+        &b,
+        &[
+            "kms",
+            "import-key",
+            "stage",
+            &b.work.join("stage.key").display().to_string(),
+        ],
+        "a long enough passphrase",
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("has a key of its own"));
+}
