@@ -1011,3 +1011,33 @@ fn s3_writes_are_audit_events() {
     );
     assert!(v.ok(&["audit", "--verify"]).contains("intact"));
 }
+
+/// A write refused before its body is read ends the connection (`Connection: close`): a
+/// client that sends the body anyway, after waiting for `100 Continue` in vain, would
+/// otherwise have it read as the start of its next request (boto3 saw a bare 400 so, under
+/// load).
+#[test]
+fn a_write_refused_before_its_body_closes_the_connection() {
+    use std::io::{Read, Write};
+    let v = Veeps::start();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", v.s3_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"PUT /nobucket/k?partNumber=10001&uploadId=x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = s.read(&mut head).unwrap();
+    let text = String::from_utf8_lossy(&head[..n]).to_lowercase();
+    assert!(text.starts_with("http/1.1 4"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    // The body sent late, then another request: nothing answers it on this connection.
+    let _ = s.write_all(b"xxxxGET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut rest = vec![];
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}

@@ -243,10 +243,22 @@ pub async fn serve(
                     n => n,
                 };
                 req.extensions_mut().insert(crate::access::Peer(peer));
-                let r = match check_sig_v2(&req) {
+                let has_body = bytes_in > 0 || req.headers().contains_key("transfer-encoding");
+                let mut r = match check_sig_v2(&req) {
                     Some(refused) => Ok(refused),
                     None => hyper::service::Service::call(&svc, req).await,
                 };
+                // An error answered before the body was read ends the connection: a client
+                // that sends the body anyway (after waiting for `100 Continue` in vain)
+                // would otherwise have it read as the start of its next request.
+                if let Ok(resp) = &mut r {
+                    if has_body && resp.status().as_u16() >= 400 {
+                        resp.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
+                    }
+                }
                 let (status, out) = match &r {
                     Ok(resp) => (
                         resp.status().as_u16(),
