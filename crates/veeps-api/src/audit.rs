@@ -178,42 +178,38 @@ impl Auditor {
         }
     }
 
-    fn queue(&self, records: Vec<AuditRecord>) {
-        for record in records {
-            self.note(record);
-        }
-    }
-
-    /// Whether `source` may have one more refused-call entry this minute.
+    /// Whether `source` may have one more refused-call entry this minute. Windows that end
+    /// here (the source's previous minute, or others evicted to make room) are summed up.
     fn admit(&self, source: &str, now_secs: i64) -> bool {
         let minute = now_secs / 60;
-        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut closed = vec![];
-        if w.len() >= SOURCES && !w.contains_key(source) {
-            w.retain(|s, (m, n)| {
-                if *m == minute {
-                    return true;
-                }
-                closed.extend(summary(s, *m, *n));
-                false
-            });
-            if w.len() >= SOURCES {
-                drop(w);
-                self.queue(closed);
-                return false;
+        let admitted = {
+            let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            if w.len() >= SOURCES && !w.contains_key(source) {
+                w.retain(|s, (m, n)| {
+                    let keep = *m == minute;
+                    if !keep {
+                        closed.extend(summary(s, *m, *n));
+                    }
+                    keep
+                });
             }
+            if w.len() >= SOURCES && !w.contains_key(source) {
+                false
+            } else {
+                let e = w.entry(source.to_string()).or_insert((minute, 0));
+                if e.0 != minute {
+                    closed.extend(summary(source, e.0, e.1));
+                    *e = (minute, 0);
+                }
+                e.1 += 1;
+                e.1 <= REFUSED_PER_MINUTE
+            }
+        };
+        for record in closed {
+            self.note(record);
         }
-        let e = w.entry(source.to_string()).or_insert((minute, 0));
-        if e.0 != minute {
-            closed.extend(summary(source, e.0, e.1));
-            *e = (minute, 0);
-        }
-        drop(w);
-        self.queue(closed);
-        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let e = w.entry(source.to_string()).or_insert((minute, 0));
-        e.1 += 1;
-        e.1 <= REFUSED_PER_MINUTE
+        admitted
     }
 }
 
@@ -241,24 +237,18 @@ mod tests {
         }
         a.refused("anonymous", "10.0.0.2", "GET /", t);
         // A call with the token waits for its entry, and so for the batch before it.
-        a.record(AuditRecord {
+        let token_call = || AuditRecord {
             who: "root".into(),
             source: "127.0.0.1".into(),
             action: "GET /v1/status".into(),
             result: 200,
-        })
-        .await;
+        };
+        a.record(token_call()).await;
         let entries = store.audit(10_000).unwrap();
         assert_eq!(entries.len(), REFUSED_PER_MINUTE as usize + 2);
         // The next minute, the drops of the last are summed up in an entry of their own.
         a.refused("anonymous", "10.0.0.1", "GET /", t + 65);
-        a.record(AuditRecord {
-            who: "root".into(),
-            source: "127.0.0.1".into(),
-            action: "GET /v1/status".into(),
-            result: 200,
-        })
-        .await;
+        a.record(token_call()).await;
         let entries = store.audit(10_000).unwrap();
         let sum = entries
             .iter()

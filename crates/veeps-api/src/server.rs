@@ -1045,21 +1045,7 @@ async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, Strin
         .unwrap_or(100usize)
         .min(100_000);
     match st.store.audit(limit) {
-        Ok(a) => Json(
-            a.into_iter()
-                .map(|e| veeps_wire::AuditEntryView {
-                    seq: e.seq,
-                    time: e.time,
-                    who: e.who,
-                    source: e.source,
-                    action: e.action,
-                    result: e.result,
-                    prev_hash: e.prev_hash,
-                    hash: e.hash,
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+        Ok(a) => Json(a).into_response(),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -1120,6 +1106,16 @@ async fn system_down(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
+/// A KMS call's answer: the value, 400 with the reason for what cannot be done as asked,
+/// 500 otherwise.
+fn kms_answer(r: Result<String, veeps_kms::KmsError>) -> Response {
+    match r {
+        Ok(value) => Json(veeps_wire::KmsValue { value }).into_response(),
+        Err(veeps_kms::KmsError::Invalid(m)) => err(StatusCode::BAD_REQUEST, m),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// Most bytes of a secret to encrypt: configuration values, not files.
 const MAX_SECRET: usize = 64 * 1024;
 
@@ -1137,10 +1133,7 @@ async fn kms_encrypt(
             format!("a secret is at most {MAX_SECRET} bytes"),
         );
     }
-    match st.engine.kms.encrypt_value(&env, &v.value) {
-        Ok(value) => Json(veeps_wire::KmsValue { value }).into_response(),
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    kms_answer(st.engine.kms.encrypt_value(&env, &v.value))
 }
 
 async fn kms_decrypt(
@@ -1168,13 +1161,10 @@ async fn kms_export(
     if let Err(r) = valid_env(&env) {
         return r;
     }
+    // Argon2 takes a while and memory: off the runtime.
     let kms = st.engine.kms.clone();
-    match tokio::task::spawn_blocking(move || kms.export_env_key(&env, &k.passphrase)).await {
-        Ok(Ok(key)) => Json(veeps_wire::KmsValue { value: key }).into_response(),
-        Ok(Err(veeps_kms::KmsError::Invalid(m))) => err(StatusCode::BAD_REQUEST, m),
-        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    let r = tokio::task::spawn_blocking(move || kms.export_env_key(&env, &k.passphrase)).await;
+    kms_answer(r.unwrap_or_else(|e| Err(veeps_kms::KmsError::Invalid(e.to_string()))))
 }
 
 async fn kms_import(
@@ -1186,17 +1176,12 @@ async fn kms_import(
         return r;
     }
     let kms = st.engine.kms.clone();
-    let e2 = env.clone();
-    match tokio::task::spawn_blocking(move || kms.import_env_key(&e2, &k.key, &k.passphrase)).await
-    {
-        Ok(Ok(())) => Json(veeps_wire::KmsValue {
-            value: format!("imported the key of environment {env}"),
-        })
-        .into_response(),
-        Ok(Err(veeps_kms::KmsError::Invalid(m))) => err(StatusCode::BAD_REQUEST, m),
-        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    let r = tokio::task::spawn_blocking(move || {
+        kms.import_env_key(&env, &k.key, &k.passphrase)
+            .map(|()| format!("imported the key of environment {env}"))
+    })
+    .await;
+    kms_answer(r.unwrap_or_else(|e| Err(veeps_kms::KmsError::Invalid(e.to_string()))))
 }
 
 async fn ca_cert(State(st): State<AppState>) -> Response {

@@ -187,26 +187,8 @@ pub struct HistoryEntry {
 
 pub use veeps_wire::plan::Summary;
 
-/// One entry of the audit log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AuditEntry {
-    /// Its sequence number, from 1.
-    pub seq: u64,
-    /// When.
-    pub time: String,
-    /// Who (a token name, or `anonymous`).
-    pub who: String,
-    /// From where.
-    pub source: String,
-    /// What (method and path).
-    pub action: String,
-    /// The result (HTTP status).
-    pub result: u16,
-    /// The hash of the previous entry (chaining makes tampering visible).
-    pub prev_hash: String,
-    /// The hash of this entry.
-    pub hash: String,
-}
+/// One entry of the audit log (the API's view of it is the entry itself).
+pub use veeps_wire::AuditEntryView as AuditEntry;
 
 /// What an audit entry records, before it is numbered and chained.
 #[derive(Debug, Clone, PartialEq)]
