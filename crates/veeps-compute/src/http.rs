@@ -11,6 +11,30 @@ use axum::{Json, Router};
 use std::collections::HashMap;
 use std::sync::Arc;
 use veeps_resource::part::reply;
+use veeps_resource::RouteAction;
+
+/// The IAM action and resource of each route.
+pub const ACTIONS: &[RouteAction] = &[
+    RouteAction::new("GET", "/v1/images", "compute:ListImages", "*"),
+    RouteAction::new(
+        "POST",
+        "/v1/images",
+        "compute:BuildImage",
+        "arn:veeps:compute::image/*",
+    ),
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/instances",
+        "compute:ListInstances",
+        "arn:veeps:compute:{env}:instance/*",
+    ),
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/groups/{name}/activity",
+        "compute:GetGroupActivity",
+        "arn:veeps:compute:{env}:group/{name}",
+    ),
+];
 
 /// `/v1/images`, `/v1/envs/{env}/instances` and groups' activity.
 pub fn routes(compute: Arc<Compute>) -> Router {

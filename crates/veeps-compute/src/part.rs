@@ -48,4 +48,8 @@ impl Part for ComputePart {
     fn routes(&self) -> Option<axum::Router> {
         Some(crate::http::routes(self.compute.clone()))
     }
+
+    fn actions(&self) -> &'static [veeps_resource::RouteAction] {
+        crate::http::ACTIONS
+    }
 }

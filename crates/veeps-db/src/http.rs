@@ -11,6 +11,59 @@ use axum::{Json, Router};
 use std::collections::HashMap;
 use std::sync::Arc;
 use veeps_resource::part::reply;
+use veeps_resource::RouteAction;
+
+/// The IAM action and resource of each route.
+pub const ACTIONS: &[RouteAction] = &[
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/db/{name}",
+        "db:DescribeCluster",
+        "arn:veeps:db:{env}:cluster/{name}",
+    ),
+    RouteAction::new(
+        "DELETE",
+        "/v1/envs/{env}/db/{name}",
+        "db:DeleteCluster",
+        "arn:veeps:db:{env}:cluster/{name}",
+    ),
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/db/{name}/events",
+        "db:ListEvents",
+        "arn:veeps:db:{env}:cluster/{name}",
+    ),
+    RouteAction::new(
+        "POST",
+        "/v1/envs/{env}/db/{name}/failover",
+        "db:Failover",
+        "arn:veeps:db:{env}:cluster/{name}",
+    ),
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/db/{name}/backups",
+        "db:ListBackups",
+        "arn:veeps:db:{env}:cluster/{name}",
+    ),
+    RouteAction::new(
+        "POST",
+        "/v1/envs/{env}/db/{name}/backups",
+        "db:CreateSnapshot",
+        "arn:veeps:db:{env}:cluster/{name}",
+    ),
+    RouteAction::new(
+        "POST",
+        "/v1/envs/{env}/db/{name}/restore",
+        "db:Restore",
+        "arn:veeps:db:{env}:cluster/{name}",
+    ),
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/db/{name}/psql",
+        "db:Connect",
+        "arn:veeps:db:{env}:cluster/{name}",
+    ),
+];
 
 /// The routes under `/v1/envs/{env}/db/{name}`.
 pub fn routes(dbs: Arc<Dbs>) -> Router {

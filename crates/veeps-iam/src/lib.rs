@@ -8,6 +8,13 @@
 //! [`Context`]. Nothing is ignored: an element, operator or key the grammar does not know
 //! is refused with what to change.
 
+pub mod directory;
+pub mod http;
+pub mod part;
+pub mod password;
+pub mod resources;
+pub mod totp;
+
 use serde_json::Value as Json;
 
 /// What a policy may say.
@@ -452,7 +459,8 @@ fn compare(how: &str, a: f64, b: f64) -> bool {
 }
 
 /// `*` and `?` wildcards; actions compare case-insensitively, resources and values not.
-fn glob(p: &str, v: &str, case_insensitive: bool) -> bool {
+/// Whether `v` matches `p` (`*` any run, `?` one character).
+pub fn glob(p: &str, v: &str, case_insensitive: bool) -> bool {
     veeps_resource::wildcard(p, v, case_insensitive)
 }
 

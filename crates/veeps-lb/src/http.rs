@@ -7,6 +7,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::sync::Arc;
+use veeps_resource::RouteAction;
+
+/// The IAM action and resource of each route.
+pub const ACTIONS: &[RouteAction] = &[RouteAction::new(
+    "GET",
+    "/v1/envs/{env}/targets",
+    "lb:ListTargets",
+    "arn:veeps:lb:{env}:target/*",
+)];
 
 /// `/v1/envs/{env}/targets`.
 pub fn routes(lbs: Arc<Lbs>) -> Router {

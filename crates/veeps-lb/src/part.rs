@@ -44,4 +44,8 @@ impl Part for LbPart {
     fn routes(&self) -> Option<axum::Router> {
         Some(crate::http::routes(self.0.clone()))
     }
+
+    fn actions(&self) -> &'static [veeps_resource::RouteAction] {
+        crate::http::ACTIONS
+    }
 }

@@ -13,6 +13,59 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use veeps_resource::part::reply::{self, bad, fail};
+use veeps_resource::RouteAction;
+
+/// The IAM action and resource of each route.
+pub const ACTIONS: &[RouteAction] = &[
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/metrics",
+        "obs:ListMetrics",
+        "arn:veeps:obs:{env}:metric/*",
+    ),
+    RouteAction::new(
+        "POST",
+        "/v1/envs/{env}/metrics",
+        "obs:PutMetricData",
+        "arn:veeps:obs:{env}:metric/*",
+    ),
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/metrics/query",
+        "obs:QueryMetrics",
+        "arn:veeps:obs:{env}:metric/*",
+    ),
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/logs",
+        "logs:SearchLogs",
+        "arn:veeps:logs:{env}:log-group/*",
+    ),
+    RouteAction::new(
+        "POST",
+        "/v1/envs/{env}/logs",
+        "logs:PutLogEvents",
+        "arn:veeps:logs:{env}:log-group/*",
+    ),
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/alarms",
+        "obs:ListAlarms",
+        "arn:veeps:obs:{env}:alarm/*",
+    ),
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/alarms/{name}",
+        "obs:GetAlarm",
+        "arn:veeps:obs:{env}:alarm/{name}",
+    ),
+    RouteAction::new(
+        "GET",
+        "/v1/envs/{env}/topics/{name}/deliveries",
+        "obs:ListDeliveries",
+        "arn:veeps:obs:{env}:topic/{name}",
+    ),
+];
 
 /// Metrics, logs, alarms and topics' deliveries under `/v1/envs/{env}/`.
 pub fn routes(obs: Arc<Obs>) -> Router {

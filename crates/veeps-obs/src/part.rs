@@ -28,4 +28,8 @@ impl Part for ObsPart {
     fn routes(&self) -> Option<axum::Router> {
         Some(crate::http::routes(self.0.clone()))
     }
+
+    fn actions(&self) -> &'static [veeps_resource::RouteAction] {
+        crate::http::ACTIONS
+    }
 }

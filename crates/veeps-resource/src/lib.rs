@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod part;
 pub mod typed;
 
-pub use part::{Part, PartError, Parts, Shutdown};
+pub use part::{Part, PartError, Parts, RouteAction, Shutdown};
 pub use typed::{check_schema, Observed, Typed};
 
 use std::any::{Any, TypeId};

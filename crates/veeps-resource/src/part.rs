@@ -53,6 +53,60 @@ pub trait Part: Send + Sync + 'static {
     fn routes(&self) -> Option<axum::Router> {
         None
     }
+
+    /// The IAM action and resource of each of its routes: a route without one is refused
+    /// to everyone (a bug caught by the first call).
+    fn actions(&self) -> &'static [RouteAction] {
+        &[]
+    }
+}
+
+/// What a route does, in IAM's terms: the action a policy names and the resource ARN it
+/// acts on. `resource` may use the route's path parameters (`{env}`, `{name}`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteAction {
+    /// `GET`, `POST`, `DELETE`...
+    pub method: &'static str,
+    /// The route's path as registered, like `/v1/envs/{env}/db/{name}`.
+    pub path: &'static str,
+    /// Like `db:Failover`.
+    pub action: &'static str,
+    /// Like `arn:veeps:db:{env}:cluster/{name}`.
+    pub resource: &'static str,
+}
+
+impl RouteAction {
+    /// A route's action.
+    pub const fn new(
+        method: &'static str,
+        path: &'static str,
+        action: &'static str,
+        resource: &'static str,
+    ) -> RouteAction {
+        RouteAction {
+            method,
+            path,
+            action,
+            resource,
+        }
+    }
+
+    /// The resource ARN with the path parameters of `uri_path` (matched against `path`)
+    /// filled in.
+    pub fn resource_for(&self, uri_path: &str) -> String {
+        let mut out = self.resource.to_string();
+        for (pat, seg) in self.path.split('/').zip(uri_path.split('/')) {
+            if let Some(name) = pat.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                let seg: String = seg
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                    .take(128)
+                    .collect();
+                out = out.replace(&format!("{{{name}}}"), &seg);
+            }
+        }
+        out
+    }
 }
 
 /// How far a shutdown goes.
@@ -173,6 +227,13 @@ impl Parts {
         for p in self.0.iter().rev() {
             p.shutdown(how).await;
         }
+    }
+
+    /// Every part's route actions.
+    pub fn actions(&self) -> Vec<RouteAction> {
+        self.iter()
+            .flat_map(|p| p.actions().iter().copied())
+            .collect()
     }
 
     /// Every part's routes in one router.

@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use std::sync::Arc;
 use std::time::Duration;
 use veeps_resource::part::reply;
+use veeps_resource::RouteAction;
 
 #[derive(Clone)]
 struct S3Routes {
@@ -17,6 +18,22 @@ struct S3Routes {
     auth: Arc<Auth>,
     day: Duration,
 }
+
+/// The IAM action and resource of each route.
+pub const ACTIONS: &[RouteAction] = &[
+    RouteAction::new(
+        "GET",
+        "/v1/s3/credentials",
+        "s3:GetRootCredentials",
+        "arn:veeps:s3::credentials",
+    ),
+    RouteAction::new(
+        "POST",
+        "/v1/s3/lifecycle/run",
+        "s3:RunLifecycle",
+        "arn:veeps:s3::lifecycle",
+    ),
+];
 
 /// `/v1/s3/credentials` and `/v1/s3/lifecycle/run`.
 pub fn routes(objects: Arc<ObjectStore>, auth: Arc<Auth>, day: Duration) -> Router {

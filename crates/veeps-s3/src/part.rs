@@ -148,6 +148,10 @@ impl Part for S3Part {
         ))
     }
 
+    fn actions(&self) -> &'static [veeps_resource::RouteAction] {
+        crate::http::ACTIONS
+    }
+
     async fn shutdown(&self, _how: veeps_resource::Shutdown) {
         for t in self
             .tasks

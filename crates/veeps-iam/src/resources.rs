@@ -1,0 +1,575 @@
+//! The IAM resource types: `iam_user`, `iam_group`, `iam_policy`,
+//! `iam_group_membership` and `iam_password_policy`. They are global to the server (like
+//! an AWS account): an environment declares them, and a name another environment
+//! declares is refused.
+
+use crate::directory::{self, Directory, IamError};
+use crate::password::PasswordPolicy;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use veeps_lang::{Type, Value};
+use veeps_resource::typed::list;
+use veeps_resource::{
+    get, list_of_strings, map_of_strings, AttrError, AttrSchema, Ctx, Observed, Registry,
+    ResourceError, Schema, Typed,
+};
+
+/// Registers the IAM types.
+pub fn register(r: &mut Registry) {
+    r.register(UserType::new());
+    r.register(GroupType::new());
+    r.register(PolicyType::new());
+    r.register(MembershipType::new());
+    r.register(PasswordPolicyType::new());
+}
+
+fn dir(ctx: &Ctx) -> Result<&Arc<Directory>, ResourceError> {
+    ctx.service::<Arc<Directory>>("IAM")
+}
+
+fn err(e: IamError) -> ResourceError {
+    match e {
+        IamError::Invalid(m) => ResourceError::Invalid(m),
+        other => ResourceError::part("IAM", other),
+    }
+}
+
+fn name_error(kind: &str, c: &Value) -> Vec<AttrError> {
+    match get::str(c, "name").map(|n| directory::check_name(kind, n)) {
+        Some(Err(e)) => vec![AttrError::on("name", e)],
+        _ => vec![],
+    }
+}
+
+fn exists(d: &Directory, kind: &'static str, name: &str) -> Result<(), ResourceError> {
+    let found = match kind {
+        "group" => d.group(name).is_some(),
+        "user" => d.user(name).is_some(),
+        _ => d.policy(name).is_some(),
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(ResourceError::Invalid(format!(
+            "no {kind} named {name}: declare it (resource \"iam_{kind}\") and refer to it, like iam_{kind}.x.name, so that it is created first"
+        )))
+    }
+}
+
+/// `iam_user`: a person or a program that signs in.
+pub struct UserType(Schema);
+
+impl UserType {
+    /// The type with its schema.
+    pub fn new() -> Self {
+        UserType(
+            Schema::new()
+                .attr(AttrSchema::required("name", Type::String).force_new())
+                .attr(
+                    AttrSchema::optional("groups", list_of_strings())
+                        .describe("groups it belongs to (iam_group names)"),
+                )
+                .attr(
+                    AttrSchema::optional("ssh_public_keys", list_of_strings())
+                        .describe("public keys it logs in to instances with"),
+                )
+                .attr(AttrSchema::optional("tags", map_of_strings()))
+                .attr(AttrSchema::computed("arn", Type::String)),
+        )
+    }
+}
+
+impl Default for UserType {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `iam_user`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserConfig {
+    name: String,
+    #[serde(default, deserialize_with = "list")]
+    groups: Vec<String>,
+    #[serde(default, deserialize_with = "list")]
+    ssh_public_keys: Vec<String>,
+    #[serde(default)]
+    tags: Option<BTreeMap<String, String>>,
+}
+
+/// `iam_user`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserState {
+    #[serde(flatten)]
+    config: UserConfig,
+    arn: String,
+}
+
+#[async_trait::async_trait]
+impl Typed for UserType {
+    type Config = UserConfig;
+    type State = UserState;
+    const TYPE: &'static str = "iam_user";
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        let mut out = name_error("user", c);
+        for k in get::strings(c, "ssh_public_keys") {
+            let kind = k.split_whitespace().next().unwrap_or("");
+            if ![
+                "ssh-ed25519",
+                "ssh-rsa",
+                "ecdsa-sha2-nistp256",
+                "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521",
+                "sk-ssh-ed25519@openssh.com",
+            ]
+            .contains(&kind)
+                || k.split_whitespace().nth(1).is_none()
+            {
+                out.push(AttrError::on(
+                    "ssh_public_keys",
+                    format!("\"{}\" is not an OpenSSH public key (like \"ssh-ed25519 AAAA... you@host\")", k.chars().take(40).collect::<String>()),
+                ));
+            }
+        }
+        out
+    }
+    fn plan_computed(&self, _ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
+        [(
+            "arn".to_string(),
+            Value::String(directory::user_arn(get::str(c, "name").unwrap_or_default())),
+        )]
+        .into()
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&UserState>,
+        c: &UserConfig,
+    ) -> Result<UserState, ResourceError> {
+        let d = dir(ctx)?;
+        for g in &c.groups {
+            exists(d, "group", g)?;
+        }
+        d.put_user(
+            &ctx.env,
+            &c.name,
+            &c.groups,
+            &c.ssh_public_keys,
+            &c.tags.clone().unwrap_or_default(),
+        )
+        .map_err(err)?;
+        Ok(UserState {
+            config: c.clone(),
+            arn: directory::user_arn(&c.name),
+        })
+    }
+    async fn read(&self, ctx: &Ctx, s: &UserState) -> Result<Observed<UserState>, ResourceError> {
+        Ok(match dir(ctx)?.user(&s.config.name) {
+            Some(u) => Observed::Exists(UserState {
+                config: UserConfig {
+                    name: u.name,
+                    groups: u.groups,
+                    ssh_public_keys: u.ssh_keys,
+                    tags: s.config.tags.as_ref().map(|_| u.tags),
+                },
+                arn: s.arn.clone(),
+            }),
+            None => Observed::Gone,
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, s: &UserState) -> Result<(), ResourceError> {
+        dir(ctx)?.delete_user(&ctx.env, &s.config.name).map_err(err)
+    }
+}
+
+/// `iam_group`: the policies its members get.
+pub struct GroupType(Schema);
+
+impl GroupType {
+    /// The type with its schema.
+    pub fn new() -> Self {
+        GroupType(
+            Schema::new()
+                .attr(AttrSchema::required("name", Type::String).force_new())
+                .attr(AttrSchema::optional("policies", list_of_strings()).describe(
+                    "attached policies: iam_policy names or ARNs, or AdministratorAccess, ReadOnlyAccess, Billing",
+                ))
+                .attr(AttrSchema::computed("arn", Type::String)),
+        )
+    }
+}
+
+impl Default for GroupType {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `iam_group`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupConfig {
+    name: String,
+    #[serde(default, deserialize_with = "list")]
+    policies: Vec<String>,
+}
+
+/// `iam_group`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupState {
+    #[serde(flatten)]
+    config: GroupConfig,
+    arn: String,
+}
+
+fn group_arn(name: &str) -> String {
+    format!("arn:veeps:iam::group/{name}")
+}
+
+#[async_trait::async_trait]
+impl Typed for GroupType {
+    type Config = GroupConfig;
+    type State = GroupState;
+    const TYPE: &'static str = "iam_group";
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        name_error("group", c)
+    }
+    fn plan_computed(&self, _ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
+        [(
+            "arn".to_string(),
+            Value::String(group_arn(get::str(c, "name").unwrap_or_default())),
+        )]
+        .into()
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&GroupState>,
+        c: &GroupConfig,
+    ) -> Result<GroupState, ResourceError> {
+        let d = dir(ctx)?;
+        for p in &c.policies {
+            exists(d, "policy", p)?;
+        }
+        d.put_group(&ctx.env, &c.name, &c.policies).map_err(err)?;
+        Ok(GroupState {
+            config: c.clone(),
+            arn: group_arn(&c.name),
+        })
+    }
+    async fn read(&self, ctx: &Ctx, s: &GroupState) -> Result<Observed<GroupState>, ResourceError> {
+        Ok(match dir(ctx)?.group(&s.config.name) {
+            Some(g) => Observed::Exists(GroupState {
+                config: GroupConfig {
+                    name: g.name,
+                    policies: g.policies,
+                },
+                arn: s.arn.clone(),
+            }),
+            None => Observed::Gone,
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, s: &GroupState) -> Result<(), ResourceError> {
+        dir(ctx)?
+            .delete_group(&ctx.env, &s.config.name)
+            .map_err(err)
+    }
+}
+
+/// `iam_policy`: a policy document in AWS's grammar over veeps' actions and ARNs.
+pub struct PolicyType(Schema);
+
+impl PolicyType {
+    /// The type with its schema.
+    pub fn new() -> Self {
+        PolicyType(
+            Schema::new()
+                .attr(AttrSchema::required("name", Type::String).force_new())
+                .attr(AttrSchema::required("policy", Type::String).describe(
+                    "the document (jsonencode of Version and Statement), in AWS IAM's grammar",
+                ))
+                .attr(AttrSchema::optional("description", Type::String).default(""))
+                .attr(AttrSchema::computed("arn", Type::String)),
+        )
+    }
+}
+
+impl Default for PolicyType {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `iam_policy`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    name: String,
+    policy: String,
+    description: String,
+}
+
+/// `iam_policy`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyState {
+    #[serde(flatten)]
+    config: PolicyConfig,
+    arn: String,
+}
+
+fn policy_arn(name: &str) -> String {
+    format!("arn:veeps:iam::policy/{name}")
+}
+
+#[async_trait::async_trait]
+impl Typed for PolicyType {
+    type Config = PolicyConfig;
+    type State = PolicyState;
+    const TYPE: &'static str = "iam_policy";
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        let mut out = name_error("policy", c);
+        if let Some(p) = get::str(c, "policy") {
+            if let Err(e) = crate::Policy::parse(p, &directory::IDENTITY_POLICIES) {
+                out.push(AttrError::on("policy", e));
+            }
+        }
+        out
+    }
+    fn plan_computed(&self, _ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
+        [(
+            "arn".to_string(),
+            Value::String(policy_arn(get::str(c, "name").unwrap_or_default())),
+        )]
+        .into()
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&PolicyState>,
+        c: &PolicyConfig,
+    ) -> Result<PolicyState, ResourceError> {
+        dir(ctx)?
+            .put_policy(&ctx.env, &c.name, &c.policy)
+            .map_err(err)?;
+        Ok(PolicyState {
+            config: c.clone(),
+            arn: policy_arn(&c.name),
+        })
+    }
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &PolicyState,
+    ) -> Result<Observed<PolicyState>, ResourceError> {
+        Ok(match dir(ctx)?.policy(&s.config.name) {
+            Some(doc) => Observed::Exists(PolicyState {
+                config: PolicyConfig {
+                    policy: doc,
+                    ..s.config.clone()
+                },
+                arn: s.arn.clone(),
+            }),
+            None => Observed::Gone,
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, s: &PolicyState) -> Result<(), ResourceError> {
+        dir(ctx)?
+            .delete_policy(&ctx.env, &s.config.name)
+            .map_err(err)
+    }
+}
+
+/// `iam_group_membership`: users added to a group.
+pub struct MembershipType(Schema);
+
+impl MembershipType {
+    /// The type with its schema.
+    pub fn new() -> Self {
+        MembershipType(
+            Schema::new()
+                .attr(AttrSchema::required("name", Type::String).force_new())
+                .attr(AttrSchema::required("group", Type::String))
+                .attr(AttrSchema::required("users", list_of_strings())),
+        )
+    }
+}
+
+impl Default for MembershipType {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `iam_group_membership`'s settable attributes (its state too).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembershipConfig {
+    name: String,
+    group: String,
+    #[serde(deserialize_with = "list")]
+    users: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl Typed for MembershipType {
+    type Config = MembershipConfig;
+    type State = MembershipConfig;
+    const TYPE: &'static str = "iam_group_membership";
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        name_error("membership", c)
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&MembershipConfig>,
+        c: &MembershipConfig,
+    ) -> Result<MembershipConfig, ResourceError> {
+        let d = dir(ctx)?;
+        exists(d, "group", &c.group)?;
+        for u in &c.users {
+            exists(d, "user", u)?;
+        }
+        d.put_membership(&ctx.env, &c.name, &c.group, &c.users)
+            .map_err(err)?;
+        Ok(c.clone())
+    }
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &MembershipConfig,
+    ) -> Result<Observed<MembershipConfig>, ResourceError> {
+        Ok(match dir(ctx)?.membership(&s.name) {
+            Some(m) => Observed::Exists(MembershipConfig {
+                name: m.name,
+                group: m.group,
+                users: m.users,
+            }),
+            None => Observed::Gone,
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, s: &MembershipConfig) -> Result<(), ResourceError> {
+        dir(ctx)?.delete_membership(&ctx.env, &s.name).map_err(err)
+    }
+}
+
+/// `iam_password_policy`: what passwords must be (one per server).
+pub struct PasswordPolicyType(Schema);
+
+impl PasswordPolicyType {
+    /// The type with its schema.
+    pub fn new() -> Self {
+        let d = PasswordPolicy::default();
+        PasswordPolicyType(
+            Schema::new()
+                .attr(
+                    AttrSchema::optional("minimum_password_length", Type::Number)
+                        .default(d.minimum_password_length as f64),
+                )
+                .attr(
+                    AttrSchema::optional("require_uppercase_characters", Type::Bool).default(false),
+                )
+                .attr(
+                    AttrSchema::optional("require_lowercase_characters", Type::Bool).default(false),
+                )
+                .attr(AttrSchema::optional("require_numbers", Type::Bool).default(false))
+                .attr(AttrSchema::optional("require_symbols", Type::Bool).default(false))
+                .attr(
+                    AttrSchema::optional("password_reuse_prevention", Type::Number)
+                        .default(0.0)
+                        .describe("how many previous passwords may not be used again"),
+                )
+                .attr(
+                    AttrSchema::optional("max_password_age", Type::Number)
+                        .default(0.0)
+                        .describe("days a password is good for (0: forever)"),
+                )
+                .attr(
+                    AttrSchema::optional("allow_users_to_change_password", Type::Bool)
+                        .default(true),
+                ),
+        )
+    }
+}
+
+impl Default for PasswordPolicyType {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait::async_trait]
+impl Typed for PasswordPolicyType {
+    type Config = PasswordPolicy;
+    type State = PasswordPolicy;
+    const TYPE: &'static str = "iam_password_policy";
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        let mut out = vec![];
+        for (k, lo, hi) in [
+            ("minimum_password_length", 6.0, 128.0),
+            ("password_reuse_prevention", 0.0, 24.0),
+            ("max_password_age", 0.0, 1095.0),
+        ] {
+            if let Some(n) = get::num(c, k) {
+                if !(lo..=hi).contains(&n) || n.fract() != 0.0 {
+                    out.push(AttrError::on(
+                        k,
+                        format!("must be a whole number from {lo} to {hi}"),
+                    ));
+                }
+            }
+        }
+        out
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&PasswordPolicy>,
+        c: &PasswordPolicy,
+    ) -> Result<PasswordPolicy, ResourceError> {
+        dir(ctx)?
+            .set_password_policy(&ctx.env, Some(c))
+            .map_err(err)?;
+        Ok(c.clone())
+    }
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        _s: &PasswordPolicy,
+    ) -> Result<Observed<PasswordPolicy>, ResourceError> {
+        Ok(match dir(ctx)?.password_policy_record() {
+            Some((_, p)) => Observed::Exists(p),
+            None => Observed::Gone,
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, _s: &PasswordPolicy) -> Result<(), ResourceError> {
+        dir(ctx)?.set_password_policy(&ctx.env, None).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veeps_resource::check_schema;
+
+    #[test]
+    fn schemas_agree_with_config_and_state() {
+        check_schema(&UserType::new()).unwrap();
+        check_schema(&GroupType::new()).unwrap();
+        check_schema(&PolicyType::new()).unwrap();
+        check_schema(&MembershipType::new()).unwrap();
+        check_schema(&PasswordPolicyType::new()).unwrap();
+    }
+}
