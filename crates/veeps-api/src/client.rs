@@ -103,6 +103,17 @@ impl Client {
             .map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
     }
 
+    /// POST JSON to a route that answers without a body (204).
+    pub fn post_empty<B: serde::Serialize>(&self, path: &str, body: &B) -> Result<(), ClientError> {
+        self.handle(self.req("POST", path).send_json(body))
+            .map(|_| ())
+    }
+
+    /// DELETE on a route that answers without a body (204).
+    pub fn delete_empty(&self, path: &str) -> Result<(), ClientError> {
+        self.handle(self.req("DELETE", path).call()).map(|_| ())
+    }
+
     /// GET, returning text.
     pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let resp = self.handle(self.req("GET", path).call())?;

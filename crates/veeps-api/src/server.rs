@@ -72,6 +72,10 @@ pub struct AppState {
     pub s3_auth: Arc<veeps_s3::api::Auth>,
     /// S3 access keys and bucket policies.
     pub s3_access: Arc<veeps_s3::access::Access>,
+    /// Users, groups, policies and credentials.
+    pub iam: Arc<veeps_iam::directory::Directory>,
+    /// The IAM action of every route, by method and path.
+    actions: Arc<HashMap<(String, String), veeps_resource::RouteAction>>,
     api: Arc<ApiStats>,
     token_hash: [u8; 32],
     /// `veeps down` asked for everything to stop.
@@ -257,7 +261,13 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
             t
         }
     };
-    let s3_access = Arc::new(veeps_s3::access::Access::new(store.clone(), kms.clone()));
+    let iam = Arc::new(veeps_iam::directory::Directory::new(
+        store.clone(),
+        kms.clone(),
+    ));
+    let s3_access = Arc::new(
+        veeps_s3::access::Access::new(store.clone(), kms.clone()).with_identities(iam.clone()),
+    );
     let s3_listener = bind_early(opts.s3_listen.as_deref(), "S3");
     let website_listener = bind_early(opts.s3_website_listen.as_deref(), "bucket websites");
     let boot_id = hex::encode(rand::random::<[u8; 8]>());
@@ -347,6 +357,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     // The parts of veeps; a new part is one more line here.
     let mut list: Vec<Arc<dyn veeps_resource::Part>> = vec![
         Arc::new(veeps_builtins::part::Builtins),
+        Arc::new(veeps_iam::part::IamPart(iam.clone())),
         Arc::new(veeps_obs::part::ObsPart(obs.clone())),
         Arc::new(veeps_net::part::NetPart(net.clone())),
         Arc::new(
@@ -373,6 +384,14 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         err: e.to_string(),
     })?;
     obs.register(Arc::new(parts.clone()));
+    let actions = Arc::new(
+        ACTIONS
+            .iter()
+            .copied()
+            .chain(parts.actions())
+            .map(|a| ((a.method.to_string(), a.path.to_string()), a))
+            .collect(),
+    );
     let engine = Engine::new(
         data_dir.to_path_buf(),
         parts.registry(),
@@ -391,6 +410,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         parts,
         s3_auth,
         s3_access,
+        iam,
+        actions,
         api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
         down: Arc::new(tokio::sync::Notify::new()),
@@ -409,6 +430,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
 pub fn registry() -> veeps_resource::Registry {
     let mut registry = veeps_resource::Registry::new();
     veeps_builtins::register(&mut registry);
+    veeps_iam::resources::register(&mut registry);
     veeps_net::resources::register(&mut registry);
     veeps_obs::resources::register(&mut registry);
     veeps_compute::resources::register(&mut registry, None);
@@ -488,6 +510,53 @@ impl AppState {
         );
     }
 }
+
+/// The IAM action and resource of each of the API's own routes (parts bring theirs).
+pub const ACTIONS: &[veeps_resource::RouteAction] = {
+    use veeps_resource::RouteAction as A;
+    const ENV: &str = "arn:veeps:env:{env}:environment";
+    const KEY: &str = "arn:veeps:kms:{env}:key/default";
+    const TRAIL: &str = "arn:veeps:audit::trail";
+    &[
+        A::new(
+            "GET",
+            "/v1/status",
+            "system:GetStatus",
+            "arn:veeps:system::server",
+        ),
+        A::new("GET", "/v1/envs", "env:ListEnvironments", "*"),
+        A::new("POST", "/v1/envs/{env}/plan", "env:Plan", ENV),
+        A::new("POST", "/v1/envs/{env}/apply", "env:Apply", ENV),
+        A::new("GET", "/v1/envs/{env}/state", "env:GetState", ENV),
+        A::new("GET", "/v1/envs/{env}/resource", "env:GetState", ENV),
+        A::new("GET", "/v1/envs/{env}/outputs", "env:GetOutputs", ENV),
+        A::new("GET", "/v1/envs/{env}/history", "env:GetHistory", ENV),
+        A::new(
+            "GET",
+            "/v1/envs/{env}/history/{version}",
+            "env:GetHistory",
+            ENV,
+        ),
+        A::new("GET", "/v1/envs/{env}/lock", "env:GetLock", ENV),
+        A::new("DELETE", "/v1/envs/{env}/lock", "env:ForceUnlock", ENV),
+        A::new("GET", "/metrics", "obs:GetMetrics", "*"),
+        A::new("GET", "/v1/ca", "pki:GetCaCertificate", "arn:veeps:pki::ca"),
+        A::new(
+            "POST",
+            "/v1/system/down",
+            "system:Shutdown",
+            "arn:veeps:system::server",
+        ),
+        A::new("POST", "/v1/kms/{env}/encrypt", "kms:Encrypt", KEY),
+        A::new("POST", "/v1/kms/{env}/decrypt", "kms:Decrypt", KEY),
+        A::new("POST", "/v1/kms/{env}/export-key", "kms:ExportKey", KEY),
+        A::new("POST", "/v1/kms/{env}/import-key", "kms:ImportKey", KEY),
+        A::new("GET", "/v1/audit", "audit:LookupEvents", TRAIL),
+        A::new("GET", "/v1/audit/verify", "audit:VerifyTrail", TRAIL),
+        A::new("POST", "/v1/audit/seal", "audit:SealTrail", TRAIL),
+        A::new("POST", "/v1/audit/trail", "audit:VerifyTrail", TRAIL),
+    ]
+};
 
 /// The router of the API.
 pub fn router(state: AppState) -> Router {
@@ -584,62 +653,155 @@ pub async fn serve_listener(
     Ok(())
 }
 
-/// Who is calling, as found by [`auth`].
+/// Who is calling, as found by [`auth`] (for history and logs).
 #[derive(Clone)]
 struct Caller(String);
 
+fn unauthorized(msg: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [("www-authenticate", "Bearer")],
+        Json(ApiError {
+            error: msg.into(),
+            text: None,
+            diagnostics: vec![],
+        }),
+    )
+        .into_response()
+}
+
+/// Authenticates the caller (the root token, or a user's token), finds the route's IAM
+/// action and resource, authorises them by the one evaluator, and audits the call.
 async fn auth(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let action = format!("{} {}", req.method(), req.uri().path());
+    use veeps_iam::directory::Principal;
+    let call = format!("{} {}", req.method(), req.uri().path());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let source = peer.ip().to_string();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| (req.method().as_str().to_string(), m.as_str().to_string()));
+    // The login is the one route reached without a token; it audits under the name tried.
+    if route
+        .as_ref()
+        .is_some_and(|(m, p)| m == "POST" && p == veeps_iam::http::LOGIN)
+    {
+        let resp = next.run(req).await;
+        let who = resp
+            .extensions()
+            .get::<veeps_iam::http::LoginName>()
+            .map(|n| format!("user/{}", n.0))
+            .unwrap_or_else(|| "anonymous".into());
+        let code = resp.status().as_u16();
+        st.api
+            .audit
+            .record(veeps_state::AuditRecord {
+                who,
+                source,
+                action: call,
+                result: code,
+            })
+            .await;
+        return resp;
+    }
     let presented = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
-    let ok = presented.as_ref().is_some_and(|t| {
+    let is_root = presented.as_ref().is_some_and(|t| {
         let h: [u8; 32] = sha2::Sha256::digest(t.as_bytes()).into();
-        h.iter()
-            .zip(st.token_hash.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        veeps_iam::directory::same(&h, &st.token_hash)
     });
-    if !ok {
-        let who = if presented.is_some() {
-            "invalid-token"
-        } else {
-            "anonymous"
-        };
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        st.api
-            .audit
-            .refused(who, &peer.ip().to_string(), &action, now);
-        tracing::debug!(%peer, "refused an API call without a valid token");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [("www-authenticate", "Bearer")],
-            Json(ApiError {
-                error: "a valid API token is required (Authorization: Bearer TOKEN)".into(),
-                text: None,
-                diagnostics: vec![],
+    let principal = match &presented {
+        Some(_) if is_root && st.iam.root_disabled() => Err(
+            "the root token is disabled; log in as an IAM user (veeps login USER)",
+        ),
+        Some(_) if is_root => Ok(Principal {
+            user: None,
+            mfa_at: Some(now),
+            source: peer.ip(),
+            scope: vec![],
+            token: None,
+            secure: false,
+        }),
+        Some(t) => match st.iam.authenticate(t) {
+            Some(tok) => Ok(Principal {
+                user: Some(tok.user),
+                mfa_at: tok.mfa.then_some(tok.created),
+                source: peer.ip(),
+                scope: tok.scope,
+                token: Some(tok.id),
+                secure: false,
             }),
-        )
-            .into_response();
-    }
-    let by = req
-        .headers()
-        .get("x-veeps-caller")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(100).collect::<String>());
-    let who = match by {
-        Some(b) => format!("root ({b})"),
-        None => "root".to_string(),
+            None => Err("the token is not valid (wrong, expired or revoked); log in again (veeps login USER)"),
+        },
+        None => Err("a valid API token is required (Authorization: Bearer TOKEN)"),
     };
+    let principal = match principal {
+        Ok(p) => p,
+        Err(msg) => {
+            let who = if presented.is_some() {
+                "invalid-token"
+            } else {
+                "anonymous"
+            };
+            st.api.audit.refused(who, &source, &call, now);
+            tracing::debug!(%peer, "refused an API call without a valid token");
+            return unauthorized(msg);
+        }
+    };
+    let who = match &principal.user {
+        Some(u) => format!("user/{u}"),
+        None => match req
+            .headers()
+            .get("x-veeps-caller")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(b) => format!("root ({})", b.chars().take(100).collect::<String>()),
+            None => "root".to_string(),
+        },
+    };
+    // Every route names its action; one that does not is refused to everyone.
+    if let Some(route) = &route {
+        let Some(a) = st.actions.get(route) else {
+            tracing::error!(route = %route.1, "an API route has no IAM action");
+            return err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{} {} has no IAM action (a veeps bug)", route.0, route.1),
+            );
+        };
+        let resource = a
+            .resource_for(req.uri().path())
+            .replace("{caller}", principal.user.as_deref().unwrap_or("root"));
+        if let Err(denial) = st.iam.authorize(&principal, a.action, &resource) {
+            st.api
+                .audit
+                .record(veeps_state::AuditRecord {
+                    who: who.clone(),
+                    source,
+                    action: format!("{call} ({} on {resource})", a.action),
+                    result: 403,
+                })
+                .await;
+            return err(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} may not {} on {resource}: {denial}",
+                    principal.label(),
+                    a.action
+                ),
+            );
+        }
+    }
     req.extensions_mut().insert(Caller(who.clone()));
+    req.extensions_mut().insert(principal);
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     {
@@ -654,12 +816,12 @@ async fn auth(
         .audit
         .record(veeps_state::AuditRecord {
             who: who.clone(),
-            source: peer.ip().to_string(),
-            action: action.clone(),
+            source,
+            action: call.clone(),
             result: code,
         })
         .await;
-    tracing::info!(%who, %action, status = code, ms = started.elapsed().as_millis() as u64, "api call");
+    tracing::info!(%who, action = %call, status = code, ms = started.elapsed().as_millis() as u64, "api call");
     resp
 }
 

@@ -81,12 +81,29 @@ impl Part for Hello {
         r.register(greeting());
     }
     fn routes(&self) -> Option<axum::Router> {
-        Some(axum::Router::new().route("/v1/hello", axum::routing::get(|| async { "hello" })))
+        Some(
+            axum::Router::new()
+                .route("/v1/hello", axum::routing::get(|| async { "hello" }))
+                .route("/v1/unnamed", axum::routing::get(|| async { "unnamed" })),
+        )
+    }
+    fn actions(&self) -> &'static [veeps_resource::RouteAction] {
+        const A: &[veeps_resource::RouteAction] = &[veeps_resource::RouteAction::new(
+            "GET",
+            "/v1/hello",
+            "system:GetHello",
+            "*",
+        )];
+        A
     }
 }
 
 async fn call(app: &axum::Router, token: Option<&str>) -> (u16, String) {
-    let mut req = Request::get("/v1/hello");
+    call_path(app, "/v1/hello", token).await
+}
+
+async fn call_path(app: &axum::Router, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = Request::get(path);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -138,5 +155,9 @@ async fn a_new_part_is_one_line_and_its_routes_sit_behind_the_api_token() {
     let app = router(state);
     assert_eq!(call(&app, Some(token.trim())).await, (200, "hello".into()));
     assert_eq!(call(&app, None).await.0, 401);
+    // A route without an IAM action is refused to everyone, root included.
+    let (code, body) = call_path(&app, "/v1/unnamed", Some(token.trim())).await;
+    assert_eq!(code, 500);
+    assert!(body.contains("GET /v1/unnamed has no IAM action"), "{body}");
     assert_eq!(call(&app, Some("veeps_wrong")).await.0, 401);
 }

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use veeps_iam::directory::Directory;
 use veeps_iam::{Context, Decision, Grammar, Policy};
 use veeps_kms::Kms;
 use veeps_state::Store;
@@ -27,12 +28,24 @@ pub struct AccessKey {
 pub struct Access {
     store: Arc<Store>,
     kms: Arc<Kms>,
+    identities: Option<Arc<Directory>>,
 }
 
 impl Access {
     /// Over the state store and KMS.
     pub fn new(store: Arc<Store>, kms: Arc<Kms>) -> Access {
-        Access { store, kms }
+        Access {
+            store,
+            kms,
+            identities: None,
+        }
+    }
+
+    /// With IAM: a key's user gets what its groups' policies allow, besides what bucket
+    /// policies grant it.
+    pub fn with_identities(mut self, dir: Arc<Directory>) -> Access {
+        self.identities = Some(dir);
+        self
     }
 
     /// Creates an access key for `user`; returns it with its secret (shown once).
@@ -103,17 +116,28 @@ impl Access {
     }
 
     /// Whether the requester in `cx` may do `action` (like `s3:GetObject`) on `resource`
-    /// (an ARN) of `bucket`, by the bucket's policy: an explicit Deny wins, then an Allow;
-    /// otherwise no.
+    /// (an ARN) of `bucket`, by the bucket's policy and the user's own (IAM) policies, as
+    /// AWS decides within an account: an explicit Deny in either wins, then an Allow in
+    /// either; otherwise no.
     pub fn allowed(&self, cx: &RequestCx, action: &str, bucket: &str, resource: &str) -> bool {
-        let Some(p) = self.policy(bucket) else {
-            return false;
+        // Policies are checked when set; one that no longer parses grants nothing.
+        let bucket_policy = self
+            .policy(bucket)
+            .and_then(|p| Policy::parse(&p, &BUCKET_POLICIES).ok());
+        let own = match (&self.identities, &cx.user) {
+            (Some(d), Some(u)) => d.policies_of(u),
+            _ => vec![],
         };
-        let Ok(policy) = Policy::parse(&p, &BUCKET_POLICIES) else {
-            // Policies are checked when set; one that no longer parses grants nothing.
-            return false;
-        };
-        veeps_iam::evaluate(&[&policy], cx, action, resource) == Decision::Allow
+        let mut all: Vec<&Policy> = own.iter().map(|(_, p)| p.as_ref()).collect();
+        all.extend(bucket_policy.as_ref());
+        veeps_iam::evaluate(&all, cx, action, resource) == Decision::Allow
+    }
+
+    /// Whether `user` is an IAM user (always, without IAM).
+    pub fn user_exists(&self, user: &str) -> bool {
+        self.identities
+            .as_ref()
+            .is_none_or(|d| d.user(user).is_some())
     }
 }
 
@@ -300,9 +324,11 @@ impl s3s::auth::S3Auth for Gate {
         if access_key == self.root_id {
             return Ok(s3s::auth::SecretKey::from(self.root_secret.clone()));
         }
+        // A key outlives its user only in a half-finished destroy: it is refused.
         let secret = self
             .access
             .key(access_key)
+            .filter(|k| self.access.user_exists(&k.user))
             .and_then(|k| self.access.secret(&k));
         secret.map(s3s::auth::SecretKey::from).ok_or_else(|| {
             s3s::s3_error!(

@@ -544,8 +544,8 @@ impl Typed for ObjectType {
     }
 }
 
-/// `access_key`: a key pair for a named user; what it may do is what bucket policies grant
-/// that user.
+/// `access_key`: a key pair of an `iam_user`; what it may do is what the user's policies
+/// and bucket policies grant that user.
 pub struct KeyType(Schema);
 
 #[async_trait::async_trait]
@@ -582,6 +582,12 @@ impl Typed for KeyType {
         // `user` forces replacement: a prior key stays what it is.
         if let Some(p) = prior {
             return Ok(p.clone());
+        }
+        if !access(ctx)?.user_exists(&c.user) {
+            return Err(ResourceError::Invalid(format!(
+                "no iam_user named {}: declare it (resource \"iam_user\") and refer to it, like user = iam_user.x.name, so that it is created first",
+                c.user
+            )));
         }
         let (k, secret) = access(ctx)?
             .create_key(&c.user)

@@ -237,6 +237,7 @@ impl Veeps {
             .env("VEEPS_ADDR", format!("http://127.0.0.1:{}", self.port))
             .env("VEEPS_DATA_DIR", &self.data)
             .env("XDG_CACHE_HOME", self.work.join(".cache"))
+            .env("VEEPS_SESSION", self.work.join(".session.json"))
             .env_remove("VEEPS_TOKEN")
             .stdin(Stdio::null());
         c
@@ -472,4 +473,73 @@ pub fn vpc(name: &str, octet: u8, prefix: u8, subnets: &[(&str, u8, &str)]) -> S
         ));
     }
     s
+}
+
+/// The AWS CLI against a server's S3 API, with a key pair (the root's from [`Aws::new`]).
+pub struct Aws {
+    /// The S3 endpoint.
+    pub endpoint: String,
+    /// The access key id.
+    pub id: String,
+    /// The secret.
+    pub secret: String,
+}
+
+impl Aws {
+    /// With the root key pair.
+    pub fn new(v: &Veeps) -> Aws {
+        assert!(
+            Command::new("aws").arg("--version").output().is_ok(),
+            "S3 tests need the AWS CLI (Debian package awscli)"
+        );
+        let token = std::fs::read_to_string(v.data.join("root.token")).unwrap();
+        let (code, body) = curl(&[
+            "-H",
+            &format!("authorization: Bearer {}", token.trim()),
+            &format!("http://127.0.0.1:{}/v1/s3/credentials", v.port),
+        ]);
+        assert_eq!(code, 200, "{body}");
+        let c: serde_json::Value = serde_json::from_str(&body).unwrap();
+        Aws {
+            endpoint: format!("http://127.0.0.1:{}", v.s3_port),
+            id: c["access_key_id"].as_str().unwrap().into(),
+            secret: c["secret_access_key"].as_str().unwrap().into(),
+        }
+    }
+
+    /// Runs `aws --endpoint-url S3 ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &self.id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// Runs and asserts failure with `code` (like `AccessDenied`).
+    pub fn fails(&self, args: &[&str], code: &str) {
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(code),
+            "aws {args:?} should fail with {code}: {err}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 
 mod db;
 mod envs;
+mod iam;
 mod ops;
 mod up;
 
@@ -293,6 +294,25 @@ pub enum Command {
     /// Operate PostgreSQL clusters: status, switchover, backups, restore, psql
     #[command(subcommand)]
     Db(DbCmd),
+    /// Users' credentials: passwords, MFA devices, tokens; the root token; policy simulation
+    #[command(subcommand)]
+    Iam(crate::iam::IamCmd),
+    /// Log in as an IAM user (password from VEEPS_PASSWORD or standard input); later
+    /// commands use the session until it expires or `veeps logout`
+    Login {
+        /// The user
+        user: String,
+        /// The current code of the user's MFA device (or a recovery code)
+        #[arg(long)]
+        code: Option<String>,
+        /// How long the session lasts (like 1h; at most 12h)
+        #[arg(long, default_value = "12h")]
+        duration: String,
+    },
+    /// End the session of `veeps login`
+    Logout,
+    /// Who the commands run as
+    Whoami,
     /// Object storage: the root key pair, lifecycle rules on demand
     #[command(subcommand)]
     S3(S3Cmd),

@@ -76,6 +76,14 @@ pub fn run(cli: Cli) -> i32 {
         Command::S3(S3Cmd::Credentials) => s3_credentials(&g),
         Command::S3(S3Cmd::Lifecycle { advance_days }) => s3_lifecycle(&g, advance_days),
         Command::Db(cmd) => crate::db::run(&g, cmd),
+        Command::Iam(cmd) => crate::iam::run(&g, cmd),
+        Command::Login {
+            user,
+            code,
+            duration,
+        } => crate::iam::login(&g, &user, code, &duration),
+        Command::Logout => crate::iam::logout(&g),
+        Command::Whoami => crate::iam::whoami(&g),
         Command::Targets { env } => targets(&g, &env),
         Command::Image(ImageCmd::List) => image_list(&g),
         Command::Image(ImageCmd::Build {
@@ -185,19 +193,27 @@ fn caller() -> String {
 }
 
 /// A client for the server the global options name.
-pub fn client(g: &Global) -> Result<Client, String> {
+/// The server's URL (`--server`, `VEEPS_ADDR`, or the default).
+pub fn server_url(g: &Global) -> String {
     let url = g
         .server
         .clone()
         .unwrap_or_else(|| format!("http://{}", veeps_api::DEFAULT_LISTEN));
-    let url = if url.starts_with("http://") || url.starts_with("https://") {
+    if url.starts_with("http://") || url.starts_with("https://") {
         url
     } else {
         format!("http://{url}")
-    };
+    }
+}
+
+/// A client of the server, with the first token found: `VEEPS_TOKEN`, the session of
+/// `veeps login` for this server, or the root token in the data directory.
+pub fn client(g: &Global) -> Result<Client, String> {
+    let url = server_url(g);
     let token = match std::env::var("VEEPS_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())
+        .or_else(|| crate::iam::session_for(&url))
     {
         Some(t) => t.trim().to_string(),
         None => {

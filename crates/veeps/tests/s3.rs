@@ -1,69 +1,8 @@
 //! The S3 API through a real S3 client: the AWS CLI against a real server.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 use veeps_testkit::*;
-
-struct Aws {
-    endpoint: String,
-    id: String,
-    secret: String,
-}
-
-impl Aws {
-    fn new(v: &Veeps) -> Aws {
-        assert!(
-            Command::new("aws").arg("--version").output().is_ok(),
-            "S3 tests need the AWS CLI (Debian package awscli)"
-        );
-        let token = std::fs::read_to_string(v.data.join("root.token")).unwrap();
-        let c: serde_json::Value =
-            ureq::get(&format!("http://127.0.0.1:{}/v1/s3/credentials", v.port))
-                .set("authorization", &format!("Bearer {}", token.trim()))
-                .call()
-                .unwrap()
-                .into_json()
-                .unwrap();
-        Aws {
-            endpoint: format!("http://127.0.0.1:{}", v.s3_port),
-            id: c["access_key_id"].as_str().unwrap().into(),
-            secret: c["secret_access_key"].as_str().unwrap().into(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("aws")
-            .arg("--endpoint-url")
-            .arg(&self.endpoint)
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", &self.id)
-            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "aws {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).to_string()
-    }
-
-    fn fails(&self, args: &[&str], code: &str) {
-        let o = self.run(args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            !o.status.success() && err.contains(code),
-            "aws {args:?} should fail with {code}: {err}"
-        );
-    }
-}
 
 #[test]
 fn the_aws_cli_works_against_veeps() {
@@ -399,11 +338,17 @@ fn bucket_policies_grant_anonymous_reads_and_users_keys() {
     v.write(
         "env/main.hcl",
         r#"
+resource "iam_user" "alice" {
+  name = "alice"
+}
 resource "access_key" "alice" {
-  user = "alice"
+  user = iam_user.alice.name
+}
+resource "iam_user" "bob" {
+  name = "bob"
 }
 resource "access_key" "bob" {
-  user = "bob"
+  user = iam_user.bob.name
 }
 resource "bucket" "pub" {
   bucket        = "public-site"
@@ -792,8 +737,11 @@ fn hostile_clients_get_what_aws_would_answer() {
     v.write(
         "env/main.hcl",
         r#"
+resource "iam_user" "alice" {
+  name = "alice"
+}
 resource "access_key" "alice" {
-  user = "alice"
+  user = iam_user.alice.name
 }
 resource "bucket" "alice" {
   bucket        = "alice-bucket"

@@ -1,0 +1,196 @@
+//! IAM end to end: users, groups, policies and the password policy declared in
+//! configuration; `veeps login` and the session it keeps; denials naming the action and
+//! the resource; a user's S3 key authorised by the user's own policies through the AWS CLI.
+
+use veeps_testkit::*;
+
+const CONFIG: &str = r#"
+resource "iam_password_policy" "p" {
+  minimum_password_length      = 16
+  require_uppercase_characters = true
+  require_lowercase_characters = true
+  require_numbers              = true
+  require_symbols              = true
+  password_reuse_prevention    = 5
+}
+
+resource "iam_policy" "dev" {
+  name = "dev"
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      { Effect = "Allow", Action = ["env:Get*", "env:List*", "env:Plan"], Resource = "*" },
+      { Effect = "Allow", Action = "s3:*", Resource = ["arn:aws:s3:::dana-data", "arn:aws:s3:::dana-data/*"] },
+      { Effect = "Deny", Action = "s3:DeleteObject", Resource = "arn:aws:s3:::dana-data/keep/*" },
+    ]
+  })
+}
+
+resource "iam_group" "developers" {
+  name     = "developers"
+  policies = [iam_policy.dev.name]
+}
+
+resource "iam_group" "full_access" {
+  name     = "full-access"
+  policies = ["AdministratorAccess"]
+}
+
+resource "iam_user" "dana" {
+  name   = "dana"
+  groups = [iam_group.developers.name]
+}
+
+resource "iam_user" "ada" {
+  name = "ada"
+}
+
+resource "iam_group_membership" "admins" {
+  name  = "admins"
+  group = iam_group.full_access.name
+  users = [iam_user.ada.name]
+}
+
+resource "access_key" "dana" {
+  user = iam_user.dana.name
+}
+
+resource "bucket" "dana" {
+  bucket        = "dana-data"
+  force_destroy = true
+}
+
+resource "bucket" "other" {
+  bucket        = "other-data"
+  force_destroy = true
+}
+
+output "dana_key" {
+  value = access_key.dana.id
+}
+
+output "dana_secret" {
+  value     = access_key.dana.secret
+  sensitive = true
+}
+"#;
+
+#[test]
+fn users_declared_in_configuration_log_in_and_are_held_to_their_policies() {
+    let v = Veeps::start();
+    v.write("env/main.hcl", CONFIG);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let o = v.ok(&["iam", "users"]);
+    assert!(
+        o.contains("dana") && o.contains("developers") && o.contains("dev"),
+        "{o}"
+    );
+    assert!(
+        o.contains("ada") && o.contains("AdministratorAccess"),
+        "{o}"
+    );
+
+    // The password policy is the reference's.
+    let weak = v
+        .cmd(&["iam", "password", "dana"])
+        .env("VEEPS_PASSWORD", "short")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&weak.stderr);
+    assert!(
+        !weak.status.success() && err.contains("the password policy needs at least 16 characters"),
+        "{err}"
+    );
+    let pw = "Dana-Password-2026!";
+    let set = v
+        .cmd(&["iam", "password", "dana"])
+        .env("VEEPS_PASSWORD", pw)
+        .output()
+        .unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+
+    // `veeps login` keeps a session that later commands use.
+    let login = v
+        .cmd(&["login", "dana"])
+        .env("VEEPS_PASSWORD", pw)
+        .output()
+        .unwrap();
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    assert!(String::from_utf8_lossy(&login.stdout).starts_with("logged in as dana until"));
+    assert!(v
+        .ok(&["whoami"])
+        .starts_with("dana (arn:aws:iam:::user/dana)"));
+    // Reading state is allowed; applying is not, and says what and where.
+    v.ok(&["state", "list", "env"]);
+    let o = v.expect(&["apply", "env", "--auto-approve"], 1);
+    assert!(
+        o.contains("user/dana may not env:Apply on arn:veeps:env:env:environment"),
+        "{o}"
+    );
+    let o = v.expect(&["iam", "users"], 1);
+    assert!(o.contains("iam:ListUsers on *"), "{o}");
+    v.ok(&["logout"]);
+    assert!(v.ok(&["whoami"]).starts_with("root"));
+
+    // The simulator answers the same as the evaluator.
+    assert_eq!(
+        v.ok(&[
+            "iam",
+            "simulate",
+            "dana",
+            "env:GetState",
+            "arn:veeps:env:prod:environment"
+        ])
+        .trim(),
+        "allowed"
+    );
+    let o = v.expect(
+        &[
+            "iam",
+            "simulate",
+            "dana",
+            "env:Apply",
+            "arn:veeps:env:prod:environment",
+        ],
+        1,
+    );
+    assert!(o.contains("denied: no policy attached"), "{o}");
+
+    // Dana's S3 key may do what her policy allows, through the AWS CLI.
+    let out = |n: &str| v.ok(&["output", "env", n]).trim().to_string();
+    let dana = Aws {
+        id: out("dana_key"),
+        secret: out("dana_secret"),
+        ..Aws::new(&v)
+    };
+    let f = v.work.join("f.txt");
+    std::fs::write(&f, "dana's").unwrap();
+    let f = f.to_str().unwrap();
+    dana.ok(&["s3", "cp", f, "s3://dana-data/keep/a.txt"]);
+    assert!(dana
+        .ok(&["s3", "ls", "s3://dana-data/keep/"])
+        .contains("a.txt"));
+    dana.fails(&["s3", "rm", "s3://dana-data/keep/a.txt"], "AccessDenied");
+    dana.fails(&["s3", "cp", f, "s3://other-data/a.txt"], "AccessDenied");
+
+    // IAM names are global: another environment cannot declare dana.
+    v.write(
+        "other/main.hcl",
+        "resource \"iam_user\" \"d\" {\n  name = \"dana\"\n}\n",
+    );
+    let o = v.expect(&["apply", "other", "--auto-approve"], 1);
+    assert!(o.contains("user dana is managed by environment env"), "{o}");
+
+    // A key removed from the configuration stops working at once.
+    v.write("env/main.hcl", &CONFIG.replace("resource \"access_key\" \"dana\" {\n  user = iam_user.dana.name\n}\n", "").replace("output \"dana_key\" {\n  value = access_key.dana.id\n}\n", "").replace("output \"dana_secret\" {\n  value     = access_key.dana.secret\n  sensitive = true\n}\n", ""));
+    v.ok(&["apply", "env", "--auto-approve"]);
+    dana.fails(&["s3", "ls", "s3://dana-data/"], "InvalidAccessKeyId");
+}
