@@ -685,7 +685,14 @@ async fn auth(
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|m| (req.method().as_str().to_string(), m.as_str().to_string()));
+        .map(|m| {
+            // HEAD is answered by a GET route, and authorised as that GET.
+            let method = match req.method().as_str() {
+                "HEAD" => "GET",
+                other => other,
+            };
+            (method.to_string(), m.as_str().to_string())
+        });
     // The login is the one route reached without a token; it audits under the name tried.
     if route
         .as_ref()
