@@ -74,6 +74,8 @@ pub struct AppState {
     pub s3_access: Arc<veeps_s3::access::Access>,
     /// Users, groups, policies and credentials.
     pub iam: Arc<veeps_iam::directory::Directory>,
+    /// Jails and bans.
+    pub bans: Arc<veeps_ban::Bans>,
     /// The IAM action of every route, by method and path.
     actions: Arc<HashMap<(String, String), veeps_resource::RouteAction>>,
     api: Arc<ApiStats>,
@@ -351,6 +353,11 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         ca_pem.clone(),
     );
     let s3_auth = Arc::new(veeps_s3::api::Auth::from_root_token(&token));
+    let bans = Arc::new(veeps_ban::Bans::new(
+        store.clone(),
+        &format!("{}ban", veeps_net::prefix_for(data_dir)),
+        Some(api.audit.clone()),
+    ));
     let s3_day = opts
         .s3_lifecycle_day
         .unwrap_or(std::time::Duration::from_secs(86_400));
@@ -358,6 +365,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     let mut list: Vec<Arc<dyn veeps_resource::Part>> = vec![
         Arc::new(veeps_builtins::part::Builtins),
         Arc::new(veeps_iam::part::IamPart(iam.clone())),
+        Arc::new(veeps_ban::part::BanPart::new(bans.clone())),
         Arc::new(veeps_obs::part::ObsPart(obs.clone())),
         Arc::new(veeps_net::part::NetPart(net.clone())),
         Arc::new(
@@ -369,7 +377,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
                 website_listener,
                 s3_day,
             )
-            .with_audit(api.audit.clone()),
+            .with_audit(api.audit.clone())
+            .with_intrusion(bans.clone()),
         ),
         Arc::new(veeps_compute::part::ComputePart {
             compute: compute.clone(),
@@ -411,6 +420,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         s3_auth,
         s3_access,
         iam,
+        bans,
         actions,
         api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
@@ -431,6 +441,7 @@ pub fn registry() -> veeps_resource::Registry {
     let mut registry = veeps_resource::Registry::new();
     veeps_builtins::register(&mut registry);
     veeps_iam::resources::register(&mut registry);
+    veeps_ban::resources::register(&mut registry);
     veeps_net::resources::register(&mut registry);
     veeps_obs::resources::register(&mut registry);
     veeps_compute::resources::register(&mut registry, None);
@@ -682,6 +693,18 @@ async fn auth(
     let call = format!("{} {}", req.method(), req.uri().path());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let source = peer.ip().to_string();
+    // A banned client (where the kernel does not drop it already) is refused at once.
+    if st.bans.banned(peer.ip()) {
+        let mut resp = err(
+            StatusCode::FORBIDDEN,
+            "this address is banned after repeated failed authentications; it is lifted on time",
+        );
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return resp;
+    }
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -705,6 +728,9 @@ async fn auth(
             .map(|n| format!("user/{}", n.0))
             .unwrap_or_else(|| "anonymous".into());
         let code = resp.status().as_u16();
+        if code == 401 {
+            st.bans.failure("api", peer.ip());
+        }
         st.api
             .audit
             .record(veeps_state::AuditRecord {
@@ -760,6 +786,7 @@ async fn auth(
                 "anonymous"
             };
             st.api.audit.refused(who, &source, &call, now);
+            st.bans.failure("api", peer.ip());
             tracing::debug!(%peer, "refused an API call without a valid token");
             return unauthorized(msg);
         }

@@ -143,6 +143,8 @@ async fn users_log_in_and_every_route_is_authorised_by_their_policies() {
             .0,
         200
     );
+    let head = api.call("HEAD", "/v1/envs", Some(&dana), Value::Null).await;
+    assert_eq!(head.0, 200);
     // Denied: 403 naming the action and the resource.
     let (c, v) = api
         .call("POST", "/v1/system/down", Some(&dana), Value::Null)

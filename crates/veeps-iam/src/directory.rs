@@ -27,7 +27,7 @@ const KEY_ENV: &str = "iam";
 pub static IDENTITY_POLICIES: Grammar = Grammar {
     actions: &[
         "env:", "compute:", "lb:", "db:", "s3:", "obs:", "logs:", "kms:", "audit:", "iam:",
-        "system:", "pki:", "sts:",
+        "system:", "pki:", "sts:", "ban:",
     ],
     resources: &["arn:veeps:", "arn:aws:s3:::", "arn:aws:iam:::"],
     keys: &[
@@ -60,6 +60,10 @@ pub const MANAGED: &[(&str, &str)] = &[
     (
         "ReadOnlyAccess",
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["env:Get*","env:List*","compute:Get*","compute:List*","lb:List*","db:Describe*","db:List*","obs:Get*","obs:List*","obs:Query*","logs:Search*","s3:Get*","s3:List*","iam:Get*","iam:List*","pki:Get*","system:Get*"],"Resource":"*"},{"Effect":"Deny","Action":"s3:GetRootCredentials","Resource":"*"}]}"#,
+    ),
+    (
+        "RequireMFA",
+        r#"{"Version":"2012-10-17","Statement":[{"Sid":"DenyWithoutMFA","Effect":"Deny","NotAction":["iam:ChangePassword","iam:CreateVirtualMFADevice","iam:EnableMFADevice","iam:GetUser","iam:DeleteToken","sts:GetCallerIdentity"],"Resource":"*","Condition":{"BoolIfExists":{"aws:MultiFactorAuthPresent":"false"}}}]}"#,
     ),
     (
         "Billing",
@@ -1361,6 +1365,32 @@ mod tests {
         assert_eq!(
             d.authorize(&scoped, "env:Apply", "arn:veeps:env:prod:environment"),
             Err(Denial::OutsideScope)
+        );
+    }
+
+    #[test]
+    fn require_mfa_leaves_only_setting_up_credentials_without_mfa() {
+        let (_t, d) = dir();
+        d.put_group(
+            "iam",
+            "admins",
+            &["AdministratorAccess".into(), "RequireMFA".into()],
+        )
+        .unwrap();
+        d.put_user("iam", "ada", &["admins".into()], &[], &BTreeMap::new())
+            .unwrap();
+        let env = "arn:veeps:env:prod:environment";
+        let own = "arn:veeps:iam::user/ada";
+        let without = who("ada", false, "1.2.3.4");
+        assert_eq!(
+            d.authorize(&without, "env:GetState", env),
+            Err(Denial::ExplicitDeny("RequireMFA".into()))
+        );
+        assert_eq!(d.authorize(&without, "iam:EnableMFADevice", own), Ok(()));
+        assert_eq!(d.authorize(&without, "iam:ChangePassword", own), Ok(()));
+        assert_eq!(
+            d.authorize(&who("ada", true, "1.2.3.4"), "env:GetState", env),
+            Ok(())
         );
     }
 

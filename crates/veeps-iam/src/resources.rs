@@ -196,7 +196,7 @@ impl GroupType {
             Schema::new()
                 .attr(AttrSchema::required("name", Type::String).force_new())
                 .attr(AttrSchema::optional("policies", list_of_strings()).describe(
-                    "attached policies: iam_policy names or ARNs, or AdministratorAccess, ReadOnlyAccess, Billing",
+                    "attached policies: iam_policy names or ARNs, or AdministratorAccess, ReadOnlyAccess, RequireMFA, Billing",
                 ))
                 .attr(AttrSchema::computed("arn", Type::String)),
         )

@@ -21,6 +21,7 @@ pub struct S3Part {
     day: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     audit: Option<Arc<dyn veeps_state::AuditSink>>,
+    intrusion: Option<Arc<dyn veeps_resource::intrusion::Intrusion>>,
 }
 
 impl S3Part {
@@ -44,7 +45,17 @@ impl S3Part {
             day,
             tasks: Mutex::new(vec![]),
             audit: None,
+            intrusion: None,
         }
+    }
+
+    /// Failed signatures are reported to `intrusion`, and banned clients refused.
+    pub fn with_intrusion(
+        mut self,
+        intrusion: Arc<dyn veeps_resource::intrusion::Intrusion>,
+    ) -> S3Part {
+        self.intrusion = Some(intrusion);
+        self
     }
 
     /// Every write (PUT, POST, DELETE) through the S3 API goes to `audit` too.
@@ -122,6 +133,7 @@ impl Part for S3Part {
                 self.stats.clone(),
                 Self::api_limits(),
                 self.audit.clone(),
+                self.intrusion.clone(),
             )));
         }
         if let Some(l) = Self::take(&self.website) {

@@ -4,6 +4,7 @@
 //! compile error on both sides instead of an empty column. `--json` prints them as they
 //! are. Errors are [`ApiError`] with the HTTP status that goes with them.
 
+pub mod ban;
 pub mod iam;
 pub mod plan;
 

@@ -1,4 +1,5 @@
-//! `veeps login`, `logout`, `whoami` and `veeps iam`: users' sessions and credentials.
+//! `veeps login`, `logout`, `whoami` and `veeps iam`: users' sessions and credentials;
+//! `veeps bans` and `unban`.
 
 use crate::ops::{api_err, client, fmt_ts, server_url};
 use crate::Global;
@@ -239,6 +240,45 @@ pub fn whoami(g: &Global) -> R {
         print!(", until {}", fmt_ts(e * 1000));
     }
     println!();
+    Ok(0)
+}
+
+/// `veeps bans`.
+pub fn bans(g: &Global) -> R {
+    let list: Vec<veeps_wire::ban::BanInfo> = client(g)?.get_as("/v1/bans").map_err(api_err)?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    if list.is_empty() {
+        println!("no address is banned");
+    }
+    for b in list {
+        println!(
+            "{:<24} until {}  jail {}  ban #{}{}",
+            b.address,
+            fmt_ts(b.until * 1000),
+            b.jail,
+            b.offences,
+            if b.kernel {
+                ""
+            } else {
+                "  (refused by the listeners; nftables is not in use)"
+            }
+        );
+    }
+    Ok(0)
+}
+
+/// `veeps unban ADDRESS`.
+pub fn unban(g: &Global, address: &str) -> R {
+    client(g)?
+        .delete_empty(&format!("/v1/bans/{}", encode(address)))
+        .map_err(api_err)?;
+    println!("{address} is no longer banned");
     Ok(0)
 }
 

@@ -309,6 +309,13 @@ pub enum Command {
         #[arg(long, default_value = "12h")]
         duration: String,
     },
+    /// Addresses banned by the ban policies' jails
+    Bans,
+    /// Lift the ban of an address
+    Unban {
+        /// The address (for IPv6, any address of the banned /64)
+        address: String,
+    },
     /// End the session of `veeps login`
     Logout,
     /// Who the commands run as

@@ -83,6 +83,8 @@ pub fn run(cli: Cli) -> i32 {
             duration,
         } => crate::iam::login(&g, &user, code, &duration),
         Command::Logout => crate::iam::logout(&g),
+        Command::Bans => crate::iam::bans(&g),
+        Command::Unban { address } => crate::iam::unban(&g, &address),
         Command::Whoami => crate::iam::whoami(&g),
         Command::Targets { env } => targets(&g, &env),
         Command::Image(ImageCmd::List) => image_list(&g),

@@ -102,6 +102,7 @@ pub fn up(
         let ca_pem = state.ca_pem.clone();
         // The secret is not printed (output ends up in service logs): `veeps s3 credentials`.
         let s3_id = state.s3_auth.root().0.to_string();
+        let iam = state.iam.clone();
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e} (is another veeps running? stop it, or pass --listen)"))?;
         state.reconcile().await;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -205,6 +206,10 @@ pub fn up(
         println!("  CLI:          export VEEPS_ADDR=http://{listen} VEEPS_DATA_DIR={}", data.display());
         let s3_host = s3_listen.replace("0.0.0.0", "127.0.0.1");
         println!("  S3:           http://{s3_host}   (AWS_ACCESS_KEY_ID={s3_id}; the secret: `veeps s3 credentials`)");
+        let users: Vec<String> = iam.users().unwrap_or_default().into_iter().map(|u| u.name).collect();
+        if let Some(first) = users.first() {
+            println!("  IAM users:    {}   (give one a password: `veeps iam password {first}`; then `veeps login {first}`, and `veeps iam mfa create {first}`)", users.join(", "));
+        }
         let web = s3.s3_website_listen.replace("0.0.0.0", "127.0.0.1");
         println!("  Websites:     http://{web}/BUCKET/   (or http://BUCKET.s3-website.localhost:PORT/)");
         for e in &envs {

@@ -199,6 +199,7 @@ pub async fn serve(
     stats: Arc<crate::stats::Stats>,
     limits: veeps_http::Limits,
     audit: Option<Arc<dyn veeps_state::AuditSink>>,
+    intrusion: Option<Arc<dyn veeps_resource::intrusion::Intrusion>>,
 ) {
     let api = api.with_access(gate.access.clone());
     let mut b = s3s::service::S3ServiceBuilder::new(api);
@@ -210,11 +211,27 @@ pub async fn serve(
         let svc = svc.clone();
         let stats = stats.clone();
         let audit = audit.clone();
+        let intrusion = intrusion.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let svc = svc.clone();
             let stats = stats.clone();
             let audit = audit.clone();
+            let intrusion = intrusion.clone();
             async move {
+                // A banned client (where the kernel does not drop it already) is refused.
+                if intrusion.as_ref().is_some_and(|i| i.banned(peer.ip())) {
+                    let mut r = refuse(
+                        "AccessDenied",
+                        "this address is banned after repeated failed authentications",
+                        hyper::StatusCode::FORBIDDEN,
+                    );
+                    r.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                    return Ok(r);
+                }
+                let signed = access_key_of(&req).is_some();
                 // Writes are audit events: who (the access key), from where, what, and
                 // the answer.
                 let write = matches!(
@@ -257,6 +274,20 @@ pub async fn serve(
                             hyper::header::CONNECTION,
                             hyper::header::HeaderValue::from_static("close"),
                         );
+                    }
+                }
+                // A signature that does not match, or a key that does not exist, is a
+                // failed authentication.
+                if let (Ok(resp), Some(i)) = (&r, &intrusion) {
+                    if signed && resp.status() == hyper::StatusCode::FORBIDDEN {
+                        let failed = resp.body().bytes().is_some_and(|b| {
+                            let t = String::from_utf8_lossy(&b);
+                            t.contains("<Code>SignatureDoesNotMatch</Code>")
+                                || t.contains("<Code>InvalidAccessKeyId</Code>")
+                        });
+                        if failed {
+                            i.failed("s3", peer.ip());
+                        }
                     }
                 }
                 let (status, out) = match &r {
