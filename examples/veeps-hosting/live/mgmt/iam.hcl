@@ -91,3 +91,22 @@ resource "iam_user" "ci" {
   groups = [iam_group.auto_deploy.name]
   tags   = { purpose = "pipelines" }
 }
+
+# Intrusion detection for the server's own listeners: repeated failed API logins or
+# tokens, and S3 requests with unknown keys or bad signatures, ban their address in the
+# kernel (the host itself is never banned). `veeps bans` lists them, `veeps unban` lifts.
+resource "ban_policy" "server" {
+  name = "server"
+  jail {
+    source    = "api"
+    max_retry = 5
+    find_time = 600
+    ban_time  = 600
+  }
+  jail {
+    source    = "s3"
+    max_retry = 10
+    find_time = 600
+    ban_time  = 600
+  }
+}
