@@ -773,7 +773,7 @@ async fn auth(
                 token: Some(tok.id),
                 secure: false,
             }),
-            None => Err("the token is not valid (wrong, expired or revoked); log in again (veeps login USER)"),
+            None => Err("not a valid API token (wrong, expired or revoked); log in again (veeps login USER)"),
         },
         None => Err("a valid API token is required (Authorization: Bearer TOKEN)"),
     };
