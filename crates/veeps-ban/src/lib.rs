@@ -91,6 +91,8 @@ struct Offender {
 
 /// What the kernel is told, in order, by one worker.
 enum Op {
+    /// A policy exists: the table must.
+    Load,
     Ban(Ban),
     Unban(IpNet, &'static str),
 }
@@ -214,6 +216,7 @@ impl Bans {
             .kv_put(&format!("{K_POLICY}{}/{}", p.env, p.name), p)
             .map_err(st)?;
         self.reload();
+        self.send(Op::Load);
         Ok(())
     }
 
@@ -377,6 +380,7 @@ impl Bans {
     /// Records an operation in the store and the audit log (blocking).
     fn apply_record(&self, op: &Op) {
         let (who, source, action) = match op {
+            Op::Load => return,
             Op::Ban(b) => {
                 let _ = self.store.kv_put(&format!("{K_ACTIVE}{}", key(b.group)), b);
                 let _ = self.store.kv_put(
@@ -439,13 +443,14 @@ impl Bans {
                 tokio::select! {
                     op = rx.recv() => {
                         let Some(op) = op else { break };
-                        if !tried && matches!(op, Op::Ban(_)) {
+                        if !tried && matches!(op, Op::Ban(_) | Op::Load) {
                             // Loads every ban in force, this one included.
                             tried = true;
                             let ok = me.load_table().await;
                             me.kernel.store(ok, Ordering::Relaxed);
                         } else if me.kernel() {
                             let cmd = match &op {
+                                Op::Load => continue,
                                 Op::Ban(b) => format!("add element inet {} {} {{ {} timeout {}s }}\n", me.table, set_of(b.group), b.group, (b.until - now()).max(1)),
                                 Op::Unban(g, _) => format!("delete element inet {} {} {{ {g} }}\n", me.table, set_of(*g)),
                             };

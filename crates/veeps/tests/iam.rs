@@ -140,6 +140,48 @@ fn users_declared_in_configuration_log_in_and_are_held_to_their_policies() {
     v.ok(&["logout"]);
     assert!(v.ok(&["whoami"]).starts_with("root"));
 
+    // An MFA device through the CLI: created, enabled with two consecutive codes, then
+    // every login needs a code.
+    let o = v.ok(&["iam", "mfa", "create", "dana"]);
+    let secret = o
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .and_then(veeps_iam::totp::unbase32)
+        .expect("the secret is printed");
+    assert!(o.contains("otpauth://totp/veeps:dana?secret="), "{o}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = |t: u64| veeps_iam::totp::code_at(&secret, t);
+    v.ok(&["iam", "mfa", "enable", "dana", &code(now - 30), &code(now)]);
+    let o = v
+        .cmd(&["login", "dana"])
+        .env("VEEPS_PASSWORD", pw)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give its current code (--code)"));
+    let login = v
+        .cmd(&[
+            "login",
+            "dana",
+            "--code",
+            &code(now + 30),
+            "--duration",
+            "10m",
+        ])
+        .env("VEEPS_PASSWORD", pw)
+        .output()
+        .unwrap();
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    assert!(String::from_utf8_lossy(&login.stdout).starts_with("logged in as dana (with MFA)"));
+    assert!(v.ok(&["whoami"]).contains("with MFA"));
+    v.ok(&["logout"]);
+
     // The simulator answers the same as the evaluator.
     assert_eq!(
         v.ok(&[
