@@ -562,6 +562,14 @@ pub const ACTIONS: &[veeps_resource::RouteAction] = {
         A::new("POST", "/v1/kms/{env}/decrypt", "kms:Decrypt", KEY),
         A::new("POST", "/v1/kms/{env}/export-key", "kms:ExportKey", KEY),
         A::new("POST", "/v1/kms/{env}/import-key", "kms:ImportKey", KEY),
+        A::new("GET", "/v1/kms/{env}", "kms:DescribeKey", KEY),
+        A::new("POST", "/v1/kms/{env}/rotate", "kms:RotateKeyOnDemand", KEY),
+        A::new(
+            "POST",
+            "/v1/kms/{env}/cancel-deletion",
+            "kms:CancelKeyDeletion",
+            KEY,
+        ),
         A::new("GET", "/v1/audit", "audit:LookupEvents", TRAIL),
         A::new("GET", "/v1/audit/verify", "audit:VerifyTrail", TRAIL),
         A::new("POST", "/v1/audit/seal", "audit:SealTrail", TRAIL),
@@ -590,6 +598,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/kms/{env}/decrypt", post(kms_decrypt))
         .route("/v1/kms/{env}/export-key", post(kms_export))
         .route("/v1/kms/{env}/import-key", post(kms_import))
+        .route("/v1/kms/{env}", get(kms_describe))
+        .route("/v1/kms/{env}/rotate", post(kms_rotate))
+        .route("/v1/kms/{env}/cancel-deletion", post(kms_cancel_deletion))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/audit/seal", post(audit_seal))
@@ -1314,6 +1325,68 @@ fn kms_answer(r: Result<String, veeps_kms::KmsError>) -> Response {
 
 /// Most bytes of a secret to encrypt: configuration values, not files.
 const MAX_SECRET: usize = 64 * 1024;
+
+fn key_info(st: &AppState, env: &str) -> Response {
+    match st.engine.kms.versions(env) {
+        Ok(v) => Json(veeps_wire::iam::KmsKeyInfo {
+            env: env.to_string(),
+            current_version: v.current,
+            rotated: v.rotated,
+            policy: st
+                .iam
+                .key_policy(env)
+                .map(|k| veeps_wire::iam::KeyPolicyInfo {
+                    administrators: k.administrators,
+                    users: k.users,
+                    rotation_period_in_days: k.rotation_days,
+                    deletion_window_in_days: k.deletion_window_days,
+                    pending_deletion_until: k.pending_deletion,
+                }),
+        })
+        .into_response(),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// An environment's key: versions, policy, scheduled deletion.
+async fn kms_describe(State(st): State<AppState>, Path(env): Path<String>) -> Response {
+    if let Err(r) = valid_env(&env) {
+        return r;
+    }
+    key_info(&st, &env)
+}
+
+/// Rotates an environment's key now.
+async fn kms_rotate(State(st): State<AppState>, Path(env): Path<String>) -> Response {
+    if let Err(r) = valid_env(&env) {
+        return r;
+    }
+    let (iam, e) = (st.iam.clone(), env.clone());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match tokio::task::spawn_blocking(move || iam.rotate_key(&e, now)).await {
+        Ok(Ok(_)) => key_info(&st, &env),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the rotation did not run",
+        ),
+    }
+}
+
+/// Keeps a key scheduled for deletion.
+async fn kms_cancel_deletion(State(st): State<AppState>, Path(env): Path<String>) -> Response {
+    if let Err(r) = valid_env(&env) {
+        return r;
+    }
+    match st.iam.cancel_key_deletion(&env) {
+        Ok(true) => key_info(&st, &env),
+        Ok(false) => err(
+            StatusCode::CONFLICT,
+            format!("the key of {env} is not scheduled for deletion"),
+        ),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
 
 async fn kms_encrypt(
     State(st): State<AppState>,

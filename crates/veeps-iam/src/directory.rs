@@ -19,6 +19,7 @@ const K_MEMBERSHIP: &str = "iam/membership/";
 const K_PASSWORD_POLICY: &str = "iam/password-policy";
 const K_TOKEN: &str = "iam/token/";
 const K_ROOT_DISABLED: &str = "iam/root-token-disabled";
+const K_KEY_POLICY: &str = "iam/kms-key/";
 /// The KMS key that seals TOTP secrets.
 const KEY_ENV: &str = "iam";
 
@@ -251,6 +252,40 @@ impl Principal {
     }
 }
 
+/// A `kms_key`: who administers and who uses an environment's key, its rotation and its
+/// scheduled deletion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyPolicy {
+    /// The environment whose key it is (and which declares it).
+    pub env: String,
+    /// The resource address that declares it.
+    pub address: String,
+    /// What it is for.
+    pub description: String,
+    /// Groups that administer it.
+    pub administrators: Vec<String>,
+    /// Groups that encrypt and decrypt with it.
+    pub users: Vec<String>,
+    /// Rotation period in days (`None`: no automatic rotation).
+    pub rotation_days: Option<u32>,
+    /// Days from scheduling deletion to destruction.
+    pub deletion_window_days: u32,
+    /// When it is destroyed, if deletion is scheduled.
+    pub pending_deletion: Option<i64>,
+    /// When it was declared or last rotated (unix seconds).
+    pub last_rotation: i64,
+}
+
+/// KMS actions a key's administrators may take; the others (encrypt, decrypt) are its
+/// users'.
+pub const KEY_ADMIN_ACTIONS: &[&str] = &[
+    "kms:DescribeKey",
+    "kms:RotateKeyOnDemand",
+    "kms:CancelKeyDeletion",
+    "kms:ExportKey",
+    "kms:ImportKey",
+];
+
 /// Why a request was denied.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Denial {
@@ -260,6 +295,10 @@ pub enum Denial {
     NoAllow,
     /// Outside the token's scope.
     OutsideScope,
+    /// The environment's `kms_key` does not list the user's groups for this action.
+    KeyPolicy(String),
+    /// The key is scheduled for deletion.
+    PendingDeletion(String, i64),
 }
 
 impl std::fmt::Display for Denial {
@@ -268,6 +307,15 @@ impl std::fmt::Display for Denial {
             Denial::ExplicitDeny(p) => write!(f, "an explicit Deny in policy {p}"),
             Denial::NoAllow => write!(f, "no policy attached to the user or its groups allows it"),
             Denial::OutsideScope => write!(f, "the token's scope does not include the action"),
+            Denial::KeyPolicy(env) => write!(
+                f,
+                "the kms_key of environment {env} does not list any of the user's groups as key {}",
+                "users (encrypt, decrypt) or administrators (the rest)"
+            ),
+            Denial::PendingDeletion(env, at) => write!(
+                f,
+                "the key of environment {env} is scheduled for deletion at {at} (unix time); `veeps kms cancel-deletion {env}` keeps it"
+            ),
         }
     }
 }
@@ -702,13 +750,155 @@ impl Directory {
             .unwrap_or_default()
     }
 
+    // ----- KMS keys -----
+
+    /// `env`'s key policy.
+    pub fn key_policy(&self, env: &str) -> Option<KeyPolicy> {
+        self.get(&format!("{K_KEY_POLICY}{env}")).ok().flatten()
+    }
+
+    /// Declares (or updates) `env`'s key policy; a scheduled deletion is cancelled.
+    pub fn put_key_policy(&self, mut k: KeyPolicy) -> Result<KeyPolicy, IamError> {
+        let _g = self.lock();
+        if let Some(prior) = self.key_policy(&k.env) {
+            if prior.address != k.address && prior.pending_deletion.is_none() {
+                return Err(IamError::Invalid(format!(
+                    "environment {} has a kms_key already ({}); an environment has one key",
+                    k.env, prior.address
+                )));
+            }
+            if prior.pending_deletion.is_some() {
+                tracing::info!(env = %k.env, "the key's scheduled deletion is cancelled");
+            }
+            k.last_rotation = prior.last_rotation;
+        }
+        k.pending_deletion = None;
+        self.store
+            .kv_put(&format!("{K_KEY_POLICY}{}", k.env), &k)
+            .map_err(st)?;
+        Ok(k)
+    }
+
+    /// Schedules the destruction of `env`'s key after its deletion window.
+    pub fn schedule_key_deletion(&self, env: &str, now: i64) -> Result<Option<i64>, IamError> {
+        let _g = self.lock();
+        let Some(mut k) = self.key_policy(env) else {
+            return Ok(None);
+        };
+        let at = now + k.deletion_window_days as i64 * 86_400;
+        k.pending_deletion = Some(at);
+        self.store
+            .kv_put(&format!("{K_KEY_POLICY}{env}"), &k)
+            .map_err(st)?;
+        tracing::warn!(env, at, "the environment key is scheduled for deletion");
+        Ok(Some(at))
+    }
+
+    /// Cancels a scheduled deletion; false if none was scheduled.
+    pub fn cancel_key_deletion(&self, env: &str) -> Result<bool, IamError> {
+        let _g = self.lock();
+        let Some(mut k) = self.key_policy(env) else {
+            return Ok(false);
+        };
+        if k.pending_deletion.take().is_none() {
+            return Ok(false);
+        }
+        self.store
+            .kv_put(&format!("{K_KEY_POLICY}{env}"), &k)
+            .map_err(st)?;
+        Ok(true)
+    }
+
+    /// Rotates `env`'s key now.
+    pub fn rotate_key(&self, env: &str, now: i64) -> Result<u32, IamError> {
+        let v = self.kms.rotate(env).map_err(kms)?;
+        let _g = self.lock();
+        if let Some(mut k) = self.key_policy(env) {
+            k.last_rotation = now;
+            self.store
+                .kv_put(&format!("{K_KEY_POLICY}{env}"), &k)
+                .map_err(st)?;
+        }
+        Ok(v)
+    }
+
+    /// Rotates keys whose period is over, and destroys keys whose deletion window is over
+    /// (only once their environment holds no resource: its state is encrypted with it).
+    pub fn key_housekeeping(&self, now: i64) -> Result<(), IamError> {
+        let keys: Vec<KeyPolicy> = self
+            .store
+            .kv_scan::<KeyPolicy>(K_KEY_POLICY)
+            .map_err(st)?
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
+        for k in keys {
+            match (k.pending_deletion, k.rotation_days) {
+                (Some(at), _) if at <= now => {
+                    let left = self.store.resources(&k.env).map_err(st)?.len();
+                    if left > 0 {
+                        tracing::warn!(env = %k.env, resources = left, "the key's deletion waits: its environment still holds resources encrypted with it");
+                        continue;
+                    }
+                    self.kms.destroy(&k.env).map_err(kms)?;
+                    let _g = self.lock();
+                    self.store
+                        .kv_delete(&format!("{K_KEY_POLICY}{}", k.env))
+                        .map_err(st)?;
+                }
+                (None, Some(days)) if now - k.last_rotation >= days as i64 * 86_400 => {
+                    self.rotate_key(&k.env, now)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     // ----- authorisation -----
 
     /// Whether `p` may do `action` on `resource`: root may do anything; a user what its
     /// groups' policies allow (an explicit Deny wins; its own credentials are self-service),
     /// within its token's scope.
     pub fn authorize(&self, p: &Principal, action: &str, resource: &str) -> Result<(), Denial> {
+        // A key's own policy and state come on top of IAM, for root too (as AWS's key
+        // states do).
+        let key = key_env(action, resource).and_then(|env| self.key_policy(env));
+        if let Some(k) = &key {
+            if let Some(at) = k.pending_deletion {
+                if !["kms:CancelKeyDeletion", "kms:DescribeKey"]
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(action))
+                {
+                    return Err(Denial::PendingDeletion(k.env.clone(), at));
+                }
+            }
+        }
         let Some(user) = &p.user else { return Ok(()) };
+        self.authorize_user(p, user, action, resource)?;
+        // Then the key's own policy: its users encrypt and decrypt, its administrators
+        // do the rest.
+        if let Some(k) = &key {
+            let admin = KEY_ADMIN_ACTIONS
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(action));
+            let listed = if admin { &k.administrators } else { &k.users };
+            let groups = self.groups_of(user).unwrap_or_default();
+            if !listed.iter().any(|g| groups.contains(g)) {
+                return Err(Denial::KeyPolicy(k.env.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// IAM's answer for `user`: its token's scope, its groups' policies, self-service.
+    fn authorize_user(
+        &self,
+        p: &Principal,
+        user: &str,
+        action: &str,
+        resource: &str,
+    ) -> Result<(), Denial> {
         if !p.scope.is_empty() && !p.scope.iter().any(|s| crate::glob(s, action, true)) {
             return Err(Denial::OutsideScope);
         }
@@ -1107,6 +1297,16 @@ impl Directory {
     }
 }
 
+/// The environment a KMS action acts on (`arn:veeps:kms:ENV:key/...`).
+fn key_env<'a>(action: &str, resource: &'a str) -> Option<&'a str> {
+    if !action.to_ascii_lowercase().starts_with("kms:") {
+        return None;
+    }
+    let rest = resource.strip_prefix("arn:veeps:kms:")?;
+    let (env, what) = rest.split_once(':')?;
+    what.starts_with("key/").then_some(env)
+}
+
 fn kms(e: impl std::fmt::Display) -> IamError {
     IamError::Kms(e.to_string())
 }
@@ -1392,6 +1592,106 @@ mod tests {
             d.authorize(&who("ada", true, "1.2.3.4"), "env:GetState", env),
             Ok(())
         );
+    }
+
+    fn key(env: &str, admins: &[&str], users: &[&str]) -> KeyPolicy {
+        KeyPolicy {
+            env: env.into(),
+            address: "kms_key.k".into(),
+            description: String::new(),
+            administrators: admins.iter().map(|s| s.to_string()).collect(),
+            users: users.iter().map(|s| s.to_string()).collect(),
+            rotation_days: Some(90),
+            deletion_window_days: 7,
+            pending_deletion: None,
+            last_rotation: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_kms_key_policy_narrows_who_uses_and_administers_the_key() {
+        let (_t, d) = dir();
+        seed(&d);
+        d.put_key_policy(key("prod", &["full-access"], &["developers"]))
+            .unwrap();
+        let arn = "arn:veeps:kms:prod:key/default";
+        let dana = who("dana", true, "10.0.0.1"); // developers: kms:Decrypt with MFA by IAM
+        let ada = who("ada", false, "1.2.3.4"); // full-access: everything by IAM
+        assert_eq!(d.authorize(&dana, "kms:Decrypt", arn), Ok(()));
+        assert_eq!(
+            d.authorize(&dana, "kms:ExportKey", arn),
+            Err(Denial::NoAllow)
+        );
+        assert_eq!(
+            d.authorize(&ada, "kms:Decrypt", arn),
+            Err(Denial::KeyPolicy("prod".into())),
+            "administrators do not use the key unless they are its users"
+        );
+        assert_eq!(d.authorize(&ada, "kms:RotateKeyOnDemand", arn), Ok(()));
+        // Another environment's key has no policy: IAM alone decides.
+        assert_eq!(
+            d.authorize(&ada, "kms:Decrypt", "arn:veeps:kms:stage:key/default"),
+            Ok(())
+        );
+        // A second kms_key in the same environment is refused.
+        let mut other = key("prod", &[], &[]);
+        other.address = "kms_key.other".into();
+        assert!(d
+            .put_key_policy(other)
+            .unwrap_err()
+            .to_string()
+            .contains("has a kms_key already (kms_key.k)"));
+        // Scheduled for deletion: nobody, root included, uses it; cancelling restores it.
+        let at = d.schedule_key_deletion("prod", 5_000).unwrap().unwrap();
+        assert_eq!(at, 5_000 + 7 * 86_400);
+        let root = Principal {
+            user: None,
+            ..ada.clone()
+        };
+        assert_eq!(
+            d.authorize(&root, "kms:Encrypt", arn),
+            Err(Denial::PendingDeletion("prod".into(), at))
+        );
+        assert_eq!(d.authorize(&root, "kms:CancelKeyDeletion", arn), Ok(()));
+        assert!(d.cancel_key_deletion("prod").unwrap());
+        assert_eq!(d.authorize(&root, "kms:Encrypt", arn), Ok(()));
+    }
+
+    #[test]
+    fn keys_rotate_on_time_and_are_destroyed_after_their_window_once_unused() {
+        let (_t, d) = dir();
+        seed(&d);
+        let secret = d.kms.encrypt_value("prod", "s3cret").unwrap();
+        d.put_key_policy(key("prod", &[], &[])).unwrap();
+        let last = d.key_policy("prod").unwrap().last_rotation;
+        d.key_housekeeping(last + 89 * 86_400).unwrap();
+        assert_eq!(d.kms.versions("prod").unwrap().current, 0);
+        d.key_housekeeping(last + 90 * 86_400).unwrap();
+        assert_eq!(d.kms.versions("prod").unwrap().current, 1);
+        assert_eq!(d.kms.decrypt_value("prod", &secret).unwrap(), "s3cret");
+        // Deletion: after the window, and only with no resource left in the environment.
+        let at = d.schedule_key_deletion("prod", last).unwrap().unwrap();
+        let record = veeps_state::ResourceRecord {
+            address: "random_id.x".into(),
+            type_name: "random_id".into(),
+            attrs: serde_json::json!({}),
+            dependencies: vec![],
+            status: veeps_state::ResourceStatus::Ready,
+            create_before_destroy: false,
+            schema_version: 1,
+            updated_at: String::new(),
+        };
+        d.store.put_resource("prod", &record).unwrap();
+        d.key_housekeeping(at + 1).unwrap();
+        assert!(
+            d.key_policy("prod").is_some(),
+            "it waits for the environment to empty"
+        );
+        assert_eq!(d.kms.decrypt_value("prod", &secret).unwrap(), "s3cret");
+        d.store.delete_resource("prod", "random_id.x").unwrap();
+        d.key_housekeeping(at + 1).unwrap();
+        assert!(d.key_policy("prod").is_none());
+        assert!(d.kms.decrypt_value("prod", &secret).is_err(), "destroyed");
     }
 
     #[test]

@@ -22,15 +22,21 @@ impl Part for IamPart {
     }
 
     fn start(&self) {
-        // Expired tokens are refused when presented; this removes their records.
+        // Hourly: expired tokens' records go (they are refused when presented anyway),
+        // keys due rotate, keys past their deletion window are destroyed.
         let dir = self.0.clone();
         tokio::spawn(async move {
             let mut t = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 t.tick().await;
                 let d = dir.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || d.sweep_tokens()).await {
-                    tracing::warn!(error = %e, "removing expired tokens failed; retried in an hour");
+                let r = tokio::task::spawn_blocking(move || {
+                    d.sweep_tokens()?;
+                    d.key_housekeeping(time::OffsetDateTime::now_utc().unix_timestamp())
+                })
+                .await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "IAM housekeeping (expired tokens, key rotation and deletion) failed; retried in an hour");
                 }
             }
         });

@@ -22,6 +22,7 @@ pub fn register(r: &mut Registry) {
     r.register(PolicyType::new());
     r.register(MembershipType::new());
     r.register(PasswordPolicyType::new());
+    r.register(KmsKeyType::new());
 }
 
 fn dir(ctx: &Ctx) -> Result<&Arc<Directory>, ResourceError> {
@@ -559,6 +560,162 @@ impl Typed for PasswordPolicyType {
     }
 }
 
+/// `kms_key`: the environment's key, with its administrators and users (IAM groups), its
+/// rotation and the waiting period of its deletion.
+pub struct KmsKeyType(Schema);
+
+impl KmsKeyType {
+    /// The type with its schema.
+    pub fn new() -> Self {
+        KmsKeyType(
+            Schema::new()
+                .attr(AttrSchema::optional("description", Type::String).default(""))
+                .attr(
+                    AttrSchema::optional("administrators", list_of_strings()).describe(
+                        "groups that administer the key: rotate, export, cancel deletion",
+                    ),
+                )
+                .attr(
+                    AttrSchema::optional("users", list_of_strings())
+                        .describe("groups that encrypt and decrypt with the key"),
+                )
+                .attr(AttrSchema::optional("enable_key_rotation", Type::Bool).default(false))
+                .attr(AttrSchema::optional("rotation_period_in_days", Type::Number).default(365.0))
+                .attr(
+                    AttrSchema::optional("deletion_window_in_days", Type::Number)
+                        .default(30.0)
+                        .describe("days between removing the key and its destruction (7 to 30)"),
+                )
+                .attr(AttrSchema::computed("arn", Type::String))
+                .attr(AttrSchema::computed("key_id", Type::String)),
+        )
+    }
+}
+
+impl Default for KmsKeyType {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `kms_key`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KmsKeyConfig {
+    description: String,
+    #[serde(default, deserialize_with = "list")]
+    administrators: Vec<String>,
+    #[serde(default, deserialize_with = "list")]
+    users: Vec<String>,
+    enable_key_rotation: bool,
+    rotation_period_in_days: u32,
+    deletion_window_in_days: u32,
+}
+
+/// `kms_key`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KmsKeyState {
+    #[serde(flatten)]
+    config: KmsKeyConfig,
+    arn: String,
+    key_id: String,
+}
+
+fn key_arn(env: &str) -> String {
+    format!("arn:veeps:kms:{env}:key/default")
+}
+
+#[async_trait::async_trait]
+impl Typed for KmsKeyType {
+    type Config = KmsKeyConfig;
+    type State = KmsKeyState;
+    const TYPE: &'static str = "kms_key";
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        let mut out = vec![];
+        for (k, lo, hi) in [
+            ("rotation_period_in_days", 90.0, 2560.0),
+            ("deletion_window_in_days", 7.0, 30.0),
+        ] {
+            if let Some(n) = get::num(c, k) {
+                if !(lo..=hi).contains(&n) || n.fract() != 0.0 {
+                    out.push(AttrError::on(
+                        k,
+                        format!("must be a whole number from {lo} to {hi} (as AWS KMS)"),
+                    ));
+                }
+            }
+        }
+        out
+    }
+    fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
+        [
+            ("arn".to_string(), Value::String(key_arn(&ctx.env))),
+            ("key_id".to_string(), Value::String(ctx.env.clone())),
+        ]
+        .into()
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&KmsKeyState>,
+        c: &KmsKeyConfig,
+    ) -> Result<KmsKeyState, ResourceError> {
+        let d = dir(ctx)?;
+        for g in c.administrators.iter().chain(&c.users) {
+            exists(d, "group", g)?;
+        }
+        d.put_key_policy(directory::KeyPolicy {
+            env: ctx.env.clone(),
+            address: ctx.address.clone(),
+            description: c.description.clone(),
+            administrators: c.administrators.clone(),
+            users: c.users.clone(),
+            rotation_days: c.enable_key_rotation.then_some(c.rotation_period_in_days),
+            deletion_window_days: c.deletion_window_in_days,
+            pending_deletion: None,
+            last_rotation: time::OffsetDateTime::now_utc().unix_timestamp(),
+        })
+        .map_err(err)?;
+        Ok(KmsKeyState {
+            config: c.clone(),
+            arn: key_arn(&ctx.env),
+            key_id: ctx.env.clone(),
+        })
+    }
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &KmsKeyState,
+    ) -> Result<Observed<KmsKeyState>, ResourceError> {
+        Ok(match dir(ctx)?.key_policy(&ctx.env) {
+            Some(k) if k.pending_deletion.is_none() => Observed::Exists(KmsKeyState {
+                config: KmsKeyConfig {
+                    description: k.description,
+                    administrators: k.administrators,
+                    users: k.users,
+                    enable_key_rotation: k.rotation_days.is_some(),
+                    rotation_period_in_days: k
+                        .rotation_days
+                        .unwrap_or(s.config.rotation_period_in_days),
+                    deletion_window_in_days: k.deletion_window_days,
+                },
+                ..s.clone()
+            }),
+            _ => Observed::Gone,
+        })
+    }
+    /// Schedules the key's destruction after its deletion window (applying it again
+    /// before then cancels it).
+    async fn delete(&self, ctx: &Ctx, _s: &KmsKeyState) -> Result<(), ResourceError> {
+        dir(ctx)?
+            .schedule_key_deletion(&ctx.env, time::OffsetDateTime::now_utc().unix_timestamp())
+            .map(|_| ())
+            .map_err(err)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,5 +728,6 @@ mod tests {
         check_schema(&PolicyType::new()).unwrap();
         check_schema(&MembershipType::new()).unwrap();
         check_schema(&PasswordPolicyType::new()).unwrap();
+        check_schema(&KmsKeyType::new()).unwrap();
     }
 }

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use veeps_state::Store;
 
 const MAGIC: &[u8; 2] = b"v1";
+/// Ciphertexts of a rotated key: the magic, then the key version (u32, big-endian).
+const MAGIC_VERSIONED: &[u8; 2] = b"v2";
 
 /// The prefix of an encrypted configuration value.
 pub const KMSCRYPT: &str = "kmscrypt::";
@@ -91,7 +93,35 @@ pub struct DataKey {
 pub struct Kms {
     root: [u8; 32],
     store: Arc<Store>,
-    cache: Mutex<HashMap<String, [u8; 32]>>,
+    /// Keys by environment and version.
+    cache: Mutex<HashMap<(String, u32), [u8; 32]>>,
+    /// Current versions by environment.
+    current: Mutex<HashMap<String, u32>>,
+    /// One rotation at a time.
+    rotating: Mutex<()>,
+}
+
+/// An environment key's versions (`veeps kms describe`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct KeyVersions {
+    /// The version new ciphertexts use.
+    pub current: u32,
+    /// When each rotation after the first version happened (unix seconds), oldest first.
+    pub rotated: Vec<i64>,
+}
+
+fn blob_name(env: &str, version: u32) -> String {
+    match version {
+        0 => format!("env/{env}"),
+        v => format!("env/{env}@{v}"),
+    }
+}
+
+fn blob_aad(env: &str, version: u32) -> String {
+    match version {
+        0 => format!("veeps environment key {env}"),
+        v => format!("veeps environment key {env} version {v}"),
+    }
 }
 
 impl std::fmt::Debug for Kms {
@@ -119,6 +149,30 @@ pub fn seal(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
     out
+}
+
+/// [`seal`] for version `version` (> 0) of a rotated key: the version travels in the
+/// header, so that every version ever used still decrypts.
+fn seal_versioned(key: &[u8; 32], version: u32, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    let mut out = seal(key, plaintext, aad);
+    out[..2].copy_from_slice(MAGIC_VERSIONED);
+    out.splice(2..2, version.to_be_bytes());
+    out
+}
+
+/// The key version a ciphertext of an environment key names, and the ciphertext as
+/// [`open`] reads it.
+fn split_version(sealed: &[u8]) -> Result<(u32, std::borrow::Cow<'_, [u8]>), KmsError> {
+    match sealed.get(..2) {
+        Some(m) if m == MAGIC => Ok((0, std::borrow::Cow::Borrowed(sealed))),
+        Some(m) if m == MAGIC_VERSIONED && sealed.len() > 6 => {
+            let v = u32::from_be_bytes([sealed[2], sealed[3], sealed[4], sealed[5]]);
+            let mut plain = MAGIC.to_vec();
+            plain.extend_from_slice(&sealed[6..]);
+            Ok((v, std::borrow::Cow::Owned(plain)))
+        }
+        _ => Err(KmsError::Decrypt),
+    }
 }
 
 /// Decrypts what [`seal`] produced.
@@ -183,45 +237,137 @@ impl Kms {
             root,
             store,
             cache: Mutex::new(HashMap::new()),
+            current: Mutex::new(HashMap::new()),
+            rotating: Mutex::new(()),
         })
     }
 
-    fn env_key(&self, env: &str) -> Result<[u8; 32], KmsError> {
-        if let Some(k) = self
-            .cache
+    /// `env`'s key versions (version 0 only until it is rotated).
+    pub fn versions(&self, env: &str) -> Result<KeyVersions, KmsError> {
+        Ok(self
+            .store
+            .kv_get::<KeyVersions>(&format!("kms/versions/{env}"))?
+            .unwrap_or(KeyVersions {
+                current: 0,
+                rotated: vec![],
+            }))
+    }
+
+    fn current_version(&self, env: &str) -> Result<u32, KmsError> {
+        if let Some(v) = self
+            .current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(env)
         {
+            return Ok(*v);
+        }
+        let v = self.versions(env)?.current;
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(env.to_string(), v);
+        Ok(v)
+    }
+
+    /// Version `version` of `env`'s key; version 0 is made on first use, later ones by
+    /// [`Kms::rotate`].
+    fn key_version(&self, env: &str, version: u32) -> Result<[u8; 32], KmsError> {
+        if let Some(k) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(env.to_string(), version))
+        {
             return Ok(*k);
         }
-        let name = format!("env/{env}");
-        let aad = format!("veeps environment key {env}");
+        let (name, aad) = (blob_name(env, version), blob_aad(env, version));
         let blob = match self.store.key_blob(&name)? {
             Some(b) => b,
-            None => {
+            None if version == 0 => {
                 let wrapped = seal(&self.root, &random_key(), aad.as_bytes());
                 let stored = self.store.put_key_blob_if_absent(&name, &wrapped)?;
                 tracing::info!(env, "created environment master key");
                 stored
             }
+            None => return Err(KmsError::Decrypt),
         };
         let k = key_from(&open(&self.root, &blob, aad.as_bytes())?).ok_or(KmsError::Decrypt)?;
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(env.to_string(), k);
+            .insert((env.to_string(), version), k);
         Ok(k)
+    }
+
+    /// The current version of `env`'s key.
+    fn env_key(&self, env: &str) -> Result<(u32, [u8; 32]), KmsError> {
+        let v = self.current_version(env)?;
+        Ok((v, self.key_version(env, v)?))
+    }
+
+    fn seal_env(&self, env: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+        Ok(match self.env_key(env)? {
+            (0, k) => seal(&k, plaintext, aad),
+            (v, k) => seal_versioned(&k, v, plaintext, aad),
+        })
+    }
+
+    fn open_env(&self, env: &str, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, KmsError> {
+        let (v, body) = split_version(sealed)?;
+        open(&self.key_version(env, v)?, &body, aad)
+    }
+
+    /// Makes a new version of `env`'s key current: what is encrypted from now on uses it;
+    /// every earlier version still decrypts. Returns the new version.
+    pub fn rotate(&self, env: &str) -> Result<u32, KmsError> {
+        let _g = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        self.key_version(env, 0)?;
+        let mut vs = self.versions(env)?;
+        let next = vs.current + 1;
+        let wrapped = seal(&self.root, &random_key(), blob_aad(env, next).as_bytes());
+        self.store
+            .put_key_blob_if_absent(&blob_name(env, next), &wrapped)?;
+        vs.current = next;
+        vs.rotated
+            .push(time::OffsetDateTime::now_utc().unix_timestamp());
+        self.store.kv_put(&format!("kms/versions/{env}"), &vs)?;
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(env.to_string(), next);
+        tracing::info!(env, version = next, "rotated the environment key");
+        Ok(next)
+    }
+
+    /// Destroys every version of `env`'s key: nothing it encrypted can be read again.
+    pub fn destroy(&self, env: &str) -> Result<usize, KmsError> {
+        let _g = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        let (v0, later) = (blob_name(env, 0), format!("{}@", blob_name(env, 0)));
+        let n = self
+            .store
+            .delete_key_blobs(|k| k == v0 || k.starts_with(&later))?;
+        self.store.kv_delete(&format!("kms/versions/{env}"))?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(e, _), _| e != env);
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(env);
+        tracing::warn!(env, "destroyed the environment key");
+        Ok(n)
     }
 
     /// Makes sure `env` has a master key.
     pub fn ensure_env_key(&self, env: &str) -> Result<(), KmsError> {
-        self.env_key(env).map(|_| ())
+        self.key_version(env, 0).map(|_| ())
     }
 
     /// Encrypts a small secret with `env`'s master key, bound to `context`.
     pub fn encrypt(&self, env: &str, plaintext: &[u8], context: &str) -> Result<Vec<u8>, KmsError> {
-        Ok(seal(&self.env_key(env)?, plaintext, context.as_bytes()))
+        self.seal_env(env, plaintext, context.as_bytes())
     }
 
     /// Decrypts what [`Kms::encrypt`] produced with the same environment and context.
@@ -231,7 +377,7 @@ impl Kms {
         ciphertext: &[u8],
         context: &str,
     ) -> Result<Vec<u8>, KmsError> {
-        open(&self.env_key(env)?, ciphertext, context.as_bytes())
+        self.open_env(env, ciphertext, context.as_bytes())
     }
 
     /// Encrypts a secret for configuration files: `kmscrypt::...`, decryptable only with
@@ -262,7 +408,12 @@ impl Kms {
     pub fn export_env_key(&self, env: &str, passphrase: &str) -> Result<String, KmsError> {
         use base64::Engine as _;
         check_passphrase(passphrase)?;
-        let key = self.env_key(env)?;
+        // Every version, oldest first: what any of them encrypted opens there too.
+        let current = self.current_version(env)?;
+        let mut key = Vec::with_capacity(32 * (current as usize + 1));
+        for v in 0..=current {
+            key.extend_from_slice(&self.key_version(env, v)?);
+        }
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let kek = passphrase_key(passphrase, &salt)?;
@@ -299,36 +450,57 @@ impl Kms {
                 "the passphrase is wrong, or the key was exported for another environment than {env}"
             ))
         })?;
-        let key = key_from(&key).ok_or(KmsError::Decrypt)?;
-        let name = format!("env/{env}");
-        let aad = format!("veeps environment key {env}");
-        let wrapped = seal(&self.root, &key, aad.as_bytes());
+        if key.is_empty() || key.len() % 32 != 0 {
+            return Err(KmsError::Decrypt);
+        }
+        let versions: Vec<[u8; 32]> = key.chunks(32).filter_map(key_from).collect();
+        let _g = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        // Version 0 decides: the same key may be imported again (with later versions), a
+        // different one never replaces what protects data here.
+        let (name, aad) = (blob_name(env, 0), blob_aad(env, 0));
+        let wrapped = seal(&self.root, &versions[0], aad.as_bytes());
         let stored = self.store.put_key_blob_if_absent(&name, &wrapped)?;
         if stored != wrapped {
             let current = key_from(&open(&self.root, &stored, aad.as_bytes())?);
-            if current != Some(key) {
+            if current != Some(versions[0]) {
                 return Err(KmsError::Invalid(format!(
                     "environment {env} has a key of its own already (it protects what it encrypted); import a key before the environment's first use"
                 )));
             }
         }
+        for (v, k) in versions.iter().enumerate().skip(1) {
+            let v = v as u32;
+            let wrapped = seal(&self.root, k, blob_aad(env, v).as_bytes());
+            self.store
+                .put_key_blob_if_absent(&blob_name(env, v), &wrapped)?;
+        }
+        let mut vs = self.versions(env)?;
+        let last = versions.len() as u32 - 1;
+        if last > vs.current {
+            vs.current = last;
+            self.store.kv_put(&format!("kms/versions/{env}"), &vs)?;
+        }
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(env.to_string(), key);
+            .retain(|(e, _), _| e != env);
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(env);
         Ok(())
     }
 
     /// A fresh data key for `env` (envelope encryption).
     pub fn generate_data_key(&self, env: &str) -> Result<DataKey, KmsError> {
         let plaintext = random_key();
-        let wrapped = seal(&self.env_key(env)?, &plaintext, b"veeps data key");
+        let wrapped = self.seal_env(env, &plaintext, b"veeps data key")?;
         Ok(DataKey { plaintext, wrapped })
     }
 
     /// Unwraps a data key of `env`.
     pub fn decrypt_data_key(&self, env: &str, wrapped: &[u8]) -> Result<[u8; 32], KmsError> {
-        key_from(&open(&self.env_key(env)?, wrapped, b"veeps data key")?).ok_or(KmsError::Decrypt)
+        key_from(&self.open_env(env, wrapped, b"veeps data key")?).ok_or(KmsError::Decrypt)
     }
 }
 
@@ -372,6 +544,55 @@ mod tests {
             .to_string();
         assert!(e.contains("restore root.key") && e.contains("1 key"), "{e}");
         assert!(!d.path().join("root.key").exists());
+    }
+
+    #[test]
+    fn rotated_keys_encrypt_with_the_new_version_and_every_version_decrypts() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
+        let kms = Kms::open(d.path(), store.clone()).unwrap();
+        let v0 = kms.encrypt_value("prod", "before").unwrap();
+        let dk0 = kms.generate_data_key("prod").unwrap();
+        assert_eq!(kms.rotate("prod").unwrap(), 1);
+        let v1 = kms.encrypt_value("prod", "after").unwrap();
+        assert_eq!(kms.rotate("prod").unwrap(), 2);
+        let ct2 = kms.encrypt("prod", b"latest", "c").unwrap();
+        assert_eq!(&ct2[..2], b"v2");
+        assert_eq!(u32::from_be_bytes([ct2[2], ct2[3], ct2[4], ct2[5]]), 2);
+        // A new service over the same store (a restart) reads every version.
+        let kms = Kms::open(d.path(), store.clone()).unwrap();
+        assert_eq!(kms.decrypt_value("prod", &v0).unwrap(), "before");
+        assert_eq!(kms.decrypt_value("prod", &v1).unwrap(), "after");
+        assert_eq!(kms.decrypt("prod", &ct2, "c").unwrap(), b"latest");
+        assert_eq!(
+            kms.decrypt_data_key("prod", &dk0.wrapped).unwrap(),
+            dk0.plaintext
+        );
+        let vs = kms.versions("prod").unwrap();
+        assert_eq!((vs.current, vs.rotated.len()), (2, 2));
+        // A changed version number in the header does not open with another version.
+        let mut forged = ct2.clone();
+        forged[5] = 1;
+        assert!(kms.decrypt("prod", &forged, "c").is_err());
+        // Exported with every version, imported elsewhere: all of them open there.
+        let exported = kms.export_env_key("prod", "a long passphrase").unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let store2 = Arc::new(Store::open(&d2.path().join("s.redb")).unwrap());
+        let other = Kms::open(d2.path(), store2).unwrap();
+        other
+            .import_env_key("prod", &exported, "a long passphrase")
+            .unwrap();
+        assert_eq!(other.decrypt_value("prod", &v0).unwrap(), "before");
+        assert_eq!(other.decrypt("prod", &ct2, "c").unwrap(), b"latest");
+        assert_eq!(other.versions("prod").unwrap().current, 2);
+        // Destroyed: nothing opens; the name of a longer environment is untouched.
+        kms.encrypt("prod2", b"x", "c").unwrap();
+        kms.destroy("prod").unwrap();
+        let kms = Kms::open(d.path(), store).unwrap();
+        assert!(kms.decrypt_value("prod", &v0).is_err());
+        assert!(kms.decrypt("prod", &ct2, "c").is_err());
+        let ct = kms.encrypt("prod2", b"y", "c").unwrap();
+        assert_eq!(kms.decrypt("prod2", &ct, "c").unwrap(), b"y");
     }
 
     #[test]

@@ -702,6 +702,27 @@ impl Store {
         Ok(t.get(name)?.map(|v| v.value().to_vec()))
     }
 
+    /// Removes the key blobs whose names `which` picks; returns how many. What they
+    /// protected cannot be read again.
+    pub fn delete_key_blobs(&self, which: impl Fn(&str) -> bool) -> Result<usize> {
+        let txn = self.db.begin_write()?;
+        let n = {
+            let mut t = txn.open_table(KEYS)?;
+            let names: Vec<String> = t
+                .iter()?
+                .filter_map(|i| i.ok())
+                .map(|(k, _)| k.value().to_string())
+                .filter(|k| which(k))
+                .collect();
+            for n in &names {
+                t.remove(n.as_str())?;
+            }
+            names.len()
+        };
+        txn.commit()?;
+        Ok(n)
+    }
+
     /// Stores a key blob unless one exists; returns the one stored.
     pub fn put_key_blob_if_absent(&self, name: &str, blob: &[u8]) -> Result<Vec<u8>> {
         let txn = self.db.begin_write()?;

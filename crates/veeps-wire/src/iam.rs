@@ -157,3 +157,31 @@ pub struct RootToken {
     /// Refuse the root token from now on.
     pub disabled: bool,
 }
+
+/// An environment's KMS key (`GET /v1/kms/{env}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KmsKeyInfo {
+    /// The environment.
+    pub env: String,
+    /// The version new ciphertexts use (0 until the first rotation).
+    pub current_version: u32,
+    /// When each rotation happened (unix seconds), oldest first.
+    pub rotated: Vec<i64>,
+    /// Its `kms_key` policy, if one is declared.
+    pub policy: Option<KeyPolicyInfo>,
+}
+
+/// A `kms_key`'s policy and lifecycle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyPolicyInfo {
+    /// Groups that administer the key (rotate, export, cancel deletion).
+    pub administrators: Vec<String>,
+    /// Groups that encrypt and decrypt with it.
+    pub users: Vec<String>,
+    /// Rotation period in days, when rotation is on.
+    pub rotation_period_in_days: Option<u32>,
+    /// Days between scheduling deletion and the key's destruction.
+    pub deletion_window_in_days: u32,
+    /// When the key is destroyed (unix seconds), if deletion is scheduled.
+    pub pending_deletion_until: Option<i64>,
+}

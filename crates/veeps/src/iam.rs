@@ -243,6 +243,58 @@ pub fn whoami(g: &Global) -> R {
     Ok(0)
 }
 
+/// `veeps kms describe|rotate|cancel-deletion ENV`.
+pub fn kms_key(g: &Global, env: &str, method: &str, tail: &str) -> R {
+    let c = client(g)?;
+    let path = format!("/v1/kms/{}{tail}", encode(env));
+    let k: KmsKeyInfo = match method {
+        "GET" => c.get_as(&path),
+        _ => c.post_as(&path, &()),
+    }
+    .map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&k).unwrap_or_default());
+        return Ok(0);
+    }
+    println!("key of {}: version {}", k.env, k.current_version);
+    for (i, t) in k.rotated.iter().enumerate() {
+        println!("  version {} since {}", i + 1, fmt_ts(t * 1000));
+    }
+    match &k.policy {
+        None => println!("no kms_key declares it: IAM policies alone decide who uses it"),
+        Some(p) => {
+            let list = |v: &Vec<String>| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            println!(
+                "administrators: {}
+users:          {}",
+                list(&p.administrators),
+                list(&p.users)
+            );
+            match p.rotation_period_in_days {
+                Some(d) => println!("rotation:       every {d} days"),
+                None => println!(
+                    "rotation:       off (veeps kms rotate {} rotates now)",
+                    k.env
+                ),
+            }
+            if let Some(at) = p.pending_deletion_until {
+                println!(
+                    "SCHEDULED FOR DELETION at {}: `veeps kms cancel-deletion {}` keeps it",
+                    fmt_ts(at * 1000),
+                    k.env
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
 /// `veeps bans`.
 pub fn bans(g: &Global) -> R {
     let list: Vec<veeps_wire::ban::BanInfo> = client(g)?.get_as("/v1/bans").map_err(api_err)?;

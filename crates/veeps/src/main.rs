@@ -414,6 +414,21 @@ pub enum KmsCmd {
         /// The environment
         env: String,
     },
+    /// ENV's key: its versions, its kms_key policy, a scheduled deletion
+    Describe {
+        /// The environment
+        env: String,
+    },
+    /// Rotate ENV's key now: new values use the new version, every version still decrypts
+    Rotate {
+        /// The environment
+        env: String,
+    },
+    /// Keep ENV's key, scheduled for deletion when its kms_key was removed
+    CancelDeletion {
+        /// The environment
+        env: String,
+    },
     /// Make an exported key ENV's key here (before ENV's first use), so that its kmscrypt::
     /// values open here too
     ImportKey {

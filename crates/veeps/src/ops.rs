@@ -72,6 +72,11 @@ pub fn run(cli: Cli) -> i32 {
         Command::Kms(KmsCmd::Decrypt { env, file }) => kms_decrypt(&g, &env, &file),
         Command::Kms(KmsCmd::ExportKey { env }) => kms_export(&g, &env),
         Command::Kms(KmsCmd::ImportKey { env, file }) => kms_import(&g, &env, &file),
+        Command::Kms(KmsCmd::Describe { env }) => crate::iam::kms_key(&g, &env, "GET", ""),
+        Command::Kms(KmsCmd::Rotate { env }) => crate::iam::kms_key(&g, &env, "POST", "/rotate"),
+        Command::Kms(KmsCmd::CancelDeletion { env }) => {
+            crate::iam::kms_key(&g, &env, "POST", "/cancel-deletion")
+        }
         Command::Down => down(&g),
         Command::S3(S3Cmd::Credentials) => s3_credentials(&g),
         Command::S3(S3Cmd::Lifecycle { advance_days }) => s3_lifecycle(&g, advance_days),

@@ -236,3 +236,90 @@ fn users_declared_in_configuration_log_in_and_are_held_to_their_policies() {
     v.ok(&["apply", "env", "--auto-approve"]);
     dana.fails(&["s3", "ls", "s3://dana-data/"], "InvalidAccessKeyId");
 }
+
+const KEYS: &str = r#"
+resource "iam_group" "key_admins" {
+  name     = "key-admins"
+  policies = ["AdministratorAccess"]
+}
+resource "iam_group" "key_users" {
+  name     = "key-users"
+  policies = ["AdministratorAccess"]
+}
+resource "iam_user" "kai" {
+  name   = "kai"
+  groups = [iam_group.key_admins.name]
+}
+resource "iam_user" "kim" {
+  name   = "kim"
+  groups = [iam_group.key_users.name]
+}
+resource "kms_key" "main" {
+  description             = "the environment's key"
+  administrators          = [iam_group.key_admins.name]
+  users                   = [iam_group.key_users.name]
+  enable_key_rotation     = true
+  rotation_period_in_days = 90
+  deletion_window_in_days = 7
+}
+"#;
+
+#[test]
+fn a_kms_key_says_who_uses_and_who_administers_it_rotates_and_waits_before_deletion() {
+    let v = Veeps::start();
+    v.write("env/main.hcl", KEYS);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let token = |user: &str| {
+        v.ok(&["iam", "token", "create", user, "--ttl", "1h"])
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (kai, kim) = (token("kai"), token("kim"));
+    let as_user = |t: &str, args: &[&str]| {
+        let o = v.cmd(args).env("VEEPS_TOKEN", t).output().unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    // The key's users encrypt; its administrators (with the same IAM rights) do not.
+    let (ok, sealed) = as_user(&kim, &["kms", "encrypt", "env", "--value", "hunter2"]);
+    assert!(ok && sealed.starts_with("kmscrypt::"), "{sealed}");
+    let (ok, o) = as_user(&kai, &["kms", "encrypt", "env", "--value", "x"]);
+    assert!(
+        !ok && o.contains("the kms_key of environment env does not list any of the user's groups"),
+        "{o}"
+    );
+    // Its administrators rotate; its users do not.
+    let (ok, o) = as_user(&kim, &["kms", "rotate", "env"]);
+    assert!(!ok && o.contains("kms:RotateKeyOnDemand"), "{o}");
+    let (ok, o) = as_user(&kai, &["kms", "rotate", "env"]);
+    assert!(ok && o.contains("key of env: version 1"), "{o}");
+    assert!(o.contains("rotation:       every 90 days"), "{o}");
+    // The value sealed with version 0 still opens.
+    v.write("secret.txt", &format!("password = \"{}\"\n", sealed.trim()));
+    let (ok, o) = as_user(&kim, &["kms", "decrypt", "env", "secret.txt"]);
+    assert!(ok && o.contains("password = \"hunter2\""), "{o}");
+
+    // Removed from the configuration: scheduled for deletion, unusable (root included)
+    // until cancelled.
+    v.write(
+        "env/main.hcl",
+        &KEYS[..KEYS.find("resource \"kms_key\"").unwrap()],
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let o = v.ok(&["kms", "describe", "env"]);
+    assert!(o.contains("SCHEDULED FOR DELETION"), "{o}");
+    let o = v.expect(&["kms", "encrypt", "env", "--value", "x"], 1);
+    assert!(o.contains("scheduled for deletion"), "{o}");
+    v.ok(&["kms", "cancel-deletion", "env"]);
+    assert!(v
+        .ok(&["kms", "encrypt", "env", "--value", "x"])
+        .starts_with("kmscrypt::"));
+}
