@@ -57,8 +57,8 @@ impl Default for BanPolicyType {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BanPolicyConfig {
     name: String,
-    #[serde(default, deserialize_with = "list")]
-    allow: Vec<String>,
+    #[serde(default)]
+    allow: Option<Vec<String>>,
     #[serde(default, deserialize_with = "list")]
     jail: Vec<Jail>,
 }
@@ -67,6 +67,7 @@ fn to_policy(env: &str, c: &BanPolicyConfig) -> Result<BanPolicy, ResourceError>
     let allow = c
         .allow
         .iter()
+        .flatten()
         .map(|a| {
             a.parse::<ipnet::IpNet>()
                 .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -157,7 +158,7 @@ impl Typed for BanPolicyType {
                 allow: if to_policy(&ctx.env, s).is_ok_and(|x| x.allow == p.allow) {
                     s.allow.clone()
                 } else {
-                    p.allow.iter().map(|a| a.to_string()).collect()
+                    Some(p.allow.iter().map(|a| a.to_string()).collect())
                 },
                 jail: p.jails,
             }),

@@ -43,6 +43,15 @@ fn name_error(kind: &str, c: &Value) -> Vec<AttrError> {
     }
 }
 
+/// An optional list as observed: left out (`None`) when it was left out and is empty.
+fn observed(prior: &Option<Vec<String>>, now: Vec<String>) -> Option<Vec<String>> {
+    if prior.is_none() && now.is_empty() {
+        None
+    } else {
+        Some(now)
+    }
+}
+
 fn exists(d: &Directory, kind: &'static str, name: &str) -> Result<(), ResourceError> {
     let found = match kind {
         "group" => d.group(name).is_some(),
@@ -91,10 +100,10 @@ impl Default for UserType {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserConfig {
     name: String,
-    #[serde(default, deserialize_with = "list")]
-    groups: Vec<String>,
-    #[serde(default, deserialize_with = "list")]
-    ssh_public_keys: Vec<String>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+    #[serde(default)]
+    ssh_public_keys: Option<Vec<String>>,
     #[serde(default)]
     tags: Option<BTreeMap<String, String>>,
 }
@@ -152,14 +161,15 @@ impl Typed for UserType {
         c: &UserConfig,
     ) -> Result<UserState, ResourceError> {
         let d = dir(ctx)?;
-        for g in &c.groups {
+        let groups = c.groups.clone().unwrap_or_default();
+        for g in &groups {
             exists(d, "group", g)?;
         }
         d.put_user(
             &ctx.env,
             &c.name,
-            &c.groups,
-            &c.ssh_public_keys,
+            &groups,
+            &c.ssh_public_keys.clone().unwrap_or_default(),
             &c.tags.clone().unwrap_or_default(),
         )
         .map_err(err)?;
@@ -173,8 +183,8 @@ impl Typed for UserType {
             Some(u) => Observed::Exists(UserState {
                 config: UserConfig {
                     name: u.name,
-                    groups: u.groups,
-                    ssh_public_keys: u.ssh_keys,
+                    groups: observed(&s.config.groups, u.groups),
+                    ssh_public_keys: observed(&s.config.ssh_public_keys, u.ssh_keys),
                     tags: s.config.tags.as_ref().map(|_| u.tags),
                 },
                 arn: s.arn.clone(),
@@ -214,8 +224,8 @@ impl Default for GroupType {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupConfig {
     name: String,
-    #[serde(default, deserialize_with = "list")]
-    policies: Vec<String>,
+    #[serde(default)]
+    policies: Option<Vec<String>>,
 }
 
 /// `iam_group`'s state.
@@ -255,10 +265,11 @@ impl Typed for GroupType {
         c: &GroupConfig,
     ) -> Result<GroupState, ResourceError> {
         let d = dir(ctx)?;
-        for p in &c.policies {
+        let policies = c.policies.clone().unwrap_or_default();
+        for p in &policies {
             exists(d, "policy", p)?;
         }
-        d.put_group(&ctx.env, &c.name, &c.policies).map_err(err)?;
+        d.put_group(&ctx.env, &c.name, &policies).map_err(err)?;
         Ok(GroupState {
             config: c.clone(),
             arn: group_arn(&c.name),
@@ -269,7 +280,7 @@ impl Typed for GroupType {
             Some(g) => Observed::Exists(GroupState {
                 config: GroupConfig {
                     name: g.name,
-                    policies: g.policies,
+                    policies: observed(&s.config.policies, g.policies),
                 },
                 arn: s.arn.clone(),
             }),
@@ -602,10 +613,10 @@ impl Default for KmsKeyType {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KmsKeyConfig {
     description: String,
-    #[serde(default, deserialize_with = "list")]
-    administrators: Vec<String>,
-    #[serde(default, deserialize_with = "list")]
-    users: Vec<String>,
+    #[serde(default)]
+    administrators: Option<Vec<String>>,
+    #[serde(default)]
+    users: Option<Vec<String>>,
     enable_key_rotation: bool,
     rotation_period_in_days: u32,
     deletion_window_in_days: u32,
@@ -663,15 +674,17 @@ impl Typed for KmsKeyType {
         c: &KmsKeyConfig,
     ) -> Result<KmsKeyState, ResourceError> {
         let d = dir(ctx)?;
-        for g in c.administrators.iter().chain(&c.users) {
+        let administrators = c.administrators.clone().unwrap_or_default();
+        let users = c.users.clone().unwrap_or_default();
+        for g in administrators.iter().chain(&users) {
             exists(d, "group", g)?;
         }
         d.put_key_policy(directory::KeyPolicy {
             env: ctx.env.clone(),
             address: ctx.address.clone(),
             description: c.description.clone(),
-            administrators: c.administrators.clone(),
-            users: c.users.clone(),
+            administrators,
+            users,
             rotation_days: c.enable_key_rotation.then_some(c.rotation_period_in_days),
             deletion_window_days: c.deletion_window_in_days,
             pending_deletion: None,
@@ -693,8 +706,8 @@ impl Typed for KmsKeyType {
             Some(k) if k.pending_deletion.is_none() => Observed::Exists(KmsKeyState {
                 config: KmsKeyConfig {
                     description: k.description,
-                    administrators: k.administrators,
-                    users: k.users,
+                    administrators: observed(&s.config.administrators, k.administrators),
+                    users: observed(&s.config.users, k.users),
                     enable_key_rotation: k.rotation_days.is_some(),
                     rotation_period_in_days: k
                         .rotation_days

@@ -80,6 +80,10 @@ fn users_declared_in_configuration_log_in_and_are_held_to_their_policies() {
     let v = Veeps::start();
     v.write("env/main.hcl", CONFIG);
     v.ok(&["apply", "env", "--auto-approve"]);
+    // What is read back is what was declared (optional lists left out included).
+    v.write("env/extra.hcl", "resource \"iam_group\" \"empty\" {\n  name = \"empty\"\n}\nresource \"iam_user\" \"bare\" {\n  name = \"bare\"\n}\nresource \"ban_policy\" \"b\" {\n  name = \"b\"\n  jail {\n    source = \"api\"\n  }\n}\n");
+    v.ok(&["apply", "env", "--auto-approve"]);
+    assert!(v.ok(&["plan", "env"]).contains("No changes."));
     let o = v.ok(&["iam", "users"]);
     assert!(
         o.contains("dana") && o.contains("developers") && o.contains("dev"),
@@ -130,6 +134,10 @@ fn users_declared_in_configuration_log_in_and_are_held_to_their_policies() {
         .starts_with("dana (arn:aws:iam:::user/dana)"));
     // Reading state is allowed; applying is not, and says what and where.
     v.ok(&["state", "list", "env"]);
+    v.write(
+        "env/more.hcl",
+        "resource \"random_id\" \"x\" {\n  byte_length = 4\n}\n",
+    );
     let o = v.expect(&["apply", "env", "--auto-approve"], 1);
     assert!(
         o.contains("user/dana may not env:Apply on arn:veeps:env:env:environment"),
@@ -269,6 +277,7 @@ fn a_kms_key_says_who_uses_and_who_administers_it_rotates_and_waits_before_delet
     let v = Veeps::start();
     v.write("env/main.hcl", KEYS);
     v.ok(&["apply", "env", "--auto-approve"]);
+    assert!(v.ok(&["plan", "env"]).contains("No changes."));
     let token = |user: &str| {
         v.ok(&["iam", "token", "create", user, "--ttl", "1h"])
             .lines()
