@@ -309,8 +309,7 @@ impl std::fmt::Display for Denial {
             Denial::OutsideScope => write!(f, "the token's scope does not include the action"),
             Denial::KeyPolicy(env) => write!(
                 f,
-                "the kms_key of environment {env} does not list any of the user's groups as key {}",
-                "users (encrypt, decrypt) or administrators (the rest)"
+                "the kms_key of environment {env} does not list any of the user's groups as key users (encrypt, decrypt) or administrators (the rest)"
             ),
             Denial::PendingDeletion(env, at) => write!(
                 f,
