@@ -49,6 +49,35 @@ impl Client {
         }
     }
 
+    /// A client of an `https://` server whose certificate veeps' CA (`ca_pem`) issued.
+    pub fn with_ca(base: &str, token: &str, caller: &str, ca_pem: &str) -> Result<Client, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        if roots.is_empty() {
+            return Err("no certificate in the CA file".into());
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(std::time::Duration::from_secs(5))
+            .tls_config(std::sync::Arc::new(tls))
+            .build();
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            caller: caller.to_string(),
+            agent,
+        })
+    }
+
     fn req(&self, method: &str, path: &str) -> ureq::Request {
         self.agent
             .request(method, &format!("{}{path}", self.base))

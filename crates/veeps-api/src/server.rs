@@ -76,6 +76,10 @@ pub struct AppState {
     pub iam: Arc<veeps_iam::directory::Directory>,
     /// Jails and bans.
     pub bans: Arc<veeps_ban::Bans>,
+    /// Certificates issued by veeps' CA.
+    certs: Arc<veeps_pki::Certs>,
+    /// TLS for the API (`None`: off on loopback, on elsewhere).
+    api_tls: Option<bool>,
     /// The IAM action of every route, by method and path.
     actions: Arc<HashMap<(String, String), veeps_resource::RouteAction>>,
     api: Arc<ApiStats>,
@@ -149,6 +153,9 @@ pub struct ServerOptions {
     pub audit_export: Option<std::path::PathBuf>,
     /// Parts beyond veeps' own (an embedding program's, or a test's).
     pub extra_parts: ExtraParts,
+    /// Serve the API over TLS with a certificate from veeps' CA (`None`: when it listens
+    /// on an address other than loopback).
+    pub api_tls: Option<bool>,
 }
 
 /// Parts added to veeps' own list.
@@ -421,6 +428,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         s3_access,
         iam,
         bans,
+        certs: certs.clone(),
+        api_tls: opts.api_tls,
         actions,
         api,
         token_hash: sha2::Sha256::digest(token.as_bytes()).into(),
@@ -641,7 +650,39 @@ pub async fn serve_listener(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%addr, "API listening");
+    let local = listener.local_addr().ok();
+    let tls = match (state.api_tls, local) {
+        (Some(on), _) => on,
+        (None, Some(a)) => !a.ip().is_loopback(),
+        (None, None) => false,
+    };
+    let tls = if tls {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let mut names = vec![host, "localhost".to_string(), "127.0.0.1".to_string()];
+        if let Some(a) = local.filter(|a| !a.ip().is_unspecified() && !a.ip().is_loopback()) {
+            names.push(a.ip().to_string());
+        }
+        let issued = state
+            .certs
+            .issue("veeps-api", &names)
+            .map_err(|e| ServerError::Listen {
+                addr: addr.clone(),
+                err: format!("no certificate for the API: {e}"),
+            })?;
+        Some(
+            veeps_http::tls_config(&issued.chain_pem, &issued.key_pem).map_err(|e| {
+                ServerError::Listen {
+                    addr: addr.clone(),
+                    err: format!("the API's certificate: {e}"),
+                }
+            })?,
+        )
+    } else {
+        None
+    };
+    tracing::info!(%addr, tls = tls.is_some(), "API listening");
     let prune = state.prune_audit_daily();
     let parts = state.parts.clone();
     let down = state.down.clone();
@@ -653,7 +694,7 @@ pub async fn serve_listener(
         header_timeout: std::time::Duration::from_secs(15),
         inactivity_timeout: None,
     };
-    let api = veeps_http::serve(listener, "api", limits, move |peer: SocketAddr| {
+    let make = move |peer: SocketAddr| {
         let router = router.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut()
@@ -663,7 +704,11 @@ pub async fn serve_listener(
                 tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
             }
         })
-    });
+    };
+    let api: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match tls {
+        Some(cfg) => Box::pin(veeps_http::serve_tls(listener, "api", limits, cfg, make)),
+        None => Box::pin(veeps_http::serve(listener, "api", limits, make)),
+    };
     let how = tokio::select! {
         _ = api => Shutdown::ControlPlane,
         how = shutdown => how,

@@ -51,12 +51,70 @@ pub fn per_listener_connections() -> usize {
     (raise_fd_limit() / 8).clamp(16, 4096) as usize
 }
 
+/// A TLS configuration for a listener: the certificate chain and key (PEM), HTTP/2 and
+/// HTTP/1.1 offered by ALPN.
+pub fn tls_config(chain_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the certificate: {e}"))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| format!("the key: {e}"))?
+        .ok_or("no private key in the PEM")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// Serves HTTP/1 and HTTP/2 on `listener` within `limits` until the task is dropped;
 /// `make` builds the service for a connection from the client's address.
 pub async fn serve<M, S, B>(
     listener: tokio::net::TcpListener,
     name: &'static str,
     limits: Limits,
+    make: M,
+) where
+    M: Fn(SocketAddr) -> S + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with(listener, name, limits, None, make).await
+}
+
+/// [`serve`] over TLS: the handshake must finish within the header deadline.
+pub async fn serve_tls<M, S, B>(
+    listener: tokio::net::TcpListener,
+    name: &'static str,
+    limits: Limits,
+    tls: Arc<rustls::ServerConfig>,
+    make: M,
+) where
+    M: Fn(SocketAddr) -> S + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve_with(listener, name, limits, Some(acceptor), make).await
+}
+
+async fn serve_with<M, S, B>(
+    listener: tokio::net::TcpListener,
+    name: &'static str,
+    limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     make: M,
 ) where
     M: Fn(SocketAddr) -> S + Send + Sync + 'static,
@@ -123,6 +181,7 @@ pub async fn serve<M, S, B>(
         };
         let svc = make(peer);
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let last = Arc::new(AtomicU64::new(0));
@@ -132,24 +191,59 @@ pub async fn serve<M, S, B>(
                 last: last.clone(),
                 started,
             };
-            let conn =
-                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc);
-            match limits.inactivity_timeout {
+            let done = match tls {
                 None => {
-                    let _ = conn.await;
+                    let conn = builder
+                        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc);
+                    drive(conn, limits, &last, started).await
                 }
-                Some(idle) => {
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = quiet_for(&last, started, idle) => {
-                            tracing::debug!(listener = name, %peer, "closing an inactive connection");
-                            return;
+                Some(acc) => {
+                    match tokio::time::timeout(limits.header_timeout, acc.accept(io)).await {
+                        Ok(Ok(t)) => {
+                            let conn = builder.serve_connection_with_upgrades(
+                                hyper_util::rt::TokioIo::new(t),
+                                svc,
+                            );
+                            drive(conn, limits, &last, started).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                            false
+                        }
+                        Err(_) => {
+                            tracing::debug!(listener = name, %peer, "TLS handshake too slow");
+                            false
                         }
                     }
                 }
+            };
+            if done {
+                linger_close(linger).await;
+            } else {
+                tracing::debug!(listener = name, %peer, "closed a connection early");
             }
-            linger_close(linger).await;
         });
+    }
+}
+
+/// Serves a connection to its end (true) or until it was inactive too long (false).
+async fn drive<F: std::future::Future>(
+    conn: F,
+    limits: Limits,
+    last: &AtomicU64,
+    started: Instant,
+) -> bool {
+    match limits.inactivity_timeout {
+        None => {
+            let _ = conn.await;
+            true
+        }
+        Some(idle) => {
+            tokio::select! {
+                _ = conn => true,
+                _ = quiet_for(last, started, idle) => false,
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::Global;
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use veeps_api::client::{encode, Client};
+use veeps_api::client::encode;
 use veeps_wire::iam::*;
 
 type R = Result<i32, String>;
@@ -173,7 +173,7 @@ fn secret(var: &str, what: &str) -> Result<String, String> {
 pub fn login(g: &Global, user: &str, code: Option<String>, duration: &str) -> R {
     let url = server_url(g);
     let password = secret("VEEPS_PASSWORD", "password")?;
-    let c = Client::new(&url, "", "login");
+    let c = crate::ops::client_with(g, &url, "")?;
     let t: NewToken = c
         .post_as(
             "/v1/iam/login",
@@ -216,7 +216,7 @@ pub fn logout(g: &Global) -> R {
         println!("no session for {url}");
         return Ok(0);
     };
-    let r = Client::new(&url, &token, "logout").post_empty("/v1/iam/logout", &());
+    let r = crate::ops::client_with(g, &url, &token)?.post_empty("/v1/iam/logout", &());
     if let Some(p) = session_path() {
         let _ = std::fs::remove_file(p);
     }

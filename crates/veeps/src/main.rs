@@ -132,6 +132,11 @@ pub enum Command {
         /// DATA_DIR/audit-digests): keep it where whoever can write the data directory cannot
         #[arg(long, value_name = "DIR")]
         audit_export: Option<PathBuf>,
+        /// Serve the API over TLS with a certificate from veeps' CA: `auto` does when
+        /// --listen is not a loopback address (clients trust DATA_DIR/pki/ca.crt, or the
+        /// file VEEPS_CA_FILE names)
+        #[arg(long, value_name = "on|off|auto", default_value = "auto", value_parser = ["on", "off", "auto"])]
+        api_tls: String,
     },
     /// Start veeps and deploy every environment under DIR (default: the bundled example), then stay in the foreground
     Up {

@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> i32 {
             log_retention_days,
             audit_retention_days,
             audit_export,
+            api_tls,
             s3,
         } => crate::up::server(
             &g,
@@ -37,6 +38,11 @@ pub fn run(cli: Cli) -> i32 {
                 s3_lifecycle_day: s3.s3_lifecycle_day,
                 audit_retention_days: Some(audit_retention_days),
                 audit_export,
+                api_tls: match api_tls.as_str() {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                },
                 ..Default::default()
             },
         ),
@@ -228,7 +234,25 @@ pub fn client(g: &Global) -> Result<Client, String> {
             std::fs::read_to_string(&p).map(|t| t.trim().to_string()).map_err(|e| format!("no API token: set VEEPS_TOKEN, or point --data-dir / VEEPS_DATA_DIR at the server's data directory ({} : {e})", p.display()))?
         }
     };
-    Ok(Client::new(&url, &token, &caller()))
+    client_with(g, &url, &token)
+}
+
+/// A client of `url` with `token`; an `https://` server is trusted through veeps' CA
+/// (`VEEPS_CA_FILE`, or the data directory's `pki/ca.crt`).
+pub fn client_with(g: &Global, url: &str, token: &str) -> Result<Client, String> {
+    if !url.starts_with("https://") {
+        return Ok(Client::new(url, token, &caller()));
+    }
+    let path = std::env::var_os("VEEPS_CA_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir(g).join("pki").join("ca.crt"));
+    let pem = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{url} serves TLS: its CA certificate is needed ({}: {e}); set VEEPS_CA_FILE to a copy of the server's DATA_DIR/pki/ca.crt",
+            path.display()
+        )
+    })?;
+    Client::with_ca(url, token, &caller(), &pem).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 pub fn api_err(e: ClientError) -> String {

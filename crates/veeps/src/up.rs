@@ -202,8 +202,13 @@ pub fn up(
                 }
             }
         }
-        println!("  API:          http://{listen}   (token: {})", veeps_api::server::token_path(&data).display());
-        println!("  CLI:          export VEEPS_ADDR=http://{listen} VEEPS_DATA_DIR={}", data.display());
+        // The API serves TLS (veeps' CA) when it listens beyond loopback.
+        let scheme = match listen.parse::<std::net::SocketAddr>() {
+            Ok(a) if !a.ip().is_loopback() => "https",
+            _ => "http",
+        };
+        println!("  API:          {scheme}://{listen}   (token: {})", veeps_api::server::token_path(&data).display());
+        println!("  CLI:          export VEEPS_ADDR={scheme}://{listen} VEEPS_DATA_DIR={}", data.display());
         let s3_host = s3_listen.replace("0.0.0.0", "127.0.0.1");
         println!("  S3:           http://{s3_host}   (AWS_ACCESS_KEY_ID={s3_id}; the secret: `veeps s3 credentials`)");
         let users: Vec<String> = iam.users().unwrap_or_default().into_iter().map(|u| u.name).collect();

@@ -727,3 +727,35 @@ fn an_environments_key_moves_to_another_machine() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("has a key of its own"));
 }
+
+/// Issue "Security baseline": the API can serve TLS with a certificate from veeps' CA
+/// (on by default off loopback; `--api-tls on` here), and the CLI trusts that CA.
+#[test]
+fn the_api_serves_tls_from_veeps_ca_and_the_cli_trusts_it() {
+    let v = Veeps::start_with(&[], &["--api-tls", "on"]);
+    let https = format!("https://127.0.0.1:{}", v.port);
+    let ca = v.data.join("pki").join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let o = v
+        .cmd(&["state", "list", "e"])
+        .env("VEEPS_ADDR", &https)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A client trusting the CA gets answers (401 without a token); one that does not, or
+    // that speaks plain HTTP, gets none.
+    assert_eq!(curl(&["--cacert", ca, &format!("{https}/v1/envs")]).0, 401);
+    assert_eq!(curl(&[&format!("{https}/v1/envs")]).0, 0);
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{}/v1/envs", v.port)]).0,
+        0
+    );
+    // A CA file named explicitly.
+    let o = v
+        .cmd(&["state", "list", "e"])
+        .env("VEEPS_ADDR", &https)
+        .env("VEEPS_CA_FILE", "/nonexistent/ca.crt")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("set VEEPS_CA_FILE"));
+}
