@@ -156,6 +156,8 @@ pub struct ServerOptions {
     /// Serve the API over TLS with a certificate from veeps' CA (`None`: when it listens
     /// on an address other than loopback).
     pub api_tls: Option<bool>,
+    /// Serve the S3 API over TLS with a certificate from veeps' CA.
+    pub s3_tls: bool,
 }
 
 /// Parts added to veeps' own list.
@@ -369,24 +371,52 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         .s3_lifecycle_day
         .unwrap_or(std::time::Duration::from_secs(86_400));
     // The parts of veeps; a new part is one more line here.
+    let mut s3_part = veeps_s3::part::S3Part::new(
+        objects.clone(),
+        s3_access.clone(),
+        s3_auth.clone(),
+        s3_listener,
+        website_listener,
+        s3_day,
+    )
+    .with_audit(api.audit.clone())
+    .with_intrusion(bans.clone());
+    if opts.s3_tls {
+        let mut names = vec![
+            host.clone(),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ];
+        if let Some(ip) = opts
+            .s3_listen
+            .as_deref()
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
+        {
+            names.push(ip.to_string());
+        }
+        let issued = certs
+            .issue("veeps-s3", &names)
+            .map_err(|e| ServerError::DataDir {
+                path: data_dir.display().to_string(),
+                err: format!("no certificate for the S3 API: {e}"),
+            })?;
+        let tls = veeps_http::tls_config(&issued.chain_pem, &issued.key_pem).map_err(|e| {
+            ServerError::DataDir {
+                path: data_dir.display().to_string(),
+                err: format!("the S3 API's certificate: {e}"),
+            }
+        })?;
+        s3_part = s3_part.with_tls(tls);
+    }
     let mut list: Vec<Arc<dyn veeps_resource::Part>> = vec![
         Arc::new(veeps_builtins::part::Builtins),
         Arc::new(veeps_iam::part::IamPart(iam.clone())),
         Arc::new(veeps_ban::part::BanPart::new(bans.clone())),
         Arc::new(veeps_obs::part::ObsPart(obs.clone())),
         Arc::new(veeps_net::part::NetPart(net.clone())),
-        Arc::new(
-            veeps_s3::part::S3Part::new(
-                objects.clone(),
-                s3_access.clone(),
-                s3_auth.clone(),
-                s3_listener,
-                website_listener,
-                s3_day,
-            )
-            .with_audit(api.audit.clone())
-            .with_intrusion(bans.clone()),
-        ),
+        Arc::new(s3_part),
         Arc::new(veeps_compute::part::ComputePart {
             compute: compute.clone(),
             policies: policies.clone(),

@@ -51,6 +51,9 @@ pub fn per_listener_connections() -> usize {
     (raise_fd_limit() / 8).clamp(16, 4096) as usize
 }
 
+/// A listener's TLS configuration.
+pub type TlsConfig = Arc<rustls::ServerConfig>;
+
 /// A TLS configuration for a listener: the certificate chain and key (PEM), HTTP/2 and
 /// HTTP/1.1 offered by ALPN.
 pub fn tls_config(chain_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>, String> {

@@ -22,6 +22,7 @@ pub struct S3Part {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     audit: Option<Arc<dyn veeps_state::AuditSink>>,
     intrusion: Option<Arc<dyn veeps_resource::intrusion::Intrusion>>,
+    tls: Option<veeps_http::TlsConfig>,
 }
 
 impl S3Part {
@@ -46,7 +47,14 @@ impl S3Part {
             tasks: Mutex::new(vec![]),
             audit: None,
             intrusion: None,
+            tls: None,
         }
+    }
+
+    /// The S3 API serves TLS with `tls`.
+    pub fn with_tls(mut self, tls: veeps_http::TlsConfig) -> S3Part {
+        self.tls = Some(tls);
+        self
     }
 
     /// Failed signatures are reported to `intrusion`, and banned clients refused.
@@ -132,8 +140,11 @@ impl Part for S3Part {
                 gate,
                 self.stats.clone(),
                 Self::api_limits(),
-                self.audit.clone(),
-                self.intrusion.clone(),
+                crate::api::Hooks {
+                    audit: self.audit.clone(),
+                    intrusion: self.intrusion.clone(),
+                    tls: self.tls.clone(),
+                },
             )));
         }
         if let Some(l) = Self::take(&self.website) {

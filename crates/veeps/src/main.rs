@@ -92,6 +92,10 @@ pub struct S3Args {
     /// Address of bucket websites (plain HTTP; `BUCKET.s3-website.localhost` or `/BUCKET/`)
     #[arg(long, default_value = "0.0.0.0:9080")]
     pub s3_website_listen: String,
+    /// Serve the S3 API over TLS with a certificate from veeps' CA (clients trust
+    /// DATA_DIR/pki/ca.crt: `aws --ca-bundle`)
+    #[arg(long)]
+    pub s3_tls: bool,
     /// Length of a lifecycle "day" (for trying rules out quickly), like 10s
     #[arg(long, hide = true, value_parser = parse_day)]
     pub s3_lifecycle_day: Option<std::time::Duration>,

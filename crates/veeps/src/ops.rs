@@ -36,6 +36,7 @@ pub fn run(cli: Cli) -> i32 {
                 s3_listen: Some(s3.s3_listen),
                 s3_website_listen: Some(s3.s3_website_listen),
                 s3_lifecycle_day: s3.s3_lifecycle_day,
+                s3_tls: s3.s3_tls,
                 audit_retention_days: Some(audit_retention_days),
                 audit_export,
                 api_tls: match api_tls.as_str() {

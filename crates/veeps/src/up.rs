@@ -94,6 +94,7 @@ pub fn up(
             s3_listen: Some(s3_listen.to_string()),
             s3_website_listen: Some(s3.s3_website_listen.clone()),
             s3_lifecycle_day: s3.s3_lifecycle_day,
+                s3_tls: s3.s3_tls,
             ..Default::default()
         };
         let state = veeps_api::server::open_with(&data, opts).map_err(|e| e.to_string())?;

@@ -11,7 +11,7 @@ mod serve;
 mod settings;
 
 use body::*;
-pub use serve::{serve, Auth};
+pub use serve::{serve, Auth, Hooks};
 
 use crate::store::{ObjectMeta, ObjectStore, PutOptions, StoreError, Versioning, Website, MAX_PUT};
 use bytes::Bytes;

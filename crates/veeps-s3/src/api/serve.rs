@@ -190,6 +190,17 @@ pub(super) fn refuse(
     r
 }
 
+/// What the S3 listener reports to and serves with, besides its requests.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Where writes go as audit events.
+    pub audit: Option<Arc<dyn veeps_state::AuditSink>>,
+    /// Where failed signatures go, and who is banned.
+    pub intrusion: Option<Arc<dyn veeps_resource::intrusion::Intrusion>>,
+    /// TLS, if the listener serves it.
+    pub tls: Option<veeps_http::TlsConfig>,
+}
+
 /// Serves the S3 API on `listener` within `limits` until the task is dropped, counting
 /// every request.
 pub async fn serve(
@@ -198,16 +209,20 @@ pub async fn serve(
     gate: crate::access::Gate,
     stats: Arc<crate::stats::Stats>,
     limits: veeps_http::Limits,
-    audit: Option<Arc<dyn veeps_state::AuditSink>>,
-    intrusion: Option<Arc<dyn veeps_resource::intrusion::Intrusion>>,
+    hooks: Hooks,
 ) {
+    let Hooks {
+        audit,
+        intrusion,
+        tls,
+    } = hooks;
     let api = api.with_access(gate.access.clone());
     let mut b = s3s::service::S3ServiceBuilder::new(api);
     b.set_auth(gate.clone());
     b.set_access(gate);
     b.set_host(Hosts);
     let svc = b.build();
-    veeps_http::serve(listener, "s3", limits, move |peer| {
+    let make = move |peer: std::net::SocketAddr| {
         let svc = svc.clone();
         let stats = stats.clone();
         let audit = audit.clone();
@@ -316,6 +331,9 @@ pub async fn serve(
                 r
             }
         })
-    })
-    .await
+    };
+    match tls {
+        Some(cfg) => veeps_http::serve_tls(listener, "s3", limits, cfg, make).await,
+        None => veeps_http::serve(listener, "s3", limits, make).await,
+    }
 }
