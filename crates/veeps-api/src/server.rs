@@ -518,12 +518,30 @@ impl AppState {
                     }
                     Err(_) => {}
                 }
-                let store = store.clone();
+                let (store, tr) = (store.clone(), trail.clone());
                 let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days.into());
                 let cutoff = cutoff
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default();
-                match tokio::task::spawn_blocking(move || store.prune_audit(&cutoff)).await {
+                // What retention removes is named by an entry of the chain, sealed before
+                // anything goes, so the trail still verifies from its signed digests.
+                let prune = move || -> Result<u64, String> {
+                    let Some((n, last)) = store.audit_due(&cutoff).map_err(|e| e.to_string())?
+                    else {
+                        return Ok(0);
+                    };
+                    store
+                        .append_audit(
+                            "veeps",
+                            "",
+                            &format!("audit retention: {n} entries up to #{last}, older than {cutoff}, are removed (sealed in signed digests before)"),
+                            200,
+                        )
+                        .map_err(|e| e.to_string())?;
+                    tr.seal(&store)?;
+                    store.prune_audit(&cutoff).map_err(|e| e.to_string())
+                };
+                match tokio::task::spawn_blocking(prune).await {
                     Ok(Ok(n)) if n > 0 => tracing::info!(
                         removed = n,
                         days,

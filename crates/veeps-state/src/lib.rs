@@ -524,6 +524,24 @@ impl Store {
         })
     }
 
+    /// The entries retention would remove at `cutoff` (older than it): how many, and the
+    /// number of the last one.
+    pub fn audit_due(&self, cutoff: &str) -> Result<Option<(u64, u64)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let (mut n, mut last) = (0u64, 0u64);
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let e: AuditEntry = decode("audit", v.value())?;
+            if e.time.as_str() >= cutoff {
+                break;
+            }
+            n += 1;
+            last = k.value();
+        }
+        Ok((n > 0).then_some((n, last)))
+    }
+
     /// Removes audit entries written before `cutoff` (RFC 3339), a batch at a time; the
     /// hash of the last one removed is kept, so the rest of the chain still verifies.
     /// Returns how many went.

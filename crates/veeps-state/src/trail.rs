@@ -394,6 +394,29 @@ mod tests {
     }
 
     #[test]
+    fn retention_leaves_a_signed_checkpoint_and_the_rest_still_verifies() {
+        let (_d, s, k) = store();
+        append(&s, 5, "old call");
+        let d1 = s.seal_audit(&k).unwrap().unwrap();
+        let cutoff = "9999-01-01T00:00:00Z";
+        assert_eq!(s.audit_due(cutoff).unwrap(), Some((5, 5)));
+        // What the server does: the checkpoint goes in the chain and is sealed, then the
+        // old entries go.
+        let c = s
+            .append_audit("veeps", "", "audit retention: 5 entries up to #5 removed", 200)
+            .unwrap();
+        let d2 = s.seal_audit(&k).unwrap().unwrap();
+        assert_eq!((d2.from_entry, d2.to_entry), (6, 6));
+        assert_eq!(s.prune_audit(cutoff).unwrap(), 5);
+        let left = s.audit(10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].hash, c.hash);
+        append(&s, 2, "new call");
+        let r = s.verify_trail(&[d1, d2]).unwrap();
+        assert_eq!(r.problem, None, "{r:?}");
+    }
+
+    #[test]
     fn reordered_entries_are_found() {
         let (_d, s, k) = store();
         append(&s, 4, "call");
