@@ -1386,8 +1386,30 @@ async fn audit_trail(
     State(st): State<AppState>,
     Json(check): Json<veeps_wire::TrailCheck>,
 ) -> Response {
+    // Times compare as the entries write them: normalised to RFC 3339 in UTC.
+    let mut check = check;
+    if let Some(f) = &check.from {
+        match time::OffsetDateTime::parse(f, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => {
+                check.from = t
+                    .to_offset(time::UtcOffset::UTC)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            }
+            Err(e) => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    format!("from: {f} is not an RFC 3339 time like 2026-11-01T00:00:00Z ({e})"),
+                )
+            }
+        }
+    }
     let store = st.store.clone();
-    match tokio::task::spawn_blocking(move || store.verify_trail(&check.anchors)).await {
+    match tokio::task::spawn_blocking(move || {
+        store.verify_trail(&check.anchors, check.from.as_deref())
+    })
+    .await
+    {
         // A trail that does not verify is an answer, not a failed request: `problem` says.
         Ok(Ok(r)) => Json(r).into_response(),
         Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -180,8 +180,20 @@ impl Store {
     /// Checks the trail: the entries' hash chain, the digests' chain and signatures, every
     /// digest against the entries it seals, and the stored digests against `anchors`
     /// (copies kept elsewhere; the newest one's public key is the one trusted).
-    pub fn verify_trail(&self, anchors: &[AuditDigest]) -> Result<TrailReport> {
-        let digests = self.audit_digests()?;
+    pub fn verify_trail(&self, anchors: &[AuditDigest], from: Option<&str>) -> Result<TrailReport> {
+        // From a time on: the digests made since, the entries written since, the first of
+        // each trusted as the start of its chain.
+        let digests: Vec<AuditDigest> = self
+            .audit_digests()?
+            .into_iter()
+            .filter(|d| from.is_none_or(|f| d.created.as_str() >= f))
+            .collect();
+        let anchors: Vec<AuditDigest> = anchors
+            .iter()
+            .filter(|a| from.is_none_or(|f| a.created.as_str() >= f))
+            .cloned()
+            .collect();
+        let anchors = anchors.as_slice();
         let txn = self.db.begin_read()?;
         let t = txn.open_table(AUDIT)?;
         let kv = txn.open_table(KV)?;
@@ -233,12 +245,16 @@ impl Store {
                 Some(_) => {}
             }
         }
-        let mut prev = String::new();
+        let first = digests.first().map(|d| d.seq).unwrap_or(1);
+        let mut prev = match (from, digests.first()) {
+            (Some(_), Some(d)) => d.prev_digest.clone(),
+            _ => String::new(),
+        };
         for (i, d) in digests.iter().enumerate() {
-            if d.seq != i as u64 + 1 || d.prev_digest != prev {
+            if d.seq != first + i as u64 || d.prev_digest != prev {
                 return fail(
                     report,
-                    format!("digest {} does not follow digest {}", d.seq, i),
+                    format!("digest {} does not follow digest {}", d.seq, d.seq - 1),
                     Some(d.from_entry),
                 );
             }
@@ -259,9 +275,17 @@ impl Store {
         };
         let mut expected: Option<u64> = None;
         let mut sealed = digests.iter().peekable();
+        let mut started = from.is_none();
         for item in t.iter()? {
             let (k, v) = item?;
             let e: crate::AuditEntry = decode("audit", v.value())?;
+            if !started {
+                if from.is_some_and(|f| e.time.as_str() < f) {
+                    continue;
+                }
+                started = true;
+                chain = e.prev_hash.clone();
+            }
             if expected.is_some_and(|n| n != k.value()) || e.seq != k.value() {
                 return fail(
                     report,
@@ -375,7 +399,7 @@ mod tests {
         assert_eq!((d2.seq, d2.from_entry, d2.to_entry), (2, 6, 8));
         assert_eq!(d2.prev_digest, d1.hash());
         append(&s, 2, "GET /v1/status");
-        let r = s.verify_trail(&[d1, d2]).unwrap();
+        let r = s.verify_trail(&[d1, d2], None).unwrap();
         assert_eq!(r.problem, None);
         assert_eq!((r.entries, r.digests, r.sealed_through), (10, 2, 8));
     }
@@ -386,10 +410,10 @@ mod tests {
         append(&s, 6, "GET /v1/envs");
         let d = s.seal_audit(&k).unwrap().unwrap();
         tamper(&s, 3, false, |e| e.action = "GET /v1/nothing".into());
-        let r = s.verify_trail(std::slice::from_ref(&d)).unwrap();
+        let r = s.verify_trail(std::slice::from_ref(&d), None).unwrap();
         assert_eq!(r.first_bad_entry, Some(3), "{r:?}");
         tamper(&s, 3, true, |_| {});
-        let r = s.verify_trail(std::slice::from_ref(&d)).unwrap();
+        let r = s.verify_trail(std::slice::from_ref(&d), None).unwrap();
         assert!(r.problem.unwrap().contains("digest 1 sealed"));
     }
 
@@ -403,7 +427,12 @@ mod tests {
         // What the server does: the checkpoint goes in the chain and is sealed, then the
         // old entries go.
         let c = s
-            .append_audit("veeps", "", "audit retention: 5 entries up to #5 removed", 200)
+            .append_audit(
+                "veeps",
+                "",
+                "audit retention: 5 entries up to #5 removed",
+                200,
+            )
             .unwrap();
         let d2 = s.seal_audit(&k).unwrap().unwrap();
         assert_eq!((d2.from_entry, d2.to_entry), (6, 6));
@@ -412,8 +441,34 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].hash, c.hash);
         append(&s, 2, "new call");
-        let r = s.verify_trail(&[d1, d2]).unwrap();
+        let r = s.verify_trail(&[d1, d2], None).unwrap();
         assert_eq!(r.problem, None, "{r:?}");
+    }
+
+    #[test]
+    fn verifying_from_a_time_checks_what_came_after_and_still_finds_changes_there() {
+        let (_d, s, k) = store();
+        append(&s, 3, "before");
+        s.seal_audit(&k).unwrap().unwrap();
+        // Entries before the start are beyond repair (say, restored from an old backup).
+        tamper(&s, 2, false, |e| e.action = "rewritten".into());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let from = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        append(&s, 3, "after");
+        let d2 = s.seal_audit(&k).unwrap().unwrap();
+        assert!(s.verify_trail(&[], None).unwrap().problem.is_some());
+        let r = s
+            .verify_trail(std::slice::from_ref(&d2), Some(&from))
+            .unwrap();
+        assert_eq!((r.problem.clone(), r.entries), (None, 3), "{r:?}");
+        tamper(&s, 5, false, |e| e.action = "rewritten".into());
+        let r = s
+            .verify_trail(std::slice::from_ref(&d2), Some(&from))
+            .unwrap();
+        assert_eq!(r.first_bad_entry, Some(5), "{r:?}");
     }
 
     #[test]
@@ -427,7 +482,7 @@ mod tests {
         };
         tamper(&s, 2, false, |e| e.action = b.action.clone());
         tamper(&s, 3, false, |e| e.action = a.action.clone());
-        let r = s.verify_trail(&[d]).unwrap();
+        let r = s.verify_trail(&[d], None).unwrap();
         assert_eq!(r.first_bad_entry, Some(2), "{r:?}");
     }
 
@@ -451,10 +506,12 @@ mod tests {
         txn.commit().unwrap();
         // Without the exported copy nothing shows; with it, the removal does.
         assert_eq!(
-            s.verify_trail(std::slice::from_ref(&d1)).unwrap().problem,
+            s.verify_trail(std::slice::from_ref(&d1), None)
+                .unwrap()
+                .problem,
             None
         );
-        let r = s.verify_trail(&[d1, d2]).unwrap();
+        let r = s.verify_trail(&[d1, d2], None).unwrap();
         assert!(r.problem.as_deref().unwrap().contains("digest 2"), "{r:?}");
         assert_eq!(r.first_bad_entry, Some(4));
     }
@@ -468,7 +525,7 @@ mod tests {
         let txn = s.db.begin_write().unwrap();
         txn.open_table(AUDIT).unwrap().remove(4u64).unwrap();
         txn.commit().unwrap();
-        let r = s.verify_trail(std::slice::from_ref(&d1)).unwrap();
+        let r = s.verify_trail(std::slice::from_ref(&d1), None).unwrap();
         assert!(r.problem.unwrap().contains("truncated"));
         // A digest signed with another key is not trusted.
         let other = TrailKey::load_or_create(&d.path().join("other.key")).unwrap();

@@ -693,6 +693,9 @@ pub struct TrailReport {
 pub struct TrailCheck {
     /// Exported digests (anchors); the newest one's public key is trusted.
     pub anchors: Vec<AuditDigest>,
+    /// Check only entries and digests from this time on (RFC 3339).
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 /// `POST /v1/audit/seal`: the digest made, if there was anything new to seal.

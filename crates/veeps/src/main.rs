@@ -353,6 +353,10 @@ pub enum Command {
         /// check the log against; any change up to the newest is found
         #[arg(long, value_name = "PATH")]
         anchor: Vec<PathBuf>,
+        /// With --verify: check only what was written from this time on (RFC 3339, like
+        /// 2026-11-01T00:00:00Z): entries and digests before it are not read
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
         /// Seal the entries written since the last digest now (it is also done hourly)
         #[arg(long)]
         seal: bool,

@@ -153,13 +153,14 @@ pub fn run(cli: Cli) -> i32 {
         Command::Audit {
             verify,
             anchor,
+            from,
             seal,
             limit,
         } => {
             if seal {
                 audit_seal(&g)
-            } else if verify || !anchor.is_empty() {
-                audit_verify(&g, &anchor)
+            } else if verify || !anchor.is_empty() || from.is_some() {
+                audit_verify(&g, &anchor, from)
             } else {
                 audit(&g, limit)
             }
@@ -830,9 +831,10 @@ fn anchors(paths: &[PathBuf]) -> Result<Vec<veeps_wire::AuditDigest>, String> {
         .collect()
 }
 
-fn audit_verify(g: &Global, paths: &[PathBuf]) -> R {
+fn audit_verify(g: &Global, paths: &[PathBuf], from: Option<String>) -> R {
     let check = veeps_wire::TrailCheck {
         anchors: anchors(paths)?,
+        from,
     };
     let r: veeps_wire::TrailReport = client(g)?
         .post_as("/v1/audit/trail", &check)

@@ -471,6 +471,18 @@ fn signed_digests_are_exported_and_the_log_verifies_against_them() {
         out.contains("altered") && out.contains("anchor digest 7"),
         "{out}"
     );
+    // From a time on: everything since is checked; a time that is not one is refused.
+    let out = v.ok(&[
+        "audit",
+        "--verify",
+        "--from",
+        "2000-01-01T00:00:00+02:00",
+        "--anchor",
+        &dir,
+    ]);
+    assert!(out.contains("intact"), "{out}");
+    let out = v.expect(&["audit", "--verify", "--from", "yesterday"], 1);
+    assert!(out.contains("not an RFC 3339 time"), "{out}");
 }
 
 #[test]
