@@ -90,11 +90,18 @@ pub struct AppState {
     trail: Arc<Trail>,
 }
 
-/// The audit trail's signing key (`DATA_DIR/audit.key`) and export directory.
+/// The audit trail's signing key (`DATA_DIR/audit.key`), export directory and archive.
 struct Trail {
     key: veeps_state::TrailKey,
     export: std::path::PathBuf,
+    /// Where sealed entries go once `archive_days` old.
+    objects: Arc<veeps_s3::store::ObjectStore>,
+    archive_days: u32,
 }
+
+/// The bucket sealed audit entries are archived to (reserved: out of reach of users).
+const AUDIT_BUCKET: &str = "veeps-audit";
+const K_ARCHIVED: &str = "audit/archived-through";
 
 impl Trail {
     /// Seals what is new and exports the digest (and the public key) as files; the digest
@@ -104,6 +111,7 @@ impl Trail {
             return Ok(veeps_wire::Sealed {
                 digest: None,
                 exported: None,
+                archived: self.archive(store)?,
             });
         };
         let path = self.export.join(format!("digest-{:06}.json", d.seq));
@@ -125,7 +133,75 @@ impl Trail {
         Ok(veeps_wire::Sealed {
             digest: Some(d),
             exported,
+            archived: self.archive(store)?,
         })
+    }
+
+    /// Copies sealed entries older than the archive age, in order and once, to objects of
+    /// the audit bucket (JSON lines, encrypted at rest like every object); returns their
+    /// `s3://` names. Retention later removes the entries from the log, not the archive.
+    fn archive(&self, store: &Store) -> Result<Vec<String>, String> {
+        let e = |e: veeps_state::StateError| e.to_string();
+        let sealed = store
+            .audit_digests()
+            .map_err(e)?
+            .last()
+            .map(|d| d.to_entry)
+            .unwrap_or(0);
+        let mut through: u64 = store.kv_get(K_ARCHIVED).map_err(e)?.unwrap_or(0);
+        let cutoff = (time::OffsetDateTime::now_utc()
+            - time::Duration::days(self.archive_days.into()))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+        let mut out = vec![];
+        loop {
+            let batch: Vec<veeps_state::AuditEntry> = store
+                .audit_after(through, 10_000)
+                .map_err(e)?
+                .into_iter()
+                .take_while(|x| x.seq <= sealed && x.time.as_str() < cutoff.as_str())
+                .collect();
+            let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+                break;
+            };
+            if self.objects.bucket(AUDIT_BUCKET).is_err() {
+                match self.objects.create_bucket(AUDIT_BUCKET, "system") {
+                    Ok(_) | Err(veeps_s3::store::StoreError::BucketExists(_)) => {}
+                    Err(err) => return Err(format!("the audit bucket: {err}")),
+                }
+            }
+            let key = format!(
+                "audit/{}/entries-{:012}-{:012}.jsonl",
+                first.time.get(..10).unwrap_or("unknown"),
+                first.seq,
+                last.seq
+            );
+            let mut body = Vec::new();
+            for x in &batch {
+                serde_json::to_writer(&mut body, x).map_err(|err| err.to_string())?;
+                body.push(b'\n');
+            }
+            self.objects
+                .put(
+                    AUDIT_BUCKET,
+                    &key,
+                    std::io::Cursor::new(body),
+                    veeps_s3::store::PutOptions {
+                        content_type: Some("application/x-ndjson".into()),
+                        ..Default::default()
+                    },
+                )
+                .map_err(|err| format!("archiving audit entries: {err}"))?;
+            // Recorded after the object is durable: a crash between archives again.
+            store.kv_put(K_ARCHIVED, &last.seq).map_err(e)?;
+            tracing::info!(from = first.seq, to = last.seq, %key, "audit entries archived");
+            out.push(format!("s3://{AUDIT_BUCKET}/{key}"));
+            through = last.seq;
+            if batch.len() < 10_000 {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -146,6 +222,9 @@ pub struct ServerOptions {
     pub s3_website_listen: Option<String>,
     /// How long a lifecycle "day" lasts (a real day when `None`; shortened by tests).
     pub s3_lifecycle_day: Option<std::time::Duration>,
+    /// Days after which sealed audit entries are copied to the `veeps-audit` bucket (30
+    /// when `None`).
+    pub audit_archive_days: Option<u32>,
     /// Days of audit log kept (365 when `None`).
     pub audit_retention_days: Option<u32>,
     /// Where signed audit digests are copied as they are made (`DATA_DIR/audit-digests`
@@ -451,7 +530,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         store,
         obs,
         ca_pem,
-        objects,
+        objects: objects.clone(),
         net,
         parts,
         s3_auth,
@@ -470,6 +549,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
                 .audit_export
                 .clone()
                 .unwrap_or_else(|| data_dir.join("audit-digests")),
+            objects: objects.clone(),
+            archive_days: opts.audit_archive_days.unwrap_or(30),
         }),
     })
 }

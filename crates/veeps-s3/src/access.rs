@@ -359,7 +359,7 @@ impl Caller {
 pub struct Peer(pub std::net::SocketAddr);
 
 /// Buckets veeps keeps for itself (database backups): out of reach of users and policies.
-pub const RESERVED_BUCKETS: &[&str] = &["veeps-db-backups"];
+pub const RESERVED_BUCKETS: &[&str] = &["veeps-db-backups", "veeps-audit"];
 
 /// Whether a bucket is one of [`RESERVED_BUCKETS`].
 pub fn is_reserved(bucket: &str) -> bool {

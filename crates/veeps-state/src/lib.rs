@@ -595,6 +595,18 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` entries after entry `after`, oldest first.
+    pub fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let mut out = vec![];
+        for item in t.range(after.saturating_add(1)..)?.take(limit) {
+            let (_, v) = item?;
+            out.push(decode("audit", v.value())?);
+        }
+        Ok(out)
+    }
+
     /// Checks the audit log's hash chain (from the anchor left by pruning). Returns the
     /// number of entries, or the first bad one.
     pub fn verify_audit(&self) -> Result<std::result::Result<u64, u64>> {

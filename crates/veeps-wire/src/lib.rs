@@ -705,6 +705,10 @@ pub struct Sealed {
     pub digest: Option<AuditDigest>,
     /// Where its copy was written.
     pub exported: Option<String>,
+    /// Objects of the `veeps-audit` bucket that sealed entries past the archive age went
+    /// to (`audit/DATE/entries-FROM-TO.jsonl`).
+    #[serde(default)]
+    pub archived: Vec<String>,
 }
 
 /// `POST /v1/kms/{env}/export-key` (with `key` empty) and `.../import-key`: an environment's

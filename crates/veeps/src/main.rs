@@ -136,6 +136,10 @@ pub enum Command {
         /// DATA_DIR/audit-digests): keep it where whoever can write the data directory cannot
         #[arg(long, value_name = "DIR")]
         audit_export: Option<PathBuf>,
+        /// Days after which sealed audit entries are copied, encrypted, to the reserved
+        /// bucket veeps-audit (retention later removes them from the log, not from there)
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        audit_archive_days: u32,
         /// Serve the API over TLS with a certificate from veeps' CA: `auto` does when
         /// --listen is not a loopback address (clients trust DATA_DIR/pki/ca.crt, or the
         /// file VEEPS_CA_FILE names)

@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> i32 {
             log_retention_days,
             audit_retention_days,
             audit_export,
+            audit_archive_days,
             api_tls,
             s3,
         } => crate::up::server(
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> i32 {
                 s3_tls: s3.s3_tls,
                 audit_retention_days: Some(audit_retention_days),
                 audit_export,
+                audit_archive_days: Some(audit_archive_days),
                 api_tls: match api_tls.as_str() {
                     "on" => Some(true),
                     "off" => Some(false),
@@ -875,6 +877,9 @@ fn audit_seal(g: &Global) -> R {
     if g.json {
         println!("{}", serde_json::to_string(&s).unwrap_or_default());
         return Ok(0);
+    }
+    for a in &s.archived {
+        println!("Archived sealed entries to {a}.");
     }
     match (&s.digest, &s.exported) {
         (None, _) => println!("Nothing to seal: every entry is in a digest already."),

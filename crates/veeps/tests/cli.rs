@@ -771,3 +771,33 @@ fn the_api_serves_tls_from_veeps_ca_and_the_cli_trusts_it() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("set VEEPS_CA_FILE"));
 }
+
+/// Issue "Security baseline", audit retention: sealed entries past the archive age are
+/// copied, in order and once, to the reserved bucket `veeps-audit`.
+#[test]
+fn sealed_audit_entries_are_archived_to_a_bucket() {
+    let v = Veeps::start_with(&[], &["--audit-archive-days", "0"]);
+    v.ok(&["state", "list", "e"]);
+    let out = v.ok(&["audit", "--seal"]);
+    let archived = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Archived sealed entries to "))
+        .map(|l| l.trim_end_matches('.').to_string())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        archived.starts_with("s3://veeps-audit/audit/"),
+        "{archived}"
+    );
+    let aws = Aws::new(&v);
+    let body = aws.ok(&["s3", "cp", &archived, "-"]);
+    assert!(body.contains("GET /v1/envs/e/state"), "{body}");
+    // Once: the next seal archives only what is new.
+    v.ok(&["state", "list", "e"]);
+    let out = v.ok(&["audit", "--seal"]);
+    let next = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Archived sealed entries to "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_ne!(next.trim_end_matches('.'), archived);
+    assert!(v.ok(&["audit", "--verify"]).contains("intact"));
+}
