@@ -452,6 +452,27 @@ async fn password_guessing_from_one_address_is_throttled() {
         )
         .await;
     assert_eq!(c, 429);
+    // Anonymous callers cannot send large bodies, nor passwords that cost much to hash.
+    let (c, _) = api
+        .call_from(
+            "POST",
+            "/v1/iam/login",
+            None,
+            json!({"user": "dana", "password": "x".repeat(100_000)}),
+            [10, 9, 9, 7],
+        )
+        .await;
+    assert_eq!(c, 413);
+    let (c, _) = api
+        .call_from(
+            "POST",
+            "/v1/iam/login",
+            None,
+            json!({"user": "dana", "password": "x".repeat(2_000)}),
+            [10, 9, 9, 7],
+        )
+        .await;
+    assert_eq!(c, 400);
     // Another address is not affected.
     let (c, _) = api
         .call_from(

@@ -145,7 +145,11 @@ struct Routes {
 /// IAM's routes.
 pub fn routes(dir: Arc<Directory>) -> Router {
     Router::new()
-        .route(LOGIN, post(login))
+        // The one route anonymous callers reach: a login is small.
+        .route(
+            LOGIN,
+            post(login).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)),
+        )
         .route("/v1/iam/whoami", get(whoami))
         .route("/v1/iam/logout", post(logout))
         .route("/v1/iam/password", post(change_own_password))
@@ -215,6 +219,9 @@ async fn login(
     Json(req): Json<LoginRequest>,
 ) -> Response {
     let name: String = req.user.chars().take(64).collect();
+    if req.password.len() > 1024 || req.user.len() > 64 {
+        return bad("a user name has at most 64 characters, a password at most 1024");
+    }
     let mark = |mut resp: Response| {
         resp.extensions_mut().insert(LoginName(name.clone()));
         resp
