@@ -30,6 +30,7 @@ WORK=$(mktemp -d /tmp/veeps-bench-authz.XXXXXX)
 API=$((20000 + RANDOM % 10000))
 CNS=vbench$$   # the client's namespace and its veth to the host
 cleanup() {
+  set +e   # every step runs, whatever the previous one did
   [ -n "${SERVER:-}" ] && [ -f "$WORK/env/main.hcl" ] && "$BIN" destroy "$WORK/env" --auto-approve >/dev/null 2>&1
   [ -n "${SERVER:-}" ] && "$BIN" down >/dev/null 2>&1
   [ -n "${SERVER:-}" ] && { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; }
@@ -77,7 +78,8 @@ t = sys.stdin.read()
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 if errs:
     sys.exit(f"{errs.group(1)} requests failed")
-print(f"{float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)):.0f}")'
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+print(f"{rps:.0f}")'
 }
 for r in $(seq "$ROUNDS"); do
   echo "root $(rate "$ROOT")" >>"$WORK/results"
@@ -199,7 +201,8 @@ conns() { # -> new connections/s (one request each)
   ip netns exec "$CNS" wrk -t2 -c"$CONNS" -d"${DUR}s" -H "Connection: close" "http://$LB/" 2>/dev/null | python3 -c '
 import re, sys
 t = sys.stdin.read()
-print(f"{float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)):.0f}")'
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+print(f"{rps:.0f}")'
 }
 for r in $(seq "$ROUNDS"); do
   nft flush set inet "$TABLE" ban4
