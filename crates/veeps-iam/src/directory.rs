@@ -20,6 +20,8 @@ const K_PASSWORD_POLICY: &str = "iam/password-policy";
 const K_TOKEN: &str = "iam/token/";
 const K_ROOT_DISABLED: &str = "iam/root-token-disabled";
 const K_KEY_POLICY: &str = "iam/kms-key/";
+const K_ROLE: &str = "iam/role/";
+const K_SESSION: &str = "iam/session/";
 /// The KMS key that seals TOTP secrets.
 const KEY_ENV: &str = "iam";
 
@@ -187,6 +189,47 @@ pub struct ManagedPolicy {
     pub env: String,
     /// The JSON document.
     pub document: String,
+}
+
+/// A role: policies that temporary credentials get (`iam_role`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Role {
+    /// Its name.
+    pub name: String,
+    /// The environment whose configuration declares it.
+    pub env: String,
+    /// Attached policies, by name.
+    pub policies: Vec<String>,
+    /// The longest session, in seconds.
+    pub max_session_seconds: i64,
+}
+
+/// Temporary credentials of a role (what STS's AssumeRole answers).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Session {
+    /// `ASIA...`.
+    pub access_key_id: String,
+    /// The role.
+    pub role: String,
+    /// Who asked, for the audit trail.
+    pub session_name: String,
+    sealed_secret: Vec<u8>,
+    token_hash: String,
+    /// Unix seconds after which it is refused.
+    pub expires: i64,
+}
+
+/// Credentials handed out once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TempCredentials {
+    /// `ASIA...`.
+    pub access_key_id: String,
+    /// The secret.
+    pub secret_access_key: String,
+    /// The session token (`x-amz-security-token`).
+    pub session_token: String,
+    /// Unix seconds.
+    pub expires: i64,
 }
 
 /// A named set of users added to a group (`iam_group_membership`).
@@ -699,26 +742,36 @@ impl Directory {
             .map(|(_, g)| (g.name.clone(), g))
             .collect();
         let mut parsed: HashMap<String, Option<Arc<Policy>>> = HashMap::new();
+        let mut attach = |names: &[String], list: &mut Vec<(String, Arc<Policy>)>| {
+            for p in names {
+                let name = policy_name(p).to_string();
+                let pol = parsed
+                    .entry(name.clone())
+                    .or_insert_with(|| {
+                        self.policy(&name)
+                            .and_then(|d| Policy::parse(&d, &IDENTITY_POLICIES).ok())
+                            .map(Arc::new)
+                    })
+                    .clone();
+                if let Some(pol) = pol {
+                    list.push((name, pol));
+                }
+            }
+        };
         for u in self.users()? {
             let mut list = vec![];
             for g in self.groups_of(&u.name)? {
-                let Some(g) = groups.get(&g) else { continue };
-                for p in &g.policies {
-                    let name = policy_name(p).to_string();
-                    let pol = parsed
-                        .entry(name.clone())
-                        .or_insert_with(|| {
-                            self.policy(&name)
-                                .and_then(|d| Policy::parse(&d, &IDENTITY_POLICIES).ok())
-                                .map(Arc::new)
-                        })
-                        .clone();
-                    if let Some(pol) = pol {
-                        list.push((name, pol));
-                    }
+                if let Some(g) = groups.get(&g) {
+                    attach(&g.policies, &mut list);
                 }
             }
             snap.policies.insert(u.name, list);
+        }
+        // A role's principal is `role/NAME` (a user name never holds a `/`).
+        for (_, r) in self.store.kv_scan::<Role>(K_ROLE).map_err(st)? {
+            let mut list = vec![];
+            attach(&r.policies, &mut list);
+            snap.policies.insert(format!("role/{}", r.name), list);
         }
         Ok(snap)
     }
@@ -747,6 +800,118 @@ impl Directory {
             .get(user)
             .cloned()
             .unwrap_or_default()
+    }
+
+    // ----- roles and their temporary credentials -----
+
+    /// Creates or updates a role.
+    pub fn put_role(&self, r: &Role) -> Result<(), IamError> {
+        check_name("role", &r.name).map_err(IamError::Invalid)?;
+        let _g = self.lock();
+        let prior: Option<Role> = self.get(&format!("{K_ROLE}{}", r.name))?;
+        self.owned("role", &r.name, &r.env, prior.as_ref(), |x| &x.env)?;
+        self.store
+            .kv_put(&format!("{K_ROLE}{}", r.name), r)
+            .map_err(st)?;
+        self.changed();
+        Ok(())
+    }
+
+    /// A role.
+    pub fn role(&self, name: &str) -> Option<Role> {
+        self.get(&format!("{K_ROLE}{name}")).ok().flatten()
+    }
+
+    /// Deletes a role; its sessions end with it.
+    pub fn delete_role(&self, env: &str, name: &str) -> Result<(), IamError> {
+        self.delete_owned::<Role>(K_ROLE, "role", env, name, |r| &r.env)?;
+        for (_, s) in self.store.kv_scan::<Session>(K_SESSION).map_err(st)? {
+            if s.role == name {
+                self.store
+                    .kv_delete(&format!("{K_SESSION}{}", s.access_key_id))
+                    .map_err(st)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Temporary credentials of `role` for `seconds` (15 minutes up to the role's
+    /// longest session).
+    pub fn assume_role(
+        &self,
+        role: &str,
+        session_name: &str,
+        seconds: i64,
+    ) -> Result<TempCredentials, IamError> {
+        let r = self.role(role).ok_or_else(|| IamError::Missing {
+            kind: "role",
+            name: role.into(),
+        })?;
+        if !(900..=r.max_session_seconds).contains(&seconds) {
+            return Err(IamError::Invalid(format!(
+                "a session of role {role} lasts 900 to {} seconds",
+                r.max_session_seconds
+            )));
+        }
+        let id = format!(
+            "ASIA{}",
+            hex::encode(rand::random::<[u8; 8]>()).to_uppercase()
+        );
+        let secret = hex::encode(rand::random::<[u8; 20]>());
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        self.kms.ensure_env_key(KEY_ENV).map_err(kms)?;
+        let sealed = self
+            .kms
+            .encrypt(KEY_ENV, secret.as_bytes(), &format!("session/{id}"))
+            .map_err(kms)?;
+        let expires = now() + seconds;
+        self.store
+            .kv_put(
+                &format!("{K_SESSION}{id}"),
+                &Session {
+                    access_key_id: id.clone(),
+                    role: role.into(),
+                    session_name: session_name.chars().take(64).collect(),
+                    sealed_secret: sealed,
+                    token_hash: sha256_hex(&token),
+                    expires,
+                },
+            )
+            .map_err(st)?;
+        Ok(TempCredentials {
+            access_key_id: id,
+            secret_access_key: secret,
+            session_token: token,
+            expires,
+        })
+    }
+
+    /// A session's role and secret, while it lasts.
+    pub fn session(&self, access_key_id: &str) -> Option<(Session, String)> {
+        if !access_key_id.starts_with("ASIA") || access_key_id.len() > 64 {
+            return None;
+        }
+        let s: Session = self
+            .get(&format!("{K_SESSION}{access_key_id}"))
+            .ok()
+            .flatten()?;
+        if s.expires <= now() || self.role(&s.role).is_none() {
+            return None;
+        }
+        let secret = self
+            .kms
+            .decrypt(
+                KEY_ENV,
+                &s.sealed_secret,
+                &format!("session/{access_key_id}"),
+            )
+            .ok()?;
+        Some((s, String::from_utf8(secret).ok()?))
+    }
+
+    /// Whether `token` is the session's token.
+    pub fn session_token_ok(s: &Session, token: &str) -> bool {
+        same(sha256_hex(token).as_bytes(), s.token_hash.as_bytes())
     }
 
     // ----- KMS keys -----
@@ -1230,10 +1395,18 @@ impl Directory {
         self.store.kv_delete(&format!("{K_TOKEN}{id}")).map_err(st)
     }
 
-    /// Removes expired tokens; returns how many.
+    /// Removes expired tokens and role sessions; returns how many.
     pub fn sweep_tokens(&self) -> Result<usize, IamError> {
         let t = now();
         let mut n = 0;
+        for (_, s) in self.store.kv_scan::<Session>(K_SESSION).map_err(st)? {
+            if s.expires <= t {
+                self.store
+                    .kv_delete(&format!("{K_SESSION}{}", s.access_key_id))
+                    .map_err(st)?;
+                n += 1;
+            }
+        }
         for (_, tok) in self.store.kv_scan::<Token>(K_TOKEN).map_err(st)? {
             if tok.expires <= t {
                 self.revoke(&tok.id)?;

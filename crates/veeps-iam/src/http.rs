@@ -100,6 +100,12 @@ pub const ACTIONS: &[RouteAction] = &[
         "iam:SimulatePrincipalPolicy",
         "*",
     ),
+    RouteAction::new(
+        "POST",
+        "/v1/iam/roles/{name}/assume",
+        "sts:AssumeRole",
+        "arn:veeps:iam::role/{name}",
+    ),
 ];
 
 /// Who a login named, for the audit trail (set on the login's answer).
@@ -168,6 +174,7 @@ pub fn routes(dir: Arc<Directory>) -> Router {
         .route("/v1/iam/users/{name}/tokens/{id}", delete(delete_token))
         .route("/v1/iam/root-token", post(root_token))
         .route("/v1/iam/simulate", post(simulate))
+        .route("/v1/iam/roles/{name}/assume", post(assume_role))
         .with_state(Routes {
             dir,
             throttle: Arc::new(Throttle::default()),
@@ -475,6 +482,37 @@ async fn root_token(State(r): State<Routes>, Json(req): Json<RootToken>) -> Resp
     let dir = r.dir.clone();
     match blocking(move || dir.set_root_disabled(req.disabled)).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e,
+    }
+}
+
+async fn assume_role(
+    Extension(p): Extension<Principal>,
+    State(r): State<Routes>,
+    Path(name): Path<String>,
+    Json(req): Json<AssumeRole>,
+) -> Response {
+    let dir = r.dir.clone();
+    let session = if req.session_name.is_empty() {
+        p.label()
+    } else {
+        format!("{} ({})", p.label(), req.session_name)
+    };
+    let secs = req.duration_seconds.unwrap_or(3600);
+    match blocking(move || dir.assume_role(&name, &session, secs)).await {
+        Ok(c) => Json(RoleCredentials {
+            access_key_id: c.access_key_id,
+            secret_access_key: c.secret_access_key,
+            session_token: c.session_token,
+            expiration: time::OffsetDateTime::from_unix_timestamp(c.expires)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default(),
+        })
+        .into_response(),
         Err(e) => e,
     }
 }

@@ -341,14 +341,14 @@ fn principal_is(n: &str, user: Option<&str>) -> bool {
         return true;
     }
     let Some(u) = user else { return false };
-    let name = match n.strip_prefix("arn:aws:iam:") {
-        Some(rest) => match rest.split_once(":user/") {
-            Some((_, name)) => name,
-            None => return false,
+    match n.strip_prefix("arn:aws:iam:") {
+        Some(rest) => match (rest.split_once(":user/"), rest.split_once(":role/")) {
+            (Some((_, name)), _) => name == u,
+            (None, Some((_, role))) => u.strip_prefix("role/") == Some(role),
+            _ => false,
         },
-        None => n,
-    };
-    name == u
+        None => n == u,
+    }
 }
 
 /// Checks a condition's value against what its operator compares.

@@ -23,6 +23,7 @@ pub fn register(r: &mut Registry) {
     r.register(MembershipType::new());
     r.register(PasswordPolicyType::new());
     r.register(KmsKeyType::new());
+    r.register(RoleType::new());
 }
 
 fn dir(ctx: &Ctx) -> Result<&Arc<Directory>, ResourceError> {
@@ -571,6 +572,125 @@ impl Typed for PasswordPolicyType {
     }
 }
 
+/// `iam_role`: policies that temporary credentials get (`veeps iam assume-role`).
+pub struct RoleType(Schema);
+
+impl RoleType {
+    /// The type with its schema.
+    pub fn new() -> Self {
+        RoleType(
+            Schema::new()
+                .attr(AttrSchema::required("name", Type::String).force_new())
+                .attr(
+                    AttrSchema::optional("policies", list_of_strings()).describe(
+                        "attached policies: iam_policy names or ARNs, or the managed ones",
+                    ),
+                )
+                .attr(
+                    AttrSchema::optional("max_session_duration", Type::Number)
+                        .default(3600.0)
+                        .describe("seconds a session lasts at most (3600 to 43200)"),
+                )
+                .attr(AttrSchema::computed("arn", Type::String)),
+        )
+    }
+}
+
+impl Default for RoleType {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `iam_role`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoleConfig {
+    name: String,
+    #[serde(default)]
+    policies: Option<Vec<String>>,
+    max_session_duration: i64,
+}
+
+/// `iam_role`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoleState {
+    #[serde(flatten)]
+    config: RoleConfig,
+    arn: String,
+}
+
+fn role_arn(name: &str) -> String {
+    format!("arn:aws:iam:::role/{name}")
+}
+
+#[async_trait::async_trait]
+impl Typed for RoleType {
+    type Config = RoleConfig;
+    type State = RoleState;
+    const TYPE: &'static str = "iam_role";
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        let mut out = name_error("role", c);
+        if let Some(n) = get::num(c, "max_session_duration") {
+            if !(3600.0..=43200.0).contains(&n) || n.fract() != 0.0 {
+                out.push(AttrError::on(
+                    "max_session_duration",
+                    "must be a whole number of seconds from 3600 to 43200 (as AWS)",
+                ));
+            }
+        }
+        out
+    }
+    fn plan_computed(&self, _ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
+        [(
+            "arn".to_string(),
+            Value::String(role_arn(get::str(c, "name").unwrap_or_default())),
+        )]
+        .into()
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&RoleState>,
+        c: &RoleConfig,
+    ) -> Result<RoleState, ResourceError> {
+        let d = dir(ctx)?;
+        let policies = c.policies.clone().unwrap_or_default();
+        for p in &policies {
+            exists(d, "policy", p)?;
+        }
+        d.put_role(&directory::Role {
+            name: c.name.clone(),
+            env: ctx.env.clone(),
+            policies,
+            max_session_seconds: c.max_session_duration,
+        })
+        .map_err(err)?;
+        Ok(RoleState {
+            config: c.clone(),
+            arn: role_arn(&c.name),
+        })
+    }
+    async fn read(&self, ctx: &Ctx, s: &RoleState) -> Result<Observed<RoleState>, ResourceError> {
+        Ok(match dir(ctx)?.role(&s.config.name) {
+            Some(r) => Observed::Exists(RoleState {
+                config: RoleConfig {
+                    name: r.name,
+                    policies: observed(&s.config.policies, r.policies),
+                    max_session_duration: r.max_session_seconds,
+                },
+                arn: s.arn.clone(),
+            }),
+            None => Observed::Gone,
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, s: &RoleState) -> Result<(), ResourceError> {
+        dir(ctx)?.delete_role(&ctx.env, &s.config.name).map_err(err)
+    }
+}
+
 /// `kms_key`: the environment's key, with its administrators and users (IAM groups), its
 /// rotation and the waiting period of its deletion.
 pub struct KmsKeyType(Schema);
@@ -742,5 +862,6 @@ mod tests {
         check_schema(&MembershipType::new()).unwrap();
         check_schema(&PasswordPolicyType::new()).unwrap();
         check_schema(&KmsKeyType::new()).unwrap();
+        check_schema(&RoleType::new()).unwrap();
     }
 }

@@ -133,6 +133,11 @@ impl Access {
         veeps_iam::evaluate(&all, cx, action, resource) == Decision::Allow
     }
 
+    /// A role session's principal (`role/NAME`) and secret, while it lasts.
+    pub fn session(&self, access_key_id: &str) -> Option<(veeps_iam::directory::Session, String)> {
+        self.identities.as_ref()?.session(access_key_id)
+    }
+
     /// Whether `user` is an IAM user (always, without IAM).
     pub fn user_exists(&self, user: &str) -> bool {
         self.identities
@@ -325,11 +330,14 @@ impl s3s::auth::S3Auth for Gate {
             return Ok(s3s::auth::SecretKey::from(self.root_secret.clone()));
         }
         // A key outlives its user only in a half-finished destroy: it is refused.
-        let secret = self
-            .access
-            .key(access_key)
-            .filter(|k| self.access.user_exists(&k.user))
-            .and_then(|k| self.access.secret(&k));
+        let secret = match self.access.session(access_key) {
+            Some((_, secret)) => Some(secret),
+            None => self
+                .access
+                .key(access_key)
+                .filter(|k| self.access.user_exists(&k.user))
+                .and_then(|k| self.access.secret(&k)),
+        };
         secret.map(s3s::auth::SecretKey::from).ok_or_else(|| {
             s3s::s3_error!(
                 InvalidAccessKeyId,
@@ -381,12 +389,14 @@ impl Gate {
     ) -> Caller {
         let user = match creds {
             Some(c) if c.access_key == self.root_id => return Caller(None),
-            Some(c) => Some(
-                self.access
+            Some(c) => Some(match self.access.session(&c.access_key) {
+                Some((s, _)) => format!("role/{}", s.role),
+                None => self
+                    .access
                     .key(&c.access_key)
                     .map(|k| k.user)
                     .unwrap_or_default(),
-            ),
+            }),
             None => None,
         };
         let h = |n: &str| {
@@ -435,6 +445,34 @@ impl Gate {
 impl s3s::access::S3Access for Gate {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
         let peer = cx.extensions_mut().get::<Peer>().copied();
+        // Temporary credentials count only with their session token.
+        if let Some((s, _)) = cx
+            .credentials()
+            .and_then(|c| self.access.session(&c.access_key))
+        {
+            let token = cx
+                .headers()
+                .get("x-amz-security-token")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+                .or_else(|| {
+                    cx.uri().query().and_then(|q| {
+                        q.split('&')
+                            .find_map(|p| p.strip_prefix("X-Amz-Security-Token="))
+                            .map(|v| {
+                                percent_encoding::percent_decode_str(v)
+                                    .decode_utf8_lossy()
+                                    .to_string()
+                            })
+                    })
+                });
+            if !token.is_some_and(|t| veeps_iam::directory::Directory::session_token_ok(&s, &t)) {
+                return Err(s3s::s3_error!(
+                    InvalidToken,
+                    "the security token included in the request is invalid"
+                ));
+            }
+        }
         let caller = self.caller(cx.credentials(), cx.headers(), cx.uri(), peer);
         cx.extensions_mut().insert(caller.clone());
         let Some(rcx) = &caller.0 else {

@@ -185,3 +185,28 @@ pub struct KeyPolicyInfo {
     /// When the key is destroyed (unix seconds), if deletion is scheduled.
     pub pending_deletion_until: Option<i64>,
 }
+
+/// `POST /v1/iam/roles/{name}/assume`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AssumeRole {
+    /// Seconds (900 up to the role's `max_session_duration`; default 3600).
+    #[serde(default)]
+    pub duration_seconds: Option<i64>,
+    /// Who asks (for the audit trail).
+    #[serde(default)]
+    pub session_name: String,
+}
+
+/// Temporary credentials, in the shape of STS's `Credentials`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RoleCredentials {
+    /// `ASIA...`.
+    pub access_key_id: String,
+    /// The secret.
+    pub secret_access_key: String,
+    /// The session token.
+    pub session_token: String,
+    /// RFC 3339.
+    pub expiration: String,
+}

@@ -41,6 +41,21 @@ pub enum IamCmd {
         #[arg(value_parser = ["disable", "enable"])]
         what: String,
     },
+    /// Temporary credentials of a role, for the AWS CLI and SDKs (`--format process` is
+    /// what a `credential_process` line prints, so SDKs renew them themselves)
+    AssumeRole {
+        /// The role
+        name: String,
+        /// How long they last (15m up to the role's max_session_duration)
+        #[arg(long, default_value = "1h")]
+        duration: String,
+        /// Who asks, for the audit trail
+        #[arg(long, default_value = "")]
+        session_name: String,
+        /// `env` (export lines), `json` (STS's Credentials) or `process`
+        #[arg(long, default_value = "env", value_parser = ["env", "json", "process"])]
+        format: String,
+    },
     /// Would USER be allowed ACTION on RESOURCE?
     Simulate {
         /// The user
@@ -500,6 +515,39 @@ pub fn run(g: &Global, cmd: IamCmd) -> R {
                 "the root token is {}",
                 if disabled { "disabled" } else { "enabled" }
             );
+        }
+        IamCmd::AssumeRole {
+            name,
+            duration,
+            session_name,
+            format,
+        } => {
+            let c: RoleCredentials = c
+                .post_as(
+                    &format!("/v1/iam/roles/{}/assume", encode(&name)),
+                    &AssumeRole {
+                        duration_seconds: Some(seconds(&duration)?),
+                        session_name,
+                    },
+                )
+                .map_err(api_err)?;
+            match format.as_str() {
+                "json" => json(&c),
+                "process" => println!(
+                    "{}",
+                    serde_json::json!({
+                        "Version": 1,
+                        "AccessKeyId": c.access_key_id,
+                        "SecretAccessKey": c.secret_access_key,
+                        "SessionToken": c.session_token,
+                        "Expiration": c.expiration,
+                    })
+                ),
+                _ => println!(
+                    "export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport AWS_SESSION_TOKEN={}\n# until {}",
+                    c.access_key_id, c.secret_access_key, c.session_token, c.expiration
+                ),
+            }
         }
         IamCmd::Simulate {
             user,

@@ -332,3 +332,140 @@ fn a_kms_key_says_who_uses_and_who_administers_it_rotates_and_waits_before_delet
         .ok(&["kms", "encrypt", "env", "--value", "x"])
         .starts_with("kmscrypt::"));
 }
+
+const ROLE: &str = r#"
+resource "iam_policy" "reader" {
+  name = "reader"
+  policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Action = ["s3:GetObject", "s3:ListBucket"], Resource = ["arn:aws:s3:::role-data", "arn:aws:s3:::role-data/*"] }]
+  })
+}
+resource "iam_role" "app" {
+  name     = "app"
+  policies = [iam_policy.reader.name]
+}
+resource "bucket" "data" {
+  bucket        = "role-data"
+  force_destroy = true
+}
+resource "bucket_object" "o" {
+  bucket  = bucket.data.bucket
+  key     = "hello.txt"
+  content = "hello from the role"
+}
+"#;
+
+#[test]
+fn a_role_hands_out_temporary_credentials_that_s3_honours_with_their_token() {
+    let v = Veeps::start();
+    v.write("env/main.hcl", ROLE);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    assert!(v.ok(&["plan", "env"]).contains("No changes."));
+    let out = v.ok(&[
+        "iam",
+        "assume-role",
+        "app",
+        "--duration",
+        "15m",
+        "--session-name",
+        "ci",
+    ]);
+    let var = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string()
+    };
+    let (id, secret, token) = (
+        var("AWS_ACCESS_KEY_ID"),
+        var("AWS_SECRET_ACCESS_KEY"),
+        var("AWS_SESSION_TOKEN"),
+    );
+    assert!(id.starts_with("ASIA"));
+    let aws = |args: &[&str], token: Option<&str>| {
+        let mut c = std::process::Command::new("aws");
+        c.arg("--endpoint-url")
+            .arg(format!("http://127.0.0.1:{}", v.s3_port))
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &id)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_SESSION_TOKEN");
+        if let Some(t) = token {
+            c.env("AWS_SESSION_TOKEN", t);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    // What the role's policy allows, with the session token.
+    let (ok, body) = aws(&["s3", "cp", "s3://role-data/hello.txt", "-"], Some(&token));
+    assert!(ok && body.contains("hello from the role"), "{body}");
+    // Nothing else: writing is denied; without the token (or with another) nothing works.
+    let f = v.work.join("w.txt");
+    std::fs::write(&f, "x").unwrap();
+    let (ok, o) = aws(
+        &["s3", "cp", f.to_str().unwrap(), "s3://role-data/w.txt"],
+        Some(&token),
+    );
+    assert!(!ok && o.contains("AccessDenied"), "{o}");
+    // (GetObject: a HEAD's error has no body to name its code.)
+    let (ok, o) = aws(
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "role-data",
+            "--key",
+            "hello.txt",
+            "/dev/null",
+        ],
+        None,
+    );
+    assert!(!ok && o.contains("InvalidToken"), "{o}");
+    let (ok, o) = aws(
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "role-data",
+            "--key",
+            "hello.txt",
+            "/dev/null",
+        ],
+        Some("0000"),
+    );
+    assert!(!ok && o.contains("InvalidToken"), "{o}");
+    // The credential_process shape SDKs renew from; sessions are bounded by the role.
+    let p: serde_json::Value =
+        serde_json::from_str(&v.ok(&["iam", "assume-role", "app", "--format", "process"])).unwrap();
+    assert_eq!(p["Version"], 1);
+    assert!(p["SessionToken"].as_str().is_some_and(|t| !t.is_empty()));
+    let o = v.expect(&["iam", "assume-role", "app", "--duration", "2h"], 1);
+    assert!(o.contains("lasts 900 to 3600 seconds"), "{o}");
+    // The role gone, its sessions end.
+    v.write("env/main.hcl", &ROLE.replace("resource \"iam_role\" \"app\" {\n  name     = \"app\"\n  policies = [iam_policy.reader.name]\n}\n", ""));
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let (ok, o) = aws(
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "role-data",
+            "--key",
+            "hello.txt",
+            "/dev/null",
+        ],
+        Some(&token),
+    );
+    assert!(!ok && o.contains("InvalidAccessKeyId"), "{o}");
+}
