@@ -340,14 +340,8 @@ impl Kms {
         Ok(next)
     }
 
-    /// Destroys every version of `env`'s key: nothing it encrypted can be read again.
-    pub fn destroy(&self, env: &str) -> Result<usize, KmsError> {
-        let _g = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
-        let (v0, later) = (blob_name(env, 0), format!("{}@", blob_name(env, 0)));
-        let n = self
-            .store
-            .delete_key_blobs(|k| k == v0 || k.starts_with(&later))?;
-        self.store.kv_delete(&format!("kms/versions/{env}"))?;
+    /// Drops what is cached of `env`'s key (read again from the store when next used).
+    fn forget(&self, env: &str) {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -356,6 +350,17 @@ impl Kms {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(env);
+    }
+
+    /// Destroys every version of `env`'s key: nothing it encrypted can be read again.
+    pub fn destroy(&self, env: &str) -> Result<usize, KmsError> {
+        let _g = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        let (v0, later) = (blob_name(env, 0), format!("{}@", blob_name(env, 0)));
+        let n = self
+            .store
+            .delete_key_blobs(|k| k == v0 || k.starts_with(&later))?;
+        self.store.kv_delete(&format!("kms/versions/{env}"))?;
+        self.forget(env);
         tracing::warn!(env, "destroyed the environment key");
         Ok(n)
     }
@@ -480,14 +485,7 @@ impl Kms {
             vs.current = last;
             self.store.kv_put(&format!("kms/versions/{env}"), &vs)?;
         }
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(e, _), _| e != env);
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(env);
+        self.forget(env);
         Ok(())
     }
 
