@@ -430,6 +430,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     )
     .map_err(dd)?;
     compute.set_target_health(lbs.clone());
+    compute.set_roles(iam.clone());
     let dbs = veeps_db::Dbs::new(
         data_dir,
         store.clone(),

@@ -233,6 +233,9 @@ impl LaunchTemplateType {
                         .sensitive()
                         .describe("environment variables decrypted only when an instance starts: `kmscrypt::` values (`veeps kms encrypt`) or sensitive values"),
                 )
+                .attr(AttrSchema::optional("iam_role", Type::String).describe(
+                    "an iam_role whose temporary credentials instances get, renewed before they expire (through $AWS_CONFIG_FILE's credential_process)",
+                ))
                 .attr(AttrSchema::computed("id", Type::String))
                 .attr(
                     AttrSchema::computed("latest_version", Type::String)
@@ -256,6 +259,8 @@ pub struct TemplateConfig {
     database_url: Option<String>,
     internal_lb_url: Option<String>,
     secrets: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    iam_role: Option<String>,
 }
 
 /// `launch_template`'s state.
@@ -286,12 +291,20 @@ fn template(ctx: &Ctx, c: &TemplateConfig) -> Template {
         health_check_path: c.health_check_path.clone(),
         secrets_digest: Template::digest_of(c.secrets.as_ref().unwrap_or(&BTreeMap::new())),
         secrets: c.secrets.clone().unwrap_or_default(),
+        iam_role: c.iam_role.clone(),
     }
 }
 
 /// `t` with every secret a `kmscrypt::` value of `ctx`'s environment: plain ones (from
 /// sensitive values) are sealed now, encrypted ones are checked to decrypt there.
 fn sealed(ctx: &Ctx, comp: &Compute, mut t: Template) -> Result<Template, ResourceError> {
+    if let Some(role) = &t.iam_role {
+        if !comp.role_exists(role) {
+            return Err(ResourceError::Invalid(format!(
+                "launch_template.iam_role: no iam_role named {role}; declare it and refer to it (iam_role = iam_role.x.name) so that it is created first"
+            )));
+        }
+    }
     for (name, v) in t.secrets.iter_mut() {
         if veeps_kms::is_kmscrypt(v) {
             comp.kms.decrypt_value(&ctx.env, v).map_err(|_| {

@@ -1469,6 +1469,31 @@ impl Directory {
     }
 }
 
+impl veeps_resource::roles::Roles for Directory {
+    fn exists(&self, role: &str) -> bool {
+        self.role(role).is_some()
+    }
+    fn issue(
+        &self,
+        role: &str,
+        session: &str,
+    ) -> Result<veeps_resource::roles::RoleCredentials, String> {
+        let longest = self
+            .role(role)
+            .map(|r| r.max_session_seconds)
+            .ok_or_else(|| format!("no role named {role}"))?;
+        let c = self
+            .assume_role(role, session, longest.min(3600))
+            .map_err(|e| e.to_string())?;
+        Ok(veeps_resource::roles::RoleCredentials {
+            access_key_id: c.access_key_id,
+            secret_access_key: c.secret_access_key,
+            session_token: c.session_token,
+            expires: c.expires,
+        })
+    }
+}
+
 /// The environment a KMS action acts on (`arn:veeps:kms:ENV:key/...`).
 fn key_env<'a>(action: &str, resource: &'a str) -> Option<&'a str> {
     if !action.to_ascii_lowercase().starts_with("kms:") {

@@ -11,6 +11,7 @@
 pub mod intrusion;
 pub mod metrics;
 pub mod part;
+pub mod roles;
 pub mod typed;
 
 pub use part::{Part, PartError, Parts, RouteAction, Shutdown};

@@ -888,3 +888,120 @@ output "db_pass" {{
     );
     v.ok(&["destroy", "env", "--auto-approve"]);
 }
+
+const ROLE_PROBE: &str = r#"
+import configparser, json, os, shlex, subprocess, time
+# What an AWS SDK does: read $AWS_CONFIG_FILE, run its credential_process, again and again.
+while True:
+    c = configparser.ConfigParser()
+    c.read(os.environ["AWS_CONFIG_FILE"])
+    out = subprocess.run(shlex.split(c["default"]["credential_process"]), capture_output=True, text=True)
+    if out.returncode == 0:
+        j = json.loads(out.stdout)
+        print(f"role key={j['AccessKeyId']} version={j['Version']} expires={j['Expiration']}", flush=True)
+    else:
+        print(f"role failed: {out.stderr.strip()}", flush=True)
+    time.sleep(1)
+"#;
+
+/// Issue "Security baseline": instances of a template with an `iam_role` get the role's
+/// temporary credentials through a `credential_process` they can run, renewed before they
+/// expire (shortened here), and S3 honours them as the role.
+#[test]
+fn instances_get_role_credentials_renewed_before_they_expire() {
+    require_root_and_python();
+    let v = Veeps::start_with_env(&[("VEEPS_ROLE_RENEW_SECS", "3595")]);
+    v.write("probe/probe.py", ROLE_PROBE);
+    v.write(
+        "env/main.hcl",
+        &format!(
+            r#"
+{vpc}
+resource "iam_policy" "read" {{
+  name   = "read-role-data"
+  policy = jsonencode({{ Statement = [{{ Effect = "Allow", Action = "s3:GetObject", Resource = "arn:aws:s3:::instance-role-data/*" }}] }})
+}}
+resource "iam_role" "app" {{
+  name     = "app"
+  policies = [iam_policy.read.name]
+}}
+resource "bucket" "d" {{
+  bucket        = "instance-role-data"
+  force_destroy = true
+}}
+resource "bucket_object" "o" {{
+  bucket  = bucket.d.bucket
+  key     = "o.txt"
+  content = "for the role"
+}}
+resource "image" "probe" {{
+  name       = "probe"
+  source     = "probe"
+  entrypoint = ["python3", "probe.py"]
+}}
+resource "launch_template" "p" {{
+  name     = "p"
+  image_id = image.probe.id
+  iam_role = iam_role.app.name
+}}
+resource "autoscaling_group" "p" {{
+  name            = "roles"
+  launch_template = launch_template.p.id
+  subnets         = [subnet.a.id]
+  min_size        = 1
+  max_size        = 1
+}}
+"#,
+            vpc = vpc("role", 78, 16, &[("a", 1, "private-app")])
+        ),
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let keys = || -> Vec<String> {
+        v.ok(&["logs", "env", "roles"])
+            .lines()
+            .filter_map(|l| l.split("role key=").nth(1))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(String::from)
+            .collect()
+    };
+    wait_until("the instance runs its credential_process", 60, || {
+        !keys().is_empty()
+    });
+    let logs = v.ok(&["logs", "env", "roles"]);
+    assert!(!logs.contains("role failed"), "{logs}");
+    let first = keys()[0].clone();
+    assert!(first.starts_with("ASIA"), "{first}");
+    // Renewed before expiry: a new key appears while the instance keeps running.
+    wait_until("renewed role credentials", 60, || {
+        keys().iter().any(|k| *k != first)
+    });
+    // The file the process reads works against S3 as the role.
+    let file = std::fs::read_dir(v.data.join("instances"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join(".aws").join("veeps-role.json"))
+        .find(|p| p.exists())
+        .expect("the credentials file");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let o = Command::new("aws")
+        .args(["--endpoint-url", &format!("http://127.0.0.1:{}", v.s3_port)])
+        .args(["s3", "cp", "s3://instance-role-data/o.txt", "-"])
+        .env("AWS_ACCESS_KEY_ID", c["AccessKeyId"].as_str().unwrap())
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            c["SecretAccessKey"].as_str().unwrap(),
+        )
+        .env("AWS_SESSION_TOKEN", c["SessionToken"].as_str().unwrap())
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "for the role",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -11,6 +11,93 @@ impl Compute {
         self.data_dir.join("instances").join(iid)
     }
 
+    /// Writes fresh credentials of `role` into the instance's `.aws` (the JSON its
+    /// `credential_process` prints, replaced whole, readable by the instance's user only);
+    /// `home` is where the instance sees its directory. Returns their expiry.
+    pub(crate) fn write_role_credentials(
+        &self,
+        iid: &str,
+        role: &str,
+        home: &std::path::Path,
+        ids: Option<Ids>,
+    ) -> Result<i64, ComputeError> {
+        let roles = self.roles.get().ok_or_else(|| {
+            ComputeError::Invalid(
+                "instances cannot get role credentials: IAM is not running".into(),
+            )
+        })?;
+        let c = roles
+            .issue(role, &format!("instance {iid}"))
+            .map_err(|e| ComputeError::Invalid(format!("credentials of role {role}: {e}")))?;
+        let dir = self.instance_dir(iid).join(".aws");
+        std::fs::create_dir_all(&dir)?;
+        let config = format!(
+            "[default]\ncredential_process = /bin/cat {}\n",
+            home.join(".aws").join("veeps-role.json").display()
+        );
+        let write = |name: &str, body: &[u8]| -> Result<(), ComputeError> {
+            use std::os::unix::fs::PermissionsExt;
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, body)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o400))?;
+            if let Some(ids) = ids {
+                sandbox::chown_tree(&tmp, ids)?;
+            }
+            std::fs::rename(&tmp, dir.join(name))?;
+            Ok(())
+        };
+        write("veeps-role.json", c.process_json().as_bytes())?;
+        write("config", config.as_bytes())?;
+        if let Some(ids) = ids {
+            sandbox::chown_tree(&dir, ids)?;
+        }
+        self.role_expiry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(iid.to_string(), c.expires);
+        Ok(c.expires)
+    }
+
+    /// Where the instance sees its own directory (`$HOME`).
+    fn instance_home(&self, iid: &str) -> PathBuf {
+        if self.ids.is_some() || sandbox::user_namespaces() {
+            self.run_dir.join(iid).join("data")
+        } else {
+            self.instance_dir(iid)
+        }
+    }
+
+    /// Renews role credentials that have less than half an hour left (SDKs run the
+    /// `credential_process` again as theirs near expiry).
+    pub(crate) fn renew_role_credentials(&self, g: &Group) {
+        let (role, insts, ids) = {
+            let r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(role) = r.spec.template.iam_role.clone() else {
+                return;
+            };
+            (role, r.instances.clone(), self.instance_ids(&r))
+        };
+        let now = now_ms() / 1000;
+        for i in insts
+            .iter()
+            .filter(|i| i.lifecycle != Lifecycle::Terminating && i.pid != 0)
+        {
+            let due = self
+                .role_expiry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&i.id)
+                .is_none_or(|e| e - now < role_renew_secs());
+            if !due {
+                continue;
+            }
+            let home = self.instance_home(&i.id);
+            if let Err(e) = self.write_role_credentials(&i.id, &role, &home, ids) {
+                tracing::warn!(instance = %i.id, error = %e, "renewing role credentials failed; retried on the next step");
+            }
+        }
+    }
+
     /// Starts one instance with `template`.
     pub(crate) async fn launch(
         self: &Arc<Self>,
@@ -238,6 +325,13 @@ impl Compute {
         if let Some(p) = t.port {
             cmd.env("PORT", p.to_string());
         }
+        // A role's credentials through a credential_process the SDKs run again as they
+        // near expiry (static environment credentials would never be renewed).
+        if let Some(role) = &t.iam_role {
+            self.write_role_credentials(&inst.id, role, &data_at, ids)?;
+            cmd.env("AWS_CONFIG_FILE", data_at.join(".aws").join("config"))
+                .env("AWS_SDK_LOAD_CONFIG", "1");
+        }
         // Secrets last (nothing overrides them), decrypted here and only here.
         for (name, sealed) in &t.secrets {
             let plain = self.kms.decrypt_value(&spec.env, sealed).map_err(|e| {
@@ -337,6 +431,10 @@ impl Compute {
 
     pub(crate) async fn cleanup(&self, g: &Group, inst: &Instance) {
         let spec = g.rec.lock().unwrap_or_else(|p| p.into_inner()).spec.clone();
+        self.role_expiry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&inst.id);
         veeps_sys::proc::signal_group(inst.pid, libc::SIGKILL);
         let cg = Cgroup::new(&self.cgroups, &self.prefix, &inst.id);
         let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
@@ -360,4 +458,16 @@ impl Compute {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&inst.id);
     }
+}
+
+/// Seconds before expiry at which instances' role credentials are renewed (half an hour;
+/// `VEEPS_ROLE_RENEW_SECS` shortens the wait in tests).
+fn role_renew_secs() -> i64 {
+    static S: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *S.get_or_init(|| {
+        std::env::var("VEEPS_ROLE_RENEW_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1800)
+    })
 }

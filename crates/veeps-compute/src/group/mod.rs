@@ -80,6 +80,9 @@ pub struct Compute {
     uid_lock: Mutex<()>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
     target_health: std::sync::OnceLock<Arc<dyn TargetHealth>>,
+    roles: std::sync::OnceLock<Arc<dyn veeps_resource::roles::Roles>>,
+    /// When each instance's role credentials expire (unix seconds).
+    role_expiry: Mutex<HashMap<String, i64>>,
     /// The CA certificate instances trust (given to them as `VEEPS_CA_PEM`).
     ca_pem: String,
     /// The program instances' shims run (this veeps).
@@ -92,6 +95,16 @@ impl Compute {
     /// Plugs in the load balancers' view of targets.
     pub fn set_target_health(&self, t: Arc<dyn TargetHealth>) {
         let _ = self.target_health.set(t);
+    }
+
+    /// Where instances' role credentials come from (IAM).
+    pub fn set_roles(&self, r: Arc<dyn veeps_resource::roles::Roles>) {
+        let _ = self.roles.set(r);
+    }
+
+    /// Whether `role` exists (true when no IAM is wired, as in offline tools).
+    pub fn role_exists(&self, role: &str) -> bool {
+        self.roles.get().is_none_or(|r| r.exists(role))
     }
 
     /// The service for a data directory; instances trust `ca_pem`.
@@ -134,6 +147,8 @@ impl Compute {
             uid_lock: Mutex::new(()),
             groups: Mutex::new(HashMap::new()),
             target_health: std::sync::OnceLock::new(),
+            roles: std::sync::OnceLock::new(),
+            role_expiry: Mutex::new(HashMap::new()),
             ca_pem,
             shim_exe: std::env::current_exe()?,
             kms,
@@ -438,6 +453,7 @@ impl Compute {
 
     /// One supervisor step: reap exits, then bring the count to `desired`.
     async fn tick(self: &Arc<Self>, g: &Arc<Group>) {
+        self.renew_role_credentials(g);
         let exits: Vec<(String, String)> = {
             let insts = g
                 .rec

@@ -32,6 +32,9 @@ pub struct Template {
     /// (a fresh nonce each time) does not.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secrets_digest: String,
+    /// The IAM role whose temporary credentials instances get (renewed before expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_role: Option<String>,
 }
 
 impl Template {
