@@ -462,31 +462,13 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     .with_audit(api.audit.clone())
     .with_intrusion(bans.clone());
     if opts.s3_tls {
-        let mut names = vec![
-            host.clone(),
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-        ];
-        if let Some(ip) = opts
+        let at = opts
             .s3_listen
             .as_deref()
-            .and_then(|a| a.parse::<SocketAddr>().ok())
-            .map(|a| a.ip())
-            .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
-        {
-            names.push(ip.to_string());
-        }
-        let issued = certs
-            .issue("veeps-s3", &names)
-            .map_err(|e| ServerError::DataDir {
-                path: data_dir.display().to_string(),
-                err: format!("no certificate for the S3 API: {e}"),
-            })?;
-        let tls = veeps_http::tls_config(&issued.chain_pem, &issued.key_pem).map_err(|e| {
-            ServerError::DataDir {
-                path: data_dir.display().to_string(),
-                err: format!("the S3 API's certificate: {e}"),
-            }
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        let tls = listener_tls(&certs, "veeps-s3", at).map_err(|err| ServerError::DataDir {
+            path: data_dir.display().to_string(),
+            err: format!("the S3 API's certificate: {err}"),
         })?;
         s3_part = s3_part.with_tls(tls);
     }
@@ -716,6 +698,24 @@ pub const ACTIONS: &[veeps_resource::RouteAction] = {
     ]
 };
 
+/// TLS for a listener of veeps' own at `at`: a certificate `id` from veeps' CA for the
+/// host's name, `localhost`, `127.0.0.1` and the listen address (unless unspecified).
+fn listener_tls(
+    certs: &veeps_pki::Certs,
+    id: &str,
+    at: Option<SocketAddr>,
+) -> Result<veeps_http::TlsConfig, String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let mut names = vec![host, "localhost".to_string(), "127.0.0.1".to_string()];
+    if let Some(a) = at.filter(|a| !a.ip().is_unspecified() && !a.ip().is_loopback()) {
+        names.push(a.ip().to_string());
+    }
+    let issued = certs.issue(id, &names).map_err(|e| e.to_string())?;
+    veeps_http::tls_config(&issued.chain_pem, &issued.key_pem)
+}
+
 /// The router of the API.
 pub fn router(state: AppState) -> Router {
     let parts = state.parts.routes();
@@ -787,26 +787,10 @@ pub async fn serve_listener(
         (None, None) => false,
     };
     let tls = if tls {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
-        let mut names = vec![host, "localhost".to_string(), "127.0.0.1".to_string()];
-        if let Some(a) = local.filter(|a| !a.ip().is_unspecified() && !a.ip().is_loopback()) {
-            names.push(a.ip().to_string());
-        }
-        let issued = state
-            .certs
-            .issue("veeps-api", &names)
-            .map_err(|e| ServerError::Listen {
-                addr: addr.clone(),
-                err: format!("no certificate for the API: {e}"),
-            })?;
         Some(
-            veeps_http::tls_config(&issued.chain_pem, &issued.key_pem).map_err(|e| {
-                ServerError::Listen {
-                    addr: addr.clone(),
-                    err: format!("the API's certificate: {e}"),
-                }
+            listener_tls(&state.certs, "veeps-api", local).map_err(|err| ServerError::Listen {
+                addr: addr.clone(),
+                err: format!("the API's certificate: {err}"),
             })?,
         )
     } else {
