@@ -30,6 +30,18 @@ pub const ACTIONS: &[RouteAction] = &[
     ),
     RouteAction::new(
         "GET",
+        "/v1/envs/{env}/image-updates",
+        "compute:ListImageUpdates",
+        "arn:veeps:compute:{env}:image/*",
+    ),
+    RouteAction::new(
+        "POST",
+        "/v1/envs/{env}/image-updates/{address}",
+        "compute:UpdateImage",
+        "arn:veeps:compute:{env}:image/{address}",
+    ),
+    RouteAction::new(
+        "GET",
         "/v1/envs/{env}/groups/{name}/activity",
         "compute:GetGroupActivity",
         "arn:veeps:compute:{env}:group/{name}",
@@ -41,6 +53,11 @@ pub fn routes(compute: Arc<Compute>) -> Router {
     Router::new()
         .route("/v1/images", get(images).post(build))
         .route("/v1/envs/{env}/instances", get(instances))
+        .route("/v1/envs/{env}/image-updates", get(updates))
+        .route(
+            "/v1/envs/{env}/image-updates/{address}",
+            axum::routing::post(update_now),
+        )
         .route("/v1/envs/{env}/groups/{name}/activity", get(activity))
         .with_state(compute)
 }
@@ -76,6 +93,48 @@ async fn build(State(c): C, Json(spec): Json<ImageSpec>) -> Response {
             reply::error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }
         Err(e) => reply::fail(e.to_string()),
+    }
+}
+
+fn update_view(r: crate::update::Registration) -> veeps_wire::ImageUpdateView {
+    let last = r.last.unwrap_or(crate::update::Outcome {
+        at: String::new(),
+        result: String::new(),
+        detail: String::new(),
+        image_id: None,
+    });
+    let some = |s: String| (!s.is_empty()).then_some(s);
+    veeps_wire::ImageUpdateView {
+        address: r.address,
+        name: r.spec.name,
+        schedule: r.schedule,
+        egress: r.spec.egress,
+        last_at: some(last.at),
+        result: some(last.result),
+        detail: some(last.detail),
+        image_id: last.image_id,
+    }
+}
+
+/// The images of an environment that rebuild themselves.
+async fn updates(State(c): C, Path(env): Path<String>) -> Response {
+    let list: Vec<veeps_wire::ImageUpdateView> = c
+        .updates
+        .list(Some(&env))
+        .into_iter()
+        .map(update_view)
+        .collect();
+    Json(list).into_response()
+}
+
+/// Runs an image's auto-update now and answers how it went.
+async fn update_now(State(c): C, Path((env, address)): Path<(String, String)>) -> Response {
+    match c.update_now(&env, &address).await {
+        Ok(_) => match c.updates.get(&env, &address) {
+            Some(r) => Json(update_view(r)).into_response(),
+            None => reply::not_found(format!("{address} is no longer in environment {env}")),
+        },
+        Err(e) => reply::not_found(e.to_string()),
     }
 }
 

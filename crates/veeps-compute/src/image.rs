@@ -2,7 +2,10 @@
 //! commands run there in a sandbox (no network at all, an unprivileged user, a time
 //! limit, output captured), and the files to keep become the image: content-addressed
 //! (the same inputs give the same id and no rebuild), versioned per name, kept in the
-//! data directory and read-only to instances.
+//! data directory and read-only to instances. A build with an egress allow list reaches
+//! the destinations on it and nothing else ([`crate::egress`]); its output may change while
+//! its inputs do not, so [`Images::rebuild`] builds again and keeps the result as the next
+//! version only when the files differ.
 
 use crate::sandbox::{self, Confine};
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,9 @@ pub struct ImageSpec {
     /// Seconds the whole build may take.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// `HOST:PORT`s build steps may connect to (none: no network at all).
+    #[serde(default)]
+    pub egress: Vec<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -60,6 +66,24 @@ pub struct Image {
     /// The build's output.
     #[serde(default)]
     pub build_log: String,
+    /// The id of its inputs ([`image_id`]): rebuilds of the same inputs whose files changed
+    /// share it, and the newest of them stands for those inputs. Empty: its own id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub inputs: String,
+    /// A hash of its files (paths, modes, contents).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content: String,
+}
+
+impl Image {
+    /// The id of the inputs it was built from.
+    pub fn lineage(&self) -> &str {
+        if self.inputs.is_empty() {
+            &self.id
+        } else {
+            &self.inputs
+        }
+    }
 }
 
 /// Why a build failed.
@@ -92,6 +116,16 @@ pub struct Images {
     lock: tokio::sync::Mutex<()>,
     /// Where builds get their cgroup (the flavor and the host-wide name prefix).
     cgroups: Option<(crate::cgroup::Flavor, String)>,
+    /// The host-wide name prefix (of build network namespaces).
+    prefix: String,
+}
+
+/// A finished build's files, staged beside the store.
+struct Built {
+    staged: PathBuf,
+    size: u64,
+    content: String,
+    log: String,
 }
 
 /// The limits every build runs under: what a build of an app may reasonably need, so a
@@ -150,20 +184,14 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> 
     Ok(())
 }
 
-/// The id of a specification: a hash of every input (source files with their modes,
-/// commands, kept files, entrypoint, environment).
-pub fn image_id(spec: &ImageSpec) -> Result<String, BuildError> {
+/// Feeds a tree into `h`: each path with its mode, and a symlink's target or a file's
+/// contents.
+fn hash_tree(h: &mut Sha256, root: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let mut h = Sha256::new();
     let mut files = vec![];
-    walk(&spec.source, Path::new(""), &mut files).map_err(|e| {
-        BuildError::Invalid(format!(
-            "source {}: {e} (give an existing directory)",
-            spec.source.display()
-        ))
-    })?;
+    walk(root, Path::new(""), &mut files)?;
     for rel in files {
-        let p = spec.source.join(&rel);
+        let p = root.join(&rel);
         let md = std::fs::symlink_metadata(&p)?;
         h.update(rel.as_os_str().as_encoded_bytes());
         h.update([0]);
@@ -177,7 +205,38 @@ pub fn image_id(spec: &ImageSpec) -> Result<String, BuildError> {
             h.update(hf.finalize());
         }
     }
-    let rest = serde_json::json!([spec.build, spec.files, spec.entrypoint, spec.env]);
+    Ok(())
+}
+
+/// A hash of a built tree's files.
+pub fn content_hash(root: &Path) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    hash_tree(&mut h, root)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The id of a specification: a hash of every input (source files with their modes,
+/// commands, kept files, entrypoint, environment, egress allow list).
+pub fn image_id(spec: &ImageSpec) -> Result<String, BuildError> {
+    let mut h = Sha256::new();
+    hash_tree(&mut h, &spec.source).map_err(|e| {
+        BuildError::Invalid(format!(
+            "source {}: {e} (give an existing directory)",
+            spec.source.display()
+        ))
+    })?;
+    // An allow list joins the inputs only when there is one: older ids stay as they were.
+    let rest = if spec.egress.is_empty() {
+        serde_json::json!([spec.build, spec.files, spec.entrypoint, spec.env])
+    } else {
+        serde_json::json!([
+            spec.build,
+            spec.files,
+            spec.entrypoint,
+            spec.env,
+            spec.egress
+        ])
+    };
     h.update(rest.to_string().as_bytes());
     Ok(format!("img-{}", &hex::encode(h.finalize())[..16]))
 }
@@ -251,6 +310,7 @@ impl Images {
             store,
             lock: tokio::sync::Mutex::new(()),
             cgroups: None,
+            prefix: "veeps".into(),
         })
     }
 
@@ -258,6 +318,8 @@ impl Images {
     /// process killed) when a step ends.
     pub fn with_cgroups(mut self, flavor: crate::cgroup::Flavor, prefix: &str) -> Images {
         self.cgroups = Some((flavor, prefix.to_string()));
+        self.prefix = prefix.to_string();
+        crate::egress::sweep(prefix);
         self
     }
 
@@ -287,9 +349,15 @@ impl Images {
         all
     }
 
-    /// Builds `spec` unless an image with the same inputs exists; returns it. A failed
-    /// build leaves nothing behind and returns its log.
-    pub async fn build(&self, spec: &ImageSpec) -> Result<Image, BuildError> {
+    /// The newest image built from the inputs `lineage` whose files are present.
+    pub fn latest_of(&self, lineage: &str) -> Option<Image> {
+        self.list()
+            .into_iter()
+            .filter(|i| i.lineage() == lineage && self.root(&i.id).is_dir())
+            .max_by_key(|i| i.version)
+    }
+
+    fn check(spec: &ImageSpec) -> Result<(), BuildError> {
         if spec.entrypoint.is_empty() {
             return Err(BuildError::Invalid(
                 "entrypoint: give the command that starts an instance".into(),
@@ -304,21 +372,70 @@ impl Images {
                 spec.source.display()
             )));
         }
+        crate::egress::parse_all(&spec.egress)
+            .map_err(|e| BuildError::Invalid(format!("egress: {e}")))?;
+        Ok(())
+    }
+
+    async fn inputs_id(spec: &ImageSpec) -> Result<String, BuildError> {
+        Self::check(spec)?;
         let spec2 = spec.clone();
-        let id = tokio::task::spawn_blocking(move || image_id(&spec2))
+        tokio::task::spawn_blocking(move || image_id(&spec2))
             .await
-            .map_err(|e| BuildError::Invalid(e.to_string()))??;
+            .map_err(|e| BuildError::Invalid(e.to_string()))?
+    }
+
+    /// Builds `spec` unless an image with the same inputs exists; returns it (the newest
+    /// rebuild of those inputs). A failed build leaves nothing behind and returns its log.
+    pub async fn build(&self, spec: &ImageSpec) -> Result<Image, BuildError> {
+        let id = Self::inputs_id(spec).await?;
         let _g = self.lock.lock().await;
-        if let Some(img) = self.get(&id) {
+        if let Some(img) = self.latest_of(&id) {
             return Ok(img);
         }
         // Builds run as the unprivileged user, so they work in a scratch directory it can
         // reach (the data directory is root's alone).
         let work = tempfile::Builder::new().prefix("veeps-build-").tempdir()?;
-        self.build_in(spec, &id, work.path()).await
+        let built = self.build_in(spec, &id, work.path()).await?;
+        self.commit(spec, &id, &id, built)
     }
 
-    async fn build_in(&self, spec: &ImageSpec, id: &str, work: &Path) -> Result<Image, BuildError> {
+    /// Builds `spec` again even though an image of its inputs exists, and keeps the result
+    /// as that image's next version only if its files differ (`None` when they do not). A
+    /// failed build leaves the store as it was.
+    pub async fn rebuild(&self, spec: &ImageSpec) -> Result<Option<Image>, BuildError> {
+        let inputs = Self::inputs_id(spec).await?;
+        let _g = self.lock.lock().await;
+        let current = self.latest_of(&inputs);
+        let work = tempfile::Builder::new().prefix("veeps-build-").tempdir()?;
+        let built = self.build_in(spec, &inputs, work.path()).await?;
+        let Some(cur) = current else {
+            return self.commit(spec, &inputs, &inputs, built).map(Some);
+        };
+        let cur_content = if cur.content.is_empty() {
+            let root = self.root(&cur.id);
+            tokio::task::spawn_blocking(move || content_hash(&root))
+                .await
+                .map_err(|e| BuildError::Invalid(e.to_string()))??
+        } else {
+            cur.content.clone()
+        };
+        if built.content == cur_content {
+            let _ = std::fs::remove_dir_all(&built.staged);
+            tracing::info!(image = %cur.id, name = %spec.name, "rebuilt an image: nothing changed");
+            return Ok(None);
+        }
+        // The version joins the id: files that change back make a new version, never
+        // overwrite an older one that instances may still run.
+        let mut h = Sha256::new();
+        h.update(inputs.as_bytes());
+        h.update(built.content.as_bytes());
+        h.update(self.next_version(&spec.name).to_le_bytes());
+        let id = format!("img-{}", &hex::encode(h.finalize())[..16]);
+        self.commit(spec, &id, &inputs, built).map(Some)
+    }
+
+    async fn build_in(&self, spec: &ImageSpec, id: &str, work: &Path) -> Result<Built, BuildError> {
         let src = work.join("src");
         {
             let (s, d) = (spec.source.clone(), src.clone());
@@ -347,6 +464,20 @@ impl Images {
                 &format!("build-{}", &id[..id.len().min(16)]),
             )
         });
+        // An allow list: a namespace of the build's own with relays to what it names.
+        let gate = if spec.egress.is_empty() {
+            None
+        } else {
+            if ids.is_none() {
+                return Err(BuildError::Invalid(
+                    "egress: an allow list needs veeps to run as root (builds get a network namespace of their own)".into(),
+                ));
+            }
+            let allowed = crate::egress::parse_all(&spec.egress)
+                .map_err(|e| BuildError::Invalid(format!("egress: {e}")))?;
+            let ns = format!("{}bld-{}", self.prefix, id.trim_start_matches("img-"));
+            Some(crate::egress::Gate::open(&ns, &allowed, work).await?)
+        };
         if let Some(cg) = &cg {
             cg.create(BUILD_LIMITS)?;
         }
@@ -356,6 +487,7 @@ impl Images {
                 work,
                 &src,
                 ids,
+                gate.as_ref(),
                 cg.as_ref(),
                 deadline,
                 &mut log,
@@ -365,8 +497,12 @@ impl Images {
         if let Some(cg) = cg {
             let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
         }
+        if let Some(g) = gate {
+            log.push(g.summary().as_bytes());
+            drop(g);
+        }
         result?;
-        self.keep(spec, id, &src, &fail, &log)
+        self.stage(spec, id, &src, &fail, &log)
     }
 
     /// Runs the build steps in order, each confined, its output streamed into `log`.
@@ -377,6 +513,7 @@ impl Images {
         work: &Path,
         src: &Path,
         ids: Option<sandbox::Ids>,
+        gate: Option<&crate::egress::Gate>,
         cg: Option<&crate::cgroup::Cgroup>,
         deadline: tokio::time::Instant,
         log: &mut BuildLog,
@@ -399,7 +536,17 @@ impl Images {
             sandbox::confine(
                 cmd.as_std_mut(),
                 &Confine {
-                    new_netns: root,
+                    new_netns: root && gate.is_none(),
+                    netns: gate.map(|g| g.netns().to_string()),
+                    binds: gate
+                        .map(|g| {
+                            vec![sandbox::Bind {
+                                source: g.hosts().to_path_buf(),
+                                target: "/etc/hosts".into(),
+                                readonly: true,
+                            }]
+                        })
+                        .unwrap_or_default(),
                     ids,
                     cgroup_procs: cg.map(|c| c.procs_files()).unwrap_or_default(),
                     session: true,
@@ -486,15 +633,15 @@ impl Images {
         Ok(())
     }
 
-    /// Keeps the files asked for (or everything) as the image `id`, and records it.
-    fn keep(
+    /// Stages the files asked for (or everything), sealed, beside the store.
+    fn stage(
         &self,
         spec: &ImageSpec,
         id: &str,
         src: &Path,
         fail: &(dyn Fn(String, &BuildLog) -> BuildError + Sync),
         log: &BuildLog,
-    ) -> Result<Image, BuildError> {
+    ) -> Result<Built, BuildError> {
         let staged = self.dir.join(format!(".staged-{id}"));
         let _ = std::fs::remove_dir_all(&staged);
         let size = if spec.files.is_empty() {
@@ -511,33 +658,59 @@ impl Images {
             n
         };
         seal(&staged)?;
+        let content = content_hash(&staged)?;
+        Ok(Built {
+            staged,
+            size,
+            content,
+            log: log.text(),
+        })
+    }
+
+    /// Keeps staged files as the image `id` (built from the inputs `inputs`), and records it.
+    fn commit(
+        &self,
+        spec: &ImageSpec,
+        id: &str,
+        inputs: &str,
+        built: Built,
+    ) -> Result<Image, BuildError> {
         let final_dir = self.dir.join(id);
         let _ = std::fs::remove_dir_all(&final_dir);
         std::fs::create_dir_all(&final_dir)?;
-        std::fs::rename(&staged, final_dir.join("root"))?;
-        let version = self
-            .list()
-            .iter()
-            .filter(|i| i.name == spec.name)
-            .map(|i| i.version)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        std::fs::rename(&built.staged, final_dir.join("root"))?;
+        let version = self.next_version(&spec.name);
         let img = Image {
             id: id.to_string(),
             name: spec.name.clone(),
             version,
             entrypoint: spec.entrypoint.clone(),
             env: spec.env.clone(),
-            size,
+            size: built.size,
             created: veeps_state::now(),
-            build_log: log.text(),
+            build_log: built.log,
+            inputs: if inputs == id {
+                String::new()
+            } else {
+                inputs.to_string()
+            },
+            content: built.content,
         };
         self.store
             .kv_put(&format!("{K_IMAGE}{id}"), &img)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         tracing::info!(image = %id, name = %spec.name, version, "built an image");
         Ok(img)
+    }
+
+    fn next_version(&self, name: &str) -> u32 {
+        self.list()
+            .iter()
+            .filter(|i| i.name == name)
+            .map(|i| i.version)
+            .max()
+            .unwrap_or(0)
+            + 1
     }
 
     /// Deletes an image's files and record.
@@ -552,6 +725,147 @@ impl Images {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A package mirror on loopback: answers every request with the current body, or 404
+    /// when it is empty; counts requests.
+    struct Mirror {
+        port: u16,
+        body: Arc<std::sync::Mutex<String>>,
+        hits: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    async fn mirror(body: &str) -> Mirror {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let m = Mirror {
+            port,
+            body: Arc::new(std::sync::Mutex::new(body.to_string())),
+            hits: Arc::default(),
+        };
+        let (body, hits) = (m.body.clone(), m.hits.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let (body, hits) = (body.clone(), hits.clone());
+                tokio::spawn(async move {
+                    let mut req = vec![];
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let b = body.lock().unwrap().clone();
+                    let head = if b.is_empty() {
+                        "404 Not Found"
+                    } else {
+                        "200 OK"
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}",
+                        b.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        m
+    }
+
+    /// Issue "Security baseline": builds reach their egress allow list and nothing else;
+    /// a rebuild keeps a new version only when the files changed, never overwrites an
+    /// older one, and a failed one leaves the current version standing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn egress_builds_reach_only_their_allow_list_and_rebuild_only_on_change() {
+        assert!(
+            veeps_sys::proc::is_root(),
+            "image builds need root (namespaces); run the tests as root"
+        );
+        let allowed = mirror("pkg 1.0\n").await;
+        let other = mirror("secret\n").await;
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
+        let prefix = format!("vimg{}e", std::process::id());
+        let images = Images::open(d.path(), store)
+            .unwrap()
+            .with_cgroups(crate::cgroup::detect(), &prefix);
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("app"), "#!/bin/sh\n").unwrap();
+        let spec = ImageSpec {
+            name: "fetched".into(),
+            source: src,
+            build: vec![
+                format!(
+                    "curl -sf -m 20 http://localhost:{}/pkg -o pkg",
+                    allowed.port
+                ),
+                format!(
+                    "curl -sf -m 20 http://127.0.0.1:{}/pkg -o pkg2",
+                    allowed.port
+                ),
+                // Not on the list: refused, and no name but the list's resolves.
+                format!("! curl -s -m 5 http://127.0.0.1:{}/", other.port),
+                "! getent hosts deb.debian.org".into(),
+                "echo checked".into(),
+            ],
+            files: vec!["pkg".into(), "app".into()],
+            entrypoint: vec!["./app".into()],
+            env: Default::default(),
+            timeout_secs: 120,
+            egress: vec![
+                format!("localhost:{}", allowed.port),
+                format!("127.0.0.1:{}", allowed.port),
+            ],
+        };
+        let v1 = images.build(&spec).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(images.root(&v1.id).join("pkg")).unwrap(),
+            "pkg 1.0\n"
+        );
+        assert!(v1.build_log.contains("checked"), "{}", v1.build_log);
+        assert!(
+            v1.build_log.contains(&format!(
+                "egress 127.0.0.1:{0} = localhost:{0}: 2 connections",
+                allowed.port
+            )),
+            "{}",
+            v1.build_log
+        );
+        assert_eq!(other.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let ns_left = std::fs::read_dir("/run/netns")
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix));
+        assert!(!ns_left, "a build's namespace outlived it");
+
+        // The same files: nothing new.
+        assert!(images.rebuild(&spec).await.unwrap().is_none());
+        assert_eq!(images.list().len(), 1);
+        // New files: the next version, standing for the same inputs.
+        *allowed.body.lock().unwrap() = "pkg 1.1\n".into();
+        let v2 = images.rebuild(&spec).await.unwrap().unwrap();
+        assert_eq!((v2.version, v2.lineage()), (2, v1.id.as_str()));
+        assert_ne!(v2.id, v1.id);
+        assert_eq!(images.build(&spec).await.unwrap().id, v2.id);
+        assert_eq!(images.latest_of(&v1.id).unwrap().id, v2.id);
+        // Back to the first files: a third version; the first is untouched.
+        *allowed.body.lock().unwrap() = "pkg 1.0\n".into();
+        let v3 = images.rebuild(&spec).await.unwrap().unwrap();
+        assert_eq!(v3.version, 3);
+        assert!(v3.id != v1.id && v3.id != v2.id);
+        assert!(images.get(&v1.id).is_some());
+        // A failed rebuild (the mirror lost the package) leaves version 3 standing.
+        allowed.body.lock().unwrap().clear();
+        assert!(matches!(
+            images.rebuild(&spec).await,
+            Err(BuildError::Failed { .. })
+        ));
+        assert_eq!(images.latest_of(&v1.id).unwrap().id, v3.id);
+        assert_eq!(images.list().len(), 3);
+    }
 
     /// Issue "Trust what exists", item 18: builds ran without limits, left background
     /// processes running forever and kept all their output in memory and state. A build
@@ -583,6 +897,7 @@ mod tests {
             entrypoint: vec!["./app".into()],
             env: Default::default(),
             timeout_secs: 60,
+            egress: vec![],
         };
         let img = images.build(&spec).await.unwrap();
         assert!(

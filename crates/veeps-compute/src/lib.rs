@@ -6,6 +6,7 @@
 
 pub use veeps_sys::cgroup;
 pub use veeps_sys::confine as sandbox;
+pub mod egress;
 pub mod group;
 pub mod http;
 pub mod image;
@@ -13,6 +14,7 @@ pub mod part;
 pub mod policy;
 pub mod resources;
 pub mod shim;
+pub mod update;
 
 pub use group::Compute;
 

@@ -39,6 +39,7 @@ impl Part for ComputePart {
     async fn resume(&self) {
         self.compute.reconcile_all().await;
         self.policies.run();
+        self.compute.run_updates();
     }
 
     async fn shutdown(&self, how: Shutdown) {

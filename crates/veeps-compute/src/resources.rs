@@ -74,6 +74,12 @@ impl ImageType {
                 .attr(AttrSchema::required("entrypoint", list_str()))
                 .attr(AttrSchema::optional("env", map_str()))
                 .attr(AttrSchema::optional("build_timeout", Type::Number).default(600.0))
+                .attr(AttrSchema::optional("egress", list_str()).describe(
+                    "HOST:PORTs build steps may connect to (package registries); without it builds have no network",
+                ))
+                .attr(AttrSchema::optional("auto_update", Type::String).describe(
+                    "a cron expression (UTC): rebuild then, and roll a changed image out to the groups running this one",
+                ))
                 .attr(AttrSchema::computed("id", Type::String))
                 .attr(AttrSchema::computed("version", Type::Number)),
         }
@@ -90,6 +96,10 @@ pub struct ImageConfig {
     entrypoint: Vec<String>,
     env: Option<BTreeMap<String, String>>,
     build_timeout: u64,
+    #[serde(default)]
+    egress: Option<Vec<String>>,
+    #[serde(default)]
+    auto_update: Option<String>,
 }
 
 /// `image`'s state.
@@ -118,7 +128,23 @@ fn image_spec(c: &ImageConfig) -> Result<ImageSpec, ResourceError> {
         entrypoint: c.entrypoint.clone(),
         env: c.env.clone().unwrap_or_default(),
         timeout_secs: c.build_timeout,
+        egress: c.egress.clone().unwrap_or_default(),
     })
+}
+
+/// Keeps the image's auto-update registration in step with its configuration.
+fn register_update(ctx: &Ctx, c: &ImageConfig) -> Result<(), ResourceError> {
+    let comp = compute(ctx)?;
+    match &c.auto_update {
+        Some(cron) => comp
+            .updates
+            .register(&ctx.env, &ctx.address, image_spec(c)?, cron)
+            .map_err(failed),
+        None => comp
+            .updates
+            .unregister(&ctx.env, &ctx.address)
+            .map_err(failed),
+    }
 }
 
 #[async_trait::async_trait]
@@ -149,6 +175,17 @@ impl Typed for ImageType {
             }
         }
         whole(c, "build_timeout", 1.0, 86_400.0, &mut e);
+        if let Err(m) = crate::egress::parse_all(&strings(c, "egress")) {
+            e.push(AttrError::on("egress", m));
+        }
+        if let Some(cron) = get::str(c, "auto_update") {
+            if let Err(m) = crate::policy::Cron::parse(cron) {
+                e.push(AttrError::on(
+                    "auto_update",
+                    format!("{m}; for nightly at 03:00 UTC write \"0 3 * * *\""),
+                ));
+            }
+        }
         e
     }
     async fn ensure(
@@ -162,6 +199,7 @@ impl Typed for ImageType {
             .build(&image_spec(c)?)
             .await
             .map_err(failed)?;
+        register_update(ctx, c)?;
         Ok(ImageState {
             config: c.clone(),
             id: img.id,
@@ -169,25 +207,35 @@ impl Typed for ImageType {
         })
     }
     async fn read(&self, ctx: &Ctx, s: &ImageState) -> Result<Observed<ImageState>, ResourceError> {
-        if compute(ctx)?.images.get(&s.id).is_none() {
+        let images = &compute(ctx)?.images;
+        let Some(img) = images.get(&s.id) else {
             return Ok(Observed::Gone);
+        };
+        // An auto-update's newer build of the same inputs is what the image now is.
+        let mut now = s.clone();
+        if let Some(newer) = images.latest_of(img.lineage()) {
+            now.id = newer.id;
+            now.version = u64::from(newer.version);
         }
-        // A changed source shows as drift: the id no longer matches the inputs.
+        // A changed source shows as drift: the inputs no longer match.
         match image_spec(&s.config).and_then(|sp| crate::image::image_id(&sp).map_err(failed)) {
-            Ok(now) if now != s.id => {
-                let mut changed = s.clone();
-                changed.config.source = "(changed on disk)".into();
-                Ok(Observed::Exists(changed))
+            Ok(inputs) if inputs != img.lineage() => {
+                now.config.source = "(changed on disk)".into();
             }
-            _ => Ok(Observed::Exists(s.clone())),
+            _ => {}
         }
+        Ok(Observed::Exists(now))
     }
-    async fn delete(&self, _ctx: &Ctx, _s: &ImageState) -> Result<(), ResourceError> {
+    async fn delete(&self, ctx: &Ctx, _s: &ImageState) -> Result<(), ResourceError> {
         // Images stay in the store (versions are kept; instances may still run them).
-        Ok(())
+        compute(ctx)?
+            .updates
+            .unregister(&ctx.env, &ctx.address)
+            .map_err(failed)
     }
     async fn reconcile(&self, ctx: &Ctx, s: &ImageState) -> Result<ImageState, ResourceError> {
         if compute(ctx)?.images.get(&s.id).is_some() {
+            register_update(ctx, &s.config)?;
             return Ok(s.clone());
         }
         self.ensure(ctx, Some(s), &s.config).await
@@ -422,6 +470,13 @@ impl Typed for LaunchTemplateType {
         s: &TemplateState,
     ) -> Result<Observed<TemplateState>, ResourceError> {
         Ok(match compute(ctx)?.template(&s.id) {
+            // An auto-update moved it to a newer build of its image.
+            Some(t) if t.image_id != s.config.image_id => {
+                let mut now = s.clone();
+                now.config.image_id = t.image_id;
+                now.latest_version = template(ctx, &now.config).fingerprint();
+                Observed::Exists(now)
+            }
             Some(_) => Observed::Exists(s.clone()),
             None => Observed::Gone,
         })
@@ -691,12 +746,25 @@ impl Typed for GroupType {
     }
     async fn read(&self, ctx: &Ctx, s: &GroupState) -> Result<Observed<GroupState>, ResourceError> {
         let comp = compute(ctx)?;
-        let exists = comp.record(&s.id).is_some()
-            || comp.records(&ctx.env).iter().any(|r| r.spec.id == s.id);
-        Ok(if exists {
-            Observed::Exists(s.clone())
-        } else {
-            Observed::Gone
+        let rec = comp.record(&s.id).or_else(|| {
+            comp.records(&ctx.env)
+                .into_iter()
+                .find(|r| r.spec.id == s.id)
+        });
+        Ok(match rec {
+            // An auto-update rolled a newer build of its image out: the version it runs.
+            Some(r)
+                if s.config.launch_template_version.is_some()
+                    && r.spec.template.id == s.config.launch_template
+                    && s.config.launch_template_version.as_deref()
+                        != Some(r.spec.template.fingerprint().as_str()) =>
+            {
+                let mut now = s.clone();
+                now.config.launch_template_version = Some(r.spec.template.fingerprint());
+                Observed::Exists(now)
+            }
+            Some(_) => Observed::Exists(s.clone()),
+            None => Observed::Gone,
         })
     }
     async fn delete(&self, ctx: &Ctx, s: &GroupState) -> Result<(), ResourceError> {

@@ -6,7 +6,9 @@ pub fn format_source(src: &str) -> Option<String> {
     hcl_edit::parser::parse_body(src).ok()?;
     let lines: Vec<&str> = src.lines().collect();
     let mut out: Vec<(usize, String, bool)> = Vec::new(); // (depth, text, verbatim)
-    let mut depth: i64 = 0;
+                                                          // As `terraform fmt` does: a line opening brackets indents what follows by one level
+                                                          // however many it opens; closing them all again takes that level back.
+    let mut indents: Vec<i64> = Vec::new();
     let mut st = Scan::default();
     for line in lines {
         if st.heredoc.is_some() || st.in_block_comment {
@@ -22,12 +24,24 @@ pub fn format_source(src: &str) -> Option<String> {
             continue;
         }
         let trimmed = line.trim();
-        let starts_closing = trimmed.starts_with(['}', ']', ')']);
-        let before = depth;
-        let delta = st.scan(line);
-        let d = if starts_closing { before - 1 } else { before };
-        out.push((d.max(0) as usize, trimmed.to_string(), false));
-        depth += delta;
+        let net = st.scan(line);
+        if net > 0 {
+            out.push((indents.len(), trimmed.to_string(), false));
+            indents.push(net);
+            continue;
+        }
+        let mut closed = -net;
+        while closed > 0 {
+            let Some(top) = indents.last_mut() else { break };
+            if closed >= *top {
+                closed -= *top;
+                indents.pop();
+            } else {
+                *top -= closed;
+                closed = 0;
+            }
+        }
+        out.push((indents.len(), trimmed.to_string(), false));
     }
     // Align `=` in runs of single-line attributes at one depth.
     let mut result: Vec<String> = Vec::with_capacity(out.len());

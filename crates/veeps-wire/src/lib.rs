@@ -220,6 +220,28 @@ pub struct ImageView {
     pub created: String,
 }
 
+/// An image that rebuilds itself (`GET /v1/envs/{env}/image-updates`), and how its last
+/// run went.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageUpdateView {
+    /// The `image` resource's address.
+    pub address: String,
+    /// The image's name.
+    pub name: String,
+    /// When it rebuilds (cron, UTC).
+    pub schedule: String,
+    /// What its builds may connect to.
+    pub egress: Vec<String>,
+    /// When the last run finished (RFC 3339), if one has.
+    pub last_at: Option<String>,
+    /// `unchanged`, `updated` or `failed`.
+    pub result: Option<String>,
+    /// What happened.
+    pub detail: Option<String>,
+    /// The image its inputs stand for now.
+    pub image_id: Option<String>,
+}
+
 /// An auto scaling group and its instances (`GET /v1/envs/{env}/instances`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GroupView {

@@ -567,6 +567,22 @@ pub enum ImageCmd {
         /// Seconds the build may take
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// A HOST:PORT build commands may connect to (repeatable; default: no network)
+        #[arg(long = "egress", value_name = "HOST:PORT")]
+        egress: Vec<String>,
+    },
+    /// The images of an environment that rebuild themselves (auto_update), and how each
+    /// last went
+    Updates {
+        /// The environment
+        env: String,
+    },
+    /// Run an image's auto-update now: rebuild, and roll out if its files changed
+    Update {
+        /// The environment
+        env: String,
+        /// The image resource's address, like image.web
+        address: String,
     },
 }
 

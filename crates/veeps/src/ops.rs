@@ -110,7 +110,20 @@ pub fn run(cli: Cli) -> i32 {
             entrypoint,
             env,
             timeout,
-        }) => image_build(&g, &dir, &name, run, keep, &entrypoint, &env, timeout),
+            egress,
+        }) => image_build(
+            &g,
+            &dir,
+            &name,
+            run,
+            keep,
+            &entrypoint,
+            &env,
+            timeout,
+            egress,
+        ),
+        Command::Image(ImageCmd::Updates { env }) => image_updates(&g, &env),
+        Command::Image(ImageCmd::Update { env, address }) => image_update(&g, &env, &address),
         Command::Instances { env, group } => instances(&g, &env, group.as_deref()),
         Command::Activity { env, group } => activity(&g, &env, &group),
         Command::Up {
@@ -1139,6 +1152,7 @@ fn image_build(
     entrypoint: &str,
     env: &[String],
     timeout: u64,
+    egress: Vec<String>,
 ) -> R {
     let source = std::fs::canonicalize(dir)
         .map_err(|e| format!("{}: {e} (give the source directory)", dir.display()))?;
@@ -1155,7 +1169,7 @@ fn image_build(
     }
     let body = serde_json::json!({
         "name": name, "source": source, "build": run, "files": keep,
-        "entrypoint": entry, "env": vars, "timeout_secs": timeout,
+        "entrypoint": entry, "env": vars, "timeout_secs": timeout, "egress": egress,
     });
     let v: veeps_wire::ImageView = client(g)?.post_as("/v1/images", &body).map_err(api_err)?;
     if g.json {
@@ -1164,6 +1178,66 @@ fn image_build(
         println!("{} ({} version {})", v.id, v.name, v.version);
     }
     Ok(0)
+}
+
+fn print_update(u: &veeps_wire::ImageUpdateView) {
+    println!(
+        "{:<24} {:<16} {:<16} {}",
+        u.address,
+        u.name,
+        u.schedule,
+        if u.egress.is_empty() {
+            "no network".to_string()
+        } else {
+            u.egress.join(", ")
+        }
+    );
+    match (&u.last_at, &u.result) {
+        (Some(at), Some(r)) => println!(
+            "  last run {at}: {r}: {}",
+            u.detail.as_deref().unwrap_or("")
+        ),
+        _ => println!("  not run yet"),
+    }
+}
+
+fn image_updates(g: &Global, env: &str) -> R {
+    let rows: Vec<veeps_wire::ImageUpdateView> = client(g)?
+        .get_as(&format!("/v1/envs/{}/image-updates", encode(env)))
+        .map_err(api_err)?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("No image of {env} has auto_update.");
+    }
+    for u in &rows {
+        print_update(u);
+    }
+    Ok(0)
+}
+
+fn image_update(g: &Global, env: &str, address: &str) -> R {
+    let u: veeps_wire::ImageUpdateView = client(g)?
+        .post_as(
+            &format!("/v1/envs/{}/image-updates/{}", encode(env), encode(address)),
+            &serde_json::json!({}),
+        )
+        .map_err(api_err)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&u).unwrap_or_default());
+    } else {
+        print_update(&u);
+    }
+    Ok(if u.result.as_deref() == Some("failed") {
+        1
+    } else {
+        0
+    })
 }
 
 fn instances(g: &Global, env: &str, group: Option<&str>) -> R {

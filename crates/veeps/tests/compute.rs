@@ -1005,3 +1005,150 @@ resource "autoscaling_group" "p" {{
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// The auto-update test's app: answers the package its image's build fetched.
+const FEED: &str = r#"
+import http.server, os
+HOST, PORT = os.environ["HOST"], int(os.environ["PORT"])
+PKG = open("pkg").read().strip().encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"OK" if self.path == "/health" else PKG)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((HOST, PORT), H).serve_forever()
+"#;
+
+/// A package mirror on loopback answering every request with `body`; counts requests.
+fn package_mirror(
+    body: &str,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(body.to_string()));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (b, h) = (body.clone(), hits.clone());
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut req = vec![];
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = b.lock().unwrap().clone();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, body, hits)
+}
+
+/// Issue "Security baseline": an image with `auto_update` rebuilds on its schedule,
+/// reaching only its egress allow list (a package mirror the test serves); a build whose
+/// files are unchanged makes no new version, a changed one rolls out to the group, and the
+/// next plan has nothing to do.
+#[test]
+fn auto_update_rebuilds_through_the_allow_list_and_rolls_out_only_changes() {
+    require_root_and_python();
+    let (port, body, hits) = package_mirror("pkg 1.0");
+    let v = Veeps::start();
+    v.write("feed/feed.py", FEED);
+    v.write(
+        "env/main.hcl",
+        &format!(
+            r#"
+{vpc}
+resource "image" "feed" {{
+  name        = "feed"
+  source      = "feed"
+  build       = ["curl -sf -m 20 http://127.0.0.1:{port}/pkg -o pkg"]
+  egress      = ["127.0.0.1:{port}"]
+  auto_update = "*/2 * * * * *"
+  entrypoint  = ["python3", "feed.py"]
+}}
+resource "launch_template" "feed" {{
+  name              = "feed"
+  image_id          = image.feed.id
+  port              = 8080
+  health_check_path = "/health"
+}}
+resource "autoscaling_group" "feed" {{
+  name                      = "feed"
+  launch_template           = launch_template.feed.id
+  launch_template_version   = launch_template.feed.latest_version
+  subnets                   = [subnet.a.id]
+  min_size                  = 2
+  max_size                  = 2
+  health_check_grace_period = 10
+}}
+"#,
+            vpc = vpc("upd", 76, 16, &[("a", 1, "private-app")])
+        ),
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let feed = || -> serde_json::Value {
+        let out = v.ok(&["instances", "env", "--group", "feed", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+    };
+    let g = feed();
+    let first = g["image_id"].as_str().unwrap().to_string();
+    let up = in_service(&g);
+    assert_eq!(up.len(), 2, "{g}");
+    assert_eq!(get(&up[0], "/"), "pkg 1.0");
+
+    // Unchanged files: runs on schedule, makes no new version.
+    let seen = hits.load(std::sync::atomic::Ordering::SeqCst);
+    wait_until("two scheduled rebuilds", 60, || {
+        hits.load(std::sync::atomic::Ordering::SeqCst) >= seen + 2
+    });
+    let updates = v.ok(&["image", "updates", "env"]);
+    assert!(updates.contains("unchanged"), "{updates}");
+    let images = v.ok(&["image", "list", "--json"]);
+    let feeds = |images: &str| {
+        serde_json::from_str::<Vec<serde_json::Value>>(images)
+            .unwrap()
+            .into_iter()
+            .filter(|i| i["name"] == "feed")
+            .count()
+    };
+    assert_eq!(feeds(&images), 1, "{images}");
+
+    // A new package on the mirror: a new version, rolled out to every instance.
+    *body.lock().unwrap() = "pkg 2.0".into();
+    wait_until("the group runs the rebuilt image", 180, || {
+        let g = feed();
+        let up = in_service(&g);
+        g["image_id"] != first.as_str()
+            && up.len() == 2
+            && g["instances"].as_array().is_some_and(|a| a.len() == 2)
+            && up.iter().all(|i| i["image_id"] == g["image_id"])
+    });
+    for i in in_service(&feed()) {
+        assert_eq!(get(&i, "/"), "pkg 2.0");
+    }
+    let updates = v.ok(&["image", "updates", "env"]);
+    assert!(updates.contains("rolled out to feed"), "{updates}");
+    assert_eq!(feeds(&v.ok(&["image", "list", "--json"])), 2);
+    let activity = v.ok(&["activity", "env", "feed"]);
+    assert!(activity.contains("Finished the rollout"), "{activity}");
+    // The configuration still says image.feed.id: the plan sees the update as made outside
+    // of it, with nothing to change.
+    let plan = v.ok(&["plan", "env"]);
+    assert!(plan.contains("No changes."), "{plan}");
+}

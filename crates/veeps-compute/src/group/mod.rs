@@ -41,6 +41,9 @@ pub enum ComputeError {
     /// The store failed.
     #[error("state store: {0}")]
     Store(String),
+    /// Nothing by that name.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 const K_GROUP: &str = "compute/group/";
@@ -75,6 +78,8 @@ pub struct Compute {
     obs: Arc<Obs>,
     /// The image store.
     pub images: Arc<Images>,
+    /// Images that rebuild themselves on a schedule.
+    pub updates: Arc<crate::update::Updates>,
     cgroups: cgroup::Flavor,
     ids: Option<Ids>,
     uid_lock: Mutex<()>,
@@ -138,6 +143,7 @@ impl Compute {
             data_dir: data_dir.to_path_buf(),
             run_dir,
             prefix,
+            updates: Arc::new(crate::update::Updates::new(store.clone())),
             store,
             net,
             obs,

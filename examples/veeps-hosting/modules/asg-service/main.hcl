@@ -68,6 +68,8 @@ resource "image" "app" {
   name       = var.name
   source     = "${var.app_dir}/${var.name}"
   entrypoint = ["./${var.name}"]
+  # Rebuilt every night; a rebuild whose files changed rolls out.
+  auto_update = "0 3 * * *"
 }
 
 resource "security_group" "app" {

@@ -30,10 +30,10 @@ locals {
   tiers = ["public", "private-app", "private-persistence"]
   # Each tier gets a /20 of the /18; each zone a /24 inside it.
   subnets = merge([
-      for i, t in local.tiers : {
-        for z in range(var.zones) : "${t}-${z}" => { tier = t, cidr = cidrsubnet(cidrsubnet(var.cidr_block, 2, i), 4, z) }
-      }
-    ]...)
+    for i, t in local.tiers : {
+      for z in range(var.zones) : "${t}-${z}" => { tier = t, cidr = cidrsubnet(cidrsubnet(var.cidr_block, 2, i), 4, z) }
+    }
+  ]...)
   mgmt = var.mgmt_cidr == "" ? var.cidr_block : var.mgmt_cidr
 }
 
