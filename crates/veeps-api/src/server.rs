@@ -76,6 +76,8 @@ pub struct AppState {
     pub iam: Arc<veeps_iam::directory::Directory>,
     /// Jails and bans.
     pub bans: Arc<veeps_ban::Bans>,
+    /// DNS.
+    pub dns: Arc<veeps_dns::Dns>,
     /// Certificates issued by veeps' CA.
     certs: Arc<veeps_pki::Certs>,
     /// TLS for the API (`None`: off on loopback, on elsewhere).
@@ -237,6 +239,10 @@ pub struct ServerOptions {
     pub api_tls: Option<bool>,
     /// Serve the S3 API over TLS with a certificate from veeps' CA.
     pub s3_tls: bool,
+    /// Address of the public DNS listener, UDP and TCP (none: not served).
+    pub dns_listen: Option<String>,
+    /// DNS rate limits (per source, per answer).
+    pub dns_limits: Option<veeps_dns::server::Limits>,
 }
 
 /// Parts added to veeps' own list.
@@ -360,6 +366,11 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     );
     let s3_listener = bind_early(opts.s3_listen.as_deref(), "S3");
     let website_listener = bind_early(opts.s3_website_listen.as_deref(), "bucket websites");
+    let dns_listener = opts.dns_listen.as_deref().and_then(|addr| {
+        veeps_dns::Dns::bind(addr)
+            .map_err(|e| tracing::error!(%addr, error = %e, "cannot listen for DNS (another program on the port? pass --dns-listen); it is off until the next start"))
+            .ok()
+    });
     let boot_id = hex::encode(rand::random::<[u8; 8]>());
     for (env, lock) in store
         .release_stale_locks(&boot_id)
@@ -447,6 +458,13 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         &format!("{}ban", veeps_net::prefix_for(data_dir)),
         Some(api.audit.clone()),
     ));
+    let dns = veeps_dns::Dns::new(
+        store.clone(),
+        Some(net.clone()),
+        dns_listener,
+        opts.dns_limits.unwrap_or_default(),
+    );
+    dns.set_alias_targets(lbs.clone());
     let s3_day = opts
         .s3_lifecycle_day
         .unwrap_or(std::time::Duration::from_secs(86_400));
@@ -485,6 +503,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         }),
         Arc::new(veeps_lb::part::LbPart(lbs.clone())),
         Arc::new(veeps_db::part::DbPart(dbs.clone())),
+        Arc::new(veeps_dns::part::DnsPart::new(dns.clone())),
     ];
     list.extend(opts.extra_parts.0.iter().cloned());
     let parts = veeps_resource::Parts::new(list).map_err(|e| ServerError::DataDir {
@@ -520,6 +539,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         s3_access,
         iam,
         bans,
+        dns,
         certs: certs.clone(),
         api_tls: opts.api_tls,
         actions,
@@ -551,6 +571,7 @@ pub fn registry() -> veeps_resource::Registry {
     veeps_lb::resources::register(&mut registry);
     veeps_s3::resources::register(&mut registry);
     veeps_db::resources::register(&mut registry);
+    veeps_dns::resources::register(&mut registry);
     registry
 }
 

@@ -149,6 +149,18 @@ impl Lbs {
             .subnets
             .first()
             .ok_or_else(|| LbError::Invalid("a load balancer needs at least one subnet".into()))?;
+        // Moved to another subnet (AWS's SetSubnets): the balancer is placed anew there,
+        // with a new address (DNS aliases follow it).
+        if let Ok(Some(old)) = self.net.endpoint(&Self::endpoint_name(&spec)) {
+            if &old.subnet_id != subnet {
+                self.planes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&spec.id);
+                self.stop_plane(&self.plane_dir(&spec.id)).await;
+                self.net.detach(&Self::endpoint_name(&spec)).await?;
+            }
+        }
         let ep = self
             .net
             .attach(AttachRequest {
@@ -906,5 +918,30 @@ impl veeps_compute::group::TargetHealth for Lbs {
             }
         });
         futures::future::join_all(waits).await;
+    }
+}
+
+/// DNS aliases point at balancers: by id (or ARN, the same here) or current address, and
+/// answer with the address of the balancer's endpoint as it is now.
+impl veeps_resource::alias::AliasTargets for Lbs {
+    fn resolve(&self, name: &str) -> Option<String> {
+        let specs: Vec<LbSpec> = self.all(K_LB);
+        if let Some(s) = specs.iter().find(|s| s.id == name) {
+            return Some(s.id.clone());
+        }
+        specs
+            .into_iter()
+            .find(|s| self.addresses(&s.id).iter().any(|a| a.to_string() == name))
+            .map(|s| s.id)
+    }
+
+    fn addresses(&self, id: &str) -> Vec<std::net::IpAddr> {
+        let Ok(Some(spec)) = self.store.kv_get::<LbSpec>(&format!("{K_LB}{id}")) else {
+            return vec![];
+        };
+        match self.net.endpoint(&Self::endpoint_name(&spec)) {
+            Ok(Some(ep)) => vec![std::net::IpAddr::V4(ep.address)],
+            _ => vec![],
+        }
     }
 }

@@ -99,6 +99,13 @@ pub struct Vpc {
     pub link: Ipv4Net,
 }
 
+impl Vpc {
+    /// Its DNS resolver's address: the base of its range + 2, as AWS's.
+    pub fn resolver(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.cidr.network()) + 2)
+    }
+}
+
 /// A subnet.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Subnet {
@@ -295,7 +302,8 @@ impl Net {
         &self.mode
     }
 
-    fn isolated(&self) -> bool {
+    /// Whether endpoints get namespaces of their own.
+    pub fn isolated(&self) -> bool {
         self.mode == Mode::Isolated
     }
 
@@ -316,7 +324,12 @@ impl Net {
             .collect())
     }
 
-    /// A VPC by id.
+    /// Every VPC.
+    pub fn vpcs(&self) -> Vec<Vpc> {
+        self.all(K_VPC).unwrap_or_default()
+    }
+
+    /// A VPC.
     pub fn vpc(&self, id: &str) -> Result<Vpc, NetError> {
         self.load(K_VPC, id)?
             .ok_or_else(|| NetError::NotFound(format!("VPC {id} does not exist")))
@@ -1130,11 +1143,12 @@ impl Net {
                 members.entry(g.clone()).or_default().push(e.address);
             }
         }
+        let resolver = self.vpc(vpc_id).ok().map(|v| v.resolver());
         for e in &eps {
             if !sys::netns_exists(&e.netns) {
                 continue;
             }
-            let rules = nftgen::endpoint(e, &sgs, &members);
+            let rules = nftgen::endpoint(e, &sgs, &members, resolver);
             sys::nft(Some(&e.netns), &rules).await?;
         }
         Ok(())

@@ -132,6 +132,7 @@ pub fn endpoint(
     ep: &Endpoint,
     sgs: &BTreeMap<String, SecurityGroup>,
     members: &BTreeMap<String, Vec<Ipv4Addr>>,
+    resolver: Option<Ipv4Addr>,
 ) -> String {
     let mut b = String::new();
     // Every group of the VPC gets a set, so any rule may refer to any group.
@@ -163,6 +164,13 @@ pub fn endpoint(
         }
     }
     b.push_str("  }\n  chain output {\n    type filter hook output priority filter; policy drop;\n    oif \"lo\" accept\n    ct state established,related accept\n");
+    // The VPC's resolver, as AWS's: security groups do not filter it.
+    if let Some(r) = resolver {
+        let _ = writeln!(
+            b,
+            "    ip daddr {r} meta l4proto {{ tcp, udp }} th dport 53 accept"
+        );
+    }
     if mine.is_empty() {
         b.push_str("    accept\n");
     }
@@ -316,33 +324,34 @@ mod tests {
         let members: BTreeMap<String, Vec<Ipv4Addr>> =
             [("sg-lb".to_string(), vec!["10.0.0.9".parse().unwrap()])].into();
         check(
-            endpoint(&ep, &sgs, &members),
+            endpoint(&ep, &sgs, &members, Some("10.0.0.2".parse().unwrap())),
             expect![[r#"
-            table inet veeps {}
-            delete table inet veeps
-            table inet veeps {
-              set sg_sg_app {
-                type ipv4_addr
-              }
-              set sg_sg_lb {
-                type ipv4_addr
-                elements = { 10.0.0.9 }
-              }
-              chain input {
-                type filter hook input priority filter; policy drop;
-                iif "lo" accept
-                ct state established,related accept
-                ct state invalid drop
-                ip saddr @sg_sg_lb tcp dport 8080 accept
-              }
-              chain output {
-                type filter hook output priority filter; policy drop;
-                oif "lo" accept
-                ct state established,related accept
-                accept
-              }
-            }
-        "#]],
+                table inet veeps {}
+                delete table inet veeps
+                table inet veeps {
+                  set sg_sg_app {
+                    type ipv4_addr
+                  }
+                  set sg_sg_lb {
+                    type ipv4_addr
+                    elements = { 10.0.0.9 }
+                  }
+                  chain input {
+                    type filter hook input priority filter; policy drop;
+                    iif "lo" accept
+                    ct state established,related accept
+                    ct state invalid drop
+                    ip saddr @sg_sg_lb tcp dport 8080 accept
+                  }
+                  chain output {
+                    type filter hook output priority filter; policy drop;
+                    oif "lo" accept
+                    ct state established,related accept
+                    ip daddr 10.0.0.2 meta l4proto { tcp, udp } th dport 53 accept
+                    accept
+                  }
+                }
+            "#]],
         );
     }
 

@@ -36,6 +36,8 @@ pub struct Veeps {
     pub s3_port: u16,
     /// The bucket websites' port.
     pub web_port: u16,
+    /// The public DNS listener's port (UDP and TCP, 127.0.0.1).
+    pub dns_port: u16,
     pub data: PathBuf,
     pub work: PathBuf,
     _tmp: tempfile::TempDir,
@@ -111,6 +113,7 @@ impl Veeps {
             port: free_port(),
             s3_port: free_port(),
             web_port: free_port(),
+            dns_port: free_port(),
             data,
             work,
             _tmp: tmp,
@@ -148,6 +151,7 @@ impl Veeps {
                     self.port = free_port();
                     self.s3_port = free_port();
                     self.web_port = free_port();
+                    self.dns_port = free_port();
                     break;
                 }
                 assert!(!exited, "server exited at start: {new}");
@@ -184,6 +188,7 @@ impl Veeps {
                 "--s3-website-listen",
                 &format!("127.0.0.1:{}", self.web_port),
             ])
+            .args(["--dns-listen", &format!("127.0.0.1:{}", self.dns_port)])
             .args(&self.args)
             .arg("--data-dir")
             .arg(&self.data)
@@ -291,6 +296,7 @@ impl Veeps {
             port: free_port(),
             s3_port: free_port(),
             web_port: free_port(),
+            dns_port: free_port(),
             data,
             work,
             _tmp: tmp,
@@ -316,6 +322,8 @@ impl Veeps {
                 &format!("127.0.0.1:{}", v.s3_port),
                 "--s3-website-listen",
                 &format!("127.0.0.1:{}", v.web_port),
+                "--dns-listen",
+                &format!("127.0.0.1:{}", v.dns_port),
             ])
             .arg("--data-dir")
             .arg(&v.data)

@@ -101,6 +101,32 @@ pub struct S3Args {
     pub s3_lifecycle_day: Option<std::time::Duration>,
 }
 
+/// Where DNS answers, and its limits.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DnsArgs {
+    /// Address of the public DNS listener, UDP and TCP (public zones; "off" serves none)
+    #[arg(long, default_value = "0.0.0.0:53")]
+    pub dns_listen: String,
+    /// Queries per second answered from one address (0: no limit)
+    #[arg(long, value_name = "QPS", default_value_t = 1000)]
+    pub dns_rate_limit: u32,
+    /// Identical answers per second to one /24 (response rate limiting; 0: no limit)
+    #[arg(long, value_name = "RPS", default_value_t = 100)]
+    pub dns_rrl: u32,
+}
+
+impl DnsArgs {
+    /// The server options these give.
+    pub fn apply(&self, o: &mut veeps_api::server::ServerOptions) {
+        o.dns_listen = (self.dns_listen != "off").then(|| self.dns_listen.clone());
+        o.dns_limits = Some(veeps_dns::server::Limits {
+            per_source: self.dns_rate_limit,
+            responses: self.dns_rrl,
+            slip: 2,
+        });
+    }
+}
+
 fn parse_day(s: &str) -> Result<std::time::Duration, String> {
     match veeps_obs::parse_duration_ms(s)? {
         ms if ms > 0 => Ok(std::time::Duration::from_millis(ms as u64)),
@@ -126,6 +152,8 @@ pub enum Command {
         metrics_retention: veeps_obs::tsdb::Retention,
         #[command(flatten)]
         s3: S3Args,
+        #[command(flatten)]
+        dns: DnsArgs,
         /// Days of logs kept in log groups that set no retention of their own
         #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3653))]
         log_retention_days: u32,
@@ -160,6 +188,8 @@ pub enum Command {
         no_wait: bool,
         #[command(flatten)]
         s3: S3Args,
+        #[command(flatten)]
+        dns: DnsArgs,
     },
     /// Check a configuration: syntax, types, references, schemas (no server needed)
     Validate {

@@ -26,10 +26,9 @@ pub fn run(cli: Cli) -> i32 {
             audit_archive_days,
             api_tls,
             s3,
-        } => crate::up::server(
-            &g,
-            &listen,
-            veeps_api::server::ServerOptions {
+            dns,
+        } => crate::up::server(&g, &listen, {
+            let mut o = veeps_api::server::ServerOptions {
                 smtp_relay,
                 smtp_from,
                 metrics_retention: Some(metrics_retention),
@@ -47,8 +46,10 @@ pub fn run(cli: Cli) -> i32 {
                     _ => None,
                 },
                 ..Default::default()
-            },
-        ),
+            };
+            dns.apply(&mut o);
+            o
+        }),
         Command::Metrics(MetricsCmd::List { env }) => metrics_list(&g, &env),
         Command::Metrics(MetricsCmd::Query {
             env,
@@ -132,7 +133,8 @@ pub fn run(cli: Cli) -> i32 {
             vars,
             no_wait,
             s3,
-        } => crate::up::up(&g, dir, &listen, &vars, no_wait, &s3),
+            dns,
+        } => crate::up::up(&g, dir, &listen, &vars, no_wait, &s3, &dns),
         Command::Validate { dir, vars } => validate(&g, &dir, &vars),
         Command::Fmt {
             path,

@@ -78,6 +78,7 @@ pub fn up(
     vars: &VarArgs,
     no_wait: bool,
     s3: &crate::S3Args,
+    dns: &crate::DnsArgs,
 ) -> Result<i32, String> {
     let s3_listen = s3.s3_listen.as_str();
     let started = Instant::now();
@@ -90,13 +91,14 @@ pub fn up(
     let data = data_dir(g);
     let rt = runtime()?;
     rt.block_on(async move {
-        let opts = veeps_api::server::ServerOptions {
+        let mut opts = veeps_api::server::ServerOptions {
             s3_listen: Some(s3_listen.to_string()),
             s3_website_listen: Some(s3.s3_website_listen.clone()),
             s3_lifecycle_day: s3.s3_lifecycle_day,
-                s3_tls: s3.s3_tls,
+            s3_tls: s3.s3_tls,
             ..Default::default()
         };
+        dns.apply(&mut opts);
         let state = veeps_api::server::open_with(&data, opts).map_err(|e| e.to_string())?;
         let engine = state.engine.clone();
         let net = state.net.clone();
@@ -104,6 +106,7 @@ pub fn up(
         // The secret is not printed (output ends up in service logs): `veeps s3 credentials`.
         let s3_id = state.s3_auth.root().0.to_string();
         let iam = state.iam.clone();
+        let dns = state.dns.clone();
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e} (is another veeps running? stop it, or pass --listen)"))?;
         state.reconcile().await;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -215,6 +218,10 @@ pub fn up(
         let users: Vec<String> = iam.users().unwrap_or_default().into_iter().map(|u| u.name).collect();
         if let Some(first) = users.first() {
             println!("  IAM users:    {}   (give one a password: `veeps iam password {first}`; then `veeps login {first}`, and `veeps iam mfa create {first}`)", users.join(", "));
+        }
+        match dns.public_addr() {
+            Some(a) => println!("  DNS:          {a} (UDP and TCP)   (dig @{} -p {} NAME; zones: dns_zone)", a.ip().to_string().replace("0.0.0.0", "127.0.0.1"), a.port()),
+            None => println!("  DNS:          off   (--dns-listen)"),
         }
         let web = s3.s3_website_listen.replace("0.0.0.0", "127.0.0.1");
         println!("  Websites:     http://{web}/BUCKET/   (or http://BUCKET.s3-website.localhost:PORT/)");

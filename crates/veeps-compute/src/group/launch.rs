@@ -258,6 +258,26 @@ impl Compute {
                     readonly: true,
                 },
             ];
+            let mut binds = binds;
+            // Names resolve through the VPC's resolver (private zones, then public ones),
+            // as AWS's instances use AmazonProvidedDNS.
+            let resolver = (!ep.netns.is_empty())
+                .then(|| self.net.subnet(&ep.subnet_id).ok())
+                .flatten()
+                .and_then(|s| self.net.vpc(&s.vpc_id).ok())
+                .map(|v| v.resolver());
+            if let Some(r) = resolver {
+                let conf = base.join("resolv.conf");
+                std::fs::write(
+                    &conf,
+                    format!("nameserver {r}\noptions timeout:2 attempts:2\n"),
+                )?;
+                binds.push(Bind {
+                    source: conf,
+                    target: "/etc/resolv.conf".into(),
+                    readonly: true,
+                });
+            }
             (im, da, sh, exe, binds)
         } else {
             (

@@ -1,0 +1,535 @@
+//! DNS: hosted zones (public, or private to VPCs), their record sets (simple, weighted and
+//! failover routing; aliases that follow a load balancer's address) and health checks,
+//! answered by an authoritative server on UDP and TCP ([`server`]): on the public listener
+//! for public zones, and in every VPC by a resolver at the VPC's base address + 2 (as
+//! AmazonProvidedDNS is), listening inside the VPC's router namespace, so that which VPC
+//! asks is known from where the query arrives, never from its source address.
+//!
+//! [`catalog`] answers one query from one snapshot of every zone; [`model`] is what is
+//! stored; [`health`] probes; [`resources`] are the resource types.
+
+pub mod catalog;
+pub mod health;
+pub mod model;
+pub mod part;
+pub mod resources;
+pub mod server;
+
+use catalog::{Catalog, Live, Zone};
+use model::{CheckSpec, RecordSpec, ZoneSpec};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use veeps_resource::alias::AliasTargets;
+use veeps_state::Store;
+
+const K_ZONE: &str = "dns/zone/";
+const K_RECORD: &str = "dns/record/";
+const K_CHECK: &str = "dns/check/";
+
+/// Why a DNS change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The declaration cannot be served.
+    #[error("{0}")]
+    Invalid(String),
+    /// Nothing by that id.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error("state store: {0}")]
+    Store(String),
+    /// A socket or namespace failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn store_err(e: impl std::fmt::Display) -> DnsError {
+    DnsError::Store(e.to_string())
+}
+
+/// Counters of the server.
+#[derive(Default)]
+pub struct Stats {
+    /// Packets received.
+    pub queries: AtomicU64,
+    /// Answered from a zone.
+    pub answered: AtomicU64,
+    /// Answered NXDOMAIN.
+    pub nxdomain: AtomicU64,
+    /// Refused (not ours; transfers not allowed).
+    pub refused: AtomicU64,
+    /// FORMERR, NOTIMP and the like.
+    pub errors: AtomicU64,
+    /// Packets that did not parse.
+    pub malformed: AtomicU64,
+    /// Dropped by the per-source limit.
+    pub rate_limited: AtomicU64,
+    /// Dropped or truncated by response rate limiting.
+    pub rrl_dropped: AtomicU64,
+    /// TCP connections refused over the cap.
+    pub tcp_refused: AtomicU64,
+    /// Zone transfers served.
+    pub transfers: AtomicU64,
+}
+
+/// Tasks serving one address.
+struct Listening {
+    addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The DNS service of one server.
+pub struct Dns {
+    store: Arc<Store>,
+    net: Option<Arc<veeps_net::Net>>,
+    catalog: RwLock<Arc<Catalog>>,
+    aliases: RwLock<Option<Arc<dyn AliasTargets>>>,
+    /// Health checks and their status.
+    pub health: Arc<health::Health>,
+    limits: server::Limits,
+    buckets: server::Buckets<std::net::IpAddr>,
+    answers: server::Buckets<(std::net::IpAddr, String, u16, u8)>,
+    /// Counters.
+    pub stats: Stats,
+    listen: Mutex<Option<(std::net::UdpSocket, std::net::TcpListener)>>,
+    public: Mutex<Option<Listening>>,
+    resolvers: tokio::sync::Mutex<HashMap<String, Listening>>,
+    change: tokio::sync::Mutex<()>,
+}
+
+impl Dns {
+    /// The service; `listen` holds the public listener's sockets (none: no public
+    /// listener), bound early so that a busy port is reported at start.
+    pub fn new(
+        store: Arc<Store>,
+        net: Option<Arc<veeps_net::Net>>,
+        listen: Option<(std::net::UdpSocket, std::net::TcpListener)>,
+        limits: server::Limits,
+    ) -> Arc<Dns> {
+        let dns = Arc::new(Dns {
+            health: Arc::new(health::Health::new(store.clone())),
+            store,
+            net,
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            aliases: RwLock::new(None),
+            limits,
+            buckets: server::Buckets::new(),
+            answers: server::Buckets::new(),
+            stats: Stats::default(),
+            listen: Mutex::new(listen),
+            public: Mutex::new(None),
+            resolvers: tokio::sync::Mutex::new(HashMap::new()),
+            change: tokio::sync::Mutex::new(()),
+        });
+        if let Err(e) = dns.rebuild() {
+            tracing::warn!(error = %e, "loading DNS zones");
+        }
+        dns
+    }
+
+    /// Plugs in what aliases may point at (the load balancers).
+    pub fn set_alias_targets(&self, a: Arc<dyn AliasTargets>) {
+        *self.aliases.write().unwrap_or_else(|p| p.into_inner()) = Some(a);
+    }
+
+    /// The stable id of an alias target named by its dns_name, id or ARN.
+    pub fn resolve_alias(&self, name: &str) -> Option<String> {
+        self.aliases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|a| a.resolve(name))
+    }
+
+    fn live(&self) -> &dyn Live {
+        self
+    }
+
+    /// The current snapshot.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The public listener's address, once it listens.
+    pub fn public_addr(&self) -> Option<SocketAddr> {
+        self.public
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|l| l.addr)
+    }
+
+    fn all<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, DnsError> {
+        Ok(self
+            .store
+            .kv_scan::<T>(prefix)
+            .map_err(store_err)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Every zone.
+    pub fn zones(&self) -> Vec<ZoneSpec> {
+        self.all(K_ZONE).unwrap_or_default()
+    }
+
+    /// A zone.
+    pub fn zone(&self, id: &str) -> Option<ZoneSpec> {
+        self.store.kv_get(&format!("{K_ZONE}{id}")).ok().flatten()
+    }
+
+    /// Every record set.
+    pub fn records(&self) -> Vec<RecordSpec> {
+        self.all(K_RECORD).unwrap_or_default()
+    }
+
+    /// A record set.
+    pub fn record(&self, id: &str) -> Option<RecordSpec> {
+        self.store.kv_get(&format!("{K_RECORD}{id}")).ok().flatten()
+    }
+
+    /// Builds the snapshot again from the store.
+    fn rebuild(&self) -> Result<(), DnsError> {
+        let zones: Vec<ZoneSpec> = self.all(K_ZONE)?;
+        let records: Vec<RecordSpec> = self.all(K_RECORD)?;
+        let mut built = vec![];
+        for z in &zones {
+            let mine: Vec<RecordSpec> = records
+                .iter()
+                .filter(|r| r.zone_id == z.id)
+                .cloned()
+                .collect();
+            match Zone::build(z, &mine) {
+                Ok(zone) => built.push(zone),
+                Err(e) => tracing::warn!(zone = %z.name, error = %e, "a zone cannot be served"),
+            }
+        }
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Catalog::new(built));
+        Ok(())
+    }
+
+    /// A serial after `prev`: the time in seconds, or one more when that is not later.
+    fn next_serial(prev: u32) -> u32 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        now.max(prev.wrapping_add(1))
+    }
+
+    /// Creates or changes a zone (its serial moves on).
+    pub async fn put_zone(&self, mut z: ZoneSpec) -> Result<ZoneSpec, DnsError> {
+        let _g = self.change.lock().await;
+        catalog::parse_name(&z.name).map_err(DnsError::Invalid)?;
+        for n in &z.name_servers {
+            catalog::parse_name(n).map_err(DnsError::Invalid)?;
+        }
+        let prev = self.zone(&z.id);
+        if prev.as_ref().is_some_and(|p| {
+            ZoneSpec {
+                serial: z.serial,
+                ..p.clone()
+            } == z
+        }) {
+            return Ok(prev.unwrap_or(z));
+        }
+        z.serial = Self::next_serial(prev.map(|p| p.serial).unwrap_or(0));
+        self.store
+            .kv_put(&format!("{K_ZONE}{}", z.id), &z)
+            .map_err(store_err)?;
+        self.rebuild()?;
+        Ok(z)
+    }
+
+    /// Deletes a zone; refused while it holds record sets (Route 53's HostedZoneNotEmpty).
+    pub async fn delete_zone(&self, id: &str) -> Result<(), DnsError> {
+        let _g = self.change.lock().await;
+        let left = self
+            .records()
+            .into_iter()
+            .filter(|r| r.zone_id == id)
+            .count();
+        if left > 0 {
+            return Err(DnsError::Invalid(format!(
+                "zone {id} still holds {left} record sets; delete them first"
+            )));
+        }
+        self.store
+            .kv_delete(&format!("{K_ZONE}{id}"))
+            .map_err(store_err)?;
+        self.rebuild()
+    }
+
+    fn bump(&self, zone_id: &str) -> Result<(), DnsError> {
+        if let Some(mut z) = self.zone(zone_id) {
+            z.serial = Self::next_serial(z.serial);
+            self.store
+                .kv_put(&format!("{K_ZONE}{}", z.id), &z)
+                .map_err(store_err)?;
+        }
+        Ok(())
+    }
+
+    /// Creates or changes a record set, after checking it as Route 53 does.
+    pub async fn put_record(&self, r: RecordSpec) -> Result<(), DnsError> {
+        let _g = self.change.lock().await;
+        let zone = self.zone(&r.zone_id).ok_or_else(|| {
+            DnsError::NotFound(format!(
+                "zone {} does not exist; use dns_zone.NAME.zone_id",
+                r.zone_id
+            ))
+        })?;
+        self.check_record(&zone, &r)?;
+        if self.record(&r.id).as_ref() == Some(&r) {
+            return Ok(());
+        }
+        // Test it as served: a zone that would not build is refused before it is stored.
+        let mut others: Vec<RecordSpec> = self
+            .records()
+            .into_iter()
+            .filter(|o| o.zone_id == r.zone_id && o.id != r.id)
+            .collect();
+        others.push(r.clone());
+        Zone::build(&zone, &others).map_err(DnsError::Invalid)?;
+        self.store
+            .kv_put(&format!("{K_RECORD}{}", r.id), &r)
+            .map_err(store_err)?;
+        self.bump(&r.zone_id)?;
+        self.rebuild()
+    }
+
+    fn check_record(&self, zone: &ZoneSpec, r: &RecordSpec) -> Result<(), DnsError> {
+        let apex = catalog::parse_name(&zone.name).map_err(DnsError::Invalid)?;
+        let owner = catalog::parse_name(&r.name).map_err(DnsError::Invalid)?;
+        if !apex.zone_of(&owner) {
+            return Err(DnsError::Invalid(format!(
+                "{} is not inside zone {} (give a name ending in .{})",
+                r.name, zone.name, zone.name
+            )));
+        }
+        if owner == apex && matches!(r.rtype.as_str(), "CNAME" | "NS") {
+            return Err(DnsError::Invalid(format!(
+                "a {} record cannot be at the zone's apex {} (use an alias for the apex)",
+                r.rtype, zone.name
+            )));
+        }
+        let key = owner.to_ascii();
+        for o in self
+            .records()
+            .into_iter()
+            .filter(|o| o.zone_id == r.zone_id && o.id != r.id)
+        {
+            let same = catalog::parse_name(&o.name)
+                .map(|n| n.to_ascii() == key)
+                .unwrap_or(false);
+            if !same {
+                continue;
+            }
+            if (o.rtype == "CNAME") != (r.rtype == "CNAME") {
+                return Err(DnsError::Invalid(format!(
+                    "a CNAME at {} conflicts with its {} record set (a CNAME must be alone at its name)",
+                    r.name,
+                    if o.rtype == "CNAME" { &r.rtype } else { &o.rtype }
+                )));
+            }
+            if o.rtype == r.rtype && (o.set_identifier.is_none() || r.set_identifier.is_none()) {
+                return Err(DnsError::Invalid(format!(
+                    "{} already has a {} record set; give each of them a set_identifier and a routing policy",
+                    r.name, r.rtype
+                )));
+            }
+            if o.rtype == r.rtype && o.set_identifier == r.set_identifier {
+                return Err(DnsError::Invalid(format!(
+                    "{} {} already has set_identifier {:?}",
+                    r.name,
+                    r.rtype,
+                    r.set_identifier.as_deref().unwrap_or("")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a record set.
+    pub async fn delete_record(&self, id: &str) -> Result<(), DnsError> {
+        let _g = self.change.lock().await;
+        let Some(r) = self.record(id) else {
+            return Ok(());
+        };
+        self.store
+            .kv_delete(&format!("{K_RECORD}{id}"))
+            .map_err(store_err)?;
+        self.bump(&r.zone_id)?;
+        self.rebuild()
+    }
+
+    /// Creates or changes a health check.
+    pub fn put_check(&self, c: CheckSpec) -> Result<(), DnsError> {
+        self.store
+            .kv_put(&format!("{K_CHECK}{}", c.id), &c)
+            .map_err(store_err)?;
+        self.health.put(c);
+        Ok(())
+    }
+
+    /// Deletes a health check.
+    pub fn delete_check(&self, id: &str) -> Result<(), DnsError> {
+        self.store
+            .kv_delete(&format!("{K_CHECK}{id}"))
+            .map_err(store_err)?;
+        self.health.delete(id);
+        Ok(())
+    }
+
+    /// A health check's record.
+    pub fn check(&self, id: &str) -> Option<CheckSpec> {
+        self.store.kv_get(&format!("{K_CHECK}{id}")).ok().flatten()
+    }
+
+    /// Binds the public listener's sockets (UDP and TCP on one port).
+    pub fn bind(addr: &str) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        let tcp = std::net::TcpListener::bind(udp.local_addr()?)?;
+        udp.set_nonblocking(true)?;
+        tcp.set_nonblocking(true)?;
+        Ok((udp, tcp))
+    }
+
+    /// Starts serving on the public listener's sockets.
+    pub async fn listen_public(self: &Arc<Self>) -> Result<Option<SocketAddr>, DnsError> {
+        let Some((udp, tcp)) = self.listen.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(self.public_addr());
+        };
+        let udp = tokio::net::UdpSocket::from_std(udp)?;
+        let bound = udp.local_addr()?;
+        let tcp = tokio::net::TcpListener::from_std(tcp)?;
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let mut tasks = server::serve_udp(self.clone(), Arc::new(udp), None, workers);
+        tasks.push(server::serve_tcp(self.clone(), tcp, None));
+        *self.public.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Listening { addr: bound, tasks });
+        tracing::info!(%bound, "DNS listening");
+        Ok(Some(bound))
+    }
+
+    /// Runs a resolver in every VPC (and stops those of VPCs gone), at the VPC's base
+    /// address + 2, port 53, inside its router namespace.
+    pub async fn sync_resolvers(self: &Arc<Self>) {
+        let Some(net) = &self.net else { return };
+        if !net.isolated() {
+            return;
+        }
+        let vpcs = net.vpcs();
+        let mut running = self.resolvers.lock().await;
+        running.retain(|id, _| vpcs.iter().any(|v| &v.id == id));
+        for v in vpcs {
+            if running.contains_key(&v.id) || !veeps_net::sys::netns_exists(&v.router_ns) {
+                continue;
+            }
+            match self.start_resolver(&v).await {
+                Ok(l) => {
+                    tracing::info!(vpc = %v.name, addr = %l.addr, "VPC resolver listening");
+                    running.insert(v.id.clone(), l);
+                }
+                Err(e) => tracing::warn!(vpc = %v.name, error = %e, "VPC resolver"),
+            }
+        }
+    }
+
+    async fn start_resolver(self: &Arc<Self>, v: &veeps_net::Vpc) -> Result<Listening, DnsError> {
+        let ip = v.resolver();
+        let ns = v.router_ns.clone();
+        let cidr = format!("{ip}/32");
+        if !veeps_net::sys::ip_ok(Some(&ns), &["-4", "addr", "show", "dev", "lo", "to", &cidr])
+            .await
+            || veeps_net::sys::ip(Some(&ns), &["-4", "addr", "show", "dev", "lo", "to", &cidr])
+                .await
+                .map(|o| o.trim().is_empty())
+                .unwrap_or(true)
+        {
+            veeps_net::sys::ip(Some(&ns), &["addr", "add", &cidr, "dev", "lo"])
+                .await
+                .map_err(|e| DnsError::Invalid(e.to_string()))?;
+        }
+        let addr = SocketAddr::from((ip, 53));
+        let (udp, tcp) = veeps_sys::netns::in_netns(&ns, move || {
+            let u = std::net::UdpSocket::bind(addr)?;
+            u.set_nonblocking(true)?;
+            let t = std::net::TcpListener::bind(addr)?;
+            t.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>((u, t))
+        })??;
+        let udp = Arc::new(tokio::net::UdpSocket::from_std(udp)?);
+        let tcp = tokio::net::TcpListener::from_std(tcp)?;
+        let mut tasks = server::serve_udp(self.clone(), udp, Some(v.id.clone()), 1);
+        tasks.push(server::serve_tcp(self.clone(), tcp, Some(v.id.clone())));
+        Ok(Listening { addr, tasks })
+    }
+
+    /// Keeps the resolvers in step with the VPCs, and probes health checks.
+    pub fn run(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        if let Ok(checks) = self.all::<CheckSpec>(K_CHECK) {
+            for c in checks {
+                self.health.put(c);
+            }
+        }
+        self.health.run();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                t.tick().await;
+                let Some(me) = weak.upgrade() else { break };
+                me.sync_resolvers().await;
+            }
+        })
+    }
+
+    /// Stops every listener.
+    pub async fn stop(&self) {
+        self.public.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.resolvers.lock().await.clear();
+        self.health.stop();
+    }
+
+    /// Addresses of the VPC resolvers running, by VPC id.
+    pub async fn resolver_addrs(&self) -> HashMap<String, Ipv4Addr> {
+        self.resolvers
+            .lock()
+            .await
+            .iter()
+            .filter_map(|(k, l)| match l.addr.ip() {
+                std::net::IpAddr::V4(a) => Some((k.clone(), a)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Live for Dns {
+    fn alias(&self, target: &str) -> Vec<std::net::IpAddr> {
+        match &*self.aliases.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(a) => a.addresses(target),
+            None => vec![],
+        }
+    }
+    fn healthy(&self, check_id: &str) -> bool {
+        self.health.healthy(check_id)
+    }
+}

@@ -1,0 +1,414 @@
+//! DNS on the real kernel, asked with dig: public zones on the public listener, private
+//! zones through each VPC's resolver (in its router namespace), aliases that follow a
+//! balancer, failover on a health check, zone transfers, and instances resolving private
+//! names. Needs root and dig (Debian dnsutils).
+
+use std::process::Command;
+use veeps_testkit::*;
+
+fn dig_at(ns: Option<&str>, server: &str, port: u16, args: &[&str]) -> String {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "dig"]);
+            c
+        }
+        None => Command::new("dig"),
+    };
+    let out = c
+        .arg(format!("@{server}"))
+        .args(["-p", &port.to_string(), "+tries=1", "+time=3"])
+        .args(args)
+        .output()
+        .expect("dig (Debian dnsutils)");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn dig(v: &Veeps, args: &[&str]) -> String {
+    dig_at(None, "127.0.0.1", v.dns_port, args)
+}
+
+fn short(v: &Veeps, name: &str, t: &str) -> Vec<String> {
+    let mut a: Vec<String> = dig(v, &["+short", name, t])
+        .lines()
+        .map(String::from)
+        .collect();
+    a.sort();
+    a
+}
+
+fn status(out: &str) -> String {
+    out.split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("(no answer)")
+        .to_string()
+}
+
+fn serial(v: &Veeps) -> u64 {
+    dig(v, &["+short", "example.test", "SOA"])
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The namespace holding a VPC's resolver address.
+fn router_ns(v: &Veeps, resolver: &str) -> String {
+    let prefix = veeps_net::prefix_for(&v.data);
+    let mut found = None;
+    wait_until(&format!("the resolver {resolver}"), 30, || {
+        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        for ns in String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+        {
+            let a = Command::new("ip")
+                .args(["-n", ns, "-4", "addr", "show", "dev", "lo"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&a.stdout).contains(&format!("{resolver}/32")) {
+                found = Some(ns.to_string());
+                return true;
+            }
+        }
+        false
+    });
+    found.unwrap()
+}
+
+/// The app: GET /resolve/NAME answers the addresses NAME resolves to, from inside the
+/// instance (its resolv.conf, its security groups).
+const RESOLVER_APP: &str = r#"
+import http.server, os, socket
+HOST, PORT = os.environ["HOST"], int(os.environ["PORT"])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/resolve/"):
+            try:
+                body = " ".join(sorted({a[4][0] for a in socket.getaddrinfo(self.path[9:], 80, socket.AF_INET)}))
+            except Exception as e:
+                body = "error: " + str(e)
+        else:
+            body = "OK"
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body.encode())
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((HOST, PORT), H).serve_forever()
+"#;
+
+fn config(lb_subnet: &str, check_port: u16, extra: &str) -> String {
+    format!(
+        r#"
+{vpc}
+resource "subnet" "pub2" {{
+  vpc_id     = vpc.v.id
+  cidr_block = "10.73.2.0/24"
+  tier       = "public"
+}}
+resource "vpc" "b" {{
+  name       = "dnsb"
+  cidr_block = "10.72.0.0/16"
+}}
+resource "security_group" "lb" {{
+  vpc_id = vpc.v.id
+}}
+resource "security_group" "app" {{
+  vpc_id = vpc.v.id
+  ingress {{
+    protocol    = "tcp"
+    from_port   = 8080
+    to_port     = 8080
+    cidr_blocks = ["10.73.0.0/16"]
+  }}
+}}
+resource "load_balancer" "pub" {{
+  name            = "pub"
+  subnets         = [subnet.{lb_subnet}.id]
+  security_groups = [security_group.lb.id]
+}}
+resource "dns_zone" "public" {{
+  name           = "example.test"
+  allow_transfer = ["127.0.0.1/32"]
+}}
+resource "dns_zone" "private" {{
+  name = "internal.test"
+  vpc {{
+    vpc_id = vpc.v.id
+  }}
+}}
+resource "dns_record" "www" {{
+  zone_id = dns_zone.public.zone_id
+  name    = "www"
+  type    = "A"
+  ttl     = 300
+  records = ["192.0.2.10", "192.0.2.11"]
+}}
+resource "dns_record" "apex" {{
+  zone_id = dns_zone.public.zone_id
+  name    = "example.test"
+  type    = "A"
+  alias {{
+    name                   = load_balancer.pub.id
+    evaluate_target_health = false
+  }}
+}}
+resource "dns_record" "db" {{
+  zone_id = dns_zone.private.zone_id
+  name    = "db.internal.test"
+  type    = "A"
+  ttl     = 60
+  records = ["10.73.3.50"]
+}}
+resource "health_check" "primary" {{
+  type              = "TCP"
+  ip_address        = "127.0.0.1"
+  port              = {check_port}
+  request_interval  = 1
+  failure_threshold = 2
+}}
+resource "dns_record" "app_primary" {{
+  zone_id         = dns_zone.public.zone_id
+  name            = "app"
+  type            = "A"
+  ttl             = 5
+  records         = ["192.0.2.1"]
+  set_identifier  = "primary"
+  health_check_id = health_check.primary.id
+  failover_routing_policy {{
+    type = "PRIMARY"
+  }}
+}}
+resource "dns_record" "app_secondary" {{
+  zone_id        = dns_zone.public.zone_id
+  name           = "app"
+  type           = "A"
+  ttl            = 5
+  records        = ["192.0.2.2"]
+  set_identifier = "secondary"
+  failover_routing_policy {{
+    type = "SECONDARY"
+  }}
+}}
+resource "image" "resolver" {{
+  name       = "resolver"
+  source     = "resolver"
+  entrypoint = ["python3", "app.py"]
+}}
+resource "launch_template" "resolver" {{
+  name              = "resolver"
+  image_id          = image.resolver.id
+  port              = 8080
+  health_check_path = "/health"
+}}
+resource "autoscaling_group" "resolver" {{
+  name            = "resolver"
+  launch_template = launch_template.resolver.id
+  subnets         = [subnet.app.id]
+  security_groups = [security_group.app.id]
+  min_size        = 1
+  max_size        = 1
+}}
+{extra}
+"#,
+        vpc = vpc(
+            "dnsa",
+            73,
+            16,
+            &[("pub", 1, "public"), ("app", 3, "private-app")]
+        )
+    )
+}
+
+/// Issue "DNS and TLS": authoritative answers per RFC on the public listener, private
+/// names only inside their VPC, an alias following its balancer to a new address, failover
+/// when a health check fails, transfers to allowed peers only, and instances resolving
+/// private names through their VPC's resolver.
+#[test]
+fn zones_answer_publicly_and_privately_aliases_follow_and_failover_fails_over() {
+    require_root("DNS tests");
+    assert!(
+        Command::new("dig").arg("-v").output().is_ok(),
+        "DNS tests need dig (Debian dnsutils)"
+    );
+    let check = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let check_port = check.local_addr().unwrap().port();
+    let v = Veeps::start();
+    v.write("resolver/app.py", RESOLVER_APP);
+    v.write("env/main.hcl", &config("pub", check_port, ""));
+    v.ok(&["apply", "env", "--auto-approve"]);
+
+    // Public: authoritative, NXDOMAIN with the SOA, no recursion.
+    let out = dig(&v, &["www.example.test", "A"]);
+    assert!(out.contains("flags: qr aa"), "{out}");
+    assert_eq!(
+        short(&v, "www.example.test", "A"),
+        ["192.0.2.10", "192.0.2.11"]
+    );
+    let out = dig(&v, &["nope.example.test", "A"]);
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    assert!(out.contains("SOA"), "{out}");
+    let out = dig(&v, &["www.example.test", "AAAA"]);
+    assert_eq!(status(&out), "NOERROR", "NODATA: {out}");
+    let out = dig(&v, &["example.org", "A"]);
+    assert_eq!(status(&out), "REFUSED", "{out}");
+    // A private name is nobody's business outside its VPC.
+    let out = dig(&v, &["db.internal.test", "A"]);
+    assert_eq!(status(&out), "REFUSED", "{out}");
+    let out = dig(&v, &["+tcp", "www.example.test", "A"]);
+    assert!(out.contains("192.0.2.10"), "over TCP: {out}");
+
+    // The apex alias answers with the balancer's address.
+    let first = short(&v, "example.test", "A");
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].starts_with("10.73.1."), "{first:?}");
+
+    // Inside the VPC: the private zone, and the public one beside it.
+    let ns_a = router_ns(&v, "10.73.0.2");
+    let out = dig_at(
+        Some(&ns_a),
+        "10.73.0.2",
+        53,
+        &["+short", "db.internal.test", "A"],
+    );
+    assert_eq!(out.trim(), "10.73.3.50");
+    let out = dig_at(
+        Some(&ns_a),
+        "10.73.0.2",
+        53,
+        &["+short", "www.example.test", "A"],
+    );
+    assert!(out.contains("192.0.2.10"), "{out}");
+    // Another VPC's resolver does not know it.
+    let ns_b = router_ns(&v, "10.72.0.2");
+    let out = dig_at(Some(&ns_b), "10.72.0.2", 53, &["db.internal.test", "A"]);
+    assert_eq!(status(&out), "REFUSED", "{out}");
+
+    // An instance resolves the private name (its resolv.conf, past its security groups,
+    // which allow no egress at all).
+    wait_until("the instance answers", 60, || {
+        let out = v.ok(&["instances", "env", "--group", "resolver", "--json"]);
+        out.contains("InService")
+    });
+    let g: serde_json::Value =
+        serde_json::from_str(&v.ok(&["instances", "env", "--group", "resolver", "--json"]))
+            .unwrap();
+    let inst = &g[0]["instances"][0];
+    let pid = inst["pid"].as_u64().unwrap().to_string();
+    let ns = Command::new("ip")
+        .args(["netns", "identify", &pid])
+        .output()
+        .unwrap();
+    let ns = String::from_utf8_lossy(&ns.stdout).trim().to_string();
+    let url = format!(
+        "http://{}:8080/resolve/db.internal.test",
+        inst["address"].as_str().unwrap()
+    );
+    let mut answer = String::new();
+    wait_until("the instance resolves db.internal.test", 30, || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "curl", "-s", "-m", "10", &url])
+            .output()
+            .unwrap();
+        answer = String::from_utf8_lossy(&out.stdout).to_string();
+        answer == "10.73.3.50"
+    });
+
+    // Transfers: to an allowed peer over TCP; the private zone is not on offer here.
+    let out = dig(&v, &["example.test", "AXFR"]);
+    assert!(out.contains("192.0.2.11"), "{out}");
+    assert!(out.matches("SOA").count() >= 2, "{out}");
+    let out = dig(&v, &["internal.test", "AXFR"]);
+    assert!(!out.contains("10.73.3.50"), "{out}");
+
+    // Failover: the primary while its check passes, the secondary once it fails.
+    assert_eq!(short(&v, "app.example.test", "A"), ["192.0.2.1"]);
+    drop(check);
+    wait_until("failover to the secondary", 30, || {
+        short(&v, "app.example.test", "A") == ["192.0.2.2"]
+    });
+    let again = std::net::TcpListener::bind(("127.0.0.1", check_port)).unwrap();
+    wait_until("back to the primary", 30, || {
+        short(&v, "app.example.test", "A") == ["192.0.2.1"]
+    });
+    drop(again);
+
+    // The balancer moves to another subnet: the alias follows (the record is untouched),
+    // and a new record moves the zone's serial on.
+    let before = serial(&v);
+    v.write(
+        "env/main.hcl",
+        &config(
+            "pub2",
+            check_port,
+            r#"
+resource "dns_record" "txt" {
+  zone_id = dns_zone.public.zone_id
+  name    = "example.test"
+  type    = "TXT"
+  ttl     = 300
+  records = ["v=spf1 -all"]
+}
+"#,
+        ),
+    );
+    let out = v.ok(&["apply", "env", "--auto-approve"]);
+    assert!(!out.contains("dns_record.apex"), "{out}");
+    let moved = short(&v, "example.test", "A");
+    assert!(
+        moved[0].starts_with("10.73.2."),
+        "{moved:?} (was {first:?})"
+    );
+    assert!(serial(&v) > before);
+    assert_eq!(short(&v, "example.test", "TXT"), ["\"v=spf1 -all\""]);
+}
+
+#[test]
+fn bad_dns_declarations_name_their_position() {
+    let v = Veeps::start();
+    v.write(
+        "env/main.hcl",
+        r#"
+resource "dns_zone" "z" {
+  name = "example.test"
+}
+resource "dns_record" "bad" {
+  zone_id = dns_zone.z.zone_id
+  name    = "mx"
+  type    = "MX"
+  ttl     = 300
+  records = ["mail.example.test"]
+}
+"#,
+    );
+    let out = v.expect(&["plan", "env"], 1);
+    assert!(out.contains("main.hcl:"), "{out}");
+    assert!(out.contains("PRIORITY TARGET"), "{out}");
+    v.write(
+        "env/main.hcl",
+        r#"
+resource "dns_zone" "z" {
+  name = "example.test"
+}
+resource "dns_record" "a" {
+  zone_id = dns_zone.z.zone_id
+  name    = "www"
+  type    = "A"
+  ttl     = 300
+  records = ["192.0.2.1"]
+}
+resource "dns_record" "c" {
+  zone_id = dns_zone.z.zone_id
+  name    = "www"
+  type    = "CNAME"
+  ttl     = 300
+  records = ["example.test"]
+}
+"#,
+    );
+    let out = v.expect(&["apply", "env", "--auto-approve"], 1);
+    assert!(out.contains("conflicts"), "{out}");
+}
