@@ -465,6 +465,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         opts.dns_limits.unwrap_or_default(),
     );
     dns.set_alias_targets(lbs.clone());
+    certs.acme.set_dns01(dns.clone());
     let s3_day = opts
         .s3_lifecycle_day
         .unwrap_or(std::time::Duration::from_secs(86_400));

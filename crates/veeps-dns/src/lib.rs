@@ -94,6 +94,9 @@ pub struct Dns {
     net: Option<Arc<veeps_net::Net>>,
     catalog: RwLock<Arc<Catalog>>,
     aliases: RwLock<Option<Arc<dyn AliasTargets>>>,
+    /// ACME DNS-01 answers being published (name to values): kept in memory only, as an
+    /// order in progress does not outlive a restart anyway.
+    challenges: Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
     /// Health checks and their status.
     pub health: Arc<health::Health>,
     limits: server::Limits,
@@ -122,6 +125,7 @@ impl Dns {
             net,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             aliases: RwLock::new(None),
+            challenges: Mutex::new(Default::default()),
             limits,
             buckets: server::Buckets::new(),
             answers: server::Buckets::new(),
@@ -205,7 +209,8 @@ impl Dns {
     /// Builds the snapshot again from the store.
     fn rebuild(&self) -> Result<(), DnsError> {
         let zones: Vec<ZoneSpec> = self.all(K_ZONE)?;
-        let records: Vec<RecordSpec> = self.all(K_RECORD)?;
+        let mut records: Vec<RecordSpec> = self.all(K_RECORD)?;
+        records.extend(self.challenge_records(&zones));
         let mut built = vec![];
         for z in &zones {
             let mine: Vec<RecordSpec> = records
@@ -220,6 +225,38 @@ impl Dns {
         }
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Catalog::new(built));
         Ok(())
+    }
+
+    /// The DNS-01 answers as TXT record sets of the public zones holding them.
+    fn challenge_records(&self, zones: &[ZoneSpec]) -> Vec<RecordSpec> {
+        let ch = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = vec![];
+        for (name, values) in ch.iter().filter(|(_, v)| !v.is_empty()) {
+            let Ok(n) = catalog::parse_name(name) else {
+                continue;
+            };
+            let zone = zones
+                .iter()
+                .filter(|z| z.vpcs.is_empty())
+                .filter(|z| catalog::parse_name(&z.name).is_ok_and(|a| a.zone_of(&n)))
+                .max_by_key(|z| z.name.len());
+            if let Some(z) = zone {
+                out.push(RecordSpec {
+                    id: format!("acme:{name}"),
+                    zone_id: z.id.clone(),
+                    name: name.clone(),
+                    rtype: "TXT".into(),
+                    ttl: 5,
+                    values: values.iter().cloned().collect(),
+                    alias: None,
+                    set_identifier: None,
+                    weight: None,
+                    failover: None,
+                    health_check_id: None,
+                });
+            }
+        }
+        out
     }
 
     /// A serial after `prev`: the time in seconds, or one more when that is not later.
@@ -531,5 +568,41 @@ impl Live for Dns {
     }
     fn healthy(&self, check_id: &str) -> bool {
         self.health.healthy(check_id)
+    }
+}
+
+/// ACME DNS-01 answers, from veeps' own public zones.
+impl veeps_resource::acme::Dns01 for Dns {
+    fn publish(&self, name: &str, value: &str) -> Result<(), String> {
+        let n = catalog::parse_name(name)?;
+        if self.catalog().zone_for(&n, catalog::View::Public).is_none() {
+            return Err(format!(
+                "no public dns_zone of veeps holds {name}: declare one for the certificate's domain (and delegate it to veeps), or validate another way"
+            ));
+        }
+        self.challenges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(n.to_ascii().trim_end_matches('.').to_string())
+            .or_default()
+            .insert(value.to_string());
+        self.rebuild().map_err(|e| e.to_string())
+    }
+
+    fn withdraw(&self, name: &str, value: &str) {
+        let Ok(n) = catalog::parse_name(name) else {
+            return;
+        };
+        let key = n.to_ascii().trim_end_matches('.').to_string();
+        {
+            let mut ch = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = ch.get_mut(&key) {
+                v.remove(value);
+                if v.is_empty() {
+                    ch.remove(&key);
+                }
+            }
+        }
+        let _ = self.rebuild();
     }
 }

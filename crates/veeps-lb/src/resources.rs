@@ -1186,6 +1186,20 @@ fn cert_schema() -> Schema {
     Schema::new()
         .attr(AttrSchema::required("domain_name", Type::String).force_new())
         .attr(AttrSchema::optional("subject_alternative_names", list_str()).force_new())
+        .attr(
+            AttrSchema::optional("validation_method", Type::String)
+                .default("internal")
+                .describe("internal (veeps' CA), acme_dns (DNS-01 in veeps' zones; wildcards) or acme_http"),
+        )
+        .attr(
+            AttrSchema::optional("acme_directory", Type::String)
+                .default(veeps_pki::acme::LETS_ENCRYPT)
+                .describe("the ACME server's directory URL (any RFC 8555 server)"),
+        )
+        .attr(AttrSchema::optional("acme_ca_file", Type::String).describe(
+            "a PEM file of the CA the ACME server's own TLS certificate chains to (a test CA like Pebble's)",
+        ))
+        .attr(AttrSchema::optional("acme_email", Type::String))
         .attr(AttrSchema::computed("id", Type::String))
         .attr(AttrSchema::computed("arn", Type::String))
         .attr(AttrSchema::computed("certificate_pem", Type::String))
@@ -1200,6 +1214,37 @@ pub struct CertType(Schema);
 pub struct CertConfig {
     domain_name: String,
     subject_alternative_names: Option<Vec<String>>,
+    #[serde(default = "internal")]
+    validation_method: String,
+    #[serde(default = "lets_encrypt")]
+    acme_directory: String,
+    #[serde(default)]
+    acme_ca_file: Option<String>,
+    #[serde(default)]
+    acme_email: Option<String>,
+}
+
+fn internal() -> String {
+    "internal".into()
+}
+
+fn lets_encrypt() -> String {
+    veeps_pki::acme::LETS_ENCRYPT.into()
+}
+
+/// How an ACME certificate is validated, or `None` for veeps' CA.
+fn acme_spec(c: &CertConfig) -> Option<veeps_pki::acme::AcmeSpec> {
+    let challenge = match c.validation_method.as_str() {
+        "acme_dns" => "dns-01",
+        "acme_http" => "http-01",
+        _ => return None,
+    };
+    Some(veeps_pki::acme::AcmeSpec {
+        directory: c.acme_directory.clone(),
+        ca_file: c.acme_ca_file.as_ref().map(std::path::PathBuf::from),
+        email: c.acme_email.clone(),
+        challenge: challenge.into(),
+    })
 }
 
 /// `certificate`'s state.
@@ -1223,6 +1268,16 @@ fn names(c: &CertConfig) -> Vec<String> {
     n
 }
 
+/// The first certificate of a chain.
+fn leaf(chain_pem: &str) -> String {
+    chain_pem
+        .split("-----END CERTIFICATE-----")
+        .next()
+        .unwrap_or("")
+        .to_string()
+        + "-----END CERTIFICATE-----\n"
+}
+
 #[async_trait::async_trait]
 impl Typed for CertType {
     type Config = CertConfig;
@@ -1243,6 +1298,42 @@ impl Typed for CertType {
                 e.push(AttrError::on("subject_alternative_names", m));
             }
         }
+        let method = get::str(c, "validation_method").unwrap_or("internal");
+        if !["internal", "acme_dns", "acme_http"].contains(&method) {
+            e.push(AttrError::on(
+                "validation_method",
+                format!("\"{method}\" must be internal, acme_dns or acme_http"),
+            ));
+        }
+        if method != "internal" {
+            let mut all: Vec<String> = get::str(c, "domain_name")
+                .map(String::from)
+                .into_iter()
+                .collect();
+            all.extend(strings(c, "subject_alternative_names"));
+            for n in all {
+                if n.parse::<std::net::IpAddr>().is_ok() {
+                    e.push(AttrError::on(
+                        "domain_name",
+                        format!("{n}: an ACME certificate names DNS names, not addresses"),
+                    ));
+                }
+                if n.starts_with("*.") && method == "acme_http" {
+                    e.push(AttrError::on(
+                        "validation_method",
+                        format!("{n} is a wildcard: ACME CAs validate wildcards by DNS only; use acme_dns"),
+                    ));
+                }
+            }
+            if let Some(d) = get::str(c, "acme_directory") {
+                if !d.starts_with("https://") {
+                    e.push(AttrError::on(
+                        "acme_directory",
+                        format!("\"{d}\" must be an https:// URL"),
+                    ));
+                }
+            }
+        }
         e
     }
     fn plan_computed(&self, ctx: &Ctx, _c: &Value) -> BTreeMap<String, Value> {
@@ -1256,8 +1347,20 @@ impl Typed for CertType {
     ) -> Result<CertState, ResourceError> {
         let i = id(ctx, "cert");
         let svc = lbs(ctx)?;
-        let issued = match svc.certs.get(&i) {
-            Some(x) if x.names == names(c) => x,
+        let acme = acme_spec(c);
+        let issued = match (svc.certs.get(&i), &acme) {
+            (Some(x), _) if x.names == names(c) && x.acme == acme => x,
+            (_, Some(spec)) => {
+                let x = svc
+                    .certs
+                    .acme
+                    .issue(&i, &names(c), spec)
+                    .await
+                    .map_err(failed)?;
+                svc.certs.put(&x).map_err(failed)?;
+                svc.refresh_certificates().await.map_err(failed)?;
+                x
+            }
             _ => {
                 let x = svc.certs.issue(&i, &names(c)).map_err(failed)?;
                 // A replacement keeps the id: listeners using it serve the new one now.
@@ -1265,24 +1368,22 @@ impl Typed for CertType {
                 x
             }
         };
-        let leaf = issued
-            .chain_pem
-            .split("-----END CERTIFICATE-----")
-            .next()
-            .unwrap_or("")
-            .to_string()
-            + "-----END CERTIFICATE-----\n";
         Ok(CertState {
             config: c.clone(),
             id: i.clone(),
             arn: i,
-            certificate_pem: leaf,
+            certificate_pem: leaf(&issued.chain_pem),
             not_after: issued.not_after,
         })
     }
     async fn read(&self, ctx: &Ctx, s: &CertState) -> Result<Observed<CertState>, ResourceError> {
         Ok(match lbs(ctx)?.certs.get(&s.id) {
-            Some(_) => Observed::Exists(s.clone()),
+            // Renewed since: the certificate it is now.
+            Some(x) => Observed::Exists(CertState {
+                certificate_pem: leaf(&x.chain_pem),
+                not_after: x.not_after,
+                ..s.clone()
+            }),
             None => Observed::Gone,
         })
     }

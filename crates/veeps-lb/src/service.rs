@@ -68,6 +68,10 @@ pub struct Lbs {
     /// The program planes run (this veeps).
     exe: PathBuf,
     planes: Mutex<HashMap<String, PlaneRef>>,
+    /// Failed renewals: tries so far and when to try again (unix seconds), by certificate.
+    renewals: Mutex<HashMap<String, (u32, i64)>>,
+    /// Renewals that failed, ever.
+    renewal_failures: std::sync::atomic::AtomicU64,
     /// Each plane's last reported target health, by balancer id.
     health: Mutex<HashMap<String, Vec<GroupHealth>>>,
     change: tokio::sync::Mutex<()>,
@@ -98,6 +102,8 @@ impl Lbs {
             dir: data_dir.join("lb"),
             exe: std::env::current_exe()?,
             planes: Mutex::new(HashMap::new()),
+            renewals: Mutex::new(HashMap::new()),
+            renewal_failures: std::sync::atomic::AtomicU64::new(0),
             health: Mutex::new(HashMap::new()),
             change: tokio::sync::Mutex::new(()),
         }))
@@ -670,7 +676,7 @@ impl Lbs {
         }
     }
 
-    /// Runs the target refresh loop (every 250 ms).
+    /// Runs the target refresh loop (every 250 ms) and the ACME renewal loop.
     pub fn run(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -681,6 +687,77 @@ impl Lbs {
                 me.refresh_targets().await;
             }
         });
+        let weak = Arc::downgrade(self);
+        // How often certificates are looked at (a test knob; renewal is due at two
+        // thirds of a lifetime, so minutes are plenty).
+        let every = std::env::var("VEEPS_ACME_CHECK_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(300)
+            .max(1);
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(every));
+            loop {
+                t.tick().await;
+                let Some(me) = weak.upgrade() else { break };
+                me.renew_due().await;
+            }
+        });
+    }
+
+    /// Renews the ACME certificates due (two thirds of their lifetime gone), swapping each
+    /// into its listeners at once; a failure is retried with back-off (1 minute, doubling,
+    /// at most 6 hours) and counted.
+    pub async fn renew_due(self: &Arc<Self>) {
+        let now = veeps_sys::now_ms() / 1000;
+        for c in self.certs.list() {
+            let Some(spec) = c.acme.clone() else { continue };
+            let Ok((nb, na)) = veeps_pki::acme::validity(&c.chain_pem) else {
+                continue;
+            };
+            if now < veeps_pki::acme::due(nb, na) {
+                continue;
+            }
+            let next = self
+                .renewals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&c.id)
+                .copied();
+            if next.is_some_and(|(_, at)| now < at) {
+                continue;
+            }
+            match self.certs.acme.issue(&c.id, &c.names, &spec).await {
+                Ok(x) => {
+                    let stored = self.certs.put(&x).map_err(|e| e.to_string());
+                    let swapped = match stored {
+                        Ok(()) => self.refresh_certificates().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    match swapped {
+                        Ok(()) => {
+                            self.renewals
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&c.id);
+                            tracing::info!(certificate = %c.id, not_after = %x.not_after, "certificate renewed");
+                        }
+                        Err(e) => {
+                            tracing::warn!(certificate = %c.id, error = %e, "a renewed certificate could not be stored")
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.renewal_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut r = self.renewals.lock().unwrap_or_else(|p| p.into_inner());
+                    let tries = r.get(&c.id).map(|(n, _)| n + 1).unwrap_or(1);
+                    let wait = (60i64 << (tries - 1).min(9)).min(6 * 3600);
+                    r.insert(c.id.clone(), (tries, now + wait));
+                    tracing::warn!(certificate = %c.id, error = %e, retry_in_secs = wait, "certificate renewal failed");
+                }
+            }
+        }
     }
 
     /// Target health by target group, as each balancer sees it.
@@ -726,6 +803,24 @@ impl Lbs {
             .map(|p| (p.spec.clone(), p.dir.clone()))
             .collect();
         let mut out = vec![];
+        // Seconds each certificate has left (an alarm below a threshold warns before
+        // expiry), and renewals that failed.
+        let now = veeps_sys::now_ms() / 1000;
+        for c in self.certs.list() {
+            if let Ok((_, na)) = veeps_pki::acme::validity(&c.chain_pem) {
+                out.push(Sample::new(
+                    "certificate_expiry_seconds",
+                    &[("env", "system"), ("certificate", c.id.as_str())],
+                    (na - now) as f64,
+                ));
+            }
+        }
+        out.push(Sample::new(
+            "certificate_renewal_failures_total",
+            &[("env", "system")],
+            self.renewal_failures
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ));
         for (spec, dir) in planes {
             let s: StatsView = match request_blocking(
                 &dir.join(SOCKET),

@@ -4,6 +4,8 @@
 //! with their keys, found by id by the listeners. Issuing is behind [`CertSource`] so public
 //! ACME certificates can come from another source later.
 
+pub mod acme;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
@@ -46,6 +48,9 @@ pub struct Issued {
     pub key_pem: String,
     /// Not after (RFC 3339).
     pub not_after: String,
+    /// Where an ACME certificate came from (none: veeps' CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<acme::AcmeSpec>,
 }
 
 /// Something that issues certificates for names.
@@ -79,7 +84,7 @@ fn ca_params(dn_name: &str) -> CertificateParams {
     p
 }
 
-fn write_private(p: &Path, data: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(p: &Path, data: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = p.with_extension("tmp");
@@ -205,6 +210,7 @@ impl CertSource for Ca {
             chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
             key_pem: key.serialize_pem(),
             not_after,
+            acme: None,
         })
     }
 }
@@ -217,6 +223,8 @@ pub struct Certs {
     store: Arc<Store>,
     /// Where certificates come from.
     pub source: Arc<dyn CertSource>,
+    /// ACME certificates.
+    pub acme: acme::Acme,
 }
 
 impl Certs {
@@ -226,6 +234,7 @@ impl Certs {
             dir: data_dir.join("pki").join("certs"),
             store,
             source,
+            acme: acme::Acme::new(data_dir),
         }
     }
 
@@ -246,6 +255,13 @@ impl Certs {
     /// Issues (or re-issues) a certificate and records it.
     pub fn issue(&self, id: &str, names: &[String]) -> Result<Issued, CaError> {
         let c = self.source.issue(id, names)?;
+        self.put(&c)?;
+        Ok(c)
+    }
+
+    /// Records a certificate issued elsewhere (an ACME CA), replacing any of that id.
+    pub fn put(&self, c: &Issued) -> Result<(), CaError> {
+        let id = c.id.as_str();
         std::fs::create_dir_all(&self.dir).map_err(|e| CaError::Io(e.to_string()))?;
         write_private(&self.key_path(id), &c.key_pem).map_err(|e| CaError::Io(e.to_string()))?;
         let meta = Issued {
@@ -254,8 +270,15 @@ impl Certs {
         };
         self.store
             .kv_put(&format!("{K_CERT}{id}"), &meta)
-            .map_err(|e| CaError::Io(e.to_string()))?;
-        Ok(c)
+            .map_err(|e| CaError::Io(e.to_string()))
+    }
+
+    /// Every recorded certificate (without keys).
+    pub fn list(&self) -> Vec<Issued> {
+        self.store
+            .kv_scan::<Issued>(K_CERT)
+            .map(|v| v.into_iter().map(|(_, c)| c).collect())
+            .unwrap_or_default()
     }
 
     /// A recorded certificate with its key.

@@ -8,6 +8,7 @@
 //! Data sources implement [`DataSource`]. A [`Registry`] holds them all; adding a type is one
 //! module implementing the trait and one `register` line.
 
+pub mod acme;
 pub mod alias;
 pub mod intrusion;
 pub mod metrics;
