@@ -141,38 +141,9 @@ impl Dbs {
             .iter()
             .map(|n| self.node_dir(rec, &n.name).join("spool"))
             .collect();
-        tokio::task::spawn_blocking(move || {
-            let mut n = 0;
-            for d in dirs {
-                let Ok(rd) = std::fs::read_dir(&d) else {
-                    continue;
-                };
-                let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
-                files.sort();
-                for f in files {
-                    let name = f
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .to_string();
-                    if name.ends_with(".part") {
-                        continue;
-                    }
-                    let key = format!("{prefix}{name}");
-                    if objects.head(BUCKET, &key).is_err() {
-                        let file = std::fs::File::open(&f).map_err(failed)?;
-                        objects
-                            .put(BUCKET, &key, file, Default::default())
-                            .map_err(failed)?;
-                        n += 1;
-                    }
-                    let _ = std::fs::remove_file(&f);
-                }
-            }
-            Ok(n)
-        })
-        .await
-        .map_err(failed)?
+        tokio::task::spawn_blocking(move || ship_spools(&objects, &dirs, &prefix))
+            .await
+            .map_err(failed)?
     }
 
     /// A cluster's base backups, oldest first.
@@ -584,6 +555,48 @@ impl Dbs {
     }
 }
 
+/// Uploads each finished WAL file of the spool directories not yet in the bucket, then
+/// removes it. Several may run at once (the background shipping, a base backup's, a
+/// restore's): a file another one shipped and removed meanwhile is skipped.
+fn ship_spools(
+    objects: &veeps_s3::store::ObjectStore,
+    dirs: &[std::path::PathBuf],
+    prefix: &str,
+) -> Result<usize, DbError> {
+    let mut n = 0;
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            if name.ends_with(".part") {
+                continue;
+            }
+            let key = format!("{prefix}{name}");
+            if objects.head(BUCKET, &key).is_err() {
+                let file = match std::fs::File::open(&f) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(failed(e)),
+                };
+                objects
+                    .put(BUCKET, &key, file, Default::default())
+                    .map_err(failed)?;
+                n += 1;
+            }
+            let _ = std::fs::remove_file(&f);
+        }
+    }
+    Ok(n)
+}
+
 fn download(objects: &veeps_s3::store::ObjectStore, key: &str, to: &Path) -> Result<(), DbError> {
     let (_, mut r) = objects.open_read(BUCKET, key, None).map_err(failed)?;
     let mut f = std::fs::File::create(to).map_err(failed)?;
@@ -606,6 +619,40 @@ mod tests {
         assert!(needed("000000020000000000000004.partial", Some(&s)));
         assert!(needed("00000002.history", Some(&s)));
         assert!(needed("000000010000000000000001", None));
+    }
+
+    /// Issue "Trust what exists": a restore failed with a bare "No such file or directory"
+    /// when the background shipping removed a WAL file the restore's shipping had just
+    /// listed. Shippings racing over one spool lose nothing and fail on nothing.
+    #[test]
+    fn concurrent_shippings_race_without_failing_or_losing_wal() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(veeps_state::Store::open(&d.path().join("s.redb")).unwrap());
+        let kms = Arc::new(veeps_kms::Kms::open(d.path(), store.clone()).unwrap());
+        let objects = Arc::new(veeps_s3::store::ObjectStore::open(d.path(), store, kms).unwrap());
+        objects.create_bucket(BUCKET, BUCKET_ENV).unwrap();
+        let spool = d.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        for round in 0..20 {
+            for i in 0..20 {
+                std::fs::write(spool.join(format!("{round:08}{i:016}")), b"wal").unwrap();
+            }
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (o, s) = (objects.clone(), spool.clone());
+                    std::thread::spawn(move || ship_spools(&o, &[s], "e/c/wal/"))
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
+            for i in 0..20 {
+                assert!(objects
+                    .head(BUCKET, &format!("e/c/wal/{round:08}{i:016}"))
+                    .is_ok());
+            }
+        }
+        assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
     }
 
     #[test]
