@@ -97,14 +97,20 @@ async fn build(State(c): C, Json(spec): Json<ImageSpec>) -> Response {
 }
 
 fn update_view(r: crate::update::Registration) -> veeps_wire::ImageUpdateView {
-    let last = r.last.unwrap_or(crate::update::Outcome {
+    let last = r.last.clone().unwrap_or(crate::update::Outcome {
         at: String::new(),
         result: String::new(),
         detail: String::new(),
         image_id: None,
     });
     let some = |s: String| (!s.is_empty()).then_some(s);
+    let (last_update_at, last_update) = match r.last_update {
+        Some(u) => (Some(u.at), Some(u.detail)),
+        None => (None, None),
+    };
     veeps_wire::ImageUpdateView {
+        last_update_at,
+        last_update,
         address: r.address,
         name: r.spec.name,
         schedule: r.schedule,

@@ -34,6 +34,9 @@ pub struct Registration {
     /// How the last run went.
     #[serde(default)]
     pub last: Option<Outcome>,
+    /// The last run that made a new version.
+    #[serde(default)]
+    pub last_update: Option<Outcome>,
 }
 
 /// How one auto-update went.
@@ -83,13 +86,14 @@ impl Updates {
     ) -> Result<(), ComputeError> {
         Cron::parse(schedule).map_err(ComputeError::Invalid)?;
         let k = key(env, address);
-        let last = self.get(env, address).and_then(|r| r.last);
+        let prev = self.get(env, address);
         let reg = Registration {
             env: env.to_string(),
             address: address.to_string(),
             spec,
             schedule: schedule.to_string(),
-            last,
+            last: prev.as_ref().and_then(|r| r.last.clone()),
+            last_update: prev.and_then(|r| r.last_update),
         };
         self.store
             .kv_put(&k, &reg)
@@ -124,6 +128,9 @@ impl Updates {
         // Only while it is still registered: a deleted image stays deleted.
         if let Some(mut now) = self.get(&reg.env, &reg.address) {
             now.last = Some(outcome.clone());
+            if outcome.result == "updated" {
+                now.last_update = Some(outcome.clone());
+            }
             if let Err(e) = self.store.kv_put(&key(&reg.env, &reg.address), &now) {
                 tracing::warn!(error = %e, "recording an auto-update");
             }

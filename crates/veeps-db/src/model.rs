@@ -42,6 +42,9 @@ pub struct ClusterSpec {
     pub parameters: BTreeMap<String, String>,
     /// Restore into this cluster at creation.
     pub restore: Option<Restore>,
+    /// DNS names clients connect by (on the nodes' certificates, so `verify-full` holds).
+    #[serde(default)]
+    pub dns_names: Vec<String>,
 }
 
 /// Where a new cluster's data comes from.

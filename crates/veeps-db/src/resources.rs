@@ -69,6 +69,9 @@ pub fn register(r: &mut Registry) {
                 Type::Map(Box::new(Type::String)),
             ))
             .attr(AttrSchema::optional("deletion_protection", Type::Bool).default(false))
+            .attr(AttrSchema::optional("dns_names", veeps_resource::list_of_strings()).describe(
+                "names clients connect by (records of yours pointing at the endpoints): put on the nodes' certificates",
+            ))
             .attr(
                 AttrSchema::optional("final_snapshot", Type::Bool)
                     .default(false)
@@ -116,6 +119,7 @@ fn partial_spec(c: &Value) -> ClusterSpec {
         synchronous_replicas: num(c, "synchronous_replicas", 0.0).max(0.0) as u32,
         parameters: get::string_map(c, "parameters"),
         restore: None,
+        dns_names: get::strings(c, "dns_names"),
     }
 }
 
@@ -148,6 +152,8 @@ pub struct ClusterConfig {
     deletion_protection: bool,
     final_snapshot: bool,
     restore_from: Option<RestoreConfig>,
+    #[serde(default)]
+    dns_names: Option<Vec<String>>,
 }
 
 /// `db_cluster`'s state.
@@ -183,6 +189,7 @@ fn spec(env: &str, c: &ClusterConfig) -> ClusterSpec {
             source_cluster: r.cluster.clone(),
             to_time: r.to_time.clone(),
         }),
+        dns_names: c.dns_names.clone().unwrap_or_default(),
     }
 }
 

@@ -27,6 +27,19 @@ use veeps_state::Store;
 const K_ZONE: &str = "dns/zone/";
 const K_RECORD: &str = "dns/record/";
 const K_CHECK: &str = "dns/check/";
+const K_ASSOC: &str = "dns/assoc/";
+
+/// A private zone answered in one more VPC (declared apart from the zone, as another
+/// environment's VPC is).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Association {
+    /// Its id (`ZONE:VPC`).
+    pub id: String,
+    /// The zone.
+    pub zone_id: String,
+    /// The VPC.
+    pub vpc_id: String,
+}
 
 /// Why a DNS change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +221,14 @@ impl Dns {
 
     /// Builds the snapshot again from the store.
     fn rebuild(&self) -> Result<(), DnsError> {
-        let zones: Vec<ZoneSpec> = self.all(K_ZONE)?;
+        let mut zones: Vec<ZoneSpec> = self.all(K_ZONE)?;
+        for a in self.all::<Association>(K_ASSOC)? {
+            if let Some(z) = zones.iter_mut().find(|z| z.id == a.zone_id) {
+                if !z.vpcs.contains(&a.vpc_id) {
+                    z.vpcs.push(a.vpc_id);
+                }
+            }
+        }
         let mut records: Vec<RecordSpec> = self.all(K_RECORD)?;
         records.extend(self.challenge_records(&zones));
         let mut built = vec![];
@@ -290,6 +310,41 @@ impl Dns {
             .map_err(store_err)?;
         self.rebuild()?;
         Ok(z)
+    }
+
+    /// Answers a private zone in one more VPC.
+    pub async fn put_association(&self, a: Association) -> Result<(), DnsError> {
+        let _g = self.change.lock().await;
+        let z = self.zone(&a.zone_id).ok_or_else(|| {
+            DnsError::NotFound(format!(
+                "zone {} does not exist; use dns_zone.NAME.zone_id",
+                a.zone_id
+            ))
+        })?;
+        if z.vpcs.is_empty() {
+            return Err(DnsError::Invalid(format!(
+                "zone {} ({}) is public: only a private zone (one with a vpc block) is associated with VPCs",
+                z.id, z.name
+            )));
+        }
+        self.store
+            .kv_put(&format!("{K_ASSOC}{}", a.id), &a)
+            .map_err(store_err)?;
+        self.rebuild()
+    }
+
+    /// An association.
+    pub fn association(&self, id: &str) -> Option<Association> {
+        self.store.kv_get(&format!("{K_ASSOC}{id}")).ok().flatten()
+    }
+
+    /// Stops answering a private zone in a VPC it was associated with.
+    pub async fn delete_association(&self, id: &str) -> Result<(), DnsError> {
+        let _g = self.change.lock().await;
+        self.store
+            .kv_delete(&format!("{K_ASSOC}{id}"))
+            .map_err(store_err)?;
+        self.rebuild()
     }
 
     /// Deletes a zone; refused while it holds record sets (Route 53's HostedZoneNotEmpty).
@@ -604,5 +659,79 @@ impl veeps_resource::acme::Dns01 for Dns {
             }
         }
         let _ = self.rebuild();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::Name;
+
+    #[tokio::test]
+    async fn associations_and_challenges_join_the_served_zones() {
+        use veeps_resource::acme::Dns01;
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
+        let dns = Dns::new(store, None, None, server::Limits::default());
+        let zone = |id: &str, name: &str, vpcs: Vec<String>| ZoneSpec {
+            id: id.into(),
+            env: "mgmt".into(),
+            name: name.into(),
+            vpcs,
+            allow_transfer: vec![],
+            name_servers: vec![format!("ns1.{name}")],
+            serial: 0,
+        };
+        dns.put_zone(zone("Z1", "internal.test", vec!["vpc-a".into()]))
+            .await
+            .unwrap();
+        dns.put_zone(zone("Z2", "public.test", vec![]))
+            .await
+            .unwrap();
+        let n = Name::from_ascii("db.internal.test.").unwrap();
+        let seen = |vpc: &str| {
+            dns.catalog()
+                .zone_for(&n, catalog::View::Vpc(vpc))
+                .is_some()
+        };
+        assert!(seen("vpc-a") && !seen("vpc-b"));
+        let a = Association {
+            id: "Z1:vpc-b".into(),
+            zone_id: "Z1".into(),
+            vpc_id: "vpc-b".into(),
+        };
+        dns.put_association(a.clone()).await.unwrap();
+        assert!(seen("vpc-b"));
+        // A public zone is not associated with VPCs.
+        let bad = Association {
+            id: "Z2:vpc-b".into(),
+            zone_id: "Z2".into(),
+            vpc_id: "vpc-b".into(),
+        };
+        assert!(dns.put_association(bad).await.is_err());
+        dns.delete_association(&a.id).await.unwrap();
+        assert!(!seen("vpc-b"));
+        // DNS-01 answers: only in veeps' public zones, gone once withdrawn.
+        assert!(dns.publish("_acme-challenge.elsewhere.test", "x").is_err());
+        assert!(dns
+            .publish("_acme-challenge.db.internal.test", "x")
+            .is_err());
+        dns.publish("_acme-challenge.www.public.test", "token-1")
+            .unwrap();
+        let txt = |dns: &Dns| {
+            let mut q = hickory_proto::op::Message::query();
+            q.add_query(hickory_proto::op::Query::query(
+                Name::from_ascii("_acme-challenge.www.public.test.").unwrap(),
+                hickory_proto::rr::RecordType::TXT,
+            ));
+            dns.catalog()
+                .answer(&q, catalog::View::Public, &catalog::NoLive, 0)
+                .0
+                .answers
+                .len()
+        };
+        assert_eq!(txt(&dns), 1);
+        dns.withdraw("_acme-challenge.www.public.test", "token-1");
+        assert_eq!(txt(&dns), 0);
     }
 }

@@ -20,6 +20,7 @@ pub fn register(r: &mut Registry) {
     r.register(ZoneType::new());
     r.register(RecordType::new());
     r.register(CheckType::new());
+    r.register(AssociationType::new());
 }
 
 fn dns(ctx: &Ctx) -> Result<&Arc<Dns>, ResourceError> {
@@ -710,6 +711,91 @@ impl Typed for CheckType {
     }
 }
 
+/// `dns_zone_association`: a private zone answered in one more VPC.
+pub struct AssociationType(Schema);
+
+impl Default for AssociationType {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AssociationType {
+    /// The type with its schema.
+    pub fn new() -> Self {
+        AssociationType(
+            Schema::new()
+                .attr(AttrSchema::required("zone_id", Type::String).force_new())
+                .attr(AttrSchema::required("vpc_id", Type::String).force_new())
+                .attr(AttrSchema::computed("id", Type::String)),
+        )
+    }
+}
+
+/// `dns_zone_association`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssociationConfig {
+    zone_id: String,
+    vpc_id: String,
+}
+
+/// `dns_zone_association`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssociationState {
+    #[serde(flatten)]
+    config: AssociationConfig,
+    id: String,
+}
+
+#[async_trait::async_trait]
+impl Typed for AssociationType {
+    type Config = AssociationConfig;
+    type State = AssociationState;
+    const TYPE: &'static str = "dns_zone_association";
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn plan_computed(&self, _ctx: &Ctx, c: &Value) -> BTreeMap<String, Value> {
+        match (get::str(c, "zone_id"), get::str(c, "vpc_id")) {
+            (Some(z), Some(v)) => [("id".to_string(), Value::string(format!("{z}:{v}")))].into(),
+            _ => BTreeMap::new(),
+        }
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&AssociationState>,
+        c: &AssociationConfig,
+    ) -> Result<AssociationState, ResourceError> {
+        let id = format!("{}:{}", c.zone_id, c.vpc_id);
+        dns(ctx)?
+            .put_association(crate::Association {
+                id: id.clone(),
+                zone_id: c.zone_id.clone(),
+                vpc_id: c.vpc_id.clone(),
+            })
+            .await
+            .map_err(failed)?;
+        Ok(AssociationState {
+            config: c.clone(),
+            id,
+        })
+    }
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &AssociationState,
+    ) -> Result<Observed<AssociationState>, ResourceError> {
+        Ok(match dns(ctx)?.association(&s.id) {
+            Some(_) => Observed::Exists(s.clone()),
+            None => Observed::Gone,
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, s: &AssociationState) -> Result<(), ResourceError> {
+        dns(ctx)?.delete_association(&s.id).await.map_err(failed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -719,6 +805,7 @@ mod tests {
         veeps_resource::check_schema(&ZoneType::new()).unwrap();
         veeps_resource::check_schema(&RecordType::new()).unwrap();
         veeps_resource::check_schema(&CheckType::new()).unwrap();
+        veeps_resource::check_schema(&AssociationType::new()).unwrap();
     }
 
     #[test]

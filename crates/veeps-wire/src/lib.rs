@@ -240,6 +240,12 @@ pub struct ImageUpdateView {
     pub detail: Option<String>,
     /// The image its inputs stand for now.
     pub image_id: Option<String>,
+    /// When the last new version was made (RFC 3339), if one was.
+    #[serde(default)]
+    pub last_update_at: Option<String>,
+    /// What that update did.
+    #[serde(default)]
+    pub last_update: Option<String>,
 }
 
 /// An auto scaling group and its instances (`GET /v1/envs/{env}/instances`).

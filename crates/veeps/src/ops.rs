@@ -1201,6 +1201,9 @@ fn print_update(u: &veeps_wire::ImageUpdateView) {
         ),
         _ => println!("  not run yet"),
     }
+    if let (Some(at), Some(d)) = (&u.last_update_at, &u.last_update) {
+        println!("  last update {at}: {d}");
+    }
 }
 
 fn image_updates(g: &Global, env: &str) -> R {

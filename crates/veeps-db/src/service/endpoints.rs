@@ -97,7 +97,10 @@ impl Dbs {
             rec.writer_ep.0.to_string(),
             rec.reader_ep.0.to_string(),
             format!("{}.{}.db.veeps.internal", rec.spec.name, rec.spec.env),
-        ];
+        ]
+        .into_iter()
+        .chain(rec.spec.dns_names.iter().cloned())
+        .collect::<Vec<_>>();
         let cert = match self.certs.get(&id) {
             Some(c) if c.names == names => c,
             _ => self.certs.issue(&id, &names).map_err(failed)?,

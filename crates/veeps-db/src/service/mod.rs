@@ -365,6 +365,16 @@ impl Dbs {
         for n in &rec.nodes {
             let _ = self.cgroup(&rec, &n.name).create(limits(&spec));
         }
+        // New names: new certificates, which PostgreSQL takes on a reload.
+        if old.dns_names != spec.dns_names && rec.initialised {
+            let ids = pg::ensure_user().map_err(DbError::Failed)?;
+            for n in &rec.nodes {
+                self.tls(&rec, n, &self.node_dir(&rec, &n.name), ids)?;
+                if let Ok(c) = self.admin(&rec, n).await {
+                    let _ = c.batch_execute("SELECT pg_reload_conf()").await;
+                }
+            }
+        }
         if old.parameters != spec.parameters
             || old.synchronous_replicas != spec.synchronous_replicas
         {

@@ -29,6 +29,32 @@ module "host_alarms" {
   topic_id = topic.alarms.id
 }
 
+# The deployment's names. The public zone answers on veeps' DNS listener (delegate the
+# domain to it); the private one inside mgmt's VPC and the VPCs associated with it (stage's
+# and prod's), where the apps find the internal balancers and the databases by name.
+resource "dns_zone" "public" {
+  name = local.domain
+}
+
+resource "dns_zone" "private" {
+  name = "veeps-hosting.internal"
+  vpc {
+    vpc_id = module.vpc.vpc_id
+  }
+}
+
+output "public_zone_id" {
+  value = dns_zone.public.zone_id
+}
+
+output "private_zone_id" {
+  value = dns_zone.private.zone_id
+}
+
+output "private_domain" {
+  value = dns_zone.private.name
+}
+
 output "alarm_topic_id" {
   value = topic.alarms.id
 }

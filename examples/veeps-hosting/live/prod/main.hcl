@@ -18,6 +18,12 @@ resource "vpc_peering" "mgmt" {
   peer_vpc_id = module.vpc.vpc_id
 }
 
+# mgmt's private zone answers in this VPC too.
+resource "dns_zone_association" "private" {
+  zone_id = data.environment.mgmt.outputs.private_zone_id
+  vpc_id  = module.vpc.vpc_id
+}
+
 module "db" {
   source       = "../../modules/db-credentials"
   cluster_name = "${module.vpc.vpc_name}-db"
@@ -48,6 +54,9 @@ module "apps" {
   db_master_password       = module.db.master_password
   app_dir                  = local.app_dir
   topic_id                 = data.environment.mgmt.outputs.alarm_topic_id
+  public_zone_id           = data.environment.mgmt.outputs.public_zone_id
+  private_zone_id          = dns_zone_association.private.zone_id
+  private_domain           = data.environment.mgmt.outputs.private_domain
 }
 
 output "public_url" {

@@ -77,6 +77,25 @@ variable "topic_id" {
   type = string
 }
 
+variable "public_zone_id" {
+  type        = string
+  description = "the public zone the public balancer gets its name in (public_domain)"
+}
+
+variable "private_zone_id" {
+  type        = string
+  description = "the private zone (answered in this VPC) the internal balancer and the database get names in"
+}
+
+variable "private_domain" {
+  type = string
+}
+
+locals {
+  services_name = "services-${var.name}.${var.private_domain}"
+  db_name       = "db-${var.name}.${var.private_domain}"
+}
+
 module "public_alb" {
   source          = "../alb"
   name            = "${var.name}-public"
@@ -94,7 +113,7 @@ module "internal_alb" {
   vpc_id        = var.vpc_id
   subnet_ids    = var.tier_subnet_ids["private-app"]
   allowed_cidrs = var.tier_cidrs["private-app"]
-  domain_name   = "services-${var.name}.veeps-hosting.internal"
+  domain_name   = local.services_name
 }
 
 module "database" {
@@ -108,6 +127,46 @@ module "database" {
   master_username       = var.db_master_username
   master_password       = var.db_master_password
   topic_id              = var.topic_id
+  dns_names             = [local.db_name, "db-${var.name}-ro.${var.private_domain}"]
+}
+
+# Names: the public balancer in the public zone; the internal balancer and the database's
+# endpoints in the private one. Aliases follow the balancers; the endpoints are addresses
+# that move with the writer and over the readers.
+resource "dns_record" "public" {
+  zone_id = var.public_zone_id
+  name    = var.public_domain
+  type    = "A"
+  alias {
+    name                   = module.public_alb.arn
+    evaluate_target_health = false
+  }
+}
+
+resource "dns_record" "services" {
+  zone_id = var.private_zone_id
+  name    = local.services_name
+  type    = "A"
+  alias {
+    name                   = module.internal_alb.arn
+    evaluate_target_health = false
+  }
+}
+
+resource "dns_record" "db" {
+  zone_id = var.private_zone_id
+  name    = local.db_name
+  type    = "A"
+  ttl     = 5
+  records = [module.database.endpoint]
+}
+
+resource "dns_record" "db_reader" {
+  zone_id = var.private_zone_id
+  name    = "db-${var.name}-ro.${var.private_domain}"
+  type    = "A"
+  ttl     = 5
+  records = [module.database.reader_endpoint]
 }
 
 # Health checks every 2 s (the module's default is the reference's 10 s), so the example
@@ -124,6 +183,8 @@ module "backend" {
   health_check_interval = 2
   topic_id              = var.topic_id
   environment = {
+    # By address until DNS runs in the data plane: the VPC resolvers are in the control
+    # plane's process today, and a restart of veeps would stop names resolving.
     DB_HOST = module.database.endpoint
     DB_PORT = "5432"
     DB_NAME = module.database.database_name

@@ -44,6 +44,12 @@ variable "topic_id" {
   type = string
 }
 
+variable "dns_names" {
+  type        = list(string)
+  default     = []
+  description = "names clients connect by (on the nodes' certificates)"
+}
+
 resource "security_group" "db" {
   vpc_id = var.vpc_id
   ingress {
@@ -65,6 +71,7 @@ resource "db_cluster" "this" {
   backup_retention_days = var.backup_retention_days
   synchronous_replicas  = var.instance_count > 1 ? 1 : 0
   memory                = 256
+  dns_names             = var.dns_names
 }
 
 resource "alarm" "connections" {
