@@ -85,6 +85,26 @@ pub struct Stats {
     pub tcp_refused: AtomicU64,
     /// Zone transfers served.
     pub transfers: AtomicU64,
+    /// Queries of VPCs relayed upstream.
+    pub forwarded: AtomicU64,
+    /// Relayed queries no upstream answered.
+    pub forward_failed: AtomicU64,
+}
+
+/// The upstream resolvers: `VEEPS_DNS_UPSTREAM` (comma-separated `IP:PORT`s), else the
+/// host's `/etc/resolv.conf` nameservers on port 53.
+fn upstreams() -> Vec<SocketAddr> {
+    if let Ok(v) = std::env::var("VEEPS_DNS_UPSTREAM") {
+        return v.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    }
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .take(3)
+        .collect()
 }
 
 /// Tasks serving one address.
@@ -118,6 +138,9 @@ pub struct Dns {
     /// Counters.
     pub stats: Stats,
     listen: Mutex<Option<(std::net::UdpSocket, std::net::TcpListener)>>,
+    /// Where VPCs' queries for names outside veeps' zones go.
+    upstreams: Vec<SocketAddr>,
+    forwards: tokio::sync::Semaphore,
     public: Mutex<Option<Listening>>,
     resolvers: tokio::sync::Mutex<HashMap<String, Listening>>,
     change: tokio::sync::Mutex<()>,
@@ -144,6 +167,8 @@ impl Dns {
             answers: server::Buckets::new(),
             stats: Stats::default(),
             listen: Mutex::new(listen),
+            upstreams: upstreams(),
+            forwards: tokio::sync::Semaphore::new(512),
             public: Mutex::new(None),
             resolvers: tokio::sync::Mutex::new(HashMap::new()),
             change: tokio::sync::Mutex::new(()),

@@ -51,6 +51,8 @@ impl Part for DnsPart {
             ("dns_rate_limited_total", &s.rate_limited),
             ("dns_rrl_dropped_total", &s.rrl_dropped),
             ("dns_transfers_total", &s.transfers),
+            ("dns_forwarded_total", &s.forwarded),
+            ("dns_forward_failed_total", &s.forward_failed),
         ] {
             out.push(Sample::new(name, &l, v.load(Ordering::Relaxed) as f64));
         }

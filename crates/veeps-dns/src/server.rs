@@ -123,6 +123,89 @@ impl Dns {
     /// The answers to one packet from `src` (none: stay silent). Over UDP at most one,
     /// truncated to what the client can take; over TCP a zone transfer may take several.
     pub fn respond(&self, bytes: &[u8], src: IpAddr, view: View<'_>, tcp: bool) -> Vec<Vec<u8>> {
+        match self.respond_or_forward(bytes, src, view, tcp) {
+            Reply::Send(v) => v,
+            // No upstream from here: what a resolver without one says.
+            Reply::Forward => servfail(bytes).into_iter().collect(),
+        }
+    }
+
+    /// Like [`Dns::respond`], but a VPC's query for a name outside every zone it sees is
+    /// handed back to be forwarded upstream (as AmazonProvidedDNS resolves the internet's
+    /// names); the public listener never recurses.
+    pub fn respond_or_forward(
+        &self,
+        bytes: &[u8],
+        src: IpAddr,
+        view: View<'_>,
+        tcp: bool,
+    ) -> Reply {
+        if let (View::Vpc(_), false) = (view, self.upstreams.is_empty()) {
+            if let Ok(m) = Message::from_vec(bytes) {
+                let outside = m.metadata.message_type == MessageType::Query
+                    && m.metadata.op_code == OpCode::Query
+                    && m.queries.len() == 1
+                    && !matches!(
+                        m.queries[0].query_type(),
+                        RecordType::AXFR | RecordType::IXFR
+                    )
+                    && self.catalog().zone_for(m.queries[0].name(), view).is_none();
+                if outside {
+                    self.stats.queries.fetch_add(1, Ordering::Relaxed);
+                    if self
+                        .buckets
+                        .take(&src, self.limits.per_source, Instant::now())
+                        .is_err()
+                    {
+                        self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        return Reply::Send(vec![]);
+                    }
+                    self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    return Reply::Forward;
+                }
+            }
+        }
+        Reply::Send(self.respond_inner(bytes, src, view, tcp))
+    }
+
+    /// Relays a query to the upstream resolvers in turn (2 s each); their answer, if any.
+    pub async fn forward(&self, query: &[u8]) -> Option<Vec<u8>> {
+        let _permit = self.forwards.try_acquire().ok()?;
+        if query.len() < 2 {
+            return None;
+        }
+        for up in &self.upstreams {
+            let bind: SocketAddr = if up.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let Ok(sock) = tokio::net::UdpSocket::bind(bind).await else {
+                continue;
+            };
+            if sock.send_to(query, up).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 65_535];
+            let got = tokio::time::timeout(Duration::from_secs(2), async {
+                loop {
+                    let (n, from) = sock.recv_from(&mut buf).await.ok()?;
+                    // Only the upstream's answer to this query.
+                    if from == *up && n >= 2 && buf[..2] == query[..2] {
+                        return Some(buf[..n].to_vec());
+                    }
+                }
+            })
+            .await;
+            if let Ok(Some(answer)) = got {
+                return Some(answer);
+            }
+        }
+        self.stats.forward_failed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    fn respond_inner(&self, bytes: &[u8], src: IpAddr, view: View<'_>, tcp: bool) -> Vec<Vec<u8>> {
         let now = Instant::now();
         self.stats.queries.fetch_add(1, Ordering::Relaxed);
         if self
@@ -219,6 +302,23 @@ impl Dns {
     }
 }
 
+/// What to do with a packet.
+pub enum Reply {
+    /// Send these (none: stay silent).
+    Send(Vec<Vec<u8>>),
+    /// Relay it to the upstream resolvers.
+    Forward,
+}
+
+/// SERVFAIL for a query whose upstream did not answer.
+fn servfail(query: &[u8]) -> Option<Vec<u8>> {
+    let mut m = Message::from_vec(query).ok()?;
+    m.metadata.message_type = MessageType::Response;
+    m.metadata.response_code = ResponseCode::ServFail;
+    m.metadata.recursion_available = true;
+    m.to_vec().ok()
+}
+
 /// Serves UDP on `sock` with `workers` loops sharing it, until the task is aborted.
 pub fn serve_udp(
     dns: Arc<Dns>,
@@ -239,8 +339,21 @@ pub fn serve_udp(
                         Some(v) => View::Vpc(v),
                         None => View::Public,
                     };
-                    for out in dns.respond(&buf[..n], peer.ip(), view, false) {
-                        let _ = sock.send_to(&out, peer).await;
+                    match dns.respond_or_forward(&buf[..n], peer.ip(), view, false) {
+                        Reply::Send(outs) => {
+                            for out in outs {
+                                let _ = sock.send_to(&out, peer).await;
+                            }
+                        }
+                        Reply::Forward => {
+                            let (dns, sock, q) = (dns.clone(), sock.clone(), buf[..n].to_vec());
+                            tokio::spawn(async move {
+                                let answer = dns.forward(&q).await.or_else(|| servfail(&q));
+                                if let Some(a) = answer {
+                                    let _ = sock.send_to(&a, peer).await;
+                                }
+                            });
+                        }
                     }
                 }
             })
@@ -296,7 +409,15 @@ async fn tcp_conn(
             Some(v) => View::Vpc(v),
             None => View::Public,
         };
-        let outs = dns.respond(&msg, peer.ip(), view, true);
+        let outs = match dns.respond_or_forward(&msg, peer.ip(), view, true) {
+            Reply::Send(outs) => outs,
+            Reply::Forward => dns
+                .forward(&msg)
+                .await
+                .or_else(|| servfail(&msg))
+                .into_iter()
+                .collect(),
+        };
         if outs.is_empty() {
             return Ok(());
         }

@@ -78,6 +78,23 @@ fn router_ns(v: &Veeps, resolver: &str) -> String {
     found.unwrap()
 }
 
+/// A resolver upstream of veeps: prints its port, answers every question with an A record
+/// 203.0.113.9.
+const UPSTREAM: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    q, a = s.recvfrom(4096)
+    end = 12
+    while q[end] != 0:
+        end += q[end] + 1
+    head = q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00"
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([203, 0, 113, 9])
+    s.sendto(head + q[12:end + 5] + answer, a)
+"#;
+
 /// The app: GET /resolve/NAME answers the addresses NAME resolves to, from inside the
 /// instance (its resolv.conf, its security groups).
 const RESOLVER_APP: &str = r#"
@@ -236,7 +253,30 @@ fn zones_answer_publicly_and_privately_aliases_follow_and_failover_fails_over() 
     );
     let check = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let check_port = check.local_addr().unwrap().port();
-    let v = Veeps::start();
+    // An upstream resolver for the names outside veeps' zones: answers every A question
+    // with 203.0.113.9.
+    let mut upstream = Command::new("python3")
+        .args(["-c", UPSTREAM])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let up_port = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(upstream.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().to_string()
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _upstream = Kill(upstream);
+    let v = Veeps::start_with_env(&[("VEEPS_DNS_UPSTREAM", &format!("127.0.0.1:{up_port}"))]);
     v.write("resolver/app.py", RESOLVER_APP);
     v.write("env/main.hcl", &config("pub", check_port, ""));
     v.ok(&["apply", "env", "--auto-approve"]);
@@ -282,10 +322,27 @@ fn zones_answer_publicly_and_privately_aliases_follow_and_failover_fails_over() 
         &["+short", "www.example.test", "A"],
     );
     assert!(out.contains("192.0.2.10"), "{out}");
-    // Another VPC's resolver does not know it.
-    let ns_b = router_ns(&v, "10.72.0.2");
-    let out = dig_at(Some(&ns_b), "10.72.0.2", 53, &["db.internal.test", "A"]);
+    // Names outside veeps' zones: a VPC's resolver asks upstream, the public listener
+    // never does.
+    let out = dig_at(
+        Some(&ns_a),
+        "10.73.0.2",
+        53,
+        &["+short", "elsewhere.example", "A"],
+    );
+    assert_eq!(out.trim(), "203.0.113.9");
+    let out = dig(&v, &["elsewhere.example", "A"]);
     assert_eq!(status(&out), "REFUSED", "{out}");
+    // Another VPC's resolver does not know it.
+    // (the name goes upstream from there, as any name outside its zones).
+    let ns_b = router_ns(&v, "10.72.0.2");
+    let out = dig_at(
+        Some(&ns_b),
+        "10.72.0.2",
+        53,
+        &["+short", "db.internal.test", "A"],
+    );
+    assert_eq!(out.trim(), "203.0.113.9", "{out}");
 
     // An instance resolves the private name (its resolv.conf, past its security groups,
     // which allow no egress at all).
