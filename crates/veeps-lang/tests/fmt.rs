@@ -19,7 +19,7 @@ fn fmt_lays_files_out_as_terraform_fmt_does() {
         assert_eq!(format_source(&want).unwrap(), want, "{name}: idempotent");
         n += 1;
     }
-    assert!(n >= 2, "no answers in {}", dir.display());
+    assert!(n >= 1, "no answers in {}", dir.display());
 }
 
 /// The bundled example is laid out as `terraform fmt` lays it out (checked when it was
