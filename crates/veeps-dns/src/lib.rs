@@ -107,6 +107,9 @@ fn upstreams() -> Vec<SocketAddr> {
         .collect()
 }
 
+/// The public listener's sockets: UDP (one per core) and TCP, on one port.
+pub type PublicSockets = (Vec<std::net::UdpSocket>, std::net::TcpListener);
+
 /// Tasks serving one address.
 struct Listening {
     addr: SocketAddr,
@@ -137,7 +140,7 @@ pub struct Dns {
     answers: server::Buckets<(std::net::IpAddr, String, u16, u8)>,
     /// Counters.
     pub stats: Stats,
-    listen: Mutex<Option<(std::net::UdpSocket, std::net::TcpListener)>>,
+    listen: Mutex<Option<PublicSockets>>,
     /// Where VPCs' queries for names outside veeps' zones go.
     upstreams: Vec<SocketAddr>,
     forwards: tokio::sync::Semaphore,
@@ -152,7 +155,7 @@ impl Dns {
     pub fn new(
         store: Arc<Store>,
         net: Option<Arc<veeps_net::Net>>,
-        listen: Option<(std::net::UdpSocket, std::net::TcpListener)>,
+        listen: Option<PublicSockets>,
         limits: server::Limits,
     ) -> Arc<Dns> {
         let dns = Arc::new(Dns {
@@ -518,10 +521,36 @@ impl Dns {
     }
 
     /// Binds the public listener's sockets (UDP and TCP on one port).
-    pub fn bind(addr: &str) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
-        let udp = std::net::UdpSocket::bind(addr)?;
-        let tcp = std::net::TcpListener::bind(udp.local_addr()?)?;
-        udp.set_nonblocking(true)?;
+    /// One UDP socket per core on the same port (`SO_REUSEPORT`: the kernel spreads
+    /// clients over them, and each is served by a loop of its own).
+    pub fn bind(addr: &str) -> std::io::Result<PublicSockets> {
+        let addr: SocketAddr = addr.parse().map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}"))
+        })?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 16);
+        let one = |at: SocketAddr| -> std::io::Result<std::net::UdpSocket> {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(at),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            s.set_reuse_port(true)?;
+            s.bind(&at.into())?;
+            Ok(s.into())
+        };
+        let first = one(addr)?;
+        let bound = first.local_addr()?;
+        let mut udp = vec![first];
+        for _ in 1..cores {
+            udp.push(one(bound)?);
+        }
+        for u in &udp {
+            u.set_nonblocking(true)?;
+        }
+        let tcp = std::net::TcpListener::bind(bound)?;
         tcp.set_nonblocking(true)?;
         Ok((udp, tcp))
     }
@@ -531,13 +560,18 @@ impl Dns {
         let Some((udp, tcp)) = self.listen.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(self.public_addr());
         };
-        let udp = tokio::net::UdpSocket::from_std(udp)?;
-        let bound = udp.local_addr()?;
+        let mut tasks = vec![];
+        let mut bound = None;
+        for u in udp {
+            let u = tokio::net::UdpSocket::from_std(u)?;
+            bound = Some(u.local_addr()?);
+            tasks.extend(server::serve_udp(self.clone(), Arc::new(u), None, 1));
+        }
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let mut tasks = server::serve_udp(self.clone(), Arc::new(udp), None, workers);
+        let bound = match bound {
+            Some(b) => b,
+            None => tcp.local_addr()?,
+        };
         tasks.push(server::serve_tcp(self.clone(), tcp, None));
         *self.public.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Listening { addr: bound, tasks });
