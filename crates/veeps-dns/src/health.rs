@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use veeps_state::Store;
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -35,22 +34,13 @@ struct Check {
 }
 
 /// Every check of the server.
+#[derive(Default)]
 pub struct Health {
     checks: Mutex<HashMap<String, Check>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    _store: Arc<Store>,
 }
 
 impl Health {
-    /// No checks yet.
-    pub fn new(store: Arc<Store>) -> Health {
-        Health {
-            checks: Mutex::new(HashMap::new()),
-            task: Mutex::new(None),
-            _store: store,
-        }
-    }
-
     /// Adds or changes a check (a changed one keeps its status).
     pub fn put(&self, spec: CheckSpec) {
         let mut m = self.checks.lock().unwrap_or_else(|p| p.into_inner());

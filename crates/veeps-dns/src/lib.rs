@@ -159,7 +159,7 @@ impl Dns {
         limits: server::Limits,
     ) -> Arc<Dns> {
         let dns = Arc::new(Dns {
-            health: Arc::new(health::Health::new(store.clone())),
+            health: Arc::new(health::Health::default()),
             store,
             net,
             catalog: RwLock::new(Arc::new(Catalog::default())),
