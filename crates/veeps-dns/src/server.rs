@@ -616,6 +616,65 @@ mod tests {
         assert!(!d.respond(&q, other, View::Public, false).is_empty());
     }
 
+    /// Hostile TCP clients: idle connections beyond the cap are closed at once, and an
+    /// idle one is closed after the idle time; a client that asks is answered meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_connections_are_capped_and_idle_ones_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (d, _t) = dns(Limits {
+            per_source: 0,
+            responses: 0,
+            slip: 0,
+        })
+        .await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = l.local_addr().unwrap();
+        let task = serve_tcp(d.clone(), l, None);
+        let started = Instant::now();
+        let mut idle = vec![];
+        for _ in 0..MAX_TCP {
+            idle.push(tokio::net::TcpStream::connect(at).await.unwrap());
+        }
+        // One more: closed without a word.
+        let mut extra = tokio::net::TcpStream::connect(at).await.unwrap();
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut b))
+            .await
+            .expect("closed at once")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        // Idle ones are closed after the idle time, which frees room for a real client.
+        let n = tokio::time::timeout(TCP_IDLE * 3, idle[0].read(&mut b))
+            .await
+            .expect("closed when idle")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(started.elapsed() >= TCP_IDLE);
+        drop(idle);
+        let q = query("www.example.com.", RecordType::A, false);
+        let mut c = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let mut c = tokio::net::TcpStream::connect(at).await.unwrap();
+                c.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+                c.write_all(&q).await.unwrap();
+                let mut len = [0u8; 2];
+                if c.read_exact(&mut len).await.is_ok() {
+                    return (c, u16::from_be_bytes(len));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("a client is answered once the idle ones are gone");
+        let mut body = vec![0u8; usize::from(c.1)];
+        c.0.read_exact(&mut body).await.unwrap();
+        assert_eq!(
+            Message::from_vec(&body).unwrap().metadata.id,
+            u16::from_be_bytes([q[0], q[1]])
+        );
+        task.abort();
+    }
+
     #[tokio::test]
     async fn zone_transfers_go_over_tcp_to_allowed_peers_only() {
         let (d, _t) = dns(Limits::default()).await;
