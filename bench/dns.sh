@@ -32,6 +32,8 @@ API=$BASE VDNS=$((BASE + 3)) NDNS=$((BASE + 4))
 cleanup() {
   set +e
   [ -n "${SERVER:-}" ] && { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null; }
+  # The DNS data plane outlives the server: it goes too.
+  [ -f "$WORK/data/dns/pid" ] && kill "$(cut -d' ' -f1 "$WORK/data/dns/pid")" 2>/dev/null
   [ -n "${NSD:-}" ] && { kill "$NSD" 2>/dev/null; wait "$NSD" 2>/dev/null; }
   rm -rf "$WORK"
 }

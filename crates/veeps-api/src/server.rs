@@ -367,7 +367,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     let s3_listener = bind_early(opts.s3_listen.as_deref(), "S3");
     let website_listener = bind_early(opts.s3_website_listen.as_deref(), "bucket websites");
     let dns_listener = opts.dns_listen.as_deref().and_then(|addr| {
-        veeps_dns::Dns::bind(addr)
+        veeps_dns::Dns::check_listen(addr, &data_dir.join("dns"))
             .map_err(|e| tracing::error!(%addr, error = %e, "cannot listen for DNS (another program on the port? pass --dns-listen); it is off until the next start"))
             .ok()
     });
@@ -463,9 +463,14 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         Some(net.clone()),
         dns_listener,
         opts.dns_limits.unwrap_or_default(),
+        Some(data_dir.join("dns")),
     );
     dns.set_alias_targets(lbs.clone());
     certs.acme.set_dns01(dns.clone());
+    certs.acme.set_kms(kms.clone());
+    certs
+        .acme
+        .set_http01(Arc::new(veeps_lb::service::HttpChallenges(lbs.clone())));
     let s3_day = opts
         .s3_lifecycle_day
         .unwrap_or(std::time::Duration::from_secs(86_400));

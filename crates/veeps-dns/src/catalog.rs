@@ -25,6 +25,8 @@ pub trait Live: Send + Sync {
     fn alias(&self, target: &str) -> Vec<IpAddr>;
     /// Whether a health check passes (unknown checks pass).
     fn healthy(&self, check_id: &str) -> bool;
+    /// Told when an answer depends on chance (a weighted choice among record sets).
+    fn varies(&self) {}
 }
 
 /// Nothing live: aliases have no address, every check passes.
@@ -294,6 +296,9 @@ fn choose<'a>(sets: &[&'a Entry], live: &dyn Live, pick: u64) -> Vec<&'a Entry> 
         let total: u64 = pool.iter().map(|e| u64::from(e.weight.unwrap_or(0))).sum();
         if total == 0 {
             return pool.first().map(|e| vec![**e]).unwrap_or_default();
+        }
+        if pool.len() > 1 {
+            live.varies();
         }
         let mut at = pick % total;
         for e in &pool {

@@ -4,7 +4,7 @@
 //! `failure_threshold` consecutive results the other way. A new check starts healthy.
 
 use crate::model::CheckSpec;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A check's status.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     /// Whether it passes.
     pub healthy: bool,
@@ -61,6 +61,28 @@ impl Health {
                         probing: false,
                     },
                 );
+            }
+        }
+    }
+
+    /// Probes exactly `specs` from now on (statuses of those kept stay).
+    pub fn sync(&self, specs: &[CheckSpec]) {
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| specs.iter().any(|s| &s.id == id));
+        for s in specs {
+            self.put(s.clone());
+        }
+    }
+
+    /// Takes over what another process found (a plane replacing an older one): a check's
+    /// status is not reset to healthy by an upgrade.
+    pub fn seed(&self, statuses: &[(String, Status)]) {
+        let mut m = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, st) in statuses {
+            if let Some(c) = m.get_mut(id) {
+                c.status = st.clone();
             }
         }
     }

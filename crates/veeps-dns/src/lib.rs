@@ -5,22 +5,28 @@
 //! AmazonProvidedDNS is), listening inside the VPC's router namespace, so that which VPC
 //! asks is known from where the query arrives, never from its source address.
 //!
-//! [`catalog`] answers one query from one snapshot of every zone; [`model`] is what is
-//! stored; [`health`] probes; [`resources`] are the resource types.
+//! [`Dns`] is the control plane: it stores declarations, checks them, and compiles them
+//! into the configuration of the data plane ([`plane`], a process of its own that keeps
+//! answering and probing while the control plane is away). [`catalog`] answers one query
+//! from one snapshot of every zone; [`model`] is what is stored; [`health`] probes;
+//! [`resources`] are the resource types.
 
 pub mod catalog;
 pub mod health;
 pub mod model;
 pub mod part;
+pub mod plane;
 pub mod resources;
 pub mod server;
 
-use catalog::{Catalog, Live, Zone};
+use catalog::{Catalog, Zone};
 use model::{CheckSpec, RecordSpec, ZoneSpec};
-use std::collections::HashMap;
+use plane::{PlaneConfig, Request, ResolverSpec};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::AtomicU64;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use veeps_resource::alias::AliasTargets;
 use veeps_state::Store;
 
@@ -62,35 +68,6 @@ fn store_err(e: impl std::fmt::Display) -> DnsError {
     DnsError::Store(e.to_string())
 }
 
-/// Counters of the server.
-#[derive(Default)]
-pub struct Stats {
-    /// Packets received.
-    pub queries: AtomicU64,
-    /// Answered from a zone.
-    pub answered: AtomicU64,
-    /// Answered NXDOMAIN.
-    pub nxdomain: AtomicU64,
-    /// Refused (not ours; transfers not allowed).
-    pub refused: AtomicU64,
-    /// FORMERR, NOTIMP and the like.
-    pub errors: AtomicU64,
-    /// Packets that did not parse.
-    pub malformed: AtomicU64,
-    /// Dropped by the per-source limit.
-    pub rate_limited: AtomicU64,
-    /// Dropped or truncated by response rate limiting.
-    pub rrl_dropped: AtomicU64,
-    /// TCP connections refused over the cap.
-    pub tcp_refused: AtomicU64,
-    /// Zone transfers served.
-    pub transfers: AtomicU64,
-    /// Queries of VPCs relayed upstream.
-    pub forwarded: AtomicU64,
-    /// Relayed queries no upstream answered.
-    pub forward_failed: AtomicU64,
-}
-
 /// The upstream resolvers: `VEEPS_DNS_UPSTREAM` (comma-separated `IP:PORT`s), else the
 /// host's `/etc/resolv.conf` nameservers on port 53.
 fn upstreams() -> Vec<SocketAddr> {
@@ -107,79 +84,88 @@ fn upstreams() -> Vec<SocketAddr> {
         .collect()
 }
 
-/// The public listener's sockets: UDP (one per core) and TCP, on one port.
-pub type PublicSockets = (Vec<std::net::UdpSocket>, std::net::TcpListener);
-
-/// Tasks serving one address.
-struct Listening {
-    addr: SocketAddr,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-/// The DNS service of one server.
+/// The DNS service of one server: its control plane.
 pub struct Dns {
     store: Arc<Store>,
     net: Option<Arc<veeps_net::Net>>,
+    /// The served snapshot, as the control plane sees it (to check changes against).
     catalog: RwLock<Arc<Catalog>>,
     aliases: RwLock<Option<Arc<dyn AliasTargets>>>,
     /// ACME DNS-01 answers being published (name to values): kept in memory only, as an
     /// order in progress does not outlive a restart anyway.
     challenges: Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
-    /// Health checks and their status.
-    pub health: Arc<health::Health>,
     limits: server::Limits,
-    buckets: server::Buckets<std::net::IpAddr>,
-    answers: server::Buckets<(std::net::IpAddr, String, u16, u8)>,
-    /// Counters.
-    pub stats: Stats,
-    listen: Mutex<Option<PublicSockets>>,
     /// Where VPCs' queries for names outside veeps' zones go.
     upstreams: Vec<SocketAddr>,
-    forwards: tokio::sync::Semaphore,
-    public: Mutex<Option<Listening>>,
-    resolvers: tokio::sync::Mutex<HashMap<String, Listening>>,
+    /// The public listener's address (none: no public listener).
+    listen: Option<SocketAddr>,
+    /// The data plane's directory (none: no data plane, as in tests of the control plane).
+    dir: Option<PathBuf>,
+    exe: PathBuf,
+    /// Where the data plane says its public listener listens.
+    bound: Mutex<Option<SocketAddr>>,
+    /// VPCs whose resolver address is in place, by id.
+    resolvers: Mutex<BTreeMap<String, ResolverSpec>>,
+    /// The configuration the data plane last accepted.
+    applied: Mutex<Option<PlaneConfig>>,
+    /// Whether the data plane has been adopted or started: until then (while recorded
+    /// resources are reconciled at start) changes are not pushed, as what is known of the
+    /// VPCs is not complete yet.
+    adopted: std::sync::atomic::AtomicBool,
+    /// One push to the data plane at a time (changes come from applies and the loop).
+    pushing: Mutex<()>,
     change: tokio::sync::Mutex<()>,
 }
 
 impl Dns {
-    /// The service; `listen` holds the public listener's sockets (none: no public
-    /// listener), bound early so that a busy port is reported at start.
+    /// The service. `listen` is the public listener's address (checked free with
+    /// [`Dns::check_listen`]); `dir` is where the data plane keeps its files.
     pub fn new(
         store: Arc<Store>,
         net: Option<Arc<veeps_net::Net>>,
-        listen: Option<PublicSockets>,
+        listen: Option<SocketAddr>,
         limits: server::Limits,
+        dir: Option<PathBuf>,
     ) -> Arc<Dns> {
         let dns = Arc::new(Dns {
-            health: Arc::new(health::Health::default()),
             store,
             net,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             aliases: RwLock::new(None),
             challenges: Mutex::new(Default::default()),
             limits,
-            buckets: server::Buckets::new(),
-            answers: server::Buckets::new(),
-            stats: Stats::default(),
-            listen: Mutex::new(listen),
             upstreams: upstreams(),
-            forwards: tokio::sync::Semaphore::new(512),
-            public: Mutex::new(None),
-            resolvers: tokio::sync::Mutex::new(HashMap::new()),
+            listen,
+            dir,
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+            bound: Mutex::new(None),
+            resolvers: Mutex::new(BTreeMap::new()),
+            applied: Mutex::new(None),
+            adopted: std::sync::atomic::AtomicBool::new(false),
+            pushing: Mutex::new(()),
             change: tokio::sync::Mutex::new(()),
         });
         if let Err(e) = dns.rebuild() {
             tracing::warn!(error = %e, "loading DNS zones");
         }
         dns
+    }
+
+    /// Checks that the public listener can listen at `addr` (UDP and TCP): free, or held by
+    /// this data directory's own data plane. The address to listen at (a port 0 chosen).
+    pub fn check_listen(addr: &str, dir: &Path) -> std::io::Result<SocketAddr> {
+        let addr: SocketAddr = addr.parse().map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}"))
+        })?;
+        let ours = veeps_sys::plane::running(dir).is_some()
+            && read_config(dir).is_some_and(|c| c.public == Some(addr));
+        if ours {
+            return Ok(addr);
+        }
+        let u = std::net::UdpSocket::bind(addr)?;
+        let bound = u.local_addr()?;
+        std::net::TcpListener::bind(bound)?;
+        Ok(bound)
     }
 
     /// Plugs in what aliases may point at (the load balancers).
@@ -196,10 +182,6 @@ impl Dns {
             .and_then(|a| a.resolve(name))
     }
 
-    fn live(&self) -> &dyn Live {
-        self
-    }
-
     /// The current snapshot.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog
@@ -208,13 +190,9 @@ impl Dns {
             .clone()
     }
 
-    /// The public listener's address, once it listens.
+    /// The public listener's address, once the data plane listens there.
     pub fn public_addr(&self) -> Option<SocketAddr> {
-        self.public
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|l| l.addr)
+        *self.bound.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn all<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, DnsError> {
@@ -247,8 +225,8 @@ impl Dns {
         self.store.kv_get(&format!("{K_RECORD}{id}")).ok().flatten()
     }
 
-    /// Builds the snapshot again from the store.
-    fn rebuild(&self) -> Result<(), DnsError> {
+    /// What the data plane should serve now, from the store.
+    pub(crate) fn config(&self) -> Result<PlaneConfig, DnsError> {
         let mut zones: Vec<ZoneSpec> = self.all(K_ZONE)?;
         for a in self.all::<Association>(K_ASSOC)? {
             if let Some(z) = zones.iter_mut().find(|z| z.id == a.zone_id) {
@@ -259,19 +237,74 @@ impl Dns {
         }
         let mut records: Vec<RecordSpec> = self.all(K_RECORD)?;
         records.extend(self.challenge_records(&zones));
-        let mut built = vec![];
-        for z in &zones {
-            let mine: Vec<RecordSpec> = records
-                .iter()
-                .filter(|r| r.zone_id == z.id)
-                .cloned()
-                .collect();
-            match Zone::build(z, &mine) {
-                Ok(zone) => built.push(zone),
-                Err(e) => tracing::warn!(zone = %z.name, error = %e, "a zone cannot be served"),
+        let mut aliases = BTreeMap::new();
+        if let Some(targets) = &*self.aliases.read().unwrap_or_else(|p| p.into_inner()) {
+            for a in records.iter().filter_map(|r| r.alias.as_ref()) {
+                aliases
+                    .entry(a.target.clone())
+                    .or_insert_with(|| targets.addresses(&a.target));
             }
         }
-        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Catalog::new(built));
+        Ok(PlaneConfig {
+            public: self.listen,
+            resolvers: self
+                .resolvers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect(),
+            checks: self.all(K_CHECK)?,
+            answers: server::Answers {
+                zones,
+                records,
+                aliases,
+                limits: self.limits,
+                upstreams: self.upstreams.clone(),
+            },
+        })
+    }
+
+    /// Compiles the store into the data plane's configuration and has the plane serve it
+    /// (when it differs from what the plane serves). A plane that does not answer gets it
+    /// when it is started again.
+    fn rebuild(&self) -> Result<(), DnsError> {
+        let _one = self.pushing.lock().unwrap_or_else(|p| p.into_inner());
+        let cfg = self.config()?;
+        let (catalog, failed) = cfg.answers.catalog();
+        for (zone, e) in failed {
+            tracing::warn!(%zone, error = %e, "a zone cannot be served");
+        }
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        if !self.adopted.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        if self
+            .applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            == Some(&cfg)
+        {
+            return Ok(());
+        }
+        write_config(dir, &cfg)?;
+        match ask_blocking::<plane::Applied>(dir, &Request::Apply) {
+            Ok(a) => {
+                for (what, e) in &a.failures {
+                    tracing::warn!(%what, error = %e, "the DNS data plane cannot serve");
+                }
+                *self.bound.lock().unwrap_or_else(|p| p.into_inner()) = a.public;
+                *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the DNS data plane does not answer; it gets the change when it starts");
+                *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+        }
         Ok(())
     }
 
@@ -502,8 +535,7 @@ impl Dns {
         self.store
             .kv_put(&format!("{K_CHECK}{}", c.id), &c)
             .map_err(store_err)?;
-        self.health.put(c);
-        Ok(())
+        self.rebuild()
     }
 
     /// Deletes a health check.
@@ -511,8 +543,7 @@ impl Dns {
         self.store
             .kv_delete(&format!("{K_CHECK}{id}"))
             .map_err(store_err)?;
-        self.health.delete(id);
-        Ok(())
+        self.rebuild()
     }
 
     /// A health check's record.
@@ -520,169 +551,239 @@ impl Dns {
         self.store.kv_get(&format!("{K_CHECK}{id}")).ok().flatten()
     }
 
-    /// Binds the public listener's sockets (UDP and TCP on one port).
-    /// One UDP socket per core on the same port (`SO_REUSEPORT`: the kernel spreads
-    /// clients over them, and each is served by a loop of its own).
-    pub fn bind(addr: &str) -> std::io::Result<PublicSockets> {
-        let addr: SocketAddr = addr.parse().map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}"))
-        })?;
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 16);
-        let one = |at: SocketAddr| -> std::io::Result<std::net::UdpSocket> {
-            let s = socket2::Socket::new(
-                socket2::Domain::for_address(at),
-                socket2::Type::DGRAM,
-                Some(socket2::Protocol::UDP),
-            )?;
-            s.set_reuse_port(true)?;
-            s.bind(&at.into())?;
-            Ok(s.into())
-        };
-        let first = one(addr)?;
-        let bound = first.local_addr()?;
-        let mut udp = vec![first];
-        for _ in 1..cores {
-            udp.push(one(bound)?);
-        }
-        for u in &udp {
-            u.set_nonblocking(true)?;
-        }
-        let tcp = std::net::TcpListener::bind(bound)?;
-        tcp.set_nonblocking(true)?;
-        Ok((udp, tcp))
-    }
-
-    /// Starts serving on the public listener's sockets.
-    pub async fn listen_public(self: &Arc<Self>) -> Result<Option<SocketAddr>, DnsError> {
-        let Some((udp, tcp)) = self.listen.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return Ok(self.public_addr());
-        };
-        let mut tasks = vec![];
-        let mut bound = None;
-        for u in udp {
-            let u = tokio::net::UdpSocket::from_std(u)?;
-            bound = Some(u.local_addr()?);
-            tasks.extend(server::serve_udp(self.clone(), Arc::new(u), None, 1));
-        }
-        let tcp = tokio::net::TcpListener::from_std(tcp)?;
-        let bound = match bound {
-            Some(b) => b,
-            None => tcp.local_addr()?,
-        };
-        tasks.push(server::serve_tcp(self.clone(), tcp, None));
-        *self.public.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Listening { addr: bound, tasks });
-        tracing::info!(%bound, "DNS listening");
-        Ok(Some(bound))
-    }
-
-    /// Runs a resolver in every VPC (and stops those of VPCs gone), at the VPC's base
-    /// address + 2, port 53, inside its router namespace.
-    pub async fn sync_resolvers(self: &Arc<Self>) {
+    /// Puts each VPC's resolver address in place (on its router namespace's loopback) and
+    /// forgets VPCs that are gone.
+    async fn sync_resolvers(&self) {
         let Some(net) = &self.net else { return };
         if !net.isolated() {
             return;
         }
         let vpcs = net.vpcs();
-        let mut running = self.resolvers.lock().await;
-        running.retain(|id, _| vpcs.iter().any(|v| &v.id == id));
+        self.resolvers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| vpcs.iter().any(|v| &v.id == id));
         for v in vpcs {
-            if running.contains_key(&v.id) || !veeps_net::sys::netns_exists(&v.router_ns) {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(ns_id) =
+                std::fs::metadata(Path::new("/run/netns").join(&v.router_ns)).map(|m| m.ino())
+            else {
+                continue;
+            };
+            let known = self
+                .resolvers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&v.id)
+                .is_some_and(|r| r.ns_id == ns_id && r.netns == v.router_ns);
+            if known {
                 continue;
             }
-            match self.start_resolver(&v).await {
-                Ok(l) => {
-                    tracing::info!(vpc = %v.name, addr = %l.addr, "VPC resolver listening");
-                    running.insert(v.id.clone(), l);
+            let ip = v.resolver();
+            let cidr = format!("{ip}/32");
+            let ns = v.router_ns.as_str();
+            let present =
+                veeps_net::sys::ip(Some(ns), &["-4", "addr", "show", "dev", "lo", "to", &cidr])
+                    .await
+                    .is_ok_and(|o| !o.trim().is_empty());
+            if !present {
+                if let Err(e) =
+                    veeps_net::sys::ip(Some(ns), &["addr", "add", &cidr, "dev", "lo"]).await
+                {
+                    tracing::warn!(vpc = %v.name, error = %e, "VPC resolver address");
+                    continue;
                 }
-                Err(e) => tracing::warn!(vpc = %v.name, error = %e, "VPC resolver"),
             }
+            self.resolvers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    v.id.clone(),
+                    ResolverSpec {
+                        vpc_id: v.id.clone(),
+                        netns: v.router_ns.clone(),
+                        addr: ip,
+                        ns_id,
+                    },
+                );
         }
     }
 
-    async fn start_resolver(self: &Arc<Self>, v: &veeps_net::Vpc) -> Result<Listening, DnsError> {
-        let ip = v.resolver();
-        let ns = v.router_ns.clone();
-        let cidr = format!("{ip}/32");
-        if !veeps_net::sys::ip_ok(Some(&ns), &["-4", "addr", "show", "dev", "lo", "to", &cidr])
-            .await
-            || veeps_net::sys::ip(Some(&ns), &["-4", "addr", "show", "dev", "lo", "to", &cidr])
-                .await
-                .map(|o| o.trim().is_empty())
-                .unwrap_or(true)
+    /// Makes sure the data plane runs and serves the store: the one running is adopted
+    /// (replaced in place, beside it, when it runs another build of veeps), else one is
+    /// started.
+    pub async fn ensure_plane(&self) -> Result<(), DnsError> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir)?;
         {
-            veeps_net::sys::ip(Some(&ns), &["addr", "add", &cidr, "dev", "lo"])
-                .await
-                .map_err(|e| DnsError::Invalid(e.to_string()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        let addr = SocketAddr::from((ip, 53));
-        let (udp, tcp) = veeps_sys::netns::in_netns(&ns, move || {
-            let u = std::net::UdpSocket::bind(addr)?;
-            u.set_nonblocking(true)?;
-            let t = std::net::TcpListener::bind(addr)?;
-            t.set_nonblocking(true)?;
-            Ok::<_, std::io::Error>((u, t))
-        })??;
-        let udp = Arc::new(tokio::net::UdpSocket::from_std(udp)?);
-        let tcp = tokio::net::TcpListener::from_std(tcp)?;
-        let mut tasks = server::serve_udp(self.clone(), udp, Some(v.id.clone()), 1);
-        tasks.push(server::serve_tcp(self.clone(), tcp, Some(v.id.clone())));
-        Ok(Listening { addr, tasks })
+        self.sync_resolvers().await;
+        let cfg = self.config()?;
+        write_config(dir, &cfg)?;
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let running = veeps_sys::plane::running(dir);
+        let version = match running {
+            Some(_) => ask::<plane::Hello>(dir, &Request::Hello)
+                .await
+                .ok()
+                .map(|h| h.version),
+            None => None,
+        };
+        let ours = veeps_sys::plane::build_id();
+        match (running, version) {
+            (Some(_), Some(v)) if v == ours => {
+                tracing::info!("adopted the running DNS data plane");
+            }
+            (Some(old), Some(v)) => {
+                tracing::info!(from = %v, "upgrading the DNS data plane in place (it runs another build)");
+                self.spawn(dir, true).await?;
+                veeps_sys::plane::stop(old, async {}).await;
+            }
+            (Some(old), None) => {
+                tracing::warn!("the DNS data plane does not answer; replacing it");
+                veeps_sys::plane::stop(old, async {}).await;
+                self.spawn(dir, false).await?;
+            }
+            (None, _) => self.spawn(dir, false).await?,
+        }
+        let a: plane::Applied = ask(dir, &Request::Apply).await?;
+        for (what, e) in &a.failures {
+            tracing::warn!(%what, error = %e, "the DNS data plane cannot serve");
+        }
+        *self.bound.lock().unwrap_or_else(|p| p.into_inner()) = a.public;
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg);
+        self.adopted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
-    /// Keeps the resolvers in step with the VPCs, and probes health checks.
+    async fn spawn(&self, dir: &Path, takeover: bool) -> Result<(), DnsError> {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["dns-plane".as_ref(), dir.as_os_str()];
+        if takeover {
+            args.push("--takeover".as_ref());
+        }
+        veeps_sys::plane::spawn(&self.exe, &args, dir, "the DNS data plane")
+            .await
+            .map(|_| ())
+            .map_err(|e| DnsError::Io(std::io::Error::other(e)))
+    }
+
+    /// Keeps the data plane running and in step: VPCs' resolvers, aliases whose targets
+    /// moved, and a plane that died (started again).
     pub fn run(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
-        if let Ok(checks) = self.all::<CheckSpec>(K_CHECK) {
-            for c in checks {
-                self.health.put(c);
-            }
-        }
-        self.health.run();
         tokio::spawn(async move {
-            let mut t = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut t = tokio::time::interval(Duration::from_secs(1));
             loop {
                 t.tick().await;
                 let Some(me) = weak.upgrade() else { break };
+                let Some(dir) = me.dir.clone() else { break };
+                let adopted = me.adopted.load(std::sync::atomic::Ordering::SeqCst);
+                if !adopted || veeps_sys::plane::running(&dir).is_none() {
+                    if adopted {
+                        tracing::warn!("the DNS data plane is gone; starting it again");
+                    }
+                    if let Err(e) = me.ensure_plane().await {
+                        tracing::error!(error = %e, "DNS data plane");
+                    }
+                    continue;
+                }
                 me.sync_resolvers().await;
+                let _g = me.change.lock().await;
+                if let Err(e) = me.rebuild() {
+                    tracing::warn!(error = %e, "DNS");
+                }
             }
         })
     }
 
-    /// Stops every listener.
-    pub async fn stop(&self) {
-        self.public.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.resolvers.lock().await.clear();
-        self.health.stop();
+    /// The control plane stops; with `everything`, the data plane stops too.
+    pub async fn stop(&self, everything: bool) {
+        let Some(dir) = &self.dir else { return };
+        if !everything {
+            return;
+        }
+        if let Some(p) = veeps_sys::plane::running(dir) {
+            veeps_sys::plane::stop(p, async {
+                let _ = ask::<serde_json::Value>(dir, &Request::Stop).await;
+            })
+            .await;
+        }
     }
 
-    /// Addresses of the VPC resolvers running, by VPC id.
-    pub async fn resolver_addrs(&self) -> HashMap<String, Ipv4Addr> {
+    /// Addresses of the VPC resolvers, by VPC id.
+    pub fn resolver_addrs(&self) -> HashMap<String, Ipv4Addr> {
         self.resolvers
             .lock()
-            .await
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter_map(|(k, l)| match l.addr.ip() {
-                std::net::IpAddr::V4(a) => Some((k.clone(), a)),
-                _ => None,
-            })
+            .map(|(k, r)| (k.clone(), r.addr))
+            .collect()
+    }
+
+    /// The data plane's counters, by metric name (empty when it does not answer).
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        match &self.dir {
+            Some(dir) => ask_blocking(dir, &Request::Stats).unwrap_or_default(),
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// Every health check with its status, as the data plane probes them.
+    pub fn health(&self) -> Vec<(CheckSpec, health::Status)> {
+        let Some(dir) = &self.dir else {
+            return vec![];
+        };
+        let statuses: Vec<(String, health::Status)> =
+            ask_blocking(dir, &Request::Health).unwrap_or_default();
+        let checks: HashMap<String, CheckSpec> = self
+            .all::<CheckSpec>(K_CHECK)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        statuses
+            .into_iter()
+            .filter_map(|(id, st)| Some((checks.get(&id)?.clone(), st)))
             .collect()
     }
 }
 
-impl Live for Dns {
-    fn alias(&self, target: &str) -> Vec<std::net::IpAddr> {
-        match &*self.aliases.read().unwrap_or_else(|p| p.into_inner()) {
-            Some(a) => a.addresses(target),
-            None => vec![],
-        }
-    }
-    fn healthy(&self, check_id: &str) -> bool {
-        self.health.healthy(check_id)
-    }
+fn read_config(dir: &Path) -> Option<PlaneConfig> {
+    serde_json::from_slice(&std::fs::read(dir.join(plane::CONFIG)).ok()?).ok()
+}
+
+fn write_config(dir: &Path, cfg: &PlaneConfig) -> Result<(), DnsError> {
+    let body = serde_json::to_vec(cfg).map_err(|e| DnsError::Invalid(e.to_string()))?;
+    Ok(veeps_sys::plane::write_private(
+        &dir.join(plane::CONFIG),
+        &body,
+    )?)
+}
+
+fn plane_err(e: impl std::fmt::Display) -> DnsError {
+    DnsError::Io(std::io::Error::other(format!("the DNS data plane: {e}")))
+}
+
+async fn ask<T: serde::de::DeserializeOwned>(dir: &Path, req: &Request) -> Result<T, DnsError> {
+    let line = serde_json::to_string(req).map_err(plane_err)?;
+    let sock = dir.join(veeps_sys::plane::SOCKET);
+    let reply = veeps_sys::plane::ask(&sock, &line, Duration::from_secs(10))
+        .await
+        .map_err(plane_err)?;
+    serde_json::from_str(&reply).map_err(plane_err)
+}
+
+fn ask_blocking<T: serde::de::DeserializeOwned>(dir: &Path, req: &Request) -> Result<T, DnsError> {
+    let line = serde_json::to_string(req).map_err(plane_err)?;
+    let sock = dir.join(veeps_sys::plane::SOCKET);
+    let reply =
+        veeps_sys::plane::ask_blocking(&sock, &line, Duration::from_secs(10)).map_err(plane_err)?;
+    serde_json::from_str(&reply).map_err(plane_err)
 }
 
 /// ACME DNS-01 answers, from veeps' own public zones.
@@ -731,7 +832,7 @@ mod tests {
         use veeps_resource::acme::Dns01;
         let d = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
-        let dns = Dns::new(store, None, None, server::Limits::default());
+        let dns = Dns::new(store, None, None, server::Limits::default(), None);
         let zone = |id: &str, name: &str, vpcs: Vec<String>| ZoneSpec {
             id: id.into(),
             env: "mgmt".into(),

@@ -1,7 +1,6 @@
 //! DNS as a part of veeps.
 
 use crate::Dns;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use veeps_resource::metrics::Sample;
 use veeps_resource::{Part, Registry, Services, Shutdown};
@@ -41,23 +40,12 @@ impl Part for DnsPart {
     }
 
     fn collect(&self, out: &mut Vec<Sample>) {
-        let s = &self.dns.stats;
         let l = [("env", "system")];
-        for (name, v) in [
-            ("dns_queries_total", &s.queries),
-            ("dns_nxdomain_total", &s.nxdomain),
-            ("dns_refused_total", &s.refused),
-            ("dns_malformed_total", &s.malformed),
-            ("dns_rate_limited_total", &s.rate_limited),
-            ("dns_rrl_dropped_total", &s.rrl_dropped),
-            ("dns_transfers_total", &s.transfers),
-            ("dns_forwarded_total", &s.forwarded),
-            ("dns_forward_failed_total", &s.forward_failed),
-        ] {
-            out.push(Sample::new(name, &l, v.load(Ordering::Relaxed) as f64));
+        for (name, v) in self.dns.stats() {
+            out.push(Sample::new(&name, &l, v as f64));
         }
         // Route 53's HealthCheckStatus: 1 healthy, 0 not (an alarm can watch it).
-        for (c, st) in self.dns.health.list() {
+        for (c, st) in self.dns.health() {
             out.push(Sample::new(
                 "health_check_status",
                 &[("env", c.env.as_str()), ("health_check", c.id.as_str())],
@@ -67,16 +55,16 @@ impl Part for DnsPart {
     }
 
     async fn resume(&self) {
-        if let Err(e) = self.dns.listen_public().await {
-            tracing::error!(error = %e, "DNS: the public listener could not start");
+        if let Err(e) = self.dns.ensure_plane().await {
+            tracing::error!(error = %e, "DNS: the data plane could not start");
         }
         *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.dns.run());
     }
 
-    async fn shutdown(&self, _how: Shutdown) {
+    async fn shutdown(&self, how: Shutdown) {
         if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.abort();
         }
-        self.dns.stop().await;
+        self.dns.stop(matches!(how, Shutdown::Everything)).await;
     }
 }

@@ -5,14 +5,15 @@
 //! real client retries over TCP). Malformed packets get FORMERR when their header is
 //! readable, silence otherwise.
 
-use crate::catalog::{Live, Outcome, View};
-use crate::Dns;
+use crate::catalog::{Catalog, Live, Outcome, View, Zone};
+use crate::health::Health;
+use crate::model::{RecordSpec, ZoneSpec};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::RecordType;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,7 +31,7 @@ const PLAIN_UDP: usize = 512;
 const EDNS_UDP: usize = 1232;
 
 /// Rates (per second); 0 turns a limit off.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Queries from one address.
     pub per_source: u32,
@@ -48,6 +49,270 @@ impl Default for Limits {
             responses: 100,
             slip: 2,
         }
+    }
+}
+
+/// Counters of a server.
+#[derive(Default)]
+pub struct Stats {
+    /// Packets received.
+    pub queries: AtomicU64,
+    /// Answered from a zone.
+    pub answered: AtomicU64,
+    /// Answered NXDOMAIN.
+    pub nxdomain: AtomicU64,
+    /// Refused (not ours; transfers not allowed).
+    pub refused: AtomicU64,
+    /// FORMERR, NOTIMP and the like.
+    pub errors: AtomicU64,
+    /// Packets that did not parse.
+    pub malformed: AtomicU64,
+    /// Dropped by the per-source limit.
+    pub rate_limited: AtomicU64,
+    /// Dropped or truncated by response rate limiting.
+    pub rrl_dropped: AtomicU64,
+    /// TCP connections refused over the cap.
+    pub tcp_refused: AtomicU64,
+    /// Zone transfers served.
+    pub transfers: AtomicU64,
+    /// Queries of VPCs relayed upstream.
+    pub forwarded: AtomicU64,
+    /// Relayed queries no upstream answered.
+    pub forward_failed: AtomicU64,
+}
+
+impl Stats {
+    /// The counters by their metric's name.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("dns_queries_total", c(&self.queries)),
+            ("dns_answered_total", c(&self.answered)),
+            ("dns_nxdomain_total", c(&self.nxdomain)),
+            ("dns_refused_total", c(&self.refused)),
+            ("dns_errors_total", c(&self.errors)),
+            ("dns_malformed_total", c(&self.malformed)),
+            ("dns_rate_limited_total", c(&self.rate_limited)),
+            ("dns_rrl_dropped_total", c(&self.rrl_dropped)),
+            ("dns_tcp_refused_total", c(&self.tcp_refused)),
+            ("dns_transfers_total", c(&self.transfers)),
+            ("dns_forwarded_total", c(&self.forwarded)),
+            ("dns_forward_failed_total", c(&self.forward_failed)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// What a server answers from: every zone with its records, what aliases point at now,
+/// the health checks that routing follows, and where queries outside every zone go.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Answers {
+    /// Zones (associated VPCs folded in).
+    pub zones: Vec<ZoneSpec>,
+    /// Their record sets (ACME challenges included).
+    pub records: Vec<RecordSpec>,
+    /// Alias targets' addresses, by target id.
+    pub aliases: BTreeMap<String, Vec<IpAddr>>,
+    /// Rates.
+    pub limits: Limits,
+    /// Upstream resolvers of VPCs' queries for other names.
+    pub upstreams: Vec<SocketAddr>,
+}
+
+impl Answers {
+    /// The snapshot of every zone that can be served, and why the others cannot.
+    pub fn catalog(&self) -> (Catalog, Vec<(String, String)>) {
+        let mut built = vec![];
+        let mut failed = vec![];
+        for z in &self.zones {
+            let mine: Vec<RecordSpec> = self
+                .records
+                .iter()
+                .filter(|r| r.zone_id == z.id)
+                .cloned()
+                .collect();
+            match Zone::build(z, &mine) {
+                Ok(zone) => built.push(zone),
+                Err(e) => failed.push((z.name.clone(), e)),
+            }
+        }
+        (Catalog::new(built), failed)
+    }
+}
+
+/// Most answers the answer cache keeps (it starts again empty when full).
+const CACHE_MAX: usize = 65_536;
+
+/// An answer that depends on the question alone (given one snapshot): no alias, health
+/// check or weighted choice went into it.
+struct Cached {
+    /// The message as sent (its ID is the asker's).
+    out: Vec<u8>,
+    outcome: Outcome,
+    /// What response rate limiting counts it under: name, type, response code.
+    rrl: (String, u16, u8),
+}
+
+/// One snapshot of the zones, with the answers already computed from it, by where the
+/// query came from, the transport and the query's bytes after its ID.
+struct Snap {
+    catalog: Arc<Catalog>,
+    answers: RwLock<HashMap<Vec<u8>, Arc<Cached>>>,
+}
+
+impl Snap {
+    fn new(catalog: Arc<Catalog>) -> Snap {
+        Snap {
+            catalog,
+            answers: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+fn cache_key(bytes: &[u8], view: View<'_>, tcp: bool) -> Option<Vec<u8>> {
+    if bytes.len() < 12 || bytes.len() > 512 {
+        return None;
+    }
+    let vpc = match view {
+        View::Public => "",
+        View::Vpc(v) => v,
+    };
+    let mut k = Vec::with_capacity(bytes.len() + vpc.len() + 2);
+    k.extend_from_slice(vpc.as_bytes());
+    k.push(0);
+    k.push(u8::from(tcp));
+    k.extend_from_slice(&bytes[2..]);
+    Some(k)
+}
+
+/// A [`Live`] that notes whether an answer consulted it.
+struct Watched<'a> {
+    live: &'a dyn Live,
+    touched: std::sync::atomic::AtomicBool,
+}
+
+impl Live for Watched<'_> {
+    fn alias(&self, target: &str) -> Vec<IpAddr> {
+        self.touched.store(true, Ordering::Relaxed);
+        self.live.alias(target)
+    }
+    fn healthy(&self, check_id: &str) -> bool {
+        self.touched.store(true, Ordering::Relaxed);
+        self.live.healthy(check_id)
+    }
+    fn varies(&self) {
+        self.touched.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An authoritative server's state: what it answers from, its health checks, limiters and
+/// counters. Shared by every socket it serves.
+pub struct Server {
+    snap: RwLock<Arc<Snap>>,
+    aliases: RwLock<Arc<BTreeMap<String, Vec<IpAddr>>>>,
+    /// Health checks and their status.
+    pub health: Arc<Health>,
+    limits: RwLock<Limits>,
+    buckets: Buckets<IpAddr>,
+    answers: Buckets<(IpAddr, String, u16, u8)>,
+    /// Counters.
+    pub stats: Stats,
+    upstreams: RwLock<Vec<SocketAddr>>,
+    forwards: tokio::sync::Semaphore,
+}
+
+impl Server {
+    /// A server answering nothing yet.
+    pub fn new() -> Arc<Server> {
+        Arc::new(Server {
+            snap: RwLock::new(Arc::new(Snap::new(Arc::new(Catalog::default())))),
+            aliases: RwLock::new(Arc::new(BTreeMap::new())),
+            health: Arc::new(Health::default()),
+            limits: RwLock::new(Limits::default()),
+            buckets: Buckets::new(),
+            answers: Buckets::new(),
+            stats: Stats::default(),
+            upstreams: RwLock::new(vec![]),
+            forwards: tokio::sync::Semaphore::new(512),
+        })
+    }
+
+    /// Answers from `a` from now on; the zones that cannot be served (left out), and why.
+    pub fn load(&self, a: &Answers) -> Vec<(String, String)> {
+        let (catalog, failed) = a.catalog();
+        *self.aliases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(a.aliases.clone());
+        // A new snapshot starts with no answers computed.
+        *self.snap.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Snap::new(Arc::new(catalog)));
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = a.limits;
+        *self.upstreams.write().unwrap_or_else(|p| p.into_inner()) = a.upstreams.clone();
+        failed
+    }
+
+    /// The current snapshot.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.snap().catalog.clone()
+    }
+
+    fn snap(&self) -> Arc<Snap> {
+        self.snap.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn count(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Answered => self.stats.answered.fetch_add(1, Ordering::Relaxed),
+            Outcome::NxDomain => self.stats.nxdomain.fetch_add(1, Ordering::Relaxed),
+            Outcome::Refused => self.stats.refused.fetch_add(1, Ordering::Relaxed),
+            Outcome::Error => self.stats.errors.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Response rate limiting: one answer to one network, again and again, is what a
+    /// reflection attack looks like. Not inside a VPC, whose sources cannot be forged:
+    /// there, many instances asking one name is normal. `Some(truncate)` when the answer
+    /// is over the limit: dropped, or sent truncated (every `slip`-th).
+    fn over_rrl(
+        &self,
+        src: IpAddr,
+        view: View<'_>,
+        rrl: &(String, u16, u8),
+        now: Instant,
+    ) -> Option<bool> {
+        if !matches!(view, View::Public) {
+            return None;
+        }
+        let limits = self.limits();
+        let k = (net_of(src), rrl.0.clone(), rrl.1, rrl.2);
+        let n = self.answers.take(&k, limits.responses, now).err()?;
+        self.stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+        Some(limits.slip != 0 && n % limits.slip == 0)
+    }
+
+    fn limits(&self) -> Limits {
+        *self.limits.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn upstreams(&self) -> Vec<SocketAddr> {
+        self.upstreams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Live for Server {
+    fn alias(&self, target: &str) -> Vec<IpAddr> {
+        self.aliases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .cloned()
+            .unwrap_or_default()
+    }
+    fn healthy(&self, check_id: &str) -> bool {
+        self.health.healthy(check_id)
     }
 }
 
@@ -119,7 +384,7 @@ fn formerr(bytes: &[u8]) -> Option<Vec<u8>> {
     m.to_vec().ok()
 }
 
-impl Dns {
+impl Server {
     /// The answers to one packet from `src` (none: stay silent). Over UDP at most one,
     /// truncated to what the client can take; over TCP a zone transfer may take several.
     pub fn respond(&self, bytes: &[u8], src: IpAddr, view: View<'_>, tcp: bool) -> Vec<Vec<u8>> {
@@ -140,7 +405,13 @@ impl Dns {
         view: View<'_>,
         tcp: bool,
     ) -> Reply {
-        if let (View::Vpc(_), false) = (view, self.upstreams.is_empty()) {
+        if let (View::Vpc(_), false) = (
+            view,
+            self.upstreams
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty(),
+        ) {
             if let Ok(m) = Message::from_vec(bytes) {
                 let outside = m.metadata.message_type == MessageType::Query
                     && m.metadata.op_code == OpCode::Query
@@ -154,7 +425,7 @@ impl Dns {
                     self.stats.queries.fetch_add(1, Ordering::Relaxed);
                     if self
                         .buckets
-                        .take(&src, self.limits.per_source, Instant::now())
+                        .take(&src, self.limits().per_source, Instant::now())
                         .is_err()
                     {
                         self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -174,7 +445,7 @@ impl Dns {
         if query.len() < 2 {
             return None;
         }
-        for up in &self.upstreams {
+        for up in &self.upstreams() {
             let bind: SocketAddr = if up.is_ipv4() {
                 ([0, 0, 0, 0], 0).into()
             } else {
@@ -210,11 +481,39 @@ impl Dns {
         self.stats.queries.fetch_add(1, Ordering::Relaxed);
         if self
             .buckets
-            .take(&src, self.limits.per_source, now)
+            .take(&src, self.limits().per_source, now)
             .is_err()
         {
             self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             return vec![];
+        }
+        let snap = self.snap();
+        // The same question asked before, from the same snapshot: its answer again.
+        let key = cache_key(bytes, view, tcp);
+        let hit = key.as_ref().and_then(|k| {
+            snap.answers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(k)
+                .cloned()
+        });
+        if let Some(hit) = hit {
+            self.count(hit.outcome);
+            let mut out = hit.out.clone();
+            out[..2].copy_from_slice(&bytes[..2]);
+            if !tcp {
+                match self.over_rrl(src, view, &hit.rrl, now) {
+                    Some(false) => return vec![],
+                    Some(true) => {
+                        let Ok(m) = Message::from_vec(&out) else {
+                            return vec![];
+                        };
+                        return m.truncate().to_vec().into_iter().collect();
+                    }
+                    None => {}
+                }
+            }
+            return vec![out];
         }
         let req = match Message::from_vec(bytes) {
             Ok(m) if m.metadata.message_type == MessageType::Query => m,
@@ -224,48 +523,57 @@ impl Dns {
                 return formerr(bytes).into_iter().collect();
             }
         };
-        let catalog = self.catalog();
-        let live: &dyn Live = self.live();
         if let Some(q) = req.queries.first() {
             if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) {
                 return self.transfer(&req, src, view, tcp);
             }
         }
-        let pick = rand::random::<u64>();
-        let (resp, outcome) = catalog.answer(&req, view, live, pick);
-        match outcome {
-            Outcome::Answered => self.stats.answered.fetch_add(1, Ordering::Relaxed),
-            Outcome::NxDomain => self.stats.nxdomain.fetch_add(1, Ordering::Relaxed),
-            Outcome::Refused => self.stats.refused.fetch_add(1, Ordering::Relaxed),
-            Outcome::Error => self.stats.errors.fetch_add(1, Ordering::Relaxed),
+        let watched = Watched {
+            live: self,
+            touched: std::sync::atomic::AtomicBool::new(false),
         };
+        let pick = rand::random::<u64>();
+        let (resp, outcome) = snap.catalog.answer(&req, view, &watched, pick);
+        self.count(outcome);
         let Ok(mut out) = resp.to_vec() else {
             return vec![];
         };
         if !tcp {
-            // Response rate limiting: one answer to one network, again and again, is what
-            // a reflection attack looks like.
-            if let Some(q) = req.queries.first() {
-                let k = (
-                    net_of(src),
-                    q.name().to_lowercase().to_ascii(),
-                    u16::from(q.query_type()),
-                    resp.metadata.response_code.low(),
-                );
-                if let Err(n) = self.answers.take(&k, self.limits.responses, now) {
-                    self.stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
-                    if self.limits.slip == 0 || n % self.limits.slip != 0 {
-                        return vec![];
-                    }
-                    return resp.truncate().to_vec().into_iter().collect();
-                }
-            }
             let limit = match &req.edns {
                 Some(e) => usize::from(e.max_payload()).clamp(PLAIN_UDP, EDNS_UDP),
                 None => PLAIN_UDP,
             };
             if out.len() > limit {
                 out = resp.truncate().to_vec().unwrap_or_default();
+            }
+        }
+        let rrl = match req.queries.first() {
+            Some(q) => (
+                q.name().to_lowercase().to_ascii(),
+                u16::from(q.query_type()),
+                resp.metadata.response_code.low(),
+            ),
+            None => (String::new(), 0, resp.metadata.response_code.low()),
+        };
+        if let (Some(k), false) = (key, watched.touched.load(Ordering::Relaxed)) {
+            let mut answers = snap.answers.write().unwrap_or_else(|p| p.into_inner());
+            if answers.len() >= CACHE_MAX {
+                answers.clear();
+            }
+            answers.insert(
+                k,
+                Arc::new(Cached {
+                    out: out.clone(),
+                    outcome,
+                    rrl: rrl.clone(),
+                }),
+            );
+        }
+        if !tcp && !req.queries.is_empty() {
+            match self.over_rrl(src, view, &rrl, now) {
+                Some(false) => return vec![],
+                Some(true) => return resp.truncate().to_vec().into_iter().collect(),
+                None => {}
             }
         }
         vec![out]
@@ -288,7 +596,7 @@ impl Dns {
             return refused.to_vec().into_iter().collect();
         };
         self.stats.transfers.fetch_add(1, Ordering::Relaxed);
-        let records = zone.transfer(self.live());
+        let records = zone.transfer(self);
         records
             .chunks(500)
             .filter_map(|chunk| {
@@ -321,7 +629,7 @@ fn servfail(query: &[u8]) -> Option<Vec<u8>> {
 
 /// Serves UDP on `sock` with `workers` loops sharing it, until the task is aborted.
 pub fn serve_udp(
-    dns: Arc<Dns>,
+    dns: Arc<Server>,
     sock: Arc<tokio::net::UdpSocket>,
     vpc: Option<String>,
     workers: usize,
@@ -363,7 +671,7 @@ pub fn serve_udp(
 
 /// Serves TCP on `listener` until the task is aborted.
 pub fn serve_tcp(
-    dns: Arc<Dns>,
+    dns: Arc<Server>,
     listener: tokio::net::TcpListener,
     vpc: Option<String>,
 ) -> tokio::task::JoinHandle<()> {
@@ -388,7 +696,7 @@ pub fn serve_tcp(
 }
 
 async fn tcp_conn(
-    dns: &Dns,
+    dns: &Server,
     mut s: tokio::net::TcpStream,
     peer: SocketAddr,
     vpc: Option<&str>,
@@ -444,10 +752,11 @@ mod tests {
     use hickory_proto::op::{Edns, Query};
     use hickory_proto::rr::Name;
 
-    async fn dns(limits: Limits) -> (Arc<Dns>, tempfile::TempDir) {
+    /// A server answering what a control plane compiled from its store.
+    async fn dns(limits: Limits) -> (Arc<Server>, tempfile::TempDir) {
         let d = tempfile::tempdir().unwrap();
         let store = Arc::new(veeps_state::Store::open(&d.path().join("s.redb")).unwrap());
-        let dns = Dns::new(store, None, None, limits);
+        let dns = crate::Dns::new(store, None, None, limits, None);
         dns.put_zone(ZoneSpec {
             id: "Z1".into(),
             env: "e".into(),
@@ -477,7 +786,9 @@ mod tests {
         })
         .await
         .unwrap();
-        (dns, d)
+        let server = Server::new();
+        assert!(server.load(&dns.config().unwrap().answers).is_empty());
+        (server, d)
     }
 
     fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
@@ -673,6 +984,85 @@ mod tests {
             u16::from_be_bytes([q[0], q[1]])
         );
         task.abort();
+    }
+
+    fn rec(id: &str, values: &[&str], weight: Option<u32>) -> RecordSpec {
+        RecordSpec {
+            id: id.into(),
+            zone_id: "Z1".into(),
+            name: format!("{}.example.com", id.trim_end_matches(char::is_numeric)),
+            rtype: "A".into(),
+            ttl: 60,
+            values: values.iter().map(|v| v.to_string()).collect(),
+            alias: None,
+            set_identifier: weight.map(|_| id.to_string()),
+            weight,
+            failover: None,
+            health_check_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_reused_only_while_they_depend_on_the_question_alone() {
+        let (d, _t) = dns(Limits {
+            per_source: 0,
+            responses: 0,
+            slip: 0,
+        })
+        .await;
+        let mut a = Answers {
+            zones: vec![ZoneSpec {
+                id: "Z1".into(),
+                env: "e".into(),
+                name: "example.com".into(),
+                vpcs: vec![],
+                allow_transfer: vec![],
+                name_servers: vec!["ns1.example.com".into()],
+                serial: 1,
+            }],
+            records: vec![
+                rec("www", &["192.0.2.1"], None),
+                rec("w1", &["192.0.2.10"], Some(1)),
+                rec("w2", &["192.0.2.20"], Some(1)),
+            ],
+            ..Default::default()
+        };
+        d.load(&a);
+        let ips = |out: &[Vec<u8>]| -> Vec<String> {
+            Message::from_vec(&out[0])
+                .unwrap()
+                .answers
+                .iter()
+                .map(|r| r.data.to_string())
+                .collect()
+        };
+        // Asked again with another ID: the same answer, under the asker's ID.
+        let mut q = query("www.example.com.", RecordType::A, true);
+        let first = d.respond(&q, SRC, View::Public, false);
+        q[..2].copy_from_slice(&[0x12, 0x34]);
+        let again = d.respond(&q, SRC, View::Public, false);
+        assert_eq!(&again[0][..2], &[0x12, 0x34]);
+        assert_eq!(first[0][2..], again[0][2..]);
+        assert_eq!(ips(&again), ["192.0.2.1"]);
+        let cached = || d.snap().answers.read().unwrap().len();
+        assert_eq!(cached(), 1);
+        // A weighted choice is made anew each time, never reused.
+        let w = query("w.example.com.", RecordType::A, true);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            seen.extend(ips(&d.respond(&w, SRC, View::Public, false)));
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(cached(), 1);
+        // A changed record set is a new snapshot: nothing old is answered.
+        a.records[0].values = vec!["192.0.2.2".into()];
+        d.load(&a);
+        assert_eq!(cached(), 0);
+        assert_eq!(ips(&d.respond(&q, SRC, View::Public, false)), ["192.0.2.2"]);
+        // Over UDP and TCP, and from a VPC, separately.
+        d.respond(&q, SRC, View::Public, true);
+        d.respond(&q, SRC, View::Vpc("vpc-1"), false);
+        assert_eq!(cached(), 3);
     }
 
     #[tokio::test]

@@ -154,6 +154,26 @@ async fn apply_then_plan_is_empty_and_values_are_stable() {
     );
 }
 
+/// An argument set to null is an argument not set, as in Terraform: its default applies,
+/// and the next plan has nothing to change (a module passing an optional input through).
+#[tokio::test]
+async fn an_argument_set_to_null_takes_its_default() {
+    let e = env();
+    let file = e.dir.path().join("out.txt");
+    let main = format!(
+        "variable \"mode\" {{\n  type    = string\n  default = null\n}}\nresource \"local_file\" \"f\" {{\n  filename        = \"{}\"\n  content         = \"x\"\n  file_permission = var.mode\n}}\n",
+        file.display()
+    );
+    let b = bundle(&[("env/main.hcl", &main)]);
+    let (status, _, errors) = complete(&apply(&e, &b).await);
+    assert_eq!(status, "ok", "{errors:?}");
+    let again = e.engine.plan(&req(&b), false).await.unwrap();
+    assert!(again.is_empty(), "{}", again.render());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
+}
+
 #[tokio::test]
 async fn changes_update_replace_and_destroy() {
     let e = env();

@@ -502,6 +502,10 @@ impl Kms {
     }
 }
 
+/// The environment whose key seals veeps' own secrets that belong to no environment (ACME
+/// account keys); no user environment can take the name.
+pub const SYSTEM_ENV: &str = "system";
+
 /// Writes `bytes` to a new file readable by its owner only.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;

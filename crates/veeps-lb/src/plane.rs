@@ -28,9 +28,7 @@ use std::time::Duration;
 /// The configuration file in a plane's directory.
 pub const CONFIG: &str = "config.json";
 /// The control socket in a plane's directory.
-pub const SOCKET: &str = "control.sock";
-/// `PID START_TIME` of the plane's process.
-pub const PIDFILE: &str = "pid";
+pub const SOCKET: &str = veeps_sys::plane::SOCKET;
 /// Bytes of access log kept while the control plane is away.
 pub const SPOOL_LIMIT: u64 = 32 * 1024 * 1024;
 
@@ -49,6 +47,9 @@ pub struct PlaneConfig {
     pub listeners: Vec<PlaneListener>,
     /// The target groups its listeners forward to, with their targets.
     pub groups: Vec<PlaneGroup>,
+    /// ACME HTTP-01 answers served on its plain-HTTP listeners: token to key authorization.
+    #[serde(default)]
+    pub challenges: std::collections::BTreeMap<String, String>,
 }
 
 /// A listener, its rules (in priority order) and certificates.
@@ -117,14 +118,9 @@ pub struct Hello {
     pub version: String,
 }
 
-/// Names the program this process runs (its file's identity when it started): a plane
-/// whose build differs from the control plane's is replaced in place.
+/// Names the program this process runs: [`veeps_sys::plane::build_id`].
 pub fn build_id() -> String {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata("/proc/self/exe") {
-        Ok(m) => format!("{}:{}:{}:{}", m.dev(), m.ino(), m.len(), m.mtime()),
-        Err(_) => env!("CARGO_PKG_VERSION").into(),
-    }
+    veeps_sys::plane::build_id()
 }
 
 /// The reply to `Apply`: the listeners that could not bind (each left out).
@@ -460,6 +456,10 @@ impl Plane {
                         })
                         .collect(),
                     default: compile(&lb.tgs, &l.spec.default_action),
+                    challenges: match l.spec.protocol {
+                        Protocol::Http => cfg.challenges.clone(),
+                        _ => Default::default(),
+                    },
                 };
                 let mut keys = vec![];
                 for c in &l.certs {
@@ -865,53 +865,19 @@ async fn run(dir: PathBuf, takeover: bool) -> i32 {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clear();
-    // A fresh socket, moved over the old one's name: clients always find a live plane.
-    let tmp = dir.join(format!("{SOCKET}.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let listener = match tokio::net::UnixListener::bind(&tmp) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot open the control socket");
-            return 1;
-        }
+    let served = {
+        let plane = plane.clone();
+        veeps_sys::plane::serve(
+            &dir,
+            CONFIG,
+            "load balancer data plane",
+            move |conn, stop| serve_control(plane.clone(), conn, stop),
+        )
+        .await
     };
-    if let Err(e) = std::fs::rename(&tmp, &sock) {
-        tracing::error!(error = %e, "cannot publish the control socket");
+    if let Err(e) = served {
+        tracing::error!(error = %e, "cannot open the control socket");
         return 1;
-    }
-    let me = std::process::id();
-    let started = veeps_sys::proc::start_time(me).unwrap_or(0);
-    let _ = write_atomic(&dir.join(PIDFILE), &format!("{me} {started}\n"));
-    tracing::info!(pid = me, "load balancer data plane ready");
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    {
-        // A plane whose directory is gone (its data directory deleted) answers to no one.
-        let (dir, stop_tx) = (dir.clone(), stop_tx.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                if !dir.join(CONFIG).exists() {
-                    tracing::warn!("the balancer's directory is gone; stopping");
-                    let _ = stop_tx.send(true);
-                    return;
-                }
-            }
-        });
-    }
-    loop {
-        tokio::select! {
-            _ = stop_rx.changed() => break,
-            acc = listener.accept() => {
-                let Ok((conn, _)) = acc else { continue };
-                let (plane, stop_tx) = (plane.clone(), stop_tx.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = serve_control(plane, conn, stop_tx).await {
-                        tracing::debug!(error = %e, "control request failed");
-                    }
-                });
-            }
-        }
     }
     if plane.retired.load(Ordering::SeqCst) {
         // Handed off: finish the connections in progress (bounded), then go. A connection
@@ -925,23 +891,13 @@ async fn run(dir: PathBuf, takeover: bool) -> i32 {
     0
 }
 
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-}
-
 async fn serve_control(
     plane: Arc<Plane>,
     conn: tokio::net::UnixStream,
-    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    stop: veeps_sys::plane::Stop,
 ) -> std::io::Result<()> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let mut conn = tokio::io::BufReader::new(conn);
-    let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut line))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let line = veeps_sys::plane::read_request(&mut conn).await?;
     let req: Request = serde_json::from_str(&line)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let reply = match req {
@@ -973,10 +929,7 @@ async fn serve_control(
         }
     }
     .unwrap_or_default();
-    let conn = conn.get_mut();
-    conn.write_all(reply.as_bytes()).await?;
-    conn.write_all(b"\n").await?;
-    conn.shutdown().await
+    veeps_sys::plane::write_reply(conn.get_mut(), &reply).await
 }
 
 #[cfg(test)]

@@ -28,26 +28,11 @@ pub async fn request<T: serde::de::DeserializeOwned>(
     req: &Request,
     within: Duration,
 ) -> Result<T, PlaneError> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let work = async {
-        let mut s = tokio::net::UnixStream::connect(sock)
-            .await
-            .map_err(unreachable)?;
-        let mut line =
-            serde_json::to_string(req).map_err(|e| PlaneError::Protocol(e.to_string()))?;
-        line.push('\n');
-        s.write_all(line.as_bytes()).await.map_err(unreachable)?;
-        let mut r = tokio::io::BufReader::new(s);
-        let mut reply = String::new();
-        r.read_line(&mut reply).await.map_err(unreachable)?;
-        if reply.is_empty() {
-            return Err(PlaneError::Unreachable("it closed the connection".into()));
-        }
-        serde_json::from_str(&reply).map_err(|e| PlaneError::Protocol(e.to_string()))
-    };
-    tokio::time::timeout(within, work)
+    let line = serde_json::to_string(req).map_err(|e| PlaneError::Protocol(e.to_string()))?;
+    let reply = veeps_sys::plane::ask(sock, &line, within)
         .await
-        .map_err(|_| PlaneError::Unreachable(format!("no answer within {within:?}")))?
+        .map_err(unreachable)?;
+    serde_json::from_str(&reply).map_err(|e| PlaneError::Protocol(e.to_string()))
 }
 
 /// The same, blocking (for callers outside the runtime, like metric collection).
@@ -56,17 +41,8 @@ pub fn request_blocking<T: serde::de::DeserializeOwned>(
     req: &Request,
     within: Duration,
 ) -> Result<T, PlaneError> {
-    use std::io::{BufRead, Write};
-    let s = std::os::unix::net::UnixStream::connect(sock).map_err(unreachable)?;
-    s.set_read_timeout(Some(within)).map_err(unreachable)?;
-    s.set_write_timeout(Some(within)).map_err(unreachable)?;
-    let mut line = serde_json::to_string(req).map_err(|e| PlaneError::Protocol(e.to_string()))?;
-    line.push('\n');
-    (&s).write_all(line.as_bytes()).map_err(unreachable)?;
-    let mut reply = String::new();
-    std::io::BufReader::new(&s)
-        .read_line(&mut reply)
-        .map_err(unreachable)?;
+    let line = serde_json::to_string(req).map_err(|e| PlaneError::Protocol(e.to_string()))?;
+    let reply = veeps_sys::plane::ask_blocking(sock, &line, within).map_err(unreachable)?;
     serde_json::from_str(&reply).map_err(|e| PlaneError::Protocol(e.to_string()))
 }
 

@@ -10,7 +10,7 @@
 use crate::model::{Action, AttachmentSpec, LbSpec, ListenerSpec, RuleSpec, TgSpec};
 use crate::plane::{
     Applied, GroupHealth, Hello, PlaneCert, PlaneConfig, PlaneGroup, PlaneListener, Request,
-    StatsView, CONFIG, PIDFILE, SOCKET,
+    StatsView, CONFIG, SOCKET,
 };
 use crate::plane_client::{request, request_blocking};
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +70,9 @@ pub struct Lbs {
     planes: Mutex<HashMap<String, PlaneRef>>,
     /// Failed renewals: tries so far and when to try again (unix seconds), by certificate.
     renewals: Mutex<HashMap<String, (u32, i64)>>,
+    /// ACME HTTP-01 answers served on every plain-HTTP listener: token to key
+    /// authorization (in memory: an order in progress does not outlive a restart).
+    challenges: Mutex<BTreeMap<String, String>>,
     /// Renewals that failed, ever.
     renewal_failures: std::sync::atomic::AtomicU64,
     /// Each plane's last reported target health, by balancer id.
@@ -103,6 +106,7 @@ impl Lbs {
             exe: std::env::current_exe()?,
             planes: Mutex::new(HashMap::new()),
             renewals: Mutex::new(HashMap::new()),
+            challenges: Mutex::new(BTreeMap::new()),
             renewal_failures: std::sync::atomic::AtomicU64::new(0),
             health: Mutex::new(HashMap::new()),
             change: tokio::sync::Mutex::new(()),
@@ -276,76 +280,30 @@ impl Lbs {
     /// Starts a plane process (taking over the running one's sockets with `takeover`) and
     /// waits until it answers.
     pub async fn spawn_plane(&self, dir: &Path, takeover: bool) -> Result<(), LbError> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("plane.log"))
-            .map_err(io)?;
-        let mut cmd = std::process::Command::new(&self.exe);
-        cmd.arg("lb-plane").arg(dir);
+        let mut args: Vec<&std::ffi::OsStr> = vec!["lb-plane".as_ref(), dir.as_os_str()];
         if takeover {
-            cmd.arg("--takeover");
+            args.push("--takeover".as_ref());
         }
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(io)?)
-            .stderr(log)
-            .env(
-                "VEEPS_LOG",
-                std::env::var("VEEPS_LOG").unwrap_or_else(|_| "info".into()),
-            );
-        // A session of its own: the terminal's Ctrl-C and the server's end do not reach it.
-        veeps_sys::confine::confine(
-            &mut cmd,
-            &veeps_sys::confine::Confine {
-                session: true,
-                ..Default::default()
-            },
-        )
-        .map_err(io)?;
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| LbError::Io(format!("cannot start the balancer's data plane: {e}")))?;
-        let pid = child.id();
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if plane_pid(dir).map(|(p, _)| p) == Some(pid) {
-                return Ok(());
-            }
-            if veeps_sys::proc::start_time(pid).is_none() {
-                let tail = std::fs::read_to_string(dir.join("plane.log")).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-                return Err(LbError::Io(format!(
-                    "the balancer's data plane exited at start: {}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                )));
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(LbError::Io(
-                    "the balancer's data plane did not start within 20 s".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        veeps_sys::plane::spawn(&self.exe, &args, dir, "the balancer's data plane")
+            .await
+            .map(|_| ())
+            .map_err(LbError::Io)
     }
 
     /// Stops a plane process and waits for it to go.
     async fn stop_plane(&self, dir: &Path) {
-        let Some((pid, _)) = plane_pid(dir) else {
+        let Some(p) = plane_pid(dir) else {
             return;
         };
-        let _ =
-            request::<serde_json::Value>(&dir.join(SOCKET), &Request::Stop, Duration::from_secs(5))
-                .await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while plane_pid(dir).is_some() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if plane_pid(dir).is_some() {
-            veeps_sys::proc::signal(pid, libc::SIGKILL);
-        }
+        let ask = async {
+            let _ = request::<serde_json::Value>(
+                &dir.join(SOCKET),
+                &Request::Stop,
+                Duration::from_secs(5),
+            )
+            .await;
+        };
+        veeps_sys::plane::stop(p, ask).await;
     }
 
     /// Stops and forgets a balancer.
@@ -563,6 +521,11 @@ impl Lbs {
             ca_pem: self.ca_pem.clone(),
             listeners,
             groups,
+            challenges: self
+                .challenges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
@@ -930,25 +893,13 @@ fn read_config(dir: &Path) -> Option<PlaneConfig> {
 }
 
 fn write_config(dir: &Path, cfg: &PlaneConfig) -> Result<(), LbError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dir.join(format!("{CONFIG}.tmp"));
     let body = serde_json::to_vec(cfg).map_err(io)?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(&body).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, dir.join(CONFIG)).map_err(io)
+    veeps_sys::plane::write_private(&dir.join(CONFIG), &body).map_err(io)
 }
 
 /// The plane process named in `dir`'s pid file, if it still runs.
 fn plane_pid(dir: &Path) -> Option<(u32, u64)> {
-    veeps_sys::proc::live_pidfile(&dir.join(PIDFILE))
+    veeps_sys::plane::running(dir)
 }
 
 #[async_trait::async_trait]
@@ -1037,6 +988,43 @@ impl veeps_resource::alias::AliasTargets for Lbs {
         match self.net.endpoint(&Self::endpoint_name(&spec)) {
             Ok(Some(ep)) => vec![std::net::IpAddr::V4(ep.address)],
             _ => vec![],
+        }
+    }
+}
+
+/// ACME HTTP-01 answers, served by every balancer's plain-HTTP listeners.
+pub struct HttpChallenges(pub Arc<Lbs>);
+
+#[async_trait::async_trait]
+impl veeps_resource::acme::Http01 for HttpChallenges {
+    async fn publish(&self, token: &str, key_authorization: &str) -> Result<(), String> {
+        let serving = self
+            .0
+            .planes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if serving == 0 {
+            return Err("no load balancer of veeps runs to answer HTTP-01: declare one with an HTTP listener on port 80 where the name points, or use validation_method = \"acme_dns\"".into());
+        }
+        self.0
+            .challenges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.to_string(), key_authorization.to_string());
+        let _g = self.0.change.lock().await;
+        self.0.apply_model().await.map_err(|e| e.to_string())
+    }
+
+    async fn withdraw(&self, token: &str) {
+        self.0
+            .challenges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
+        let _g = self.0.change.lock().await;
+        if let Err(e) = self.0.apply_model().await {
+            tracing::warn!(error = %e, "withdrawing an HTTP-01 answer");
         }
     }
 }

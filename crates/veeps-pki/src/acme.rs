@@ -1,6 +1,8 @@
 //! Certificates from an ACME CA (RFC 8555; Let's Encrypt by default), through
-//! `instant-acme`. DNS-01 challenges are answered by veeps' own zones (wildcards need it);
-//! one account per directory, its key kept 0600 in the data directory. Certificates renew
+//! `instant-acme`. DNS-01 challenges are answered by veeps' own zones (wildcards need it),
+//! HTTP-01 challenges by veeps' own balancers' plain-HTTP listeners;
+//! one account per directory, its key sealed with veeps' KMS (the `system` key) in the data
+//! directory. Certificates renew
 //! at two thirds of their lifetime ([`due`]).
 
 use crate::{CaError, Issued};
@@ -13,7 +15,7 @@ use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use veeps_resource::acme::Dns01;
+use veeps_resource::acme::{Dns01, Http01};
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -38,10 +40,20 @@ fn acme_err(e: impl std::fmt::Display) -> CaError {
     CaError::Crypto(format!("ACME: {e}"))
 }
 
+/// A challenge answer being served, withdrawn when the order ends.
+enum Published {
+    /// A TXT value at a name.
+    Dns(String, String),
+    /// An HTTP-01 token.
+    Http(String),
+}
+
 /// The ACME client of a server.
 pub struct Acme {
     dir: PathBuf,
     dns01: OnceLock<Arc<dyn Dns01>>,
+    http01: OnceLock<Arc<dyn Http01>>,
+    kms: OnceLock<Arc<veeps_kms::Kms>>,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -78,6 +90,8 @@ impl Acme {
         Acme {
             dir: data_dir.join("pki").join("acme"),
             dns01: OnceLock::new(),
+            http01: OnceLock::new(),
+            kms: OnceLock::new(),
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -87,10 +101,67 @@ impl Acme {
         let _ = self.dns01.set(d);
     }
 
-    fn account_path(&self, spec: &AcmeSpec) -> PathBuf {
+    /// Plugs in what answers HTTP-01 challenges.
+    pub fn set_http01(&self, h: Arc<dyn Http01>) {
+        let _ = self.http01.set(h);
+    }
+
+    /// Plugs in the KMS that seals account keys.
+    pub fn set_kms(&self, k: Arc<veeps_kms::Kms>) {
+        let _ = self.kms.set(k);
+    }
+
+    /// An account's file: sealed (`.sealed`), or as an older veeps kept it (`.json`).
+    fn account_path(&self, spec: &AcmeSpec, ext: &str) -> PathBuf {
         let h = sha2::Sha256::digest(spec.directory.as_bytes());
         self.dir
-            .join(format!("account-{}.json", &hex::encode(h)[..16]))
+            .join(format!("account-{}.{ext}", &hex::encode(h)[..16]))
+    }
+
+    fn kms(&self) -> Result<&veeps_kms::Kms, CaError> {
+        self.kms
+            .get()
+            .map(|k| k.as_ref())
+            .ok_or_else(|| CaError::Invalid("no KMS here to seal ACME account keys".into()))
+    }
+
+    /// The stored credentials of the account at `spec`'s directory, if any.
+    fn stored(&self, spec: &AcmeSpec) -> Result<Option<AccountCredentials>, CaError> {
+        let context = format!("acme-account:{}", spec.directory);
+        if let Ok(sealed) = std::fs::read(self.account_path(spec, "sealed")) {
+            let text = self
+                .kms()?
+                .decrypt(veeps_kms::SYSTEM_ENV, &sealed, &context)
+                .map_err(|e| CaError::Crypto(format!("the ACME account key does not open: {e}")))?;
+            return Ok(serde_json::from_slice(&text).ok());
+        }
+        // An account kept in the clear by an older veeps: sealed now, the clear copy gone.
+        let legacy = self.account_path(spec, "json");
+        let Ok(text) = std::fs::read(&legacy) else {
+            return Ok(None);
+        };
+        let Ok(creds) = serde_json::from_slice::<AccountCredentials>(&text) else {
+            return Ok(None);
+        };
+        self.seal(spec, &text)?;
+        let _ = std::fs::remove_file(&legacy);
+        Ok(Some(creds))
+    }
+
+    fn seal(&self, spec: &AcmeSpec, creds_json: &[u8]) -> Result<(), CaError> {
+        let kms = self.kms()?;
+        kms.ensure_env_key(veeps_kms::SYSTEM_ENV)
+            .map_err(|e| CaError::Crypto(e.to_string()))?;
+        let sealed = kms
+            .encrypt(
+                veeps_kms::SYSTEM_ENV,
+                creds_json,
+                &format!("acme-account:{}", spec.directory),
+            )
+            .map_err(|e| CaError::Crypto(e.to_string()))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| CaError::Io(e.to_string()))?;
+        veeps_kms::write_private(&self.account_path(spec, "sealed"), &sealed)
+            .map_err(|e| CaError::Io(e.to_string()))
     }
 
     async fn account(&self, spec: &AcmeSpec) -> Result<Account, CaError> {
@@ -98,14 +169,11 @@ impl Acme {
             Some(p) => Account::builder_with_root(p).map_err(acme_err),
             None => Account::builder().map_err(acme_err),
         };
-        let path = self.account_path(spec);
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(creds) = serde_json::from_str::<AccountCredentials>(&text) {
-                match builder()?.from_credentials(creds).await {
-                    Ok(a) => return Ok(a),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ACME: the stored account failed; making a new one")
-                    }
+        if let Some(creds) = self.stored(spec)? {
+            match builder()?.from_credentials(creds).await {
+                Ok(a) => return Ok(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ACME: the stored account failed; making a new one")
                 }
             }
         }
@@ -123,9 +191,8 @@ impl Acme {
             )
             .await
             .map_err(|e| acme_err(format!("creating an account at {}: {e}", spec.directory)))?;
-        std::fs::create_dir_all(&self.dir).map_err(|e| CaError::Io(e.to_string()))?;
-        let text = serde_json::to_string(&creds).map_err(|e| CaError::Io(e.to_string()))?;
-        crate::write_private(&path, &text).map_err(|e| CaError::Io(e.to_string()))?;
+        let text = serde_json::to_vec(&creds).map_err(|e| CaError::Io(e.to_string()))?;
+        self.seal(spec, &text)?;
         Ok(account)
     }
 
@@ -144,11 +211,20 @@ impl Acme {
             .new_order(&NewOrder::new(&idents))
             .await
             .map_err(|e| acme_err(format!("ordering {}: {e}", names.join(", "))))?;
-        let mut published: Vec<(String, String)> = vec![];
+        let mut published: Vec<Published> = vec![];
         let result = self.answer(&mut order, spec, &mut published).await;
-        if let Some(d) = self.dns01.get() {
-            for (n, v) in &published {
-                d.withdraw(n, v);
+        for p in &published {
+            match p {
+                Published::Dns(n, v) => {
+                    if let Some(d) = self.dns01.get() {
+                        d.withdraw(n, v);
+                    }
+                }
+                Published::Http(token) => {
+                    if let Some(h) = self.http01.get() {
+                        h.withdraw(token).await;
+                    }
+                }
             }
         }
         result?;
@@ -173,18 +249,24 @@ impl Acme {
         &self,
         order: &mut instant_acme::Order,
         spec: &AcmeSpec,
-        published: &mut Vec<(String, String)>,
+        published: &mut Vec<Published>,
     ) -> Result<(), CaError> {
-        if spec.challenge != "dns-01" {
-            return Err(CaError::Invalid(format!(
-                "the {} challenge is not answered yet; use validation_method = \"acme_dns\"",
-                spec.challenge
-            )));
+        let http = spec.challenge == "http-01";
+        let kind = if http {
+            ChallengeType::Http01
+        } else {
+            ChallengeType::Dns01
+        };
+        if http && self.http01.get().is_none() {
+            return Err(CaError::Invalid(
+                "no balancers here to answer HTTP-01 challenges".into(),
+            ));
         }
-        let dns = self
-            .dns01
-            .get()
-            .ok_or_else(|| CaError::Invalid("no DNS here to answer DNS-01 challenges".into()))?;
+        if !http && self.dns01.get().is_none() {
+            return Err(CaError::Invalid(
+                "no DNS here to answer DNS-01 challenges".into(),
+            ));
+        }
         {
             let mut auths = order.authorizations();
             while let Some(a) = auths.next().await {
@@ -195,16 +277,23 @@ impl Acme {
                     other => return Err(acme_err(format!("an authorization is {other:?}"))),
                 }
                 let mut ch = a
-                    .challenge(ChallengeType::Dns01)
-                    .ok_or_else(|| acme_err("the CA offers no DNS-01 challenge"))?;
+                    .challenge(kind.clone())
+                    .ok_or_else(|| acme_err(format!("the CA offers no {kind:?} challenge")))?;
                 let base = match ch.identifier().identifier {
                     Identifier::Dns(d) => d.trim_start_matches("*.").to_string(),
                     other => return Err(acme_err(format!("{other:?} is not a DNS name"))),
                 };
-                let name = format!("_acme-challenge.{base}");
-                let value = ch.key_authorization().dns_value();
-                dns.publish(&name, &value).map_err(CaError::Invalid)?;
-                published.push((name, value));
+                if let (true, Some(h)) = (http, self.http01.get()) {
+                    let token = ch.token.clone();
+                    let answer = ch.key_authorization().as_str().to_string();
+                    h.publish(&token, &answer).await.map_err(CaError::Invalid)?;
+                    published.push(Published::Http(token));
+                } else if let Some(d) = self.dns01.get() {
+                    let name = format!("_acme-challenge.{base}");
+                    let value = ch.key_authorization().dns_value();
+                    d.publish(&name, &value).map_err(CaError::Invalid)?;
+                    published.push(Published::Dns(name, value));
+                }
                 ch.set_ready().await.map_err(acme_err)?;
             }
         }

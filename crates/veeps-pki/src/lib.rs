@@ -84,19 +84,8 @@ fn ca_params(dn_name: &str) -> CertificateParams {
     p
 }
 
-pub(crate) fn write_private(p: &Path, data: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = p.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, p)
+fn write_private(p: &Path, data: &str) -> std::io::Result<()> {
+    veeps_kms::write_private(p, data.as_bytes())
 }
 
 impl Ca {

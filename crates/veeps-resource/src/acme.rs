@@ -9,3 +9,14 @@ pub trait Dns01: Send + Sync {
     /// Stops answering `value` at `name`.
     fn withdraw(&self, name: &str, value: &str);
 }
+
+/// Serves HTTP-01 challenge answers at `/.well-known/acme-challenge/TOKEN` on port 80 of
+/// the names being validated.
+#[async_trait::async_trait]
+pub trait Http01: Send + Sync {
+    /// Serves `key_authorization` for `token` (on every plain-HTTP listener) until
+    /// withdrawn; returns once it is served.
+    async fn publish(&self, token: &str, key_authorization: &str) -> Result<(), String>;
+    /// Stops serving `token`.
+    async fn withdraw(&self, token: &str);
+}

@@ -87,7 +87,19 @@ pub trait Typed: Send + Sync + 'static {
 
 /// Reads a typed value from an attribute value; the error names the attribute at fault.
 pub fn decode<T: DeserializeOwned>(type_name: &str, v: &Value) -> Result<T, ResourceError> {
-    let json = v.to_json();
+    let mut json = v.to_json();
+    // An attribute set to null is an attribute not set (as in Terraform): its default.
+    fn unset_nulls(j: &mut serde_json::Value) {
+        match j {
+            serde_json::Value::Object(m) => {
+                m.retain(|_, v| !v.is_null());
+                m.values_mut().for_each(unset_nulls);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(unset_nulls),
+            _ => {}
+        }
+    }
+    unset_nulls(&mut json);
     serde_path_to_error::deserialize(&json).map_err(|e| {
         let path = e.path().to_string();
         ResourceError::Attr {
@@ -239,4 +251,50 @@ where
 {
     use serde::Deserialize;
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Conf {
+        #[serde(default)]
+        directory: String,
+        name: Option<String>,
+        #[serde(default)]
+        inner: Vec<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Inner {
+        #[serde(default = "seven")]
+        n: u32,
+    }
+
+    fn seven() -> u32 {
+        7
+    }
+
+    #[test]
+    fn an_attribute_set_to_null_takes_its_default() {
+        let v = Value::from_json(&serde_json::json!({
+            "directory": null,
+            "name": null,
+            "inner": [{"n": null}, {"n": 2}],
+        }));
+        let c: Conf = decode("t", &v).unwrap();
+        assert_eq!(
+            c,
+            Conf {
+                directory: String::new(),
+                name: None,
+                inner: vec![Inner { n: 7 }, Inner { n: 2 }],
+            }
+        );
+        // A wrong type is still named.
+        let bad = Value::from_json(&serde_json::json!({"directory": 3}));
+        let e = decode::<Conf>("t", &bad).unwrap_err().to_string();
+        assert!(e.contains("directory"), "{e}");
+    }
 }

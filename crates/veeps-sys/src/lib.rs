@@ -10,6 +10,7 @@
 //! - [`garp`]: announcing an address that moved to a new interface;
 //! - [`init`]: the first process of a PID namespace (forwards signals, reaps orphans);
 //! - [`seccomp`]: the system-call filter instances run under;
+//! - [`plane`]: what data-plane processes share (pid file, control socket, start, stop);
 //! - [`proc`]: signals and identities; [`now_ms`].
 
 pub mod cgroup;
@@ -18,6 +19,7 @@ pub mod fdpass;
 pub mod garp;
 pub mod init;
 pub mod netns;
+pub mod plane;
 pub mod proc;
 pub mod seccomp;
 

@@ -367,13 +367,15 @@ impl Veeps {
 
 /// Removes whatever a server with data directory `data` created on the host.
 pub fn cleanup_host_for(data: &std::path::Path) {
-    // Balancers' data planes outlive the server: stop them first.
-    for e in std::fs::read_dir(data.join("lb"))
+    // Data planes (balancers', DNS's) outlive the server: stop them first.
+    let planes = std::fs::read_dir(data.join("lb"))
         .into_iter()
         .flatten()
         .flatten()
-    {
-        let pid = std::fs::read_to_string(e.path().join("pid")).unwrap_or_default();
+        .map(|e| e.path())
+        .chain([data.join("dns")]);
+    for dir in planes {
+        let pid = std::fs::read_to_string(dir.join("pid")).unwrap_or_default();
         if let Some(pid) = pid.split_whitespace().next() {
             let _ = Command::new("kill").args(["-9", pid]).status();
         }
@@ -413,6 +415,12 @@ pub fn plane_pids(data: &std::path::Path) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// The DNS data plane's pid (`DATA/dns/pid`), if it wrote one.
+pub fn dns_plane_pid(data: &std::path::Path) -> Option<String> {
+    let t = std::fs::read_to_string(data.join("dns").join("pid")).ok()?;
+    t.split_whitespace().next().map(str::to_string)
 }
 
 /// Whether process `pid` is gone (or a zombie left for whoever adopted it to reap).

@@ -671,6 +671,10 @@ fn main() {
             init_log("info");
             std::process::exit(veeps_lb::plane::main(args.collect()))
         }
+        Some(a) if a == "dns-plane" => {
+            init_log("info");
+            std::process::exit(veeps_dns::plane::main(args.collect()))
+        }
         Some(a) if a == "db-proxy" => std::process::exit(veeps_db::proxy::main(args.collect())),
         _ => {}
     }

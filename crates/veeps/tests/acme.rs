@@ -1,5 +1,6 @@
 //! ACME certificates against Pebble (Debian `pebble`), the ACME test server: DNS-01 answered
-//! by veeps' own zone (Pebble asks veeps' DNS listener), a wildcard, renewal at two thirds
+//! by veeps' own zone (Pebble asks veeps' DNS listener), HTTP-01 answered by a balancer's
+//! plain-HTTP listener, a wildcard, renewal at two thirds
 //! of the lifetime, and a listener serving the renewed certificate while a connection made
 //! before stays up. Needs root (the balancer's namespace), pebble, openssl and python3.
 
@@ -39,8 +40,9 @@ fn sh(dir: &std::path::Path, cmd: &str) {
 }
 
 /// Starts Pebble with a TLS certificate from a CA of the test's own (`ca.pem` in `dir`),
-/// certificates valid `validity` seconds, resolving names through `dns_port`.
-fn pebble(dir: &std::path::Path, dns_port: u16, validity: u64) -> Pebble {
+/// certificates valid `validity` seconds, resolving names through `dns_port` and asking
+/// HTTP-01 answers on `http_port`.
+fn pebble(dir: &std::path::Path, dns_port: u16, http_port: u16, validity: u64) -> Pebble {
     sh(dir, "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=pebble-test-ca 2>/dev/null");
     sh(dir, "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem -out req.csr -subj /CN=localhost 2>/dev/null");
     std::fs::write(
@@ -56,7 +58,7 @@ fn pebble(dir: &std::path::Path, dns_port: u16, validity: u64) -> Pebble {
             "managementListenAddress": format!("127.0.0.1:{mgmt}"),
             "certificate": dir.join("cert.pem"),
             "privateKey": dir.join("key.pem"),
-            "httpPort": 5002,
+            "httpPort": http_port,
             "tlsPort": 5001,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
@@ -130,10 +132,11 @@ sys.exit(1)
 "#;
 
 /// Issue "DNS and TLS": a wildcard certificate from an ACME CA through DNS-01 answered by
-/// veeps' zone, served by a balancer, renewed at two thirds of its lifetime and swapped
-/// into the listener with no dropped connection.
+/// veeps' zone and another through HTTP-01 answered by the balancer's port 80, served by
+/// the balancer, renewed at two thirds of their lifetime and swapped into the listener
+/// with no dropped connection.
 #[test]
-fn acme_wildcard_certificates_issue_by_dns_and_renew_into_live_listeners() {
+fn acme_certificates_issue_by_dns_and_http_and_renew_into_live_listeners() {
     require_root("ACME tests");
     for tool in ["pebble", "openssl", "python3"] {
         assert!(
@@ -147,8 +150,8 @@ fn acme_wildcard_certificates_issue_by_dns_and_renew_into_live_listeners() {
     let v = Veeps::start_with_env(&[("VEEPS_ACME_CHECK_SECS", "1")]);
     let dir = v.work.join("pebble");
     std::fs::create_dir_all(&dir).unwrap();
-    let pebble = pebble(&dir, v.dns_port, 45);
-    let https = free_port();
+    let (https, http, site) = (free_port(), free_port(), free_port());
+    let pebble = pebble(&dir, v.dns_port, http, 45);
     v.write(
         "env/main.hcl",
         &format!(
@@ -158,9 +161,48 @@ resource "security_group" "lb" {{
   vpc_id = vpc.v.id
   ingress {{
     protocol    = "tcp"
-    from_port   = 443
-    to_port     = 443
+    from_port   = 80
+    to_port     = 8443
     cidr_blocks = ["0.0.0.0/0"]
+  }}
+}}
+resource "dns_record" "site" {{
+  zone_id = dns_zone.z.zone_id
+  name    = "site.acme.test"
+  type    = "A"
+  ttl     = 5
+  records = ["127.0.0.1"]
+}}
+resource "listener" "http" {{
+  load_balancer_arn = load_balancer.pub.arn
+  port              = 80
+  protocol          = "HTTP"
+  host_port         = {http}
+  default_action {{
+    type = "fixed-response"
+    fixed_response {{
+      message_body = "plain"
+    }}
+  }}
+}}
+resource "certificate" "site" {{
+  domain_name       = "site.acme.test"
+  validation_method = "acme_http"
+  acme_directory    = "{url}"
+  acme_ca_file      = "{ca}"
+  depends_on        = [listener.http, dns_record.site]
+}}
+resource "listener" "site" {{
+  load_balancer_arn = load_balancer.pub.arn
+  port              = 8443
+  protocol          = "HTTPS"
+  certificate_arn   = certificate.site.arn
+  host_port         = {site}
+  default_action {{
+    type = "fixed-response"
+    fixed_response {{
+      message_body = "site"
+    }}
   }}
 }}
 resource "dns_zone" "z" {{
@@ -200,6 +242,27 @@ resource "listener" "https" {{
     );
     let out = v.ok(&["apply", "env", "--auto-approve"]);
     assert!(out.contains("certificate.wild"), "{out}");
+    // HTTP-01: Pebble fetched the token from the balancer's port 80 (its name in veeps'
+    // zone); the certificate is Pebble's, for that name, and the token is gone after.
+    let served = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{site} -servername site.acme.test </dev/null 2>/dev/null | openssl x509 -noout -issuer -ext subjectAltName"
+        ))
+        .output()
+        .unwrap();
+    let served = String::from_utf8_lossy(&served.stdout);
+    assert!(
+        served.contains("Pebble") && served.contains("DNS:site.acme.test"),
+        "{served}"
+    );
+    let url = format!("http://127.0.0.1:{http}/.well-known/acme-challenge/anything");
+    let (code, body) = curl(&[&url]);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "plain"),
+        "a token no order holds"
+    );
     // The challenge answers are gone once the order is done.
     let txt = Command::new("dig")
         .args(["@127.0.0.1", "-p", &v.dns_port.to_string(), "+short"])
@@ -221,6 +284,20 @@ resource "listener" "https" {{
         "{said}{}\n--- pebble ---\n{}",
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(dir.join("pebble.log")).unwrap_or_default()
+    );
+    // The account key is sealed with veeps' KMS, never kept in the clear.
+    let accounts: Vec<_> = std::fs::read_dir(v.data.join("pki").join("acme"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert!(accounts[0].to_string_lossy().ends_with(".sealed"));
+    let sealed = std::fs::read(&accounts[0]).unwrap();
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&sealed).is_err()
+            && !String::from_utf8_lossy(&sealed).contains("key_pkcs8"),
+        "the account key is in the clear"
     );
     // The state follows the renewed certificate; nothing to change.
     let plan = v.ok(&["plan", "env"]);

@@ -801,3 +801,29 @@ fn sealed_audit_entries_are_archived_to_a_bucket() {
     assert_ne!(next.trim_end_matches('.'), archived);
     assert!(v.ok(&["audit", "--verify"]).contains("intact"));
 }
+
+/// The bundled example takes one variable, in every environment, that moves its public
+/// certificates from veeps' CA to an ACME CA (checked offline; issuance itself is in
+/// tests/acme.rs).
+#[test]
+fn the_example_switches_to_acme_with_one_variable() {
+    let live =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/veeps-hosting/live");
+    for extra in [
+        vec![],
+        vec!["-var", "acme_directory=https://127.0.0.1:14000/dir"],
+    ] {
+        let o = Command::new(bin())
+            .arg("validate")
+            .arg(&live)
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{extra:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

@@ -276,7 +276,7 @@ fn zones_answer_publicly_and_privately_aliases_follow_and_failover_fails_over() 
         }
     }
     let _upstream = Kill(upstream);
-    let v = Veeps::start_with_env(&[("VEEPS_DNS_UPSTREAM", &format!("127.0.0.1:{up_port}"))]);
+    let mut v = Veeps::start_with_env(&[("VEEPS_DNS_UPSTREAM", &format!("127.0.0.1:{up_port}"))]);
     v.write("resolver/app.py", RESOLVER_APP);
     v.write("env/main.hcl", &config("pub", check_port, ""));
     v.ok(&["apply", "env", "--auto-approve"]);
@@ -414,13 +414,86 @@ resource "dns_record" "txt" {
     );
     let out = v.ok(&["apply", "env", "--auto-approve"]);
     assert!(!out.contains("dns_record.apex"), "{out}");
-    let moved = short(&v, "example.test", "A");
-    assert!(
-        moved[0].starts_with("10.73.2."),
-        "{moved:?} (was {first:?})"
-    );
+    // The data plane learns the balancer's new address within a second or so (as Route
+    // 53's aliases follow their targets without a change to the record).
+    wait_until("the alias follows its balancer", 30, || {
+        short(&v, "example.test", "A")
+            .first()
+            .is_some_and(|a| a.starts_with("10.73.2."))
+    });
     assert!(serial(&v) > before);
     assert_eq!(short(&v, "example.test", "TXT"), ["\"v=spf1 -all\""]);
+
+    // The data plane outlives the control plane: with the server killed, public and
+    // private names still answer, and failover still follows the health check.
+    let plane = dns_plane_pid(&v.data).expect("the DNS data plane's pid file");
+    wait_until("failover (the check's port is closed)", 30, || {
+        short(&v, "app.example.test", "A") == ["192.0.2.2"]
+    });
+    v.kill9();
+    assert_eq!(
+        short(&v, "www.example.test", "A"),
+        ["192.0.2.10", "192.0.2.11"]
+    );
+    let out = dig_at(
+        Some(&ns_a),
+        "10.73.0.2",
+        53,
+        &["+short", "db.internal.test", "A"],
+    );
+    assert_eq!(out.trim(), "10.73.3.50");
+    let again = std::net::TcpListener::bind(("127.0.0.1", check_port)).unwrap();
+    wait_until("back to the primary, with no control plane", 30, || {
+        short(&v, "app.example.test", "A") == ["192.0.2.1"]
+    });
+    // The next start adopts it as it runs.
+    v.boot();
+    v.ok(&["plan", "env"]);
+    assert_eq!(dns_plane_pid(&v.data).as_deref(), Some(plane.as_str()));
+    // A data plane killed is started again, and answers as before.
+    let _ = Command::new("kill").args(["-9", &plane]).status();
+    wait_until("a new DNS data plane", 30, || {
+        dns_plane_pid(&v.data).is_some_and(|p| p != plane && !process_gone(&p))
+            && short(&v, "www.example.test", "A").len() == 2
+    });
+    assert_eq!(short(&v, "app.example.test", "A"), ["192.0.2.1"]);
+    // Another build of veeps replaces it beside itself: queries asked all along (with
+    // a client's usual retries) are all answered.
+    let restarted = dns_plane_pid(&v.data).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asker = {
+        let (stop, port) = (stop.clone(), v.dns_port);
+        std::thread::spawn(move || {
+            let (mut asked, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = Command::new("dig")
+                    .args(["@127.0.0.1", "-p", &port.to_string(), "+tries=3", "+time=2"])
+                    .args(["+short", "www.example.test", "A"])
+                    .output()
+                    .unwrap();
+                asked += 1;
+                if !String::from_utf8_lossy(&out.stdout).contains("192.0.2.10") {
+                    failed += 1;
+                }
+            }
+            (asked, failed)
+        })
+    };
+    v.next_build();
+    v.kill9();
+    v.boot();
+    wait_until("the upgraded DNS data plane", 60, || {
+        dns_plane_pid(&v.data).is_some_and(|p| p != restarted) && process_gone(&restarted)
+    });
+    v.ok(&["plan", "env"]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (asked, failed) = asker.join().unwrap();
+    assert!(asked > 0);
+    assert_eq!(
+        failed, 0,
+        "{failed} of {asked} queries failed during the upgrade"
+    );
+    drop(again);
 }
 
 #[test]

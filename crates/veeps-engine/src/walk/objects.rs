@@ -43,6 +43,10 @@ pub fn decode_body(
         }
         match eval(&a.expr, scope) {
             Ok(v) => match convert(&v, &s.ty) {
+                // Set to null is not set (as in Terraform): the default, if any.
+                Ok(Value::Null) => {
+                    out.insert(name.clone(), s.default.clone().unwrap_or(Value::Null));
+                }
                 Ok(v) => {
                     out.insert(name.clone(), v);
                 }

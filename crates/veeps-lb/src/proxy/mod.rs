@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub rules: Vec<(String, Vec<Condition>, Compiled)>,
     /// The default action.
     pub default: Compiled,
+    /// ACME HTTP-01 answers (token to key authorization), served before any rule.
+    pub challenges: std::collections::BTreeMap<String, String>,
 }
 
 /// Counters of one balancer.

@@ -56,6 +56,16 @@ pub fn strip_port(h: &str) -> &str {
 /// Route: the action of the first rule (in priority order) whose conditions all hold, else
 /// the default action.
 pub fn route(snap: &Snapshot, cx: &RequestCx, headers: &HeaderMap) -> Compiled {
+    // An ACME CA validating a name (HTTP-01) asks before any rule can send it elsewhere.
+    if let Some(token) = cx.path.strip_prefix("/.well-known/acme-challenge/") {
+        if let Some(answer) = snap.challenges.get(token) {
+            return Compiled::Other(crate::model::Action::Fixed {
+                status: 200,
+                content_type: "application/octet-stream".into(),
+                body: answer.clone(),
+            });
+        }
+    }
     let hdr = |n: &str| -> Vec<String> {
         headers
             .get_all(n)

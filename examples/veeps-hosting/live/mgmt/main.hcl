@@ -10,6 +10,18 @@ module "vpc" {
   cidr_block = "10.10.0.0/18"
 }
 
+# Where stage's and prod's public certificates come from (see their main.hcl); declared
+# here too, so that one `veeps up -var acme_directory=URL` reaches every environment.
+variable "acme_directory" {
+  type    = string
+  default = null
+}
+
+variable "acme_ca_file" {
+  type    = string
+  default = null
+}
+
 # The one alarm topic of the deployment; stage and prod alarms notify it through
 # mgmt's output. Add subscriptions here, for example:
 #   subscription {

@@ -36,6 +36,19 @@ locals {
   app_dir = "target/sample-apps"
 }
 
+# The public balancer's wildcard certificate comes from veeps' CA unless an ACME directory
+# is given (`veeps up -var acme_directory=URL`): then from that CA, through DNS-01 answered
+# by the public zone, which must be delegated to veeps.
+variable "acme_directory" {
+  type    = string
+  default = null
+}
+
+variable "acme_ca_file" {
+  type    = string
+  default = null
+}
+
 # The balancers, the sample apps and the database, with stage's figures. The public
 # balancer also answers on the host: https://127.0.0.1:8443/sample-app-frontend
 module "apps" {
@@ -59,6 +72,8 @@ module "apps" {
   public_zone_id           = data.environment.mgmt.outputs.public_zone_id
   private_zone_id          = dns_zone_association.private.zone_id
   private_domain           = data.environment.mgmt.outputs.private_domain
+  acme_directory           = var.acme_directory
+  acme_ca_file             = var.acme_ca_file
 }
 
 output "public_url" {

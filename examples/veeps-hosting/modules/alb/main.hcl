@@ -1,6 +1,7 @@
 # An application load balancer of the reference architecture: public (HTTP 80 and HTTPS
 # 443, in public subnets) or internal (HTTPS 443 only, in private-app subnets), with a
-# certificate from veeps' CA, admitting the ranges given. Services claim paths on its
+# certificate from veeps' CA (or, given an ACME directory, from that CA through DNS-01 in
+# veeps' zone), admitting the ranges given. Services claim paths on its
 # listeners with listener rules (see asg-service); unclaimed paths get a 404.
 
 variable "name" {
@@ -28,6 +29,24 @@ variable "allowed_cidrs" {
 variable "domain_name" {
   type        = string
   description = "the name on the certificate, like services-stage.veeps-hosting.internal"
+}
+
+variable "wildcard" {
+  type        = bool
+  default     = false
+  description = "also put *.domain_name on the certificate"
+}
+
+variable "acme_directory" {
+  type        = string
+  default     = null
+  description = "an ACME directory URL (like Let's Encrypt's) to get the certificate from instead of veeps' CA; the name must be in a zone veeps answers for"
+}
+
+variable "acme_ca_file" {
+  type        = string
+  default     = null
+  description = "the CA file the ACME server's own TLS chains to (a test server's, like Pebble's)"
 }
 
 variable "https_host_port" {
@@ -61,14 +80,24 @@ resource "security_group" "lb" {
   }
 }
 
+locals {
+  acme     = var.acme_directory != null
+  wildcard = var.wildcard ? ["*.${var.domain_name}"] : []
+}
+
 resource "certificate" "this" {
   domain_name = var.domain_name
-  # Callers inside the VPC may use the balancer's address; it is on the certificate too.
-  # and so is 127.0.0.1 when the balancer also answers on the host.
-  subject_alternative_names = concat(
+  # From veeps' CA, callers inside the VPC may use the balancer's address: it is on the
+  # certificate too, and so is 127.0.0.1 when the balancer also answers on the host. A
+  # public CA certifies names only.
+  subject_alternative_names = local.acme ? local.wildcard : concat(
+    local.wildcard,
     [load_balancer.this.dns_name],
     var.https_host_port == null ? [] : ["127.0.0.1"],
   )
+  validation_method = local.acme ? "acme_dns" : "internal"
+  acme_directory    = var.acme_directory
+  acme_ca_file      = var.acme_ca_file
 }
 
 resource "load_balancer" "this" {

@@ -87,6 +87,17 @@ variable "private_zone_id" {
   description = "the private zone (answered in this VPC) the internal balancer and the database get names in"
 }
 
+variable "acme_directory" {
+  type        = string
+  default     = null
+  description = "get the public balancer's wildcard certificate from this ACME directory instead of veeps' CA"
+}
+
+variable "acme_ca_file" {
+  type    = string
+  default = null
+}
+
 variable "private_domain" {
   type = string
 }
@@ -104,6 +115,9 @@ module "public_alb" {
   allowed_cidrs   = var.public_allowed_cidrs
   domain_name     = var.public_domain
   https_host_port = var.public_host_port
+  wildcard        = true
+  acme_directory  = var.acme_directory
+  acme_ca_file    = var.acme_ca_file
 }
 
 module "internal_alb" {
@@ -183,9 +197,8 @@ module "backend" {
   health_check_interval = 2
   topic_id              = var.topic_id
   environment = {
-    # By address until DNS runs in the data plane: the VPC resolvers are in the control
-    # plane's process today, and a restart of veeps would stop names resolving.
-    DB_HOST = module.database.endpoint
+    # By name, through the VPC's resolver: the writer's name follows failover.
+    DB_HOST = dns_record.db.fqdn
     DB_PORT = "5432"
     DB_NAME = module.database.database_name
     DB_USER = var.db_master_username
@@ -209,7 +222,8 @@ module "frontend" {
   health_check_interval = 2
   topic_id              = var.topic_id
   environment = {
-    BACKEND_URL = module.internal_alb.url
+    # The internal balancer by its private name (on its certificate too).
+    BACKEND_URL = "https://${dns_record.services.fqdn}:443"
   }
 }
 
