@@ -132,3 +132,76 @@ fn errors_name_the_function_and_what_to_do() {
     );
     check(r#"can(cidrhost("x", 1))"#, expect!["false"]);
 }
+
+#[test]
+fn refusals_of_the_newer_functions_name_what_is_wrong() {
+    check(
+        "signum(3.5)",
+        expect!["error: signum(): argument 1: a whole number is required, got 3.5"],
+    );
+    check(
+        r#"regex("[0-9]+", "abc")"#,
+        expect!["error: regex(): the pattern did not match any part of the given string"],
+    );
+    check(
+        r#"regex("(", "abc")"#,
+        expect![[
+            r#"error: regex(): argument 1: invalid regular expression: regex parse error:
+    (
+    ^
+error: unclosed group"#
+        ]],
+    );
+    check(
+        r#"regex("(?P<a>x)(y)", "xy")"#,
+        expect![
+            "error: regex(): argument 1: a pattern may not mix named and unnamed capture groups"
+        ],
+    );
+    check(
+        r#"chunklist(["a"], -1)"#,
+        expect!["error: chunklist(): argument 2: the size must be 0 or more"],
+    );
+    check(
+        r#"parseint("12", 1)"#,
+        expect!["error: parseint(): argument 2: the base must be from 2 to 62, got 1"],
+    );
+    check(
+        r#"parseint("19", 8)"#,
+        expect![[r#"error: parseint(): argument 1: cannot parse "19" as a base 8 integer"#]],
+    );
+    check(
+        r#"timeadd("2024-01-01", "1h")"#,
+        expect![[
+            r#"error: timeadd(): argument 1: "2024-01-01" is not an RFC 3339 timestamp (like 2024-01-02T15:04:05Z): the 'separator' component could not be parsed"#
+        ]],
+    );
+    check(
+        r#"timeadd("2024-01-01T00:00:00Z", "1d")"#,
+        expect![[
+            r#"error: timeadd(): argument 2: "1d" is not a duration (like "1h30m" or "-10s")"#
+        ]],
+    );
+    check(
+        r#"formatdate("YYYY-MM-DDTHH", "2024-01-01T00:00:00Z")"#,
+        expect![[
+            r#"error: formatdate(): argument 1: invalid date format verb "T": quote literal letters, like 'T'"#
+        ]],
+    );
+    check(
+        r#"uuidv5("nope", "x")"#,
+        expect![[
+            r#"error: uuidv5(): argument 1: "nope" is not a UUID, nor dns, url, oid or x500"#
+        ]],
+    );
+    check(
+        r#"textencodebase64("x", "EBCDIC")"#,
+        expect![[
+            r#"error: textencodebase64(): argument 2: "EBCDIC" is not an encoding veeps knows: use UTF-8, UTF-16LE, UTF-16BE or ISO-8859-1"#
+        ]],
+    );
+    check(
+        r#"matchkeys(["a"], [], [])"#,
+        expect!["error: matchkeys(): the values and keys lists must be the same length"],
+    );
+}

@@ -316,3 +316,125 @@ pub(super) fn coalescelist(c: &Call) -> Result<Value, Diagnostic> {
         Value::List(vec![])
     })
 }
+
+/// A set's elements in Terraform's order: strings lexically, numbers numerically, others
+/// as they came; without duplicates.
+fn set_of(mut v: Vec<Value>) -> Vec<Value> {
+    let mut seen: Vec<Value> = Vec::with_capacity(v.len());
+    v.retain(|x| {
+        let new = !seen.contains(x);
+        if new {
+            seen.push(x.clone());
+        }
+        new
+    });
+    if v.iter().all(|x| matches!(x, Value::String(_))) {
+        v.sort_by(|a, b| match (a, b) {
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        });
+    } else if v.iter().all(|x| matches!(x, Value::Number(_))) {
+        v.sort_by(|a, b| match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x.total_cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        });
+    }
+    v
+}
+
+pub(super) fn setintersection(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, usize::MAX)?;
+    let mut out = c.list(0)?;
+    for i in 1..c.args.len() {
+        let other = c.list(i)?;
+        out.retain(|v| other.contains(v));
+    }
+    Ok(Value::List(set_of(out)))
+}
+
+pub(super) fn setsubtract(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let other = c.list(1)?;
+    let mut out = c.list(0)?;
+    out.retain(|v| !other.contains(v));
+    Ok(Value::List(set_of(out)))
+}
+
+/// Every combination of one element from each argument, in order.
+pub(super) fn setproduct(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, usize::MAX)?;
+    let mut out: Vec<Vec<Value>> = vec![vec![]];
+    for i in 0..c.args.len() {
+        let l = c.list(i)?;
+        if out.len().saturating_mul(l.len()) > 100_000 {
+            return Err(c.err("the product would have more than 100000 elements"));
+        }
+        out = out
+            .iter()
+            .flat_map(|prefix| {
+                l.iter().map(move |v| {
+                    let mut p = prefix.clone();
+                    p.push(v.clone());
+                    p
+                })
+            })
+            .collect();
+    }
+    Ok(Value::List(out.into_iter().map(Value::List).collect()))
+}
+
+/// `transpose(map of lists of strings)`: each string becomes a key listing the keys that
+/// held it.
+pub(super) fn transpose(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (k, v) in c.obj(0)? {
+        let Value::List(items) = v else {
+            return Err(c.arg_err(0, "a map of lists of strings is required"));
+        };
+        for item in items {
+            match convert(&item, &Type::String) {
+                Ok(Value::String(s)) => out.entry(s).or_default().push(Value::String(k.clone())),
+                _ => return Err(c.arg_err(0, "a map of lists of strings is required")),
+            }
+        }
+    }
+    Ok(Value::Object(
+        out.into_iter().map(|(k, v)| (k, Value::List(v))).collect(),
+    ))
+}
+
+/// `matchkeys(values, keys, searchset)`: the values whose key (same index) is in the set.
+pub(super) fn matchkeys(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(3, 3)?;
+    let (values, keys, search) = (c.list(0)?, c.list(1)?, c.list(2)?);
+    if values.len() != keys.len() {
+        return Err(c.err("the values and keys lists must be the same length"));
+    }
+    Ok(Value::List(
+        values
+            .into_iter()
+            .zip(keys)
+            .filter(|(_, k)| search.contains(k))
+            .map(|(v, _)| v)
+            .collect(),
+    ))
+}
+
+/// `chunklist(list, size)`: lists of at most `size` elements (0: the whole list as one).
+pub(super) fn chunklist(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let l = c.list(0)?;
+    let size = c.int(1)?;
+    if size < 0 {
+        return Err(c.arg_err(1, "the size must be 0 or more"));
+    }
+    if size == 0 {
+        return Ok(Value::List(vec![Value::List(l)]));
+    }
+    Ok(Value::List(
+        l.chunks(size as usize)
+            .map(|ch| Value::List(ch.to_vec()))
+            .collect(),
+    ))
+}

@@ -46,3 +46,156 @@ pub(super) fn sha256(c: &Call) -> Result<Value, Diagnostic> {
         Value::String(hex::encode(sha2::Sha256::digest(c.str(0)?.as_bytes())))
     })
 }
+
+pub(super) fn md5(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    Ok(Value::String(hex::encode(md5::Md5::digest(
+        c.str(0)?.as_bytes(),
+    ))))
+}
+
+pub(super) fn sha1(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    Ok(Value::String(hex::encode(sha1::Sha1::digest(
+        c.str(0)?.as_bytes(),
+    ))))
+}
+
+pub(super) fn sha512(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    Ok(Value::String(hex::encode(sha2::Sha512::digest(
+        c.str(0)?.as_bytes(),
+    ))))
+}
+
+pub(super) fn base64sha256(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    let d = sha2::Sha256::digest(c.str(0)?.as_bytes());
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(d),
+    ))
+}
+
+pub(super) fn base64sha512(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    let d = sha2::Sha512::digest(c.str(0)?.as_bytes());
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(d),
+    ))
+}
+
+/// `urlencode(s)`, as Go's `url.QueryEscape`: letters, digits and `-_.~` stay, spaces
+/// become `+`, every other byte `%XX`.
+pub(super) fn urlencode(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    let mut out = String::new();
+    for b in c.str(0)?.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    Ok(Value::String(out))
+}
+
+/// The encodings `textencodebase64` and `textdecodebase64` know.
+fn encoding_of(c: &Call, i: usize) -> Result<&'static str, Diagnostic> {
+    let name = c.str(i)?.to_ascii_uppercase().replace('_', "-");
+    match name.as_str() {
+        "UTF-8" | "UTF8" => Ok("UTF-8"),
+        "UTF-16LE" => Ok("UTF-16LE"),
+        "UTF-16BE" => Ok("UTF-16BE"),
+        "ISO-8859-1" | "LATIN1" => Ok("ISO-8859-1"),
+        _ => Err(c.arg_err(
+            i,
+            format!("{name:?} is not an encoding veeps knows: use UTF-8, UTF-16LE, UTF-16BE or ISO-8859-1"),
+        )),
+    }
+}
+
+pub(super) fn textencodebase64(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let s = c.str(0)?;
+    let bytes: Vec<u8> = match encoding_of(c, 1)? {
+        "UTF-16LE" => s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect(),
+        "UTF-16BE" => s.encode_utf16().flat_map(|u| u.to_be_bytes()).collect(),
+        "ISO-8859-1" => s
+            .chars()
+            .map(|ch| {
+                u8::try_from(u32::from(ch))
+                    .map_err(|_| c.arg_err(0, format!("{ch:?} has no ISO-8859-1 encoding")))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => s.into_bytes(),
+    };
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+    ))
+}
+
+pub(super) fn textdecodebase64(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(c.str(0)?)
+        .map_err(|e| c.arg_err(0, format!("invalid base64: {e}")))?;
+    let bad = || c.arg_err(0, "the decoded bytes are not valid in that encoding");
+    let text = match encoding_of(c, 1)? {
+        enc @ ("UTF-16LE" | "UTF-16BE") => {
+            if bytes.len() % 2 != 0 {
+                return Err(bad());
+            }
+            let units: Vec<u16> = bytes
+                .chunks(2)
+                .map(|p| match enc {
+                    "UTF-16LE" => u16::from_le_bytes([p[0], p[1]]),
+                    _ => u16::from_be_bytes([p[0], p[1]]),
+                })
+                .collect();
+            String::from_utf16(&units).map_err(|_| bad())?
+        }
+        "ISO-8859-1" => bytes.iter().map(|b| char::from(*b)).collect(),
+        _ => String::from_utf8(bytes).map_err(|_| bad())?,
+    };
+    Ok(Value::String(text))
+}
+
+/// `uuidv5(namespace, name)`: RFC 4122's name-based UUID (SHA-1), the namespace `dns`,
+/// `url`, `oid`, `x500` or a UUID.
+pub(super) fn uuidv5(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let ns = match c.str(0)?.as_str() {
+        "dns" => "6ba7b810-9dad-11d1-80b4-00c04fd430c8".to_string(),
+        "url" => "6ba7b811-9dad-11d1-80b4-00c04fd430c8".to_string(),
+        "oid" => "6ba7b812-9dad-11d1-80b4-00c04fd430c8".to_string(),
+        "x500" => "6ba7b814-9dad-11d1-80b4-00c04fd430c8".to_string(),
+        other => other.to_string(),
+    };
+    let hexed: String = ns.chars().filter(|ch| *ch != '-').collect();
+    let ns_bytes = match hex::decode(&hexed) {
+        Ok(b) if b.len() == 16 && ns.len() == 36 => b,
+        _ => {
+            return Err(c.arg_err(
+                0,
+                format!("{ns:?} is not a UUID, nor dns, url, oid or x500"),
+            ))
+        }
+    };
+    let mut h = sha1::Sha1::new();
+    h.update(&ns_bytes);
+    h.update(c.str(1)?.as_bytes());
+    let mut u: Vec<u8> = h.finalize()[..16].to_vec();
+    u[6] = (u[6] & 0x0f) | 0x50;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    let x = hex::encode(u);
+    Ok(Value::String(format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )))
+}

@@ -28,3 +28,54 @@ pub(super) fn templatefile(c: &Call) -> Result<Value, Diagnostic> {
         crate::eval::eval_template_text(&text, &p, vars, &crate::eval::EmptyScope)?
     })
 }
+
+/// Go's `path/filepath.Clean` on a slash-separated path.
+fn clean(p: &str) -> String {
+    if p.is_empty() {
+        return ".".into();
+    }
+    let rooted = p.starts_with('/');
+    let mut out: Vec<&str> = vec![];
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            x => out.push(x),
+        }
+    }
+    let joined = out.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
+/// `basename(path)`, as Go's `filepath.Base`.
+pub(super) fn basename(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    let p = c.str(0)?;
+    let trimmed = p.trim_end_matches('/');
+    Ok(Value::String(match (p.is_empty(), trimmed.is_empty()) {
+        (true, _) => ".".into(),
+        (false, true) => "/".into(),
+        _ => trimmed.rsplit('/').next().unwrap_or(trimmed).to_string(),
+    }))
+}
+
+/// `dirname(path)`, as Go's `filepath.Dir`.
+pub(super) fn dirname(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    let p = c.str(0)?;
+    let dir = match p.rfind('/') {
+        Some(i) => &p[..=i],
+        None => "",
+    };
+    Ok(Value::String(clean(dir)))
+}

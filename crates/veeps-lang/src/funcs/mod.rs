@@ -8,6 +8,7 @@ mod marks;
 mod networks;
 mod numbers;
 mod strings;
+mod time;
 
 use crate::diag::{Diagnostic, Loc};
 use crate::eval::Scope;
@@ -49,6 +50,8 @@ pub enum Category {
     Errors,
     /// Marks.
     Marks,
+    /// Dates and times.
+    Time,
 }
 
 impl Category {
@@ -64,6 +67,7 @@ impl Category {
             Category::Networks => "Networks",
             Category::Errors => "Errors",
             Category::Marks => "Marks",
+            Category::Time => "Date and time",
         }
     }
 }
@@ -95,6 +99,10 @@ pub static FUNCTIONS: &[Function] = &[
     Function { name: "max", category: Category::Numbers, eval: Some(numbers::max), unknown_ok: false, note: "" },
     Function { name: "min", category: Category::Numbers, eval: Some(numbers::max), unknown_ok: false, note: "" },
     Function { name: "sum", category: Category::Numbers, eval: Some(numbers::sum), unknown_ok: false, note: "" },
+    Function { name: "signum", category: Category::Numbers, eval: Some(numbers::signum), unknown_ok: false, note: "" },
+    Function { name: "pow", category: Category::Numbers, eval: Some(numbers::pow), unknown_ok: false, note: "" },
+    Function { name: "log", category: Category::Numbers, eval: Some(numbers::log), unknown_ok: false, note: "" },
+    Function { name: "parseint", category: Category::Numbers, eval: Some(numbers::parseint), unknown_ok: false, note: "" },
     Function { name: "format", category: Category::Strings, eval: Some(strings::format), unknown_ok: false, note: "" },
     Function { name: "formatlist", category: Category::Strings, eval: Some(strings::formatlist), unknown_ok: false, note: "" },
     Function { name: "join", category: Category::Strings, eval: Some(strings::join), unknown_ok: false, note: "" },
@@ -112,6 +120,10 @@ pub static FUNCTIONS: &[Function] = &[
     Function { name: "strrev", category: Category::Strings, eval: Some(strings::strrev), unknown_ok: false, note: "" },
     Function { name: "startswith", category: Category::Strings, eval: Some(strings::startswith), unknown_ok: false, note: "" },
     Function { name: "endswith", category: Category::Strings, eval: Some(strings::endswith), unknown_ok: false, note: "" },
+    Function { name: "strcontains", category: Category::Strings, eval: Some(strings::strcontains), unknown_ok: false, note: "" },
+    Function { name: "regex", category: Category::Strings, eval: Some(strings::regex), unknown_ok: false, note: "" },
+    Function { name: "regexall", category: Category::Strings, eval: Some(strings::regexall), unknown_ok: false, note: "" },
+    Function { name: "indent", category: Category::Strings, eval: Some(strings::indent), unknown_ok: false, note: "" },
     Function { name: "length", category: Category::Collections, eval: Some(collections::length), unknown_ok: true, note: "" },
     Function { name: "element", category: Category::Collections, eval: Some(collections::element), unknown_ok: false, note: "" },
     Function { name: "index", category: Category::Collections, eval: Some(collections::index), unknown_ok: false, note: "" },
@@ -131,6 +143,12 @@ pub static FUNCTIONS: &[Function] = &[
     Function { name: "zipmap", category: Category::Collections, eval: Some(collections::zipmap), unknown_ok: false, note: "" },
     Function { name: "range", category: Category::Collections, eval: Some(collections::range), unknown_ok: false, note: "" },
     Function { name: "setunion", category: Category::Collections, eval: Some(collections::setunion), unknown_ok: false, note: "" },
+    Function { name: "setintersection", category: Category::Collections, eval: Some(collections::setintersection), unknown_ok: false, note: "" },
+    Function { name: "setsubtract", category: Category::Collections, eval: Some(collections::setsubtract), unknown_ok: false, note: "" },
+    Function { name: "setproduct", category: Category::Collections, eval: Some(collections::setproduct), unknown_ok: false, note: "" },
+    Function { name: "transpose", category: Category::Collections, eval: Some(collections::transpose), unknown_ok: false, note: "" },
+    Function { name: "matchkeys", category: Category::Collections, eval: Some(collections::matchkeys), unknown_ok: false, note: "" },
+    Function { name: "chunklist", category: Category::Collections, eval: Some(collections::chunklist), unknown_ok: false, note: "" },
     Function { name: "coalesce", category: Category::Collections, eval: Some(collections::coalesce), unknown_ok: true, note: "" },
     Function { name: "coalescelist", category: Category::Collections, eval: Some(collections::coalescelist), unknown_ok: false, note: "" },
     Function { name: "alltrue", category: Category::Collections, eval: Some(collections::alltrue), unknown_ok: false, note: "" },
@@ -146,13 +164,27 @@ pub static FUNCTIONS: &[Function] = &[
     Function { name: "base64encode", category: Category::Encoding, eval: Some(encoding::base64encode), unknown_ok: false, note: "" },
     Function { name: "base64decode", category: Category::Encoding, eval: Some(encoding::base64decode), unknown_ok: false, note: "" },
     Function { name: "sha256", category: Category::Encoding, eval: Some(encoding::sha256), unknown_ok: false, note: "" },
+    Function { name: "md5", category: Category::Encoding, eval: Some(encoding::md5), unknown_ok: false, note: "" },
+    Function { name: "sha1", category: Category::Encoding, eval: Some(encoding::sha1), unknown_ok: false, note: "" },
+    Function { name: "sha512", category: Category::Encoding, eval: Some(encoding::sha512), unknown_ok: false, note: "" },
+    Function { name: "base64sha256", category: Category::Encoding, eval: Some(encoding::base64sha256), unknown_ok: false, note: "" },
+    Function { name: "base64sha512", category: Category::Encoding, eval: Some(encoding::base64sha512), unknown_ok: false, note: "" },
+    Function { name: "urlencode", category: Category::Encoding, eval: Some(encoding::urlencode), unknown_ok: false, note: "" },
+    Function { name: "textencodebase64", category: Category::Encoding, eval: Some(encoding::textencodebase64), unknown_ok: false, note: "" },
+    Function { name: "textdecodebase64", category: Category::Encoding, eval: Some(encoding::textdecodebase64), unknown_ok: false, note: "" },
+    Function { name: "uuidv5", category: Category::Encoding, eval: Some(encoding::uuidv5), unknown_ok: false, note: "" },
     Function { name: "file", category: Category::Files, eval: Some(files::file), unknown_ok: false, note: "" },
     Function { name: "fileexists", category: Category::Files, eval: Some(files::file), unknown_ok: false, note: "" },
     Function { name: "templatefile", category: Category::Files, eval: Some(files::templatefile), unknown_ok: false, note: "paths like `\"${path.module}/x.tpl\"`" },
+    Function { name: "basename", category: Category::Files, eval: Some(files::basename), unknown_ok: false, note: "" },
+    Function { name: "dirname", category: Category::Files, eval: Some(files::dirname), unknown_ok: false, note: "" },
     Function { name: "cidrsubnet", category: Category::Networks, eval: Some(networks::cidrsubnet), unknown_ok: false, note: "" },
     Function { name: "cidrsubnets", category: Category::Networks, eval: Some(networks::cidrsubnets), unknown_ok: false, note: "" },
     Function { name: "cidrhost", category: Category::Networks, eval: Some(networks::cidrhost), unknown_ok: false, note: "" },
     Function { name: "cidrnetmask", category: Category::Networks, eval: Some(networks::cidrnetmask), unknown_ok: false, note: "" },
+    Function { name: "formatdate", category: Category::Time, eval: Some(time::formatdate), unknown_ok: false, note: "" },
+    Function { name: "timeadd", category: Category::Time, eval: Some(time::timeadd), unknown_ok: false, note: "" },
+    Function { name: "timecmp", category: Category::Time, eval: Some(time::timecmp), unknown_ok: false, note: "" },
     Function { name: "try", category: Category::Errors, eval: None, unknown_ok: false, note: "" },
     Function { name: "can", category: Category::Errors, eval: None, unknown_ok: false, note: "" },
     Function { name: "sensitive", category: Category::Marks, eval: Some(marks::sensitive), unknown_ok: false, note: "" },

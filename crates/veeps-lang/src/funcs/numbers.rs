@@ -53,3 +53,51 @@ pub(super) fn sum(c: &Call) -> Result<Value, Diagnostic> {
         Value::Number(s)
     })
 }
+
+pub(super) fn signum(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    Ok(Value::Number(c.int(0)?.signum() as f64))
+}
+
+pub(super) fn pow(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    Ok(Value::Number(c.num(0)?.powf(c.num(1)?)))
+}
+
+pub(super) fn log(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    Ok(Value::Number(c.num(0)?.ln() / c.num(1)?.ln()))
+}
+
+/// `parseint(s, base)`, bases 2 to 62 as Terraform's (Go's big.Int): digits, then `a`-`z`,
+/// then `A`-`Z`; up to base 36 letters of either case are the same digit.
+pub(super) fn parseint(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let s = c.str(0)?;
+    let base = c.int(1)?;
+    if !(2..=62).contains(&base) {
+        return Err(c.arg_err(1, format!("the base must be from 2 to 62, got {base}")));
+    }
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(&s)),
+    };
+    if digits.is_empty() {
+        return Err(c.arg_err(0, format!("cannot parse {s:?} as a base {base} integer")));
+    }
+    let mut n: f64 = 0.0;
+    for ch in digits.chars() {
+        let d = match ch {
+            '0'..='9' => ch as i64 - '0' as i64,
+            'a'..='z' => ch as i64 - 'a' as i64 + 10,
+            'A'..='Z' if base <= 36 => ch as i64 - 'A' as i64 + 10,
+            'A'..='Z' => ch as i64 - 'A' as i64 + 36,
+            _ => base,
+        };
+        if d >= base {
+            return Err(c.arg_err(0, format!("cannot parse {s:?} as a base {base} integer")));
+        }
+        n = n * base as f64 + d as f64;
+    }
+    Ok(Value::Number(if neg { -n } else { n }))
+}

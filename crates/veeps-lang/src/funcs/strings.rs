@@ -185,3 +185,75 @@ pub(super) fn split(c: &Call) -> Result<Value, Diagnostic> {
         }
     })
 }
+
+pub(super) fn strcontains(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    Ok(Value::Bool(c.str(0)?.contains(&c.str(1)?)))
+}
+
+/// `indent(n, s)`: every line but the first gains `n` spaces.
+pub(super) fn indent(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let n = c.int(0)?;
+    let pad = " ".repeat(usize::try_from(n).unwrap_or(0).min(1024));
+    let s = c.str(1)?;
+    Ok(Value::String(s.replace('\n', &format!("\n{pad}"))))
+}
+
+fn compile(c: &Call) -> Result<regex::Regex, Diagnostic> {
+    let pattern = c.str(0)?;
+    regex::RegexBuilder::new(&pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| c.arg_err(0, format!("invalid regular expression: {e}")))
+}
+
+/// One match as Terraform gives it: the matched text without capture groups, a list of
+/// the groups, or an object of named groups.
+fn captured(c: &Call, re: &regex::Regex, caps: &regex::Captures) -> Result<Value, Diagnostic> {
+    let names: Vec<Option<&str>> = re.capture_names().skip(1).collect();
+    let text = |i: usize| {
+        caps.get(i)
+            .map(|m| Value::string(m.as_str()))
+            .unwrap_or(Value::Null)
+    };
+    if names.is_empty() {
+        return Ok(text(0));
+    }
+    match (
+        names.iter().all(|n| n.is_some()),
+        names.iter().any(|n| n.is_some()),
+    ) {
+        (true, _) => Ok(Value::Object(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.unwrap_or_default().to_string(), text(i + 1)))
+                .collect(),
+        )),
+        (false, false) => Ok(Value::List((1..=names.len()).map(text).collect())),
+        (false, true) => {
+            Err(c.arg_err(0, "a pattern may not mix named and unnamed capture groups"))
+        }
+    }
+}
+
+pub(super) fn regex(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let re = compile(c)?;
+    let s = c.str(1)?;
+    match re.captures(&s) {
+        Some(caps) => captured(c, &re, &caps),
+        None => Err(c.err("the pattern did not match any part of the given string")),
+    }
+}
+
+pub(super) fn regexall(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let re = compile(c)?;
+    let s = c.str(1)?;
+    re.captures_iter(&s)
+        .map(|caps| captured(c, &re, &caps))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::List)
+}

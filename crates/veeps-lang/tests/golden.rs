@@ -1,0 +1,56 @@
+//! Terraform's own answers: every output of `tests/golden/functions.tf`, evaluated by
+//! Terraform 1.11.4 into `functions.json` (`tests/golden/regenerate.sh`), must evaluate to
+//! the same value in veeps.
+
+use std::sync::Arc;
+use veeps_lang::config::{load_config, Bundle};
+use veeps_lang::eval::{eval, EmptyScope};
+
+/// Numbers compared as numbers (`4` and `4.0` are one value).
+fn normal(j: &serde_json::Value) -> serde_json::Value {
+    match j {
+        serde_json::Value::Number(n) => serde_json::json!(n.as_f64()),
+        serde_json::Value::Array(a) => a.iter().map(normal).collect(),
+        serde_json::Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), normal(v))).collect(),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn functions_answer_as_terraform_does() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let tf = std::fs::read_to_string(dir.join("functions.tf")).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("functions.json")).unwrap())
+            .unwrap();
+    let bundle = Bundle {
+        root: ".".into(),
+        files: [("functions.tf".to_string(), tf)].into(),
+    };
+    let config = load_config(Arc::new(bundle)).unwrap();
+    let module = config.modules.values().next().unwrap();
+    let mut wrong = vec![];
+    let outputs = want.as_object().unwrap();
+    assert_eq!(
+        module.outputs.len(),
+        outputs.len(),
+        "functions.json is stale: regenerate it"
+    );
+    for (name, answer) in outputs {
+        let out = &module.outputs[name];
+        let got = match eval(&out.value, &EmptyScope) {
+            Ok(v) => normal(&v.to_json()),
+            Err(d) => serde_json::json!(format!("error: {}", d.summary)),
+        };
+        let expected = normal(&answer["value"]);
+        if got != expected {
+            wrong.push(format!("{name}: veeps {got}, terraform {expected}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}

@@ -1,0 +1,36 @@
+# Function calls, answered by Terraform 1.11.4 (`terraform apply` of these outputs, then
+# `terraform output -json` into functions.json); tests/golden.rs checks that veeps agrees.
+# Regenerate: tests/golden/regenerate.sh
+
+output "md5" { value = md5("hello world") }
+output "sha1" { value = sha1("hello world") }
+output "sha512" { value = sha512("hello world") }
+output "base64sha256" { value = base64sha256("hello world") }
+output "base64sha512" { value = base64sha512("hello world") }
+output "urlencode" { value = urlencode("Hello World/é?&=x") }
+output "strcontains_yes" { value = strcontains("hello world", "wor") }
+output "strcontains_no" { value = strcontains("hello world", "wrd") }
+output "signum" { value = [signum(-4), signum(0), signum(35)] }
+output "pow" { value = [pow(3, 2), pow(4, 0.5), pow(2, -1)] }
+output "log" { value = [log(16, 2), log(1, 10)] }
+output "parseint" { value = [parseint("100", 10), parseint("FF", 16), parseint("-12", 10), parseint("1010", 2), parseint("zz", 36)] }
+output "basename" { value = [basename("foo/bar/baz.txt"), basename("/"), basename("baz")] }
+output "dirname" { value = [dirname("foo/bar/baz.txt"), dirname("baz"), dirname("/foo")] }
+output "regex_plain" { value = regex("[a-z]+", "53453453.345345aaabbbccc23454") }
+output "regex_groups" { value = regex("^(\\d+)-(\\d+)$", "10-20") }
+output "regex_named" { value = regex("^(?P<user>[^@]+)@(?P<domain>.+)$", "ops@example.com") }
+output "regexall" { value = regexall("[a-z]+", "1234abcd5678efgh9") }
+output "regexall_groups" { value = regexall("(\\w)=(\\d)", "a=1, b=2") }
+output "setintersection" { value = setintersection(["a", "b", "c"], ["b", "c", "d"], ["c", "b"]) }
+output "setsubtract" { value = setsubtract(["a", "b", "c"], ["a", "c"]) }
+output "setproduct" { value = setproduct(["a", "b"], ["x", "y"]) }
+output "transpose" { value = transpose({ a = ["1", "2"], b = ["2", "3"] }) }
+output "matchkeys" { value = matchkeys(["i-1", "i-2", "i-3"], ["us-a", "us-b", "us-a"], ["us-a"]) }
+output "chunklist" { value = [chunklist(["a", "b", "c", "d", "e"], 2), chunklist(["a", "b"], 0)] }
+output "indent" { value = indent(2, "a\nb\n\nc") }
+output "uuidv5" { value = [uuidv5("dns", "www.example.com"), uuidv5("url", "https://example.com"), uuidv5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "x")] }
+output "textencodebase64" { value = textencodebase64("Hello", "UTF-16LE") }
+output "textdecodebase64" { value = textdecodebase64("SABlAGwAbABvAA==", "UTF-16LE") }
+output "formatdate" { value = [formatdate("YYYY-MM-DD hh:mm:ss ZZZ", "2018-01-02T23:12:01Z"), formatdate("DD MMM YYYY", "2018-01-02T23:12:01Z"), formatdate("EEEE, DD-MMM-YY hh:mm:ss ZZZ", "2018-01-02T23:12:01Z"), formatdate("h:mm AA", "2018-01-02T23:12:01Z"), formatdate("'Day' D 'of' MMMM", "2018-01-02T23:12:01Z")] }
+output "timeadd" { value = [timeadd("2017-11-22T00:00:00Z", "10m"), timeadd("2017-11-22T00:00:00Z", "-1h30m"), timeadd("2017-11-22T00:00:00+01:00", "24h")] }
+output "timecmp" { value = [timecmp("2017-11-22T00:00:00Z", "2017-11-22T00:00:00Z"), timecmp("2017-11-22T00:00:00Z", "2017-11-22T00:00:01Z"), timecmp("2017-11-22T01:00:00+01:00", "2017-11-22T00:00:00Z")] }
