@@ -204,4 +204,18 @@ error: unclosed group"#
         r#"matchkeys(["a"], [], [])"#,
         expect!["error: matchkeys(): the values and keys lists must be the same length"],
     );
+    check(
+        r#"csvdecode("a,b\n1\n")"#,
+        expect!["error: csvdecode(): argument 1: line 2 has 1 fields, the header 2"],
+    );
+    check(
+        r#"csvdecode("a\n\"x")"#,
+        expect!["error: csvdecode(): argument 1: a quoted field is not closed"],
+    );
+    check(
+        r#"filemd5("nope.txt")"#,
+        expect![[
+            r#"error: filemd5(): argument 1: no file "nope.txt" in the configuration (paths are relative to where the command runs; use path.module)"#
+        ]],
+    );
 }

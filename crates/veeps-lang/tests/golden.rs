@@ -3,8 +3,31 @@
 //! the same value in veeps.
 
 use std::sync::Arc;
-use veeps_lang::config::{load_config, Bundle};
-use veeps_lang::eval::{eval, EmptyScope};
+use veeps_lang::config::{load_config, Bundle, ModuleConfig};
+use veeps_lang::diag::{Diagnostic, Loc};
+use veeps_lang::eval::{eval, Scope};
+use veeps_lang::value::Value;
+
+/// What the outputs may refer to: the file's locals, and files beside it.
+struct Golden<'a> {
+    module: &'a ModuleConfig,
+    dir: std::path::PathBuf,
+}
+
+impl Scope for Golden<'_> {
+    fn resolve(&self, root: &str, names: &[&str], loc: &Loc) -> Result<(Value, usize), Diagnostic> {
+        match (root, names.first()) {
+            ("local", Some(name)) => match self.module.locals.get(*name) {
+                Some(l) => Ok((eval(&l.expr, self)?, 1)),
+                None => Err(Diagnostic::at(loc, format!("no local {name}"))),
+            },
+            _ => Err(Diagnostic::at(loc, format!("no {root} here"))),
+        }
+    }
+    fn read_file(&self, path: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(path)).ok()
+    }
+}
 
 /// Numbers compared as numbers (`4` and `4.0` are one value).
 fn normal(j: &serde_json::Value) -> serde_json::Value {
@@ -23,12 +46,21 @@ fn functions_answer_as_terraform_does() {
     let want: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("functions.json")).unwrap())
             .unwrap();
+    let hello = std::fs::read_to_string(dir.join("hello.txt")).unwrap();
     let bundle = Bundle {
         root: ".".into(),
-        files: [("functions.tf".to_string(), tf)].into(),
+        files: [
+            ("functions.tf".to_string(), tf),
+            ("hello.txt".to_string(), hello),
+        ]
+        .into(),
     };
     let config = load_config(Arc::new(bundle)).unwrap();
     let module = config.modules.values().next().unwrap();
+    let scope = Golden {
+        module,
+        dir: dir.clone(),
+    };
     let mut wrong = vec![];
     let outputs = want.as_object().unwrap();
     assert_eq!(
@@ -38,7 +70,7 @@ fn functions_answer_as_terraform_does() {
     );
     for (name, answer) in outputs {
         let out = &module.outputs[name];
-        let got = match eval(&out.value, &EmptyScope) {
+        let got = match eval(&out.value, &scope) {
             Ok(v) => normal(&v.to_json()),
             Err(d) => serde_json::json!(format!("error: {}", d.summary)),
         };

@@ -199,3 +199,88 @@ pub(super) fn uuidv5(c: &Call) -> Result<Value, Diagnostic> {
         &x[20..]
     )))
 }
+
+/// `csvdecode(s)`: RFC 4180 CSV, the first line naming the fields; a list of objects of
+/// strings, every row with as many fields as the first.
+pub(super) fn csvdecode(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    let text = c.str(0)?;
+    let mut rows: Vec<Vec<String>> = vec![];
+    let mut row: Vec<String> = vec![];
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut at_start = true;
+    let mut chars = text.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if quoted {
+            match ch {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => quoted = false,
+                _ => field.push(ch),
+            }
+            continue;
+        }
+        match ch {
+            '"' if at_start => {
+                quoted = true;
+                at_start = false;
+            }
+            ',' => {
+                row.push(std::mem::take(&mut field));
+                at_start = true;
+            }
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+                at_start = true;
+            }
+            '"' => {
+                return Err(c.arg_err(
+                    0,
+                    format!("a bare \" in a field of line {}", rows.len() + 1),
+                ))
+            }
+            _ => {
+                field.push(ch);
+                at_start = false;
+            }
+        }
+    }
+    if quoted {
+        return Err(c.arg_err(0, "a quoted field is not closed"));
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    let mut rows = rows.into_iter();
+    let Some(header) = rows.next() else {
+        return Err(c.arg_err(0, "missing the header line (the fields' names)"));
+    };
+    let mut out = vec![];
+    for (n, r) in rows.enumerate() {
+        if r.len() != header.len() {
+            return Err(c.arg_err(
+                0,
+                format!(
+                    "line {} has {} fields, the header {}",
+                    n + 2,
+                    r.len(),
+                    header.len()
+                ),
+            ));
+        }
+        out.push(Value::Object(
+            header
+                .iter()
+                .cloned()
+                .zip(r.into_iter().map(Value::String))
+                .collect(),
+        ));
+    }
+    Ok(Value::List(out))
+}

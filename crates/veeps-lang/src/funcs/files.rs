@@ -79,3 +79,37 @@ pub(super) fn dirname(c: &Call) -> Result<Value, Diagnostic> {
     };
     Ok(Value::String(clean(dir)))
 }
+
+/// `filemd5`, `filesha1`, `filesha256`, `filesha512`, `filebase64`, `filebase64sha256`,
+/// `filebase64sha512`: a file of the configuration, hashed or encoded.
+pub(super) fn filehash(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    let p = c.str(0)?;
+    let content = c
+        .ctx
+        .scope
+        .read_file(&crate::config::normalize_path(&p))
+        .ok_or_else(|| c.arg_err(0, format!("no file \"{p}\" in the configuration (paths are relative to where the command runs; use path.module)")))?;
+    let bytes = content.as_bytes();
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    Ok(Value::String(match c.name {
+        "filemd5" => hex::encode(md5::Md5::digest(bytes)),
+        "filesha1" => hex::encode(sha1::Sha1::digest(bytes)),
+        "filesha256" => hex::encode(sha2::Sha256::digest(bytes)),
+        "filesha512" => hex::encode(sha2::Sha512::digest(bytes)),
+        "filebase64sha256" => b64(&sha2::Sha256::digest(bytes)),
+        "filebase64sha512" => b64(&sha2::Sha512::digest(bytes)),
+        _ => b64(bytes),
+    }))
+}
+
+/// `pathexpand(path)`: a leading `~` becomes the home directory.
+pub(super) fn pathexpand(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    let p = c.str(0)?;
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    Ok(Value::String(match p.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{home}{rest}"),
+        _ => p,
+    }))
+}

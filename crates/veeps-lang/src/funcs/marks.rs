@@ -9,3 +9,9 @@ pub(super) fn sensitive(c: &Call) -> Result<Value, Diagnostic> {
         a[0].clone()
     })
 }
+
+/// `ephemeralasnull(v)`: veeps has no ephemeral values, so every value is itself.
+pub(super) fn ephemeralasnull(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    Ok(c.args[0].clone())
+}

@@ -257,3 +257,12 @@ pub(super) fn regexall(c: &Call) -> Result<Value, Diagnostic> {
         .collect::<Result<Vec<_>, _>>()
         .map(Value::List)
 }
+
+/// `templatestring(template, vars)`: a template held in a string, rendered as
+/// `templatefile` renders a file's.
+pub(super) fn templatestring(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let text = c.str(0)?;
+    let vars = c.obj(1)?;
+    crate::eval::eval_template_text(&text, "templatestring", vars, &crate::eval::EmptyScope)
+}

@@ -34,3 +34,18 @@ output "textdecodebase64" { value = textdecodebase64("SABlAGwAbABvAA==", "UTF-16
 output "formatdate" { value = [formatdate("YYYY-MM-DD hh:mm:ss ZZZ", "2018-01-02T23:12:01Z"), formatdate("DD MMM YYYY", "2018-01-02T23:12:01Z"), formatdate("EEEE, DD-MMM-YY hh:mm:ss ZZZ", "2018-01-02T23:12:01Z"), formatdate("h:mm AA", "2018-01-02T23:12:01Z"), formatdate("'Day' D 'of' MMMM", "2018-01-02T23:12:01Z")] }
 output "timeadd" { value = [timeadd("2017-11-22T00:00:00Z", "10m"), timeadd("2017-11-22T00:00:00Z", "-1h30m"), timeadd("2017-11-22T00:00:00+01:00", "24h")] }
 output "timecmp" { value = [timecmp("2017-11-22T00:00:00Z", "2017-11-22T00:00:00Z"), timecmp("2017-11-22T00:00:00Z", "2017-11-22T00:00:01Z"), timecmp("2017-11-22T01:00:00+01:00", "2017-11-22T00:00:00Z")] }
+
+output "filemd5" { value = filemd5("hello.txt") }
+output "filesha1" { value = filesha1("hello.txt") }
+output "filesha256" { value = filesha256("hello.txt") }
+output "filesha512" { value = filesha512("hello.txt") }
+output "filebase64" { value = filebase64("hello.txt") }
+output "filebase64sha256" { value = filebase64sha256("hello.txt") }
+output "filebase64sha512" { value = filebase64sha512("hello.txt") }
+
+locals {
+  tmpl = "Hello, $${name}!%%{for x in xs} [$${x}]%%{endfor}"
+}
+output "templatestring" { value = templatestring(local.tmpl, { name = "veeps", xs = ["a", "b"] }) }
+output "csvdecode" { value = csvdecode("a,b,c\n1,2,3\n\"x, y\",\"say \"\"hi\"\"\",\n") }
+output "ephemeralasnull" { value = ephemeralasnull("x") }
