@@ -587,11 +587,14 @@ impl Evaluator<'_> {
         call: &hcl_edit::expr::FuncCall,
     ) -> Result<Value, Diagnostic> {
         let name = call.name.name.as_str();
-        if !call.name.namespace.is_empty() {
+        // `core::NAME` is the built-in NAME (Terraform 1.8's namespaced functions); other
+        // namespaces are providers' functions, which veeps has none of.
+        let core = call.name.namespace.len() == 1 && call.name.namespace[0].as_str() == "core";
+        if !call.name.namespace.is_empty() && !core {
             return Err(self.err(
                 e,
                 format!(
-                    "unknown function \"{}\"",
+                    "unknown function \"{}\": veeps has no providers' functions (core::NAME is the built-in NAME)",
                     call.name
                         .namespace
                         .iter()

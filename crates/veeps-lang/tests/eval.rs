@@ -205,6 +205,12 @@ error: unclosed group"#
         expect!["error: matchkeys(): the values and keys lists must be the same length"],
     );
     check(
+        r#"provider::aws::arn_parse("x")"#,
+        expect![[
+            r#"error: unknown function "provider::aws::arn_parse": veeps has no providers' functions (core::NAME is the built-in NAME)"#
+        ]],
+    );
+    check(
         r#"csvdecode("a,b\n1\n")"#,
         expect!["error: csvdecode(): argument 1: line 2 has 1 fields, the header 2"],
     );

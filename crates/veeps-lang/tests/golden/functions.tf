@@ -49,3 +49,4 @@ locals {
 output "templatestring" { value = templatestring(local.tmpl, { name = "veeps", xs = ["a", "b"] }) }
 output "csvdecode" { value = csvdecode("a,b,c\n1,2,3\n\"x, y\",\"say \"\"hi\"\"\",\n") }
 output "ephemeralasnull" { value = ephemeralasnull("x") }
+output "core_namespace" { value = core::upper(core::join("-", ["a", "b"])) }
