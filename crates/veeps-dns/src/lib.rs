@@ -894,4 +894,59 @@ mod tests {
         dns.withdraw("_acme-challenge.www.public.test", "token-1");
         assert_eq!(txt(&dns), 0);
     }
+
+    /// Record sets applied at once (as an apply's parallel walk does) all land, the serial
+    /// only moves forward, and one refused in the middle leaves the others and the served
+    /// zone as they were.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_changes_all_land_and_a_refused_one_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
+        let dns = Dns::new(store, None, None, server::Limits::default(), None);
+        let z = dns
+            .put_zone(ZoneSpec {
+                id: "Z1".into(),
+                env: "e".into(),
+                name: "example.test".into(),
+                vpcs: vec![],
+                allow_transfer: vec![],
+                name_servers: vec!["ns1.example.test".into()],
+                serial: 0,
+            })
+            .await
+            .unwrap();
+        let rec = |i: usize, rtype: &str, value: &str| RecordSpec {
+            id: format!("r{i}-{rtype}"),
+            zone_id: "Z1".into(),
+            name: format!("h{i}.example.test"),
+            rtype: rtype.into(),
+            ttl: 60,
+            values: vec![value.into()],
+            alias: None,
+            set_identifier: None,
+            weight: None,
+            failover: None,
+            health_check_id: None,
+        };
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let (dns, r) = (dns.clone(), rec(i, "A", &format!("192.0.2.{i}")));
+                tokio::spawn(async move { dns.put_record(r).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(dns.records().len(), 32);
+        let after = dns.zone("Z1").unwrap().serial;
+        assert!(after > z.serial);
+        let served = |dns: &Dns| dns.config().unwrap().answers.records.len();
+        assert_eq!(served(&dns), 32);
+        // A CNAME beside h3's A record is refused: nothing stored, nothing served changes.
+        let bad = dns.put_record(rec(3, "CNAME", "elsewhere.test")).await;
+        assert!(bad.is_err());
+        assert_eq!(dns.records().len(), 32);
+        assert_eq!(dns.zone("Z1").unwrap().serial, after);
+        assert_eq!(served(&dns), 32);
+    }
 }

@@ -88,6 +88,8 @@ pub struct Applied {
 struct Listening {
     addr: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The public listener's UDP threads.
+    _threads: Option<server::UdpThreads>,
 }
 
 impl Drop for Listening {
@@ -260,13 +262,24 @@ impl Plane {
     ) -> std::io::Result<Listening> {
         let bound = tcp.local_addr().unwrap_or(addr);
         let mut tasks = vec![];
-        for u in udp {
-            let u = Arc::new(tokio::net::UdpSocket::from_std(u)?);
-            tasks.extend(server::serve_udp(self.server.clone(), u, vpc.clone(), 1));
+        let mut threads = None;
+        if vpc.is_none() {
+            threads = Some(server::serve_udp_threads(self.server.clone(), udp)?);
+        } else {
+            // A VPC's resolver relays other names upstream: it waits, so it runs on the
+            // runtime.
+            for u in udp {
+                let u = Arc::new(tokio::net::UdpSocket::from_std(u)?);
+                tasks.extend(server::serve_udp(self.server.clone(), u, vpc.clone(), 1));
+            }
         }
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
         tasks.push(server::serve_tcp(self.server.clone(), tcp, vpc));
-        Ok(Listening { addr: bound, tasks })
+        Ok(Listening {
+            addr: bound,
+            tasks,
+            _threads: threads,
+        })
     }
 
     /// Every check's status.
@@ -294,7 +307,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
     let takeover = args.iter().any(|a| a == "--takeover");
     veeps_sys::proc::raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores())
+        .worker_threads(2)
         .thread_name("dns-plane")
         .enable_all()
         .build()

@@ -669,6 +669,57 @@ pub fn serve_udp(
         .collect()
 }
 
+/// Threads answering UDP on the public listener, one per socket: a blocking receive, the
+/// answer, a blocking send, with no runtime in between (as NSD's processes do). They stop
+/// within half a second of this being dropped.
+pub struct UdpThreads {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for UdpThreads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Serves the public view on `socks`, a thread each (the public listener never relays, so
+/// nothing here waits on anything but its socket).
+pub fn serve_udp_threads(
+    dns: Arc<Server>,
+    socks: Vec<std::net::UdpSocket>,
+) -> std::io::Result<UdpThreads> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for (i, sock) in socks.into_iter().enumerate() {
+        sock.set_nonblocking(false)?;
+        sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let (dns, stop) = (dns.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || {
+                // Queries are small (a DNS message over UDP is at most 64 KiB, a question
+                // far less): what does not fit is cut, and answered FORMERR or not at all.
+                let mut batch = veeps_sys::mmsg::RecvBatch::new(32, 4096);
+                let mut answers: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(32);
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = veeps_sys::mmsg::recv(&sock, &mut batch) else {
+                        continue;
+                    };
+                    answers.clear();
+                    for i in 0..n {
+                        let peer = batch.got[i].1;
+                        for out in dns.respond(batch.datagram(i), peer.ip(), View::Public, false) {
+                            answers.push((out, peer));
+                        }
+                    }
+                    let msgs: Vec<(&[u8], SocketAddr)> =
+                        answers.iter().map(|(b, a)| (b.as_slice(), *a)).collect();
+                    let _ = veeps_sys::mmsg::send(&sock, &msgs);
+                }
+            })?;
+    }
+    Ok(UdpThreads { stop })
+}
+
 /// Serves TCP on `listener` until the task is aborted.
 pub fn serve_tcp(
     dns: Arc<Server>,

@@ -6,6 +6,7 @@
 //! - [`confine`]: starting a confined process (network, mount and user namespaces, binds,
 //!   an unprivileged identity, a cgroup joined before `exec`);
 //! - [`fdpass`]: handing open sockets to another process (SCM_RIGHTS);
+//! - [`mmsg`]: many UDP datagrams per system call;
 //! - [`cgroup`]: limits and statistics through cgroups v1 or v2;
 //! - [`garp`]: announcing an address that moved to a new interface;
 //! - [`init`]: the first process of a PID namespace (forwards signals, reaps orphans);
@@ -18,6 +19,7 @@ pub mod confine;
 pub mod fdpass;
 pub mod garp;
 pub mod init;
+pub mod mmsg;
 pub mod netns;
 pub mod plane;
 pub mod proc;

@@ -1,0 +1,237 @@
+//! Many UDP datagrams per system call (`recvmmsg`, `sendmmsg`), as NSD and Knot read and
+//! answer: on a busy socket the calls, not the work, are what costs.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+
+/// Most datagrams one call moves.
+pub const MAX_BATCH: usize = 64;
+
+fn to_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large
+            // and aligned enough for.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn from_addr(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+    let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
+            let sin =
+                unsafe { &mut *(&mut s as *mut libc::sockaddr_storage as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 =
+                unsafe { &mut *(&mut s as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (s, len as libc::socklen_t)
+}
+
+/// Receive buffers for [`recv`], reused call after call.
+pub struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    addrs: Vec<libc::sockaddr_storage>,
+    /// `(length, sender)` of each datagram of the last call, in `buf(i)`.
+    pub got: Vec<(usize, SocketAddr)>,
+}
+
+impl RecvBatch {
+    /// `n` buffers (at most [`MAX_BATCH`]) of `size` bytes; a longer datagram is cut.
+    pub fn new(n: usize, size: usize) -> RecvBatch {
+        let n = n.clamp(1, MAX_BATCH);
+        RecvBatch {
+            bufs: (0..n).map(|_| vec![0u8; size]).collect(),
+            // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+            addrs: (0..n).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            got: Vec::with_capacity(n),
+        }
+    }
+
+    /// The bytes of datagram `i` of the last call.
+    pub fn datagram(&self, i: usize) -> &[u8] {
+        &self.bufs[i][..self.got[i].0]
+    }
+}
+
+/// Waits for at least one datagram on `sock` (up to its read timeout), then takes as many
+/// more as are queued, up to the batch's size; how many.
+pub fn recv(sock: &UdpSocket, b: &mut RecvBatch) -> std::io::Result<usize> {
+    let n = b.bufs.len();
+    let mut iovs: Vec<libc::iovec> = b
+        .bufs
+        .iter_mut()
+        .map(|buf| libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        })
+        .collect();
+    // SAFETY: mmsghdr is plain old data; all zeroes is a valid value, filled in below.
+    let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for i in 0..n {
+        hdrs[i].msg_hdr.msg_name =
+            &mut b.addrs[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
+        hdrs[i].msg_hdr.msg_namelen =
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every header points at a buffer and an address owned by `b` (or `iovs`),
+    // alive and not otherwise borrowed for the call; the count is the headers' number.
+    let r = unsafe {
+        libc::recvmmsg(
+            sock.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_WAITFORONE,
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    b.got.clear();
+    for (i, h) in hdrs.iter().enumerate().take(r as usize) {
+        let from = to_addr(&b.addrs[i]).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        b.got
+            .push(((h.msg_len as usize).min(b.bufs[i].len()), from));
+    }
+    Ok(b.got.len())
+}
+
+/// Sends each `(bytes, to)` in as few calls as it takes; how many went.
+pub fn send(sock: &UdpSocket, msgs: &[(&[u8], SocketAddr)]) -> std::io::Result<usize> {
+    let mut sent = 0;
+    while sent < msgs.len() {
+        let chunk = &msgs[sent..msgs.len().min(sent + MAX_BATCH)];
+        let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
+            chunk.iter().map(|(_, to)| from_addr(to)).collect();
+        let mut iovs: Vec<libc::iovec> = chunk
+            .iter()
+            .map(|(bytes, _)| libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain old data; all zeroes is a valid value, filled in below.
+        let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        for i in 0..chunk.len() {
+            hdrs[i].msg_hdr.msg_name =
+                &mut addrs[i].0 as *mut libc::sockaddr_storage as *mut libc::c_void;
+            hdrs[i].msg_hdr.msg_namelen = addrs[i].1;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at bytes and an address alive for the call (the
+        // kernel only reads the iovecs' bytes); the count is the headers' number.
+        let r = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                hdrs.len() as libc::c_uint,
+                0,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if sent > 0 {
+                return Ok(sent);
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            break;
+        }
+        sent += r as usize;
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_go_and_come_in_batches_with_their_senders() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let to = server.local_addr().unwrap();
+        let clients: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for (i, c) in clients.iter().enumerate() {
+            c.send_to(format!("hello {i}").as_bytes(), to).unwrap();
+        }
+        let mut b = RecvBatch::new(8, 512);
+        let mut seen = vec![];
+        while seen.len() < 3 {
+            let n = recv(&server, &mut b).unwrap();
+            for i in 0..n {
+                seen.push((
+                    String::from_utf8(b.datagram(i).to_vec()).unwrap(),
+                    b.got[i].1,
+                ));
+            }
+        }
+        seen.sort();
+        for (i, (text, from)) in seen.iter().enumerate() {
+            assert_eq!(text, &format!("hello {i}"));
+            assert_eq!(*from, clients[i].local_addr().unwrap());
+        }
+        // Answers to each, in one call.
+        let replies: Vec<(Vec<u8>, SocketAddr)> = seen
+            .iter()
+            .map(|(t, from)| (t.to_uppercase().into_bytes(), *from))
+            .collect();
+        let msgs: Vec<(&[u8], SocketAddr)> =
+            replies.iter().map(|(b, a)| (b.as_slice(), *a)).collect();
+        assert_eq!(send(&server, &msgs).unwrap(), 3);
+        for (i, c) in clients.iter().enumerate() {
+            let mut buf = [0u8; 64];
+            c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let (n, _) = c.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], format!("HELLO {i}").as_bytes());
+        }
+        // A datagram longer than its buffer is cut, not an error.
+        clients[0].send_to(&[7u8; 1000], to).unwrap();
+        let n = recv(&server, &mut b).unwrap();
+        assert_eq!((n, b.got[0].0), (1, 512));
+    }
+}
