@@ -50,3 +50,14 @@ output "templatestring" { value = templatestring(local.tmpl, { name = "veeps", x
 output "csvdecode" { value = csvdecode("a,b,c\n1,2,3\n\"x, y\",\"say \"\"hi\"\"\",\n") }
 output "ephemeralasnull" { value = ephemeralasnull("x") }
 output "core_namespace" { value = core::upper(core::join("-", ["a", "b"])) }
+
+output "yamlencode_map" { value = yamlencode({ a = "b", c = ["d", 1, true, null], e = { f = "g" }, "h i" = [], j = {} }) }
+output "yamlencode_list" { value = yamlencode(["x", { k = "v" }, ["n"]]) }
+output "yamlencode_multiline" { value = yamlencode("multi\nline") }
+output "yamlencode_number" { value = yamlencode(1.5) }
+output "yamlencode_nested" { value = yamlencode({ list = [{ a = 1, b = 2 }, { c = 3 }] }) }
+output "yamlencode_quoted" { value = yamlencode(["é", "tab\there", "quote\"x", "back\\slash", "nl\n", "", "123", "true", "yes"]) }
+output "yamlencode_scalars" { value = [yamlencode(true), yamlencode(null), yamlencode(-3)] }
+output "yamlencode_block" { value = yamlencode({ m = "two\nlines\n", n = [{ o = "p\nq" }] }) }
+output "yamlencode_long" { value = yamlencode({ s = "a long string that goes on and on and on and on and on and on and on and on past eighty columns for sure", t = ["another long one that keeps going and going and going and going and going well past the edge"] }) }
+output "yamlencode_long_top" { value = yamlencode("a long top-level string that goes on and on and on and on and on and on past eighty columns") }
