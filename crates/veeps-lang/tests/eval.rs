@@ -219,6 +219,22 @@ error: unclosed group"#
         expect!["error: csvdecode(): argument 1: a quoted field is not closed"],
     );
     check(
+        r#"yamldecode("a: 1\n---\nb: 2\n")"#,
+        expect!["error: yamldecode(): argument 1: only one YAML document is allowed"],
+    );
+    check(r#"yamldecode("a: [1, 2")"#, expect!["error: yamldecode(): argument 1: invalid YAML: while parsing a flow sequence, expected ',' or ']' at byte 8 line 2 column 1"]);
+    check(
+        r#"yamldecode("")"#,
+        expect!["error: yamldecode(): argument 1: invalid YAML: missing start of document"],
+    );
+    // Aliases repeating aliases (a billion laughs) are refused, not expanded.
+    let mut bomb = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\\n");
+    for i in 1..10 {
+        let refs = vec![format!("*l{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("l{i}: &l{i} [{refs}]\\n"));
+    }
+    check(&format!("yamldecode(\"{bomb}\")"), expect!["error: yamldecode(): argument 1: invalid YAML: more than 1000000 values (aliases repeated too often)"]);
+    check(
         r#"filemd5("nope.txt")"#,
         expect![[
             r#"error: filemd5(): argument 1: no file "nope.txt" in the configuration (paths are relative to where the command runs; use path.module)"#

@@ -177,6 +177,7 @@ pub static FUNCTIONS: &[Function] = &[
     Function { name: "uuidv5", category: Category::Encoding, eval: Some(encoding::uuidv5), unknown_ok: false, note: "" },
     Function { name: "csvdecode", category: Category::Encoding, eval: Some(encoding::csvdecode), unknown_ok: false, note: "" },
     Function { name: "yamlencode", category: Category::Encoding, eval: Some(yaml::yamlencode), unknown_ok: false, note: "" },
+    Function { name: "yamldecode", category: Category::Encoding, eval: Some(yaml::yamldecode), unknown_ok: false, note: "" },
     Function { name: "file", category: Category::Files, eval: Some(files::file), unknown_ok: false, note: "" },
     Function { name: "fileexists", category: Category::Files, eval: Some(files::file), unknown_ok: false, note: "" },
     Function { name: "templatefile", category: Category::Files, eval: Some(files::templatefile), unknown_ok: false, note: "paths like `\"${path.module}/x.tpl\"`" },

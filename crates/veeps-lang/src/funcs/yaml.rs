@@ -180,3 +180,212 @@ pub(super) fn yamlencode(c: &Call) -> Result<Value, Diagnostic> {
         other => format!("{}...\n", scalar(other, 0, 0)),
     }))
 }
+
+/// Most values one `yamldecode` builds (aliases can repeat a subtree many times over).
+const MAX_NODES: usize = 1_000_000;
+
+struct Events(Vec<yaml_rust2::Event>);
+
+impl yaml_rust2::parser::EventReceiver for Events {
+    fn on_event(&mut self, ev: yaml_rust2::Event) {
+        self.0.push(ev);
+    }
+}
+
+/// A plain scalar resolved as Terraform's YAML reader does: null, YAML 1.1's booleans
+/// (`yes`, `on`, `y`, ...), integers (decimal, `0x` and `0o`), floats; else a string.
+fn resolve_plain(s: &str) -> Result<Value, String> {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Ok(Value::Null),
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
+            return Ok(Value::Bool(true))
+        }
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => {
+            return Ok(Value::Bool(false))
+        }
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => {
+            return Err(format!("{s} is not a number Terraform's values can hold"))
+        }
+        _ => {}
+    }
+    // Hexadecimal and octal unsigned, with a lower-case prefix; decimal with a sign (a
+    // leading 0 is still decimal); no underscores, no binary.
+    let radix = |prefix: &str, r: u32| {
+        s.strip_prefix(prefix)
+            .filter(|d| !d.is_empty())
+            .and_then(|d| u64::from_str_radix(d, r).ok())
+            .map(|n| (false, n))
+    };
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let int = radix("0x", 16).or_else(|| radix("0o", 8)).or_else(|| {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok().map(|n| (neg, n)))
+            .flatten()
+    });
+    let plain = s;
+    if let Some((neg, n)) = int {
+        let n = n as f64;
+        return Ok(Value::Number(if neg { -n } else { n }));
+    }
+    let float = {
+        let b = digits.as_bytes();
+        let mut i = 0;
+        let int_digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+        i += int_digits;
+        let mut frac_digits = 0;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            frac_digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            i += frac_digits;
+        }
+        let mantissa = int_digits > 0 || frac_digits > 0;
+        if mantissa && matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let e = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            i += if e > 0 { e } else { b.len() + 1 };
+        }
+        mantissa && i == b.len()
+    };
+    if float {
+        if let Ok(n) = plain.parse::<f64>() {
+            return Ok(Value::Number(n));
+        }
+    }
+    Ok(Value::String(s.to_string()))
+}
+
+struct Builder<'a> {
+    events: &'a [yaml_rust2::Event],
+    at: usize,
+    anchors: std::collections::HashMap<usize, Value>,
+    nodes: usize,
+}
+
+impl Builder<'_> {
+    fn node(&mut self) -> Result<Value, String> {
+        use yaml_rust2::Event;
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(format!(
+                "more than {MAX_NODES} values (aliases repeated too often)"
+            ));
+        }
+        let ev = self.events.get(self.at).ok_or("the document ends early")?;
+        self.at += 1;
+        let (v, anchor) = match ev {
+            Event::Scalar(s, style, anchor, tag) => {
+                let tag = tag.as_ref().map(|t| t.suffix.as_str());
+                let v = match (tag, style) {
+                    (Some("str"), _) => Value::String(s.clone()),
+                    (Some("null"), _) => Value::Null,
+                    (Some("bool" | "int" | "float"), _) => resolve_plain(s)?,
+                    (_, yaml_rust2::scanner::TScalarStyle::Plain) => resolve_plain(s)?,
+                    _ => Value::String(s.clone()),
+                };
+                (v, *anchor)
+            }
+            Event::Alias(id) => {
+                let v = self
+                    .anchors
+                    .get(id)
+                    .cloned()
+                    .ok_or("an alias refers to no anchor")?;
+                self.nodes += count(&v);
+                if self.nodes > MAX_NODES {
+                    return Err(format!(
+                        "more than {MAX_NODES} values (aliases repeated too often)"
+                    ));
+                }
+                return Ok(v);
+            }
+            Event::SequenceStart(anchor, _) => {
+                let mut items = vec![];
+                while !matches!(self.events.get(self.at), Some(Event::SequenceEnd) | None) {
+                    items.push(self.node()?);
+                }
+                self.at += 1;
+                (Value::List(items), *anchor)
+            }
+            Event::MappingStart(anchor, _) => {
+                let mut m = BTreeMap::new();
+                while !matches!(self.events.get(self.at), Some(Event::MappingEnd) | None) {
+                    let k = match self.node()? {
+                        Value::String(s) => s,
+                        Value::Number(n) => format_number(n),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Null => "null".into(),
+                        _ => return Err("a mapping's key must be a scalar".into()),
+                    };
+                    let v = self.node()?;
+                    m.insert(k, v);
+                }
+                self.at += 1;
+                (Value::Object(m), *anchor)
+            }
+            other => return Err(format!("unexpected {other:?}")),
+        };
+        if anchor > 0 {
+            self.anchors.insert(anchor, v.clone());
+        }
+        Ok(v)
+    }
+}
+
+fn count(v: &Value) -> usize {
+    match v {
+        Value::List(l) => 1 + l.iter().map(count).sum::<usize>(),
+        Value::Object(o) => 1 + o.values().map(count).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// `yamldecode(s)`: one YAML document, read as Terraform reads it.
+pub(super) fn yamldecode(c: &Call) -> Result<Value, Diagnostic> {
+    use yaml_rust2::Event;
+    c.arity(1, 1)?;
+    let text = c.str(0)?;
+    let mut events = Events(vec![]);
+    yaml_rust2::parser::Parser::new_from_str(&text)
+        .load(&mut events, true)
+        .map_err(|e| c.arg_err(0, format!("invalid YAML: {e}")))?;
+    let docs = events
+        .0
+        .iter()
+        .filter(|e| matches!(e, Event::DocumentStart))
+        .count();
+    if docs > 1 {
+        return Err(c.arg_err(0, "only one YAML document is allowed"));
+    }
+    let body: Vec<Event> = events
+        .0
+        .into_iter()
+        .filter(|e| {
+            !matches!(
+                e,
+                Event::StreamStart
+                    | Event::StreamEnd
+                    | Event::DocumentStart
+                    | Event::DocumentEnd
+                    | Event::Nothing
+            )
+        })
+        .collect();
+    if body.is_empty() {
+        return Err(c.arg_err(0, "invalid YAML: missing start of document"));
+    }
+    let mut b = Builder {
+        events: &body,
+        at: 0,
+        anchors: Default::default(),
+        nodes: 0,
+    };
+    b.node()
+        .map_err(|e| c.arg_err(0, format!("invalid YAML: {e}")))
+}

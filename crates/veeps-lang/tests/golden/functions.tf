@@ -61,3 +61,7 @@ output "yamlencode_scalars" { value = [yamlencode(true), yamlencode(null), yamle
 output "yamlencode_block" { value = yamlencode({ m = "two\nlines\n", n = [{ o = "p\nq" }] }) }
 output "yamlencode_long" { value = yamlencode({ s = "a long string that goes on and on and on and on and on and on and on and on past eighty columns for sure", t = ["another long one that keeps going and going and going and going and going well past the edge"] }) }
 output "yamlencode_long_top" { value = yamlencode("a long top-level string that goes on and on and on and on and on and on past eighty columns") }
+output "yamldecode_doc" { value = yamldecode("a: 1\nb: [x, 'y', true, null, 1.5]\nc:\n  d: e\n") }
+output "yamldecode_yaml11" { value = yamldecode("- 0x10\n- 1e3\n- ~\n- 'no'\n- no\n- on\n- 010\n- 1_000\n- +12\n- -0.5\n- .5\n- 1.\n- 0b101\n- 0o17\n- 0X1F\n- +0x10\n- 0.\n- 12:30\n- \"007\"\n- !!str 5\n-\n") }
+output "yamldecode_blocks" { value = yamldecode("text: |\n  two\n  lines\nfolded: >\n  one\n  line\nanchor: &a {k: v}\nagain: *a\n") }
+output "yamldecode_scalar" { value = [yamldecode("hello"), yamldecode("42")] }
