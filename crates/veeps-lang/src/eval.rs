@@ -608,6 +608,10 @@ impl Evaluator<'_> {
         // Lazily evaluated functions.
         match name {
             "try" => {
+                // A misspelt function is the configuration's error, not one to try past
+                // (Terraform finds it before evaluating anything).
+                unknown_calls(e)
+                    .map_err(|name| self.err(e, format!("call to unknown function \"{name}\"")))?;
                 let mut last = None;
                 for a in call.args.iter() {
                     match self.expr(a) {
@@ -632,6 +636,8 @@ impl Evaluator<'_> {
                     .iter()
                     .next()
                     .ok_or_else(|| self.err(e, "can() needs one argument"))?;
+                unknown_calls(e)
+                    .map_err(|name| self.err(e, format!("call to unknown function \"{name}\"")))?;
                 return Ok(match self.expr(a) {
                     Ok(Value::Unknown) => Value::Unknown,
                     Ok(_) => Value::Bool(true),
@@ -916,5 +922,37 @@ fn template_refs(
                 }
             },
         }
+    }
+}
+
+/// The first call in `e` to a function that does not exist, if any.
+fn unknown_calls(e: &Expression) -> Result<(), String> {
+    struct Calls(Option<String>);
+    impl hcl_edit::visit::Visit for Calls {
+        fn visit_func_call(&mut self, node: &hcl_edit::expr::FuncCall) {
+            let name = node.name.name.as_str();
+            let core = node.name.namespace.is_empty()
+                || (node.name.namespace.len() == 1 && node.name.namespace[0].as_str() == "core");
+            let known =
+                core && (matches!(name, "try" | "can") || crate::funcs::function(name).is_some());
+            if !known && self.0.is_none() {
+                self.0 = Some(
+                    node.name
+                        .namespace
+                        .iter()
+                        .map(|n| n.as_str())
+                        .chain([name])
+                        .collect::<Vec<_>>()
+                        .join("::"),
+                );
+            }
+            hcl_edit::visit::visit_func_call(self, node);
+        }
+    }
+    let mut c = Calls(None);
+    hcl_edit::visit::Visit::visit_expr(&mut c, e);
+    match c.0 {
+        Some(name) => Err(name),
+        None => Ok(()),
     }
 }

@@ -204,6 +204,16 @@ error: unclosed group"#
         r#"matchkeys(["a"], [], [])"#,
         expect!["error: matchkeys(): the values and keys lists must be the same length"],
     );
+    // A misspelt function inside can() or try() is an error, not false.
+    check(
+        r#"can(regx("a", "b"))"#,
+        expect![[r#"error: call to unknown function "regx""#]],
+    );
+    check(
+        r#"try(upperr("a"), "fallback")"#,
+        expect![[r#"error: call to unknown function "upperr""#]],
+    );
+    check(r#"can(regex("z", "abc"))"#, expect!["false"]);
     check(
         r#"provider::aws::arn_parse("x")"#,
         expect![[
