@@ -187,7 +187,12 @@ impl Evaluator<'_> {
                     Value::Object(out)
                 }
             }
-            Expression::StringTemplate(t) => self.template(t)?,
+            // A template that is one interpolation and nothing else is that value, not a
+            // string of it ("${var.list}" is the list), as in Terraform.
+            Expression::StringTemplate(t) => match t.iter().collect::<Vec<_>>().as_slice() {
+                [Element::Interpolation(ip)] => self.expr(&ip.expr)?,
+                _ => self.template_within(t, false, false, true, false)?,
+            },
             Expression::HeredocTemplate(h) => self.template(&h.template)?,
             Expression::Parenthesis(p) => self.expr(p.inner())?,
             Expression::Variable(v) => self.traversal(e, v.as_str(), &[])?,
@@ -679,10 +684,26 @@ impl Evaluator<'_> {
     }
 
     fn template(&mut self, t: &Template) -> Result<Value, Diagnostic> {
+        self.template_within(t, false, false, false, false)
+    }
+
+    /// A template whose first literal loses its leading whitespace (`strip_first`: the
+    /// directive opening it ends with `~}`) and whose last loses its trailing whitespace
+    /// (`strip_last`: the directive closing it starts with `%{~`). In a quoted string
+    /// (`quoted`), the literals of directives' bodies (`nested`) still hold their escape
+    /// sequences as written: they are decoded here.
+    fn template_within(
+        &mut self,
+        t: &Template,
+        strip_first: bool,
+        strip_last: bool,
+        quoted: bool,
+        nested: bool,
+    ) -> Result<Value, Diagnostic> {
         let mut out = String::new();
         let mut unknown = false;
         let elems: Vec<&Element> = t.iter().collect();
-        let mut strip_next = false;
+        let mut strip_next = strip_first;
         for (i, el) in elems.iter().enumerate() {
             let strip_after_this = match elems.get(i + 1) {
                 Some(Element::Interpolation(ip)) => ip.strip.strip_start(),
@@ -690,11 +711,17 @@ impl Evaluator<'_> {
                     Directive::If(x) => x.if_expr.strip.strip_start(),
                     Directive::For(x) => x.for_expr.strip.strip_start(),
                 },
-                _ => false,
+                Some(_) => false,
+                None => strip_last,
             };
             match el {
                 Element::Literal(s) => {
+                    let decoded;
                     let mut s: &str = s.as_str();
+                    if quoted && nested {
+                        decoded = unescape(s);
+                        s = decoded.as_str();
+                    }
                     if strip_next {
                         s = s.trim_start();
                     }
@@ -725,13 +752,31 @@ impl Evaluator<'_> {
                 Element::Directive(d) => match d.as_ref() {
                     Directive::If(dir) => {
                         let c = self.expr(&dir.if_expr.cond_expr)?;
+                        // "true" and "false" are bools here, as anywhere a bool is wanted.
+                        let c = match c {
+                            Value::String(_) => {
+                                crate::value::convert(&c, &crate::value::Type::Bool).unwrap_or(c)
+                            }
+                            c => c,
+                        };
+                        let endif_start = dir.endif_expr.strip.strip_start();
                         let branch = match c {
                             Value::Unknown => {
                                 unknown = true;
                                 None
                             }
-                            Value::Bool(true) => Some(&dir.if_expr.template),
-                            Value::Bool(false) => dir.else_expr.as_ref().map(|e| &e.template),
+                            Value::Bool(true) => Some((
+                                &dir.if_expr.template,
+                                dir.if_expr.strip.strip_end(),
+                                dir.else_expr
+                                    .as_ref()
+                                    .map(|e| e.strip.strip_start())
+                                    .unwrap_or(endif_start),
+                            )),
+                            Value::Bool(false) => dir
+                                .else_expr
+                                .as_ref()
+                                .map(|e| (&e.template, e.strip.strip_end(), endif_start)),
                             o => {
                                 return Err(self.err(
                                     &dir.if_expr.cond_expr,
@@ -739,8 +784,8 @@ impl Evaluator<'_> {
                                 ))
                             }
                         };
-                        if let Some(b) = branch {
-                            match self.template(b)? {
+                        if let Some((b, first, last)) = branch {
+                            match self.template_within(b, first, last, quoted, true)? {
                                 Value::String(s) => out.push_str(&s),
                                 _ => unknown = true,
                             }
@@ -776,7 +821,13 @@ impl Evaluator<'_> {
                                 self.locals.push((kv.as_str().to_string(), k));
                             }
                             self.locals.push((f.value_var.as_str().to_string(), v));
-                            let r = self.template(&f.template);
+                            let r = self.template_within(
+                                &f.template,
+                                f.strip.strip_end(),
+                                dir.endfor_expr.strip.strip_start(),
+                                quoted,
+                                true,
+                            );
                             self.locals.truncate(depth);
                             match r? {
                                 Value::String(s) => out.push_str(&s),
@@ -955,4 +1006,46 @@ fn unknown_calls(e: &Expression) -> Result<(), String> {
         Some(name) => Err(name),
         None => Ok(()),
     }
+}
+
+/// A quoted string's escape sequences decoded (`\n`, `\r`, `\t`, `\"`, `\\`,
+/// `\uNNNN`, `\UNNNNNNNN`); anything else left as written.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch != '\\' {
+            out.push(ch);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('"') => out.push('"'),
+            Some('\\') => out.push('\\'),
+            Some(u @ ('u' | 'U')) => {
+                let n = if u == 'u' { 4 } else { 8 };
+                let hex: String = chars.clone().take(n).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(c) if hex.len() == n => {
+                        out.push(c);
+                        for _ in 0..n {
+                            chars.next();
+                        }
+                    }
+                    _ => {
+                        out.push('\\');
+                        out.push(u);
+                    }
+                }
+            }
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }

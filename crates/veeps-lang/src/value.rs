@@ -388,6 +388,7 @@ pub fn convert(v: &Value, ty: &Type) -> Result<Value, String> {
                     out.push(c);
                 }
             }
+            order_set(&mut out);
             Ok(Value::List(out))
         }
         (Type::Map(t), Value::Object(o)) => o
@@ -454,6 +455,22 @@ fn article(ty: &Type) -> String {
         Type::List(_) | Type::Set(_) | Type::Tuple(_) => format!("a {ty} is"),
         Type::Map(_) | Type::Object(_) => format!("a {ty} is"),
         Type::Any => "a value is".into(),
+    }
+}
+
+/// A set's elements in Terraform's order: strings lexically, numbers numerically; others
+/// as they came.
+pub fn order_set(v: &mut [Value]) {
+    if v.iter().all(|x| matches!(x, Value::String(_))) {
+        v.sort_by(|a, b| match (a, b) {
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        });
+    } else if v.iter().all(|x| matches!(x, Value::Number(_))) {
+        v.sort_by(|a, b| match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x.total_cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        });
     }
 }
 

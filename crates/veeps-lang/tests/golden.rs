@@ -1,6 +1,7 @@
 //! Terraform's own answers: every output of `tests/golden/functions.tf`, evaluated by
 //! Terraform 1.11.4 into `functions.json` (`tests/golden/regenerate.sh`), must evaluate to
-//! the same value in veeps.
+//! the same value in veeps, except those listed in `known-differences.txt` (which must
+//! still differ, so the list stays true).
 
 use std::sync::Arc;
 use veeps_lang::config::{load_config, Bundle, ModuleConfig};
@@ -61,6 +62,13 @@ fn functions_answer_as_terraform_does() {
         module,
         dir: dir.clone(),
     };
+    let known: std::collections::BTreeSet<String> =
+        std::fs::read_to_string(dir.join("known-differences.txt"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
     let mut wrong = vec![];
     let outputs = want.as_object().unwrap();
     assert_eq!(
@@ -75,8 +83,12 @@ fn functions_answer_as_terraform_does() {
             Err(d) => serde_json::json!(format!("error: {}", d.summary)),
         };
         let expected = normal(&answer["value"]);
-        if got != expected {
-            wrong.push(format!("{name}: veeps {got}, terraform {expected}"));
+        match (got == expected, known.contains(name)) {
+            (false, false) => wrong.push(format!("{name}: veeps {got}, terraform {expected}")),
+            (true, true) => wrong.push(format!(
+                "{name} now agrees with Terraform: take it off known-differences.txt"
+            )),
+            _ => {}
         }
     }
     assert!(

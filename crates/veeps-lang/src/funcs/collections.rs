@@ -273,7 +273,11 @@ pub(super) fn range(c: &Call) -> Result<Value, Diagnostic> {
         c.arity(1, 3)?;
         let (start, end, step) = match a.len() {
             1 => (0.0, c.num(0)?, 1.0),
-            2 => (c.num(0)?, c.num(1)?, 1.0),
+            // Counting down when the end is below the start, as Terraform does.
+            2 => {
+                let (a, b) = (c.num(0)?, c.num(1)?);
+                (a, b, if b < a { -1.0 } else { 1.0 })
+            }
             _ => (c.num(0)?, c.num(1)?, c.num(2)?),
         };
         if step == 0.0 {
@@ -319,7 +323,7 @@ pub(super) fn coalescelist(c: &Call) -> Result<Value, Diagnostic> {
 
 /// A set's elements in Terraform's order: strings lexically, numbers numerically, others
 /// as they came; without duplicates.
-fn set_of(mut v: Vec<Value>) -> Vec<Value> {
+pub(super) fn set_of(mut v: Vec<Value>) -> Vec<Value> {
     let mut seen: Vec<Value> = Vec::with_capacity(v.len());
     v.retain(|x| {
         let new = !seen.contains(x);
@@ -328,17 +332,7 @@ fn set_of(mut v: Vec<Value>) -> Vec<Value> {
         }
         new
     });
-    if v.iter().all(|x| matches!(x, Value::String(_))) {
-        v.sort_by(|a, b| match (a, b) {
-            (Value::String(x), Value::String(y)) => x.cmp(y),
-            _ => std::cmp::Ordering::Equal,
-        });
-    } else if v.iter().all(|x| matches!(x, Value::Number(_))) {
-        v.sort_by(|a, b| match (a, b) {
-            (Value::Number(x), Value::Number(y)) => x.total_cmp(y),
-            _ => std::cmp::Ordering::Equal,
-        });
-    }
+    crate::value::order_set(&mut v);
     v
 }
 

@@ -6,7 +6,16 @@ pub(super) fn jsonencode(c: &Call) -> Result<Value, Diagnostic> {
     let a = &c.args;
     Ok({
         c.arity(1, 1)?;
-        Value::String(serde_json::to_string(&a[0].to_json()).unwrap_or_default())
+        // As Go's encoding/json writes it: <, >, & and the line separators escaped, so the
+        // text can sit inside HTML.
+        let text = serde_json::to_string(&a[0].to_json()).unwrap_or_default();
+        Value::String(
+            text.replace('<', "\\u003c")
+                .replace('>', "\\u003e")
+                .replace('&', "\\u0026")
+                .replace('\u{2028}', "\\u2028")
+                .replace('\u{2029}', "\\u2029"),
+        )
     })
 }
 

@@ -5,14 +5,15 @@ use super::*;
 pub(super) fn upper(c: &Call) -> Result<Value, Diagnostic> {
     Ok({
         c.arity(1, 1)?;
-        Value::String(c.str(0)?.to_uppercase())
+        // Go's simple case mapping: one letter for one (ß stays ß).
+        Value::String(simple_case(&c.str(0)?, true))
     })
 }
 
 pub(super) fn lower(c: &Call) -> Result<Value, Diagnostic> {
     Ok({
         c.arity(1, 1)?;
-        Value::String(c.str(0)?.to_lowercase())
+        Value::String(simple_case(&c.str(0)?, false))
     })
 }
 
@@ -99,6 +100,18 @@ pub(super) fn replace(c: &Call) -> Result<Value, Diagnostic> {
     Ok({
         c.arity(3, 3)?;
         let (s, from, to) = (c.str(0)?, c.str(1)?, c.str(2)?);
+        // "/RE/" is a regular expression (RE2 syntax), `$1` and `${name}` naming groups.
+        if let Some(pattern) = from
+            .strip_prefix('/')
+            .and_then(|f| f.strip_suffix('/'))
+            .filter(|_| from.len() > 1)
+        {
+            let re = regex::RegexBuilder::new(pattern)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| c.arg_err(1, format!("invalid regular expression: {e}")))?;
+            return Ok(Value::String(re.replace_all(&s, to.as_str()).into_owned()));
+        }
         if from.is_empty() {
             return Err(c.arg_err(1, "the substring to replace must not be empty"));
         }
@@ -176,9 +189,8 @@ pub(super) fn split(c: &Call) -> Result<Value, Diagnostic> {
         c.arity(2, 2)?;
         let sep = c.str(0)?;
         let s = c.str(1)?;
-        if s.is_empty() {
-            Value::List(vec![])
-        } else if sep.is_empty() {
+        // Terraform (Go's strings.Split): split(",", "") is [""].
+        if sep.is_empty() {
             Value::List(s.chars().map(|c| Value::String(c.to_string())).collect())
         } else {
             Value::List(s.split(sep.as_str()).map(Value::string).collect())
@@ -265,4 +277,23 @@ pub(super) fn templatestring(c: &Call) -> Result<Value, Diagnostic> {
     let text = c.str(0)?;
     let vars = c.obj(1)?;
     crate::eval::eval_template_text(&text, "templatestring", vars, &crate::eval::EmptyScope)
+}
+
+/// Each letter to its upper (or lower) case when that is one letter, as Go's
+/// `unicode.ToUpper` maps them; left as it is otherwise.
+fn simple_case(s: &str, upper: bool) -> String {
+    s.chars()
+        .map(|ch| {
+            let mut m: Vec<char> = if upper {
+                ch.to_uppercase().collect()
+            } else {
+                ch.to_lowercase().collect()
+            };
+            if m.len() == 1 {
+                m.pop().unwrap_or(ch)
+            } else {
+                ch
+            }
+        })
+        .collect()
 }

@@ -65,3 +65,32 @@ output "yamldecode_doc" { value = yamldecode("a: 1\nb: [x, 'y', true, null, 1.5]
 output "yamldecode_yaml11" { value = yamldecode("- 0x10\n- 1e3\n- ~\n- 'no'\n- no\n- on\n- 010\n- 1_000\n- +12\n- -0.5\n- .5\n- 1.\n- 0b101\n- 0o17\n- 0X1F\n- +0x10\n- 0.\n- 12:30\n- \"007\"\n- !!str 5\n-\n") }
 output "yamldecode_blocks" { value = yamldecode("text: |\n  two\n  lines\nfolded: >\n  one\n  line\nanchor: &a {k: v}\nagain: *a\n") }
 output "yamldecode_scalar" { value = [yamldecode("hello"), yamldecode("42")] }
+
+# Expressions (issue "Terraform's language, exactly").
+locals {
+  l = ["a", "b"]
+}
+output "split_empty" { value = split(",", "") }
+output "range_down" { value = range(3, 0) }
+output "range_step" { value = range(1, 10, 3) }
+output "if_string" { value = "%{if "true"}yes%{endif}" }
+output "jsonencode_escapes" { value = jsonencode({ a = "<b>&\u2028", n = [1, 1.5, 0.1] }) }
+output "unwrap_list" { value = "${local.l}" }
+output "unwrap_number" { value = "${5}" }
+output "strip_for" { value = "<%{~for x in local.l~}\n  ${x}\n%{~endfor~}>" }
+output "strip_if" { value = "a %{~if true~} b %{~endif~} c" }
+output "heredoc_strip" {
+  value = <<-EOT
+  %{~for x in local.l~}
+  item ${x}
+  %{~endfor~}
+  EOT
+}
+output "toset_order" { value = toset(["c", "a", "b", "a"]) }
+output "toset_numbers" { value = toset([10, 2, 1]) }
+output "replace_regex" { value = replace("hello world", "/o(.)/", "0$1") }
+output "upper_unicode" { value = [upper("straße"), lower("ÀÉ"), length("👍🏽"), strrev("abc")] }
+output "format_verbs" { value = [format("%v", [1, "a"]), format("%+d", 5), format("%e", 1234.5), format("%g", 0.000012), format("%[2]s %[1]s", "a", "b")] }
+output "division" { value = [7 / 2, 2 / 3 * 3, 0.1 + 0.2] }
+output "mixed_cond" { value = true ? 1 : "a" }
+output "tomap_unify" { value = tomap({ a = 1, b = "x" }) }
