@@ -204,6 +204,14 @@ error: unclosed group"#
         r#"matchkeys(["a"], [], [])"#,
         expect!["error: matchkeys(): the values and keys lists must be the same length"],
     );
+    check(
+        r#"format("%d", 3.7)"#,
+        expect!["error: format(): %d needs a whole number, got 3.7"],
+    );
+    check(
+        r#"format("%[0]s", "a")"#,
+        expect![[r#"error: format(): bad argument index "[0]""#]],
+    );
     // A misspelt function inside can() or try() is an error, not false.
     check(
         r#"can(regx("a", "b"))"#,

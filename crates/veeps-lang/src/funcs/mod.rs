@@ -362,12 +362,28 @@ impl Call<'_> {
                 continue;
             }
             let mut flags = String::new();
-            while let Some(&f) = it.peek() {
-                if "+-# 0123456789.".contains(f) {
-                    flags.push(f);
-                    it.next();
-                } else {
-                    break;
+            loop {
+                match it.peek() {
+                    Some(&f) if "+-# 0123456789.".contains(f) => {
+                        flags.push(f);
+                        it.next();
+                    }
+                    // `%[n]`: the nth argument (from 1), and those after it next.
+                    Some('[') => {
+                        it.next();
+                        let mut n = String::new();
+                        for d in it.by_ref() {
+                            if d == ']' {
+                                break;
+                            }
+                            n.push(d);
+                        }
+                        match n.parse::<usize>() {
+                            Ok(i) if i >= 1 => next = i - 1,
+                            _ => return Err(self.err(format!("bad argument index \"[{n}]\""))),
+                        }
+                    }
+                    _ => break,
                 }
             }
             let verb = it
@@ -394,11 +410,58 @@ impl Call<'_> {
                 .split_once('.')
                 .and_then(|(_, p)| p.parse().ok())
                 .map(|p: usize| p.min(100));
+            let plus = flags.starts_with('+') || flags.contains("0+");
+            let sign = |n: f64, body: String| {
+                if plus && n >= 0.0 {
+                    format!("+{body}")
+                } else {
+                    body
+                }
+            };
+            let number = |v: &Value| {
+                convert(v, &Type::Number)
+                    .ok()
+                    .and_then(|v| v.as_f64())
+                    .ok_or_else(|| {
+                        self.err(format!("%{verb} needs a number, got {}", v.type_name()))
+                    })
+            };
             let s = match verb {
+                // Collections as JSON, as Terraform's %v writes them.
                 'v' => match v {
                     Value::String(s) => s.clone(),
+                    Value::List(_) | Value::Object(_) => {
+                        serde_json::to_string(&v.to_json()).unwrap_or_default()
+                    }
                     v => v.to_template_string().unwrap_or_else(|| v.to_string()),
                 },
+                'e' | 'E' => {
+                    let n = number(v)?;
+                    let body = go_exp(&format!("{:.*e}", precision.unwrap_or(6), n));
+                    sign(
+                        n,
+                        if verb == 'E' {
+                            body.to_uppercase()
+                        } else {
+                            body
+                        },
+                    )
+                }
+                'g' | 'G' => {
+                    let n = number(v)?;
+                    let body = match precision {
+                        Some(p) => go_exp(&format!("{:.*e}", p.saturating_sub(1), n)),
+                        None => go_shortest(n),
+                    };
+                    sign(
+                        n,
+                        if verb == 'G' {
+                            body.to_uppercase()
+                        } else {
+                            body
+                        },
+                    )
+                }
                 's' => convert(v, &Type::String)
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
@@ -410,7 +473,12 @@ impl Call<'_> {
                         .ok_or_else(|| {
                             self.err(format!("%d needs a number, got {}", v.type_name()))
                         })?;
-                    format!("{}", n.trunc() as i64)
+                    if n.fract() != 0.0 {
+                        return Err(
+                            self.err(format!("%d needs a whole number, got {}", format_number(n)))
+                        );
+                    }
+                    sign(n, format!("{}", n as i64))
                 }
                 'f' => {
                     let n = convert(v, &Type::Number)
@@ -419,7 +487,7 @@ impl Call<'_> {
                         .ok_or_else(|| {
                             self.err(format!("%f needs a number, got {}", v.type_name()))
                         })?;
-                    format!("{:.*}", precision.unwrap_or(6), n)
+                    sign(n, format!("{:.*}", precision.unwrap_or(6), n))
                 }
                 'x' | 'X' | 'o' | 'b' => {
                     let n = convert(v, &Type::Number)
@@ -454,6 +522,11 @@ impl Call<'_> {
                 if flags.starts_with('-') {
                     out.push_str(&s);
                     out.push_str(&" ".repeat(pad));
+                } else if pad_zero && (s.starts_with('-') || s.starts_with('+')) {
+                    // Zeros go after the sign: -0042.
+                    out.push_str(&s[..1]);
+                    out.push_str(&"0".repeat(pad));
+                    out.push_str(&s[1..]);
                 } else {
                     out.push_str(&(if pad_zero { "0" } else { " " }).repeat(pad));
                     out.push_str(&s);
@@ -463,6 +536,35 @@ impl Call<'_> {
             }
         }
         Ok(out)
+    }
+}
+
+/// Rust's `1.5e3` as Go writes it: `1.5e+03` (a sign, at least two exponent digits).
+fn go_exp(rust: &str) -> String {
+    match rust.split_once('e') {
+        Some((m, e)) => {
+            let (sign, digits) = match e.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', e),
+            };
+            format!("{m}e{sign}{digits:0>2}")
+        }
+        None => rust.to_string(),
+    }
+}
+
+/// Go's `%g` with no precision: the shortest digits, in exponent form when the exponent is
+/// below -4 or 6 and above (as Go decides for shortest formatting).
+fn go_shortest(n: f64) -> String {
+    let e = format!("{n:e}");
+    let exp: i32 = e
+        .split_once('e')
+        .and_then(|(_, x)| x.parse().ok())
+        .unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        go_exp(&e)
+    } else {
+        format!("{n}")
     }
 }
 
