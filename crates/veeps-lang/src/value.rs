@@ -363,8 +363,8 @@ pub fn convert(v: &Value, ty: &Type) -> Result<Value, String> {
         (Type::String, Value::Number(n)) => Ok(Value::String(format_number(*n))),
         (Type::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
         (Type::Number, Value::Number(_)) => Ok(v.clone()),
+        // The whole string, as Terraform reads it: " 5" is not a number.
         (Type::Number, Value::String(s)) => s
-            .trim()
             .parse::<f64>()
             .ok()
             .filter(|n| n.is_finite())

@@ -205,6 +205,16 @@ error: unclosed group"#
         expect!["error: matchkeys(): the values and keys lists must be the same length"],
     );
     check(
+        "sum([])",
+        expect!["error: sum(): argument 1: cannot sum an empty list"],
+    );
+    check(
+        r#"tonumber(" 5")"#,
+        expect![[
+            r#"error: tonumber(): argument 1: a number is required, but " 5" is not a number"#
+        ]],
+    );
+    check(
         r#"format("%d", 3.7)"#,
         expect!["error: format(): %d needs a whole number, got 3.7"],
     );

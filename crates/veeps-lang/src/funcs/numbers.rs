@@ -43,8 +43,12 @@ pub(super) fn max(c: &Call) -> Result<Value, Diagnostic> {
 pub(super) fn sum(c: &Call) -> Result<Value, Diagnostic> {
     Ok({
         c.arity(1, 1)?;
+        let l = c.list(0)?;
+        if l.is_empty() {
+            return Err(c.arg_err(0, "cannot sum an empty list"));
+        }
         let mut s = 0.0;
-        for v in c.list(0)? {
+        for v in l {
             s += convert(&v, &Type::Number)
                 .ok()
                 .and_then(|v| v.as_f64())
