@@ -174,6 +174,62 @@ async fn an_argument_set_to_null_takes_its_default() {
     assert_eq!(mode & 0o777, 0o644);
 }
 
+/// A null passed to a module's variable is the value (Terraform's `nullable`, true by
+/// default); with `nullable = false` the default stands in, and without one it is refused.
+#[tokio::test]
+async fn null_inputs_follow_nullable() {
+    let e = env();
+    let module = r#"
+variable "open" {
+  type    = string
+  default = "d"
+}
+variable "closed" {
+  type     = string
+  default  = "d"
+  nullable = false
+}
+output "open" {
+  value = var.open == null ? "null" : var.open
+}
+output "closed" {
+  value = var.closed
+}
+"#;
+    let main = r#"
+module "m" {
+  source = "./m"
+  open   = null
+  closed = null
+}
+output "open" {
+  value = module.m.open
+}
+output "closed" {
+  value = module.m.closed
+}
+"#;
+    let b = bundle(&[("env/main.hcl", main), ("env/m/main.hcl", module)]);
+    let (status, _, errors) = complete(&apply(&e, &b).await);
+    assert_eq!(status, "ok", "{errors:?}");
+    let outs = e.engine.outputs("test").unwrap();
+    assert_eq!(outs["open"].0.as_str(), Some("null"));
+    assert_eq!(outs["closed"].0.as_str(), Some("d"));
+    // No default and not nullable: a null is refused, naming the variable.
+    let strict = module.replace(
+        "  default  = \"d\"\n  nullable = false",
+        "  nullable = false",
+    );
+    let b = bundle(&[("env/main.hcl", main), ("env/m/main.hcl", &strict)]);
+    let err = e
+        .engine
+        .plan(&req(&b), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"closed\" may not be null"), "{err}");
+}
+
 #[tokio::test]
 async fn changes_update_replace_and_destroy() {
     let e = env();

@@ -252,6 +252,9 @@ pub struct Variable {
     pub description: Option<String>,
     /// Marked `sensitive = true`.
     pub sensitive: bool,
+    /// Whether null is a value it may take (`nullable`, true unless set false): a null
+    /// given then stays null; with `nullable = false` it takes the default instead.
+    pub nullable: bool,
     /// `validation` blocks.
     pub validations: Vec<Validation>,
 }
@@ -839,6 +842,7 @@ fn parse_variable(
         default: None,
         description: None,
         sensitive: false,
+        nullable: true,
         validations: vec![],
     };
     let mut default_expr = None;
@@ -857,9 +861,7 @@ fn parse_variable(
                     "default" => default_expr = Some(e),
                     "description" => v.description = const_string(&e, diags),
                     "sensitive" => v.sensitive = const_bool(&e, diags),
-                    "nullable" => {
-                        const_bool(&e, diags);
-                    }
+                    "nullable" => v.nullable = const_bool(&e, diags),
                     k => diags.push(unknown_arg(file, a, k, &["type", "default", "description", "sensitive", "nullable", "validation"], "variable")),
                 }
             }

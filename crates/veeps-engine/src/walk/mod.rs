@@ -523,8 +523,17 @@ impl Walk {
             };
             let v = match (given, &decl.default) {
                 (Some(v), _) if !v.is_null() => v,
+                // A null given is the value (Terraform's nullable, true by default), unless
+                // the variable says `nullable = false`: then its default, or an error.
+                (Some(v), _) if decl.nullable => v,
+                (Some(_), None) => {
+                    diags.push(
+                        Diagnostic::at(&decl.loc, format!("variable \"{name}\" may not be null"))
+                            .with_detail("It is declared with `nullable = false`: give it a value, or give it a default."),
+                    );
+                    continue;
+                }
                 (_, Some(d)) => d.clone(),
-                (Some(v), None) => v,
                 (None, None) => {
                     let how = if id.path.is_empty() {
                         format!("Set it with `-var {name}=VALUE`, in a .tfvars file, or give the variable a default.")
