@@ -28,7 +28,10 @@ pub(super) fn length(c: &Call) -> Result<Value, Diagnostic> {
         c.arity(1, 1)?;
         match &a[0] {
             Value::Unknown => Value::Unknown,
-            Value::String(s) => Value::Number(s.chars().count() as f64),
+            Value::String(s) => Value::Number(
+                unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).count()
+                    as f64,
+            ),
             Value::List(l) => Value::Number(l.len() as f64),
             Value::Object(o) => Value::Number(o.len() as f64),
             v => {

@@ -38,7 +38,12 @@ pub(super) fn title(c: &Call) -> Result<Value, Diagnostic> {
 pub(super) fn strrev(c: &Call) -> Result<Value, Diagnostic> {
     Ok({
         c.arity(1, 1)?;
-        Value::String(c.str(0)?.chars().rev().collect())
+        let text = c.str(0)?;
+        Value::String(
+            unicode_segmentation::UnicodeSegmentation::graphemes(text.as_str(), true)
+                .rev()
+                .collect(),
+        )
     })
 }
 
@@ -122,7 +127,11 @@ pub(super) fn replace(c: &Call) -> Result<Value, Diagnostic> {
 pub(super) fn substr(c: &Call) -> Result<Value, Diagnostic> {
     Ok({
         c.arity(3, 3)?;
-        let s: Vec<char> = c.str(0)?.chars().collect();
+        // Counted in grapheme clusters (what a reader sees as one character), as
+        // Terraform counts.
+        let text = c.str(0)?;
+        let s: Vec<&str> =
+            unicode_segmentation::UnicodeSegmentation::graphemes(text.as_str(), true).collect();
         let mut off = c.int(1)?;
         let len = c.int(2)?;
         if off < 0 {
@@ -134,7 +143,7 @@ pub(super) fn substr(c: &Call) -> Result<Value, Diagnostic> {
         } else {
             off.saturating_add(len as usize).min(s.len())
         };
-        Value::String(s[off..end].iter().collect())
+        Value::String(s[off..end].concat())
     })
 }
 
