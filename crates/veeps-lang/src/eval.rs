@@ -148,7 +148,8 @@ impl Evaluator<'_> {
             Expression::Null(_) => Value::Null,
             Expression::Bool(b) => Value::Bool(*b.value()),
             Expression::Number(n) => Value::Number(n.value().as_f64().unwrap_or(0.0)),
-            Expression::String(s) => Value::String(s.value().clone()),
+            // Strings are NFC-normalized, as Terraform's are: "e\u0301" is "é".
+            Expression::String(s) => Value::String(nfc(s.value())),
             Expression::Array(a) => {
                 let mut out = Vec::new();
                 for item in a.iter() {
@@ -842,7 +843,7 @@ impl Evaluator<'_> {
         Ok(if unknown {
             Value::Unknown
         } else {
-            Value::String(out)
+            Value::String(nfc(&out))
         })
     }
 }
@@ -1006,6 +1007,14 @@ fn unknown_calls(e: &Expression) -> Result<(), String> {
         Some(name) => Err(name),
         None => Ok(()),
     }
+}
+
+/// `s` in Unicode's composed form (NFC), as Terraform keeps every string.
+fn nfc(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_string();
+    }
+    unicode_normalization::UnicodeNormalization::nfc(s).collect()
 }
 
 /// A quoted string's escape sequences decoded (`\n`, `\r`, `\t`, `\"`, `\\`,
