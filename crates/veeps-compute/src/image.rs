@@ -595,7 +595,11 @@ impl Images {
             drop(tx);
             let status = async {
                 let status = child.wait().await;
-                // What the step left in the background dies with it.
+                // What the step left in the background dies with it: its process group
+                // (the step leads a session of its own), then anything that left the
+                // group but not the build's cgroup. A survivor would hold the step's pipes
+                // open until the deadline.
+                veeps_sys::proc::signal_group(pid, libc::SIGKILL);
                 if let Some(cg) = cg {
                     let cg = cg.clone();
                     let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
