@@ -300,26 +300,13 @@ impl Plane {
 
 /// `veeps dns-plane DIR [--takeover]`: runs the DNS data plane until told to stop.
 pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
-    let Some(dir) = args.first().map(PathBuf::from) else {
-        eprintln!("usage: veeps dns-plane DIR [--takeover] (started by veeps)");
-        return 2;
-    };
-    let takeover = args.iter().any(|a| a == "--takeover");
-    veeps_sys::proc::raise_fd_limit();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("dns-plane")
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return 1;
-        }
-    };
-    let code = rt.block_on(run(dir, takeover));
-    std::process::exit(code);
+    veeps_sys::plane::main(
+        args,
+        "dns-plane",
+        "veeps dns-plane DIR [--takeover] (started by veeps)",
+        2,
+        run,
+    )
 }
 
 async fn ask<T: serde::de::DeserializeOwned>(dir: &Path, req: &Request) -> Option<T> {

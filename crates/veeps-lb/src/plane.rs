@@ -797,29 +797,13 @@ impl Plane {
 
 /// `veeps lb-plane DIR [--takeover]`: runs a balancer's data plane until told to stop.
 pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
-    let Some(dir) = args.first().map(PathBuf::from) else {
-        eprintln!(
-            "usage: veeps lb-plane DIR [--takeover] (started by veeps for each load balancer)"
-        );
-        return 2;
-    };
-    let takeover = args.iter().any(|a| a == "--takeover");
-    veeps_sys::proc::raise_fd_limit();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("lb-plane")
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return 1;
-        }
-    };
-    let code = rt.block_on(run(dir, takeover));
-    // Workers' runtimes go with the process.
-    std::process::exit(code);
+    veeps_sys::plane::main(
+        args,
+        "lb-plane",
+        "veeps lb-plane DIR [--takeover] (started by veeps for each load balancer)",
+        1,
+        run,
+    )
 }
 
 async fn run(dir: PathBuf, takeover: bool) -> i32 {

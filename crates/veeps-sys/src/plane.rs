@@ -63,6 +63,43 @@ pub fn control_listener(dir: &Path) -> std::io::Result<tokio::net::UnixListener>
     Ok(l)
 }
 
+/// A plane's process: `ARGS` are `DIR [--takeover]`; raises the open-file limit, runs
+/// `run(DIR, takeover)` on a runtime of `workers` threads named `name`, and exits with
+/// its code (a usage error, 2, names `usage`).
+pub fn main<F, Fut>(
+    args: Vec<std::ffi::OsString>,
+    name: &str,
+    usage: &str,
+    workers: usize,
+    run: F,
+) -> i32
+where
+    F: FnOnce(std::path::PathBuf, bool) -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
+    let Some(dir) = args.first().map(std::path::PathBuf::from) else {
+        eprintln!("usage: {usage}");
+        return 2;
+    };
+    let takeover = args.iter().any(|a| a == "--takeover");
+    crate::proc::raise_fd_limit();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(name)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let code = rt.block_on(run(dir, takeover));
+    // Whatever else runs (worker runtimes, threads) goes with the process.
+    std::process::exit(code);
+}
+
 /// Who stops a plane's control loop ([`serve`]): a request, or its directory going.
 pub type Stop = std::sync::Arc<tokio::sync::watch::Sender<bool>>;
 
