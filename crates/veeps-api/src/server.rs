@@ -243,6 +243,8 @@ pub struct ServerOptions {
     pub dns_listen: Option<String>,
     /// DNS rate limits (per source, per answer).
     pub dns_limits: Option<veeps_dns::server::Limits>,
+    /// Functions' limits (environments at once, idle timeout); `None`: the defaults.
+    pub functions: Option<veeps_fn::FnOptions>,
 }
 
 /// Parts added to veeps' own list.
@@ -474,6 +476,26 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     let s3_day = opts
         .s3_lifecycle_day
         .unwrap_or(std::time::Duration::from_secs(86_400));
+    // One AWS endpoint: S3's listener serves the other AWS APIs too.
+    let edge = Arc::new(veeps_resource::edge::Edge::default());
+    let functions = veeps_fn::Functions::new(
+        data_dir,
+        store.clone(),
+        obs.clone(),
+        &veeps_net::prefix_for(data_dir),
+        opts.functions.clone().unwrap_or_default(),
+    );
+    functions.set_roles(iam.clone());
+    if let Some(addr) = s3_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        functions.set_endpoint(addr);
+    }
+    let fn_creds = Arc::new(veeps_fn::part::EndpointCredentials {
+        root: {
+            let (id, secret) = s3_auth.root();
+            (id.to_string(), secret.to_string())
+        },
+        access: s3_access.clone(),
+    });
     // The parts of veeps; a new part is one more line here.
     let mut s3_part = veeps_s3::part::S3Part::new(
         objects.clone(),
@@ -484,7 +506,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         s3_day,
     )
     .with_audit(api.audit.clone())
-    .with_intrusion(bans.clone());
+    .with_intrusion(bans.clone())
+    .with_edge(edge.clone());
     if opts.s3_tls {
         let at = opts
             .s3_listen
@@ -510,6 +533,11 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         Arc::new(veeps_lb::part::LbPart(lbs.clone())),
         Arc::new(veeps_db::part::DbPart(dbs.clone())),
         Arc::new(veeps_dns::part::DnsPart::new(dns.clone())),
+        Arc::new(veeps_fn::part::FnPart::new(
+            functions.clone(),
+            Some(edge.clone()),
+            fn_creds,
+        )),
     ];
     list.extend(opts.extra_parts.0.iter().cloned());
     let parts = veeps_resource::Parts::new(list).map_err(|e| ServerError::DataDir {
@@ -578,6 +606,7 @@ pub fn registry() -> veeps_resource::Registry {
     veeps_s3::resources::register(&mut registry);
     veeps_db::resources::register(&mut registry);
     veeps_dns::resources::register(&mut registry);
+    veeps_fn::resources::register(&mut registry);
     registry
 }
 

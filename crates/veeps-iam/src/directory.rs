@@ -30,7 +30,7 @@ const KEY_ENV: &str = "iam";
 pub static IDENTITY_POLICIES: Grammar = Grammar {
     actions: &[
         "env:", "compute:", "lb:", "db:", "s3:", "obs:", "logs:", "kms:", "audit:", "iam:",
-        "system:", "pki:", "sts:", "ban:",
+        "system:", "pki:", "sts:", "ban:", "lambda:",
     ],
     resources: &["arn:veeps:", "arn:aws:s3:::", "arn:aws:iam:::"],
     keys: &[

@@ -13,6 +13,7 @@ pub mod http;
 pub mod part;
 pub mod password;
 pub mod resources;
+pub mod sigv4;
 pub mod totp;
 
 use serde_json::Value as Json;

@@ -10,6 +10,7 @@
 
 pub mod acme;
 pub mod alias;
+pub mod edge;
 pub mod intrusion;
 pub mod metrics;
 pub mod part;

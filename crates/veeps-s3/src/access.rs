@@ -133,6 +133,17 @@ impl Access {
         veeps_iam::evaluate(&all, cx, action, resource) == Decision::Allow
     }
 
+    /// Whether the requester's own (IAM) policies allow `action` on `resource`: for the
+    /// other AWS APIs on the endpoint, which have no bucket policies.
+    pub fn identity_allows(&self, cx: &RequestCx, action: &str, resource: &str) -> bool {
+        let own = match (&self.identities, &cx.user) {
+            (Some(d), Some(u)) => d.policies_of(u),
+            _ => vec![],
+        };
+        let all: Vec<&Policy> = own.iter().map(|(_, p)| p.as_ref()).collect();
+        veeps_iam::evaluate(&all, cx, action, resource) == Decision::Allow
+    }
+
     /// A role session's principal (`role/NAME`) and secret, while it lasts.
     pub fn session(&self, access_key_id: &str) -> Option<(veeps_iam::directory::Session, String)> {
         self.identities.as_ref()?.session(access_key_id)

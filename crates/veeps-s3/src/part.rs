@@ -23,6 +23,7 @@ pub struct S3Part {
     audit: Option<Arc<dyn veeps_state::AuditSink>>,
     intrusion: Option<Arc<dyn veeps_resource::intrusion::Intrusion>>,
     tls: Option<veeps_http::TlsConfig>,
+    edge: Option<Arc<veeps_resource::edge::Edge>>,
 }
 
 impl S3Part {
@@ -48,6 +49,7 @@ impl S3Part {
             audit: None,
             intrusion: None,
             tls: None,
+            edge: None,
         }
     }
 
@@ -63,6 +65,12 @@ impl S3Part {
         intrusion: Arc<dyn veeps_resource::intrusion::Intrusion>,
     ) -> S3Part {
         self.intrusion = Some(intrusion);
+        self
+    }
+
+    /// The other AWS APIs in `edge` are served on the S3 listener too.
+    pub fn with_edge(mut self, edge: Arc<veeps_resource::edge::Edge>) -> S3Part {
+        self.edge = Some(edge);
         self
     }
 
@@ -144,6 +152,7 @@ impl Part for S3Part {
                     audit: self.audit.clone(),
                     intrusion: self.intrusion.clone(),
                     tls: self.tls.clone(),
+                    edge: self.edge.clone(),
                 },
             )));
         }

@@ -247,6 +247,16 @@ impl Cgroup {
         Some(used.saturating_sub(inactive))
     }
 
+    /// The most memory it has used at once, in bytes (v1 `max_usage_in_bytes`, v2 `peak`).
+    pub fn peak_memory_bytes(&self) -> Option<u64> {
+        let file = match self.flavor {
+            Flavor::V1 => self.dir("memory").join("memory.max_usage_in_bytes"),
+            Flavor::V2 => self.dir("").join("memory.peak"),
+            Flavor::None(_) => return None,
+        };
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
     /// How many times the memory limit killed something (v1 `oom_control`, v2 events).
     pub fn oom_kills(&self) -> u64 {
         let (file, key) = match self.flavor {

@@ -83,6 +83,9 @@ pub fn user_namespaces() -> bool {
 pub struct Confine {
     /// Enter this named network namespace (`/run/netns/NAME`).
     pub netns: Option<String>,
+    /// Enter the network namespace this descriptor refers to (one of
+    /// [`crate::netns::isolated`]).
+    pub netns_fd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     /// Start in a new, empty network namespace instead (builds: no network at all).
     pub new_netns: bool,
     /// Join these `cgroup.procs` files before running anything.
@@ -99,6 +102,8 @@ pub struct Confine {
     /// Cover these directories with an empty read-only tmpfs, after the binds (the data
     /// directory: its keys and token are out of sight).
     pub hide: Vec<PathBuf>,
+    /// A private `/tmp` of this many MiB (tmpfs), mounted after the binds.
+    pub private_tmp: Option<u64>,
     /// Start a session (and process group) of its own.
     pub session: bool,
     /// Set `no_new_privs`: neither it nor its children gain privileges through `exec`.
@@ -139,6 +144,12 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
         }
         _ => None,
     };
+    let given_ns = c.netns_fd.clone();
+    let raw_given = given_ns.as_deref().map(std::os::fd::AsRawFd::as_raw_fd);
+    let tmp = c
+        .private_tmp
+        .map(|mib| CString::new(format!("size={mib}m,mode=1777")).expect("no NUL"));
+    let tmp_dir = CString::new("/tmp").expect("no NUL");
     let procs: Vec<CString> = c
         .cgroup_procs
         .iter()
@@ -178,7 +189,7 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
     // setgid, setuid, prctl) on data prepared above.
     unsafe {
         std_cmd.pre_exec(move || {
-            let _hold = &keep;
+            let _hold = (&keep, &given_ns);
             if session && libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -193,7 +204,7 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            if let Some(fd) = raw_ns {
+            if let Some(fd) = raw_ns.or(raw_given) {
                 if libc::setns(fd, libc::CLONE_NEWNET) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -226,7 +237,7 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
             if new_ipc_uts && libc::unshare(libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if !binds.is_empty() || !hide.is_empty() {
+            if !binds.is_empty() || !hide.is_empty() || tmp.is_some() {
                 if user_ns.is_none() && libc::unshare(libc::CLONE_NEWNS) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -288,6 +299,19 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
                             return Err(std::io::Error::last_os_error());
                         }
                     }
+                }
+            }
+            if let Some(opts) = &tmp {
+                let flags = libc::MS_NOSUID | libc::MS_NODEV;
+                if libc::mount(
+                    tmpfs.as_ptr(),
+                    tmp_dir.as_ptr(),
+                    tmpfs.as_ptr(),
+                    flags,
+                    opts.as_ptr().cast(),
+                ) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
             }
             for dir in &hide {

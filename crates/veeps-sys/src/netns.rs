@@ -120,6 +120,56 @@ impl Drop for NsRuntime {
     }
 }
 
+/// A new network namespace of its own with only loopback (up), held by a descriptor:
+/// nothing else refers to it, so it goes away with the last process in it and the last
+/// socket and descriptor of it. `f` runs inside it first, on a thread of its own, to open
+/// whatever listeners should live there; what it returns comes back with the descriptor.
+/// Needs `CAP_SYS_ADMIN`.
+pub fn isolated<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<(OwnedFd, T)> {
+    std::thread::spawn(move || {
+        // SAFETY: unshare changes only this thread's network namespace; the thread ends
+        // when this closure returns, so no other work runs there by accident.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        loopback_up()?;
+        let out = f();
+        let ns = std::fs::File::open("/proc/thread-self/ns/net")?;
+        Ok((OwnedFd::from(ns), out))
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
+}
+
+/// Sets `lo` up in the calling thread's network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a datagram socket we close below; ioctls read and write an `ifreq` we own,
+    // whose name is NUL-terminated.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        if r == 0 {
+            ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let e = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

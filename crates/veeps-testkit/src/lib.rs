@@ -525,7 +525,14 @@ impl Aws {
 
     /// Runs `aws --endpoint-url S3 ARGS`.
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(&[], args)
+    }
+
+    /// Runs `aws --endpoint-url S3 ARGS` with more environment variables (like
+    /// `AWS_MAX_ATTEMPTS`).
+    pub fn run_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         Command::new("aws")
+            .envs(env.iter().copied())
             .arg("--endpoint-url")
             .arg(&self.endpoint)
             .args(args)

@@ -386,6 +386,7 @@ impl Compute {
                 no_new_privs: true,
                 new_pidns: self.ids.is_some() || userns,
                 new_ipc_uts: self.ids.is_some() || userns,
+                ..Default::default()
             },
         )?;
         let mut child = cmd.spawn().map_err(|e| {

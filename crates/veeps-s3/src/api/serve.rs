@@ -199,6 +199,8 @@ pub struct Hooks {
     pub intrusion: Option<Arc<dyn veeps_resource::intrusion::Intrusion>>,
     /// TLS, if the listener serves it.
     pub tls: Option<veeps_http::TlsConfig>,
+    /// The other AWS APIs served on this listener, by SigV4 service name.
+    pub edge: Option<Arc<veeps_resource::edge::Edge>>,
 }
 
 /// Serves the S3 API on `listener` within `limits` until the task is dropped, counting
@@ -215,6 +217,7 @@ pub async fn serve(
         audit,
         intrusion,
         tls,
+        edge,
     } = hooks;
     let api = api.with_access(gate.access.clone());
     let mut b = s3s::service::S3ServiceBuilder::new(api);
@@ -227,11 +230,13 @@ pub async fn serve(
         let stats = stats.clone();
         let audit = audit.clone();
         let intrusion = intrusion.clone();
+        let edge = edge.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let svc = svc.clone();
             let stats = stats.clone();
             let audit = audit.clone();
             let intrusion = intrusion.clone();
+            let edge = edge.clone();
             async move {
                 // A banned client (where the kernel does not drop it already) is refused.
                 if intrusion.as_ref().is_some_and(|i| i.banned(peer.ip())) {
@@ -245,6 +250,22 @@ pub async fn serve(
                         hyper::header::HeaderValue::from_static("close"),
                     );
                     return Ok(r);
+                }
+                // Another AWS API's request (by its signature's scope, or its own path
+                // unsigned) goes to that API.
+                if let Some(edge) = &edge {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|h| h.to_str().ok());
+                    let service = veeps_iam::sigv4::scope_service(auth, req.uri().query());
+                    if service.as_deref() != Some("s3") {
+                        if let Some(other) = edge.route(service.as_deref(), req.uri().path()) {
+                            let resp = other.call(req.map(axum::body::Body::new), peer).await;
+                            let (parts, body) = resp.into_parts();
+                            return Ok(hyper::Response::from_parts(parts, s3s::Body::from(body)));
+                        }
+                    }
                 }
                 let signed = access_key_of(&req).is_some();
                 // Writes are audit events: who (the access key), from where, what, and

@@ -1,0 +1,63 @@
+//! A function on the official `lambda_runtime` crate, as a user would write one: it answers
+//! its event, and the event can ask it to misbehave (for veeps' tests): `sleep_ms`, `fail`
+//! (an error), `print` (text to stdout, without a newline; `print_bytes` for raw bytes),
+//! `big` (an answer of that many bytes), `quiet` (a short answer), `exit` (the process ends), `env` (a variable).
+//! With `CRASH_ON_INIT` set it exits before it asks for an event.
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::{json, Value};
+use std::io::Write;
+
+async fn handle(e: LambdaEvent<Value>) -> Result<Value, Error> {
+    let ev = e.payload;
+    if let Some(ms) = ev.get("sleep_ms").and_then(Value::as_u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    if let Some(t) = ev.get("print").and_then(Value::as_str) {
+        let mut out = std::io::stdout();
+        let _ = out.write_all(t.as_bytes());
+        let _ = out.flush();
+    }
+    if let Some(b) = ev.get("print_bytes").and_then(Value::as_array) {
+        let bytes: Vec<u8> = b
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|x| x as u8)
+            .collect();
+        let mut out = std::io::stdout();
+        let _ = out.write_all(&bytes);
+        let _ = out.flush();
+    }
+    if let Some(code) = ev.get("exit").and_then(Value::as_i64) {
+        std::process::exit(code as i32);
+    }
+    if let Some(m) = ev.get("fail").and_then(Value::as_str) {
+        return Err(m.to_string().into());
+    }
+    if let Some(n) = ev.get("big").and_then(Value::as_u64) {
+        return Ok(Value::String("x".repeat(n as usize)));
+    }
+    if ev.get("quiet").is_some() {
+        return Ok(json!({"bytes": ev.to_string().len()}));
+    }
+    let var = ev
+        .get("env")
+        .and_then(Value::as_str)
+        .map(|k| std::env::var(k).unwrap_or_default());
+    Ok(json!({
+        "echo": ev,
+        "request_id": e.context.request_id,
+        "function_arn": e.context.invoked_function_arn,
+        "env": var,
+        "pid": std::process::id(),
+    }))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    if std::env::var_os("CRASH_ON_INIT").is_some() {
+        eprintln!("crashing on init, as asked");
+        std::process::exit(3);
+    }
+    lambda_runtime::run(service_fn(handle)).await
+}

@@ -1,0 +1,299 @@
+//! The `function` type.
+
+use crate::{FunctionRecord, Functions};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use veeps_lang::{Type, Value};
+use veeps_resource::typed::Observed;
+use veeps_resource::{
+    get, map_of_strings, AttrError, AttrSchema, Ctx, Registry, ResourceError, Schema, Typed,
+};
+
+/// Registers the types.
+pub fn register(r: &mut Registry) {
+    r.register(FunctionType::new());
+}
+
+fn functions(ctx: &Ctx) -> Result<&Arc<Functions>, ResourceError> {
+    ctx.service::<Arc<Functions>>("functions")
+}
+
+/// Runtimes veeps runs.
+pub const RUNTIMES: &[&str] = &["provided", "provided.al2", "provided.al2023", "python3.11"];
+
+/// `function`.
+pub struct FunctionType {
+    schema: Schema,
+}
+
+impl Default for FunctionType {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FunctionType {
+    /// The type with its schema.
+    pub fn new() -> Self {
+        FunctionType {
+            schema: Schema::new()
+                .attr(AttrSchema::required("name", Type::String))
+                .attr(AttrSchema::required("code", Type::String).describe(
+                    "a directory or a zip file on the server's machine; relative to where the server started",
+                ))
+                .attr(AttrSchema::required("runtime", Type::String))
+                .attr(AttrSchema::optional("handler", Type::String).default(Value::string("bootstrap")))
+                .attr(AttrSchema::optional("memory", Type::Number).default(128.0))
+                .attr(AttrSchema::optional("timeout", Type::Number).default(3.0))
+                .attr(AttrSchema::optional("ephemeral_storage", Type::Number).default(512.0))
+                .attr(AttrSchema::optional("environment", map_of_strings()))
+                .attr(AttrSchema::optional("reserved_concurrency", Type::Number))
+                .attr(AttrSchema::optional("role", Type::String))
+                .attr(AttrSchema::computed("arn", Type::String))
+                .attr(AttrSchema::computed("code_sha256", Type::String))
+                .attr(AttrSchema::computed("code_size", Type::Number))
+                .attr(AttrSchema::computed("last_modified", Type::String)),
+        }
+    }
+}
+
+/// `function`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    name: String,
+    code: String,
+    runtime: String,
+    handler: String,
+    memory: u64,
+    timeout: u64,
+    ephemeral_storage: u64,
+    #[serde(default)]
+    environment: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    reserved_concurrency: Option<u64>,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+/// `function`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionState {
+    #[serde(flatten)]
+    config: FunctionConfig,
+    arn: String,
+    code_sha256: String,
+    code_size: u64,
+    last_modified: String,
+}
+
+fn whole(c: &Value, attr: &str, lo: f64, hi: f64, why: &str, e: &mut Vec<AttrError>) {
+    if let Some(n) = get::num(c, attr) {
+        if n.fract() != 0.0 || n < lo || n > hi {
+            e.push(AttrError::on(
+                attr,
+                format!("is {n}; it must be a whole number from {lo} to {hi} ({why})"),
+            ));
+        }
+    }
+}
+
+/// Variables a function may not set (Lambda's reserved ones).
+const RESERVED_VARS: &[&str] = &[
+    "_HANDLER",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+/// Whether `n` is a valid function name (Lambda's: letters, digits, `-`, `_`; 1 to 64).
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn code_path(c: &str) -> Result<PathBuf, ResourceError> {
+    let p = PathBuf::from(c);
+    let p = if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir()?.join(p)
+    };
+    std::fs::canonicalize(&p).map_err(|e| ResourceError::Attr {
+        type_name: "function".into(),
+        attr: "code".into(),
+        message: format!("{}: {e}", p.display()),
+    })
+}
+
+#[async_trait::async_trait]
+impl Typed for FunctionType {
+    type Config = FunctionConfig;
+    type State = FunctionState;
+    const TYPE: &'static str = "function";
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        let mut e = vec![];
+        if let Some(n) = get::str(c, "name") {
+            if !valid_name(n) {
+                e.push(AttrError::on(
+                    "name",
+                    format!("\"{n}\" must be 1 to 64 letters, digits, - or _"),
+                ));
+            }
+        }
+        if let Some(r) = get::str(c, "runtime") {
+            if !RUNTIMES.contains(&r) {
+                e.push(AttrError::on(
+                    "runtime",
+                    format!(
+                        "\"{r}\" is not a runtime veeps runs; use one of {}",
+                        RUNTIMES.join(", ")
+                    ),
+                ));
+            }
+        }
+        whole(c, "memory", 128.0, 10240.0, "MB", &mut e);
+        whole(c, "timeout", 1.0, 900.0, "seconds", &mut e);
+        whole(c, "ephemeral_storage", 512.0, 10240.0, "MB of /tmp", &mut e);
+        whole(
+            c,
+            "reserved_concurrency",
+            0.0,
+            1000.0,
+            "concurrent executions",
+            &mut e,
+        );
+        if let Some(Value::Object(vars)) = c.get("environment") {
+            for k in vars.keys() {
+                let ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ok {
+                    e.push(AttrError::on(
+                        "environment",
+                        format!(
+                            "\"{k}\" is not a variable name: a letter, then letters, digits or _"
+                        ),
+                    ));
+                } else if RESERVED_VARS.contains(&k.as_str()) {
+                    e.push(AttrError::on(
+                        "environment",
+                        format!("{k} is set by the runtime; choose another name"),
+                    ));
+                }
+            }
+        }
+        e
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        prior: Option<&FunctionState>,
+        c: &FunctionConfig,
+    ) -> Result<FunctionState, ResourceError> {
+        let f = functions(ctx)?;
+        if let Some(role) = &c.role {
+            if !f.role_exists(role) {
+                return Err(ResourceError::Attr {
+                    type_name: "function".into(),
+                    attr: "role".into(),
+                    message: format!("no role {role}; declare it with an iam_role"),
+                });
+            }
+        }
+        let pkg = crate::code::store(&code_path(&c.code)?, &f.code_dir()).map_err(|m| {
+            ResourceError::Attr {
+                type_name: "function".into(),
+                attr: "code".into(),
+                message: m,
+            }
+        })?;
+        // A renamed function is another function.
+        if let Some(p) = prior {
+            if p.config.name != c.name {
+                f.delete(&p.config.name)
+                    .await
+                    .map_err(ResourceError::Failed)?;
+            }
+        }
+        let rec = FunctionRecord {
+            name: c.name.clone(),
+            env: ctx.env.clone(),
+            address: ctx.address.clone(),
+            runtime: c.runtime.clone(),
+            handler: c.handler.clone(),
+            memory_mb: c.memory,
+            timeout_secs: c.timeout,
+            tmp_mb: c.ephemeral_storage,
+            environment: c.environment.clone().unwrap_or_default(),
+            reserved_concurrency: c.reserved_concurrency,
+            role: c.role.clone(),
+            code_sha256: pkg.sha256.clone(),
+            code_size: pkg.size,
+            uid: 0,
+            last_modified: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            revision: 0,
+        };
+        let rec = f.put(rec).await.map_err(ResourceError::Failed)?;
+        Ok(FunctionState {
+            config: c.clone(),
+            arn: rec.arn(),
+            code_sha256: rec.code_sha256,
+            code_size: rec.code_size,
+            last_modified: rec.last_modified,
+        })
+    }
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &FunctionState,
+    ) -> Result<Observed<FunctionState>, ResourceError> {
+        let f = functions(ctx)?;
+        let Some(rec) = f.get(&s.config.name) else {
+            return Ok(Observed::Gone);
+        };
+        let mut now = s.clone();
+        // Changed code on disk shows as drift.
+        let on_disk = code_path(&s.config.code)
+            .ok()
+            .and_then(|p| crate::code::identify(&p).ok());
+        if on_disk.is_some_and(|p| p.sha256 != rec.code_sha256) {
+            now.config.code = "(changed on disk)".into();
+        }
+        now.code_sha256 = rec.code_sha256;
+        Ok(Observed::Exists(now))
+    }
+    async fn delete(&self, ctx: &Ctx, s: &FunctionState) -> Result<(), ResourceError> {
+        functions(ctx)?
+            .delete(&s.config.name)
+            .await
+            .map_err(ResourceError::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn schema_and_structs_agree() {
+        veeps_resource::typed::check_schema(&super::FunctionType::new()).unwrap();
+    }
+}

@@ -1,0 +1,370 @@
+//! AWS Signature Version 4 as a server checks it, for the AWS APIs other than S3 (whose
+//! listener checks its own): the `Authorization` header's credential scope, the canonical
+//! request (paths encoded twice, as every service but S3 signs them), the signing key
+//! derived from the secret, a constant-time comparison, and a date within 15 minutes.
+
+use sha2::{Digest, Sha256};
+
+/// Longest clock skew accepted, in seconds (AWS's).
+pub const MAX_SKEW_SECS: i64 = 15 * 60;
+
+/// What a valid signature says about its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The access key id.
+    pub access_key: String,
+    /// The region of the credential scope.
+    pub region: String,
+    /// The service of the credential scope (`lambda`).
+    pub service: String,
+}
+
+/// Why a request is refused, with the code AWS's JSON APIs answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SigError {
+    /// No `Authorization` header.
+    #[error("Missing Authentication Token")]
+    Missing,
+    /// A header that does not parse.
+    #[error("{0}")]
+    Malformed(String),
+    /// The access key id is unknown.
+    #[error("The security token included in the request is invalid.")]
+    UnknownKey,
+    /// The signature does not match.
+    #[error("The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")]
+    Mismatch,
+    /// The date is too far from now.
+    #[error(
+        "Signature expired: {0} is now earlier or later than 15 minutes from the current time."
+    )]
+    Expired(String),
+}
+
+impl SigError {
+    /// The error code (`x-amzn-ErrorType`) AWS answers with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SigError::Missing => "MissingAuthenticationTokenException",
+            SigError::Malformed(_) => "IncompleteSignatureException",
+            SigError::UnknownKey => "UnrecognizedClientException",
+            SigError::Mismatch | SigError::Expired(_) => "InvalidSignatureException",
+        }
+    }
+}
+
+/// The service a request's credential scope names (header or presigned query), if any:
+/// what routes it on an endpoint that serves several.
+pub fn scope_service(authorization: Option<&str>, query: Option<&str>) -> Option<String> {
+    let cred = authorization
+        .and_then(|a| a.split("Credential=").nth(1))
+        .map(|c| c.split([',', ' ']).next().unwrap_or_default().to_string())
+        .or_else(|| {
+            query?
+                .split('&')
+                .find_map(|p| p.strip_prefix("X-Amz-Credential="))
+                .map(pct_decode)
+        })?;
+    cred.split('/').nth(3).map(String::from)
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(data);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// `s` percent-encoded as SigV4 wants: everything but `A-Za-z0-9-._~` (and `/` when
+/// `keep_slash`).
+pub fn uri_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The canonical query string: every pair decoded, encoded strictly, sorted.
+fn canonical_query(query: &str) -> String {
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| !p.starts_with("X-Amz-Signature="))
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                uri_encode(&pct_decode(k), false),
+                uri_encode(&pct_decode(v), false),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+struct Auth<'a> {
+    access_key: &'a str,
+    date: &'a str,
+    region: &'a str,
+    service: &'a str,
+    signed_headers: Vec<&'a str>,
+    signature: &'a str,
+}
+
+fn parse_auth(h: &str) -> Result<Auth<'_>, SigError> {
+    let bad = |m: &str| SigError::Malformed(m.to_string());
+    let rest = h
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or_else(|| bad("Authorization header requires the AWS4-HMAC-SHA256 algorithm"))?;
+    let (mut cred, mut signed, mut sig) = (None, None, None);
+    for part in rest.split(',') {
+        let part = part.trim();
+        if let Some(v) = part.strip_prefix("Credential=") {
+            cred = Some(v);
+        } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
+            signed = Some(v);
+        } else if let Some(v) = part.strip_prefix("Signature=") {
+            sig = Some(v);
+        }
+    }
+    let cred = cred.ok_or_else(|| bad("Authorization header requires 'Credential' parameter"))?;
+    let signed =
+        signed.ok_or_else(|| bad("Authorization header requires 'SignedHeaders' parameter"))?;
+    let signature =
+        sig.ok_or_else(|| bad("Authorization header requires 'Signature' parameter"))?;
+    let f: Vec<&str> = cred.split('/').collect();
+    if f.len() != 5 || f[4] != "aws4_request" {
+        return Err(bad(
+            "Credential should be scoped to a valid region, like ACCESS_KEY/DATE/REGION/SERVICE/aws4_request",
+        ));
+    }
+    Ok(Auth {
+        access_key: f[0],
+        date: f[1],
+        region: f[2],
+        service: f[3],
+        signed_headers: signed.split(';').collect(),
+        signature,
+    })
+}
+
+fn amz_time(s: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::PrimitiveDateTime::parse(s, &fmt)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
+}
+
+/// Checks a request signed with SigV4 in its `Authorization` header: `path` and `query` as
+/// sent (still percent-encoded), `headers` as (name, value) pairs, and `body` whole;
+/// `secret` gives the secret of an access key id. `now` is Unix seconds.
+pub fn verify<'h>(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
+    body: &[u8],
+    now: i64,
+    secret: impl FnOnce(&str) -> Option<String>,
+) -> Result<Signed, SigError> {
+    let header = |name: &str| -> Vec<String> {
+        headers
+            .clone()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    };
+    let authz = header("authorization");
+    let authz = authz.first().ok_or(SigError::Missing)?;
+    let a = parse_auth(authz)?;
+    let date = header("x-amz-date").into_iter().next().ok_or_else(|| {
+        SigError::Malformed("a request signed with SigV4 needs X-Amz-Date".into())
+    })?;
+    let t = amz_time(&date)
+        .ok_or_else(|| SigError::Malformed(format!("X-Amz-Date {date} is not a date")))?;
+    if !date.starts_with(a.date) {
+        return Err(SigError::Malformed(
+            "the credential's date is not X-Amz-Date's".into(),
+        ));
+    }
+    if (t - now).abs() > MAX_SKEW_SECS {
+        return Err(SigError::Expired(date));
+    }
+    if !a.signed_headers.contains(&"host") {
+        return Err(SigError::Malformed("'Host' must be a signed header".into()));
+    }
+    let secret = secret(a.access_key).ok_or(SigError::UnknownKey)?;
+    let body_hash = hex::encode(Sha256::digest(body));
+    let payload = match header("x-amz-content-sha256").into_iter().next() {
+        Some(h) if h == "UNSIGNED-PAYLOAD" => h,
+        Some(h) if h.eq_ignore_ascii_case(&body_hash) => h,
+        Some(_) => return Err(SigError::Mismatch),
+        None => body_hash,
+    };
+    let mut canonical = format!(
+        "{method}\n{}\n{}\n",
+        uri_encode(if path.is_empty() { "/" } else { path }, true),
+        canonical_query(query)
+    );
+    for name in &a.signed_headers {
+        let values = header(name);
+        let joined = values
+            .iter()
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(",");
+        canonical.push_str(&format!("{}:{joined}\n", name.to_ascii_lowercase()));
+    }
+    canonical.push_str(&format!("\n{}\n{payload}", a.signed_headers.join(";")));
+    let scope = format!("{}/{}/{}/aws4_request", a.date, a.region, a.service);
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let k = hmac(format!("AWS4{secret}").as_bytes(), a.date.as_bytes());
+    let k = hmac(&k, a.region.as_bytes());
+    let k = hmac(&k, a.service.as_bytes());
+    let k = hmac(&k, b"aws4_request");
+    let want = hex::encode(hmac(&k, to_sign.as_bytes()));
+    let got = a.signature.as_bytes();
+    let same = want.len() == got.len()
+        && want
+            .bytes()
+            .zip(got.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0;
+    if !same {
+        return Err(SigError::Mismatch);
+    }
+    Ok(Signed {
+        access_key: a.access_key.to_string(),
+        region: a.region.to_string(),
+        service: a.service.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// AWS's published example (the IAM ListUsers GET of the SigV4 documentation).
+    #[test]
+    fn the_documented_example_verifies_and_a_changed_byte_does_not() {
+        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let auth = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7";
+        let headers = |auth: &'static str| {
+            vec![
+                ("Authorization", auth.as_bytes()),
+                (
+                    "Content-Type",
+                    &b"application/x-www-form-urlencoded; charset=utf-8"[..],
+                ),
+                ("Host", &b"iam.amazonaws.com"[..]),
+                ("X-Amz-Date", &b"20150830T123600Z"[..]),
+            ]
+        };
+        let now = amz_time("20150830T123600Z").unwrap();
+        let run = |query: &str, auth: &'static str, now: i64| {
+            verify(
+                "GET",
+                "/",
+                query,
+                headers(auth).into_iter(),
+                b"",
+                now,
+                |k| (k == "AKIDEXAMPLE").then(|| secret.to_string()),
+            )
+        };
+        let ok = run("Action=ListUsers&Version=2010-05-08", auth, now).unwrap();
+        assert_eq!(ok.service, "iam");
+        assert_eq!(ok.access_key, "AKIDEXAMPLE");
+        // The query's order does not matter; its content does.
+        assert!(run("Version=2010-05-08&Action=ListUsers", auth, now).is_ok());
+        assert_eq!(
+            run("Action=ListGroups&Version=2010-05-08", auth, now),
+            Err(SigError::Mismatch)
+        );
+        assert!(matches!(
+            run("Action=ListUsers&Version=2010-05-08", auth, now + 16 * 60),
+            Err(SigError::Expired(_))
+        ));
+        let other = "AWS4-HMAC-SHA256 Credential=AKIDOTHER/20150830/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7";
+        assert_eq!(
+            run("Action=ListUsers&Version=2010-05-08", other, now),
+            Err(SigError::UnknownKey)
+        );
+        for bad in ["AWS4-HMAC-SHA256 Credential=x", "Basic abc", ""] {
+            let leaked: &'static str = Box::leak(bad.to_string().into_boxed_str());
+            assert!(run("", leaked, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_scope_names_the_service() {
+        assert_eq!(
+            scope_service(
+                Some("AWS4-HMAC-SHA256 Credential=AK/20261201/us-east-1/lambda/aws4_request, SignedHeaders=host, Signature=00"),
+                None
+            )
+            .as_deref(),
+            Some("lambda")
+        );
+        assert_eq!(
+            scope_service(
+                None,
+                Some("X-Amz-Credential=AK%2F20261201%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=1")
+            )
+            .as_deref(),
+            Some("s3")
+        );
+        assert_eq!(scope_service(Some("AWS AK:sig"), None), None);
+    }
+
+    #[test]
+    fn paths_are_encoded_as_services_other_than_s3_sign_them() {
+        assert_eq!(
+            uri_encode(
+                "/2015-03-31/functions/arn%3Aveeps%3Alambda/invocations",
+                true
+            ),
+            "/2015-03-31/functions/arn%253Aveeps%253Alambda/invocations"
+        );
+    }
+}

@@ -1,0 +1,429 @@
+//! Functions through real Lambda clients: a function built on the official `lambda_runtime`
+//! crate and a Python handler under `awslambdaric`, invoked with the AWS CLI and boto3
+//! against the one AWS endpoint veeps serves S3 on.
+
+use std::path::Path;
+use std::process::Command;
+use veeps_testkit::*;
+
+/// The echo function (`sample-fn-echo`, built beside veeps) as a `provided` package.
+fn stage_echo(v: &Veeps) -> String {
+    let src = Path::new(bin()).parent().unwrap().join("sample-fn-echo");
+    assert!(
+        src.exists(),
+        "{} is missing: build the workspace first (`./run test` does)",
+        src.display()
+    );
+    let dir = v.work.join("echo");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&src, dir.join("bootstrap")).unwrap();
+    dir.to_string_lossy().into_owned()
+}
+
+const PYTHON_APP: &str = r#"import base64
+import boto3
+
+s3 = boto3.client("s3")
+
+def handler(event, context):
+    if "key" in event:
+        body = s3.get_object(Bucket=event["bucket"], Key=event["key"])["Body"].read()
+        return {"key": event["key"], "base64": base64.b64encode(body).decode()}
+    print("hello from python", event.get("n"))
+    return {"echo": event, "request_id": context.aws_request_id,
+            "remaining_ms": context.get_remaining_time_in_millis()}
+"#;
+
+fn config(echo: &str) -> String {
+    format!(
+        r#"
+resource "function" "echo" {{
+  name    = "echo"
+  code    = "{echo}"
+  runtime = "provided.al2023"
+  environment = {{ GREETING = "hi" }}
+}}
+resource "function" "slow" {{
+  name    = "slow"
+  code    = "{echo}"
+  runtime = "provided"
+  timeout = 2
+}}
+resource "function" "crash" {{
+  name    = "crash"
+  code    = "{echo}"
+  runtime = "provided"
+  environment = {{ CRASH_ON_INIT = "1" }}
+}}
+resource "function" "one" {{
+  name                 = "one"
+  code                 = "{echo}"
+  runtime              = "provided"
+  reserved_concurrency = 1
+  timeout              = 30
+}}
+resource "iam_policy" "reader" {{
+  name = "images-reader"
+  policy = jsonencode({{
+    Version   = "2012-10-17"
+    Statement = [{{ Effect = "Allow", Action = "s3:GetObject", Resource = "arn:aws:s3:::fn-images/*" }}]
+  }})
+}}
+resource "iam_role" "images" {{
+  name     = "images"
+  policies = [iam_policy.reader.name]
+}}
+resource "bucket" "images" {{
+  bucket        = "fn-images"
+  force_destroy = true
+}}
+resource "bucket_object" "pixel" {{
+  bucket  = bucket.images.bucket
+  key     = "pixel.gif"
+  content = "GIF89a-pixel"
+}}
+resource "function" "images" {{
+  name    = "s3-image-processing"
+  code    = "py"
+  runtime = "python3.11"
+  handler = "app.handler"
+  memory  = 128
+  timeout = 30
+  role    = iam_role.images.name
+}}
+"#
+    )
+}
+
+/// `aws lambda invoke`: the CLI's own output and the payload written.
+fn invoke(aws: &Aws, v: &Veeps, function: &str, payload: &str, extra: &[&str]) -> (String, String) {
+    let out = v.work.join(format!("out-{}.json", rand_suffix()));
+    let mut args = vec!["lambda", "invoke", "--function-name", function];
+    args.extend_from_slice(raw_payloads());
+    args.extend_from_slice(&["--payload", payload]);
+    args.extend_from_slice(extra);
+    let o = out.to_string_lossy().into_owned();
+    args.push(&o);
+    let meta = aws.ok(&args);
+    let body = std::fs::read_to_string(&out).unwrap_or_default();
+    (meta, body)
+}
+
+/// Version 2 of the AWS CLI reads `--payload` as base64 unless told otherwise; version 1
+/// takes it as it is.
+fn raw_payloads() -> &'static [&'static str] {
+    static V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let v2 = *V2.get_or_init(|| {
+        let o = Command::new("aws").arg("--version").output().unwrap();
+        let all = [o.stdout, o.stderr].concat();
+        String::from_utf8_lossy(&all).contains("aws-cli/2")
+    });
+    if v2 {
+        &["--cli-binary-format", "raw-in-base64-out"]
+    } else {
+        &[]
+    }
+}
+
+/// `aws ARGS`, with [`raw_payloads`] when a payload is given.
+fn lam(aws: &Aws, args: &[&str]) -> std::process::Output {
+    let mut a = args.to_vec();
+    if a.contains(&"--payload") {
+        a.extend_from_slice(raw_payloads());
+    }
+    aws.run(&a)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+fn tail_of(meta: &str) -> String {
+    let m = json(meta);
+    let b64 = m["LogResult"].as_str().unwrap_or_default();
+    let out = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b64.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn functions_run_under_the_lambda_runtime_api_and_answer_the_invoke_api() {
+    require_root("functions run in namespaces of their own");
+    let v = Veeps::start();
+    let echo = stage_echo(&v);
+    v.write("py/app.py", PYTHON_APP);
+    v.write("env/main.hcl", &config(&echo));
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let aws = Aws::new(&v);
+
+    // The lambda_runtime function: its answer, its context, its variables.
+    let (meta, body) = invoke(
+        &aws,
+        &v,
+        "echo",
+        r#"{"hello":"world","env":"GREETING"}"#,
+        &[],
+    );
+    let m = json(&meta);
+    assert_eq!(m["StatusCode"], 200, "{meta}");
+    assert_eq!(m["ExecutedVersion"], "$LATEST", "{meta}");
+    assert!(m.get("FunctionError").is_none(), "{meta}");
+    let b = json(&body);
+    assert_eq!(b["echo"]["hello"], "world", "{body}");
+    assert_eq!(b["env"], "hi", "{body}");
+    assert_eq!(
+        b["function_arn"], "arn:veeps:lambda:env:function:echo",
+        "{body}"
+    );
+    let first_pid = b["pid"].clone();
+    // Warm: the same environment answers the next one.
+    let (_, body) = invoke(&aws, &v, "echo", r#"{"n":2}"#, &[]);
+    assert_eq!(
+        json(&body)["pid"],
+        first_pid,
+        "a warm environment is reused"
+    );
+
+    // The log's tail: START, what the function printed (no newline, bytes that are not
+    // UTF-8), END and REPORT.
+    let (meta, _) = invoke(
+        &aws,
+        &v,
+        "echo",
+        r#"{"print":"no newline here","print_bytes":[10,255,254,65]}"#,
+        &["--log-type", "Tail"],
+    );
+    let tail = tail_of(&meta);
+    assert!(tail.contains("START RequestId: "), "{tail}");
+    assert!(tail.contains("no newline here\n"), "{tail}");
+    assert!(tail.contains("\u{fffd}\u{fffd}A"), "{tail}");
+    assert!(tail.contains("END RequestId: "), "{tail}");
+    assert!(
+        tail.contains("REPORT RequestId: ")
+            && tail.contains("Billed Duration: ")
+            && tail.contains("Max Memory Used: "),
+        "{tail}"
+    );
+    // The same lines are in the log store, under the function's log group.
+    let logs = v.ok(&["logs", "env", "/aws/lambda/echo"]);
+    assert!(
+        logs.contains("no newline here") && logs.contains("Init Duration: "),
+        "{logs}"
+    );
+
+    // A handler's error.
+    let (meta, body) = invoke(&aws, &v, "echo", r#"{"fail":"boom"}"#, &[]);
+    assert_eq!(json(&meta)["FunctionError"], "Unhandled", "{meta}");
+    assert!(body.contains("boom"), "{body}");
+
+    // A timeout kills the environment and says so; the next invocation starts anew.
+    let (meta, body) = invoke(&aws, &v, "slow", r#"{"sleep_ms":20000}"#, &[]);
+    assert_eq!(json(&meta)["FunctionError"], "Unhandled", "{meta}");
+    assert!(body.contains("Task timed out after 2.00 seconds"), "{body}");
+    let (meta, _) = invoke(&aws, &v, "slow", r#"{"n":1}"#, &[]);
+    assert!(json(&meta).get("FunctionError").is_none(), "{meta}");
+
+    // A runtime that exits during init.
+    let (meta, body) = invoke(&aws, &v, "crash", "{}", &[]);
+    assert_eq!(json(&meta)["FunctionError"], "Unhandled", "{meta}");
+    assert!(
+        body.contains("Runtime.ExitError") && body.contains("exit status 3"),
+        "{body}"
+    );
+    // And one that exits while handling an event.
+    let (_, body) = invoke(&aws, &v, "echo", r#"{"exit":7}"#, &[]);
+    assert!(
+        body.contains("Runtime.ExitError") && body.contains("exit status 7"),
+        "{body}"
+    );
+
+    // Payloads: at 6 MB accepted, past it refused; an answer past 6 MB is an error.
+    let limit = 6 * 1024 * 1024;
+    let pad = "x".repeat(limit - r#"{"quiet":1,"pad":""}"#.len());
+    let at = v.work.join("at-limit.json");
+    std::fs::write(&at, format!(r#"{{"quiet":1,"pad":"{pad}"}}"#)).unwrap();
+    let at_arg = format!("fileb://{}", at.display());
+    let (_, body) = invoke(&aws, &v, "echo", &at_arg, &[]);
+    assert_eq!(json(&body)["bytes"], limit, "{body}");
+    std::fs::write(&at, format!(r#"{{"quiet":1,"pad":"{pad}x"}}"#)).unwrap();
+    let o = lam(
+        &aws,
+        &[
+            "lambda",
+            "invoke",
+            "--function-name",
+            "echo",
+            "--payload",
+            &at_arg,
+            "/dev/null",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("RequestTooLargeException"),
+        "{err}"
+    );
+    let (meta, body) = invoke(
+        &aws,
+        &v,
+        "echo",
+        &format!(r#"{{"big":{}}}"#, limit + 1),
+        &[],
+    );
+    assert_eq!(json(&meta)["FunctionError"], "Unhandled", "{meta}");
+    assert!(body.contains("Function.ResponseSizeTooLarge"), "{body}");
+
+    // Bad input in Lambda's shapes.
+    let o = aws.run(&["lambda", "invoke", "--function-name", "nope", "/dev/null"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ResourceNotFoundException"));
+    let o = lam(
+        &aws,
+        &[
+            "lambda",
+            "invoke",
+            "--function-name",
+            "echo",
+            "--payload",
+            "{not json",
+            "/dev/null",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("InvalidRequestContentException"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = aws.run(&[
+        "lambda",
+        "invoke",
+        "--function-name",
+        "echo",
+        "--qualifier",
+        "7",
+        "/dev/null",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ResourceNotFoundException"));
+    let wrong = Aws {
+        secret: "not-the-secret".into(),
+        ..Aws::new(&v)
+    };
+    let o = wrong.run(&["lambda", "invoke", "--function-name", "echo", "/dev/null"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("InvalidSignatureException"));
+    let dry = aws.ok(&[
+        "lambda",
+        "invoke",
+        "--function-name",
+        "echo",
+        "--invocation-type",
+        "DryRun",
+        "/dev/null",
+    ]);
+    assert_eq!(json(&dry)["StatusCode"], 204, "{dry}");
+    let listed = aws.ok(&["lambda", "list-functions"]);
+    assert!(
+        listed.contains("\"FunctionName\": \"s3-image-processing\""),
+        "{listed}"
+    );
+    let got = aws.ok(&["lambda", "get-function", "--function-name", "echo"]);
+    assert!(got.contains("\"Runtime\": \"provided.al2023\""), "{got}");
+
+    // The Python handler under awslambdaric reads its bucket as its role, with no keys in
+    // its code (the reference's s3-image-processing).
+    let (meta, body) = invoke(
+        &aws,
+        &v,
+        "s3-image-processing",
+        r#"{"bucket":"fn-images","key":"pixel.gif"}"#,
+        &["--log-type", "Tail"],
+    );
+    assert!(json(&meta).get("FunctionError").is_none(), "{meta} {body}");
+    assert_eq!(json(&body)["base64"], "R0lGODlhLXBpeGVs", "{body}");
+    let (_, body) = invoke(&aws, &v, "s3-image-processing", r#"{"n":5}"#, &[]);
+    let b = json(&body);
+    assert_eq!(b["echo"]["n"], 5, "{body}");
+    assert!(b["remaining_ms"].as_i64().unwrap() > 20_000, "{body}");
+    // boto3's lambda client against the same endpoint.
+    let script = format!(
+        "import boto3, json\nc = boto3.client('lambda', endpoint_url='{}', aws_access_key_id='{}', aws_secret_access_key='{}', region_name='us-east-1')\nr = c.invoke(FunctionName='echo', Payload=json.dumps({{'via': 'boto3'}}))\nprint(json.loads(r['Payload'].read())['echo']['via'], r['StatusCode'])\n",
+        aws.endpoint, aws.id, aws.secret
+    );
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "boto3 200",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Reserved concurrency 1: a second invocation while the first runs is throttled.
+    let busy = {
+        let aws = Aws::new(&v);
+        let out = v.work.join("busy.json");
+        // It may itself meet a probe below running: it tries until it runs.
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                let o = lam(
+                    &aws,
+                    &[
+                        "lambda",
+                        "invoke",
+                        "--function-name",
+                        "one",
+                        "--payload",
+                        r#"{"sleep_ms":8000}"#,
+                        out.to_str().unwrap(),
+                    ],
+                );
+                if !String::from_utf8_lossy(&o.stderr).contains("TooManyRequestsException") {
+                    return o;
+                }
+            }
+            panic!("the long invocation was throttled 50 times");
+        })
+    };
+    // The CLI retries a throttled call (until the first ends): once is asked here.
+    let once = Aws {
+        endpoint: aws.endpoint.clone(),
+        ..Aws::new(&v)
+    };
+    wait_until("the second invocation is throttled", 30, || {
+        let o = once.run_with(
+            &[("AWS_MAX_ATTEMPTS", "1"), ("AWS_RETRY_MODE", "standard")],
+            &[
+                "lambda",
+                "invoke",
+                "--function-name",
+                "one",
+                "--cli-read-timeout",
+                "60",
+                "/dev/null",
+            ],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        err.contains("TooManyRequestsException")
+    });
+    assert!(busy.join().unwrap().status.success());
+    wait_until("functions' metrics are recorded", 60, || {
+        let m = v.ok(&["metrics", "list", "env"]);
+        m.contains("function_throttles_total") && m.contains("function_cold_starts_total")
+    });
+}
