@@ -374,17 +374,18 @@ impl LambdaApi {
                     &format!("Request must be smaller than {MAX_EVENT} bytes for the InvokeFunction operation"),
                 );
             }
-            let functions = self.functions.clone();
-            let name = f.name.clone();
-            // Runs beside the answer; the durable queue replaces this.
-            tokio::spawn(async move {
-                if let Err(e) = functions.invoke(&name, body, client_context).await {
-                    tracing::warn!(function = %name, error = %e, "an asynchronous invocation failed");
+            let _ = client_context;
+            return match self.functions.enqueue(&f.name, body) {
+                Ok(id) => {
+                    let mut r = Response::new(Bytes::new());
+                    *r.status_mut() = StatusCode::ACCEPTED;
+                    if let Ok(v) = HeaderValue::from_str(&id) {
+                        r.headers_mut().insert("x-amzn-requestid", v);
+                    }
+                    r
                 }
-            });
-            let mut r = Response::new(Bytes::new());
-            *r.status_mut() = StatusCode::ACCEPTED;
-            return r;
+                Err(e) => invoke_error(e),
+            };
         }
         match self.functions.invoke(&f.name, body, client_context).await {
             Ok(out) => {

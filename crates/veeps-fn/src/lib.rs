@@ -10,6 +10,7 @@ pub mod api;
 pub mod code;
 pub mod logs;
 pub mod part;
+pub mod queue;
 pub mod resources;
 pub mod runtime;
 pub mod sandbox;
@@ -70,6 +71,19 @@ pub struct FunctionRecord {
     pub last_modified: String,
     /// Bumped at every change: environments of an older revision are not reused.
     pub revision: u64,
+    /// Retries of a failed asynchronous invocation (0 to 2).
+    #[serde(default = "two")]
+    pub max_retry_attempts: u32,
+    /// Where failed asynchronous invocations go: a bucket...
+    #[serde(default)]
+    pub dead_letter_bucket: Option<String>,
+    /// ... and a topic of the function's environment.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+}
+
+fn two() -> u32 {
+    2
 }
 
 impl FunctionRecord {
@@ -145,6 +159,10 @@ pub struct FnOptions {
     pub max_environments: usize,
     /// An environment idle this long is stopped.
     pub idle_timeout: Duration,
+    /// A failed asynchronous invocation is retried after this, then twice this...
+    pub retry_delay: Duration,
+    /// An asynchronous event older than this is not run (it goes to the dead letters).
+    pub max_event_age: Duration,
 }
 
 impl Default for FnOptions {
@@ -152,6 +170,8 @@ impl Default for FnOptions {
         FnOptions {
             max_environments: 64,
             idle_timeout: Duration::from_secs(300),
+            retry_delay: Duration::from_secs(60),
+            max_event_age: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -171,6 +191,8 @@ pub struct Functions {
     uid_lock: Mutex<()>,
     endpoint: Mutex<Option<SocketAddr>>,
     roles: OnceLock<Arc<dyn Roles>>,
+    queue: queue::Queue,
+    objects: OnceLock<Arc<veeps_s3::store::ObjectStore>>,
 }
 
 impl Functions {
@@ -195,12 +217,19 @@ impl Functions {
             uid_lock: Mutex::new(()),
             endpoint: Mutex::new(None),
             roles: OnceLock::new(),
+            queue: queue::Queue::default(),
+            objects: OnceLock::new(),
         })
     }
 
     /// Functions reach the AWS endpoint (S3, Lambda) at `addr` (`AWS_ENDPOINT_URL`).
     pub fn set_endpoint(&self, addr: SocketAddr) {
         *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+    }
+
+    /// Where dead-letter buckets are.
+    pub fn set_objects(&self, objects: Arc<veeps_s3::store::ObjectStore>) {
+        let _ = self.objects.set(objects);
     }
 
     /// Where roles' credentials come from.
@@ -237,6 +266,7 @@ impl Functions {
             );
         }
         drop(live);
+        self.queue.open(&self.store);
         self.sweep();
         Ok(())
     }
@@ -960,7 +990,7 @@ fn error_doc(kind: &str, id: &str, msg: &str) -> String {
     .to_string()
 }
 
-fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

@@ -128,10 +128,11 @@ impl Part for FnPart {
                 f.reap().await;
             }
         });
+        let queue = tokio::spawn(self.functions.clone().run_queue());
         self.tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(reaper);
+            .extend([reaper, queue]);
     }
 
     async fn shutdown(&self, _how: veeps_resource::Shutdown) {

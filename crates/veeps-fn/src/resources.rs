@@ -51,6 +51,13 @@ impl FunctionType {
                 .attr(AttrSchema::optional("environment", map_of_strings()))
                 .attr(AttrSchema::optional("reserved_concurrency", Type::Number))
                 .attr(AttrSchema::optional("role", Type::String))
+                .attr(AttrSchema::optional("maximum_retry_attempts", Type::Number).default(2.0))
+                .attr(AttrSchema::optional("dead_letter_bucket", Type::String).describe(
+                    "a bucket where asynchronous invocations that failed every attempt are written",
+                ))
+                .attr(AttrSchema::optional("dead_letter_topic", Type::String).describe(
+                    "a topic of the environment told of asynchronous invocations that failed every attempt",
+                ))
                 .attr(AttrSchema::computed("arn", Type::String))
                 .attr(AttrSchema::computed("code_sha256", Type::String))
                 .attr(AttrSchema::computed("code_size", Type::Number))
@@ -75,6 +82,11 @@ pub struct FunctionConfig {
     reserved_concurrency: Option<u64>,
     #[serde(default)]
     role: Option<String>,
+    maximum_retry_attempts: u32,
+    #[serde(default)]
+    dead_letter_bucket: Option<String>,
+    #[serde(default)]
+    dead_letter_topic: Option<String>,
 }
 
 /// `function`'s state.
@@ -175,6 +187,14 @@ impl Typed for FunctionType {
         whole(c, "ephemeral_storage", 512.0, 10240.0, "MB of /tmp", &mut e);
         whole(
             c,
+            "maximum_retry_attempts",
+            0.0,
+            2.0,
+            "retries of a failed asynchronous invocation",
+            &mut e,
+        );
+        whole(
+            c,
             "reserved_concurrency",
             0.0,
             1000.0,
@@ -252,6 +272,9 @@ impl Typed for FunctionType {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             revision: 0,
+            max_retry_attempts: c.maximum_retry_attempts,
+            dead_letter_bucket: c.dead_letter_bucket.clone(),
+            dead_letter_topic: c.dead_letter_topic.clone(),
         };
         let rec = f.put(rec).await.map_err(ResourceError::Failed)?;
         Ok(FunctionState {

@@ -99,6 +99,28 @@ pub struct S3Args {
     /// Length of a lifecycle "day" (for trying rules out quickly), like 10s
     #[arg(long, hide = true, value_parser = parse_day)]
     pub s3_lifecycle_day: Option<std::time::Duration>,
+    /// Function environments alive at once, all functions together (more invocations at
+    /// once are throttled)
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub function_environments: usize,
+    /// How long an idle function environment stays warm, like 5m
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_day)]
+    pub function_idle: std::time::Duration,
+    /// The first retry delay of a failed asynchronous invocation (then twice it), like 1m
+    #[arg(long, hide = true, default_value = "1m", value_parser = parse_day)]
+    pub function_retry_delay: std::time::Duration,
+}
+
+impl S3Args {
+    /// The functions' options these give (functions answer on the same endpoint).
+    pub fn apply(&self, o: &mut veeps_api::server::ServerOptions) {
+        o.functions = Some(veeps_fn::FnOptions {
+            max_environments: self.function_environments.max(1),
+            idle_timeout: self.function_idle,
+            retry_delay: self.function_retry_delay,
+            ..Default::default()
+        });
+    }
 }
 
 /// Where DNS answers, and its limits.

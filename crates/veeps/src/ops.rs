@@ -33,8 +33,8 @@ pub fn run(cli: Cli) -> i32 {
                 smtp_from,
                 metrics_retention: Some(metrics_retention),
                 log_retention_days: Some(log_retention_days),
-                s3_listen: Some(s3.s3_listen),
-                s3_website_listen: Some(s3.s3_website_listen),
+                s3_listen: Some(s3.s3_listen.clone()),
+                s3_website_listen: Some(s3.s3_website_listen.clone()),
                 s3_lifecycle_day: s3.s3_lifecycle_day,
                 s3_tls: s3.s3_tls,
                 audit_retention_days: Some(audit_retention_days),
@@ -48,6 +48,7 @@ pub fn run(cli: Cli) -> i32 {
                 ..Default::default()
             };
             dns.apply(&mut o);
+            s3.apply(&mut o);
             o
         }),
         Command::Metrics(MetricsCmd::List { env }) => metrics_list(&g, &env),

@@ -99,6 +99,7 @@ pub fn up(
             ..Default::default()
         };
         dns.apply(&mut opts);
+        s3.apply(&mut opts);
         let state = veeps_api::server::open_with(&data, opts).map_err(|e| e.to_string())?;
         let engine = state.engine.clone();
         let net = state.net.clone();

@@ -427,3 +427,94 @@ fn functions_run_under_the_lambda_runtime_api_and_answer_the_invoke_api() {
         m.contains("function_throttles_total") && m.contains("function_cold_starts_total")
     });
 }
+
+#[test]
+fn asynchronous_invocations_are_queued_durably_retried_and_dead_lettered() {
+    require_root("functions run in namespaces of their own");
+    let mut v = Veeps::start_with(&[], &["--function-retry-delay", "1s"]);
+    let echo = stage_echo(&v);
+    v.write(
+        "env/main.hcl",
+        &format!(
+            r#"
+resource "bucket" "dead" {{
+  bucket        = "fn-dead-letters"
+  force_destroy = true
+}}
+resource "function" "echo" {{
+  name    = "echo"
+  code    = "{echo}"
+  runtime = "provided"
+}}
+resource "function" "flaky" {{
+  name               = "flaky"
+  code               = "{echo}"
+  runtime            = "provided"
+  dead_letter_bucket = bucket.dead.bucket
+}}
+"#
+        ),
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let aws = Aws::new(&v);
+
+    // An event runs beside the answer: 202 now, its output in the log later.
+    let (meta, _) = invoke(
+        &aws,
+        &v,
+        "echo",
+        r#"{"print":"async hello"}"#,
+        &["--invocation-type", "Event"],
+    );
+    assert_eq!(json(&meta)["StatusCode"], 202, "{meta}");
+    wait_until("the event ran", 60, || {
+        v.ok(&["logs", "env", "/aws/lambda/echo"])
+            .contains("async hello")
+    });
+
+    // An event that fails every time, with the server killed right after it was accepted:
+    // the queue survives, the event runs three times (twice retried) and lands in the
+    // dead-letter bucket in Lambda's destination format.
+    let (meta, _) = invoke(
+        &aws,
+        &v,
+        "flaky",
+        r#"{"fail":"always"}"#,
+        &["--invocation-type", "Event"],
+    );
+    assert_eq!(json(&meta)["StatusCode"], 202, "{meta}");
+    v.kill9();
+    v.boot();
+    let aws = Aws::new(&v);
+    let mut listed = String::new();
+    wait_until("the failed event is dead-lettered", 90, || {
+        listed =
+            String::from_utf8_lossy(&aws.run(&["s3", "ls", "s3://fn-dead-letters/flaky/"]).stdout)
+                .into_owned();
+        listed.contains(".json")
+    });
+    let key = listed.split_whitespace().last().unwrap().to_string();
+    let out = v.work.join("dead.json");
+    aws.ok(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "fn-dead-letters",
+        "--key",
+        &format!("flaky/{key}"),
+        out.to_str().unwrap(),
+    ]);
+    let rec = json(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(
+        rec["requestContext"]["condition"], "RetriesExhausted",
+        "{rec}"
+    );
+    assert_eq!(rec["requestContext"]["approximateInvokeCount"], 3, "{rec}");
+    assert_eq!(rec["requestPayload"]["fail"], "always", "{rec}");
+    assert!(
+        rec["responsePayload"].to_string().contains("always"),
+        "{rec}"
+    );
+    let logs = v.ok(&["logs", "env", "/aws/lambda/flaky"]);
+    assert!(logs.matches("START RequestId").count() >= 3, "{logs}");
+}
