@@ -670,6 +670,7 @@ impl Functions {
                 .idle
                 .pop();
         }
+        let spawned = Instant::now();
         let (mut env, cold) = match warm {
             Some(e) => (e, false),
             None => {
@@ -690,7 +691,6 @@ impl Functions {
             live.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
         }
         live.stats.invocations.fetch_add(1, Ordering::Relaxed);
-        let spawned = Instant::now();
         let (result, keep) = self
             .run(&rec, &mut env, payload, client_context, cold, spawned)
             .await;

@@ -117,6 +117,7 @@ impl Functions {
     pub async fn run_queue(self: Arc<Self>) {
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING));
         loop {
+            self.take_bucket_events();
             let now = veeps_obs::service::now();
             let due: Vec<(String, Queued)> = self
                 .store
@@ -150,6 +151,25 @@ impl Functions {
             }
             let _ =
                 tokio::time::timeout(Duration::from_millis(500), self.queue.wake.notified()).await;
+        }
+    }
+
+    /// Moves bucket notifications into the queue: each is queued (durably) before the
+    /// object store forgets it, so none is lost; one for a function that no longer exists
+    /// is dropped.
+    fn take_bucket_events(&self) {
+        let Some(objects) = self.objects.get() else {
+            return;
+        };
+        for (k, ev) in objects.pending_events(256) {
+            if self.get(&ev.function).is_some()
+                && self
+                    .enqueue(&ev.function, Bytes::from(ev.event.to_string()))
+                    .is_err()
+            {
+                return;
+            }
+            objects.event_delivered(&k);
         }
     }
 

@@ -84,6 +84,7 @@ pub fn register(r: &mut Registry) {
                     )),
             )),
     ));
+    r.register(NotificationType::new());
     r.register(KeyType(
         Schema::new()
             .attr(AttrSchema::required("user", Type::String).force_new())
@@ -111,6 +112,143 @@ pub fn register(r: &mut Registry) {
             .attr(AttrSchema::computed("etag", Type::String))
             .attr(AttrSchema::computed("id", Type::String)),
     ));
+}
+
+/// `bucket_notification`: which functions hear of which changes to a bucket's objects.
+pub struct NotificationType(Schema);
+
+impl NotificationType {
+    fn new() -> Self {
+        NotificationType(
+            Schema::new()
+                .attr(AttrSchema::required("bucket", Type::String).force_new())
+                .attr(AttrSchema::computed("id", Type::String))
+                .block(BlockSchema::new(
+                    "function",
+                    Nesting::List,
+                    Schema::new()
+                        .attr(AttrSchema::optional("id", Type::String))
+                        .attr(
+                            AttrSchema::required("function", Type::String)
+                                .describe("the function's name (function.NAME.name)"),
+                        )
+                        .attr(AttrSchema::required(
+                            "events",
+                            veeps_resource::list_of_strings(),
+                        ))
+                        .attr(AttrSchema::optional("filter_prefix", Type::String).default(""))
+                        .attr(AttrSchema::optional("filter_suffix", Type::String).default("")),
+                )),
+        )
+    }
+}
+
+/// One `function` block of a `bucket_notification`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifyFunctionConfig {
+    #[serde(default)]
+    id: Option<String>,
+    function: String,
+    events: Vec<String>,
+    filter_prefix: String,
+    filter_suffix: String,
+}
+
+/// `bucket_notification`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotificationConfig {
+    bucket: String,
+    #[serde(default)]
+    function: Vec<NotifyFunctionConfig>,
+}
+
+/// `bucket_notification`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotificationState {
+    #[serde(flatten)]
+    config: NotificationConfig,
+    id: String,
+}
+
+fn rules_of(c: &NotificationConfig) -> Vec<crate::store::notify::NotifyRule> {
+    c.function
+        .iter()
+        .enumerate()
+        .map(|(i, f)| crate::store::notify::NotifyRule {
+            id: f
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{}-{i}", f.function)),
+            function: f.function.clone(),
+            events: f.events.clone(),
+            prefix: f.filter_prefix.clone(),
+            suffix: f.filter_suffix.clone(),
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Typed for NotificationType {
+    type Config = NotificationConfig;
+    type State = NotificationState;
+    const TYPE: &'static str = "bucket_notification";
+    fn schema(&self) -> &Schema {
+        &self.0
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        let mut e = vec![];
+        for b in get::blocks(c, "function") {
+            for p in veeps_resource::get::strings(b, "events") {
+                if let Err(m) = crate::store::notify::check_pattern(&p) {
+                    e.push(AttrError::on("function.events", m));
+                }
+            }
+        }
+        e
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&NotificationState>,
+        c: &NotificationConfig,
+    ) -> Result<NotificationState, ResourceError> {
+        let s = store(ctx)?.clone();
+        let (b, rules) = (c.bucket.clone(), rules_of(c));
+        tokio::task::spawn_blocking(move || s.set_notifications(&b, &rules))
+            .await
+            .map_err(|e| ResourceError::Failed(e.to_string()))?
+            .map_err(|e| ResourceError::Failed(e.to_string()))?;
+        Ok(NotificationState {
+            config: c.clone(),
+            id: c.bucket.clone(),
+        })
+    }
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &NotificationState,
+    ) -> Result<Observed<NotificationState>, ResourceError> {
+        let st = store(ctx)?;
+        if st.bucket(&s.config.bucket).is_err() {
+            return Ok(Observed::Gone);
+        }
+        let rules = st.notifications(&s.config.bucket);
+        Ok(if rules == rules_of(&s.config) {
+            Observed::Exists(s.clone())
+        } else {
+            Observed::Gone
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, s: &NotificationState) -> Result<(), ResourceError> {
+        let st = store(ctx)?.clone();
+        let b = s.config.bucket.clone();
+        tokio::task::spawn_blocking(move || match st.set_notifications(&b, &[]) {
+            Ok(()) | Err(crate::store::StoreError::NoSuchBucket(_)) => Ok(()),
+            Err(e) => Err(ResourceError::Failed(e.to_string())),
+        })
+        .await
+        .map_err(|e| ResourceError::Failed(e.to_string()))?
+    }
 }
 
 fn store(ctx: &Ctx) -> Result<&Arc<ObjectStore>, ResourceError> {
@@ -639,5 +777,6 @@ mod tests {
         check_schema(&BucketType(schema("bucket"))).unwrap();
         check_schema(&ObjectType(schema("bucket_object"))).unwrap();
         check_schema(&KeyType(schema("access_key"))).unwrap();
+        check_schema(&NotificationType::new()).unwrap();
     }
 }

@@ -2,7 +2,7 @@
 //! its event, and the event can ask it to misbehave (for veeps' tests): `sleep_ms`, `fail`
 //! (an error), `print` (text to stdout, without a newline; `print_bytes` for raw bytes),
 //! `big` (an answer of that many bytes), `quiet` (a short answer), `exit` (the process ends), `env` (a variable).
-//! With `CRASH_ON_INIT` set it exits before it asks for an event.
+//! A bucket notification's records are printed. With `CRASH_ON_INIT` set it exits before it asks for an event.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
@@ -10,6 +10,16 @@ use std::io::Write;
 
 async fn handle(e: LambdaEvent<Value>) -> Result<Value, Error> {
     let ev = e.payload;
+    // A bucket notification: say what happened to which key.
+    if let Some(records) = ev.get("Records").and_then(Value::as_array) {
+        for r in records {
+            println!(
+                "s3 event {} {}",
+                r["eventName"].as_str().unwrap_or_default(),
+                r["s3"]["object"]["key"].as_str().unwrap_or_default()
+            );
+        }
+    }
     if let Some(ms) = ev.get("sleep_ms").and_then(Value::as_u64) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }

@@ -175,6 +175,7 @@ fn err(e: StoreError) -> s3s::S3Error {
         StoreError::BadDigest | StoreError::ChecksumMismatch(_) => s3_error!(BadDigest, "{msg}"),
         StoreError::PreconditionFailed(_) => s3_error!(PreconditionFailed, "{msg}"),
         StoreError::IncompleteBody => s3_error!(IncompleteBody, "{msg}"),
+        StoreError::InvalidArgument(_) => s3_error!(InvalidArgument, "{msg}"),
         StoreError::Internal(_) => {
             tracing::error!(error = %msg, "object store failure");
             s3_error!(InternalError, "{msg}")

@@ -85,6 +85,9 @@ pub enum StoreError {
     #[error("the request body ended before the object was complete")]
     IncompleteBody,
     /// `InternalError`.
+    /// A setting that is not valid.
+    #[error("{0}")]
+    InvalidArgument(String),
     #[error("object store: {0}")]
     Internal(String),
 }
@@ -601,6 +604,7 @@ impl ObjectStore {
         let mut ops = vec![
             KvOp::Delete(format!("{K_BUCKET}{name}")),
             KvOp::Delete(format!("{}{name}", crate::access::K_POLICY)),
+            KvOp::Delete(format!("{}{name}", notify::K_RULES)),
         ];
         let mut files = vec![];
         for (k, u) in self
@@ -756,6 +760,12 @@ impl ObjectStore {
                 }
             }
         }
+        let name = if meta.delete_marker {
+            "ObjectRemoved:DeleteMarkerCreated"
+        } else {
+            "ObjectCreated:Put"
+        };
+        ops.extend(self.event_ops(bucket, name, &meta.key, Some(&meta)));
         self.store.kv_batch(ops).map_err(internal)?;
         for v in dropped {
             let _ = std::fs::remove_file(self.blob(&v));
@@ -1023,6 +1033,7 @@ impl ObjectStore {
 
 mod blob;
 mod multipart;
+pub mod notify;
 mod versions;
 
 pub use blob::BlobReader;

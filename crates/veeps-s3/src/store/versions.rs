@@ -23,9 +23,9 @@ impl ObjectStore {
             let cur = self.meta(bucket, key).ok();
             cond.check(key, cur.as_ref())?;
             if let Some(m) = cur {
-                self.store
-                    .kv_delete(&object_key(bucket, key))
-                    .map_err(internal)?;
+                let mut ops = vec![veeps_state::KvOp::Delete(object_key(bucket, key))];
+                ops.extend(self.event_ops(bucket, "ObjectRemoved:Delete", key, Some(&m)));
+                self.store.kv_batch(ops).map_err(internal)?;
                 let _ = std::fs::remove_file(self.blob(&m.version_id));
             }
             return Ok(Deleted::default());
@@ -70,7 +70,7 @@ impl ObjectStore {
             Err(StoreError::NoSuchVersion(_)) => return Ok(Deleted::default()),
             Err(e) => return Err(e),
         };
-        let ops = match rec {
+        let mut ops = match rec {
             Some(k) => vec![KvOp::Delete(k)],
             None => {
                 let newest = self
@@ -88,6 +88,7 @@ impl ObjectStore {
                 }
             }
         };
+        ops.extend(self.event_ops(bucket, "ObjectRemoved:Delete", key, Some(&m)));
         self.store.kv_batch(ops).map_err(internal)?;
         if !m.delete_marker {
             let _ = std::fs::remove_file(self.blob(&m.version_id));
