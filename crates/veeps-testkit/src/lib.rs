@@ -49,6 +49,21 @@ pub struct Veeps {
     pub bin: PathBuf,
 }
 
+/// Spawns `cmd`, again while its program is "busy": a program copied just now (another
+/// build) stays busy until every process forked meanwhile by another thread of the test,
+/// which inherited the copy's write descriptor, has called `exec`.
+pub fn spawn_retrying(cmd: &mut Command) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(26) && Instant::now() < deadline => {
+                std::thread::yield_now();
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -181,8 +196,7 @@ impl Veeps {
             }
             None => Command::new(&self.bin),
         };
-        let child = cmd
-            .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+        cmd.args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--s3-listen", &format!("127.0.0.1:{}", self.s3_port)])
             .args([
                 "--s3-website-listen",
@@ -195,10 +209,8 @@ impl Veeps {
             .current_dir(&self.work)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start veeps server");
-        self.child = Some(child);
+            .stderr(log);
+        self.child = Some(spawn_retrying(&mut cmd));
     }
 
     /// Sets (or with `None` removes) an environment variable of the server's next boot.

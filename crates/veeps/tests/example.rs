@@ -211,20 +211,20 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     let data = tmp.path().join("data");
     let (api, s3, web) = (free_port(), free_port(), free_port());
     let start_with = |bin: &Path, log: &Path| {
-        Command::new(bin)
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("up")
-            .arg(example.join("live"))
-            .args(["--listen", &format!("127.0.0.1:{api}")])
-            .args(["--s3-listen", &format!("127.0.0.1:{s3}")])
-            .args(["--s3-website-listen", &format!("127.0.0.1:{web}")])
-            .current_dir(tmp.path())
-            .stdout(std::fs::File::create(log).unwrap())
-            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
-            .env("VEEPS_LOG", "info")
-            .spawn()
-            .unwrap()
+        spawn_retrying(
+            Command::new(bin)
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("up")
+                .arg(example.join("live"))
+                .args(["--listen", &format!("127.0.0.1:{api}")])
+                .args(["--s3-listen", &format!("127.0.0.1:{s3}")])
+                .args(["--s3-website-listen", &format!("127.0.0.1:{web}")])
+                .current_dir(tmp.path())
+                .stdout(std::fs::File::create(log).unwrap())
+                .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+                .env("VEEPS_LOG", "info"),
+        )
     };
     let start = |log: &Path| start_with(Path::new(bin()), log);
     let log = tmp.path().join("up.log");
