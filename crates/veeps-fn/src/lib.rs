@@ -14,6 +14,7 @@ pub mod queue;
 pub mod resources;
 pub mod runtime;
 pub mod sandbox;
+pub mod schedule;
 
 use bytes::Bytes;
 use runtime::Outcome;
@@ -163,6 +164,8 @@ pub struct FnOptions {
     pub retry_delay: Duration,
     /// An asynchronous event older than this is not run (it goes to the dead letters).
     pub max_event_age: Duration,
+    /// How long a schedule's `rate` minute lasts (shorter only to try schedules out).
+    pub minute: Duration,
 }
 
 impl Default for FnOptions {
@@ -172,6 +175,7 @@ impl Default for FnOptions {
             idle_timeout: Duration::from_secs(300),
             retry_delay: Duration::from_secs(60),
             max_event_age: Duration::from_secs(6 * 3600),
+            minute: Duration::from_secs(60),
         }
     }
 }

@@ -126,6 +126,7 @@ impl Part for FnPart {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 f.reap().await;
+                f.fire_schedules();
             }
         });
         let queue = tokio::spawn(self.functions.clone().run_queue());

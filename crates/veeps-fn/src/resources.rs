@@ -14,6 +14,133 @@ use veeps_resource::{
 /// Registers the types.
 pub fn register(r: &mut Registry) {
     r.register(FunctionType::new());
+    r.register(ScheduleType::new());
+}
+
+/// `schedule`: invokes a function at a rate or on a cron expression, as EventBridge does.
+pub struct ScheduleType {
+    schema: Schema,
+}
+
+impl ScheduleType {
+    fn new() -> Self {
+        ScheduleType {
+            schema: Schema::new()
+                .attr(AttrSchema::required("name", Type::String).force_new())
+                .attr(
+                    AttrSchema::required("expression", Type::String)
+                        .describe("rate(5 minutes), or cron(MIN HOUR DOM MONTH DOW YEAR) in UTC"),
+                )
+                .attr(AttrSchema::required("function", Type::String))
+                .attr(
+                    AttrSchema::optional("input", Type::String)
+                        .describe("the event (JSON); without it, EventBridge's scheduled event"),
+                )
+                .attr(AttrSchema::optional("enabled", Type::Bool).default(Value::Bool(true)))
+                .attr(AttrSchema::computed("arn", Type::String)),
+        }
+    }
+}
+
+/// `schedule`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleConfig {
+    name: String,
+    expression: String,
+    function: String,
+    #[serde(default)]
+    input: Option<String>,
+    enabled: bool,
+}
+
+/// `schedule`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleState {
+    #[serde(flatten)]
+    config: ScheduleConfig,
+    arn: String,
+}
+
+#[async_trait::async_trait]
+impl Typed for ScheduleType {
+    type Config = ScheduleConfig;
+    type State = ScheduleState;
+    const TYPE: &'static str = "schedule";
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        let mut e = vec![];
+        if let Some(x) = get::str(c, "expression") {
+            if let Err(m) = crate::schedule::parse(x) {
+                e.push(AttrError::on("expression", m));
+            }
+        }
+        if let Some(i) = get::str(c, "input") {
+            if serde_json::from_str::<serde_json::Value>(i).is_err() {
+                e.push(AttrError::on(
+                    "input",
+                    "is not JSON; write it with jsonencode({...})",
+                ));
+            }
+        }
+        if let Some(n) = get::str(c, "name") {
+            if !valid_name(n) {
+                e.push(AttrError::on(
+                    "name",
+                    format!("\"{n}\" must be 1 to 64 letters, digits, - or _"),
+                ));
+            }
+        }
+        e
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&ScheduleState>,
+        c: &ScheduleConfig,
+    ) -> Result<ScheduleState, ResourceError> {
+        let f = functions(ctx)?;
+        if f.get(&c.function).is_none() {
+            return Err(ResourceError::Attr {
+                type_name: "schedule".into(),
+                attr: "function".into(),
+                message: format!(
+                    "no function {}; refer to one, like function = function.x.name",
+                    c.function
+                ),
+            });
+        }
+        f.put_schedule(crate::schedule::ScheduleRecord {
+            env: ctx.env.clone(),
+            name: c.name.clone(),
+            expression: c.expression.clone(),
+            function: c.function.clone(),
+            input: c.input.clone(),
+            enabled: c.enabled,
+            last: veeps_obs::service::now(),
+        })
+        .map_err(ResourceError::Failed)?;
+        Ok(ScheduleState {
+            config: c.clone(),
+            arn: format!("arn:veeps:events:{}:rule/{}", ctx.env, c.name),
+        })
+    }
+    async fn read(
+        &self,
+        ctx: &Ctx,
+        s: &ScheduleState,
+    ) -> Result<Observed<ScheduleState>, ResourceError> {
+        Ok(match functions(ctx)?.schedule(&ctx.env, &s.config.name) {
+            Some(_) => Observed::Exists(s.clone()),
+            None => Observed::Gone,
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, s: &ScheduleState) -> Result<(), ResourceError> {
+        functions(ctx)?
+            .delete_schedule(&ctx.env, &s.config.name)
+            .map_err(ResourceError::Failed)
+    }
 }
 
 fn functions(ctx: &Ctx) -> Result<&Arc<Functions>, ResourceError> {
@@ -318,5 +445,6 @@ mod tests {
     #[test]
     fn schema_and_structs_agree() {
         veeps_resource::typed::check_schema(&super::FunctionType::new()).unwrap();
+        veeps_resource::typed::check_schema(&super::ScheduleType::new()).unwrap();
     }
 }

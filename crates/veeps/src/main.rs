@@ -109,6 +109,9 @@ pub struct S3Args {
     /// The first retry delay of a failed asynchronous invocation (then twice it), like 1m
     #[arg(long, hide = true, default_value = "1m", value_parser = parse_day)]
     pub function_retry_delay: std::time::Duration,
+    /// How long a schedule's minute lasts (for trying rates out quickly), like 1s
+    #[arg(long, hide = true, default_value = "1m", value_parser = parse_day)]
+    pub schedule_minute: std::time::Duration,
 }
 
 impl S3Args {
@@ -118,6 +121,7 @@ impl S3Args {
             max_environments: self.function_environments.max(1),
             idle_timeout: self.function_idle,
             retry_delay: self.function_retry_delay,
+            minute: self.schedule_minute,
             ..Default::default()
         });
     }

@@ -431,7 +431,10 @@ fn functions_run_under_the_lambda_runtime_api_and_answer_the_invoke_api() {
 #[test]
 fn asynchronous_invocations_are_queued_durably_retried_and_dead_lettered() {
     require_root("functions run in namespaces of their own");
-    let mut v = Veeps::start_with(&[], &["--function-retry-delay", "1s"]);
+    let mut v = Veeps::start_with(
+        &[],
+        &["--function-retry-delay", "1s", "--schedule-minute", "1s"],
+    );
     let echo = stage_echo(&v);
     v.write(
         "env/main.hcl",
@@ -445,6 +448,12 @@ resource "function" "echo" {{
   name    = "echo"
   code    = "{echo}"
   runtime = "provided"
+}}
+resource "schedule" "tick" {{
+  name       = "tick"
+  expression = "rate(2 minutes)"
+  function   = function.echo.name
+  input      = jsonencode({{ print = "tick-tock\n" }})
 }}
 resource "bucket" "uploads" {{
   bucket        = "fn-uploads"
@@ -483,6 +492,14 @@ resource "function" "flaky" {{
     wait_until("the event ran", 60, || {
         v.ok(&["logs", "env", "/aws/lambda/echo"])
             .contains("async hello")
+    });
+
+    // A schedule (its minutes a second long here) invokes its function with its input.
+    wait_until("the schedule fired twice", 60, || {
+        v.ok(&["logs", "env", "/aws/lambda/echo"])
+            .matches("tick-tock")
+            .count()
+            >= 2
     });
 
     // Bucket notifications: a put and a delete under the filter reach the function in
