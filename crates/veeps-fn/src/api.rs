@@ -145,8 +145,8 @@ impl AwsService for LambdaApi {
         "lambda"
     }
 
-    fn claims(&self, path: &str) -> bool {
-        path.starts_with("/2015-03-31/")
+    fn claims(&self, host: &str, path: &str) -> bool {
+        path.starts_with("/2015-03-31/") || crate::url::function_of_host(host).is_some()
     }
 
     async fn call(&self, req: Request, peer: std::net::SocketAddr) -> Response {
@@ -183,45 +183,20 @@ impl AwsService for LambdaApi {
         };
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or_default().to_string();
-        // Who is calling.
-        let headers: Vec<(&str, &[u8])> = parts
+        let host = parts
             .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .collect();
-        let mut caller = None;
-        let signed = veeps_iam::sigv4::verify(
-            parts.method.as_str(),
-            &path,
-            &query,
-            headers.iter().copied(),
-            &body,
-            veeps_obs::service::now() / 1000,
-            |key| {
-                let c = self.creds.lookup(key)?;
-                let secret = c.secret.clone();
-                caller = Some(c);
-                Some(secret)
-            },
-        );
-        if let Err(e) = signed {
-            return error(StatusCode::FORBIDDEN, e.code(), &e.to_string());
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(function) = crate::url::function_of_host(&host) {
+            return self.url_call(function, &parts, body, peer).await;
         }
-        let caller = caller.expect("a verified signature had a caller");
-        if let Some(check) = &caller.token_ok {
-            let token = parts
-                .headers
-                .get("x-amz-security-token")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            if !check(token) {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "UnrecognizedClientException",
-                    "The security token included in the request is invalid.",
-                );
-            }
-        }
+        // Who is calling.
+        let caller = match self.authenticate(&parts, &body) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
         let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
         let method = parts.method.as_str();
         match (method, &segs[..]) {
@@ -272,6 +247,92 @@ impl AwsService for LambdaApi {
                 "UnknownOperationException",
                 &format!("veeps does not serve {method} {path}"),
             ),
+        }
+    }
+}
+
+impl LambdaApi {
+    /// The caller of a signed request, or the refusal.
+    fn authenticate(
+        &self,
+        parts: &axum::http::request::Parts,
+        body: &[u8],
+    ) -> Result<Caller, Response> {
+        let headers: Vec<(&str, &[u8])> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect();
+        let mut caller = None;
+        veeps_iam::sigv4::verify(
+            parts.method.as_str(),
+            parts.uri.path(),
+            parts.uri.query().unwrap_or_default(),
+            headers.iter().copied(),
+            body,
+            veeps_obs::service::now() / 1000,
+            |key| {
+                let c = self.creds.lookup(key)?;
+                let secret = c.secret.clone();
+                caller = Some(c);
+                Some(secret)
+            },
+        )
+        .map_err(|e| error(StatusCode::FORBIDDEN, e.code(), &e.to_string()))?;
+        let caller = caller.expect("a verified signature had a caller");
+        if let Some(check) = &caller.token_ok {
+            let token = parts
+                .headers
+                .get("x-amz-security-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !check(token) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "UnrecognizedClientException",
+                    "The security token included in the request is invalid.",
+                ));
+            }
+        }
+        Ok(caller)
+    }
+
+    /// A request to a function URL.
+    async fn url_call(
+        &self,
+        function: &str,
+        parts: &axum::http::request::Parts,
+        body: Bytes,
+        peer: std::net::SocketAddr,
+    ) -> Response {
+        let (Some(cfg), Some(f)) = (self.functions.url(function), self.functions.get(function))
+        else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                "no function URL here",
+            );
+        };
+        if cfg.auth == "AWS_IAM" {
+            let caller = match self.authenticate(parts, &body) {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
+            if !self
+                .creds
+                .allowed(&caller, "lambda:InvokeFunctionUrl", &f.arn(), peer.ip())
+            {
+                return denied(&caller, "lambda:InvokeFunctionUrl", &f.arn());
+            }
+        }
+        let ev = crate::url::event(function, parts, &body, peer);
+        match self
+            .functions
+            .invoke(function, Bytes::from(ev.to_string()), None)
+            .await
+        {
+            Ok(out) => crate::url::answer(&out.payload, out.function_error.is_some()),
+            Err(e) => invoke_error(e),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod resources;
 pub mod runtime;
 pub mod sandbox;
 pub mod schedule;
+pub mod url;
 
 use bytes::Bytes;
 use runtime::Outcome;
@@ -383,6 +384,7 @@ impl Functions {
         self.store
             .kv_delete(&format!("{K_FUNCTION}{name}"))
             .map_err(|e| e.to_string())?;
+        self.delete_url(name)?;
         if let Some(l) = live {
             let idle = std::mem::take(&mut l.pool.lock().unwrap_or_else(|p| p.into_inner()).idle);
             for e in idle {

@@ -15,6 +15,102 @@ use veeps_resource::{
 pub fn register(r: &mut Registry) {
     r.register(FunctionType::new());
     r.register(ScheduleType::new());
+    r.register(UrlType::new());
+}
+
+/// `function_url`: an HTTP address that invokes a function.
+pub struct UrlType {
+    schema: Schema,
+}
+
+impl UrlType {
+    fn new() -> Self {
+        UrlType {
+            schema: Schema::new()
+                .attr(AttrSchema::required("function", Type::String).force_new())
+                .attr(
+                    AttrSchema::optional("authorization_type", Type::String)
+                        .default(Value::string("NONE"))
+                        .describe("NONE (public) or AWS_IAM (SigV4-signed by a caller allowed lambda:InvokeFunctionUrl)"),
+                )
+                .attr(AttrSchema::computed("function_url", Type::String)),
+        }
+    }
+}
+
+/// `function_url`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UrlConfig {
+    function: String,
+    authorization_type: String,
+}
+
+/// `function_url`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UrlState {
+    #[serde(flatten)]
+    config: UrlConfig,
+    function_url: String,
+}
+
+#[async_trait::async_trait]
+impl Typed for UrlType {
+    type Config = UrlConfig;
+    type State = UrlState;
+    const TYPE: &'static str = "function_url";
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        match get::str(c, "authorization_type") {
+            Some(a) if a != "NONE" && a != "AWS_IAM" => vec![AttrError::on(
+                "authorization_type",
+                format!("\"{a}\" is neither NONE nor AWS_IAM"),
+            )],
+            _ => vec![],
+        }
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&UrlState>,
+        c: &UrlConfig,
+    ) -> Result<UrlState, ResourceError> {
+        let f = functions(ctx)?;
+        match f.get(&c.function) {
+            Some(r) if r.env == ctx.env => {}
+            _ => {
+                return Err(ResourceError::Attr {
+                    type_name: "function_url".into(),
+                    attr: "function".into(),
+                    message: format!(
+                        "no function {} in this environment; refer to one, like function = function.x.name",
+                        c.function
+                    ),
+                })
+            }
+        }
+        f.put_url(&crate::url::UrlConfig {
+            function: c.function.clone(),
+            auth: c.authorization_type.clone(),
+        })
+        .map_err(ResourceError::Failed)?;
+        Ok(UrlState {
+            config: c.clone(),
+            function_url: f.url_of(&c.function),
+        })
+    }
+    async fn read(&self, ctx: &Ctx, s: &UrlState) -> Result<Observed<UrlState>, ResourceError> {
+        Ok(match functions(ctx)?.url(&s.config.function) {
+            Some(_) => Observed::Exists(s.clone()),
+            None => Observed::Gone,
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, s: &UrlState) -> Result<(), ResourceError> {
+        functions(ctx)?
+            .delete_url(&s.config.function)
+            .map_err(ResourceError::Failed)
+    }
 }
 
 /// `schedule`: invokes a function at a rate or on a cron expression, as EventBridge does.
@@ -446,5 +542,6 @@ mod tests {
     fn schema_and_structs_agree() {
         veeps_resource::typed::check_schema(&super::FunctionType::new()).unwrap();
         veeps_resource::typed::check_schema(&super::ScheduleType::new()).unwrap();
+        veeps_resource::typed::check_schema(&super::UrlType::new()).unwrap();
     }
 }

@@ -14,8 +14,8 @@ pub type Response = axum::http::Response<axum::body::Bytes>;
 pub trait AwsService: Send + Sync {
     /// The SigV4 service name it answers (`lambda`).
     fn service(&self) -> &'static str;
-    /// Whether it answers an unsigned request for `path` (its own URL space).
-    fn claims(&self, _path: &str) -> bool {
+    /// Whether it answers an unsigned request for `host` and `path` (its own URL space).
+    fn claims(&self, _host: &str, _path: &str) -> bool {
         false
     }
     /// Answers one request from `peer`.
@@ -36,12 +36,17 @@ impl Edge {
         all.push(s);
     }
 
-    /// The service for a request signed for `service`, or claiming `path` unsigned.
-    pub fn route(&self, service: Option<&str>, path: &str) -> Option<Arc<dyn AwsService>> {
+    /// The service for a request signed for `service`, or claiming `host` and `path`.
+    pub fn route(
+        &self,
+        service: Option<&str>,
+        host: &str,
+        path: &str,
+    ) -> Option<Arc<dyn AwsService>> {
         let all = self.services.read().unwrap_or_else(|p| p.into_inner());
         match service {
             Some(name) => all.iter().find(|s| s.service() == name).cloned(),
-            None => all.iter().find(|s| s.claims(path)).cloned(),
+            None => all.iter().find(|s| s.claims(host, path)).cloned(),
         }
     }
 }

@@ -43,6 +43,9 @@ resource "function" "echo" {{
   runtime = "provided.al2023"
   environment = {{ GREETING = "hi" }}
 }}
+resource "function_url" "echo" {{
+  function = function.echo.name
+}}
 resource "function" "slow" {{
   name    = "slow"
   code    = "{echo}"
@@ -198,6 +201,40 @@ fn functions_run_under_the_lambda_runtime_api_and_answer_the_invoke_api() {
         first_pid,
         "a warm environment is reused"
     );
+
+    // The function's URL: an HTTP request becomes Lambda's HTTP event (a binary body in
+    // base64), and the function's JSON the answer.
+    let host = format!("echo.lambda-url.localhost:{}", v.s3_port);
+    let resolve = format!("{host}:127.0.0.1");
+    let bin_body = v.work.join("body.bin");
+    std::fs::write(&bin_body, [0u8, 159, 146, 150, 255]).unwrap();
+    let (code, body) = curl(&[
+        "--resolve",
+        &resolve,
+        "-H",
+        "x-test: one",
+        "-H",
+        "cookie: a=1; b=2",
+        "--data-binary",
+        &format!("@{}", bin_body.display()),
+        &format!("http://{host}/path/to?q=a%20b&q=c"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let ev = &json(&body)["echo"];
+    assert_eq!(ev["version"], "2.0", "{body}");
+    assert_eq!(ev["rawPath"], "/path/to", "{body}");
+    assert_eq!(ev["requestContext"]["http"]["method"], "POST", "{body}");
+    assert_eq!(ev["headers"]["x-test"], "one", "{body}");
+    assert_eq!(ev["cookies"][1], "b=2", "{body}");
+    assert_eq!(ev["queryStringParameters"]["q"], "a b,c", "{body}");
+    assert_eq!(ev["isBase64Encoded"], true, "{body}");
+    assert_eq!(ev["body"], "AJ+Slv8=", "{body}");
+    let (code, _) = curl(&[
+        "--resolve",
+        &format!("nope.lambda-url.localhost:{}:127.0.0.1", v.s3_port),
+        &format!("http://nope.lambda-url.localhost:{}/", v.s3_port),
+    ]);
+    assert_eq!(code, 404);
 
     // The log's tail: START, what the function printed (no newline, bytes that are not
     // UTF-8), END and REPORT.

@@ -260,7 +260,13 @@ pub async fn serve(
                         .and_then(|h| h.to_str().ok());
                     let service = veeps_iam::sigv4::scope_service(auth, req.uri().query());
                     if service.as_deref() != Some("s3") {
-                        if let Some(other) = edge.route(service.as_deref(), req.uri().path()) {
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or_default();
+                        let route = edge.route(service.as_deref(), host, req.uri().path());
+                        if let Some(other) = route {
                             let resp = other.call(req.map(axum::body::Body::new), peer).await;
                             let (parts, body) = resp.into_parts();
                             return Ok(hyper::Response::from_parts(parts, s3s::Body::from(body)));
