@@ -195,7 +195,7 @@ impl AwsService for LambdaApi {
         // Who is calling.
         let caller = match self.authenticate(&parts, &body) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
         let method = parts.method.as_str();
@@ -257,7 +257,7 @@ impl LambdaApi {
         &self,
         parts: &axum::http::request::Parts,
         body: &[u8],
-    ) -> Result<Caller, Response> {
+    ) -> Result<Caller, Box<Response>> {
         let headers: Vec<(&str, &[u8])> = parts
             .headers
             .iter()
@@ -278,7 +278,7 @@ impl LambdaApi {
                 Some(secret)
             },
         )
-        .map_err(|e| error(StatusCode::FORBIDDEN, e.code(), &e.to_string()))?;
+        .map_err(|e| Box::new(error(StatusCode::FORBIDDEN, e.code(), &e.to_string())))?;
         let caller = caller.expect("a verified signature had a caller");
         if let Some(check) = &caller.token_ok {
             let token = parts
@@ -287,11 +287,11 @@ impl LambdaApi {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             if !check(token) {
-                return Err(error(
+                return Err(Box::new(error(
                     StatusCode::FORBIDDEN,
                     "UnrecognizedClientException",
                     "The security token included in the request is invalid.",
-                ));
+                )));
             }
         }
         Ok(caller)
@@ -316,7 +316,7 @@ impl LambdaApi {
         if cfg.auth == "AWS_IAM" {
             let caller = match self.authenticate(parts, &body) {
                 Ok(c) => c,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             if !self
                 .creds
