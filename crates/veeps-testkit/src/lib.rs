@@ -503,6 +503,22 @@ pub fn vpc(name: &str, octet: u8, prefix: u8, subnets: &[(&str, u8, &str)]) -> S
     s
 }
 
+/// What makes the AWS CLI take `--payload` as it is: version 2 reads it as base64 unless
+/// told otherwise; version 1 takes it as it is.
+pub fn raw_payloads() -> &'static [&'static str] {
+    static V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let v2 = *V2.get_or_init(|| {
+        let o = Command::new("aws").arg("--version").output().unwrap();
+        let all = [o.stdout, o.stderr].concat();
+        String::from_utf8_lossy(&all).contains("aws-cli/2")
+    });
+    if v2 {
+        &["--cli-binary-format", "raw-in-base64-out"]
+    } else {
+        &[]
+    }
+}
+
 /// The AWS CLI against a server's S3 API, with a key pair (the root's from [`Aws::new`]).
 pub struct Aws {
     /// The S3 endpoint.
@@ -520,16 +536,22 @@ impl Aws {
             Command::new("aws").arg("--version").output().is_ok(),
             "S3 tests need the AWS CLI (Debian package awscli)"
         );
-        let token = std::fs::read_to_string(v.data.join("root.token")).unwrap();
+        Aws::root_of(&v.data, v.port, v.s3_port)
+    }
+
+    /// With the root key pair of the server whose API listens on `api_port` (root token
+    /// in `data`), and S3 on `s3_port`.
+    pub fn root_of(data: &std::path::Path, api_port: u16, s3_port: u16) -> Aws {
+        let token = std::fs::read_to_string(data.join("root.token")).unwrap();
         let (code, body) = curl(&[
             "-H",
             &format!("authorization: Bearer {}", token.trim()),
-            &format!("http://127.0.0.1:{}/v1/s3/credentials", v.port),
+            &format!("http://127.0.0.1:{api_port}/v1/s3/credentials"),
         ]);
         assert_eq!(code, 200, "{body}");
         let c: serde_json::Value = serde_json::from_str(&body).unwrap();
         Aws {
-            endpoint: format!("http://127.0.0.1:{}", v.s3_port),
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
             id: c["access_key_id"].as_str().unwrap().into(),
             secret: c["secret_access_key"].as_str().unwrap().into(),
         }

@@ -43,6 +43,10 @@ fn stage_apps(dir: &Path) {
         std::fs::create_dir_all(dir.join(app)).unwrap();
         std::fs::copy(&src, dir.join(app).join(app)).unwrap();
     }
+    // The example function's code, as `./run up` stages it.
+    let code = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/veeps-hosting/functions/s3-image-processing");
+    copy_dir(&code, &dir.join("s3-image-processing"));
 }
 
 /// `veeps up`, killed and cleaned up even when the test fails.
@@ -277,6 +281,30 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
     assert_eq!(
         get("https://127.0.0.1:9443/sample-app-frontend/service", &ca),
         (true, "Hello from prod".into())
+    );
+
+    // The example function, invoked with the AWS CLI: the image in its bucket,
+    // base64-encoded, read as its role.
+    let aws = Aws::root_of(&data, api, s3);
+    let out = tmp.path().join("image.json");
+    let mut args = vec![
+        "lambda",
+        "invoke",
+        "--function-name",
+        "s3-image-processing-stage",
+        "--payload",
+        r#"{"s3_bucket":"veeps-images-stage","image_filename":"veeps.gif"}"#,
+    ];
+    args.extend_from_slice(raw_payloads());
+    args.push(out.to_str().unwrap());
+    let meta = aws.ok(&args);
+    assert!(!meta.contains("FunctionError"), "{meta}");
+    let answer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    assert_eq!(
+        answer["body"], "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==",
+        "{answer}"
     );
 
     // A new frontend image, deployed by a rolling refresh while requests keep coming.

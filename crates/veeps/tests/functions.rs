@@ -112,22 +112,6 @@ fn invoke(aws: &Aws, v: &Veeps, function: &str, payload: &str, extra: &[&str]) -
     (meta, body)
 }
 
-/// Version 2 of the AWS CLI reads `--payload` as base64 unless told otherwise; version 1
-/// takes it as it is.
-fn raw_payloads() -> &'static [&'static str] {
-    static V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let v2 = *V2.get_or_init(|| {
-        let o = Command::new("aws").arg("--version").output().unwrap();
-        let all = [o.stdout, o.stderr].concat();
-        String::from_utf8_lossy(&all).contains("aws-cli/2")
-    });
-    if v2 {
-        &["--cli-binary-format", "raw-in-base64-out"]
-    } else {
-        &[]
-    }
-}
-
 /// `aws ARGS`, with [`raw_payloads`] when a payload is given.
 fn lam(aws: &Aws, args: &[&str]) -> std::process::Output {
     let mut a = args.to_vec();

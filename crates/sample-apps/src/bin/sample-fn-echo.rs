@@ -2,7 +2,8 @@
 //! its event, and the event can ask it to misbehave (for veeps' tests): `sleep_ms`, `fail`
 //! (an error), `print` (text to stdout, without a newline; `print_bytes` for raw bytes),
 //! `big` (an answer of that many bytes), `quiet` (a short answer), `exit` (the process ends), `env` (a variable).
-//! A bucket notification's records are printed. With `CRASH_ON_INIT` set it exits before it asks for an event.
+//! A bucket notification's records are printed. With `PORT` set it is a plain HTTP server
+//! answering the same JSON instead. With `CRASH_ON_INIT` set it exits before it asks for an event.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
@@ -65,6 +66,18 @@ async fn handle(e: LambdaEvent<Value>) -> Result<Value, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // The same answer as a plain HTTP server on $PORT (what bench/functions.sh compares
+    // invocations with).
+    if std::env::var_os("PORT").is_some() {
+        return sample_apps::serve(|path| async move {
+            sample_apps::text(
+                hyper::StatusCode::OK,
+                json!({"echo": {"rawPath": path}, "pid": std::process::id()}).to_string(),
+            )
+        })
+        .await
+        .map_err(Error::from);
+    }
     if std::env::var_os("CRASH_ON_INIT").is_some() {
         eprintln!("crashing on init, as asked");
         std::process::exit(3);

@@ -76,6 +76,21 @@ module "apps" {
   acme_ca_file             = var.acme_ca_file
 }
 
+# The example function (s3-image-processing), with its bucket and role.
+module "images" {
+  source  = "../../modules/image-function"
+  name    = "stage"
+  app_dir = local.app_dir
+}
+
+output "image_function" {
+  value = module.images.function_name
+}
+
+output "images_bucket" {
+  value = module.images.bucket
+}
+
 output "public_url" {
   value = module.apps.public_url
 }
