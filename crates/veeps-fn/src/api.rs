@@ -436,7 +436,7 @@ impl LambdaApi {
                 );
             }
             let _ = client_context;
-            return match self.functions.enqueue(&f.name, body) {
+            return match self.functions.enqueue(&f.key(), body) {
                 Ok(id) => {
                     let mut r = Response::new(Bytes::new());
                     *r.status_mut() = StatusCode::ACCEPTED;
@@ -448,15 +448,14 @@ impl LambdaApi {
                 Err(e) => invoke_error(e),
             };
         }
-        match self.functions.invoke(&f.name, body, client_context).await {
+        match self.functions.invoke(&f.key(), body, client_context).await {
             Ok(out) => {
                 let mut r = Response::new(out.payload);
                 let hs = r.headers_mut();
                 hs.insert("content-type", HeaderValue::from_static("application/json"));
-                hs.insert(
-                    "x-amz-executed-version",
-                    HeaderValue::from_static("$LATEST"),
-                );
+                if let Ok(v) = HeaderValue::from_str(&f.version) {
+                    hs.insert("x-amz-executed-version", v);
+                }
                 if let Ok(v) = HeaderValue::from_str(&out.request_id) {
                     hs.insert("x-amzn-requestid", v);
                 }

@@ -32,6 +32,8 @@ use veeps_resource::roles::Roles;
 use veeps_state::Store;
 
 const K_FUNCTION: &str = "fn/function/";
+const K_VERSION: &str = "fn/version/";
+const K_ALIAS: &str = "fn/alias/";
 const K_NEXT_UID: &str = "fn/next-uid";
 /// Functions' users: from here up, one per function, never reused.
 pub const FIRST_UID: u32 = 400_000;
@@ -82,16 +84,50 @@ pub struct FunctionRecord {
     /// ... and a topic of the function's environment.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// `$LATEST`, or the number of a published version.
+    #[serde(default = "latest")]
+    pub version: String,
 }
 
 fn two() -> u32 {
     2
 }
 
+fn latest() -> String {
+    "$LATEST".into()
+}
+
+/// An alias: a name for a version, or for two with weights.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AliasRecord {
+    /// The function.
+    pub function: String,
+    /// The alias.
+    pub name: String,
+    /// The version it names (`$LATEST` or a number).
+    pub version: String,
+    /// Another version and the share of invocations it gets (0 to 1).
+    pub additional: Option<(String, f64)>,
+}
+
 impl FunctionRecord {
     /// Its ARN.
     pub fn arn(&self) -> String {
         format!("arn:veeps:lambda:{}:function:{}", self.env, self.name)
+    }
+
+    /// Its ARN with its version (`...:function:NAME:3`), as a published version's is.
+    pub fn qualified_arn(&self) -> String {
+        format!("{}:{}", self.arn(), self.version)
+    }
+
+    /// Where its environments are kept: `NAME`, or `NAME:VERSION` for a published version.
+    pub fn key(&self) -> String {
+        if self.version == "$LATEST" {
+            self.name.clone()
+        } else {
+            format!("{}:{}", self.name, self.version)
+        }
     }
 }
 
@@ -258,11 +294,12 @@ impl Functions {
 
     /// Loads recorded functions; kills environments a previous run left.
     pub fn open(&self) -> Result<(), veeps_state::StateError> {
-        let recs: Vec<(String, FunctionRecord)> = self.store.kv_scan(K_FUNCTION)?;
+        let mut recs: Vec<(String, FunctionRecord)> = self.store.kv_scan(K_FUNCTION)?;
+        recs.extend(self.store.kv_scan::<FunctionRecord>(K_VERSION)?);
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         for (_, r) in recs {
             live.insert(
-                r.name.clone(),
+                r.key(),
                 Arc::new(Live {
                     rec: Mutex::new(r),
                     pool: Mutex::new(Pool::default()),
@@ -306,6 +343,7 @@ impl Functions {
         let mut v: Vec<FunctionRecord> = live
             .values()
             .map(|l| l.rec.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .filter(|r| r.version == "$LATEST")
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -374,24 +412,125 @@ impl Functions {
         Ok(rec)
     }
 
-    /// Deletes a function: its environments stop; its record goes.
+    /// Deletes a function: its environments stop; its record, versions, aliases and URL
+    /// go.
     pub async fn delete(&self, name: &str) -> Result<(), String> {
-        let live = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        self.store
-            .kv_delete(&format!("{K_FUNCTION}{name}"))
-            .map_err(|e| e.to_string())?;
+        let lives: Vec<Arc<Live>> = {
+            let mut all = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<String> = all
+                .keys()
+                .filter(|k| *k == name || k.starts_with(&format!("{name}:")))
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| all.remove(k)).collect()
+        };
+        let mut ops = vec![veeps_state::KvOp::Delete(format!("{K_FUNCTION}{name}"))];
+        for prefix in [format!("{K_VERSION}{name}/"), format!("{K_ALIAS}{name}/")] {
+            for (k, _) in self
+                .store
+                .kv_scan::<serde::de::IgnoredAny>(&prefix)
+                .map_err(|e| e.to_string())?
+            {
+                ops.push(veeps_state::KvOp::Delete(k));
+            }
+        }
+        self.store.kv_batch(ops).map_err(|e| e.to_string())?;
         self.delete_url(name)?;
-        if let Some(l) = live {
+        for l in lives {
             let idle = std::mem::take(&mut l.pool.lock().unwrap_or_else(|p| p.into_inner()).idle);
             for e in idle {
                 self.retire(e).await;
             }
         }
         Ok(())
+    }
+
+    /// Published versions of a function, oldest first.
+    pub fn versions(&self, name: &str) -> Vec<FunctionRecord> {
+        self.store
+            .kv_scan::<FunctionRecord>(&format!("{K_VERSION}{name}/"))
+            .map(|v| v.into_iter().map(|(_, r)| r).collect())
+            .unwrap_or_default()
+    }
+
+    /// Publishes `$LATEST` as a new version, unless the newest version is the same code
+    /// and configuration already (then that one's number); as Lambda's PublishVersion.
+    pub fn publish(&self, name: &str) -> Result<String, String> {
+        let latest = self
+            .get(name)
+            .ok_or_else(|| format!("no function {name}"))?;
+        let versions = self.versions(name);
+        let same = |v: &FunctionRecord| {
+            FunctionRecord {
+                version: latest.version.clone(),
+                ..strip(v)
+            } == strip(&latest)
+        };
+        if let Some(v) = versions.last().filter(|v| same(v)) {
+            return Ok(v.version.clone());
+        }
+        let n = versions
+            .last()
+            .and_then(|v| v.version.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        let rec = FunctionRecord {
+            version: n.to_string(),
+            ..latest
+        };
+        self.store
+            .kv_put(&format!("{K_VERSION}{name}/{n:010}"), &rec)
+            .map_err(|e| e.to_string())?;
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            rec.key(),
+            Arc::new(Live {
+                rec: Mutex::new(rec),
+                pool: Mutex::new(Pool::default()),
+                stats: Stats::default(),
+            }),
+        );
+        Ok(n.to_string())
+    }
+
+    /// Records an alias, after checking its versions exist.
+    pub fn put_alias(&self, a: &AliasRecord) -> Result<(), String> {
+        let exists = |v: &str| {
+            v == "$LATEST" && self.get(&a.function).is_some()
+                || self.get_key(&format!("{}:{v}", a.function)).is_some()
+        };
+        for v in std::iter::once(&a.version).chain(a.additional.as_ref().map(|x| &x.0)) {
+            if !exists(v) {
+                return Err(format!(
+                    "function {} has no version {v}; publish it (publish = true) first",
+                    a.function
+                ));
+            }
+        }
+        self.store
+            .kv_put(&format!("{K_ALIAS}{}/{}", a.function, a.name), a)
+            .map_err(|e| e.to_string())
+    }
+
+    /// An alias.
+    pub fn alias(&self, function: &str, name: &str) -> Option<AliasRecord> {
+        self.store
+            .kv_get(&format!("{K_ALIAS}{function}/{name}"))
+            .ok()
+            .flatten()
+    }
+
+    /// Removes an alias.
+    pub fn delete_alias(&self, function: &str, name: &str) -> Result<(), String> {
+        self.store
+            .kv_delete(&format!("{K_ALIAS}{function}/{name}"))
+            .map_err(|e| e.to_string())
+    }
+
+    /// A function or version by its key (`NAME` or `NAME:VERSION`).
+    pub fn get_key(&self, key: &str) -> Option<FunctionRecord> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.get(key)
+            .map(|l| l.rec.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     async fn retire(&self, mut e: Env) {
@@ -521,12 +660,12 @@ impl Functions {
             ("AWS_LAMBDA_RUNTIME_API", sandbox::RUNTIME_API),
             ("AWS_REGION", region),
             ("AWS_DEFAULT_REGION", region),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
             ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
         ] {
             vars.insert(k.into(), v.into());
         }
         vars.insert("_HANDLER".into(), rec.handler.clone());
+        vars.insert("AWS_LAMBDA_FUNCTION_VERSION".into(), rec.version.clone());
         vars.insert("AWS_LAMBDA_FUNCTION_NAME".into(), rec.name.clone());
         vars.insert(
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
@@ -606,7 +745,8 @@ impl Functions {
     }
 
     /// Resolves what the Invoke API names: `NAME`, `NAME:QUALIFIER` or an ARN, and a
-    /// qualifier given apart. Only `$LATEST` exists as a qualifier for now.
+    /// qualifier given apart: `$LATEST`, a published version's number, or an alias (which
+    /// picks one of its versions by their weights).
     pub fn resolve(
         &self,
         name: &str,
@@ -621,15 +761,37 @@ impl Functions {
             Some((n, q)) => (n, Some(q)),
             None => (tail, None),
         };
-        let rec = self
+        let latest = self
             .get(fname)
             .ok_or_else(|| InvokeError::NotFound(name.to_string()))?;
-        for q in [q, qualifier].into_iter().flatten() {
-            if q != "$LATEST" {
-                return Err(InvokeError::NotFound(format!("{}:{q}", rec.arn())));
+        let q = match (q, qualifier) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(InvokeError::NotFound(format!(
+                    "{}:{b} (the name says {a})",
+                    latest.arn()
+                )))
             }
+            (Some(a), _) => a,
+            (None, Some(b)) => b,
+            (None, None) => "$LATEST",
+        };
+        let missing = || InvokeError::NotFound(format!("{}:{q}", latest.arn()));
+        if q == "$LATEST" {
+            return Ok(latest);
         }
-        Ok(rec)
+        if q.chars().all(|c| c.is_ascii_digit()) {
+            return self.get_key(&format!("{fname}:{q}")).ok_or_else(missing);
+        }
+        let a = self.alias(fname, q).ok_or_else(missing)?;
+        let version = match &a.additional {
+            Some((other, w)) if rand::random::<f64>() < *w => other.clone(),
+            _ => a.version.clone(),
+        };
+        if version == "$LATEST" {
+            return Ok(latest);
+        }
+        self.get_key(&format!("{fname}:{version}"))
+            .ok_or_else(missing)
     }
 
     /// Invokes `name` with `payload` and waits for its answer.
@@ -745,7 +907,11 @@ impl Functions {
             } else {
                 payload
             },
-            arn: rec.arn(),
+            arn: if rec.version == "$LATEST" {
+                rec.arn()
+            } else {
+                rec.qualified_arn()
+            },
             timeout,
             client_context,
             started: stx,
@@ -800,7 +966,7 @@ impl Functions {
         };
         let init_ms = cold.then(|| started.duration_since(spawned).as_secs_f64() * 1000.0);
         r.log
-            .start_invocation(format!("START RequestId: {id} Version: $LATEST"));
+            .start_invocation(format!("START RequestId: {id} Version: {}", rec.version));
         let deadline = tokio::time::Instant::from_std(started + timeout);
         enum End {
             Done(Outcome),
@@ -869,7 +1035,7 @@ impl Functions {
         let tail = r.log.end_invocation(lines).await;
         {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(l) = live.get(&rec.name) {
+            if let Some(l) = live.get(&rec.key()) {
                 let mut d = l.stats.durations.lock().unwrap_or_else(|p| p.into_inner());
                 if d.len() < 4096 {
                     d.push(duration_ms);
@@ -915,7 +1081,11 @@ impl Functions {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         for l in live.values() {
             let rec = l.rec.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let labels = [("env", rec.env.as_str()), ("function", rec.name.as_str())];
+            let labels = [
+                ("env", rec.env.as_str()),
+                ("function", rec.name.as_str()),
+                ("version", rec.version.as_str()),
+            ];
             let s = &l.stats;
             for (name, v) in [
                 ("function_invocations_total", &s.invocations),

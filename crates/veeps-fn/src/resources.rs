@@ -16,6 +16,153 @@ pub fn register(r: &mut Registry) {
     r.register(FunctionType::new());
     r.register(ScheduleType::new());
     r.register(UrlType::new());
+    r.register(AliasType::new());
+}
+
+/// `function_alias`: a name for a published version, or for two with weights (a canary).
+pub struct AliasType {
+    schema: Schema,
+}
+
+impl AliasType {
+    fn new() -> Self {
+        AliasType {
+            schema: Schema::new()
+                .attr(AttrSchema::required("name", Type::String).force_new())
+                .attr(AttrSchema::required("function", Type::String).force_new())
+                .attr(AttrSchema::required("function_version", Type::String))
+                .attr(AttrSchema::computed("arn", Type::String))
+                .block(veeps_resource::BlockSchema::new(
+                    "routing_config",
+                    veeps_resource::Nesting::Single,
+                    Schema::new().attr(AttrSchema::required(
+                        "additional_version_weights",
+                        Type::Map(Box::new(Type::Number)),
+                    )),
+                )),
+        }
+    }
+}
+
+/// `routing_config` of `function_alias`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoutingConfig {
+    additional_version_weights: BTreeMap<String, f64>,
+}
+
+/// `function_alias`'s settable attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasConfig {
+    name: String,
+    function: String,
+    function_version: String,
+    #[serde(default)]
+    routing_config: Option<RoutingConfig>,
+}
+
+/// `function_alias`'s state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasState {
+    #[serde(flatten)]
+    config: AliasConfig,
+    arn: String,
+}
+
+#[async_trait::async_trait]
+impl Typed for AliasType {
+    type Config = AliasConfig;
+    type State = AliasState;
+    const TYPE: &'static str = "function_alias";
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+    fn validate(&self, c: &Value) -> Vec<AttrError> {
+        let mut e = vec![];
+        if let Some(n) = get::str(c, "name") {
+            let ok = !n.is_empty()
+                && n.len() <= 128
+                && !n.chars().all(|c| c.is_ascii_digit())
+                && n != "$LATEST"
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                e.push(AttrError::on(
+                    "name",
+                    format!("\"{n}\" must be letters, digits, - or _, not only digits (those name versions)"),
+                ));
+            }
+        }
+        if let Some(Value::Object(w)) =
+            get::block(c, "routing_config").and_then(|b| b.get("additional_version_weights"))
+        {
+            if w.len() > 1 {
+                e.push(AttrError::on(
+                    "routing_config.additional_version_weights",
+                    "an alias routes to at most one additional version",
+                ));
+            }
+            for (v, weight) in w {
+                match weight {
+                    Value::Number(x) if (0.0..=1.0).contains(x) => {}
+                    Value::Number(x) => e.push(AttrError::on(
+                        "routing_config.additional_version_weights",
+                        format!("version {v}: {x} is not a share from 0 to 1"),
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        e
+    }
+    async fn ensure(
+        &self,
+        ctx: &Ctx,
+        _prior: Option<&AliasState>,
+        c: &AliasConfig,
+    ) -> Result<AliasState, ResourceError> {
+        let f = functions(ctx)?;
+        let rec = f.get(&c.function).ok_or_else(|| ResourceError::Attr {
+            type_name: "function_alias".into(),
+            attr: "function".into(),
+            message: format!(
+                "no function {}; refer to one, like function = function.x.name",
+                c.function
+            ),
+        })?;
+        let additional = c
+            .routing_config
+            .as_ref()
+            .and_then(|r| r.additional_version_weights.iter().next())
+            .map(|(v, w)| (v.clone(), *w));
+        f.put_alias(&crate::AliasRecord {
+            function: c.function.clone(),
+            name: c.name.clone(),
+            version: c.function_version.clone(),
+            additional,
+        })
+        .map_err(|m| ResourceError::Attr {
+            type_name: "function_alias".into(),
+            attr: "function_version".into(),
+            message: m,
+        })?;
+        Ok(AliasState {
+            config: c.clone(),
+            arn: format!("{}:{}", rec.arn(), c.name),
+        })
+    }
+    async fn read(&self, ctx: &Ctx, s: &AliasState) -> Result<Observed<AliasState>, ResourceError> {
+        Ok(
+            match functions(ctx)?.alias(&s.config.function, &s.config.name) {
+                Some(_) => Observed::Exists(s.clone()),
+                None => Observed::Gone,
+            },
+        )
+    }
+    async fn delete(&self, ctx: &Ctx, s: &AliasState) -> Result<(), ResourceError> {
+        functions(ctx)?
+            .delete_alias(&s.config.function, &s.config.name)
+            .map_err(ResourceError::Failed)
+    }
 }
 
 /// `function_url`: an HTTP address that invokes a function.
@@ -281,7 +428,12 @@ impl FunctionType {
                 .attr(AttrSchema::optional("dead_letter_topic", Type::String).describe(
                     "a topic of the environment told of asynchronous invocations that failed every attempt",
                 ))
+                .attr(AttrSchema::optional("publish", Type::Bool).default(Value::Bool(false)).describe(
+                    "publish a new version whenever the code or the configuration changes",
+                ))
                 .attr(AttrSchema::computed("arn", Type::String))
+                .attr(AttrSchema::computed("version", Type::String))
+                .attr(AttrSchema::computed("qualified_arn", Type::String))
                 .attr(AttrSchema::computed("code_sha256", Type::String))
                 .attr(AttrSchema::computed("code_size", Type::Number))
                 .attr(AttrSchema::computed("last_modified", Type::String)),
@@ -310,6 +462,8 @@ pub struct FunctionConfig {
     dead_letter_bucket: Option<String>,
     #[serde(default)]
     dead_letter_topic: Option<String>,
+    #[serde(default)]
+    publish: bool,
 }
 
 /// `function`'s state.
@@ -318,6 +472,8 @@ pub struct FunctionState {
     #[serde(flatten)]
     config: FunctionConfig,
     arn: String,
+    version: String,
+    qualified_arn: String,
     code_sha256: String,
     code_size: u64,
     last_modified: String,
@@ -498,11 +654,23 @@ impl Typed for FunctionType {
             max_retry_attempts: c.maximum_retry_attempts,
             dead_letter_bucket: c.dead_letter_bucket.clone(),
             dead_letter_topic: c.dead_letter_topic.clone(),
+            version: "$LATEST".into(),
         };
         let rec = f.put(rec).await.map_err(ResourceError::Failed)?;
+        // The latest published version (or $LATEST, never publishing).
+        let version = if c.publish {
+            f.publish(&c.name).map_err(ResourceError::Failed)?
+        } else {
+            f.versions(&c.name)
+                .last()
+                .map(|v| v.version.clone())
+                .unwrap_or_else(|| "$LATEST".into())
+        };
         Ok(FunctionState {
             config: c.clone(),
             arn: rec.arn(),
+            qualified_arn: format!("{}:{version}", rec.arn()),
+            version,
             code_sha256: rec.code_sha256,
             code_size: rec.code_size,
             last_modified: rec.last_modified,
@@ -543,5 +711,6 @@ mod tests {
         veeps_resource::typed::check_schema(&super::FunctionType::new()).unwrap();
         veeps_resource::typed::check_schema(&super::ScheduleType::new()).unwrap();
         veeps_resource::typed::check_schema(&super::UrlType::new()).unwrap();
+        veeps_resource::typed::check_schema(&super::AliasType::new()).unwrap();
     }
 }

@@ -597,3 +597,90 @@ resource "function" "flaky" {{
     let logs = v.ok(&["logs", "env", "/aws/lambda/flaky"]);
     assert!(logs.matches("START RequestId").count() >= 2, "{logs}");
 }
+
+#[test]
+fn versions_pin_code_and_configuration_and_aliases_route_between_them() {
+    require_root("functions run in namespaces of their own");
+    let v = Veeps::start();
+    let echo = stage_echo(&v);
+    let config = |greeting: &str, aliases: &str| {
+        format!(
+            r#"
+resource "function" "echo" {{
+  name        = "echo"
+  code        = "{echo}"
+  runtime     = "provided"
+  publish     = true
+  environment = {{ GREETING = "{greeting}" }}
+}}
+{aliases}
+output "version" {{
+  value = function.echo.version
+}}
+"#
+        )
+    };
+    v.write("env/main.hcl", &config("one", ""));
+    v.ok(&["apply", "env", "--auto-approve"]);
+    // The same configuration again publishes nothing new.
+    v.ok(&["apply", "env", "--auto-approve"]);
+    v.write(
+        "env/main.hcl",
+        &config(
+            "two",
+            r#"
+resource "function_alias" "stable" {
+  name             = "stable"
+  function         = function.echo.name
+  function_version = "1"
+}
+resource "function_alias" "canary" {
+  name             = "canary"
+  function         = function.echo.name
+  function_version = "1"
+  routing_config {
+    additional_version_weights = { "2" = 1 }
+  }
+}
+"#,
+        ),
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let out = v.ok(&["output", "env"]);
+    assert!(out.contains("\"2\""), "{out}");
+    let aws = Aws::new(&v);
+    let call = |qualifier: Option<&str>| {
+        let mut extra = vec![];
+        if let Some(q) = qualifier {
+            extra.extend(["--qualifier", q]);
+        }
+        let (meta, body) = invoke(&aws, &v, "echo", r#"{"env":"GREETING"}"#, &extra);
+        (
+            json(&meta)["ExecutedVersion"].as_str().unwrap().to_string(),
+            json(&body)["env"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(call(Some("1")), ("1".into(), "one".into()));
+    assert_eq!(call(Some("2")), ("2".into(), "two".into()));
+    assert_eq!(call(None), ("$LATEST".into(), "two".into()));
+    assert_eq!(call(Some("stable")), ("1".into(), "one".into()));
+    assert_eq!(call(Some("canary")), ("2".into(), "two".into()));
+    let o = aws.run(&["lambda", "invoke", "--function-name", "echo:3", "/dev/null"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ResourceNotFoundException"));
+    // An alias naming a version that does not exist is refused at apply.
+    v.write(
+        "env/main.hcl",
+        &config(
+            "two",
+            r#"
+resource "function_alias" "bad" {
+  name             = "bad"
+  function         = function.echo.name
+  function_version = "9"
+}
+"#,
+        ),
+    );
+    let err = v.expect(&["apply", "env", "--auto-approve"], 1);
+    assert!(err.contains("no version 9"), "{err}");
+}
