@@ -87,6 +87,12 @@ pub struct FunctionRecord {
     /// `$LATEST`, or the number of a published version.
     #[serde(default = "latest")]
     pub version: String,
+    /// Subnets its environments are placed in (none: outside any VPC).
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// Their security groups.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
 }
 
 fn two() -> u32 {
@@ -176,6 +182,8 @@ struct Env {
     last_used: Instant,
     /// Credentials it was started with expire then (Unix seconds).
     expires: Option<i64>,
+    /// Its VPC endpoint, when the function runs in a VPC.
+    endpoint: Option<String>,
 }
 
 #[derive(Default)]
@@ -234,6 +242,7 @@ pub struct Functions {
     roles: OnceLock<Arc<dyn Roles>>,
     queue: queue::Queue,
     objects: OnceLock<Arc<veeps_s3::store::ObjectStore>>,
+    net: OnceLock<Arc<veeps_net::Net>>,
 }
 
 impl Functions {
@@ -260,12 +269,18 @@ impl Functions {
             roles: OnceLock::new(),
             queue: queue::Queue::default(),
             objects: OnceLock::new(),
+            net: OnceLock::new(),
         })
     }
 
     /// Functions reach the AWS endpoint (S3, Lambda) at `addr` (`AWS_ENDPOINT_URL`).
     pub fn set_endpoint(&self, addr: SocketAddr) {
         *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+    }
+
+    /// Where VPC-attached functions get their endpoints.
+    pub fn set_net(&self, net: Arc<veeps_net::Net>) {
+        let _ = self.net.set(net);
     }
 
     /// Where dead-letter buckets are.
@@ -535,6 +550,7 @@ impl Functions {
 
     async fn retire(&self, mut e: Env) {
         e.running.stop().await;
+        self.detach(e.endpoint.take()).await;
         let mut a = self.alive.lock().unwrap_or_else(|p| p.into_inner());
         *a = a.saturating_sub(1);
     }
@@ -623,9 +639,30 @@ impl Functions {
             // Its slot passes to the new environment.
             Some(mut e) => {
                 e.running.stop().await;
+                self.detach(e.endpoint.take()).await;
                 true
             }
             None => false,
+        }
+    }
+
+    async fn detach(&self, endpoint: Option<String>) {
+        if let (Some(name), Some(net)) = (endpoint, self.net.get()) {
+            if let Err(e) = net.detach(&name).await {
+                tracing::warn!(endpoint = %name, error = %e, "cannot remove a function environment's endpoint");
+            }
+        }
+    }
+
+    /// Removes the endpoints of environments a previous run left.
+    pub async fn sweep_endpoints(&self) {
+        let Some(net) = self.net.get() else {
+            return;
+        };
+        for ep in net.endpoints().unwrap_or_default() {
+            if ep.name.starts_with("fn/") {
+                let _ = net.detach(&ep.name).await;
+            }
         }
     }
 
@@ -713,7 +750,43 @@ impl Functions {
             vars.insert("AWS_SESSION_TOKEN".into(), c.session_token.clone());
             expires = Some(c.expires);
         }
+        // In a VPC: an endpoint of its own in one of the subnets (in turn), reached as the
+        // function's security groups allow, names resolved by the VPC's resolver.
+        let mut netns = None;
+        let mut resolver = None;
+        let mut vpc_endpoint = None;
+        if !rec.subnets.is_empty() {
+            let net = self
+                .net
+                .get()
+                .ok_or_else(|| "functions in a VPC need the network service".to_string())?;
+            let n = self.next_env.load(Ordering::Relaxed) as usize;
+            let subnet = rec.subnets[n % rec.subnets.len()].clone();
+            let name = format!("fn/{id}");
+            let ep = net
+                .attach(veeps_net::AttachRequest {
+                    name: name.clone(),
+                    subnet_id: subnet,
+                    security_groups: rec.security_groups.clone(),
+                })
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot place an environment of {} in its VPC: {e}",
+                        rec.name
+                    )
+                })?;
+            vpc_endpoint = Some(name);
+            resolver = net
+                .subnet(&ep.subnet_id)
+                .ok()
+                .and_then(|s| net.vpc(&s.vpc_id).ok())
+                .map(|v| v.resolver());
+            netns = Some(ep.netns);
+        }
         let spec = sandbox::Spec {
+            netns,
+            resolver,
             id,
             env: rec.env.clone(),
             function: rec.name.clone(),
@@ -733,14 +806,20 @@ impl Functions {
             cgroup_prefix: self.cgroup_prefix(),
         };
         let obs = self.obs.clone();
-        let running = sandbox::start(&spec, &self.cgroups, Arc::new(move |l| obs.log(l)))
-            .await
-            .map_err(|e| format!("cannot start an environment of {}: {e}", rec.name))?;
+        let running =
+            match sandbox::start(&spec, &self.cgroups, Arc::new(move |l| obs.log(l))).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.detach(vpc_endpoint).await;
+                    return Err(format!("cannot start an environment of {}: {e}", rec.name));
+                }
+            };
         Ok(Env {
             running,
             revision: rec.revision,
             last_used: Instant::now(),
             expires,
+            endpoint: vpc_endpoint,
         })
     }
 

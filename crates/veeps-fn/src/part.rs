@@ -96,7 +96,7 @@ impl Part for FnPart {
     }
 
     fn after(&self) -> &'static [&'static str] {
-        &["obs", "s3", "iam"]
+        &["obs", "s3", "iam", "net"]
     }
 
     fn register(&self, r: &mut Registry) {
@@ -134,6 +134,11 @@ impl Part for FnPart {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend([reaper, queue]);
+    }
+
+    /// Endpoints of environments a previous run left (VPCs are reconciled by now).
+    async fn resume(&self) {
+        self.functions.sweep_endpoints().await;
     }
 
     async fn shutdown(&self, _how: veeps_resource::Shutdown) {

@@ -431,6 +431,10 @@ impl FunctionType {
                 .attr(AttrSchema::optional("publish", Type::Bool).default(Value::Bool(false)).describe(
                     "publish a new version whenever the code or the configuration changes",
                 ))
+                .attr(AttrSchema::optional("subnets", veeps_resource::list_of_strings()).describe(
+                    "subnet ids: environments run in the VPC, as its security groups allow",
+                ))
+                .attr(AttrSchema::optional("security_groups", veeps_resource::list_of_strings()))
                 .attr(AttrSchema::computed("arn", Type::String))
                 .attr(AttrSchema::computed("version", Type::String))
                 .attr(AttrSchema::computed("qualified_arn", Type::String))
@@ -464,6 +468,10 @@ pub struct FunctionConfig {
     dead_letter_topic: Option<String>,
     #[serde(default)]
     publish: bool,
+    #[serde(default)]
+    subnets: Option<Vec<String>>,
+    #[serde(default)]
+    security_groups: Option<Vec<String>>,
 }
 
 /// `function`'s state.
@@ -655,6 +663,8 @@ impl Typed for FunctionType {
             dead_letter_bucket: c.dead_letter_bucket.clone(),
             dead_letter_topic: c.dead_letter_topic.clone(),
             version: "$LATEST".into(),
+            subnets: c.subnets.clone().unwrap_or_default(),
+            security_groups: c.security_groups.clone().unwrap_or_default(),
         };
         let rec = f.put(rec).await.map_err(ResourceError::Failed)?;
         // The latest published version (or $LATEST, never publishing).

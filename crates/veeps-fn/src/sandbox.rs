@@ -54,6 +54,10 @@ pub struct Spec {
     pub data_dir: PathBuf,
     /// The cgroup prefix.
     pub cgroup_prefix: String,
+    /// A VPC endpoint's network namespace to run in (none: one of its own, loopback only).
+    pub netns: Option<String>,
+    /// The VPC's resolver, for its `/etc/resolv.conf`.
+    pub resolver: Option<std::net::Ipv4Addr>,
 }
 
 /// A running environment.
@@ -139,7 +143,7 @@ pub async fn start(spec: &Spec, cgroups: &Flavor, sink: Sink) -> std::io::Result
             .map_err(|e| std::io::Error::new(e.kind(), format!("{d}: {e}")))?;
     }
     let endpoint = spec.endpoint;
-    let (ns, listeners) = veeps_sys::netns::isolated(move || {
+    let bind = move || {
         let rt = std::net::TcpListener::bind(RUNTIME_API)?;
         rt.set_nonblocking(true)?;
         let relay = match endpoint {
@@ -154,9 +158,17 @@ pub async fn start(spec: &Spec, cgroups: &Flavor, sink: Sink) -> std::io::Result
             None => None,
         };
         Ok::<_, std::io::Error>((rt, relay))
-    })?;
+    };
+    // The Runtime API and the relay listen on the loopback of the environment's namespace:
+    // a VPC endpoint's, or one of its own.
+    let (ns, listeners) = match &spec.netns {
+        Some(name) => (None, veeps_sys::netns::in_netns(name, bind)?),
+        None => {
+            let (fd, l) = veeps_sys::netns::isolated(bind)?;
+            (Some(Arc::new(fd)), l)
+        }
+    };
     let (runtime_l, relay_l) = listeners?;
-    let ns = Arc::new(ns);
     let (channel, tx) = Channel::new();
     let mut tasks = vec![tokio::spawn(crate::runtime::serve(
         tokio::net::TcpListener::from_std(runtime_l)?,
@@ -194,8 +206,28 @@ pub async fn start(spec: &Spec, cgroups: &Flavor, sink: Sink) -> std::io::Result
         } else {
             vec![spec.data_dir.clone()]
         };
+        if let Some(r) = spec.resolver {
+            let conf = spec
+                .data_dir
+                .join("functions")
+                .join("resolv")
+                .join(format!("{}.conf", spec.id));
+            if let Some(d) = conf.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::write(
+                &conf,
+                format!("nameserver {r}\noptions timeout:2 attempts:2\n"),
+            )?;
+            binds.push(Bind {
+                source: conf,
+                target: "/etc/resolv.conf".into(),
+                readonly: true,
+            });
+        }
         let c = Confine {
-            netns_fd: Some(ns.clone()),
+            netns: spec.netns.clone(),
+            netns_fd: ns.clone(),
             cgroup_procs: cgroup.procs_files(),
             binds,
             hide,

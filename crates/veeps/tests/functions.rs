@@ -684,3 +684,62 @@ resource "function_alias" "bad" {
     let err = v.expect(&["apply", "env", "--auto-approve"], 1);
     assert!(err.contains("no version 9"), "{err}");
 }
+
+#[test]
+fn a_function_in_a_vpc_runs_in_its_subnet_and_leaves_no_endpoint_behind() {
+    require_root("functions run in namespaces of their own");
+    let v = Veeps::start();
+    let echo = stage_echo(&v);
+    let mut cfg = vpc("fnvpc", 231, 16, &[("private", 1, "private-app")]);
+    cfg.push_str(&format!(
+        r#"
+resource "security_group" "fn" {{
+  vpc_id = vpc.v.id
+  egress {{
+    protocol    = "all"
+    cidr_blocks = ["0.0.0.0/0"]
+  }}
+}}
+resource "function" "inside" {{
+  name            = "inside"
+  code            = "{echo}"
+  runtime         = "provided"
+  subnets         = [subnet.private.id]
+  security_groups = [security_group.fn.id]
+}}
+"#
+    ));
+    v.write("env/main.hcl", &cfg);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let aws = Aws::new(&v);
+    let (_, body) = invoke(
+        &aws,
+        &v,
+        "inside",
+        r#"{"my_ip_towards":"10.231.1.1:53"}"#,
+        &[],
+    );
+    let ip = json(&body)["ip"].as_str().unwrap_or_default().to_string();
+    assert!(ip.starts_with("10.231.1."), "{body}");
+    // Warm: the same environment, the same address.
+    let (_, body) = invoke(
+        &aws,
+        &v,
+        "inside",
+        r#"{"my_ip_towards":"10.231.1.1:53"}"#,
+        &[],
+    );
+    assert_eq!(json(&body)["ip"], ip.as_str(), "{body}");
+    // Destroying the function removes its environments' endpoints (and the VPC can go).
+    v.ok(&["destroy", "env", "--auto-approve"]);
+    let prefix = veeps_net::prefix_for(&v.data);
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    v.cleanup_host();
+}

@@ -1,7 +1,8 @@
 //! A function on the official `lambda_runtime` crate, as a user would write one: it answers
 //! its event, and the event can ask it to misbehave (for veeps' tests): `sleep_ms`, `fail`
 //! (an error), `print` (text to stdout, without a newline; `print_bytes` for raw bytes),
-//! `big` (an answer of that many bytes), `quiet` (a short answer), `exit` (the process ends), `env` (a variable).
+//! `big` (an answer of that many bytes), `quiet` (a short answer), `exit` (the process ends), `env` (a variable), `my_ip_towards` (its own address
+//! towards that one).
 //! A bucket notification's records are printed. With `PORT` set it is a plain HTTP server
 //! answering the same JSON instead. With `CRASH_ON_INIT` set it exits before it asks for an event.
 
@@ -51,6 +52,15 @@ async fn handle(e: LambdaEvent<Value>) -> Result<Value, Error> {
     if ev.get("quiet").is_some() {
         return Ok(json!({"bytes": ev.to_string().len()}));
     }
+    // The address it reaches `my_ip_towards` from (which network it runs in).
+    let ip = ev
+        .get("my_ip_towards")
+        .and_then(Value::as_str)
+        .and_then(|to| {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+            s.connect(to).ok()?;
+            Some(s.local_addr().ok()?.ip().to_string())
+        });
     let var = ev
         .get("env")
         .and_then(Value::as_str)
@@ -61,6 +71,7 @@ async fn handle(e: LambdaEvent<Value>) -> Result<Value, Error> {
         "function_arn": e.context.invoked_function_arn,
         "env": var,
         "pid": std::process::id(),
+        "ip": ip,
     }))
 }
 
