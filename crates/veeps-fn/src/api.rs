@@ -49,10 +49,39 @@ pub struct Caller {
 
 /// The Lambda API.
 pub struct LambdaApi {
-    /// The functions.
-    pub functions: Arc<Functions>,
-    /// Keys and policies.
-    pub creds: Arc<dyn Credentials>,
+    functions: Arc<Functions>,
+    creds: Arc<dyn Credentials>,
+    /// KiB of request bodies held at once, all requests together.
+    buffered: Arc<tokio::sync::Semaphore>,
+}
+
+/// Request bodies held at once, all requests together (beyond it: 429).
+pub const MAX_BUFFERED: usize = 256 * 1024 * 1024;
+
+impl LambdaApi {
+    /// The API over `functions`, with callers' keys and policies from `creds`.
+    pub fn new(functions: Arc<Functions>, creds: Arc<dyn Credentials>) -> LambdaApi {
+        LambdaApi {
+            functions,
+            creds,
+            buffered: Arc::new(tokio::sync::Semaphore::new(MAX_BUFFERED / 1024)),
+        }
+    }
+
+    /// Whether a request names a key that exists: checked before its body is read, so an
+    /// unknown caller costs no memory.
+    fn known_caller(&self, headers: &axum::http::HeaderMap) -> bool {
+        let auth = headers
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let key = auth
+            .split("Credential=")
+            .nth(1)
+            .and_then(|c| c.split('/').next())
+            .unwrap_or_default();
+        !key.is_empty() && key.len() <= 128 && self.creds.lookup(key).is_some()
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -169,6 +198,43 @@ impl AwsService for LambdaApi {
                 .insert("connection", HeaderValue::from_static("close"));
             return r;
         }
+        // Who may send a body: anyone to a public function URL; otherwise a known key.
+        let host = parts
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let public = crate::url::function_of_host(&host)
+            .and_then(|f| self.functions.url(f))
+            .is_some_and(|u| u.auth == "NONE");
+        if !public && !self.known_caller(&parts.headers) {
+            let (code, msg) = if parts.headers.contains_key("authorization") {
+                (
+                    "UnrecognizedClientException",
+                    "The security token included in the request is invalid.",
+                )
+            } else {
+                (
+                    "MissingAuthenticationTokenException",
+                    "Missing Authentication Token",
+                )
+            };
+            let mut r = error(StatusCode::FORBIDDEN, code, msg);
+            r.headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
+            return r;
+        }
+        // The body is held whole (it is signed whole): within a budget for all requests.
+        let kib = (declared.unwrap_or(MAX_REQUEST as u64) as usize)
+            .div_ceil(1024)
+            .max(1);
+        let Ok(_held) = self.buffered.clone().try_acquire_many_owned(kib as u32) else {
+            let mut r = throttled("ConcurrentInvocationLimitExceeded");
+            r.headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
+            return r;
+        };
         let body = match http_body_util::Limited::new(body, MAX_REQUEST)
             .collect()
             .await
@@ -183,12 +249,6 @@ impl AwsService for LambdaApi {
         };
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or_default().to_string();
-        let host = parts
-            .headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
         if let Some(function) = crate::url::function_of_host(&host) {
             return self.url_call(function, &parts, body, peer).await;
         }

@@ -116,10 +116,10 @@ impl Part for FnPart {
             tracing::error!(error = %e, "cannot load the recorded functions");
         }
         if let Some(edge) = &self.edge {
-            edge.register(Arc::new(LambdaApi {
-                functions: self.functions.clone(),
-                creds: self.creds.clone(),
-            }));
+            edge.register(Arc::new(LambdaApi::new(
+                self.functions.clone(),
+                self.creds.clone(),
+            )));
         }
         let f = self.functions.clone();
         let reaper = tokio::spawn(async move {

@@ -218,7 +218,8 @@ fn functions_run_under_the_lambda_runtime_api_and_answer_the_invoke_api() {
         &format!("nope.lambda-url.localhost:{}:127.0.0.1", v.s3_port),
         &format!("http://nope.lambda-url.localhost:{}/", v.s3_port),
     ]);
-    assert_eq!(code, 404);
+    // As AWS: an address that is no function URL is forbidden, not found.
+    assert_eq!(code, 403);
 
     // The log's tail: START, what the function printed (no newline, bytes that are not
     // UTF-8), END and REPORT.
@@ -345,6 +346,31 @@ fn functions_run_under_the_lambda_runtime_api_and_answer_the_invoke_api() {
     };
     let o = wrong.run(&["lambda", "invoke", "--function-name", "echo", "/dev/null"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("InvalidSignatureException"));
+    // An unsigned caller, or one with a key that does not exist, is refused before its
+    // body is read.
+    let big = v.work.join("big.bin");
+    std::fs::write(&big, vec![b'x'; 5 << 20]).unwrap();
+    let invocations = format!("{}/2015-03-31/functions/echo/invocations", aws.endpoint);
+    let (code, body) = curl(&[
+        "--data-binary",
+        &format!("@{}", big.display()),
+        &invocations,
+    ]);
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = curl(&[
+        "-H",
+        "authorization: AWS4-HMAC-SHA256 Credential=VKNOSUCHKEY/20261201/us-east-1/lambda/aws4_request, SignedHeaders=host, Signature=00",
+        "--data-binary",
+        &format!("@{}", big.display()),
+        &invocations,
+    ]);
+    assert_eq!(code, 403, "{body}");
+    let unknown = Aws {
+        id: "VKNOSUCHKEY0000000".into(),
+        ..Aws::new(&v)
+    };
+    let o = unknown.run(&["lambda", "invoke", "--function-name", "echo", "/dev/null"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("UnrecognizedClientException"));
     let dry = aws.ok(&[
         "lambda",
         "invoke",
