@@ -9,7 +9,7 @@ use crate::Functions;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub(crate) const K_QUEUE: &str = "fn/queue/";
 const MAX_RUNNING: usize = 16;
 /// Events waiting at once, all functions together: more are refused (`429`).
 pub const MAX_QUEUED: usize = 100_000;
+/// Bytes of events waiting at once, all functions together: more are refused (`429`).
+pub const MAX_QUEUED_BYTES: u64 = 1 << 30;
 
 /// One queued event.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,16 +64,17 @@ pub struct Queue {
     wake: tokio::sync::Notify,
     /// Events in the store.
     count: AtomicUsize,
+    /// Their payloads' bytes.
+    bytes: AtomicU64,
 }
 
 impl Queue {
     /// Counts what a previous run left.
     pub(crate) fn open(&self, store: &veeps_state::Store) {
-        let n = store
-            .kv_scan::<serde::de::IgnoredAny>(K_QUEUE)
-            .map(|v| v.len())
-            .unwrap_or(0);
-        self.count.store(n, Ordering::Relaxed);
+        let all = store.kv_scan::<Queued>(K_QUEUE).unwrap_or_default();
+        let bytes = all.iter().map(|(_, q)| q.payload.len() as u64).sum();
+        self.count.store(all.len(), Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
     }
 }
 
@@ -82,7 +85,9 @@ fn key(q: &Queued) -> String {
 impl Functions {
     /// Queues an event for `function`; returns its request id once it is durable.
     pub fn enqueue(&self, function: &str, payload: Bytes) -> Result<String, crate::InvokeError> {
-        if self.queue.count.load(Ordering::Relaxed) >= MAX_QUEUED {
+        if self.queue.count.load(Ordering::Relaxed) >= MAX_QUEUED
+            || self.queue.bytes.load(Ordering::Relaxed) + payload.len() as u64 > MAX_QUEUED_BYTES
+        {
             return Err(crate::InvokeError::Throttled(
                 "ReservedFunctionConcurrentInvocationLimitExceeded",
             ));
@@ -101,6 +106,9 @@ impl Functions {
             .kv_put(&key(&q), &q)
             .map_err(|e| crate::InvokeError::Service(format!("queueing the event: {e}")))?;
         self.queue.count.fetch_add(1, Ordering::Relaxed);
+        self.queue
+            .bytes
+            .fetch_add(q.payload.len() as u64, Ordering::Relaxed);
         self.queue.wake.notify_one();
         Ok(q.id)
     }
@@ -176,7 +184,7 @@ impl Functions {
     async fn run_one(&self, k: &str, mut q: Queued) {
         let Some(rec) = self.get(&q.function) else {
             // The function is gone: so is its queue.
-            self.done(k);
+            self.done(k, q.payload.len());
             return;
         };
         let now = veeps_obs::service::now();
@@ -191,7 +199,7 @@ impl Functions {
         };
         match outcome {
             Some(Ok(out)) if out.function_error.is_none() => {
-                self.done(k);
+                self.done(k, q.payload.len());
             }
             Some(Err(crate::InvokeError::Throttled(_))) => {
                 // Throttles do not count; they wait a little.
@@ -213,7 +221,7 @@ impl Functions {
                         "RetriesExhausted"
                     };
                     self.dead_letter(&rec, &q, condition, &error);
-                    self.done(k);
+                    self.done(k, q.payload.len());
                 } else {
                     // One delay, then two, then four...
                     let delay = self.opts.retry_delay.as_millis() as i64
@@ -280,12 +288,18 @@ impl Functions {
 }
 
 impl Functions {
-    fn done(&self, k: &str) {
+    fn done(&self, k: &str, len: usize) {
         if self.store.kv_delete(k).is_ok() {
             let _ = self
                 .queue
                 .count
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            let _ = self
+                .queue
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    n.checked_sub(len as u64)
+                });
         }
     }
 }

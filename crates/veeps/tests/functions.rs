@@ -541,6 +541,36 @@ resource "function" "flaky" {{
             .contains("async hello")
     });
 
+    // Twenty events queued at once all run.
+    let senders: Vec<_> = (0..20)
+        .map(|i| {
+            let aws = Aws::new(&v);
+            std::thread::spawn(move || {
+                lam(
+                    &aws,
+                    &[
+                        "lambda",
+                        "invoke",
+                        "--function-name",
+                        "echo",
+                        "--invocation-type",
+                        "Event",
+                        "--payload",
+                        &format!(r#"{{"print":"burst-{i}-done\n"}}"#),
+                        "/dev/null",
+                    ],
+                )
+            })
+        })
+        .collect();
+    for s in senders {
+        assert!(s.join().unwrap().status.success());
+    }
+    wait_until("every queued event ran", 60, || {
+        let l = v.ok(&["logs", "env", "/aws/lambda/echo"]);
+        (0..20).all(|i| l.contains(&format!("burst-{i}-done")))
+    });
+
     // A schedule (its minutes a second long here) invokes its function with its input.
     wait_until("the schedule fired twice", 60, || {
         v.ok(&["logs", "env", "/aws/lambda/echo"])
