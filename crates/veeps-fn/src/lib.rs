@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod code;
+pub mod local;
 pub mod logs;
 pub mod part;
 pub mod queue;
@@ -300,6 +301,11 @@ impl Functions {
 
     fn cgroup_prefix(&self) -> String {
         format!("{}fn", self.prefix)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The code store.

@@ -130,10 +130,17 @@ impl Part for FnPart {
             }
         });
         let queue = tokio::spawn(self.functions.clone().run_queue());
+        let socket = crate::local::socket_path(self.functions.data_dir());
+        let functions = self.functions.clone();
+        let local = tokio::spawn(async move {
+            if let Err(e) = crate::local::serve(functions, socket).await {
+                tracing::error!(error = %e, "the local invoke socket failed; balancers cannot invoke functions");
+            }
+        });
         self.tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([reaper, queue]);
+            .extend([reaper, queue, local]);
     }
 
     /// Endpoints of environments a previous run left (VPCs are reconciled by now).

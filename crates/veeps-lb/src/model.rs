@@ -171,6 +171,12 @@ pub struct TgSpec {
     pub algorithm: String,
     /// Seconds of stickiness (0: off).
     pub stickiness_secs: u64,
+    /// A function that answers every request (a `lambda` target group), instead of targets.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// Its events and answers carry multi-value headers and query parameters.
+    #[serde(default)]
+    pub multi_value_headers: bool,
 }
 
 /// A single address attached to a target group.

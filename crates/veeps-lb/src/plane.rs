@@ -50,6 +50,9 @@ pub struct PlaneConfig {
     /// ACME HTTP-01 answers served on its plain-HTTP listeners: token to key authorization.
     #[serde(default)]
     pub challenges: std::collections::BTreeMap<String, String>,
+    /// Where functions are invoked (`lambda` target groups): veeps' local invoke socket.
+    #[serde(default)]
+    pub functions_socket: Option<std::path::PathBuf>,
 }
 
 /// A listener, its rules (in priority order) and certificates.
@@ -290,6 +293,8 @@ pub struct Plane {
     /// Targets the previous process found healthy, by group (used by the first apply, so
     /// a takeover serves at once rather than after a health check).
     seed: Mutex<HashMap<String, Vec<SocketAddr>>>,
+    /// veeps' local invoke socket (from the configuration), for `lambda` target groups.
+    functions: Mutex<Option<PathBuf>>,
 }
 
 fn bind_reuse(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -322,6 +327,7 @@ impl Plane {
             draining_now: Arc::default(),
             inherited: Mutex::new(HashMap::new()),
             seed: Mutex::new(HashMap::new()),
+            functions: Mutex::new(None),
         })
     }
 
@@ -345,6 +351,7 @@ impl Plane {
     /// closed, rules and certificates swapped, target groups and targets updated. A
     /// listener that cannot bind is left out and named in the answer.
     pub async fn apply(self: &Arc<Self>, cfg: PlaneConfig) -> Applied {
+        *self.functions.lock().unwrap_or_else(|p| p.into_inner()) = cfg.functions_socket.clone();
         let mut binds = vec![];
         {
             let mut slot = self.lb.lock().unwrap_or_else(|p| p.into_inner());
@@ -546,6 +553,11 @@ impl Plane {
                             timeout: idle,
                             draining: self.drain.subscribe(),
                             draining_now: self.draining_now.clone(),
+                            functions: self
+                                .functions
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .clone(),
                         }),
                         tls: tls.clone(),
                         sni: sni.clone(),

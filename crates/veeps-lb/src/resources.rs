@@ -852,7 +852,16 @@ impl Typed for RuleType {
 fn tg_schema() -> Schema {
     Schema::new()
         .attr(AttrSchema::required("name", Type::String))
-        .attr(AttrSchema::required("port", Type::Number))
+        .attr(AttrSchema::optional("port", Type::Number).default(80.0))
+        .attr(
+            AttrSchema::optional("target_type", Type::String)
+                .default("instance")
+                .describe("instance (addresses, group instances) or lambda (a function)"),
+        )
+        .attr(AttrSchema::optional("function", Type::String).describe(
+            "the function a lambda target group invokes (function.NAME.name, or NAME:QUALIFIER)",
+        ))
+        .attr(AttrSchema::optional("lambda_multi_value_headers_enabled", Type::Bool).default(false))
         .attr(AttrSchema::optional("protocol", Type::String).default("HTTP"))
         .attr(AttrSchema::optional("vpc_id", Type::String))
         .attr(AttrSchema::optional("deregistration_delay", Type::Number).default(300.0))
@@ -930,6 +939,10 @@ pub struct TgStickiness {
 pub struct TgConfig {
     name: String,
     port: u16,
+    target_type: String,
+    #[serde(default)]
+    function: Option<String>,
+    lambda_multi_value_headers_enabled: bool,
     protocol: String,
     vpc_id: Option<String>,
     deregistration_delay: u64,
@@ -970,6 +983,10 @@ fn tg_spec(ctx: &Ctx, c: &TgConfig) -> TgSpec {
             Some(s) if s.enabled => s.cookie_duration,
             _ => 0,
         },
+        function: (c.target_type == "lambda")
+            .then(|| c.function.clone())
+            .flatten(),
+        multi_value_headers: c.lambda_multi_value_headers_enabled,
     }
 }
 
@@ -985,6 +1002,23 @@ impl Typed for TgType {
         let mut e = vec![];
         port_ok(c, "port", &mut e);
         protocol_ok(c, "protocol", &[], &mut e);
+        match (get::str(c, "target_type"), c.get("function")) {
+            (Some("lambda"), Some(Value::Null) | None) => e.push(AttrError::on(
+                "function",
+                "a lambda target group names its function: function = function.x.name",
+            )),
+            (Some(t), Some(f)) if t != "lambda" && !matches!(f, Value::Null) => {
+                e.push(AttrError::on(
+                    "function",
+                    "only a target group with target_type = \"lambda\" invokes a function",
+                ))
+            }
+            (Some(t), _) if t != "lambda" && t != "instance" && t != "ip" => e.push(AttrError::on(
+                "target_type",
+                format!("\"{t}\" is not instance, ip or lambda"),
+            )),
+            _ => {}
+        }
         if let Some(a) = get::str(c, "load_balancing_algorithm_type") {
             if a != "round_robin" && a != "least_outstanding_requests" {
                 e.push(AttrError::on(

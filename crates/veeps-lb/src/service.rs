@@ -526,6 +526,10 @@ impl Lbs {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            functions_socket: self
+                .dir
+                .parent()
+                .map(veeps_resource::edge::local_invoke_socket),
         }
     }
 

@@ -50,3 +50,9 @@ impl Edge {
         }
     }
 }
+
+/// Where veeps' own processes invoke functions (a balancer's `lambda` target groups): a
+/// Unix socket under the data directory, root's alone.
+pub fn local_invoke_socket(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("functions").join("invoke.sock")
+}

@@ -799,3 +799,107 @@ resource "function" "inside" {{
     assert!(left.is_empty(), "{left:?}");
     v.cleanup_host();
 }
+
+#[test]
+fn a_balancer_path_is_answered_by_a_function() {
+    require_root("functions run in namespaces of their own");
+    let v = Veeps::start();
+    let echo = stage_echo(&v);
+    let port = free_port();
+    let mut cfg = vpc("fnlb", 232, 16, &[("pub", 0, "public")]);
+    cfg.push_str(&format!(
+        r#"
+resource "security_group" "lb" {{
+  vpc_id = vpc.v.id
+  ingress {{
+    protocol    = "tcp"
+    from_port   = 80
+    to_port     = 80
+    cidr_blocks = ["0.0.0.0/0"]
+  }}
+  egress {{
+    protocol    = "all"
+    cidr_blocks = ["0.0.0.0/0"]
+  }}
+}}
+resource "function" "echo" {{
+  name    = "echo"
+  code    = "{echo}"
+  runtime = "provided"
+}}
+resource "target_group" "fn" {{
+  name                               = "fn"
+  target_type                        = "lambda"
+  function                           = function.echo.name
+  lambda_multi_value_headers_enabled = true
+}}
+resource "load_balancer" "pub" {{
+  name            = "pub"
+  subnets         = [subnet.pub.id]
+  security_groups = [security_group.lb.id]
+}}
+resource "listener" "http" {{
+  load_balancer_arn = load_balancer.pub.arn
+  port              = 80
+  host_port         = {port}
+  default_action {{
+    type = "fixed-response"
+    fixed_response {{
+      status_code  = "404"
+      message_body = "nothing here"
+    }}
+  }}
+}}
+resource "listener_rule" "fn" {{
+  listener_arn = listener.http.arn
+  priority     = 1
+  condition {{
+    path_pattern {{
+      values = ["/fn/*"]
+    }}
+  }}
+  action {{
+    type             = "forward"
+    target_group_arn = target_group.fn.arn
+  }}
+}}
+"#
+    ));
+    v.write("env/main.hcl", &cfg);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let body = v.work.join("bin.dat");
+    let bytes: Vec<u8> = (0..=255u8).rev().collect();
+    std::fs::write(&body, &bytes).unwrap();
+    let out = v.work.join("answer.dat");
+    let url = format!("http://127.0.0.1:{port}/fn/x?q=1&q=2");
+    let mut code = String::new();
+    wait_until("the balancer answers from the function", 60, || {
+        let o = Command::new("curl")
+            .args(["-s", "--noproxy", "*", "-m", "10", "-D", "-", "-o"])
+            .arg(&out)
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(&url)
+            .output()
+            .unwrap();
+        code = String::from_utf8_lossy(&o.stdout).into_owned();
+        code.starts_with("HTTP/1.1 200")
+    });
+    let headers = code.to_ascii_lowercase();
+    assert!(headers.contains("x-path: /fn/x"), "{code}");
+    assert!(headers.contains("x-method: post"), "{code}");
+    assert!(
+        headers.contains("x-q: 1") && headers.contains("x-q: 2"),
+        "{code}"
+    );
+    assert!(
+        headers.contains("set-cookie: a=1") && headers.contains("set-cookie: b=2"),
+        "{code}"
+    );
+    // A binary body goes to the function in base64 and comes back as it was.
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    // Other paths are the listener's.
+    let (code, text) = curl(&[&format!("http://127.0.0.1:{port}/other")]);
+    assert_eq!((code, text.as_str()), (404, "nothing here"));
+    v.cleanup_host();
+}

@@ -49,6 +49,38 @@ async fn handle(e: LambdaEvent<Value>) -> Result<Value, Error> {
     if let Some(n) = ev.get("big").and_then(Value::as_u64) {
         return Ok(Value::String("x".repeat(n as usize)));
     }
+    // Behind a load balancer: answer its way, the body sent back as it came, the path,
+    // method and the query's `q` in headers, and two cookies.
+    if ev.pointer("/requestContext/elb").is_some() {
+        let q = ev
+            .pointer("/multiValueQueryStringParameters/q")
+            .cloned()
+            .or_else(|| ev.pointer("/queryStringParameters/q").map(|q| json!([q])))
+            .unwrap_or(json!([]));
+        let mut out = json!({
+            "statusCode": 200,
+            "statusDescription": "200 OK",
+            "isBase64Encoded": ev["isBase64Encoded"],
+            "body": ev["body"],
+        });
+        let headers = json!({
+            "x-path": ev["path"],
+            "x-method": ev["httpMethod"],
+            "content-type": "application/octet-stream",
+        });
+        if ev.get("multiValueHeaders").is_some() {
+            let mut m = serde_json::Map::new();
+            for (k, v) in headers.as_object().into_iter().flatten() {
+                m.insert(k.clone(), json!([v]));
+            }
+            m.insert("x-q".into(), q);
+            m.insert("set-cookie".into(), json!(["a=1", "b=2"]));
+            out["multiValueHeaders"] = m.into();
+        } else {
+            out["headers"] = headers;
+        }
+        return Ok(out);
+    }
     if ev.get("quiet").is_some() {
         return Ok(json!({"bytes": ev.to_string().len()}));
     }

@@ -7,6 +7,7 @@
 use crate::model::{Action, Condition, Protocol};
 use crate::targets::{Target, TgState};
 
+mod lambda;
 mod phases;
 mod tls;
 mod upstream;
@@ -166,6 +167,8 @@ pub struct Ctx {
     pub draining: tokio::sync::watch::Receiver<bool>,
     /// The same, read on every request (a plain load, no lock).
     pub draining_now: Arc<std::sync::atomic::AtomicBool>,
+    /// veeps' local invoke socket, for `lambda` target groups.
+    pub functions: Option<std::path::PathBuf>,
 }
 
 /// How long an HTTP/1 connection may stay idle once its process hands over, before it is
@@ -304,11 +307,29 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
         }
         Compiled::Other(Action::Forward { .. }) => (error(StatusCode::SERVICE_UNAVAILABLE), None),
         Compiled::Forward { groups, sticky } => {
+            let group = phases::choose_group(&groups, rand::random());
+            let function = group.as_ref().and_then(|tg| {
+                let s = tg.spec.load();
+                s.function
+                    .clone()
+                    .map(|f| (f, s.id.clone(), s.multi_value_headers))
+            });
+            if let Some((f, tg_arn, multi)) = function {
+                let r = lambda::invoke(
+                    ctx.functions.as_deref(),
+                    &f,
+                    &tg_arn,
+                    multi,
+                    req,
+                    ctx.timeout,
+                )
+                .await;
+                return finish(&ctx, started, &cx, client, version, r.map(full), None);
+            }
             let sticky_to = (sticky > 0)
                 .then(|| phases::sticky_target(req.headers()))
                 .flatten();
-            let chosen = phases::choose_group(&groups, rand::random())
-                .and_then(|tg| tg.pick(sticky_to).map(|t| (tg, t)));
+            let chosen = group.and_then(|tg| tg.pick(sticky_to).map(|t| (tg, t)));
             match chosen {
                 Some((tg, t)) => {
                     let (mut r, t) = forward(&ctx, &tg, t, req, client).await;
@@ -324,6 +345,20 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
             }
         }
     };
+    finish(&ctx, started, &cx, client, version, resp, target)
+}
+
+/// Counts and logs an answer; the access log line and the in-flight count end with the
+/// body.
+fn finish(
+    ctx: &Arc<Ctx>,
+    started: Instant,
+    cx: &phases::RequestCx,
+    client: SocketAddr,
+    version: Version,
+    resp: Response<ProxyBody>,
+    target: Option<Arc<Target>>,
+) -> Response<ProxyBody> {
     let status = resp.status().as_u16();
     ctx.stats.status[status_class(status)].fetch_add(1, Ordering::Relaxed);
     let (mut parts, body) = resp.into_parts();
@@ -345,7 +380,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
         };
         let line = phases::AccessLog {
             client,
-            method: cx.method,
+            method: cx.method.clone(),
             target_uri: format!("{}{q}", cx.path),
             version,
             status,
