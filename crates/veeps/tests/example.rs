@@ -43,6 +43,15 @@ fn stage_apps(dir: &Path) {
         std::fs::create_dir_all(dir.join(app)).unwrap();
         std::fs::copy(&src, dir.join(app).join(app)).unwrap();
     }
+    // The example's Rust function, as `./run up` stages it.
+    let echo = bins.join("sample-fn-echo");
+    assert!(
+        echo.exists(),
+        "{} is missing: build the workspace first",
+        echo.display()
+    );
+    std::fs::create_dir_all(dir.join("sample-fn-echo")).unwrap();
+    std::fs::copy(&echo, dir.join("sample-fn-echo").join("bootstrap")).unwrap();
     // The example function's code, as `./run up` stages it.
     let code = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/veeps-hosting/functions/s3-image-processing");
@@ -283,6 +292,9 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
         (true, "Hello from prod".into())
     );
 
+    // The Rust function behind the public balancer's path.
+    let (ok, body) = get("https://127.0.0.1:8443/hello-function/hi?q=1", &ca);
+    assert!(ok, "{body}");
     // The example function, invoked with the AWS CLI: the image in its bucket,
     // base64-encoded, read as its role.
     let aws = Aws::root_of(&data, api, s3);

@@ -227,6 +227,35 @@ module "frontend" {
   }
 }
 
+# One Rust function (on the lambda_runtime crate) behind the public balancer's
+# /hello-function path: https://127.0.0.1:8443/hello-function
+resource "function" "hello" {
+  name    = "hello-function-${var.name}"
+  code    = "${var.app_dir}/sample-fn-echo"
+  runtime = "provided.al2023"
+}
+
+resource "target_group" "hello" {
+  name        = "${var.name}-hello-function"
+  target_type = "lambda"
+  function    = function.hello.name
+}
+
+resource "listener_rule" "hello" {
+  count        = length(module.public_alb.listener_arns)
+  listener_arn = module.public_alb.listener_arns[count.index]
+  priority     = 50
+  condition {
+    path_pattern {
+      values = ["/hello-function*"]
+    }
+  }
+  action {
+    type             = "forward"
+    target_group_arn = target_group.hello.arn
+  }
+}
+
 output "public_url" {
   value = "https://127.0.0.1:${var.public_host_port}/sample-app-frontend"
 }
