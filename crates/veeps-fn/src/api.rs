@@ -388,7 +388,11 @@ impl LambdaApi {
         let ev = crate::url::event(function, parts, &body, peer);
         match self
             .functions
-            .invoke(function, Bytes::from(ev.to_string()), None)
+            .invoke(
+                function,
+                Bytes::from(ev.to_string()),
+                crate::Call::default(),
+            )
             .await
         {
             Ok(out) => crate::url::answer(&out.payload, out.function_error.is_some()),
@@ -508,7 +512,11 @@ impl LambdaApi {
                 Err(e) => invoke_error(e),
             };
         }
-        match self.functions.invoke(&f.key(), body, client_context).await {
+        let call = crate::Call {
+            client_context,
+            tail,
+        };
+        match self.functions.invoke(&f.key(), body, call).await {
             Ok(out) => {
                 let mut r = Response::new(out.payload);
                 let hs = r.headers_mut();

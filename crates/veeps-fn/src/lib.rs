@@ -884,7 +884,7 @@ impl Functions {
         &self,
         name: &str,
         payload: Bytes,
-        client_context: Option<String>,
+        call: Call,
     ) -> Result<Invoked, InvokeError> {
         let live = self
             .live
@@ -944,9 +944,7 @@ impl Functions {
             live.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
         }
         live.stats.invocations.fetch_add(1, Ordering::Relaxed);
-        let (result, keep) = self
-            .run(&rec, &mut env, payload, client_context, cold, spawned)
-            .await;
+        let (result, keep) = self.run(&rec, &mut env, payload, call, cold, spawned).await;
         if result.function_error.is_some() {
             live.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -977,10 +975,14 @@ impl Functions {
         rec: &FunctionRecord,
         env: &mut Env,
         payload: Bytes,
-        client_context: Option<String>,
+        call: Call,
         cold: bool,
         spawned: Instant,
     ) -> (Invoked, bool) {
+        let Call {
+            client_context,
+            tail: want_tail,
+        } = call;
         let id = uuid4();
         let timeout = Duration::from_secs(rec.timeout_secs);
         let (stx, srx) = tokio::sync::oneshot::channel();
@@ -1117,7 +1119,14 @@ impl Functions {
         let mut lines = extra;
         lines.push(format!("END RequestId: {id}"));
         lines.push(report);
-        let tail = r.log.end_invocation(lines).await;
+        // The log thread writes these after what the function wrote; only a caller who
+        // wants the tail waits for it.
+        let tail = if want_tail {
+            r.log.end_invocation(lines).await
+        } else {
+            r.log.end_invocation_unseen(lines);
+            String::new()
+        };
         {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(l) = live.get(&rec.key()) {
@@ -1207,6 +1216,15 @@ impl Functions {
             }
         }
     }
+}
+
+/// What a caller asks of one invocation besides its event.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    /// A base64 client context, for the runtime.
+    pub client_context: Option<String>,
+    /// Wait for the last 4 KB of its log (`LogType: Tail`).
+    pub tail: bool,
 }
 
 /// Gives back the function's concurrency slot however the invocation ends.

@@ -85,7 +85,10 @@ async fn handle(
         Ok(r) => r,
         Err(e) => return answer(404, Bytes::from(e.to_string()), None),
     };
-    match f.invoke(&rec.key(), body.to_bytes(), None).await {
+    match f
+        .invoke(&rec.key(), body.to_bytes(), crate::Call::default())
+        .await
+    {
         Ok(out) => answer(200, out.payload, out.function_error),
         Err(crate::InvokeError::Throttled(_)) => {
             answer(429, Bytes::from_static(b"Rate Exceeded."), None)

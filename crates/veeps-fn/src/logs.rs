@@ -96,6 +96,12 @@ impl Log {
         rx.await.unwrap_or_default()
     }
 
+    /// [`Log::end_invocation`] without waiting for the tail.
+    pub fn end_invocation_unseen(&self, lines: Vec<String>) {
+        let (tx, _) = tokio::sync::oneshot::channel();
+        self.send(Msg::End(lines, tx));
+    }
+
     /// Writes lines of veeps' own (an environment's end, say).
     pub fn note(&self, lines: Vec<String>) {
         self.send(Msg::Lines(lines));

@@ -193,8 +193,12 @@ impl Functions {
             None
         } else {
             Some(
-                self.invoke(&q.function, Bytes::from(q.payload.clone()), None)
-                    .await,
+                self.invoke(
+                    &q.function,
+                    Bytes::from(q.payload.clone()),
+                    crate::Call::default(),
+                )
+                .await,
             )
         };
         match outcome {

@@ -124,23 +124,87 @@ fn accepted() -> Resp {
     json(StatusCode::ACCEPTED, "{\"status\":\"OK\"}".into())
 }
 
+/// Connections at once from one environment.
+const MAX_CONNECTIONS: usize = 16;
+
+/// A connection that acknowledges every segment at once. Runtimes' HTTP clients (hyper's
+/// default connector, as `lambda_runtime` uses) leave Nagle's algorithm on and send a
+/// response's headers and body in two segments: the body waits for the headers'
+/// acknowledgement, which a delayed ACK holds back for 40 ms. Quick ACKs are re-armed after
+/// every read, as Linux clears them.
+struct QuickAck(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if r.is_ready() {
+            let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// Serves the Runtime API on `listener` (the environment's) until the task is dropped.
+/// The only client is the environment itself: a few connections, and long polls that may
+/// wait as long as it stays warm.
 pub async fn serve(listener: tokio::net::TcpListener, ch: Arc<Channel>) {
-    // The only client is the environment itself: a few connections, and long polls that
-    // may wait as long as the environment stays warm.
-    let limits = veeps_http::Limits {
-        max_connections: 16,
-        header_timeout: std::time::Duration::from_secs(3600),
-        inactivity_timeout: None,
-    };
-    veeps_http::serve(listener, "runtime", limits, move |_peer| {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((s, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = s.set_nodelay(true);
         let ch = ch.clone();
-        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let ch = ch.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(&ch, req).await) }
-        })
-    })
-    .await;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let ch = ch.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&ch, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(QuickAck(s)), svc)
+                .await;
+        });
+    }
 }
 
 async fn body(req: Request<hyper::body::Incoming>) -> Option<Bytes> {

@@ -205,12 +205,21 @@ impl LogStore {
         Ok(())
     }
 
-    /// Flushes and syncs every open segment.
+    /// Flushes and syncs every open segment. Only the flushes hold the writers' lock: the
+    /// syncs (tens of milliseconds on a busy disk) run on duplicates of the files, so
+    /// appends never wait for a disk.
     pub fn sync(&self) -> std::io::Result<()> {
-        let mut w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
-        for f in w.values_mut() {
-            f.flush()?;
-            f.get_ref().sync_data()?;
+        let files: Vec<File> = {
+            let mut w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::with_capacity(w.len());
+            for f in w.values_mut() {
+                f.flush()?;
+                out.push(f.get_ref().try_clone()?);
+            }
+            out
+        };
+        for f in files {
+            f.sync_data()?;
         }
         Ok(())
     }
