@@ -94,6 +94,14 @@ pub struct FunctionRecord {
     /// Their security groups.
     #[serde(default)]
     pub security_groups: Vec<String>,
+    /// Variables decrypted only when an environment starts: `kmscrypt::` values of the
+    /// function's environment.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// A digest of the secrets as configured: an unchanged one keeps the sealed values (and
+    /// the revision).
+    #[serde(default)]
+    pub secrets_digest: String,
 }
 
 fn two() -> u32 {
@@ -244,6 +252,7 @@ pub struct Functions {
     queue: queue::Queue,
     objects: OnceLock<Arc<veeps_s3::store::ObjectStore>>,
     net: OnceLock<Arc<veeps_net::Net>>,
+    kms: OnceLock<Arc<veeps_kms::Kms>>,
 }
 
 impl Functions {
@@ -271,12 +280,45 @@ impl Functions {
             queue: queue::Queue::default(),
             objects: OnceLock::new(),
             net: OnceLock::new(),
+            kms: OnceLock::new(),
         })
     }
 
     /// Functions reach the AWS endpoint (S3, Lambda) at `addr` (`AWS_ENDPOINT_URL`).
     pub fn set_endpoint(&self, addr: SocketAddr) {
         *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+    }
+
+    /// What seals and opens functions' secrets.
+    pub fn set_kms(&self, kms: Arc<veeps_kms::Kms>) {
+        let _ = self.kms.set(kms);
+    }
+
+    /// `secrets` sealed for `env`: `kmscrypt::` values are checked to open there, plain
+    /// (sensitive) ones sealed now.
+    pub fn seal(
+        &self,
+        env: &str,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        if secrets.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let kms = self.kms.get().ok_or("secrets need KMS")?;
+        let mut out = BTreeMap::new();
+        for (name, v) in secrets {
+            let sealed = if veeps_kms::is_kmscrypt(v) {
+                kms.decrypt_value(env, v).map_err(|_| {
+                    format!("secrets.{name}: this kmscrypt:: value was not encrypted for environment {env} (use `veeps kms encrypt {env}`)")
+                })?;
+                v.clone()
+            } else {
+                kms.encrypt_value(env, v)
+                    .map_err(|e| format!("sealing secrets.{name}: {e}"))?
+            };
+            out.insert(name.clone(), sealed);
+        }
+        Ok(out)
     }
 
     /// Where VPC-attached functions get their endpoints.
@@ -394,6 +436,9 @@ impl Functions {
                 ));
             }
             rec.uid = other.uid;
+            if other.secrets_digest == rec.secrets_digest {
+                rec.secrets = other.secrets.clone();
+            }
             rec.revision = if strip(&other) == strip(&rec) {
                 other.revision
             } else {
@@ -743,6 +788,15 @@ impl Functions {
                 "AWS_ENDPOINT_URL".into(),
                 format!("http://127.0.0.1:{}", e.port()),
             );
+        }
+        if !rec.secrets.is_empty() {
+            let kms = self.kms.get().ok_or("secrets need KMS")?;
+            for (name, sealed) in &rec.secrets {
+                let plain = kms
+                    .decrypt_value(&rec.env, sealed)
+                    .map_err(|e| format!("{}: secrets.{name} does not open: {e}", rec.name))?;
+                vars.insert(name.clone(), plain);
+            }
         }
         let mut expires = None;
         if let Some(role) = &rec.role {

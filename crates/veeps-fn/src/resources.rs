@@ -419,6 +419,11 @@ impl FunctionType {
                 .attr(AttrSchema::optional("timeout", Type::Number).default(3.0))
                 .attr(AttrSchema::optional("ephemeral_storage", Type::Number).default(512.0))
                 .attr(AttrSchema::optional("environment", map_of_strings()))
+                .attr(
+                    AttrSchema::optional("secrets", map_of_strings())
+                        .sensitive()
+                        .describe("variables decrypted only when an environment starts: `kmscrypt::` values (`veeps kms encrypt`) or sensitive values"),
+                )
                 .attr(AttrSchema::optional("reserved_concurrency", Type::Number))
                 .attr(AttrSchema::optional("role", Type::String))
                 .attr(AttrSchema::optional("maximum_retry_attempts", Type::Number).default(2.0))
@@ -457,6 +462,8 @@ pub struct FunctionConfig {
     ephemeral_storage: u64,
     #[serde(default)]
     environment: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    secrets: Option<BTreeMap<String, String>>,
     #[serde(default)]
     reserved_concurrency: Option<u64>,
     #[serde(default)]
@@ -588,23 +595,40 @@ impl Typed for FunctionType {
             "concurrent executions",
             &mut e,
         );
-        if let Some(Value::Object(vars)) = c.get("environment") {
-            for k in vars.keys() {
-                let ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !ok {
+        let secret_names: Vec<String> = match c.get("secrets") {
+            Some(Value::Object(m)) => m.keys().cloned().collect(),
+            _ => vec![],
+        };
+        for k in &secret_names {
+            if let Some(Value::Object(vars)) = c.get("environment") {
+                if vars.contains_key(k) {
                     e.push(AttrError::on(
-                        "environment",
-                        format!(
-                            "\"{k}\" is not a variable name: a letter, then letters, digits or _"
-                        ),
-                    ));
-                } else if RESERVED_VARS.contains(&k.as_str()) {
-                    e.push(AttrError::on(
-                        "environment",
-                        format!("{k} is set by the runtime; choose another name"),
+                        "secrets",
+                        format!("{k} is in environment too; a variable is one or the other"),
                     ));
                 }
+            }
+        }
+        let mut all_vars: Vec<(String, &str)> = secret_names
+            .iter()
+            .map(|k| (k.clone(), "secrets"))
+            .collect();
+        if let Some(Value::Object(vars)) = c.get("environment") {
+            all_vars.extend(vars.keys().map(|k| (k.clone(), "environment")));
+        }
+        for (k, attr) in all_vars {
+            let ok = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                e.push(AttrError::on(
+                    attr,
+                    format!("\"{k}\" is not a variable name: a letter, then letters, digits or _"),
+                ));
+            } else if RESERVED_VARS.contains(&k.as_str()) {
+                e.push(AttrError::on(
+                    attr,
+                    format!("{k} is set by the runtime; choose another name"),
+                ));
             }
         }
         e
@@ -665,6 +689,22 @@ impl Typed for FunctionType {
             version: "$LATEST".into(),
             subnets: c.subnets.clone().unwrap_or_default(),
             security_groups: c.security_groups.clone().unwrap_or_default(),
+            secrets: f
+                .seal(&ctx.env, c.secrets.as_ref().unwrap_or(&BTreeMap::new()))
+                .map_err(|m| ResourceError::Attr {
+                    type_name: "function".into(),
+                    attr: "secrets".into(),
+                    message: m,
+                })?,
+            secrets_digest: {
+                use sha2::Digest;
+                match &c.secrets {
+                    Some(m) if !m.is_empty() => hex::encode(sha2::Sha256::digest(
+                        serde_json::to_string(m).unwrap_or_default().as_bytes(),
+                    )),
+                    _ => String::new(),
+                }
+            },
         };
         let rec = f.put(rec).await.map_err(ResourceError::Failed)?;
         // The latest published version (or $LATEST, never publishing).

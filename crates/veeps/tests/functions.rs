@@ -668,6 +668,11 @@ resource "function" "echo" {{
   runtime     = "provided"
   publish     = true
   environment = {{ GREETING = "{greeting}" }}
+  secrets     = {{ TOKEN = var.token }}
+}}
+variable "token" {{
+  type      = string
+  sensitive = true
 }}
 {aliases}
 output "version" {{
@@ -677,9 +682,21 @@ output "version" {{
         )
     };
     v.write("env/main.hcl", &config("one", ""));
-    v.ok(&["apply", "env", "--auto-approve"]);
+    v.ok(&[
+        "apply",
+        "env",
+        "--auto-approve",
+        "-var",
+        "token=s3cr3t-token",
+    ]);
     // The same configuration again publishes nothing new.
-    v.ok(&["apply", "env", "--auto-approve"]);
+    v.ok(&[
+        "apply",
+        "env",
+        "--auto-approve",
+        "-var",
+        "token=s3cr3t-token",
+    ]);
     v.write(
         "env/main.hcl",
         &config(
@@ -701,7 +718,13 @@ resource "function_alias" "canary" {
 "#,
         ),
     );
-    v.ok(&["apply", "env", "--auto-approve"]);
+    v.ok(&[
+        "apply",
+        "env",
+        "--auto-approve",
+        "-var",
+        "token=s3cr3t-token",
+    ]);
     let out = v.ok(&["output", "env"]);
     assert!(out.contains("\"2\""), "{out}");
     let aws = Aws::new(&v);
@@ -717,6 +740,14 @@ resource "function_alias" "canary" {
         )
     };
     assert_eq!(call(Some("1")), ("1".into(), "one".into()));
+    // A secret reaches the function's environment, and is stored sealed.
+    let (_, body) = invoke(&aws, &v, "echo", r#"{"env":"TOKEN"}"#, &[]);
+    assert_eq!(json(&body)["env"], "s3cr3t-token", "{body}");
+    let store = std::fs::read(v.data.join("state.redb")).unwrap();
+    assert!(
+        !store.windows(12).any(|w| w == b"s3cr3t-token"),
+        "the secret is in the store in the clear"
+    );
     assert_eq!(call(Some("2")), ("2".into(), "two".into()));
     assert_eq!(call(None), ("$LATEST".into(), "two".into()));
     assert_eq!(call(Some("stable")), ("1".into(), "one".into()));
@@ -737,7 +768,16 @@ resource "function_alias" "bad" {
 "#,
         ),
     );
-    let err = v.expect(&["apply", "env", "--auto-approve"], 1);
+    let err = v.expect(
+        &[
+            "apply",
+            "env",
+            "--auto-approve",
+            "-var",
+            "token=s3cr3t-token",
+        ],
+        1,
+    );
     assert!(err.contains("no version 9"), "{err}");
 }
 
