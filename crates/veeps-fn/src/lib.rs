@@ -1055,6 +1055,7 @@ impl Functions {
             },
             timeout,
             client_context,
+            start_line: format!("START RequestId: {id} Version: {}", rec.version),
             started: stx,
             done: dtx,
         };
@@ -1106,8 +1107,6 @@ impl Functions {
             return (out, false);
         };
         let init_ms = cold.then(|| started.duration_since(spawned).as_secs_f64() * 1000.0);
-        r.log
-            .start_invocation(format!("START RequestId: {id} Version: {}", rec.version));
         let deadline = tokio::time::Instant::from_std(started + timeout);
         enum End {
             Done(Outcome),

@@ -29,7 +29,25 @@ enum Msg {
 /// The reader of one environment's output.
 pub struct Log {
     tx: std::sync::mpsc::Sender<Msg>,
-    wake: std::os::unix::net::UnixStream,
+    wake: Arc<std::os::unix::net::UnixStream>,
+}
+
+/// Writes an invocation's START line: handed to the Runtime API, which writes it before
+/// the runtime gets the event, so nothing the function prints for it comes first.
+#[derive(Clone)]
+pub struct Starter {
+    tx: std::sync::mpsc::Sender<Msg>,
+    wake: Arc<std::os::unix::net::UnixStream>,
+}
+
+impl Starter {
+    /// An invocation starts, with this START line.
+    pub fn start(&self, line: String) {
+        use std::io::Write;
+        if self.tx.send(Msg::Start(line)).is_ok() {
+            let _ = (&*self.wake).write(&[1]);
+        }
+    }
 }
 
 struct Reader {
@@ -73,13 +91,24 @@ impl Log {
         std::thread::Builder::new()
             .name(format!("fn-log-{source}"))
             .spawn(move || r.run())?;
-        Ok(Log { tx, wake: wake_w })
+        Ok(Log {
+            tx,
+            wake: Arc::new(wake_w),
+        })
+    }
+
+    /// What writes START lines.
+    pub fn starter(&self) -> Starter {
+        Starter {
+            tx: self.tx.clone(),
+            wake: self.wake.clone(),
+        }
     }
 
     fn send(&self, m: Msg) {
         use std::io::Write;
         if self.tx.send(m).is_ok() {
-            let _ = (&self.wake).write(&[1]);
+            let _ = (&*self.wake).write(&[1]);
         }
     }
 

@@ -24,6 +24,8 @@ pub struct Invocation {
     pub timeout: std::time::Duration,
     /// A base64 client context, if the caller gave one.
     pub client_context: Option<String>,
+    /// The log's START line, written before the runtime gets the event.
+    pub start_line: String,
     /// Told when the environment takes the event.
     pub started: tokio::sync::oneshot::Sender<Instant>,
     /// Told how it ended.
@@ -56,6 +58,8 @@ pub struct Channel {
     pub ready: Mutex<Option<Instant>>,
     /// An `init/error` came before any invocation.
     pub init_failed: Mutex<Option<(Bytes, String)>>,
+    /// Writes START lines in the environment's log.
+    pub starter: Mutex<Option<crate::logs::Starter>>,
 }
 
 impl Channel {
@@ -68,6 +72,7 @@ impl Channel {
                 current: Mutex::new(None),
                 ready: Mutex::new(None),
                 init_failed: Mutex::new(None),
+                starter: Mutex::new(None),
             }),
             tx,
         )
@@ -320,6 +325,14 @@ async fn next(ch: &Channel) -> Resp {
             id: inv.id.clone(),
             done: inv.done,
         });
+    }
+    if let Some(s) = ch
+        .starter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
+        s.start(inv.start_line.clone());
     }
     let _ = inv.started.send(now);
     let mut r = Response::new(Full::new(inv.payload));

@@ -266,11 +266,14 @@ pub async fn start(spec: &Spec, cgroups: &Flavor, sink: Sink) -> std::io::Result
     })();
     match started {
         Ok((child, log)) => Ok(Running {
+            channel: {
+                *channel.starter.lock().unwrap_or_else(|p| p.into_inner()) = Some(log.starter());
+                channel
+            },
             child,
             cgroup,
             log,
             tx,
-            channel,
             tasks,
         }),
         Err(e) => {
