@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use std::sync::Arc;
+use veeps_iam::sigv4::pct_decode;
 use veeps_resource::edge::{AwsService, Request, Response};
 
 /// The largest request payload (Lambda's 6 MB for synchronous invocations).
@@ -110,25 +111,6 @@ fn throttled(reason: &str) -> Response {
     );
     *r.body_mut() = Bytes::from(body);
     r
-}
-
-fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn query_param(q: &str, name: &str) -> Option<String> {

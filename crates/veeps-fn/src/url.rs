@@ -97,27 +97,7 @@ pub fn event(
     let mut params = serde_json::Map::new();
     for p in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        let dec = |s: &str| {
-            let s = s.replace('+', " ");
-            let b = s.as_bytes();
-            let mut out = vec![];
-            let mut i = 0;
-            while i < b.len() {
-                if b[i] == b'%' && i + 2 < b.len() {
-                    if let Some(x) = std::str::from_utf8(&b[i + 1..i + 3])
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    {
-                        out.push(x);
-                        i += 3;
-                        continue;
-                    }
-                }
-                out.push(b[i]);
-                i += 1;
-            }
-            String::from_utf8_lossy(&out).into_owned()
-        };
+        let dec = |s: &str| veeps_iam::sigv4::pct_decode(&s.replace('+', " "));
         let (k, v) = (dec(k), dec(v));
         let joined = match params.get(&k).and_then(|x| x.as_str()) {
             Some(prev) => format!("{prev},{v}"),

@@ -98,7 +98,8 @@ pub fn uri_encode(s: &str, keep_slash: bool) -> String {
     out
 }
 
-fn pct_decode(s: &str) -> String {
+/// `s` with its `%XX` escapes decoded (bytes that are not UTF-8 replaced).
+pub fn pct_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
