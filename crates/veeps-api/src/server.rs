@@ -489,6 +489,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     functions.set_objects(objects.clone());
     functions.set_net(net.clone());
     functions.set_kms(kms.clone());
+    functions.set_images(compute.images.clone());
     if let Some(addr) = s3_listener.as_ref().and_then(|l| l.local_addr().ok()) {
         functions.set_endpoint(addr);
     }

@@ -138,7 +138,7 @@ fn configuration(f: &FunctionRecord) -> serde_json::Value {
         "EphemeralStorage": {"Size": f.tmp_mb},
         "State": "Active",
         "LastUpdateStatus": "Successful",
-        "PackageType": "Zip",
+        "PackageType": if f.image.is_some() { "Image" } else { "Zip" },
         "Architectures": [std::env::consts::ARCH.replace("aarch64", "arm64")],
     })
 }

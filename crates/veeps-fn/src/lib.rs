@@ -102,6 +102,12 @@ pub struct FunctionRecord {
     /// the revision).
     #[serde(default)]
     pub secrets_digest: String,
+    /// The image the code is (instead of a package), and its entrypoint.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The image's entrypoint.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
 }
 
 fn two() -> u32 {
@@ -253,6 +259,7 @@ pub struct Functions {
     objects: OnceLock<Arc<veeps_s3::store::ObjectStore>>,
     net: OnceLock<Arc<veeps_net::Net>>,
     kms: OnceLock<Arc<veeps_kms::Kms>>,
+    images: OnceLock<Arc<veeps_compute::image::Images>>,
 }
 
 impl Functions {
@@ -281,12 +288,25 @@ impl Functions {
             objects: OnceLock::new(),
             net: OnceLock::new(),
             kms: OnceLock::new(),
+            images: OnceLock::new(),
         })
     }
 
     /// Functions reach the AWS endpoint (S3, Lambda) at `addr` (`AWS_ENDPOINT_URL`).
     pub fn set_endpoint(&self, addr: SocketAddr) {
         *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+    }
+
+    /// Where functions whose code is an image find it.
+    pub fn set_images(&self, images: Arc<veeps_compute::image::Images>) {
+        let _ = self.images.set(images);
+    }
+
+    /// An image's entrypoint and files, if it is built.
+    pub fn image(&self, id: &str) -> Option<(Vec<String>, PathBuf)> {
+        let images = self.images.get()?;
+        let img = images.get(id)?;
+        Some((img.entrypoint, images.root(id)))
     }
 
     /// What seals and opens functions' secrets.
@@ -854,7 +874,15 @@ impl Functions {
             handler: rec.handler.clone(),
             memory_mb: rec.memory_mb,
             tmp_mb: rec.tmp_mb,
-            code: self.code_dir().join(code::dir_name(&rec.code_sha256)),
+            code: match &rec.image {
+                Some(id) => {
+                    self.image(id)
+                        .ok_or_else(|| format!("{}: its image {id} is not built", rec.name))?
+                        .1
+                }
+                None => self.code_dir().join(code::dir_name(&rec.code_sha256)),
+            },
+            entrypoint: rec.entrypoint.clone(),
             runtime_dir,
             vars,
             ids: veeps_sys::confine::Ids {

@@ -410,10 +410,13 @@ impl FunctionType {
         FunctionType {
             schema: Schema::new()
                 .attr(AttrSchema::required("name", Type::String))
-                .attr(AttrSchema::required("code", Type::String).describe(
+                .attr(AttrSchema::optional("code", Type::String).describe(
                     "a directory or a zip file on the server's machine; relative to where the server started",
                 ))
-                .attr(AttrSchema::required("runtime", Type::String))
+                .attr(AttrSchema::optional("image", Type::String).describe(
+                    "an image (image.NAME.id) whose files are the code and whose entrypoint starts the runtime, instead of code",
+                ))
+                .attr(AttrSchema::optional("runtime", Type::String).default(Value::string("provided")))
                 .attr(AttrSchema::optional("handler", Type::String).default(Value::string("bootstrap")))
                 .attr(AttrSchema::optional("memory", Type::Number).default(128.0))
                 .attr(AttrSchema::optional("timeout", Type::Number).default(3.0))
@@ -454,7 +457,10 @@ impl FunctionType {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FunctionConfig {
     name: String,
-    code: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
     runtime: String,
     handler: String,
     memory: u64,
@@ -565,6 +571,13 @@ impl Typed for FunctionType {
                 ));
             }
         }
+        let given = |k: &str| c.get(k).is_some_and(|v| !matches!(v, Value::Null));
+        if given("code") == given("image") {
+            e.push(AttrError::on(
+                "code",
+                "give either code (a directory or a zip) or image (image.NAME.id)",
+            ));
+        }
         if let Some(r) = get::str(c, "runtime") {
             if !RUNTIMES.contains(&r) {
                 e.push(AttrError::on(
@@ -649,13 +662,43 @@ impl Typed for FunctionType {
                 });
             }
         }
-        let pkg = crate::code::store(&code_path(&c.code)?, &f.code_dir()).map_err(|m| {
-            ResourceError::Attr {
-                type_name: "function".into(),
-                attr: "code".into(),
-                message: m,
+        let (pkg, entrypoint) = match (&c.code, &c.image) {
+            (_, Some(id)) => {
+                let (entrypoint, _) = f.image(id).ok_or_else(|| ResourceError::Attr {
+                    type_name: "function".into(),
+                    attr: "image".into(),
+                    message: format!("no built image {id}; refer to one, like image = image.x.id"),
+                })?;
+                use base64::Engine;
+                use sha2::Digest;
+                let sha = base64::engine::general_purpose::STANDARD
+                    .encode(sha2::Sha256::digest(id.as_bytes()));
+                (
+                    crate::code::Package {
+                        sha256: sha,
+                        size: 0,
+                    },
+                    entrypoint,
+                )
             }
-        })?;
+            (Some(code), None) => (
+                crate::code::store(&code_path(code)?, &f.code_dir()).map_err(|m| {
+                    ResourceError::Attr {
+                        type_name: "function".into(),
+                        attr: "code".into(),
+                        message: m,
+                    }
+                })?,
+                vec![],
+            ),
+            (None, None) => {
+                return Err(ResourceError::Attr {
+                    type_name: "function".into(),
+                    attr: "code".into(),
+                    message: "give either code or image".into(),
+                })
+            }
+        };
         // A renamed function is another function.
         if let Some(p) = prior {
             if p.config.name != c.name {
@@ -696,6 +739,8 @@ impl Typed for FunctionType {
                     attr: "secrets".into(),
                     message: m,
                 })?,
+            image: c.image.clone(),
+            entrypoint,
             secrets_digest: {
                 use sha2::Digest;
                 match &c.secrets {
@@ -737,11 +782,13 @@ impl Typed for FunctionType {
         };
         let mut now = s.clone();
         // Changed code on disk shows as drift.
-        let on_disk = code_path(&s.config.code)
-            .ok()
-            .and_then(|p| crate::code::identify(&p).ok());
-        if on_disk.is_some_and(|p| p.sha256 != rec.code_sha256) {
-            now.config.code = "(changed on disk)".into();
+        if let Some(code) = &s.config.code {
+            let on_disk = code_path(code)
+                .ok()
+                .and_then(|p| crate::code::identify(&p).ok());
+            if on_disk.is_some_and(|p| p.sha256 != rec.code_sha256) {
+                now.config.code = Some("(changed on disk)".into());
+            }
         }
         now.code_sha256 = rec.code_sha256;
         Ok(Observed::Exists(now))

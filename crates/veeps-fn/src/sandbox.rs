@@ -58,6 +58,9 @@ pub struct Spec {
     pub netns: Option<String>,
     /// The VPC's resolver, for its `/etc/resolv.conf`.
     pub resolver: Option<std::net::Ipv4Addr>,
+    /// An image's entrypoint, instead of the runtime's program (relative paths are in
+    /// the image, at `/var/task`).
+    pub entrypoint: Vec<String>,
 }
 
 /// A running environment.
@@ -135,8 +138,18 @@ pub fn runtime_files(runtime: &str) -> Option<PathBuf> {
 /// Starts an environment: its namespace with the Runtime API and the relay, its cgroup, and
 /// the runtime's process, which connects to the Runtime API when it is ready.
 pub async fn start(spec: &Spec, cgroups: &Flavor, sink: Sink) -> std::io::Result<Running> {
-    let (program, args) =
-        command_of(&spec.runtime, &spec.handler).map_err(std::io::Error::other)?;
+    let (program, args) = match spec.entrypoint.split_first() {
+        Some((first, rest)) => {
+            let p = Path::new(first);
+            let program = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                Path::new(TASK_ROOT).join(first.trim_start_matches("./"))
+            };
+            (program, rest.to_vec())
+        }
+        None => command_of(&spec.runtime, &spec.handler).map_err(std::io::Error::other)?,
+    };
     // The mount points, empty on the host (as on Lambda's hosts).
     for d in [TASK_ROOT, RUNTIME_DIR] {
         std::fs::create_dir_all(d)

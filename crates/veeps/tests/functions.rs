@@ -841,7 +841,7 @@ resource "function" "inside" {{
 }
 
 #[test]
-fn a_balancer_path_is_answered_by_a_function() {
+fn a_balancer_path_is_answered_by_a_function_and_an_image_can_be_the_code() {
     require_root("functions run in namespaces of their own");
     let v = Veeps::start();
     let echo = stage_echo(&v);
@@ -866,6 +866,15 @@ resource "function" "echo" {{
   name    = "echo"
   code    = "{echo}"
   runtime = "provided"
+}}
+resource "image" "echo" {{
+  name       = "echo"
+  source     = "{echo}"
+  entrypoint = ["./bootstrap"]
+}}
+resource "function" "from_image" {{
+  name  = "from-image"
+  image = image.echo.id
 }}
 resource "target_group" "fn" {{
   name                               = "fn"
@@ -938,6 +947,19 @@ resource "listener_rule" "fn" {{
     );
     // A binary body goes to the function in base64 and comes back as it was.
     assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    // A function whose code is an image: its entrypoint runs under the Runtime API.
+    let aws = Aws::new(&v);
+    let (meta, body) = invoke(
+        &aws,
+        &v,
+        "from-image",
+        r#"{"env":"AWS_LAMBDA_FUNCTION_NAME"}"#,
+        &[],
+    );
+    assert!(!meta.contains("FunctionError"), "{meta} {body}");
+    assert_eq!(json(&body)["env"], "from-image", "{body}");
+    let got = aws.ok(&["lambda", "get-function", "--function-name", "from-image"]);
+    assert!(got.contains("\"PackageType\": \"Image\""), "{got}");
     // Other paths are the listener's.
     let (code, text) = curl(&[&format!("http://127.0.0.1:{port}/other")]);
     assert_eq!((code, text.as_str()), (404, "nothing here"));
