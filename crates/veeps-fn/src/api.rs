@@ -187,8 +187,11 @@ impl AwsService for LambdaApi {
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let public = crate::url::function_of_host(&host)
-            .and_then(|f| self.functions.url(f))
+        // A function URL's configuration, read once for the whole request.
+        let url = crate::url::function_of_host(&host).map(|f| (f, self.functions.url(f)));
+        let public = url
+            .as_ref()
+            .and_then(|(_, c)| c.as_ref())
             .is_some_and(|u| u.auth == "NONE");
         if !public && !self.known_caller(&parts.headers) {
             let (code, msg) = if parts.headers.contains_key("authorization") {
@@ -231,8 +234,8 @@ impl AwsService for LambdaApi {
         };
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or_default().to_string();
-        if let Some(function) = crate::url::function_of_host(&host) {
-            return self.url_call(function, &parts, body, peer).await;
+        if let Some((function, cfg)) = url {
+            return self.url_call(function, cfg, &parts, body, peer).await;
         }
         // Who is calling.
         let caller = match self.authenticate(&parts, &body) {
@@ -343,12 +346,12 @@ impl LambdaApi {
     async fn url_call(
         &self,
         function: &str,
+        cfg: Option<crate::url::UrlConfig>,
         parts: &axum::http::request::Parts,
         body: Bytes,
         peer: std::net::SocketAddr,
     ) -> Response {
-        let (Some(cfg), Some(f)) = (self.functions.url(function), self.functions.get(function))
-        else {
+        let (Some(cfg), Some(f)) = (cfg, self.functions.get(function)) else {
             return error(
                 StatusCode::NOT_FOUND,
                 "ResourceNotFoundException",

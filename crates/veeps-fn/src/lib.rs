@@ -413,7 +413,7 @@ impl Functions {
         }
     }
 
-    /// A function by name.
+    /// A function by name, or a published version by its key (`NAME:VERSION`).
     pub fn get(&self, name: &str) -> Option<FunctionRecord> {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.get(name)
@@ -582,7 +582,7 @@ impl Functions {
     pub fn put_alias(&self, a: &AliasRecord) -> Result<(), String> {
         let exists = |v: &str| {
             v == "$LATEST" && self.get(&a.function).is_some()
-                || self.get_key(&format!("{}:{v}", a.function)).is_some()
+                || self.get(&format!("{}:{v}", a.function)).is_some()
         };
         for v in std::iter::once(&a.version).chain(a.additional.as_ref().map(|x| &x.0)) {
             if !exists(v) {
@@ -610,13 +610,6 @@ impl Functions {
         self.store
             .kv_delete(&format!("{K_ALIAS}{function}/{name}"))
             .map_err(|e| e.to_string())
-    }
-
-    /// A function or version by its key (`NAME` or `NAME:VERSION`).
-    pub fn get_key(&self, key: &str) -> Option<FunctionRecord> {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.get(key)
-            .map(|l| l.rec.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     async fn retire(&self, mut e: Env) {
@@ -947,7 +940,7 @@ impl Functions {
             return Ok(latest);
         }
         if q.chars().all(|c| c.is_ascii_digit()) {
-            return self.get_key(&format!("{fname}:{q}")).ok_or_else(missing);
+            return self.get(&format!("{fname}:{q}")).ok_or_else(missing);
         }
         let a = self.alias(fname, q).ok_or_else(missing)?;
         let version = match &a.additional {
@@ -957,8 +950,7 @@ impl Functions {
         if version == "$LATEST" {
             return Ok(latest);
         }
-        self.get_key(&format!("{fname}:{version}"))
-            .ok_or_else(missing)
+        self.get(&format!("{fname}:{version}")).ok_or_else(missing)
     }
 
     /// Invokes `name` with `payload` and waits for its answer.
