@@ -1,0 +1,412 @@
+//! The edge against a real origin on loopback, asked over HTTP as a client would.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use veeps_cdn::cache::{Bounds, Cache};
+use veeps_cdn::edge::Edge;
+use veeps_cdn::model::{Behavior, CustomError, Distribution, Origin, PlaneConfig};
+use veeps_cdn::policy::Ttls;
+
+/// A page of the origin: status, headers, body.
+type Page = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// An origin whose answers the test sets, counting what it is asked.
+#[derive(Default)]
+struct Origin_ {
+    pages: Mutex<HashMap<String, Page>>,
+    asked: Mutex<Vec<(String, Option<String>)>>,
+    down: AtomicBool,
+    delay_ms: AtomicU64,
+}
+
+impl Origin_ {
+    fn page(&self, path: &str, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        self.pages.lock().unwrap().insert(
+            path.into(),
+            (
+                status,
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body.to_vec(),
+            ),
+        );
+    }
+
+    fn asked(&self, path: &str) -> usize {
+        self.asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .count()
+    }
+
+    async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let inm = req
+            .headers()
+            .get("if-none-match")
+            .map(|v| v.to_str().unwrap().to_string());
+        self.asked.lock().unwrap().push((path.clone(), inm.clone()));
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let mut r = Response::new(Full::new(Bytes::new()));
+        if self.down.load(Ordering::SeqCst) {
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return r;
+        }
+        let Some((status, headers, body)) = self.pages.lock().unwrap().get(&path).cloned() else {
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            *r.body_mut() = Full::new(Bytes::from_static(b"origin's own 404"));
+            return r;
+        };
+        for (k, v) in &headers {
+            r.headers_mut().insert(
+                hyper::header::HeaderName::try_from(k.as_str()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let etag = headers
+            .iter()
+            .find(|(k, _)| k == "etag")
+            .map(|(_, v)| v.clone());
+        if inm.is_some() && inm == etag {
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            return r;
+        }
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        *r.body_mut() = Full::new(Bytes::from(body));
+        r
+    }
+}
+
+async fn start_origin() -> (Arc<Origin_>, SocketAddr) {
+    let o = Arc::new(Origin_::default());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = l.local_addr().unwrap();
+    let me = o.clone();
+    tokio::spawn(veeps_http::serve(
+        l,
+        "origin",
+        Default::default(),
+        move |_| {
+            let me = me.clone();
+            hyper::service::service_fn(move |req| {
+                let me = me.clone();
+                async move { Ok::<_, Infallible>(me.answer(req).await) }
+            })
+        },
+    ));
+    (o, at)
+}
+
+async fn start_edge(cache: Cache, cfg: &PlaneConfig) -> (Arc<Edge>, SocketAddr) {
+    let edge = Edge::new(cache);
+    edge.load(cfg);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = l.local_addr().unwrap();
+    let e = edge.clone();
+    tokio::spawn(veeps_http::serve(l, "cdn", Default::default(), move |_| {
+        let e = e.clone();
+        hyper::service::service_fn(move |req| {
+            let e = e.clone();
+            async move { Ok::<_, Infallible>(e.handle(req, false).await) }
+        })
+    }));
+    (edge, at)
+}
+
+fn config(origin: SocketAddr, ttls: Ttls) -> PlaneConfig {
+    let behavior = |pattern: &str, compress: bool| Behavior {
+        pattern: pattern.into(),
+        origin: "site".into(),
+        ttls,
+        allowed_methods: vec!["GET".into(), "HEAD".into(), "OPTIONS".into()],
+        cached_methods: vec!["GET".into(), "HEAD".into()],
+        query_string: false,
+        headers: vec![],
+        cookies: vec![],
+        compress,
+    };
+    PlaneConfig {
+        http: None,
+        https: None,
+        bounds: None,
+        distributions: vec![Distribution {
+            id: "E1TEST".into(),
+            env: "test".into(),
+            domain: "e1test.cdn.localhost".into(),
+            aliases: vec!["static.example.test".into()],
+            enabled: true,
+            default_root_object: Some("index.html".into()),
+            redirect_to_https: false,
+            origins: vec![Origin {
+                id: "site".into(),
+                addr: origin,
+                host: "site.s3-website.localhost".into(),
+                path: String::new(),
+            }],
+            behaviors: vec![behavior("/raw/*", false), behavior("*", true)],
+            custom_errors: vec![CustomError {
+                error_code: 404,
+                response_code: Some(404),
+                response_page_path: Some("/error.html".into()),
+                error_caching_min_ttl: 10,
+            }],
+            tls: None,
+        }],
+    }
+}
+
+struct Got {
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+impl Got {
+    fn h(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+}
+
+async fn get(at: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    let stream = tokio::net::TcpStream::connect(at).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::get(path).header("host", "static.example.test");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_caches_revalidates_collapses_and_serves_stale() {
+    let (origin, oat) = start_origin().await;
+    let page = "<html>".to_string() + &"hello edge ".repeat(300) + "</html>";
+    origin.page(
+        "/index.html",
+        200,
+        &[
+            ("content-type", "text/html"),
+            ("etag", "\"v1\""),
+            ("cache-control", "max-age=3600"),
+        ],
+        page.as_bytes(),
+    );
+    origin.page(
+        "/error.html",
+        200,
+        &[("content-type", "text/html")],
+        b"custom error page",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bounds = Bounds {
+        memory: 64 << 20,
+        disk: 256 << 20,
+    };
+    // max_ttl 1 caps the origin's max-age=3600.
+    let cfg = config(
+        oat,
+        Ttls {
+            min: 0,
+            default: 1,
+            max: 1,
+        },
+    );
+    let (edge, at) = start_edge(Cache::open(Some(dir.path()), bounds).unwrap(), &cfg).await;
+
+    // A miss, then hits (the default root object answers "/").
+    let first = get(at, "/", &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.h("x-cache"), "Miss from veeps");
+    assert_eq!(first.body, page.as_bytes());
+    let again = get(at, "/index.html", &[]).await;
+    assert_eq!(again.h("x-cache"), "Hit from veeps");
+    assert_eq!(origin.asked("/index.html"), 1);
+
+    // Validators: the client's matching ETag gets a 304 from the edge.
+    let not_modified = get(at, "/index.html", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.body.is_empty());
+
+    // A range from the cached whole object, without asking the origin.
+    let part = get(at, "/index.html", &[("range", "bytes=0-5")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(&part.body[..], b"<html>");
+    assert_eq!(part.h("content-range"), format!("bytes 0-5/{}", page.len()));
+    assert_eq!(origin.asked("/index.html"), 1);
+
+    // Compression as the client accepts it, none for one that accepts none.
+    let br = get(at, "/index.html", &[("accept-encoding", "gzip, br")]).await;
+    assert_eq!(br.h("content-encoding"), "br");
+    let mut plain = vec![];
+    brotli::BrotliDecompress(&mut &br.body[..], &mut plain).unwrap();
+    assert_eq!(plain, page.as_bytes());
+    assert!(br.body.len() < page.len() / 4);
+    let gz = get(at, "/index.html", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gz.h("content-encoding"), "gzip");
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut plain)
+        .unwrap();
+    assert_eq!(plain, page);
+    assert_eq!(get(at, "/index.html", &[]).await.h("content-encoding"), "");
+    assert_eq!(origin.asked("/index.html"), 1);
+
+    // Past max_ttl: revalidated with the stored ETag, the origin's 304 refreshes it.
+    wait_until("the object to go stale and be revalidated", || async {
+        get(at, "/index.html", &[]).await.h("x-cache") == "RefreshHit from veeps"
+    })
+    .await;
+    {
+        let asked = origin.asked.lock().unwrap();
+        let last = asked
+            .iter()
+            .rev()
+            .find(|(p, _)| p == "/index.html")
+            .unwrap();
+        assert_eq!(last.1.as_deref(), Some("\"v1\""), "a conditional request");
+    }
+
+    // The origin down: the stale object is served rather than an error.
+    origin.down.store(true, Ordering::SeqCst);
+    wait_until("a stale answer while the origin is down", || async {
+        let g = get(at, "/index.html", &[]).await;
+        assert_eq!(g.status, 200);
+        g.h("x-cache") == "Stale from veeps"
+    })
+    .await;
+    origin.down.store(false, Ordering::SeqCst);
+
+    // The origin's 404 becomes the distribution's error page.
+    let missing = get(at, "/nothing-here", &[]).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(&missing.body[..], b"custom error page");
+
+    // 100 clients missing one key at once: one origin request.
+    origin.page(
+        "/big.txt",
+        200,
+        &[("content-type", "text/plain")],
+        &[b'z'; 5000],
+    );
+    origin.delay_ms.store(300, Ordering::SeqCst);
+    let all: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(get(at, "/big.txt", &[])))
+        .collect();
+    for t in all {
+        let g = t.await.unwrap();
+        assert_eq!(g.status, 200);
+        assert_eq!(g.body.len(), 5000);
+    }
+    origin.delay_ms.store(0, Ordering::SeqCst);
+    assert_eq!(
+        origin.asked("/big.txt"),
+        1,
+        "collapsed into one origin request"
+    );
+
+    // Invalidation: the next request asks the origin again.
+    assert_eq!(edge.cache.invalidate("E1TEST", &["/big*".into()]), 1);
+    assert_eq!(
+        get(at, "/big.txt", &[]).await.h("x-cache"),
+        "Miss from veeps"
+    );
+    assert_eq!(origin.asked("/big.txt"), 2);
+
+    // Another name is not this distribution's.
+    let stream = tokio::net::TcpStream::connect(at).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let r = send
+        .send_request(
+            Request::get("/")
+                .header("host", "other.test")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let stats: HashMap<_, _> = edge.stats.snapshot().into_iter().collect();
+    assert!(stats["cdn_hits_total"] >= 5, "{stats:?}");
+    assert!(stats["cdn_bytes_from_cache_total"] > 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_cache_survives_a_restart() {
+    let (origin, oat) = start_origin().await;
+    origin.page(
+        "/app.js",
+        200,
+        &[
+            ("content-type", "application/javascript"),
+            ("cache-control", "max-age=60"),
+        ],
+        b"console.log('hi')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bounds = Bounds {
+        memory: 1 << 20,
+        disk: 1 << 20,
+    };
+    let cfg = config(
+        oat,
+        Ttls {
+            min: 0,
+            default: 30,
+            max: 600,
+        },
+    );
+    {
+        let (_edge, at) = start_edge(Cache::open(Some(dir.path()), bounds).unwrap(), &cfg).await;
+        assert_eq!(
+            get(at, "/app.js", &[]).await.h("x-cache"),
+            "Miss from veeps"
+        );
+    }
+    // A new edge over the same directory: a hit, no origin request.
+    let (_edge, at) = start_edge(Cache::open(Some(dir.path()), bounds).unwrap(), &cfg).await;
+    let g = get(at, "/app.js", &[]).await;
+    assert_eq!(g.h("x-cache"), "Hit from veeps");
+    assert_eq!(&g.body[..], b"console.log('hi')");
+    assert_eq!(origin.asked("/app.js"), 1);
+}
