@@ -137,6 +137,9 @@ fn cores() -> usize {
         .clamp(1, 16)
 }
 
+/// What could not be served, and why.
+type Failures = Vec<(String, String)>;
+
 /// The data plane's state.
 pub struct Plane {
     dir: PathBuf,
@@ -145,6 +148,9 @@ pub struct Plane {
     public: Mutex<Option<Listening>>,
     resolvers: Mutex<HashMap<String, (ResolverSpec, Listening)>>,
     applying: tokio::sync::Mutex<()>,
+    /// The answers last loaded (the control plane pushes every second; the same answers
+    /// again keep the answers already computed from them).
+    loaded: Mutex<Option<(Answers, Failures)>>,
 }
 
 impl Plane {
@@ -156,6 +162,7 @@ impl Plane {
             public: Mutex::new(None),
             resolvers: Mutex::new(HashMap::new()),
             applying: tokio::sync::Mutex::new(()),
+            loaded: Mutex::new(None),
         })
     }
 
@@ -185,12 +192,23 @@ impl Plane {
     /// that stay are not touched).
     pub async fn apply(&self, cfg: &PlaneConfig) -> Applied {
         let _g = self.applying.lock().await;
-        let mut failures: Vec<(String, String)> = self
-            .server
-            .load(&cfg.answers)
-            .into_iter()
-            .map(|(z, e)| (format!("zone {z}"), e))
-            .collect();
+        let mut failures: Vec<(String, String)> = {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            match &*loaded {
+                // Unchanged: what failed to load before fails again, and is said again.
+                Some((a, failed)) if *a == cfg.answers => failed.clone(),
+                _ => {
+                    let failed: Vec<(String, String)> = self
+                        .server
+                        .load(&cfg.answers)
+                        .into_iter()
+                        .map(|(z, e)| (format!("zone {z}"), e))
+                        .collect();
+                    *loaded = Some((cfg.answers.clone(), failed.clone()));
+                    failed
+                }
+            }
+        };
         self.server.health.sync(&cfg.checks);
         // The public listener, rebound only when its address changed.
         let current = self.public_addr();

@@ -142,6 +142,14 @@ impl Answers {
     }
 }
 
+/// Why a cached answer was not sent whole.
+enum Silence {
+    /// Over the response rate: dropped.
+    Rrl,
+    /// Over the response rate: sent truncated (in the buffer).
+    Truncated,
+}
+
 /// Most answers the answer cache keeps (it starts again empty when full).
 const CACHE_MAX: usize = 65_536;
 
@@ -172,19 +180,98 @@ impl Snap {
 }
 
 fn cache_key(bytes: &[u8], view: View<'_>, tcp: bool) -> Option<Vec<u8>> {
+    let mut k = Vec::new();
+    cache_key_into(bytes, view, tcp, &mut k).then_some(k)
+}
+
+/// Writes the cache key of `bytes` into `k`; false when such a packet is never cached.
+fn cache_key_into(bytes: &[u8], view: View<'_>, tcp: bool, k: &mut Vec<u8>) -> bool {
     if bytes.len() < 12 || bytes.len() > 512 {
-        return None;
+        return false;
     }
     let vpc = match view {
         View::Public => "",
         View::Vpc(v) => v,
     };
-    let mut k = Vec::with_capacity(bytes.len() + vpc.len() + 2);
+    k.clear();
+    k.reserve(bytes.len() + vpc.len() + 2);
     k.extend_from_slice(vpc.as_bytes());
     k.push(0);
     k.push(u8::from(tcp));
     k.extend_from_slice(&bytes[2..]);
-    Some(k)
+    true
+}
+
+/// A serving thread's own view of the answers already computed: a hit costs no lock, no
+/// write to memory another thread reads and no allocation. Emptied when the server loads
+/// new zones (its generation moves); counters go to the shared ones once a batch.
+pub struct Local {
+    gen: u64,
+    limits: Limits,
+    answers: HashMap<Box<[u8]>, Arc<Cached>>,
+    key: Vec<u8>,
+    /// Queries, answered, NXDOMAIN, refused, errors, rate limited, RRL'd since the last
+    /// flush.
+    counts: [u64; 7],
+}
+
+impl Local {
+    /// An empty view (it fills as queries are answered).
+    pub fn new() -> Local {
+        Local {
+            gen: u64::MAX,
+            limits: Limits::default(),
+            answers: HashMap::new(),
+            key: Vec::with_capacity(600),
+            counts: [0; 7],
+        }
+    }
+
+    fn count(&mut self, outcome: Outcome) {
+        let i = match outcome {
+            Outcome::Answered => 1,
+            Outcome::NxDomain => 2,
+            Outcome::Refused => 3,
+            Outcome::Error => 4,
+        };
+        self.counts[i] += 1;
+    }
+
+    /// Adds what was counted here to the server's counters.
+    pub fn flush(&mut self, stats: &Stats) {
+        let all = [
+            &stats.queries,
+            &stats.answered,
+            &stats.nxdomain,
+            &stats.refused,
+            &stats.errors,
+            &stats.rate_limited,
+            &stats.rrl_dropped,
+        ];
+        for (n, a) in self.counts.iter_mut().zip(all) {
+            if *n != 0 {
+                a.fetch_add(*n, Ordering::Relaxed);
+                *n = 0;
+            }
+        }
+    }
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Local::new()
+    }
+}
+
+/// What [`Server::respond_local`] did with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fast {
+    /// Not answered before: ask [`Server::respond`].
+    Miss,
+    /// Answered into the buffer.
+    Sent,
+    /// Dropped by a limit.
+    Silent,
 }
 
 /// A [`Live`] that notes whether an answer consulted it.
@@ -211,6 +298,8 @@ impl Live for Watched<'_> {
 /// counters. Shared by every socket it serves.
 pub struct Server {
     snap: RwLock<Arc<Snap>>,
+    /// Moves each time the zones are loaded (threads' [`Local`] views are then stale).
+    gen: AtomicU64,
     aliases: RwLock<Arc<BTreeMap<String, Vec<IpAddr>>>>,
     /// Health checks and their status.
     pub health: Arc<Health>,
@@ -228,6 +317,7 @@ impl Server {
     pub fn new() -> Arc<Server> {
         Arc::new(Server {
             snap: RwLock::new(Arc::new(Snap::new(Arc::new(Catalog::default())))),
+            gen: AtomicU64::new(0),
             aliases: RwLock::new(Arc::new(BTreeMap::new())),
             health: Arc::new(Health::default()),
             limits: RwLock::new(Limits::default()),
@@ -248,6 +338,7 @@ impl Server {
             Arc::new(Snap::new(Arc::new(catalog)));
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = a.limits;
         *self.upstreams.write().unwrap_or_else(|p| p.into_inner()) = a.upstreams.clone();
+        self.gen.fetch_add(1, Ordering::Release);
         failed
     }
 
@@ -275,19 +366,129 @@ impl Server {
     /// is over the limit: dropped, or sent truncated (every `slip`-th).
     fn over_rrl(
         &self,
+        limits: Limits,
         src: IpAddr,
         view: View<'_>,
         rrl: &(String, u16, u8),
         now: Instant,
     ) -> Option<bool> {
-        if !matches!(view, View::Public) {
+        if !matches!(view, View::Public) || limits.responses == 0 {
             return None;
         }
-        let limits = self.limits();
         let k = (net_of(src), rrl.0.clone(), rrl.1, rrl.2);
         let n = self.answers.take(&k, limits.responses, now).err()?;
-        self.stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
         Some(limits.slip != 0 && n % limits.slip == 0)
+    }
+
+    /// A cached answer to `bytes`, with the asker's ID, into `out`, unless response rate
+    /// limiting drops it (false) or cuts it (truncated).
+    #[allow(clippy::too_many_arguments)]
+    fn reply_cached(
+        &self,
+        limits: Limits,
+        hit: &Cached,
+        bytes: &[u8],
+        src: IpAddr,
+        view: View<'_>,
+        tcp: bool,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Silence> {
+        out.clear();
+        out.extend_from_slice(&hit.out);
+        out[..2].copy_from_slice(&bytes[..2]);
+        if !tcp {
+            match self.over_rrl(limits, src, view, &hit.rrl, now) {
+                Some(false) => return Err(Silence::Rrl),
+                Some(true) => {
+                    let truncated = Message::from_vec(out)
+                        .ok()
+                        .and_then(|m| m.truncate().to_vec().ok());
+                    let Some(t) = truncated else {
+                        return Err(Silence::Rrl);
+                    };
+                    *out = t;
+                    return Err(Silence::Truncated);
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a public UDP query from what this thread (or, failing that, any) has
+    /// answered before from the current zones, into `out`.
+    pub fn respond_local(
+        &self,
+        local: &mut Local,
+        bytes: &[u8],
+        src: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Fast {
+        let gen = self.gen.load(Ordering::Acquire);
+        if gen != local.gen {
+            local.answers.clear();
+            local.limits = self.limits();
+            local.gen = gen;
+        }
+        if !cache_key_into(bytes, View::Public, false, &mut local.key) {
+            return Fast::Miss;
+        }
+        let hit = match local.answers.get(local.key.as_slice()) {
+            Some(h) => h.clone(),
+            None => {
+                let snap = self.snap();
+                let shared = snap
+                    .answers
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(local.key.as_slice())
+                    .cloned();
+                let Some(h) = shared else {
+                    return Fast::Miss;
+                };
+                if local.answers.len() >= CACHE_MAX {
+                    local.answers.clear();
+                }
+                local.answers.insert(local.key.as_slice().into(), h.clone());
+                h
+            }
+        };
+        local.counts[0] += 1;
+        let limits = local.limits;
+        let now = if limits.per_source == 0 && limits.responses == 0 {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        if let Some(now) = now {
+            if self.buckets.take(&src, limits.per_source, now).is_err() {
+                local.counts[5] += 1;
+                return Fast::Silent;
+            }
+        }
+        local.count(hit.outcome);
+        match now {
+            None => {
+                out.clear();
+                out.extend_from_slice(&hit.out);
+                out[..2].copy_from_slice(&bytes[..2]);
+                Fast::Sent
+            }
+            Some(now) => {
+                match self.reply_cached(limits, &hit, bytes, src, View::Public, false, now, out) {
+                    Ok(()) => Fast::Sent,
+                    Err(Silence::Truncated) => {
+                        local.counts[6] += 1;
+                        Fast::Sent
+                    }
+                    Err(Silence::Rrl) => {
+                        local.counts[6] += 1;
+                        Fast::Silent
+                    }
+                }
+            }
+        }
     }
 
     fn limits(&self) -> Limits {
@@ -499,21 +700,27 @@ impl Server {
         });
         if let Some(hit) = hit {
             self.count(hit.outcome);
-            let mut out = hit.out.clone();
-            out[..2].copy_from_slice(&bytes[..2]);
-            if !tcp {
-                match self.over_rrl(src, view, &hit.rrl, now) {
-                    Some(false) => return vec![],
-                    Some(true) => {
-                        let Ok(m) = Message::from_vec(&out) else {
-                            return vec![];
-                        };
-                        return m.truncate().to_vec().into_iter().collect();
-                    }
-                    None => {}
+            let mut out = Vec::with_capacity(hit.out.len());
+            return match self.reply_cached(
+                self.limits(),
+                &hit,
+                bytes,
+                src,
+                view,
+                tcp,
+                now,
+                &mut out,
+            ) {
+                Ok(()) => vec![out],
+                Err(Silence::Truncated) => {
+                    self.stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+                    vec![out]
                 }
-            }
-            return vec![out];
+                Err(Silence::Rrl) => {
+                    self.stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+                    vec![]
+                }
+            };
         }
         let req = match Message::from_vec(bytes) {
             Ok(m) if m.metadata.message_type == MessageType::Query => m,
@@ -570,9 +777,15 @@ impl Server {
             );
         }
         if !tcp && !req.queries.is_empty() {
-            match self.over_rrl(src, view, &rrl, now) {
-                Some(false) => return vec![],
-                Some(true) => return resp.truncate().to_vec().into_iter().collect(),
+            match self.over_rrl(self.limits(), src, view, &rrl, now) {
+                Some(false) => {
+                    self.stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+                    return vec![];
+                }
+                Some(true) => {
+                    self.stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+                    return resp.truncate().to_vec().into_iter().collect();
+                }
                 None => {}
             }
         }
@@ -699,21 +912,48 @@ pub fn serve_udp_threads(
                 // Queries are small (a DNS message over UDP is at most 64 KiB, a question
                 // far less): what does not fit is cut, and answered FORMERR or not at all.
                 let mut batch = veeps_sys::mmsg::RecvBatch::new(32, 4096);
+                // Answer buffers, reused batch after batch; the first `used` are this
+                // batch's.
                 let mut answers: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(32);
+                let mut local = Local::new();
+                let mut out = veeps_sys::mmsg::SendBuf::default();
+                let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(n) = veeps_sys::mmsg::recv(&sock, &mut batch) else {
                         continue;
                     };
-                    answers.clear();
+                    let mut used = 0;
                     for i in 0..n {
                         let peer = batch.got[i].1;
+                        if used == answers.len() {
+                            answers.push((Vec::with_capacity(512), unspecified));
+                        }
+                        let slot = &mut answers[used];
+                        match dns.respond_local(
+                            &mut local,
+                            batch.datagram(i),
+                            peer.ip(),
+                            &mut slot.0,
+                        ) {
+                            Fast::Sent => {
+                                slot.1 = peer;
+                                used += 1;
+                                continue;
+                            }
+                            Fast::Silent => continue,
+                            Fast::Miss => {}
+                        }
                         for out in dns.respond(batch.datagram(i), peer.ip(), View::Public, false) {
-                            answers.push((out, peer));
+                            if used == answers.len() {
+                                answers.push((out, peer));
+                            } else {
+                                answers[used] = (out, peer);
+                            }
+                            used += 1;
                         }
                     }
-                    let msgs: Vec<(&[u8], SocketAddr)> =
-                        answers.iter().map(|(b, a)| (b.as_slice(), *a)).collect();
-                    let _ = veeps_sys::mmsg::send(&sock, &msgs);
+                    local.flush(&dns.stats);
+                    let _ = veeps_sys::mmsg::send_with(&sock, &answers[..used], &mut out);
                 }
             })?;
     }
@@ -1114,6 +1354,116 @@ mod tests {
         d.respond(&q, SRC, View::Public, true);
         d.respond(&q, SRC, View::Vpc("vpc-1"), false);
         assert_eq!(cached(), 3);
+    }
+
+    /// What a UDP thread does with one datagram: its own answers first, then the server.
+    fn ask(d: &Server, local: &mut Local, q: &[u8], src: IpAddr) -> (Fast, Vec<Vec<u8>>) {
+        let mut out = vec![];
+        match d.respond_local(local, q, src, &mut out) {
+            Fast::Sent => (Fast::Sent, vec![out]),
+            Fast::Silent => (Fast::Silent, vec![]),
+            Fast::Miss => (Fast::Miss, d.respond(q, src, View::Public, false)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_threads_own_answers_follow_reloads_limits_and_counters() {
+        let (d, _t) = dns(Limits {
+            per_source: 0,
+            responses: 0,
+            slip: 0,
+        })
+        .await;
+        let mut a = Answers {
+            zones: vec![ZoneSpec {
+                id: "Z1".into(),
+                env: "e".into(),
+                name: "example.com".into(),
+                vpcs: vec![],
+                allow_transfer: vec![],
+                name_servers: vec!["ns1.example.com".into()],
+                serial: 1,
+            }],
+            records: vec![
+                rec("www", &["192.0.2.1"], None),
+                rec("w1", &["192.0.2.10"], Some(1)),
+                rec("w2", &["192.0.2.20"], Some(1)),
+            ],
+            ..Default::default()
+        };
+        d.load(&a);
+        let ips = |out: &[Vec<u8>]| -> Vec<String> {
+            Message::from_vec(&out[0])
+                .unwrap()
+                .answers
+                .iter()
+                .map(|r| r.data.to_string())
+                .collect()
+        };
+        let (mut one, mut two) = (Local::new(), Local::new());
+        let mut q = query("www.example.com.", RecordType::A, true);
+        // First asked: computed by the server; then every thread answers it itself, with
+        // the asker's ID and the server's bytes.
+        let (how, first) = ask(&d, &mut one, &q, SRC);
+        assert_eq!(how, Fast::Miss);
+        q[..2].copy_from_slice(&[0xab, 0xcd]);
+        for local in [&mut one, &mut two] {
+            let (how, again) = ask(&d, local, &q, SRC);
+            assert_eq!(how, Fast::Sent);
+            assert_eq!(&again[0][..2], &[0xab, 0xcd]);
+            assert_eq!(again[0][2..], first[0][2..]);
+        }
+        // A weighted answer is never kept, by the server or a thread.
+        let w = query("w.example.com.", RecordType::A, true);
+        for _ in 0..3 {
+            assert_eq!(ask(&d, &mut one, &w, SRC).0, Fast::Miss);
+        }
+        // Counted once a batch, all the same.
+        let before = d.stats.snapshot()["dns_queries_total"];
+        one.flush(&d.stats);
+        two.flush(&d.stats);
+        assert_eq!(d.stats.snapshot()["dns_queries_total"], before + 2);
+        // New zones: no thread answers from the old ones.
+        a.records[0].values = vec!["192.0.2.2".into()];
+        d.load(&a);
+        let (how, now) = ask(&d, &mut one, &q, SRC);
+        assert_eq!(how, Fast::Miss);
+        assert_eq!(ips(&now), ["192.0.2.2"]);
+        assert_eq!(ips(&ask(&d, &mut two, &q, SRC).1), ["192.0.2.2"]);
+        // Limits hold on a thread's own answers too: one source, a second's burst.
+        a.limits = Limits {
+            per_source: 50,
+            responses: 0,
+            slip: 0,
+        };
+        d.load(&a);
+        ask(&d, &mut one, &q, SRC);
+        let answered = (0..200)
+            .filter(|_| !ask(&d, &mut one, &q, SRC).1.is_empty())
+            .count();
+        assert!(answered <= 50, "{answered}");
+        one.flush(&d.stats);
+        assert!(d.stats.snapshot()["dns_rate_limited_total"] >= 150);
+        // And RRL: one /24 asking the same, dropped or truncated beyond the rate.
+        a.limits = Limits {
+            per_source: 0,
+            responses: 10,
+            slip: 2,
+        };
+        d.load(&a);
+        let (mut full, mut truncated) = (0, 0);
+        for i in 0..100u8 {
+            let src = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, i));
+            for out in ask(&d, &mut two, &q, src).1 {
+                if Message::from_vec(&out).unwrap().metadata.truncation {
+                    truncated += 1;
+                } else {
+                    full += 1;
+                }
+            }
+        }
+        assert!(full <= 11, "{full}");
+        assert!((40..=50).contains(&truncated), "{truncated}");
     }
 
     #[tokio::test]

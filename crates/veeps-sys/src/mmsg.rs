@@ -60,10 +60,13 @@ fn from_addr(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (s, len as libc::socklen_t)
 }
 
-/// Receive buffers for [`recv`], reused call after call.
+/// Receive buffers for [`recv`], reused call after call (with the call's headers, so
+/// that a call allocates nothing).
 pub struct RecvBatch {
     bufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
     /// `(length, sender)` of each datagram of the last call, in `buf(i)`.
     pub got: Vec<(usize, SocketAddr)>,
 }
@@ -76,6 +79,9 @@ impl RecvBatch {
             bufs: (0..n).map(|_| vec![0u8; size]).collect(),
             // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
             addrs: (0..n).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            iovs: Vec::with_capacity(n),
+            // SAFETY: mmsghdr is plain old data; all zeroes is a valid value.
+            hdrs: (0..n).map(|_| unsafe { std::mem::zeroed() }).collect(),
             got: Vec::with_capacity(n),
         }
     }
@@ -90,17 +96,14 @@ impl RecvBatch {
 /// more as are queued, up to the batch's size; how many.
 pub fn recv(sock: &UdpSocket, b: &mut RecvBatch) -> std::io::Result<usize> {
     let n = b.bufs.len();
-    let mut iovs: Vec<libc::iovec> = b
-        .bufs
-        .iter_mut()
-        .map(|buf| libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        })
-        .collect();
-    // SAFETY: mmsghdr is plain old data; all zeroes is a valid value, filled in below.
-    let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+    b.iovs.clear();
+    b.iovs.extend(b.bufs.iter_mut().map(|buf| libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    }));
+    let (iovs, hdrs) = (&mut b.iovs, &mut b.hdrs);
     for i in 0..n {
+        hdrs[i].msg_len = 0;
         hdrs[i].msg_hdr.msg_name =
             &mut b.addrs[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
         hdrs[i].msg_hdr.msg_namelen =
@@ -131,38 +134,54 @@ pub fn recv(sock: &UdpSocket, b: &mut RecvBatch) -> std::io::Result<usize> {
     Ok(b.got.len())
 }
 
+/// Scratch space for [`send_with`], reused call after call so that a call allocates
+/// nothing.
+#[derive(Default)]
+pub struct SendBuf {
+    addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
 /// Sends each `(bytes, to)` in as few calls as it takes; how many went.
-pub fn send(sock: &UdpSocket, msgs: &[(&[u8], SocketAddr)]) -> std::io::Result<usize> {
+pub fn send<B: AsRef<[u8]>>(sock: &UdpSocket, msgs: &[(B, SocketAddr)]) -> std::io::Result<usize> {
+    send_with(sock, msgs, &mut SendBuf::default())
+}
+
+/// [`send`] with scratch space of the caller's.
+pub fn send_with<B: AsRef<[u8]>>(
+    sock: &UdpSocket,
+    msgs: &[(B, SocketAddr)],
+    buf: &mut SendBuf,
+) -> std::io::Result<usize> {
     let mut sent = 0;
     while sent < msgs.len() {
         let chunk = &msgs[sent..msgs.len().min(sent + MAX_BATCH)];
-        let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-            chunk.iter().map(|(_, to)| from_addr(to)).collect();
-        let mut iovs: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|(bytes, _)| libc::iovec {
-                iov_base: bytes.as_ptr() as *mut libc::c_void,
-                iov_len: bytes.len(),
-            })
-            .collect();
+        buf.addrs.clear();
+        buf.addrs.extend(chunk.iter().map(|(_, to)| from_addr(to)));
+        buf.iovs.clear();
+        buf.iovs.extend(chunk.iter().map(|(bytes, _)| libc::iovec {
+            iov_base: bytes.as_ref().as_ptr() as *mut libc::c_void,
+            iov_len: bytes.as_ref().len(),
+        }));
+        buf.hdrs.clear();
         // SAFETY: mmsghdr is plain old data; all zeroes is a valid value, filled in below.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
-            .map(|_| unsafe { std::mem::zeroed() })
-            .collect();
+        buf.hdrs
+            .extend((0..chunk.len()).map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() }));
         for i in 0..chunk.len() {
-            hdrs[i].msg_hdr.msg_name =
-                &mut addrs[i].0 as *mut libc::sockaddr_storage as *mut libc::c_void;
-            hdrs[i].msg_hdr.msg_namelen = addrs[i].1;
-            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
+            buf.hdrs[i].msg_hdr.msg_name =
+                &mut buf.addrs[i].0 as *mut libc::sockaddr_storage as *mut libc::c_void;
+            buf.hdrs[i].msg_hdr.msg_namelen = buf.addrs[i].1;
+            buf.hdrs[i].msg_hdr.msg_iov = &mut buf.iovs[i];
+            buf.hdrs[i].msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: every header points at bytes and an address alive for the call (the
         // kernel only reads the iovecs' bytes); the count is the headers' number.
         let r = unsafe {
             libc::sendmmsg(
                 sock.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                hdrs.len() as libc::c_uint,
+                buf.hdrs.as_mut_ptr(),
+                buf.hdrs.len() as libc::c_uint,
                 0,
             )
         };
