@@ -6,8 +6,10 @@
 //! - [`cache`]: answers kept whole in memory and on disk, within bounds, across restarts.
 //! - [`edge`]: the request path, from `Host` to the cache to the origin.
 //! - [`model`]: the distributions as the edge serves them.
+//! - [`plane`]: the edge as a process of its own (`veeps cdn-plane DIR`).
 
 pub mod cache;
 pub mod edge;
 pub mod model;
+pub mod plane;
 pub mod policy;

@@ -410,3 +410,80 @@ async fn the_disk_cache_survives_a_restart() {
     assert_eq!(&g.body[..], b"console.log('hi')");
     assert_eq!(origin.asked("/app.js"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plane_serves_each_name_over_https_with_its_own_certificate() {
+    let (origin, oat) = start_origin().await;
+    origin.page(
+        "/index.html",
+        200,
+        &[("content-type", "text/html")],
+        b"over tls",
+    );
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["static.example.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let mut cfg = config(
+        oat,
+        Ttls {
+            min: 0,
+            default: 30,
+            max: 60,
+        },
+    );
+    cfg.distributions[0].tls = Some((cert.pem(), key.serialize_pem()));
+    cfg.distributions[0].redirect_to_https = true;
+    cfg.http = Some("127.0.0.1:0".parse().unwrap());
+    cfg.https = Some("127.0.0.1:0".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let plane = veeps_cdn::plane::Plane::new(dir.path()).unwrap();
+    let applied = plane.apply(&cfg).await;
+    assert!(applied.failures.is_empty(), "{:?}", applied.failures);
+    // Plain HTTP is sent to HTTPS.
+    let plain = get(applied.http.unwrap(), "/x?y=1", &[]).await;
+    assert_eq!(plain.status, 301);
+    assert_eq!(plain.h("location"), "https://static.example.test/x?y=1");
+    // HTTPS, the certificate chosen by the name asked for.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(applied.https.unwrap())
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("static.example.test").unwrap();
+    let stream = conn.connect(name, tcp).await.unwrap();
+    let (mut send, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(c);
+    let r = send
+        .send_request(
+            Request::get("/")
+                .header("host", "static.example.test")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        &r.into_body().collect().await.unwrap().to_bytes()[..],
+        b"over tls"
+    );
+    // A name with no certificate gets no handshake.
+    let tcp = tokio::net::TcpStream::connect(applied.https.unwrap())
+        .await
+        .unwrap();
+    let other = rustls::pki_types::ServerName::try_from("other.test").unwrap();
+    assert!(conn.connect(other, tcp).await.is_err());
+    assert_eq!(plane.stats()["cdn_cached_objects"], 1);
+}
