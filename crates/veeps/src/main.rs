@@ -701,6 +701,10 @@ fn main() {
             init_log("info");
             std::process::exit(veeps_dns::plane::main(args.collect()))
         }
+        Some(a) if a == "cdn-plane" => {
+            init_log("info");
+            std::process::exit(veeps_cdn::plane::main(args.collect()))
+        }
         Some(a) if a == "db-proxy" => std::process::exit(veeps_db::proxy::main(args.collect())),
         _ => {}
     }
