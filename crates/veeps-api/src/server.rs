@@ -245,6 +245,10 @@ pub struct ServerOptions {
     pub dns_limits: Option<veeps_dns::server::Limits>,
     /// Functions' limits (environments at once, idle timeout); `None`: the defaults.
     pub functions: Option<veeps_fn::FnOptions>,
+    /// Address of the CDN's edge over plain HTTP (none: not served).
+    pub cdn_listen: Option<String>,
+    /// Address of the CDN's edge over HTTPS (none: not served).
+    pub cdn_tls_listen: Option<String>,
 }
 
 /// Parts added to veeps' own list.
@@ -368,6 +372,19 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     );
     let s3_listener = bind_early(opts.s3_listen.as_deref(), "S3");
     let website_listener = bind_early(opts.s3_website_listen.as_deref(), "bucket websites");
+    let cdn_dir = data_dir.join("cdn");
+    let cdn_listen = |addr: Option<&str>, tls: bool| {
+        let addr = addr?;
+        veeps_cdn::service::Cdn::check_listen(addr, &cdn_dir, tls)
+            .map_err(|e| tracing::error!(%addr, error = %e, "cannot listen for the CDN (another program on the port?); it is off until the next start"))
+            .ok()
+    };
+    let cdn_opts = veeps_cdn::service::CdnOptions {
+        http: cdn_listen(opts.cdn_listen.as_deref(), false),
+        https: cdn_listen(opts.cdn_tls_listen.as_deref(), true),
+        bounds: None,
+        website: website_listener.as_ref().and_then(|l| l.local_addr().ok()),
+    };
     let dns_listener = opts.dns_listen.as_deref().and_then(|addr| {
         veeps_dns::Dns::check_listen(addr, &data_dir.join("dns"))
             .map_err(|e| tracing::error!(%addr, error = %e, "cannot listen for DNS (another program on the port? pass --dns-listen); it is off until the next start"))
@@ -500,6 +517,12 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         },
         access: s3_access.clone(),
     });
+    let cdn = veeps_cdn::service::Cdn::new(
+        store.clone(),
+        Some(certs.clone()),
+        cdn_opts,
+        Some(cdn_dir.clone()),
+    );
     // The parts of veeps; a new part is one more line here.
     let mut s3_part = veeps_s3::part::S3Part::new(
         objects.clone(),
@@ -542,6 +565,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
             Some(edge.clone()),
             fn_creds,
         )),
+        Arc::new(veeps_cdn::part::CdnPart::new(cdn.clone())),
     ];
     list.extend(opts.extra_parts.0.iter().cloned());
     let parts = veeps_resource::Parts::new(list).map_err(|e| ServerError::DataDir {
@@ -611,6 +635,7 @@ pub fn registry() -> veeps_resource::Registry {
     veeps_db::resources::register(&mut registry);
     veeps_dns::resources::register(&mut registry);
     veeps_fn::resources::register(&mut registry);
+    veeps_cdn::resources::register(&mut registry);
     registry
 }
 

@@ -7,9 +7,15 @@
 //! - [`edge`]: the request path, from `Host` to the cache to the origin.
 //! - [`model`]: the distributions as the edge serves them.
 //! - [`plane`]: the edge as a process of its own (`veeps cdn-plane DIR`).
+//! - [`service`]: the control plane (distributions in the store, the data plane kept in
+//!   step); [`resources`]: the `cdn_distribution` type; [`http`]: invalidations.
 
 pub mod cache;
 pub mod edge;
+pub mod http;
 pub mod model;
+pub mod part;
 pub mod plane;
 pub mod policy;
+pub mod resources;
+pub mod service;

@@ -94,3 +94,29 @@ pub struct CustomError {
     /// How long the error is cached (seconds; CloudFront's default 10).
     pub error_caching_min_ttl: u64,
 }
+
+/// A distribution as declared and stored: origins by name, resolved to addresses each
+/// time the edge's configuration is made (a bucket website's listener, a balancer's
+/// address, any `HOST[:PORT]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistSpec {
+    /// What the edge serves, origins and certificate aside.
+    pub dist: Distribution,
+    /// Origins as declared.
+    pub origins: Vec<OriginSpec>,
+    /// The certificate (a `certificate`'s id) for its aliases over HTTPS.
+    pub certificate: Option<String>,
+}
+
+/// An origin as declared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginSpec {
+    /// Its id within the distribution.
+    pub id: String,
+    /// A bucket's `website_endpoint`, a balancer's `dns_name`, or `HOST[:PORT]`.
+    pub domain_name: String,
+    /// Its port when `domain_name` names none.
+    pub http_port: u16,
+    /// Prefixed to every path asked of it.
+    pub origin_path: String,
+}

@@ -38,6 +38,9 @@ pub struct Veeps {
     pub web_port: u16,
     /// The public DNS listener's port (UDP and TCP, 127.0.0.1).
     pub dns_port: u16,
+    /// The CDN edge's ports (HTTP, HTTPS; 127.0.0.1).
+    pub cdn_port: u16,
+    pub cdn_tls_port: u16,
     pub data: PathBuf,
     pub work: PathBuf,
     _tmp: tempfile::TempDir,
@@ -129,6 +132,8 @@ impl Veeps {
             s3_port: free_port(),
             web_port: free_port(),
             dns_port: free_port(),
+            cdn_port: free_port(),
+            cdn_tls_port: free_port(),
             data,
             work,
             _tmp: tmp,
@@ -167,6 +172,8 @@ impl Veeps {
                     self.s3_port = free_port();
                     self.web_port = free_port();
                     self.dns_port = free_port();
+                    self.cdn_port = free_port();
+                    self.cdn_tls_port = free_port();
                     break;
                 }
                 assert!(!exited, "server exited at start: {new}");
@@ -203,6 +210,11 @@ impl Veeps {
                 &format!("127.0.0.1:{}", self.web_port),
             ])
             .args(["--dns-listen", &format!("127.0.0.1:{}", self.dns_port)])
+            .args(["--cdn-listen", &format!("127.0.0.1:{}", self.cdn_port)])
+            .args([
+                "--cdn-tls-listen",
+                &format!("127.0.0.1:{}", self.cdn_tls_port),
+            ])
             .args(&self.args)
             .arg("--data-dir")
             .arg(&self.data)
@@ -309,6 +321,8 @@ impl Veeps {
             s3_port: free_port(),
             web_port: free_port(),
             dns_port: free_port(),
+            cdn_port: free_port(),
+            cdn_tls_port: free_port(),
             data,
             work,
             _tmp: tmp,
@@ -336,6 +350,10 @@ impl Veeps {
                 &format!("127.0.0.1:{}", v.web_port),
                 "--dns-listen",
                 &format!("127.0.0.1:{}", v.dns_port),
+                "--cdn-listen",
+                &format!("127.0.0.1:{}", v.cdn_port),
+                "--cdn-tls-listen",
+                &format!("127.0.0.1:{}", v.cdn_tls_port),
             ])
             .arg("--data-dir")
             .arg(&v.data)
@@ -385,7 +403,7 @@ pub fn cleanup_host_for(data: &std::path::Path) {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .chain([data.join("dns")]);
+        .chain([data.join("dns"), data.join("cdn")]);
     for dir in planes {
         let pid = std::fs::read_to_string(dir.join("pid")).unwrap_or_default();
         if let Some(pid) = pid.split_whitespace().next() {

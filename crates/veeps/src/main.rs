@@ -1,5 +1,6 @@
 //! The `veeps` command: a thin layer over the veeps crates.
 
+mod cdn;
 mod db;
 mod envs;
 mod iam;
@@ -139,6 +140,20 @@ pub struct DnsArgs {
     /// Identical answers per second to one /24 (response rate limiting; 0: no limit)
     #[arg(long, value_name = "RPS", default_value_t = 100)]
     pub dns_rrl: u32,
+    #[command(flatten)]
+    pub cdn: CdnArgs,
+}
+
+/// Where the CDN's edge answers.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CdnArgs {
+    /// Address of the CDN's edge over plain HTTP ("off" serves none)
+    #[arg(long, default_value = "0.0.0.0:8180")]
+    pub cdn_listen: String,
+    /// Address of the CDN's edge over HTTPS, each distribution's names with its certificate
+    /// ("off" serves none)
+    #[arg(long, default_value = "0.0.0.0:8143")]
+    pub cdn_tls_listen: String,
 }
 
 impl DnsArgs {
@@ -150,6 +165,9 @@ impl DnsArgs {
             responses: self.dns_rrl,
             slip: 2,
         });
+        let on = |a: &String| (a != "off").then(|| a.clone());
+        o.cdn_listen = on(&self.cdn.cdn_listen);
+        o.cdn_tls_listen = on(&self.cdn.cdn_tls_listen);
     }
 }
 
@@ -363,6 +381,9 @@ pub enum Command {
     /// Operate PostgreSQL clusters: status, switchover, backups, restore, psql
     #[command(subcommand)]
     Db(DbCmd),
+    /// The CDN: invalidate cached paths of a distribution
+    #[command(subcommand)]
+    Cdn(crate::cdn::CdnCmd),
     /// Users' credentials: passwords, MFA devices, tokens; the root token; policy simulation
     #[command(subcommand)]
     Iam(crate::iam::IamCmd),

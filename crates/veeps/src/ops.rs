@@ -92,6 +92,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::S3(S3Cmd::Credentials) => s3_credentials(&g),
         Command::S3(S3Cmd::Lifecycle { advance_days }) => s3_lifecycle(&g, advance_days),
         Command::Db(cmd) => crate::db::run(&g, cmd),
+        Command::Cdn(cmd) => crate::cdn::run(&g, cmd),
         Command::Iam(cmd) => crate::iam::run(&g, cmd),
         Command::Login {
             user,
