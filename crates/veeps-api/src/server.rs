@@ -78,6 +78,8 @@ pub struct AppState {
     pub bans: Arc<veeps_ban::Bans>,
     /// DNS.
     pub dns: Arc<veeps_dns::Dns>,
+    /// The CDN.
+    pub cdn: Arc<veeps_cdn::service::Cdn>,
     /// Certificates issued by veeps' CA.
     certs: Arc<veeps_pki::Certs>,
     /// TLS for the API (`None`: off on loopback, on elsewhere).
@@ -602,6 +604,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         iam,
         bans,
         dns,
+        cdn,
         certs: certs.clone(),
         api_tls: opts.api_tls,
         actions,

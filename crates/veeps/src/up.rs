@@ -108,6 +108,7 @@ pub fn up(
         let s3_id = state.s3_auth.root().0.to_string();
         let iam = state.iam.clone();
         let dns = state.dns.clone();
+        let cdn = state.cdn.clone();
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e} (is another veeps running? stop it, or pass --listen)"))?;
         state.reconcile().await;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -226,6 +227,16 @@ pub fn up(
         }
         let web = s3.s3_website_listen.replace("0.0.0.0", "127.0.0.1");
         println!("  Websites:     http://{web}/BUCKET/   (or http://BUCKET.s3-website.localhost:PORT/)");
+        let (cdn_http, cdn_https) = cdn.addrs();
+        let ca = data.join("pki").join("ca.crt");
+        for d in cdn.list() {
+            let name = d.dist.aliases.first().unwrap_or(&d.dist.domain).clone();
+            match (cdn_https, cdn_http) {
+                (Some(a), _) => println!("  CDN:          https://{name}:{}/   (curl --resolve {name}:{}:127.0.0.1 --cacert {} https://{name}:{}/)", a.port(), a.port(), ca.display(), a.port()),
+                (None, Some(a)) => println!("  CDN:          http://{name}:{}/   (curl --resolve {name}:{}:127.0.0.1 http://{name}:{}/)", a.port(), a.port(), a.port()),
+                (None, None) => println!("  CDN:          off   (--cdn-listen, --cdn-tls-listen)"),
+            }
+        }
         for e in &envs {
             if let Ok(outs) = engine.outputs(&e.name) {
                 if outs.is_empty() {

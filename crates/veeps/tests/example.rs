@@ -223,6 +223,7 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
 
     let data = tmp.path().join("data");
     let (api, s3, web) = (free_port(), free_port(), free_port());
+    let (cdn, cdn_tls) = (free_port(), free_port());
     let start_with = |bin: &Path, log: &Path| {
         spawn_retrying(
             Command::new(bin)
@@ -233,6 +234,8 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
                 .args(["--listen", &format!("127.0.0.1:{api}")])
                 .args(["--s3-listen", &format!("127.0.0.1:{s3}")])
                 .args(["--s3-website-listen", &format!("127.0.0.1:{web}")])
+                .args(["--cdn-listen", &format!("127.0.0.1:{cdn}")])
+                .args(["--cdn-tls-listen", &format!("127.0.0.1:{cdn_tls}")])
                 .current_dir(tmp.path())
                 .stdout(std::fs::File::create(log).unwrap())
                 .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
@@ -291,6 +294,31 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
         get("https://127.0.0.1:9443/sample-app-frontend/service", &ca),
         (true, "Hello from prod".into())
     );
+
+    // The static site through the CDN, under its own name and certificate; plain HTTP is
+    // redirected there.
+    let resolve = format!("static.veeps-hosting.test:{cdn_tls}:127.0.0.1");
+    let (code, body) = curl(&[
+        "--cacert",
+        &ca.to_string_lossy(),
+        "--resolve",
+        &resolve,
+        &format!("https://static.veeps-hosting.test:{cdn_tls}/"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("served by veeps' CDN"), "{body}");
+    let (code, body) = curl(&[
+        "--cacert",
+        &ca.to_string_lossy(),
+        "--resolve",
+        &resolve,
+        &format!("https://static.veeps-hosting.test:{cdn_tls}/missing.html"),
+    ]);
+    assert_eq!(code, 404);
+    assert!(body.contains("Not found"), "{body}");
+    assert!(up
+        .log()
+        .contains("CDN:          https://static.veeps-hosting.test"));
 
     // The Rust function behind the public balancer's path.
     let (ok, body) = get("https://127.0.0.1:8443/hello-function/hi?q=1", &ca);
