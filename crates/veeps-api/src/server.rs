@@ -522,6 +522,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
     let cdn = veeps_cdn::service::Cdn::new(
         store.clone(),
         Some(certs.clone()),
+        Some(obs.clone()),
         cdn_opts,
         Some(cdn_dir.clone()),
     );

@@ -81,6 +81,61 @@ enum Fetched {
     Failed(String),
 }
 
+/// Where the edge's access log lines go: a thread appends each distribution's to a spool
+/// of its own (`DIR/ID`), which the control plane reads into the log store when it runs.
+pub struct AccessLog {
+    tx: std::sync::mpsc::SyncSender<(String, i64, String)>,
+    /// Lines dropped because the writer fell behind.
+    pub dropped: AtomicU64,
+}
+
+/// Bytes kept per distribution's spool.
+pub const SPOOL_LIMIT: u64 = 32 << 20;
+
+impl AccessLog {
+    /// Spools under `dir`.
+    pub fn open(dir: &std::path::Path) -> std::io::Result<Arc<AccessLog>> {
+        std::fs::create_dir_all(dir)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(String, i64, String)>(64 * 1024);
+        let dir = dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("cdn-access-log".into())
+            .spawn(move || {
+                let mut spools: HashMap<String, veeps_obs::spool::SpoolWriter> = HashMap::new();
+                while let Ok((dist, ts, line)) = rx.recv() {
+                    if !spools.contains_key(&dist) {
+                        let d = dir.join(&dist);
+                        let w = std::fs::create_dir_all(&d)
+                            .and_then(|_| veeps_obs::spool::SpoolWriter::open(&d, SPOOL_LIMIT));
+                        match w {
+                            Ok(w) => {
+                                spools.insert(dist.clone(), w);
+                            }
+                            Err(e) => {
+                                tracing::warn!(%dist, error = %e, "CDN access log");
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(w) = spools.get_mut(&dist) {
+                        let _ = w.line(ts, "edge/access", &line);
+                    }
+                }
+            })?;
+        Ok(Arc::new(AccessLog {
+            tx,
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    fn log(&self, dist: &str, line: String) {
+        let ts = now_ms() as i64;
+        if self.tx.try_send((dist.to_string(), ts, line)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The edge: the distributions served, the cache and the origin requests in flight.
 pub struct Edge {
     dists: arc_swap::ArcSwap<Vec<Arc<Distribution>>>,
@@ -90,6 +145,7 @@ pub struct Edge {
     client: Client,
     /// Counters.
     pub stats: Stats,
+    access: std::sync::OnceLock<Arc<AccessLog>>,
 }
 
 fn now_ms() -> u64 {
@@ -147,6 +203,7 @@ impl Edge {
             inflight: Mutex::new(HashMap::new()),
             client,
             stats: Stats::default(),
+            access: std::sync::OnceLock::new(),
         })
     }
 
@@ -180,8 +237,69 @@ impl Edge {
             .cloned()
     }
 
-    /// Answers one request (`tls`: it came over HTTPS).
+    /// Writes an access log line per request from now on.
+    pub fn log_to(&self, access: Arc<AccessLog>) {
+        let _ = self.access.set(access);
+    }
+
+    /// Answers one request from `peer` (`tls`: it came over HTTPS), and logs it: client,
+    /// method, host, path and query, status, body bytes, how the cache answered,
+    /// milliseconds taken, scheme, user agent (tab-separated, as CloudFront's fields).
     pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        tls: bool,
+        peer: std::net::SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let Some(access) = self.access.get() else {
+            return self.answer_request(req, tls).await;
+        };
+        let started = std::time::Instant::now();
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let dist = self.distribution(&host).map(|d| d.id.clone());
+        let method = req.method().to_string();
+        let uri = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let resp = self.answer_request(req, tls).await;
+        if let Some(dist) = dist {
+            use hyper::body::Body;
+            let bytes = resp.body().size_hint().exact().unwrap_or(0);
+            let how = resp
+                .headers()
+                .get("x-cache")
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.split(' ').next())
+                .unwrap_or("-")
+                .to_string();
+            access.log(
+                &dist,
+                format!(
+                    "{}\t{method}\t{host}\t{uri}\t{}\t{bytes}\t{how}\t{:.3}\t{}\t{agent}",
+                    peer.ip(),
+                    resp.status().as_u16(),
+                    started.elapsed().as_secs_f64() * 1000.0,
+                    if tls { "https" } else { "http" },
+                ),
+            );
+        }
+        resp
+    }
+
+    async fn answer_request(
         self: &Arc<Self>,
         req: Request<Incoming>,
         tls: bool,

@@ -133,9 +133,11 @@ impl Plane {
     /// A plane serving from `dir` (its cache in `dir/cache`).
     pub fn new(dir: &Path) -> std::io::Result<Arc<Plane>> {
         let cache = Cache::open(Some(&dir.join("cache")), DEFAULT_BOUNDS)?;
+        let edge = Edge::new(cache);
+        edge.log_to(crate::edge::AccessLog::open(&dir.join("logs"))?);
         Ok(Arc::new(Plane {
             dir: dir.to_path_buf(),
-            edge: Edge::new(cache),
+            edge,
             http: Mutex::new(None),
             https: Mutex::new(None),
             certs: Arc::new(arc_swap::ArcSwap::from_pointee(Certs::default())),
@@ -230,11 +232,11 @@ impl Plane {
         let bound = l.local_addr()?;
         let edge = self.edge.clone();
         let limits = veeps_http::Limits::default();
-        let make = move |_peer: SocketAddr| {
+        let make = move |peer: SocketAddr| {
             let edge = edge.clone();
             hyper::service::service_fn(move |req| {
                 let edge = edge.clone();
-                async move { Ok::<_, Infallible>(edge.handle(req, tls).await) }
+                async move { Ok::<_, Infallible>(edge.handle(req, tls, peer).await) }
             })
         };
         let task = if tls {

@@ -63,6 +63,9 @@ pub struct Cdn {
     pushing: tokio::sync::Mutex<()>,
     /// One change at a time (checks against the others, then the write).
     change: tokio::sync::Mutex<()>,
+    /// Where the edge's access logs go, and the distributions whose spools it reads.
+    obs: Option<Arc<veeps_obs::Obs>>,
+    followed: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Cdn {
@@ -70,6 +73,7 @@ impl Cdn {
     pub fn new(
         store: Arc<Store>,
         certs: Option<Arc<veeps_pki::Certs>>,
+        obs: Option<Arc<veeps_obs::Obs>>,
         opts: CdnOptions,
         dir: Option<PathBuf>,
     ) -> Arc<Cdn> {
@@ -84,6 +88,8 @@ impl Cdn {
             adopted: AtomicBool::new(false),
             pushing: tokio::sync::Mutex::new(()),
             change: tokio::sync::Mutex::new(()),
+            obs,
+            followed: Mutex::new(Default::default()),
         })
     }
 
@@ -303,8 +309,43 @@ impl Cdn {
             tracing::warn!(%what, error = %e, "the CDN data plane cannot serve");
         }
         *self.bound.lock().unwrap_or_else(|p| p.into_inner()) = (a.http, a.https);
+        self.follow_logs(dir, &cfg);
         *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg);
         Ok(())
+    }
+
+    /// Reads each distribution's access log spool into the log store (group `cdn-ID` of
+    /// its environment), from where the last reader stopped.
+    fn follow_logs(&self, dir: &Path, cfg: &PlaneConfig) {
+        let Some(obs) = &self.obs else {
+            return;
+        };
+        let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
+        for d in &cfg.distributions {
+            if followed.contains(&d.id) {
+                continue;
+            }
+            let spool = dir.join("logs").join(&d.id);
+            if let Err(e) = std::fs::create_dir_all(&spool) {
+                tracing::warn!(dist = %d.id, error = %e, "CDN access log");
+                continue;
+            }
+            obs.follow(
+                &format!("cdn/{}", d.id),
+                &spool,
+                &d.env,
+                &format!("cdn-{}", d.id.to_ascii_lowercase()),
+                "cdn",
+            );
+            followed.insert(d.id.clone());
+        }
+        followed.retain(|id| {
+            let keep = cfg.distributions.iter().any(|d| &d.id == id);
+            if !keep {
+                obs.unfollow(&format!("cdn/{id}"));
+            }
+            keep
+        });
     }
 
     /// Makes sure the data plane runs and serves the store: the one running is adopted

@@ -117,13 +117,18 @@ async fn start_edge(cache: Cache, cfg: &PlaneConfig) -> (Arc<Edge>, SocketAddr) 
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let at = l.local_addr().unwrap();
     let e = edge.clone();
-    tokio::spawn(veeps_http::serve(l, "cdn", Default::default(), move |_| {
-        let e = e.clone();
-        hyper::service::service_fn(move |req| {
+    tokio::spawn(veeps_http::serve(
+        l,
+        "cdn",
+        Default::default(),
+        move |peer| {
             let e = e.clone();
-            async move { Ok::<_, Infallible>(e.handle(req, false).await) }
-        })
-    }));
+            hyper::service::service_fn(move |req| {
+                let e = e.clone();
+                async move { Ok::<_, Infallible>(e.handle(req, false, peer).await) }
+            })
+        },
+    ));
     (edge, at)
 }
 

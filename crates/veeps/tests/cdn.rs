@@ -125,6 +125,23 @@ output "cdn_id" {
     assert_eq!((code, body.as_str()), (404, "<h1>not here</h1>"));
     // A name that is not the distribution's is refused.
     assert_eq!(edge(&v, "elsewhere.test", "/", &[]).0, 403);
+    // Each request is in the distribution's access log, with how the cache answered.
+    let group = format!("cdn-{}", id.to_ascii_lowercase());
+    wait_until("CDN access logs", 30, || {
+        let l = v.ok(&[
+            "logs",
+            "env",
+            &group,
+            "--since",
+            "5m",
+            "--grep",
+            "/nothing.png",
+        ]);
+        l.contains("GET\tstatic.cdn.test\t/nothing.png\t404")
+            || l.contains("GET static.cdn.test /nothing.png 404")
+    });
+    let l = v.ok(&["logs", "env", &group, "--since", "5m"]);
+    assert!(l.contains("Hit"), "{l}");
 
     // HTTPS under its alias, with the certificate from veeps' CA.
     let ca = v.data.join("pki").join("ca.crt");
