@@ -291,6 +291,25 @@ async fn the_edge_caches_revalidates_collapses_and_serves_stale() {
         .unwrap();
     assert_eq!(plain, page);
     assert_eq!(get(at, "/index.html", &[]).await.h("content-encoding"), "");
+    // What Chromium sends: brotli is its first choice the edge makes.
+    let chromium = get(
+        at,
+        "/index.html",
+        &[
+            (
+                "accept",
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            ),
+            ("accept-encoding", "gzip, deflate, br, zstd"),
+            ("accept-language", "en-US,en;q=0.9"),
+            ("cache-control", "max-age=0"),
+            ("sec-fetch-mode", "navigate"),
+        ],
+    )
+    .await;
+    assert_eq!(chromium.status, 200);
+    assert_eq!(chromium.h("content-encoding"), "br");
+    assert_eq!(chromium.h("vary"), "Accept-Encoding");
     assert_eq!(origin.asked("/index.html"), 1);
 
     // Past max_ttl: revalidated with the stored ETag, the origin's 304 refreshes it.

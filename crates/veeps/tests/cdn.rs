@@ -155,6 +155,25 @@ output "cdn_id" {
     ]);
     assert_eq!(code, 200);
     assert!(body.starts_with("<h1>home</h1>"));
+    // HTTP/2 when the client offers it (ALPN).
+    let version = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--noproxy",
+            "*",
+            "-m",
+            "10",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+        ])
+        .args(["--cacert", ca.to_str().unwrap(), "--resolve", &resolve])
+        .arg(format!("https://static.cdn.test:{}/", v.cdn_tls_port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout), "2");
 
     // A new version at the origin is not seen until the path is invalidated.
     v.write(
