@@ -206,23 +206,42 @@ impl Evaluator<'_> {
             },
             Expression::Conditional(c) => {
                 let cond = self.expr(&c.cond_expr)?;
-                match cond {
-                    Value::Unknown => Value::Unknown,
-                    Value::Bool(true) => self.expr(&c.true_expr)?,
-                    Value::Bool(false) => self.expr(&c.false_expr)?,
-                    Value::String(s) if s == "true" || s == "false" => {
-                        if s == "true" {
-                            self.expr(&c.true_expr)?
-                        } else {
-                            self.expr(&c.false_expr)?
-                        }
-                    }
+                let pick = match cond {
+                    Value::Unknown => return Ok(Value::Unknown),
+                    Value::Bool(b) => b,
+                    Value::String(s) if s == "true" || s == "false" => s == "true",
                     other => {
                         return Err(self.err(
                             &c.cond_expr,
                             format!("the condition must be a bool, got {}", other.type_name()),
                         ))
                     }
+                };
+                let (chosen, other) = if pick {
+                    (&c.true_expr, &c.false_expr)
+                } else {
+                    (&c.false_expr, &c.true_expr)
+                };
+                let v = self.expr(chosen)?;
+                // The result's type is both results' common type, as Terraform's: `true ? 1
+                // : "a"` is "1". The other result's errors do not count (it is not chosen).
+                match self.expr(other) {
+                    Ok(o) => match crate::value::unify(&[&v, &o]) {
+                        Ok(Some(t)) => crate::value::convert(&v, &t)
+                            .map_err(|e| self.err(chosen, e))?,
+                        Ok(None) => v,
+                        Err(_) => {
+                            return Err(self.err(
+                                chosen,
+                                format!(
+                                    "inconsistent conditional result types: {} and {} have no common type",
+                                    v.type_name(),
+                                    o.type_name()
+                                ),
+                            ))
+                        }
+                    },
+                    Err(_) => v,
                 }
             }
             Expression::UnaryOp(op) => {

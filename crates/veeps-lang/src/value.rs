@@ -357,6 +357,27 @@ pub fn convert(v: &Value, ty: &Type) -> Result<Value, String> {
     if v.is_null() {
         return Ok(Value::Null);
     }
+    // A collection of any element type takes its elements' common type, as Terraform
+    // unifies them: strings with numbers or bools make every element a string.
+    if let (Type::List(t) | Type::Set(t) | Type::Map(t), Value::List(_) | Value::Object(_)) =
+        (ty, v)
+    {
+        if **t == Type::Any {
+            let elems: Vec<&Value> = match v {
+                Value::List(l) => l.iter().collect(),
+                Value::Object(o) => o.values().collect(),
+                _ => vec![],
+            };
+            if let Some(common) = unify(&elems)? {
+                let want = match ty {
+                    Type::List(_) => Type::List(Box::new(common)),
+                    Type::Set(_) => Type::Set(Box::new(common)),
+                    _ => Type::Map(Box::new(common)),
+                };
+                return convert(v, &want);
+            }
+        }
+    }
     match (ty, v) {
         (Type::Any, _) => Ok(v.clone()),
         (Type::String, Value::String(_)) => Ok(v.clone()),
@@ -444,6 +465,30 @@ pub fn convert(v: &Value, ty: &Type) -> Result<Value, String> {
             Ok(Value::Object(out))
         }
         _ => Err(format!("{} required, got {}", article(ty), v.type_name())),
+    }
+}
+
+/// The primitive type that values of several primitive types all convert to, as
+/// Terraform's unification finds it: a string with numbers or bools makes strings; numbers
+/// and bools together have none (an error). `None` when there is nothing to unify (one
+/// type, or not only primitives).
+pub fn unify(values: &[&Value]) -> Result<Option<Type>, String> {
+    let (mut string, mut number, mut boolean) = (false, false, false);
+    for v in values {
+        match v {
+            Value::String(_) => string = true,
+            Value::Number(_) => number = true,
+            Value::Bool(_) => boolean = true,
+            Value::Null | Value::Unknown => {}
+            _ => return Ok(None),
+        }
+    }
+    match (string, number, boolean) {
+        (true, true, _) | (true, _, true) => Ok(Some(Type::String)),
+        (false, true, true) => Err(
+            "all elements must have the same type (a number and a bool have no common type)".into(),
+        ),
+        _ => Ok(None),
     }
 }
 

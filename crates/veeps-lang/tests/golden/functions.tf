@@ -97,3 +97,5 @@ output "tomap_unify" { value = tomap({ a = 1, b = "x" }) }
 output "format_more" { value = [format("%e", 0.000123), format("%.2e", 1234.5), format("%g", 1234567), format("%g", 100), format("%+.1f", 2.25), format("%[1]s-%[1]s", "x"), format("%v", { a = 1 }), format("%05d", -42), format("%G", 1e-7)] }
 output "graphemes" { value = [length("👍🏽x"), substr("étés", 1, 2), strrev("👍🏽é"), length("🇫🇷")] }
 output "nfc" { value = [substr("e\u0301té", 0, 2), length("e\u0301"), "${"e\u0301"}x"] }
+output "unify_more" { value = [tolist([1, "a", true]), false ? "x" : 5, toset([2, "1", 10]), true ? null : "a", tomap({ a = true, b = "y" })] }
+output "unify_cond_list" { value = true ? ["a"] : ["b", "c"] }
