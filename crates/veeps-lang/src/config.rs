@@ -483,7 +483,127 @@ const TOP_LEVEL: &[&str] = &[
     "output",
     "module",
     "environment",
+    "terraform",
 ];
+
+/// The Terraform language version veeps implements (what `required_version` is checked
+/// against).
+pub const TERRAFORM_VERSION: &str = "1.11.4";
+
+/// Whether `version` meets a Terraform version constraint (`">= 1.0, < 2.0"`, `"~> 1.5"`,
+/// `"= 1.11.4"`, `"!= 1.2.0"`); `Err` when the constraint cannot be read.
+pub fn meets_constraint(version: &str, constraint: &str) -> Result<bool, String> {
+    fn parse(v: &str) -> Result<Vec<u64>, String> {
+        let core = v.trim().trim_start_matches('v');
+        let core = core.split(['-', '+']).next().unwrap_or(core);
+        core.split('.')
+            .map(|p| {
+                p.parse::<u64>()
+                    .map_err(|_| format!("\"{v}\" is not a version"))
+            })
+            .collect()
+    }
+    let have = parse(version)?;
+    let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+    let cmp = |a: &[u64], b: &[u64]| {
+        (0..3)
+            .map(|i| at(a, i).cmp(&at(b, i)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    };
+    for part in constraint.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (op, rest) = ["~>", ">=", "<=", "!=", "=", ">", "<"]
+            .iter()
+            .find_map(|op| part.strip_prefix(op).map(|r| (*op, r)))
+            .unwrap_or(("=", part));
+        let want = parse(rest)?;
+        use std::cmp::Ordering::*;
+        let ok = match op {
+            "=" => cmp(&have, &want) == Equal,
+            "!=" => cmp(&have, &want) != Equal,
+            ">" => cmp(&have, &want) == Greater,
+            ">=" => cmp(&have, &want) != Less,
+            "<" => cmp(&have, &want) == Less,
+            "<=" => cmp(&have, &want) != Greater,
+            _ => {
+                // ~> X.Y: >= X.Y and < (X+1).0; ~> X.Y.Z: >= X.Y.Z and < X.(Y+1).0.
+                let mut upper = want.clone();
+                if upper.len() <= 1 {
+                    upper = vec![at(&want, 0) + 1];
+                } else {
+                    upper.truncate(upper.len() - 1);
+                    let last = upper.len() - 1;
+                    upper[last] += 1;
+                }
+                cmp(&have, &want) != Less && cmp(&have, &upper) == Less
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A `terraform` block: `required_version` is checked against the language veeps
+/// implements; provider requirements, backends and cloud settings have no meaning for
+/// veeps (its resource types are built in, its state is its own) and are left alone.
+fn parse_terraform_block(file: &Arc<SourceFile>, body: &Body, diags: &mut Diagnostics) {
+    for s in body.iter() {
+        match s {
+            Structure::Attribute(a) => {
+                let e = Expr {
+                    expr: a.value.clone(),
+                    file: file.clone(),
+                };
+                match a.key.as_str() {
+                    "required_version" => {
+                        let Some(c) = const_string(&e, diags) else {
+                            continue;
+                        };
+                        match meets_constraint(TERRAFORM_VERSION, &c) {
+                            Ok(true) => {}
+                            Ok(false) => diags.push(Diagnostic::at(
+                                &e.loc(),
+                                format!(
+                                    "this configuration requires Terraform {c}; veeps implements the language of Terraform {TERRAFORM_VERSION}: change required_version if the configuration works with it"
+                                ),
+                            )),
+                            Err(m) => diags.push(Diagnostic::at(
+                                &e.loc(),
+                                format!("required_version: {m} (write constraints like \">= 1.0, < 2.0\" or \"~> 1.5\")"),
+                            )),
+                        }
+                    }
+                    "experiments" => diags.push(Diagnostic::at(
+                        &Loc::new(file, a.key.span()),
+                        "Terraform's language experiments are not available in veeps",
+                    )),
+                    k => diags.push(unknown_arg(
+                        file,
+                        a,
+                        k,
+                        &["required_version", "experiments"],
+                        "terraform",
+                    )),
+                }
+            }
+            Structure::Block(b) => match b.ident.as_str() {
+                "required_providers" | "backend" | "cloud" | "provider_meta" => {}
+                other => diags.push(Diagnostic::at(
+                    &Loc::new(file, b.ident.span()),
+                    format!(
+                        "unknown block type \"{other}\" in `terraform` (it may hold required_version, required_providers, backend, cloud)"
+                    ),
+                )),
+            },
+        }
+    }
+}
 
 fn parse_module_body(
     m: &mut ModuleConfig,
@@ -521,6 +641,7 @@ fn parse_module_body(
                     "resource" | "data" => {
                         "a type and a name, as in `resource \"random_id\" \"suffix\" {}`"
                     }
+                    "terraform" => "no labels",
                     _ => "one name",
                 };
                 diags.push(Diagnostic::at(
@@ -712,8 +833,13 @@ fn parse_module_body(
                     }
                 }
             }
+            "terraform" => {
+                if need(0, diags) {
+                    parse_terraform_block(file, &block.body, diags);
+                }
+            }
             other => {
-                let hint = if other == "provider" || other == "terraform" {
+                let hint = if other == "provider" {
                     " veeps has no providers to configure: resource types are built in.".to_string()
                 } else {
                     did_you_mean(other, TOP_LEVEL.iter().copied())
@@ -1348,6 +1474,49 @@ mod tests {
         let err = load_config(Arc::new(b)).unwrap_err().to_string();
         assert!(err.contains("env/bad.hcl:1:1"), "{err}");
         assert!(err.contains("Did you mean \"resource\""), "{err}");
+    }
+
+    #[test]
+    fn version_constraints_as_terraform_reads_them() {
+        let ok = |c: &str| meets_constraint("1.11.4", c).unwrap();
+        assert!(ok(">= 1.0"));
+        assert!(ok(">= 0.13, < 2.0"));
+        assert!(ok("~> 1.5"));
+        assert!(!ok("~> 1.5.0"));
+        assert!(ok("~> 1.11.0"));
+        assert!(ok("= 1.11.4") && ok("1.11.4"));
+        assert!(!ok("!= 1.11.4"));
+        assert!(!ok(">= 1.12"));
+        assert!(!ok("< 1.11"));
+        assert!(ok("~> 1"));
+        assert!(!ok("~> 0.12"));
+        assert!(meets_constraint("1.11.4", ">= one").is_err());
+    }
+
+    #[test]
+    fn terraform_blocks_are_read_and_their_version_checked() {
+        let mut b = Bundle {
+            root: "e".into(),
+            files: BTreeMap::new(),
+        };
+        b.files.insert(
+            "e/versions.hcl".into(),
+            "terraform {\n  required_version = \">= 1.3, < 2.0\"\n  required_providers {\n    aws = {\n      source  = \"hashicorp/aws\"\n      version = \">= 5.0\"\n    }\n  }\n  backend \"s3\" {\n    bucket = \"state\"\n  }\n}\n".into(),
+        );
+        assert!(load_config(Arc::new(b.clone())).is_ok());
+        b.files.insert(
+            "e/versions.hcl".into(),
+            "terraform {\n  required_version = \">= 1.12\"\n}\n".into(),
+        );
+        let err = load_config(Arc::new(b.clone())).unwrap_err().to_string();
+        assert!(err.contains("e/versions.hcl:2:"), "{err}");
+        assert!(err.contains("requires Terraform >= 1.12"), "{err}");
+        b.files.insert(
+            "e/versions.hcl".into(),
+            "terraform {\n  required_versions = \"1\"\n}\n".into(),
+        );
+        let err = load_config(Arc::new(b)).unwrap_err().to_string();
+        assert!(err.contains("required_version"), "{err}");
     }
 
     #[test]
