@@ -531,9 +531,16 @@ pub fn resolve(
                 "\"path\" has \"module\", \"root\" and \"cwd\"",
             )),
         },
-        "self" | "terraform" => Err(Diagnostic::at(
+        "terraform" => match name0 {
+            Some("workspace") => Ok(vec![]),
+            _ => Err(Diagnostic::at(
+                &r.loc,
+                "\"terraform\" has only \"workspace\" (the environment's name)",
+            )),
+        },
+        "self" => Err(Diagnostic::at(
             &r.loc,
-            format!("\"{}\" is not available in veeps configurations", r.root),
+            "\"self\" is only available in provisioners, which veeps does not run",
         )),
         ty => {
             let Some(n) = name0 else {

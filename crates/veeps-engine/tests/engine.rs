@@ -174,6 +174,34 @@ async fn an_argument_set_to_null_takes_its_default() {
     assert_eq!(mode & 0o777, 0o644);
 }
 
+/// `terraform.workspace` is the environment's name (what a workspace is to veeps), in a
+/// module too; `terraform {}` blocks are read.
+#[tokio::test]
+async fn terraform_workspace_is_the_environment() {
+    let e = env();
+    let main = r#"
+terraform {
+  required_version = ">= 1.0"
+}
+module "m" {
+  source = "./m"
+}
+output "ws" {
+  value = "app-${terraform.workspace}"
+}
+output "inner" {
+  value = module.m.ws
+}
+"#;
+    let module = "output \"ws\" {\n  value = terraform.workspace\n}\n";
+    let b = bundle(&[("env/main.hcl", main), ("env/m/main.hcl", module)]);
+    let (status, _, errors) = complete(&apply(&e, &b).await);
+    assert_eq!(status, "ok", "{errors:?}");
+    let outs = e.engine.outputs("test").unwrap();
+    assert_eq!(outs["ws"].0.as_str(), Some("app-test"));
+    assert_eq!(outs["inner"].0.as_str(), Some("test"));
+}
+
 /// A null passed to a module's variable is the value (Terraform's `nullable`, true by
 /// default); with `nullable = false` the default stands in, and without one it is refused.
 #[tokio::test]

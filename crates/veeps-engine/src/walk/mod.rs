@@ -160,6 +160,8 @@ struct EvalScope<'a> {
     mk: &'a ModKey,
     module: &'a ModuleConfig,
     bundle: &'a Bundle,
+    /// The environment (what `terraform.workspace` names).
+    env: &'a str,
     each: Option<&'a (Value, Value)>,
     count: bool,
 }
@@ -210,6 +212,8 @@ impl Scope for EvalScope<'_> {
                     ))
                 }
             },
+            // A workspace is what an environment is to veeps.
+            "terraform" => (Value::string(self.env), 1),
             "path" => match first {
                 "module" => (Value::String(self.module.dir.clone()), 1),
                 "root" => (Value::String(self.bundle.root.clone()), 1),
@@ -483,6 +487,7 @@ impl Walk {
                     mk: &mk,
                     module: m,
                     bundle: &self.config.bundle,
+                    env: &self.env,
                     each: None,
                     count: false,
                 };
@@ -581,6 +586,7 @@ impl Walk {
                     mk: &mk,
                     module: m,
                     bundle: &self.config.bundle,
+                    env: &self.env,
                     each: None,
                     count: false,
                 };
@@ -632,6 +638,7 @@ impl Walk {
                     mk: &mk,
                     module: m,
                     bundle: &self.config.bundle,
+                    env: &self.env,
                     each: None,
                     count: false,
                 };
@@ -651,6 +658,7 @@ impl Walk {
                         mk: &mk,
                         module: m,
                         bundle: &self.config.bundle,
+                        env: &self.env,
                         each: each.as_ref(),
                         count: call.count.is_some(),
                     };
@@ -876,6 +884,7 @@ impl Walk {
                 mk: &mk,
                 module: m,
                 bundle: &self.config.bundle,
+                env: &self.env,
                 each: None,
                 count: false,
             };
@@ -896,6 +905,7 @@ impl Walk {
                     mk: &mk,
                     module: m,
                     bundle: &self.config.bundle,
+                    env: &self.env,
                     each: each.as_ref(),
                     count: rc.count.is_some(),
                 };
