@@ -193,7 +193,9 @@ impl<'c> Graph<'c> {
                 for e in r.count.iter().chain(r.for_each.iter()) {
                     self.add_refs(&id, m, e, Ctx::default(), diags);
                 }
-                for_each_expr(&r.body, &mut |e| self.add_refs(&id, m, e, ctx, diags));
+                for_each_expr(&r.body, &mut |e, bound| {
+                    self.add_refs_bound(&id, m, e, ctx, bound, diags)
+                });
                 self.add_static(&id, m, &r.depends_on, diags);
             }
         }
@@ -249,8 +251,25 @@ impl<'c> Graph<'c> {
         ctx: Ctx,
         diags: &mut Diagnostics,
     ) {
+        self.add_refs_bound(id, m, e, ctx, &[], diags)
+    }
+
+    /// [`Self::add_refs`], leaving out references to `bound` names (dynamic blocks'
+    /// iterators).
+    fn add_refs_bound(
+        &mut self,
+        id: &NodeId,
+        m: &Arc<ModuleConfig>,
+        e: &Expr,
+        ctx: Ctx,
+        bound: &[String],
+        diags: &mut Diagnostics,
+    ) {
         let outputs_of = |call: &str| outputs_of(self.config, m, call);
         for r in e.references() {
+            if bound.iter().any(|b| *b == r.root) {
+                continue;
+            }
             match resolve(&id.path, m, &r, ctx, &outputs_of) {
                 Ok(targets) => {
                     if targets.contains(id) {
@@ -372,12 +391,39 @@ pub struct Ctx {
     pub each: bool,
 }
 
-fn for_each_expr(body: &veeps_lang::config::BodyConfig, f: &mut dyn FnMut(&Expr)) {
+/// Calls `f` on every expression of `body` with the names bound where it is (the
+/// iterators of the `dynamic` blocks around it).
+fn for_each_expr(body: &veeps_lang::config::BodyConfig, f: &mut dyn FnMut(&Expr, &[String])) {
+    walk_exprs(body, &mut vec![], f)
+}
+
+fn walk_exprs(
+    body: &veeps_lang::config::BodyConfig,
+    bound: &mut Vec<String>,
+    f: &mut dyn FnMut(&Expr, &[String]),
+) {
     for a in body.attrs.values() {
-        f(&a.expr);
+        f(&a.expr, bound);
     }
     for b in &body.blocks {
-        for_each_expr(&b.body, f);
+        match b.dynamic_iterator() {
+            Some(it) => {
+                if let Some(fe) = b.body.attrs.get("for_each") {
+                    f(&fe.expr, bound);
+                }
+                bound.push(it);
+                for (k, a) in &b.body.attrs {
+                    if k != "for_each" && k != "iterator" {
+                        f(&a.expr, bound);
+                    }
+                }
+                for inner in &b.body.blocks {
+                    walk_exprs(&inner.body, bound, f);
+                }
+                bound.pop();
+            }
+            None => walk_exprs(&b.body, bound, f),
+        }
     }
 }
 

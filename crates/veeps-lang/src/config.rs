@@ -1369,6 +1369,23 @@ fn parse_block(
     }
 }
 
+impl BlockConfig {
+    /// For a `dynamic "NAME"` block: the name its iterator is known by inside it
+    /// (`iterator = x`, else the block type's name).
+    pub fn dynamic_iterator(&self) -> Option<String> {
+        if self.type_name != "dynamic" {
+            return None;
+        }
+        let named = self
+            .body
+            .attrs
+            .get("iterator")
+            .map(|a| a.expr.text().trim().to_string())
+            .filter(|t| !t.is_empty());
+        named.or_else(|| self.labels.first().cloned())
+    }
+}
+
 /// The environment name a bundle declares with `environment "NAME" {}`, if any.
 pub fn declared_environment(bundle: &Bundle) -> Result<Option<String>, Diagnostics> {
     let mut diags = Diagnostics::default();

@@ -85,7 +85,13 @@ pub fn decode_body(
         }
     }
     let mut blocks: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    // Block types some of whose blocks come from a for_each not known yet.
+    let mut unknown: BTreeSet<&str> = BTreeSet::new();
     for b in &body.blocks {
+        if let Some(it) = b.dynamic_iterator() {
+            dynamic(schema, b, &it, scope, &mut blocks, &mut unknown, &mut diags);
+            continue;
+        }
         let Some(bs) = schema.get_block(&b.type_name) else {
             let names: Vec<&str> = schema.blocks.iter().map(|b| b.name).collect();
             let hint = if schema.get(&b.type_name).is_some() {
@@ -108,6 +114,10 @@ pub fn decode_body(
         }
     }
     for bs in &schema.blocks {
+        if unknown.contains(bs.name) {
+            out.insert(bs.name.to_string(), Value::Unknown);
+            continue;
+        }
         let items = blocks.remove(bs.name).unwrap_or_default();
         if items.len() < bs.min_items {
             diags.push(Diagnostic::at(
@@ -136,6 +146,152 @@ pub fn decode_body(
     }
     diags.into_result()?;
     Ok(Value::Object(out))
+}
+
+/// A `dynamic "NAME"` block: its `content` once per element of `for_each`, with the
+/// iterator (`NAME`, or `iterator`'s name) holding the element's `key` and `value`.
+fn dynamic<'s>(
+    schema: &'s Schema,
+    b: &veeps_lang::config::BlockConfig,
+    iterator: &str,
+    scope: &dyn Scope,
+    blocks: &mut BTreeMap<&'s str, Vec<Value>>,
+    unknown: &mut BTreeSet<&'s str>,
+    diags: &mut Diagnostics,
+) {
+    let Some(name) = b.labels.first() else {
+        diags.push(Diagnostic::at(
+            &b.loc,
+            "a `dynamic` block names the block type it makes: dynamic \"ingress\" { ... }",
+        ));
+        return;
+    };
+    let Some(bs) = schema.get_block(name) else {
+        let names: Vec<&str> = schema.blocks.iter().map(|b| b.name).collect();
+        diags.push(Diagnostic::at(
+            &b.loc,
+            format!(
+                "dynamic \"{name}\": there is no \"{name}\" block type here.{}",
+                did_you_mean(name, names.iter().copied())
+            ),
+        ));
+        return;
+    };
+    for (k, a) in &b.body.attrs {
+        if !matches!(k.as_str(), "for_each" | "iterator" | "labels") {
+            diags.push(Diagnostic::at(
+                &a.loc,
+                format!("unsupported argument \"{k}\" in `dynamic` (it takes for_each, iterator, labels and a content block)"),
+            ));
+        }
+    }
+    let contents: Vec<_> = b
+        .body
+        .blocks
+        .iter()
+        .filter(|c| c.type_name == "content")
+        .collect();
+    if let Some(other) = b.body.blocks.iter().find(|c| c.type_name != "content") {
+        diags.push(Diagnostic::at(
+            &other.loc,
+            format!(
+                "unsupported block type \"{}\" in `dynamic`: put blocks inside its content block",
+                other.type_name
+            ),
+        ));
+    }
+    let [content] = contents.as_slice() else {
+        diags.push(Diagnostic::at(
+            &b.loc,
+            format!(
+                "a `dynamic` block has one `content` block ({} here)",
+                contents.len()
+            ),
+        ));
+        return;
+    };
+    let Some(fe) = b.body.attrs.get("for_each") else {
+        diags.push(Diagnostic::at(
+            &b.loc,
+            "a `dynamic` block needs `for_each`, the collection to make blocks from",
+        ));
+        return;
+    };
+    let collection = match eval(&fe.expr, scope) {
+        Ok(v) => v,
+        Err(d) => {
+            diags.push(d);
+            return;
+        }
+    };
+    let items: Vec<(Value, Value)> = match collection {
+        Value::Unknown => {
+            unknown.insert(bs.name);
+            return;
+        }
+        Value::Null => {
+            diags.push(Diagnostic::at(
+                &fe.expr.loc(),
+                "for_each of a dynamic block is null: give a list, set or map (an empty one for no block)",
+            ));
+            return;
+        }
+        Value::List(l) => l
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (Value::Number(i as f64), v))
+            .collect(),
+        Value::Object(o) => o.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
+        other => {
+            diags.push(Diagnostic::at(
+                &fe.expr.loc(),
+                format!(
+                    "for_each of a dynamic block must be a list, set or map, got {}",
+                    other.type_name()
+                ),
+            ));
+            return;
+        }
+    };
+    for (key, value) in items {
+        let inner = Iterator_ {
+            outer: scope,
+            name: iterator,
+            key,
+            value,
+        };
+        match decode_body(&bs.schema, &content.body, &inner) {
+            Ok(v) => blocks.entry(bs.name).or_default().push(v),
+            Err(d) => diags.0.extend(d.0),
+        }
+    }
+}
+
+/// A dynamic block's iterator in scope, over the scope around it.
+struct Iterator_<'a> {
+    outer: &'a dyn Scope,
+    name: &'a str,
+    key: Value,
+    value: Value,
+}
+
+impl Scope for Iterator_<'_> {
+    fn resolve(&self, root: &str, names: &[&str], loc: &Loc) -> Result<(Value, usize), Diagnostic> {
+        if root != self.name {
+            return self.outer.resolve(root, names, loc);
+        }
+        match names.first() {
+            Some(&"key") => Ok((self.key.clone(), 1)),
+            Some(&"value") => Ok((self.value.clone(), 1)),
+            _ => Err(Diagnostic::at(
+                loc,
+                format!("the iterator \"{root}\" has \"key\" and \"value\""),
+            )),
+        }
+    }
+    fn read_file(&self, path: &str) -> Option<String> {
+        self.outer.read_file(path)
+    }
 }
 
 /// `config` with every computed attribute not set in it marked unknown.
@@ -269,6 +425,93 @@ mod tests {
                 Nesting::List,
                 Schema::new().attr(AttrSchema::required("port", Type::Number)),
             ))
+    }
+
+    /// `var.NAME` from a map; everything else unknown.
+    struct Vars(BTreeMap<String, Value>);
+
+    impl Scope for Vars {
+        fn resolve(
+            &self,
+            root: &str,
+            names: &[&str],
+            loc: &Loc,
+        ) -> Result<(Value, usize), Diagnostic> {
+            match (root, names.first()) {
+                ("var", Some(n)) => Ok((self.0.get(*n).cloned().unwrap_or(Value::Unknown), 1)),
+                _ => Err(Diagnostic::at(loc, format!("unknown reference {root}"))),
+            }
+        }
+        fn read_file(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    fn body_of(hcl: &str) -> BodyConfig {
+        let b = veeps_lang::config::Bundle {
+            root: "e".into(),
+            files: [("e/main.hcl".to_string(), hcl.to_string())].into(),
+        };
+        let c = veeps_lang::config::load_config(Arc::new(b)).unwrap();
+        c.root_module().resources["thing.t"].body.clone()
+    }
+
+    #[test]
+    fn dynamic_blocks_make_one_block_per_element() {
+        let vars = Vars(
+            [
+                (
+                    "ports".to_string(),
+                    Value::List(vec![Value::Number(80.0), Value::Number(443.0)]),
+                ),
+                (
+                    "named".to_string(),
+                    obj(&[("a", Value::Number(1.0)), ("b", Value::Number(2.0))]),
+                ),
+                ("later".to_string(), Value::Unknown),
+            ]
+            .into(),
+        );
+        let decode = |hcl: &str| decode_body(&schema(), &body_of(hcl), &vars);
+        let v = decode(
+            "resource \"thing\" \"t\" {\n  name = \"x\"\n  rule {\n    port = 1\n  }\n  dynamic \"rule\" {\n    for_each = var.ports\n    content {\n      port = rule.value + rule.key\n    }\n  }\n}\n",
+        )
+        .unwrap();
+        assert_eq!(v.get("rule"), Some(&rules(&[1.0, 80.0, 444.0])));
+        // A map, with a named iterator.
+        let v = decode(
+            "resource \"thing\" \"t\" {\n  name = \"x\"\n  dynamic \"rule\" {\n    for_each = var.named\n    iterator = r\n    content {\n      port = r.value * 10\n    }\n  }\n}\n",
+        )
+        .unwrap();
+        assert_eq!(v.get("rule"), Some(&rules(&[10.0, 20.0])));
+        // Not known yet: the blocks are unknown until it is.
+        let v = decode(
+            "resource \"thing\" \"t\" {\n  name = \"x\"\n  dynamic \"rule\" {\n    for_each = var.later\n    content {\n      port = 1\n    }\n  }\n}\n",
+        )
+        .unwrap();
+        assert_eq!(v.get("rule"), Some(&Value::Unknown));
+        // Errors name the place and what to do.
+        let e = decode(
+            "resource \"thing\" \"t\" {\n  name = \"x\"\n  dynamic \"rules\" {\n    for_each = var.ports\n    content {\n      port = 1\n    }\n  }\n}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("e/main.hcl:3:") && e.contains("Did you mean \"rule\""),
+            "{e}"
+        );
+        let e = decode(
+            "resource \"thing\" \"t\" {\n  name = \"x\"\n  dynamic \"rule\" {\n    for_each = var.ports\n  }\n}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("one `content` block"), "{e}");
+        let e = decode(
+            "resource \"thing\" \"t\" {\n  name = \"x\"\n  dynamic \"rule\" {\n    for_each = var.ports\n    content {\n      port = rule.nope\n    }\n  }\n}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("has \"key\" and \"value\""), "{e}");
     }
 
     fn obj(pairs: &[(&str, Value)]) -> Value {
