@@ -267,7 +267,7 @@ impl<'c> Graph<'c> {
     ) {
         let outputs_of = |call: &str| outputs_of(self.config, m, call);
         for r in e.references() {
-            if bound.iter().any(|b| *b == r.root) {
+            if bound.contains(&r.root) {
                 continue;
             }
             match resolve(&id.path, m, &r, ctx, &outputs_of) {
