@@ -381,11 +381,12 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
             .map_err(|e| tracing::error!(%addr, error = %e, "cannot listen for the CDN (another program on the port?); it is off until the next start"))
             .ok()
     };
-    let cdn_opts = veeps_cdn::service::CdnOptions {
+    let mut cdn_opts = veeps_cdn::service::CdnOptions {
         http: cdn_listen(opts.cdn_listen.as_deref(), false),
         https: cdn_listen(opts.cdn_tls_listen.as_deref(), true),
         bounds: None,
         website: website_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        origin_ca: None,
     };
     let dns_listener = opts.dns_listen.as_deref().and_then(|addr| {
         veeps_dns::Dns::check_listen(addr, &data_dir.join("dns"))
@@ -519,6 +520,8 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         },
         access: s3_access.clone(),
     });
+    // Origins may be veeps' own HTTPS listeners (a balancer's, say): its CA is trusted.
+    cdn_opts.origin_ca = Some(ca_pem.clone());
     let cdn = veeps_cdn::service::Cdn::new(
         store.clone(),
         Some(certs.clone()),

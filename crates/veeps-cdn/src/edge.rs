@@ -68,9 +68,42 @@ impl Stats {
 }
 
 type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
+
+/// A client for origins over HTTP and HTTPS, trusting the system's roots and `ca` (PEM).
+fn client(ca: Option<&str>) -> Result<Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(pem) = ca {
+        for c in rustls_pemfile::certs(&mut pem.as_bytes()).flatten() {
+            let _ = roots.add(c);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS to origins: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https),
+    )
+}
 
 /// What one origin request gave, shared by every client that waited for it.
 #[derive(Clone)]
@@ -142,7 +175,8 @@ pub struct Edge {
     /// The cache.
     pub cache: Cache,
     inflight: Mutex<HashMap<String, Arc<OnceCell<Fetched>>>>,
-    client: Client,
+    /// The origin client, with the extra CA it trusts.
+    client: arc_swap::ArcSwap<(Option<String>, Option<Client>)>,
     /// Counters.
     pub stats: Stats,
     access: std::sync::OnceLock<Arc<AccessLog>>,
@@ -190,13 +224,7 @@ fn http_date(s: Option<&str>) -> Option<SystemTime> {
 impl Edge {
     /// An edge over `cache`, serving nothing yet.
     pub fn new(cache: Cache) -> Arc<Edge> {
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        http.set_nodelay(true);
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(http);
+        let client = arc_swap::ArcSwap::from_pointee((None, client(None).ok()));
         Arc::new(Edge {
             dists: arc_swap::ArcSwap::from_pointee(vec![]),
             cache,
@@ -217,6 +245,14 @@ impl Edge {
         self.cache.retain_dists(&ids);
         if let Some(b) = config.bounds {
             self.cache.set_bounds(b);
+        }
+        if self.client.load().0 != config.origin_ca {
+            match client(config.origin_ca.as_deref()) {
+                Ok(c) => self
+                    .client
+                    .store(Arc::new((config.origin_ca.clone(), Some(c)))),
+                Err(e) => tracing::warn!(error = %e, "CDN origins"),
+            }
         }
     }
 
@@ -595,20 +631,34 @@ impl Edge {
             Some(q) => format!("{prefix}{path}?{q}"),
             None => format!("{prefix}{path}"),
         };
-        let uri: hyper::Uri = format!("http://{}{}", origin.addr, pq)
-            .parse()
-            .map_err(|e| format!("bad origin URL: {e}"))?;
+        let url = if origin.https {
+            format!("https://{}{}", origin.host, pq)
+        } else {
+            format!("http://{}{}", origin.addr, pq)
+        };
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad origin URL: {e}"))?;
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        if let Ok(h) = HeaderValue::from_str(&origin.host) {
-            req.headers_mut().insert(header::HOST, h);
+        if !origin.https {
+            if let Ok(h) = HeaderValue::from_str(&origin.host) {
+                req.headers_mut().insert(header::HOST, h);
+            }
         }
+        let Some(client) = self.client.load_full().1.clone() else {
+            return Err("no client for origins (TLS could not be set up)".into());
+        };
         req.headers_mut()
             .insert(header::VIA, HeaderValue::from_static("1.1 veeps-cdn"));
         let work = async {
-            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let resp = client.request(req).await.map_err(|e| {
+                use std::error::Error;
+                match e.source() {
+                    Some(s) => format!("{e}: {s}"),
+                    None => e.to_string(),
+                }
+            })?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_OBJECT)
                 .collect()

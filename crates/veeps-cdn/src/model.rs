@@ -15,6 +15,9 @@ pub struct PlaneConfig {
     pub https: Option<SocketAddr>,
     /// The cache's bounds.
     pub bounds: Option<Bounds>,
+    /// A CA (PEM) trusted for HTTPS origins beside the system's roots (veeps' own).
+    #[serde(default)]
+    pub origin_ca: Option<String>,
     /// Every distribution served.
     pub distributions: Vec<Distribution>,
 }
@@ -57,6 +60,9 @@ pub struct Origin {
     pub host: String,
     /// Prefixed to every path asked of it.
     pub path: String,
+    /// Asked over HTTPS (at `host`, resolved when connecting, and verified for it).
+    #[serde(default)]
+    pub https: bool,
 }
 
 /// A cache behaviour.
@@ -117,6 +123,20 @@ pub struct OriginSpec {
     pub domain_name: String,
     /// Its port when `domain_name` names none.
     pub http_port: u16,
+    /// Its HTTPS port.
+    #[serde(default = "https_port")]
+    pub https_port: u16,
+    /// `http-only` or `https-only`.
+    #[serde(default = "http_only")]
+    pub protocol_policy: String,
     /// Prefixed to every path asked of it.
     pub origin_path: String,
+}
+
+fn https_port() -> u16 {
+    443
+}
+
+fn http_only() -> String {
+    "http-only".into()
 }

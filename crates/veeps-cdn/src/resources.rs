@@ -122,6 +122,12 @@ impl DistributionType {
                             "a bucket's website_endpoint, a load balancer's dns_name, or HOST[:PORT]",
                         ))
                         .attr(AttrSchema::optional("http_port", Type::Number).default(80.0))
+                        .attr(AttrSchema::optional("https_port", Type::Number).default(443.0))
+                        .attr(
+                            AttrSchema::optional("origin_protocol_policy", Type::String)
+                                .default("http-only")
+                                .describe("http-only, or https-only (verified against the system's CAs and veeps')"),
+                        )
                         .attr(AttrSchema::optional("origin_path", Type::String)),
                     force_new: false,
                     min_items: 1,
@@ -160,6 +166,8 @@ pub struct OriginConfig {
     origin_id: String,
     domain_name: String,
     http_port: u16,
+    https_port: u16,
+    origin_protocol_policy: String,
     origin_path: Option<String>,
 }
 
@@ -302,6 +310,8 @@ fn spec(ctx: &Ctx, c: &DistributionConfig) -> DistSpec {
                 id: o.origin_id.clone(),
                 domain_name: o.domain_name.clone(),
                 http_port: o.http_port,
+                https_port: o.https_port,
+                protocol_policy: o.origin_protocol_policy.clone(),
                 origin_path: o.origin_path.clone().unwrap_or_default(),
             })
             .collect(),

@@ -48,6 +48,8 @@ pub struct CdnOptions {
     pub bounds: Option<Bounds>,
     /// The bucket websites' listener (origins named `*.s3-website.localhost` go there).
     pub website: Option<SocketAddr>,
+    /// A CA trusted for HTTPS origins beside the system's (veeps' own, PEM).
+    pub origin_ca: Option<String>,
 }
 
 /// The CDN service of one server.
@@ -221,7 +223,15 @@ impl Cdn {
 
     fn resolve(&self, o: &crate::model::OriginSpec) -> Result<SocketAddr, String> {
         let name = o.domain_name.trim().trim_end_matches('/');
-        let name = name.strip_prefix("http://").unwrap_or(name);
+        let name = name
+            .strip_prefix("http://")
+            .or_else(|| name.strip_prefix("https://"))
+            .unwrap_or(name);
+        let port = if o.protocol_policy == "https-only" {
+            o.https_port
+        } else {
+            o.http_port
+        };
         if name.ends_with(".s3-website.localhost") || name == "s3-website.localhost" {
             return self.opts.website.ok_or_else(|| {
                 format!("origin {}: bucket websites are not served (start the server with --s3-website-listen)", o.id)
@@ -231,7 +241,7 @@ impl Cdn {
             return Ok(a);
         }
         if let Ok(ip) = name.parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, o.http_port));
+            return Ok(SocketAddr::new(ip, port));
         }
         let with_port = if name
             .rsplit_once(':')
@@ -239,7 +249,7 @@ impl Cdn {
         {
             name.to_string()
         } else {
-            format!("{name}:{}", o.http_port)
+            format!("{name}:{port}")
         };
         with_port
             .to_socket_addrs()
@@ -260,8 +270,13 @@ impl Cdn {
                     Ok(addr) => Some(Origin {
                         id: o.id.clone(),
                         addr,
-                        host: o.domain_name.trim_start_matches("http://").to_string(),
+                        host: if o.protocol_policy == "https-only" {
+                            origin_host(&o.domain_name, o.https_port)
+                        } else {
+                            o.domain_name.trim_start_matches("http://").to_string()
+                        },
                         path: o.origin_path.clone(),
+                        https: o.protocol_policy == "https-only",
                     }),
                     Err(e) => {
                         tracing::warn!(dist = %d.dist.id, error = %e, "CDN origin");
@@ -280,6 +295,7 @@ impl Cdn {
             http: self.opts.http,
             https: self.opts.https,
             bounds: self.opts.bounds,
+            origin_ca: self.opts.origin_ca.clone(),
             distributions: dists,
         }
     }
@@ -462,6 +478,22 @@ impl Cdn {
         .ok()
         .and_then(|r| serde_json::from_str(&r).ok())
         .unwrap_or_default()
+    }
+}
+
+/// `HOST:PORT` of an HTTPS origin (`domain_name` may name its port, or a scheme).
+fn origin_host(domain_name: &str, https_port: u16) -> String {
+    let name = domain_name
+        .trim()
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    if name
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        name.to_string()
+    } else {
+        format!("{name}:{https_port}")
     }
 }
 

@@ -148,6 +148,7 @@ fn config(origin: SocketAddr, ttls: Ttls) -> PlaneConfig {
         http: None,
         https: None,
         bounds: None,
+        origin_ca: None,
         distributions: vec![Distribution {
             id: "E1TEST".into(),
             env: "test".into(),
@@ -161,6 +162,7 @@ fn config(origin: SocketAddr, ttls: Ttls) -> PlaneConfig {
                 addr: origin,
                 host: "site.s3-website.localhost".into(),
                 path: String::new(),
+                https: false,
             }],
             behaviors: vec![behavior("/raw/*", false), behavior("*", true)],
             custom_errors: vec![CustomError {
@@ -510,4 +512,76 @@ async fn the_plane_serves_each_name_over_https_with_its_own_certificate() {
     let other = rustls::pki_types::ServerName::try_from("other.test").unwrap();
     assert!(conn.connect(other, tcp).await.is_err());
     assert_eq!(plane.stats()["cdn_cached_objects"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_over_https_is_verified_against_the_trusted_ca() {
+    let (origin, _) = start_origin().await;
+    origin.page(
+        "/secure.txt",
+        200,
+        &[("content-type", "text/plain")],
+        b"from a TLS origin",
+    );
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let tls = veeps_http::tls_config(&cert.pem(), &key.serialize_pem()).unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let me = origin.clone();
+    tokio::spawn(veeps_http::serve_tls(
+        l,
+        "origin-tls",
+        Default::default(),
+        tls,
+        move |_| {
+            let me = me.clone();
+            hyper::service::service_fn(move |req| {
+                let me = me.clone();
+                async move { Ok::<_, Infallible>(me.answer(req).await) }
+            })
+        },
+    ));
+    let mut cfg = config(
+        "127.0.0.1:1".parse().unwrap(),
+        Ttls {
+            min: 0,
+            default: 30,
+            max: 60,
+        },
+    );
+    cfg.distributions[0].origins[0].https = true;
+    cfg.distributions[0].origins[0].host = format!("localhost:{port}");
+    // Not trusted yet: the edge refuses the origin's certificate.
+    let (edge, at) = start_edge(
+        Cache::open(
+            None,
+            Bounds {
+                memory: 1 << 20,
+                disk: 0,
+            },
+        )
+        .unwrap(),
+        &cfg,
+    )
+    .await;
+    let g = get(at, "/secure.txt", &[]).await;
+    assert_eq!(g.status, 502);
+    assert!(
+        String::from_utf8_lossy(&g.body).contains("certificate"),
+        "{:?}",
+        g.body
+    );
+    // Trusted: served, and cached.
+    cfg.origin_ca = Some(cert.pem());
+    edge.load(&cfg);
+    let g = get(at, "/secure.txt", &[]).await;
+    assert_eq!((g.status, &g.body[..]), (200, &b"from a TLS origin"[..]));
+    assert_eq!(
+        get(at, "/secure.txt", &[]).await.h("x-cache"),
+        "Hit from veeps"
+    );
 }
