@@ -382,43 +382,11 @@ impl Cdn {
         let cfg = self.config();
         write_config(dir, &cfg)?;
         *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let running = veeps_sys::plane::running(dir);
-        let version = match running {
-            Some(_) => ask::<serde_json::Value>(dir, &Request::Hello)
-                .await
-                .ok()
-                .and_then(|h| h["version"].as_str().map(str::to_string)),
-            None => None,
-        };
-        match (running, version) {
-            (Some(_), Some(v)) if v == veeps_sys::plane::build_id() => {
-                tracing::info!("adopted the running CDN data plane");
-            }
-            (Some(old), Some(_)) => {
-                tracing::info!("upgrading the CDN data plane in place (it runs another build)");
-                self.spawn(dir, true).await?;
-                veeps_sys::plane::stop(old, async {}).await;
-            }
-            (Some(old), None) => {
-                tracing::warn!("the CDN data plane does not answer; replacing it");
-                veeps_sys::plane::stop(old, async {}).await;
-                self.spawn(dir, false).await?;
-            }
-            (None, _) => self.spawn(dir, false).await?,
-        }
+        veeps_sys::plane::adopt_or_start(&self.exe, "cdn-plane", dir, "the CDN data plane")
+            .await
+            .map_err(plane_err)?;
         self.adopted.store(true, Ordering::SeqCst);
         self.push().await
-    }
-
-    async fn spawn(&self, dir: &Path, takeover: bool) -> Result<(), CdnError> {
-        let mut args: Vec<&std::ffi::OsStr> = vec!["cdn-plane".as_ref(), dir.as_os_str()];
-        if takeover {
-            args.push("--takeover".as_ref());
-        }
-        veeps_sys::plane::spawn(&self.exe, &args, dir, "the CDN data plane")
-            .await
-            .map(|_| ())
-            .map_err(|e| CdnError::Io(std::io::Error::other(e)))
     }
 
     /// Keeps the data plane running and in step (a renewed certificate, a plane that
@@ -451,14 +419,8 @@ impl Cdn {
     /// The control plane stops; with `everything`, the data plane stops too.
     pub async fn stop(&self, everything: bool) {
         let Some(dir) = &self.dir else { return };
-        if !everything {
-            return;
-        }
-        if let Some(p) = veeps_sys::plane::running(dir) {
-            veeps_sys::plane::stop(p, async {
-                let _ = ask::<serde_json::Value>(dir, &Request::Stop).await;
-            })
-            .await;
+        if everything {
+            veeps_sys::plane::stop_dir(dir).await;
         }
     }
 
@@ -467,17 +429,8 @@ impl Cdn {
         let Some(dir) = &self.dir else {
             return BTreeMap::new();
         };
-        let Ok(line) = serde_json::to_string(&Request::Stats) else {
-            return BTreeMap::new();
-        };
-        veeps_sys::plane::ask_blocking(
-            &dir.join(veeps_sys::plane::SOCKET),
-            &line,
-            Duration::from_secs(5),
-        )
-        .ok()
-        .and_then(|r| serde_json::from_str(&r).ok())
-        .unwrap_or_default()
+        veeps_sys::plane::ask_json_blocking(dir, &Request::Stats, Duration::from_secs(5))
+            .unwrap_or_default()
     }
 }
 
@@ -510,13 +463,7 @@ fn write_config(dir: &Path, cfg: &PlaneConfig) -> Result<(), CdnError> {
 }
 
 async fn ask<T: serde::de::DeserializeOwned>(dir: &Path, req: &Request) -> Result<T, CdnError> {
-    let line = serde_json::to_string(req).map_err(plane_err)?;
-    let reply = veeps_sys::plane::ask(
-        &dir.join(veeps_sys::plane::SOCKET),
-        &line,
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(plane_err)?;
-    serde_json::from_str(&reply).map_err(plane_err)
+    veeps_sys::plane::ask_json(dir, req, Duration::from_secs(10))
+        .await
+        .map_err(plane_err)
 }

@@ -625,31 +625,9 @@ impl Dns {
         let cfg = self.config()?;
         write_config(dir, &cfg)?;
         *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let running = veeps_sys::plane::running(dir);
-        let version = match running {
-            Some(_) => ask::<plane::Hello>(dir, &Request::Hello)
-                .await
-                .ok()
-                .map(|h| h.version),
-            None => None,
-        };
-        let ours = veeps_sys::plane::build_id();
-        match (running, version) {
-            (Some(_), Some(v)) if v == ours => {
-                tracing::info!("adopted the running DNS data plane");
-            }
-            (Some(old), Some(v)) => {
-                tracing::info!(from = %v, "upgrading the DNS data plane in place (it runs another build)");
-                self.spawn(dir, true).await?;
-                veeps_sys::plane::stop(old, async {}).await;
-            }
-            (Some(old), None) => {
-                tracing::warn!("the DNS data plane does not answer; replacing it");
-                veeps_sys::plane::stop(old, async {}).await;
-                self.spawn(dir, false).await?;
-            }
-            (None, _) => self.spawn(dir, false).await?,
-        }
+        veeps_sys::plane::adopt_or_start(&self.exe, "dns-plane", dir, "the DNS data plane")
+            .await
+            .map_err(plane_err)?;
         let a: plane::Applied = ask(dir, &Request::Apply).await?;
         for (what, e) in &a.failures {
             tracing::warn!(%what, error = %e, "the DNS data plane cannot serve");
@@ -659,17 +637,6 @@ impl Dns {
         self.adopted
             .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
-    }
-
-    async fn spawn(&self, dir: &Path, takeover: bool) -> Result<(), DnsError> {
-        let mut args: Vec<&std::ffi::OsStr> = vec!["dns-plane".as_ref(), dir.as_os_str()];
-        if takeover {
-            args.push("--takeover".as_ref());
-        }
-        veeps_sys::plane::spawn(&self.exe, &args, dir, "the DNS data plane")
-            .await
-            .map(|_| ())
-            .map_err(|e| DnsError::Io(std::io::Error::other(e)))
     }
 
     /// Keeps the data plane running and in step: VPCs' resolvers, aliases whose targets
@@ -704,14 +671,8 @@ impl Dns {
     /// The control plane stops; with `everything`, the data plane stops too.
     pub async fn stop(&self, everything: bool) {
         let Some(dir) = &self.dir else { return };
-        if !everything {
-            return;
-        }
-        if let Some(p) = veeps_sys::plane::running(dir) {
-            veeps_sys::plane::stop(p, async {
-                let _ = ask::<serde_json::Value>(dir, &Request::Stop).await;
-            })
-            .await;
+        if everything {
+            veeps_sys::plane::stop_dir(dir).await;
         }
     }
 
@@ -770,20 +731,13 @@ fn plane_err(e: impl std::fmt::Display) -> DnsError {
 }
 
 async fn ask<T: serde::de::DeserializeOwned>(dir: &Path, req: &Request) -> Result<T, DnsError> {
-    let line = serde_json::to_string(req).map_err(plane_err)?;
-    let sock = dir.join(veeps_sys::plane::SOCKET);
-    let reply = veeps_sys::plane::ask(&sock, &line, Duration::from_secs(10))
+    veeps_sys::plane::ask_json(dir, req, Duration::from_secs(10))
         .await
-        .map_err(plane_err)?;
-    serde_json::from_str(&reply).map_err(plane_err)
+        .map_err(plane_err)
 }
 
 fn ask_blocking<T: serde::de::DeserializeOwned>(dir: &Path, req: &Request) -> Result<T, DnsError> {
-    let line = serde_json::to_string(req).map_err(plane_err)?;
-    let sock = dir.join(veeps_sys::plane::SOCKET);
-    let reply =
-        veeps_sys::plane::ask_blocking(&sock, &line, Duration::from_secs(10)).map_err(plane_err)?;
-    serde_json::from_str(&reply).map_err(plane_err)
+    veeps_sys::plane::ask_json_blocking(dir, req, Duration::from_secs(10)).map_err(plane_err)
 }
 
 /// ACME DNS-01 answers, from veeps' own public zones.

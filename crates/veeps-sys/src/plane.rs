@@ -283,6 +283,109 @@ pub async fn stop((pid, started): (u32, u64), ask_stop: impl std::future::Future
     }
 }
 
+/// One JSON request to the plane in `dir`, its JSON reply (within `within`).
+pub async fn ask_json<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    req: &impl serde::Serialize,
+    within: Duration,
+) -> Result<T, String> {
+    let line = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    let reply = ask(&dir.join(SOCKET), &line, within)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&reply).map_err(|e| e.to_string())
+}
+
+/// [`ask_json`], blocking.
+pub fn ask_json_blocking<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    req: &impl serde::Serialize,
+    within: Duration,
+) -> Result<T, String> {
+    let line = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    let reply = ask_blocking(&dir.join(SOCKET), &line, within).map_err(|e| e.to_string())?;
+    serde_json::from_str(&reply).map_err(|e| e.to_string())
+}
+
+/// How [`adopt_or_start`] found the plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// It runs this build: kept.
+    Adopted,
+    /// It ran another build: a new one started beside it (`--takeover`), then it stopped.
+    Upgraded,
+    /// It did not answer: stopped, and a new one started.
+    Replaced,
+    /// None ran: started.
+    Started,
+}
+
+/// Makes sure the plane of `dir` runs, as this build of veeps: `EXE SUB DIR [--takeover]`.
+/// Planes answer `{"op":"hello"}` with their `version` and stop on `{"op":"stop"}`.
+pub async fn adopt_or_start(
+    exe: &Path,
+    sub: &str,
+    dir: &Path,
+    what: &str,
+) -> Result<Adoption, String> {
+    let running = running(dir);
+    let version = match running {
+        Some(_) => ask_json::<serde_json::Value>(
+            dir,
+            &serde_json::json!({"op": "hello"}),
+            Duration::from_secs(5),
+        )
+        .await
+        .ok()
+        .and_then(|h| h["version"].as_str().map(str::to_string)),
+        None => None,
+    };
+    let start = |takeover: bool| async move {
+        let mut args: Vec<&OsStr> = vec![sub.as_ref(), dir.as_os_str()];
+        if takeover {
+            args.push("--takeover".as_ref());
+        }
+        spawn(exe, &args, dir, what).await.map(|_| ())
+    };
+    Ok(match (running, version) {
+        (Some(_), Some(v)) if v == build_id() => {
+            tracing::info!("adopted the running {what}");
+            Adoption::Adopted
+        }
+        (Some(old), Some(v)) => {
+            tracing::info!(from = %v, "upgrading {what} in place (it runs another build)");
+            start(true).await?;
+            stop(old, async {}).await;
+            Adoption::Upgraded
+        }
+        (Some(old), None) => {
+            tracing::warn!("{what} does not answer; replacing it");
+            stop(old, async {}).await;
+            start(false).await?;
+            Adoption::Replaced
+        }
+        (None, _) => {
+            start(false).await?;
+            Adoption::Started
+        }
+    })
+}
+
+/// Stops the plane of `dir`, if it runs: asked first, killed if it lingers.
+pub async fn stop_dir(dir: &Path) {
+    if let Some(p) = running(dir) {
+        stop(p, async {
+            let _ = ask_json::<serde_json::Value>(
+                dir,
+                &serde_json::json!({"op": "stop"}),
+                Duration::from_secs(5),
+            )
+            .await;
+        })
+        .await;
+    }
+}
+
 /// Names the program this process runs (its file's identity when it started): a plane
 /// whose build differs from the control plane's is replaced in place.
 pub fn build_id() -> String {
