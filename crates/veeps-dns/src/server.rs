@@ -1293,15 +1293,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn answers_are_reused_only_while_they_depend_on_the_question_alone() {
-        let (d, _t) = dns(Limits {
-            per_source: 0,
-            responses: 0,
-            slip: 0,
-        })
-        .await;
-        let mut a = Answers {
+    /// example.com with www (one address) and w (two weighted ones).
+    fn www_and_weighted() -> Answers {
+        Answers {
             zones: vec![ZoneSpec {
                 id: "Z1".into(),
                 env: "e".into(),
@@ -1317,16 +1311,29 @@ mod tests {
                 rec("w2", &["192.0.2.20"], Some(1)),
             ],
             ..Default::default()
-        };
+        }
+    }
+
+    /// The addresses an answer gives.
+    fn ips(out: &[Vec<u8>]) -> Vec<String> {
+        Message::from_vec(&out[0])
+            .unwrap()
+            .answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn answers_are_reused_only_while_they_depend_on_the_question_alone() {
+        let (d, _t) = dns(Limits {
+            per_source: 0,
+            responses: 0,
+            slip: 0,
+        })
+        .await;
+        let mut a = www_and_weighted();
         d.load(&a);
-        let ips = |out: &[Vec<u8>]| -> Vec<String> {
-            Message::from_vec(&out[0])
-                .unwrap()
-                .answers
-                .iter()
-                .map(|r| r.data.to_string())
-                .collect()
-        };
         // Asked again with another ID: the same answer, under the asker's ID.
         let mut q = query("www.example.com.", RecordType::A, true);
         let first = d.respond(&q, SRC, View::Public, false);
@@ -1374,32 +1381,8 @@ mod tests {
             slip: 0,
         })
         .await;
-        let mut a = Answers {
-            zones: vec![ZoneSpec {
-                id: "Z1".into(),
-                env: "e".into(),
-                name: "example.com".into(),
-                vpcs: vec![],
-                allow_transfer: vec![],
-                name_servers: vec!["ns1.example.com".into()],
-                serial: 1,
-            }],
-            records: vec![
-                rec("www", &["192.0.2.1"], None),
-                rec("w1", &["192.0.2.10"], Some(1)),
-                rec("w2", &["192.0.2.20"], Some(1)),
-            ],
-            ..Default::default()
-        };
+        let mut a = www_and_weighted();
         d.load(&a);
-        let ips = |out: &[Vec<u8>]| -> Vec<String> {
-            Message::from_vec(&out[0])
-                .unwrap()
-                .answers
-                .iter()
-                .map(|r| r.data.to_string())
-                .collect()
-        };
         let (mut one, mut two) = (Local::new(), Local::new());
         let mut q = query("www.example.com.", RecordType::A, true);
         // First asked: computed by the server; then every thread answers it itself, with
