@@ -419,11 +419,11 @@ fn calls_without_a_valid_token_get_401_and_are_audited() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    let audit = v.ok(&["audit"]);
-    assert!(
-        audit.contains("invalid-token") && audit.contains("401"),
-        "{audit}"
-    );
+    // The audit log is written in batches: the refusal is there once its batch is.
+    wait_for("the refused call in the audit log", || {
+        let audit = v.ok(&["audit"]);
+        audit.contains("invalid-token") && audit.contains("401")
+    });
     assert!(v.ok(&["audit", "--verify"]).contains("intact"));
 }
 
