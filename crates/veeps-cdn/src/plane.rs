@@ -297,18 +297,6 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
     )
 }
 
-async fn ask<T: serde::de::DeserializeOwned>(dir: &Path, req: &Request) -> Option<T> {
-    let line = serde_json::to_string(req).ok()?;
-    let reply = veeps_sys::plane::ask(
-        &dir.join(veeps_sys::plane::SOCKET),
-        &line,
-        std::time::Duration::from_secs(5),
-    )
-    .await
-    .ok()?;
-    serde_json::from_str(&reply).ok()
-}
-
 async fn run(dir: PathBuf, takeover: bool) -> i32 {
     let plane = match Plane::new(&dir) {
         Ok(p) => p,
@@ -319,17 +307,14 @@ async fn run(dir: PathBuf, takeover: bool) -> i32 {
     };
     let applied = plane.reload().await;
     if takeover {
-        // Serving beside it now (the same ports): the old one may go.
-        let _ = ask::<serde_json::Value>(&dir, &Request::Stop).await;
+        veeps_sys::plane::retire_previous(&dir).await;
     }
     tracing::info!(http = ?applied.http, https = ?applied.https, "CDN data plane serving");
-    let served = {
+    let served = veeps_sys::plane::serve_json(&dir, CONFIG, "CDN data plane", move |req, stop| {
         let plane = plane.clone();
-        veeps_sys::plane::serve(&dir, CONFIG, "CDN data plane", move |conn, stop| {
-            serve_control(plane.clone(), conn, stop)
-        })
-        .await
-    };
+        async move { control(&plane, req, stop).await }
+    })
+    .await;
     match served {
         Ok(()) => 0,
         Err(e) => {
@@ -339,32 +324,20 @@ async fn run(dir: PathBuf, takeover: bool) -> i32 {
     }
 }
 
-async fn serve_control(
-    plane: Arc<Plane>,
-    conn: tokio::net::UnixStream,
-    stop: veeps_sys::plane::Stop,
-) -> std::io::Result<()> {
-    let mut conn = tokio::io::BufReader::new(conn);
-    let line = veeps_sys::plane::read_request(&mut conn).await?;
-    let req: Request = serde_json::from_str(&line)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let reply = match req {
-        Request::Hello => serde_json::to_string(&serde_json::json!({
-            "pid": std::process::id(),
-            "version": veeps_sys::plane::build_id(),
-        })),
-        Request::Apply => serde_json::to_string(&plane.reload().await),
-        Request::Stats => serde_json::to_string(&plane.stats()),
+async fn control(plane: &Plane, req: Request, stop: veeps_sys::plane::Stop) -> serde_json::Value {
+    let json = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or_default();
+    match req {
+        Request::Hello => veeps_sys::plane::hello(),
+        Request::Apply => json(serde_json::to_value(plane.reload().await)),
+        Request::Stats => json(serde_json::to_value(plane.stats())),
         Request::Invalidate { dist, paths } => {
             let objects = plane.edge.cache.invalidate(&dist, &paths);
             tracing::info!(%dist, ?paths, objects, "invalidated");
-            serde_json::to_string(&Invalidated { objects })
+            json(serde_json::to_value(Invalidated { objects }))
         }
         Request::Stop => {
             let _ = stop.send(true);
-            serde_json::to_string(&serde_json::json!({}))
+            serde_json::json!({})
         }
     }
-    .unwrap_or_default();
-    veeps_sys::plane::write_reply(conn.get_mut(), &reply).await
 }

@@ -66,15 +66,6 @@ pub enum Request {
     Stop,
 }
 
-/// The reply to `Hello`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Hello {
-    /// Its pid.
-    pub pid: u32,
-    /// The build of veeps it runs.
-    pub version: String,
-}
-
 /// The reply to `Apply`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Applied {
@@ -327,23 +318,13 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
     )
 }
 
-async fn ask<T: serde::de::DeserializeOwned>(dir: &Path, req: &Request) -> Option<T> {
-    let line = serde_json::to_string(req).ok()?;
-    let reply = veeps_sys::plane::ask(
-        &dir.join(veeps_sys::plane::SOCKET),
-        &line,
-        Duration::from_secs(5),
-    )
-    .await
-    .ok()?;
-    serde_json::from_str(&reply).ok()
-}
-
 async fn run(dir: PathBuf, takeover: bool) -> i32 {
     let plane = Plane::new(&dir);
     // Taking over: what the running plane knows of its checks.
     let seed: Vec<(String, Status)> = if takeover {
-        ask(&dir, &Request::Health).await.unwrap_or_default()
+        veeps_sys::plane::ask_json(&dir, &Request::Health, Duration::from_secs(5))
+            .await
+            .unwrap_or_default()
     } else {
         vec![]
     };
@@ -351,17 +332,14 @@ async fn run(dir: PathBuf, takeover: bool) -> i32 {
     plane.server.health.seed(&seed);
     plane.server.health.run();
     if takeover {
-        // Serving beside it now (the same ports): the old one may go.
-        let _ = ask::<serde_json::Value>(&dir, &Request::Stop).await;
+        veeps_sys::plane::retire_previous(&dir).await;
     }
     tracing::info!(public = ?applied.public, "DNS data plane serving");
-    let served = {
+    let served = veeps_sys::plane::serve_json(&dir, CONFIG, "DNS data plane", move |req, stop| {
         let plane = plane.clone();
-        veeps_sys::plane::serve(&dir, CONFIG, "DNS data plane", move |conn, stop| {
-            serve_control(plane.clone(), conn, stop)
-        })
-        .await
-    };
+        async move { control(&plane, req, stop).await }
+    })
+    .await;
     match served {
         Ok(()) => 0,
         Err(e) => {
@@ -371,28 +349,16 @@ async fn run(dir: PathBuf, takeover: bool) -> i32 {
     }
 }
 
-async fn serve_control(
-    plane: Arc<Plane>,
-    conn: tokio::net::UnixStream,
-    stop: veeps_sys::plane::Stop,
-) -> std::io::Result<()> {
-    let mut conn = tokio::io::BufReader::new(conn);
-    let line = veeps_sys::plane::read_request(&mut conn).await?;
-    let req: Request = serde_json::from_str(&line)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let reply = match req {
-        Request::Hello => serde_json::to_string(&Hello {
-            pid: std::process::id(),
-            version: veeps_sys::plane::build_id(),
-        }),
-        Request::Apply => serde_json::to_string(&plane.reload().await),
-        Request::Stats => serde_json::to_string(&plane.stats()),
-        Request::Health => serde_json::to_string(&plane.health()),
+async fn control(plane: &Plane, req: Request, stop: veeps_sys::plane::Stop) -> serde_json::Value {
+    let json = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or_default();
+    match req {
+        Request::Hello => veeps_sys::plane::hello(),
+        Request::Apply => json(serde_json::to_value(plane.reload().await)),
+        Request::Stats => json(serde_json::to_value(plane.stats())),
+        Request::Health => json(serde_json::to_value(plane.health())),
         Request::Stop => {
             let _ = stop.send(true);
-            serde_json::to_string(&serde_json::json!({}))
+            serde_json::json!({})
         }
     }
-    .unwrap_or_default();
-    veeps_sys::plane::write_reply(conn.get_mut(), &reply).await
 }

@@ -283,6 +283,49 @@ pub async fn stop((pid, started): (u32, u64), ask_stop: impl std::future::Future
     }
 }
 
+/// [`serve`] for planes whose requests are JSON: each connection's one request, read as
+/// `R`, is answered with the JSON `handle` makes of it.
+pub async fn serve_json<R, H, F>(
+    dir: &Path,
+    config: &str,
+    what: &str,
+    handle: H,
+) -> std::io::Result<()>
+where
+    R: serde::de::DeserializeOwned + Send + 'static,
+    H: Fn(R, Stop) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = serde_json::Value> + Send + 'static,
+{
+    serve(dir, config, what, move |conn, stop| {
+        let handle = handle.clone();
+        async move {
+            let mut conn = tokio::io::BufReader::new(conn);
+            let line = read_request(&mut conn).await?;
+            let req: R = serde_json::from_str(&line)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let reply = handle(req, stop).await;
+            write_reply(conn.get_mut(), &reply.to_string()).await
+        }
+    })
+    .await
+}
+
+/// A plane's answer to `hello`: its pid and build.
+pub fn hello() -> serde_json::Value {
+    serde_json::json!({ "pid": std::process::id(), "version": build_id() })
+}
+
+/// Called by a plane that took over from the one before it (serving beside it on the same
+/// ports): that one may go now.
+pub async fn retire_previous(dir: &Path) {
+    let _ = ask_json::<serde_json::Value>(
+        dir,
+        &serde_json::json!({"op": "stop"}),
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
 /// One JSON request to the plane in `dir`, its JSON reply (within `within`).
 pub async fn ask_json<T: serde::de::DeserializeOwned>(
     dir: &Path,
