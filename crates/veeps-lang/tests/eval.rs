@@ -269,3 +269,50 @@ error: unclosed group"#
         ]],
     );
 }
+
+/// Functions whose answer changes with each call, checked by property: `uuid`,
+/// `timestamp`, `plantimestamp`; and `base64gzip`, whose bytes depend on the compressor,
+/// by decompressing it.
+#[test]
+fn impure_and_compressing_functions_by_property() {
+    let text = |e: &str| {
+        let b = Bundle {
+            root: "e".into(),
+            files: [(
+                "e/main.hcl".to_string(),
+                format!("locals {{\n  x = {e}\n}}\n"),
+            )]
+            .into(),
+        };
+        let c = load_config(Arc::new(b)).unwrap();
+        let v = eval(&c.root_module().locals["x"].expr, &EmptyScope).unwrap();
+        v.as_str().unwrap().to_string()
+    };
+    let u = text("uuid()");
+    let re =
+        regex::Regex::new("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+            .unwrap();
+    assert!(re.is_match(&u), "{u}");
+    assert_ne!(u, text("uuid()"));
+    for f in ["timestamp()", "plantimestamp()"] {
+        let t = text(f);
+        let parsed =
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        assert!(
+            (time::OffsetDateTime::now_utc() - parsed)
+                .whole_seconds()
+                .abs()
+                < 60,
+            "{t}"
+        );
+        assert!(t.ends_with('Z') && !t.contains('.'), "{t}");
+    }
+    use base64::Engine;
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(text("base64gzip(\"hello, gzip\")"))
+        .unwrap();
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain).unwrap();
+    assert_eq!(plain, "hello, gzip");
+}

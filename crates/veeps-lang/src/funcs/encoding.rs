@@ -293,3 +293,31 @@ pub(super) fn csvdecode(c: &Call) -> Result<Value, Diagnostic> {
     }
     Ok(Value::List(out))
 }
+
+/// `uuid()`: a random version 4 UUID, in lower case.
+pub(super) fn uuid(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(0, 0)?;
+    let mut u: [u8; 16] = rand::random();
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    let x = hex::encode(u);
+    Ok(Value::String(format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )))
+}
+
+/// `base64gzip(s)`: `s` gzip-compressed, then base64-encoded.
+pub(super) fn base64gzip(c: &Call) -> Result<Value, Diagnostic> {
+    use std::io::Write;
+    c.arity(1, 1)?;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(c.str(0)?.as_bytes())
+        .and_then(|_| e.finish())
+        .map(|gz| Value::String(base64::engine::general_purpose::STANDARD.encode(gz)))
+        .map_err(|err| c.arg_err(0, format!("compressing: {err}")))
+}

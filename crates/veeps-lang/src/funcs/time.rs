@@ -199,3 +199,9 @@ pub(super) fn timecmp(c: &Call) -> Result<Value, Diagnostic> {
         std::cmp::Ordering::Greater => 1.0,
     }))
 }
+
+/// `timestamp()` and `plantimestamp()`: now, in UTC, in RFC 3339 with whole seconds.
+pub(super) fn timestamp_now(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(0, 0)?;
+    Ok(Value::String(rfc3339(OffsetDateTime::now_utc())))
+}
