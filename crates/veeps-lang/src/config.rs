@@ -918,7 +918,7 @@ fn parse_ref_list(e: &Expr, diags: &mut Diagnostics) -> Vec<Reference> {
         return out;
     };
     for item in a.iter() {
-        match traversal_names(item) {
+        match traversal_names(item).or_else(|| quoted_reference(item)) {
             Some(parts) => out.push(Reference {
                 parts,
                 loc: e.sub_loc(item),
@@ -930,6 +930,22 @@ fn parse_ref_list(e: &Expr, diags: &mut Diagnostics) -> Vec<Reference> {
         }
     }
     out
+}
+
+/// A reference written in quotes, as Terraform 0.11 wrote them (`"aws_instance.web"`) and
+/// Terraform still takes in `depends_on`.
+fn quoted_reference(e: &Expression) -> Option<Vec<String>> {
+    let Expression::String(s) = e else {
+        return None;
+    };
+    let parts: Vec<String> = s.value().split('.').map(str::to_string).collect();
+    let ident = |p: &String| {
+        let mut c = p.chars();
+        c.next()
+            .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+            && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+    };
+    (parts.len() >= 2 && parts.iter().all(ident)).then_some(parts)
 }
 
 /// The names of a plain traversal (`a.b.c`), if the expression is one.
@@ -1491,6 +1507,28 @@ mod tests {
         let err = load_config(Arc::new(b)).unwrap_err().to_string();
         assert!(err.contains("env/bad.hcl:1:1"), "{err}");
         assert!(err.contains("Did you mean \"resource\""), "{err}");
+    }
+
+    #[test]
+    fn quoted_references_in_depends_on_are_references() {
+        let mut b = Bundle {
+            root: "e".into(),
+            files: BTreeMap::new(),
+        };
+        b.files.insert(
+            "e/main.hcl".into(),
+            "resource \"random_id\" \"a\" {\n  byte_length = 2\n}\nresource \"random_id\" \"b\" {\n  byte_length = 2\n  depends_on  = [\"random_id.a\", random_id.a]\n}\n".into(),
+        );
+        let c = load_config(Arc::new(b.clone())).unwrap();
+        let deps = &c.root_module().resources["random_id.b"].depends_on;
+        assert_eq!(deps.len(), 2);
+        assert_eq!(deps[0].parts, ["random_id", "a"]);
+        b.files.insert(
+            "e/main.hcl".into(),
+            "resource \"random_id\" \"b\" {\n  byte_length = 2\n  depends_on  = [\"not a reference\"]\n}\n".into(),
+        );
+        let err = load_config(Arc::new(b)).unwrap_err().to_string();
+        assert!(err.contains("e/main.hcl:3:"), "{err}");
     }
 
     #[test]
