@@ -204,6 +204,21 @@ impl Cache {
         self.evict();
     }
 
+    /// The object under `key` if it is in memory (it becomes the most recent); `None`
+    /// when it is not, or only on disk.
+    pub fn get_memory(&self, key: &str) -> Option<Arc<Object>> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &mut *inner;
+        let slot = inner.slots.get_mut(key)?;
+        let o = slot.object.clone()?;
+        inner.order.remove(&slot.tick);
+        inner.tick += 1;
+        slot.tick = inner.tick;
+        slot.again = true;
+        inner.order.insert(slot.tick, key.to_string());
+        Some(o)
+    }
+
     /// The object under `key`, from memory or disk; it becomes the most recent.
     pub fn get(&self, key: &str) -> Option<Arc<Object>> {
         let on_disk = {

@@ -173,7 +173,7 @@ impl AccessLog {
 pub struct Edge {
     dists: arc_swap::ArcSwap<Vec<Arc<Distribution>>>,
     /// The cache.
-    pub cache: Cache,
+    pub cache: Arc<Cache>,
     inflight: Mutex<HashMap<String, Arc<OnceCell<Fetched>>>>,
     /// The origin client, with the extra CA it trusts.
     client: arc_swap::ArcSwap<(Option<String>, Option<Client>)>,
@@ -227,7 +227,7 @@ impl Edge {
         let client = arc_swap::ArcSwap::from_pointee((None, client(None).ok()));
         Arc::new(Edge {
             dists: arc_swap::ArcSwap::from_pointee(vec![]),
-            cache,
+            cache: Arc::new(cache),
             inflight: Mutex::new(HashMap::new()),
             client,
             stats: Stats::default(),
@@ -440,7 +440,17 @@ impl Edge {
         ask: &Ask<'_>,
     ) -> Result<(Arc<Object>, &'static str), String> {
         let now = now_ms();
-        let stored = self.cache.get(ask.key);
+        // From memory at once; from disk on a blocking thread (a big object takes a while).
+        let stored = match self.cache.get_memory(ask.key) {
+            Some(o) => Some(o),
+            None => {
+                let (cache, key) = (self.cache.clone(), ask.key.to_string());
+                tokio::task::spawn_blocking(move || cache.get(&key))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
         if let Some(o) = &stored {
             if o.meta.fresh(now) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
@@ -576,7 +586,7 @@ impl Edge {
                     body: s.body.clone(),
                     coded: Mutex::new(HashMap::new()),
                 });
-                self.cache.put(o.clone());
+                self.store(o.clone()).await;
                 return Fetched::Object(o, true);
             }
         }
@@ -611,9 +621,15 @@ impl Edge {
         }
         let o = Object::new(meta, body);
         if storable && cacheable_status && o.meta.status != 206 {
-            self.cache.put(o.clone());
+            self.store(o.clone()).await;
         }
         Fetched::Object(o, false)
+    }
+
+    /// Keeps `o` in the cache, its file written on a blocking thread.
+    async fn store(&self, o: Arc<Object>) {
+        let cache = self.cache.clone();
+        let _ = tokio::task::spawn_blocking(move || cache.put(o)).await;
     }
 
     /// One request to an origin, its answer read whole (within [`MAX_OBJECT`]).
