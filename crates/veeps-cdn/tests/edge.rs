@@ -6,7 +6,7 @@ use hyper::{Request, Response, StatusCode};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use veeps_cdn::cache::{Bounds, Cache};
@@ -23,7 +23,8 @@ struct Origin_ {
     pages: Mutex<HashMap<String, Page>>,
     asked: Mutex<Vec<(String, Option<String>)>>,
     down: AtomicBool,
-    delay_ms: AtomicU64,
+    /// While true, answers wait until it is false again.
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 impl Origin_ {
@@ -57,10 +58,7 @@ impl Origin_ {
             .get("if-none-match")
             .map(|v| v.to_str().unwrap().to_string());
         self.asked.lock().unwrap().push((path.clone(), inm.clone()));
-        let delay = self.delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
+        let _ = self.held.subscribe().wait_for(|held| !held).await;
         let mut r = Response::new(Full::new(Bytes::new()));
         if self.down.load(Ordering::SeqCst) {
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -351,16 +349,30 @@ async fn the_edge_caches_revalidates_collapses_and_serves_stale() {
         &[("content-type", "text/plain")],
         &[b'z'; 5000],
     );
-    origin.delay_ms.store(300, Ordering::SeqCst);
+    // The origin holds its answer until all 100 are waiting at the edge.
+    origin.held.send_replace(true);
+    let misses = || {
+        edge.stats
+            .snapshot()
+            .into_iter()
+            .find(|(k, _)| *k == "cdn_misses_total")
+            .map(|(_, v)| v)
+            .unwrap_or(0)
+    };
+    let before = misses();
     let all: Vec<_> = (0..100)
         .map(|_| tokio::spawn(get(at, "/big.txt", &[])))
         .collect();
+    wait_until("100 clients waiting on one miss", || async {
+        misses() >= before + 100
+    })
+    .await;
+    origin.held.send_replace(false);
     for t in all {
         let g = t.await.unwrap();
         assert_eq!(g.status, 200);
         assert_eq!(g.body.len(), 5000);
     }
-    origin.delay_ms.store(0, Ordering::SeqCst);
     assert_eq!(
         origin.asked("/big.txt"),
         1,
