@@ -287,17 +287,19 @@ impl Edge {
         tls: bool,
         peer: std::net::SocketAddr,
     ) -> Response<Full<Bytes>> {
-        let Some(access) = self.access.get() else {
-            return self.answer_request(req, tls).await;
-        };
-        let started = std::time::Instant::now();
         let host = req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let dist = self.distribution(&host).map(|d| d.id.clone());
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let dist = self.distribution(&host);
+        let Some(access) = self.access.get() else {
+            return self.answer_request(req, tls, &host, dist).await;
+        };
+        let started = std::time::Instant::now();
+        let logged = dist.as_ref().map(|d| d.id.clone());
         let method = req.method().to_string();
         let uri = req
             .uri()
@@ -310,8 +312,8 @@ impl Edge {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("-")
             .to_string();
-        let resp = self.answer_request(req, tls).await;
-        if let Some(dist) = dist {
+        let resp = self.answer_request(req, tls, &host, dist).await;
+        if let Some(dist) = logged {
             use hyper::body::Body;
             let bytes = resp.body().size_hint().exact().unwrap_or(0);
             let how = resp
@@ -339,15 +341,10 @@ impl Edge {
         self: &Arc<Self>,
         req: Request<Incoming>,
         tls: bool,
+        host: &str,
+        dist: Option<Arc<Distribution>>,
     ) -> Response<Full<Bytes>> {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
-            .unwrap_or_default();
-        let Some(dist) = self.distribution(&host).filter(|d| d.enabled) else {
+        let Some(dist) = dist.filter(|d| d.enabled) else {
             return text(
                 StatusCode::FORBIDDEN,
                 "no distribution answers to this name",
