@@ -597,3 +597,52 @@ async fn an_origin_over_https_is_verified_against_the_trusted_ca() {
         "Hit from veeps"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_protocol_errors_and_reach_no_origin() {
+    let (origin, oat) = start_origin().await;
+    let cfg = config(
+        oat,
+        Ttls {
+            min: 0,
+            default: 30,
+            max: 60,
+        },
+    );
+    let (_edge, at) = start_edge(
+        Cache::open(
+            None,
+            Bounds {
+                memory: 1 << 20,
+                disk: 0,
+            },
+        )
+        .unwrap(),
+        &cfg,
+    )
+    .await;
+    let send = |method: &str, body: Vec<u8>| {
+        let method = method.to_string();
+        async move {
+            let stream = tokio::net::TcpStream::connect(at).await.unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let req = Request::builder()
+                .method(method.as_str())
+                .uri("/upload")
+                .header("host", "static.example.test")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            send.send_request(req).await.map(|r| r.status().as_u16())
+        }
+    };
+    // A method the distribution does not allow: refused at the edge.
+    assert_eq!(send("POST", b"x".to_vec()).await.unwrap(), 403);
+    // A body over the limit on a method passed to the origin: 413, the origin never asked.
+    let status = send("OPTIONS", vec![b'a'; veeps_cdn::edge::MAX_REQUEST_BODY + 1]).await;
+    assert!(matches!(status, Ok(413)) || status.is_err(), "{status:?}");
+    assert_eq!(origin.asked("/upload"), 0);
+}
