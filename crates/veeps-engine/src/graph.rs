@@ -23,6 +23,8 @@ pub enum Kind {
     Output(String),
     /// `module` call.
     Call(String),
+    /// `check` block.
+    Check(String),
 }
 
 /// A node: a kind at a module path (the names of the module calls leading to it).
@@ -46,6 +48,7 @@ impl std::fmt::Display for NodeId {
             Kind::Data(n) => write!(f, "data.{n}"),
             Kind::Output(n) => write!(f, "output.{n}"),
             Kind::Call(n) => write!(f, "module.{n}"),
+            Kind::Check(n) => write!(f, "check.{n}"),
         }
     }
 }
@@ -196,13 +199,37 @@ impl<'c> Graph<'c> {
                 for_each_expr(&r.body, &mut |e, bound| {
                     self.add_refs_bound(&id, m, e, ctx, bound, diags)
                 });
+                let this = ["self".to_string()];
+                for c in &r.preconditions {
+                    for e in [&c.condition, &c.error_message] {
+                        self.add_refs(&id, m, e, ctx, diags);
+                    }
+                }
+                for c in &r.postconditions {
+                    for e in [&c.condition, &c.error_message] {
+                        self.add_refs_bound(&id, m, e, ctx, &this, diags);
+                    }
+                }
                 self.add_static(&id, m, &r.depends_on, diags);
             }
         }
         for o in m.outputs.values() {
             let id = self.node(path, Kind::Output(o.name.clone()), m, &o.loc);
             self.add_refs(&id, m, &o.value, Ctx::default(), diags);
+            for c in &o.preconditions {
+                for e in [&c.condition, &c.error_message] {
+                    self.add_refs(&id, m, e, Ctx::default(), diags);
+                }
+            }
             self.add_static(&id, m, &o.depends_on, diags);
+        }
+        for c in m.checks.values() {
+            let id = self.node(path, Kind::Check(c.name.clone()), m, &c.loc);
+            for a in &c.asserts {
+                for e in [&a.condition, &a.error_message] {
+                    self.add_refs(&id, m, e, Ctx::default(), diags);
+                }
+            }
         }
         for c in m.module_calls.values() {
             let id = self.node(path, Kind::Call(c.name.clone()), m, &c.loc);

@@ -9,6 +9,7 @@
 //! changes. Removed resources are destroyed last, dependents first.
 
 pub mod graph;
+mod refactor;
 pub use veeps_lang::config::environment_name;
 pub use veeps_wire::plan;
 pub use veeps_wire::plan::{address_tail, VAR_FILE_PREFIX};
@@ -184,6 +185,7 @@ impl Engine {
         status: ResourceStatus,
         cbd: bool,
         masked: &BTreeSet<String>,
+        identity: Option<&str>,
     ) -> Result<(), String> {
         // Schema-sensitive attributes, and those whose configuration derives from a
         // sensitive value (a sensitive variable, another resource's sensitive attribute).
@@ -199,6 +201,7 @@ impl Engine {
             create_before_destroy: cbd,
             schema_version: rt.schema_version(),
             updated_at: veeps_state::now(),
+            identity: identity.filter(|i| *i != address).map(str::to_string),
         };
         self.store
             .put_resource(env, &rec)
@@ -231,7 +234,7 @@ impl Engine {
                 return Ok::<_, EngineError>((res, None));
             }
             let Some(rt) = rt else { return Ok((res, None)) };
-            let ctx = self.ctx(env, &res.record.address);
+            let ctx = self.ctx(env, res.record.identity());
             let read = {
                 let _p = self.permits.acquire().await;
                 rt.read(&ctx, &res.attrs).await
@@ -311,7 +314,12 @@ impl Engine {
     ) -> Result<(Plan, Prior, Option<Config>), EngineError> {
         let config = load_config(Arc::new(req.bundle.clone()))?;
         check_env_name(&config, &req.env)?;
-        let prior = self.load_prior(&req.env, true).await?;
+        let mut prior = self.load_prior(&req.env, true).await?;
+        let mut refactor = if destroy {
+            refactor::Refactor::default()
+        } else {
+            refactor::apply_moves(&config, &mut prior)?
+        };
         let mut changes = vec![];
         let mut outputs = vec![];
         let env_rec = self.store.env(&req.env)?.unwrap_or_default();
@@ -352,9 +360,20 @@ impl Engine {
                 Arc::new(w)
             };
             let result = walk.clone().run().await;
-            let prior = Arc::try_unwrap(walk).map(|w| w.prior).unwrap_or_default();
+            let mut prior = Arc::try_unwrap(walk).map(|w| w.prior).unwrap_or_default();
             if !result.errors.is_empty() {
                 return Err(EngineError::Config(result.errors));
+            }
+            refactor.warnings.extend(result.warnings.iter().cloned());
+            let orphans: Vec<String> = prior
+                .records
+                .keys()
+                .filter(|a| !result.claimed.contains(*a))
+                .cloned()
+                .collect();
+            refactor.forgotten = refactor::removed_and_imports(&config, &prior, &orphans)?;
+            for a in &refactor.forgotten {
+                prior.records.remove(a);
             }
             changes = result
                 .changes
@@ -405,11 +424,25 @@ impl Engine {
                 }
             }
             changes.sort_by(|a, b| a.address.cmp(&b.address));
-            let plan = finish_plan(&req.env, changes, prior.drift.clone(), outputs, destroy);
+            let plan = finish_plan(
+                &req.env,
+                changes,
+                prior.drift.clone(),
+                outputs,
+                destroy,
+                refactor,
+            );
             return Ok((plan, prior, Some(config)));
         }
         changes.sort_by(|a, b| a.address.cmp(&b.address));
-        let plan = finish_plan(&req.env, changes, prior.drift.clone(), outputs, destroy);
+        let plan = finish_plan(
+            &req.env,
+            changes,
+            prior.drift.clone(),
+            outputs,
+            destroy,
+            refactor,
+        );
         Ok((plan, prior, Some(config)))
     }
 
@@ -467,6 +500,17 @@ impl Engine {
             }
         } else {
             let config = config.expect("a plan has a configuration");
+            // Moves and forgetting first, in one transaction: the walk below sees objects
+            // at their new addresses.
+            if !plan.moved.is_empty() || !plan.forgotten.is_empty() {
+                let moves: Vec<(String, String)> = plan
+                    .moved
+                    .iter()
+                    .map(|m| (m.from.clone(), m.to.clone()))
+                    .collect();
+                self.store
+                    .move_resources(&req.env, &moves, &plan.forgotten)?;
+            }
             let inputs = root_inputs(&config, &req.vars, false)?;
             let mut walk = Walk::new(
                 Mode::Apply,
@@ -634,7 +678,7 @@ impl Engine {
                 let r = match self.registry.resource(&p.record.type_name) {
                     Some(rt) => {
                         let _permit = self.permits.acquire().await;
-                        rt.delete(&self.ctx(env, address), &p.attrs)
+                        rt.delete(&self.ctx(env, p.record.identity()), &p.attrs)
                             .await
                             .map_err(|e| e.to_string())
                     }
@@ -733,7 +777,7 @@ impl Engine {
                     let Some(rt) = self.registry.resource(&p.record.type_name) else {
                         return Ok(());
                     };
-                    let ctx = self.ctx(env_name, &p.record.address);
+                    let ctx = self.ctx(env_name, p.record.identity());
                     let new = rt
                         .reconcile(&ctx, &p.attrs)
                         .await
@@ -750,6 +794,7 @@ impl Engine {
                             ResourceStatus::Ready,
                             p.record.create_before_destroy,
                             &masked,
+                            p.record.identity.as_deref(),
                         )
                         .await?;
                     }
@@ -858,6 +903,7 @@ fn finish_plan(
     drift: Vec<ResourceChange>,
     outputs: Vec<OutputChange>,
     destroy: bool,
+    refactor: refactor::Refactor,
 ) -> Plan {
     let mut summary = Summary::default();
     for c in &changes {
@@ -880,9 +926,19 @@ fn finish_plan(
         summary,
         hash: String::new(),
         destroy,
+        moved: refactor.moved,
+        forgotten: refactor.forgotten,
+        warnings: refactor.warnings,
     };
     let digest = sha2::Sha256::digest(
-        serde_json::to_vec(&(&plan.changes, &plan.outputs, destroy)).unwrap_or_default(),
+        serde_json::to_vec(&(
+            &plan.changes,
+            &plan.outputs,
+            destroy,
+            &plan.moved,
+            &plan.forgotten,
+        ))
+        .unwrap_or_default(),
     );
     plan.hash = hex::encode(&digest[..16]);
     plan

@@ -709,3 +709,279 @@ async fn kmscrypt_values_are_sensitive_from_configuration_and_tfvars() {
     .await;
     assert!(t.contains("sensitive = true") && t.contains("var.k"), "{t}");
 }
+
+#[tokio::test]
+async fn moved_blocks_rename_state_without_replacing_anything() {
+    let e = env();
+    let before = r#"
+resource "random_id" "old" {
+  count       = 2
+  byte_length = 4
+}
+module "child" {
+  source = "./mod"
+  n      = 1
+}
+output "ids" {
+  value = [random_id.old[*].hex, module.child.id]
+}
+"#;
+    let b = bundle(&[("env/main.hcl", before), ("env/mod/main.hcl", MODULE)]);
+    apply(&e, &b).await;
+    let ids = e.engine.outputs("test").unwrap()["ids"].0.clone();
+    let after = r#"
+resource "random_id" "new" {
+  count       = 2
+  byte_length = 4
+}
+module "kid" {
+  source = "./mod"
+  n      = 1
+}
+moved {
+  from = random_id.old
+  to   = random_id.new
+}
+moved {
+  from = module.child
+  to   = module.kid
+}
+output "ids" {
+  value = [random_id.new[*].hex, module.kid.id]
+}
+"#;
+    let b2 = bundle(&[("env/main.hcl", after), ("env/mod/main.hcl", MODULE)]);
+    let plan = e.engine.plan(&req(&b2), false).await.unwrap();
+    assert!(plan.changes.is_empty(), "{}", plan.render());
+    let moved: Vec<(&str, &str)> = plan
+        .moved
+        .iter()
+        .map(|m| (m.from.as_str(), m.to.as_str()))
+        .collect();
+    assert_eq!(
+        moved,
+        [
+            ("module.child.random_id.x", "module.kid.random_id.x"),
+            ("random_id.old[0]", "random_id.new[0]"),
+            ("random_id.old[1]", "random_id.new[1]")
+        ]
+    );
+    assert!(plan
+        .render()
+        .contains("# random_id.old[0] has moved to random_id.new[0]"));
+    let (status, summary, errors) = complete(&apply(&e, &b2).await);
+    assert_eq!(
+        (status.as_str(), summary.add + summary.destroy),
+        ("ok", 0),
+        "{errors:?}"
+    );
+    assert_eq!(e.engine.outputs("test").unwrap()["ids"].0, ids);
+    // The record remembers the address its object was made under.
+    let rec = e
+        .engine
+        .store
+        .resource("test", "random_id.new[1]")
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.identity.as_deref(), Some("random_id.old[1]"));
+    assert!(e
+        .engine
+        .store
+        .resource("test", "random_id.old[1]")
+        .unwrap()
+        .is_none());
+    // Moved once: the block stays harmlessly, and the next plan is empty.
+    assert!(e.engine.plan(&req(&b2), false).await.unwrap().is_empty());
+    // A move to an address already taken is left undone, with a warning.
+    let clash = after
+        .replace("module \"kid\"", "module \"child\"")
+        .replace("module.kid.id", "module.child.id")
+        + "moved {\n  from = module.child\n  to   = module.kid\n}\n";
+    let clash = clash.replacen(
+        "moved {\n  from = module.child\n  to   = module.kid\n}\n",
+        "",
+        1,
+    );
+    let b3 = bundle(&[("env/main.hcl", &clash), ("env/mod/main.hcl", MODULE)]);
+    let plan = e.engine.plan(&req(&b3), false).await.unwrap();
+    assert!(plan.moved.is_empty(), "{}", plan.render());
+    // A move between types is refused where it is written.
+    let bad = after.replace("to   = random_id.new", "to   = random_password.new");
+    let err = e
+        .engine
+        .plan(
+            &req(&bundle(&[
+                ("env/main.hcl", &bad),
+                ("env/mod/main.hcl", MODULE),
+            ])),
+            false,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("env/main.hcl:") && err.contains("keeps its resource type"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn removed_blocks_forget_and_import_blocks_claim_nothing_new() {
+    let e = env();
+    let cfg = "resource \"random_id\" \"x\" {\n  byte_length = 2\n}\nresource \"random_id\" \"y\" {\n  byte_length = 2\n}\n";
+    let b = bundle(&[("env/main.hcl", cfg)]);
+    apply(&e, &b).await;
+    // Importing what veeps already manages does nothing.
+    let imp = format!("{cfg}import {{\n  to = random_id.x\n  id = \"abc\"\n}}\n");
+    assert!(e
+        .engine
+        .plan(&req(&bundle(&[("env/main.hcl", &imp)])), false)
+        .await
+        .unwrap()
+        .is_empty());
+    // Importing anything else is refused with the reason.
+    let imp = format!("{cfg}resource \"random_id\" \"z\" {{\n  byte_length = 2\n}}\nimport {{\n  to = random_id.z\n  id = \"abc\"\n}}\n");
+    let err = e
+        .engine
+        .plan(&req(&bundle(&[("env/main.hcl", &imp)])), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("env/main.hcl:10:1") && err.contains("cannot import"),
+        "{err}"
+    );
+    // `removed` while the resource is still declared is an error.
+    let still = format!("{cfg}removed {{\n  from = random_id.y\n}}\n");
+    let err = e
+        .engine
+        .plan(&req(&bundle(&[("env/main.hcl", &still)])), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("still declared"), "{err}");
+    // Forgotten, not destroyed.
+    let gone = "resource \"random_id\" \"x\" {\n  byte_length = 2\n}\nremoved {\n  from = random_id.y\n  lifecycle {\n    destroy = false\n  }\n}\n";
+    let b2 = bundle(&[("env/main.hcl", gone)]);
+    let plan = e.engine.plan(&req(&b2), false).await.unwrap();
+    assert!(plan.changes.is_empty(), "{}", plan.render());
+    assert_eq!(plan.forgotten, ["random_id.y"]);
+    assert!(plan
+        .render()
+        .contains("random_id.y will no longer be managed by veeps"));
+    let (status, summary, _) = complete(&apply(&e, &b2).await);
+    assert_eq!((status.as_str(), summary.destroy), ("ok", 0));
+    assert!(e
+        .engine
+        .store
+        .resource("test", "random_id.y")
+        .unwrap()
+        .is_none());
+    assert!(e
+        .engine
+        .store
+        .resource("test", "random_id.x")
+        .unwrap()
+        .is_some());
+    // With destroy left at true, removal is an ordinary destroy.
+    let b3 = bundle(&[("env/main.hcl", "removed {\n  from = random_id.x\n}\n")]);
+    let plan = e.engine.plan(&req(&b3), false).await.unwrap();
+    assert_eq!(plan.summary.destroy, 1, "{}", plan.render());
+}
+
+#[tokio::test]
+async fn conditions_stop_plans_and_checks_warn() {
+    let e = env();
+    let cfg = r#"
+variable "n" {
+  type    = number
+  default = 2
+}
+resource "random_id" "x" {
+  count       = var.n
+  byte_length = 4
+  lifecycle {
+    precondition {
+      condition     = var.n < 3
+      error_message = "at most two, not ${var.n}."
+    }
+    postcondition {
+      condition     = length(self.hex) == 8 || self.hex == null
+      error_message = "hex of ${self.byte_length} bytes is ${length(self.hex)} long."
+    }
+  }
+}
+output "first" {
+  value = random_id.x[0].hex
+  precondition {
+    condition     = var.n > 0
+    error_message = "need one."
+  }
+}
+check "sizes" {
+  assert {
+    condition     = var.n == 2
+    error_message = "expected two ids."
+  }
+}
+"#;
+    let b = bundle(&[("env/main.hcl", cfg)]);
+    let plan = e.engine.plan(&req(&b), false).await.unwrap();
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    let (status, _, errors) = complete(&apply(&e, &b).await);
+    assert_eq!(status, "ok", "{errors:?}");
+    let with = |n: &str| {
+        let mut r = req(&b);
+        r.vars = vec![("n".into(), n.into())];
+        r
+    };
+    let err = e
+        .engine
+        .plan(&with("3"), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("env/main.hcl:11:23") && err.contains("at most two, not 3."),
+        "{err}"
+    );
+    // A failed check is a warning: the plan goes on.
+    let plan = e.engine.plan(&with("1"), false).await.unwrap();
+    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    assert!(
+        plan.warnings[0].contains("expected two ids.")
+            && plan.warnings[0].contains("env/main.hcl:29:21"),
+        "{:?}",
+        plan.warnings
+    );
+    assert!(
+        plan.render().contains("Warning: check assertion failed"),
+        "{}",
+        plan.render()
+    );
+    let err = e
+        .engine
+        .plan(&with("0"), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("need one."), "{err}");
+    // A postcondition is checked on the applied object.
+    let bad = cfg.replace("length(self.hex) == 8", "length(self.hex) == 6");
+    let err = e
+        .engine
+        .plan(&req(&bundle(&[("env/main.hcl", &bad)])), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("hex of 4 bytes is 8 long."), "{err}");
+    // `self` outside a postcondition is refused.
+    let bad = cfg.replace("var.n < 3", "self.hex != \"\"");
+    let err = e
+        .engine
+        .plan(&req(&bundle(&[("env/main.hcl", &bad)])), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("self"), "{err}");
+}

@@ -1877,6 +1877,7 @@ mod tests {
             create_before_destroy: false,
             schema_version: 1,
             updated_at: String::new(),
+            identity: None,
         };
         d.store.put_resource("prod", &record).unwrap();
         d.key_housekeeping(at + 1).unwrap();

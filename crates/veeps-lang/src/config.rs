@@ -224,6 +224,71 @@ pub struct ModuleConfig {
     pub outputs: BTreeMap<String, Output>,
     /// `module` blocks.
     pub module_calls: BTreeMap<String, ModuleCall>,
+    /// `check` blocks, by name.
+    pub checks: BTreeMap<String, Check>,
+    /// `moved` blocks, in the order written.
+    pub moved: Vec<Moved>,
+    /// `removed` blocks.
+    pub removed: Vec<Removed>,
+    /// `import` blocks.
+    pub imports: Vec<Import>,
+}
+
+/// A `precondition` or `postcondition` block, or a check's `assert`.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    /// Must be true.
+    pub condition: Expr,
+    /// Shown when it is not.
+    pub error_message: Expr,
+    /// Where the block is.
+    pub loc: Loc,
+}
+
+/// A `check "NAME" {}` block: assertions reported as warnings, never stopping a plan.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Its name.
+    pub name: String,
+    /// Where it is.
+    pub loc: Loc,
+    /// Its `assert` blocks.
+    pub asserts: Vec<Condition>,
+}
+
+/// A `moved { from = A, to = B }` block: what state knew as `from` is now `to`.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    /// The old address, relative to the module (`random_id.a`, `random_id.a[0]`,
+    /// `module.net`).
+    pub from: String,
+    /// The new address.
+    pub to: String,
+    /// Where the block is.
+    pub loc: Loc,
+}
+
+/// A `removed { from = A }` block: `A` leaves the configuration; with
+/// `lifecycle { destroy = false }` its objects are forgotten instead of destroyed.
+#[derive(Debug, Clone)]
+pub struct Removed {
+    /// The address (a resource or a module call, without instance keys).
+    pub from: String,
+    /// Whether its objects are destroyed (the default) or only forgotten.
+    pub destroy: bool,
+    /// Where the block is.
+    pub loc: Loc,
+}
+
+/// An `import { to = A, id = "..." }` block.
+#[derive(Debug, Clone)]
+pub struct Import {
+    /// The address the object would take.
+    pub to: String,
+    /// The object's id.
+    pub id: Expr,
+    /// Where the block is.
+    pub loc: Loc,
 }
 
 /// An attribute: `name = expr`.
@@ -283,6 +348,8 @@ pub struct Output {
     pub description: Option<String>,
     /// Explicit dependencies.
     pub depends_on: Vec<Reference>,
+    /// `precondition` blocks, checked before the value is taken.
+    pub preconditions: Vec<Condition>,
 }
 
 /// A static reference written in `depends_on` or `ignore_changes`.
@@ -325,6 +392,11 @@ pub struct ResourceConfig {
     pub depends_on: Vec<Reference>,
     /// `lifecycle`.
     pub lifecycle: Lifecycle,
+    /// `lifecycle { precondition {} }`: checked before each instance is planned.
+    pub preconditions: Vec<Condition>,
+    /// `lifecycle { postcondition {} }`: checked on each instance's planned value (when
+    /// known) and on its applied value, with `self` naming it.
+    pub postconditions: Vec<Condition>,
     /// Every other attribute and block.
     pub body: BodyConfig,
 }
@@ -484,6 +556,10 @@ const TOP_LEVEL: &[&str] = &[
     "module",
     "environment",
     "terraform",
+    "check",
+    "moved",
+    "removed",
+    "import",
 ];
 
 /// The Terraform language version veeps implements (what `required_version` is checked
@@ -641,7 +717,7 @@ fn parse_module_body(
                     "resource" | "data" => {
                         "a type and a name, as in `resource \"random_id\" \"suffix\" {}`"
                     }
-                    "terraform" => "no labels",
+                    "terraform" | "moved" | "removed" | "import" => "no labels",
                     _ => "one name",
                 };
                 diags.push(Diagnostic::at(
@@ -730,6 +806,7 @@ fn parse_module_body(
                     let mut sensitive = false;
                     let mut description = None;
                     let mut depends_on = vec![];
+                    let mut preconditions = vec![];
                     for s in block.body.iter() {
                         match s {
                             Structure::Attribute(a) => {
@@ -751,9 +828,14 @@ fn parse_module_body(
                                     )),
                                 }
                             }
+                            Structure::Block(b) if b.ident.as_str() == "precondition" => {
+                                if let Some(c) = parse_condition(file, b, diags) {
+                                    preconditions.push(c);
+                                }
+                            }
                             Structure::Block(b) => diags.push(Diagnostic::at(
                                 &Loc::new(file, b.ident.span()),
-                                "blocks are not allowed in `output`",
+                                "`output` takes only `precondition` blocks",
                             )),
                         }
                     }
@@ -774,6 +856,7 @@ fn parse_module_body(
                                     sensitive,
                                     description,
                                     depends_on,
+                                    preconditions,
                                 },
                             );
                         }
@@ -836,6 +919,142 @@ fn parse_module_body(
             "terraform" => {
                 if need(0, diags) {
                     parse_terraform_block(file, &block.body, diags);
+                }
+            }
+            "check" => {
+                if need(1, diags) {
+                    let name = labels[0].clone();
+                    let mut asserts = vec![];
+                    for s in block.body.iter() {
+                        match s {
+                            Structure::Block(b) if b.ident.as_str() == "assert" => {
+                                if let Some(c) = parse_condition(file, b, diags) {
+                                    asserts.push(c);
+                                }
+                            }
+                            Structure::Block(b) if b.ident.as_str() == "data" => diags.push(
+                                Diagnostic::at(&Loc::new(file, b.ident.span()), "a data source inside `check` is not supported")
+                                    .with_detail("Declare the data source at the top level and refer to it from the assertion."),
+                            ),
+                            Structure::Block(b) => diags.push(Diagnostic::at(
+                                &Loc::new(file, b.ident.span()),
+                                format!("unknown block type \"{}\" in `check` (it holds `assert` blocks)", b.ident.as_str()),
+                            )),
+                            Structure::Attribute(a) => diags.push(Diagnostic::at(
+                                &Loc::new(file, a.key.span()),
+                                format!("unsupported argument \"{}\" in `check` (it holds `assert` blocks)", a.key.as_str()),
+                            )),
+                        }
+                    }
+                    if asserts.is_empty() {
+                        diags.push(Diagnostic::at(
+                            &loc,
+                            format!("check \"{name}\" has no `assert` block"),
+                        ));
+                    }
+                    if m.checks.contains_key(&name) {
+                        diags.push(Diagnostic::at(
+                            &loc,
+                            format!("check \"{name}\" is declared twice"),
+                        ));
+                    }
+                    m.checks.insert(name.clone(), Check { name, loc, asserts });
+                }
+            }
+            "moved" => {
+                if need(0, diags) {
+                    let attrs = block_attrs(file, &block.body, &["from", "to"], "moved", diags);
+                    match (attrs.get("from"), attrs.get("to")) {
+                        (Some(f), Some(t)) => {
+                            if let (Some(from), Some(to)) =
+                                (parse_address(f, diags), parse_address(t, diags))
+                            {
+                                let is_module = |a: &str| address_kind(a) == AddressKind::Module;
+                                if is_module(&from) != is_module(&to) {
+                                    diags.push(Diagnostic::at(&loc, format!("cannot move {from} to {to}: a module call moves only to a module call, and a resource only to a resource")));
+                                } else if from == to {
+                                    diags.push(Diagnostic::at(
+                                        &loc,
+                                        format!("`moved` from {from} to itself"),
+                                    ));
+                                } else {
+                                    m.moved.push(Moved { from, to, loc });
+                                }
+                            }
+                        }
+                        _ => diags.push(Diagnostic::at(&loc, "`moved` needs both `from` and `to`")),
+                    }
+                }
+            }
+            "removed" => {
+                if need(0, diags) {
+                    let mut from = None;
+                    let mut destroy = true;
+                    for s in block.body.iter() {
+                        match s {
+                            Structure::Attribute(a) if a.key.as_str() == "from" => {
+                                from = parse_address(
+                                    &Expr {
+                                        expr: a.value.clone(),
+                                        file: file.clone(),
+                                    },
+                                    diags,
+                                );
+                            }
+                            Structure::Block(b) if b.ident.as_str() == "lifecycle" => {
+                                let attrs =
+                                    block_attrs(file, &b.body, &["destroy"], "lifecycle", diags);
+                                if let Some(e) = attrs.get("destroy") {
+                                    destroy = const_bool(e, diags);
+                                }
+                            }
+                            Structure::Block(b)
+                                if b.ident.as_str() == "provisioner"
+                                    || b.ident.as_str() == "connection" => {}
+                            Structure::Attribute(a) => diags.push(unknown_arg(
+                                file,
+                                a,
+                                a.key.as_str(),
+                                &["from"],
+                                "removed",
+                            )),
+                            Structure::Block(b) => diags.push(Diagnostic::at(
+                                &Loc::new(file, b.ident.span()),
+                                format!(
+                                    "unknown block type \"{}\" in `removed` (it takes `lifecycle`)",
+                                    b.ident.as_str()
+                                ),
+                            )),
+                        }
+                    }
+                    match from {
+                        Some(f) if f.ends_with(']') => diags.push(Diagnostic::at(&loc, format!("`removed` takes a resource or module without instance keys, not {f}"))),
+                        Some(from) => m.removed.push(Removed { from, destroy, loc }),
+                        None => diags.push(Diagnostic::at(&loc, "`removed` needs `from`")),
+                    }
+                }
+            }
+            "import" => {
+                if need(0, diags) {
+                    let attrs = block_attrs(
+                        file,
+                        &block.body,
+                        &["to", "id", "provider"],
+                        "import",
+                        diags,
+                    );
+                    match (attrs.get("to"), attrs.get("id")) {
+                        (Some(t), Some(id)) => {
+                            if let Some(to) = parse_address(t, diags) {
+                                m.imports.push(Import {
+                                    to,
+                                    id: id.clone(),
+                                    loc,
+                                });
+                            }
+                        }
+                        _ => diags.push(Diagnostic::at(&loc, "`import` needs both `to` and `id`")),
+                    }
                 }
             }
             other => {
@@ -1254,6 +1473,8 @@ fn parse_resource(
         for_each: None,
         depends_on: vec![],
         lifecycle: Lifecycle::default(),
+        preconditions: vec![],
+        postconditions: vec![],
         body: BodyConfig {
             attrs: BTreeMap::new(),
             blocks: vec![],
@@ -1294,9 +1515,16 @@ fn parse_resource(
                     }
                 }
             }
-            Structure::Block(b) if b.ident.as_str() == "lifecycle" && mode == Mode::Managed => {
+            Structure::Block(b) if b.ident.as_str() == "lifecycle" => {
                 for s in b.body.iter() {
                     match s {
+                        Structure::Block(c) if c.ident.as_str() == "precondition" => {
+                            r.preconditions.extend(parse_condition(file, c, diags));
+                        }
+                        Structure::Block(c) if c.ident.as_str() == "postcondition" => {
+                            r.postconditions.extend(parse_condition(file, c, diags));
+                        }
+                        Structure::Attribute(a) if mode == Mode::Data => diags.push(unknown_arg(file, a, a.key.as_str(), &[], "lifecycle of a data source (it takes precondition and postcondition blocks)")),
                         Structure::Attribute(a) => {
                             let e = Expr {
                                 expr: a.value.clone(),
@@ -1323,7 +1551,7 @@ fn parse_resource(
                         }
                         Structure::Block(b) => diags.push(Diagnostic::at(
                             &Loc::new(file, b.ident.span()),
-                            "blocks are not allowed in `lifecycle`",
+                            format!("unknown block type \"{}\" in `lifecycle` (it takes precondition and postcondition blocks)", b.ident.as_str()),
                         )),
                     }
                 }
@@ -1338,6 +1566,172 @@ fn parse_resource(
         ));
     }
     r
+}
+
+/// A `precondition`, `postcondition` or `assert` block's `condition` and `error_message`.
+fn parse_condition(
+    file: &Arc<SourceFile>,
+    b: &hcl_edit::structure::Block,
+    diags: &mut Diagnostics,
+) -> Option<Condition> {
+    let what = b.ident.as_str();
+    let loc = Loc::new(file, b.ident.span());
+    let attrs = block_attrs(file, &b.body, &["condition", "error_message"], what, diags);
+    match (attrs.get("condition"), attrs.get("error_message")) {
+        (Some(c), Some(m)) => Some(Condition {
+            condition: c.clone(),
+            error_message: m.clone(),
+            loc,
+        }),
+        _ => {
+            diags.push(Diagnostic::at(
+                &loc,
+                format!("`{what}` needs both `condition` and `error_message`"),
+            ));
+            None
+        }
+    }
+}
+
+/// The attributes of a block that takes only `allowed` ones (and no blocks).
+fn block_attrs(
+    file: &Arc<SourceFile>,
+    body: &Body,
+    allowed: &[&str],
+    what: &str,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, Expr> {
+    let mut out = BTreeMap::new();
+    for s in body.iter() {
+        match s {
+            Structure::Attribute(a) if allowed.contains(&a.key.as_str()) => {
+                out.insert(
+                    a.key.as_str().to_string(),
+                    Expr {
+                        expr: a.value.clone(),
+                        file: file.clone(),
+                    },
+                );
+            }
+            Structure::Attribute(a) => {
+                diags.push(unknown_arg(file, a, a.key.as_str(), allowed, what))
+            }
+            Structure::Block(b) => diags.push(Diagnostic::at(
+                &Loc::new(file, b.ident.span()),
+                format!("blocks are not allowed in `{what}`"),
+            )),
+        }
+    }
+    out
+}
+
+/// What an address written in `moved`, `removed` or `import` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressKind {
+    /// A module call (`module.net`, `module.net["a"]`).
+    Module,
+    /// A resource or one of its instances (`random_id.a`, `module.net.random_id.a[0]`).
+    Resource,
+}
+
+/// Whether `address` ends in a module call or a resource.
+pub fn address_kind(address: &str) -> AddressKind {
+    let parts = split_address(address);
+    match parts.len() {
+        n if n >= 2 && parts[n - 2].0 == "module" => AddressKind::Module,
+        _ => AddressKind::Resource,
+    }
+}
+
+/// An address cut into its names, each with the instance key written after it
+/// (`module.net["a"].random_id.x[0]` is `module`, `net["a"]`, `random_id`, `x[0]`).
+pub fn split_address(address: &str) -> Vec<(String, String)> {
+    let mut out = vec![];
+    let mut name = String::new();
+    let mut key = String::new();
+    let mut in_key = false;
+    let mut in_str = false;
+    let mut chars = address.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if in_key => {
+                in_str = !in_str;
+                key.push(c);
+            }
+            '\\' if in_str => {
+                key.push(c);
+                if let Some(n) = chars.next() {
+                    key.push(n);
+                }
+            }
+            '[' if !in_str => {
+                in_key = true;
+                key.push(c);
+            }
+            ']' if !in_str => {
+                in_key = false;
+                key.push(c);
+            }
+            '.' if !in_key => out.push((std::mem::take(&mut name), std::mem::take(&mut key))),
+            _ if in_key => key.push(c),
+            _ => name.push(c),
+        }
+    }
+    out.push((name, key));
+    out
+}
+
+/// Reads a static address (`random_id.a`, `random_id.a[0]`, `module.net["x"].random_id.a`)
+/// as state writes it.
+fn parse_address(e: &Expr, diags: &mut Diagnostics) -> Option<String> {
+    let bad = |diags: &mut Diagnostics| {
+        diags.push(Diagnostic::at(
+            &e.loc(),
+            "an address such as random_id.a, random_id.a[0] or module.net is required here",
+        ));
+        None
+    };
+    let (root, ops) = match &e.expr {
+        Expression::Variable(v) => (v.as_str().to_string(), &[][..]),
+        Expression::Traversal(t) => match &t.expr {
+            Expression::Variable(v) => (v.as_str().to_string(), &t.operators[..]),
+            _ => return bad(diags),
+        },
+        _ => return bad(diags),
+    };
+    let mut out = root;
+    for op in ops {
+        match op.value() {
+            TraversalOperator::GetAttr(i) => {
+                out.push('.');
+                out.push_str(i.as_str());
+            }
+            TraversalOperator::Index(Expression::Number(n)) => {
+                out.push_str(&format!("[{}]", n.value()))
+            }
+            TraversalOperator::LegacyIndex(n) => out.push_str(&format!("[{}]", n.value())),
+            TraversalOperator::Index(Expression::String(s)) => out.push_str(&format!(
+                "[{}]",
+                serde_json::Value::String(s.value().to_string())
+            )),
+            _ => return bad(diags),
+        }
+    }
+    let parts = split_address(&out);
+    let mut i = 0;
+    while i + 1 < parts.len() && parts[i].0 == "module" && parts[i].1.is_empty() {
+        i += 2;
+    }
+    let rest = &parts[i..];
+    let ok = match rest.len() {
+        0 => i > 0,
+        2 => rest[0].1.is_empty() && rest[0].0 != "data",
+        _ => false,
+    };
+    if !ok || parts.iter().any(|(n, _)| n.is_empty()) {
+        return bad(diags);
+    }
+    Some(out)
 }
 
 fn parse_block(

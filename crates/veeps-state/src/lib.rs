@@ -111,6 +111,17 @@ pub struct ResourceRecord {
     pub schema_version: u64,
     /// When it was last written.
     pub updated_at: String,
+    /// The address its object was created under, when it has since moved (`moved`
+    /// blocks): controllers that name objects after their address keep that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+impl ResourceRecord {
+    /// The address its controller knows the object by.
+    pub fn identity(&self) -> &str {
+        self.identity.as_deref().unwrap_or(&self.address)
+    }
 }
 
 fn first_layout() -> u64 {
@@ -314,6 +325,39 @@ impl Store {
     /// Records a resource instance.
     pub fn put_resource(&self, env: &str, r: &ResourceRecord) -> Result<()> {
         self.put(RESOURCES, &key(env, &r.address), r)
+    }
+
+    /// Moves resource instances to new addresses, and forgets others, in one transaction:
+    /// all or none. A moved record keeps the address it was created under as its
+    /// identity.
+    pub fn move_resources(
+        &self,
+        env: &str,
+        moves: &[(String, String)],
+        forget: &[String],
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(RESOURCES)?;
+            for (from, to) in moves {
+                let old = t
+                    .remove(key(env, from).as_str())?
+                    .map(|v| v.value().to_vec());
+                let Some(old) = old else { continue };
+                let mut rec: ResourceRecord = decode(from, &old)?;
+                rec.identity.get_or_insert_with(|| rec.address.clone());
+                rec.address = to.clone();
+                if rec.identity.as_deref() == Some(to.as_str()) {
+                    rec.identity = None;
+                }
+                t.insert(key(env, to).as_str(), encode(&rec).as_slice())?;
+            }
+            for a in forget {
+                t.remove(key(env, a).as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Forgets a resource instance.
@@ -807,6 +851,7 @@ mod tests {
             create_before_destroy: false,
             schema_version: 1,
             updated_at: now(),
+            identity: None,
         };
         s.put_resource("stage", &r).unwrap();
         s.put_resource(
@@ -821,6 +866,59 @@ mod tests {
         assert_eq!(s.resources("stag").unwrap(), vec![]);
         s.delete_resource("stage", "random_id.x").unwrap();
         assert!(s.resource("stage", "random_id.x").unwrap().is_none());
+    }
+
+    #[test]
+    fn moves_and_forgetting_are_one_transaction() {
+        let (_d, s) = store();
+        let r = |a: &str| ResourceRecord {
+            address: a.into(),
+            type_name: "random_id".into(),
+            attrs: serde_json::json!({}),
+            dependencies: vec![],
+            status: ResourceStatus::Ready,
+            create_before_destroy: false,
+            schema_version: 1,
+            updated_at: now(),
+            identity: None,
+        };
+        for a in ["a.x", "a.y", "a.z"] {
+            s.put_resource("e", &r(a)).unwrap();
+        }
+        let moves = [
+            ("a.x".to_string(), "a.w".to_string()),
+            ("a.gone".into(), "a.v".into()),
+        ];
+        s.move_resources("e", &moves, &["a.z".into()]).unwrap();
+        let now: Vec<(String, Option<String>)> = s
+            .resources("e")
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.address, r.identity))
+            .collect();
+        assert_eq!(
+            now,
+            [("a.w".into(), Some("a.x".into())), ("a.y".into(), None)]
+        );
+        // Moving back restores the plain record.
+        s.move_resources("e", &[("a.w".into(), "a.x".into())], &[])
+            .unwrap();
+        assert_eq!(s.resource("e", "a.x").unwrap().unwrap().identity, None);
+        // A record that cannot be read aborts the whole transaction.
+        let bad = [
+            ("a.y".to_string(), "a.q".to_string()),
+            ("a.broken".into(), "a.r".into()),
+        ];
+        let txn = s.db.begin_write().unwrap();
+        txn.open_table(RESOURCES)
+            .unwrap()
+            .insert(key("e", "a.broken").as_str(), b"not json".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        assert!(s.move_resources("e", &bad, &["a.x".into()]).is_err());
+        assert!(s.resource("e", "a.y").unwrap().is_some());
+        assert!(s.resource("e", "a.x").unwrap().is_some());
+        assert!(s.resource("e", "a.q").unwrap().is_none());
     }
 
     #[test]

@@ -95,12 +95,39 @@ pub struct Plan {
     pub hash: String,
     /// Whether this is a destroy plan.
     pub destroy: bool,
+    /// Objects that keep living under a new address (`moved` blocks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<Moved>,
+    /// Instances forgotten without being destroyed (`removed` with `destroy = false`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgotten: Vec<String>,
+    /// Failed `check` assertions and moves that could not be made: shown, never fatal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// An object moved from one address to another.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Moved {
+    /// Where state had it.
+    pub from: String,
+    /// Where it is now.
+    pub to: String,
 }
 
 impl Plan {
     /// True when applying it would change nothing.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.outputs.iter().all(|o| o.action == Action::NoOp)
+        self.changes.is_empty()
+            && self.moved.is_empty()
+            && self.forgotten.is_empty()
+            && self.outputs.iter().all(|o| o.action == Action::NoOp)
+    }
+
+    fn render_warnings(&self, s: &mut String) {
+        for w in &self.warnings {
+            let _ = writeln!(s, "\nWarning: {w}");
+        }
     }
 
     /// The plan as people read it, Terraform-style.
@@ -127,8 +154,28 @@ impl Plan {
                 let _ = writeln!(s);
             }
         }
+        for m in &self.moved {
+            let _ = writeln!(s, "  # {} has moved to {}\n", m.from, m.to);
+        }
+        for f in &self.forgotten {
+            let _ = writeln!(
+                s,
+                "  # {f} will no longer be managed by veeps (it is forgotten, not destroyed)\n"
+            );
+        }
         if self.changes.is_empty() {
-            if self.outputs.iter().any(|o| o.action != Action::NoOp) {
+            if !self.moved.is_empty() || !self.forgotten.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "Plan: 0 to add, 0 to change, 0 to destroy, {} moved, {} forgotten.",
+                    self.moved.len(),
+                    self.forgotten.len()
+                );
+                if self.outputs.iter().any(|o| o.action != Action::NoOp) {
+                    let _ = writeln!(s, "\nChanges to outputs:");
+                    render_outputs(&mut s, &self.outputs);
+                }
+            } else if self.outputs.iter().any(|o| o.action != Action::NoOp) {
                 let _ = writeln!(s, "Changes to outputs:");
                 render_outputs(&mut s, &self.outputs);
                 let _ = writeln!(s, "\nApplying this plan saves the new output values without changing any resources.");
@@ -138,6 +185,7 @@ impl Plan {
                     "No changes. Your infrastructure matches the configuration."
                 );
             }
+            self.render_warnings(&mut s);
             return s;
         }
         let _ = writeln!(s, "veeps will perform the following actions:\n");
@@ -169,10 +217,19 @@ impl Plan {
             "Plan: {} to add, {} to change, {} to destroy.",
             self.summary.add, self.summary.change, self.summary.destroy
         );
+        if !self.moved.is_empty() || !self.forgotten.is_empty() {
+            let _ = writeln!(
+                s,
+                "({} moved, {} forgotten.)",
+                self.moved.len(),
+                self.forgotten.len()
+            );
+        }
         if self.outputs.iter().any(|o| o.action != Action::NoOp) {
             let _ = writeln!(s, "\nChanges to outputs:");
             render_outputs(&mut s, &self.outputs);
         }
+        self.render_warnings(&mut s);
         s
     }
 }

@@ -72,8 +72,9 @@ impl Walk {
                     &config,
                 );
                 // Computed attributes that follow the configuration (like a version).
+                let identity = prior.map_or(inst.address.as_str(), |p| p.record.identity());
                 if let Value::Object(o) = &mut v {
-                    o.extend(rt.plan_computed(&self.ctx(&inst.address), &config));
+                    o.extend(rt.plan_computed(&self.ctx(identity), &config));
                 }
                 v
             }
@@ -127,6 +128,8 @@ impl Walk {
         }
         let engine = self.engine.clone().expect("apply has an engine");
         let ctx = self.ctx(&inst.address);
+        // The existing object, by the address its controller knows it by.
+        let old_ctx = self.ctx(prior.map_or(inst.address.as_str(), |p| p.record.identity()));
         let started = Instant::now();
         if action != Action::NoOp {
             self.emit(Event::Start {
@@ -149,6 +152,7 @@ impl Walk {
                                 ResourceStatus::Ready,
                                 rc.lifecycle.create_before_destroy,
                                 masked,
+                                p.record.identity.as_deref(),
                             )
                             .await?;
                     }
@@ -171,7 +175,7 @@ impl Walk {
                     let p = prior.expect("update has prior");
                     let _permit = engine.permits.acquire().await;
                     let new = rt
-                        .update(&ctx, &p.attrs, &config)
+                        .update(&old_ctx, &p.attrs, &config)
                         .await
                         .map_err(|e| e.to_string())?;
                     engine
@@ -184,6 +188,7 @@ impl Walk {
                             ResourceStatus::Ready,
                             rc.lifecycle.create_before_destroy,
                             masked,
+                            p.record.identity.as_deref(),
                         )
                         .await?;
                     Ok(new)
@@ -202,6 +207,7 @@ impl Walk {
                                 ResourceStatus::Ready,
                                 true,
                                 masked,
+                                Some(p.record.identity()),
                             )
                             .await?;
                         let new = self
@@ -209,7 +215,7 @@ impl Walk {
                             .await?;
                         {
                             let _permit = engine.permits.acquire().await;
-                            rt.delete(&ctx, &p.attrs)
+                            rt.delete(&old_ctx, &p.attrs)
                                 .await
                                 .map_err(|e| format!("deleting the replaced object: {e}"))?;
                         }
@@ -218,7 +224,9 @@ impl Walk {
                     } else {
                         {
                             let _permit = engine.permits.acquire().await;
-                            rt.delete(&ctx, &p.attrs).await.map_err(|e| e.to_string())?;
+                            rt.delete(&old_ctx, &p.attrs)
+                                .await
+                                .map_err(|e| e.to_string())?;
                         }
                         engine.forget(&self.env, &inst.address)?;
                         self.create(&engine, rt, &ctx, inst, &config, deps, false, masked)
@@ -285,6 +293,7 @@ impl Walk {
                 ResourceStatus::Creating,
                 cbd,
                 masked,
+                None,
             )
             .await?;
         let state = {
@@ -304,6 +313,7 @@ impl Walk {
                 ResourceStatus::Ready,
                 cbd,
                 masked,
+                None,
             )
             .await?;
         Ok(state)

@@ -164,6 +164,8 @@ struct EvalScope<'a> {
     env: &'a str,
     each: Option<&'a (Value, Value)>,
     count: bool,
+    /// What `self` is (in a postcondition).
+    this: Option<&'a Value>,
 }
 
 impl Scope for EvalScope<'_> {
@@ -212,6 +214,15 @@ impl Scope for EvalScope<'_> {
                     ))
                 }
             },
+            "self" => match self.this {
+                Some(v) => (v.clone(), 0),
+                None => {
+                    return Err(Diagnostic::at(
+                        loc,
+                        "\"self\" is only available in a postcondition",
+                    ))
+                }
+            },
             // A workspace is what an environment is to veeps.
             "terraform" => (Value::string(self.env), 1),
             "path" => match first {
@@ -240,6 +251,8 @@ pub struct WalkResult {
     pub errors: Diagnostics,
     /// Failures of controller operations, by address (apply).
     pub failures: Vec<(String, String)>,
+    /// Failed `check` assertions, for the plan's warnings.
+    pub warnings: Vec<String>,
     /// Every planned instance, with where its block and attributes are (for checks).
     pub planned: Vec<(veeps_resource::Planned, Loc, BTreeMap<String, Loc>)>,
 }
@@ -430,8 +443,13 @@ impl Walk {
                 },
                 &m.locals[name].expr,
             ),
+            Kind::Check(name) => {
+                self.check_node(id, m, &m.checks[name]);
+                Ok(())
+            }
             Kind::Output(name) => {
                 let o = &m.outputs[name];
+                self.conditions_node(id, m, &o.preconditions, &format!("output \"{name}\""))?;
                 self.simple_node(
                     id,
                     m,
@@ -490,6 +508,7 @@ impl Walk {
                     env: &self.env,
                     each: None,
                     count: false,
+                    this: None,
                 };
                 eval(e, &scope)
             };
@@ -589,6 +608,7 @@ impl Walk {
                     env: &self.env,
                     each: None,
                     count: false,
+                    this: None,
                 };
                 match eval(&val.condition, &scope) {
                     Ok(Value::Bool(true)) | Ok(Value::Unknown) => {}
@@ -641,6 +661,7 @@ impl Walk {
                     env: &self.env,
                     each: None,
                     count: false,
+                    this: None,
                 };
                 match expansion(call.count.as_ref(), call.for_each.as_ref(), &scope) {
                     Ok(e) => e,
@@ -661,6 +682,7 @@ impl Walk {
                         env: &self.env,
                         each: each.as_ref(),
                         count: call.count.is_some(),
+                        this: None,
                     };
                     for (an, a) in &call.inputs {
                         if !child.variables.contains_key(an) {
@@ -832,6 +854,7 @@ impl Walk {
                     }
                 }
             };
+            diags.0.extend(self.postconditions(m, rc, &inst, &value));
             per_mod
                 .entry(inst.mk.clone())
                 .or_insert_with(|| (inst.exp.clone(), BTreeMap::new()))
@@ -887,6 +910,7 @@ impl Walk {
                 env: &self.env,
                 each: None,
                 count: false,
+                this: None,
             };
             let exp = match expansion(rc.count.as_ref(), rc.for_each.as_ref(), &scope) {
                 Ok(e) => e,
@@ -908,8 +932,18 @@ impl Walk {
                     env: &self.env,
                     each: each.as_ref(),
                     count: rc.count.is_some(),
+                    this: None,
                 };
                 let address = format!("{}{}{}", mod_prefix(&mk), rc.key(), k.suffix());
+                let pre: Vec<Diagnostic> = rc
+                    .preconditions
+                    .iter()
+                    .filter_map(|c| check_condition(c, &scope, "precondition", &address).err())
+                    .collect();
+                if !pre.is_empty() {
+                    diags.0.extend(pre);
+                    continue;
+                }
                 match decode_body(schema, &rc.body, &scope) {
                     Ok(config) => out.push(Instance {
                         mk: mk.clone(),
@@ -917,6 +951,7 @@ impl Walk {
                         exp: exp.clone(),
                         address,
                         config,
+                        each: each.clone(),
                     }),
                     Err(d) => diags.0.extend(d.0),
                 }
@@ -999,6 +1034,7 @@ impl Walk {
                 .insert(inst.address.clone());
             match r {
                 Ok(v) => {
+                    diags.0.extend(self.postconditions(m, rc, &inst, &v));
                     per_mod
                         .entry(inst.mk.clone())
                         .or_insert_with(|| (inst.exp.clone(), BTreeMap::new()))
@@ -1017,6 +1053,101 @@ impl Walk {
                 .insert(rc.key(), exp.aggregate(items));
         }
         diags.into_result()
+    }
+
+    /// Checks an instance's postconditions on its value (planned or applied); unknown
+    /// conditions wait for apply.
+    fn postconditions(
+        &self,
+        m: &ModuleConfig,
+        rc: &ResourceConfig,
+        inst: &Instance,
+        value: &Value,
+    ) -> Vec<Diagnostic> {
+        if rc.postconditions.is_empty() || self.mode == Mode::Validate {
+            return vec![];
+        }
+        let vals = self.vals.lock().expect("values");
+        let scope = EvalScope {
+            vals: &vals,
+            mk: &inst.mk,
+            module: m,
+            bundle: &self.config.bundle,
+            env: &self.env,
+            each: inst.each.as_ref(),
+            count: rc.count.is_some(),
+            this: Some(value),
+        };
+        rc.postconditions
+            .iter()
+            .filter_map(|c| check_condition(c, &scope, "postcondition", &inst.address).err())
+            .collect()
+    }
+
+    /// Checks conditions that stop the walk (an output's preconditions) in every instance
+    /// of the node's module.
+    fn conditions_node(
+        &self,
+        id: &NodeId,
+        m: &ModuleConfig,
+        conditions: &[veeps_lang::config::Condition],
+        what: &str,
+    ) -> Result<(), Diagnostics> {
+        if conditions.is_empty() {
+            return Ok(());
+        }
+        let vals = self.vals.lock().expect("values");
+        let mut diags = Diagnostics::default();
+        for mk in vals.instances(&id.path) {
+            let scope = EvalScope {
+                vals: &vals,
+                mk: &mk,
+                module: m,
+                bundle: &self.config.bundle,
+                env: &self.env,
+                each: None,
+                count: false,
+                this: None,
+            };
+            let at = format!("{}{what}", mod_prefix(&mk));
+            for c in conditions {
+                if let Err(d) = check_condition(c, &scope, "precondition", &at) {
+                    diags.push(d);
+                }
+            }
+        }
+        diags.into_result()
+    }
+
+    /// A `check` block: failed assertions become warnings; nothing stops.
+    fn check_node(&self, id: &NodeId, m: &ModuleConfig, check: &veeps_lang::config::Check) {
+        let vals = self.vals.lock().expect("values");
+        let mut warnings = vec![];
+        for mk in vals.instances(&id.path) {
+            let scope = EvalScope {
+                vals: &vals,
+                mk: &mk,
+                module: m,
+                bundle: &self.config.bundle,
+                env: &self.env,
+                each: None,
+                count: false,
+                this: None,
+            };
+            let at = format!("{}check \"{}\"", mod_prefix(&mk), check.name);
+            for a in &check.asserts {
+                if let Err(d) = check_condition(a, &scope, "check assertion", &at) {
+                    let pos = d.position().map(|p| format!(" ({p})")).unwrap_or_default();
+                    warnings.push(format!("{}{pos}", d.summary));
+                }
+            }
+        }
+        drop(vals);
+        self.result
+            .lock()
+            .expect("result lock")
+            .warnings
+            .extend(warnings);
     }
 
     fn masked_attrs(
@@ -1085,6 +1216,52 @@ pub(crate) struct Instance {
     exp: Expansion,
     address: String,
     config: Value,
+    each: Option<(Value, Value)>,
+}
+
+/// Evaluates a `precondition`, `postcondition` or `assert`: Ok when true or not yet
+/// known, else an error carrying the block's own message.
+fn check_condition(
+    c: &veeps_lang::config::Condition,
+    scope: &dyn Scope,
+    what: &str,
+    at: &str,
+) -> Result<(), Diagnostic> {
+    let v = eval(&c.condition, scope)?;
+    let ok = match &v {
+        Value::Unknown => return Ok(()),
+        Value::Null => {
+            return Err(Diagnostic::at(
+                &c.condition.loc(),
+                format!("{at}: the {what}'s condition is null; it must be true or false"),
+            ))
+        }
+        other => match convert(other, &Type::Bool) {
+            Ok(Value::Bool(b)) => b,
+            _ => {
+                return Err(Diagnostic::at(
+                    &c.condition.loc(),
+                    format!(
+                        "{at}: the {what}'s condition must be a bool, not {}",
+                        other.type_name()
+                    ),
+                ))
+            }
+        },
+    };
+    if ok {
+        return Ok(());
+    }
+    let message = match eval(&c.error_message, scope) {
+        Ok(Value::String(s)) => s,
+        Ok(Value::Unknown) => "(its error message is not known yet)".into(),
+        Ok(other) => other.to_string(),
+        Err(d) => return Err(d),
+    };
+    Err(Diagnostic::at(
+        &c.condition.loc(),
+        format!("{what} failed for {at}: {message}"),
+    ))
 }
 
 /// The address of a node, without instance keys (`module.a.random_id.x`).
