@@ -1025,6 +1025,7 @@ fn is_var_file(path: &str) -> bool {
 fn without_var_files(b: &Bundle) -> Bundle {
     Bundle {
         root: b.root.clone(),
+        client: b.client.clone(),
         files: b
             .files
             .iter()

@@ -31,6 +31,7 @@ fn env() -> Env {
 fn bundle(files: &[(&str, &str)]) -> Bundle {
     Bundle {
         root: "env".into(),
+        client: Default::default(),
         files: files
             .iter()
             .map(|(p, t)| (p.to_string(), t.to_string()))

@@ -22,6 +22,19 @@ pub struct Bundle {
     pub root: String,
     /// Every file, by path.
     pub files: BTreeMap<String, String>,
+    /// Where the CLI that sent it ran.
+    #[serde(default)]
+    pub client: Client,
+}
+
+/// Facts of the machine and user that ran the CLI, for the functions that depend on them
+/// (`abspath`, `pathexpand`): the server never reads its own filesystem for them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Client {
+    /// The working directory (absolute).
+    pub cwd: String,
+    /// The user's home directory.
+    pub home: String,
 }
 
 impl Bundle {
@@ -1882,6 +1895,7 @@ mod tests {
     fn parses_blocks_and_reports_errors() {
         let mut b = Bundle {
             root: "env".into(),
+            client: Default::default(),
             files: BTreeMap::new(),
         };
         b.files.insert(
@@ -1907,6 +1921,7 @@ mod tests {
     fn quoted_references_in_depends_on_are_references() {
         let mut b = Bundle {
             root: "e".into(),
+            client: Default::default(),
             files: BTreeMap::new(),
         };
         b.files.insert(
@@ -1946,6 +1961,7 @@ mod tests {
     fn terraform_blocks_are_read_and_their_version_checked() {
         let mut b = Bundle {
             root: "e".into(),
+            client: Default::default(),
             files: BTreeMap::new(),
         };
         b.files.insert(
@@ -1972,6 +1988,7 @@ mod tests {
     fn syntax_errors_have_positions() {
         let mut b = Bundle {
             root: "e".into(),
+            client: Default::default(),
             files: BTreeMap::new(),
         };
         b.files

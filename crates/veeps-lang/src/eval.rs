@@ -62,6 +62,16 @@ pub trait Scope {
 
     /// Reads a file of the configuration for `file()` (paths as `path.module` builds them).
     fn read_file(&self, path: &str) -> Option<String>;
+
+    /// The configuration's bundle, for `fileset()`, `abspath()` and `pathexpand()`.
+    fn bundle(&self) -> Option<&crate::config::Bundle> {
+        None
+    }
+
+    /// Whether a reference (`var.x`) names a sensitive value, for `issensitive()`.
+    fn is_sensitive(&self, _root: &str, _names: &[String]) -> bool {
+        false
+    }
 }
 
 /// A scope with no references at all: constant expressions only.
@@ -655,6 +665,28 @@ impl Evaluator<'_> {
                     None => self.err(e, "try() needs at least one argument"),
                 });
             }
+            "templatestring"
+                if matches!(
+                    call.args.iter().next(),
+                    Some(
+                        Expression::String(_)
+                            | Expression::StringTemplate(_)
+                            | Expression::HeredocTemplate(_)
+                    )
+                ) =>
+            {
+                return Err(self.err(
+                    e,
+                    "templatestring() renders a template held elsewhere (a variable, a local, a file's content); for a literal one, write a template string instead",
+                ));
+            }
+            "issensitive" => {
+                let [a] = call.args.iter().collect::<Vec<_>>()[..] else {
+                    return Err(self.err(e, "issensitive() needs one argument"));
+                };
+                self.expr(a)?;
+                return Ok(Value::Bool(self.sensitive_expr(a)));
+            }
             "can" => {
                 let a = call
                     .args
@@ -701,6 +733,27 @@ impl Evaluator<'_> {
             scope: self.scope,
         };
         funcs::call(name, args, &ctx)
+    }
+
+    /// Whether a value is marked sensitive, as Terraform marks values: made by
+    /// `sensitive()` (and not `nonsensitive()`), or read from a sensitive variable.
+    fn sensitive_expr(&self, a: &Expression) -> bool {
+        match a {
+            Expression::FuncCall(f) if f.name.name.as_str() == "nonsensitive" => false,
+            Expression::FuncCall(f) if f.name.name.as_str() == "sensitive" => true,
+            Expression::Parenthesis(p) => self.sensitive_expr(p.inner()),
+            _ => {
+                let x = Expr {
+                    expr: a.clone(),
+                    file: self.file.clone(),
+                };
+                x.text().contains("kmscrypt::")
+                    || x.references()
+                        .iter()
+                        .any(|r| self.scope.is_sensitive(&r.root, &r.names))
+                    || calls_sensitive(x.text())
+            }
+        }
     }
 
     fn template(&mut self, t: &Template) -> Result<Value, Diagnostic> {
@@ -1076,4 +1129,16 @@ fn unescape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Whether expression text calls `sensitive(...)` (not `nonsensitive(...)`).
+pub fn calls_sensitive(text: &str) -> bool {
+    text.match_indices("sensitive(").any(|(i, _)| {
+        let before = &text[..i];
+        !before.ends_with("non")
+            && !before
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
 }

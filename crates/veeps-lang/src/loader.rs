@@ -29,6 +29,12 @@ pub fn load_bundle(dir: &Path, git_cache: &Path) -> Result<Bundle, Diagnostics> 
     let root = normalize_path(&dir.to_string_lossy());
     let mut b = Bundle {
         root: root.clone(),
+        client: crate::config::Client {
+            cwd: std::env::current_dir()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            home: std::env::var("HOME").unwrap_or_default(),
+        },
         files: Default::default(),
     };
     let mut loaded: BTreeSet<String> = BTreeSet::new();

@@ -474,14 +474,23 @@ pub fn convert(v: &Value, ty: &Type) -> Result<Value, String> {
 /// type, or not only primitives).
 pub fn unify(values: &[&Value]) -> Result<Option<Type>, String> {
     let (mut string, mut number, mut boolean) = (false, false, false);
+    let (mut list, mut object) = (false, false);
     for v in values {
         match v {
             Value::String(_) => string = true,
             Value::Number(_) => number = true,
             Value::Bool(_) => boolean = true,
+            Value::List(_) => list = true,
+            Value::Object(_) => object = true,
             Value::Null | Value::Unknown => {}
-            _ => return Ok(None),
         }
+    }
+    let primitive = string || number || boolean;
+    if [primitive, list, object].iter().filter(|x| **x).count() > 1 {
+        return Err("all elements must have the same type (a primitive, a list and an object have no common type)".into());
+    }
+    if !primitive {
+        return Ok(None);
     }
     match (string, number, boolean) {
         (true, true, _) | (true, _, true) => Ok(Some(Type::String)),

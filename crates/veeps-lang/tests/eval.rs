@@ -11,6 +11,7 @@ use veeps_lang::eval::{eval, EmptyScope};
 fn check(expr: &str, want: Expect) {
     let bundle = Bundle {
         root: ".".into(),
+        client: Default::default(),
         files: [(
             "main.tf".to_string(),
             format!("locals {{\n  x = {expr}\n}}\n"),
@@ -278,6 +279,7 @@ fn impure_and_compressing_functions_by_property() {
     let text = |e: &str| {
         let b = Bundle {
             root: "e".into(),
+            client: Default::default(),
             files: [(
                 "e/main.hcl".to_string(),
                 format!("locals {{\n  x = {e}\n}}\n"),
@@ -315,4 +317,63 @@ fn impure_and_compressing_functions_by_property() {
     let mut plain = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain).unwrap();
     assert_eq!(plain, "hello, gzip");
+}
+
+/// `bcrypt` (a new salt each call) by verifying its hash; `abspath` and `pathexpand`
+/// against the directory and home of the CLI that sent the configuration.
+#[test]
+fn salted_and_machine_dependent_functions_by_property() {
+    struct S(Bundle);
+    impl veeps_lang::eval::Scope for S {
+        fn resolve(
+            &self,
+            root: &str,
+            _: &[&str],
+            loc: &veeps_lang::diag::Loc,
+        ) -> Result<(veeps_lang::value::Value, usize), veeps_lang::diag::Diagnostic> {
+            Err(veeps_lang::diag::Diagnostic::at(loc, format!("no {root}")))
+        }
+        fn read_file(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn bundle(&self) -> Option<&Bundle> {
+            Some(&self.0)
+        }
+    }
+    let text = |e: &str| {
+        let b = Bundle {
+            root: "e".into(),
+            client: veeps_lang::config::Client {
+                cwd: "/home/ops/live".into(),
+                home: "/home/ops".into(),
+            },
+            files: [(
+                "e/main.hcl".to_string(),
+                format!("locals {{\n  x = {e}\n}}\n"),
+            )]
+            .into(),
+        };
+        let c = load_config(Arc::new(b.clone())).unwrap();
+        match eval(&c.root_module().locals["x"].expr, &S(b)) {
+            Ok(v) => v.as_str().unwrap().to_string(),
+            Err(d) => format!("error: {}", d.summary),
+        }
+    };
+    let h = text("bcrypt(\"s3cret\")");
+    assert!(h.starts_with("$2a$10$") && h.len() == 60, "{h}");
+    assert!(bcrypt::verify("s3cret", &h).unwrap());
+    assert_ne!(h, text("bcrypt(\"s3cret\")"), "a new salt each time");
+    let h = text("bcrypt(\"x\", 5)");
+    assert!(
+        h.starts_with("$2a$05$") && bcrypt::verify("x", &h).unwrap(),
+        "{h}"
+    );
+    assert!(text(&format!("bcrypt(\"{}\")", "a".repeat(73))).starts_with("error:"));
+    assert_eq!(
+        text("abspath(\"stage/../prod/./x\")"),
+        "/home/ops/live/prod/x"
+    );
+    assert_eq!(text("abspath(\"/a//b/\")"), "/a/b");
+    assert_eq!(text("pathexpand(\"~/.ssh/id\")"), "/home/ops/.ssh/id");
+    assert_eq!(text("pathexpand(\"~x/y\")"), "~x/y");
 }

@@ -12,7 +12,7 @@ use veeps_lang::value::Value;
 /// What the outputs may refer to: the file's locals, and files beside it.
 struct Golden<'a> {
     module: &'a ModuleConfig,
-    dir: std::path::PathBuf,
+    bundle: &'a Bundle,
 }
 
 impl Scope for Golden<'_> {
@@ -26,7 +26,10 @@ impl Scope for Golden<'_> {
         }
     }
     fn read_file(&self, path: &str) -> Option<String> {
-        std::fs::read_to_string(self.dir.join(path)).ok()
+        self.bundle.files.get(path).cloned()
+    }
+    fn bundle(&self) -> Option<&Bundle> {
+        Some(self.bundle)
     }
 }
 
@@ -47,20 +50,31 @@ fn functions_answer_as_terraform_does() {
     let want: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("functions.json")).unwrap())
             .unwrap();
-    let hello = std::fs::read_to_string(dir.join("hello.txt")).unwrap();
-    let bundle = Bundle {
+    let mut files: std::collections::BTreeMap<String, String> =
+        [("functions.tf".to_string(), tf)].into();
+    // The fixtures beside it, as the CLI would bundle them.
+    let mut todo = vec![dir.clone()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "txt" || x == "md") {
+                let rel = p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned();
+                files.insert(rel, std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    let bundle = Arc::new(Bundle {
         root: ".".into(),
-        files: [
-            ("functions.tf".to_string(), tf),
-            ("hello.txt".to_string(), hello),
-        ]
-        .into(),
-    };
-    let config = load_config(Arc::new(bundle)).unwrap();
+        client: Default::default(),
+        files,
+    });
+    let config = load_config(bundle.clone()).unwrap();
     let module = config.modules.values().next().unwrap();
     let scope = Golden {
         module,
-        dir: dir.clone(),
+        bundle: &bundle,
     };
     let known: std::collections::BTreeSet<String> =
         std::fs::read_to_string(dir.join("known-differences.txt"))
@@ -96,5 +110,67 @@ fn functions_answer_as_terraform_does() {
         "{} differ:\n{}",
         wrong.len(),
         wrong.join("\n")
+    );
+}
+
+/// Every expression of `tests/golden/errors.txt` is one Terraform refuses
+/// (`errors.json` holds its error, from `regenerate-errors.sh`): veeps refuses it too, with
+/// an error at the expression, and never panics.
+#[test]
+fn what_terraform_refuses_veeps_refuses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let answers: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("errors.json")).unwrap()).unwrap();
+    let cases: Vec<(String, String)> = std::fs::read_to_string(dir.join("errors.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (n, e) = l.split_once(' ').unwrap();
+            (n.to_string(), e.to_string())
+        })
+        .collect();
+    assert_eq!(
+        cases.len(),
+        answers.len(),
+        "errors.json is stale: regenerate it"
+    );
+    let mut accepted = vec![];
+    for (name, expr) in &cases {
+        assert!(
+            answers.contains_key(name),
+            "{name} has no answer: regenerate errors.json"
+        );
+        let text = format!("output \"x\" {{\n  value = {expr}\n}}\n");
+        let bundle = Arc::new(Bundle {
+            root: ".".into(),
+            client: Default::default(),
+            files: [("main.tf".to_string(), text)].into(),
+        });
+        let config = match load_config(bundle.clone()) {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        let module = config.modules.values().next().unwrap();
+        let scope = Golden {
+            module,
+            bundle: &bundle,
+        };
+        match eval(&module.outputs["x"].value, &scope) {
+            Ok(v) => accepted.push(format!(
+                "{name}: {expr} = {v} (terraform: {})",
+                answers[name]
+            )),
+            Err(d) => assert!(
+                d.position().is_some_and(|p| p.starts_with("main.tf:2:")),
+                "{name}: the error is not placed: {d:?}"
+            ),
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "{} accepted where Terraform refuses:\n{}",
+        accepted.len(),
+        accepted.join("\n")
     );
 }

@@ -20,7 +20,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 use veeps_lang::config::{BodyConfig, Bundle, Config, Lifecycle, ModuleConfig, ResourceConfig};
 use veeps_lang::diag::{did_you_mean, Diagnostic, Diagnostics, Loc};
-use veeps_lang::eval::{eval, Expr, Scope};
+use veeps_lang::eval::{calls_sensitive, eval, Expr, Scope};
 use veeps_lang::value::{convert, Type, Value};
 use veeps_resource::{AttrMode, Ctx, Nesting, Registry, Resource, Schema};
 use veeps_state::ResourceStatus;
@@ -235,6 +235,16 @@ impl Scope for EvalScope<'_> {
     }
     fn read_file(&self, path: &str) -> Option<String> {
         self.bundle.files.get(path).cloned()
+    }
+    fn bundle(&self) -> Option<&Bundle> {
+        Some(self.bundle)
+    }
+    fn is_sensitive(&self, root: &str, names: &[String]) -> bool {
+        root == "var"
+            && names
+                .first()
+                .and_then(|n| self.module.variables.get(n))
+                .is_some_and(|v| v.sensitive)
     }
 }
 

@@ -364,18 +364,6 @@ pub(crate) fn diff(
     (Value::Object(cfg), changed, forces)
 }
 
-/// Whether expression text calls `sensitive(...)` (not `nonsensitive(...)`).
-pub(crate) fn calls_sensitive(text: &str) -> bool {
-    text.match_indices("sensitive(").any(|(i, _)| {
-        let before = &text[..i];
-        !before.ends_with("non")
-            && !before
-                .chars()
-                .last()
-                .is_some_and(|c| c.is_alphanumeric() || c == '_')
-    })
-}
-
 pub(crate) fn mask(v: &Value, masked: &BTreeSet<String>) -> Value {
     match v {
         Value::Object(o) => Value::Object(
@@ -450,6 +438,7 @@ mod tests {
     fn body_of(hcl: &str) -> BodyConfig {
         let b = veeps_lang::config::Bundle {
             root: "e".into(),
+            client: Default::default(),
             files: [("e/main.hcl".to_string(), hcl.to_string())].into(),
         };
         let c = veeps_lang::config::load_config(Arc::new(b)).unwrap();

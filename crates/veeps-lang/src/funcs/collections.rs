@@ -236,7 +236,7 @@ pub(super) fn setunion(c: &Call) -> Result<Value, Diagnostic> {
                 }
             }
         }
-        Value::List(out)
+        Value::List(set_of(out))
     })
 }
 
@@ -275,7 +275,10 @@ pub(super) fn range(c: &Call) -> Result<Value, Diagnostic> {
     Ok({
         c.arity(1, 3)?;
         let (start, end, step) = match a.len() {
-            1 => (0.0, c.num(0)?, 1.0),
+            1 => {
+                let end = c.num(0)?;
+                (0.0, end, if end < 0.0 { -1.0 } else { 1.0 })
+            }
             // Counting down when the end is below the start, as Terraform does.
             2 => {
                 let (a, b) = (c.num(0)?, c.num(1)?);
@@ -313,6 +316,7 @@ pub(super) fn coalesce(c: &Call) -> Result<Value, Diagnostic> {
 
 pub(super) fn coalescelist(c: &Call) -> Result<Value, Diagnostic> {
     let a = &c.args;
+    c.arity(1, usize::MAX)?;
     Ok({
         for (i, _) in a.iter().enumerate() {
             let l = c.list(i)?;

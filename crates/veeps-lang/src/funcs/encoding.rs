@@ -321,3 +321,45 @@ pub(super) fn base64gzip(c: &Call) -> Result<Value, Diagnostic> {
         .map(|gz| Value::String(base64::engine::general_purpose::STANDARD.encode(gz)))
         .map_err(|err| c.arg_err(0, format!("compressing: {err}")))
 }
+
+/// `bcrypt(s, cost)`: a bcrypt hash (`$2a$`, cost 10 unless given), as Go's
+/// `golang.org/x/crypto/bcrypt` makes it; a new salt each evaluation.
+pub(super) fn bcrypt(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 2)?;
+    let s = c.str(0)?;
+    // Below the least cost, Go's bcrypt takes its default (10); above 31 it refuses.
+    let cost = match if c.args.len() == 2 { c.int(1)? } else { 10 } {
+        n if n < 4 => 10,
+        n if n > 31 => {
+            return Err(c.arg_err(1, format!("the cost must be at most 31, got {n}")));
+        }
+        n => n,
+    };
+    if s.len() > 72 {
+        return Err(c.arg_err(0, "bcrypt takes at most 72 bytes"));
+    }
+    ::bcrypt::hash_with_result(s.as_bytes(), cost as u32)
+        .map(|h| Value::String(h.format_for_version(::bcrypt::Version::TwoA)))
+        .map_err(|e| c.err(e.to_string()))
+}
+
+/// `rsadecrypt(ciphertext, key)`: base64 RSA PKCS #1 v1.5 ciphertext decrypted with a PEM
+/// private key (PKCS #1 or PKCS #8).
+pub(super) fn rsadecrypt(c: &Call) -> Result<Value, Diagnostic> {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    c.arity(2, 2)?;
+    let ct = base64::engine::general_purpose::STANDARD
+        .decode(c.str(0)?.trim())
+        .map_err(|_| c.arg_err(0, "failed to decode input: it is not base64"))?;
+    let pem = c.str(1)?;
+    let key = rsa::RsaPrivateKey::from_pkcs1_pem(&pem)
+        .or_else(|_| rsa::RsaPrivateKey::from_pkcs8_pem(&pem))
+        .map_err(|_| c.arg_err(1, "not a PEM-encoded RSA private key"))?;
+    let plain = key
+        .decrypt(rsa::Pkcs1v15Encrypt, &ct)
+        .map_err(|_| c.err("failed to decrypt: the ciphertext does not match the key"))?;
+    String::from_utf8(plain)
+        .map(Value::String)
+        .map_err(|_| c.err("the decrypted text is not valid UTF-8"))
+}

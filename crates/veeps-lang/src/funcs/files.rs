@@ -103,13 +103,136 @@ pub(super) fn filehash(c: &Call) -> Result<Value, Diagnostic> {
     }))
 }
 
-/// `pathexpand(path)`: a leading `~` becomes the home directory.
+/// `pathexpand(path)`: a leading `~` becomes the home directory of the user who ran the
+/// CLI.
 pub(super) fn pathexpand(c: &Call) -> Result<Value, Diagnostic> {
     c.arity(1, 1)?;
     let p = c.str(0)?;
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let home = match c.ctx.scope.bundle().map(|b| b.client.home.clone()) {
+        Some(h) if !h.is_empty() => h,
+        _ => std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+    };
     Ok(Value::String(match p.strip_prefix('~') {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{home}{rest}"),
         _ => p,
     }))
+}
+
+/// `abspath(path)`: `path` made absolute against the directory the CLI ran in, cleaned as
+/// Go's `filepath.Abs` cleans it.
+pub(super) fn abspath(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(1, 1)?;
+    let p = c.str(0)?;
+    if p.starts_with('/') {
+        return Ok(Value::String(clean(&p)));
+    }
+    let cwd = c
+        .ctx
+        .scope
+        .bundle()
+        .map(|b| b.client.cwd.clone())
+        .unwrap_or_default();
+    if cwd.is_empty() {
+        return Err(c.err("the directory the configuration was sent from is not known here"));
+    }
+    Ok(Value::String(clean(&format!("{cwd}/{p}"))))
+}
+
+/// `fileset(path, pattern)`: the configuration's files under `path` whose path relative to
+/// it matches `pattern` (`*`, `**`, `?`, `[...]`, `{a,b}`), sorted.
+pub(super) fn fileset(c: &Call) -> Result<Value, Diagnostic> {
+    c.arity(2, 2)?;
+    let dir = crate::config::normalize_path(&c.str(0)?);
+    let pattern = c.str(1)?;
+    let re = glob_regex(&pattern).map_err(|e| c.arg_err(1, e))?;
+    let prefix = if dir.is_empty() || dir == "." {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let Some(bundle) = c.ctx.scope.bundle() else {
+        return Ok(Value::List(vec![]));
+    };
+    // Bundle paths are in order already.
+    Ok(Value::List(
+        bundle
+            .files
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix.as_str()))
+            .filter(|rel| re.is_match(rel))
+            .map(Value::string)
+            .collect(),
+    ))
+}
+
+/// A doublestar glob as an anchored regular expression.
+fn glob_regex(pattern: &str) -> Result<regex::Regex, String> {
+    let mut re = String::from("^");
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    let mut braces = 0;
+    while i < chars.len() {
+        let ch = chars[i];
+        match ch {
+            '*' if chars.get(i + 1) == Some(&'*') => {
+                let at_start = i == 0 || chars[i - 1] == '/';
+                let slash_after = chars.get(i + 2) == Some(&'/');
+                let at_end = i + 2 == chars.len();
+                if at_start && slash_after {
+                    re.push_str("(?:[^/]*/)*");
+                    i += 3;
+                    continue;
+                } else if at_start && at_end {
+                    re.push_str(".*");
+                    i += 2;
+                    continue;
+                }
+                re.push_str("[^/]*");
+                i += 2;
+                continue;
+            }
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '[' => {
+                let close = chars[i + 1..]
+                    .iter()
+                    .position(|&x| x == ']')
+                    .ok_or_else(|| format!("unclosed '[' in pattern \"{pattern}\""))?;
+                let class: String = chars[i + 1..i + 1 + close].iter().collect();
+                let class = class
+                    .strip_prefix('!')
+                    .map(|r| format!("^{r}"))
+                    .unwrap_or(class);
+                re.push('[');
+                re.push_str(&class.replace('\\', "\\\\"));
+                re.push(']');
+                i += close + 2;
+                continue;
+            }
+            '{' => {
+                braces += 1;
+                re.push_str("(?:");
+            }
+            '}' if braces > 0 => {
+                braces -= 1;
+                re.push(')');
+            }
+            ',' if braces > 0 => re.push('|'),
+            '\\' => {
+                if let Some(n) = chars.get(i + 1) {
+                    re.push_str(&regex::escape(&n.to_string()));
+                    i += 2;
+                    continue;
+                }
+                re.push_str("\\\\");
+            }
+            other => re.push_str(&regex::escape(&other.to_string())),
+        }
+        i += 1;
+    }
+    if braces > 0 {
+        return Err(format!("unclosed '{{' in pattern \"{pattern}\""));
+    }
+    re.push('$');
+    regex::Regex::new(&re).map_err(|e| format!("pattern \"{pattern}\": {e}"))
 }

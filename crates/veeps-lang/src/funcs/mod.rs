@@ -87,126 +87,131 @@ pub struct Function {
     eval: Option<Eval>,
     /// It is called even with unknown arguments (its result can be known anyway).
     unknown_ok: bool,
-    /// A remark for the documentation's list.
-    note: &'static str,
+    /// What it gives, in one line, for the documentation's list.
+    pub doc: &'static str,
 }
 
 /// Every built-in function, by category (the order `docs/language.md` lists them in).
 #[rustfmt::skip]
 pub static FUNCTIONS: &[Function] = &[
-    Function { name: "abs", category: Category::Numbers, eval: Some(numbers::abs), unknown_ok: false, note: "" },
-    Function { name: "ceil", category: Category::Numbers, eval: Some(numbers::ceil), unknown_ok: false, note: "" },
-    Function { name: "floor", category: Category::Numbers, eval: Some(numbers::floor), unknown_ok: false, note: "" },
-    Function { name: "max", category: Category::Numbers, eval: Some(numbers::max), unknown_ok: false, note: "" },
-    Function { name: "min", category: Category::Numbers, eval: Some(numbers::max), unknown_ok: false, note: "" },
-    Function { name: "sum", category: Category::Numbers, eval: Some(numbers::sum), unknown_ok: false, note: "" },
-    Function { name: "signum", category: Category::Numbers, eval: Some(numbers::signum), unknown_ok: false, note: "" },
-    Function { name: "pow", category: Category::Numbers, eval: Some(numbers::pow), unknown_ok: false, note: "" },
-    Function { name: "log", category: Category::Numbers, eval: Some(numbers::log), unknown_ok: false, note: "" },
-    Function { name: "parseint", category: Category::Numbers, eval: Some(numbers::parseint), unknown_ok: false, note: "" },
-    Function { name: "format", category: Category::Strings, eval: Some(strings::format), unknown_ok: false, note: "" },
-    Function { name: "formatlist", category: Category::Strings, eval: Some(strings::formatlist), unknown_ok: false, note: "" },
-    Function { name: "join", category: Category::Strings, eval: Some(strings::join), unknown_ok: false, note: "" },
-    Function { name: "split", category: Category::Strings, eval: Some(strings::split), unknown_ok: false, note: "" },
-    Function { name: "lower", category: Category::Strings, eval: Some(strings::lower), unknown_ok: false, note: "" },
-    Function { name: "upper", category: Category::Strings, eval: Some(strings::upper), unknown_ok: false, note: "" },
-    Function { name: "title", category: Category::Strings, eval: Some(strings::title), unknown_ok: false, note: "" },
-    Function { name: "replace", category: Category::Strings, eval: Some(strings::replace), unknown_ok: false, note: "" },
-    Function { name: "substr", category: Category::Strings, eval: Some(strings::substr), unknown_ok: false, note: "" },
-    Function { name: "trim", category: Category::Strings, eval: Some(strings::trim), unknown_ok: false, note: "" },
-    Function { name: "trimspace", category: Category::Strings, eval: Some(strings::trimspace), unknown_ok: false, note: "" },
-    Function { name: "trimprefix", category: Category::Strings, eval: Some(strings::trimprefix), unknown_ok: false, note: "" },
-    Function { name: "trimsuffix", category: Category::Strings, eval: Some(strings::trimsuffix), unknown_ok: false, note: "" },
-    Function { name: "chomp", category: Category::Strings, eval: Some(strings::chomp), unknown_ok: false, note: "" },
-    Function { name: "strrev", category: Category::Strings, eval: Some(strings::strrev), unknown_ok: false, note: "" },
-    Function { name: "startswith", category: Category::Strings, eval: Some(strings::startswith), unknown_ok: false, note: "" },
-    Function { name: "endswith", category: Category::Strings, eval: Some(strings::endswith), unknown_ok: false, note: "" },
-    Function { name: "strcontains", category: Category::Strings, eval: Some(strings::strcontains), unknown_ok: false, note: "" },
-    Function { name: "regex", category: Category::Strings, eval: Some(strings::regex), unknown_ok: false, note: "" },
-    Function { name: "regexall", category: Category::Strings, eval: Some(strings::regexall), unknown_ok: false, note: "" },
-    Function { name: "indent", category: Category::Strings, eval: Some(strings::indent), unknown_ok: false, note: "" },
-    Function { name: "templatestring", category: Category::Strings, eval: Some(strings::templatestring), unknown_ok: false, note: "" },
-    Function { name: "length", category: Category::Collections, eval: Some(collections::length), unknown_ok: true, note: "" },
-    Function { name: "element", category: Category::Collections, eval: Some(collections::element), unknown_ok: false, note: "" },
-    Function { name: "index", category: Category::Collections, eval: Some(collections::index), unknown_ok: false, note: "" },
-    Function { name: "contains", category: Category::Collections, eval: Some(collections::contains), unknown_ok: false, note: "" },
-    Function { name: "lookup", category: Category::Collections, eval: Some(collections::lookup), unknown_ok: false, note: "" },
-    Function { name: "merge", category: Category::Collections, eval: Some(collections::merge), unknown_ok: true, note: "" },
-    Function { name: "concat", category: Category::Collections, eval: Some(collections::concat), unknown_ok: true, note: "" },
-    Function { name: "flatten", category: Category::Collections, eval: Some(collections::flatten), unknown_ok: false, note: "" },
-    Function { name: "distinct", category: Category::Collections, eval: Some(collections::distinct), unknown_ok: false, note: "" },
-    Function { name: "compact", category: Category::Collections, eval: Some(collections::compact), unknown_ok: false, note: "" },
-    Function { name: "reverse", category: Category::Collections, eval: Some(collections::reverse), unknown_ok: false, note: "" },
-    Function { name: "sort", category: Category::Collections, eval: Some(collections::sort), unknown_ok: false, note: "" },
-    Function { name: "slice", category: Category::Collections, eval: Some(collections::slice), unknown_ok: false, note: "" },
-    Function { name: "one", category: Category::Collections, eval: Some(collections::one), unknown_ok: false, note: "" },
-    Function { name: "keys", category: Category::Collections, eval: Some(collections::keys), unknown_ok: false, note: "" },
-    Function { name: "values", category: Category::Collections, eval: Some(collections::values), unknown_ok: false, note: "" },
-    Function { name: "zipmap", category: Category::Collections, eval: Some(collections::zipmap), unknown_ok: false, note: "" },
-    Function { name: "range", category: Category::Collections, eval: Some(collections::range), unknown_ok: false, note: "" },
-    Function { name: "setunion", category: Category::Collections, eval: Some(collections::setunion), unknown_ok: false, note: "" },
-    Function { name: "setintersection", category: Category::Collections, eval: Some(collections::setintersection), unknown_ok: false, note: "" },
-    Function { name: "setsubtract", category: Category::Collections, eval: Some(collections::setsubtract), unknown_ok: false, note: "" },
-    Function { name: "setproduct", category: Category::Collections, eval: Some(collections::setproduct), unknown_ok: false, note: "" },
-    Function { name: "transpose", category: Category::Collections, eval: Some(collections::transpose), unknown_ok: false, note: "" },
-    Function { name: "matchkeys", category: Category::Collections, eval: Some(collections::matchkeys), unknown_ok: false, note: "" },
-    Function { name: "chunklist", category: Category::Collections, eval: Some(collections::chunklist), unknown_ok: false, note: "" },
-    Function { name: "coalesce", category: Category::Collections, eval: Some(collections::coalesce), unknown_ok: true, note: "" },
-    Function { name: "coalescelist", category: Category::Collections, eval: Some(collections::coalescelist), unknown_ok: false, note: "" },
-    Function { name: "alltrue", category: Category::Collections, eval: Some(collections::alltrue), unknown_ok: false, note: "" },
-    Function { name: "anytrue", category: Category::Collections, eval: Some(collections::alltrue), unknown_ok: false, note: "" },
-    Function { name: "tostring", category: Category::Conversion, eval: Some(conversion::tostring), unknown_ok: false, note: "" },
-    Function { name: "tonumber", category: Category::Conversion, eval: Some(conversion::tonumber), unknown_ok: false, note: "" },
-    Function { name: "tobool", category: Category::Conversion, eval: Some(conversion::tobool), unknown_ok: false, note: "" },
-    Function { name: "tolist", category: Category::Conversion, eval: Some(conversion::tolist), unknown_ok: false, note: "" },
-    Function { name: "toset", category: Category::Conversion, eval: Some(conversion::toset), unknown_ok: false, note: "" },
-    Function { name: "tomap", category: Category::Conversion, eval: Some(conversion::tomap), unknown_ok: false, note: "" },
-    Function { name: "jsonencode", category: Category::Encoding, eval: Some(encoding::jsonencode), unknown_ok: false, note: "" },
-    Function { name: "jsondecode", category: Category::Encoding, eval: Some(encoding::jsondecode), unknown_ok: false, note: "" },
-    Function { name: "base64encode", category: Category::Encoding, eval: Some(encoding::base64encode), unknown_ok: false, note: "" },
-    Function { name: "base64decode", category: Category::Encoding, eval: Some(encoding::base64decode), unknown_ok: false, note: "" },
-    Function { name: "sha256", category: Category::Encoding, eval: Some(encoding::sha256), unknown_ok: false, note: "" },
-    Function { name: "md5", category: Category::Encoding, eval: Some(encoding::md5), unknown_ok: false, note: "" },
-    Function { name: "sha1", category: Category::Encoding, eval: Some(encoding::sha1), unknown_ok: false, note: "" },
-    Function { name: "sha512", category: Category::Encoding, eval: Some(encoding::sha512), unknown_ok: false, note: "" },
-    Function { name: "base64sha256", category: Category::Encoding, eval: Some(encoding::base64sha256), unknown_ok: false, note: "" },
-    Function { name: "base64sha512", category: Category::Encoding, eval: Some(encoding::base64sha512), unknown_ok: false, note: "" },
-    Function { name: "urlencode", category: Category::Encoding, eval: Some(encoding::urlencode), unknown_ok: false, note: "" },
-    Function { name: "textencodebase64", category: Category::Encoding, eval: Some(encoding::textencodebase64), unknown_ok: false, note: "" },
-    Function { name: "textdecodebase64", category: Category::Encoding, eval: Some(encoding::textdecodebase64), unknown_ok: false, note: "" },
-    Function { name: "uuidv5", category: Category::Encoding, eval: Some(encoding::uuidv5), unknown_ok: false, note: "" },
-    Function { name: "uuid", category: Category::Encoding, eval: Some(encoding::uuid), unknown_ok: false, note: "a new random one each evaluation" },
-    Function { name: "base64gzip", category: Category::Encoding, eval: Some(encoding::base64gzip), unknown_ok: false, note: "" },
-    Function { name: "csvdecode", category: Category::Encoding, eval: Some(encoding::csvdecode), unknown_ok: false, note: "" },
-    Function { name: "yamlencode", category: Category::Encoding, eval: Some(yaml::yamlencode), unknown_ok: false, note: "" },
-    Function { name: "yamldecode", category: Category::Encoding, eval: Some(yaml::yamldecode), unknown_ok: false, note: "" },
-    Function { name: "file", category: Category::Files, eval: Some(files::file), unknown_ok: false, note: "" },
-    Function { name: "fileexists", category: Category::Files, eval: Some(files::file), unknown_ok: false, note: "" },
-    Function { name: "templatefile", category: Category::Files, eval: Some(files::templatefile), unknown_ok: false, note: "paths like `\"${path.module}/x.tpl\"`" },
-    Function { name: "basename", category: Category::Files, eval: Some(files::basename), unknown_ok: false, note: "" },
-    Function { name: "dirname", category: Category::Files, eval: Some(files::dirname), unknown_ok: false, note: "" },
-    Function { name: "filemd5", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, note: "" },
-    Function { name: "filesha1", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, note: "" },
-    Function { name: "filesha256", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, note: "" },
-    Function { name: "filesha512", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, note: "" },
-    Function { name: "filebase64", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, note: "" },
-    Function { name: "filebase64sha256", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, note: "" },
-    Function { name: "filebase64sha512", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, note: "" },
-    Function { name: "pathexpand", category: Category::Files, eval: Some(files::pathexpand), unknown_ok: false, note: "" },
-    Function { name: "cidrsubnet", category: Category::Networks, eval: Some(networks::cidrsubnet), unknown_ok: false, note: "" },
-    Function { name: "cidrsubnets", category: Category::Networks, eval: Some(networks::cidrsubnets), unknown_ok: false, note: "" },
-    Function { name: "cidrhost", category: Category::Networks, eval: Some(networks::cidrhost), unknown_ok: false, note: "" },
-    Function { name: "cidrnetmask", category: Category::Networks, eval: Some(networks::cidrnetmask), unknown_ok: false, note: "" },
-    Function { name: "formatdate", category: Category::Time, eval: Some(time::formatdate), unknown_ok: false, note: "" },
-    Function { name: "timeadd", category: Category::Time, eval: Some(time::timeadd), unknown_ok: false, note: "" },
-    Function { name: "timestamp", category: Category::Time, eval: Some(time::timestamp_now), unknown_ok: false, note: "the time of evaluation" },
-    Function { name: "plantimestamp", category: Category::Time, eval: Some(time::timestamp_now), unknown_ok: false, note: "the time of evaluation" },
-    Function { name: "timecmp", category: Category::Time, eval: Some(time::timecmp), unknown_ok: false, note: "" },
-    Function { name: "try", category: Category::Errors, eval: None, unknown_ok: false, note: "" },
-    Function { name: "can", category: Category::Errors, eval: None, unknown_ok: false, note: "" },
-    Function { name: "sensitive", category: Category::Marks, eval: Some(marks::sensitive), unknown_ok: false, note: "" },
-    Function { name: "nonsensitive", category: Category::Marks, eval: Some(marks::sensitive), unknown_ok: false, note: "" },
-    Function { name: "ephemeralasnull", category: Category::Marks, eval: Some(marks::ephemeralasnull), unknown_ok: false, note: "" },
+    Function { name: "abs", category: Category::Numbers, eval: Some(numbers::abs), unknown_ok: false, doc: "the absolute value of a number" },
+    Function { name: "ceil", category: Category::Numbers, eval: Some(numbers::ceil), unknown_ok: false, doc: "the least whole number at or above a number" },
+    Function { name: "floor", category: Category::Numbers, eval: Some(numbers::floor), unknown_ok: false, doc: "the greatest whole number at or below a number" },
+    Function { name: "max", category: Category::Numbers, eval: Some(numbers::max), unknown_ok: false, doc: "the greatest of numbers" },
+    Function { name: "min", category: Category::Numbers, eval: Some(numbers::max), unknown_ok: false, doc: "the least of numbers" },
+    Function { name: "sum", category: Category::Numbers, eval: Some(numbers::sum), unknown_ok: false, doc: "the sum of a list or set of numbers (not empty)" },
+    Function { name: "signum", category: Category::Numbers, eval: Some(numbers::signum), unknown_ok: false, doc: "-1, 0 or 1: the sign of a whole number" },
+    Function { name: "pow", category: Category::Numbers, eval: Some(numbers::pow), unknown_ok: false, doc: "a number raised to a power" },
+    Function { name: "log", category: Category::Numbers, eval: Some(numbers::log), unknown_ok: false, doc: "the logarithm of a number in a base" },
+    Function { name: "parseint", category: Category::Numbers, eval: Some(numbers::parseint), unknown_ok: false, doc: "a string of digits in a base (2 to 62) as a number" },
+    Function { name: "format", category: Category::Strings, eval: Some(strings::format), unknown_ok: false, doc: "a string from a format (`%s`, `%d`, `%.2f`, `%v`, `%q`, `%[n]`...) and values" },
+    Function { name: "formatlist", category: Category::Strings, eval: Some(strings::formatlist), unknown_ok: false, doc: "`format` over lists, element by element" },
+    Function { name: "join", category: Category::Strings, eval: Some(strings::join), unknown_ok: false, doc: "list elements joined with a separator" },
+    Function { name: "split", category: Category::Strings, eval: Some(strings::split), unknown_ok: false, doc: "a string cut at each separator" },
+    Function { name: "lower", category: Category::Strings, eval: Some(strings::lower), unknown_ok: false, doc: "lower case (Unicode)" },
+    Function { name: "upper", category: Category::Strings, eval: Some(strings::upper), unknown_ok: false, doc: "upper case (Unicode)" },
+    Function { name: "title", category: Category::Strings, eval: Some(strings::title), unknown_ok: false, doc: "each word's first letter in upper case" },
+    Function { name: "replace", category: Category::Strings, eval: Some(strings::replace), unknown_ok: false, doc: "every occurrence of a substring, or of a `/regex/`, replaced" },
+    Function { name: "substr", category: Category::Strings, eval: Some(strings::substr), unknown_ok: false, doc: "part of a string, by character offset and length" },
+    Function { name: "trim", category: Category::Strings, eval: Some(strings::trim), unknown_ok: false, doc: "given characters removed from both ends" },
+    Function { name: "trimspace", category: Category::Strings, eval: Some(strings::trimspace), unknown_ok: false, doc: "white space removed from both ends" },
+    Function { name: "trimprefix", category: Category::Strings, eval: Some(strings::trimprefix), unknown_ok: false, doc: "a prefix removed, if present" },
+    Function { name: "trimsuffix", category: Category::Strings, eval: Some(strings::trimsuffix), unknown_ok: false, doc: "a suffix removed, if present" },
+    Function { name: "chomp", category: Category::Strings, eval: Some(strings::chomp), unknown_ok: false, doc: "trailing newlines removed" },
+    Function { name: "strrev", category: Category::Strings, eval: Some(strings::strrev), unknown_ok: false, doc: "the characters (grapheme clusters) in reverse" },
+    Function { name: "startswith", category: Category::Strings, eval: Some(strings::startswith), unknown_ok: false, doc: "whether a string starts with a prefix" },
+    Function { name: "endswith", category: Category::Strings, eval: Some(strings::endswith), unknown_ok: false, doc: "whether a string ends with a suffix" },
+    Function { name: "strcontains", category: Category::Strings, eval: Some(strings::strcontains), unknown_ok: false, doc: "whether a string contains a substring" },
+    Function { name: "regex", category: Category::Strings, eval: Some(strings::regex), unknown_ok: false, doc: "the first match of a regular expression (RE2), its groups as a list or named map" },
+    Function { name: "regexall", category: Category::Strings, eval: Some(strings::regexall), unknown_ok: false, doc: "every match of a regular expression" },
+    Function { name: "indent", category: Category::Strings, eval: Some(strings::indent), unknown_ok: false, doc: "every line but the first indented by spaces" },
+    Function { name: "templatestring", category: Category::Strings, eval: Some(strings::templatestring), unknown_ok: false, doc: "a template held in a value, rendered with variables" },
+    Function { name: "length", category: Category::Collections, eval: Some(collections::length), unknown_ok: true, doc: "elements of a collection, or characters of a string" },
+    Function { name: "element", category: Category::Collections, eval: Some(collections::element), unknown_ok: false, doc: "the element at an index, wrapping around" },
+    Function { name: "index", category: Category::Collections, eval: Some(collections::index), unknown_ok: false, doc: "the index of a value in a list" },
+    Function { name: "contains", category: Category::Collections, eval: Some(collections::contains), unknown_ok: false, doc: "whether a collection holds a value" },
+    Function { name: "lookup", category: Category::Collections, eval: Some(collections::lookup), unknown_ok: false, doc: "a map's value for a key, or a default" },
+    Function { name: "merge", category: Category::Collections, eval: Some(collections::merge), unknown_ok: true, doc: "maps or objects merged, later keys winning" },
+    Function { name: "concat", category: Category::Collections, eval: Some(collections::concat), unknown_ok: true, doc: "lists joined into one" },
+    Function { name: "flatten", category: Category::Collections, eval: Some(collections::flatten), unknown_ok: false, doc: "nested lists made one flat list" },
+    Function { name: "distinct", category: Category::Collections, eval: Some(collections::distinct), unknown_ok: false, doc: "a list without repeats, first occurrences kept" },
+    Function { name: "compact", category: Category::Collections, eval: Some(collections::compact), unknown_ok: false, doc: "a list without empty strings and nulls" },
+    Function { name: "reverse", category: Category::Collections, eval: Some(collections::reverse), unknown_ok: false, doc: "a list in reverse order" },
+    Function { name: "sort", category: Category::Collections, eval: Some(collections::sort), unknown_ok: false, doc: "strings in lexical order" },
+    Function { name: "slice", category: Category::Collections, eval: Some(collections::slice), unknown_ok: false, doc: "the elements from one index up to another" },
+    Function { name: "one", category: Category::Collections, eval: Some(collections::one), unknown_ok: false, doc: "the only element of a list or set, or null for none" },
+    Function { name: "keys", category: Category::Collections, eval: Some(collections::keys), unknown_ok: false, doc: "a map's keys, sorted" },
+    Function { name: "values", category: Category::Collections, eval: Some(collections::values), unknown_ok: false, doc: "a map's values, in key order" },
+    Function { name: "zipmap", category: Category::Collections, eval: Some(collections::zipmap), unknown_ok: false, doc: "a map from a list of keys and a list of values" },
+    Function { name: "range", category: Category::Collections, eval: Some(collections::range), unknown_ok: false, doc: "a list of numbers from a start, up to a limit, by a step" },
+    Function { name: "setunion", category: Category::Collections, eval: Some(collections::setunion), unknown_ok: false, doc: "the elements in any of several sets" },
+    Function { name: "setintersection", category: Category::Collections, eval: Some(collections::setintersection), unknown_ok: false, doc: "the elements in every one of several sets" },
+    Function { name: "setsubtract", category: Category::Collections, eval: Some(collections::setsubtract), unknown_ok: false, doc: "the elements of one set not in another" },
+    Function { name: "setproduct", category: Category::Collections, eval: Some(collections::setproduct), unknown_ok: false, doc: "every combination of one element from each set" },
+    Function { name: "transpose", category: Category::Collections, eval: Some(collections::transpose), unknown_ok: false, doc: "a map of lists turned inside out" },
+    Function { name: "matchkeys", category: Category::Collections, eval: Some(collections::matchkeys), unknown_ok: false, doc: "the elements of a list whose keys (from a second list) are among given ones" },
+    Function { name: "chunklist", category: Category::Collections, eval: Some(collections::chunklist), unknown_ok: false, doc: "a list cut into lists of a size" },
+    Function { name: "coalesce", category: Category::Collections, eval: Some(collections::coalesce), unknown_ok: true, doc: "the first argument that is not null or empty" },
+    Function { name: "coalescelist", category: Category::Collections, eval: Some(collections::coalescelist), unknown_ok: false, doc: "the first list that is not empty" },
+    Function { name: "alltrue", category: Category::Collections, eval: Some(collections::alltrue), unknown_ok: false, doc: "whether every element is true" },
+    Function { name: "anytrue", category: Category::Collections, eval: Some(collections::alltrue), unknown_ok: false, doc: "whether any element is true" },
+    Function { name: "tostring", category: Category::Conversion, eval: Some(conversion::tostring), unknown_ok: false, doc: "a value as a string" },
+    Function { name: "tonumber", category: Category::Conversion, eval: Some(conversion::tonumber), unknown_ok: false, doc: "a value as a number" },
+    Function { name: "tobool", category: Category::Conversion, eval: Some(conversion::tobool), unknown_ok: false, doc: "a value as a bool" },
+    Function { name: "tolist", category: Category::Conversion, eval: Some(conversion::tolist), unknown_ok: false, doc: "a value as a list" },
+    Function { name: "toset", category: Category::Conversion, eval: Some(conversion::toset), unknown_ok: false, doc: "a value as a set (ordered as Terraform orders sets)" },
+    Function { name: "tomap", category: Category::Conversion, eval: Some(conversion::tomap), unknown_ok: false, doc: "a value as a map" },
+    Function { name: "jsonencode", category: Category::Encoding, eval: Some(encoding::jsonencode), unknown_ok: false, doc: "a value as JSON, as Terraform writes it" },
+    Function { name: "jsondecode", category: Category::Encoding, eval: Some(encoding::jsondecode), unknown_ok: false, doc: "JSON as a value" },
+    Function { name: "base64encode", category: Category::Encoding, eval: Some(encoding::base64encode), unknown_ok: false, doc: "a string in base64" },
+    Function { name: "base64decode", category: Category::Encoding, eval: Some(encoding::base64decode), unknown_ok: false, doc: "base64 decoded to a string" },
+    Function { name: "sha256", category: Category::Encoding, eval: Some(encoding::sha256), unknown_ok: false, doc: "SHA-256 of a string, in hex" },
+    Function { name: "md5", category: Category::Encoding, eval: Some(encoding::md5), unknown_ok: false, doc: "MD5 of a string, in hex" },
+    Function { name: "sha1", category: Category::Encoding, eval: Some(encoding::sha1), unknown_ok: false, doc: "SHA-1 of a string, in hex" },
+    Function { name: "sha512", category: Category::Encoding, eval: Some(encoding::sha512), unknown_ok: false, doc: "SHA-512 of a string, in hex" },
+    Function { name: "base64sha256", category: Category::Encoding, eval: Some(encoding::base64sha256), unknown_ok: false, doc: "SHA-256 of a string, in base64" },
+    Function { name: "base64sha512", category: Category::Encoding, eval: Some(encoding::base64sha512), unknown_ok: false, doc: "SHA-512 of a string, in base64" },
+    Function { name: "urlencode", category: Category::Encoding, eval: Some(encoding::urlencode), unknown_ok: false, doc: "a string escaped for a URL query" },
+    Function { name: "textencodebase64", category: Category::Encoding, eval: Some(encoding::textencodebase64), unknown_ok: false, doc: "a string in another character encoding, in base64" },
+    Function { name: "textdecodebase64", category: Category::Encoding, eval: Some(encoding::textdecodebase64), unknown_ok: false, doc: "base64 of text in a character encoding, decoded" },
+    Function { name: "uuidv5", category: Category::Encoding, eval: Some(encoding::uuidv5), unknown_ok: false, doc: "a name-based (SHA-1) UUID in a namespace" },
+    Function { name: "uuid", category: Category::Encoding, eval: Some(encoding::uuid), unknown_ok: false, doc: "a random UUID, new each evaluation" },
+    Function { name: "base64gzip", category: Category::Encoding, eval: Some(encoding::base64gzip), unknown_ok: false, doc: "a string gzip-compressed, in base64" },
+    Function { name: "bcrypt", category: Category::Encoding, eval: Some(encoding::bcrypt), unknown_ok: false, doc: "a bcrypt hash of a string (cost 10 unless given), new salt each evaluation" },
+    Function { name: "rsadecrypt", category: Category::Encoding, eval: Some(encoding::rsadecrypt), unknown_ok: false, doc: "RSA (PKCS #1 v1.5) ciphertext in base64 decrypted with a PEM private key" },
+    Function { name: "csvdecode", category: Category::Encoding, eval: Some(encoding::csvdecode), unknown_ok: false, doc: "CSV with a header row as a list of maps" },
+    Function { name: "yamlencode", category: Category::Encoding, eval: Some(yaml::yamlencode), unknown_ok: false, doc: "a value as YAML, as Terraform writes it" },
+    Function { name: "yamldecode", category: Category::Encoding, eval: Some(yaml::yamldecode), unknown_ok: false, doc: "YAML as a value" },
+    Function { name: "file", category: Category::Files, eval: Some(files::file), unknown_ok: false, doc: "a file of the configuration, as a string" },
+    Function { name: "fileexists", category: Category::Files, eval: Some(files::file), unknown_ok: false, doc: "whether a file is in the configuration" },
+    Function { name: "templatefile", category: Category::Files, eval: Some(files::templatefile), unknown_ok: false, doc: "a template file rendered with variables (paths like `\"${path.module}/x.tpl\"`)" },
+    Function { name: "basename", category: Category::Files, eval: Some(files::basename), unknown_ok: false, doc: "the last element of a path" },
+    Function { name: "dirname", category: Category::Files, eval: Some(files::dirname), unknown_ok: false, doc: "a path without its last element" },
+    Function { name: "filemd5", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, doc: "MD5 of a file, in hex" },
+    Function { name: "filesha1", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, doc: "SHA-1 of a file, in hex" },
+    Function { name: "filesha256", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, doc: "SHA-256 of a file, in hex" },
+    Function { name: "filesha512", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, doc: "SHA-512 of a file, in hex" },
+    Function { name: "filebase64", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, doc: "a file's bytes in base64" },
+    Function { name: "filebase64sha256", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, doc: "SHA-256 of a file, in base64" },
+    Function { name: "filebase64sha512", category: Category::Files, eval: Some(files::filehash), unknown_ok: false, doc: "SHA-512 of a file, in base64" },
+    Function { name: "pathexpand", category: Category::Files, eval: Some(files::pathexpand), unknown_ok: false, doc: "a leading `~` replaced by the home directory of who ran the CLI" },
+    Function { name: "abspath", category: Category::Files, eval: Some(files::abspath), unknown_ok: false, doc: "a path made absolute against where the CLI ran" },
+    Function { name: "fileset", category: Category::Files, eval: Some(files::fileset), unknown_ok: false, doc: "the configuration's files under a directory matching a glob (`*`, `**`, `?`, `[...]`, `{a,b}`)" },
+    Function { name: "cidrsubnet", category: Category::Networks, eval: Some(networks::cidrsubnet), unknown_ok: false, doc: "a subnet of a CIDR block, by added bits and number" },
+    Function { name: "cidrsubnets", category: Category::Networks, eval: Some(networks::cidrsubnets), unknown_ok: false, doc: "consecutive subnets of a CIDR block, by added bits each" },
+    Function { name: "cidrhost", category: Category::Networks, eval: Some(networks::cidrhost), unknown_ok: false, doc: "the address of a host number in a CIDR block" },
+    Function { name: "cidrnetmask", category: Category::Networks, eval: Some(networks::cidrnetmask), unknown_ok: false, doc: "an IPv4 CIDR block's netmask" },
+    Function { name: "formatdate", category: Category::Time, eval: Some(time::formatdate), unknown_ok: false, doc: "an RFC 3339 time in a format (`YYYY-MM-DD hh:mm`...)" },
+    Function { name: "timeadd", category: Category::Time, eval: Some(time::timeadd), unknown_ok: false, doc: "an RFC 3339 time plus a duration (`1h30m`)" },
+    Function { name: "timestamp", category: Category::Time, eval: Some(time::timestamp_now), unknown_ok: false, doc: "the time of evaluation (RFC 3339, UTC)" },
+    Function { name: "plantimestamp", category: Category::Time, eval: Some(time::timestamp_now), unknown_ok: false, doc: "the time of the plan (RFC 3339, UTC)" },
+    Function { name: "timecmp", category: Category::Time, eval: Some(time::timecmp), unknown_ok: false, doc: "-1, 0 or 1: how two times compare" },
+    Function { name: "try", category: Category::Errors, eval: None, unknown_ok: false, doc: "the first argument that evaluates without an error" },
+    Function { name: "can", category: Category::Errors, eval: None, unknown_ok: false, doc: "whether an expression evaluates without an error" },
+    Function { name: "sensitive", category: Category::Marks, eval: Some(marks::sensitive), unknown_ok: false, doc: "a value marked sensitive" },
+    Function { name: "nonsensitive", category: Category::Marks, eval: Some(marks::sensitive), unknown_ok: false, doc: "a sensitive value unmarked" },
+    Function { name: "issensitive", category: Category::Marks, eval: None, unknown_ok: false, doc: "whether a value is marked sensitive" },
+    Function { name: "ephemeralasnull", category: Category::Marks, eval: Some(marks::ephemeralasnull), unknown_ok: false, doc: "a value (veeps has no ephemeral values)" },
 ];
 
 /// The function called `name`.
@@ -214,30 +219,29 @@ pub fn function(name: &str) -> Option<&'static Function> {
     FUNCTIONS.iter().find(|f| f.name == name)
 }
 
-/// The functions paragraph of `docs/language.md`, generated from [`FUNCTIONS`].
+/// The functions section of `docs/language.md`, generated from [`FUNCTIONS`]: a table per
+/// category, each function with what it gives.
 pub fn markdown() -> String {
     let mut out = String::new();
     let mut cat: Option<Category> = None;
     for f in FUNCTIONS {
         if cat != Some(f.category) {
             if cat.is_some() {
-                out.push_str(". ");
+                out.push('\n');
             }
-            out.push_str(f.category.title());
-            out.push_str(": ");
+            out.push_str(&format!(
+                "**{}**\n\n| function | gives |\n| --- | --- |\n",
+                f.category.title()
+            ));
             cat = Some(f.category);
-        } else {
-            out.push_str(", ");
         }
-        out.push('`');
-        out.push_str(f.name);
-        out.push('`');
-        if !f.note.is_empty() {
-            out.push_str(&format!(" ({})", f.note));
-        }
+        out.push_str(&format!(
+            "| `{}` | {} |\n",
+            f.name,
+            f.doc.replace('|', "\\|")
+        ));
     }
-    out.push('.');
-    out
+    out.trim_end().to_string()
 }
 
 /// Calls function `name`. Unknown arguments give an unknown result.
@@ -641,29 +645,14 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/language.md");
         let doc = std::fs::read_to_string(&path).unwrap();
         let start = doc.find("## Functions\n\n").unwrap() + "## Functions\n\n".len();
-        let end = start + doc[start..].find("\n\n").unwrap();
-        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let end = start + doc[start..].find("\n\n## ").unwrap();
         let want = markdown();
         if std::env::var_os("VEEPS_UPDATE_DOCS").is_some() {
-            let mut wrapped = String::new();
-            let mut line = String::new();
-            for w in want.split(' ') {
-                if !line.is_empty() && line.len() + 1 + w.len() > 90 {
-                    wrapped.push_str(&line);
-                    wrapped.push('\n');
-                    line.clear();
-                }
-                if !line.is_empty() {
-                    line.push(' ');
-                }
-                line.push_str(w);
-            }
-            wrapped.push_str(&line);
-            std::fs::write(&path, format!("{}{wrapped}{}", &doc[..start], &doc[end..])).unwrap();
+            std::fs::write(&path, format!("{}{want}{}", &doc[..start], &doc[end..])).unwrap();
             return;
         }
         assert_eq!(
-            words(&doc[start..end]),
+            &doc[start..end],
             want,
             "docs/language.md's function list differs from the table; run this test with VEEPS_UPDATE_DOCS=1"
         );

@@ -21,15 +21,24 @@ pub(super) fn title(c: &Call) -> Result<Value, Diagnostic> {
     Ok({
         c.arity(1, 1)?;
         let s = c.str(0)?;
+        // Go's strings.Title: a word starts after a separator, which is any ASCII
+        // character but a letter, digit or `_`, or a Unicode space.
+        let separator = |c: char| {
+            if c.is_ascii() {
+                !(c.is_ascii_alphanumeric() || c == '_')
+            } else {
+                !c.is_alphanumeric() && c.is_whitespace()
+            }
+        };
         let mut out = String::new();
         let mut start = true;
         for c in s.chars() {
-            if start && c.is_alphabetic() {
+            if start {
                 out.extend(c.to_uppercase());
             } else {
                 out.push(c);
             }
-            start = !c.is_alphanumeric();
+            start = separator(c);
         }
         Value::String(out)
     })
@@ -118,7 +127,17 @@ pub(super) fn replace(c: &Call) -> Result<Value, Diagnostic> {
             return Ok(Value::String(re.replace_all(&s, to.as_str()).into_owned()));
         }
         if from.is_empty() {
-            return Err(c.arg_err(1, "the substring to replace must not be empty"));
+            // As Go's strings.Replace: `to` before every character and at the end.
+            let n = s.chars().count() + 1;
+            if n.saturating_mul(to.len()).saturating_add(s.len()) > 64 << 20 {
+                return Err(c.err("the result would be larger than 64 MiB"));
+            }
+            let mut out = to.clone();
+            for ch in s.chars() {
+                out.push(ch);
+                out.push_str(&to);
+            }
+            return Ok(Value::String(out));
         }
         Value::String(s.replace(&from, &to))
     })
