@@ -100,6 +100,9 @@ pub struct Evaluator<'a> {
     scope: &'a dyn Scope,
     file: Arc<SourceFile>,
     locals: Vec<(String, Value)>,
+    /// A heredoc's literals as HCL reads them (by the address of their element), while
+    /// one is evaluated: see [`heredoc_literals`].
+    heredoc: Option<std::collections::HashMap<usize, String>>,
     /// `for` iterations so far (bounded by [`MAX_STEPS`]).
     steps: usize,
 }
@@ -118,6 +121,7 @@ pub fn eval(e: &Expr, scope: &dyn Scope) -> Result<Value, Diagnostic> {
         file: e.file.clone(),
         locals: Vec::new(),
         steps: 0,
+        heredoc: None,
     };
     ev.expr(&e.expr)
 }
@@ -140,6 +144,7 @@ pub fn eval_template_text(
         file,
         locals: vars.into_iter().collect(),
         steps: 0,
+        heredoc: None,
     };
     ev.template(&tpl)
 }
@@ -204,7 +209,13 @@ impl Evaluator<'_> {
                 [Element::Interpolation(ip)] => self.expr(&ip.expr)?,
                 _ => self.template_within(t, false, false, true, false)?,
             },
-            Expression::HeredocTemplate(h) => self.template(&h.template)?,
+            Expression::HeredocTemplate(h) => {
+                let lits = heredoc_literals(h, &self.file.text);
+                let outer = std::mem::replace(&mut self.heredoc, lits);
+                let v = self.template(&h.template);
+                self.heredoc = outer;
+                v?
+            }
             Expression::Parenthesis(p) => self.expr(p.inner())?,
             Expression::Variable(v) => self.traversal(e, v.as_str(), &[])?,
             Expression::Traversal(t) => match &t.expr {
@@ -788,6 +799,16 @@ impl Evaluator<'_> {
                 None => strip_last,
             };
             match el {
+                Element::Literal(lit)
+                    if self
+                        .heredoc
+                        .as_ref()
+                        .is_some_and(|h| h.contains_key(&(&**lit as *const String as usize))) =>
+                {
+                    let h = self.heredoc.as_ref().expect("checked");
+                    out.push_str(&h[&(&**lit as *const String as usize)]);
+                    strip_next = false;
+                }
                 Element::Literal(s) => {
                     let decoded;
                     let mut s: &str = s.as_str();
@@ -1141,4 +1162,130 @@ pub fn calls_sensitive(text: &str) -> bool {
                 .last()
                 .is_some_and(|c| c.is_alphanumeric() || c == '_')
     })
+}
+
+/// A heredoc's literal texts as HCL reads them, by the address of each literal element:
+/// HCL cuts a heredoc into a token per line, so a strip marker (`~`) trims only the rest of
+/// its own line, and a flush heredoc (`<<-`) then loses the least indentation of its lines
+/// that start with text (whitespace-only lines aside), in directives' bodies too. `None`
+/// when the parser kept no source positions.
+fn heredoc_literals(
+    h: &hcl_edit::template::HeredocTemplate,
+    src: &str,
+) -> Option<std::collections::HashMap<usize, String>> {
+    use hcl_edit::template::Strip as StripMode;
+    enum Tok<'a> {
+        Lit(&'a hcl_edit::Spanned<String>),
+        Seq(StripMode),
+    }
+    fn flatten<'a>(t: &'a Template, out: &mut Vec<Tok<'a>>) {
+        for el in t.iter() {
+            match el {
+                Element::Literal(s) => out.push(Tok::Lit(s)),
+                Element::Interpolation(ip) => out.push(Tok::Seq(ip.strip)),
+                Element::Directive(d) => match d.as_ref() {
+                    Directive::If(x) => {
+                        out.push(Tok::Seq(x.if_expr.strip));
+                        flatten(&x.if_expr.template, out);
+                        if let Some(e) = &x.else_expr {
+                            out.push(Tok::Seq(e.strip));
+                            flatten(&e.template, out);
+                        }
+                        out.push(Tok::Seq(x.endif_expr.strip));
+                    }
+                    Directive::For(x) => {
+                        out.push(Tok::Seq(x.for_expr.strip));
+                        flatten(&x.for_expr.template, out);
+                        out.push(Tok::Seq(x.endfor_expr.strip));
+                    }
+                },
+            }
+        }
+    }
+    let flush = src.get(h.span()?)?.starts_with("<<-");
+    let mut toks = vec![];
+    flatten(&h.template, &mut toks);
+    // HCL's tokens: (the literal element it belongs to, its text); `None` for a sequence.
+    let mut pieces: Vec<(Option<usize>, String)> = vec![];
+    let mut owners = vec![];
+    let mut ltrim_next = false;
+    for t in toks {
+        match t {
+            Tok::Lit(s) => {
+                let raw = src
+                    .get(s.span()?)?
+                    .replace("$${", "${")
+                    .replace("%%{", "%{");
+                let owner = s.as_ref() as *const String as usize;
+                owners.push(owner);
+                for (i, line) in raw.split_inclusive('\n').enumerate() {
+                    let text = if i == 0 && ltrim_next {
+                        line.trim_start()
+                    } else {
+                        line
+                    };
+                    pieces.push((Some(owner), text.to_string()));
+                }
+                ltrim_next = false;
+            }
+            Tok::Seq(strip) => {
+                if strip.strip_start() {
+                    if let Some((Some(_), last)) = pieces.last_mut() {
+                        *last = last.trim_end().to_string();
+                    }
+                }
+                pieces.push((None, String::new()));
+                ltrim_next = strip.strip_end();
+            }
+        }
+    }
+    if flush {
+        let mut min = usize::MAX;
+        let mut newline = true;
+        let mut adjust = vec![];
+        for (i, (owner, text)) in pieces.iter().enumerate() {
+            if newline {
+                newline = false;
+                let spaces = match owner {
+                    None => 0,
+                    Some(_) => {
+                        let trimmed = text.trim_start();
+                        if trimmed.is_empty() && text.ends_with('\n') {
+                            usize::MAX
+                        } else {
+                            adjust.push(i);
+                            unicode_segmentation::UnicodeSegmentation::graphemes(
+                                &text[..text.len() - trimmed.len()],
+                                true,
+                            )
+                            .count()
+                        }
+                    }
+                };
+                min = min.min(spaces);
+            }
+            if owner.is_some() && text.ends_with('\n') {
+                newline = true;
+            }
+        }
+        if min != usize::MAX {
+            for i in adjust {
+                let text = &mut pieces[i].1;
+                let cut: usize =
+                    unicode_segmentation::UnicodeSegmentation::graphemes(text.as_str(), true)
+                        .take(min)
+                        .map(str::len)
+                        .sum();
+                text.drain(..cut);
+            }
+        }
+    }
+    let mut out: std::collections::HashMap<usize, String> =
+        owners.into_iter().map(|o| (o, String::new())).collect();
+    for (owner, text) in pieces {
+        if let Some(o) = owner {
+            out.entry(o).or_default().push_str(&text);
+        }
+    }
+    Some(out)
 }

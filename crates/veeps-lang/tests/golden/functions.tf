@@ -214,3 +214,106 @@ output "op_numbers" { value = [1e3, 1.5e-3, 0.1, 100, -0, 1.0, 12345678901] }
 output "op_types" { value = [tolist(["a"]), tomap({ a = ["b"] }), [for x in [1, 2] : x * 2]] }
 output "fn_rsadecrypt" { value = [rsadecrypt(file("rsa-msg.txt"), file("rsa-key.txt")), rsadecrypt(file("rsa-msg.txt"), file("rsa-key8.txt"))] }
 output "fn_issensitive" { value = [issensitive(sensitive("x")), issensitive(nonsensitive(sensitive("x")))] }
+
+output "hd_basic" {
+  value = <<-EOT
+    Foo
+    Bar
+    Baz
+  EOT
+}
+output "hd_indented_more" {
+  value = <<-EOT
+    Foo
+      Bar
+    Baz
+  EOT
+}
+output "hd_indented_less" {
+  value = <<-EOT
+      Foo
+    Bar
+      Baz
+  EOT
+}
+output "hd_interp_less" {
+  value = <<-EOT
+      ${"Foo"}
+    ${"Bar"}
+      ${"Baz"}
+  EOT
+}
+output "hd_interp_start" {
+  value = <<-EOT
+    Foo
+${"Bar"}
+    Baz
+  EOT
+}
+output "hd_blank_lines" {
+  value = <<-EOT
+    Foo
+
+    Bar
+      
+    Baz
+  EOT
+}
+output "hd_tabs" {
+  value = <<-EOT
+	Foo
+	 Bar
+	 Baz
+  EOT
+}
+output "hd_plain_strip" {
+  value = <<EOT
+  %{~for x in local.l~}
+  item ${x}
+  %{~endfor~}
+  done
+EOT
+}
+output "hd_for_nested" {
+  value = <<-EOT
+    list:
+    %{for x in local.l}
+      - ${x}
+    %{endfor}
+    end
+  EOT
+}
+output "hd_if_strip" {
+  value = <<-EOT
+    a
+    %{~ if true ~}
+      b
+    %{~ else ~}
+      c
+    %{~ endif ~}
+    d
+  EOT
+}
+output "hd_interp_strip" {
+  value = <<-EOT
+    x   ${~ "y" ~}   z
+      w
+  EOT
+}
+output "hd_escapes" {
+  value = <<-EOT
+    $${not} %%{not} \n ${"a"}
+  EOT
+}
+output "hd_cloud_init" {
+  value = <<-EOT
+    #cloud-config
+    packages:
+    %{~ for p in ["nginx", "jq"] ~}
+      - ${p}
+    %{~ endfor ~}
+
+    runcmd:
+      - echo done
+  EOT
+}
