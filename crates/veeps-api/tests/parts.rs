@@ -148,7 +148,7 @@ async fn a_new_part_is_one_line_and_its_routes_sit_behind_the_api_token() {
     let config = Value::Object([("name".to_string(), Value::string("veeps"))].into());
     let created = rt.create(&ctx, &config).await.unwrap();
     assert_eq!(created.get("text"), Some(&Value::string("hello, veeps")));
-    let bad = Value::Object([("name".to_string(), Value::Number(1.0))].into());
+    let bad = Value::Object([("name".to_string(), Value::from(1i64))].into());
     let e = rt.create(&ctx, &bad).await.unwrap_err().to_string();
     assert!(e.contains("greeting.name"), "{e}");
     let token = std::fs::read_to_string(d.path().join("root.token")).unwrap();

@@ -222,8 +222,8 @@ mod tests {
         assert!(!RandomPassword::new()
             .validate(&Value::Object(
                 [
-                    ("length".to_string(), Value::Number(3.0)),
-                    ("min_upper".to_string(), Value::Number(4.0))
+                    ("length".to_string(), Value::from(3i64)),
+                    ("min_upper".to_string(), Value::from(4i64))
                 ]
                 .into()
             ))

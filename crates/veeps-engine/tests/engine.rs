@@ -986,3 +986,17 @@ check "sizes" {
         .to_string();
     assert!(err.contains("self"), "{err}");
 }
+
+#[tokio::test]
+async fn numbers_are_terraform_numbers_and_settle_in_state() {
+    let e = env();
+    let cfg = "output \"n\" {\n  value = [0.1 + 0.2, 1 / 3, 2 / 3 * 3, 9007199254740993 + 0, 7 % -3]\n}\n";
+    let b = bundle(&[("env/main.hcl", cfg)]);
+    apply(&e, &b).await;
+    assert_eq!(
+        e.engine.outputs("test").unwrap()["n"].0.to_string(),
+        "[0.3, 0.3333333333333333, 2, 9007199254740993, 1]"
+    );
+    // What state holds is what the next plan computes: no change shown forever after.
+    assert!(e.engine.plan(&req(&b), false).await.unwrap().is_empty());
+}

@@ -103,7 +103,7 @@ impl Typed for AliasType {
             }
             for (v, weight) in w {
                 match weight {
-                    Value::Number(x) if (0.0..=1.0).contains(x) => {}
+                    Value::Number(x) if (0.0..=1.0).contains(&x.to_f64()) => {}
                     Value::Number(x) => e.push(AttrError::on(
                         "routing_config.additional_version_weights",
                         format!("version {v}: {x} is not a share from 0 to 1"),

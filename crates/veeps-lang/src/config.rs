@@ -1905,7 +1905,7 @@ mod tests {
         let c = load_config(Arc::new(b.clone())).unwrap();
         let m = c.root_module();
         assert_eq!(m.environment.as_ref().unwrap().0, "stage");
-        assert_eq!(m.variables["n"].default, Some(Value::Number(2.0)));
+        assert_eq!(m.variables["n"].default, Some(Value::from(2i64)));
         assert_eq!(
             m.resources["random_id.x"].lifecycle.ignore_changes,
             vec!["byte_length"]

@@ -2,7 +2,8 @@
 
 use crate::diag::{Diagnostic, Loc, SourceFile};
 use crate::funcs;
-use crate::value::{format_number, Value};
+use crate::number::{Number, NumberError};
+use crate::value::Value;
 use hcl_edit::expr::{BinaryOperator, Expression, ObjectKey, TraversalOperator, UnaryOperator};
 use hcl_edit::template::{Directive, Element, Template};
 use hcl_edit::Span;
@@ -162,7 +163,18 @@ impl Evaluator<'_> {
         Ok(match e {
             Expression::Null(_) => Value::Null,
             Expression::Bool(b) => Value::Bool(*b.value()),
-            Expression::Number(n) => Value::Number(n.value().as_f64().unwrap_or(0.0)),
+            Expression::Number(n) => {
+                // The literal as written, read at 512 bits as Terraform reads it.
+                let written = n
+                    .span()
+                    .and_then(|sp| self.file.text.get(sp))
+                    .map(str::to_string)
+                    .unwrap_or_else(|| n.value().to_string());
+                match Number::parse(written.trim()) {
+                    Ok(v) => Value::Number(v),
+                    Err(err) => return Err(self.err(e, format!("the number {written}: {err}"))),
+                }
+            }
             // Strings are NFC-normalized, as Terraform's are: "e\u0301" is "é".
             Expression::String(s) => Value::String(nfc(s.value())),
             Expression::Array(a) => {
@@ -269,7 +281,7 @@ impl Evaluator<'_> {
                 let v = self.expr(&op.expr)?;
                 match (op.operator.value(), v) {
                     (_, Value::Unknown) => Value::Unknown,
-                    (UnaryOperator::Neg, Value::Number(n)) => Value::Number(-n),
+                    (UnaryOperator::Neg, Value::Number(n)) => Value::Number(n.neg()),
                     (UnaryOperator::Not, Value::Bool(b)) => Value::Bool(!b),
                     (o, v) => {
                         return Err(self.err(
@@ -318,22 +330,18 @@ impl Evaluator<'_> {
             _ => {
                 let a = self.to_number(&op.lhs_expr, &l)?;
                 let b = self.to_number(&op.rhs_expr, &r)?;
+                let done = |r: Result<Number, NumberError>| {
+                    r.map(Value::Number).map_err(|err| match err {
+                        NumberError::Undefined => self.err(e, "the result is not a number (zero divided by zero, or infinity less infinity)"),
+                        err => self.err(e, err.to_string()),
+                    })
+                };
                 match o {
-                    Plus => Value::Number(a + b),
-                    Minus => Value::Number(a - b),
-                    Mul => Value::Number(a * b),
-                    Div => {
-                        if b == 0.0 {
-                            return Err(self.err(e, "division by zero"));
-                        }
-                        Value::Number(a / b)
-                    }
-                    Mod => {
-                        if b == 0.0 {
-                            return Err(self.err(e, "modulo by zero"));
-                        }
-                        Value::Number(a % b)
-                    }
+                    Plus => done(a.add(&b))?,
+                    Minus => done(a.sub(&b))?,
+                    Mul => done(a.mul(&b))?,
+                    Div => done(a.div(&b))?,
+                    Mod => done(a.rem(&b))?,
                     Less => Value::Bool(a < b),
                     LessEq => Value::Bool(a <= b),
                     Greater => Value::Bool(a > b),
@@ -344,10 +352,10 @@ impl Evaluator<'_> {
         })
     }
 
-    fn to_number(&self, e: &Expression, v: &Value) -> Result<f64, Diagnostic> {
+    fn to_number(&self, e: &Expression, v: &Value) -> Result<Number, Diagnostic> {
         match v {
-            Value::Number(n) => Ok(*n),
-            Value::String(s) => s.trim().parse().map_err(|_| {
+            Value::Number(n) => Ok(n.clone()),
+            Value::String(s) => Number::parse(s).map_err(|_| {
                 self.err(
                     e,
                     format!("a number is required, but \"{s}\" is not a number"),
@@ -456,7 +464,7 @@ impl Evaluator<'_> {
                     v = self.index(whole, v, &key)?;
                 }
                 TraversalOperator::LegacyIndex(n) => {
-                    v = self.index(whole, v, &Value::Number(*n.value() as f64))?;
+                    v = self.index(whole, v, &Value::from(*n.value() as i64))?;
                 }
             }
             i += 1;
@@ -471,8 +479,8 @@ impl Evaluator<'_> {
         match v {
             Value::List(mut l) => {
                 let n = match key {
-                    Value::Number(n) => *n,
-                    Value::String(s) => s.parse().map_err(|_| {
+                    Value::Number(n) => n.clone(),
+                    Value::String(s) => Number::parse(s).map_err(|_| {
                         self.err(whole, format!("a list index must be a number, got \"{s}\""))
                     })?,
                     k => {
@@ -482,17 +490,23 @@ impl Evaluator<'_> {
                         ))
                     }
                 };
-                if n < 0.0 || n.fract() != 0.0 || n as usize >= l.len() {
+                let at = n
+                    .is_integer()
+                    .then(|| n.to_i64())
+                    .flatten()
+                    .and_then(|i| usize::try_from(i).ok())
+                    .filter(|i| *i < l.len());
+                let Some(at) = at else {
                     return Err(self.err(
                         whole,
                         format!(
                             "index {} is out of range for a list of {} elements",
-                            format_number(n),
+                            n.text(),
                             l.len()
                         ),
                     ));
-                }
-                Ok(l.swap_remove(n as usize))
+                };
+                Ok(l.swap_remove(at))
             }
             Value::Object(mut o) => {
                 let k = key.to_template_string().ok_or_else(|| {
@@ -531,7 +545,7 @@ impl Evaluator<'_> {
             Value::List(l) => l
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| (Value::Number(i as f64), v))
+                .map(|(i, v)| (Value::from(i as i64), v))
                 .collect(),
             Value::Object(o) => o.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
             Value::Null => {
@@ -897,7 +911,7 @@ impl Evaluator<'_> {
                             Value::List(l) => l
                                 .into_iter()
                                 .enumerate()
-                                .map(|(i, v)| (Value::Number(i as f64), v))
+                                .map(|(i, v)| (Value::from(i as i64), v))
                                 .collect(),
                             Value::Object(o) => {
                                 o.into_iter().map(|(k, v)| (Value::String(k), v)).collect()

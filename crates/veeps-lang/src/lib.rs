@@ -12,9 +12,11 @@ pub mod eval;
 pub mod fmt;
 pub mod funcs;
 pub mod loader;
+pub mod number;
 pub mod value;
 
 pub use config::{Bundle, Config};
 pub use diag::{Diagnostic, Diagnostics, Loc};
 pub use eval::{Expr, Scope};
+pub use number::Number;
 pub use value::{Type, Value};

@@ -1,5 +1,6 @@
 //! Values of the language and their types.
 
+pub use crate::number::Number;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -14,8 +15,8 @@ pub enum Value {
     Null,
     /// `true` or `false`.
     Bool(bool),
-    /// A number.
-    Number(f64),
+    /// A number (a 512-bit binary float, as Terraform's).
+    Number(Number),
     /// A string.
     String(String),
     /// A list, set or tuple.
@@ -63,9 +64,22 @@ impl Value {
     /// The number inside, if this is a number.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
-            Value::Number(n) => Some(*n),
+            Value::Number(n) => Some(n.to_f64()),
             _ => None,
         }
+    }
+
+    /// The number inside, exactly, if this is a number.
+    pub fn as_number(&self) -> Option<&Number> {
+        match self {
+            Value::Number(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// A number value from a float64 (precision 53; NaN is null).
+    pub fn number(f: f64) -> Value {
+        Number::from_f64(f).map_or(Value::Null, Value::Number)
     }
 
     /// The bool inside, if this is a bool.
@@ -115,7 +129,7 @@ impl Value {
         match self {
             Value::Null | Value::Unknown => serde_json::Value::Null,
             Value::Bool(b) => (*b).into(),
-            Value::Number(n) => number_to_json(*n),
+            Value::Number(n) => number_to_json(n),
             Value::String(s) => s.clone().into(),
             Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
             Value::Object(o) => {
@@ -129,7 +143,7 @@ impl Value {
         match j {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Bool(b) => Value::Bool(*b),
-            serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
+            serde_json::Value::Number(n) => Value::Number(number_from_json(n)),
             serde_json::Value::String(s) => Value::String(s.clone()),
             serde_json::Value::Array(a) => Value::List(a.iter().map(Value::from_json).collect()),
             serde_json::Value::Object(o) => Value::Object(
@@ -178,30 +192,43 @@ impl Value {
     pub fn to_template_string(&self) -> Option<String> {
         match self {
             Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(format_number(*n)),
+            Value::Number(n) => Some(n.text()),
             Value::Bool(b) => Some(b.to_string()),
             _ => None,
         }
     }
 }
 
-fn number_to_json(n: f64) -> serde_json::Value {
-    if n.fract() == 0.0 && n.abs() < 9.0e15 {
-        serde_json::Value::from(n as i64)
-    } else {
-        serde_json::Number::from_f64(n)
-            .map(serde_json::Value::Number)
-            .unwrap_or(serde_json::Value::Null)
+/// A number as JSON can carry it: whole numbers exactly (within 64 bits), others as the
+/// nearest float64 (state and plans hold numbers at that precision).
+fn number_to_json(n: &Number) -> serde_json::Value {
+    if n.is_integer() {
+        if let Some(i) = n.trunc_int() {
+            if let Some(v) = num_traits::ToPrimitive::to_i64(&i) {
+                return v.into();
+            }
+            if let Some(v) = num_traits::ToPrimitive::to_u64(&i) {
+                return v.into();
+            }
+        }
     }
+    serde_json::Number::from_f64(n.to_f64())
+        .map(serde_json::Value::Number)
+        .unwrap_or(serde_json::Value::Null)
 }
 
-/// Formats a number the way the language prints it: integers without a fraction.
-pub fn format_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 9.0e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
-    }
+/// A JSON number as the language reads one: its decimal text at 512 bits.
+fn number_from_json(n: &serde_json::Number) -> Number {
+    Number::parse(&n.to_string())
+        .ok()
+        .or_else(|| n.as_f64().and_then(Number::from_f64))
+        .unwrap_or_else(Number::zero)
+}
+
+/// Formats a number the way the language prints it (the shortest decimal that reads back to
+/// it, never with an exponent).
+pub fn format_number(n: &Number) -> String {
+    n.text()
 }
 
 impl fmt::Display for Value {
@@ -210,7 +237,7 @@ impl fmt::Display for Value {
         match self {
             Value::Null => f.write_str("null"),
             Value::Bool(b) => write!(f, "{b}"),
-            Value::Number(n) => f.write_str(&format_number(*n)),
+            Value::Number(n) => f.write_str(&n.text()),
             Value::String(s) => write!(f, "{}", serde_json::Value::String(s.clone())),
             Value::Unknown => f.write_str("(known after apply)"),
             Value::List(l) => {
@@ -265,12 +292,17 @@ impl From<bool> for Value {
 }
 impl From<f64> for Value {
     fn from(n: f64) -> Self {
-        Value::Number(n)
+        Value::number(n)
     }
 }
 impl From<i64> for Value {
     fn from(n: i64) -> Self {
-        Value::Number(n as f64)
+        Value::Number(Number::from_i64(n))
+    }
+}
+impl From<Number> for Value {
+    fn from(n: Number) -> Self {
+        Value::Number(n)
     }
 }
 
@@ -381,14 +413,13 @@ pub fn convert(v: &Value, ty: &Type) -> Result<Value, String> {
     match (ty, v) {
         (Type::Any, _) => Ok(v.clone()),
         (Type::String, Value::String(_)) => Ok(v.clone()),
-        (Type::String, Value::Number(n)) => Ok(Value::String(format_number(*n))),
+        (Type::String, Value::Number(n)) => Ok(Value::String(n.text())),
         (Type::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
         (Type::Number, Value::Number(_)) => Ok(v.clone()),
         // The whole string, as Terraform reads it: " 5" is not a number.
-        (Type::Number, Value::String(s)) => s
-            .parse::<f64>()
+        (Type::Number, Value::String(s)) => Number::parse(s)
             .ok()
-            .filter(|n| n.is_finite())
+            .filter(|n| !n.is_infinite())
             .map(Value::Number)
             .ok_or_else(|| format!("a number is required, but \"{s}\" is not a number")),
         (Type::Bool, Value::Bool(_)) => Ok(v.clone()),
@@ -522,7 +553,7 @@ pub fn order_set(v: &mut [Value]) {
         });
     } else if v.iter().all(|x| matches!(x, Value::Number(_))) {
         v.sort_by(|a, b| match (a, b) {
-            (Value::Number(x), Value::Number(y)) => x.total_cmp(y),
+            (Value::Number(x), Value::Number(y)) => x.cmp_value(y),
             _ => std::cmp::Ordering::Equal,
         });
     }
@@ -535,12 +566,12 @@ mod tests {
     #[test]
     fn conversions() {
         assert_eq!(
-            convert(&Value::Number(3.0), &Type::String).unwrap(),
+            convert(&Value::from(3i64), &Type::String).unwrap(),
             Value::string("3")
         );
         assert_eq!(
             convert(&Value::string("4.5"), &Type::Number).unwrap(),
-            Value::Number(4.5)
+            Value::number(4.5)
         );
         assert!(convert(&Value::string("x"), &Type::Number).is_err());
         assert!(convert(&Value::List(vec![]), &Type::String).is_err());
@@ -564,7 +595,7 @@ mod tests {
                 default: Some("d".into()),
             },
         ]);
-        let v = Value::Object([("a".to_string(), Value::Number(1.0))].into());
+        let v = Value::Object([("a".to_string(), Value::from(1i64))].into());
         assert_eq!(
             convert(&v, &obj_ty).unwrap().get("b"),
             Some(&Value::string("d"))
@@ -577,7 +608,7 @@ mod tests {
         let v = Value::Object(
             [(
                 "a".to_string(),
-                Value::List(vec![Value::Number(1.0), Value::Unknown]),
+                Value::List(vec![Value::from(1i64), Value::Unknown]),
             )]
             .into(),
         );

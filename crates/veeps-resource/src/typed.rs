@@ -171,7 +171,7 @@ impl<T: Typed> Resource for T {
 fn sample(ty: &Type) -> Value {
     match ty {
         Type::Any | Type::String => Value::string("s"),
-        Type::Number => Value::Number(1.0),
+        Type::Number => Value::from(1i64),
         Type::Bool => Value::Bool(true),
         Type::List(t) | Type::Set(t) => Value::List(vec![sample(t)]),
         Type::Map(t) => Value::Object([("k".to_string(), sample(t))].into()),

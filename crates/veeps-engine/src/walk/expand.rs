@@ -53,10 +53,10 @@ pub(crate) fn expansion_unbounded(
 ) -> Result<Expansion, Diagnostic> {
     if let Some(c) = count {
         return match eval(c, scope)? {
-            Value::Number(n) if n > max_instances() as f64 && n.fract() == 0.0 => {
-                Err(too_many(c, "count", n))
-            }
-            Value::Number(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Expansion::Count(n as usize)),
+            Value::Number(n) if n.is_integer() && !n.is_negative() => match n.to_i64() {
+                Some(i) if i as u64 <= max_instances() as u64 => Ok(Expansion::Count(i as usize)),
+                _ => Err(too_many(c, "count", n.to_f64())),
+            },
             Value::Unknown => Err(Diagnostic::at(&c.loc(), "the count value depends on values that cannot be known until apply")
                 .with_detail("Use a value known at plan time (variables, locals, or attributes of resources that already exist).")),
             Value::String(s) if s.parse::<usize>().is_ok() => Ok(Expansion::Count(s.parse().unwrap_or(0))),

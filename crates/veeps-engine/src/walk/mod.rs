@@ -78,12 +78,7 @@ impl Expansion {
         match self {
             Expansion::Single => vec![(InstKey::None, None)],
             Expansion::Count(n) => (0..*n)
-                .map(|i| {
-                    (
-                        InstKey::Int(i),
-                        Some((Value::Number(i as f64), Value::Null)),
-                    )
-                })
+                .map(|i| (InstKey::Int(i), Some((Value::from(i as i64), Value::Null))))
                 .collect(),
             Expansion::Each(kv) => kv
                 .iter()
@@ -489,7 +484,7 @@ impl Walk {
                         .lock()
                         .expect("result lock")
                         .outputs
-                        .insert(name.clone(), (v, sensitive));
+                        .insert(name.clone(), (as_stored(&v), sensitive));
                 }
                 Ok(())
             }
@@ -954,7 +949,7 @@ impl Walk {
                     diags.0.extend(pre);
                     continue;
                 }
-                match decode_body(schema, &rc.body, &scope) {
+                match decode_body(schema, &rc.body, &scope).map(|c| as_stored(&c)) {
                     Ok(config) => out.push(Instance {
                         mk: mk.clone(),
                         key: k,
@@ -1227,6 +1222,12 @@ pub(crate) struct Instance {
     address: String,
     config: Value,
     each: Option<(Value, Value)>,
+}
+
+/// A value as state holds it: numbers at a float64's precision unless whole (a number like
+/// `1/3` computed again must equal what state kept, or every plan would show a change).
+fn as_stored(v: &Value) -> Value {
+    Value::from_plan_json(&v.to_plan_json())
 }
 
 /// Evaluates a `precondition`, `postcondition` or `assert`: Ok when true or not yet

@@ -239,7 +239,7 @@ fn dynamic<'s>(
         Value::List(l) => l
             .into_iter()
             .enumerate()
-            .map(|(i, v)| (Value::Number(i as f64), v))
+            .map(|(i, v)| (Value::from(i as i64), v))
             .collect(),
         Value::Object(o) => o.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
         other => {
@@ -451,11 +451,11 @@ mod tests {
             [
                 (
                     "ports".to_string(),
-                    Value::List(vec![Value::Number(80.0), Value::Number(443.0)]),
+                    Value::List(vec![Value::from(80i64), Value::from(443i64)]),
                 ),
                 (
                     "named".to_string(),
-                    obj(&[("a", Value::Number(1.0)), ("b", Value::Number(2.0))]),
+                    obj(&[("a", Value::from(1i64)), ("b", Value::from(2i64))]),
                 ),
                 ("later".to_string(), Value::Unknown),
             ]
@@ -516,7 +516,7 @@ mod tests {
         Value::List(
             ports
                 .iter()
-                .map(|p| obj(&[("port", Value::Number(*p))]))
+                .map(|p| obj(&[("port", Value::number(*p))]))
                 .collect(),
         )
     }
@@ -525,7 +525,7 @@ mod tests {
     fn prior() -> Value {
         obj(&[
             ("name", Value::string("web")),
-            ("size", Value::Number(2.0)),
+            ("size", Value::from(2i64)),
             ("zone", Value::string("a")),
             ("id", Value::string("i-1")),
             ("rule", rules(&[80.0])),
@@ -546,7 +546,7 @@ mod tests {
     fn config(name: &str, size: f64, zone: Value, ports: &[f64]) -> Value {
         obj(&[
             ("name", Value::string(name)),
-            ("size", Value::Number(size)),
+            ("size", Value::number(size)),
             ("zone", zone),
             ("rule", rules(ports)),
         ])

@@ -28,12 +28,12 @@ pub(super) fn length(c: &Call) -> Result<Value, Diagnostic> {
         c.arity(1, 1)?;
         match &a[0] {
             Value::Unknown => Value::Unknown,
-            Value::String(s) => Value::Number(
+            Value::String(s) => Value::from(
                 unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).count()
-                    as f64,
+                    as i64,
             ),
-            Value::List(l) => Value::Number(l.len() as f64),
-            Value::Object(o) => Value::Number(o.len() as f64),
+            Value::List(l) => Value::from(l.len() as i64),
+            Value::Object(o) => Value::from(o.len() as i64),
             v => {
                 return Err(c.arg_err(
                     0,
@@ -65,7 +65,7 @@ pub(super) fn index(c: &Call) -> Result<Value, Diagnostic> {
         c.arity(2, 2)?;
         let l = c.list(0)?;
         match l.iter().position(|v| v == &a[1]) {
-            Some(i) => Value::Number(i as f64),
+            Some(i) => Value::from(i as i64),
             None => return Err(c.err(format!("the list does not contain {}", a[1]))),
         }
     })
@@ -274,26 +274,40 @@ pub(super) fn range(c: &Call) -> Result<Value, Diagnostic> {
     let a = &c.args;
     Ok({
         c.arity(1, 3)?;
+        use crate::number::Number;
+        let one = Number::from_i64(1);
         let (start, end, step) = match a.len() {
             1 => {
                 let end = c.num(0)?;
-                (0.0, end, if end < 0.0 { -1.0 } else { 1.0 })
+                let step = if end.is_negative() { one.neg() } else { one };
+                (Number::from_i64(0), end, step)
             }
             // Counting down when the end is below the start, as Terraform does.
             2 => {
                 let (a, b) = (c.num(0)?, c.num(1)?);
-                (a, b, if b < a { -1.0 } else { 1.0 })
+                let step = if b < a { one.neg() } else { one };
+                (a, b, step)
             }
             _ => (c.num(0)?, c.num(1)?, c.num(2)?),
         };
-        if step == 0.0 {
+        if step.is_zero() {
             return Err(c.err("the step must not be zero"));
+        }
+        let up = !step.is_negative();
+        // Refuse an over-long range before making any of it.
+        let n = end
+            .sub(&start)
+            .and_then(|d| d.div(&step))
+            .map(|q| q.to_f64())
+            .unwrap_or(f64::INFINITY);
+        if n > 1_048_576.0 {
+            return Err(c.err("the range has more than 1048576 elements"));
         }
         let mut out = Vec::new();
         let mut x = start;
-        while (step > 0.0 && x < end) || (step < 0.0 && x > end) {
-            out.push(Value::Number(x));
-            x += step;
+        while (up && x < end) || (!up && x > end) {
+            out.push(Value::Number(x.clone()));
+            x = x.add(&step).map_err(|e| c.err(e.to_string()))?;
             if out.len() > 1_048_576 {
                 return Err(c.err("the range has more than 1048576 elements"));
             }

@@ -13,7 +13,8 @@ mod yaml;
 
 use crate::diag::{Diagnostic, Loc};
 use crate::eval::Scope;
-use crate::value::{convert, format_number, Type, Value};
+use crate::number::Number;
+use crate::value::{convert, Type, Value};
 use base64::Engine as _;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sha2::Digest;
@@ -309,21 +310,27 @@ impl Call<'_> {
             _ => Err(self.arg_err(i, "a string is required, got null")),
         }
     }
-    fn num(&self, i: usize) -> Result<f64, Diagnostic> {
+    fn num(&self, i: usize) -> Result<Number, Diagnostic> {
         match convert(self.arg(i), &Type::Number).map_err(|e| self.arg_err(i, e))? {
             Value::Number(n) => Ok(n),
             _ => Err(self.arg_err(i, "a number is required, got null")),
         }
     }
+    /// A number argument as a float64 (for the functions Terraform computes in float64).
+    fn f64(&self, i: usize) -> Result<f64, Diagnostic> {
+        Ok(self.num(i)?.to_f64())
+    }
     fn int(&self, i: usize) -> Result<i64, Diagnostic> {
         let n = self.num(i)?;
-        if n.fract() != 0.0 {
-            return Err(self.arg_err(
-                i,
-                format!("a whole number is required, got {}", format_number(n)),
-            ));
+        if !n.is_integer() {
+            return Err(self.arg_err(i, format!("a whole number is required, got {}", n.text())));
         }
-        Ok(n as i64)
+        n.to_i64().ok_or_else(|| {
+            self.arg_err(
+                i,
+                format!("{} is out of range for a whole number here", n.text()),
+            )
+        })
     }
     fn list(&self, i: usize) -> Result<Vec<Value>, Diagnostic> {
         match self.arg(i) {
@@ -477,16 +484,19 @@ impl Call<'_> {
                 'd' => {
                     let n = convert(v, &Type::Number)
                         .ok()
-                        .and_then(|v| v.as_f64())
+                        .and_then(|v| v.as_number().cloned())
                         .ok_or_else(|| {
                             self.err(format!("%d needs a number, got {}", v.type_name()))
                         })?;
-                    if n.fract() != 0.0 {
-                        return Err(
-                            self.err(format!("%d needs a whole number, got {}", format_number(n)))
-                        );
-                    }
-                    sign(n, format!("{}", n as i64))
+                    let whole =
+                        n.is_integer()
+                            .then(|| n.trunc_int())
+                            .flatten()
+                            .ok_or_else(|| {
+                                self.err(format!("%d needs a whole number, got {}", n.text()))
+                            })?;
+                    let f = if n.is_negative() { -1.0 } else { 1.0 };
+                    sign(f, whole.to_string())
                 }
                 'f' => {
                     let n = convert(v, &Type::Number)

@@ -31,12 +31,14 @@ pub(super) fn max(c: &Call) -> Result<Value, Diagnostic> {
         for i in 0..a.len() {
             nums.push(c.num(i)?);
         }
-        let r = if c.name == "max" {
-            nums.iter().cloned().fold(f64::MIN, f64::max)
-        } else {
-            nums.iter().cloned().fold(f64::MAX, f64::min)
-        };
-        Value::Number(r)
+        let max = c.name == "max";
+        let mut best = nums[0].clone();
+        for n in &nums[1..] {
+            if (max && *n > best) || (!max && *n < best) {
+                best = n.clone();
+            }
+        }
+        Value::Number(best)
     })
 }
 
@@ -47,30 +49,34 @@ pub(super) fn sum(c: &Call) -> Result<Value, Diagnostic> {
         if l.is_empty() {
             return Err(c.arg_err(0, "cannot sum an empty list"));
         }
-        let mut s = 0.0;
+        let mut s: Option<crate::number::Number> = None;
         for v in l {
-            s += convert(&v, &Type::Number)
+            let n = convert(&v, &Type::Number)
                 .ok()
-                .and_then(|v| v.as_f64())
+                .and_then(|v| v.as_number().cloned())
                 .ok_or_else(|| c.arg_err(0, "a list of numbers is required"))?;
+            s = Some(match s {
+                None => n,
+                Some(acc) => acc.add(&n).map_err(|e| c.err(e.to_string()))?,
+            });
         }
-        Value::Number(s)
+        Value::Number(s.unwrap_or_else(crate::number::Number::zero))
     })
 }
 
 pub(super) fn signum(c: &Call) -> Result<Value, Diagnostic> {
     c.arity(1, 1)?;
-    Ok(Value::Number(c.int(0)?.signum() as f64))
+    Ok(Value::from(c.int(0)?.signum()))
 }
 
 pub(super) fn pow(c: &Call) -> Result<Value, Diagnostic> {
     c.arity(2, 2)?;
-    Ok(Value::Number(c.num(0)?.powf(c.num(1)?)))
+    Ok(Value::number(c.f64(0)?.powf(c.f64(1)?)))
 }
 
 pub(super) fn log(c: &Call) -> Result<Value, Diagnostic> {
     c.arity(2, 2)?;
-    Ok(Value::Number(c.num(0)?.ln() / c.num(1)?.ln()))
+    Ok(Value::number(c.f64(0)?.ln() / c.f64(1)?.ln()))
 }
 
 /// `parseint(s, base)`, bases 2 to 62 as Terraform's (Go's big.Int): digits, then `a`-`z`,
@@ -89,7 +95,7 @@ pub(super) fn parseint(c: &Call) -> Result<Value, Diagnostic> {
     if digits.is_empty() {
         return Err(c.arg_err(0, format!("cannot parse {s:?} as a base {base} integer")));
     }
-    let mut n: f64 = 0.0;
+    let mut n = num_bigint::BigInt::from(0);
     for ch in digits.chars() {
         let d = match ch {
             '0'..='9' => ch as i64 - '0' as i64,
@@ -101,7 +107,11 @@ pub(super) fn parseint(c: &Call) -> Result<Value, Diagnostic> {
         if d >= base {
             return Err(c.arg_err(0, format!("cannot parse {s:?} as a base {base} integer")));
         }
-        n = n * base as f64 + d as f64;
+        n = n * base + d;
     }
-    Ok(Value::Number(if neg { -n } else { n }))
+    Ok(Value::Number(crate::number::Number::from_bigint(&if neg {
+        -n
+    } else {
+        n
+    })))
 }

@@ -193,10 +193,10 @@ pub(super) fn timeadd(c: &Call) -> Result<Value, Diagnostic> {
 pub(super) fn timecmp(c: &Call) -> Result<Value, Diagnostic> {
     c.arity(2, 2)?;
     let (a, b) = (timestamp(c, 0)?, timestamp(c, 1)?);
-    Ok(Value::Number(match a.cmp(&b) {
-        std::cmp::Ordering::Less => -1.0,
-        std::cmp::Ordering::Equal => 0.0,
-        std::cmp::Ordering::Greater => 1.0,
+    Ok(Value::from(match a.cmp(&b) {
+        std::cmp::Ordering::Less => -1,
+        std::cmp::Ordering::Equal => 0,
+        std::cmp::Ordering::Greater => 1,
     }))
 }
 

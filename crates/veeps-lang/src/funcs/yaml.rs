@@ -108,7 +108,7 @@ fn scalar(v: &Value, col: usize, indent: usize) -> String {
     match v {
         Value::String(s) if s.contains('\n') => literal(s, indent + 2),
         Value::String(s) => format!("{}\n", quoted(s, col, indent + 2)),
-        Value::Number(n) => format!("{}\n", format_number(*n)),
+        Value::Number(n) => format!("{}\n", n.text()),
         Value::Bool(b) => format!("{b}\n"),
         _ => "null\n".into(),
     }
@@ -228,8 +228,8 @@ fn resolve_plain(s: &str) -> Result<Value, String> {
     });
     let plain = s;
     if let Some((neg, n)) = int {
-        let n = n as f64;
-        return Ok(Value::Number(if neg { -n } else { n }));
+        let n = crate::number::Number::from_bigint(&num_bigint::BigInt::from(n));
+        return Ok(Value::Number(if neg { n.neg() } else { n }));
     }
     let float = {
         let b = digits.as_bytes();
@@ -254,7 +254,7 @@ fn resolve_plain(s: &str) -> Result<Value, String> {
         mantissa && i == b.len()
     };
     if float {
-        if let Ok(n) = plain.parse::<f64>() {
+        if let Ok(n) = crate::number::Number::parse(plain) {
             return Ok(Value::Number(n));
         }
     }
@@ -318,7 +318,7 @@ impl Builder<'_> {
                 while !matches!(self.events.get(self.at), Some(Event::MappingEnd) | None) {
                     let k = match self.node()? {
                         Value::String(s) => s,
-                        Value::Number(n) => format_number(n),
+                        Value::Number(n) => n.text(),
                         Value::Bool(b) => b.to_string(),
                         Value::Null => "null".into(),
                         _ => return Err("a mapping's key must be a scalar".into()),

@@ -317,3 +317,9 @@ output "hd_cloud_init" {
       - echo done
   EOT
 }
+
+# Numbers: 512-bit binary floats, printed as the shortest decimal that reads back.
+output "num_exact" { value = [1 / 3, length([1, 2]) / 3, pow(2, 0.5), pow(2, 0.5) * 1, 9007199254740993 + 0, 12345678901234567890123 * 10, parseint("ff", 16) / 7, -7 % 3, 7.5 % 2, 5 % 0, 0.1 * 3, 2 / 3 * 3, floor(1 / 3 * 3), 1e-5, 123.456e2, max(0.1, 1 / 3), sum([0.1, 0.2, 0.3]), tonumber("0.1") + 0.2, jsondecode("0.1") + jsondecode("0.2"), ceil(1e20 / 3), abs(-1 / 3), -0.5 * 3, 1e21, 1.7976931348623157e308 * 10] }
+output "num_ranges" { value = [range(0, 1, 0.1), range(0, 1, 0.25), range(1, 0, -0.3)] }
+output "num_strings" { value = [tostring(1 / 0), tostring(-1 / 0), "${1 / 7}", format("%d", 12345678901234567890), format("%.3f", 1 / 3), tostring(0.1 + 0.2 == 0.3), 1 / 3 == 0.3333333333333333, log(1000, 10), signum(-3) / 7] }
+output "num_big" { value = [1e300 * 1e100, 2e-300 * 1e300, 340282366920938463463374607431768211456 - 1] }

@@ -7,4 +7,5 @@ trap 'rm -rf "$work"' EXIT
 cp functions.tf "$work/main.tf" && cp -r hello.txt rsa-*.txt files "$work/"
 (cd "$work" && terraform init -input=false >/dev/null && terraform apply -no-color -auto-approve -input=false >/dev/null && terraform output -json) >"$work/out.json"
 mv "$work/out.json" functions.json
+python3 canonical.py
 echo "wrote $(pwd)/functions.json ($(terraform version | head -1))"
