@@ -50,3 +50,60 @@ fn the_example_is_formatted() {
         );
     }
 }
+
+/// The corpus mangled as `tests/fmt/corpus/mangle.py` mangles it.
+fn mangle(s: &str) -> String {
+    let m = s
+        .split('\n')
+        .map(|l| l.trim_start_matches([' ', '\t']))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let m = m
+        .replace(" = ", "=")
+        .replace(", ", ",")
+        .replace("{ ", "{")
+        .replace(" }", "}");
+    regex::Regex::new("  +#")
+        .unwrap()
+        .replace_all(&m, " #")
+        .into_owned()
+}
+
+/// Real-world modules (`tests/fmt/corpus`): each file as published is `terraform fmt`'s
+/// layout and stays so; mangled, it comes back as `terraform fmt` makes it.
+#[test]
+fn fmt_agrees_with_terraform_on_real_modules() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fmt/corpus");
+    let (mut n, mut wrong) = (0, vec![]);
+    for module in std::fs::read_dir(&dir).unwrap().flatten() {
+        if !module.path().is_dir() {
+            continue;
+        }
+        for e in std::fs::read_dir(module.path()).unwrap().flatten() {
+            let p = e.path();
+            if p.extension().is_none_or(|x| x != "tf") {
+                continue;
+            }
+            n += 1;
+            let src = std::fs::read_to_string(&p).unwrap();
+            let name = p.strip_prefix(&dir).unwrap().display().to_string();
+            if format_source(&src).as_deref() != Some(src.as_str()) {
+                wrong.push(format!("{name}: changed, though terraform fmt leaves it"));
+            }
+            let mangled = mangle(&src);
+            let want = std::fs::read_to_string(p.with_extension("tf.want")).unwrap_or(src);
+            if format_source(&mangled).as_deref() != Some(want.as_str()) {
+                wrong.push(format!(
+                    "{name}: mangled, it does not come back as terraform fmt's"
+                ));
+            }
+        }
+    }
+    assert!(n > 150, "{n} files in {}", dir.display());
+    assert!(
+        wrong.is_empty(),
+        "{} of {n}:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
