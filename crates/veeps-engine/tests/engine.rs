@@ -1000,3 +1000,31 @@ async fn numbers_are_terraform_numbers_and_settle_in_state() {
     // What state holds is what the next plan computes: no change shown forever after.
     assert!(e.engine.plan(&req(&b), false).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn timestamp_and_uuid_are_known_only_at_apply() {
+    let e = env();
+    let cfg = "resource \"random_id\" \"x\" {\n  byte_length = 2\n  keepers = { at = timestamp(), id = uuid() }\n}\noutput \"at\" {\n  value = random_id.x.keepers.at\n}\n";
+    let b = bundle(&[("env/main.hcl", cfg)]);
+    let plan = e.engine.plan(&req(&b), false).await.unwrap();
+    assert!(
+        plan.render().contains("(known after apply)"),
+        "{}",
+        plan.render()
+    );
+    // An approved plan stays the plan: the values only come to be during apply.
+    let again = e.engine.plan(&req(&b), false).await.unwrap();
+    assert_eq!(plan.hash, again.hash);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    e.engine
+        .apply(req(&b), false, Some(plan.hash), tx)
+        .await
+        .unwrap();
+    let mut events = vec![];
+    while let Ok(ev) = rx.try_recv() {
+        events.push(ev);
+    }
+    assert_eq!(complete(&events).0, "ok");
+    let at = e.engine.outputs("test").unwrap()["at"].0.to_string();
+    assert!(at.starts_with("\"20") && at.ends_with("Z\""), "{at}");
+}

@@ -69,6 +69,12 @@ pub trait Scope {
         None
     }
 
+    /// Whether values that exist only once apply runs (`timestamp()`, `uuid()`) are
+    /// known: during a plan they are unknown, as in Terraform.
+    fn applying(&self) -> bool {
+        true
+    }
+
     /// Whether a reference (`var.x`) names a sensitive value, for `issensitive()`.
     fn is_sensitive(&self, _root: &str, _names: &[String]) -> bool {
         false

@@ -161,6 +161,8 @@ struct EvalScope<'a> {
     count: bool,
     /// What `self` is (in a postcondition).
     this: Option<&'a Value>,
+    /// Whether this is apply, when `timestamp()` and `uuid()` are known.
+    applying: bool,
 }
 
 impl Scope for EvalScope<'_> {
@@ -233,6 +235,9 @@ impl Scope for EvalScope<'_> {
     }
     fn bundle(&self) -> Option<&Bundle> {
         Some(self.bundle)
+    }
+    fn applying(&self) -> bool {
+        self.applying
     }
     fn is_sensitive(&self, root: &str, names: &[String]) -> bool {
         root == "var"
@@ -514,6 +519,7 @@ impl Walk {
                     each: None,
                     count: false,
                     this: None,
+                    applying: self.mode == Mode::Apply,
                 };
                 eval(e, &scope)
             };
@@ -614,6 +620,7 @@ impl Walk {
                     each: None,
                     count: false,
                     this: None,
+                    applying: self.mode == Mode::Apply,
                 };
                 match eval(&val.condition, &scope) {
                     Ok(Value::Bool(true)) | Ok(Value::Unknown) => {}
@@ -667,6 +674,7 @@ impl Walk {
                     each: None,
                     count: false,
                     this: None,
+                    applying: self.mode == Mode::Apply,
                 };
                 match expansion(call.count.as_ref(), call.for_each.as_ref(), &scope) {
                     Ok(e) => e,
@@ -688,6 +696,7 @@ impl Walk {
                         each: each.as_ref(),
                         count: call.count.is_some(),
                         this: None,
+                        applying: self.mode == Mode::Apply,
                     };
                     for (an, a) in &call.inputs {
                         if !child.variables.contains_key(an) {
@@ -916,6 +925,7 @@ impl Walk {
                 each: None,
                 count: false,
                 this: None,
+                applying: self.mode == Mode::Apply,
             };
             let exp = match expansion(rc.count.as_ref(), rc.for_each.as_ref(), &scope) {
                 Ok(e) => e,
@@ -938,6 +948,7 @@ impl Walk {
                     each: each.as_ref(),
                     count: rc.count.is_some(),
                     this: None,
+                    applying: self.mode == Mode::Apply,
                 };
                 let address = format!("{}{}{}", mod_prefix(&mk), rc.key(), k.suffix());
                 let pre: Vec<Diagnostic> = rc
@@ -1082,6 +1093,7 @@ impl Walk {
             each: inst.each.as_ref(),
             count: rc.count.is_some(),
             this: Some(value),
+            applying: self.mode == Mode::Apply,
         };
         rc.postconditions
             .iter()
@@ -1113,6 +1125,7 @@ impl Walk {
                 each: None,
                 count: false,
                 this: None,
+                applying: self.mode == Mode::Apply,
             };
             let at = format!("{}{what}", mod_prefix(&mk));
             for c in conditions {
@@ -1138,6 +1151,7 @@ impl Walk {
                 each: None,
                 count: false,
                 this: None,
+                applying: self.mode == Mode::Apply,
             };
             let at = format!("{}check \"{}\"", mod_prefix(&mk), check.name);
             for a in &check.asserts {
