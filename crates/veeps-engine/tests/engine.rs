@@ -1028,3 +1028,33 @@ async fn timestamp_and_uuid_are_known_only_at_apply() {
     let at = e.engine.outputs("test").unwrap()["at"].0.to_string();
     assert!(at.starts_with("\"20") && at.ends_with("Z\""), "{at}");
 }
+
+#[tokio::test]
+async fn validate_needs_no_values_for_root_variables() {
+    let mut reg = veeps_resource::Registry::new();
+    veeps_builtins::register(&mut reg);
+    let reg = Arc::new(reg);
+    let cfg = "variable \"n\" {\n  type = number\n  validation {\n    condition     = var.n > 0\n    error_message = \"positive.\"\n  }\n}\nresource \"random_id\" \"x\" {\n  byte_length = var.n\n}\n";
+    let b = bundle(&[("env/main.hcl", cfg)]);
+    veeps_engine::validate(reg.clone(), b.clone(), &[])
+        .await
+        .unwrap();
+    // A plan still needs the value.
+    let e = env();
+    let err = e
+        .engine
+        .plan(&req(&b), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no value for required variable \"n\""),
+        "{err}"
+    );
+    // And a value given is still checked.
+    let err = veeps_engine::validate(reg, b, &[("n".into(), "0".into())])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("positive."), "{err}");
+}

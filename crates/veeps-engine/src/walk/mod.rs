@@ -569,6 +569,8 @@ impl Walk {
                     continue;
                 }
                 (_, Some(d)) => d.clone(),
+                // As `terraform validate`: a root variable with no value is unknown.
+                (None, None) if self.mode == Mode::Validate && id.path.is_empty() => Value::Unknown,
                 (None, None) => {
                     let how = if id.path.is_empty() {
                         format!("Set it with `-var {name}=VALUE`, in a .tfvars file, or give the variable a default.")
