@@ -1058,3 +1058,19 @@ async fn validate_needs_no_values_for_root_variables() {
         .to_string();
     assert!(err.contains("positive."), "{err}");
 }
+
+#[tokio::test]
+async fn relative_paths_are_the_root_modules_directory() {
+    let e = env();
+    let cfg = "output \"x\" {\n  value = [file(\"data/a.txt\"), file(\"${path.module}/data/a.txt\"), fileset(\"data\", \"*.txt\"), templatefile(\"data/t.tpl\", { n = 2 })]\n}\n";
+    let b = bundle(&[
+        ("env/main.hcl", cfg),
+        ("env/data/a.txt", "A"),
+        ("env/data/t.tpl", "n=${n}"),
+    ]);
+    apply(&e, &b).await;
+    assert_eq!(
+        e.engine.outputs("test").unwrap()["x"].0.to_string(),
+        "[\"A\", \"A\", [\"a.txt\"], \"n=2\"]"
+    );
+}

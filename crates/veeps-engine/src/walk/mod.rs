@@ -230,8 +230,13 @@ impl Scope for EvalScope<'_> {
             ty => (pick(&st.resources, &format!("{ty}.{first}")), 1),
         })
     }
+    /// A path as written, or else relative to the root module's directory (Terraform's
+    /// working directory in the usual `cd live/stage && terraform apply`).
     fn read_file(&self, path: &str) -> Option<String> {
-        self.bundle.files.get(path).cloned()
+        self.bundle.files.get(path).cloned().or_else(|| {
+            let rooted = veeps_lang::config::join_path(&self.bundle.root, path);
+            self.bundle.files.get(&rooted).cloned()
+        })
     }
     fn bundle(&self) -> Option<&Bundle> {
         Some(self.bundle)

@@ -153,6 +153,17 @@ pub(super) fn fileset(c: &Call) -> Result<Value, Diagnostic> {
     let Some(bundle) = c.ctx.scope.bundle() else {
         return Ok(Value::List(vec![]));
     };
+    // A directory as written, or else relative to the root module's directory.
+    let prefix = if prefix.is_empty() || bundle.files.keys().any(|k| k.starts_with(&prefix)) {
+        prefix
+    } else {
+        let rooted = crate::config::join_path(&bundle.root, &dir);
+        if rooted.is_empty() || rooted == "." {
+            String::new()
+        } else {
+            format!("{rooted}/")
+        }
+    };
     // Bundle paths are in order already.
     Ok(Value::List(
         bundle
