@@ -1250,12 +1250,30 @@ fn engine_request(
             }
         },
     };
+    // The approved plan's time, as the plan gave it: `YYYY-MM-DDThh:mm:ssZ`.
+    if let Some(t) = &r.plan_time {
+        let shape = t.len() == 20
+            && t.bytes().enumerate().all(|(i, b)| match i {
+                4 | 7 => b == b'-',
+                10 => b == b'T',
+                13 | 16 => b == b':',
+                19 => b == b'Z',
+                _ => b.is_ascii_digit(),
+            });
+        if !shape {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "plan_time must be a plan's time, like 2026-01-02T03:04:05Z",
+            ));
+        }
+    }
     Ok(EngineRequest {
         env: env.to_string(),
         bundle,
         vars,
         caller: caller.to_string(),
         operation,
+        plan_time: r.plan_time.clone(),
     })
 }
 

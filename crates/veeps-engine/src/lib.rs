@@ -73,6 +73,8 @@ pub struct Request {
     pub caller: String,
     /// What is recorded in history (`apply`, `destroy`, `rollback to 3`).
     pub operation: String,
+    /// The time of the plan being applied (what `plantimestamp()` is); now when none.
+    pub plan_time: Option<String>,
 }
 
 /// Recorded state of an environment, decrypted and refreshed.
@@ -315,6 +317,10 @@ impl Engine {
         let config = load_config(Arc::new(req.bundle.clone()))?;
         check_env_name(&config, &req.env)?;
         let mut prior = self.load_prior(&req.env, true).await?;
+        let plan_time = req
+            .plan_time
+            .clone()
+            .unwrap_or_else(veeps_lang::funcs::time::now);
         let mut refactor = if destroy {
             refactor::Refactor::default()
         } else {
@@ -357,6 +363,7 @@ impl Engine {
                 let mut w =
                     Arc::try_unwrap(walk).unwrap_or_else(|_| unreachable!("not shared yet"));
                 w.prior = prior;
+                w.plan_time = plan_time.clone();
                 Arc::new(w)
             };
             let result = walk.clone().run().await;
@@ -431,6 +438,7 @@ impl Engine {
                 outputs,
                 destroy,
                 refactor,
+                plan_time,
             );
             return Ok((plan, prior, Some(config)));
         }
@@ -442,6 +450,7 @@ impl Engine {
             outputs,
             destroy,
             refactor,
+            plan_time,
         );
         Ok((plan, prior, Some(config)))
     }
@@ -523,6 +532,7 @@ impl Engine {
                 Some(events.clone()),
             );
             walk.prior = prior;
+            walk.plan_time = plan.time.clone();
             let walk = Arc::new(walk);
             let result = walk.clone().run().await;
             let prior = Arc::try_unwrap(walk).map(|w| w.prior).unwrap_or_default();
@@ -904,6 +914,7 @@ fn finish_plan(
     outputs: Vec<OutputChange>,
     destroy: bool,
     refactor: refactor::Refactor,
+    time: String,
 ) -> Plan {
     let mut summary = Summary::default();
     for c in &changes {
@@ -926,6 +937,7 @@ fn finish_plan(
         summary,
         hash: String::new(),
         destroy,
+        time,
         moved: refactor.moved,
         forgotten: refactor.forgotten,
         warnings: refactor.warnings,

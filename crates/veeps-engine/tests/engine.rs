@@ -46,6 +46,7 @@ fn req(b: &Bundle) -> Request {
         vars: vec![],
         caller: "tester".into(),
         operation: "apply".into(),
+        plan_time: None,
     }
 }
 
@@ -1072,5 +1073,34 @@ async fn relative_paths_are_the_root_modules_directory() {
     assert_eq!(
         e.engine.outputs("test").unwrap()["x"].0.to_string(),
         "[\"A\", \"A\", [\"a.txt\"], \"n=2\"]"
+    );
+}
+
+#[tokio::test]
+async fn plantimestamp_is_the_plans_time_in_its_apply() {
+    let e = env();
+    let b = bundle(&[(
+        "env/main.hcl",
+        "output \"pt\" {\n  value = plantimestamp()\n}\n",
+    )]);
+    let plan = e.engine.plan(&req(&b), false).await.unwrap();
+    assert!(
+        plan.time.ends_with('Z') && plan.time.len() == 20,
+        "{}",
+        plan.time
+    );
+    // The apply of a plan made earlier sees that plan's time, so it is the same plan.
+    let mut r = req(&b);
+    r.plan_time = Some("2020-01-02T03:04:05Z".into());
+    let earlier = e.engine.plan(&r, false).await.unwrap();
+    assert_eq!(earlier.time, "2020-01-02T03:04:05Z");
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    e.engine
+        .apply(r, false, Some(earlier.hash), tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        e.engine.outputs("test").unwrap()["pt"].0.to_string(),
+        "\"2020-01-02T03:04:05Z\""
     );
 }

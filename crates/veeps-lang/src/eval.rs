@@ -75,6 +75,11 @@ pub trait Scope {
         true
     }
 
+    /// The time of the plan being made or applied, for `plantimestamp()`.
+    fn plan_time(&self) -> Option<&str> {
+        None
+    }
+
     /// Whether a reference (`var.x`) names a sensitive value, for `issensitive()`.
     fn is_sensitive(&self, _root: &str, _names: &[String]) -> bool {
         false

@@ -30,6 +30,9 @@ pub struct RunRequest {
     /// Apply only if the plan still has this hash (the one the user approved).
     #[serde(default)]
     pub plan_hash: Option<String>,
+    /// The approved plan's time: what `plantimestamp()` is during its apply.
+    #[serde(default)]
+    pub plan_time: Option<String>,
 }
 
 /// An error body.

@@ -95,6 +95,9 @@ pub struct Plan {
     pub hash: String,
     /// Whether this is a destroy plan.
     pub destroy: bool,
+    /// When it was made (RFC 3339, whole seconds): what `plantimestamp()` is.
+    #[serde(default)]
+    pub time: String,
     /// Objects that keep living under a new address (`moved` blocks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub moved: Vec<Moved>,

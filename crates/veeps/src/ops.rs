@@ -439,6 +439,7 @@ fn run_request(e: &LoadedEnv, vars: &[(String, String)], destroy: bool) -> RunRe
         destroy,
         from_version: None,
         plan_hash: None,
+        plan_time: None,
     }
 }
 
@@ -636,6 +637,7 @@ fn apply(g: &Global, dir: &Path, vars: &VarArgs, destroy: bool, auto: bool) -> R
             return Ok(1);
         }
         req.plan_hash = Some(p.hash.clone());
+        req.plan_time = Some(p.time.clone());
         if !g.json {
             println!();
         }
@@ -800,6 +802,7 @@ fn rollback(g: &Global, env: &str, to: u64, auto: bool) -> R {
         return Ok(1);
     }
     req.plan_hash = Some(p.hash);
+    req.plan_time = Some(p.time);
     stream_apply(g, &c, env, &req)?;
     Ok(0)
 }

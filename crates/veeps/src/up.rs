@@ -131,7 +131,7 @@ pub fn up(
                 failed.push(e.name.clone());
                 continue;
             }
-            let req = Request { env: e.name.clone(), bundle: e.bundle.clone(), vars: vars.clone(), caller: "veeps up".into(), operation: "apply".into() };
+            let req = Request { env: e.name.clone(), bundle: e.bundle.clone(), vars: vars.clone(), caller: "veeps up".into(), operation: "apply".into(), plan_time: None };
             let plan = match engine.plan(&req, false).await {
                 Ok(p) => p,
                 Err(err) => {

@@ -163,6 +163,8 @@ struct EvalScope<'a> {
     this: Option<&'a Value>,
     /// Whether this is apply, when `timestamp()` and `uuid()` are known.
     applying: bool,
+    /// What `plantimestamp()` is.
+    plan_time: &'a str,
 }
 
 impl Scope for EvalScope<'_> {
@@ -244,6 +246,9 @@ impl Scope for EvalScope<'_> {
     fn applying(&self) -> bool {
         self.applying
     }
+    fn plan_time(&self) -> Option<&str> {
+        Some(self.plan_time)
+    }
     fn is_sensitive(&self, root: &str, names: &[String]) -> bool {
         root == "var"
             && names
@@ -285,6 +290,8 @@ pub struct Walk {
     vals: Mutex<Values>,
     result: Mutex<WalkResult>,
     deps_of: Mutex<HashMap<NodeId, Vec<String>>>,
+    /// The plan's time: what `plantimestamp()` is, the same in the plan and its apply.
+    pub(crate) plan_time: String,
 }
 
 /// A root variable's value as given: a raw `-var` string, or a value from a `.tfvars` file.
@@ -321,6 +328,7 @@ impl Walk {
             vals: Mutex::default(),
             result: Mutex::default(),
             deps_of: Mutex::default(),
+            plan_time: veeps_lang::funcs::time::now(),
         }
     }
 
@@ -525,6 +533,7 @@ impl Walk {
                     count: false,
                     this: None,
                     applying: self.mode == Mode::Apply,
+                    plan_time: &self.plan_time,
                 };
                 eval(e, &scope)
             };
@@ -628,6 +637,7 @@ impl Walk {
                     count: false,
                     this: None,
                     applying: self.mode == Mode::Apply,
+                    plan_time: &self.plan_time,
                 };
                 match eval(&val.condition, &scope) {
                     Ok(Value::Bool(true)) | Ok(Value::Unknown) => {}
@@ -682,6 +692,7 @@ impl Walk {
                     count: false,
                     this: None,
                     applying: self.mode == Mode::Apply,
+                    plan_time: &self.plan_time,
                 };
                 match expansion(call.count.as_ref(), call.for_each.as_ref(), &scope) {
                     Ok(e) => e,
@@ -704,6 +715,7 @@ impl Walk {
                         count: call.count.is_some(),
                         this: None,
                         applying: self.mode == Mode::Apply,
+                        plan_time: &self.plan_time,
                     };
                     for (an, a) in &call.inputs {
                         if !child.variables.contains_key(an) {
@@ -933,6 +945,7 @@ impl Walk {
                 count: false,
                 this: None,
                 applying: self.mode == Mode::Apply,
+                plan_time: &self.plan_time,
             };
             let exp = match expansion(rc.count.as_ref(), rc.for_each.as_ref(), &scope) {
                 Ok(e) => e,
@@ -956,6 +969,7 @@ impl Walk {
                     count: rc.count.is_some(),
                     this: None,
                     applying: self.mode == Mode::Apply,
+                    plan_time: &self.plan_time,
                 };
                 let address = format!("{}{}{}", mod_prefix(&mk), rc.key(), k.suffix());
                 let pre: Vec<Diagnostic> = rc
@@ -1101,6 +1115,7 @@ impl Walk {
             count: rc.count.is_some(),
             this: Some(value),
             applying: self.mode == Mode::Apply,
+            plan_time: &self.plan_time,
         };
         rc.postconditions
             .iter()
@@ -1133,6 +1148,7 @@ impl Walk {
                 count: false,
                 this: None,
                 applying: self.mode == Mode::Apply,
+                plan_time: &self.plan_time,
             };
             let at = format!("{}{what}", mod_prefix(&mk));
             for c in conditions {
@@ -1159,6 +1175,7 @@ impl Walk {
                 count: false,
                 this: None,
                 applying: self.mode == Mode::Apply,
+                plan_time: &self.plan_time,
             };
             let at = format!("{}check \"{}\"", mod_prefix(&mk), check.name);
             for a in &check.asserts {

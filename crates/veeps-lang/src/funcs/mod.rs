@@ -8,7 +8,7 @@ mod marks;
 mod networks;
 mod numbers;
 mod strings;
-mod time;
+pub mod time;
 mod yaml;
 
 use crate::diag::{Diagnostic, Loc};

@@ -15,6 +15,11 @@ fn timestamp(c: &Call, i: usize) -> Result<OffsetDateTime, Diagnostic> {
 }
 
 /// As Go's `time.RFC3339`: whole seconds, `Z` for UTC.
+/// Now, as `timestamp()` gives it (RFC 3339, UTC, whole seconds).
+pub fn now() -> String {
+    rfc3339(OffsetDateTime::now_utc())
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     let t = t.replace_nanosecond(0).unwrap_or(t);
     let base = format!(
@@ -203,6 +208,11 @@ pub(super) fn timecmp(c: &Call) -> Result<Value, Diagnostic> {
 /// `timestamp()` and `plantimestamp()`: now, in UTC, in RFC 3339 with whole seconds.
 pub(super) fn timestamp_now(c: &Call) -> Result<Value, Diagnostic> {
     c.arity(0, 0)?;
+    if c.name == "plantimestamp" {
+        if let Some(t) = c.ctx.scope.plan_time() {
+            return Ok(Value::String(t.to_string()));
+        }
+    }
     if c.name == "timestamp" && !c.ctx.scope.applying() {
         return Ok(Value::Unknown);
     }
