@@ -259,6 +259,7 @@ impl<'c> Graph<'c> {
                 root: r.parts[0].clone(),
                 names: r.parts[1..].to_vec(),
                 loc: r.loc.clone(),
+                unmarked: false,
             };
             let outputs_of = |call: &str| outputs_of(self.config, m, call);
             match resolve(&id.path, m, &reference, Ctx::default(), &outputs_of) {

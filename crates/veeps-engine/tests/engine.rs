@@ -1104,3 +1104,30 @@ async fn plantimestamp_is_the_plans_time_in_its_apply() {
         "\"2020-01-02T03:04:05Z\""
     );
 }
+
+#[tokio::test]
+async fn issensitive_knows_what_is_sensitive() {
+    let e = env();
+    let cfg = r#"
+variable "secret" {
+  type      = string
+  default   = "x"
+  sensitive = true
+}
+resource "random_password" "p" {
+  length = 8
+}
+locals {
+  derived = "${var.secret}-y"
+}
+output "marks" {
+  value = [issensitive(var.secret), issensitive(local.derived), issensitive(random_password.p.result), issensitive(random_password.p.id), issensitive(nonsensitive(var.secret)), issensitive("plain")]
+}
+"#;
+    let b = bundle(&[("env/main.hcl", cfg)]);
+    apply(&e, &b).await;
+    assert_eq!(
+        e.engine.outputs("test").unwrap()["marks"].0.to_string(),
+        "[true, true, true, false, false, false]"
+    );
+}

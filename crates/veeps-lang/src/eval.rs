@@ -53,6 +53,9 @@ pub struct Reference {
     pub names: Vec<String>,
     /// Where the reference is written.
     pub loc: Loc,
+    /// Inside `nonsensitive(...)` or `issensitive(...)`, whose results are not sensitive
+    /// whatever their arguments are.
+    pub unmarked: bool,
 }
 
 /// Resolves the names an expression refers to.
@@ -80,8 +83,9 @@ pub trait Scope {
         None
     }
 
-    /// Whether a reference (`var.x`) names a sensitive value, for `issensitive()`.
-    fn is_sensitive(&self, _root: &str, _names: &[String]) -> bool {
+    /// Whether an expression's value derives from a sensitive one (a sensitive variable,
+    /// a resource's sensitive attribute, a sensitive module output), for `issensitive()`.
+    fn is_sensitive(&self, _e: &Expr) -> bool {
         false
     }
 }
@@ -784,9 +788,7 @@ impl Evaluator<'_> {
                     file: self.file.clone(),
                 };
                 x.text().contains("kmscrypt::")
-                    || x.references()
-                        .iter()
-                        .any(|r| self.scope.is_sensitive(&r.root, &r.names))
+                    || self.scope.is_sensitive(&x)
                     || calls_sensitive(x.text())
             }
         }
@@ -998,6 +1000,7 @@ fn collect_refs(
             root: root.to_string(),
             names,
             loc: Loc::new(file, span),
+            unmarked: false,
         });
     };
     match e {
@@ -1034,10 +1037,15 @@ fn collect_refs(
             collect_refs(&c.true_expr, file, bound, out);
             collect_refs(&c.false_expr, file, bound, out);
         }
-        Expression::FuncCall(f) => f
-            .args
-            .iter()
-            .for_each(|a| collect_refs(a, file, bound, out)),
+        Expression::FuncCall(f) => {
+            let from = out.len();
+            f.args
+                .iter()
+                .for_each(|a| collect_refs(a, file, bound, out));
+            if matches!(f.name.name.as_str(), "nonsensitive" | "issensitive") {
+                out[from..].iter_mut().for_each(|r| r.unmarked = true);
+            }
+        }
         Expression::UnaryOp(u) => collect_refs(&u.expr, file, bound, out),
         Expression::BinaryOp(b) => {
             collect_refs(&b.lhs_expr, file, bound, out);

@@ -165,6 +165,8 @@ struct EvalScope<'a> {
     applying: bool,
     /// What `plantimestamp()` is.
     plan_time: &'a str,
+    /// The walk, for what is sensitive.
+    walk: &'a Walk,
 }
 
 impl Scope for EvalScope<'_> {
@@ -249,12 +251,8 @@ impl Scope for EvalScope<'_> {
     fn plan_time(&self) -> Option<&str> {
         Some(self.plan_time)
     }
-    fn is_sensitive(&self, root: &str, names: &[String]) -> bool {
-        root == "var"
-            && names
-                .first()
-                .and_then(|n| self.module.variables.get(n))
-                .is_some_and(|v| v.sensitive)
+    fn is_sensitive(&self, e: &Expr) -> bool {
+        self.walk.sensitive_source(self.module, e).is_some()
     }
 }
 
@@ -534,6 +532,7 @@ impl Walk {
                     this: None,
                     applying: self.mode == Mode::Apply,
                     plan_time: &self.plan_time,
+                    walk: self,
                 };
                 eval(e, &scope)
             };
@@ -638,6 +637,7 @@ impl Walk {
                     this: None,
                     applying: self.mode == Mode::Apply,
                     plan_time: &self.plan_time,
+                    walk: self,
                 };
                 match eval(&val.condition, &scope) {
                     Ok(Value::Bool(true)) | Ok(Value::Unknown) => {}
@@ -693,6 +693,7 @@ impl Walk {
                     this: None,
                     applying: self.mode == Mode::Apply,
                     plan_time: &self.plan_time,
+                    walk: self,
                 };
                 match expansion(call.count.as_ref(), call.for_each.as_ref(), &scope) {
                     Ok(e) => e,
@@ -716,6 +717,7 @@ impl Walk {
                         this: None,
                         applying: self.mode == Mode::Apply,
                         plan_time: &self.plan_time,
+                        walk: self,
                     };
                     for (an, a) in &call.inputs {
                         if !child.variables.contains_key(an) {
@@ -774,7 +776,7 @@ impl Walk {
         if e.text().contains("kmscrypt::") {
             return Some("a kmscrypt:: value".into());
         }
-        for r in e.references() {
+        for r in e.references().into_iter().filter(|r| !r.unmarked) {
             match r.root.as_str() {
                 "var" => {
                     if let Some(v) = r.names.first().and_then(|n| m.variables.get(n)) {
@@ -946,6 +948,7 @@ impl Walk {
                 this: None,
                 applying: self.mode == Mode::Apply,
                 plan_time: &self.plan_time,
+                walk: self,
             };
             let exp = match expansion(rc.count.as_ref(), rc.for_each.as_ref(), &scope) {
                 Ok(e) => e,
@@ -970,6 +973,7 @@ impl Walk {
                     this: None,
                     applying: self.mode == Mode::Apply,
                     plan_time: &self.plan_time,
+                    walk: self,
                 };
                 let address = format!("{}{}{}", mod_prefix(&mk), rc.key(), k.suffix());
                 let pre: Vec<Diagnostic> = rc
@@ -1116,6 +1120,7 @@ impl Walk {
             this: Some(value),
             applying: self.mode == Mode::Apply,
             plan_time: &self.plan_time,
+            walk: self,
         };
         rc.postconditions
             .iter()
@@ -1149,6 +1154,7 @@ impl Walk {
                 this: None,
                 applying: self.mode == Mode::Apply,
                 plan_time: &self.plan_time,
+                walk: self,
             };
             let at = format!("{}{what}", mod_prefix(&mk));
             for c in conditions {
@@ -1176,6 +1182,7 @@ impl Walk {
                 this: None,
                 applying: self.mode == Mode::Apply,
                 plan_time: &self.plan_time,
+                walk: self,
             };
             let at = format!("{}check \"{}\"", mod_prefix(&mk), check.name);
             for a in &check.asserts {
