@@ -20,6 +20,32 @@ pub struct Expr {
 }
 
 impl Expr {
+    /// Whether its value is a set, which veeps holds as an ordered list: a call to a
+    /// function that makes sets, or a variable declared `set(...)`.
+    pub fn makes_set(&self, scope: &dyn Scope) -> bool {
+        match &self.expr {
+            Expression::FuncCall(f) => matches!(
+                f.name.name.as_str(),
+                "toset" | "setunion" | "setintersection" | "setsubtract" | "setproduct" | "fileset"
+            ),
+            Expression::Traversal(t) => match (&t.expr, t.operators.as_slice()) {
+                (Expression::Variable(v), [op]) if v.as_str() == "var" => match op.value() {
+                    TraversalOperator::GetAttr(n) => {
+                        matches!(scope.var_type(n.as_str()), Some(crate::value::Type::Set(_)))
+                    }
+                    _ => false,
+                },
+                _ => false,
+            },
+            Expression::Parenthesis(p) => Expr {
+                expr: p.inner().clone(),
+                file: self.file.clone(),
+            }
+            .makes_set(scope),
+            _ => false,
+        }
+    }
+
     /// Where the expression is.
     pub fn loc(&self) -> Loc {
         Loc::new(&self.file, self.expr.span())
@@ -76,6 +102,11 @@ pub trait Scope {
     /// known: during a plan they are unknown, as in Terraform.
     fn applying(&self) -> bool {
         true
+    }
+
+    /// The declared type of input variable `name`, if the scope has one.
+    fn var_type(&self, _name: &str) -> Option<crate::value::Type> {
+        None
     }
 
     /// The time of the plan being made or applied, for `plantimestamp()`.

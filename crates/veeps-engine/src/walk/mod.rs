@@ -251,6 +251,9 @@ impl Scope for EvalScope<'_> {
     fn plan_time(&self) -> Option<&str> {
         Some(self.plan_time)
     }
+    fn var_type(&self, name: &str) -> Option<Type> {
+        self.module.variables.get(name).map(|v| v.ty.clone())
+    }
     fn is_sensitive(&self, e: &Expr) -> bool {
         self.walk.sensitive_source(self.module, e).is_some()
     }

@@ -236,6 +236,10 @@ fn dynamic<'s>(
             ));
             return;
         }
+        // Over a set, as Terraform: the key is the element itself.
+        Value::List(l) if fe.expr.makes_set(scope) => {
+            l.into_iter().map(|v| (v.clone(), v)).collect()
+        }
         Value::List(l) => l
             .into_iter()
             .enumerate()
@@ -291,6 +295,21 @@ impl Scope for Iterator_<'_> {
     }
     fn read_file(&self, path: &str) -> Option<String> {
         self.outer.read_file(path)
+    }
+    fn bundle(&self) -> Option<&veeps_lang::config::Bundle> {
+        self.outer.bundle()
+    }
+    fn applying(&self) -> bool {
+        self.outer.applying()
+    }
+    fn plan_time(&self) -> Option<&str> {
+        self.outer.plan_time()
+    }
+    fn var_type(&self, name: &str) -> Option<veeps_lang::value::Type> {
+        self.outer.var_type(name)
+    }
+    fn is_sensitive(&self, e: &veeps_lang::eval::Expr) -> bool {
+        self.outer.is_sensitive(e)
     }
 }
 
@@ -473,6 +492,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.get("rule"), Some(&rules(&[10.0, 20.0])));
+        // A set: the key is the element, as in Terraform.
+        let v = decode(
+            "resource \"thing\" \"t\" {\n  name = \"x\"\n  dynamic \"rule\" {\n    for_each = toset([443, 80])\n    content {\n      port = rule.key + 1\n    }\n  }\n}\n",
+        )
+        .unwrap();
+        assert_eq!(v.get("rule"), Some(&rules(&[81.0, 444.0])));
         // Not known yet: the blocks are unknown until it is.
         let v = decode(
             "resource \"thing\" \"t\" {\n  name = \"x\"\n  dynamic \"rule\" {\n    for_each = var.later\n    content {\n      port = 1\n    }\n  }\n}\n",
