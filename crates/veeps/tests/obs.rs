@@ -425,6 +425,15 @@ resource "alarm" "disk_tiny" {{
         }
     };
     assert!(hook.contains("\"env\":\"stage\""), "{hook}");
-    let d = v.ok(&["deliveries", "mgmt", "alarms"]);
-    assert!(d.contains("delivered"), "{d}");
+    // The delivery is recorded once the webhook has answered, which may be just after
+    // the webhook saw it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = v.ok(&["deliveries", "mgmt", "alarms"]);
+        if d.contains("delivered") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no delivery recorded:\n{d}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
