@@ -1,7 +1,9 @@
 //! The sealed blob format: a body in chunks of [`CHUNK`] bytes, each sealed with AES-256-GCM
 //! under the object's own data key, with the version, the chunk's number and a last-chunk
 //! flag in the associated data (so chunks cannot be reordered, moved between objects or
-//! cut off); written to a synced temporary file renamed into place.
+//! cut off); written to a synced temporary file renamed into place. The cipher is ring's
+//! (AES-NI, VAES and carry-less multiply where the CPU has them), sealing and opening each
+//! chunk in place in one buffer.
 
 use super::*;
 
@@ -10,6 +12,13 @@ pub(super) fn nonce(chunk: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&chunk.to_be_bytes());
     n
+}
+
+/// The body cipher under a data key.
+fn body_key(key: &[u8]) -> Result<LessSafeKey, StoreError> {
+    UnboundKey::new(&AES_256_GCM, key)
+        .map(LessSafeKey::new)
+        .map_err(|_| StoreError::Internal("a data key of the wrong length".into()))
 }
 
 pub(super) fn aad(version: &str, chunk: u64, last: bool) -> Vec<u8> {
@@ -32,8 +41,7 @@ impl ObjectStore {
             .kms
             .generate_data_key(env)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let cipher = Aes256Gcm::new_from_slice(&dk.plaintext)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let cipher = body_key(&dk.plaintext)?;
         let tmp = self.dir.join("tmp").join(name);
         let guard = TempFile(Some(tmp.clone()));
         let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -51,23 +59,22 @@ impl ObjectStore {
                 0
             };
             let last = next_filled == 0;
-            let chunk = &buf[..filled];
-            md5.update(chunk);
+            let chunk = &mut buf[..filled];
+            md5.update(&*chunk);
             size += filled as u64;
             if size > max {
                 // Stop reading at the limit: the rest of the body is never stored.
                 return Err(StoreError::EntityTooLarge);
             }
-            let sealed = cipher
-                .encrypt(
-                    Nonce::from_slice(&nonce(idx)),
-                    Payload {
-                        msg: chunk,
-                        aad: &aad(name, idx, last),
-                    },
+            let tag = cipher
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce(idx)),
+                    Aad::from(aad(name, idx, last)),
+                    chunk,
                 )
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
-            out.write_all(&sealed)?;
+                .map_err(|_| StoreError::Internal("sealing a body chunk failed".into()))?;
+            out.write_all(chunk)?;
+            out.write_all(tag.as_ref())?;
             if last {
                 break;
             }
@@ -102,8 +109,7 @@ impl ObjectStore {
             .kms
             .decrypt_data_key(env, wrapped)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let cipher =
-            Aes256Gcm::new_from_slice(&key).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let cipher = body_key(&key)?;
         let mut file = std::fs::File::open(path)?;
         let first = range.0 / CHUNK as u64;
         file.seek(SeekFrom::Start(first * (CHUNK + TAG) as u64))?;
@@ -115,7 +121,8 @@ impl ObjectStore {
             next_chunk: first,
             pos: range.0,
             end: range.1,
-            buf: vec![],
+            buf: Vec::with_capacity(CHUNK + TAG),
+            plain: 0,
             buf_off: 0,
         })
     }
@@ -143,7 +150,7 @@ impl Read for Chain {
 /// Reads a range of an encrypted blob, one chunk at a time.
 pub struct BlobReader {
     file: std::fs::File,
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
     name: String,
     size: u64,
     next_chunk: u64,
@@ -151,7 +158,9 @@ pub struct BlobReader {
     pub(super) pos: u64,
     /// Last plaintext offset to hand out (inclusive).
     end: u64,
+    /// One sealed chunk, opened in place: its first `plain` bytes are the plaintext.
     buf: Vec<u8>,
+    plain: usize,
     buf_off: usize,
 }
 
@@ -160,7 +169,7 @@ impl Read for BlobReader {
         if self.pos > self.end || self.size == 0 {
             return Ok(0);
         }
-        if self.buf_off >= self.buf.len() {
+        if self.buf_off >= self.plain {
             let chunks = self.size.div_ceil(CHUNK as u64);
             let idx = self.next_chunk;
             let plain_len = if idx == chunks - 1 {
@@ -168,23 +177,21 @@ impl Read for BlobReader {
             } else {
                 CHUNK
             };
-            let mut sealed = vec![0u8; plain_len + TAG];
-            self.file.read_exact(&mut sealed)?;
+            self.buf.resize(plain_len + TAG, 0);
+            self.file.read_exact(&mut self.buf)?;
             let plain = self
                 .cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce(idx)),
-                    Payload {
-                        msg: &sealed,
-                        aad: &aad(&self.name, idx, idx == chunks - 1),
-                    },
+                .open_in_place(
+                    Nonce::assume_unique_for_key(nonce(idx)),
+                    Aad::from(aad(&self.name, idx, idx == chunks - 1)),
+                    &mut self.buf,
                 )
                 .map_err(|_| std::io::Error::other("a body chunk fails its integrity check"))?;
-            self.buf = plain;
+            self.plain = plain.len();
             self.buf_off = (self.pos - idx * CHUNK as u64) as usize;
             self.next_chunk += 1;
         }
-        let avail = (self.buf.len() - self.buf_off).min((self.end - self.pos + 1) as usize);
+        let avail = (self.plain - self.buf_off).min((self.end - self.pos + 1) as usize);
         let n = avail.min(out.len());
         out[..n].copy_from_slice(&self.buf[self.buf_off..self.buf_off + n]);
         self.buf_off += n;
@@ -204,4 +211,57 @@ pub(super) fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<u
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blobs written before the cipher was ring's (RustCrypto's `aes-gcm`) read the same:
+    /// one AES-256-GCM, one layout (ciphertext, then the 16-byte tag).
+    #[test]
+    fn the_sealed_layout_is_the_one_stored_before() {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let key = [9u8; 32];
+        let plain: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let old = aes_gcm::Aes256Gcm::new_from_slice(&key)
+            .unwrap()
+            .encrypt(
+                aes_gcm::Nonce::from_slice(&nonce(3)),
+                Payload {
+                    msg: &plain,
+                    aad: &aad("v1", 3, true),
+                },
+            )
+            .unwrap();
+        let k = body_key(&key).unwrap();
+        let mut buf = plain.clone();
+        let tag = k
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce(3)),
+                Aad::from(aad("v1", 3, true)),
+                &mut buf,
+            )
+            .unwrap();
+        buf.extend_from_slice(tag.as_ref());
+        assert_eq!(buf, old);
+        let mut sealed = old.clone();
+        let opened = k
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce(3)),
+                Aad::from(aad("v1", 3, true)),
+                &mut sealed,
+            )
+            .unwrap();
+        assert_eq!(opened, &plain[..]);
+        // Any other chunk number or last flag fails.
+        let mut sealed = old.clone();
+        assert!(k
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce(3)),
+                Aad::from(aad("v1", 3, false)),
+                &mut sealed,
+            )
+            .is_err());
+    }
 }

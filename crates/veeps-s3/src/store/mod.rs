@@ -8,9 +8,8 @@
 //! commit leaves an orphan blob that [`ObjectStore::open`] removes, never a visible
 //! half-written object. Acknowledged objects are on disk and in the store.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use md5::{Digest, Md5};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
