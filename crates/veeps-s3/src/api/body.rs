@@ -199,22 +199,17 @@ pub(super) async fn stream_into<T: Send + 'static>(
 /// A body read from the store on a blocking thread, 64 KiB at a time.
 pub(super) fn stream_out(mut r: crate::store::BlobReader) -> StreamingBlob {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        loop {
-            let mut buf = vec![0u8; crate::store::CHUNK];
-            match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
+    tokio::task::spawn_blocking(move || loop {
+        match r.next_bytes() {
+            Ok(None) => break,
+            Ok(Some(b)) => {
+                if tx.blocking_send(Ok(b)).is_err() {
                     break;
                 }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                break;
             }
         }
     });

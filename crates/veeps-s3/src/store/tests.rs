@@ -47,6 +47,23 @@ fn objects_round_trip_encrypted_with_ranges_listing_and_restart() {
         let end = (b as usize).min(body.len() - 1);
         assert_eq!(got, &body[a as usize..=end], "{a}-{b}");
     }
+    // Piece by piece, as a GET streams it, ranges and all, including after a `read`.
+    for (a, b) in [
+        (0, body.len() as u64 - 1),
+        (10, 70_000),
+        (CHUNK as u64 - 1, 2 * CHUNK as u64 + 5),
+        (3 * CHUNK as u64, body.len() as u64 - 1),
+    ] {
+        let (_, mut r) = s.open_read("photos", "2026/a.jpg", Some((a, b))).unwrap();
+        let mut got = vec![0u8; 3];
+        let first = r.read(&mut got).unwrap();
+        got.truncate(first);
+        while let Some(piece) = r.next_bytes().unwrap() {
+            assert!(!piece.is_empty() && piece.len() <= CHUNK);
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got, &body[a as usize..=b as usize], "{a}-{b}");
+    }
     assert!(matches!(
         s.read("photos", "2026/a.jpg", Some((10_000_000, 10_000_001))),
         Err(StoreError::InvalidRange)
