@@ -909,6 +909,9 @@ pub fn serve_udp_threads(
         std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
             .spawn(move || {
+                if std::env::var("VEEPS_DNS_PIN").as_deref() == Ok("1") {
+                    let _ = veeps_sys::mmsg::pin_to_cpu(i);
+                }
                 // Queries are small (a DNS message over UDP is at most 64 KiB, a question
                 // far less): what does not fit is cut, and answered FORMERR or not at all.
                 let mut batch = veeps_sys::mmsg::RecvBatch::new(32, 4096);

@@ -200,6 +200,65 @@ pub fn send_with<B: AsRef<[u8]>>(
     Ok(sent)
 }
 
+/// Steers datagrams of a `SO_REUSEPORT` group to the socket whose index is the CPU that
+/// received them (a classic BPF program returning that CPU; past the group's size the
+/// kernel falls back to its hash). With a socket and a thread per CPU, each query is
+/// answered on the CPU that took it in, and the load follows the clients' CPUs instead of
+/// a hash of their few source ports.
+pub fn steer_by_cpu(sock: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    // SO_ATTACH_REUSEPORT_CBPF, the same number on every architecture veeps builds for.
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    let mut prog = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_A) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: the program and its descriptor outlive the call, which copies them.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Keeps the calling thread on CPU `cpu` (modulo the CPUs there are).
+pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % n, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +311,47 @@ mod tests {
         clients[0].send_to(&[7u8; 1000], to).unwrap();
         let n = recv(&server, &mut b).unwrap();
         assert_eq!((n, b.got[0].0), (1, 512));
+    }
+
+    /// With the program attached, what a CPU sends to the group lands on the socket of
+    /// that CPU's index (loopback takes a datagram in on the sender's CPU).
+    #[test]
+    fn reuseport_datagrams_are_steered_by_cpu() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let bind = |at: std::net::SocketAddr| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            s.set_reuse_port(true).unwrap();
+            s.bind(&at.into()).unwrap();
+            s.set_nonblocking(true).unwrap();
+            UdpSocket::from(s)
+        };
+        let first = bind("127.0.0.1:0".parse().unwrap());
+        let to = first.local_addr().unwrap();
+        let socks: Vec<UdpSocket> = std::iter::once(first)
+            .chain((1..cpus.min(4)).map(|_| bind(to)))
+            .collect();
+        steer_by_cpu(&socks[0]).unwrap();
+        for (cpu, want) in socks.iter().enumerate() {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    pin_to_cpu(cpu).unwrap();
+                    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    for _ in 0..20 {
+                        c.send_to(b"q", to).unwrap();
+                    }
+                });
+            });
+            let mut got = 0;
+            let mut buf = [0u8; 8];
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while got < 20 && std::time::Instant::now() < deadline {
+                match want.recv_from(&mut buf) {
+                    Ok(_) => got += 1,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                }
+            }
+            assert_eq!(got, 20, "socket {cpu} got {got} of what CPU {cpu} sent");
+        }
     }
 }
