@@ -259,9 +259,10 @@ impl Plane {
         count: usize,
     ) -> std::io::Result<Listening> {
         let (udp, tcp) = bind_reuse(addr, count)?;
-        // A query is answered on the CPU that took it in (see `steer_by_cpu`); where the
-        // kernel refuses the program, its hash still spreads them.
-        if std::env::var("VEEPS_DNS_STEER").as_deref() != Ok("hash") {
+        // With VEEPS_DNS_STEER=cpu a query is answered on the CPU that took it in (see
+        // `steer_by_cpu`); by default the kernel's hash spreads them, which measured the
+        // same on this machine's 2 CPUs (bench/dns.sh, 2026-12-01).
+        if std::env::var("VEEPS_DNS_STEER").as_deref() == Ok("cpu") {
             if let Err(e) = veeps_sys::mmsg::steer_by_cpu(&udp[0]) {
                 tracing::warn!(error = %e, "could not steer DNS queries by CPU");
             }
