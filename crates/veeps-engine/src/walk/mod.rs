@@ -333,6 +333,28 @@ impl Walk {
         }
     }
 
+    /// What expressions of module instance `mk` see (no `count`, `each` or `self`).
+    fn scope<'a>(
+        &'a self,
+        vals: &'a Values,
+        mk: &'a ModKey,
+        module: &'a ModuleConfig,
+    ) -> EvalScope<'a> {
+        EvalScope {
+            vals,
+            mk,
+            module,
+            bundle: &self.config.bundle,
+            env: &self.env,
+            each: None,
+            count: false,
+            this: None,
+            applying: self.mode == Mode::Apply,
+            plan_time: &self.plan_time,
+            walk: self,
+        }
+    }
+
     fn emit(&self, e: Event) {
         if let Some(tx) = &self.events {
             let _ = tx.send(e);
@@ -524,19 +546,7 @@ impl Walk {
         let mut diags = Diagnostics::default();
         for mk in vals.instances(&id.path) {
             let v = {
-                let scope = EvalScope {
-                    vals: &vals,
-                    mk: &mk,
-                    module: m,
-                    bundle: &self.config.bundle,
-                    env: &self.env,
-                    each: None,
-                    count: false,
-                    this: None,
-                    applying: self.mode == Mode::Apply,
-                    plan_time: &self.plan_time,
-                    walk: self,
-                };
+                let scope = self.scope(&vals, &mk, m);
                 eval(e, &scope)
             };
             match v {
@@ -629,19 +639,7 @@ impl Walk {
                 .vars
                 .insert(name.to_string(), v.clone());
             for val in &decl.validations {
-                let scope = EvalScope {
-                    vals: &vals,
-                    mk: &mk,
-                    module: m,
-                    bundle: &self.config.bundle,
-                    env: &self.env,
-                    each: None,
-                    count: false,
-                    this: None,
-                    applying: self.mode == Mode::Apply,
-                    plan_time: &self.plan_time,
-                    walk: self,
-                };
+                let scope = self.scope(&vals, &mk, m);
                 match eval(&val.condition, &scope) {
                     Ok(Value::Bool(true)) | Ok(Value::Unknown) => {}
                     Ok(Value::Bool(false)) => {
@@ -685,19 +683,7 @@ impl Walk {
         let mut diags = Diagnostics::default();
         for mk in vals.instances(&id.path) {
             let exp = {
-                let scope = EvalScope {
-                    vals: &vals,
-                    mk: &mk,
-                    module: m,
-                    bundle: &self.config.bundle,
-                    env: &self.env,
-                    each: None,
-                    count: false,
-                    this: None,
-                    applying: self.mode == Mode::Apply,
-                    plan_time: &self.plan_time,
-                    walk: self,
-                };
+                let scope = self.scope(&vals, &mk, m);
                 match expansion(call.count.as_ref(), call.for_each.as_ref(), &scope) {
                     Ok(e) => e,
                     Err(d) => {
@@ -710,17 +696,9 @@ impl Walk {
                 let mut inputs = BTreeMap::new();
                 {
                     let scope = EvalScope {
-                        vals: &vals,
-                        mk: &mk,
-                        module: m,
-                        bundle: &self.config.bundle,
-                        env: &self.env,
                         each: each.as_ref(),
                         count: call.count.is_some(),
-                        this: None,
-                        applying: self.mode == Mode::Apply,
-                        plan_time: &self.plan_time,
-                        walk: self,
+                        ..self.scope(&vals, &mk, m)
                     };
                     for (an, a) in &call.inputs {
                         if !child.variables.contains_key(an) {
@@ -940,19 +918,7 @@ impl Walk {
         let mut diags = Diagnostics::default();
         let mut empty_mods = vec![];
         for mk in vals.instances(&id.path) {
-            let scope = EvalScope {
-                vals: &vals,
-                mk: &mk,
-                module: m,
-                bundle: &self.config.bundle,
-                env: &self.env,
-                each: None,
-                count: false,
-                this: None,
-                applying: self.mode == Mode::Apply,
-                plan_time: &self.plan_time,
-                walk: self,
-            };
+            let scope = self.scope(&vals, &mk, m);
             let exp = match expansion(rc.count.as_ref(), rc.for_each.as_ref(), &scope) {
                 Ok(e) => e,
                 Err(d) => {
@@ -966,17 +932,9 @@ impl Walk {
             }
             for (k, each) in keys {
                 let scope = EvalScope {
-                    vals: &vals,
-                    mk: &mk,
-                    module: m,
-                    bundle: &self.config.bundle,
-                    env: &self.env,
                     each: each.as_ref(),
                     count: rc.count.is_some(),
-                    this: None,
-                    applying: self.mode == Mode::Apply,
-                    plan_time: &self.plan_time,
-                    walk: self,
+                    ..self.scope(&vals, &mk, m)
                 };
                 let address = format!("{}{}{}", mod_prefix(&mk), rc.key(), k.suffix());
                 let pre: Vec<Diagnostic> = rc
@@ -1113,17 +1071,10 @@ impl Walk {
         }
         let vals = self.vals.lock().expect("values");
         let scope = EvalScope {
-            vals: &vals,
-            mk: &inst.mk,
-            module: m,
-            bundle: &self.config.bundle,
-            env: &self.env,
             each: inst.each.as_ref(),
             count: rc.count.is_some(),
             this: Some(value),
-            applying: self.mode == Mode::Apply,
-            plan_time: &self.plan_time,
-            walk: self,
+            ..self.scope(&vals, &inst.mk, m)
         };
         rc.postconditions
             .iter()
@@ -1146,19 +1097,7 @@ impl Walk {
         let vals = self.vals.lock().expect("values");
         let mut diags = Diagnostics::default();
         for mk in vals.instances(&id.path) {
-            let scope = EvalScope {
-                vals: &vals,
-                mk: &mk,
-                module: m,
-                bundle: &self.config.bundle,
-                env: &self.env,
-                each: None,
-                count: false,
-                this: None,
-                applying: self.mode == Mode::Apply,
-                plan_time: &self.plan_time,
-                walk: self,
-            };
+            let scope = self.scope(&vals, &mk, m);
             let at = format!("{}{what}", mod_prefix(&mk));
             for c in conditions {
                 if let Err(d) = check_condition(c, &scope, "precondition", &at) {
@@ -1174,19 +1113,7 @@ impl Walk {
         let vals = self.vals.lock().expect("values");
         let mut warnings = vec![];
         for mk in vals.instances(&id.path) {
-            let scope = EvalScope {
-                vals: &vals,
-                mk: &mk,
-                module: m,
-                bundle: &self.config.bundle,
-                env: &self.env,
-                each: None,
-                count: false,
-                this: None,
-                applying: self.mode == Mode::Apply,
-                plan_time: &self.plan_time,
-                walk: self,
-            };
+            let scope = self.scope(&vals, &mk, m);
             let at = format!("{}check \"{}\"", mod_prefix(&mk), check.name);
             for a in &check.asserts {
                 if let Err(d) = check_condition(a, &scope, "check assertion", &at) {
