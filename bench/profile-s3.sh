@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Where a 4 KiB presigned GET spends its instructions: the S3 server under callgrind
+# (instruction counts, steadier on a busy machine than requests per second), a release
+# build with line tables in its own target directory, wrk for SECONDS, then the functions
+# by inclusive cost. Not a benchmark: valgrind runs the server ~50 times slower.
+#
+#   bench/profile-s3.sh [SECONDS]   (installs valgrind, wrk and awscli if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-15}
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v aws >/dev/null || missing+=(awscli)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+TARGET=${PROFILE_TARGET_DIR:-/tmp/veeps-profile-target}
+CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_TARGET_DIR=$TARGET \
+  cargo build --release --locked -p veeps >/dev/null 2>&1
+BIN=$TARGET/release/veeps
+WORK=$(mktemp -d /tmp/veeps-profile.XXXXXX)
+API=$((20000 + RANDOM % 10000)); S3=$((API + 1))
+cleanup() {
+  [ -n "${SERVER:-}" ] && { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; }
+}
+trap cleanup EXIT
+export VEEPS_DATA_DIR=$WORK/data
+valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --dump-instr=no --instr-atstart=no \
+  "$BIN" server --listen "127.0.0.1:$API" --s3-listen "127.0.0.1:$S3" --s3-website-listen "127.0.0.1:$((API + 2))" 2>"$WORK/server.log" &
+SERVER=$!
+for _ in $(seq 600); do curl -s --noproxy '*' -o /dev/null "http://127.0.0.1:$API/" && break; sleep 0.2; done
+CRED=$(curl -s --noproxy '*' -H "Authorization: Bearer $(cat "$WORK/data/root.token")" "http://127.0.0.1:$API/v1/s3/credentials")
+export AWS_ACCESS_KEY_ID=$(echo "$CRED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_key_id"])')
+export AWS_SECRET_ACCESS_KEY=$(echo "$CRED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_access_key"])')
+export AWS_DEFAULT_REGION=us-east-1
+aws --endpoint-url "http://127.0.0.1:$S3" s3 mb s3://bench >/dev/null
+head -c 4096 /dev/urandom >"$WORK/4k"
+aws --endpoint-url "http://127.0.0.1:$S3" s3 cp "$WORK/4k" s3://bench/4k >/dev/null
+URL=$(python3 - "$S3" <<'PY'
+import sys, botocore.session
+c = botocore.session.get_session().create_client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}")
+print(c.generate_presigned_url("get_object", Params={"Bucket": "bench", "Key": "4k"}, ExpiresIn=3600))
+PY
+)
+callgrind_control -i on "$SERVER" >/dev/null 2>&1
+N=$(wrk -t1 -c4 -d"${DUR}s" "$URL" | awk '/requests in/ {print $1}')
+callgrind_control -i off "$SERVER" >/dev/null 2>&1
+callgrind_control -d "$SERVER" >/dev/null 2>&1
+sleep 1
+TOTAL=$(callgrind_annotate "$WORK/cg.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "$N GETs, $TOTAL instructions: $((TOTAL / N)) a GET"
+callgrind_annotate --inclusive=yes "$WORK/cg.out.1" 2>/dev/null | grep -E 'veeps|s3s|serde|ring|malloc|mem(set|cpy)' | head -40 | cut -c1-160 || true
+echo "(the whole profile: callgrind_annotate $WORK/cg.out.1)"
