@@ -29,7 +29,7 @@ pub struct Queued {
     /// The function.
     pub function: String,
     /// The event (base64 in the store's JSON).
-    #[serde(with = "b64")]
+    #[serde(with = "veeps_state::b64")]
     pub payload: Vec<u8>,
     /// Runs so far that failed.
     pub attempts: u32,
@@ -40,20 +40,6 @@ pub struct Queued {
     /// The last failure's error document.
     #[serde(default)]
     pub last_error: Option<String>,
-}
-
-mod b64 {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 /// The queue's runner state.

@@ -625,7 +625,7 @@ fn spaces(lines: &mut [Line]) {
 fn space_after(subject: &Tok, before: &Tok, first: bool, after: &Tok) -> bool {
     use K::*;
     let (s, a) = (subject.k, after.k);
-    if a == Newline || (a == Comment && after.text.is_empty()) {
+    if a == Newline {
         return false;
     }
     if s == Ident && a == OParen {

@@ -116,7 +116,7 @@ pub struct Part {
     pub size: u64,
     /// When it was uploaded (ms).
     pub last_modified_ms: i64,
-    #[serde(with = "wrapped")]
+    #[serde(with = "veeps_state::b64")]
     wrapped_key: Vec<u8>,
     name: String,
 }
@@ -217,46 +217,6 @@ pub struct Bucket {
     pub lifecycle: Vec<crate::lifecycle::Rule>,
 }
 
-/// A wrapped key in a record: written as base64, which reads back in a fraction of the time
-/// a JSON array of numbers takes (the array was a sixth of a small GET); records written
-/// before as arrays still read.
-mod wrapped {
-    use base64::Engine as _;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
-    }
-
-    struct Either;
-
-    impl<'de> serde::de::Visitor<'de> for Either {
-        type Value = Vec<u8>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a wrapped key, in base64 or as an array of bytes")
-        }
-
-        fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<Vec<u8>, E> {
-            base64::engine::general_purpose::STANDARD
-                .decode(t)
-                .map_err(E::custom)
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
-            let mut out = Vec::with_capacity(a.size_hint().unwrap_or(0).min(4096));
-            while let Some(b) = a.next_element::<u8>()? {
-                out.push(b);
-            }
-            Ok(out)
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        d.deserialize_any(Either)
-    }
-}
-
 /// An object's metadata.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObjectMeta {
@@ -280,7 +240,7 @@ pub struct ObjectMeta {
     /// Last modified (ms).
     pub last_modified_ms: i64,
     /// The data key, wrapped by the environment's key (base64 in the record).
-    #[serde(with = "wrapped")]
+    #[serde(with = "veeps_state::b64")]
     pub wrapped_key: Vec<u8>,
     /// A delete marker (no body).
     #[serde(default)]
