@@ -107,3 +107,31 @@ fn fmt_agrees_with_terraform_on_real_modules() {
         wrong.join("\n")
     );
 }
+
+/// Whatever the text, `veeps fmt` answers or declines; it never panics, and what it
+/// answers still parses and is its own answer.
+#[test]
+fn fmt_survives_cut_and_spliced_input() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fmt/corpus/terraform-aws-vpc");
+    let src = std::fs::read_to_string(dir.join("variables.tf")).unwrap();
+    let src: String = src.chars().take(6000).collect();
+    let inserts = [
+        "\"", "${", "%{", "~}", "<<EOT\n", "<<-", "\\", "é", "/*", "#", "{", "}", "\r\n", "\t",
+        "=", "...",
+    ];
+    let cuts: Vec<usize> = src.char_indices().map(|(i, _)| i).step_by(13).collect();
+    for (n, &at) in cuts.iter().enumerate() {
+        for text in [
+            src[..at].to_string(),
+            format!("{}{}{}", &src[..at], inserts[n % inserts.len()], &src[at..]),
+        ] {
+            if let Some(out) = format_source(&text) {
+                assert_eq!(
+                    format_source(&out).as_deref(),
+                    Some(out.as_str()),
+                    "not stable on:\n{text}"
+                );
+            }
+        }
+    }
+}
