@@ -3,7 +3,8 @@
 //! cgroup with the function's memory, its own mount namespace (the code read-only at
 //! `/var/task`, a private `/tmp` of the function's size, the data directory hidden), the
 //! function's own unprivileged user without capabilities, `no_new_privs` and the instances'
-//! system-call filter, in a session of its own.
+//! system-call filter, in a session of its own; in PID, IPC and UTS namespaces of its own,
+//! the runtime the child of the namespace's reaper.
 
 use crate::logs::{Log, Sink};
 use crate::runtime::{Channel, Invocation};
@@ -248,6 +249,8 @@ pub async fn start(spec: &Spec, cgroups: &Flavor, sink: Sink) -> std::io::Result
             chdir: Some(TASK_ROOT.into()),
             session: true,
             new_ipc_uts: true,
+            new_pidns: true,
+            pid1_reaper: true,
             ..Default::default()
         };
         let mut cmd = std::process::Command::new(&program);

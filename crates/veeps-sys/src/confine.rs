@@ -111,6 +111,12 @@ pub struct Confine {
     /// Its children start in a PID namespace of their own (the first is its PID 1): they
     /// see only each other, and all die with that first child. Needs root or `user_ns`.
     pub new_pidns: bool,
+    /// With `new_pidns`, and as root: the command runs inside that namespace. Two more
+    /// forks make a reaper the namespace's first process (it mounts the namespace's own
+    /// `/proc`, reaps orphans, and ends when the command does, taking the rest with it)
+    /// and the command its child; the process spawned waits outside and ends as the command
+    /// ends (by the same signal, or with the same status).
+    pub pid1_reaper: bool,
     /// In IPC and UTS namespaces of its own: no shared memory or message queues with
     /// anyone else, and a host name of its own. Needs root or `user_ns`.
     pub new_ipc_uts: bool,
@@ -157,6 +163,9 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
         .collect::<Result<_, _>>()?;
     let new_netns = c.new_netns;
     let (session, no_new_privs, new_pidns) = (c.session, c.no_new_privs, c.new_pidns);
+    let reaper = c.new_pidns && c.pid1_reaper;
+    let proc_dir = CString::new("/proc").expect("no NUL");
+    let proc_fs = CString::new("proc").expect("no NUL");
     let new_ipc_uts = c.new_ipc_uts;
     let ids = c.ids;
     let binds: Vec<(CString, CString, bool)> = c
@@ -237,7 +246,7 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
             if new_ipc_uts && libc::unshare(libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if !binds.is_empty() || !hide.is_empty() || tmp.is_some() {
+            if !binds.is_empty() || !hide.is_empty() || tmp.is_some() || reaper {
                 if user_ns.is_none() && libc::unshare(libc::CLONE_NEWNS) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -327,6 +336,9 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            if reaper {
+                enter_pidns(&proc_fs, &proc_dir)?;
+            }
             if let Some(dir) = &chdir {
                 if libc::chdir(dir.as_ptr()) < 0 {
                     return Err(std::io::Error::last_os_error());
@@ -347,6 +359,114 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
         });
     }
     Ok(())
+}
+
+/// Between fork and exec, after `unshare(CLONE_NEWPID)` and in a mount namespace of its
+/// own: forks the namespace's first process, which mounts its `/proc` and forks again. Only
+/// that last child returns (to go on to `exec`); the first process reaps until it ends,
+/// and the caller waits for the first process and ends as the child ended. The two that
+/// stay close every other descriptor, so that `exec`'s report to the spawner comes from the
+/// child alone.
+///
+/// # Safety
+/// Only between fork and exec, in a single-threaded child: it makes only system calls.
+unsafe fn enter_pidns(proc_fs: &CString, proc_dir: &CString) -> std::io::Result<()> {
+    // The first process tells the waiter the child's raw wait status through this pipe.
+    let mut fds = [0 as libc::c_int; 2];
+    if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let (rd, wr) = (fds[0], fds[1]);
+    let first = libc::fork();
+    if first < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if first > 0 {
+        // The waiter, outside the namespace.
+        keep_only(rd);
+        let mut status: libc::c_int = 0;
+        loop {
+            let r = libc::waitpid(first, &mut status, 0);
+            if r == first || (r < 0 && *libc::__errno_location() != libc::EINTR) {
+                break;
+            }
+        }
+        let mut raw = [0u8; 4];
+        let child = if libc::read(rd, raw.as_mut_ptr().cast(), 4) == 4 {
+            libc::c_int::from_ne_bytes(raw)
+        } else {
+            // The first process died before the child ended: as it died.
+            status
+        };
+        end_as(child);
+    }
+    // The namespace's first process (PID 1): dies with the waiter.
+    libc::close(rd);
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if libc::mount(
+        proc_fs.as_ptr(),
+        proc_dir.as_ptr(),
+        proc_fs.as_ptr(),
+        flags,
+        std::ptr::null(),
+    ) < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    let child = libc::fork();
+    if child < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if child == 0 {
+        libc::close(wr);
+        return Ok(());
+    }
+    keep_only(wr);
+    loop {
+        let mut status: libc::c_int = 0;
+        let r = libc::waitpid(-1, &mut status, 0);
+        if r == child {
+            let raw = status.to_ne_bytes();
+            libc::write(wr, raw.as_ptr().cast(), 4);
+            // Ending PID 1 ends whatever is left in the namespace.
+            libc::_exit(0);
+        }
+        if r < 0 && *libc::__errno_location() != libc::EINTR {
+            libc::_exit(1);
+        }
+    }
+}
+
+/// Closes every descriptor but `fd`.
+///
+/// # Safety
+/// Between fork and exec only.
+unsafe fn keep_only(fd: libc::c_int) {
+    let fd = fd as libc::c_uint;
+    if fd > 0 {
+        libc::close_range(0, fd - 1, 0);
+    }
+    libc::close_range(fd + 1, libc::c_uint::MAX, 0);
+}
+
+/// Ends the calling process as a process with wait status `status` ended: by the same
+/// signal, or with the same exit code.
+///
+/// # Safety
+/// Between fork and exec only.
+unsafe fn end_as(status: libc::c_int) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::kill(libc::getpid(), sig);
+        libc::_exit(128 + sig);
+    }
+    libc::_exit(libc::WEXITSTATUS(status))
 }
 
 /// Makes `cmd` drop to `ids` just before `exec`, for good: every capability (the bounding
@@ -463,4 +583,66 @@ pub fn chown_tree(path: &Path, ids: Ids) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn in_own_pidns(script: &str) -> std::process::Output {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", script]);
+        confine(
+            &mut cmd,
+            &Confine {
+                session: true,
+                new_pidns: true,
+                pid1_reaper: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        cmd.output().unwrap()
+    }
+
+    #[test]
+    fn a_reaped_pid_namespace_shows_only_its_own_and_ends_as_the_command_does() {
+        if !crate::proc::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        // The command is PID 2 under the reaper, and /proc shows those two, and the
+        // pipeline's processes (a host shows hundreds).
+        let o = in_own_pidns("echo $$; ls -d /proc/[0-9]* | wc -l");
+        let out = String::from_utf8_lossy(&o.stdout);
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("2"), "{out}");
+        let n: usize = lines.next().unwrap_or_default().trim().parse().unwrap();
+        assert!((3..=6).contains(&n), "{out}");
+        assert_eq!(o.status.code(), Some(0));
+        // The exit code and a killing signal come back as they were.
+        assert_eq!(in_own_pidns("exit 7").status.code(), Some(7));
+        assert_eq!(in_own_pidns("kill -9 $$").status.signal(), Some(9));
+        // A process left behind dies with the command: the output's end comes at once.
+        let t = std::time::Instant::now();
+        let o = in_own_pidns("sleep 30 & echo left");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "left\n");
+        assert!(t.elapsed() < std::time::Duration::from_secs(20));
+        // A command that cannot start is the spawner's error, as without the namespace.
+        let mut cmd = std::process::Command::new("/nonexistent/program");
+        confine(
+            &mut cmd,
+            &Confine {
+                new_pidns: true,
+                pid1_reaper: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            cmd.spawn().err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::NotFound)
+        );
+    }
 }

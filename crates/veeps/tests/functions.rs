@@ -781,6 +781,133 @@ resource "function_alias" "bad" {
     assert!(err.contains("no version 9"), "{err}");
 }
 
+/// Host pids of the processes whose environment names `function`.
+fn runtime_pids(function: &str) -> Vec<i32> {
+    let want = format!("AWS_LAMBDA_FUNCTION_NAME={function}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| String::from_utf8_lossy(&env).contains(&want))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn an_environment_is_confined_from_the_host_and_from_other_functions() {
+    require_root("functions run in namespaces of their own");
+    let v = Veeps::start();
+    let echo = stage_echo(&v);
+    v.write(
+        "env/main.hcl",
+        &format!(
+            r#"
+resource "function" "small" {{
+  name    = "small"
+  code    = "{echo}"
+  runtime = "provided"
+  memory  = 128
+  timeout = 30
+}}
+resource "function" "big" {{
+  name              = "big"
+  code              = "{echo}"
+  runtime           = "provided"
+  memory            = 1024
+  ephemeral_storage = 512
+  timeout           = 30
+  environment       = {{ SECRET_OF_BIG = "b1g" }}
+}}
+"#
+        ),
+    );
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let aws = Aws::new(&v);
+    // `small` runs and stays warm; the host sees its runtime.
+    let (meta, _) = invoke(&aws, &v, "small", r#"{"quiet":1}"#, &[]);
+    assert!(!meta.contains("FunctionError"), "{meta}");
+    let small = runtime_pids("small");
+    assert!(!small.is_empty());
+    let data_file = std::fs::read_dir(&v.data)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().is_file())
+        .map(|e| e.path().to_string_lossy().into_owned())
+        .unwrap();
+    let probe = serde_json::json!({"probe": {
+        "tmp_mb": 600,
+        "read": ["/var/task/bootstrap", "/etc/shadow", format!("/proc/{}/environ", small[0]), data_file],
+        "signal": [small[0], 1],
+    }});
+    let (meta, body) = invoke(&aws, &v, "big", &probe.to_string(), &[]);
+    assert!(!meta.contains("FunctionError"), "{meta} {body}");
+    let p = json(&body);
+    // Its own unprivileged user, no capabilities, no way to gain any, the filter on.
+    assert_ne!(p["uid"], "0", "{body}");
+    assert_eq!(p["cap_eff"], "0000000000000000", "{body}");
+    assert_eq!(p["cap_bnd"], "0000000000000000", "{body}");
+    assert_eq!(p["no_new_privs"], "1", "{body}");
+    assert_eq!(p["seccomp"], "2", "{body}");
+    // Its own PID namespace: the runtime under a reaper, and nobody else.
+    assert_eq!(p["pid"], 2, "{body}");
+    assert!(p["pids"].as_u64().unwrap() <= 3, "{body}");
+    // The code is read-only; /tmp takes ephemeral_storage and no more.
+    assert!(
+        p["task_write"].as_str().unwrap().contains("Read-only"),
+        "{body}"
+    );
+    assert_eq!(p["tmp_written_mb"], 512, "{body}");
+    assert!(
+        p["tmp_error"].as_str().unwrap().contains("No space left"),
+        "{body}"
+    );
+    // It reads its code, not the host's secrets, another function's environment or
+    // veeps' data; it cannot signal another function's runtime.
+    let read = &p["read"];
+    assert_eq!(read["/var/task/bootstrap"], "ok", "{body}");
+    for (path, r) in read.as_object().unwrap() {
+        if path != "/var/task/bootstrap" {
+            assert_ne!(r, "ok", "{path}: {body}");
+        }
+    }
+    assert!(
+        p["signal"][small[0].to_string()]
+            .as_str()
+            .unwrap()
+            .contains("No such process"),
+        "{body}"
+    );
+    // Nor can `small` see `big`'s variables from where it runs.
+    let big = runtime_pids("big");
+    assert!(!big.is_empty());
+    let probe = serde_json::json!({"probe": {"read": [format!("/proc/{}/environ", big[0])]}});
+    let (_, body) = invoke(&aws, &v, "small", &probe.to_string(), &[]);
+    assert!(!body.contains("b1g"), "{body}");
+    assert_ne!(
+        json(&body)["read"][format!("/proc/{}/environ", big[0])],
+        "ok",
+        "{body}"
+    );
+    // Past its memory, `small` is killed and says so in Lambda's words; the next
+    // invocation starts a fresh environment.
+    let (meta, body) = invoke(&aws, &v, "small", r#"{"probe":{"alloc_mb":400}}"#, &[]);
+    assert_eq!(json(&meta)["FunctionError"], "Unhandled", "{meta}");
+    assert_eq!(json(&body)["errorType"], "Runtime.OutOfMemory", "{body}");
+    let (meta, body) = invoke(&aws, &v, "small", r#"{"probe":{"alloc_mb":16}}"#, &[]);
+    assert!(!meta.contains("FunctionError"), "{meta} {body}");
+    assert_eq!(json(&body)["allocated_mb"], 16, "{body}");
+    // Killed environments leave no process behind.
+    v.ok(&["destroy", "env", "--auto-approve"]);
+    wait_until("the runtimes to end", 30, || {
+        runtime_pids("small").is_empty() && runtime_pids("big").is_empty()
+    });
+    v.cleanup_host();
+}
+
 #[test]
 fn a_function_in_a_vpc_runs_in_its_subnet_and_leaves_no_endpoint_behind() {
     require_root("functions run in namespaces of their own");

@@ -3,6 +3,7 @@
 //! (an error), `print` (text to stdout, without a newline; `print_bytes` for raw bytes),
 //! `big` (an answer of that many bytes), `quiet` (a short answer), `exit` (the process ends), `env` (a variable), `my_ip_towards` (its own address
 //! towards that one).
+//! `probe` reports what the environment lets it see and do (see [`probe`]).
 //! A bucket notification's records are printed. With `PORT` set it is a plain HTTP server
 //! answering the same JSON instead. With `CRASH_ON_INIT` set it exits before it asks for an event.
 
@@ -81,6 +82,9 @@ async fn handle(e: LambdaEvent<Value>) -> Result<Value, Error> {
         }
         return Ok(out);
     }
+    if let Some(p) = ev.get("probe") {
+        return Ok(probe(p));
+    }
     if ev.get("quiet").is_some() {
         return Ok(json!({"bytes": ev.to_string().len()}));
     }
@@ -105,6 +109,97 @@ async fn handle(e: LambdaEvent<Value>) -> Result<Value, Error> {
         "pid": std::process::id(),
         "ip": ip,
     }))
+}
+
+/// What the environment lets the function see and do: its user and capabilities, the
+/// processes it sees, whether its code is writable; then what is asked: `tmp_mb` written
+/// to `/tmp` (how much went in), `alloc_mb` of memory touched, each path of `read` read,
+/// each pid of `signal` sent signal 0.
+fn probe(p: &Value) -> Value {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or_default().to_string())
+    };
+    let pids = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                .count()
+        })
+        .unwrap_or(0);
+    let outcome = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let task_write = outcome(std::fs::write("/var/task/probe", b"x"));
+    let mut out = json!({
+        "uid": field("Uid:"),
+        "cap_eff": field("CapEff:"),
+        "cap_bnd": field("CapBnd:"),
+        "no_new_privs": field("NoNewPrivs:"),
+        "seccomp": field("Seccomp:"),
+        "pid": std::process::id(),
+        "pids": pids,
+        "task_write": task_write,
+    });
+    if let Some(mb) = p.get("tmp_mb").and_then(Value::as_u64) {
+        let chunk = vec![7u8; 1 << 20];
+        let mut written = 0u64;
+        let err = match std::fs::File::create("/tmp/probe") {
+            Ok(mut f) => loop {
+                if written == mb {
+                    break "ok".to_string();
+                }
+                match f.write_all(&chunk).and_then(|_| f.sync_data()) {
+                    Ok(()) => written += 1,
+                    Err(e) => break e.to_string(),
+                }
+            },
+            Err(e) => e.to_string(),
+        };
+        let _ = std::fs::remove_file("/tmp/probe");
+        out["tmp_written_mb"] = written.into();
+        out["tmp_error"] = err.into();
+    }
+    if let Some(mb) = p.get("alloc_mb").and_then(Value::as_u64) {
+        let mut v: Vec<Vec<u8>> = vec![];
+        for _ in 0..mb {
+            v.push(vec![1u8; 1 << 20]);
+        }
+        out["allocated_mb"] = (v.len() as u64).into();
+    }
+    let mut read = serde_json::Map::new();
+    for path in p
+        .get("read")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let path = path.as_str().unwrap_or_default();
+        read.insert(path.into(), outcome(std::fs::read(path).map(|_| ())).into());
+    }
+    out["read"] = read.into();
+    let mut signal = serde_json::Map::new();
+    let pids = p
+        .get("signal")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    for pid in pids.filter_map(Value::as_i64) {
+        // SAFETY: kill(2) with signal 0 only checks whether the signal could be sent.
+        let r = unsafe { libc::kill(pid as i32, 0) };
+        let e = if r == 0 {
+            "ok".to_string()
+        } else {
+            std::io::Error::last_os_error().to_string()
+        };
+        signal.insert(pid.to_string(), e.into());
+    }
+    out["signal"] = signal.into();
+    out
 }
 
 #[tokio::main]
