@@ -103,15 +103,29 @@ for i in $(seq 0 9999); do
   if [ $((i % 10)) = 9 ]; then echo "missing$i.bench.test A"; else echo "h$((i % 1000)).bench.test A"; fi
 done >"$WORK/queries"
 
-run() { # port -> "qps lost"
-  dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/queries" -l "$DUR" -c "$CLIENTS" -T "$CLIENTS" -q 200 2>/dev/null \
-    | awk '/Queries per second:/ {q=$4} /Queries lost:/ {l=$3} END {print q, l}'
+# CPU time (user + system, clock ticks) of these processes and their children so far.
+ticks() {
+  local t=0 p
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q"; done); do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat")))
+  done
+  echo "$t"
 }
-declare -a V N VL NL
+HZ=$(getconf CLK_TCK)
+run() { # port pids... -> "qps lost cpu-microseconds-per-query"
+  local port=$1; shift
+  local t0; t0=$(ticks "$@")
+  dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l "$DUR" -c "$CLIENTS" -T "$CLIENTS" -q 200 2>/dev/null \
+    | awk '/Queries per second:/ {q=$4} /Queries lost:/ {l=$3} END {print q, l}' \
+    | { read -r q l; t1=$(ticks "$@"); awk -v q="$q" -v l="$l" -v t="$((t1 - t0))" -v hz="$HZ" -v d="$DUR" \
+        'BEGIN { printf "%s %s %.2f\n", q, l, (q > 0 ? t / hz * 1e6 / (q * d) : 0) }'; }
+}
+VPLANE=$(cut -d' ' -f1 "$WORK/data/dns/pid")
+declare -a V N VL NL VC NC
 for r in $(seq "$ROUNDS"); do
-  read -r q l < <(run "$VDNS"); V+=("$q"); VL+=("$l")
-  read -r q l < <(run "$NDNS"); N+=("$q"); NL+=("$l")
-  echo "round $r: veeps ${V[-1]} q/s (lost ${VL[-1]}), nsd ${N[-1]} q/s (lost ${NL[-1]})"
+  read -r q l c < <(run "$VDNS" "$VPLANE"); V+=("$q"); VL+=("$l"); VC+=("$c")
+  read -r q l c < <(run "$NDNS" "$NSD"); N+=("$q"); NL+=("$l"); NC+=("$c")
+  echo "round $r: veeps ${V[-1]} q/s (lost ${VL[-1]}, ${VC[-1]} us CPU a query), nsd ${N[-1]} q/s (lost ${NL[-1]}, ${NC[-1]} us CPU a query)"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "-" hi}'; }
@@ -120,6 +134,9 @@ echo
 echo "veeps: median $mv q/s (spread $(spread "${V[@]}"); lost $(median "${VL[@]}") queries a round)"
 echo "nsd:   median $mn q/s (spread $(spread "${N[@]}"); lost $(median "${NL[@]}") queries a round)"
 awk -v a="$mv" -v b="$mn" 'BEGIN { printf "ratio veeps/nsd: %.2f (goal >= 1.00)\n", a / b }'
+cv=$(median "${VC[@]}"); cn=$(median "${NC[@]}")
+echo "server CPU a query: veeps $cv us (spread $(spread "${VC[@]}")), nsd $cn us (spread $(spread "${NC[@]}"))"
+awk -v a="$cv" -v b="$cn" 'BEGIN { printf "CPU a query, veeps/nsd: %.2f (lower is better)\n", a / b }'
 
 # ACME issuance time against Pebble (no sleep), when pebble is installed.
 if command -v pebble >/dev/null && command -v openssl >/dev/null; then

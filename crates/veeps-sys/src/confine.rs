@@ -111,11 +111,11 @@ pub struct Confine {
     /// Its children start in a PID namespace of their own (the first is its PID 1): they
     /// see only each other, and all die with that first child. Needs root or `user_ns`.
     pub new_pidns: bool,
-    /// With `new_pidns`, and as root: the command runs inside that namespace. Two more
-    /// forks make a reaper the namespace's first process (it mounts the namespace's own
-    /// `/proc`, reaps orphans, and ends when the command does, taking the rest with it)
-    /// and the command its child; the process spawned waits outside and ends as the command
-    /// ends (by the same signal, or with the same status).
+    /// With `new_pidns`, and as root: the command runs inside that namespace, as its PID 2.
+    /// A reaper is the namespace's first process (it mounts the namespace's own `/proc`,
+    /// reaps orphans, and ends when the command does, taking the rest with it); the process
+    /// spawned waits outside and ends as the command ends (by the same signal, or with the
+    /// same status).
     pub pid1_reaper: bool,
     /// In IPC and UTS namespaces of its own: no shared memory or message queues with
     /// anyone else, and a host name of its own. Needs root or `user_ns`.
@@ -166,6 +166,11 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
     let reaper = c.new_pidns && c.pid1_reaper;
     let proc_dir = CString::new("/proc").expect("no NUL");
     let proc_fs = CString::new("proc").expect("no NUL");
+    let mut reaper_stack = if reaper {
+        vec![0u8; REAPER_STACK]
+    } else {
+        vec![]
+    };
     let new_ipc_uts = c.new_ipc_uts;
     let ids = c.ids;
     let binds: Vec<(CString, CString, bool)> = c
@@ -337,7 +342,7 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
                 }
             }
             if reaper {
-                enter_pidns(&proc_fs, &proc_dir)?;
+                enter_pidns(&proc_fs, &proc_dir, &mut reaper_stack)?;
             }
             if let Some(dir) = &chdir {
                 if libc::chdir(dir.as_ptr()) < 0 {
@@ -361,93 +366,125 @@ pub fn confine(cmd: &mut std::process::Command, c: &Confine) -> std::io::Result<
     Ok(())
 }
 
+/// What the namespace's first process is given (prepared before the fork).
+struct ReaperArgs {
+    proc_fs: *const libc::c_char,
+    proc_dir: *const libc::c_char,
+    /// Where it reports whether `/proc` is mounted (0, or the error number).
+    report: libc::c_int,
+}
+
+/// Bytes of stack for the namespace's first process.
+const REAPER_STACK: usize = 64 * 1024;
+
+/// The namespace's first process: it mounts the namespace's `/proc`, reports, and then
+/// only waits, with `SIGCHLD` ignored so that orphans handed to it are reaped by the
+/// kernel. It dies with its parent, and the namespace with it.
+extern "C" fn reaper(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ReaperArgs` the parent keeps alive while this runs (it shares
+    // the parent's memory); only system calls follow.
+    unsafe {
+        let a = &*(arg as *const ReaperArgs);
+        // Its descriptor table is a copy of its parent's: it keeps only the report's.
+        let report = a.report as libc::c_uint;
+        if report > 0 {
+            libc::close_range(0, report - 1, 0);
+        }
+        libc::close_range(report + 1, libc::c_uint::MAX, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        let r = libc::mount(a.proc_fs, a.proc_dir, a.proc_fs, flags, std::ptr::null());
+        let code: libc::c_int = if r < 0 { *libc::__errno_location() } else { 0 };
+        let raw = code.to_ne_bytes();
+        libc::write(a.report, raw.as_ptr().cast(), 4);
+        libc::close(a.report);
+        loop {
+            libc::pause();
+        }
+    }
+}
+
 /// Between fork and exec, after `unshare(CLONE_NEWPID)` and in a mount namespace of its
-/// own: forks the namespace's first process, which mounts its `/proc` and forks again. Only
-/// that last child returns (to go on to `exec`); the first process reaps until it ends,
-/// and the caller waits for the first process and ends as the child ended. The two that
-/// stay close every other descriptor, so that `exec`'s report to the spawner comes from the
-/// child alone.
+/// own: starts the namespace's first process ([`reaper`], sharing this process's memory
+/// on a stack of its own, so no page table is copied), then forks the child that returns
+/// to go on to `exec`, the namespace's PID 2. The caller stays outside: it closes every
+/// descriptor (so that `exec`'s report to the spawner comes from the child alone), waits
+/// for the child, ends the reaper and ends as the child ended.
 ///
 /// # Safety
-/// Only between fork and exec, in a single-threaded child: it makes only system calls.
-unsafe fn enter_pidns(proc_fs: &CString, proc_dir: &CString) -> std::io::Result<()> {
-    // The first process tells the waiter the child's raw wait status through this pipe.
+/// Only between fork and exec, in a single-threaded child: it makes only system calls;
+/// `stack` is not otherwise used.
+unsafe fn enter_pidns(
+    proc_fs: &CString,
+    proc_dir: &CString,
+    stack: &mut [u8],
+) -> std::io::Result<()> {
     let mut fds = [0 as libc::c_int; 2];
     if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
         return Err(std::io::Error::last_os_error());
     }
     let (rd, wr) = (fds[0], fds[1]);
-    let first = libc::fork();
+    let mut args = ReaperArgs {
+        proc_fs: proc_fs.as_ptr(),
+        proc_dir: proc_dir.as_ptr(),
+        report: wr,
+    };
+    // The stack grows down: its top, aligned as the ABI wants.
+    let top = (stack.as_mut_ptr().add(stack.len()) as usize & !15) as *mut libc::c_void;
+    let first = libc::clone(
+        reaper,
+        top,
+        libc::CLONE_VM | libc::SIGCHLD,
+        (&mut args as *mut ReaperArgs).cast(),
+    );
     if first < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    if first > 0 {
-        // The waiter, outside the namespace.
-        keep_only(rd);
-        let mut status: libc::c_int = 0;
-        loop {
-            let r = libc::waitpid(first, &mut status, 0);
-            if r == first || (r < 0 && *libc::__errno_location() != libc::EINTR) {
-                break;
-            }
-        }
-        let mut raw = [0u8; 4];
-        let child = if libc::read(rd, raw.as_mut_ptr().cast(), 4) == 4 {
-            libc::c_int::from_ne_bytes(raw)
-        } else {
-            // The first process died before the child ended: as it died.
-            status
-        };
-        end_as(child);
-    }
-    // The namespace's first process (PID 1): dies with the waiter.
+    let mut raw = [0u8; 4];
+    let n = libc::read(rd, raw.as_mut_ptr().cast(), 4);
     libc::close(rd);
-    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    if libc::mount(
-        proc_fs.as_ptr(),
-        proc_dir.as_ptr(),
-        proc_fs.as_ptr(),
-        flags,
-        std::ptr::null(),
-    ) < 0
-    {
-        return Err(std::io::Error::last_os_error());
+    libc::close(wr);
+    let code = if n == 4 {
+        libc::c_int::from_ne_bytes(raw)
+    } else {
+        libc::EIO
+    };
+    if code != 0 {
+        libc::kill(first, libc::SIGKILL);
+        libc::waitpid(first, std::ptr::null_mut(), 0);
+        return Err(std::io::Error::from_raw_os_error(code));
     }
     let child = libc::fork();
     if child < 0 {
-        return Err(std::io::Error::last_os_error());
+        let e = std::io::Error::last_os_error();
+        libc::kill(first, libc::SIGKILL);
+        libc::waitpid(first, std::ptr::null_mut(), 0);
+        return Err(e);
     }
     if child == 0 {
-        libc::close(wr);
+        // Nothing the spawner inherited reaches the command but its standard streams
+        // (and `exec`'s report, which closes on `exec` anyway).
+        libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        );
         return Ok(());
     }
-    keep_only(wr);
+    // The waiter, outside the namespace.
+    libc::close_range(0, libc::c_uint::MAX, 0);
+    let mut status: libc::c_int = 0;
     loop {
-        let mut status: libc::c_int = 0;
-        let r = libc::waitpid(-1, &mut status, 0);
-        if r == child {
-            let raw = status.to_ne_bytes();
-            libc::write(wr, raw.as_ptr().cast(), 4);
-            // Ending PID 1 ends whatever is left in the namespace.
-            libc::_exit(0);
-        }
-        if r < 0 && *libc::__errno_location() != libc::EINTR {
-            libc::_exit(1);
+        let r = libc::waitpid(child, &mut status, 0);
+        if r == child || (r < 0 && *libc::__errno_location() != libc::EINTR) {
+            break;
         }
     }
-}
-
-/// Closes every descriptor but `fd`.
-///
-/// # Safety
-/// Between fork and exec only.
-unsafe fn keep_only(fd: libc::c_int) {
-    let fd = fd as libc::c_uint;
-    if fd > 0 {
-        libc::close_range(0, fd - 1, 0);
-    }
-    libc::close_range(fd + 1, libc::c_uint::MAX, 0);
+    // Ending the first process ends whatever is left in the namespace.
+    libc::kill(first, libc::SIGKILL);
+    libc::waitpid(first, std::ptr::null_mut(), 0);
+    end_as(status);
 }
 
 /// Ends the calling process as a process with wait status `status` ended: by the same
@@ -629,6 +666,41 @@ mod tests {
         let o = in_own_pidns("sleep 30 & echo left");
         assert_eq!(String::from_utf8_lossy(&o.stdout), "left\n");
         assert!(t.elapsed() < std::time::Duration::from_secs(20));
+        // Spawning returns once the command runs, not when it ends; the command gets its
+        // standard streams and nothing else the spawner holds, even without CLOEXEC.
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) writes two descriptors into `fds`.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "ls /proc/self/fd; sleep 30"])
+            .stdout(std::process::Stdio::piped());
+        confine(
+            &mut cmd,
+            &Confine {
+                new_pidns: true,
+                pid1_reaper: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        let mut child = cmd.spawn().unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut seen = vec![];
+        while seen.len() < 4 && std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0 {
+            seen.push(line.trim().to_string());
+            line.clear();
+        }
+        assert_eq!(seen, ["0", "1", "2", "3"], "fds {fds:?}");
+        child.kill().unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+        // SAFETY: closing the two descriptors pipe(2) gave.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
         // A command that cannot start is the spawner's error, as without the namespace.
         let mut cmd = std::process::Command::new("/nonexistent/program");
         confine(
