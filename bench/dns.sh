@@ -103,10 +103,12 @@ for i in $(seq 0 9999); do
   if [ $((i % 10)) = 9 ]; then echo "missing$i.bench.test A"; else echo "h$((i % 1000)).bench.test A"; fi
 done >"$WORK/queries"
 
-# CPU time (user + system, clock ticks) of these processes and their children so far.
+# These processes and all their descendants.
+tree() { local p; for p in "$@"; do echo "$p"; tree $(pgrep -P "$p"); done; }
+# CPU time (user + system, clock ticks) of these processes and their descendants so far.
 ticks() {
   local t=0 p
-  for p in "$@" $(for q in "$@"; do pgrep -P "$q"; done); do
+  for p in $(tree "$@"); do
     [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat")))
   done
   echo "$t"
