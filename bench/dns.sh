@@ -7,6 +7,8 @@
 # issuance against Pebble takes, when pebble is installed.
 #
 #   bench/dns.sh [SECONDS] [CLIENTS]   (installs dnsperf and nsd if missing)
+#   PIN=1 bench/dns.sh      servers on CPU 0, dnsperf on CPU 1
+#   OUTSTANDING=1000 ...    dnsperf's queries in flight (default 200)
 #   ROUNDS=5 VEEPS_BIN=/path/to/veeps bench/dns.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,12 +119,19 @@ HZ=$(getconf CLK_TCK)
 run() { # port pids... -> "qps lost cpu-microseconds-per-query"
   local port=$1; shift
   local t0; t0=$(ticks "$@")
-  dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l "$DUR" -c "$CLIENTS" -T "$CLIENTS" -q 200 2>/dev/null \
+  "${TASKSET[@]}" dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l "$DUR" -c "$CLIENTS" -T "$CLIENTS" -q "${OUTSTANDING:-200}" 2>/dev/null \
     | awk '/Queries per second:/ {q=$4} /Queries lost:/ {l=$3} END {print q, l}' \
     | { read -r q l; t1=$(ticks "$@"); awk -v q="$q" -v l="$l" -v t="$((t1 - t0))" -v hz="$HZ" -v d="$DUR" \
         'BEGIN { printf "%s %s %.2f\n", q, l, (q > 0 ? t / hz * 1e6 / (q * d) : 0) }'; }
 }
 VPLANE=$(cut -d' ' -f1 "$WORK/data/dns/pid")
+# PIN=1: each server on CPU 0 and dnsperf on CPU 1, so that each server has one whole core
+# and the scheduler's placement is the same for both.
+TASKSET=()
+if [ "${PIN:-0}" = 1 ]; then
+  for p in $(tree "$VPLANE" "$NSD"); do taskset -a -p -c 0 "$p" >/dev/null; done
+  TASKSET=(taskset -c 1)
+fi
 declare -a V N VL NL VC NC
 for r in $(seq "$ROUNDS"); do
   read -r q l c < <(run "$VDNS" "$VPLANE"); V+=("$q"); VL+=("$l"); VC+=("$c")
