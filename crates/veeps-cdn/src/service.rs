@@ -7,7 +7,7 @@ use crate::cache::Bounds;
 use crate::model::{DistSpec, Distribution, Origin, PlaneConfig};
 use crate::plane::{self, Applied, Invalidated, Request};
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -151,7 +151,7 @@ impl Cdn {
             }
         }
         for o in &d.origins {
-            self.resolve(o).map_err(CdnError::Invalid)?;
+            self.resolve(o).await.map_err(CdnError::Invalid)?;
         }
         if let Some(c) = &d.certificate {
             if self.certs.as_ref().and_then(|cs| cs.get(c)).is_none() {
@@ -221,7 +221,9 @@ impl Cdn {
         Ok(r.objects)
     }
 
-    fn resolve(&self, o: &crate::model::OriginSpec) -> Result<SocketAddr, String> {
+    /// An origin's address. A name is looked up on tokio's blocking threads, never on the
+    /// runtime's workers (this runs every second).
+    async fn resolve(&self, o: &crate::model::OriginSpec) -> Result<SocketAddr, String> {
         let name = o.domain_name.trim().trim_end_matches('/');
         let name = name
             .strip_prefix("http://")
@@ -251,22 +253,25 @@ impl Cdn {
         } else {
             format!("{name}:{port}")
         };
-        with_port
-            .to_socket_addrs()
+        tokio::net::lookup_host(with_port)
+            .await
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| format!("origin {}: cannot resolve {name}", o.id))
     }
 
     /// What the data plane should serve now.
-    fn config(&self) -> PlaneConfig {
+    async fn config(&self) -> PlaneConfig {
         let mut dists = vec![];
         for d in self.list() {
             let mut dist: Distribution = d.dist.clone();
-            dist.origins = d
-                .origins
-                .iter()
-                .filter_map(|o| match self.resolve(o) {
+            let mut resolved = Vec::with_capacity(d.origins.len());
+            for o in &d.origins {
+                resolved.push((o, self.resolve(o).await));
+            }
+            dist.origins = resolved
+                .into_iter()
+                .filter_map(|(o, r)| match r {
                     Ok(addr) => Some(Origin {
                         id: o.id.clone(),
                         addr,
@@ -309,7 +314,7 @@ impl Cdn {
             return Ok(());
         }
         let _g = self.pushing.lock().await;
-        let cfg = self.config();
+        let cfg = self.config().await;
         if self
             .applied
             .lock()
@@ -379,7 +384,7 @@ impl Cdn {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        let cfg = self.config();
+        let cfg = self.config().await;
         write_config(dir, &cfg)?;
         *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = None;
         veeps_sys::plane::adopt_or_start(&self.exe, "cdn-plane", dir, "the CDN data plane")
@@ -466,4 +471,40 @@ async fn ask<T: serde::de::DeserializeOwned>(dir: &Path, req: &Request) -> Resul
     veeps_sys::plane::ask_json(dir, req, Duration::from_secs(10))
         .await
         .map_err(plane_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(domain_name: &str) -> crate::model::OriginSpec {
+        crate::model::OriginSpec {
+            id: "o".into(),
+            domain_name: domain_name.into(),
+            http_port: 8080,
+            https_port: 8443,
+            protocol_policy: "http-only".into(),
+            origin_path: String::new(),
+        }
+    }
+
+    /// Origins by address, by name (looked up off the runtime's workers, here a runtime of
+    /// one thread) and with a port of their own; a name that does not resolve is refused.
+    #[tokio::test(flavor = "current_thread")]
+    async fn origins_resolve_by_address_and_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("state.redb")).unwrap());
+        let cdn = Cdn::new(store, None, None, CdnOptions::default(), None);
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            cdn.resolve(&origin("10.0.0.5")).await,
+            Ok(at("10.0.0.5:8080"))
+        );
+        for (name, port) in [("http://localhost:9000/", 9000), ("localhost", 8080)] {
+            let a = cdn.resolve(&origin(name)).await.unwrap();
+            assert!(a.ip().is_loopback() && a.port() == port, "{name}: {a}");
+        }
+        let e = cdn.resolve(&origin("no-such-host.invalid")).await;
+        assert!(e.is_err_and(|e| e.contains("cannot resolve")));
+    }
 }
