@@ -161,3 +161,53 @@ async fn a_new_part_is_one_line_and_its_routes_sit_behind_the_api_token() {
     assert!(body.contains("GET /v1/unnamed has no IAM action"), "{body}");
     assert_eq!(call(&app, Some("veeps_wrong")).await.0, 401);
 }
+
+/// An apply whose approved plan's time is not a plan's time is refused before anything
+/// runs (it would become `plantimestamp()`); one with a plan's time goes through.
+#[tokio::test]
+async fn an_apply_with_a_malformed_plan_time_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let state = open_with(d.path(), ServerOptions::default()).unwrap();
+    let token = std::fs::read_to_string(d.path().join("root.token")).unwrap();
+    let app = router(state);
+    let apply = |plan_time: &str| {
+        let body = serde_json::json!({
+            "bundle": {"root": ".", "files": {"main.hcl": "output \"t\" { value = plantimestamp() }\n"}},
+            "plan_time": plan_time,
+        });
+        let mut req = Request::post("/v1/envs/e/apply")
+            .header("authorization", format!("Bearer {}", token.trim()))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                1,
+            ))));
+        let app = app.clone();
+        async move {
+            let resp = tower_service::Service::call(&mut app.clone(), req)
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).to_string())
+        }
+    };
+    for bad in [
+        "yesterday",
+        "2026-01-02 03:04:05Z",
+        "2026-01-02T03:04:05",
+        "\u{0}",
+    ] {
+        let (code, body) = apply(bad).await;
+        assert_eq!(code, 400, "{bad:?}: {body}");
+        assert!(body.contains("plan_time must be a plan's time"), "{body}");
+    }
+    let (code, body) = apply("2026-01-02T03:04:05Z").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("2026-01-02T03:04:05Z"), "{body}");
+}
