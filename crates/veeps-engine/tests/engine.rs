@@ -1121,13 +1121,32 @@ locals {
   derived = "${var.secret}-y"
 }
 output "marks" {
-  value = [issensitive(var.secret), issensitive(local.derived), issensitive(random_password.p.result), issensitive(random_password.p.id), issensitive(nonsensitive(var.secret)), issensitive("plain")]
+  value = [issensitive(var.secret), issensitive(local.derived), issensitive(random_password.p.result), issensitive(random_password.p.id), issensitive(nonsensitive(var.secret)), issensitive("plain"), issensitive(nonsensitive(sensitive("z"))), issensitive(upper(sensitive("z")))]
+}
+# Unmarked by nonsensitive(), a value needs no `sensitive = true` to be an output.
+output "unmarked" {
+  value = nonsensitive(sensitive("open"))
 }
 "#;
     let b = bundle(&[("env/main.hcl", cfg)]);
     apply(&e, &b).await;
+    let out = e.engine.outputs("test").unwrap();
     assert_eq!(
-        e.engine.outputs("test").unwrap()["marks"].0.to_string(),
-        "[true, true, true, false, false, false]"
+        out["marks"].0.to_string(),
+        "[true, true, true, false, false, false, false, true]"
     );
+    assert_eq!(out["unmarked"].0.to_string(), "\"open\"");
+    // Still marked, it does.
+    let cfg = cfg.replace(
+        "nonsensitive(sensitive(\"open\"))",
+        "upper(sensitive(\"open\"))",
+    );
+    let b = bundle(&[("env/main.hcl", &cfg)]);
+    let err = e
+        .engine
+        .plan(&req(&b), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refers to sensitive values"), "{err}");
 }

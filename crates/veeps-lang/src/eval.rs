@@ -820,7 +820,7 @@ impl Evaluator<'_> {
                 };
                 x.text().contains("kmscrypt::")
                     || self.scope.is_sensitive(&x)
-                    || calls_sensitive(x.text())
+                    || calls_sensitive(&x.expr)
             }
         }
     }
@@ -1216,16 +1216,27 @@ fn unescape(s: &str) -> String {
     out
 }
 
-/// Whether expression text calls `sensitive(...)` (not `nonsensitive(...)`).
-pub fn calls_sensitive(text: &str) -> bool {
-    text.match_indices("sensitive(").any(|(i, _)| {
-        let before = &text[..i];
-        !before.ends_with("non")
-            && !before
-                .chars()
-                .last()
-                .is_some_and(|c| c.is_alphanumeric() || c == '_')
-    })
+/// Whether `e` calls `sensitive()` anywhere but inside a `nonsensitive()` or
+/// `issensitive()` call, whose results are unmarked as in Terraform
+/// (`nonsensitive(sensitive(x))` is not sensitive).
+pub fn calls_sensitive(e: &Expression) -> bool {
+    use hcl_edit::visit::Visit;
+    struct Find(bool);
+    impl Visit for Find {
+        fn visit_func_call(&mut self, node: &hcl_edit::expr::FuncCall) {
+            if self.0 || node.name.namespace.iter().any(|n| n.as_str() != "core") {
+                return;
+            }
+            match node.name.name.as_str() {
+                "sensitive" => self.0 = true,
+                "nonsensitive" | "issensitive" => {}
+                _ => hcl_edit::visit::visit_func_call(self, node),
+            }
+        }
+    }
+    let mut f = Find(false);
+    f.visit_expr(e);
+    f.0
 }
 
 /// A heredoc's literal texts as HCL reads them, by the address of each literal element:

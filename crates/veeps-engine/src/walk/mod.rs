@@ -750,7 +750,7 @@ impl Walk {
         if depth > 32 {
             return None;
         }
-        if calls_sensitive(e.text()) {
+        if calls_sensitive(&e.expr) {
             return Some("sensitive()".into());
         }
         // An encrypted value (`veeps kms encrypt`) is a secret wherever it goes.
