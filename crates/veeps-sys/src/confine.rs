@@ -649,6 +649,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
+        let _one = crate::CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
         // The command is PID 2 under the reaper, and /proc shows those two, and the
         // pipeline's processes (a host shows hundreds).
         let o = in_own_pidns("echo $$; ls -d /proc/[0-9]* | wc -l");

@@ -98,6 +98,7 @@ mod tests {
     fn the_application_s_status_comes_back_and_orphans_are_reaped() {
         // The application leaves a grandchild behind, which is re-parented here and
         // reaped; the status is the application's own.
+        let _one = crate::CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "sleep 0.1 & exit 7"]);
         let st = run(cmd).unwrap();

@@ -25,6 +25,11 @@ pub mod plane;
 pub mod proc;
 pub mod seccomp;
 
+/// Tests that wait for children hold this: [`init::run`] waits for any child of the
+/// process (as an init must), which in a test binary would take another test's.
+#[cfg(test)]
+pub(crate) static CHILDREN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
