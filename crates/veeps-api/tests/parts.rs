@@ -107,7 +107,11 @@ async fn call_path(app: &axum::Router, path: &str, token: Option<&str>) -> (u16,
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let mut req = req.body(Body::empty()).unwrap();
+    send(app, req.body(Body::empty()).unwrap()).await
+}
+
+/// `req` through the router, as from 127.0.0.1: the status and the body.
+async fn send(app: &axum::Router, mut req: Request<Body>) -> (u16, String) {
     req.extensions_mut()
         .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
             [127, 0, 0, 1],
@@ -175,27 +179,13 @@ async fn an_apply_with_a_malformed_plan_time_is_refused() {
             "bundle": {"root": ".", "files": {"main.hcl": "output \"t\" { value = plantimestamp() }\n"}},
             "plan_time": plan_time,
         });
-        let mut req = Request::post("/v1/envs/e/apply")
+        let req = Request::post("/v1/envs/e/apply")
             .header("authorization", format!("Bearer {}", token.trim()))
             .header("content-type", "application/json")
             .body(Body::from(body.to_string()))
             .unwrap();
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
-                [127, 0, 0, 1],
-                1,
-            ))));
         let app = app.clone();
-        async move {
-            let resp = tower_service::Service::call(&mut app.clone(), req)
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-                .await
-                .unwrap();
-            (status, String::from_utf8_lossy(&body).to_string())
-        }
+        async move { send(&app, req).await }
     };
     for bad in [
         "yesterday",

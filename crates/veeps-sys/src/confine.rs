@@ -627,11 +627,10 @@ mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
 
-    fn in_own_pidns(script: &str) -> std::process::Output {
-        let mut cmd = std::process::Command::new("sh");
-        cmd.args(["-c", script]);
+    /// `cmd`, to run as PID 2 of a namespace of its own.
+    fn reaped(cmd: &mut std::process::Command) {
         confine(
-            &mut cmd,
+            cmd,
             &Confine {
                 session: true,
                 new_pidns: true,
@@ -640,6 +639,12 @@ mod tests {
             },
         )
         .unwrap();
+    }
+
+    fn in_own_pidns(script: &str) -> std::process::Output {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", script]);
+        reaped(&mut cmd);
         cmd.output().unwrap()
     }
 
@@ -675,15 +680,7 @@ mod tests {
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", "ls /proc/self/fd; sleep 30"])
             .stdout(std::process::Stdio::piped());
-        confine(
-            &mut cmd,
-            &Confine {
-                new_pidns: true,
-                pid1_reaper: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        reaped(&mut cmd);
         let t = std::time::Instant::now();
         let mut child = cmd.spawn().unwrap();
         assert!(t.elapsed() < std::time::Duration::from_secs(10));
@@ -704,15 +701,7 @@ mod tests {
         }
         // A command that cannot start is the spawner's error, as without the namespace.
         let mut cmd = std::process::Command::new("/nonexistent/program");
-        confine(
-            &mut cmd,
-            &Confine {
-                new_pidns: true,
-                pid1_reaper: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        reaped(&mut cmd);
         assert_eq!(
             cmd.spawn().err().map(|e| e.kind()),
             Some(std::io::ErrorKind::NotFound)
