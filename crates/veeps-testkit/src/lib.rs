@@ -153,6 +153,7 @@ impl Veeps {
     /// Starts the server and waits until it listens. A first start whose ports another
     /// process took meanwhile (free ports are only free when asked) retries on new ones.
     pub fn boot(&mut self) {
+        record_run(&self.data);
         let first = !self.data.join("root.token").exists();
         for attempt in 0..4 {
             let before = self.log().len();
@@ -395,8 +396,51 @@ impl Veeps {
     }
 }
 
+/// Where each test process notes the data directories of its servers, so that a later
+/// test process removes what a killed one left on the host (namespaces, links, nftables
+/// tables, cgroups): a note names the process (pid and start time) and the data directory.
+const RUNS: &str = "/run/veeps-testkit";
+
+/// Notes that this process runs a server with data directory `data`; the first time, it
+/// first cleans up after test processes that ended without doing so themselves.
+fn record_run(data: &std::path::Path) {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_dead_runs);
+    let me = std::process::id();
+    let started = veeps_sys::proc::start_time(me).unwrap_or(0);
+    let _ = std::fs::create_dir_all(RUNS);
+    let note = std::path::Path::new(RUNS).join(veeps_net::prefix_for(data));
+    let _ = std::fs::write(note, format!("{me} {started}\n{}", data.display()));
+}
+
+/// Cleans up after every noted server whose test process is gone.
+pub fn sweep_dead_runs() {
+    for e in std::fs::read_dir(RUNS).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let (who, data) = text.split_once('\n').unwrap_or((&text, ""));
+        let mut who = who.split_whitespace().map(|x| x.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(started))) = (who.next(), who.next()) else {
+            continue;
+        };
+        let alive = veeps_sys::proc::start_time(pid as u32) == Some(started);
+        if alive || data.is_empty() {
+            continue;
+        }
+        let prefix = e.file_name().to_string_lossy().into_owned();
+        cleanup_prefix(std::path::Path::new(data), &prefix);
+        let _ = std::fs::remove_file(e.path());
+    }
+}
+
 /// Removes whatever a server with data directory `data` created on the host.
 pub fn cleanup_host_for(data: &std::path::Path) {
+    let prefix = veeps_net::prefix_for(data);
+    cleanup_prefix(data, &prefix);
+    let _ = std::fs::remove_file(std::path::Path::new(RUNS).join(&prefix));
+}
+
+/// Removes the host objects named with `prefix`, and the data planes of `data`.
+fn cleanup_prefix(data: &std::path::Path, prefix: &str) {
     // Data planes (balancers', DNS's) outlive the server: stop them first.
     let planes = std::fs::read_dir(data.join("lb"))
         .into_iter()
@@ -405,13 +449,13 @@ pub fn cleanup_host_for(data: &std::path::Path) {
         .map(|e| e.path())
         .chain([data.join("dns"), data.join("cdn")]);
     for dir in planes {
-        let pid = std::fs::read_to_string(dir.join("pid")).unwrap_or_default();
-        if let Some(pid) = pid.split_whitespace().next() {
-            let _ = Command::new("kill").args(["-9", pid]).status();
+        // Only the process the file names, told by its start time from a later one that
+        // reuses the pid (a killed run's planes may be long gone).
+        if let Some((pid, _)) = veeps_sys::proc::live_pidfile(&dir.join("pid")) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
     {
-        let prefix = veeps_net::prefix_for(data);
         let sh = format!(
             "for n in $(ip netns list | cut -d' ' -f1 | grep '^{prefix}'); do ip netns del $n; done; \
              for l in $(ip -o link | awk -F': ' '{{print $2}}' | cut -d@ -f1 | grep '^{prefix}'); do ip link del $l; done; \

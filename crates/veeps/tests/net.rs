@@ -563,3 +563,31 @@ fn without_net_admin_veeps_says_so_and_falls_back_to_loopback() {
     );
     v.ok(&["destroy", "e", "--auto-approve"]);
 }
+
+/// What a killed test process left on the host (a namespace, an nftables table) goes when
+/// the next test process sweeps: its note names a process that no longer runs.
+#[test]
+fn a_killed_test_runs_host_objects_are_swept_by_the_next() {
+    require_root();
+    let prefix = format!("vzz{:02x}", std::process::id() % 256);
+    let sh = |c: &str| Command::new("sh").arg("-c").arg(c).status().unwrap();
+    sh(&format!(
+        "ip netns add {prefix}-gone && nft add table inet {prefix}"
+    ));
+    let listed = || {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg("ip netns list; nft list tables")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains(&prefix)
+    };
+    assert!(listed());
+    std::fs::create_dir_all("/run/veeps-testkit").unwrap();
+    let note = format!("/run/veeps-testkit/{prefix}");
+    // A pid past the kernel's largest: that process is gone.
+    std::fs::write(&note, "999999999 1\n/nonexistent/veeps-test-data").unwrap();
+    sweep_dead_runs();
+    assert!(!listed(), "{prefix} is still on the host");
+    assert!(!std::path::Path::new(&note).exists());
+}
