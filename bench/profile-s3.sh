@@ -30,10 +30,8 @@ valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --dump-instr=no --
   "$BIN" server --listen "127.0.0.1:$API" --s3-listen "127.0.0.1:$S3" --s3-website-listen "127.0.0.1:$((API + 2))" 2>"$WORK/server.log" &
 SERVER=$!
 for _ in $(seq 600); do curl -s --noproxy '*' -o /dev/null "http://127.0.0.1:$API/" && break; sleep 0.2; done
-CRED=$(curl -s --noproxy '*' -H "Authorization: Bearer $(cat "$WORK/data/root.token")" "http://127.0.0.1:$API/v1/s3/credentials")
-export AWS_ACCESS_KEY_ID=$(echo "$CRED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_key_id"])')
-export AWS_SECRET_ACCESS_KEY=$(echo "$CRED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret_access_key"])')
-export AWS_DEFAULT_REGION=us-east-1
+. bench/s3-credentials.sh
+s3_credentials "$API" "$WORK/data"
 aws --endpoint-url "http://127.0.0.1:$S3" s3 mb s3://bench >/dev/null
 head -c 4096 /dev/urandom >"$WORK/4k"
 aws --endpoint-url "http://127.0.0.1:$S3" s3 cp "$WORK/4k" s3://bench/4k >/dev/null
