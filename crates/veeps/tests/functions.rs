@@ -800,7 +800,7 @@ fn runtime_pids(function: &str) -> Vec<i32> {
 #[test]
 fn an_environment_is_confined_from_the_host_and_from_other_functions() {
     require_root("functions run in namespaces of their own");
-    let v = Veeps::start();
+    let mut v = Veeps::start();
     let echo = stage_echo(&v);
     v.write(
         "env/main.hcl",
@@ -900,6 +900,15 @@ resource "function" "big" {{
     let (meta, body) = invoke(&aws, &v, "small", r#"{"probe":{"alloc_mb":16}}"#, &[]);
     assert!(!meta.contains("FunctionError"), "{meta} {body}");
     assert_eq!(json(&body)["allocated_mb"], 16, "{body}");
+    // A server killed with -9 leaves its environments (their waiter, reaper and runtime
+    // share a cgroup); the next start kills them.
+    let before = runtime_pids("small");
+    assert!(!before.is_empty());
+    v.kill9();
+    v.boot();
+    wait_until("the killed server's environments to end", 30, || {
+        runtime_pids("small").iter().all(|p| !before.contains(p))
+    });
     // Killed environments leave no process behind.
     v.ok(&["destroy", "env", "--auto-approve"]);
     wait_until("the runtimes to end", 30, || {
