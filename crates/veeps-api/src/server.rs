@@ -480,6 +480,7 @@ pub fn open_with(data_dir: &FsPath, opts: ServerOptions) -> Result<AppState, Ser
         &format!("{}ban", veeps_net::prefix_for(data_dir)),
         Some(api.audit.clone()),
     ));
+    lbs.set_intrusion(bans.clone());
     let dns = veeps_dns::Dns::new(
         store.clone(),
         Some(net.clone()),

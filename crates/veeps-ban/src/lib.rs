@@ -33,6 +33,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         "s3",
         "S3 signatures: unknown access keys and signatures that do not match",
     ),
+    (
+        "lb",
+        "the environment's load balancers: wrong user names or passwords on listeners and rules with authenticate_basic",
+    ),
 ];
 
 /// Addresses never banned: the host itself (its CLI and its own checks).
@@ -97,19 +101,7 @@ enum Op {
     Unban(IpNet, &'static str),
 }
 
-/// The address group a client is counted and banned by: an IPv4 address (IPv4-mapped IPv6
-/// included), or an IPv6 address's /64.
-pub fn group(ip: IpAddr) -> IpNet {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpNet::from(IpAddr::V4(v4)),
-            None => ipnet::Ipv6Net::new(v6, 64)
-                .map(|n| IpNet::V6(n.trunc()))
-                .unwrap_or_else(|_| IpNet::from(ip)),
-        },
-        IpAddr::V4(_) => IpNet::from(ip),
-    }
-}
+pub use veeps_resource::intrusion::group;
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -129,6 +121,8 @@ pub struct Bans {
     pub failures: AtomicU64,
     /// Bans made since start.
     pub banned_total: AtomicU64,
+    /// Changes whenever the bans in force do.
+    generation: AtomicU64,
 }
 
 /// Why a ban operation failed.
@@ -160,6 +154,7 @@ impl Bans {
             ops: Mutex::new(None),
             failures: AtomicU64::new(0),
             banned_total: AtomicU64::new(0),
+            generation: AtomicU64::new(1),
         };
         b.reload();
         let t = now();
@@ -247,6 +242,12 @@ impl Bans {
 
     /// Counts a failure; bans the address when a jail's count is reached.
     pub fn failure(&self, source: &str, ip: IpAddr) {
+        self.failure_in(source, None, ip)
+    }
+
+    /// The same, counted only by the policies of `env` when given (a balancer's listener
+    /// belongs to one environment; the API and S3 to all).
+    pub fn failure_in(&self, source: &str, env: Option<&str>, ip: IpAddr) {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
@@ -256,7 +257,7 @@ impl Bans {
         let t = now();
         let policies = self.policies.read().unwrap_or_else(|p| p.into_inner());
         for p in policies.iter() {
-            if self.allowed(ip, p) {
+            if env.is_some_and(|e| e != p.env) || self.allowed(ip, p) {
                 continue;
             }
             for j in p.jails.iter().filter(|j| j.source == source) {
@@ -319,6 +320,7 @@ impl Bans {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(g, b.clone());
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.banned_total.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(address = %g, jail, seconds = secs, offences, "banned");
         self.send(Op::Ban(b));
@@ -372,6 +374,7 @@ impl Bans {
             .remove(&g)
             .is_some();
         if had {
+            self.generation.fetch_add(1, Ordering::Relaxed);
             self.send(Op::Unban(g, "lifted by an operator"));
         }
         had
@@ -482,6 +485,9 @@ impl Bans {
             }
             gone
         };
+        if !gone.is_empty() {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
         for g in gone {
             tracing::info!(address = %g, "ban ended");
             let op = Op::Unban(g, "its time is up");
@@ -570,8 +576,19 @@ impl veeps_resource::intrusion::Intrusion for Bans {
     fn failed(&self, source: &'static str, ip: IpAddr) {
         self.failure(source, ip)
     }
+    fn failed_in(&self, source: &'static str, env: &str, ip: IpAddr) {
+        self.failure_in(source, Some(env), ip)
+    }
     fn banned(&self, ip: IpAddr) -> bool {
         Bans::banned(self, ip)
+    }
+    fn banned_groups(&self) -> (u64, Vec<IpNet>) {
+        // The generation is read first: a change racing this read is sent again next time.
+        let g = self.generation.load(Ordering::Relaxed);
+        (g, self.list().into_iter().map(|b| b.group).collect())
+    }
+    fn ban_generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 }
 
@@ -674,7 +691,29 @@ mod tests {
         let e = b
             .put_policy(&policy(vec![jail("telnet", 2)], &[]))
             .unwrap_err();
-        assert!(e.to_string().contains("known: api, s3"), "{e}");
+        assert!(e.to_string().contains("known: api, s3, lb"), "{e}");
+    }
+
+    #[test]
+    fn a_balancers_failures_count_only_for_its_environments_policies() {
+        use veeps_resource::intrusion::Intrusion;
+        let (_d, b) = bans();
+        b.put_policy(&policy(vec![jail("lb", 2)], &[])).unwrap(); // env "e"
+        let ip: IpAddr = "192.0.2.20".parse().unwrap();
+        let g0 = b.ban_generation();
+        b.failed_in("lb", "other", ip);
+        b.failed_in("lb", "other", ip);
+        assert!(!b.banned(ip), "another environment's balancer");
+        assert_eq!(b.ban_generation(), g0);
+        b.failed_in("lb", "e", ip);
+        b.failed_in("lb", "e", ip);
+        assert!(b.banned(ip));
+        let (g1, groups) = b.banned_groups();
+        assert!(g1 > g0);
+        assert_eq!(groups, vec!["192.0.2.20/32".parse::<IpNet>().unwrap()]);
+        b.unban(ip);
+        assert!(b.ban_generation() > g1, "an unban changes the list too");
+        assert!(b.banned_groups().1.is_empty());
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! data plane, a process of its own that outlives the control plane ([`plane_client`] talks
 //! to it); [`service`] places balancers, runs their planes and applies changes without
 //! restarting listeners; [`resources`] are the
-//! resource types. Certificates come from `veeps-pki`.
+//! resource types; [`auth`] is Basic authentication in front of an action, and the plane's
+//! side of intrusion detection. Certificates come from `veeps-pki`.
 
+pub mod auth;
 pub mod http;
 pub mod matching;
 pub mod model;

@@ -92,6 +92,19 @@ pub struct ListenerSpec {
     /// itself reaches a balancer at a fixed address).
     #[serde(default)]
     pub host_port: Option<u16>,
+    /// Credentials the default action asks for first.
+    #[serde(default)]
+    pub default_auth: Option<BasicAuth>,
+}
+
+/// HTTP Basic authentication (RFC 7617) in front of an action: users and their passwords'
+/// argon2id hashes (PHC strings).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BasicAuth {
+    /// The realm named in the challenge.
+    pub realm: String,
+    /// `(user, hash)`, by user.
+    pub users: Vec<(String, String)>,
 }
 
 /// One condition of a rule; all of a rule's conditions must match.
@@ -129,6 +142,9 @@ pub struct RuleSpec {
     pub conditions: Vec<Condition>,
     /// What matching requests get.
     pub action: Action,
+    /// Credentials asked for before the action.
+    #[serde(default)]
+    pub auth: Option<BasicAuth>,
 }
 
 /// A target group's health check.

@@ -12,6 +12,7 @@
 //! workers); the process's main runtime, in the host's namespace, serves the control socket
 //! and a listener's host port.
 
+use crate::auth::{Gate, Guard};
 use crate::model::{Action, LbSpec, ListenerSpec, Protocol, RuleSpec, TgSpec};
 use crate::proxy::{self, Compiled, ListenerRt, Snapshot, SniCerts, Stats};
 use crate::targets::TgState;
@@ -104,6 +105,14 @@ pub enum Request {
         groups: Vec<String>,
         /// The target's address.
         ip: IpAddr,
+    },
+    /// The addresses that failed to authenticate since the last call, with how many
+    /// times; starts over.
+    AuthFailures,
+    /// Refuse connections from these address groups (replacing the previous list).
+    Banned {
+        /// Addresses and IPv6 /64s.
+        groups: Vec<ipnet::IpNet>,
     },
     /// Stop serving and exit.
     Stop,
@@ -295,6 +304,8 @@ pub struct Plane {
     seed: Mutex<HashMap<String, Vec<SocketAddr>>>,
     /// veeps' local invoke socket (from the configuration), for `lambda` target groups.
     functions: Mutex<Option<PathBuf>>,
+    /// Failed authentications and bans.
+    gate: Arc<Gate>,
 }
 
 fn bind_reuse(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -328,6 +339,7 @@ impl Plane {
             inherited: Mutex::new(HashMap::new()),
             seed: Mutex::new(HashMap::new()),
             functions: Mutex::new(None),
+            gate: Arc::default(),
         })
     }
 
@@ -450,6 +462,27 @@ impl Plane {
                 keep
             });
             for l in &cfg.listeners {
+                // Guards whose credentials did not change are kept, with what they judged.
+                let old: Vec<Arc<Guard>> = lb
+                    .listeners
+                    .get(&l.spec.id)
+                    .map(|run| {
+                        let s = run.snap.load();
+                        s.rules
+                            .iter()
+                            .filter_map(|r| r.3.clone())
+                            .chain(s.default_guard.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let guard = |a: &Option<crate::model::BasicAuth>| {
+                    a.as_ref().map(|a| {
+                        old.iter()
+                            .find(|g| g.spec == *a)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::new(Guard::new(a)))
+                    })
+                };
                 let snap = Snapshot {
                     rules: l
                         .rules
@@ -459,10 +492,12 @@ impl Plane {
                                 r.id.clone(),
                                 r.conditions.clone(),
                                 compile(&lb.tgs, &r.action),
+                                guard(&r.auth),
                             )
                         })
                         .collect(),
                     default: compile(&lb.tgs, &l.spec.default_action),
+                    default_guard: guard(&l.spec.default_auth),
                     challenges: match l.spec.protocol {
                         Protocol::Http => cfg.challenges.clone(),
                         _ => Default::default(),
@@ -558,6 +593,7 @@ impl Plane {
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .clone(),
+                            gate: self.gate.clone(),
                         }),
                         tls: tls.clone(),
                         sni: sni.clone(),
@@ -906,6 +942,11 @@ async fn serve_control(
         Request::Stats => serde_json::to_string(&plane.stats()),
         Request::Drain { groups, ip } => {
             plane.drain(&groups, ip).await;
+            serde_json::to_string(&serde_json::json!({}))
+        }
+        Request::AuthFailures => serde_json::to_string(&plane.gate.take_failures()),
+        Request::Banned { groups } => {
+            plane.gate.set_banned(groups);
             serde_json::to_string(&serde_json::json!({}))
         }
         Request::Stop => {

@@ -2,8 +2,8 @@
 //! `listener_rule`, `target_group`, `target_group_attachment` and `certificate`.
 
 use crate::model::{
-    parse_matcher, Action, AttachmentSpec, Condition, HealthSpec, LbSpec, ListenerSpec, Protocol,
-    RuleSpec, TgSpec,
+    parse_matcher, Action, AttachmentSpec, BasicAuth, Condition, HealthSpec, LbSpec, ListenerSpec,
+    Protocol, RuleSpec, TgSpec,
 };
 use crate::service::Lbs;
 use serde::{Deserialize, Serialize};
@@ -285,6 +285,19 @@ fn action_schema() -> Schema {
                 .attr(AttrSchema::optional("message_body", Type::String).default(""))
                 .attr(AttrSchema::optional("status_code", Type::String).default("200")),
         ))
+        .block(BlockSchema::new(
+            "authenticate_basic",
+            Nesting::Single,
+            Schema::new()
+                .attr(AttrSchema::optional("realm", Type::String).default("veeps"))
+                .attr(
+                    AttrSchema::required("users", veeps_resource::map_of_strings())
+                        .sensitive()
+                        .describe(
+                            "user name to password, or to an argon2id hash of it ($argon2id$...)",
+                        ),
+                ),
+        ))
 }
 
 /// A weighted target group of a `forward` block.
@@ -328,6 +341,13 @@ pub struct FixedConfig {
     status_code: String,
 }
 
+/// `authenticate_basic` of an action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BasicAuthConfig {
+    realm: String,
+    users: BTreeMap<String, String>,
+}
+
 /// A listener's `default_action` or a rule's `action`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActionConfig {
@@ -337,6 +357,21 @@ pub struct ActionConfig {
     forward: Option<ForwardConfig>,
     redirect: Option<RedirectConfig>,
     fixed_response: Option<FixedConfig>,
+    authenticate_basic: Option<BasicAuthConfig>,
+}
+
+/// The credentials an action asks for, passwords hashed (salted from `seed`, the
+/// listener's or rule's id, so the same configuration gives the same hashes).
+fn basic_auth(seed: &str, a: Option<&ActionConfig>) -> Option<BasicAuth> {
+    let b = a?.authenticate_basic.as_ref()?;
+    Some(BasicAuth {
+        realm: b.realm.clone(),
+        users: b
+            .users
+            .iter()
+            .map(|(u, p)| (u.clone(), crate::auth::hash_password(seed, u, p)))
+            .collect(),
+    })
 }
 
 fn not_found() -> Action {
@@ -453,6 +488,41 @@ fn check_action(a: &Value, path: &str, e: &mut Vec<AttrError>) {
         }),
         None => {}
     }
+    if let Some(b) = single(a, "authenticate_basic") {
+        if let Some(users) = b.get("users").and_then(Value::as_object) {
+            if users.is_empty() {
+                e.push(AttrError {
+                    path: at(&["authenticate_basic", "users"]),
+                    message: "names no user; give at least one: users = { alice = \"...\" }".into(),
+                });
+            }
+            for (u, p) in users {
+                if u.is_empty() || u.contains(':') || u.chars().any(char::is_control) {
+                    e.push(AttrError {
+                        path: at(&["authenticate_basic", "users"]),
+                        message: format!(
+                            "\"{u}\" cannot be a user name: it must be non-empty, without a colon (RFC 7617)"
+                        ),
+                    });
+                }
+                match p.as_str() {
+                    Some("") => e.push(AttrError {
+                        path: at(&["authenticate_basic", "users"]),
+                        message: format!("the password of \"{u}\" is empty"),
+                    }),
+                    Some(v) => {
+                        if let Some(why) = crate::auth::check_hash(v) {
+                            e.push(AttrError {
+                                path: at(&["authenticate_basic", "users"]),
+                                message: format!("the hash of \"{u}\" {why}"),
+                            });
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
 }
 
 // ---------- listener ----------
@@ -509,8 +579,10 @@ pub struct ListenerState {
 fn listener_spec(ctx: &Ctx, c: &ListenerConfig) -> ListenerSpec {
     let mut certs: Vec<String> = c.certificate_arn.iter().cloned().collect();
     certs.extend(c.certificate_arns.iter().flatten().cloned());
+    let lid = id(ctx, "listener");
     ListenerSpec {
-        id: id(ctx, "listener"),
+        default_auth: basic_auth(&lid, c.default_action.as_ref()),
+        id: lid,
         lb_id: c.load_balancer_arn.clone(),
         port: c.port,
         protocol: protocol(&c.protocol),
@@ -740,8 +812,10 @@ pub struct RuleState {
 }
 
 fn rule_spec(ctx: &Ctx, c: &RuleConfig) -> RuleSpec {
+    let rid = id(ctx, "rule");
     RuleSpec {
-        id: id(ctx, "rule"),
+        auth: basic_auth(&rid, c.action.as_ref()),
+        id: rid,
         listener_id: c.listener_arn.clone(),
         priority: c.priority,
         conditions: conditions(&c.condition),

@@ -52,6 +52,8 @@ struct PlaneRef {
     dir: PathBuf,
     /// The configuration it last applied (`None`: unknown, send it).
     applied: Option<PlaneConfig>,
+    /// The generation of the ban list it was last sent (0: none).
+    bans_sent: u64,
 }
 
 /// The service of one server.
@@ -78,6 +80,8 @@ pub struct Lbs {
     /// Each plane's last reported target health, by balancer id.
     health: Mutex<HashMap<String, Vec<GroupHealth>>>,
     change: tokio::sync::Mutex<()>,
+    /// Where failed Basic authentications are reported, and bans come from.
+    intrusion: std::sync::OnceLock<Arc<dyn veeps_resource::intrusion::Intrusion>>,
 }
 
 fn io(e: impl std::fmt::Display) -> LbError {
@@ -110,7 +114,70 @@ impl Lbs {
             renewal_failures: std::sync::atomic::AtomicU64::new(0),
             health: Mutex::new(HashMap::new()),
             change: tokio::sync::Mutex::new(()),
+            intrusion: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Reports the balancers' failed Basic authentications to `i` (source `lb`, counted by
+    /// the balancer's environment's policies) and has them refuse the addresses it bans.
+    pub fn set_intrusion(&self, i: Arc<dyn veeps_resource::intrusion::Intrusion>) {
+        let _ = self.intrusion.set(i);
+    }
+
+    /// One plane's part in intrusion detection: its failures since the last pass are
+    /// counted, and it is sent the ban list when that changed since it was last sent.
+    async fn intrusion_pass(&self, id: &str, env: &str, dir: &Path) {
+        let Some(i) = self.intrusion.get() else {
+            return;
+        };
+        let sock = dir.join(SOCKET);
+        match request::<Vec<(std::net::IpAddr, u32)>>(
+            &sock,
+            &Request::AuthFailures,
+            Duration::from_secs(1),
+        )
+        .await
+        {
+            Ok(failures) => {
+                for (ip, n) in failures {
+                    for _ in 0..n.min(1000) {
+                        i.failed_in("lb", env, ip);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(lb = %id, error = %e, "no authentication failures from a balancer")
+            }
+        }
+        let sent = self
+            .planes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|p| p.bans_sent);
+        if sent.is_none_or(|s| s == i.ban_generation()) {
+            return;
+        }
+        let (generation, groups) = i.banned_groups();
+        let ok = request::<serde_json::Value>(
+            &sock,
+            &Request::Banned { groups },
+            Duration::from_secs(5),
+        )
+        .await;
+        match ok {
+            Ok(_) => {
+                if let Some(p) = self
+                    .planes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(id)
+                {
+                    p.bans_sent = generation;
+                }
+            }
+            Err(e) => tracing::debug!(lb = %id, error = %e, "a balancer was not sent its bans"),
+        }
     }
 
     fn all<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Vec<T> {
@@ -267,6 +334,7 @@ impl Lbs {
                     netns: netns.to_string(),
                     dir,
                     applied: None,
+                    bans_sent: 0,
                 },
             );
         Ok(())
@@ -600,14 +668,15 @@ impl Lbs {
                 tracing::debug!(listener = %id, error = %e, "refresh");
             }
         }
-        let planes: Vec<(String, PathBuf)> = self
+        let planes: Vec<(String, String, PathBuf)> = self
             .planes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(id, p)| (id.clone(), p.dir.clone()))
+            .map(|(id, p)| (id.clone(), p.spec.env.clone(), p.dir.clone()))
             .collect();
-        for (id, dir) in planes {
+        for (id, env, dir) in planes {
+            self.intrusion_pass(&id, &env, &dir).await;
             match request::<Vec<GroupHealth>>(
                 &dir.join(SOCKET),
                 &Request::Health,
@@ -636,6 +705,7 @@ impl Lbs {
                         {
                             tracing::warn!(lb = %id, "restarted a balancer's data plane that had died");
                             p.applied = None;
+                            p.bans_sent = 0;
                         }
                     }
                 }

@@ -320,9 +320,25 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
         .log()
         .contains("CDN:          https://static.veeps-hosting.test"));
 
-    // The Rust function behind the public balancer's path.
+    // The Rust function behind the public balancer's path; behind Basic authentication
+    // at /ops/.
     let (ok, body) = get("https://127.0.0.1:8443/hello-function/hi?q=1", &ca);
     assert!(ok, "{body}");
+    let ops = veeps(&["output", "stage", "ops_password"]);
+    let (code, _) = curl(&[
+        "--cacert",
+        &ca.to_string_lossy(),
+        "https://127.0.0.1:8443/ops/hi",
+    ]);
+    assert_eq!(code, 401);
+    let (code, body) = curl(&[
+        "--cacert",
+        &ca.to_string_lossy(),
+        "-u",
+        &format!("ops:{}", ops.trim()),
+        "https://127.0.0.1:8443/ops/hi",
+    ]);
+    assert_eq!(code, 200, "{body}");
     // The example function, invoked with the AWS CLI: the image in its bucket,
     // base64-encoded, read as its role.
     let aws = Aws::root_of(&data, api, s3);

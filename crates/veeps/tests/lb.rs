@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use veeps_testkit::*;
 
 /// The target app: / answers "VERSION INSTANCE", /health (500 once /sick was asked),
-/// /slow/SECS, /headers (the X-Forwarded-* it got), /ws (a WebSocket-style upgrade that
+/// /slow/SECS, /headers (the X-Forwarded-*, Host, Authorization and X-Veeps-Auth-User it
+/// got), /ws (a WebSocket-style upgrade that
 /// then echoes bytes).
 const APP: &str = r#"
 import http.server, os, time, base64, hashlib
@@ -40,7 +41,7 @@ class H(http.server.BaseHTTPRequestHandler):
             return self.reply(200, b"slow done")
         if p == "/headers":
             h = self.headers
-            body = f"{h.get('x-forwarded-for')}|{h.get('x-forwarded-proto')}|{h.get('x-forwarded-port')}|{h.get('host')}"
+            body = f"{h.get('x-forwarded-for')}|{h.get('x-forwarded-proto')}|{h.get('x-forwarded-port')}|{h.get('host')}|{h.get('authorization')}|{h.get('x-veeps-auth-user')}"
             return self.reply(200, body.encode())
         if p == "/ws" and self.headers.get("upgrade", "").lower() == "websocket":
             key = self.headers["sec-websocket-key"]
@@ -875,6 +876,13 @@ resource "listener_rule" "r" {
     redirect {
       status_code = "HTTP_307"
     }
+    authenticate_basic {
+      users = {
+        "a:b" = "pw"
+        empty = ""
+        greedy = "$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+      }
+    }
   }
 }
 resource "certificate" "c" {
@@ -894,6 +902,9 @@ resource "certificate" "c" {
         "not-a-cidr",
         "HTTP_301 or HTTP_302",
         "is not a DNS name",
+        "\"a:b\" cannot be a user name",
+        "the password of \"empty\" is empty",
+        "asks for m=4194304 KiB",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
@@ -955,4 +966,212 @@ resource "listener" "busy" {{
     drop(busy);
     v.ok(&["apply", "env", "--auto-approve"]);
     assert_eq!(get(port, "/", "").1, "never");
+}
+
+#[test]
+fn basic_auth_guards_actions_and_a_brute_force_on_it_is_banned() {
+    let v = start();
+    let p = free_port();
+    let cfg = format!(
+        r#"{base}{tg}{group}
+resource "load_balancer" "pub" {{
+  name            = "pub"
+  subnets         = [subnet.pub.id]
+  security_groups = [security_group.lb.id]
+}}
+resource "listener" "http" {{
+  load_balancer_arn = load_balancer.pub.arn
+  port              = 80
+  host_port         = {p}
+  default_action {{
+    type             = "forward"
+    target_group_arn = target_group.a.arn
+    authenticate_basic {{
+      realm = "staff"
+      users = {{ alice = "{alice}" }}
+    }}
+  }}
+}}
+resource "listener_rule" "open" {{
+  listener_arn = listener.http.arn
+  priority     = 1
+  condition {{
+    path_pattern {{
+      values = ["/open"]
+    }}
+  }}
+  action {{
+    type = "fixed-response"
+    fixed_response {{
+      message_body = "open to all"
+    }}
+  }}
+}}
+resource "listener_rule" "admin" {{
+  listener_arn = listener.http.arn
+  priority     = 2
+  condition {{
+    path_pattern {{
+      values = ["/admin*"]
+    }}
+  }}
+  action {{
+    type = "fixed-response"
+    fixed_response {{
+      message_body = "admin area"
+    }}
+    authenticate_basic {{
+      users = {{ root = "another long secret" }}
+    }}
+  }}
+}}
+resource "ban_policy" "guard" {{
+  name = "guard"
+  jail {{
+    source    = "lb"
+    max_retry = 3
+    find_time = 60
+    ban_time  = 15
+    increment = false
+  }}
+}}
+"#,
+        // Declared as a hash: the password itself is in no file.
+        alice = veeps_lb::auth::hash_password("anything", "alice", "correct horse battery"),
+        base = base(233),
+        tg = tg("a"),
+        group = group("a", "v1", 1, "a"),
+    );
+    v.write("env/main.hcl", &cfg);
+    let out = v.ok(&["apply", "env", "--auto-approve"]);
+    assert!(
+        !out.contains("another long secret"),
+        "a password in the apply's output:\n{out}"
+    );
+    wait_until("a healthy target", 30, || healthy_targets(&v) == 1);
+    // Passwords are kept as hashes: one declared in the configuration is in no state,
+    // plan or balancer file (only in the copy of the configuration itself).
+    let st = v.ok(&["state", "show", "env", "listener_rule.admin"]);
+    assert!(!st.contains("another long secret"), "{st}");
+    for secret in ["correct horse battery", "another long secret"] {
+        let found = Command::new("grep")
+            .args(["-rl", secret])
+            .arg(v.data.join("lb"))
+            .output()
+            .unwrap();
+        assert!(
+            found.stdout.is_empty(),
+            "{secret:?} is in {}",
+            String::from_utf8_lossy(&found.stdout)
+        );
+    }
+    let found = Command::new("grep")
+        .args(["-rl", "correct horse battery"])
+        .arg(&v.data)
+        .output()
+        .unwrap();
+    assert!(
+        found.stdout.is_empty(),
+        "the password is in {}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+    let url = |path: &str| format!("http://127.0.0.1:{p}{path}");
+    let ask = |from: &str, path: &str, creds: Option<&str>| -> (u16, String) {
+        let u = url(path);
+        let mut args = vec!["--interface", from, "--connect-timeout", "1", u.as_str()];
+        if let Some(c) = creds {
+            args.extend(["-u", c]);
+        }
+        curl(&args)
+    };
+
+    // Asked for, with the realm; the right user passes, and the target learns who but
+    // never the password (a client's own claim of a user is dropped).
+    let o = Command::new("curl")
+        .args(["-s", "-i", "--noproxy", "*", &url("/")])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&o.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(
+        head.contains("www-authenticate: basic realm=\"staff\", charset=\"utf-8\""),
+        "{head}"
+    );
+    let (code, body) = curl(&[
+        "-u",
+        "alice:correct horse battery",
+        "-H",
+        "x-veeps-auth-user: mallory",
+        &url("/headers"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.ends_with("|None|alice"), "{body}");
+    assert_eq!(ask("127.0.0.1", "/", Some("alice:wrong")).0, 401);
+    assert_eq!(
+        ask("127.0.0.1", "/", Some("bob:correct horse battery")).0,
+        401
+    );
+    // A rule asks for its own users; a rule without credentials asks for none.
+    assert_eq!(
+        ask("127.0.0.1", "/admin", Some("alice:correct horse battery")).0,
+        401
+    );
+    assert_eq!(
+        ask("127.0.0.1", "/admin/x", Some("root:another long secret")),
+        (200, "admin area".into())
+    );
+    assert_eq!(ask("127.0.0.1", "/open", None), (200, "open to all".into()));
+
+    // Asking without credentials is not a failure: never banned.
+    for _ in 0..5 {
+        assert_eq!(ask("127.0.0.4", "/", None).0, 401);
+    }
+    // Three wrong passwords from 127.0.0.2 ban it in the kernel; the host is never banned.
+    for _ in 0..3 {
+        assert_eq!(ask("127.0.0.2", "/", Some("alice:guess")).0, 401);
+        assert_eq!(ask("127.0.0.1", "/", Some("alice:guess")).0, 401);
+    }
+    let table = format!("{}ban", veeps_net::prefix_for(&v.data));
+    let in_set = |addr: &str| {
+        let o = Command::new("nft")
+            .args(["list", "set", "inet", &table, "ban4"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains(addr)
+    };
+    wait_until("127.0.0.2 is in the kernel's ban set", 10, || {
+        in_set("127.0.0.2")
+    });
+    assert_eq!(
+        ask("127.0.0.2", "/open", None).0,
+        0,
+        "its packets are dropped"
+    );
+    assert_eq!(ask("127.0.0.4", "/open", None).0, 200);
+    let bans = v.ok(&["bans"]);
+    assert!(
+        bans.contains("127.0.0.2") && bans.contains("env/guard/lb"),
+        "{bans}"
+    );
+    // Without the kernel's set, the balancer itself closes on the banned address.
+    let _ = Command::new("nft")
+        .args(["delete", "table", "inet", &table])
+        .status();
+    wait_until("the balancer refuses 127.0.0.2", 10, || {
+        ask("127.0.0.2", "/open", None).0 == 0
+    });
+    assert_eq!(ask("127.0.0.4", "/open", None).0, 200);
+    // Lifted on time, by the balancer too.
+    wait_until("the ban of 127.0.0.2 ends", 30, || {
+        ask("127.0.0.2", "/open", None).0 == 200
+    });
+    assert_eq!(
+        ask("127.0.0.2", "/admin", Some("root:another long secret")).0,
+        200
+    );
+    let audit = v.ok(&["audit"]);
+    assert!(
+        audit.contains("banned 127.0.0.2/32 for 15 s by jail env/guard/lb"),
+        "{audit}"
+    );
 }

@@ -1147,22 +1147,34 @@ impl Walk {
             }
         }
         // A nested block is one attribute in state: any sensitive value in it seals it.
+        // So does an attribute its schema marks sensitive (a password in an action's
+        // `authenticate_basic`), when it is set.
         for b in &rc.body.blocks {
-            if self.body_is_sensitive(m, &b.body) {
+            let bs = schema.get_block(&b.type_name).map(|x| &x.schema);
+            if self.body_is_sensitive(m, &b.body, bs) {
                 out.insert(b.type_name.clone());
             }
         }
         out
     }
 
-    fn body_is_sensitive(&self, m: &ModuleConfig, body: &veeps_lang::config::BodyConfig) -> bool {
-        body.attrs
-            .values()
-            .any(|a| self.sensitive_source(m, &a.expr).is_some())
-            || body
-                .blocks
-                .iter()
-                .any(|b| self.body_is_sensitive(m, &b.body))
+    fn body_is_sensitive(
+        &self,
+        m: &ModuleConfig,
+        body: &veeps_lang::config::BodyConfig,
+        schema: Option<&Schema>,
+    ) -> bool {
+        body.attrs.iter().any(|(name, a)| {
+            schema
+                .and_then(|s| s.get(name))
+                .is_some_and(|x| x.sensitive)
+                || self.sensitive_source(m, &a.expr).is_some()
+        }) || body.blocks.iter().any(|b| {
+            let bs = schema
+                .and_then(|s| s.get_block(&b.type_name))
+                .map(|x| &x.schema);
+            self.body_is_sensitive(m, &b.body, bs)
+        })
     }
 
     pub(crate) async fn with_progress<T>(

@@ -4,6 +4,7 @@
 //! logs and metrics. Configuration is a snapshot swapped atomically: a change never
 //! restarts a listener or drops a request.
 
+use crate::auth::{Gate, Guard, Verdict};
 use crate::model::{Action, Condition, Protocol};
 use crate::targets::{Target, TgState};
 
@@ -56,12 +57,17 @@ pub enum Compiled {
     Other(Action),
 }
 
+/// A rule, compiled: its id, conditions, action, and the credentials it asks for first.
+pub type CompiledRule = (String, Vec<Condition>, Compiled, Option<Arc<Guard>>);
+
 /// A listener's rules, compiled.
 pub struct Snapshot {
     /// Rules in priority order.
-    pub rules: Vec<(String, Vec<Condition>, Compiled)>,
+    pub rules: Vec<CompiledRule>,
     /// The default action.
     pub default: Compiled,
+    /// The credentials the default action asks for first.
+    pub default_guard: Option<Arc<Guard>>,
     /// ACME HTTP-01 answers (token to key authorization), served before any rule.
     pub challenges: std::collections::BTreeMap<String, String>,
 }
@@ -169,6 +175,8 @@ pub struct Ctx {
     pub draining_now: Arc<std::sync::atomic::AtomicBool>,
     /// veeps' local invoke socket, for `lambda` target groups.
     pub functions: Option<std::path::PathBuf>,
+    /// Failed authentications seen, and addresses refused.
+    pub gate: Arc<Gate>,
 }
 
 /// How long an HTTP/1 connection may stay idle once its process hands over, before it is
@@ -274,8 +282,38 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
     let started = Instant::now();
     ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
     let cx = phases::RequestCx::of(&req, client);
-    let action = phases::route(&ctx.snap.load(), &cx, req.headers());
+    let (action, guard) = phases::route(&ctx.snap.load(), &cx, req.headers());
     let version = req.version();
+    let mut req = req;
+    // Only the balancer says who authenticated.
+    req.headers_mut().remove(phases::AUTH_USER);
+    if let Some(g) = guard {
+        let refused = match g.check(req.headers()).await {
+            Verdict::Allowed(user) => {
+                // The target learns who, never the password.
+                let h = req.headers_mut();
+                h.remove(hyper::header::AUTHORIZATION);
+                if let Ok(v) = HeaderValue::from_str(&user) {
+                    h.insert(phases::AUTH_USER, v);
+                }
+                None
+            }
+            Verdict::Missing => Some(StatusCode::UNAUTHORIZED),
+            Verdict::Denied => {
+                ctx.gate.failed(client.ip());
+                Some(StatusCode::UNAUTHORIZED)
+            }
+            Verdict::Busy => Some(StatusCode::SERVICE_UNAVAILABLE),
+        };
+        if let Some(status) = refused {
+            let mut r = error(status);
+            if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(hyper::header::WWW_AUTHENTICATE, g.challenge.clone());
+            }
+            return finish(&ctx, started, &cx, client, version, r, None);
+        }
+    }
     let (resp, target) = match action {
         Compiled::Other(Action::Fixed {
             status,
@@ -617,6 +655,10 @@ impl Drop for Open {
 
 /// Serves one TCP connection (TLS first for HTTPS).
 pub async fn serve_stream(s: tokio::net::TcpStream, peer: SocketAddr, rt: Arc<ListenerRt>) {
+    // A banned address is closed on at once (the kernel drops it first where it can).
+    if rt.ctx.gate.banned(peer.ip()) {
+        return;
+    }
     rt.ctx.stats.accepted_open.fetch_add(1, Ordering::Relaxed);
     let _open = Open(rt.ctx.stats.clone());
     match &rt.tls {

@@ -4,6 +4,7 @@
 //! The I/O around them (accepting, forwarding, retrying) is in the parent module.
 
 use super::{Compiled, Snapshot, HOP};
+use crate::auth::Guard;
 use crate::matching::{matches, RequestView};
 use crate::model::Protocol;
 use crate::targets::TgState;
@@ -53,17 +54,26 @@ pub fn strip_port(h: &str) -> &str {
         .unwrap_or(h)
 }
 
+/// The header that tells a target which user authenticated (any the client sent is
+/// removed).
+pub const AUTH_USER: HeaderName = HeaderName::from_static("x-veeps-auth-user");
+
 /// Route: the action of the first rule (in priority order) whose conditions all hold, else
-/// the default action.
-pub fn route(snap: &Snapshot, cx: &RequestCx, headers: &HeaderMap) -> Compiled {
+/// the default action; with the credentials it asks for first, if any.
+pub fn route(
+    snap: &Snapshot,
+    cx: &RequestCx,
+    headers: &HeaderMap,
+) -> (Compiled, Option<Arc<Guard>>) {
     // An ACME CA validating a name (HTTP-01) asks before any rule can send it elsewhere.
     if let Some(token) = cx.path.strip_prefix("/.well-known/acme-challenge/") {
         if let Some(answer) = snap.challenges.get(token) {
-            return Compiled::Other(crate::model::Action::Fixed {
+            let a = Compiled::Other(crate::model::Action::Fixed {
                 status: 200,
                 content_type: "application/octet-stream".into(),
                 body: answer.clone(),
             });
+            return (a, None);
         }
     }
     let hdr = |n: &str| -> Vec<String> {
@@ -83,9 +93,9 @@ pub fn route(snap: &Snapshot, cx: &RequestCx, headers: &HeaderMap) -> Compiled {
     };
     snap.rules
         .iter()
-        .find(|(_, conds, _)| conds.iter().all(|c| matches(c, &view)))
-        .map(|(_, _, a)| a.clone())
-        .unwrap_or_else(|| snap.default.clone())
+        .find(|(_, conds, _, _)| conds.iter().all(|c| matches(c, &view)))
+        .map(|(_, _, a, g)| (a.clone(), g.clone()))
+        .unwrap_or_else(|| (snap.default.clone(), snap.default_guard.clone()))
 }
 
 /// A redirect as declared (each part may use `#{host}`, `#{port}`, `#{path}`, `#{query}`

@@ -91,6 +91,12 @@ output "images_bucket" {
   value = module.images.bucket
 }
 
+# The password of the balancer's /ops/ door (user "ops").
+output "ops_password" {
+  value     = module.apps.ops_password
+  sensitive = true
+}
+
 output "public_url" {
   value = module.apps.public_url
 }

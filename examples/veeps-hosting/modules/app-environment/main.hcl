@@ -256,6 +256,51 @@ resource "listener_rule" "hello" {
   }
 }
 
+# The operators' door: the same function at /ops/..., behind HTTP Basic authentication
+# (user "ops", its password generated: `veeps output ENV ops_password`). The balancer keeps
+# only an argon2id hash of it; wrong passwords count toward the ban policy below.
+resource "random_password" "ops" {
+  length  = 24
+  special = false
+}
+
+resource "listener_rule" "ops" {
+  count        = length(module.public_alb.listener_arns)
+  listener_arn = module.public_alb.listener_arns[count.index]
+  priority     = 40
+  condition {
+    path_pattern {
+      values = ["/ops/*"]
+    }
+  }
+  action {
+    type             = "forward"
+    target_group_arn = target_group.hello.arn
+    authenticate_basic {
+      realm = "${var.name} operators"
+      users = { ops = random_password.ops.result }
+    }
+  }
+}
+
+# Five wrong passwords at this environment's balancers within 10 minutes ban the address
+# for 10 minutes (doubled for each earlier ban, up to a day), in the kernel.
+resource "ban_policy" "balancers" {
+  name = "balancers"
+  jail {
+    source       = "lb"
+    max_retry    = 5
+    find_time    = 600
+    ban_time     = 600
+    max_ban_time = 86400
+  }
+}
+
+output "ops_password" {
+  value     = random_password.ops.result
+  sensitive = true
+}
+
 output "public_url" {
   value = "https://127.0.0.1:${var.public_host_port}/sample-app-frontend"
 }
