@@ -24,7 +24,7 @@ pub mod sys;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
@@ -244,6 +244,11 @@ pub struct Net {
     /// Per VPC: how many rule changes were asked for, and how many are on the kernel.
     sg_sync: std::sync::Mutex<BTreeMap<String, (u64, u64)>>,
     sg_sync_lock: tokio::sync::Mutex<()>,
+    /// What each endpoint namespace's rules were last set to (namespace inode, digest of
+    /// the ruleset), so a VPC-wide pass rewrites only the endpoints whose rules change:
+    /// an instance joining a group without security groups others refer to costs one
+    /// `nft`, not one per endpoint of the VPC.
+    endpoint_rules: std::sync::Mutex<HashMap<String, (u64, [u8; 32])>>,
 }
 
 fn short(s: &str, n: usize) -> String {
@@ -289,6 +294,7 @@ impl Net {
             lock: tokio::sync::Mutex::new(()),
             sg_sync: Default::default(),
             sg_sync_lock: tokio::sync::Mutex::new(()),
+            endpoint_rules: Default::default(),
         }
     }
 
@@ -984,6 +990,7 @@ impl Net {
         key: &str,
     ) -> Result<(), NetError> {
         let ns = ep.netns.as_str();
+        self.forget_rules(ns);
         let r = vpc.router_ns.as_str();
         let router_if = format!("e{key}");
         if !sys::netns_exists(ns) {
@@ -1069,6 +1076,7 @@ impl Net {
         if self.isolated() && sys::netns_exists(&ep.netns) {
             sys::ip(None, &["netns", "del", &ep.netns]).await?;
         }
+        self.forget_rules(&ep.netns);
         self.store.kv_delete(&format!("{K_EP}{name}"))?;
         if self.isolated() {
             if let Ok(s) = self.subnet(&ep.subnet_id) {
@@ -1145,13 +1153,37 @@ impl Net {
         }
         let resolver = self.vpc(vpc_id).ok().map(|v| v.resolver());
         for e in &eps {
-            if !sys::netns_exists(&e.netns) {
+            let Some(ino) = sys::netns_inode(&e.netns) else {
+                continue;
+            };
+            let rules = nftgen::endpoint(e, &sgs, &members, resolver);
+            let digest: [u8; 32] = sha2::Sha256::digest(rules.as_bytes()).into();
+            let same = self
+                .endpoint_rules
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&e.netns)
+                == Some(&(ino, digest));
+            if same {
                 continue;
             }
-            let rules = nftgen::endpoint(e, &sgs, &members, resolver);
+            self.forget_rules(&e.netns);
             sys::nft(Some(&e.netns), &rules).await?;
+            self.endpoint_rules
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(e.netns.clone(), (ino, digest));
         }
         Ok(())
+    }
+
+    /// Forgets what an endpoint namespace's rules were (it is new, or gone): the next pass
+    /// writes them.
+    fn forget_rules(&self, netns: &str) {
+        self.endpoint_rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(netns);
     }
 
     /// Removes every kernel object of this server (namespaces, links, rules) and keeps
@@ -1161,6 +1193,10 @@ impl Net {
             return;
         }
         let _g = self.lock.lock().await;
+        self.endpoint_rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         for ns in sys::netns_list().await {
             if ns.starts_with(&self.prefix) {
                 let _ = sys::ip(None, &["netns", "del", &ns]).await;

@@ -176,6 +176,18 @@ pub fn netns_exists(name: &str) -> bool {
     !name.is_empty() && std::path::Path::new("/run/netns").join(name).exists()
 }
 
+/// The inode of a named network namespace (it differs from a namespace of the same name
+/// made again while the first lives), if it exists.
+pub fn netns_inode(name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    if name.is_empty() {
+        return None;
+    }
+    std::fs::metadata(std::path::Path::new("/run/netns").join(name))
+        .ok()
+        .map(|m| m.ino())
+}
+
 /// The network namespaces that exist.
 pub async fn netns_list() -> Vec<String> {
     match run("ip", &["netns", "list"]).await {

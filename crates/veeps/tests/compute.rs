@@ -202,6 +202,22 @@ fn a_group_replaces_dead_and_oom_killed_instances_and_survives_a_restart() {
         "the image is not mounted read-only:\n{mounts}"
     );
     assert!(get(&up[0], "/").contains("v1"));
+    // In service, its own CPU limit holds (the launch boost is over): 0.25 of a CPU.
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let cpu_cg = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+            ctl.split(',').any(|c| c == "cpu").then(|| path.to_string())
+        })
+        .unwrap_or_default();
+    let v1 = format!("/sys/fs/cgroup/cpu{cpu_cg}/cpu.cfs_quota_us");
+    let v2 = format!("/sys/fs/cgroup{cpu_cg}/cpu.max");
+    let quota = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .unwrap();
+    assert_eq!(quota.split_whitespace().next(), Some("25000"), "{cgroups}");
     // Its output is in the log store, under the group and instance.
     wait_until("the instance's first line in the logs", 10, || {
         v.ok(&["logs", "env", "app", "--since", "5m"])

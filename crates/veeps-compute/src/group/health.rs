@@ -5,9 +5,8 @@ use super::*;
 impl Compute {
     /// Health checks: pending instances enter service when healthy; with `lb` checks,
     /// in-service ones failing three times in a row (after the grace period) are replaced.
-    pub(crate) async fn check_health(self: &Arc<Self>, g: &Arc<Group>) {
-        let round = g.rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let full = round.is_multiple_of(5);
+    /// `full`: instances in service too (and CPU sampled), not only the pending ones.
+    pub(crate) async fn check_health(self: &Arc<Self>, g: &Arc<Group>, full: bool) {
         let (insts, spec) = {
             let r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
             (r.instances.clone(), r.spec.clone())
@@ -48,6 +47,8 @@ impl Compute {
         let results = futures_join(checks).await;
         let now = now_ms();
         let mut replace = vec![];
+        // Instances whose launch boost ends (in service, or starting for too long).
+        let mut settle = vec![];
         {
             let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
             let mut changed = false;
@@ -64,10 +65,23 @@ impl Compute {
                     if rec.lifecycle == Lifecycle::Pending {
                         rec.lifecycle = Lifecycle::InService;
                         changed = true;
+                        settle.push(rec.id.clone());
+                        tracing::info!(
+                            env = %spec.env,
+                            group = %spec.name,
+                            instance = %rec.id,
+                            after_ms = now - rec.launched_ms,
+                            "instance in service"
+                        );
                     }
                     continue;
                 }
                 rec.failures += 1;
+                if rec.lifecycle == Lifecycle::Pending
+                    && now - rec.launched_ms >= super::launch::LAUNCH_BOOST.as_millis() as i64
+                {
+                    settle.push(rec.id.clone());
+                }
                 let in_grace = now - rec.launched_ms < spec.grace_secs as i64 * 1000;
                 if spec.health_check == HealthCheck::Lb && !in_grace && rec.failures >= 3 {
                     replace.push(rec.id.clone());
@@ -76,6 +90,10 @@ impl Compute {
             if changed {
                 self.save(&r);
             }
+        }
+        for iid in &settle {
+            // The template it was launched with: the group's now, unless a rollout moved on.
+            self.settle_cpu(iid, &spec.template);
         }
         for iid in replace {
             self.terminate(

@@ -153,7 +153,10 @@ impl Compute {
             }
         };
         inst.address = ep.address.to_string();
-        match self.spawn(&spec, template, &image, &inst, &ep, ids).await {
+        match self
+            .spawn(&spec, template, &image, &inst, &ep, ids, g.wake.clone())
+            .await
+        {
             Ok((pid, started)) => {
                 let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(i) = r.instances.iter_mut().find(|i| i.id == iid) {
@@ -196,6 +199,7 @@ impl Compute {
         inst: &Instance,
         ep: &veeps_net::Endpoint,
         ids: Option<Ids>,
+        wake: Arc<tokio::sync::Notify>,
     ) -> Result<(u32, u64), ComputeError> {
         let data = self.instance_dir(&inst.id);
         std::fs::create_dir_all(data.join("tmp"))?;
@@ -289,8 +293,10 @@ impl Compute {
             )
         };
         let cg = Cgroup::new(&self.cgroups, &self.prefix, &inst.id);
+        // Its CPU limit applies once it is in service (or after LAUNCH_BOOST): until
+        // then it may use every CPU, as a burstable instance spends its launch credits.
         cg.create(Limits {
-            cpu: t.cpu,
+            cpu: boost_cpu(t.cpu),
             memory: t.memory_mb.saturating_mul(1024 * 1024),
             pids: t.pids,
         })?;
@@ -399,27 +405,53 @@ impl Compute {
         let pid = child.id();
         let started = veeps_sys::proc::start_time(pid).unwrap_or(0);
         // Not our child to wait for: the shim's end is read from its directory (whoever
-        // runs the control plane then); a thread reaps it if it ends while we run.
+        // runs the control plane then); a thread reaps it if it ends while we run, and
+        // wakes the group's supervisor at once (its replacement starts without waiting for
+        // the next step).
         std::thread::spawn(move || {
             let _ = child.wait();
+            wake.notify_one();
         });
         Ok((pid, started))
     }
 
-    /// Stops an instance: SIGTERM to its processes, SIGKILL after a grace period; then its
-    /// endpoint, cgroup and directories go.
-    pub(crate) async fn terminate(self: &Arc<Self>, g: &Arc<Group>, iid: &str, cause: String) {
+    /// Marks an instance terminating (it no longer counts toward the group's size) and
+    /// records why; `None` if it is not there.
+    fn mark_terminating(&self, g: &Group, iid: &str, cause: String) -> Option<Instance> {
         let inst = {
             let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(i) = r.instances.iter_mut().find(|i| i.id == iid) else {
-                return;
-            };
+            let i = r.instances.iter_mut().find(|i| i.id == iid)?;
             i.lifecycle = Lifecycle::Terminating;
             let i = i.clone();
             self.save(&r);
             i
         };
         self.activity(g, format!("Terminating instance {iid}"), cause);
+        Some(inst)
+    }
+
+    /// Stops an instance: SIGTERM to its processes, SIGKILL after a grace period; then its
+    /// endpoint, cgroup and directories go.
+    pub(crate) async fn terminate(self: &Arc<Self>, g: &Arc<Group>, iid: &str, cause: String) {
+        if let Some(inst) = self.mark_terminating(g, iid, cause) {
+            self.stop_instance(g, inst).await;
+        }
+    }
+
+    /// The same, in the background: marked at once (so the group launches its
+    /// replacement now), stopped and cleaned up beside that launch.
+    pub(crate) fn terminate_soon(self: &Arc<Self>, g: &Arc<Group>, iid: &str, cause: String) {
+        if let Some(inst) = self.mark_terminating(g, iid, cause) {
+            let (me, g2) = (self.clone(), g.clone());
+            let h = tokio::spawn(async move { me.stop_instance(&g2, inst).await });
+            let mut stops = g.stops.lock().unwrap_or_else(|p| p.into_inner());
+            stops.retain(|h| !h.is_finished());
+            stops.push(h);
+        }
+    }
+
+    async fn stop_instance(self: &Arc<Self>, g: &Arc<Group>, inst: Instance) {
+        let iid = inst.id.as_str();
         let tgs = g
             .rec
             .lock()
@@ -491,4 +523,31 @@ fn role_renew_secs() -> i64 {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1800)
     })
+}
+
+/// How long a new instance may use every CPU before its limit applies, if it has not
+/// entered service by then.
+pub(crate) const LAUNCH_BOOST: Duration = Duration::from_secs(30);
+
+/// The CPU a starting instance may use: every CPU of the host (at least its own limit).
+fn boost_cpu(limit: f64) -> f64 {
+    let all = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    limit.max(all)
+}
+
+impl Compute {
+    /// Applies an instance's own CPU limit (ending its launch boost). Idempotent.
+    pub(crate) fn settle_cpu(&self, iid: &str, t: &Template) {
+        let cg = Cgroup::new(&self.cgroups, &self.prefix, iid);
+        let l = Limits {
+            cpu: t.cpu,
+            memory: t.memory_mb.saturating_mul(1024 * 1024),
+            pids: t.pids,
+        };
+        if let Err(e) = cg.create(l) {
+            tracing::warn!(instance = %iid, error = %e, "could not apply the instance's CPU limit");
+        }
+    }
 }

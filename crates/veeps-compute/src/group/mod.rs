@@ -53,6 +53,10 @@ const K_NEXT_UID: &str = "compute/next-uid";
 pub const FIRST_UID: u32 = 200_000;
 const K_TEMPLATE: &str = "compute/template/";
 const TICK: Duration = Duration::from_millis(250);
+/// How often instances not yet in service are probed.
+const PENDING_PROBE: Duration = Duration::from_millis(50);
+/// How often instances in service are probed (and CPU sampled).
+const IN_SERVICE_PROBE: Duration = Duration::from_secs(1);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// A running group.
@@ -62,10 +66,23 @@ pub(crate) struct Group {
     cpu: Mutex<HashMap<String, (u128, u64, f64)>>,
     /// A rollout is in charge of the count.
     refreshing: std::sync::atomic::AtomicBool,
-    /// Health check rounds so far.
-    rounds: std::sync::atomic::AtomicU64,
     stop: tokio::sync::watch::Sender<bool>,
-    wake: tokio::sync::Notify,
+    /// Wakes the supervisor: a change, or an instance's supervisor ending.
+    wake: Arc<tokio::sync::Notify>,
+    /// Instances being stopped in the background (a deletion waits for them).
+    stops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Group {
+    /// Whether an instance is started and not yet in service.
+    fn has_pending(&self) -> bool {
+        self.rec
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .instances
+            .iter()
+            .any(|i| i.lifecycle == Lifecycle::Pending && i.pid != 0)
+    }
 }
 
 /// The compute service of one server.
@@ -413,9 +430,9 @@ impl Compute {
             rec: Mutex::new(rec),
             cpu: Mutex::new(HashMap::new()),
             refreshing: false.into(),
-            rounds: 0.into(),
             stop,
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            stops: Mutex::new(vec![]),
         });
         self.groups
             .lock()
@@ -424,15 +441,26 @@ impl Compute {
         let me = self.clone();
         let g2 = g.clone();
         tokio::spawn(async move {
-            // New instances are probed every 200 ms (so they enter service quickly),
-            // instances in service every second.
-            let mut health = tokio::time::interval(Duration::from_millis(200));
+            // New instances are probed every 50 ms (so they enter service as soon as they
+            // answer), instances in service every second.
+            let mut health = tokio::time::interval(PENDING_PROBE);
+            health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_full = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = stopped.changed() => break,
                     _ = g2.wake.notified() => {}
                     _ = tokio::time::sleep(TICK) => {}
-                    _ = health.tick() => me.check_health(&g2).await,
+                    _ = health.tick() => {
+                        let full = last_full.elapsed() >= IN_SERVICE_PROBE;
+                        if !full && !g2.has_pending() {
+                            continue;
+                        }
+                        if full {
+                            last_full = std::time::Instant::now();
+                        }
+                        me.check_health(&g2, full).await
+                    }
                 }
                 if *stopped.borrow() {
                     break;
@@ -485,7 +513,8 @@ impl Compute {
                 Some(n) => format!("the instance's process exited ({status}); {n}"),
                 None => format!("the instance's process exited ({status})"),
             };
-            self.terminate(g, &inst.id, cause).await;
+            // Cleaned up beside its replacement's launch, not before it.
+            self.terminate_soon(g, &inst.id, cause);
         }
         if g.refreshing.load(std::sync::atomic::Ordering::SeqCst) {
             return;
@@ -715,6 +744,11 @@ impl Compute {
         let _ = g.stop.send(true);
         g.refreshing
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Stops already under way finish first: none may record the group after it is gone.
+        let running = std::mem::take(&mut *g.stops.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in running {
+            let _ = h.await;
+        }
         let ids: Vec<String> = g
             .rec
             .lock()
