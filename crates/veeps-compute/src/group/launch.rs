@@ -153,10 +153,7 @@ impl Compute {
             }
         };
         inst.address = ep.address.to_string();
-        match self
-            .spawn(&spec, template, &image, &inst, &ep, ids, g.wake.clone())
-            .await
-        {
+        match self.spawn(g, template, &image, &inst, &ep, ids).await {
             Ok((pid, started)) => {
                 let mut r = g.rec.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(i) = r.instances.iter_mut().find(|i| i.id == iid) {
@@ -193,14 +190,15 @@ impl Compute {
     /// start time.
     pub(crate) async fn spawn(
         self: &Arc<Self>,
-        spec: &GroupSpec,
+        g: &Group,
         t: &Template,
         image: &crate::image::Image,
         inst: &Instance,
         ep: &veeps_net::Endpoint,
         ids: Option<Ids>,
-        wake: Arc<tokio::sync::Notify>,
     ) -> Result<(u32, u64), ComputeError> {
+        let spec = &g.rec.lock().unwrap_or_else(|p| p.into_inner()).spec.clone();
+        let wake = g.wake.clone();
         let data = self.instance_dir(&inst.id);
         std::fs::create_dir_all(data.join("tmp"))?;
         let shim_dir = self.shim_dir(&inst.id);
