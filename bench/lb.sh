@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Load balancer throughput and p99 latency with wrk, in one run: a backend (nginx returning
-# a small answer) measured directly, through a veeps load balancer, and through nginx as
-# an equivalent reverse proxy (keep-alive upstream, two workers as veeps has two
-# threads), for HTTP and for HTTPS. Prints ratios veeps/nginx and veeps/direct. Needs
-# root. The nginx proxy runs in the balancer's own network namespace and both are reached
-# at the balancer's address, so both pay the same path: host -> VPC router -> balancer ->
-# back to the backend on the host. Each side runs ROUNDS times (3 by default), interleaved
+# a small answer) measured directly, through a veeps load balancer, through nginx as an
+# equivalent reverse proxy (keep-alive upstream, two workers as veeps has two threads),
+# and through HAProxy (two threads, `http-reuse always`), for HTTP and for HTTPS. Prints
+# ratios veeps/nginx, veeps/HAProxy and veeps/direct. Needs root. Both proxies run in the
+# balancer's own network namespace and all three are reached at the balancer's address,
+# so all pay the same path: host -> VPC router -> balancer -> back to the backend on the
+# host. Each side runs ROUNDS times (3 by default), interleaved
 # (nginx, veeps, nginx, veeps...), so that a slow minute of a shared machine hits both; it
 # prints medians with the spread (min-max) and the ratio of the medians.
 #
-#   bench/lb.sh [SECONDS] [CONNECTIONS]     (installs nginx and wrk if missing; builds veeps)
+#   bench/lb.sh [SECONDS] [CONNECTIONS]     (installs nginx, haproxy and wrk if missing;
+#                                            builds veeps)
 #   ROUNDS=5 bench/lb.sh                    (more rounds)
 #   VEEPS_BIN=/path/to/veeps bench/lb.sh    (measure that binary, e.g. an older build)
 set -euo pipefail
@@ -20,6 +22,7 @@ CONNS=${2:-64}
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v haproxy >/dev/null || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -33,10 +36,11 @@ fi
 WORK=$(mktemp -d /tmp/veeps-bench-lb.XXXXXX)
 API=$((20000 + RANDOM % 10000))
 BACK=$((API + 1)); NG=$((API + 2)); NGS=$((API + 3)); VP=$((API + 4)); VPS=$((API + 5))
+HA=$((API + 6)); HAS=$((API + 7))
 cleanup() {
   [ -n "${SERVER:-}" ] && "$BIN" destroy "$WORK/env" --auto-approve >/dev/null 2>&1
   [ -n "${SERVER:-}" ] && { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; }
-  for c in backend proxy; do [ -f "$WORK/$c.pid" ] && kill "$(cat "$WORK/$c.pid")" 2>/dev/null; done
+  for c in backend proxy haproxy; do [ -f "$WORK/$c.pid" ] && kill $(cat "$WORK/$c.pid") 2>/dev/null; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -115,6 +119,30 @@ http {
   }
 }
 NGX
+cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/bundle.pem"
+cat >"$WORK/haproxy.cfg" <<HAP
+global
+  nbthread 2
+  maxconn 8192
+  pidfile $WORK/haproxy.pid
+  daemon
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind :$HA backlog 4096
+  bind :$HAS ssl crt $WORK/bundle.pem alpn h2,http/1.1 backlog 4096
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+  default_backend b
+backend b
+  server s1 $HOSTIP:$BACK
+HAP
 nginx -c "$WORK/backend.conf"
 
 cat >>"$WORK/env/main.hcl" <<HCL
@@ -168,6 +196,7 @@ LB=$("$BIN" state show env load_balancer.bench | sed -n 's/.*dns_name *= *"\(.*\
 PREFIX=v$(printf %s "$WORK/data" | sha256sum | cut -c1-5)
 NS=$(ip netns | awk '{print $1}' | grep "^$PREFIX-" | while read -r n; do ip netns exec "$n" ip -o addr 2>/dev/null | grep -q " $LB/" && echo "$n"; done | head -1 || true)
 ip netns exec "$NS" nginx -c "$WORK/proxy.conf"
+ip netns exec "$NS" haproxy -f "$WORK/haproxy.cfg"
 for _ in $(seq 100); do [ "$(curl -s --noproxy '*' "http://$LB/")" = "hello from the backend" ] && break; sleep 0.1; done
 
 run() { # URL -> "rps p99_ms"
@@ -185,8 +214,10 @@ for r in $(seq "$ROUNDS"); do
   echo "direct $(run "http://127.0.0.1:$BACK/")" >>"$WORK/results"
   echo "nginx-http $(run "http://$LB:$NG/")" >>"$WORK/results"
   echo "veeps-http $(run "http://$LB/")" >>"$WORK/results"
+  echo "haproxy-http $(run "http://$LB:$HA/")" >>"$WORK/results"
   echo "nginx-https $(run "https://$LB:$NGS/")" >>"$WORK/results"
   echo "veeps-https $(run "https://$LB/")" >>"$WORK/results"
+  echo "haproxy-https $(run "https://$LB:$HAS/")" >>"$WORK/results"
   echo "round $r of $ROUNDS done" >&2
 done
 
@@ -211,10 +242,13 @@ print(f"wrk -t2 -c{conns} -d{dur}s, {rounds} interleaved rounds: median [min-max
 show("direct      HTTP", "direct")
 show("nginx proxy HTTP", "nginx-http")
 show("veeps       HTTP", "veeps-http")
+show("haproxy     HTTP", "haproxy-http")
 show("nginx proxy HTTPS", "nginx-https")
 show("veeps       HTTPS", "veeps-https")
+show("haproxy     HTTPS", "haproxy-https")
 for proto in ("http", "https"):
-    v, n = f"veeps-{proto}", f"nginx-{proto}"
+    v, n, h = f"veeps-{proto}", f"nginx-{proto}", f"haproxy-{proto}"
     print(f"{proto.upper():<5}: veeps/nginx {med(v, 0) / med(n, 0):.2f}x throughput, "
-          f"p99 {med(v, 1) / med(n, 1):.2f}x;  veeps/direct {med(v, 0) / med('direct', 0):.2f}x")
+          f"p99 {med(v, 1) / med(n, 1):.2f}x;  veeps/HAProxy {med(v, 0) / med(h, 0):.2f}x, "
+          f"p99 {med(v, 1) / med(h, 1):.2f}x;  veeps/direct {med(v, 0) / med('direct', 0):.2f}x")
 PY
