@@ -491,12 +491,12 @@ impl Plane {
                             (
                                 r.id.clone(),
                                 r.conditions.clone(),
-                                compile(&lb.tgs, &r.action),
+                                Arc::new(compile(&lb.tgs, &r.action)),
                                 guard(&r.auth),
                             )
                         })
                         .collect(),
-                    default: compile(&lb.tgs, &l.spec.default_action),
+                    default: Arc::new(compile(&lb.tgs, &l.spec.default_action)),
                     default_guard: guard(&l.spec.default_auth),
                     challenges: match l.spec.protocol {
                         Protocol::Http => cfg.challenges.clone(),

@@ -58,14 +58,14 @@ pub enum Compiled {
 }
 
 /// A rule, compiled: its id, conditions, action, and the credentials it asks for first.
-pub type CompiledRule = (String, Vec<Condition>, Compiled, Option<Arc<Guard>>);
+pub type CompiledRule = (String, Vec<Condition>, Arc<Compiled>, Option<Arc<Guard>>);
 
 /// A listener's rules, compiled.
 pub struct Snapshot {
     /// Rules in priority order.
     pub rules: Vec<CompiledRule>,
     /// The default action.
-    pub default: Compiled,
+    pub default: Arc<Compiled>,
     /// The credentials the default action asks for first.
     pub default_guard: Option<Arc<Guard>>,
     /// ACME HTTP-01 answers (token to key authorization), served before any rule.
@@ -314,12 +314,12 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
             return finish(&ctx, started, &cx, client, version, r, None);
         }
     }
-    let (resp, target) = match action {
+    let (resp, target) = match &*action {
         Compiled::Other(Action::Fixed {
             status,
             content_type,
             body,
-        }) => (fixed(status, &content_type, body), None),
+        }) => (fixed(*status, content_type, body.clone()), None),
         Compiled::Other(Action::Redirect {
             protocol,
             host,
@@ -329,15 +329,15 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
             status,
         }) => {
             let to = phases::Redirect {
-                protocol: &protocol,
-                host: &host,
-                port: &port,
-                path: &path,
-                query: &query,
+                protocol,
+                host,
+                port,
+                path,
+                query,
             };
             let loc = phases::redirect_location(&to, &cx, ctx.protocol, ctx.port);
             let mut r =
-                error(StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY));
+                error(StatusCode::from_u16(*status).unwrap_or(StatusCode::MOVED_PERMANENTLY));
             if let Ok(v) = HeaderValue::from_str(&loc) {
                 r.headers_mut().insert(hyper::header::LOCATION, v);
             }
@@ -345,7 +345,8 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
         }
         Compiled::Other(Action::Forward { .. }) => (error(StatusCode::SERVICE_UNAVAILABLE), None),
         Compiled::Forward { groups, sticky } => {
-            let group = phases::choose_group(&groups, rand::random());
+            let sticky = *sticky;
+            let group = phases::choose_group(groups, rand::random());
             let function = group.as_ref().and_then(|tg| {
                 let s = tg.spec.load();
                 s.function

@@ -64,15 +64,15 @@ pub fn route(
     snap: &Snapshot,
     cx: &RequestCx,
     headers: &HeaderMap,
-) -> (Compiled, Option<Arc<Guard>>) {
+) -> (Arc<Compiled>, Option<Arc<Guard>>) {
     // An ACME CA validating a name (HTTP-01) asks before any rule can send it elsewhere.
     if let Some(token) = cx.path.strip_prefix("/.well-known/acme-challenge/") {
         if let Some(answer) = snap.challenges.get(token) {
-            let a = Compiled::Other(crate::model::Action::Fixed {
+            let a = Arc::new(Compiled::Other(crate::model::Action::Fixed {
                 status: 200,
                 content_type: "application/octet-stream".into(),
                 body: answer.clone(),
-            });
+            }));
             return (a, None);
         }
     }
