@@ -751,8 +751,34 @@ impl Dbs {
     }
 
     /// Supervises every cluster: health checks twice a second, automatic failover after
-    /// three failed checks of the writer, restarts and rebuilds of readers, backups.
+    /// three failed checks of the writer (or at once when its process is gone, which is
+    /// looked at ten times a second), restarts and rebuilds of readers, backups.
     pub fn run(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WRITER_WATCH).await;
+                if me.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                for rec in me.clusters() {
+                    let Some(w) = rec.nodes.iter().find(|n| n.role == Role::Writer) else {
+                        continue;
+                    };
+                    let rt = me.rt(&rec.spec.env, &rec.spec.name);
+                    // An operation in progress owns the cluster (a failover already, say).
+                    let gone = match rt.inner.try_lock() {
+                        Ok(inner) => {
+                            inner.reader_up && inner.nodes.get(&w.name).is_some_and(|n| !n.runs())
+                        }
+                        Err(_) => false,
+                    };
+                    if gone {
+                        me.check(&rec, 1).await;
+                    }
+                }
+            }
+        });
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = 0u64;
@@ -775,6 +801,10 @@ impl Dbs {
         });
     }
 }
+
+/// How often the writer's process is looked at (a dead writer fails over at once, without
+/// waiting for the next health check).
+const WRITER_WATCH: Duration = Duration::from_millis(100);
 
 fn dir_size(p: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(p) else {
