@@ -15,7 +15,13 @@ impl Dbs {
         let Ok(ids) = self.prepare() else { return };
         let mut writer_down = false;
         for n in rec.nodes.clone() {
-            let alive = self.running(&mut inner, &n.name);
+            // A writer whose postmaster ended is down even while its shim waits on the
+            // rest of postgres' processes.
+            let alive = if n.role == Role::Writer {
+                self.serving_process(&inner, &n.name)
+            } else {
+                self.running(&mut inner, &n.name)
+            };
             let h = if alive {
                 self.health(rec, &n).await
             } else {

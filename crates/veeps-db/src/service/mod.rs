@@ -89,6 +89,23 @@ impl NodeRt {
         self.state() == veeps_compute::shim::ShimState::Running
     }
 
+    /// Whether the postmaster its pid file names has ended (gone, or a zombie) while its
+    /// shim may still wait on postgres' other processes: a writer killed with -9 is known
+    /// dead at once, not when the last backend lets go of its output (up to 2 s later).
+    fn postmaster_dead(&self) -> bool {
+        let Some(pid) = self.postmaster() else {
+            return false;
+        };
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(s) => {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    == Some("Z")
+            }
+        }
+    }
+
     /// The postmaster's pid, as its pid file says.
     fn postmaster(&self) -> Option<u32> {
         std::fs::read_to_string(self.dir.join("pgdata/postmaster.pid"))
@@ -637,6 +654,14 @@ impl Dbs {
         inner.nodes.get(node).is_some_and(NodeRt::runs)
     }
 
+    /// Whether a node serves: its shim runs and its postmaster has not ended.
+    fn serving_process(&self, inner: &Inner, node: &str) -> bool {
+        inner
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.runs() && !n.postmaster_dead())
+    }
+
     /// Starts every recorded cluster (after a server start).
     pub async fn reconcile_all(self: &Arc<Self>) {
         for mut rec in self.clusters() {
@@ -769,7 +794,11 @@ impl Dbs {
                     // An operation in progress owns the cluster (a failover already, say).
                     let gone = match rt.inner.try_lock() {
                         Ok(inner) => {
-                            inner.reader_up && inner.nodes.get(&w.name).is_some_and(|n| !n.runs())
+                            inner.reader_up
+                                && inner
+                                    .nodes
+                                    .get(&w.name)
+                                    .is_some_and(|n| !n.runs() || n.postmaster_dead())
                         }
                         Err(_) => false,
                     };
