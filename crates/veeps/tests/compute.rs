@@ -773,31 +773,6 @@ fn sha256_hex(s: &str) -> String {
         .to_string()
 }
 
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
-    let mut found = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() {
-                if let Ok(b) = std::fs::read(&p) {
-                    if b.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                        found.push(p.display().to_string());
-                    }
-                }
-            }
-        }
-    }
-    found
-}
-
 /// Issue "Security baseline", KMS: a `kmscrypt::` value and a generated password reach the
 /// application as environment variables, and neither is anywhere on disk, in state, in
 /// plans or in logs; a value encrypted for another environment is refused at apply.

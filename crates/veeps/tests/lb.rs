@@ -1054,27 +1054,11 @@ resource "ban_policy" "guard" {{
     let st = v.ok(&["state", "show", "env", "listener_rule.admin"]);
     assert!(!st.contains("another long secret"), "{st}");
     for secret in ["correct horse battery", "another long secret"] {
-        let found = Command::new("grep")
-            .args(["-rl", secret])
-            .arg(v.data.join("lb"))
-            .output()
-            .unwrap();
-        assert!(
-            found.stdout.is_empty(),
-            "{secret:?} is in {}",
-            String::from_utf8_lossy(&found.stdout)
-        );
+        let found = files_containing(&v.data.join("lb"), secret);
+        assert!(found.is_empty(), "{secret:?} is in {found:?}");
     }
-    let found = Command::new("grep")
-        .args(["-rl", "correct horse battery"])
-        .arg(&v.data)
-        .output()
-        .unwrap();
-    assert!(
-        found.stdout.is_empty(),
-        "the password is in {}",
-        String::from_utf8_lossy(&found.stdout)
-    );
+    let found = files_containing(&v.data, "correct horse battery");
+    assert!(found.is_empty(), "the password is in {found:?}");
     let url = |path: &str| format!("http://127.0.0.1:{p}{path}");
     let ask = |from: &str, path: &str, creds: Option<&str>| -> (u16, String) {
         let u = url(path);
