@@ -131,6 +131,18 @@ impl Dbs {
         let old = rec.writer().cloned().ok_or_else(|| failed("no writer"))?;
         // Fence: no new connection reaches the old writer (its endpoint address goes), and
         // its processes are stopped (killed, when it failed) before anything is promoted.
+        // A failed writer's leftover processes are killed while its address is still in
+        // place, so that their clients' connections end (a reset reaches them) instead of
+        // waiting forever on an address that moved away.
+        if !planned {
+            self.event(
+                &env,
+                &name,
+                "failover",
+                &format!("writer {} is down; failing over", old.name),
+            );
+            self.stop_node(rec, &old, inner, true).await;
+        }
         self.release_writer_address(rec, None).await;
         inner.address_on = None;
         let mut final_lsn: Option<String> = None;
@@ -158,14 +170,6 @@ impl Dbs {
                 })
                 .and_then(|l| l.split(':').nth(1))
                 .map(|s| s.trim().to_string());
-        } else {
-            self.event(
-                &env,
-                &name,
-                "failover",
-                &format!("writer {} is down; failing over", old.name),
-            );
-            self.stop_node(rec, &old, inner, true).await;
         }
         // The candidate: the reader with the most WAL received (or the one asked for).
         let mut best: Option<(NodeRec, i64)> = None;
