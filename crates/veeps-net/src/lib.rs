@@ -433,7 +433,6 @@ impl Net {
         if !sys::netns_exists(r) {
             sys::ip(None, &["netns", "add", r]).await?;
         }
-        accept_moved_addresses(r).await;
         sys::ip(Some(r), &["link", "set", "dev", "lo", "up"]).await?;
         sys::sysctl(Some(r), "net.ipv4.ip_forward", "1").await?;
         // Traffic inside one subnet is bridged: security groups filter it at the
@@ -997,7 +996,6 @@ impl Net {
         if !sys::netns_exists(ns) {
             sys::ip(None, &["netns", "add", ns]).await?;
         }
-        accept_moved_addresses(ns).await;
         sys::ip(Some(ns), &["link", "set", "dev", "lo", "up"]).await?;
         if !sys::ip_ok(Some(ns), &["link", "show", "eth0"]).await
             || !sys::ip_ok(Some(r), &["link", "show", &router_if]).await
@@ -1247,16 +1245,5 @@ impl Net {
             .await?;
         }
         Ok(())
-    }
-}
-
-/// Lets a namespace's neighbour entries follow an address that moved to another interface
-/// (a database writer's endpoint, a replaced instance) as soon as its gratuitous ARP
-/// arrives: by default Linux keeps an entry confirmed less than a second ago (`locktime`),
-/// so a client's next SYN goes to the old interface and waits for its retransmission.
-/// Applies to the interfaces made afterwards in the namespace.
-async fn accept_moved_addresses(ns: &str) {
-    if let Err(e) = sys::sysctl(Some(ns), "net.ipv4.neigh.default.locktime", "0").await {
-        tracing::debug!(netns = ns, error = %e, "neighbour locktime unchanged");
     }
 }
