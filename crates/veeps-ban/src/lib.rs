@@ -248,10 +248,7 @@ impl Bans {
     /// The same, counted only by the policies of `env` when given (a balancer's listener
     /// belongs to one environment; the API and S3 to all).
     pub fn failure_in(&self, source: &str, env: Option<&str>, ip: IpAddr) {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = veeps_resource::intrusion::canonical(ip);
         self.failures.fetch_add(1, Ordering::Relaxed);
         let g = group(ip);
         let t = now();

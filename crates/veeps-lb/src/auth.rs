@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -219,7 +219,6 @@ pub struct Gate {
     /// Failures not kept (too many addresses at once).
     pub dropped: AtomicU64,
     banned: ArcSwap<HashSet<IpNet>>,
-    any: AtomicBool,
 }
 
 impl Default for Gate {
@@ -228,7 +227,6 @@ impl Default for Gate {
             failures: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             banned: ArcSwap::from_pointee(HashSet::new()),
-            any: AtomicBool::new(false),
         }
     }
 }
@@ -236,10 +234,7 @@ impl Default for Gate {
 impl Gate {
     /// A client at `ip` gave wrong credentials.
     pub fn failed(&self, ip: IpAddr) {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = veeps_resource::intrusion::canonical(ip);
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if f.len() >= FAILING_ADDRESSES && !f.contains_key(&ip) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -257,17 +252,13 @@ impl Gate {
 
     /// The address groups banned from now on (replacing the previous list).
     pub fn set_banned(&self, groups: Vec<IpNet>) {
-        self.any.store(!groups.is_empty(), Ordering::Relaxed);
         self.banned.store(Arc::new(groups.into_iter().collect()));
     }
 
     /// Whether connections from `ip` are refused.
     pub fn banned(&self, ip: IpAddr) -> bool {
-        self.any.load(Ordering::Relaxed)
-            && self
-                .banned
-                .load()
-                .contains(&veeps_resource::intrusion::group(ip))
+        let banned = self.banned.load();
+        !banned.is_empty() && banned.contains(&veeps_resource::intrusion::group(ip))
     }
 }
 

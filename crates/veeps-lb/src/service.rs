@@ -131,30 +131,41 @@ impl Lbs {
             return;
         };
         let sock = dir.join(SOCKET);
-        match request::<Vec<(std::net::IpAddr, u32)>>(
-            &sock,
-            &Request::AuthFailures,
-            Duration::from_secs(1),
-        )
-        .await
-        {
-            Ok(failures) => {
-                for (ip, n) in failures {
-                    for _ in 0..n.min(1000) {
-                        i.failed_in("lb", env, ip);
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(lb = %id, error = %e, "no authentication failures from a balancer")
-            }
-        }
-        let sent = self
+        // Only a balancer asking for credentials has failures to collect.
+        let (sent, guarded) = self
             .planes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .map(|p| p.bans_sent);
+            .map(|p| {
+                let guarded = p.applied.as_ref().is_none_or(|c| {
+                    c.listeners.iter().any(|l| {
+                        l.spec.default_auth.is_some() || l.rules.iter().any(|r| r.auth.is_some())
+                    })
+                });
+                (Some(p.bans_sent), guarded)
+            })
+            .unwrap_or((None, false));
+        if guarded {
+            match request::<Vec<(std::net::IpAddr, u32)>>(
+                &sock,
+                &Request::AuthFailures,
+                Duration::from_secs(1),
+            )
+            .await
+            {
+                Ok(failures) => {
+                    for (ip, n) in failures {
+                        for _ in 0..n.min(1000) {
+                            i.failed_in("lb", env, ip);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(lb = %id, error = %e, "no authentication failures from a balancer")
+                }
+            }
+        }
         if sent.is_none_or(|s| s == i.ban_generation()) {
             return;
         }

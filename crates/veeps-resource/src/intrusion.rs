@@ -27,6 +27,14 @@ pub trait Intrusion: Send + Sync {
     }
 }
 
+/// A client's address as counted: an IPv4-mapped IPv6 address is its IPv4 address.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
 /// The address group a client is counted and banned by: an IPv4 address (IPv4-mapped IPv6
 /// included), or an IPv6 address's /64.
 pub fn group(ip: IpAddr) -> IpNet {

@@ -79,6 +79,10 @@ impl Compute {
                 rec.failures += 1;
                 if rec.lifecycle == Lifecycle::Pending
                     && now - rec.launched_ms >= super::launch::LAUNCH_BOOST.as_millis() as i64
+                    && g.boost_over
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(rec.id.clone())
                 {
                     settle.push(rec.id.clone());
                 }

@@ -508,6 +508,10 @@ impl Compute {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&inst.id);
+        g.boost_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&inst.id);
     }
 }
 

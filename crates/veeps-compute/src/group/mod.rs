@@ -71,6 +71,8 @@ pub(crate) struct Group {
     wake: Arc<tokio::sync::Notify>,
     /// Instances being stopped in the background (a deletion waits for them).
     stops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Pending instances whose launch boost ended by time (their limit is applied once).
+    boost_over: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Group {
@@ -433,6 +435,7 @@ impl Compute {
             stop,
             wake: Arc::new(tokio::sync::Notify::new()),
             stops: Mutex::new(vec![]),
+            boost_over: Mutex::new(Default::default()),
         });
         self.groups
             .lock()
