@@ -345,6 +345,37 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_clients_at_once_get_the_right_verdicts_within_the_cap() {
+        let g = Arc::new(Guard::new(&BasicAuth {
+            realm: "r".into(),
+            users: vec![("alice".into(), hash_password("s", "alice", "right"))],
+        }));
+        let mut tasks = vec![];
+        for i in 0..24 {
+            let g = g.clone();
+            tasks.push(tokio::spawn(async move {
+                // Half guess (each a different password: no remembered verdict helps),
+                // half use the right one.
+                let pw = if i % 2 == 0 {
+                    format!("guess-{i}")
+                } else {
+                    "right".into()
+                };
+                g.check(&basic("alice", &pw)).await
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let v = t.await.unwrap();
+            let want = if i % 2 == 0 {
+                Verdict::Denied
+            } else {
+                Verdict::Allowed("alice".into())
+            };
+            assert_eq!(v, want, "client {i}");
+        }
+    }
+
     #[test]
     fn hashes_are_stable_per_seed_and_declared_ones_are_bounded() {
         let a = hash_password("rule-1", "alice", "pw");
