@@ -317,6 +317,8 @@ fn choose<'a>(sets: &[&'a Entry], live: &dyn Live, pick: u64) -> Vec<&'a Entry> 
 #[derive(Default)]
 pub struct Catalog {
     zones: Vec<Zone>,
+    /// Each VPC's range, by id: the names its resolver answers itself ([`crate::local`]).
+    vpcs: BTreeMap<String, ipnet::Ipv4Net>,
 }
 
 /// What one query got, besides the message: for counting.
@@ -335,7 +337,25 @@ pub enum Outcome {
 impl Catalog {
     /// A catalog of these zones.
     pub fn new(zones: Vec<Zone>) -> Catalog {
-        Catalog { zones }
+        Catalog {
+            zones,
+            vpcs: BTreeMap::new(),
+        }
+    }
+
+    /// The same, knowing each VPC's range (by id).
+    pub fn with_vpcs(mut self, vpcs: BTreeMap<String, ipnet::Ipv4Net>) -> Catalog {
+        self.vpcs = vpcs;
+        self
+    }
+
+    /// Whether `view` answers `name` itself although no zone holds it (a VPC's host names,
+    /// `localhost`, private reverse zones).
+    pub fn local(&self, name: &Name, view: View<'_>) -> bool {
+        match view {
+            View::Vpc(v) => crate::local::serves(name, self.vpcs.get(v).copied()),
+            View::Public => false,
+        }
     }
 
     /// The zones.
@@ -408,6 +428,12 @@ impl Catalog {
         }
         let qname = q.name().clone();
         let Some(zone) = self.zone_for(&qname, view) else {
+            if let View::Vpc(v) = view {
+                let cidr = self.vpcs.get(v).copied();
+                if let Some(o) = crate::local::answer(&qname, q.query_type(), cidr, &mut resp) {
+                    return (resp, o);
+                }
+            }
             resp.metadata.response_code = ResponseCode::Refused;
             return (resp, Outcome::Refused);
         };

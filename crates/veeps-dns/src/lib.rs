@@ -13,6 +13,7 @@
 
 pub mod catalog;
 pub mod health;
+pub mod local;
 pub mod model;
 pub mod part;
 pub mod plane;
@@ -261,6 +262,12 @@ impl Dns {
                 aliases,
                 limits: self.limits,
                 upstreams: self.upstreams.clone(),
+                vpcs: match &self.net {
+                    Some(net) if net.isolated() => {
+                        net.vpcs().into_iter().map(|v| (v.id, v.cidr)).collect()
+                    }
+                    _ => BTreeMap::new(),
+                },
             },
         })
     }

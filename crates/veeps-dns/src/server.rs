@@ -119,6 +119,9 @@ pub struct Answers {
     pub limits: Limits,
     /// Upstream resolvers of VPCs' queries for other names.
     pub upstreams: Vec<SocketAddr>,
+    /// Each VPC's range, by id (its resolver answers its addresses' names itself).
+    #[serde(default)]
+    pub vpcs: BTreeMap<String, ipnet::Ipv4Net>,
 }
 
 impl Answers {
@@ -138,7 +141,7 @@ impl Answers {
                 Err(e) => failed.push((z.name.clone(), e)),
             }
         }
-        (Catalog::new(built), failed)
+        (Catalog::new(built).with_vpcs(self.vpcs.clone()), failed)
     }
 }
 
@@ -621,7 +624,11 @@ impl Server {
                         m.queries[0].query_type(),
                         RecordType::AXFR | RecordType::IXFR
                     )
-                    && self.catalog().zone_for(m.queries[0].name(), view).is_none();
+                    && {
+                        let catalog = self.catalog();
+                        let name = m.queries[0].name();
+                        catalog.zone_for(name, view).is_none() && !catalog.local(name, view)
+                    };
                 if outside {
                     self.stats.queries.fetch_add(1, Ordering::Relaxed);
                     if self
@@ -1364,6 +1371,57 @@ mod tests {
         d.respond(&q, SRC, View::Public, true);
         d.respond(&q, SRC, View::Vpc("vpc-1"), false);
         assert_eq!(cached(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_vpc_answers_its_own_names_and_private_reverse_zones_without_going_upstream() {
+        let (d, _t) = dns(Limits::default()).await;
+        let mut a = www_and_weighted();
+        a.upstreams = vec!["127.0.0.1:9".parse().unwrap()];
+        a.vpcs = [("vpc-1".to_string(), "10.73.0.0/16".parse().unwrap())].into();
+        d.load(&a);
+        let vpc = View::Vpc("vpc-1");
+        let send = |q: &[u8], view| match d.respond_or_forward(q, SRC, view, false) {
+            Reply::Send(v) => Message::from_vec(&v[0]).unwrap(),
+            Reply::Forward => panic!("relayed upstream"),
+        };
+        let m = send(
+            &query("9.3.73.10.in-addr.arpa.", RecordType::PTR, true),
+            vpc,
+        );
+        assert_eq!(m.answers[0].data.to_string(), "ip-10-73-3-9.ec2.internal.");
+        let m = send(
+            &query("ip-10-73-3-9.ec2.internal.", RecordType::A, false),
+            vpc,
+        );
+        assert_eq!(m.answers[0].data.to_string(), "10.73.3.9");
+        let m = send(
+            &query("1.0.168.192.in-addr.arpa.", RecordType::PTR, false),
+            vpc,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        // Another VPC knows none of them; the public listener refuses them.
+        let m = send(
+            &query("9.3.73.10.in-addr.arpa.", RecordType::PTR, false),
+            View::Vpc("vpc-2"),
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        let m = send(
+            &query("9.3.73.10.in-addr.arpa.", RecordType::PTR, false),
+            View::Public,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        // The internet's names still go upstream.
+        let q = query("example.org.", RecordType::A, false);
+        assert!(matches!(
+            d.respond_or_forward(&q, SRC, vpc, false),
+            Reply::Forward
+        ));
+        let q = query("8.8.8.8.in-addr.arpa.", RecordType::PTR, false);
+        assert!(matches!(
+            d.respond_or_forward(&q, SRC, vpc, false),
+            Reply::Forward
+        ));
     }
 
     /// What a UDP thread does with one datagram: its own answers first, then the server.

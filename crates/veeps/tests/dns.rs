@@ -373,6 +373,18 @@ fn zones_answer_publicly_and_privately_aliases_follow_and_failover_fails_over() 
         answer = String::from_utf8_lossy(&out.stdout).to_string();
         answer == "10.73.3.50"
     });
+    // Its address has a host name both ways, answered by its VPC's resolver itself (the
+    // upstream would say 203.0.113.9), and a private range outside the VPC has none.
+    let addr = inst["address"].as_str().unwrap();
+    let host = format!("ip-{}.ec2.internal.", addr.replace('.', "-"));
+    let out = dig_at(Some(&ns_a), "10.73.0.2", 53, &["+short", "-x", addr]);
+    assert_eq!(out.trim(), host);
+    let out = dig_at(Some(&ns_a), "10.73.0.2", 53, &["+short", &host, "A"]);
+    assert_eq!(out.trim(), addr);
+    let out = dig_at(Some(&ns_a), "10.73.0.2", 53, &["-x", "192.168.7.7"]);
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    let out = dig_at(Some(&ns_b), "10.72.0.2", 53, &["-x", addr]);
+    assert_eq!(status(&out), "NXDOMAIN", "another VPC's resolver: {out}");
 
     // Transfers: to an allowed peer over TCP; the private zone is not on offer here.
     let out = dig(&v, &["example.test", "AXFR"]);
