@@ -99,6 +99,11 @@ pub struct ClusterRec {
     pub secrets: Vec<u8>,
     /// Whether the cluster was initialised (the first writer ran initdb or a restore).
     pub initialised: bool,
+    /// The writer confirms commits alone (since a failover or switchover) until enough
+    /// readers have everything it wrote; while set, no reader may be promoted by a
+    /// failover (one that lacks a confirmed commit could be).
+    #[serde(default)]
+    pub sync_relaxed: bool,
 }
 
 impl ClusterRec {

@@ -346,6 +346,11 @@ pub struct DbStatus {
     pub reader_targets: Vec<String>,
     /// Its nodes.
     pub nodes: Vec<DbNode>,
+    /// What a commit waits for: `off` (the writer alone, as declared), `on` (as many
+    /// readers as declared), `relaxed` (the writer alone until its readers catch up after
+    /// a failover; no failover meanwhile).
+    #[serde(default)]
+    pub synchronous: String,
 }
 
 /// One database node.

@@ -106,8 +106,8 @@ fn status(g: &Global, env: &str, cluster: &str) -> R {
         return Ok(0);
     }
     println!(
-        "{cluster}: writer endpoint {}, reader endpoint {}",
-        v.endpoint, v.reader_endpoint
+        "{cluster}: writer endpoint {}, reader endpoint {}, synchronous commits {}",
+        v.endpoint, v.reader_endpoint, v.synchronous
     );
     println!(
         "{:<14} {:<7} {:<16} {:<8} {:>12} {:>9} {:>8}",

@@ -123,6 +123,13 @@ fn writer_pid(v: &Veeps, cluster: &str) -> (String, u64) {
     )
 }
 
+/// What a commit waits for: `on`, `off` or `relaxed`.
+fn synchronous(v: &Veeps, cluster: &str) -> String {
+    let s: serde_json::Value =
+        serde_json::from_str(&v.ok(&["--json", "db", "status", "env", cluster])).unwrap();
+    s["synchronous"].as_str().unwrap_or_default().to_string()
+}
+
 fn all_healthy(v: &Veeps, cluster: &str) -> bool {
     let s: serde_json::Value =
         serde_json::from_str(&v.ok(&["--json", "db", "status", "env", cluster])).unwrap();
@@ -274,6 +281,13 @@ fn clusters_replicate_fail_over_without_loss_and_restore_to_a_point_in_time() {
         events.contains("failover") && events.contains("rejoined"),
         "{events}"
     );
+    // The new writer confirmed commits alone while the old one was rebuilt; once a
+    // reader caught up, commits wait for one again.
+    wait_until("synchronous commits restored", 60, || {
+        synchronous(&v, "main") == "on"
+    });
+    let sync = psql(&app, &endpoint, ca, "SHOW synchronous_standby_names");
+    assert!(text(&sync).contains("ANY 1"), "{}", text(&sync));
 
     // A planned switchover loses nothing.
     let before = text(&psql(&app, &endpoint, ca, "SELECT count(*) FROM t"));
@@ -421,6 +435,22 @@ fn a_crash_in_the_middle_of_a_switchover_finishes_it_at_restart() {
         "the failpoint should have stopped the server"
     );
     assert!(v.wait_exit(30), "the server did not die at the failpoint");
+    // Fenced and not yet promoted: the endpoint's address is parked where nothing
+    // listens, so a client is refused at once (not left to send its SYN again a second
+    // later, or for minutes).
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &app, "python3", "-c"])
+        .arg(format!(
+            "import socket\ntry:\n    socket.create_connection(('{endpoint}', 5432), 10)\n    print('connected')\nexcept OSError as e:\n    print(type(e).__name__)"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out).trim(),
+        "ConnectionRefusedError",
+        "{}",
+        text(&out)
+    );
     v.set_env("VEEPS_FAILPOINT", None);
     v.boot();
     wait_until("the cluster back, healthy", 120, || all_healthy(&v, "main"));
@@ -439,5 +469,69 @@ fn a_crash_in_the_middle_of_a_switchover_finishes_it_at_restart() {
     });
     let rows = text(&psql(&app, &endpoint, ca, "SELECT count(*) FROM t"));
     assert!(rows.trim().parse::<u32>().unwrap() >= 3, "{rows}");
+    v.ok(&["destroy", "env", "--auto-approve"]);
+}
+
+/// With one synchronous reader of two nodes, the promoted writer has nobody to wait for
+/// until the old writer is rebuilt: it confirms commits alone meanwhile (writes go on),
+/// and waits for a reader again once one has caught up. The server dies right before
+/// the rebuild (a failpoint), so the writer runs alone for as long as the test wants.
+#[test]
+fn the_new_writer_takes_writes_while_the_old_one_rejoins() {
+    require_root("database clusters");
+    let mut v = Veeps::start_with_env(&[("VEEPS_FAILPOINT", "db-before-rejoin")]);
+    let octet = 90 + (std::process::id() % 10) as u8;
+    let cfg = config(octet).replace("instance_count       = 3", "instance_count       = 2");
+    v.write("env/main.hcl", &cfg);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let (app, endpoint) = (output(&v, "app_ns"), output(&v, "endpoint"));
+    let ca = v.work.join("ca.pem");
+    std::fs::write(&ca, v.ok(&["ca", "cert"])).unwrap();
+    let ca = ca.to_str().unwrap();
+    let w = psql(
+        &app,
+        &endpoint,
+        ca,
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    );
+    assert!(w.status.success(), "{}", text(&w));
+    wait_until(
+        "both nodes healthy, commits waiting for the reader",
+        60,
+        || all_healthy(&v, "main") && synchronous(&v, "main") == "on",
+    );
+    let (old, _) = writer_pid(&v, "main");
+    let r = v.run(&["db", "failover", "env", "main"]);
+    assert!(
+        !r.status.success(),
+        "the failpoint should have stopped the server"
+    );
+    assert!(v.wait_exit(30), "the server did not die at the failpoint");
+    // Promoted, the old writer not rebuilt: a commit does not wait for it (it would
+    // wait forever; psql is cut off well before).
+    let ins = Command::new("timeout")
+        .args(["30", "ip", "netns", "exec", &app, PSQL])
+        .arg(format!(
+            "host={endpoint} user=app dbname=app sslmode=verify-full sslrootcert={ca} connect_timeout=5"
+        ))
+        .args(["-Atq", "-v", "ON_ERROR_STOP=1", "-c", "INSERT INTO t VALUES (2); SELECT count(*) FROM t"])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(ins.status.success(), "{}", text(&ins));
+    assert_eq!(text(&ins).trim(), "2");
+    v.set_env("VEEPS_FAILPOINT", None);
+    v.boot();
+    // Relaxed until the old writer streams again and has everything; then on.
+    wait_until(
+        "the old writer back and synchronous commits restored",
+        120,
+        || all_healthy(&v, "main") && synchronous(&v, "main") == "on",
+    );
+    assert_ne!(writer_pid(&v, "main").0, old);
+    let sync = psql(&app, &endpoint, ca, "SHOW synchronous_standby_names");
+    assert!(text(&sync).contains("ANY 1"), "{}", text(&sync));
+    let w = psql(&app, &endpoint, ca, "INSERT INTO t VALUES (3)");
+    assert!(w.status.success(), "{}", text(&w));
     v.ok(&["destroy", "env", "--auto-approve"]);
 }

@@ -13,19 +13,82 @@ impl Dbs {
             .unwrap_or(24)
     }
 
-    /// Takes the writer endpoint's address off every node but `except` (and off its own
-    /// namespace): no new connection reaches those nodes through it.
-    pub(crate) async fn release_writer_address(&self, rec: &ClusterRec, except: Option<&str>) {
+    fn writer_gateway(&self, rec: &ClusterRec) -> Option<std::net::Ipv4Addr> {
+        self.net
+            .endpoint(&format!("db/{}/{}/writer", rec.spec.env, rec.spec.name))
+            .ok()
+            .flatten()
+            .map(|e| e.gateway)
+    }
+
+    /// Moves the writer endpoint's address to namespace `to` and announces it there
+    /// (gratuitous ARP), then takes it off every other node and the endpoint's own
+    /// namespace, and announces it again. Added before it is taken away: at no moment does
+    /// a connection to it find nobody (a SYN that no one answers is sent again only a
+    /// second later); while both hold it, a client reaching the old holder is refused at
+    /// once and tries again.
+    async fn move_writer_address(&self, rec: &ClusterRec, to: &str) -> Result<(), String> {
         let a = format!("{}/{}", rec.writer_ep.0, self.writer_prefix_len(rec));
-        let mut nss: Vec<&str> = rec
+        veeps_net::sys::ip(Some(to), &["addr", "replace", &a, "dev", "eth0"])
+            .await
+            .map_err(|e| e.to_string())?;
+        let announce = |ns: String| async move {
+            let ip = rec.writer_ep.0;
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || veeps_net::garp::announce(&ns, ip)).await
+            {
+                tracing::warn!(error = %e, "gratuitous ARP for the writer endpoint failed; neighbours learn it when their caches expire");
+            }
+        };
+        if to == rec.writer_ep.1 {
+            // The endpoint's own namespace lost its routes with its address: without the
+            // default route its refusals would not reach clients in other subnets.
+            if let Some(gw) = self.writer_gateway(rec) {
+                veeps_net::sys::ip(
+                    Some(to),
+                    &[
+                        "route",
+                        "replace",
+                        "default",
+                        "via",
+                        &gw.to_string(),
+                        "dev",
+                        "eth0",
+                    ],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        announce(to.to_string()).await;
+        let others = rec
             .nodes
             .iter()
-            .filter(|n| Some(n.name.as_str()) != except)
             .map(|n| n.netns.as_str())
-            .collect();
-        nss.push(&rec.writer_ep.1);
-        for ns in nss.into_iter().filter(|n| !n.is_empty()) {
+            .chain([rec.writer_ep.1.as_str()])
+            .filter(|ns| !ns.is_empty() && *ns != to);
+        for ns in others {
             let _ = veeps_net::sys::ip(Some(ns), &["addr", "del", &a, "dev", "eth0"]).await;
+        }
+        announce(to.to_string()).await;
+        Ok(())
+    }
+
+    /// Parks the writer endpoint's address on the endpoint's own namespace, where nothing
+    /// listens: no connection reaches a node through it (the fence before a promotion),
+    /// and clients are refused at once until the new writer takes it.
+    pub(crate) async fn park_writer_address(&self, rec: &ClusterRec) {
+        let home = rec.writer_ep.1.clone();
+        if home.is_empty() {
+            return;
+        }
+        if let Err(e) = self.move_writer_address(rec, &home).await {
+            tracing::warn!(error = %e, "cannot park the writer endpoint's address; taking it off the nodes");
+            let a = format!("{}/{}", rec.writer_ep.0, self.writer_prefix_len(rec));
+            for n in rec.nodes.iter().filter(|n| !n.netns.is_empty()) {
+                let _ =
+                    veeps_net::sys::ip(Some(&n.netns), &["addr", "del", &a, "dev", "eth0"]).await;
+            }
         }
     }
 
@@ -39,23 +102,12 @@ impl Dbs {
         if w.netns.is_empty() {
             return Ok(());
         }
-        self.release_writer_address(rec, Some(&w.name)).await;
-        let a = format!("{}/{}", rec.writer_ep.0, self.writer_prefix_len(rec));
-        veeps_net::sys::ip(Some(&w.netns), &["addr", "replace", &a, "dev", "eth0"])
-            .await
-            .map_err(|e| {
-                failed(format!(
-                    "placing the writer endpoint's address on {}: {e}",
-                    w.name
-                ))
-            })?;
-        let (ns, ip) = (w.netns.clone(), rec.writer_ep.0);
-        if let Ok(Err(e)) =
-            tokio::task::spawn_blocking(move || veeps_net::garp::announce(&ns, ip)).await
-        {
-            tracing::warn!(error = %e, "gratuitous ARP for the writer endpoint failed; neighbours learn it when their caches expire");
-        }
-        Ok(())
+        self.move_writer_address(rec, &w.netns).await.map_err(|e| {
+            failed(format!(
+                "placing the writer endpoint's address on {}: {e}",
+                w.name
+            ))
+        })
     }
 
     /// Points the endpoints at the writer and the healthy readers.

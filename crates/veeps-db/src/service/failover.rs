@@ -79,10 +79,172 @@ impl Dbs {
                 .await;
             return;
         }
+        if rec.sync_relaxed {
+            self.tighten(rec, &mut inner).await;
+        } else if rec.spec.synchronous_replicas > 0 {
+            self.relax_if_short(rec, &mut inner).await;
+        }
         self.update_routes(rec, &rt, &inner);
         // Security group members change: keep pg_hba in step.
         if tick.is_multiple_of(10) && self.hba(rec) != inner.hba {
             let _ = self.reconfigure(rec, &mut inner).await;
+        }
+    }
+
+    /// The readers commits may wait for: those with their data.
+    fn sync_readers(&self, rec: &ClusterRec) -> Vec<String> {
+        rec.nodes
+            .iter()
+            .filter(|n| n.role == Role::Reader)
+            .filter(|n| {
+                self.node_dir(rec, &n.name)
+                    .join("pgdata/PG_VERSION")
+                    .exists()
+            })
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// How many of `readers` stream from `w` and have flushed at least `lsn`.
+    async fn streaming(
+        &self,
+        rec: &ClusterRec,
+        w: &NodeRec,
+        readers: &[String],
+        lsn: &str,
+    ) -> Option<usize> {
+        let c = self.admin(rec, w).await.ok()?;
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' \
+             AND application_name = ANY($1) AND flush_lsn >= $2::text::pg_lsn",
+            &[&readers, &lsn],
+        )
+        .await
+        .ok()
+        .map(|r| r.get::<_, i64>(0) as usize)
+    }
+
+    /// A writer whose commits wait for more readers than stream (one died, or is being
+    /// rebuilt) would take no write until they are back: for two checks in a row, it
+    /// confirms commits alone instead (recorded first: no failover until it is tight
+    /// again).
+    async fn relax_if_short(&self, rec: &ClusterRec, inner: &mut Inner) {
+        let Some(w) = rec.writer().cloned() else {
+            return;
+        };
+        if !inner.nodes.get(&w.name).is_some_and(|n| n.healthy) {
+            return;
+        }
+        let readers = self.sync_readers(rec);
+        let want = (rec.spec.synchronous_replicas as usize).min(readers.len());
+        let Some(streaming) = self.streaming(rec, &w, &readers, "0/0").await else {
+            return;
+        };
+        if streaming >= want {
+            inner.sync_short = 0;
+            return;
+        }
+        inner.sync_short += 1;
+        if inner.sync_short < 2 {
+            return;
+        }
+        let (env, name) = (&rec.spec.env, &rec.spec.name);
+        let Ok(Some(mut now)) = self.cluster(env, name) else {
+            return;
+        };
+        now.sync_relaxed = true;
+        if self.save(&now).is_err() {
+            return;
+        }
+        inner.sync_short = 0;
+        inner.tightening = None;
+        let _ = self.reconfigure(&now, inner).await;
+        self.event(
+            env,
+            name,
+            "synchronous",
+            &format!(
+                "{streaming} of the {want} reader(s) commits wait for stream; the writer confirms commits alone until they are back"
+            ),
+        );
+    }
+
+    /// Restores synchronous replication after a failover or switchover, in two steps:
+    /// once enough readers stream, the writer waits for them again; once they have
+    /// flushed everything the writer wrote before that took effect, the cluster is no
+    /// longer relaxed and a failover may promote a reader again.
+    async fn tighten(&self, rec: &ClusterRec, inner: &mut Inner) {
+        let Some(w) = rec.writer().cloned() else {
+            return;
+        };
+        let readers = self.sync_readers(rec);
+        let want = (rec.spec.synchronous_replicas as usize).min(readers.len());
+        match inner.tightening.clone() {
+            None => {
+                let streaming = self.streaming(rec, &w, &readers, "0/0").await;
+                if want > 0 && streaming.is_none_or(|n| n < want) {
+                    return;
+                }
+                inner.tightening = Some((Instant::now(), None));
+                if self.reconfigure(rec, inner).await.is_err() {
+                    inner.tightening = None;
+                }
+            }
+            // Every commit the writer confirmed alone precedes this position, once every
+            // backend has seen the new setting (well within this delay).
+            Some((since, None)) if since.elapsed() >= Duration::from_millis(300) => {
+                let Ok(c) = self.admin(rec, &w).await else {
+                    return;
+                };
+                let Ok(row) = c
+                    .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+                    .await
+                else {
+                    return;
+                };
+                inner.tightening = Some((since, Some(row.get(0))));
+                Box::pin(self.tighten(rec, inner)).await;
+            }
+            Some((_, Some(lsn))) => {
+                let Ok(c) = self.admin(rec, &w).await else {
+                    return;
+                };
+                let waits = c
+                    .query_one("SHOW synchronous_standby_names", &[])
+                    .await
+                    .map(|r| !r.get::<_, String>(0).is_empty())
+                    .unwrap_or(false);
+                if want > 0 && !waits {
+                    // Written over since: start again.
+                    inner.tightening = None;
+                    return;
+                }
+                if self
+                    .streaming(rec, &w, &readers, &lsn)
+                    .await
+                    .is_none_or(|n| n < want)
+                {
+                    return;
+                }
+                let (env, name) = (&rec.spec.env, &rec.spec.name);
+                let Ok(Some(mut now)) = self.cluster(env, name) else {
+                    return;
+                };
+                if now.writer().map(|n| &n.name) != Some(&w.name) {
+                    return;
+                }
+                now.sync_relaxed = false;
+                if self.save(&now).is_ok() {
+                    inner.tightening = None;
+                    self.event(
+                        env,
+                        name,
+                        "synchronous",
+                        &format!("{want} reader(s) caught up; commits wait for them again"),
+                    );
+                }
+            }
+            Some(_) => {}
         }
     }
 
@@ -129,11 +291,12 @@ impl Dbs {
         let started = Instant::now();
         let (env, name) = (rec.spec.env.clone(), rec.spec.name.clone());
         let old = rec.writer().cloned().ok_or_else(|| failed("no writer"))?;
-        // Fence: no new connection reaches the old writer (its endpoint address goes), and
-        // its processes are stopped (killed, when it failed) before anything is promoted.
-        // A failed writer's leftover processes are killed while its address is still in
-        // place, so that their clients' connections end (a reset reaches them) instead of
-        // waiting forever on an address that moved away.
+        // Fence: no new connection reaches the old writer (its endpoint address is parked
+        // where nothing listens, so clients are refused at once until the new writer takes
+        // it), and its processes are stopped (killed, when it failed) before anything is
+        // promoted. A failed writer's leftover processes are killed while its address is
+        // still in place, so that their clients' connections end (a reset reaches them)
+        // instead of waiting forever on an address that moved away.
         if !planned {
             self.event(
                 &env,
@@ -143,7 +306,7 @@ impl Dbs {
             );
             self.stop_node(rec, &old, inner, true).await;
         }
-        self.release_writer_address(rec, None).await;
+        self.park_writer_address(rec).await;
         inner.address_on = None;
         let mut final_lsn: Option<String> = None;
         if planned {
@@ -172,8 +335,14 @@ impl Dbs {
                 .map(|s| s.trim().to_string());
         }
         // The candidate: the reader with the most WAL received (or the one asked for).
+        // None while the writer confirms commits alone: a reader may lack one of them.
         let mut best: Option<(NodeRec, i64)> = None;
-        for n in rec.nodes.iter().filter(|n| n.role == Role::Reader) {
+        let eligible = planned || !rec.sync_relaxed;
+        for n in rec
+            .nodes
+            .iter()
+            .filter(|n| eligible && n.role == Role::Reader)
+        {
             if to.is_some_and(|t| t != n.name) {
                 continue;
             }
@@ -199,7 +368,14 @@ impl Dbs {
         }
         let Some((target, _)) = best else {
             // Nobody to promote: bring the old writer back.
-            let msg = format!("no healthy reader to promote; restarting {}", old.name);
+            let msg = if eligible {
+                format!("no healthy reader to promote; restarting {}", old.name)
+            } else {
+                format!(
+                    "no reader has every commit yet (since the last failover); restarting {}",
+                    old.name
+                )
+            };
             self.event(&env, &name, "failover", &msg);
             let ids = self.prepare()?;
             let mut r = rec.clone();
@@ -245,6 +421,11 @@ impl Dbs {
                 Role::Reader
             };
         }
+        // The new writer confirms commits alone until its readers catch up (the old
+        // writer is still to be rebuilt): writes go on meanwhile, and no reader is
+        // promoted until then (`tighten`).
+        new.sync_relaxed = rec.spec.synchronous_replicas > 0;
+        inner.tightening = None;
         self.save(&new)?;
         crate::failpoint("db-before-promote");
         if let Err(e) = c.batch_execute("SELECT pg_promote(true, 60)").await {
@@ -278,6 +459,7 @@ impl Dbs {
             &[("env", env.as_str()), ("cluster", name.as_str())],
             took.as_secs_f64(),
         )]);
+        crate::failpoint("db-before-rejoin");
         // The new timeline must be in the new writer's control file before pg_rewind can
         // compare histories with it.
         if let Ok(c) = self.admin(&new, &new_writer).await {

@@ -127,6 +127,12 @@ pub(crate) struct Inner {
     hba: String,
     /// The node holding the writer endpoint's address.
     address_on: Option<String>,
+    /// Restoring synchronous replication after a failover: since when the writer waits
+    /// for its readers again, and the position they must reach before readers may be
+    /// promoted again (see `ClusterRec::sync_relaxed`).
+    tightening: Option<(Instant, Option<String>)>,
+    /// Checks in a row that found fewer readers streaming than commits wait for.
+    sync_short: u32,
 }
 
 pub(crate) struct ClusterRt {
@@ -466,6 +472,7 @@ impl Dbs {
             reader_ep: eps[1].clone(),
             secrets: self.seal(spec, &secrets)?,
             initialised: false,
+            sync_relaxed: false,
         };
         self.event(
             &spec.env,

@@ -34,8 +34,13 @@ impl Dbs {
                 slot: &slot_name,
             }),
         };
+        // Relaxed: the writer waits for no reader (see `ClusterRec::sync_relaxed`).
+        let mut spec = rec.spec.clone();
+        if rec.sync_relaxed {
+            spec.synchronous_replicas = 0;
+        }
         let conf = postgresql_conf(
-            &rec.spec,
+            &spec,
             node,
             &others,
             upstream,
@@ -471,6 +476,17 @@ impl Dbs {
     ) -> Result<(), DbError> {
         let ids = self.prepare()?;
         inner.hba = self.hba(rec);
+        // The writer waits for its readers again once that is under way.
+        let tight;
+        let rec = if rec.sync_relaxed && inner.tightening.is_some() {
+            tight = ClusterRec {
+                sync_relaxed: false,
+                ..rec.clone()
+            };
+            &tight
+        } else {
+            rec
+        };
         for n in &rec.nodes {
             if !self
                 .node_dir(rec, &n.name)

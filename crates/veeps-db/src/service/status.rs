@@ -73,6 +73,12 @@ impl Dbs {
             writer_targets,
             reader_targets: rt.reader.targets().iter().map(|a| a.to_string()).collect(),
             nodes,
+            synchronous: match (rec.spec.synchronous_replicas, rec.sync_relaxed) {
+                (0, _) => "off",
+                (_, true) => "relaxed",
+                _ => "on",
+            }
+            .into(),
         })
     }
 
