@@ -258,14 +258,7 @@ impl Plane {
         vpc: Option<String>,
         count: usize,
     ) -> std::io::Result<Listening> {
-        let shared = std::env::var("VEEPS_DNS_SHARED").as_deref() == Ok("1");
-        let (mut udp, tcp) = bind_reuse(addr, if shared { 1 } else { count })?;
-        if shared {
-            for _ in 1..count {
-                let again = udp[0].try_clone()?;
-                udp.push(again);
-            }
-        }
+        let (udp, tcp) = bind_reuse(addr, count)?;
         // With VEEPS_DNS_STEER=cpu a query is answered on the CPU that took it in (see
         // `steer_by_cpu`); by default the kernel's hash spreads them, which measured the
         // same on this machine's 2 CPUs (bench/dns.sh, 2026-12-01).

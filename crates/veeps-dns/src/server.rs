@@ -230,14 +230,14 @@ impl Local {
         }
     }
 
-    fn count(&mut self, outcome: Outcome) {
-        let i = match outcome {
+    /// Where an outcome is counted in `counts`.
+    fn slot(outcome: Outcome) -> usize {
+        match outcome {
             Outcome::Answered => 1,
             Outcome::NxDomain => 2,
             Outcome::Refused => 3,
             Outcome::Error => 4,
-        };
-        self.counts[i] += 1;
+        }
     }
 
     /// Adds what was counted here to the server's counters.
@@ -437,25 +437,26 @@ impl Server {
         if !cache_key_into(bytes, View::Public, false, &mut local.key) {
             return Fast::Miss;
         }
-        let hit = match local.answers.get(local.key.as_slice()) {
-            Some(h) => h.clone(),
-            None => {
-                let snap = self.snap();
-                let shared = snap
-                    .answers
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(local.key.as_slice())
-                    .cloned();
-                let Some(h) = shared else {
-                    return Fast::Miss;
-                };
-                if local.answers.len() >= CACHE_MAX {
-                    local.answers.clear();
-                }
-                local.answers.insert(local.key.as_slice().into(), h.clone());
-                h
+        if !local.answers.contains_key(local.key.as_slice()) {
+            let snap = self.snap();
+            let shared = snap
+                .answers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(local.key.as_slice())
+                .cloned();
+            let Some(h) = shared else {
+                return Fast::Miss;
+            };
+            if local.answers.len() >= CACHE_MAX {
+                local.answers.clear();
             }
+            local.answers.insert(local.key.as_slice().into(), h);
+        }
+        // Borrowed, not cloned: the answer is shared with the other threads, and a
+        // reference count moving on every query would bounce its cache line between them.
+        let Some(hit) = local.answers.get(local.key.as_slice()) else {
+            return Fast::Miss;
         };
         local.counts[0] += 1;
         let limits = local.limits;
@@ -470,7 +471,7 @@ impl Server {
                 return Fast::Silent;
             }
         }
-        local.count(hit.outcome);
+        local.counts[Local::slot(hit.outcome)] += 1;
         match now {
             None => {
                 out.clear();
@@ -479,7 +480,7 @@ impl Server {
                 Fast::Sent
             }
             Some(now) => {
-                match self.reply_cached(limits, &hit, bytes, src, View::Public, false, now, out) {
+                match self.reply_cached(limits, hit, bytes, src, View::Public, false, now, out) {
                     Ok(()) => Fast::Sent,
                     Err(Silence::Truncated) => {
                         local.counts[6] += 1;
