@@ -264,6 +264,8 @@ pub trait AuditSink: Send + Sync {
 /// The store.
 pub struct Store {
     db: Database,
+    /// Moves after every committed write (see [`Store::generation`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn key(env: &str, rest: &str) -> String {
@@ -312,7 +314,23 @@ impl Store {
             txn.open_table(KV)?;
         }
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// A number that moves after every committed write. A value read after it was `g`
+    /// is current for as long as it is still `g`: what caches of records check.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
+        txn.commit()?;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ok(())
     }
 
     fn get<T: DeserializeOwned>(
@@ -331,7 +349,7 @@ impl Store {
     fn put<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, k: &str, v: &T) -> Result<()> {
         let txn = self.db.begin_write()?;
         txn.open_table(table)?.insert(k, encode(v).as_slice())?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -396,7 +414,7 @@ impl Store {
                 t.remove(key(env, a).as_str())?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -405,7 +423,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         txn.open_table(RESOURCES)?
             .remove(key(env, address).as_str())?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -445,7 +463,7 @@ impl Store {
             }
             t.insert(env, encode(info).as_slice())?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -462,7 +480,7 @@ impl Store {
                 t.remove(env)?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -477,7 +495,7 @@ impl Store {
                 None => None,
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(removed)
     }
 
@@ -505,7 +523,7 @@ impl Store {
                 released.push((k, info));
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(released)
     }
 
@@ -530,7 +548,7 @@ impl Store {
             )?;
             version
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(version)
     }
 
@@ -594,7 +612,7 @@ impl Store {
                 out.push(e);
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(out)
     }
 
@@ -658,7 +676,7 @@ impl Store {
                 let mut kv = txn.open_table(KV)?;
                 kv.insert(AUDIT_ANCHOR, encode(&h).as_slice())?;
             }
-            txn.commit()?;
+            self.commit(txn)?;
             removed += n as u64;
             if n < 10_000 {
                 return Ok(removed);
@@ -729,7 +747,7 @@ impl Store {
     pub fn kv_delete(&self, key: &str) -> Result<()> {
         let txn = self.db.begin_write()?;
         txn.open_table(KV)?.remove(key)?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -793,7 +811,7 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -833,7 +851,7 @@ impl Store {
             }
             names.len()
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(n)
     }
 
@@ -851,7 +869,7 @@ impl Store {
                 }
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(out)
     }
 }

@@ -176,6 +176,8 @@ fn err(e: StoreError) -> s3s::S3Error {
         StoreError::PreconditionFailed(_) => s3_error!(PreconditionFailed, "{msg}"),
         StoreError::IncompleteBody => s3_error!(IncompleteBody, "{msg}"),
         StoreError::InvalidArgument(_) => s3_error!(InvalidArgument, "{msg}"),
+        // Replaced more times in a row than a read tries again: busy, as S3 says.
+        StoreError::Replaced => s3_error!(SlowDown, "{msg}"),
         StoreError::Internal(_) => {
             tracing::error!(error = %msg, "object store failure");
             s3_error!(InternalError, "{msg}")

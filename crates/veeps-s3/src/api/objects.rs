@@ -100,15 +100,30 @@ pub(super) async fn get_object(
         };
         let mut reader = store.reader(&b, &meta, range)?;
         let body = if len <= SMALL {
-            let mut buf = Vec::with_capacity(len as usize);
-            std::io::Read::read_to_end(&mut reader, &mut buf)?;
-            SendBody::Whole(Bytes::from(buf))
+            // Each chunk opened where it was read: one allocation for a body of one chunk,
+            // nothing zeroed to be written over.
+            let mut pieces = vec![];
+            while let Some(b) = reader.next_bytes()? {
+                pieces.push(b);
+            }
+            SendBody::Whole(match pieces.len() {
+                0 => Bytes::new(),
+                1 => pieces.swap_remove(0),
+                _ => Bytes::from(pieces.concat()),
+            })
         } else {
             SendBody::Stream(Box::new(reader))
         };
         Ok((meta, b.versioning, Ok((range, len, body))))
     };
-    let (meta, ver, found) = look().map_err(err)?;
+    // A version replaced between its lookup and its opening: look again.
+    let mut tries = 0;
+    let (meta, ver, found) = loop {
+        match look() {
+            Err(StoreError::Replaced) if tries < 3 => tries += 1,
+            r => break r.map_err(err)?,
+        }
+    };
     let (range, len, body) = found?;
     let len = len as i64;
     let body = match body {

@@ -110,7 +110,12 @@ impl ObjectStore {
             .decrypt_data_key(env, wrapped)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let cipher = body_key(&key)?;
-        let mut file = std::fs::File::open(path)?;
+        let mut file = match std::fs::File::open(path) {
+            // Removed after its record was read: a newer version took its place. (Once
+            // open, a body stays readable to the end, removed or not.)
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Replaced),
+            f => f?,
+        };
         let first = range.0 / CHUNK as u64;
         file.seek(SeekFrom::Start(first * (CHUNK + TAG) as u64))?;
         Ok(BlobReader {
@@ -121,7 +126,8 @@ impl ObjectStore {
             next_chunk: first,
             pos: range.0,
             end: range.1,
-            buf: Vec::with_capacity(CHUNK + TAG),
+            // Allocated by the first `read` (`next_bytes` needs none).
+            buf: Vec::new(),
             plain: 0,
             buf_off: 0,
         })

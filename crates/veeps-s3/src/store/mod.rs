@@ -11,7 +11,7 @@
 use md5::{Digest, Md5};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,6 +89,10 @@ pub enum StoreError {
     InvalidArgument(String),
     #[error("object store: {0}")]
     Internal(String),
+    /// The version looked up was replaced (its body removed) before it was opened: look
+    /// it up again.
+    #[error("the object changed while it was being read; try again")]
+    Replaced,
 }
 
 /// A multipart upload in progress.
@@ -434,6 +438,46 @@ pub struct ObjectStore {
     buckets_lock: std::sync::RwLock<()>,
     /// Serialises recording parts with ending uploads, so no part outlives its upload.
     uploads: std::sync::Mutex<()>,
+    /// Records read, by their key, with the store's generation they were read at: a read
+    /// of a hot object costs no transaction and no decoding while nothing is written.
+    records: Records,
+}
+
+/// Most records [`Records`] keeps (it starts again empty when full).
+const RECORDS_MAX: usize = 16_384;
+
+/// Decoded bucket and object records, each valid while the store's generation has not
+/// moved since it was read (see `veeps_state::Store::generation`).
+#[derive(Default)]
+struct Records {
+    buckets: std::sync::RwLock<HashMap<String, (u64, Arc<Bucket>)>>,
+    objects: std::sync::RwLock<HashMap<String, (u64, Arc<ObjectMeta>)>>,
+}
+
+impl Records {
+    fn get<T>(
+        map: &std::sync::RwLock<HashMap<String, (u64, Arc<T>)>>,
+        key: &str,
+        now: u64,
+    ) -> Option<Arc<T>> {
+        match map.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+            Some((g, v)) if *g == now => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    fn put<T>(
+        map: &std::sync::RwLock<HashMap<String, (u64, Arc<T>)>>,
+        key: &str,
+        read_at: u64,
+        v: Arc<T>,
+    ) {
+        let mut m = map.write().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= RECORDS_MAX {
+            m.clear();
+        }
+        m.insert(key.to_string(), (read_at, v));
+    }
 }
 
 /// Removes a temporary file unless kept (every error path of a write leaves nothing).
@@ -471,6 +515,7 @@ impl ObjectStore {
             keys: (0..STRIPES).map(|_| std::sync::Mutex::new(())).collect(),
             buckets_lock: std::sync::RwLock::new(()),
             uploads: std::sync::Mutex::new(()),
+            records: Records::default(),
         };
         me.collect_garbage()?;
         Ok(me)
@@ -561,10 +606,17 @@ impl ObjectStore {
 
     /// A bucket.
     pub fn bucket(&self, name: &str) -> Result<Bucket, StoreError> {
-        self.store
+        let g = self.store.generation();
+        if let Some(b) = Records::get(&self.records.buckets, name, g) {
+            return Ok((*b).clone());
+        }
+        let b = self
+            .store
             .kv_get::<Bucket>(&format!("{K_BUCKET}{name}"))
             .map_err(|e| StoreError::Internal(e.to_string()))?
-            .ok_or_else(|| StoreError::NoSuchBucket(name.into()))
+            .ok_or_else(|| StoreError::NoSuchBucket(name.into()))?;
+        Records::put(&self.records.buckets, name, g, Arc::new(b.clone()));
+        Ok(b)
     }
 
     /// Every bucket, by name.
@@ -813,10 +865,18 @@ impl ObjectStore {
 
     /// The current version (perhaps a delete marker), the bucket known to exist.
     fn meta(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.store
-            .kv_get::<ObjectMeta>(&object_key(bucket, key))
+        let k = object_key(bucket, key);
+        let g = self.store.generation();
+        if let Some(m) = Records::get(&self.records.objects, &k, g) {
+            return Ok((*m).clone());
+        }
+        let m = self
+            .store
+            .kv_get::<ObjectMeta>(&k)
             .map_err(|e| StoreError::Internal(e.to_string()))?
-            .ok_or_else(|| StoreError::NoSuchKey(key.into()))
+            .ok_or_else(|| StoreError::NoSuchKey(key.into()))?;
+        Records::put(&self.records.objects, &k, g, Arc::new(m.clone()));
+        Ok(m)
     }
 
     /// A version by the id clients see, with its record's key (`None` when current).
@@ -859,9 +919,14 @@ impl ObjectStore {
         version: Option<&str>,
         range: Option<(u64, u64)>,
     ) -> Result<(ObjectMeta, BlobReader), StoreError> {
-        let (b, meta) = self.lookup(bucket, key, version)?;
-        let r = self.reader(&b, &meta, range)?;
-        Ok((meta, r))
+        let mut tries = 0;
+        loop {
+            let (b, meta) = self.lookup(bucket, key, version)?;
+            match self.reader(&b, &meta, range) {
+                Err(StoreError::Replaced) if tries < 3 => tries += 1,
+                r => return r.map(|r| (meta, r)),
+            }
+        }
     }
 
     /// A reader of `range` (inclusive; all when `None`) of a version found by
