@@ -20,6 +20,10 @@ pub struct S3Part {
     website: Mutex<Option<std::net::TcpListener>>,
     day: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The S3 API's worker threads, one per core, each with a runtime of its own that
+    /// accepts on the listener and keeps its connections (no wakeups across threads, as
+    /// nginx's workers).
+    workers: Mutex<Vec<veeps_sys::netns::NsRuntime>>,
     audit: Option<Arc<dyn veeps_state::AuditSink>>,
     intrusion: Option<Arc<dyn veeps_resource::intrusion::Intrusion>>,
     tls: Option<veeps_http::TlsConfig>,
@@ -46,6 +50,7 @@ impl S3Part {
             website: Mutex::new(website),
             day,
             tasks: Mutex::new(vec![]),
+            workers: Mutex::new(vec![]),
             audit: None,
             intrusion: None,
             tls: None,
@@ -133,28 +138,67 @@ impl Part for S3Part {
             self.stats.clone(),
             self.day,
         ))];
-        if let Some(l) = Self::take(&self.api) {
+        let api = self.api.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(l) = api {
             let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
             tracing::info!(%addr, "S3 listening");
-            let (id, secret) = self.auth.root();
-            let gate = Gate {
-                access: self.access.clone(),
-                root_id: id.into(),
-                root_secret: secret.into(),
-            };
-            tasks.push(tokio::spawn(crate::api::serve(
-                l,
-                Api::new(self.objects.clone()),
-                gate,
-                self.stats.clone(),
-                Self::api_limits(),
-                crate::api::Hooks {
+            let _ = l.set_nonblocking(true);
+            let n = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(1, 16);
+            let serve = |l: std::net::TcpListener| {
+                let (id, secret) = self.auth.root();
+                let gate = Gate {
+                    access: self.access.clone(),
+                    root_id: id.into(),
+                    root_secret: secret.into(),
+                };
+                let (objects, stats) = (self.objects.clone(), self.stats.clone());
+                let hooks = crate::api::Hooks {
                     audit: self.audit.clone(),
                     intrusion: self.intrusion.clone(),
                     tls: self.tls.clone(),
                     edge: self.edge.clone(),
-                },
-            )));
+                };
+                // Registered with the runtime that runs it.
+                async move {
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => {
+                            crate::api::serve(
+                                l,
+                                Api::new(objects),
+                                gate,
+                                stats,
+                                Self::api_limits(),
+                                hooks,
+                            )
+                            .await
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot serve the S3 API"),
+                    }
+                }
+            };
+            // Each worker accepts on its own descriptor of the one listening socket.
+            let copies: std::io::Result<Vec<std::net::TcpListener>> =
+                (0..n).map(|_| l.try_clone()).collect();
+            match copies.and_then(|c| {
+                veeps_sys::netns::NsRuntime::start_many("s3", None, n).map(|w| (c, w))
+            }) {
+                Ok((copies, workers)) => {
+                    for (l, w) in copies.into_iter().zip(&workers) {
+                        drop(w.handle().spawn(serve(l)));
+                    }
+                    self.workers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(workers);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no S3 worker threads; serving on the main runtime");
+                    tasks.push(tokio::spawn(serve(l)));
+                }
+            }
         }
         if let Some(l) = Self::take(&self.website) {
             let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -192,6 +236,11 @@ impl Part for S3Part {
             .drain(..)
         {
             t.abort();
+        }
+        // Stopped (and joined) away from the runtime: their connections end with them.
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        if !workers.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || drop(workers)).await;
         }
     }
 }
