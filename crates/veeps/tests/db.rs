@@ -535,3 +535,75 @@ fn the_new_writer_takes_writes_while_the_old_one_rejoins() {
     assert!(w.status.success(), "{}", text(&w));
     v.ok(&["destroy", "env", "--auto-approve"]);
 }
+
+/// A reader that cannot follow the writer (here its replication slot is dropped, as a slot
+/// invalidated for holding too much WAL would be) keeps running in recovery, serving ever
+/// staler reads: after ten seconds without replicating it is copied afresh. Meanwhile the
+/// writer confirms commits alone rather than wait for it, and waits again once it is back.
+#[test]
+fn a_reader_that_stops_replicating_is_copied_afresh() {
+    require_root("database clusters");
+    let v = Veeps::start();
+    let octet = 200 + (std::process::id() % 50) as u8;
+    let cfg = config(octet).replace("instance_count       = 3", "instance_count       = 2");
+    v.write("env/main.hcl", &cfg);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let (app, endpoint, reader) = (
+        output(&v, "app_ns"),
+        output(&v, "endpoint"),
+        output(&v, "reader"),
+    );
+    let ca = v.work.join("ca.pem");
+    std::fs::write(&ca, v.ok(&["ca", "cert"])).unwrap();
+    let ca = ca.to_str().unwrap();
+    let w = psql(
+        &app,
+        &endpoint,
+        ca,
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    );
+    assert!(w.status.success(), "{}", text(&w));
+    wait_until(
+        "both nodes healthy, commits waiting for the reader",
+        60,
+        || all_healthy(&v, "main") && synchronous(&v, "main") == "on",
+    );
+    // Its slot gone (its walsender ended first: an active slot cannot be dropped).
+    wait_until("the reader's slot dropped", 30, || {
+        let o = psql(
+            &app,
+            &endpoint,
+            ca,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_replication; \
+             SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active; \
+             SELECT count(*) FROM pg_replication_slots",
+        );
+        text(&o).trim().ends_with('0')
+    });
+    // Writes go on (the writer stops waiting for a reader that does not replicate).
+    let mut ins = None;
+    wait_until("a write while the reader is lost", 30, || {
+        let o = Command::new("timeout")
+            .args(["10", "ip", "netns", "exec", &app, PSQL])
+            .arg(format!(
+                "host={endpoint} user=app dbname=app sslmode=verify-full sslrootcert={ca} connect_timeout=5"
+            ))
+            .args(["-Atq", "-v", "ON_ERROR_STOP=1", "-c", "INSERT INTO t VALUES (2)"])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        let ok = o.status.success();
+        ins = Some(o);
+        ok
+    });
+    assert!(ins.unwrap().status.success());
+    // Copied afresh, it has the write it missed, and commits wait for it again.
+    wait_until("the reader rebuilt and caught up", 120, || {
+        synchronous(&v, "main") == "on"
+            && all_healthy(&v, "main")
+            && text(&psql(&app, &reader, ca, "SELECT count(*) FROM t")).trim() == "2"
+    });
+    let events = v.ok(&["db", "events", "env", "main"]);
+    assert!(events.contains("has not replicated"), "{events}");
+    v.ok(&["destroy", "env", "--auto-approve"]);
+}

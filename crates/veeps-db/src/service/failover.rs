@@ -79,6 +79,7 @@ impl Dbs {
                 .await;
             return;
         }
+        self.rebuild_lost_readers(rec, &mut inner).await;
         if rec.sync_relaxed {
             self.tighten(rec, &mut inner).await;
         } else if rec.spec.synchronous_replicas > 0 {
@@ -88,6 +89,77 @@ impl Dbs {
         // Security group members change: keep pg_hba in step.
         if tick.is_multiple_of(10) && self.hba(rec) != inner.hba {
             let _ = self.reconfigure(rec, &mut inner).await;
+        }
+    }
+
+    /// A reader that runs, in recovery, but that the writer has not listed as replicating
+    /// for ten seconds cannot follow it (its history went another way, as an old writer's
+    /// left un-rewound by a crash in the middle of a failover; its slot was lost): it is
+    /// copied afresh, instead of serving stale data and keeping the cluster relaxed for
+    /// ever.
+    async fn rebuild_lost_readers(self: &Arc<Self>, rec: &ClusterRec, inner: &mut Inner) {
+        const CHECKS: u32 = 20;
+        let Some(w) = rec.writer().cloned() else {
+            return;
+        };
+        if !inner.nodes.get(&w.name).is_some_and(|n| n.healthy) {
+            return;
+        }
+        let Ok(c) = self.admin(rec, &w).await else {
+            return;
+        };
+        let Ok(rows) = c
+            .query("SELECT application_name FROM pg_stat_replication", &[])
+            .await
+        else {
+            return;
+        };
+        let listed: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let mut lost = vec![];
+        for n in rec.nodes.iter().filter(|n| n.role == Role::Reader) {
+            let Some(rt) = inner.nodes.get_mut(&n.name) else {
+                continue;
+            };
+            if !rt.healthy || listed.contains(&n.name) {
+                rt.unseen = 0;
+                continue;
+            }
+            rt.unseen += 1;
+            if rt.unseen >= CHECKS {
+                rt.unseen = 0;
+                lost.push(n.clone());
+            }
+        }
+        for n in lost {
+            let (env, name) = (&rec.spec.env, &rec.spec.name);
+            self.event(
+                env,
+                name,
+                "rebuilt",
+                &format!(
+                    "reader {} has not replicated from {} for {} s; rebuilding it",
+                    n.name,
+                    w.name,
+                    CHECKS / 2
+                ),
+            );
+            // Copied afresh: whatever it lacks (a diverged history, a lost slot, WAL the
+            // writer no longer has), a base backup has.
+            self.stop_node(rec, &n, inner, true).await;
+            let _ = std::fs::remove_dir_all(self.node_dir(rec, &n.name).join("pgdata"));
+            let mut r = rec.clone();
+            let started = match self.prepare() {
+                Ok(ids) => self.start_node(&mut r, &n, inner, ids).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started {
+                self.event(
+                    env,
+                    name,
+                    "error",
+                    &format!("reader {} cannot be rebuilt: {e}", n.name),
+                );
+            }
         }
     }
 

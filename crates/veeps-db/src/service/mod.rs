@@ -74,6 +74,8 @@ pub(crate) struct NodeRt {
     fails: u32,
     /// Whether the last check found it serving.
     healthy: bool,
+    /// Consecutive checks of a reader that the writer did not list as replicating.
+    unseen: u32,
 }
 
 impl NodeRt {

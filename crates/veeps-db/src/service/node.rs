@@ -144,6 +144,7 @@ impl Dbs {
                 dir: dir.clone(),
                 fails: 0,
                 healthy: false,
+                unseen: 0,
             },
         );
         self.wait_ready(rec, node, inner).await?;
@@ -197,6 +198,7 @@ impl Dbs {
             dir: dir.clone(),
             fails: 0,
             healthy: true,
+            unseen: 0,
         };
         if !rt.runs() {
             return false;
