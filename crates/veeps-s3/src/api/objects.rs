@@ -120,7 +120,10 @@ pub(super) async fn get_object(
     let mut tries = 0;
     let (meta, ver, found) = loop {
         match look() {
-            Err(StoreError::Replaced) if tries < 3 => tries += 1,
+            Err(StoreError::Replaced) if tries < crate::store::OPEN_TRIES => {
+                tries += 1;
+                tokio::task::yield_now().await;
+            }
             r => break r.map_err(err)?,
         }
     };

@@ -21,6 +21,10 @@ use veeps_sys::now_ms;
 
 /// Plaintext bytes per encrypted chunk.
 pub const CHUNK: usize = 64 * 1024;
+
+/// How many times a read looks an object up again when the version it found was replaced
+/// before its body was opened (each time, a newer version was committed meanwhile).
+pub const OPEN_TRIES: usize = 50;
 const TAG: usize = 16;
 
 /// Why a store operation failed (each maps to S3's own error code).
@@ -923,7 +927,10 @@ impl ObjectStore {
         loop {
             let (b, meta) = self.lookup(bucket, key, version)?;
             match self.reader(&b, &meta, range) {
-                Err(StoreError::Replaced) if tries < 3 => tries += 1,
+                Err(StoreError::Replaced) if tries < OPEN_TRIES => {
+                    tries += 1;
+                    std::thread::yield_now();
+                }
                 r => return r.map(|r| (meta, r)),
             }
         }
