@@ -83,8 +83,20 @@ output "reader" {{
 
 /// `psql` in a namespace against `host`, TLS verified against veeps' CA.
 fn psql(ns: &str, host: &str, ca: &str, sql: &str) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns, PSQL])
+    psql_within(None, ns, host, ca, sql)
+}
+
+/// [`psql`] cut off after `secs` seconds, if given (a commit may wait for ever).
+fn psql_within(secs: Option<u32>, ns: &str, host: &str, ca: &str, sql: &str) -> Output {
+    let mut c = match secs {
+        Some(s) => {
+            let mut c = Command::new("timeout");
+            c.args([&s.to_string(), "ip"]);
+            c
+        }
+        None => Command::new("ip"),
+    };
+    c.args(["netns", "exec", ns, PSQL])
         .arg(format!(
             "host={host} user=app dbname=app sslmode=verify-full sslrootcert={ca} connect_timeout=5"
         ))
@@ -92,6 +104,40 @@ fn psql(ns: &str, host: &str, ca: &str, sql: &str) -> Output {
         .env("PGPASSWORD", PASSWORD)
         .output()
         .unwrap()
+}
+
+/// `veeps db failover` run into the server's failpoint: the server is gone after it.
+fn switchover_into_failpoint(v: &mut Veeps) {
+    let r = v.run(&["db", "failover", "env", "main"]);
+    assert!(
+        !r.status.success(),
+        "the failpoint should have stopped the server"
+    );
+    assert!(v.wait_exit(30), "the server did not die at the failpoint");
+}
+
+/// A two-node cluster applied, with its table `t` holding `rows`: the client namespace,
+/// the writer and reader endpoints, and the CA's file.
+fn two_nodes(v: &Veeps, octet: u8, rows: &str) -> (String, String, String, String) {
+    let cfg = config(octet).replace("instance_count       = 3", "instance_count       = 2");
+    v.write("env/main.hcl", &cfg);
+    v.ok(&["apply", "env", "--auto-approve"]);
+    let (app, endpoint, reader) = (
+        output(v, "app_ns"),
+        output(v, "endpoint"),
+        output(v, "reader"),
+    );
+    let ca = v.work.join("ca.pem");
+    std::fs::write(&ca, v.ok(&["ca", "cert"])).unwrap();
+    let ca = ca.to_str().unwrap().to_string();
+    let w = psql(
+        &app,
+        &endpoint,
+        &ca,
+        &format!("CREATE TABLE t (id int); INSERT INTO t VALUES {rows}"),
+    );
+    assert!(w.status.success(), "{}", text(&w));
+    (app, endpoint, reader, ca)
 }
 
 fn text(o: &Output) -> String {
@@ -413,28 +459,11 @@ fn a_crash_in_the_middle_of_a_switchover_finishes_it_at_restart() {
     require_root("database clusters");
     let mut v = Veeps::start_with_env(&[("VEEPS_FAILPOINT", "db-before-promote")]);
     let octet = 10 + (std::process::id() % 80) as u8;
-    let cfg = config(octet).replace("instance_count       = 3", "instance_count       = 2");
-    v.write("env/main.hcl", &cfg);
-    v.ok(&["apply", "env", "--auto-approve"]);
-    let (app, endpoint) = (output(&v, "app_ns"), output(&v, "endpoint"));
-    let ca = v.work.join("ca.pem");
-    std::fs::write(&ca, v.ok(&["ca", "cert"])).unwrap();
-    let ca = ca.to_str().unwrap();
-    let w = psql(
-        &app,
-        &endpoint,
-        ca,
-        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)",
-    );
-    assert!(w.status.success(), "{}", text(&w));
+    let (app, endpoint, _, ca) = two_nodes(&v, octet, "(1), (2)");
+    let ca = ca.as_str();
     wait_until("both nodes healthy", 60, || all_healthy(&v, "main"));
     let (old, _) = writer_pid(&v, "main");
-    let r = v.run(&["db", "failover", "env", "main"]);
-    assert!(
-        !r.status.success(),
-        "the failpoint should have stopped the server"
-    );
-    assert!(v.wait_exit(30), "the server did not die at the failpoint");
+    switchover_into_failpoint(&mut v);
     // Fenced and not yet promoted: the endpoint's address is parked where nothing
     // listens, so a client is refused at once (not left to send its SYN again a second
     // later, or for minutes).
@@ -481,43 +510,24 @@ fn the_new_writer_takes_writes_while_the_old_one_rejoins() {
     require_root("database clusters");
     let mut v = Veeps::start_with_env(&[("VEEPS_FAILPOINT", "db-before-rejoin")]);
     let octet = 90 + (std::process::id() % 10) as u8;
-    let cfg = config(octet).replace("instance_count       = 3", "instance_count       = 2");
-    v.write("env/main.hcl", &cfg);
-    v.ok(&["apply", "env", "--auto-approve"]);
-    let (app, endpoint) = (output(&v, "app_ns"), output(&v, "endpoint"));
-    let ca = v.work.join("ca.pem");
-    std::fs::write(&ca, v.ok(&["ca", "cert"])).unwrap();
-    let ca = ca.to_str().unwrap();
-    let w = psql(
-        &app,
-        &endpoint,
-        ca,
-        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
-    );
-    assert!(w.status.success(), "{}", text(&w));
+    let (app, endpoint, _, ca) = two_nodes(&v, octet, "(1)");
+    let ca = ca.as_str();
     wait_until(
         "both nodes healthy, commits waiting for the reader",
         60,
         || all_healthy(&v, "main") && synchronous(&v, "main") == "on",
     );
     let (old, _) = writer_pid(&v, "main");
-    let r = v.run(&["db", "failover", "env", "main"]);
-    assert!(
-        !r.status.success(),
-        "the failpoint should have stopped the server"
-    );
-    assert!(v.wait_exit(30), "the server did not die at the failpoint");
+    switchover_into_failpoint(&mut v);
     // Promoted, the old writer not rebuilt: a commit does not wait for it (it would
     // wait forever; psql is cut off well before).
-    let ins = Command::new("timeout")
-        .args(["30", "ip", "netns", "exec", &app, PSQL])
-        .arg(format!(
-            "host={endpoint} user=app dbname=app sslmode=verify-full sslrootcert={ca} connect_timeout=5"
-        ))
-        .args(["-Atq", "-v", "ON_ERROR_STOP=1", "-c", "INSERT INTO t VALUES (2); SELECT count(*) FROM t"])
-        .env("PGPASSWORD", PASSWORD)
-        .output()
-        .unwrap();
+    let ins = psql_within(
+        Some(30),
+        &app,
+        &endpoint,
+        ca,
+        "INSERT INTO t VALUES (2); SELECT count(*) FROM t",
+    );
     assert!(ins.status.success(), "{}", text(&ins));
     assert_eq!(text(&ins).trim(), "2");
     v.set_env("VEEPS_FAILPOINT", None);
@@ -545,24 +555,8 @@ fn a_reader_that_stops_replicating_is_copied_afresh() {
     require_root("database clusters");
     let v = Veeps::start();
     let octet = 200 + (std::process::id() % 50) as u8;
-    let cfg = config(octet).replace("instance_count       = 3", "instance_count       = 2");
-    v.write("env/main.hcl", &cfg);
-    v.ok(&["apply", "env", "--auto-approve"]);
-    let (app, endpoint, reader) = (
-        output(&v, "app_ns"),
-        output(&v, "endpoint"),
-        output(&v, "reader"),
-    );
-    let ca = v.work.join("ca.pem");
-    std::fs::write(&ca, v.ok(&["ca", "cert"])).unwrap();
-    let ca = ca.to_str().unwrap();
-    let w = psql(
-        &app,
-        &endpoint,
-        ca,
-        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
-    );
-    assert!(w.status.success(), "{}", text(&w));
+    let (app, endpoint, reader, ca) = two_nodes(&v, octet, "(1)");
+    let ca = ca.as_str();
     wait_until(
         "both nodes healthy, commits waiting for the reader",
         60,
@@ -583,15 +577,7 @@ fn a_reader_that_stops_replicating_is_copied_afresh() {
     // Writes go on (the writer stops waiting for a reader that does not replicate).
     let mut ins = None;
     wait_until("a write while the reader is lost", 30, || {
-        let o = Command::new("timeout")
-            .args(["10", "ip", "netns", "exec", &app, PSQL])
-            .arg(format!(
-                "host={endpoint} user=app dbname=app sslmode=verify-full sslrootcert={ca} connect_timeout=5"
-            ))
-            .args(["-Atq", "-v", "ON_ERROR_STOP=1", "-c", "INSERT INTO t VALUES (2)"])
-            .env("PGPASSWORD", PASSWORD)
-            .output()
-            .unwrap();
+        let o = psql_within(Some(10), &app, &endpoint, ca, "INSERT INTO t VALUES (2)");
         let ok = o.status.success();
         ins = Some(o);
         ok
