@@ -79,11 +79,16 @@ impl Dbs {
                 .await;
             return;
         }
-        self.rebuild_lost_readers(rec, &mut inner).await;
+        // Who replicates from the writer (name, state), asked once a pass.
+        if let Some(replicating) = self.replicating(rec, &inner).await {
+            self.rebuild_lost_readers(rec, &mut inner, &replicating)
+                .await;
+            if !rec.sync_relaxed && rec.spec.synchronous_replicas > 0 {
+                self.relax_if_short(rec, &mut inner, &replicating).await;
+            }
+        }
         if rec.sync_relaxed {
             self.tighten(rec, &mut inner).await;
-        } else if rec.spec.synchronous_replicas > 0 {
-            self.relax_if_short(rec, &mut inner).await;
         }
         self.update_routes(rec, &rt, &inner);
         // Security group members change: keep pg_hba in step.
@@ -97,30 +102,23 @@ impl Dbs {
     /// left un-rewound by a crash in the middle of a failover; its slot was lost): it is
     /// copied afresh, instead of serving stale data and keeping the cluster relaxed for
     /// ever.
-    async fn rebuild_lost_readers(self: &Arc<Self>, rec: &ClusterRec, inner: &mut Inner) {
+    async fn rebuild_lost_readers(
+        self: &Arc<Self>,
+        rec: &ClusterRec,
+        inner: &mut Inner,
+        replicating: &[(String, String)],
+    ) {
         const CHECKS: u32 = 20;
         let Some(w) = rec.writer().cloned() else {
             return;
         };
-        if !inner.nodes.get(&w.name).is_some_and(|n| n.healthy) {
-            return;
-        }
-        let Ok(c) = self.admin(rec, &w).await else {
-            return;
-        };
-        let Ok(rows) = c
-            .query("SELECT application_name FROM pg_stat_replication", &[])
-            .await
-        else {
-            return;
-        };
-        let listed: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let listed: Vec<&String> = replicating.iter().map(|(n, _)| n).collect();
         let mut lost = vec![];
         for n in rec.nodes.iter().filter(|n| n.role == Role::Reader) {
             let Some(rt) = inner.nodes.get_mut(&n.name) else {
                 continue;
             };
-            if !rt.healthy || listed.contains(&n.name) {
+            if !rt.healthy || listed.contains(&&n.name) {
                 rt.unseen = 0;
                 continue;
             }
@@ -163,6 +161,23 @@ impl Dbs {
         }
     }
 
+    /// The clients replicating from a healthy writer (name and state), if it answers.
+    async fn replicating(&self, rec: &ClusterRec, inner: &Inner) -> Option<Vec<(String, String)>> {
+        let w = rec.writer()?;
+        if !inner.nodes.get(&w.name).is_some_and(|n| n.healthy) {
+            return None;
+        }
+        let c = self.admin(rec, w).await.ok()?;
+        let rows = c
+            .query(
+                "SELECT application_name, COALESCE(state, '') FROM pg_stat_replication",
+                &[],
+            )
+            .await
+            .ok()?;
+        Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// The readers commits may wait for: those with their data.
     fn sync_readers(&self, rec: &ClusterRec) -> Vec<String> {
         rec.nodes
@@ -200,18 +215,18 @@ impl Dbs {
     /// rebuilt) would take no write until they are back: for two checks in a row, it
     /// confirms commits alone instead (recorded first: no failover until it is tight
     /// again).
-    async fn relax_if_short(&self, rec: &ClusterRec, inner: &mut Inner) {
-        let Some(w) = rec.writer().cloned() else {
-            return;
-        };
-        if !inner.nodes.get(&w.name).is_some_and(|n| n.healthy) {
-            return;
-        }
+    async fn relax_if_short(
+        &self,
+        rec: &ClusterRec,
+        inner: &mut Inner,
+        replicating: &[(String, String)],
+    ) {
         let readers = self.sync_readers(rec);
         let want = (rec.spec.synchronous_replicas as usize).min(readers.len());
-        let Some(streaming) = self.streaming(rec, &w, &readers, "0/0").await else {
-            return;
-        };
+        let streaming = replicating
+            .iter()
+            .filter(|(n, state)| state == "streaming" && readers.contains(n))
+            .count();
         if streaming >= want {
             inner.sync_short = 0;
             return;
