@@ -147,7 +147,11 @@ impl Part for S3Part {
                 .map(|n| n.get())
                 .unwrap_or(2)
                 .clamp(1, 16);
-            let serve = |l: std::net::TcpListener| {
+            // The listener's connection cap, shared out: a worker at its share stops
+            // accepting, and the others take the new connections.
+            let mut limits = Self::api_limits();
+            limits.max_connections = (limits.max_connections / n).max(1);
+            let serve = |l: std::net::TcpListener, limits: veeps_http::Limits| {
                 let (id, secret) = self.auth.root();
                 let gate = Gate {
                     access: self.access.clone(),
@@ -165,15 +169,8 @@ impl Part for S3Part {
                 async move {
                     match tokio::net::TcpListener::from_std(l) {
                         Ok(l) => {
-                            crate::api::serve(
-                                l,
-                                Api::new(objects),
-                                gate,
-                                stats,
-                                Self::api_limits(),
-                                hooks,
-                            )
-                            .await
+                            crate::api::serve(l, Api::new(objects), gate, stats, limits, hooks)
+                                .await
                         }
                         Err(e) => tracing::error!(error = %e, "cannot serve the S3 API"),
                     }
@@ -187,7 +184,7 @@ impl Part for S3Part {
             }) {
                 Ok((copies, workers)) => {
                     for (l, w) in copies.into_iter().zip(&workers) {
-                        drop(w.handle().spawn(serve(l)));
+                        drop(w.handle().spawn(serve(l, limits)));
                     }
                     self.workers
                         .lock()
@@ -196,7 +193,7 @@ impl Part for S3Part {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "no S3 worker threads; serving on the main runtime");
-                    tasks.push(tokio::spawn(serve(l)));
+                    tasks.push(tokio::spawn(serve(l, Self::api_limits())));
                 }
             }
         }
