@@ -460,7 +460,7 @@ fn cleanup_prefix(data: &std::path::Path, prefix: &str) {
             "for n in $(ip netns list | cut -d' ' -f1 | grep '^{prefix}'); do ip netns del $n; done; \
              for l in $(ip -o link | awk -F': ' '{{print $2}}' | cut -d@ -f1 | grep '^{prefix}'); do ip link del $l; done; \
              nft delete table inet {prefix} 2>/dev/null; nft delete table inet {prefix}ban 2>/dev/null; \
-             for c in /sys/fs/cgroup/*/{prefix} /sys/fs/cgroup/{prefix} /sys/fs/cgroup/*/{prefix}-db /sys/fs/cgroup/{prefix}-db; do [ -d $c ] || continue; \
+             for c in /sys/fs/cgroup/*/{prefix} /sys/fs/cgroup/{prefix} /sys/fs/cgroup/*/{prefix}-db /sys/fs/cgroup/{prefix}-db /sys/fs/cgroup/*/{prefix}fn /sys/fs/cgroup/{prefix}fn; do [ -d $c ] || continue; \
                for i in $c/*/; do [ -d $i ] || continue; for p in $(cat $i/cgroup.procs 2>/dev/null); do kill -9 $p 2>/dev/null; done; done; \
                sleep 0.1; for i in $c/*/; do rmdir $i 2>/dev/null; done; rmdir $c 2>/dev/null; done; \
              for d in /run/veeps-{prefix}/*/*; do umount $d 2>/dev/null; done; rm -rf /run/veeps-{prefix}; true"
