@@ -437,29 +437,41 @@ impl Server {
         if !cache_key_into(bytes, View::Public, false, &mut local.key) {
             return Fast::Miss;
         }
-        if !local.answers.contains_key(local.key.as_slice()) {
-            let snap = self.snap();
-            let shared = snap
-                .answers
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(local.key.as_slice())
-                .cloned();
-            let Some(h) = shared else {
-                return Fast::Miss;
-            };
-            if local.answers.len() >= CACHE_MAX {
-                local.answers.clear();
-            }
-            local.answers.insert(local.key.as_slice().into(), h);
-        }
         // Borrowed, not cloned: the answer is shared with the other threads, and a
         // reference count moving on every query would bounce its cache line between them.
-        let Some(hit) = local.answers.get(local.key.as_slice()) else {
+        if let Some(hit) = local.answers.get(local.key.as_slice()) {
+            return self.send_cached(hit, &mut local.counts, local.limits, bytes, src, out);
+        }
+        let snap = self.snap();
+        let shared = snap
+            .answers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(local.key.as_slice())
+            .cloned();
+        let Some(hit) = shared else {
             return Fast::Miss;
         };
-        local.counts[0] += 1;
-        let limits = local.limits;
+        let sent = self.send_cached(&hit, &mut local.counts, local.limits, bytes, src, out);
+        if local.answers.len() >= CACHE_MAX {
+            local.answers.clear();
+        }
+        local.answers.insert(local.key.as_slice().into(), hit);
+        sent
+    }
+
+    /// Sends a cached answer under the asker's ID (within the limits), counting it in a
+    /// thread's `counts`.
+    fn send_cached(
+        &self,
+        hit: &Cached,
+        counts: &mut [u64; 7],
+        limits: Limits,
+        bytes: &[u8],
+        src: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Fast {
+        counts[0] += 1;
         let now = if limits.per_source == 0 && limits.responses == 0 {
             None
         } else {
@@ -467,11 +479,11 @@ impl Server {
         };
         if let Some(now) = now {
             if self.buckets.take(&src, limits.per_source, now).is_err() {
-                local.counts[5] += 1;
+                counts[5] += 1;
                 return Fast::Silent;
             }
         }
-        local.counts[Local::slot(hit.outcome)] += 1;
+        counts[Local::slot(hit.outcome)] += 1;
         match now {
             None => {
                 out.clear();
@@ -483,11 +495,11 @@ impl Server {
                 match self.reply_cached(limits, hit, bytes, src, View::Public, false, now, out) {
                     Ok(()) => Fast::Sent,
                     Err(Silence::Truncated) => {
-                        local.counts[6] += 1;
+                        counts[6] += 1;
                         Fast::Sent
                     }
                     Err(Silence::Rrl) => {
-                        local.counts[6] += 1;
+                        counts[6] += 1;
                         Fast::Silent
                     }
                 }

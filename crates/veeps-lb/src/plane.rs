@@ -233,14 +233,10 @@ struct Workers {
 
 impl Workers {
     fn start(ns: &str, name: &str) -> std::io::Result<Workers> {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 16);
         let rts = veeps_sys::netns::NsRuntime::start_many(
             &format!("lb-{name}"),
             Some(ns).filter(|n| !n.is_empty()),
-            n,
+            veeps_sys::netns::NsRuntime::per_core(),
         )?;
         let handles = rts.iter().map(|r| r.handle().clone()).collect();
         Ok(Workers { handles, rts })

@@ -143,10 +143,7 @@ impl Part for S3Part {
             let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
             tracing::info!(%addr, "S3 listening");
             let _ = l.set_nonblocking(true);
-            let n = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-                .clamp(1, 16);
+            let n = veeps_sys::netns::NsRuntime::per_core();
             // The listener's connection cap, shared out: a worker at its share stops
             // accepting, and the others take the new connections.
             let mut limits = Self::api_limits();

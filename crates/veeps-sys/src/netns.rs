@@ -50,6 +50,14 @@ impl NsRuntime {
         Self::start_with(name, fd)
     }
 
+    /// How many worker runtimes a data plane starts: one per core (at most 16).
+    pub fn per_core() -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 16)
+    }
+
     /// Starts `n` runtimes in one namespace (opened once), named `name-0`...
     pub fn start_many(name: &str, ns: Option<&str>, n: usize) -> std::io::Result<Vec<NsRuntime>> {
         let fd = ns.map(open).transpose()?.map(Arc::new);

@@ -4,21 +4,16 @@ use super::*;
 use crate::proxy;
 
 impl Dbs {
-    pub(crate) fn writer_prefix_len(&self, rec: &ClusterRec) -> u8 {
-        self.net
+    /// The writer endpoint's address with its prefix (`10.0.1.4/24`), and its subnet's
+    /// gateway.
+    fn writer_net(&self, rec: &ClusterRec) -> (String, Option<std::net::Ipv4Addr>) {
+        let ep = self
+            .net
             .endpoint(&format!("db/{}/{}/writer", rec.spec.env, rec.spec.name))
             .ok()
-            .flatten()
-            .map(|e| e.prefix_len)
-            .unwrap_or(24)
-    }
-
-    fn writer_gateway(&self, rec: &ClusterRec) -> Option<std::net::Ipv4Addr> {
-        self.net
-            .endpoint(&format!("db/{}/{}/writer", rec.spec.env, rec.spec.name))
-            .ok()
-            .flatten()
-            .map(|e| e.gateway)
+            .flatten();
+        let len = ep.as_ref().map(|e| e.prefix_len).unwrap_or(24);
+        (format!("{}/{len}", rec.writer_ep.0), ep.map(|e| e.gateway))
     }
 
     /// Moves the writer endpoint's address to namespace `to` and announces it there
@@ -28,12 +23,12 @@ impl Dbs {
     /// second later); while both hold it, a client reaching the old holder is refused at
     /// once and tries again.
     async fn move_writer_address(&self, rec: &ClusterRec, to: &str) -> Result<(), String> {
-        let a = format!("{}/{}", rec.writer_ep.0, self.writer_prefix_len(rec));
+        let (a, gateway) = self.writer_net(rec);
         veeps_net::sys::ip(Some(to), &["addr", "replace", &a, "dev", "eth0"])
             .await
             .map_err(|e| e.to_string())?;
-        let announce = |ns: String| async move {
-            let ip = rec.writer_ep.0;
+        let announce = || async {
+            let (ns, ip) = (to.to_string(), rec.writer_ep.0);
             if let Ok(Err(e)) =
                 tokio::task::spawn_blocking(move || veeps_net::garp::announce(&ns, ip)).await
             {
@@ -43,7 +38,7 @@ impl Dbs {
         if to == rec.writer_ep.1 {
             // The endpoint's own namespace lost its routes with its address: without the
             // default route its refusals would not reach clients in other subnets.
-            if let Some(gw) = self.writer_gateway(rec) {
+            if let Some(gw) = gateway {
                 veeps_net::sys::ip(
                     Some(to),
                     &[
@@ -60,7 +55,7 @@ impl Dbs {
                 .map_err(|e| e.to_string())?;
             }
         }
-        announce(to.to_string()).await;
+        announce().await;
         let others = rec
             .nodes
             .iter()
@@ -70,7 +65,7 @@ impl Dbs {
         for ns in others {
             let _ = veeps_net::sys::ip(Some(ns), &["addr", "del", &a, "dev", "eth0"]).await;
         }
-        announce(to.to_string()).await;
+        announce().await;
         Ok(())
     }
 
@@ -84,7 +79,7 @@ impl Dbs {
         }
         if let Err(e) = self.move_writer_address(rec, &home).await {
             tracing::warn!(error = %e, "cannot park the writer endpoint's address; taking it off the nodes");
-            let a = format!("{}/{}", rec.writer_ep.0, self.writer_prefix_len(rec));
+            let (a, _) = self.writer_net(rec);
             for n in rec.nodes.iter().filter(|n| !n.netns.is_empty()) {
                 let _ =
                     veeps_net::sys::ip(Some(&n.netns), &["addr", "del", &a, "dev", "eth0"]).await;

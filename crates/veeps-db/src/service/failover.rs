@@ -47,21 +47,13 @@ impl Dbs {
                 // A reader died: start it again (rebuilding it when its data is unusable).
                 let mut r = rec.clone();
                 if self.start_node(&mut r, &n, &mut inner, ids).await.is_err() {
-                    self.stop_node(rec, &n, &mut inner, true).await;
-                    let _ = std::fs::remove_dir_all(self.node_dir(rec, &n.name).join("pgdata"));
-                    match self.start_node(&mut r, &n, &mut inner, ids).await {
-                        Ok(()) => self.event(
+                    if self.copy_afresh(rec, &n, &mut inner, ids).await {
+                        self.event(
                             &rec.spec.env,
                             &rec.spec.name,
                             "rebuilt",
                             &format!("reader {} rebuilt from a fresh base backup", n.name),
-                        ),
-                        Err(e) => self.event(
-                            &rec.spec.env,
-                            &rec.spec.name,
-                            "error",
-                            &format!("reader {} cannot be rebuilt: {e}", n.name),
-                        ),
+                        );
                     }
                 } else {
                     self.event(
@@ -79,16 +71,15 @@ impl Dbs {
                 .await;
             return;
         }
-        // Who replicates from the writer (name, state), asked once a pass.
+        // Who replicates from the writer, asked once a pass.
         if let Some(replicating) = self.replicating(rec, &inner).await {
             self.rebuild_lost_readers(rec, &mut inner, &replicating)
                 .await;
-            if !rec.sync_relaxed && rec.spec.synchronous_replicas > 0 {
+            if rec.sync_relaxed {
+                self.tighten(rec, &mut inner, &replicating).await;
+            } else if rec.spec.synchronous_replicas > 0 {
                 self.relax_if_short(rec, &mut inner, &replicating).await;
             }
-        }
-        if rec.sync_relaxed {
-            self.tighten(rec, &mut inner).await;
         }
         self.update_routes(rec, &rt, &inner);
         // Security group members change: keep pg_hba in step.
@@ -106,13 +97,13 @@ impl Dbs {
         self: &Arc<Self>,
         rec: &ClusterRec,
         inner: &mut Inner,
-        replicating: &[(String, String)],
+        replicating: &[Replica],
     ) {
         const CHECKS: u32 = 20;
         let Some(w) = rec.writer().cloned() else {
             return;
         };
-        let listed: Vec<&String> = replicating.iter().map(|(n, _)| n).collect();
+        let listed: Vec<&String> = replicating.iter().map(|r| &r.name).collect();
         let mut lost = vec![];
         for n in rec.nodes.iter().filter(|n| n.role == Role::Reader) {
             let Some(rt) = inner.nodes.get_mut(&n.name) else {
@@ -141,28 +132,42 @@ impl Dbs {
                     CHECKS / 2
                 ),
             );
-            // Copied afresh: whatever it lacks (a diverged history, a lost slot, WAL the
-            // writer no longer has), a base backup has.
-            self.stop_node(rec, &n, inner, true).await;
-            let _ = std::fs::remove_dir_all(self.node_dir(rec, &n.name).join("pgdata"));
-            let mut r = rec.clone();
-            let started = match self.prepare() {
-                Ok(ids) => self.start_node(&mut r, &n, inner, ids).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = started {
-                self.event(
-                    env,
-                    name,
-                    "error",
-                    &format!("reader {} cannot be rebuilt: {e}", n.name),
-                );
+            // Whatever it lacks (a diverged history, a lost slot, WAL the writer no longer
+            // has), a base backup has.
+            if let Ok(ids) = self.prepare() {
+                self.copy_afresh(rec, &n, inner, ids).await;
             }
         }
     }
 
-    /// The clients replicating from a healthy writer (name and state), if it answers.
-    async fn replicating(&self, rec: &ClusterRec, inner: &Inner) -> Option<Vec<(String, String)>> {
+    /// Stops a reader, drops its data and starts it again from a fresh base backup;
+    /// whether it runs (an event says why not).
+    async fn copy_afresh(
+        self: &Arc<Self>,
+        rec: &ClusterRec,
+        n: &NodeRec,
+        inner: &mut Inner,
+        ids: (u32, u32),
+    ) -> bool {
+        self.stop_node(rec, n, inner, true).await;
+        let _ = std::fs::remove_dir_all(self.node_dir(rec, &n.name).join("pgdata"));
+        let mut r = rec.clone();
+        match self.start_node(&mut r, n, inner, ids).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.event(
+                    &rec.spec.env,
+                    &rec.spec.name,
+                    "error",
+                    &format!("reader {} cannot be rebuilt: {e}", n.name),
+                );
+                false
+            }
+        }
+    }
+
+    /// The clients replicating from a healthy writer, if it answers.
+    async fn replicating(&self, rec: &ClusterRec, inner: &Inner) -> Option<Vec<Replica>> {
         let w = rec.writer()?;
         if !inner.nodes.get(&w.name).is_some_and(|n| n.healthy) {
             return None;
@@ -170,17 +175,28 @@ impl Dbs {
         let c = self.admin(rec, w).await.ok()?;
         let rows = c
             .query(
-                "SELECT application_name, COALESCE(state, '') FROM pg_stat_replication",
+                "SELECT application_name, COALESCE(state, ''), \
+                 COALESCE(pg_wal_lsn_diff(flush_lsn, '0/0'), 0)::bigint FROM pg_stat_replication",
                 &[],
             )
             .await
             .ok()?;
-        Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Some(
+            rows.iter()
+                .map(|r| Replica {
+                    name: r.get(0),
+                    streaming: r.get::<_, String>(1) == "streaming",
+                    flushed: r.get(2),
+                })
+                .collect(),
+        )
     }
 
-    /// The readers commits may wait for: those with their data.
-    fn sync_readers(&self, rec: &ClusterRec) -> Vec<String> {
-        rec.nodes
+    /// The readers commits may wait for (those with their data), and how many of them a
+    /// commit waits for.
+    fn sync_readers(&self, rec: &ClusterRec) -> (Vec<String>, usize) {
+        let readers: Vec<String> = rec
+            .nodes
             .iter()
             .filter(|n| n.role == Role::Reader)
             .filter(|n| {
@@ -189,44 +205,26 @@ impl Dbs {
                     .exists()
             })
             .map(|n| n.name.clone())
-            .collect()
+            .collect();
+        let want = (rec.spec.synchronous_replicas as usize).min(readers.len());
+        (readers, want)
     }
 
-    /// How many of `readers` stream from `w` and have flushed at least `lsn`.
-    async fn streaming(
-        &self,
-        rec: &ClusterRec,
-        w: &NodeRec,
-        readers: &[String],
-        lsn: &str,
-    ) -> Option<usize> {
-        let c = self.admin(rec, w).await.ok()?;
-        c.query_one(
-            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' \
-             AND application_name = ANY($1) AND flush_lsn >= $2::text::pg_lsn",
-            &[&readers, &lsn],
-        )
-        .await
-        .ok()
-        .map(|r| r.get::<_, i64>(0) as usize)
+    /// How many of the readers commits may wait for stream and have flushed `at` least.
+    fn streaming(replicating: &[Replica], readers: &[String], at: i64) -> usize {
+        replicating
+            .iter()
+            .filter(|r| r.streaming && r.flushed >= at && readers.contains(&r.name))
+            .count()
     }
 
     /// A writer whose commits wait for more readers than stream (one died, or is being
     /// rebuilt) would take no write until they are back: for two checks in a row, it
     /// confirms commits alone instead (recorded first: no failover until it is tight
     /// again).
-    async fn relax_if_short(
-        &self,
-        rec: &ClusterRec,
-        inner: &mut Inner,
-        replicating: &[(String, String)],
-    ) {
-        let readers = self.sync_readers(rec);
-        let want = (rec.spec.synchronous_replicas as usize).min(readers.len());
-        let streaming = replicating
-            .iter()
-            .filter(|(n, state)| state == "streaming" && readers.contains(n))
-            .count();
+    async fn relax_if_short(&self, rec: &ClusterRec, inner: &mut Inner, replicating: &[Replica]) {
+        let (readers, want) = self.sync_readers(rec);
+        let streaming = Self::streaming(replicating, &readers, 0);
         if streaming >= want {
             inner.sync_short = 0;
             return;
@@ -260,16 +258,14 @@ impl Dbs {
     /// once enough readers stream, the writer waits for them again; once they have
     /// flushed everything the writer wrote before that took effect, the cluster is no
     /// longer relaxed and a failover may promote a reader again.
-    async fn tighten(&self, rec: &ClusterRec, inner: &mut Inner) {
+    async fn tighten(&self, rec: &ClusterRec, inner: &mut Inner, replicating: &[Replica]) {
         let Some(w) = rec.writer().cloned() else {
             return;
         };
-        let readers = self.sync_readers(rec);
-        let want = (rec.spec.synchronous_replicas as usize).min(readers.len());
-        match inner.tightening.clone() {
+        let (readers, want) = self.sync_readers(rec);
+        match inner.tightening {
             None => {
-                let streaming = self.streaming(rec, &w, &readers, "0/0").await;
-                if want > 0 && streaming.is_none_or(|n| n < want) {
+                if Self::streaming(replicating, &readers, 0) < want {
                     return;
                 }
                 inner.tightening = Some((Instant::now(), None));
@@ -284,15 +280,20 @@ impl Dbs {
                     return;
                 };
                 let Ok(row) = c
-                    .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+                    .query_one(
+                        "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint",
+                        &[],
+                    )
                     .await
                 else {
                     return;
                 };
                 inner.tightening = Some((since, Some(row.get(0))));
-                Box::pin(self.tighten(rec, inner)).await;
             }
             Some((_, Some(lsn))) => {
+                if Self::streaming(replicating, &readers, lsn) < want {
+                    return;
+                }
                 let Ok(c) = self.admin(rec, &w).await else {
                     return;
                 };
@@ -304,13 +305,6 @@ impl Dbs {
                 if want > 0 && !waits {
                     // Written over since: start again.
                     inner.tightening = None;
-                    return;
-                }
-                if self
-                    .streaming(rec, &w, &readers, &lsn)
-                    .await
-                    .is_none_or(|n| n < want)
-                {
                     return;
                 }
                 let (env, name) = (&rec.spec.env, &rec.spec.name);
@@ -687,4 +681,14 @@ impl Dbs {
         );
         Ok(())
     }
+}
+
+/// A client replicating from the writer, as `pg_stat_replication` lists it.
+struct Replica {
+    /// Its `application_name`: the node's name.
+    name: String,
+    /// In the `streaming` state (not catching up).
+    streaming: bool,
+    /// The WAL position it has flushed, in bytes.
+    flushed: i64,
 }

@@ -132,7 +132,7 @@ pub(crate) struct Inner {
     /// Restoring synchronous replication after a failover: since when the writer waits
     /// for its readers again, and the position they must reach before readers may be
     /// promoted again (see `ClusterRec::sync_relaxed`).
-    tightening: Option<(Instant, Option<String>)>,
+    tightening: Option<(Instant, Option<i64>)>,
     /// Checks in a row that found fewer readers streaming than commits wait for.
     sync_short: u32,
 }

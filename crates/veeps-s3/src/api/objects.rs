@@ -116,17 +116,8 @@ pub(super) async fn get_object(
         };
         Ok((meta, b.versioning, Ok((range, len, body))))
     };
-    // A version replaced between its lookup and its opening: look again.
-    let mut tries = 0;
-    let (meta, ver, found) = loop {
-        match look() {
-            Err(StoreError::Replaced) if tries < crate::store::OPEN_TRIES => {
-                tries += 1;
-                tokio::task::yield_now().await;
-            }
-            r => break r.map_err(err)?,
-        }
-    };
+    // A version replaced between its lookup and its opening: looked up again.
+    let (meta, ver, found) = ObjectStore::again_if_replaced(look).map_err(err)?;
     let (range, len, body) = found?;
     let len = len as i64;
     let body = match body {

@@ -23,8 +23,8 @@ use veeps_sys::now_ms;
 pub const CHUNK: usize = 64 * 1024;
 
 /// How many times a read looks an object up again when the version it found was replaced
-/// before its body was opened (each time, a newer version was committed meanwhile).
-pub const OPEN_TRIES: usize = 50;
+/// before its body was opened (see [`ObjectStore::again_if_replaced`]).
+const OPEN_TRIES: usize = 50;
 const TAG: usize = 16;
 
 /// Why a store operation failed (each maps to S3's own error code).
@@ -923,15 +923,27 @@ impl ObjectStore {
         version: Option<&str>,
         range: Option<(u64, u64)>,
     ) -> Result<(ObjectMeta, BlobReader), StoreError> {
+        Self::again_if_replaced(|| {
+            let (b, meta) = self.lookup(bucket, key, version)?;
+            let r = self.reader(&b, &meta, range)?;
+            Ok((meta, r))
+        })
+    }
+
+    /// Runs `read` (a lookup and the opening of what it found) again while the version
+    /// it found was replaced before its body opened: each time a newer version was
+    /// committed meanwhile. After [`OPEN_TRIES`] tries, [`StoreError::Replaced`].
+    pub fn again_if_replaced<T>(
+        mut read: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut tries = 0;
         loop {
-            let (b, meta) = self.lookup(bucket, key, version)?;
-            match self.reader(&b, &meta, range) {
+            match read() {
                 Err(StoreError::Replaced) if tries < OPEN_TRIES => {
                     tries += 1;
                     std::thread::yield_now();
                 }
-                r => return r.map(|r| (meta, r)),
+                r => return r,
             }
         }
     }
