@@ -100,15 +100,15 @@ impl Chunk {
         let dod = delta - self.last_delta;
         match dod {
             0 => self.w.push(0, 1),
-            -63..=64 => {
+            -64..=63 => {
                 self.w.push(0b10, 2);
                 self.w.push((dod as u64) & 0x7f, 7);
             }
-            -255..=256 => {
+            -256..=255 => {
                 self.w.push(0b110, 3);
                 self.w.push((dod as u64) & 0x1ff, 9);
             }
-            -2047..=2048 => {
+            -2048..=2047 => {
                 self.w.push(0b1110, 4);
                 self.w.push((dod as u64) & 0xfff, 12);
             }
@@ -214,6 +214,19 @@ mod tests {
             }
         }
         assert!(!c.push(0, 1.0), "out-of-order samples are dropped");
+        // Each bucket's edges: a delta-of-delta is signed, two's complement in its bits.
+        let mut edges = Chunk::new();
+        let mut at_edges = vec![];
+        let (mut ts, mut delta) = (0i64, 10_000i64);
+        for dod in [
+            0, 63, 64, -64, -65, 255, 256, -256, -257, 2047, 2048, -2048, -2049, 0,
+        ] {
+            delta += dod;
+            ts += delta;
+            assert!(edges.push(ts, 1.0));
+            at_edges.push((ts, 1.0));
+        }
+        assert_eq!(Chunk::decode(edges.bytes(), edges.len()), at_edges);
         let got = Chunk::decode(c.bytes(), c.len());
         assert_eq!(got, want);
         let bps = c.bytes().len() as f64 / c.len() as f64;

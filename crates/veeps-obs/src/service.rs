@@ -362,6 +362,9 @@ impl Obs {
             &[("env", "system")],
             self.tsdb.dropped_samples() as f64,
         ));
+        for s in &mut out {
+            s.value = collected_precision(&s.name, s.value);
+        }
         let ts = now_ms() / 10_000 * 10_000;
         self.record_at(ts, &out);
     }
@@ -826,6 +829,26 @@ impl Lines {
     }
 }
 
+/// A collected value kept to the precision its unit is measured in: percentages to 0.01,
+/// seconds to the microsecond, other fractions to 0.001; whole numbers as they are. The
+/// digits dropped are noise of the measurement (jiffies, histogram interpolation), and
+/// short decimals store in a fraction of the bytes of full-precision floats. Samples sent
+/// to the API are stored exactly as sent.
+pub fn collected_precision(name: &str, v: f64) -> f64 {
+    if !v.is_finite() || v.fract() == 0.0 || v.abs() >= 1e12 {
+        return v;
+    }
+    let places = if name.ends_with("_percent") {
+        2
+    } else if name.ends_with("_seconds") || name.contains("_seconds_") {
+        6
+    } else {
+        3
+    };
+    let m = 10f64.powi(places);
+    (v * m).round() / m
+}
+
 #[cfg(test)]
 mod lines_tests {
     use super::*;
@@ -839,6 +862,34 @@ mod lines_tests {
         }
         l.finish(&emit);
         out.into_inner()
+    }
+
+    #[test]
+    fn collected_values_keep_their_units_precision() {
+        assert_eq!(
+            collected_precision("host_cpu_usage_percent", 13.867876954109937),
+            13.87
+        );
+        assert_eq!(
+            collected_precision("lb_target_response_seconds_p99", 0.01948396937220458),
+            0.019484
+        );
+        assert_eq!(
+            collected_precision("reconcile_duration_seconds", 0.026044558),
+            0.026045
+        );
+        assert_eq!(
+            collected_precision("lb_requests_per_target", 6.666666666666667),
+            6.667
+        );
+        assert_eq!(
+            collected_precision("host_memory_total_bytes", 25_000_000_001.0),
+            25_000_000_001.0
+        );
+        assert!(collected_precision("x_percent", f64::NAN).is_nan());
+        // Rounded values are short decimals: the store keeps them in a few bits each.
+        let (enc, _) = crate::codec::encode(&[(0, 13.87), (10_000, 14.02)]);
+        assert_eq!(enc, crate::codec::DECIMAL);
     }
 
     /// Issue "Trust what exists", item 16: a line without a newline was buffered without

@@ -153,13 +153,44 @@ struct BlockMeta {
     end: i64,
     res: Res,
     series: BTreeMap<String, BlockSeries>,
+    /// The compressed frames of the data (empty in the first format: data stored raw).
+    #[serde(skip)]
+    frames: Vec<Frame>,
     #[serde(skip)]
     path: PathBuf,
     #[serde(skip)]
     data_off: u64,
 }
 
+/// A block's header as the second format stores it (compressed): the series in a list,
+/// their keys derived from names and labels, and where each frame of chunks lies.
+#[derive(Serialize, Deserialize)]
+struct DiskMeta {
+    start: i64,
+    end: i64,
+    res: Res,
+    series: Vec<BlockSeries>,
+    frames: Vec<Frame>,
+}
+
+/// Consecutive chunks compressed together. Chunk offsets count in the uncompressed data;
+/// `raw_off..raw_off + raw_len` of it is `len` bytes at `off` of the file's data.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Frame {
+    off: u64,
+    len: u64,
+    raw_off: u64,
+    raw_len: u64,
+}
+
+/// The first format: a JSON header, chunks stored as encoded. Still read.
 const MAGIC: &[u8; 8] = b"VTSDB01\n";
+/// The second: a zstd-compressed header, chunks in zstd frames of about [`FRAME_BYTES`].
+const MAGIC2: &[u8; 8] = b"VTSDB02\n";
+/// Uncompressed bytes of chunks per frame: a query of one series decompresses one frame.
+const FRAME_BYTES: usize = 64 * 1024;
+/// zstd's level for blocks, written once and read many times.
+const ZSTD_LEVEL: i32 = 9;
 
 /// One aggregated point: min, max, sum and count of the samples in it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -586,6 +617,7 @@ impl Tsdb {
             end,
             res: Res::Raw,
             series,
+            frames: vec![],
             path: PathBuf::new(),
             data_off: 0,
         };
@@ -845,6 +877,8 @@ fn write_point(w: &mut impl Write, id: u32, ts: i64, v: f64) -> std::io::Result<
     w.write_all(&rec)
 }
 
+/// Writes a block (second format): chunks cut into frames at chunk boundaries, each
+/// compressed; the header compressed too. Atomic: a temporary file renamed into place.
 fn write_block(dir: &Path, mut meta: BlockMeta, data: &[u8]) -> Result<BlockMeta, TsdbError> {
     let res = match meta.res {
         Res::Raw => "raw",
@@ -855,12 +889,48 @@ fn write_block(dir: &Path, mut meta: BlockMeta, data: &[u8]) -> Result<BlockMeta
         .join("blocks")
         .join(format!("{}-{}-{res}.blk", meta.start, meta.end));
     let tmp = path.with_extension("tmp");
-    let header = serde_json::to_vec(&meta).unwrap_or_default();
+    // Chunk boundaries in data order; frames end only on one.
+    let mut ends: Vec<u64> = meta
+        .series
+        .values()
+        .flat_map(|s| s.chunks.iter().map(|c| c.off + c.len))
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    // Each frame carries a checksum: a damaged frame is an error, never wrong values.
+    let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+    zstd.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+    let (mut frames, mut body) = (vec![], vec![]);
+    let mut raw_off = 0u64;
+    for end in ends {
+        let last = end == data.len() as u64;
+        if end - raw_off < FRAME_BYTES as u64 && !last {
+            continue;
+        }
+        let raw = &data[raw_off as usize..end as usize];
+        let z = zstd.compress(raw)?;
+        frames.push(Frame {
+            off: body.len() as u64,
+            len: z.len() as u64,
+            raw_off,
+            raw_len: raw.len() as u64,
+        });
+        body.extend_from_slice(&z);
+        raw_off = end;
+    }
+    let disk = DiskMeta {
+        start: meta.start,
+        end: meta.end,
+        res: meta.res,
+        series: meta.series.values().cloned().collect(),
+        frames,
+    };
+    let header = zstd.compress(&serde_json::to_vec(&disk).unwrap_or_default())?;
     let mut f = BufWriter::new(File::create(&tmp)?);
-    f.write_all(MAGIC)?;
+    f.write_all(MAGIC2)?;
     f.write_all(&(header.len() as u64).to_le_bytes())?;
     f.write_all(&header)?;
-    f.write_all(data)?;
+    f.write_all(&body)?;
     f.flush()?;
     f.get_ref().sync_all()?;
     std::fs::rename(&tmp, &path)?;
@@ -869,21 +939,48 @@ fn write_block(dir: &Path, mut meta: BlockMeta, data: &[u8]) -> Result<BlockMeta
     }
     meta.data_off = 16 + header.len() as u64;
     meta.path = path;
+    meta.frames = disk.frames;
     Ok(meta)
 }
+
+/// The most a block's header may take uncompressed (a store at its series cap takes a
+/// few tens of MiB).
+const MAX_HEADER_BYTES: usize = 1 << 30;
 
 fn read_block_meta(p: &Path) -> Result<BlockMeta, TsdbError> {
     let mut f = File::open(p)?;
     let mut head = [0u8; 16];
     f.read_exact(&mut head)?;
-    if &head[..8] != MAGIC {
+    let v2 = &head[..8] == MAGIC2;
+    if &head[..8] != MAGIC && !v2 {
         return Err(TsdbError::Query("not a metrics block".into()));
     }
     let len = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+    if len > f.metadata()?.len() {
+        return Err(TsdbError::Query("a truncated metrics block".into()));
+    }
     let mut buf = vec![0u8; len as usize];
     f.read_exact(&mut buf)?;
-    let mut meta: BlockMeta =
-        serde_json::from_slice(&buf).map_err(|e| TsdbError::Query(e.to_string()))?;
+    let bad = |e: &dyn std::fmt::Display| TsdbError::Query(format!("a damaged metrics block: {e}"));
+    let mut meta: BlockMeta = if v2 {
+        let raw = zstd::bulk::decompress(&buf, MAX_HEADER_BYTES).map_err(|e| bad(&e))?;
+        let d: DiskMeta = serde_json::from_slice(&raw).map_err(|e| bad(&e))?;
+        BlockMeta {
+            start: d.start,
+            end: d.end,
+            res: d.res,
+            series: d
+                .series
+                .into_iter()
+                .map(|s| (series_key(&s.name, &s.labels), s))
+                .collect(),
+            frames: d.frames,
+            path: PathBuf::new(),
+            data_off: 0,
+        }
+    } else {
+        serde_json::from_slice(&buf).map_err(|e| bad(&e))?
+    };
     meta.path = p.to_path_buf();
     meta.data_off = 16 + len;
     Ok(meta)
@@ -891,10 +988,30 @@ fn read_block_meta(p: &Path) -> Result<BlockMeta, TsdbError> {
 
 fn read_chunk(b: &BlockMeta, c: &ChunkRef) -> Result<Vec<(i64, f64)>, TsdbError> {
     let mut f = File::open(&b.path)?;
-    f.seek(SeekFrom::Start(b.data_off + c.off))?;
-    let mut buf = vec![0u8; c.len as usize];
-    f.read_exact(&mut buf)?;
-    Ok(crate::codec::decode(c.enc, &buf, c.count))
+    if b.frames.is_empty() {
+        f.seek(SeekFrom::Start(b.data_off + c.off))?;
+        let mut buf = vec![0u8; c.len as usize];
+        f.read_exact(&mut buf)?;
+        return Ok(crate::codec::decode(c.enc, &buf, c.count));
+    }
+    if c.len == 0 {
+        return Ok(crate::codec::decode(c.enc, &[], c.count));
+    }
+    let damaged = || TsdbError::Query("a damaged metrics block".into());
+    let i = b
+        .frames
+        .partition_point(|fr| fr.raw_off + fr.raw_len <= c.off);
+    let fr = b.frames.get(i).ok_or_else(damaged)?;
+    let (from, to) = (c.off - fr.raw_off, c.off - fr.raw_off + c.len);
+    if c.off < fr.raw_off || to > fr.raw_len || fr.len > f.metadata()?.len() {
+        return Err(damaged());
+    }
+    f.seek(SeekFrom::Start(b.data_off + fr.off))?;
+    let mut z = vec![0u8; fr.len as usize];
+    f.read_exact(&mut z)?;
+    let raw = zstd::bulk::decompress(&z, fr.raw_len as usize).map_err(|_| damaged())?;
+    let chunk = raw.get(from as usize..to as usize).ok_or_else(damaged)?;
+    Ok(crate::codec::decode(c.enc, chunk, c.count))
 }
 
 /// Aggregates a block into buckets of `res`.
@@ -978,6 +1095,7 @@ fn downsample(b: &BlockMeta, res: Res) -> Result<(BlockMeta, Vec<u8>), TsdbError
             end: b.end,
             res,
             series,
+            frames: vec![],
             path: PathBuf::new(),
             data_off: 0,
         },
@@ -1137,6 +1255,99 @@ mod tests {
             std::fs::read_dir(d.path().join("blocks")).unwrap().count(),
             0
         );
+    }
+
+    /// Blocks are written compressed, in frames of chunks: a series is read back exactly,
+    /// whichever frame holds it; blocks of the first format (uncompressed) still read; a
+    /// damaged frame is an error for the queries that need it, never a panic.
+    #[test]
+    fn blocks_compress_in_frames_and_the_first_format_still_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        let value = |s: i64, i: i64| ((s * 7919 + i * 104_729) % 100_003) as f64 / 7.0;
+        for s in 0..200 {
+            let l = labels(&[("series", &s.to_string())]);
+            for i in 0..720 {
+                db.append("noisy", &l, i * 10_000, value(s, i)).unwrap();
+            }
+        }
+        db.flush_head().unwrap();
+        let path = std::fs::read_dir(d.path().join("blocks"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let meta = read_block_meta(&path).unwrap();
+        assert!(meta.frames.len() > 2, "{} frames", meta.frames.len());
+        let raw: u64 = meta.frames.iter().map(|f| f.raw_len).sum();
+        let stored = std::fs::metadata(&path).unwrap().len();
+        assert!(stored < raw, "{stored} bytes stored for {raw} encoded");
+        let check = |db: &Tsdb| {
+            for s in [0, 77, 199] {
+                let sel = Selector::parse(&format!("noisy{{series=\"{s}\"}}")).unwrap();
+                let got = db.query(&sel, 0, 7_200_000, 10_000, Stat::Avg).unwrap();
+                let want: Vec<(i64, f64)> = (0..720).map(|i| (i * 10_000, value(s, i))).collect();
+                assert_eq!(got[0].points, want, "series {s}");
+            }
+        };
+        check(&db);
+        drop(db);
+        check(&Tsdb::open(d.path(), Retention::default()).unwrap());
+
+        // A block of the first format: a JSON header and the chunks as encoded.
+        let old = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(old.path().join("blocks")).unwrap();
+        let samples: Vec<(i64, f64)> = (0..100).map(|i| (i * 10_000, i as f64)).collect();
+        let (enc, data) = crate::codec::encode(&samples);
+        let l = labels(&[("env", "e")]);
+        let mut meta = BlockMeta {
+            start: 0,
+            end: 990_000,
+            res: Res::Raw,
+            series: BTreeMap::new(),
+            frames: vec![],
+            path: PathBuf::new(),
+            data_off: 0,
+        };
+        meta.series.insert(
+            series_key("m", &l),
+            BlockSeries {
+                name: "m".into(),
+                labels: l,
+                chunks: vec![ChunkRef {
+                    off: 0,
+                    len: data.len() as u64,
+                    count: 100,
+                    enc,
+                }],
+            },
+        );
+        let header = serde_json::to_vec(&meta).unwrap();
+        let mut file = MAGIC.to_vec();
+        file.extend((header.len() as u64).to_le_bytes());
+        file.extend(header);
+        file.extend(data);
+        std::fs::write(old.path().join("blocks/0-990000-raw.blk"), file).unwrap();
+        let db = Tsdb::open(old.path(), Retention::default()).unwrap();
+        let sel = Selector::parse("m").unwrap();
+        let got = db.query(&sel, 0, 1_000_000, 10_000, Stat::Avg).unwrap();
+        assert_eq!(got[0].points, samples);
+
+        // Damage the middle of the new block's data: queries fail, nothing panics.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() - 1000;
+        for b in &mut bytes[mid..mid + 64] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        let sel = Selector::parse("noisy").unwrap();
+        assert!(db.query(&sel, 0, 7_200_000, 300_000, Stat::Max).is_err());
+        bytes.truncate(40);
+        std::fs::write(&path, &bytes).unwrap();
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        assert!(db.list(None).is_empty(), "a truncated block is skipped");
     }
 
     #[test]
