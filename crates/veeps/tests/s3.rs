@@ -219,6 +219,40 @@ fn the_aws_cli_works_against_veeps() {
         v.work.join("large.back").to_str().unwrap(),
     ]);
     assert!(std::fs::read(v.work.join("large.back")).unwrap() == large);
+    // A body of a few MiB streams a chunk at a time from the connection's thread: whole,
+    // and a range across chunk boundaries, both exact.
+    let mid = &large[..3 * 1024 * 1024 + 777];
+    std::fs::write(v.work.join("mid.bin"), mid).unwrap();
+    aws.ok(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "photos",
+        "--key",
+        "mid.bin",
+        "--body",
+        v.work.join("mid.bin").to_str().unwrap(),
+    ]);
+    for (range, want) in [
+        (None, mid),
+        (Some("bytes=65530-1200000"), &mid[65_530..=1_200_000]),
+    ] {
+        let out = v.work.join("mid.back");
+        let mut args = vec![
+            "s3api",
+            "get-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "mid.bin",
+        ];
+        if let Some(r) = range {
+            args.extend(["--range", r]);
+        }
+        args.push(out.to_str().unwrap());
+        aws.ok(&args);
+        assert!(std::fs::read(&out).unwrap() == want, "{range:?}");
+    }
     let up = aws.ok(&[
         "s3api",
         "create-multipart-upload",

@@ -73,7 +73,7 @@ pub(super) async fn get_object(
     let i = input.clone();
     // Look up, check, open, and read a small body whole, here: these are page-cache
     // reads of microseconds, cheaper than a hand-off to a blocking thread (which cost
-    // half the throughput of small GETs). Large bodies stream from a blocking thread.
+    // half the throughput of small GETs). Larger bodies stream a chunk at a time.
     let look = move || -> Result<_, StoreError> {
         let (b, meta) = store.lookup(&i.bucket, &i.key, i.version_id.as_deref())?;
         let checked = preconditions(
@@ -122,6 +122,7 @@ pub(super) async fn get_object(
     let len = len as i64;
     let body = match body {
         SendBody::Whole(b) => StreamingBlob::from(s3s::Body::from(b)),
+        SendBody::Stream(r) if (len as u64) <= INLINE => stream_inline(*r),
         SendBody::Stream(r) => stream_out(*r),
     };
     let content_range = range.map(|(a, z)| format!("bytes {a}-{z}/{}", meta.size));
