@@ -10,11 +10,16 @@
 # Also the ingestion rate and the time of a 24-hour query of one series.
 #
 #   bench/metrics.sh     (installs prometheus for promtool if missing; builds veeps)
+#   VEEPS_BIN=/path/to/veeps bench/metrics.sh   (measure that binary, e.g. an older build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
-cargo build --release --locked -p veeps >/dev/null 2>&1
-BIN=$PWD/target/release/veeps
+if [ -n "${VEEPS_BIN:-}" ]; then
+  BIN=$VEEPS_BIN
+else
+  cargo build --release --locked -p veeps >/dev/null 2>&1
+  BIN=$PWD/target/release/veeps
+fi
 WORK=$(mktemp -d /tmp/veeps-bench-metrics.XXXXXX)
 mkdir -p "$WORK/walk" "$WORK/rec"
 PORT=$((20000 + RANDOM % 20000))
@@ -96,6 +101,9 @@ open(f"{work}/count", "w").write(str(len(rows)))
 open(f"{work}/series", "w").write(str(len({r[0] for r in rows})))
 PY
 
+# Bytes of the files under a directory (directories themselves not counted, for either).
+file_bytes() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+
 # measure SET: veeps (a server of its own) and promtool on one set; prints a line of
 # name=value pairs for the report.
 measure() {
@@ -114,7 +122,7 @@ measure() {
   local ingest_ms=$((($(date +%s%N) - s) / 1000000))
   # The head is written as a block by the maintenance loop; wait for the log to empty.
   for _ in $(seq 60); do [ "$(stat -c %s "$dir/data/metrics/wal")" -lt 1000 ] && break; sleep 1; done
-  local veeps_bytes; veeps_bytes=$(du -sb "$dir/data/metrics/blocks" | cut -f1)
+  local veeps_bytes; veeps_bytes=$(file_bytes "$dir/data/metrics/blocks")
   local query_ms=0
   if [ "$set" = walk ]; then
     s=$(date +%s%N)
@@ -127,7 +135,7 @@ measure() {
   s=$(date +%s%N)
   promtool tsdb create-blocks-from openmetrics "$dir/data.om" "$dir/prom" >"$dir/promtool.log" 2>&1
   local prom_ms=$((($(date +%s%N) - s) / 1000000))
-  local prom_bytes; prom_bytes=$(du -sb "$dir/prom" | cut -f1)
+  local prom_bytes; prom_bytes=$(file_bytes "$dir/prom")
   echo "$n $ingest_ms $veeps_bytes $prom_ms $prom_bytes $query_ms $(cat "$dir/series" 2>/dev/null || echo "$SERIES")"
 }
 
