@@ -611,6 +611,19 @@ fn the_example_serves_end_to_end_and_deploys_without_failed_requests() {
         !String::from_utf8_lossy(&ns.stdout).contains(&prefix),
         "namespaces left after Ctrl-C"
     );
+    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        // cgroups v2 at the top, v1 under each controller.
+        .flat_map(|c| {
+            let below = std::fs::read_dir(c.path()).into_iter().flatten().flatten();
+            std::iter::once(c.path()).chain(below.map(|e| e.path()))
+        })
+        .map(|p| p.display().to_string())
+        .filter(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with(&prefix)))
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups left after Ctrl-C: {cgroups:?}");
     // The balancers' data planes stop with it (gone, or zombies of whoever adopted them).
     for p in plane_pids(&data) {
         assert!(

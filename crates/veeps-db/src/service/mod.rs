@@ -734,7 +734,7 @@ impl Dbs {
             else {
                 for n in &rec.nodes {
                     let cg = self.cgroup(&rec, &n.name);
-                    let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
+                    let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
                 }
                 continue;
             };
@@ -745,6 +745,9 @@ impl Dbs {
             nodes.sort_by_key(|n| n.role == Role::Writer);
             for n in &nodes {
                 self.stop_node(&rec, n, &mut inner, false).await;
+                // Like the namespaces, the node's cgroup goes (its next start makes it).
+                let cg = self.cgroup(&rec, &n.name);
+                let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
             }
         }
     }
