@@ -463,10 +463,7 @@ async fn forward(
     client: SocketAddr,
 ) -> (Response<ProxyBody>, Arc<Target>) {
     tg.requests_total.fetch_add(1, Ordering::Relaxed);
-    let scheme = match tg.spec.load().protocol {
-        Protocol::Http => "http",
-        Protocol::Https => "https",
-    };
+    let https = tg.spec.load().protocol == Protocol::Https;
     let upgrade = req
         .headers()
         .get(hyper::header::UPGRADE)
@@ -476,11 +473,16 @@ async fn forward(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let authority = req.uri().authority().map(|a| a.as_str().to_string());
     let (mut parts, body) = req.into_parts();
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    // Origin form to the target (an absolute URI from a client, as proxies get, too).
+    let origin: hyper::Uri = match parts.uri.path_and_query() {
+        Some(_) if parts.uri.scheme().is_none() => parts.uri.clone(),
+        Some(pq) => match pq.as_str().parse() {
+            Ok(u) => u,
+            Err(_) => return (error(StatusCode::BAD_REQUEST), first),
+        },
+        None => hyper::Uri::from_static("/"),
+    };
+    parts.uri = origin;
     parts.version = Version::HTTP_11;
     phases::upstream_headers(
         &mut parts.headers,
@@ -491,8 +493,14 @@ async fn forward(
         ctx.port,
     );
     // What a second attempt needs, kept only for requests that may have one.
-    let again = phases::replayable(&parts.method, &parts.headers, body.is_end_stream())
-        .then(|| (parts.method.clone(), parts.headers.clone()));
+    let again =
+        phases::replayable(&parts.method, &parts.headers, body.is_end_stream()).then(|| {
+            (
+                parts.method.clone(),
+                parts.headers.clone(),
+                parts.uri.clone(),
+            )
+        });
     let in_bytes = ctx.stats.clone();
     let body = body
         .map_frame(move |f| {
@@ -510,12 +518,8 @@ async fn forward(
     let resp = loop {
         t.in_flight.fetch_add(1, Ordering::Relaxed);
         t.requests.fetch_add(1, Ordering::Relaxed);
-        match format!("{scheme}://{}{pq}", t.addr).parse() {
-            Ok(u) => *out.uri_mut() = u,
-            Err(_) => return (error(StatusCode::BAD_REQUEST), t),
-        }
         let sent = Instant::now();
-        match tokio::time::timeout(ctx.timeout, ctx.client.request(out)).await {
+        match tokio::time::timeout(ctx.timeout, ctx.client.send(https, t.addr, out)).await {
             Err(_) => return (error(StatusCode::GATEWAY_TIMEOUT), t),
             Ok(Ok(r)) => {
                 ctx.stats.latency.record(sent.elapsed());
@@ -530,13 +534,14 @@ async fn forward(
                 let next = again
                     .as_ref()
                     .and_then(|a| tg.pick_other(&tried).map(|n| (a, n)));
-                let Some(((method, headers), next)) = next else {
+                let Some(((method, headers, uri), next)) = next else {
                     return (error(StatusCode::BAD_GATEWAY), t);
                 };
                 ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
                 t.in_flight.fetch_sub(1, Ordering::Relaxed);
                 t = next;
                 out = Request::new(empty());
+                *out.uri_mut() = uri.clone();
                 *out.method_mut() = method.clone();
                 *out.version_mut() = Version::HTTP_11;
                 *out.headers_mut() = headers.clone();

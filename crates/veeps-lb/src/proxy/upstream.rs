@@ -72,6 +72,17 @@ impl Client {
                 *req.uri_mut() = u;
             }
         }
+        self.send(https, addr, req).await
+    }
+
+    /// Sends a request in origin form (`/path?query`) to the target at `addr`, over TLS
+    /// when `https`.
+    pub async fn send(
+        &self,
+        https: bool,
+        addr: SocketAddr,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ClientError> {
         if !req.headers().contains_key(hyper::header::HOST) {
             if let Ok(v) = HeaderValue::from_str(&addr.to_string()) {
                 req.headers_mut().insert(hyper::header::HOST, v);
