@@ -943,8 +943,8 @@ fn write_block(dir: &Path, mut meta: BlockMeta, data: &[u8]) -> Result<BlockMeta
     Ok(meta)
 }
 
-/// The most a block's header may take uncompressed (a store at its series cap takes a
-/// few tens of MiB).
+/// The most a block's header, or a frame, may take uncompressed (a store at its series
+/// cap takes a few tens of MiB).
 const MAX_HEADER_BYTES: usize = 1 << 30;
 
 fn read_block_meta(p: &Path) -> Result<BlockMeta, TsdbError> {
@@ -963,7 +963,14 @@ fn read_block_meta(p: &Path) -> Result<BlockMeta, TsdbError> {
     f.read_exact(&mut buf)?;
     let bad = |e: &dyn std::fmt::Display| TsdbError::Query(format!("a damaged metrics block: {e}"));
     let mut meta: BlockMeta = if v2 {
-        let raw = zstd::bulk::decompress(&buf, MAX_HEADER_BYTES).map_err(|e| bad(&e))?;
+        // Room for what the frame says it holds (not the cap: every block opened at start
+        // would reserve it).
+        let size = zstd::zstd_safe::get_frame_content_size(&buf)
+            .ok()
+            .flatten()
+            .filter(|n| *n <= MAX_HEADER_BYTES as u64)
+            .ok_or_else(|| bad(&"its header's size is unknown or too large"))?;
+        let raw = zstd::bulk::decompress(&buf, size as usize).map_err(|e| bad(&e))?;
         let d: DiskMeta = serde_json::from_slice(&raw).map_err(|e| bad(&e))?;
         BlockMeta {
             start: d.start,
@@ -1003,7 +1010,11 @@ fn read_chunk(b: &BlockMeta, c: &ChunkRef) -> Result<Vec<(i64, f64)>, TsdbError>
         .partition_point(|fr| fr.raw_off + fr.raw_len <= c.off);
     let fr = b.frames.get(i).ok_or_else(damaged)?;
     let (from, to) = (c.off - fr.raw_off, c.off - fr.raw_off + c.len);
-    if c.off < fr.raw_off || to > fr.raw_len || fr.len > f.metadata()?.len() {
+    if c.off < fr.raw_off
+        || to > fr.raw_len
+        || fr.len > f.metadata()?.len()
+        || fr.raw_len > MAX_HEADER_BYTES as u64
+    {
         return Err(damaged());
     }
     f.seek(SeekFrom::Start(b.data_off + fr.off))?;
