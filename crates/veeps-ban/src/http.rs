@@ -52,7 +52,8 @@ async fn unban(State(b): State<Arc<Bans>>, Path(address): Path<String>) -> Respo
     let Ok(ip) = address.parse::<std::net::IpAddr>() else {
         return bad(format!("\"{address}\" is not an IP address"));
     };
-    if b.unban(ip) {
+    let lifted = tokio::task::spawn_blocking(move || b.unban(ip)).await;
+    if lifted.unwrap_or(false) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         not_found(format!("{address} is not banned"))

@@ -99,6 +99,8 @@ enum Op {
     Load,
     Ban(Ban),
     Unban(IpNet, &'static str),
+    /// An unban already recorded: the kernel's element alone is left to delete.
+    Forget(IpNet),
 }
 
 pub use veeps_resource::intrusion::group;
@@ -123,6 +125,9 @@ pub struct Bans {
     pub banned_total: AtomicU64,
     /// Changes whenever the bans in force do.
     generation: AtomicU64,
+    /// Held while a change is written to the store: an unban recorded at once and a ban
+    /// still queued behind it are written one after the other, never interleaved.
+    recording: Mutex<()>,
 }
 
 /// Why a ban operation failed.
@@ -155,6 +160,7 @@ impl Bans {
             failures: AtomicU64::new(0),
             banned_total: AtomicU64::new(0),
             generation: AtomicU64::new(1),
+            recording: Mutex::new(()),
         };
         b.reload();
         let t = now();
@@ -361,7 +367,8 @@ impl Bans {
         v
     }
 
-    /// Lifts the ban of `ip`'s group; false if there was none.
+    /// Lifts the ban of `ip`'s group; false if there was none. The store and the audit
+    /// log hold the unban when this returns (it blocks); the kernel follows.
     pub fn unban(&self, ip: IpAddr) -> bool {
         let g = group(ip);
         let had = self
@@ -372,17 +379,28 @@ impl Bans {
             .is_some();
         if had {
             self.generation.fetch_add(1, Ordering::Relaxed);
-            self.send(Op::Unban(g, "lifted by an operator"));
+            self.apply_record(&Op::Unban(g, "lifted by an operator"));
+            self.send(Op::Forget(g));
         }
         had
     }
 
     /// Records an operation in the store and the audit log (blocking).
     fn apply_record(&self, op: &Op) {
+        let _one_at_a_time = self.recording.lock().unwrap_or_else(|p| p.into_inner());
         let (who, source, action) = match op {
-            Op::Load => return,
+            Op::Load | Op::Forget(_) => return,
             Op::Ban(b) => {
-                let _ = self.store.kv_put(&format!("{K_ACTIVE}{}", key(b.group)), b);
+                // Stored only while in force: an operator may have lifted it already.
+                let current = self
+                    .active
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&b.group)
+                    .is_some_and(|x| x.since == b.since && x.until == b.until);
+                if current {
+                    let _ = self.store.kv_put(&format!("{K_ACTIVE}{}", key(b.group)), b);
+                }
                 let _ = self.store.kv_put(
                     &format!("{K_OFFENDER}{}", key(b.group)),
                     &Offender {
@@ -452,7 +470,7 @@ impl Bans {
                             let cmd = match &op {
                                 Op::Load => continue,
                                 Op::Ban(b) => format!("add element inet {} {} {{ {} timeout {}s }}\n", me.table, set_of(b.group), b.group, (b.until - now()).max(1)),
-                                Op::Unban(g, _) => format!("delete element inet {} {} {{ {g} }}\n", me.table, set_of(*g)),
+                                Op::Unban(g, _) | Op::Forget(g) => format!("delete element inet {} {} {{ {g} }}\n", me.table, set_of(*g)),
                             };
                             if let Err(e) = nft(&cmd).await {
                                 tracing::warn!(error = %e, "nftables refused a ban change; the listeners still refuse banned clients");
@@ -711,6 +729,57 @@ mod tests {
         b.unban(ip);
         assert!(b.ban_generation() > g1, "an unban changes the list too");
         assert!(b.banned_groups().1.is_empty());
+    }
+
+    /// Collects audit records.
+    #[derive(Default)]
+    struct Notes(std::sync::Mutex<Vec<String>>);
+    impl AuditSink for Notes {
+        fn note(&self, r: AuditRecord) {
+            self.0.lock().unwrap().push(r.action);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_operators_unban_is_stored_and_audited_before_it_returns() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
+        let notes = Arc::new(Notes::default());
+        // A table name nftables refuses: the worker runs, the kernel part fails.
+        let b = Arc::new(Bans::new(store.clone(), "", Some(notes.clone())));
+        b.put_policy(&policy(vec![jail("api", 1)], &[])).unwrap();
+        let _worker = b.start();
+        let ip: IpAddr = "192.0.2.30".parse().unwrap();
+        b.failure("api", ip);
+        assert!(b.banned(ip));
+        let b2 = b.clone();
+        assert!(tokio::task::spawn_blocking(move || b2.unban(ip))
+            .await
+            .unwrap());
+        // No waiting: both hold the unban already.
+        assert!(notes
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a == "unbanned 192.0.2.30/32: lifted by an operator"));
+        assert!(
+            !Bans::new(store, "", None).banned(ip),
+            "a restart keeps it lifted"
+        );
+    }
+
+    #[test]
+    fn a_ban_recorded_after_its_unban_is_not_stored_again() {
+        let (_d, b) = bans();
+        b.put_policy(&policy(vec![jail("api", 1)], &[])).unwrap();
+        let ip: IpAddr = "192.0.2.31".parse().unwrap();
+        b.failure("api", ip);
+        let ban = b.list()[0].clone();
+        assert!(b.unban(ip));
+        // The worker reaches the ban's record only now.
+        b.apply_record(&Op::Ban(ban));
+        assert!(!Bans::new(b.store.clone(), "", None).banned(ip));
     }
 
     #[test]
