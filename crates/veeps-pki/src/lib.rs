@@ -227,9 +227,23 @@ impl Certs {
         }
     }
 
+    /// Where certificates of `id` keep their keys before they were named by their chain.
     fn key_path(&self, id: &str) -> PathBuf {
-        let safe: String = id
-            .chars()
+        self.dir.join(format!("{}.key", Self::safe(id)))
+    }
+
+    /// Where the key of `id`'s certificate `chain_pem` is: named by the chain, so a record
+    /// and its key change together (a reader never pairs a new key with an old chain, and
+    /// a crash between the two writes leaves the old pair whole).
+    fn key_path_for(&self, id: &str, chain_pem: &str) -> PathBuf {
+        use sha2::Digest;
+        let h = hex::encode(&sha2::Sha256::digest(chain_pem.as_bytes())[..8]);
+        self.dir.join(format!("{}.{h}.key", Self::safe(id)))
+    }
+
+    /// `id` as a file name (no dots: `{safe}.` begins only this id's files).
+    fn safe(id: &str) -> String {
+        id.chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' {
                     c
@@ -237,8 +251,21 @@ impl Certs {
                     '_'
                 }
             })
-            .collect();
-        self.dir.join(format!("{safe}.key"))
+            .collect()
+    }
+
+    /// Removes `id`'s key files but `keep`.
+    fn remove_keys(&self, id: &str, keep: Option<&Path>) {
+        let prefix = format!("{}.", Self::safe(id));
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix)
+                && name.ends_with(".key")
+                && keep.is_none_or(|k| k != e.path())
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Issues (or re-issues) a certificate and records it.
@@ -248,18 +275,22 @@ impl Certs {
         Ok(c)
     }
 
-    /// Records a certificate issued elsewhere (an ACME CA), replacing any of that id.
+    /// Records a certificate issued elsewhere (an ACME CA), replacing any of that id: the
+    /// new key is written beside the old one, the record switches to it, the old goes.
     pub fn put(&self, c: &Issued) -> Result<(), CaError> {
         let id = c.id.as_str();
         std::fs::create_dir_all(&self.dir).map_err(|e| CaError::Io(e.to_string()))?;
-        write_private(&self.key_path(id), &c.key_pem).map_err(|e| CaError::Io(e.to_string()))?;
+        let key = self.key_path_for(id, &c.chain_pem);
+        write_private(&key, &c.key_pem).map_err(|e| CaError::Io(e.to_string()))?;
         let meta = Issued {
             key_pem: String::new(),
             ..c.clone()
         };
         self.store
             .kv_put(&format!("{K_CERT}{id}"), &meta)
-            .map_err(|e| CaError::Io(e.to_string()))
+            .map_err(|e| CaError::Io(e.to_string()))?;
+        self.remove_keys(id, Some(&key));
+        Ok(())
     }
 
     /// Every recorded certificate (without keys).
@@ -273,22 +304,95 @@ impl Certs {
     /// A recorded certificate with its key.
     pub fn get(&self, id: &str) -> Option<Issued> {
         let mut c: Issued = self.store.kv_get(&format!("{K_CERT}{id}")).ok().flatten()?;
-        c.key_pem = std::fs::read_to_string(self.key_path(id)).ok()?;
+        c.key_pem = std::fs::read_to_string(self.key_path_for(id, &c.chain_pem))
+            .or_else(|_| std::fs::read_to_string(self.key_path(id)))
+            .ok()?;
         Some(c)
     }
 
     /// Forgets a certificate.
     pub fn delete(&self, id: &str) -> Result<(), CaError> {
-        let _ = std::fs::remove_file(self.key_path(id));
         self.store
             .kv_delete(&format!("{K_CERT}{id}"))
-            .map_err(|e| CaError::Io(e.to_string()))
+            .map_err(|e| CaError::Io(e.to_string()))?;
+        self.remove_keys(id, None);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renewed_certificate_and_its_key_change_together_even_when_cut_in_the_middle() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&d.path().join("s.redb")).unwrap());
+        let ca = Arc::new(Ca::open(d.path(), "veeps CA test").unwrap());
+        let certs = Certs::new(d.path(), store, ca.clone());
+        let names = vec!["www.example.test".to_string()];
+        let first = certs.issue("site", &names).unwrap();
+        // Records from before keys were named by their chain are still read.
+        let legacy = certs.key_path("site");
+        std::fs::rename(certs.key_path_for("site", &first.chain_pem), &legacy).unwrap();
+        assert_eq!(certs.get("site").unwrap().key_pem, first.key_pem);
+        // A renewal cut after its key was written, before its record: the old pair whole.
+        let second = ca.issue("site", &names).unwrap();
+        write_private(
+            &certs.key_path_for("site", &second.chain_pem),
+            &second.key_pem,
+        )
+        .unwrap();
+        let got = certs.get("site").unwrap();
+        assert_eq!(
+            (got.chain_pem, got.key_pem),
+            (first.chain_pem.clone(), first.key_pem.clone())
+        );
+        // Completed: the new pair, and no other key of it left.
+        certs.put(&second).unwrap();
+        let got = certs.get("site").unwrap();
+        assert_eq!(
+            (got.chain_pem, got.key_pem),
+            (second.chain_pem.clone(), second.key_pem)
+        );
+        let keys: Vec<_> = std::fs::read_dir(d.path().join("pki/certs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        // Readers racing renewals always get a matching pair.
+        let certs = Arc::new(certs);
+        let reader = {
+            let certs = certs.clone();
+            std::thread::spawn(move || {
+                for _ in 0..300 {
+                    let c = certs.get("site").unwrap();
+                    let chain_key = x509_parser::pem::parse_x509_pem(c.chain_pem.as_bytes())
+                        .unwrap()
+                        .1
+                        .parse_x509()
+                        .unwrap()
+                        .public_key()
+                        .raw
+                        .to_vec();
+                    let key = KeyPair::from_pem(&c.key_pem).unwrap();
+                    assert_eq!(chain_key, key.public_key_der(), "a key of another chain");
+                }
+            })
+        };
+        for _ in 0..20 {
+            certs.put(&ca.issue("site", &names).unwrap()).unwrap();
+        }
+        reader.join().unwrap();
+        certs.delete("site").unwrap();
+        assert_eq!(
+            std::fs::read_dir(d.path().join("pki/certs"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
 
     use rustls::client::danger::ServerCertVerifier;
 
