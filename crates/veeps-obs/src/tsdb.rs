@@ -415,6 +415,26 @@ impl Tsdb {
                 }
             }
         }
+        // A kill while downsampling leaves the finer block beside the coarser one made from
+        // it (the same span). The coarser one is whole (renamed into place first), so the
+        // finer one goes, as the maintenance would have removed it.
+        let grain = |r: Res| match r {
+            Res::Raw => 0u8,
+            Res::FiveMin => 1,
+            Res::Hour => 2,
+        };
+        let mut coarsest: HashMap<(i64, i64), u8> = HashMap::new();
+        for b in &blocks {
+            let g = coarsest.entry((b.start, b.end)).or_default();
+            *g = (*g).max(grain(b.res));
+        }
+        blocks.retain(|b| {
+            let keep = grain(b.res) >= coarsest[&(b.start, b.end)];
+            if !keep {
+                let _ = std::fs::remove_file(&b.path);
+            }
+            keep
+        });
         blocks.sort_by_key(|b| b.start);
         let mut ids = HashMap::new();
         let mut defs: Vec<SeriesDef> = vec![];
@@ -459,7 +479,6 @@ impl Tsdb {
                         if let Some(id) = wal_ids.get(&wid) {
                             if head.entry(*id).or_default().push(ts, v) {
                                 last.insert(*id, (ts, v));
-                                head_start = Some(head_start.map_or(ts, |s: i64| s.min(ts)));
                             }
                         }
                         i += 21;
@@ -468,6 +487,48 @@ impl Tsdb {
                 }
             }
         }
+        // A kill after a block was renamed into place and before the log was cut leaves
+        // the block's samples in the log too: what a block holds is not replayed again.
+        for (id, chunk) in head.iter_mut() {
+            let samples = Chunk::decode(chunk.bytes(), chunk.len());
+            let (Some(first), Some(end)) = (samples.first(), samples.last()) else {
+                continue;
+            };
+            let def = &defs[*id as usize];
+            let key = series_key(&def.name, &def.labels);
+            let mut held = HashSet::new();
+            for b in blocks
+                .iter()
+                .filter(|b| b.res == Res::Raw && b.end >= first.0 && b.start <= end.0)
+            {
+                // A damaged block is the queries' error, not a reason not to open.
+                for c in b
+                    .series
+                    .get(&key)
+                    .map(|s| &s.chunks[..])
+                    .unwrap_or_default()
+                {
+                    if let Ok(held_here) = read_chunk(b, c) {
+                        held.extend(held_here.into_iter().map(|(t, _)| t));
+                    }
+                }
+            }
+            let kept: Vec<(i64, f64)> = samples
+                .into_iter()
+                .filter(|(t, _)| !held.contains(t))
+                .collect();
+            if let Some(&(t, _)) = kept.first() {
+                head_start = Some(head_start.map_or(t, |s: i64| s.min(t)));
+            }
+            if !held.is_empty() {
+                let mut fresh = Chunk::new();
+                for (t, v) in kept {
+                    fresh.push(t, v);
+                }
+                *chunk = fresh;
+            }
+        }
+        head.retain(|_, c| !c.is_empty());
         // Start a fresh log holding what was replayed.
         let tmp = dir.join("wal.tmp");
         let mut w = BufWriter::new(File::create(&tmp)?);
@@ -629,7 +690,10 @@ impl Tsdb {
         inner.wal_known.clear();
         let f = File::create(wal_path(&self.dir))?;
         f.sync_all()?;
-        inner.wal = BufWriter::new(f);
+        // What the old writer still buffers is in the block now: dropped, not flushed into
+        // the new log (the same file, appended to), where a restart would count it again.
+        let old = std::mem::replace(&mut inner.wal, BufWriter::new(f));
+        drop(old.into_parts());
         Ok(())
     }
 
@@ -1266,6 +1330,78 @@ mod tests {
             std::fs::read_dir(d.path().join("blocks")).unwrap().count(),
             0
         );
+    }
+
+    /// A kill while a block is downsampled, after the coarser block is written and before
+    /// the finer one is removed: its samples count once after a restart. (Samples appended
+    /// since the last sync are in the block, and never again in the log.)
+    #[test]
+    fn a_crash_in_the_middle_of_downsampling_counts_no_sample_twice() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        let l = labels(&[("s", "a")]);
+        for i in 0..100 {
+            db.append("m", &l, i * 1000, 1.0).unwrap();
+        }
+        db.flush_head().unwrap();
+        let raw = db.lock().blocks[0].clone();
+        let (meta, data) = downsample(&raw, Res::FiveMin).unwrap();
+        write_block(d.path(), meta, &data).unwrap();
+        drop(db);
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        let sel = Selector::parse("m").unwrap();
+        let r = db
+            .query(&sel, 0, 1_000_000, 1_000_000, Stat::Count)
+            .unwrap();
+        assert_eq!(r[0].points, vec![(0, 100.0)]);
+        assert!(!raw.path.exists(), "the finer block stays");
+    }
+
+    /// A kill after a block is renamed into place and before the log is cut leaves the
+    /// block's samples in the log as well: they are not counted twice after a restart.
+    #[test]
+    fn a_crash_between_a_block_and_the_cut_of_its_log_counts_no_sample_twice() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        let (a, b) = (labels(&[("s", "a")]), labels(&[("s", "b")]));
+        for i in 0..100 {
+            db.append("m", &a, i * 1000, 1.0).unwrap();
+            // A series behind the other: its later samples fall inside the block's span.
+            if i < 50 {
+                db.append("m", &b, i * 1000, 2.0).unwrap();
+            }
+        }
+        db.sync().unwrap();
+        let log = std::fs::read(wal_path(d.path())).unwrap();
+        db.flush_head().unwrap();
+        drop(db);
+        // As if killed after the block was renamed into place and before the log was cut.
+        std::fs::write(wal_path(d.path()), &log).unwrap();
+        let counts = |db: &Tsdb| -> Vec<f64> {
+            let sel = Selector::parse("m").unwrap();
+            let mut r = db
+                .query(&sel, 0, 1_000_000, 1_000_000, Stat::Count)
+                .unwrap();
+            r.sort_by(|x, y| x.labels.cmp(&y.labels));
+            r.iter().map(|s| s.points[0].1).collect()
+        };
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        assert_eq!(counts(&db), vec![100.0, 50.0]);
+        // Samples after the restart count once, through the next block and restart too,
+        // including the lagging series' samples inside the first block's span.
+        for i in 50..60 {
+            db.append("m", &b, i * 1000, 2.0).unwrap();
+        }
+        db.append("m", &a, 100_000, 1.0).unwrap();
+        assert_eq!(counts(&db), vec![101.0, 60.0]);
+        db.sync().unwrap();
+        drop(db);
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        assert_eq!(counts(&db), vec![101.0, 60.0]);
+        db.flush_head().unwrap();
+        drop(db);
+        let db = Tsdb::open(d.path(), Retention::default()).unwrap();
+        assert_eq!(counts(&db), vec![101.0, 60.0]);
     }
 
     /// Blocks are written compressed, in frames of chunks: a series is read back exactly,
