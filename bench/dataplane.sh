@@ -35,8 +35,11 @@ UP=
 cleanup() {
   [ -n "$UP" ] && kill -INT "$UP" 2>/dev/null && wait "$UP" 2>/dev/null || true
   "$BIN" down >/dev/null 2>&1 || true
-  for f in "$DATA"/lb/*/pid; do [ -f "$f" ] && kill -9 "$(cut -d' ' -f1 "$f")" 2>/dev/null; done
-  rm -rf "$WORK"
+  # (`|| true`: a plane already gone is no error, and `set -e` would end the cleanup here.)
+  for f in "$DATA"/lb/*/pid; do [ -f "$f" ] && kill -9 "$(cut -d' ' -f1 "$f")" 2>/dev/null || true; done
+  # Processes stopping write their last files meanwhile (a removal racing them fails):
+  # removed again until it holds.
+  for _ in $(seq 100); do rm -rf "$WORK" 2>/dev/null && [ ! -e "$WORK" ] && break; sleep 0.05; done
   true
 }
 trap cleanup EXIT

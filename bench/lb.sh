@@ -8,7 +8,9 @@
 # so all pay the same path: host -> VPC router -> balancer -> back to the backend on the
 # host. Each side runs ROUNDS times (3 by default), interleaved
 # (nginx, veeps, nginx, veeps...), so that a slow minute of a shared machine hits both; it
-# prints medians with the spread (min-max) and the ratio of the medians.
+# prints medians with the spread (min-max) and the ratio of the medians, and each proxy's
+# CPU time a request (its own and the kernel's, from /proc), steadier than rates on a busy
+# machine.
 #
 #   bench/lb.sh [SECONDS] [CONNECTIONS]     (installs nginx, haproxy and wrk if missing;
 #                                            builds veeps)
@@ -199,25 +201,44 @@ ip netns exec "$NS" nginx -c "$WORK/proxy.conf"
 ip netns exec "$NS" haproxy -f "$WORK/haproxy.cfg"
 for _ in $(seq 100); do [ "$(curl -s --noproxy '*' "http://$LB/")" = "hello from the backend" ] && break; sleep 0.1; done
 
-run() { # URL -> "rps p99_ms"
-  wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "$1" 2>/dev/null | python3 -c '
+# Each proxy's processes, whose CPU time is counted per request: the workers of nginx (the
+# backend's and the proxy's), veeps' balancer plane, HAProxy.
+for _ in $(seq 50); do [ -s "$WORK/proxy.pid" ] && [ -s "$WORK/haproxy.pid" ] && break; sleep 0.1; done
+P_DIRECT=$(pgrep -P "$(cat "$WORK/backend.pid")" | tr '\n' ' ')
+P_NGINX=$(pgrep -P "$(cat "$WORK/proxy.pid")" | tr '\n' ' ')
+P_VEEPS=$(cut -d' ' -f1 "$WORK"/data/lb/*/pid 2>/dev/null | tr '\n' ' ')
+P_HAPROXY=$(cat "$WORK/haproxy.pid")
+HZ=$(getconf CLK_TCK)
+cpu() { # PIDS -> "user system" clock ticks so far
+  for p in $1; do [ -r "/proc/$p/stat" ] && awk '{sub(/.*\) /, ""); print $12, $13}' "/proc/$p/stat"; done \
+    | awk '{u += $1; s += $2} END {print u + 0, s + 0}'
+}
+run() { # URL PIDS -> "rps p99_ms non2xx user_us system_us" (CPU of PIDS a request)
+  local u0 s0 u1 s1 out
+  read -r u0 s0 < <(cpu "$2")
+  out=$(wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "$1" 2>/dev/null)
+  read -r u1 s1 < <(cpu "$2")
+  echo "$out" | python3 -c '
 import re, sys
 t = sys.stdin.read()
+du, ds, hz = (float(x) for x in sys.argv[1:4])
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+n = float(re.search(r"(\d+) requests in", t).group(1))
 m = re.search(r"99%\s+([\d.]+)(us|ms|s)", t)
 p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {p99:.2f} {errs.group(1) if errs else 0}")'
+print(f"{rps:.0f} {p99:.2f} {errs.group(1) if errs else 0} {du / hz * 1e6 / n:.2f} {ds / hz * 1e6 / n:.2f}")' \
+    "$((u1 - u0))" "$((s1 - s0))" "$HZ"
 }
-# Interleaved rounds; each line of $WORK/results is "series rps p99 non2xx".
+# Interleaved rounds; each line of $WORK/results is "series rps p99 non2xx user_us sys_us".
 for r in $(seq "$ROUNDS"); do
-  echo "direct $(run "http://127.0.0.1:$BACK/")" >>"$WORK/results"
-  echo "nginx-http $(run "http://$LB:$NG/")" >>"$WORK/results"
-  echo "veeps-http $(run "http://$LB/")" >>"$WORK/results"
-  echo "haproxy-http $(run "http://$LB:$HA/")" >>"$WORK/results"
-  echo "nginx-https $(run "https://$LB:$NGS/")" >>"$WORK/results"
-  echo "veeps-https $(run "https://$LB/")" >>"$WORK/results"
-  echo "haproxy-https $(run "https://$LB:$HAS/")" >>"$WORK/results"
+  echo "direct $(run "http://127.0.0.1:$BACK/" "$P_DIRECT")" >>"$WORK/results"
+  echo "nginx-http $(run "http://$LB:$NG/" "$P_NGINX")" >>"$WORK/results"
+  echo "veeps-http $(run "http://$LB/" "$P_VEEPS")" >>"$WORK/results"
+  echo "haproxy-http $(run "http://$LB:$HA/" "$P_HAPROXY")" >>"$WORK/results"
+  echo "nginx-https $(run "https://$LB:$NGS/" "$P_NGINX")" >>"$WORK/results"
+  echo "veeps-https $(run "https://$LB/" "$P_VEEPS")" >>"$WORK/results"
+  echo "haproxy-https $(run "https://$LB:$HAS/" "$P_HAPROXY")" >>"$WORK/results"
   echo "round $r of $ROUNDS done" >&2
 done
 
@@ -226,8 +247,9 @@ import statistics, sys
 path, conns, dur, rounds = sys.argv[1:]
 runs = {}
 for line in open(path):
-    name, rps, p99, errs = line.split()
-    runs.setdefault(name, []).append((float(rps), float(p99), int(errs)))
+    name, rps, p99, errs, user, system = line.split()
+    runs.setdefault(name, []).append(
+        (float(rps), float(p99), int(errs), float(user), float(system)))
 def med(name, i):
     return statistics.median(r[i] for r in runs[name])
 def show(label, name):
@@ -236,7 +258,8 @@ def show(label, name):
     p99 = [r[1] for r in rs]
     errs = sum(r[2] for r in rs)
     print(f"{label:<18}: {statistics.median(rps):9.0f} req/s [{min(rps):.0f}-{max(rps):.0f}]"
-          f"  p99 {statistics.median(p99):6.2f} ms [{min(p99):.2f}-{max(p99):.2f}]  non-2xx {errs}")
+          f"  p99 {statistics.median(p99):6.2f} ms [{min(p99):.2f}-{max(p99):.2f}]  non-2xx {errs}"
+          f"  CPU a request: own {med(name, 3):5.1f} us, kernel {med(name, 4):5.1f} us")
 print(f"wrk -t2 -c{conns} -d{dur}s, {rounds} interleaved rounds: median [min-max]; "
       "the backend is nginx (1 worker) on the host")
 show("direct      HTTP", "direct")

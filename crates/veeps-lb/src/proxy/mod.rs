@@ -8,6 +8,7 @@ use crate::auth::{Gate, Guard, Verdict};
 use crate::model::{Action, Condition, Protocol};
 use crate::targets::{Target, TgState};
 
+mod h1;
 mod lambda;
 mod phases;
 mod tls;
@@ -32,7 +33,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use upstream::{client, Client, ClientError, Conn, Connector};
 
 /// Bodies both ways.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Errors of bodies: the client's connection, or a target's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An empty body.
 pub fn empty() -> ProxyBody {
@@ -243,15 +247,15 @@ where
 }
 
 /// Hop-by-hop headers, which are not forwarded either way.
-const HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+const HOP: [hyper::header::HeaderName; 8] = [
+    hyper::header::CONNECTION,
+    hyper::header::HeaderName::from_static("keep-alive"),
+    hyper::header::HeaderName::from_static("proxy-connection"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::TRANSFER_ENCODING,
 ];
 
 fn status_class(s: u16) -> usize {
@@ -288,7 +292,8 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
     // Only the balancer says who authenticated.
     req.headers_mut().remove(phases::AUTH_USER);
     if let Some(g) = guard {
-        let refused = match g.check(req.headers()).await {
+        // Boxed, as the other rare paths: the request's future stays small to move.
+        let refused = match Box::pin(g.check(req.headers())).await {
             Verdict::Allowed(user) => {
                 // The target learns who, never the password.
                 let h = req.headers_mut();
@@ -354,14 +359,14 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Re
                     .map(|f| (f, s.id.clone(), s.multi_value_headers))
             });
             if let Some((f, tg_arn, multi)) = function {
-                let r = lambda::invoke(
+                let r = Box::pin(lambda::invoke(
                     ctx.functions.as_deref(),
                     &f,
                     &tg_arn,
                     multi,
                     req,
                     ctx.timeout,
-                )
+                ))
                 .await;
                 return finish(&ctx, started, &cx, client, version, r.map(full), None);
             }
@@ -412,15 +417,13 @@ fn finish(
     }
     let stats = ctx.stats.clone();
     let log = ctx.logs.clone().map(|sink| {
-        let q = if cx.query.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", cx.query)
-        };
         let line = phases::AccessLog {
             client,
-            method: cx.method.clone(),
-            target_uri: format!("{}{q}", cx.path),
+            method: cx.method.to_string(),
+            target_uri: match cx.uri.path_and_query() {
+                Some(pq) => pq.as_str().to_string(),
+                None => "/".to_string(),
+            },
             version,
             status,
             target: target.as_ref().map(|t| t.addr),
@@ -492,15 +495,8 @@ async fn forward(
         ctx.protocol,
         ctx.port,
     );
-    // What a second attempt needs, kept only for requests that may have one.
-    let again =
-        phases::replayable(&parts.method, &parts.headers, body.is_end_stream()).then(|| {
-            (
-                parts.method.clone(),
-                parts.headers.clone(),
-                parts.uri.clone(),
-            )
-        });
+    // A request that may be sent again comes back from a failed attempt.
+    let replay = phases::replayable(&parts.method, &parts.headers, body.is_end_stream());
     let in_bytes = ctx.stats.clone();
     let body = body
         .map_frame(move |f| {
@@ -511,6 +507,7 @@ async fn forward(
             }
             f
         })
+        .map_err(BoxError::from)
         .boxed();
     let mut out = Request::from_parts(parts, body);
     let mut t = first;
@@ -525,26 +522,22 @@ async fn forward(
                 ctx.stats.latency.record(sent.elapsed());
                 break r;
             }
-            Ok(Err(e)) => {
+            Ok(Err((e, back))) => {
                 tracing::debug!(target = %t.addr, error = %e, "target failed");
                 if matches!(e, ClientError::Connect(_)) {
                     t.mark_down();
                 }
                 tried.push(t.addr);
-                let next = again
-                    .as_ref()
-                    .and_then(|a| tg.pick_other(&tried).map(|n| (a, n)));
-                let Some(((method, headers, uri), next)) = next else {
+                let next = back
+                    .filter(|_| replay)
+                    .and_then(|b| tg.pick_other(&tried).map(|n| (b, n)));
+                let Some((back, next)) = next else {
                     return (error(StatusCode::BAD_GATEWAY), t);
                 };
                 ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
                 t.in_flight.fetch_sub(1, Ordering::Relaxed);
                 t = next;
-                out = Request::new(empty());
-                *out.uri_mut() = uri.clone();
-                *out.method_mut() = method.clone();
-                *out.version_mut() = Version::HTTP_11;
-                *out.headers_mut() = headers.clone();
+                out = back;
             }
         }
     };
@@ -567,7 +560,7 @@ async fn forward(
     phases::downstream_headers(&mut parts.headers);
     // The client's protocol, whatever the target spoke.
     parts.version = in_version;
-    (Response::from_parts(parts, body.boxed()), t)
+    (Response::from_parts(parts, body), t)
 }
 
 /// A body that counts what passes and reports once, when done or dropped.
@@ -579,11 +572,11 @@ struct Counted {
 
 impl Body for Counted {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(f))) = &r {
             if let Some(d) = f.data_ref() {

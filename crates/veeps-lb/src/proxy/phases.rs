@@ -17,13 +17,11 @@ pub struct RequestCx {
     /// The client.
     pub client: SocketAddr,
     /// The method.
-    pub method: String,
+    pub method: hyper::Method,
     /// The host without a port.
     pub host: String,
-    /// The path.
-    pub path: String,
-    /// The raw query (without `?`).
-    pub query: String,
+    /// The request's URI (its path and query are what rules see).
+    pub uri: hyper::Uri,
 }
 
 impl RequestCx {
@@ -38,11 +36,20 @@ impl RequestCx {
             .unwrap_or_default();
         RequestCx {
             client,
-            method: req.method().as_str().to_string(),
+            method: req.method().clone(),
             host: strip_port(&host_header).to_string(),
-            path: req.uri().path().to_string(),
-            query: req.uri().query().unwrap_or("").to_string(),
+            uri: req.uri().clone(),
         }
+    }
+
+    /// The path.
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The raw query (without `?`; empty when there is none).
+    pub fn query(&self) -> &str {
+        self.uri.query().unwrap_or("")
     }
 }
 
@@ -66,7 +73,7 @@ pub fn route(
     headers: &HeaderMap,
 ) -> (Arc<Compiled>, Option<Arc<Guard>>) {
     // An ACME CA validating a name (HTTP-01) asks before any rule can send it elsewhere.
-    if let Some(token) = cx.path.strip_prefix("/.well-known/acme-challenge/") {
+    if let Some(token) = cx.path().strip_prefix("/.well-known/acme-challenge/") {
         if let Some(answer) = snap.challenges.get(token) {
             let a = Arc::new(Compiled::Other(crate::model::Action::Fixed {
                 status: 200,
@@ -85,9 +92,9 @@ pub fn route(
     };
     let view = RequestView {
         host: &cx.host,
-        path: &cx.path,
-        method: &cx.method,
-        query: &cx.query,
+        path: cx.path(),
+        method: cx.method.as_str(),
+        query: cx.query(),
         client: cx.client.ip(),
         header: &hdr,
     };
@@ -123,8 +130,8 @@ pub fn redirect_location(r: &Redirect, cx: &RequestCx, protocol: Protocol, port:
     let sub = |s: &str| {
         s.replace("#{host}", &cx.host)
             .replace("#{port}", &port.to_string())
-            .replace("#{path}", cx.path.trim_start_matches('/'))
-            .replace("#{query}", &cx.query)
+            .replace("#{path}", cx.path().trim_start_matches('/'))
+            .replace("#{query}", cx.query())
             .replace("#{protocol}", proto_now)
     };
     let scheme = sub(r.protocol).to_lowercase();
@@ -192,21 +199,21 @@ pub fn upstream_headers(
     protocol: Protocol,
     port: u16,
 ) {
-    for h in HOP {
-        headers.remove(h);
-    }
+    strip_hop(headers);
     headers.remove(hyper::header::UPGRADE);
     if !headers.contains_key(hyper::header::HOST) {
         if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
             headers.insert(hyper::header::HOST, v);
         }
     }
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    let mut xff = Vec::with_capacity(48);
+    if let Some(prev) = headers.get(XFF) {
+        xff.extend_from_slice(prev.as_bytes());
+        xff.extend_from_slice(b", ");
+    }
+    push_ip(&mut xff, client);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+        headers.insert(XFF, v);
     }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
@@ -217,7 +224,11 @@ pub fn upstream_headers(
     );
     headers.insert(
         HeaderName::from_static("x-forwarded-port"),
-        HeaderValue::from(port),
+        match port {
+            80 => HeaderValue::from_static("80"),
+            443 => HeaderValue::from_static("443"),
+            p => HeaderValue::from(p),
+        },
     );
     if let Some(v) = upgrade.and_then(|u| HeaderValue::from_str(u).ok()) {
         headers.insert(hyper::header::UPGRADE, v);
@@ -228,9 +239,43 @@ pub fn upstream_headers(
     }
 }
 
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Appends an address as text (IPv4 without the formatting machinery: once per request).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if o >= 100 {
+                    out.push(b'0' + o / 100);
+                }
+                if o >= 10 {
+                    out.push(b'0' + (o / 10) % 10);
+                }
+                out.push(b'0' + o % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Response filter: hop-by-hop headers out.
 pub fn downstream_headers(headers: &mut HeaderMap) {
-    for h in HOP {
+    strip_hop(headers);
+}
+
+/// Removes hop-by-hop headers; one pass over the names when there are none (the usual case).
+fn strip_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP.contains(k)) {
+        return;
+    }
+    for h in &HOP {
         headers.remove(h);
     }
 }
@@ -239,12 +284,17 @@ pub fn downstream_headers(headers: &mut HeaderMap) {
 /// reset before answering: idempotent methods (RFC 9110) without a body, as nginx's
 /// `proxy_next_upstream error` does by default.
 pub fn replayable(method: &hyper::Method, headers: &HeaderMap, body_empty: bool) -> bool {
+    idempotent(method) && body_empty && !headers.contains_key(hyper::header::UPGRADE)
+}
+
+/// Whether a method is idempotent (RFC 9110 section 9.2.2): sending it twice does what
+/// sending it once does.
+pub fn idempotent(method: &hyper::Method) -> bool {
     use hyper::Method;
-    let idempotent = matches!(
+    matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    idempotent && body_empty && !headers.contains_key(hyper::header::UPGRADE)
+    )
 }
 
 /// One access log line's fields, known when the response's headers leave.
@@ -283,13 +333,29 @@ impl AccessLog {
 mod tests {
     use super::*;
 
+    #[test]
+    fn addresses_are_written_as_their_display_writes_them() {
+        let mut ips: Vec<IpAddr> = vec!["::1".parse().unwrap(), "2001:db8::7".parse().unwrap()];
+        for o in [0u8, 1, 9, 10, 99, 100, 199, 200, 255] {
+            ips.push(IpAddr::from([o, 255 - o, o / 2, 7]));
+        }
+        for ip in ips {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+    }
+
     fn cx(host: &str, path: &str, query: &str) -> RequestCx {
         RequestCx {
             client: "10.0.0.9:5000".parse().unwrap(),
-            method: "GET".into(),
+            method: hyper::Method::GET,
             host: strip_port(host).into(),
-            path: path.into(),
-            query: query.into(),
+            uri: if query.is_empty() {
+                path.parse().unwrap()
+            } else {
+                format!("{path}?{query}").parse().unwrap()
+            },
         }
     }
 
