@@ -2,7 +2,9 @@
 # Where a 4 KiB presigned GET spends its instructions: the S3 server under callgrind
 # (instruction counts, steadier on a busy machine than requests per second), a release
 # build with line tables in its own target directory, wrk for SECONDS, then the functions
-# by inclusive cost. Not a benchmark: valgrind runs the server ~50 times slower.
+# by inclusive cost. Not a benchmark: valgrind runs the server ~50 times slower, and its
+# CPU has no SHA extensions, so SHA-256 runs the portable code: the signature's share is
+# several times what it is on this machine's CPU (use `perf record` for shares of time).
 #
 #   bench/profile-s3.sh [SECONDS]   (installs valgrind, wrk and awscli if missing)
 set -euo pipefail
@@ -36,8 +38,11 @@ aws --endpoint-url "http://127.0.0.1:$S3" s3 mb s3://bench >/dev/null
 head -c 4096 /dev/urandom >"$WORK/4k"
 aws --endpoint-url "http://127.0.0.1:$S3" s3 cp "$WORK/4k" s3://bench/4k >/dev/null
 URL=$(python3 - "$S3" <<'PY'
-import sys, botocore.session
-c = botocore.session.get_session().create_client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}")
+import os, sys, botocore.session
+from botocore.config import Config
+# SigV4 as bench/s3.sh signs (SIGV2=1: botocore's own default, as figures before 2026-12-02).
+sig = Config(signature_version="s3" if os.environ.get("SIGV2") else "s3v4")
+c = botocore.session.get_session().create_client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", config=sig)
 print(c.generate_presigned_url("get_object", Params={"Bucket": "bench", "Key": "4k"}, ExpiresIn=3600))
 PY
 )

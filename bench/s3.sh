@@ -7,6 +7,8 @@
 #
 #   bench/s3.sh [SECONDS] [CONNECTIONS]   (installs nginx, wrk and awscli if missing)
 #   ROUNDS=5 VEEPS_BIN=/path/to/veeps bench/s3.sh   (more rounds; another binary)
+#   SIGV2=1 bench/s3.sh   presigned URLs signed SigV2 (botocore's own default; figures
+#                         before 2026-12-02 were measured that way)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-5}
@@ -61,9 +63,12 @@ nginx -c "$WORK/nginx.conf"
 
 # Presigned URLs (valid an hour): GET per size, and PUT for a lua script.
 python3 - "$S3" "$WORK" <<'PY'
-import sys, botocore.session
+import os, sys, botocore.session
+from botocore.config import Config
 port, work = sys.argv[1], sys.argv[2]
-c = botocore.session.get_session().create_client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+# SigV4, as the AWS CLI's presign and current SDKs sign (botocore alone would sign SigV2).
+sig = Config(signature_version="s3" if os.environ.get("SIGV2") else "s3v4")
+c = botocore.session.get_session().create_client("s3", endpoint_url=f"http://127.0.0.1:{port}", config=sig)
 for s in ["4k", "1m", "64m"]:
     open(f"{work}/get-{s}", "w").write(c.generate_presigned_url("get_object", Params={"Bucket": "bench", "Key": s}, ExpiresIn=3600))
     open(f"{work}/put-{s}", "w").write(c.generate_presigned_url("put_object", Params={"Bucket": "bench", "Key": f"put-{s}"}, ExpiresIn=3600))

@@ -92,7 +92,10 @@ pub fn uri_encode(s: &str, keep_slash: bool) -> String {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
         }
     }
     out
@@ -118,8 +121,9 @@ pub fn pct_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The canonical query string: every pair decoded, encoded strictly, sorted.
-fn canonical_query(query: &str) -> String {
+/// The canonical query string: every pair decoded, encoded strictly, sorted (without
+/// `X-Amz-Signature`).
+pub fn canonical_query(query: &str) -> String {
     let mut pairs: Vec<(String, String)> = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -186,7 +190,8 @@ fn parse_auth(h: &str) -> Result<Auth<'_>, SigError> {
     })
 }
 
-fn amz_time(s: &str) -> Option<i64> {
+/// An `X-Amz-Date` (`20261202T061500Z`) in Unix seconds.
+pub fn amz_time(s: &str) -> Option<i64> {
     let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
     time::PrimitiveDateTime::parse(s, &fmt)
         .ok()
@@ -248,7 +253,7 @@ pub fn verify<'h>(
         let values = header(name);
         let joined = values
             .iter()
-            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .map(|v| canonical_value(v))
             .collect::<Vec<_>>()
             .join(",");
         canonical.push_str(&format!("{}:{joined}\n", name.to_ascii_lowercase()));
@@ -259,19 +264,7 @@ pub fn verify<'h>(
         "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
         hex::encode(Sha256::digest(canonical.as_bytes()))
     );
-    let k = hmac(format!("AWS4{secret}").as_bytes(), a.date.as_bytes());
-    let k = hmac(&k, a.region.as_bytes());
-    let k = hmac(&k, a.service.as_bytes());
-    let k = hmac(&k, b"aws4_request");
-    let want = hex::encode(hmac(&k, to_sign.as_bytes()));
-    let got = a.signature.as_bytes();
-    let same = want.len() == got.len()
-        && want
-            .bytes()
-            .zip(got.iter())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0;
-    if !same {
+    if !signature_matches(&secret, a.date, a.region, a.service, &to_sign, a.signature) {
         return Err(SigError::Mismatch);
     }
     Ok(Signed {
@@ -279,6 +272,35 @@ pub fn verify<'h>(
         region: a.region.to_string(),
         service: a.service.to_string(),
     })
+}
+
+/// A header's value as SigV4 signs it: trimmed, inner runs of spaces made one.
+pub fn canonical_value(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether `signature` (hex) is the SigV4 signature of `to_sign` under `secret` for the
+/// scope `date`/`region`/`service`; compared in constant time.
+pub fn signature_matches(
+    secret: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+    to_sign: &str,
+    signature: &str,
+) -> bool {
+    let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k = hmac(&k, region.as_bytes());
+    let k = hmac(&k, service.as_bytes());
+    let k = hmac(&k, b"aws4_request");
+    let want = hex::encode(hmac(&k, to_sign.as_bytes()));
+    let got = signature.as_bytes();
+    want.len() == got.len()
+        && want
+            .bytes()
+            .zip(got.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]
@@ -356,6 +378,16 @@ mod tests {
             Some("s3")
         );
         assert_eq!(scope_service(Some("AWS AK:sig"), None), None);
+    }
+
+    #[test]
+    fn every_byte_but_the_unreserved_is_escaped_in_upper_case_hex() {
+        assert_eq!(uri_encode("a b/é~*", false), "a%20b%2F%C3%A9~%2A");
+        assert_eq!(uri_encode("a b/é~*", true), "a%20b/%C3%A9~%2A");
+        assert_eq!(
+            canonical_query("b=2&a=x%2Fy&X-Amz-Signature=00&a=%7e"),
+            "a=x%2Fy&a=~&b=2"
+        );
     }
 
     #[test]

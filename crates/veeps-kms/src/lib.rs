@@ -99,6 +99,8 @@ pub struct Kms {
     current: Mutex<HashMap<String, u32>>,
     /// One rotation at a time.
     rotating: Mutex<()>,
+    /// See [`Kms::generation`].
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// An environment key's versions (`veeps kms describe`).
@@ -239,7 +241,14 @@ impl Kms {
             cache: Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
             rotating: Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Moves whenever a cached key is dropped (destroyed or replaced): whoever caches what
+    /// was unwrapped with the keys drops it when this moves.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// `env`'s key versions (version 0 only until it is rotated).
@@ -342,6 +351,8 @@ impl Kms {
 
     /// Drops what is cached of `env`'s key (read again from the store when next used).
     fn forget(&self, env: &str) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -337,24 +337,14 @@ pub struct Gate {
 #[async_trait::async_trait]
 impl s3s::auth::S3Auth for Gate {
     async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
-        if access_key == self.root_id {
-            return Ok(s3s::auth::SecretKey::from(self.root_secret.clone()));
-        }
-        // A key outlives its user only in a half-finished destroy: it is refused.
-        let secret = match self.access.session(access_key) {
-            Some((_, secret)) => Some(secret),
-            None => self
-                .access
-                .key(access_key)
-                .filter(|k| self.access.user_exists(&k.user))
-                .and_then(|k| self.access.secret(&k)),
-        };
-        secret.map(s3s::auth::SecretKey::from).ok_or_else(|| {
-            s3s::s3_error!(
-                InvalidAccessKeyId,
-                "the access key id you provided does not exist"
-            )
-        })
+        self.secret_of(access_key)
+            .map(s3s::auth::SecretKey::from)
+            .ok_or_else(|| {
+                s3s::s3_error!(
+                    InvalidAccessKeyId,
+                    "the access key id you provided does not exist"
+                )
+            })
     }
 }
 
@@ -390,8 +380,24 @@ fn denied(why: &str) -> s3s::S3Error {
 }
 
 impl Gate {
+    /// The secret of an access key id: the root's, a session's or a user's key's.
+    pub(crate) fn secret_of(&self, access_key: &str) -> Option<String> {
+        if access_key == self.root_id {
+            return Some(self.root_secret.clone());
+        }
+        // A key outlives its user only in a half-finished destroy: it is refused.
+        match self.access.session(access_key) {
+            Some((_, secret)) => Some(secret),
+            None => self
+                .access
+                .key(access_key)
+                .filter(|k| self.access.user_exists(&k.user))
+                .and_then(|k| self.access.secret(&k)),
+        }
+    }
+
     /// The policy context of a request; `None` for the root key.
-    fn caller(
+    pub(crate) fn caller(
         &self,
         creds: Option<&s3s::auth::Credentials>,
         headers: &hyper::HeaderMap,

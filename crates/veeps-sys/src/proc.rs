@@ -112,6 +112,19 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// The soft limit on open files; 0 when it cannot be read.
+pub fn fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct passed to it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 0;
+    }
+    r.rlim_cur
+}
+
 /// Bytes sent on TCP socket `fd` that the peer has not acknowledged yet (the FIN counts
 /// as one); 0 when it cannot be told.
 pub fn unacknowledged(fd: std::os::fd::RawFd) -> usize {

@@ -4,6 +4,7 @@
 
 mod body;
 mod buckets;
+mod direct;
 mod listing;
 mod multipart;
 mod objects;
@@ -235,12 +236,30 @@ fn preconditions(
         _ => {}
     }
     match if_none_match {
-        Some(c) if condition_holds(c, m) => Err(s3_error!(NotModified)),
-        None if if_modified_since.is_some_and(|t| modified <= secs(t)) => {
-            Err(s3_error!(NotModified))
-        }
+        Some(c) if condition_holds(c, m) => Err(not_modified(m)),
+        None if if_modified_since.is_some_and(|t| modified <= secs(t)) => Err(not_modified(m)),
         _ => Ok(()),
     }
+}
+
+/// A 304, with the `ETag` and `Last-Modified` a cache revalidates with (RFC 9110 §15.4.5).
+fn not_modified(m: &ObjectMeta) -> s3s::S3Error {
+    let mut e = s3_error!(NotModified);
+    let mut h = hyper::HeaderMap::new();
+    if let Ok(v) = hyper::header::HeaderValue::try_from(format!("\"{}\"", m.etag)) {
+        h.insert(hyper::header::ETAG, v);
+    }
+    let mut date = vec![];
+    if time(m.last_modified_ms)
+        .format(TimestampFormat::HttpDate, &mut date)
+        .is_ok()
+    {
+        if let Ok(v) = hyper::header::HeaderValue::try_from(date) {
+            h.insert(hyper::header::LAST_MODIFIED, v);
+        }
+    }
+    e.set_headers(h);
+    e
 }
 
 fn etag_value(e: &ETag) -> String {

@@ -100,17 +100,7 @@ pub(super) async fn get_object(
         };
         let mut reader = store.reader(&b, &meta, range)?;
         let body = if len <= SMALL {
-            // Each chunk opened where it was read: one allocation for a body of one chunk,
-            // nothing zeroed to be written over.
-            let mut pieces = vec![];
-            while let Some(b) = reader.next_bytes()? {
-                pieces.push(b);
-            }
-            SendBody::Whole(match pieces.len() {
-                0 => Bytes::new(),
-                1 => pieces.swap_remove(0),
-                _ => Bytes::from(pieces.concat()),
-            })
+            SendBody::Whole(reader.read_whole()?)
         } else {
             SendBody::Stream(Box::new(reader))
         };
@@ -125,25 +115,36 @@ pub(super) async fn get_object(
         SendBody::Stream(r) if (len as u64) <= INLINE => stream_inline(*r),
         SendBody::Stream(r) => stream_out(*r),
     };
+    Ok(S3Response::new(get_output(&meta, ver, range, len, body)))
+}
+
+/// What a GET of `meta` answers, but for its body.
+pub(super) fn get_output(
+    meta: &ObjectMeta,
+    ver: Versioning,
+    range: Option<(u64, u64)>,
+    len: i64,
+    body: StreamingBlob,
+) -> GetObjectOutput {
     let content_range = range.map(|(a, z)| format!("bytes {a}-{z}/{}", meta.size));
-    Ok(S3Response::new(GetObjectOutput {
+    GetObjectOutput {
         body: Some(body),
         content_length: Some(len),
         content_range,
         accept_ranges: Some("bytes".into()),
-        e_tag: Some(etag(&meta)),
+        e_tag: Some(etag(meta)),
         last_modified: Some(time(meta.last_modified_ms)),
         content_type: meta.content_type.clone(),
         cache_control: meta.cache_control.clone(),
-        content_encoding: header(&meta, "content-encoding"),
-        content_disposition: header(&meta, "content-disposition"),
-        content_language: header(&meta, "content-language"),
+        content_encoding: header(meta, "content-encoding"),
+        content_disposition: header(meta, "content-disposition"),
+        content_language: header(meta, "content-language"),
         metadata: Some(meta.metadata.clone().into_iter().collect()),
-        version_id: version_out(&meta, ver),
+        version_id: version_out(meta, ver),
         storage_class: meta.storage_class.clone().map(StorageClass::from),
         server_side_encryption: sse(),
         ..Default::default()
-    }))
+    }
 }
 
 pub(super) async fn head_object(

@@ -220,6 +220,7 @@ pub async fn serve(
         edge,
     } = hooks;
     let api = api.with_access(gate.access.clone());
+    let direct = Arc::new((api.clone(), gate.clone()));
     let mut b = s3s::service::S3ServiceBuilder::new(api);
     b.set_auth(gate.clone());
     b.set_access(gate);
@@ -231,8 +232,10 @@ pub async fn serve(
         let audit = audit.clone();
         let intrusion = intrusion.clone();
         let edge = edge.clone();
+        let direct = direct.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let svc = svc.clone();
+            let direct = direct.clone();
             let stats = stats.clone();
             let audit = audit.clone();
             let intrusion = intrusion.clone();
@@ -305,7 +308,10 @@ pub async fn serve(
                 let has_body = bytes_in > 0 || req.headers().contains_key("transfer-encoding");
                 let mut r = match check_sig_v2(&req) {
                     Some(refused) => Ok(refused),
-                    None => hyper::service::Service::call(&svc, req).await,
+                    None => match super::direct::get(&req, &direct.0, &direct.1, peer) {
+                        Some(answer) => Ok(answer),
+                        None => hyper::service::Service::call(&svc, req).await,
+                    },
                 };
                 // An error answered before the body was read ends the connection: a client
                 // that sends the body anyway (after waiting for `100 Continue` in vain)

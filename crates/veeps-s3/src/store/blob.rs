@@ -6,6 +6,8 @@
 //! chunk in place in one buffer.
 
 use super::*;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
 
 pub(super) fn nonce(chunk: u64) -> [u8; 12] {
     // Each object has its own key, so a counter nonce is unique; the version is in the AAD.
@@ -19,6 +21,78 @@ fn body_key(key: &[u8]) -> Result<LessSafeKey, StoreError> {
     UnboundKey::new(&AES_256_GCM, key)
         .map(LessSafeKey::new)
         .map_err(|_| StoreError::Internal("a data key of the wrong length".into()))
+}
+
+/// A body open for reading, with its cipher.
+pub(super) struct OpenBlob {
+    file: std::fs::File,
+    cipher: LessSafeKey,
+}
+
+/// Most bodies [`OpenBlobs`] keeps open (it starts again empty when full), and never more
+/// than a sixteenth of the open files the process may have.
+const OPEN_MAX: usize = 256;
+
+/// Bodies of single-part versions kept open with their unwrapped keys, by version: a hot
+/// object's GET costs no `open(2)`, no key unwrap and no key schedule. A body never
+/// changes once written (every write is a new version), so an entry is right while its
+/// version exists. An entry is dropped when its body is removed (so the disk space is
+/// freed), and all are when KMS drops a key (a destroyed key reads nothing more).
+pub(super) struct OpenBlobs {
+    open: Mutex<HashMap<String, (u64, Arc<OpenBlob>)>>,
+    max: usize,
+}
+
+impl Default for OpenBlobs {
+    fn default() -> OpenBlobs {
+        let limit = match veeps_sys::proc::fd_limit() {
+            0 => 1024,
+            n => n,
+        };
+        OpenBlobs {
+            open: Mutex::default(),
+            max: ((limit / 16) as usize).min(OPEN_MAX),
+        }
+    }
+}
+
+impl OpenBlobs {
+    fn get(&self, version: &str, kms_generation: u64) -> Option<Arc<OpenBlob>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match open.get(version) {
+            Some((g, b)) if *g == kms_generation => Some(b.clone()),
+            Some(_) => {
+                open.clear();
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, version: &str, kms_generation: u64, body: Arc<OpenBlob>) {
+        if self.max == 0 {
+            return;
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len() >= self.max {
+            open.clear();
+        }
+        open.insert(version.to_string(), (kms_generation, body));
+    }
+
+    /// Closes `version`'s body, if open; called once the body is removed.
+    pub(super) fn forget(&self, version: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(version);
+    }
+
+    /// How many bodies are open.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 pub(super) fn aad(version: &str, chunk: u64, last: bool) -> Vec<u8> {
@@ -95,7 +169,9 @@ impl ObjectStore {
         Ok((dk.wrapped, size, hex::encode(md5.finalize())))
     }
 
-    /// A reader of `range` (inclusive) of a blob, decrypting chunk by chunk.
+    /// A reader of `range` (inclusive) of a blob, decrypting chunk by chunk; `keep` keeps
+    /// the body open for the next reader of the same version (see [`OpenBlobs`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn blob_reader(
         &self,
         env: &str,
@@ -104,23 +180,46 @@ impl ObjectStore {
         wrapped: &[u8],
         size: u64,
         range: (u64, u64),
+        keep: bool,
     ) -> Result<BlobReader, StoreError> {
-        let key = self
-            .kms
-            .decrypt_data_key(env, wrapped)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let cipher = body_key(&key)?;
-        let mut file = match std::fs::File::open(path) {
-            // Removed after its record was read: a newer version took its place. (Once
-            // open, a body stays readable to the end, removed or not.)
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Replaced),
-            f => f?,
+        // Read before the key is unwrapped: a key dropped meanwhile outdates the entry.
+        let generation = self.kms.generation();
+        let cached = if keep {
+            self.open_blobs.get(name, generation)
+        } else {
+            None
+        };
+        let body = match cached {
+            Some(b) => b,
+            None => {
+                let key = self
+                    .kms
+                    .decrypt_data_key(env, wrapped)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                let cipher = body_key(&key)?;
+                let file = match std::fs::File::open(path) {
+                    // Removed after its record was read: a newer version took its place.
+                    // (Once open, a body stays readable to the end, removed or not.)
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::Replaced)
+                    }
+                    f => f?,
+                };
+                let b = Arc::new(OpenBlob { file, cipher });
+                if keep {
+                    self.open_blobs.put(name, generation, b.clone());
+                    // Removed meanwhile (its remover closed what was open before this):
+                    // not kept.
+                    if !path.exists() {
+                        self.open_blobs.forget(name);
+                    }
+                }
+                b
+            }
         };
         let first = range.0 / CHUNK as u64;
-        file.seek(SeekFrom::Start(first * (CHUNK + TAG) as u64))?;
         Ok(BlobReader {
-            file,
-            cipher,
+            body,
             name: name.to_string(),
             size,
             next_chunk: first,
@@ -132,6 +231,12 @@ impl ObjectStore {
             buf_off: 0,
         })
     }
+}
+
+/// Where sealed chunk `idx` starts in its blob (each body is read at offsets, so one open
+/// file serves any number of readers).
+fn sealed_at(idx: u64) -> u64 {
+    idx * (CHUNK + TAG) as u64
 }
 
 /// Readers one after the other.
@@ -155,8 +260,7 @@ impl Read for Chain {
 
 /// Reads a range of an encrypted blob, one chunk at a time.
 pub struct BlobReader {
-    file: std::fs::File,
-    cipher: LessSafeKey,
+    body: Arc<OpenBlob>,
     name: String,
     size: u64,
     next_chunk: u64,
@@ -171,6 +275,20 @@ pub struct BlobReader {
 }
 
 impl BlobReader {
+    /// The rest of the range in one buffer. Each chunk is opened where it was read: one
+    /// allocation for a body of one chunk, nothing zeroed to be written over.
+    pub fn read_whole(&mut self) -> std::io::Result<bytes::Bytes> {
+        let mut pieces = vec![];
+        while let Some(b) = self.next_bytes()? {
+            pieces.push(b);
+        }
+        Ok(match pieces.len() {
+            0 => bytes::Bytes::new(),
+            1 => pieces.swap_remove(0),
+            _ => bytes::Bytes::from(pieces.concat()),
+        })
+    }
+
     /// The next piece of the range as its own buffer: a whole chunk opened where it was
     /// read, without a copy (the stream of a GET sends these as they are).
     pub fn next_bytes(&mut self) -> std::io::Result<Option<bytes::Bytes>> {
@@ -192,8 +310,9 @@ impl BlobReader {
             CHUNK
         };
         let mut sealed = vec![0u8; plain_len + TAG];
-        self.file.read_exact(&mut sealed)?;
+        self.body.file.read_exact_at(&mut sealed, sealed_at(idx))?;
         let n = self
+            .body
             .cipher
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce(idx)),
@@ -225,8 +344,11 @@ impl Read for BlobReader {
                 CHUNK
             };
             self.buf.resize(plain_len + TAG, 0);
-            self.file.read_exact(&mut self.buf)?;
+            self.body
+                .file
+                .read_exact_at(&mut self.buf, sealed_at(idx))?;
             let plain = self
+                .body
                 .cipher
                 .open_in_place(
                     Nonce::assume_unique_for_key(nonce(idx)),

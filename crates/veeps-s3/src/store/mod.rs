@@ -12,7 +12,7 @@ use md5::{Digest, Md5};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use veeps_kms::Kms;
@@ -445,6 +445,8 @@ pub struct ObjectStore {
     /// Records read, by their key, with the store's generation they were read at: a read
     /// of a hot object costs no transaction and no decoding while nothing is written.
     records: Records,
+    /// Bodies kept open for reading, with their keys.
+    open_blobs: blob::OpenBlobs,
 }
 
 /// Most records [`Records`] keeps (it starts again empty when full).
@@ -520,6 +522,7 @@ impl ObjectStore {
             buckets_lock: std::sync::RwLock::new(()),
             uploads: std::sync::Mutex::new(()),
             records: Records::default(),
+            open_blobs: blob::OpenBlobs::default(),
         };
         me.collect_garbage()?;
         Ok(me)
@@ -582,6 +585,13 @@ impl ObjectStore {
 
     fn blob(&self, version: &str) -> PathBuf {
         self.dir.join("blobs").join(version)
+    }
+
+    /// Removes a version's body, and closes it if open (so its space is freed). Removed
+    /// first: a reader that opened it just before keeps it open only until it sees it gone.
+    fn remove_blob(&self, version: &str) {
+        let _ = std::fs::remove_file(self.blob(version));
+        self.open_blobs.forget(version);
     }
 
     /// Creates a bucket protected by `env`'s key.
@@ -825,7 +835,7 @@ impl ObjectStore {
         ops.extend(self.event_ops(bucket, name, &meta.key, Some(&meta)));
         self.store.kv_batch(ops).map_err(internal)?;
         for v in dropped {
-            let _ = std::fs::remove_file(self.blob(&v));
+            self.remove_blob(&v);
         }
         Ok(meta)
     }
@@ -969,6 +979,7 @@ impl ObjectStore {
             &meta.wrapped_key,
             meta.size,
             (start, end),
+            true,
         )?;
         if meta.size == 0 {
             r.pos = 1;

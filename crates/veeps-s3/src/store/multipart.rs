@@ -179,6 +179,7 @@ impl ObjectStore {
                 &p.wrapped_key,
                 p.size,
                 (0, p.size.saturating_sub(1)),
+                false,
             )?);
         }
         let body = Chain { readers, at: 0 };

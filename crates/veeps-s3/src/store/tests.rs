@@ -652,3 +652,105 @@ fn remembered_records_are_never_older_than_an_acknowledged_write() {
     s.delete_bucket("hot").unwrap();
     assert!(matches!(s.bucket("hot"), Err(StoreError::NoSuchBucket(_))));
 }
+
+/// Whether this process holds a removed file whose name ends with `name` open.
+fn holds_removed(name: &str) -> bool {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .any(|e| {
+            std::fs::read_link(e.path())
+                .map(|t| t.to_string_lossy().ends_with(&format!("{name} (deleted)")))
+                .unwrap_or(false)
+        })
+}
+
+#[test]
+fn kept_open_bodies_serve_interleaved_readers_close_on_removal_and_die_with_their_key() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&d.path().join("state.redb")).unwrap());
+    let kms = Arc::new(Kms::open(d.path(), store.clone()).unwrap());
+    let s = ObjectStore::open(d.path(), store, kms.clone()).unwrap();
+    s.create_bucket("hot", "prod").unwrap();
+    let body: Vec<u8> = (0..(2 * CHUNK + 77)).map(|i| (i % 253) as u8).collect();
+    let old = s.put("hot", "k", &body[..], PutOptions::default()).unwrap();
+    assert_eq!(s.read("hot", "k", None).unwrap().1, body);
+    // Two readers of the one open body, read in turns: each has its own position.
+    let (_, mut a) = s.open_read("hot", "k", None).unwrap();
+    let (_, mut b) = s
+        .open_read("hot", "k", Some((CHUNK as u64, 2 * CHUNK as u64 + 76)))
+        .unwrap();
+    assert_eq!(s.open_blobs.len(), 1, "one body kept open for every reader");
+    let (mut got_a, mut got_b) = (vec![], vec![]);
+    let mut buf = vec![0u8; 1000];
+    loop {
+        let n = a.read(&mut buf).unwrap();
+        got_a.extend_from_slice(&buf[..n]);
+        let m = b.read(&mut buf).unwrap();
+        got_b.extend_from_slice(&buf[..m]);
+        if n == 0 && m == 0 {
+            break;
+        }
+    }
+    assert_eq!(got_a, body);
+    assert_eq!(got_b, &body[CHUNK..]);
+    drop((a, b));
+    // Replaced: the old body is closed as it is removed, so its space is freed.
+    s.put("hot", "k", &b"two"[..], PutOptions::default())
+        .unwrap();
+    assert!(
+        !holds_removed(&old.version_id),
+        "the removed body is still open"
+    );
+    assert_eq!(s.read("hot", "k", None).unwrap().1, b"two");
+    let cur = s.meta("hot", "k").unwrap();
+    s.delete("hot", "k").unwrap();
+    assert!(!holds_removed(&cur.version_id));
+    // A destroyed key reads nothing more, even of a body kept open.
+    s.put("hot", "k", &b"three"[..], PutOptions::default())
+        .unwrap();
+    assert_eq!(s.read("hot", "k", None).unwrap().1, b"three");
+    kms.destroy("prod").unwrap();
+    assert!(s.read("hot", "k", None).is_err());
+}
+
+#[test]
+fn reads_racing_overwrites_get_whole_versions_and_keep_no_removed_body_open() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Arc::new(open(d.path()));
+    s.create_bucket("race", "prod").unwrap();
+    let body = |i: usize| format!("version {i} ").repeat(100 + i % 7).into_bytes();
+    s.put("race", "k", &body(0)[..], PutOptions::default())
+        .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, done) = (s.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let got = s.read("race", "k", None).unwrap().1;
+                    let text = String::from_utf8(got).unwrap();
+                    let first = text.split(' ').take(2).collect::<Vec<_>>().join(" ") + " ";
+                    assert_eq!(text, first.repeat(text.len() / first.len()), "a mixed body");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut versions = vec![];
+    for i in 1..=60 {
+        versions.push(
+            s.put("race", "k", &body(i)[..], PutOptions::default())
+                .unwrap()
+                .version_id,
+        );
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 0);
+    for v in &versions[..versions.len() - 1] {
+        assert!(!holds_removed(v), "removed body {v} still open");
+    }
+}

@@ -26,7 +26,7 @@ impl ObjectStore {
                 let mut ops = vec![veeps_state::KvOp::Delete(object_key(bucket, key))];
                 ops.extend(self.event_ops(bucket, "ObjectRemoved:Delete", key, Some(&m)));
                 self.store.kv_batch(ops).map_err(internal)?;
-                let _ = std::fs::remove_file(self.blob(&m.version_id));
+                self.remove_blob(&m.version_id);
             }
             return Ok(Deleted::default());
         }
@@ -91,7 +91,7 @@ impl ObjectStore {
         ops.extend(self.event_ops(bucket, "ObjectRemoved:Delete", key, Some(&m)));
         self.store.kv_batch(ops).map_err(internal)?;
         if !m.delete_marker {
-            let _ = std::fs::remove_file(self.blob(&m.version_id));
+            self.remove_blob(&m.version_id);
         }
         Ok(Deleted {
             version_id: Some(label.into()),
