@@ -91,7 +91,11 @@ zone:
   name: bench.test
   zonefile: bench.test.zone
 CONF
-nsd -d -c "$WORK/nsd/nsd.conf" 2>"$WORK/nsd/nsd.log" &
+# NSD in a session of its own, as veeps' data plane is and as either runs when deployed: with
+# the kernel's autogroup scheduling (on by default), a session is one scheduling group, and a
+# server sharing dnsperf's group gets CPU on other terms than one in its own (measured: NSD
+# 146k q/s in dnsperf's session, 72k in its own; veeps 1.23 of NSD with autogroup off).
+setsid nsd -d -c "$WORK/nsd/nsd.conf" 2>"$WORK/nsd/nsd.log" &
 NSD=$!
 for _ in $(seq 100); do dig +short +time=1 +tries=1 -p "$NDNS" @127.0.0.1 h1.bench.test A | grep -q . && break; sleep 0.1; done
 for _ in $(seq 100); do dig +short +time=1 +tries=1 -p "$VDNS" @127.0.0.1 h1.bench.test A | grep -q . && break; sleep 0.1; done
