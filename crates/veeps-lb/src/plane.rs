@@ -195,6 +195,8 @@ struct Listening {
     tasks: Vec<tokio::task::AbortHandle>,
     /// The workers' listening sockets (dups), for a handoff.
     sockets: Vec<OwnedFd>,
+    /// Its connections by worker.
+    spread: Option<Arc<proxy::Spread>>,
 }
 
 /// The balancer running in this process.
@@ -525,6 +527,7 @@ impl Plane {
                                 sni,
                                 tasks: vec![],
                                 sockets: vec![],
+                                spread: None,
                             },
                         );
                     }
@@ -639,15 +642,17 @@ impl Plane {
         }
         // More sockets than workers (the old process had more cores): serve them too.
         listeners.extend(inherited.into_iter().map(std::net::TcpListener::from));
+        let spread = proxy::Spread::new(handles.iter().cloned().zip(rts).collect());
+        let spread_kept = spread.clone();
         for (i, std_l) in listeners.into_iter().enumerate() {
-            let (h, rt) = (&handles[i % handles.len()], rts[i % rts.len()].clone());
+            let (h, spread) = (&handles[i % handles.len()], spread.clone());
             if let Ok(dup) = std_l.try_clone() {
                 sockets.push(OwnedFd::from(dup));
             }
             let _ = std_l.set_nonblocking(true);
             let task = h.spawn(async move {
                 match tokio::net::TcpListener::from_std(std_l) {
-                    Ok(l) => proxy::accept_loop(l, rt).await,
+                    Ok(l) => proxy::accept_loop(l, spread, i).await,
                     Err(e) => tracing::error!(error = %e, "a listening socket cannot be served"),
                 }
             });
@@ -686,9 +691,8 @@ impl Plane {
             }
             tasks.push(
                 tokio::spawn(async move {
-                    let mut next = 0usize;
                     loop {
-                        let Ok(permit) = rts[0].slots.clone().acquire_owned().await else {
+                        let Ok(permit) = spread.rt(0).slots.clone().acquire_owned().await else {
                             return;
                         };
                         let Ok((s, peer)) = host.accept().await else {
@@ -696,15 +700,7 @@ impl Plane {
                             continue;
                         };
                         let Ok(std) = s.into_std() else { continue };
-                        next = (next + 1) % handles.len();
-                        let rt = rts[next].clone();
-                        handles[next].spawn(async move {
-                            let _permit = permit;
-                            if let Ok(s) = tokio::net::TcpStream::from_std(std) {
-                                let _ = s.set_nodelay(true);
-                                proxy::serve_stream(s, peer, rt).await;
-                            }
-                        });
+                        spread.hand(std, peer, permit);
                     }
                 })
                 .abort_handle(),
@@ -719,6 +715,7 @@ impl Plane {
         {
             run.tasks = tasks;
             run.sockets = sockets;
+            run.spread = Some(spread_kept);
         }
         tracing::info!(listener = %addr, "load balancer listening");
         Ok(())
@@ -831,6 +828,21 @@ impl Plane {
             }
         }
         out
+    }
+
+    /// Connections open on each worker, over every listener.
+    pub fn worker_connections(&self) -> Vec<usize> {
+        let slot = self.lb.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per = vec![];
+        for l in slot.iter().flat_map(|lb| lb.listeners.values()) {
+            for (i, n) in l.spread.iter().flat_map(|s| s.open()).enumerate() {
+                if per.len() <= i {
+                    per.resize(i + 1, 0);
+                }
+                per[i] += n;
+            }
+        }
+        per
     }
 
     /// Connections open, those still in their TLS handshake included.
@@ -986,5 +998,96 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "nothing spooled");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits until `f` holds (10 s at most).
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_are_spread_evenly_over_the_workers_whatever_the_kernel_hashes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let d = tempfile::tempdir().unwrap();
+        let plane = Plane::new(d.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = PlaneConfig {
+            lb: LbSpec {
+                id: "lb-spread".into(),
+                env: "test".into(),
+                name: "spread".into(),
+                internal: false,
+                subnets: vec![],
+                security_groups: vec![],
+                idle_timeout: 60,
+                access_logs: false,
+            },
+            address: Ipv4Addr::LOCALHOST,
+            netns: String::new(),
+            ca_pem: String::new(),
+            listeners: vec![PlaneListener {
+                spec: ListenerSpec {
+                    id: "listener-spread".into(),
+                    lb_id: "lb-spread".into(),
+                    port,
+                    protocol: Protocol::Http,
+                    certificates: vec![],
+                    default_action: Action::Fixed {
+                        status: 200,
+                        content_type: "text/plain".into(),
+                        body: "spread".into(),
+                    },
+                    host_port: None,
+                    default_auth: None,
+                },
+                rules: vec![],
+                certs: vec![],
+            }],
+            groups: vec![],
+            challenges: Default::default(),
+            functions_socket: None,
+        };
+        let applied = plane.apply(cfg).await;
+        assert!(applied.failures.is_empty(), "{:?}", applied.failures);
+        let workers = plane.worker_connections().len();
+        assert_eq!(workers, veeps_sys::netns::NsRuntime::per_core());
+        // One connection after another, each answered before the next opens: the kernel
+        // hashes them to the workers' sockets as it likes (a random walk, which strays
+        // further than 2 in nearly every run of 40), and the counts must stay within 2
+        // (a worker keeps a connection while it holds at most one more than the least).
+        let mut open = vec![];
+        for n in 1..=40 {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut got = vec![];
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"spread") {
+                let k = s.read(&mut buf).await.unwrap();
+                assert!(k > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..k]);
+            }
+            open.push(s);
+            let per = plane.worker_connections();
+            assert_eq!(per.iter().sum::<usize>(), n, "{per:?}");
+            let (lo, hi) = (per.iter().min().unwrap(), per.iter().max().unwrap());
+            assert!(hi - lo <= 2, "connection {n}: {per:?}");
+        }
+        drop(open);
+        until("closed connections are not counted", || {
+            plane.worker_connections().iter().sum::<usize>() == 0
+        })
+        .await;
     }
 }

@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -620,8 +620,98 @@ pub struct ListenerRt {
     pub slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// Accepts forever on `l`.
-pub async fn accept_loop(l: tokio::net::TcpListener, rt: Arc<ListenerRt>) {
+/// A listener's workers and the connections each holds. Each worker accepts on a socket of
+/// its own, which the kernel fills by a hash of addresses: a few long-lived connections can
+/// land unevenly, and the busier worker then sets everyone's latency. So a worker holding
+/// more than one connection above the least loaded one hands a new connection to it (as
+/// HAProxy's threads do at accept); otherwise it keeps it, with no cross-thread wakeup.
+pub struct Spread {
+    workers: Vec<(tokio::runtime::Handle, Arc<ListenerRt>)>,
+    open: Vec<AtomicUsize>,
+}
+
+/// A connection counted against its worker until dropped.
+struct Held(Arc<Spread>, usize);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.open[self.1].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Spread {
+    /// The workers' runtimes and their per-listener state, in worker order.
+    pub fn new(workers: Vec<(tokio::runtime::Handle, Arc<ListenerRt>)>) -> Arc<Spread> {
+        let open = workers.iter().map(|_| AtomicUsize::new(0)).collect();
+        Arc::new(Spread { workers, open })
+    }
+
+    /// Connections open on each worker.
+    pub fn open(&self) -> Vec<usize> {
+        self.open
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Worker `me`'s state.
+    pub fn rt(&self, me: usize) -> &Arc<ListenerRt> {
+        &self.workers[me % self.workers.len()].1
+    }
+
+    /// Which worker serves a connection accepted by `me` (None: any), counted against it.
+    fn assign(self: &Arc<Self>, me: Option<usize>) -> Held {
+        let least = (0..self.open.len())
+            .min_by_key(|&j| self.open[j].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        let to = match me {
+            Some(me)
+                if self.open[me].load(Ordering::Relaxed)
+                    <= self.open[least].load(Ordering::Relaxed) + 1 =>
+            {
+                me
+            }
+            _ => least,
+        };
+        self.open[to].fetch_add(1, Ordering::Relaxed);
+        Held(self.clone(), to)
+    }
+
+    /// Serves a connection accepted anywhere (the host's port) on the least loaded worker.
+    pub fn hand(
+        self: &Arc<Self>,
+        s: std::net::TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let held = self.assign(None);
+        self.hand_to(held, s, peer, permit);
+    }
+
+    fn hand_to(
+        &self,
+        held: Held,
+        s: std::net::TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let (handle, rt) = &self.workers[held.1];
+        let rt = rt.clone();
+        handle.spawn(async move {
+            let _permit = permit;
+            let _held = held;
+            if let Ok(s) = tokio::net::TcpStream::from_std(s) {
+                let _ = s.set_nodelay(true);
+                serve_stream(s, peer, rt).await;
+            }
+        });
+    }
+}
+
+/// Accepts forever on `l`, worker `me`'s socket of the listener.
+pub async fn accept_loop(l: tokio::net::TcpListener, spread: Arc<Spread>, me: usize) {
+    let me = me % spread.workers.len();
+    let rt = spread.rt(me).clone();
     loop {
         let Ok(permit) = rt.slots.clone().acquire_owned().await else {
             return;
@@ -634,10 +724,18 @@ pub async fn accept_loop(l: tokio::net::TcpListener, rt: Arc<ListenerRt>) {
                 continue;
             }
         };
+        let held = spread.assign(Some(me));
+        if held.1 != me {
+            if let Ok(s) = s.into_std() {
+                spread.hand_to(held, s, peer, permit);
+            }
+            continue;
+        }
         let _ = s.set_nodelay(true);
         let rt = rt.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _held = held;
             serve_stream(s, peer, rt).await
         });
     }

@@ -317,8 +317,18 @@ pub struct Connector {
     tls: tokio_rustls::TlsConnector,
 }
 
+/// Checks a target's chain against the CA, not its name; with no usable CA (an empty or
+/// damaged one in the configuration) every target's certificate is refused.
 #[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+struct ChainOnly(
+    Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    Vec<rustls::SignatureScheme>,
+);
+
+/// What a target's certificate gets when there is no CA to check it against.
+fn no_ca() -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+}
 
 impl rustls::client::danger::ServerCertVerifier for ChainOnly {
     fn verify_server_cert(
@@ -329,7 +339,10 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end, inter, name, ocsp, now) {
+        let Some(v) = &self.0 else {
+            return Err(no_ca());
+        };
+        match v.verify_server_cert(end, inter, name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
             | Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForNameContext { .. },
@@ -343,7 +356,10 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
         c: &rustls::pki_types::CertificateDer<'_>,
         d: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(m, c, d)
+        match &self.0 {
+            Some(v) => v.verify_tls12_signature(m, c, d),
+            None => Err(no_ca()),
+        }
     }
     fn verify_tls13_signature(
         &self,
@@ -351,10 +367,13 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
         c: &rustls::pki_types::CertificateDer<'_>,
         d: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(m, c, d)
+        match &self.0 {
+            Some(v) => v.verify_tls13_signature(m, c, d),
+            None => Err(no_ca()),
+        }
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.1.clone()
     }
 }
 
@@ -371,12 +390,16 @@ impl Connector {
             provider.clone(),
         )
         .build()
-        .expect("a root store with the CA");
+        .inspect_err(|e| tracing::warn!(error = %e, "no CA for targets' certificates"))
+        .ok();
+        let schemes = provider
+            .signature_verification_algorithms
+            .supported_schemes();
         let cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("default protocol versions")
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier)))
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier, schemes)))
             .with_no_client_auth();
         Connector {
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
@@ -434,6 +457,22 @@ mod tests {
 
     /// Many requests at once through one client, over its kept connections: each gets its
     /// own answer (the target echoes the path), never another request's.
+    #[test]
+    fn a_missing_or_damaged_ca_refuses_every_target_and_panics_nothing() {
+        use rustls::client::danger::ServerCertVerifier;
+        for ca in [
+            "",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let _ = client(ca, Duration::from_secs(1));
+        }
+        let v = ChainOnly(None, vec![]);
+        let cert = rustls::pki_types::CertificateDer::from(vec![0u8; 16]);
+        let name = rustls::pki_types::ServerName::try_from("10.0.0.1").unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        assert!(v.verify_server_cert(&cert, &[], &name, &[], now).is_err());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_each_get_their_own_answer() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
