@@ -9,6 +9,10 @@
 #   ROUNDS=5 VEEPS_BIN=/path/to/veeps bench/s3.sh   (more rounds; another binary)
 #   SIGV2=1 bench/s3.sh   presigned URLs signed SigV2 (botocore's own default; figures
 #                         before 2026-12-02 were measured that way)
+#   SIZES=4k bench/s3.sh  only these sizes (of 4k, 1m, 64m)
+#
+# Beside the rates, each server's CPU time a GET (its own and the kernel's on its behalf,
+# from /proc: the veeps server, nginx's workers), steadier than rates on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-5}
@@ -22,6 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 python3 -c 'import botocore' 2>/dev/null || { echo "bench/s3.sh needs botocore (pip install botocore, or the awscli package)" >&2; exit 1; }
 ROUNDS=${ROUNDS:-3}
+SIZES=${SIZES:-4k 1m 64m}
 if [ -n "${VEEPS_BIN:-}" ]; then
   BIN=$VEEPS_BIN
 else
@@ -74,18 +79,29 @@ for s in ["4k", "1m", "64m"]:
     open(f"{work}/put-{s}", "w").write(c.generate_presigned_url("put_object", Params={"Bucket": "bench", "Key": f"put-{s}"}, ExpiresIn=3600))
 PY
 
-rate() { # URL [lua] -> "req/s MiB/s"
-  local extra=()
-  [ -n "${2:-}" ] && extra=(-s "$2")
-  wrk -t2 -c"$CONNS" -d"${DUR}s" "${extra[@]}" "$1" 2>/dev/null | python3 -c '
+HZ=$(getconf CLK_TCK)
+for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+P_NGINX=$(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')
+cpu() { # PIDS -> "user system" clock ticks so far (every thread of each)
+  for p in $1; do [ -r "/proc/$p/stat" ] && awk '{sub(/.*\) /, ""); print $12, $13}' "/proc/$p/stat"; done \
+    | awk '{u += $1; s += $2} END {print u + 0, s + 0}'
+}
+rate() { # URL PIDS [lua] -> "req/s user_us system_us" (CPU of PIDS a request)
+  local extra=() u0 s0 u1 s1 out
+  [ -n "${3:-}" ] && extra=(-s "$3")
+  read -r u0 s0 < <(cpu "$2")
+  out=$(wrk -t2 -c"$CONNS" -d"${DUR}s" "${extra[@]}" "$1" 2>/dev/null)
+  read -r u1 s1 < <(cpu "$2")
+  echo "$out" | python3 -c '
 import re, sys
 t = sys.stdin.read()
+du, ds, hz = (float(x) for x in sys.argv[1:4])
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-m = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", t)
+n = float(re.search(r"(\d+) requests in", t).group(1))
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 if errs:
     sys.exit(f"{errs.group(1)} requests failed")
-print(f"{rps:.0f}")'
+print(f"{rps:.0f} {du / hz * 1e6 / n:.2f} {ds / hz * 1e6 / n:.2f}")' "$((u1 - u0))" "$((s1 - s0))" "$HZ"
 }
 for s in 4k 1m 64m; do
   cat >"$WORK/put-$s.lua" <<LUA
@@ -95,13 +111,13 @@ wrk.body = f:read("*a")
 f:close()
 LUA
 done
-# Interleaved rounds; each line of $WORK/results is "series size value".
+# Interleaved rounds; each line of $WORK/results is "series size value [user_us sys_us]".
 for r in $(seq "$ROUNDS"); do
-  for s in 4k 1m 64m; do
+  for s in $SIZES; do
     case $s in 4k) n=4096;; 1m) n=1048576;; 64m) n=67108864;; esac
-    echo "veeps-get $s $(rate "$(cat "$WORK/get-$s")")" >>"$WORK/results"
-    echo "nginx-get $s $(rate "http://127.0.0.1:$NG/$s")" >>"$WORK/results"
-    echo "veeps-put $s $(rate "$(cat "$WORK/put-$s")" "$WORK/put-$s.lua")" >>"$WORK/results"
+    echo "veeps-get $s $(rate "$(cat "$WORK/get-$s")" "$SERVER")" >>"$WORK/results"
+    echo "nginx-get $s $(rate "http://127.0.0.1:$NG/$s" "$P_NGINX")" >>"$WORK/results"
+    echo "veeps-put $s $(rate "$(cat "$WORK/put-$s")" "$SERVER" "$WORK/put-$s.lua")" >>"$WORK/results"
     # The disk: the same bytes written and synced, as many times, in one stream (MiB/s).
     count=$(( (256 * 1048576) / n )); [ "$count" -gt 64 ] && count=64
     start=$(date +%s%N)
@@ -112,13 +128,15 @@ for r in $(seq "$ROUNDS"); do
   done
   echo "round $r of $ROUNDS done" >&2
 done
-python3 - "$WORK/results" "$ROUNDS" <<'PY'
+python3 - "$WORK/results" "$ROUNDS" "$SIZES" <<'PY'
 import statistics, sys
-path, rounds = sys.argv[1], sys.argv[2]
-runs = {}
+path, rounds, sizes = sys.argv[1], sys.argv[2], sys.argv[3].split()
+runs, cpu = {}, {}
 for line in open(path):
-    name, size, v = line.split()
+    name, size, v, *uk = line.split()
     runs.setdefault((name, size), []).append(float(v))
+    if uk:
+        cpu.setdefault((name, size), []).append((float(uk[0]), float(uk[1])))
 size_bytes = {"4k": 4096, "1m": 1 << 20, "64m": 64 << 20}
 def cell(name, size, scale=1.0):
     v = [x * scale for x in runs[(name, size)]]
@@ -126,10 +144,18 @@ def cell(name, size, scale=1.0):
 print(f"{rounds} interleaved rounds: median [min-max]")
 print(f"{'size':<5} {'veeps GET/s':>22} {'nginx GET/s':>22} {'ratio':>6} | "
       f"{'veeps PUT MiB/s':>20} {'disk MiB/s':>20} {'ratio':>6}")
-for s in ("4k", "1m", "64m"):
+for s in sizes:
     vg, vgs = cell("veeps-get", s)
     ng, ngs = cell("nginx-get", s)
     vp, vps = cell("veeps-put", s, size_bytes[s] / 2**20)
     dk, dks = cell("disk", s)
     print(f"{s:<5} {vgs:>22} {ngs:>22} {vg / max(ng, 1):6.2f} | {vps:>20} {dks:>20} {vp / max(dk, 1e-9):6.2f}")
+print("CPU a GET (median, microseconds): own + kernel")
+for s in sizes:
+    row = []
+    for name in ("veeps-get", "nginx-get"):
+        u = statistics.median(c[0] for c in cpu[(name, s)])
+        k = statistics.median(c[1] for c in cpu[(name, s)])
+        row.append(f"{name.split('-')[0]} {u:.1f} + {k:.1f} = {u + k:.1f}")
+    print(f"{s:<5} " + "   ".join(row))
 PY

@@ -69,19 +69,83 @@ pub fn scope_service(authorization: Option<&str>, query: Option<&str>) -> Option
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
+    Keyed::new(key).mac(data)
+}
+
+/// HMAC-SHA256 under one key, its padded key blocks already hashed: a MAC is then the
+/// data's blocks and one more.
+#[derive(Clone)]
+struct Keyed {
+    inner: Sha256,
+    outer: Sha256,
+}
+
+impl Keyed {
+    fn new(key: &[u8]) -> Keyed {
+        let mut k = [0u8; 64];
+        if key.len() > 64 {
+            k[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let mut inner = Sha256::new();
+        inner.update(k.map(|b| b ^ 0x36));
+        let mut outer = Sha256::new();
+        outer.update(k.map(|b| b ^ 0x5c));
+        Keyed { inner, outer }
     }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(data);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+
+    fn mac(&self, data: &[u8]) -> [u8; 32] {
+        let mut inner = self.inner.clone();
+        inner.update(data);
+        let mut outer = self.outer.clone();
+        outer.update(inner.finalize());
+        outer.finalize().into()
+    }
+}
+
+/// Signing keys a thread derived lately, with the secret and scope each is for.
+type SigningCache = Vec<(String, String, String, String, Keyed)>;
+
+/// Signing keys kept per thread: a day's key serves every request of its scope (as the
+/// SDKs keep theirs), and deriving one is four HMACs, most of a small request's check.
+const SIGNING_KEYS: usize = 16;
+
+thread_local! {
+    static SIGNING: std::cell::RefCell<SigningCache> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The SigV4 signing key of `secret` for `date`/`region`/`service`, as HMAC states.
+fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Keyed {
+    let derive = || {
+        let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+        let k = hmac(&k, region.as_bytes());
+        let k = hmac(&k, service.as_bytes());
+        Keyed::new(&hmac(&k, b"aws4_request"))
+    };
+    SIGNING.with(|c| {
+        let Ok(mut cache) = c.try_borrow_mut() else {
+            return derive();
+        };
+        let hit = cache
+            .iter()
+            .find(|(s, d, r, v, _)| s == secret && d == date && r == region && v == service);
+        if let Some((.., k)) = hit {
+            return k.clone();
+        }
+        let k = derive();
+        if cache.len() >= SIGNING_KEYS {
+            cache.remove(0);
+        }
+        cache.push((
+            secret.to_string(),
+            date.to_string(),
+            region.to_string(),
+            service.to_string(),
+            k.clone(),
+        ));
+        k
+    })
 }
 
 /// `s` percent-encoded as SigV4 wants: everything but `A-Za-z0-9-._~` (and `/` when
@@ -124,24 +188,64 @@ pub fn pct_decode(s: &str) -> String {
 /// The canonical query string: every pair decoded, encoded strictly, sorted (without
 /// `X-Amz-Signature`).
 pub fn canonical_query(query: &str) -> String {
-    let mut pairs: Vec<(String, String)> = query
+    let mut pairs: Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> = query
         .split('&')
         .filter(|p| !p.is_empty())
         .filter(|p| !p.starts_with("X-Amz-Signature="))
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                uri_encode(&pct_decode(k), false),
-                uri_encode(&pct_decode(v), false),
-            )
+            (canonical_part(k), canonical_part(v))
         })
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut out = String::with_capacity(query.len());
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+}
+
+/// A query's key or value in canonical form: decoded and encoded strictly; as it is when
+/// it is already so (unreserved bytes, and escapes in upper-case hex of ASCII bytes that
+/// are not), as signed URLs' parameters are.
+fn canonical_part(s: &str) -> std::borrow::Cow<'_, str> {
+    let b = s.as_bytes();
+    let hex = |h: u8| match h {
+        b'0'..=b'9' => Some(h - b'0'),
+        b'A'..=b'F' => Some(h - b'A' + 10),
+        _ => None,
+    };
+    let mut i = 0;
+    let canonical = loop {
+        let Some(&c) = b.get(i) else {
+            break true;
+        };
+        if unreserved(c) {
+            i += 1;
+            continue;
+        }
+        let escaped = (c == b'%')
+            .then(|| Some(hex(*b.get(i + 1)?)? << 4 | hex(*b.get(i + 2)?)?))
+            .flatten();
+        match escaped {
+            Some(v) if v < 0x80 && !unreserved(v) => i += 3,
+            _ => break false,
+        }
+    };
+    if canonical {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(uri_encode(&pct_decode(s), false))
+    }
 }
 
 struct Auth<'a> {
@@ -253,7 +357,7 @@ pub fn verify<'h>(
         let values = header(name);
         let joined = values
             .iter()
-            .map(|v| canonical_value(v))
+            .map(|v| canonical_value(v).into_owned())
             .collect::<Vec<_>>()
             .join(",");
         canonical.push_str(&format!("{}:{joined}\n", name.to_ascii_lowercase()));
@@ -275,8 +379,21 @@ pub fn verify<'h>(
 }
 
 /// A header's value as SigV4 signs it: trimmed, inner runs of spaces made one.
-pub fn canonical_value(v: &str) -> String {
-    v.split_whitespace().collect::<Vec<_>>().join(" ")
+pub fn canonical_value(v: &str) -> std::borrow::Cow<'_, str> {
+    let b = v.as_bytes();
+    let space = |c: &u8| (*c as char).is_whitespace();
+    let plain = v.is_ascii()
+        && !b.first().is_some_and(space)
+        && !b.last().is_some_and(space)
+        && !b
+            .iter()
+            .enumerate()
+            .any(|(i, c)| space(c) && (*c != b' ' || b.get(i + 1).is_some_and(space)));
+    if plain {
+        std::borrow::Cow::Borrowed(v)
+    } else {
+        std::borrow::Cow::Owned(v.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
 }
 
 /// Whether `signature` (hex) is the SigV4 signature of `to_sign` under `secret` for the
@@ -289,11 +406,7 @@ pub fn signature_matches(
     to_sign: &str,
     signature: &str,
 ) -> bool {
-    let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    let k = hmac(&k, region.as_bytes());
-    let k = hmac(&k, service.as_bytes());
-    let k = hmac(&k, b"aws4_request");
-    let want = hex::encode(hmac(&k, to_sign.as_bytes()));
+    let want = hex::encode(signing_key(secret, date, region, service).mac(to_sign.as_bytes()));
     let got = signature.as_bytes();
     want.len() == got.len()
         && want
@@ -399,5 +512,168 @@ mod tests {
             ),
             "/2015-03-31/functions/arn%253Aveeps%253Alambda/invocations"
         );
+    }
+
+    #[test]
+    fn canonical_queries_are_the_same_whether_a_part_is_taken_as_it_is_or_recoded() {
+        // Every part decoded and encoded again, as SigV4's documentation spells it.
+        let slow = |query: &str| {
+            let mut pairs: Vec<(String, String)> = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .filter(|p| !p.starts_with("X-Amz-Signature="))
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (
+                        uri_encode(&pct_decode(k), false),
+                        uri_encode(&pct_decode(v), false),
+                    )
+                })
+                .collect();
+            pairs.sort();
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        let pieces = [
+            "a",
+            "Z",
+            "0",
+            "-",
+            ".",
+            "_",
+            "~",
+            "%2F",
+            "%2f",
+            "%41",
+            "%7E",
+            "%C3%A9",
+            "%C3",
+            "%",
+            "%2",
+            "%G0",
+            "+",
+            " ",
+            "é",
+            "/",
+            "=",
+            "&",
+            "X-Amz-Signature=",
+            "%00",
+            "%7F",
+            "%80",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let n = (next() % 12) as usize;
+            let q: String = (0..n)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            assert_eq!(canonical_query(&q), slow(&q), "{q:?}");
+        }
+        let presigned = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F20261202%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261202T101010Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature=00";
+        assert_eq!(canonical_query(presigned), slow(presigned));
+        assert!(matches!(
+            canonical_part("AK%2F20261202%2Fus-east-1%2Fs3%2Faws4_request"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn header_values_are_trimmed_and_their_inner_runs_made_one_space() {
+        for v in [
+            "",
+            " ",
+            "a",
+            "a b",
+            " a",
+            "a ",
+            "a  b",
+            "a\tb",
+            "a \t b",
+            "a\x0bb",
+            "\u{a0}a",
+            "é  è",
+            "a b c",
+            "host.example:9000",
+        ] {
+            assert_eq!(
+                canonical_value(v),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn kept_signing_keys_verify_exactly_what_derived_ones_do() {
+        // Derived afresh each time, as SigV4's documentation spells it.
+        let sign = |secret: &str, date: &str, region: &str, to_sign: &str| {
+            let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+            let k = hmac(&k, region.as_bytes());
+            let k = hmac(&k, b"s3");
+            let k = hmac(&k, b"aws4_request");
+            hex::encode(hmac(&k, to_sign.as_bytes()))
+        };
+        // More scopes than are kept, twice over, so that keys are both found and dropped.
+        for round in 0..2 {
+            for i in 0..(SIGNING_KEYS * 2) {
+                let (secret, other) = (format!("secret-{i}"), format!("secret-{}", i + 1));
+                let date = format!("202612{:02}", 1 + i % 28);
+                let to_sign = format!("request {round} {i}");
+                let sig = sign(&secret, &date, "us-east-1", &to_sign);
+                assert!(signature_matches(
+                    &secret,
+                    &date,
+                    "us-east-1",
+                    "s3",
+                    &to_sign,
+                    &sig
+                ));
+                // The same scope under another secret, another region or service, or
+                // another string to sign does not verify.
+                assert!(!signature_matches(
+                    &other,
+                    &date,
+                    "us-east-1",
+                    "s3",
+                    &to_sign,
+                    &sig
+                ));
+                assert!(!signature_matches(
+                    &secret,
+                    &date,
+                    "eu-west-1",
+                    "s3",
+                    &to_sign,
+                    &sig
+                ));
+                assert!(!signature_matches(
+                    &secret,
+                    &date,
+                    "us-east-1",
+                    "sqs",
+                    &to_sign,
+                    &sig
+                ));
+                assert!(!signature_matches(
+                    &secret,
+                    &date,
+                    "us-east-1",
+                    "s3",
+                    "x",
+                    &sig
+                ));
+            }
+        }
+        SIGNING.with(|c| assert!(c.borrow().len() <= SIGNING_KEYS));
     }
 }

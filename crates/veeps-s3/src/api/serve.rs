@@ -73,15 +73,16 @@ pub(super) fn bucket_of(req: &hyper::Request<hyper::body::Incoming>) -> String {
 }
 
 /// The access key id a request is signed with (header or presigned query; SigV4 or V2).
-pub(super) fn access_key_of(req: &hyper::Request<hyper::body::Incoming>) -> Option<String> {
-    let clean = |s: &str| -> Option<String> {
-        let s: String = s
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
+pub(super) fn access_key_of(req: &hyper::Request<hyper::body::Incoming>) -> Option<&str> {
+    // Its leading letters and digits, 128 at most.
+    fn clean(s: &str) -> Option<&str> {
+        let end = s
+            .bytes()
             .take(128)
-            .collect();
-        (!s.is_empty()).then_some(s)
-    };
+            .position(|b| !b.is_ascii_alphanumeric())
+            .unwrap_or(s.len().min(128));
+        (end > 0).then(|| &s[..end])
+    }
     if let Some(h) = req
         .headers()
         .get("authorization")
@@ -227,20 +228,20 @@ pub async fn serve(
     b.set_host(Hosts);
     let svc = b.build();
     let make = move |peer: std::net::SocketAddr| {
-        let svc = svc.clone();
-        let stats = stats.clone();
-        let audit = audit.clone();
-        let intrusion = intrusion.clone();
-        let edge = edge.clone();
-        let direct = direct.clone();
+        // What a connection's requests use, shared once per connection: a request then
+        // takes one reference that no other core touches.
+        let conn = Arc::new((
+            svc.clone(),
+            direct.clone(),
+            stats.clone(),
+            audit.clone(),
+            intrusion.clone(),
+            edge.clone(),
+        ));
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            let svc = svc.clone();
-            let direct = direct.clone();
-            let stats = stats.clone();
-            let audit = audit.clone();
-            let intrusion = intrusion.clone();
-            let edge = edge.clone();
+            let conn = conn.clone();
             async move {
+                let (svc, direct, stats, audit, intrusion, edge) = &*conn;
                 // A banned client (where the kernel does not drop it already) is refused.
                 if intrusion.as_ref().is_some_and(|i| i.banned(peer.ip())) {
                     let mut r = refuse(
@@ -276,7 +277,7 @@ pub async fn serve(
                         }
                     }
                 }
-                let signed = access_key_of(&req).is_some();
+                let signed = intrusion.is_some() && access_key_of(&req).is_some();
                 // Writes are audit events: who (the access key), from where, what, and
                 // the answer.
                 let write = matches!(
@@ -294,7 +295,7 @@ pub async fn serve(
                         action.push('…');
                     }
                     (
-                        access_key_of(&req).unwrap_or_else(|| "anonymous".into()),
+                        access_key_of(&req).unwrap_or("anonymous").to_string(),
                         action,
                     )
                 });
@@ -310,7 +311,7 @@ pub async fn serve(
                     Some(refused) => Ok(refused),
                     None => match super::direct::get(&req, &direct.0, &direct.1, peer) {
                         Some(answer) => Ok(answer),
-                        None => hyper::service::Service::call(&svc, req).await,
+                        None => hyper::service::Service::call(svc, req).await,
                     },
                 };
                 // An error answered before the body was read ends the connection: a client
