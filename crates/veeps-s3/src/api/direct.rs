@@ -321,12 +321,7 @@ fn respond(out: GetObjectOutput, body: Bytes) -> Option<hyper::Response<s3s::Bod
         header::ETAG,
         out.e_tag.map(|e| format!("\"{}\"", e.value())),
     )?;
-    let modified = out.last_modified.and_then(|t| {
-        let mut v = vec![];
-        t.format(s3s::dto::TimestampFormat::HttpDate, &mut v).ok()?;
-        String::from_utf8(v).ok()
-    });
-    put(header::LAST_MODIFIED, modified)?;
+    put(header::LAST_MODIFIED, out.last_modified.and_then(http_date))?;
     for (k, v) in out.metadata.unwrap_or_default() {
         let name = HeaderName::try_from(format!("x-amz-meta-{k}")).ok()?;
         put(name, Some(v))?;
@@ -343,6 +338,43 @@ fn respond(out: GetObjectOutput, body: Bytes) -> Option<hyper::Response<s3s::Bod
     Some(r)
 }
 
+/// `t` as s3s writes an HTTP date (`Wed, 02 Dec 2026 11:50:00 GMT`), without a format
+/// description to interpret each time.
+fn http_date(t: s3s::dto::Timestamp) -> Option<String> {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let d = time::OffsetDateTime::from(t.clone());
+    if !d.offset().is_utc() || !(0..=9999).contains(&d.year()) {
+        let mut v = vec![];
+        t.format(s3s::dto::TimestampFormat::HttpDate, &mut v).ok()?;
+        return String::from_utf8(v).ok();
+    }
+    let mut out = String::with_capacity(29);
+    let two = |out: &mut String, n: u8| {
+        out.push((b'0' + n / 10) as char);
+        out.push((b'0' + n % 10) as char);
+    };
+    out.push_str(DAYS[d.weekday().number_days_from_monday() as usize]);
+    out.push_str(", ");
+    two(&mut out, d.day());
+    out.push(' ');
+    out.push_str(MONTHS[d.month() as usize - 1]);
+    out.push(' ');
+    let y = d.year() as u16;
+    two(&mut out, (y / 100) as u8);
+    two(&mut out, (y % 100) as u8);
+    out.push(' ');
+    two(&mut out, d.hour());
+    out.push(':');
+    two(&mut out, d.minute());
+    out.push(':');
+    two(&mut out, d.second());
+    out.push_str(" GMT");
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +388,20 @@ mod tests {
         "rootsecret0000000000000000000000000000000",
     );
     const PEER: &str = "192.0.2.10:40000";
+
+    #[test]
+    fn http_dates_are_written_as_s3s_writes_them() {
+        let mut t = -63_000_000_000i64;
+        while t < 253_000_000_000 {
+            let d = time::OffsetDateTime::from_unix_timestamp(t).unwrap();
+            let ts = s3s::dto::Timestamp::from(d);
+            let mut v = vec![];
+            ts.format(s3s::dto::TimestampFormat::HttpDate, &mut v)
+                .unwrap();
+            assert_eq!(http_date(ts), Some(String::from_utf8(v).unwrap()), "{d}");
+            t += 7_777_777;
+        }
+    }
 
     fn hmac(key: &[u8], data: &str) -> Vec<u8> {
         let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
