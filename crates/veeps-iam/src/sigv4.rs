@@ -630,48 +630,16 @@ mod tests {
                 let date = format!("202612{:02}", 1 + i % 28);
                 let to_sign = format!("request {round} {i}");
                 let sig = sign(&secret, &date, "us-east-1", &to_sign);
-                assert!(signature_matches(
-                    &secret,
-                    &date,
-                    "us-east-1",
-                    "s3",
-                    &to_sign,
-                    &sig
-                ));
+                let verifies = |secret: &str, region: &str, service: &str, to_sign: &str| {
+                    signature_matches(secret, &date, region, service, to_sign, &sig)
+                };
+                assert!(verifies(&secret, "us-east-1", "s3", &to_sign));
                 // The same scope under another secret, another region or service, or
                 // another string to sign does not verify.
-                assert!(!signature_matches(
-                    &other,
-                    &date,
-                    "us-east-1",
-                    "s3",
-                    &to_sign,
-                    &sig
-                ));
-                assert!(!signature_matches(
-                    &secret,
-                    &date,
-                    "eu-west-1",
-                    "s3",
-                    &to_sign,
-                    &sig
-                ));
-                assert!(!signature_matches(
-                    &secret,
-                    &date,
-                    "us-east-1",
-                    "sqs",
-                    &to_sign,
-                    &sig
-                ));
-                assert!(!signature_matches(
-                    &secret,
-                    &date,
-                    "us-east-1",
-                    "s3",
-                    "x",
-                    &sig
-                ));
+                assert!(!verifies(&other, "us-east-1", "s3", &to_sign));
+                assert!(!verifies(&secret, "eu-west-1", "s3", &to_sign));
+                assert!(!verifies(&secret, "us-east-1", "sqs", &to_sign));
+                assert!(!verifies(&secret, "us-east-1", "s3", "x"));
             }
         }
         SIGNING.with(|c| assert!(c.borrow().len() <= SIGNING_KEYS));
