@@ -47,9 +47,14 @@ pub fn bucket_from_host(host: &str, exists: impl Fn(&str) -> bool) -> Option<Str
     let name = match host.rsplit_once(':') {
         Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
-    }
-    .to_ascii_lowercase();
-    if DOMAINS.contains(&name.as_str()) {
+    };
+    // Lowered only when it has to be: most hosts are lower case already.
+    let name: std::borrow::Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase().into()
+    } else {
+        name.into()
+    };
+    if DOMAINS.contains(&name.as_ref()) {
         return None;
     }
     for d in DOMAINS {
@@ -59,7 +64,7 @@ pub fn bucket_from_host(host: &str, exists: impl Fn(&str) -> bool) -> Option<Str
             }
         }
     }
-    exists(&name).then_some(name)
+    exists(&name).then(|| name.into_owned())
 }
 
 impl Site {
@@ -364,5 +369,15 @@ mod tests {
             bucket_from_host("www.example.com", |b| b == "www.example.com").as_deref(),
             Some("www.example.com")
         );
+        // Host names are case-insensitive; buckets are named in lower case.
+        assert_eq!(
+            bucket_from_host("Site.S3-Website.LOCALHOST:9080", none).as_deref(),
+            Some("site")
+        );
+        assert_eq!(
+            bucket_from_host("WWW.Example.com", |b| b == "www.example.com").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(bucket_from_host("LOCALHOST", none), None);
     }
 }

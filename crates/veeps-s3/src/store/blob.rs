@@ -170,13 +170,14 @@ impl ObjectStore {
     }
 
     /// A reader of `range` (inclusive) of a blob, decrypting chunk by chunk; `keep` keeps
-    /// the body open for the next reader of the same version (see [`OpenBlobs`]).
+    /// the body open for the next reader of the same version (see [`OpenBlobs`]). `path`
+    /// is asked only when the body is not open already.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn blob_reader(
         &self,
         env: &str,
         name: &str,
-        path: &Path,
+        path: &dyn Fn() -> PathBuf,
         wrapped: &[u8],
         size: u64,
         range: (u64, u64),
@@ -197,7 +198,8 @@ impl ObjectStore {
                     .decrypt_data_key(env, wrapped)
                     .map_err(|e| StoreError::Internal(e.to_string()))?;
                 let cipher = body_key(&key)?;
-                let file = match std::fs::File::open(path) {
+                let path = path();
+                let file = match std::fs::File::open(&path) {
                     // Removed after its record was read: a newer version took its place.
                     // (Once open, a body stays readable to the end, removed or not.)
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

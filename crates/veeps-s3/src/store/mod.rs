@@ -975,7 +975,7 @@ impl ObjectStore {
         let mut r = self.blob_reader(
             &b.env,
             &meta.version_id,
-            &self.blob(&meta.version_id),
+            &|| self.blob(&meta.version_id),
             &meta.wrapped_key,
             meta.size,
             (start, end),

@@ -175,7 +175,7 @@ impl ObjectStore {
             readers.push(self.blob_reader(
                 &b.env,
                 &p.name,
-                &path,
+                &|| path.clone(),
                 &p.wrapped_key,
                 p.size,
                 (0, p.size.saturating_sub(1)),
