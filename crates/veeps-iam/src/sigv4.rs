@@ -406,11 +406,15 @@ pub fn signature_matches(
     to_sign: &str,
     signature: &str,
 ) -> bool {
-    let want = hex::encode(signing_key(secret, date, region, service).mac(to_sign.as_bytes()));
+    let mut want = [0u8; 64];
+    let mac = signing_key(secret, date, region, service).mac(to_sign.as_bytes());
+    if hex::encode_to_slice(mac, &mut want).is_err() {
+        return false;
+    }
     let got = signature.as_bytes();
     want.len() == got.len()
         && want
-            .bytes()
+            .iter()
             .zip(got.iter())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0

@@ -112,12 +112,26 @@ pub(super) fn get<B>(
         return None;
     }
     let secret = gate.secret_of(p.access_key)?;
-    let scope = format!("{}/{}/s3/aws4_request", p.day, p.region);
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
+    // `AWS4-HMAC-SHA256\nDATE\nDAY/REGION/s3/aws4_request\nHEX(SHA256(canonical))`.
+    let mut hash = [0u8; 64];
+    hex::encode_to_slice(
+        <sha2::Sha256 as sha2::Digest>::digest(canonical.as_bytes()),
+        &mut hash,
+    )
+    .ok()?;
+    let mut to_sign = String::with_capacity(160);
+    for part in [
+        "AWS4-HMAC-SHA256\n",
         p.amz_date,
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(canonical.as_bytes()))
-    );
+        "\n",
+        p.day,
+        "/",
+        p.region,
+        "/s3/aws4_request\n",
+        std::str::from_utf8(&hash).ok()?,
+    ] {
+        to_sign.push_str(part);
+    }
     if !veeps_iam::sigv4::signature_matches(&secret, p.day, p.region, "s3", &to_sign, p.signature) {
         return None;
     }
@@ -265,8 +279,15 @@ fn scope<'a>(
     amz_date: &'a str,
     signature: &'a str,
 ) -> Option<Presigned<'a>> {
-    let parts: Vec<&str> = credential.split(sep).collect();
-    let [access_key, day, region, service, end] = parts[..] else {
+    let mut parts = credential.split(sep);
+    let (Some(access_key), Some(day), Some(region), Some(service), Some(end), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return None;
     };
     let plain =
