@@ -171,11 +171,10 @@ impl ObjectStore {
         let etag = format!("{}-{}", hex::encode(Md5::digest(&md5s)), chosen.len());
         let mut readers: Vec<BlobReader> = vec![];
         for p in &chosen {
-            let path = self.dir.join("parts").join(&p.name);
             readers.push(self.blob_reader(
                 &b.env,
                 &p.name,
-                &|| path.clone(),
+                &|| self.dir.join("parts").join(&p.name),
                 &p.wrapped_key,
                 p.size,
                 (0, p.size.saturating_sub(1)),
