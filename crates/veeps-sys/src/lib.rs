@@ -6,6 +6,7 @@
 //! - [`confine`]: starting a confined process (network, mount and user namespaces, binds,
 //!   an unprivileged identity, a cgroup joined before `exec`);
 //! - [`fdpass`]: handing open sockets to another process (SCM_RIGHTS);
+//! - [`file`]: positional reads into memory not zeroed first;
 //! - [`mmsg`]: many UDP datagrams per system call;
 //! - [`cgroup`]: limits and statistics through cgroups v1 or v2;
 //! - [`garp`]: announcing an address that moved to a new interface;
@@ -17,6 +18,7 @@
 pub mod cgroup;
 pub mod confine;
 pub mod fdpass;
+pub mod file;
 pub mod garp;
 pub mod init;
 pub mod mmsg;

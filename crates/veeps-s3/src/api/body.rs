@@ -196,11 +196,12 @@ pub(super) async fn stream_into<T: Send + 'static>(
         .map_err(err)
 }
 
-/// A stored body read and opened a chunk (64 KiB) at a time as the connection asks for
-/// it, on the connection's own thread: page-cache reads and AES-GCM of microseconds, with
-/// no hand-off between threads; one chunk in memory at a time. Bodies larger than
-/// [`INLINE`] are read on a blocking thread instead ([`stream_out`]), so that a long read
-/// from a cold disk holds up no other connection of the thread for long.
+/// A stored body read and opened a batch of chunks (up to 512 KiB) at a time as the
+/// connection asks for it, on the connection's own thread: a page-cache read and AES-GCM
+/// of a fraction of a millisecond, with no hand-off between threads; one batch in memory
+/// at a time. Bodies larger than [`INLINE`] are read on a blocking thread instead
+/// ([`stream_out`]), so that a long read from a cold disk holds up no other connection of
+/// the thread for long.
 pub(super) fn stream_inline(r: crate::store::BlobReader) -> StreamingBlob {
     let mut r = Some(r);
     StreamingBlob::wrap(futures::stream::iter(std::iter::from_fn(move || {
@@ -221,9 +222,11 @@ pub(super) fn stream_inline(r: crate::store::BlobReader) -> StreamingBlob {
 /// Bodies up to this size stream from the connection's thread ([`stream_inline`]).
 pub(super) const INLINE: u64 = 4 * 1024 * 1024;
 
-/// A body read from the store on a blocking thread, 64 KiB at a time.
+/// A body read from the store on a blocking thread, up to 512 KiB at a time. One batch
+/// waits while the connection sends another: the reader keeps ahead without a wakeup per
+/// chunk, and a slow client holds at most three batches.
 pub(super) fn stream_out(mut r: crate::store::BlobReader) -> StreamingBlob {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
     tokio::task::spawn_blocking(move || loop {
         match r.next_bytes() {
             Ok(None) => break,

@@ -59,7 +59,7 @@ fn objects_round_trip_encrypted_with_ranges_listing_and_restart() {
         let first = r.read(&mut got).unwrap();
         got.truncate(first);
         while let Some(piece) = r.next_bytes().unwrap() {
-            assert!(!piece.is_empty() && piece.len() <= CHUNK);
+            assert!(!piece.is_empty() && piece.len() <= blob::BATCH * CHUNK);
             got.extend_from_slice(&piece);
         }
         assert_eq!(got, &body[a as usize..=b as usize], "{a}-{b}");
@@ -457,6 +457,53 @@ fn a_failed_put_leaves_the_previous_object_and_no_files() {
     ));
     assert_eq!(files(d.path(), "parts"), 0);
     assert_eq!(files(d.path(), "tmp"), 0);
+}
+
+/// A body of several batches reads back whole and in any range, piece by piece (each
+/// piece one batch at most); a chunk altered on disk in the middle of a batch fails that
+/// batch and hands out none of its bytes.
+#[test]
+fn batched_reads_return_every_range_and_refuse_an_altered_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    s.create_bucket("big", "prod").unwrap();
+    let batch = blob::BATCH * CHUNK;
+    let body: Vec<u8> = (0..(2 * batch + 3 * CHUNK + 77))
+        .map(|i| (i * 13 % 251) as u8)
+        .collect();
+    let m = s.put("big", "k", &body[..], PutOptions::default()).unwrap();
+    let len = body.len() as u64;
+    let b = batch as u64;
+    let c = CHUNK as u64;
+    for (a, z) in [
+        (0, len - 1),
+        (1, len - 2),
+        (b - 1, b),
+        (b, 2 * b - 1),
+        (b - 5, 2 * b + 5),
+        (c + 3, b + c),
+        (2 * b + 3 * c, len - 1),
+        (len - 1, len - 1),
+    ] {
+        let (_, mut r) = s.open_read("big", "k", Some((a, z))).unwrap();
+        let mut got = Vec::new();
+        while let Some(piece) = r.next_bytes().unwrap() {
+            assert!(!piece.is_empty() && piece.len() <= batch, "{a}-{z}");
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got, &body[a as usize..=z as usize], "{a}-{z}");
+    }
+    // One byte of the second batch's fourth chunk altered.
+    let path = d.path().join("s3/blobs").join(&m.version_id);
+    let mut raw = std::fs::read(&path).unwrap();
+    let at = (blob::BATCH + 3) * (CHUNK + 16) + 100;
+    raw[at] ^= 1;
+    std::fs::write(&path, &raw).unwrap();
+    let (_, mut r) = s.open_read("big", "k", None).unwrap();
+    let first = r.next_bytes().unwrap().unwrap();
+    assert_eq!(&first[..], &body[..batch]);
+    let e = r.next_bytes().unwrap_err();
+    assert!(e.to_string().contains("integrity"), "{e}");
 }
 
 /// Bodies stop being read at the limit (a chunked upload of unknown length included).
