@@ -1000,6 +1000,243 @@ mod tests {
         }
     }
 
+    /// A target that answers `METHOD PATH BODY` to every request (its health check too).
+    async fn echo_target() -> SocketAddr {
+        use http_body_util::BodyExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            let text = format!(
+                                "{} {} {}",
+                                parts.method,
+                                parts.uri,
+                                String::from_utf8_lossy(&body)
+                            );
+                            Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(text),
+                            )))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Reads one answer (a body of Content-Length, none for HEAD): status, head, body.
+    async fn read_answer(
+        s: &mut tokio::net::TcpStream,
+        buf: &mut Vec<u8>,
+        head_request: bool,
+    ) -> (u16, String, String) {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(String::from)
+                    })
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or(0);
+                let len = if head_request { 0 } else { len };
+                while buf.len() < end + 4 + len {
+                    let mut b = [0u8; 4096];
+                    let k = s.read(&mut b).await.unwrap();
+                    assert!(k > 0, "closed in a body after {head}");
+                    buf.extend_from_slice(&b[..k]);
+                }
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                buf.drain(..end + 4 + len);
+                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                return (status, head, body);
+            }
+            let mut b = [0u8; 4096];
+            let k = s.read(&mut b).await.unwrap();
+            assert!(
+                k > 0,
+                "closed before an answer: {:?}",
+                String::from_utf8_lossy(buf)
+            );
+            buf.extend_from_slice(&b[..k]);
+        }
+    }
+
+    /// Requests pipelined on one connection are answered in order, by the balancer's own
+    /// HTTP/1.1 path or by hyper's from the first request with a body on, which must see
+    /// every byte read before the hand-over; HEAD leaves no stray body; bad heads get
+    /// hyper's answers; HTTP/1.0 closes; a head that never ends is let go after the idle
+    /// timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_requests_bodies_and_bad_heads_on_one_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = echo_target().await;
+        let d = tempfile::tempdir().unwrap();
+        let plane = Plane::new(d.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = PlaneConfig {
+            lb: LbSpec {
+                id: "lb-pipe".into(),
+                env: "test".into(),
+                name: "pipe".into(),
+                internal: false,
+                subnets: vec![],
+                security_groups: vec![],
+                idle_timeout: 1,
+                access_logs: true,
+            },
+            address: Ipv4Addr::LOCALHOST,
+            netns: String::new(),
+            ca_pem: String::new(),
+            listeners: vec![PlaneListener {
+                spec: ListenerSpec {
+                    id: "listener-pipe".into(),
+                    lb_id: "lb-pipe".into(),
+                    port,
+                    protocol: Protocol::Http,
+                    certificates: vec![],
+                    default_action: Action::Forward {
+                        groups: vec![("tg-echo".into(), 1)],
+                        stickiness_secs: 0,
+                    },
+                    host_port: None,
+                    default_auth: None,
+                },
+                rules: vec![],
+                certs: vec![],
+            }],
+            groups: vec![PlaneGroup {
+                spec: crate::model::TgSpec {
+                    id: "tg-echo".into(),
+                    name: "echo".into(),
+                    protocol: Protocol::Http,
+                    port: target.port(),
+                    health: crate::model::HealthSpec {
+                        path: "/health".into(),
+                        port: None,
+                        protocol: Protocol::Http,
+                        interval: 0.1,
+                        timeout: 1.0,
+                        healthy_threshold: 1,
+                        unhealthy_threshold: 2,
+                        matcher: "200".into(),
+                    },
+                    deregistration_delay: 0,
+                    algorithm: "round_robin".into(),
+                    stickiness_secs: 0,
+                    function: None,
+                    multi_value_headers: false,
+                },
+                targets: vec![target],
+            }],
+            challenges: Default::default(),
+            functions_socket: None,
+        };
+        let applied = plane.apply(cfg).await;
+        assert!(applied.failures.is_empty(), "{:?}", applied.failures);
+        until("the target is healthy", || {
+            plane
+                .health()
+                .iter()
+                .any(|g| g.targets.iter().any(|t| t.state == "healthy"))
+        })
+        .await;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut buf = vec![];
+        // Two heads in one write, then a body (hyper's from here), then more heads.
+        s.write_all(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b?q=1 HTTP/1.1\r\nHost: x\r\n\r\n\
+              HEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(read_answer(&mut s, &mut buf, false).await.2, "GET /a ");
+        assert_eq!(read_answer(&mut s, &mut buf, false).await.2, "GET /b?q=1 ");
+        let (st, head, _) = read_answer(&mut s, &mut buf, true).await;
+        assert_eq!(st, 200);
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: 8"),
+            "{head}"
+        );
+        assert_eq!(read_answer(&mut s, &mut buf, false).await.2, "GET /c ");
+        s.write_all(
+            b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /d HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            read_answer(&mut s, &mut buf, false).await.2,
+            "POST /p hello"
+        );
+        assert_eq!(read_answer(&mut s, &mut buf, false).await.2, "GET /d ");
+        // A bad head: hyper's 400, and the end of the connection.
+        s.write_all(b"GARBAGE\r\n\r\n").await.unwrap();
+        assert_eq!(read_answer(&mut s, &mut buf, false).await.0, 400);
+        // HTTP/1.0 without keep-alive: answered, then closed.
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /old HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut all = vec![];
+        s.read_to_end(&mut all).await.unwrap();
+        let all = String::from_utf8_lossy(&all);
+        assert!(
+            all.starts_with("HTTP/1.1 200 OK\r\n") && all.ends_with("GET /old "),
+            "{all}"
+        );
+        // A head too large: 431 from hyper.
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
+            "a".repeat(70_000)
+        );
+        let _ = s.write_all(big.as_bytes()).await;
+        let mut buf = vec![];
+        assert_eq!(read_answer(&mut s, &mut buf, false).await.0, 431);
+        // A head that never ends: closed after the idle timeout (1 s), unanswered.
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nx-slow: ")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut rest = vec![];
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut rest))
+            .await
+            .expect("the slow head was never let go");
+        assert!(
+            n.is_err() || rest.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        until("every connection is closed", || {
+            plane.worker_connections().iter().sum::<usize>() == 0
+        })
+        .await;
+    }
+
     /// Waits until `f` holds (10 s at most).
     async fn until(what: &str, mut f: impl FnMut() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -123,19 +123,33 @@ fn text(status: StatusCode, msg: &'static str) -> Response<Bytes> {
 }
 
 /// Answers `req` with `function`, through the socket at `socket`.
+/// A request body whole, or `None` when it fails or runs past `max` bytes.
+async fn read_limited(mut body: super::ProxyBody, max: usize) -> Option<Bytes> {
+    let mut all = bytes::BytesMut::new();
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.ok()?.into_data() {
+            if all.len() + d.len() > max {
+                return None;
+            }
+            all.extend_from_slice(&d);
+        }
+    }
+    Some(all.freeze())
+}
+
 pub async fn invoke(
     socket: Option<&Path>,
     function: &str,
     tg_arn: &str,
     multi: bool,
-    req: Request<hyper::body::Incoming>,
+    req: Request<super::ProxyBody>,
     timeout: std::time::Duration,
 ) -> Response<Bytes> {
     let Some(socket) = socket else {
         return text(StatusCode::BAD_GATEWAY, "functions are not available here");
     };
     let (parts, body) = req.into_parts();
-    let Ok(body) = Limited::new(body, MAX_BYTES).collect().await else {
+    let Some(body) = read_limited(body, MAX_BYTES).await else {
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "the request is larger than 1 MB",
@@ -147,7 +161,7 @@ pub async fn invoke(
         parts.uri.path(),
         parts.uri.query().unwrap_or_default(),
         &parts.headers,
-        &body.to_bytes(),
+        &body,
         multi,
     );
     let call = async {

@@ -9,6 +9,7 @@ use crate::model::{Action, Condition, Protocol};
 use crate::targets::{Target, TgState};
 
 mod h1;
+mod inbound;
 mod lambda;
 mod phases;
 mod tls;
@@ -37,6 +38,15 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Errors of bodies: the client's connection, or a target's.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body as hyper's server reads it, boxed as every other.
+fn boxed_incoming(b: Incoming) -> ProxyBody {
+    b.map_err(box_hyper_error).boxed()
+}
+
+fn box_hyper_error(e: hyper::Error) -> BoxError {
+    Box::new(e)
+}
 
 /// An empty body.
 pub fn empty() -> ProxyBody {
@@ -204,7 +214,10 @@ where
         let ctx = ctx.clone();
         hyper::service::service_fn(move |req| {
             let ctx = ctx.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, client).await) }
+            async move {
+                let req = req.map(boxed_incoming);
+                Ok::<_, std::convert::Infallible>(handle(ctx, req, client).await)
+            }
         })
     };
     // The protocol is known (ALPN, or HTTP/1.1 on plain listeners): no sniffing.
@@ -223,6 +236,12 @@ where
             }
         }
     } else {
+        // The common request on the connection's own path; the rest (bodies, upgrades,
+        // errors) through hyper from the first such request on.
+        let Some(io) = inbound::serve(&ctx, io, client, idle).await else {
+            ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(idle)
@@ -282,7 +301,7 @@ fn error(status: StatusCode) -> Response<ProxyBody> {
 
 /// One request, start to end: route, then respond, redirect, or choose a target group and
 /// forward; the access log line and the in-flight count end with the body, not the headers.
-async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+async fn handle(ctx: Arc<Ctx>, req: Request<ProxyBody>, client: SocketAddr) -> Response<ProxyBody> {
     let started = Instant::now();
     ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
     let cx = phases::RequestCx::of(&req, client);
@@ -462,7 +481,7 @@ async fn forward(
     ctx: &Ctx,
     tg: &TgState,
     first: Arc<Target>,
-    mut req: Request<Incoming>,
+    mut req: Request<ProxyBody>,
     client: SocketAddr,
 ) -> (Response<ProxyBody>, Arc<Target>) {
     tg.requests_total.fetch_add(1, Ordering::Relaxed);
@@ -507,7 +526,6 @@ async fn forward(
             }
             f
         })
-        .map_err(BoxError::from)
         .boxed();
     let mut out = Request::from_parts(parts, body);
     let mut t = first;
