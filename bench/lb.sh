@@ -16,6 +16,8 @@
 #                                            builds veeps)
 #   ROUNDS=5 bench/lb.sh                    (more rounds)
 #   VEEPS_BIN=/path/to/veeps bench/lb.sh    (measure that binary, e.g. an older build)
+#   HOLD=1 bench/lb.sh                      (set up, print the URLs and each proxy's pid,
+#                                            and wait until interrupted: for perf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
@@ -230,6 +232,14 @@ errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 print(f"{rps:.0f} {p99:.2f} {errs.group(1) if errs else 0} {du / hz * 1e6 / n:.2f} {ds / hz * 1e6 / n:.2f}")' \
     "$((u1 - u0))" "$((s1 - s0))" "$HZ"
 }
+if [ -n "${HOLD:-}" ]; then
+  # For profiling: everything up, nothing measured, until interrupted.
+  echo "HTTP http://$LB/  HTTPS https://$LB/  nginx http://$LB:$NG/  HAProxy http://$LB:$HA/"
+  echo "veeps plane pid(s): $P_VEEPS  nginx: $P_NGINX  HAProxy: $P_HAPROXY"
+  trap "exit 0" INT TERM
+  sleep infinity & wait $!
+  exit 0
+fi
 # Interleaved rounds; each line of $WORK/results is "series rps p99 non2xx user_us sys_us".
 for r in $(seq "$ROUNDS"); do
   echo "direct $(run "http://127.0.0.1:$BACK/" "$P_DIRECT")" >>"$WORK/results"
