@@ -16,6 +16,7 @@
 #                                            builds veeps)
 #   ROUNDS=5 bench/lb.sh                    (more rounds)
 #   VEEPS_BIN=/path/to/veeps bench/lb.sh    (measure that binary, e.g. an older build)
+#   LOGS=1 bench/lb.sh                      (every proxy writes access logs)
 #   HOLD=1 bench/lb.sh                      (set up, print the URLs and each proxy's pid,
 #                                            and wait until interrupted: for perf)
 set -euo pipefail
@@ -84,6 +85,19 @@ HOSTIP=$(ip -o route get 10.98.0.4 | sed -n 's/.* src \([0-9.]*\).*/\1/p')
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=bench.test -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+# LOGS=1: each proxy writes an access log line a request (veeps to its spool, nginx to a
+# buffered file, HAProxy into an in-memory ring: it has no file logging of its own).
+if [ -n "${LOGS:-}" ]; then
+  VEEPS_LOG=true
+  NGINX_LOG="access_log $WORK/proxy-access.log combined buffer=64k flush=1s;"
+  HAP_RING=$'ring logs\n  size 1048576\n  format rfc3164'
+  HAP_LOG=$'  log ring@logs local0\n  option httplog'
+else
+  VEEPS_LOG=false
+  NGINX_LOG="access_log off;"
+  HAP_RING=""
+  HAP_LOG=""
+fi
 cat >"$WORK/backend.conf" <<NGX
 worker_processes 1;
 pid $WORK/backend.pid;
@@ -104,7 +118,7 @@ pid $WORK/proxy.pid;
 error_log $WORK/proxy.err;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  $NGINX_LOG
   upstream backend { server $HOSTIP:$BACK; keepalive 256; }
   server {
     listen $NG backlog=4096;
@@ -125,6 +139,7 @@ http {
 NGX
 cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/bundle.pem"
 cat >"$WORK/haproxy.cfg" <<HAP
+$HAP_RING
 global
   nbthread 2
   maxconn 8192
@@ -141,6 +156,7 @@ frontend f
   bind :$HA backlog 4096
   bind :$HAS ssl crt $WORK/bundle.pem alpn h2,http/1.1 backlog 4096
   option forwardfor
+$HAP_LOG
   http-request set-header X-Forwarded-Proto https if { ssl_fc }
   http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
   default_backend b
@@ -171,7 +187,7 @@ resource "load_balancer" "bench" {
   name            = "bench"
   subnets         = [subnet.pub.id]
   security_groups = [security_group.lb.id]
-  access_logs     = false
+  access_logs     = $VEEPS_LOG
 }
 resource "listener" "http" {
   load_balancer_arn = load_balancer.bench.arn
