@@ -125,6 +125,34 @@ pub struct AccessLog {
 /// Bytes kept per distribution's spool.
 pub const SPOOL_LIMIT: u64 = 32 << 20;
 
+/// Appends a line to its distribution's spool (opened on its first line), to be written by
+/// the spool's next flush.
+fn spool_line(
+    spools: &mut HashMap<String, veeps_obs::spool::SpoolWriter>,
+    dir: &std::path::Path,
+    dist: String,
+    ts: i64,
+    line: &str,
+) {
+    if !spools.contains_key(&dist) {
+        let d = dir.join(&dist);
+        let w = std::fs::create_dir_all(&d)
+            .and_then(|_| veeps_obs::spool::SpoolWriter::open(&d, SPOOL_LIMIT));
+        match w {
+            Ok(w) => {
+                spools.insert(dist.clone(), w);
+            }
+            Err(e) => {
+                tracing::warn!(%dist, error = %e, "CDN access log");
+                return;
+            }
+        }
+    }
+    if let Some(w) = spools.get_mut(&dist) {
+        let _ = w.append(ts, "edge/access", line);
+    }
+}
+
 impl AccessLog {
     /// Spools under `dir`.
     pub fn open(dir: &std::path::Path) -> std::io::Result<Arc<AccessLog>> {
@@ -136,22 +164,15 @@ impl AccessLog {
             .spawn(move || {
                 let mut spools: HashMap<String, veeps_obs::spool::SpoolWriter> = HashMap::new();
                 while let Ok((dist, ts, line)) = rx.recv() {
-                    if !spools.contains_key(&dist) {
-                        let d = dir.join(&dist);
-                        let w = std::fs::create_dir_all(&d)
-                            .and_then(|_| veeps_obs::spool::SpoolWriter::open(&d, SPOOL_LIMIT));
-                        match w {
-                            Ok(w) => {
-                                spools.insert(dist.clone(), w);
-                            }
-                            Err(e) => {
-                                tracing::warn!(%dist, error = %e, "CDN access log");
-                                continue;
-                            }
-                        }
+                    spool_line(&mut spools, &dir, dist, ts, &line);
+                    // Lines that come meanwhile join this one's write: a busy edge wakes
+                    // this thread a few times a second, not once a request.
+                    std::thread::sleep(veeps_obs::spool::GATHER);
+                    while let Ok((dist, ts, line)) = rx.try_recv() {
+                        spool_line(&mut spools, &dir, dist, ts, &line);
                     }
-                    if let Some(w) = spools.get_mut(&dist) {
-                        let _ = w.line(ts, "edge/access", &line);
+                    for w in spools.values_mut() {
+                        let _ = w.flush();
                     }
                 }
             })?;

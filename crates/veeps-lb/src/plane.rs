@@ -245,9 +245,6 @@ impl Workers {
     }
 }
 
-/// How long the access log's writer gathers lines before it writes them.
-const ACCESS_BATCH: Duration = Duration::from_millis(20);
-
 /// Where access log lines go: a thread appends them to the plane's spool, which the
 /// control plane reads (from where it stopped) when it runs.
 pub struct AccessSink {
@@ -267,7 +264,7 @@ impl AccessSink {
                     let _ = w.append(ts, &stream, &text);
                     // Lines that come meanwhile join this one's write: a busy balancer
                     // wakes this thread a few times a second, not once a request.
-                    std::thread::sleep(ACCESS_BATCH);
+                    std::thread::sleep(veeps_obs::spool::GATHER);
                     while let Ok((ts, stream, text)) = rx.try_recv() {
                         let _ = w.append(ts, &stream, &text);
                     }

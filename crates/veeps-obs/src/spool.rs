@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 
 const CURRENT: &str = "out.log";
 const PREVIOUS: &str = "out.log.1";
+/// How long a writer thread fed by a queue gathers lines before it writes them together
+/// ([`SpoolWriter::append`], then [`SpoolWriter::flush`]): a busy producer wakes it a few
+/// times a second rather than once a line.
+pub const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Longer than any record (lines are cut at [`crate::logs::MAX_LINE`]).
 const MAX_RECORD: usize = 2 * crate::logs::MAX_LINE;
 
