@@ -1092,43 +1092,16 @@ mod tests {
         let target = echo_target().await;
         let d = tempfile::tempdir().unwrap();
         let plane = Plane::new(d.path());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = PlaneConfig {
-            lb: LbSpec {
-                id: "lb-pipe".into(),
-                env: "test".into(),
-                name: "pipe".into(),
-                internal: false,
-                subnets: vec![],
-                security_groups: vec![],
-                idle_timeout: 1,
-                access_logs: true,
+        let port = free_port();
+        let cfg = one_listener(
+            "pipe",
+            port,
+            1,
+            Action::Forward {
+                groups: vec![("tg-echo".into(), 1)],
+                stickiness_secs: 0,
             },
-            address: Ipv4Addr::LOCALHOST,
-            netns: String::new(),
-            ca_pem: String::new(),
-            listeners: vec![PlaneListener {
-                spec: ListenerSpec {
-                    id: "listener-pipe".into(),
-                    lb_id: "lb-pipe".into(),
-                    port,
-                    protocol: Protocol::Http,
-                    certificates: vec![],
-                    default_action: Action::Forward {
-                        groups: vec![("tg-echo".into(), 1)],
-                        stickiness_secs: 0,
-                    },
-                    host_port: None,
-                    default_auth: None,
-                },
-                rules: vec![],
-                certs: vec![],
-            }],
-            groups: vec![PlaneGroup {
+            vec![PlaneGroup {
                 spec: crate::model::TgSpec {
                     id: "tg-echo".into(),
                     name: "echo".into(),
@@ -1152,9 +1125,7 @@ mod tests {
                 },
                 targets: vec![target],
             }],
-            challenges: Default::default(),
-            functions_socket: None,
-        };
+        );
         let applied = plane.apply(cfg).await;
         assert!(applied.failures.is_empty(), "{:?}", applied.failures);
         until("the target is healthy", || {
@@ -1244,6 +1215,57 @@ mod tests {
         .await;
     }
 
+    /// A loopback port free a moment ago.
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// A balancer on the host's loopback with one plain-HTTP listener, access logs on.
+    fn one_listener(
+        name: &str,
+        port: u16,
+        idle_timeout: u64,
+        default_action: Action,
+        groups: Vec<PlaneGroup>,
+    ) -> PlaneConfig {
+        PlaneConfig {
+            lb: LbSpec {
+                id: format!("lb-{name}"),
+                env: "test".into(),
+                name: name.into(),
+                internal: false,
+                subnets: vec![],
+                security_groups: vec![],
+                idle_timeout,
+                access_logs: true,
+            },
+            address: Ipv4Addr::LOCALHOST,
+            netns: String::new(),
+            ca_pem: String::new(),
+            listeners: vec![PlaneListener {
+                spec: ListenerSpec {
+                    id: format!("listener-{name}"),
+                    lb_id: format!("lb-{name}"),
+                    port,
+                    protocol: Protocol::Http,
+                    certificates: vec![],
+                    default_action,
+                    host_port: None,
+                    default_auth: None,
+                },
+                rules: vec![],
+                certs: vec![],
+            }],
+            groups,
+            challenges: Default::default(),
+            functions_socket: None,
+        }
+    }
+
     /// Waits until `f` holds (10 s at most).
     async fn until(what: &str, mut f: impl FnMut() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1258,47 +1280,18 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let d = tempfile::tempdir().unwrap();
         let plane = Plane::new(d.path());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = PlaneConfig {
-            lb: LbSpec {
-                id: "lb-spread".into(),
-                env: "test".into(),
-                name: "spread".into(),
-                internal: false,
-                subnets: vec![],
-                security_groups: vec![],
-                idle_timeout: 60,
-                access_logs: false,
+        let port = free_port();
+        let cfg = one_listener(
+            "spread",
+            port,
+            60,
+            Action::Fixed {
+                status: 200,
+                content_type: "text/plain".into(),
+                body: "spread".into(),
             },
-            address: Ipv4Addr::LOCALHOST,
-            netns: String::new(),
-            ca_pem: String::new(),
-            listeners: vec![PlaneListener {
-                spec: ListenerSpec {
-                    id: "listener-spread".into(),
-                    lb_id: "lb-spread".into(),
-                    port,
-                    protocol: Protocol::Http,
-                    certificates: vec![],
-                    default_action: Action::Fixed {
-                        status: 200,
-                        content_type: "text/plain".into(),
-                        body: "spread".into(),
-                    },
-                    host_port: None,
-                    default_auth: None,
-                },
-                rules: vec![],
-                certs: vec![],
-            }],
-            groups: vec![],
-            challenges: Default::default(),
-            functions_socket: None,
-        };
+            vec![],
+        );
         let applied = plane.apply(cfg).await;
         assert!(applied.failures.is_empty(), "{:?}", applied.failures);
         let workers = plane.worker_connections().len();

@@ -540,6 +540,16 @@ impl Drop for RawBody {
     }
 }
 
+/// Header (or trailer) fields as they go on the wire, a `name: value` line each.
+pub fn encode_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// The head of a request without a body, in origin form, as it goes on the wire.
 pub fn encode_head(parts: &hyper::http::request::Parts, out: &mut Vec<u8>) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -549,12 +559,7 @@ pub fn encode_head(parts: &hyper::http::request::Parts, out: &mut Vec<u8>) {
         None => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (k, v) in &parts.headers {
-        out.extend_from_slice(k.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    encode_fields(&parts.headers, out);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -307,12 +307,7 @@ where
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    super::h1::encode_fields(&parts.headers, out);
     if framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -408,11 +403,8 @@ where
     match framing {
         Framing::Chunked => {
             out.extend_from_slice(b"0\r\n");
-            for (name, value) in trailers.iter().flatten() {
-                out.extend_from_slice(name.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
+            if let Some(t) = &trailers {
+                super::h1::encode_fields(t, out);
             }
             out.extend_from_slice(b"\r\n");
         }
@@ -646,223 +638,78 @@ mod tests {
         )
     }
 
+    /// The wire form of each answer, and whether its connection is kept after.
     #[tokio::test]
-    async fn answers_are_framed_as_rfc_9112_says() {
+    async fn answers_are_framed_as_rfc_9112_says_and_a_bad_body_ends_the_connection() {
+        use super::super::{empty, full};
+        const D: (&str, &str) = ("date", "d");
+        let v10 = Version::HTTP_10;
         let v11 = Version::HTTP_11;
-        // A body of known length: Content-Length and a Date, one write.
-        let (w, keep) = answer(
-            resp(200, &[("x-a", "1")], super::super::full("hello")),
-            false,
-            v11,
-            true,
-        )
-        .await;
-        assert!(
-            w.starts_with("HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 5\r\ndate: "),
-            "{w}"
-        );
-        assert!(w.ends_with(" GMT\r\n\r\nhello"), "{w}");
-        assert!(keep);
-        // Unknown length: chunked, trailers after the last chunk.
-        let mut fr: Vec<Frame<Bytes>> = vec![
-            Frame::data(Bytes::from("ab")),
-            Frame::data(Bytes::from("cde")),
-        ];
-        let mut t = HeaderMap::new();
-        t.insert("x-sum", HeaderValue::from_static("9"));
-        fr.push(Frame::trailers(t));
-        let (w, keep) = answer(resp(200, &[("date", "then")], frames(fr)), false, v11, true).await;
-        assert_eq!(
-            w,
-            "HTTP/1.1 200 OK\r\ndate: then\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\nx-sum: 9\r\n\r\n"
-        );
-        assert!(keep);
-        // HTTP/1.0 and unknown length: until close.
-        let (w, keep) = answer(
-            resp(200, &[("date", "d")], data(&["ab", "c"])),
-            false,
-            Version::HTTP_10,
-            true,
-        )
-        .await;
-        assert_eq!(
-            w,
-            "HTTP/1.1 200 OK\r\ndate: d\r\nconnection: close\r\n\r\nabc"
-        );
-        assert!(!keep);
-        // HTTP/1.0 kept alive says so.
-        let (w, keep) = answer(
-            resp(204, &[("date", "d")], super::super::empty()),
-            false,
-            Version::HTTP_10,
-            true,
-        )
-        .await;
-        assert_eq!(
-            w,
-            "HTTP/1.1 204 No Content\r\ndate: d\r\nconnection: keep-alive\r\n\r\n"
-        );
-        assert!(keep);
-        // HEAD: the length, no body.
-        let (w, _) = answer(
-            resp(200, &[("date", "d")], super::super::full("hello")),
-            true,
-            v11,
-            true,
-        )
-        .await;
-        assert_eq!(w, "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 5\r\n\r\n");
-        let (w, _) = answer(
-            resp(
-                200,
-                &[("date", "d"), ("content-length", "42")],
-                super::super::empty(),
-            ),
-            true,
-            v11,
-            true,
-        )
-        .await;
-        assert_eq!(
-            w,
-            "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 42\r\n\r\n"
-        );
-        // 204 carries no length; 304 keeps the one it has and sends no body.
-        let (w, _) = answer(
-            resp(
-                204,
-                &[("date", "d"), ("content-length", "3")],
-                data(&["abc"]),
-            ),
-            false,
-            v11,
-            true,
-        )
-        .await;
-        assert_eq!(w, "HTTP/1.1 204 No Content\r\ndate: d\r\n\r\n");
-        let (w, _) = answer(
-            resp(
-                304,
-                &[("date", "d"), ("content-length", "3")],
-                data(&["abc"]),
-            ),
-            false,
-            v11,
-            true,
-        )
-        .await;
-        assert_eq!(
-            w,
-            "HTTP/1.1 304 Not Modified\r\ndate: d\r\ncontent-length: 3\r\n\r\n"
-        );
-        // The answer's own close, and the client's.
-        let (w, keep) = answer(
-            resp(
-                200,
-                &[("date", "d"), ("connection", "close")],
-                super::super::full("x"),
-            ),
-            false,
-            v11,
-            true,
-        )
-        .await;
-        assert_eq!(
-            w,
-            "HTTP/1.1 200 OK\r\ndate: d\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx"
-        );
-        assert!(!keep);
-        let (w, keep) = answer(
-            resp(200, &[("date", "d")], super::super::full("x")),
-            false,
-            v11,
-            false,
-        )
-        .await;
-        assert_eq!(
-            w,
-            "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx"
-        );
-        assert!(!keep);
-    }
-
-    #[tokio::test]
-    async fn a_body_off_its_length_or_failing_ends_the_connection() {
-        let v11 = Version::HTTP_11;
-        // Longer than declared: cut at the length.
-        let (w, keep) = answer(
-            resp(
-                200,
-                &[("date", "d"), ("content-length", "3")],
-                data(&["ab", "cdef"]),
-            ),
-            false,
-            v11,
-            true,
-        )
-        .await;
-        assert_eq!(
-            w,
-            "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 3\r\n\r\nabc"
-        );
-        assert!(!keep);
-        // Shorter.
-        let (w, keep) = answer(
-            resp(
-                200,
-                &[("date", "d"), ("content-length", "9")],
-                data(&["ab"]),
-            ),
-            false,
-            v11,
-            true,
-        )
-        .await;
-        assert!(w.ends_with("\r\n\r\nab"), "{w}");
-        assert!(!keep);
-        // A length that does not parse is dropped, and the body chunked.
-        let (w, keep) = answer(
-            resp(
-                200,
-                &[("date", "d"), ("content-length", "x")],
-                data(&["ab"]),
-            ),
-            false,
-            v11,
-            true,
-        )
-        .await;
-        assert_eq!(
-            w,
-            "HTTP/1.1 200 OK\r\ndate: d\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
-        );
-        assert!(keep);
-        // A failure in the middle: no last chunk, and the connection ends.
+        let trailed = {
+            let mut t = HeaderMap::new();
+            t.insert("x-sum", HeaderValue::from_static("9"));
+            frames(vec![
+                Frame::data(Bytes::from("ab")),
+                Frame::data(Bytes::from("cde")),
+                Frame::trailers(t),
+            ])
+        };
         let failing = http_body_util::StreamBody::new(futures::stream::iter(vec![
             Ok(Frame::data(Bytes::from("ab"))),
             Err::<Frame<Bytes>, super::super::BoxError>("target reset".into()),
         ]))
         .boxed();
-        let (w, keep) = answer(resp(200, &[("date", "d")], failing), false, v11, true).await;
-        assert_eq!(
-            w,
-            "HTTP/1.1 200 OK\r\ndate: d\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n"
-        );
-        assert!(!keep);
-        // Large pieces are written as they are, whole.
         let big = "z".repeat(3 * COPY_BELOW);
-        let (w, keep) = answer(
-            resp(200, &[("date", "d")], data(&["a", &big, "b"])),
-            false,
-            v11,
-            true,
-        )
-        .await;
-        assert!(w.ends_with(&format!(
-            "\r\n\r\n1\r\na\r\n{:x}\r\n{big}\r\n1\r\nb\r\n0\r\n\r\n",
+        let big_wire = format!(
+            "HTTP/1.1 200 OK\r\ndate: d\r\ntransfer-encoding: chunked\r\n\r\n\
+             1\r\na\r\n{:x}\r\n{big}\r\n1\r\nb\r\n0\r\n\r\n",
             big.len()
-        )));
-        assert!(keep);
+        );
+        // (what it is, status, headers, body, HEAD, version, kept by the client, wire, kept)
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<(&str, u16, Vec<(&str, &str)>, ProxyBody, bool, Version, bool, String, bool)> = vec![
+            ("a known length", 200, vec![D, ("x-a", "1")], full("hello"), false, v11, true,
+             "HTTP/1.1 200 OK\r\ndate: d\r\nx-a: 1\r\ncontent-length: 5\r\n\r\nhello".into(), true),
+            ("unknown length: chunked, trailers last", 200, vec![D], trailed, false, v11, true,
+             "HTTP/1.1 200 OK\r\ndate: d\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\nx-sum: 9\r\n\r\n".into(), true),
+            ("HTTP/1.0, unknown length: until close", 200, vec![D], data(&["ab", "c"]), false, v10, true,
+             "HTTP/1.1 200 OK\r\ndate: d\r\nconnection: close\r\n\r\nabc".into(), false),
+            ("HTTP/1.0 kept alive says so", 204, vec![D], empty(), false, v10, true,
+             "HTTP/1.1 204 No Content\r\ndate: d\r\nconnection: keep-alive\r\n\r\n".into(), true),
+            ("HEAD: the body's length, no body", 200, vec![D], full("hello"), true, v11, true,
+             "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 5\r\n\r\n".into(), true),
+            ("HEAD: the target's length", 200, vec![D, ("content-length", "42")], empty(), true, v11, true,
+             "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 42\r\n\r\n".into(), true),
+            ("204: no length, no body", 204, vec![D, ("content-length", "3")], data(&["abc"]), false, v11, true,
+             "HTTP/1.1 204 No Content\r\ndate: d\r\n\r\n".into(), true),
+            ("304: its length, no body", 304, vec![D, ("content-length", "3")], data(&["abc"]), false, v11, true,
+             "HTTP/1.1 304 Not Modified\r\ndate: d\r\ncontent-length: 3\r\n\r\n".into(), true),
+            ("the answer closes", 200, vec![D, ("connection", "close")], full("x"), false, v11, true,
+             "HTTP/1.1 200 OK\r\ndate: d\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx".into(), false),
+            ("the client closes", 200, vec![D], full("x"), false, v11, false,
+             "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx".into(), false),
+            ("longer than declared: cut", 200, vec![D, ("content-length", "3")], data(&["ab", "cdef"]), false, v11, true,
+             "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 3\r\n\r\nabc".into(), false),
+            ("shorter than declared", 200, vec![D, ("content-length", "9")], data(&["ab"]), false, v11, true,
+             "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 9\r\n\r\nab".into(), false),
+            ("a length that does not parse: chunked", 200, vec![D, ("content-length", "x")], data(&["ab"]), false, v11, true,
+             "HTTP/1.1 200 OK\r\ndate: d\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n".into(), true),
+            ("failing in the middle: no last chunk", 200, vec![D], failing, false, v11, true,
+             "HTTP/1.1 200 OK\r\ndate: d\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n".into(), false),
+            ("large pieces written as they are", 200, vec![D], data(&["a", &big, "b"]), false, v11, true,
+             big_wire, true),
+        ];
+        for (what, status, headers, body, head, version, keep, wire, kept) in cases {
+            let got = answer(resp(status, &headers, body), head, version, keep).await;
+            assert_eq!(got, (wire, kept), "{what}");
+        }
+        // Without a Date of its own, the answer gets today's.
+        let (w, _) = answer(resp(200, &[], full("x")), false, v11, true).await;
+        assert!(
+            w.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ndate: "),
+            "{w}"
+        );
+        assert!(w.ends_with(" GMT\r\n\r\nx"), "{w}");
     }
 
     #[tokio::test]
