@@ -1215,6 +1215,78 @@ mod tests {
         .await;
     }
 
+    /// A client that asks and never reads holds a worker's connection only until a write
+    /// has waited the idle timeout (1 s here), whatever it still sends, on the balancer's
+    /// own HTTP/1.1 path and on hyper's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_never_reads_is_let_go_after_the_idle_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let d = tempfile::tempdir().unwrap();
+        let plane = Plane::new(d.path());
+        let port = free_port();
+        let cfg = one_listener(
+            "deaf",
+            port,
+            1,
+            Action::Fixed {
+                status: 200,
+                content_type: "text/plain".into(),
+                body: "x".repeat(64 * 1024),
+            },
+            vec![],
+        );
+        let applied = plane.apply(cfg).await;
+        assert!(applied.failures.is_empty(), "{:?}", applied.failures);
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(16 * 1024).unwrap();
+        let s = sock
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap();
+        let (_read_half, mut write_half) = s.into_split();
+        // 400 answers of 64 KiB: far more than the two sockets' buffers hold.
+        let asks = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(400);
+        let writer = tokio::spawn(async move {
+            let _ = write_half.write_all(asks.as_bytes()).await;
+            // Held open (and unread) until the test ends.
+            write_half
+        });
+        until("the connection is open", || {
+            plane.worker_connections().iter().sum::<usize>() == 1
+        })
+        .await;
+        let started = std::time::Instant::now();
+        until("a client that never reads is let go", || {
+            plane.worker_connections().iter().sum::<usize>() == 0
+        })
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(writer);
+        // The same with requests that carry a body, served by hyper's side.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(16 * 1024).unwrap();
+        let s = sock
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap();
+        let (_read_half, mut write_half) = s.into_split();
+        let asks = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx".repeat(400);
+        let writer = tokio::spawn(async move {
+            let _ = write_half.write_all(asks.as_bytes()).await;
+            write_half
+        });
+        until("the second connection is open", || {
+            plane.worker_connections().iter().sum::<usize>() == 1
+        })
+        .await;
+        until(
+            "a client of hyper's side that never reads is let go",
+            || plane.worker_connections().iter().sum::<usize>() == 0,
+        )
+        .await;
+        drop(writer);
+    }
+
     /// A loopback port free a moment ago.
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")

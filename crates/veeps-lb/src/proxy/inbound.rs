@@ -59,7 +59,7 @@ where
             if !buf.is_empty() {
                 match parse(&mut buf) {
                     Parsed::Simple(req, keep) => break (*req, keep),
-                    Parsed::Other => return Some(Rewind::new(buf.freeze(), io)),
+                    Parsed::Other => return Some(Rewind::new(buf.freeze(), io, idle)),
                     Parsed::Partial => {}
                 }
             }
@@ -445,16 +445,47 @@ async fn write<S: AsyncWrite + Unpin>(io: &mut S, b: &[u8], idle: Duration) -> s
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-/// A connection handed to hyper, with the bytes already read from it in front.
+/// A connection handed to hyper, with the bytes already read from it in front. A write
+/// that cannot go on for the idle timeout fails (hyper has no such limit of its own), so a
+/// client that stops reading is let go on this path too.
 pub struct Rewind<S> {
     pre: Bytes,
     io: S,
+    idle: Duration,
+    /// Since when writes have been waiting for the client.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> Rewind<S> {
-    /// `io`, whose next reads give `pre` first.
-    pub fn new(pre: Bytes, io: S) -> Rewind<S> {
-        Rewind { pre, io }
+    /// `io`, whose next reads give `pre` first, and whose writes may wait `idle` at most.
+    pub fn new(pre: Bytes, io: S, idle: Duration) -> Rewind<S> {
+        Rewind {
+            pre,
+            io,
+            idle,
+            stall: None,
+        }
+    }
+
+    /// A write's outcome: progress clears the stall, waiting starts or checks it.
+    fn guard<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.stall = None;
+            return r;
+        }
+        let idle = self.idle;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if std::future::Future::poll(stall.as_mut(), cx).is_ready() {
+            self.stall = None;
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        Poll::Pending
     }
 }
 
@@ -480,20 +511,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.guard(cx, r)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.guard(cx, r)
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.guard(cx, r)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
@@ -716,7 +750,7 @@ mod tests {
     async fn a_rewound_connection_reads_what_was_read_first() {
         use tokio::io::AsyncReadExt;
         let (a, mut b) = tokio::io::duplex(64);
-        let mut r = Rewind::new(Bytes::from_static(b"first "), a);
+        let mut r = Rewind::new(Bytes::from_static(b"first "), a, Duration::from_secs(5));
         b.write_all(b"then").await.unwrap();
         drop(b);
         let mut got = String::new();
