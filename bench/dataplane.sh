@@ -21,12 +21,10 @@ CONNS=${2:-64}
 ROUNDS=${ROUNDS:-3}
 [ "$(id -u)" = 0 ] || { echo "bench/dataplane.sh needs root" >&2; exit 1; }
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --locked -p veeps -p sample-apps >/dev/null 2>&1
+[ -n "${VEEPS_BIN:-}" ] || cargo build --release --locked -p veeps >/dev/null 2>&1
+# The example's apps and functions, staged as ./run up stages them.
+./run stage >/dev/null 2>&1
 BIN=${VEEPS_BIN:-$PWD/target/release/veeps}
-for app in sample-app-frontend sample-app-backend; do
-  mkdir -p "target/sample-apps/$app"
-  cp -f "target/release/$app" "target/sample-apps/$app/$app"
-done
 WORK=$(mktemp -d /tmp/veeps-bench-dp.XXXXXX)
 DATA=$WORK/data
 API=$((20000 + RANDOM % 10000))

@@ -11,20 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/up.sh needs root" >&2; exit 1; }
 ROUNDS=${ROUNDS:-3}
-if [ -z "${VEEPS_BIN:-}" ]; then
-  cargo build --release --locked -p veeps -p sample-apps >/dev/null 2>&1
-fi
-# The example's apps, staged as ./run up stages them.
-TARGET=${CARGO_TARGET_DIR:-target}
-if [ -x "$TARGET/release/sample-app-backend" ]; then
-  for app in sample-app-frontend sample-app-backend; do
-    mkdir -p "target/sample-apps/$app"
-    cp -f "$TARGET/release/$app" "target/sample-apps/$app/$app"
-  done
-  mkdir -p target/sample-apps/sample-fn-echo target/sample-apps/s3-image-processing
-  cp -f "$TARGET/release/sample-fn-echo" target/sample-apps/sample-fn-echo/bootstrap
-  cp -f examples/veeps-hosting/functions/s3-image-processing/* target/sample-apps/s3-image-processing/
-fi
+[ -n "${VEEPS_BIN:-}" ] || cargo build --release --locked -p veeps >/dev/null 2>&1
+# The example's apps and functions, staged as ./run up stages them.
+./run stage >/dev/null 2>&1
 BIN=${VEEPS_BIN:-$PWD/target/release/veeps}
 WORK=$(mktemp -d /tmp/veeps-bench-up.XXXXXX)
 export VEEPS_DATA_DIR=$WORK/data
