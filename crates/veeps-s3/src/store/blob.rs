@@ -281,6 +281,35 @@ pub struct BlobReader {
 }
 
 impl BlobReader {
+    /// How many chunks the body has.
+    fn chunks(&self) -> u64 {
+        self.size.div_ceil(CHUNK as u64)
+    }
+
+    /// The plaintext length of chunk `idx`.
+    fn plain_len(&self, idx: u64) -> usize {
+        if idx == self.chunks() - 1 {
+            (self.size - idx * CHUNK as u64) as usize
+        } else {
+            CHUNK
+        }
+    }
+
+    /// Opens sealed chunk `idx`, which starts `shift` bytes into `buf` and ends with it; its
+    /// plaintext lands at the start of `buf`. Returns the plaintext's length.
+    fn open(&self, idx: u64, buf: &mut [u8], shift: usize) -> std::io::Result<usize> {
+        self.body
+            .cipher
+            .open_within(
+                Nonce::assume_unique_for_key(nonce(idx)),
+                Aad::from(aad(&self.name, idx, idx == self.chunks() - 1)),
+                buf,
+                shift..,
+            )
+            .map(|p| p.len())
+            .map_err(|_| std::io::Error::other("a body chunk fails its integrity check"))
+    }
+
     /// The rest of the range in one buffer. Each chunk is opened where it was read: one
     /// allocation for a body of one chunk, nothing zeroed to be written over.
     pub fn read_whole(&mut self) -> std::io::Result<bytes::Bytes> {
@@ -310,19 +339,11 @@ impl BlobReader {
             v.truncate(n);
             return Ok(Some(v.into()));
         }
-        let chunks = self.size.div_ceil(CHUNK as u64);
         let first = self.next_chunk;
         let last = (self.end / CHUNK as u64)
-            .min(chunks - 1)
+            .min(self.chunks() - 1)
             .min(first + BATCH as u64 - 1);
-        let plain_len = |idx: u64| {
-            if idx == chunks - 1 {
-                (self.size - idx * CHUNK as u64) as usize
-            } else {
-                CHUNK
-            }
-        };
-        let sealed_len: usize = (first..=last).map(|i| plain_len(i) + TAG).sum();
+        let sealed_len: usize = (first..=last).map(|i| self.plain_len(i) + TAG).sum();
         let mut buf = Vec::new();
         veeps_sys::file::read_exact_at_append(
             &self.body.file,
@@ -332,18 +353,8 @@ impl BlobReader {
         )?;
         let (mut sealed_from, mut plain_to) = (0usize, 0usize);
         for idx in first..=last {
-            let sealed_end = sealed_from + plain_len(idx) + TAG;
-            let n = self
-                .body
-                .cipher
-                .open_within(
-                    Nonce::assume_unique_for_key(nonce(idx)),
-                    Aad::from(aad(&self.name, idx, idx == chunks - 1)),
-                    &mut buf[plain_to..sealed_end],
-                    sealed_from - plain_to..,
-                )
-                .map_err(|_| std::io::Error::other("a body chunk fails its integrity check"))?
-                .len();
+            let sealed_end = sealed_from + self.plain_len(idx) + TAG;
+            let n = self.open(idx, &mut buf[plain_to..sealed_end], sealed_from - plain_to)?;
             sealed_from = sealed_end;
             plain_to += n;
         }
@@ -362,27 +373,13 @@ impl Read for BlobReader {
             return Ok(0);
         }
         if self.buf_off >= self.plain {
-            let chunks = self.size.div_ceil(CHUNK as u64);
             let idx = self.next_chunk;
-            let plain_len = if idx == chunks - 1 {
-                (self.size - idx * CHUNK as u64) as usize
-            } else {
-                CHUNK
-            };
-            self.buf.resize(plain_len + TAG, 0);
-            self.body
-                .file
-                .read_exact_at(&mut self.buf, sealed_at(idx))?;
-            let plain = self
-                .body
-                .cipher
-                .open_in_place(
-                    Nonce::assume_unique_for_key(nonce(idx)),
-                    Aad::from(aad(&self.name, idx, idx == chunks - 1)),
-                    &mut self.buf,
-                )
-                .map_err(|_| std::io::Error::other("a body chunk fails its integrity check"))?;
-            self.plain = plain.len();
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.resize(self.plain_len(idx) + TAG, 0);
+            self.body.file.read_exact_at(&mut buf, sealed_at(idx))?;
+            let opened = self.open(idx, &mut buf, 0);
+            self.buf = buf;
+            self.plain = opened?;
             self.buf_off = (self.pos - idx * CHUNK as u64) as usize;
             self.next_chunk += 1;
         }
